@@ -1,0 +1,24 @@
+//! netd's datapath: NAT, conntrack and (later) isolation for containers, attached at TC.
+//! One module per hook point (`uplink`, `endpoint`), shared libraries for parsing,
+//! checksummed rewrites, conntrack and counters.
+#![no_std]
+#![no_main]
+
+mod conntrack;
+mod endpoint;
+mod maps;
+mod metrics;
+mod nat;
+mod parse;
+mod uplink;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+// GPL-compatible: bpf_fib_lookup and friends are GPL-only helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

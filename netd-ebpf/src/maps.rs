@@ -1,0 +1,37 @@
+//! Every map of the datapath. All are pinned by name, so a restarted agent adopts them
+//! (with their conntrack state) instead of starting from empty ones.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use netd_common::{
+    stat, Backend, Config, CtEntry, CtKey, Endpoint, PortKey, MAX_CONNTRACK, MAX_ENDPOINTS,
+    MAX_LOCAL_ADDRS, MAX_PORT_MAPPINGS,
+};
+
+#[map(name = "NETD_CONFIG")]
+pub static CONFIG: Array<Config> = Array::pinned(1, 0);
+
+#[map(name = "NETD_PORTS")]
+pub static PORTS: HashMap<PortKey, Backend> = HashMap::pinned(MAX_PORT_MAPPINGS, 0);
+
+#[map(name = "NETD_CT")]
+pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CONNTRACK, 0);
+
+/// The host namespace's own IPv4 addresses: a published port on 0.0.0.0 answers on each.
+#[map(name = "NETD_LOCAL")]
+pub static LOCAL_ADDRS: HashMap<u32, u32> = HashMap::pinned(MAX_LOCAL_ADDRS, 0);
+
+#[map(name = "NETD_ENDPOINTS")]
+pub static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map(name = "NETD_STATS")]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stat::COUNT, 0);
+
+#[inline(always)]
+pub fn config() -> Config {
+    match CONFIG.get(0) {
+        Some(c) => *c,
+        None => Config::default(),
+    }
+}

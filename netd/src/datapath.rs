@@ -1,0 +1,342 @@
+//! The eBPF side of the agent: loads the object, pins its maps and program links under
+//! the instance's bpf dir, and keeps the maps in step with the store.
+//!
+//! Maps are pinned by name, so a restarted agent opens the same maps (and keeps the
+//! conntrack state). Program links are pinned too, so the datapath keeps forwarding while
+//! the agent is down; a restarted agent swaps its freshly loaded program into the pinned
+//! link (an atomic bpf_link_update) instead of detaching and re-attaching.
+use std::{
+    collections::HashSet,
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{anyhow, Context};
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+        SchedClassifier, TcAttachType,
+    },
+    Ebpf, EbpfLoader,
+};
+use netd_common::{
+    map_names, prog_names, stat, Backend, Config, CtEntry, CtKey, Endpoint, PortKey,
+    CONFIG_F_FAST_PATH,
+};
+
+use crate::model::PortMapping;
+
+/// bpffs's statfs magic.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd"));
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    links_dir: PathBuf,
+    ports: HashMap<MapData, PortKey, Backend>,
+    conntrack: HashMap<MapData, CtKey, CtEntry>,
+    local: HashMap<MapData, u32, u32>,
+    endpoints: HashMap<MapData, u32, Endpoint>,
+    config: Array<MapData, Config>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+/// Mounts bpffs at /sys/fs/bpf if nothing is mounted there, and checks `dir` is on it.
+pub fn ensure_bpffs(dir: &Path) -> anyhow::Result<()> {
+    let root = Path::new("/sys/fs/bpf");
+    if dir.starts_with(root) && !is_bpffs(root) {
+        nix::mount::mount(
+            Some("bpf"),
+            root,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .context("mounting bpffs at /sys/fs/bpf")?;
+    }
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if !is_bpffs(dir) {
+        return Err(anyhow!(
+            "{} is not on a bpf filesystem; mount one (mount -t bpf bpf DIR) or pick --bpf-dir under /sys/fs/bpf",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+fn is_bpffs(p: &Path) -> bool {
+    nix::sys::statfs::statfs(p)
+        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .unwrap_or(false)
+}
+
+fn proto_port_key(m: &PortMapping) -> PortKey {
+    PortKey {
+        host_ip: u32::from(m.host_ip).to_be(),
+        host_port: m.host_port.to_be(),
+        proto: m.proto.ipproto(),
+        _pad: 0,
+    }
+}
+
+impl Datapath {
+    pub fn load(bpf_dir: &Path) -> anyhow::Result<Datapath> {
+        ensure_bpffs(bpf_dir)?;
+        let links_dir = bpf_dir.join("links");
+        fs::create_dir_all(&links_dir)?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(bpf_dir)
+            .load(OBJECT)
+            .context("loading the eBPF object (is this kernel new enough, are you root?)")?;
+        for name in [prog_names::UPLINK_INGRESS, prog_names::ENDPOINT_EGRESS] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+                .try_into()?;
+            prog.load().with_context(|| format!("verifying {name}"))?;
+        }
+        let take = |e: &mut Ebpf, n: &str| e.take_map(n).ok_or_else(|| anyhow!("map {n} missing"));
+        let ports = HashMap::try_from(take(&mut ebpf, map_names::PORTS)?)?;
+        let conntrack = HashMap::try_from(take(&mut ebpf, map_names::CONNTRACK)?)?;
+        let local = HashMap::try_from(take(&mut ebpf, map_names::LOCAL_ADDRS)?)?;
+        let endpoints = HashMap::try_from(take(&mut ebpf, map_names::ENDPOINTS)?)?;
+        let config = Array::try_from(take(&mut ebpf, map_names::CONFIG)?)?;
+        let stats = PerCpuArray::try_from(take(&mut ebpf, map_names::STATS)?)?;
+        Ok(Datapath {
+            ebpf,
+            links_dir,
+            ports,
+            conntrack,
+            local,
+            endpoints,
+            config,
+            stats,
+        })
+    }
+
+    pub fn set_config(
+        &mut self,
+        uplink_ifindex: u32,
+        uplink_ip: Ipv4Addr,
+        fast_path: bool,
+    ) -> anyhow::Result<()> {
+        let cfg = Config {
+            uplink_ifindex,
+            uplink_ip: u32::from(uplink_ip).to_be(),
+            flags: if fast_path { CONFIG_F_FAST_PATH } else { 0 },
+            _pad: 0,
+        };
+        self.config.set(0, cfg, 0)?;
+        Ok(())
+    }
+
+    /// Attaches `prog` at TC ingress of `ifname`, reusing the pinned link `pin` if a
+    /// previous agent left one (so there is no moment without a program).
+    fn attach(&mut self, prog: &str, ifname: &str, pin: &str) -> anyhow::Result<()> {
+        let pin_path = self.links_dir.join(pin);
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(prog)
+            .ok_or_else(|| anyhow!("program {prog} missing"))?
+            .try_into()?;
+        let adopted = match PinnedLink::from_pin(&pin_path) {
+            Ok(pinned) => {
+                let fd_link = pinned.unpin()?;
+                match SchedClassifierLink::try_from(fd_link) {
+                    Ok(link) => prog.attach_to_link(link).ok(),
+                    Err(_) => None,
+                }
+            }
+            Err(_) => None,
+        };
+        let id = match adopted {
+            Some(id) => id,
+            None => {
+                let _ = fs::remove_file(&pin_path);
+                prog.attach(ifname, TcAttachType::Ingress)
+                    .with_context(|| format!("attaching to {ifname}"))?
+            }
+        };
+        let link = prog.take_link(id)?;
+        let fd_link = FdLink::try_from(link)
+            .map_err(|e| anyhow!("link of {ifname} is not an fd link: {e}"))?;
+        fd_link
+            .pin(&pin_path)
+            .with_context(|| format!("pinning {}", pin_path.display()))?;
+        Ok(())
+    }
+
+    fn detach(&self, pin: &str) -> anyhow::Result<()> {
+        let pin_path = self.links_dir.join(pin);
+        match PinnedLink::from_pin(&pin_path) {
+            // Unpinning drops the last reference: the kernel detaches the program.
+            Ok(p) => drop(p.unpin()?),
+            Err(_) => {
+                let _ = fs::remove_file(&pin_path);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn attach_uplink(&mut self, ifname: &str) -> anyhow::Result<()> {
+        self.attach(prog_names::UPLINK_INGRESS, ifname, "uplink")
+    }
+
+    pub fn attach_endpoint(&mut self, veth: &str) -> anyhow::Result<()> {
+        self.attach(prog_names::ENDPOINT_EGRESS, veth, &format!("ep-{veth}"))
+    }
+
+    pub fn detach_endpoint(&self, veth: &str) -> anyhow::Result<()> {
+        self.detach(&format!("ep-{veth}"))
+    }
+
+    /// Pinned endpoint links whose veth is not in `keep`: leftovers of removed containers.
+    pub fn stale_endpoint_links(&self, keep: &HashSet<String>) -> Vec<String> {
+        let Ok(rd) = fs::read_dir(&self.links_dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("ep-")
+                    .map(String::from)
+            })
+            .filter(|v| !keep.contains(v))
+            .collect()
+    }
+
+    /// Detaches everything this agent attached (SIGTERM). Maps stay pinned, so the next
+    /// agent keeps the conntrack table.
+    pub fn detach_all(&self) -> anyhow::Result<()> {
+        let mut errors = Vec::new();
+        if let Ok(rd) = fs::read_dir(&self.links_dir) {
+            for e in rd.flatten() {
+                if let Some(name) = e.file_name().to_str() {
+                    if let Err(err) = self.detach(name) {
+                        errors.push(format!("{name}: {err:#}"));
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!("detaching: {}", errors.join("; ")))
+        }
+    }
+
+    pub fn set_port(&mut self, m: &PortMapping, backend: Backend) -> anyhow::Result<()> {
+        self.ports.insert(proto_port_key(m), backend, 0)?;
+        Ok(())
+    }
+
+    /// Makes the port map hold exactly `want`.
+    pub fn sync_ports(&mut self, want: &[(PortMapping, Backend)]) -> anyhow::Result<()> {
+        let keys: HashSet<PortKey> = want.iter().map(|(m, _)| proto_port_key(m)).collect();
+        let stale: Vec<PortKey> = self
+            .ports
+            .keys()
+            .flatten()
+            .filter(|k| !keys.contains(k))
+            .collect();
+        for k in stale {
+            let _ = self.ports.remove(&k);
+        }
+        for (m, b) in want {
+            self.set_port(m, *b)?;
+        }
+        Ok(())
+    }
+
+    pub fn remove_port(&mut self, m: &PortMapping) {
+        let _ = self.ports.remove(&proto_port_key(m));
+    }
+
+    pub fn port_keys(&self) -> Vec<PortKey> {
+        self.ports.keys().flatten().collect()
+    }
+
+    pub fn sync_endpoints(&mut self, want: &[(Ipv4Addr, Endpoint)]) -> anyhow::Result<()> {
+        let keys: HashSet<u32> = want.iter().map(|(ip, _)| u32::from(*ip).to_be()).collect();
+        let stale: Vec<u32> = self
+            .endpoints
+            .keys()
+            .flatten()
+            .filter(|k| !keys.contains(k))
+            .collect();
+        for k in stale {
+            let _ = self.endpoints.remove(&k);
+        }
+        for (ip, ep) in want {
+            self.endpoints.insert(u32::from(*ip).to_be(), *ep, 0)?;
+        }
+        Ok(())
+    }
+
+    pub fn endpoint_ips(&self) -> Vec<Ipv4Addr> {
+        self.endpoints
+            .keys()
+            .flatten()
+            .map(|k| Ipv4Addr::from(u32::from_be(k)))
+            .collect()
+    }
+
+    pub fn sync_local_addrs(&mut self, addrs: &[Ipv4Addr]) -> anyhow::Result<()> {
+        let keys: HashSet<u32> = addrs.iter().map(|a| u32::from(*a).to_be()).collect();
+        let stale: Vec<u32> = self
+            .local
+            .keys()
+            .flatten()
+            .filter(|k| !keys.contains(k))
+            .collect();
+        for k in stale {
+            let _ = self.local.remove(&k);
+        }
+        for k in keys {
+            self.local.insert(k, 1, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every conntrack entry that involves `ip` (either side, or as the NAT
+    /// target), so a removed container leaves no flow state behind.
+    pub fn flush_conntrack_of(&mut self, ip: Ipv4Addr) -> usize {
+        let ip = u32::from(ip).to_be();
+        let doomed: Vec<CtKey> = self
+            .conntrack
+            .iter()
+            .flatten()
+            .filter(|(k, v)| k.saddr == ip || k.daddr == ip || v.nat_addr == ip)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &doomed {
+            let _ = self.conntrack.remove(k);
+        }
+        doomed.len()
+    }
+
+    pub fn conntrack(&self) -> Vec<(CtKey, CtEntry)> {
+        self.conntrack.iter().flatten().collect()
+    }
+
+    /// Counter totals over all CPUs, by name.
+    pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        stat::NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let total = self
+                    .stats
+                    .get(&(i as u32), 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or(0);
+                (*name, total)
+            })
+            .collect()
+    }
+}

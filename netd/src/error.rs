@@ -1,0 +1,34 @@
+use thiserror::Error;
+
+/// Errors the agent reports to API clients. The message is what the user sees, so it
+/// names the thing at fault and, where useful, what to do about it.
+#[derive(Debug, Error)]
+pub enum NetdError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl NetdError {
+    pub fn status(&self) -> u16 {
+        match self {
+            NetdError::InvalidArgument(_) => 400,
+            NetdError::NotFound(_) => 404,
+            NetdError::Conflict(_) => 409,
+            NetdError::Internal(_) => 500,
+        }
+    }
+}
+
+impl From<anyhow::Error> for NetdError {
+    fn from(e: anyhow::Error) -> Self {
+        NetdError::Internal(format!("{e:#}"))
+    }
+}
+
+pub type Result<T, E = NetdError> = std::result::Result<T, E>;

@@ -1,0 +1,15 @@
+//! netd: a container network agent whose NAT and isolation run in eBPF.
+//!
+//! `netd daemon` owns the kernel state (links, namespaces, eBPF programs and maps) and
+//! serves an HTTP/JSON API on a unix socket; every other `netd` command is a client.
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod daemon;
+pub mod datapath;
+pub mod error;
+pub mod model;
+pub mod netlink;
+pub mod netns;
+pub mod process;
+pub mod store;

@@ -1,0 +1,346 @@
+//! The agent's domain types (what the store keeps and the API carries) and the parsing of
+//! user input such as Docker's `-p` publish specs.
+use std::{fmt, net::Ipv4Addr, str::FromStr};
+
+use ipnetwork::Ipv4Network;
+use serde::{Deserialize, Serialize};
+
+use crate::error::NetdError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn ipproto(self) -> u8 {
+        match self {
+            Proto::Tcp => netd_common::IPPROTO_TCP,
+            Proto::Udp => netd_common::IPPROTO_UDP,
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+/// One published port: host_ip:host_port -> container_port, as Docker's PortBinding.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// 0.0.0.0 means every host address.
+    pub host_ip: Ipv4Addr,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub proto: Proto,
+}
+
+impl PortMapping {
+    /// Two mappings collide if they share protocol and host port and their host IPs
+    /// overlap (equal, or either is the wildcard).
+    pub fn collides_with(&self, other: &PortMapping) -> bool {
+        self.proto == other.proto
+            && self.host_port == other.host_port
+            && (self.host_ip == other.host_ip
+                || self.host_ip.is_unspecified()
+                || other.host_ip.is_unspecified())
+    }
+}
+
+impl fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{} -> {}:{}",
+            self.container_port, self.proto, self.host_ip, self.host_port
+        )
+    }
+}
+
+/// Parses a Docker `-p` spec: `[ip:][hostPort[-end]:]containerPort[-end][/tcp|/udp]`.
+/// A missing host port (`-p 80`, `-p ip::80`) is not supported yet by the skeleton and is
+/// rejected with a clear message rather than silently picking something.
+pub fn parse_publish(spec: &str) -> Result<Vec<PortMapping>, NetdError> {
+    let bad =
+        |why: &str| NetdError::InvalidArgument(format!("invalid publish spec {spec:?}: {why}"));
+    let (rest, proto) = match spec.rsplit_once('/') {
+        Some((r, "tcp")) => (r, Proto::Tcp),
+        Some((r, "udp")) => (r, Proto::Udp),
+        Some((_, p)) => return Err(bad(&format!("unknown protocol {p:?} (use tcp or udp)"))),
+        None => (spec, Proto::Tcp),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let (ip, host, cont) = match parts.as_slice() {
+        [c] => (None, None, *c),
+        [h, c] => (None, Some(*h), *c),
+        [ip, h, c] => (Some(*ip), Some(*h), *c),
+        _ => return Err(bad("too many ':'")),
+    };
+    let host_ip = match ip {
+        None | Some("") => Ipv4Addr::UNSPECIFIED,
+        Some(s) => s
+            .parse::<Ipv4Addr>()
+            .map_err(|_| bad(&format!("{s:?} is not an IPv4 address")))?,
+    };
+    let (c_lo, c_hi) = parse_range(cont).map_err(|w| bad(&w))?;
+    let (h_lo, h_hi) = match host {
+        None | Some("") => {
+            return Err(bad(
+                "a host port is required (random host ports are not supported yet)",
+            ))
+        }
+        Some(h) => parse_range(h).map_err(|w| bad(&w))?,
+    };
+    if h_hi - h_lo != c_hi - c_lo {
+        return Err(bad("host and container port ranges differ in length"));
+    }
+    Ok((0..=(c_hi - c_lo))
+        .map(|i| PortMapping {
+            host_ip,
+            host_port: h_lo + i,
+            container_port: c_lo + i,
+            proto,
+        })
+        .collect())
+}
+
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let port = |p: &str| -> Result<u16, String> {
+        match p.parse::<u32>() {
+            Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+            Ok(n) => Err(format!("port {n} is out of range 1-65535")),
+            Err(_) => Err(format!("{p:?} is not a port number")),
+        }
+    };
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (port(a)?, port(b)?);
+            if b < a {
+                return Err(format!("port range {s:?} ends before it starts"));
+            }
+            Ok((a, b))
+        }
+        None => {
+            let p = port(s)?;
+            Ok((p, p))
+        }
+    }
+}
+
+/// A netd network (for now: the default `bridge`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    /// Small integer the datapath uses for this network.
+    pub net_id: u32,
+    pub bridge: String,
+    pub subnet: Ipv4Network,
+    pub gateway: Ipv4Addr,
+    pub builtin: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited,
+}
+
+impl fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Exited => "exited",
+        })
+    }
+}
+
+/// A container's network sandbox and the process netd runs in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    /// Name of its namespace under /run/netns.
+    pub netns: String,
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    /// Host-side veth name (on the network's bridge).
+    pub veth: String,
+    pub ports: Vec<PortMapping>,
+    pub cmd: Vec<String>,
+    pub state: ContainerState,
+    pub pid: Option<u32>,
+    /// Start time of `pid` (field 22 of /proc/PID/stat), so a reused pid is not adopted.
+    pub pid_start: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub created: u64,
+}
+
+/// Docker's MAC scheme: 02:42 followed by the IPv4 address.
+pub fn mac_for_ip(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+pub fn fmt_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// What `netd run` asks the daemon for.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub name: Option<String>,
+    pub ports: Vec<PortMapping>,
+    pub cmd: Vec<String>,
+}
+
+/// Container names follow Docker's rule.
+pub fn validate_name(name: &str) -> Result<(), NetdError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(NetdError::InvalidArgument(format!(
+            "invalid container name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed (at most 64)"
+        )))
+    }
+}
+
+impl FromStr for Proto {
+    type Err = NetdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tcp" => Ok(Proto::Tcp),
+            "udp" => Ok(Proto::Udp),
+            _ => Err(NetdError::InvalidArgument(format!(
+                "unknown protocol {s:?}"
+            ))),
+        }
+    }
+}
+
+/// Picks the default bridge subnet: the first /16 of Docker's pool (172.17-31.0.0/16, then
+/// 192.168.0-240.0/20) that overlaps none of `taken` (routes of the host namespace).
+pub fn pick_subnet(taken: &[Ipv4Network]) -> Option<Ipv4Network> {
+    let candidates = (17..=31)
+        .map(|b| Ipv4Network::new(Ipv4Addr::new(172, b, 0, 0), 16))
+        .chain((0..16).map(|i| Ipv4Network::new(Ipv4Addr::new(192, 168, i * 16, 0), 20)));
+    candidates
+        .flatten()
+        .find(|c| !taken.iter().any(|t| overlaps(c, t)))
+}
+
+pub fn overlaps(a: &Ipv4Network, b: &Ipv4Network) -> bool {
+    a.contains(b.network()) || b.contains(a.network())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pm(ip: [u8; 4], h: u16, c: u16, p: Proto) -> PortMapping {
+        PortMapping {
+            host_ip: Ipv4Addr::from(ip),
+            host_port: h,
+            container_port: c,
+            proto: p,
+        }
+    }
+
+    #[test]
+    fn publish_specs() {
+        assert_eq!(
+            parse_publish("8080:80").unwrap(),
+            vec![pm([0; 4], 8080, 80, Proto::Tcp)]
+        );
+        assert_eq!(
+            parse_publish("127.0.0.1:53:5353/udp").unwrap(),
+            vec![pm([127, 0, 0, 1], 53, 5353, Proto::Udp)]
+        );
+        assert_eq!(
+            parse_publish("8000-8002:80-82").unwrap(),
+            vec![
+                pm([0; 4], 8000, 80, Proto::Tcp),
+                pm([0; 4], 8001, 81, Proto::Tcp),
+                pm([0; 4], 8002, 82, Proto::Tcp)
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_publish_specs_name_the_problem() {
+        for (spec, why) in [
+            ("0:80", "out of range"),
+            ("70000:80", "out of range"),
+            ("abc:80", "not a port"),
+            ("8080:80/sctp", "unknown protocol"),
+            ("1.2.3:8080:80", "not an IPv4"),
+            ("8000-8001:80", "differ in length"),
+            ("8002-8001:80-81", "ends before"),
+            ("1:2:3:4", "too many"),
+            ("80", "host port is required"),
+        ] {
+            let e = parse_publish(spec).unwrap_err().to_string();
+            assert!(e.contains(why), "{spec}: {e}");
+            assert!(e.contains(spec), "{spec}: {e}");
+        }
+    }
+
+    #[test]
+    fn collisions() {
+        let a = pm([0; 4], 80, 80, Proto::Tcp);
+        assert!(a.collides_with(&pm([10, 0, 0, 1], 80, 81, Proto::Tcp)));
+        assert!(!a.collides_with(&pm([0; 4], 80, 80, Proto::Udp)));
+        assert!(!pm([10, 0, 0, 1], 80, 80, Proto::Tcp).collides_with(&pm(
+            [10, 0, 0, 2],
+            80,
+            80,
+            Proto::Tcp
+        )));
+    }
+
+    #[test]
+    fn subnet_pool_skips_routes() {
+        let taken = vec![
+            "172.17.0.0/16".parse().unwrap(),
+            "172.18.5.0/24".parse().unwrap(),
+        ];
+        assert_eq!(pick_subnet(&taken), Some("172.19.0.0/16".parse().unwrap()));
+        assert_eq!(pick_subnet(&[]), Some("172.17.0.0/16".parse().unwrap()));
+        let all: Vec<Ipv4Network> = vec!["172.16.0.0/12".parse().unwrap()];
+        assert_eq!(pick_subnet(&all), Some("192.168.0.0/20".parse().unwrap()));
+    }
+
+    #[test]
+    fn names_and_macs() {
+        assert!(validate_name("web-1.a_b").is_ok());
+        assert!(validate_name("-x").is_err());
+        assert!(validate_name("a/b").is_err());
+        assert_eq!(
+            fmt_mac(&mac_for_ip(Ipv4Addr::new(172, 17, 0, 2))),
+            "02:42:ac:11:00:02"
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! rtnetlink, one handle per namespace, each opened from inside its namespace.
+use std::{net::Ipv4Addr, os::fd::AsRawFd};
+
+use anyhow::{anyhow, Context};
+use futures::TryStreamExt;
+use ipnetwork::Ipv4Network;
+use netlink_packet_route::{
+    address::AddressAttribute,
+    link::{InfoData, InfoVeth, LinkAttribute, LinkMessage},
+    route::{RouteAddress, RouteAttribute, RouteMessage},
+    AddressFamily,
+};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
+
+pub struct Netlink {
+    handle: Handle,
+}
+
+/// A link as netd needs to know it.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<[u8; 6]>,
+}
+
+impl Netlink {
+    /// A handle in the calling thread's namespace (the daemon's own).
+    pub fn current() -> anyhow::Result<Netlink> {
+        let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// A handle whose socket lives in namespace `netns`: the socket is created on a
+    /// thread that entered the namespace, then driven by the runtime like any other.
+    pub fn in_netns(netns: &str) -> anyhow::Result<Netlink> {
+        let rt = tokio::runtime::Handle::current();
+        let (conn, handle) = crate::netns::run_in(netns, move || {
+            let _guard = rt.enter();
+            let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+            Ok((conn, handle))
+        })?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    pub async fn links(&self) -> anyhow::Result<Vec<Link>> {
+        let msgs: Vec<LinkMessage> = self.handle.link().get().execute().try_collect().await?;
+        Ok(msgs.iter().map(link_of).collect())
+    }
+
+    pub async fn link_by_name(&self, name: &str) -> anyhow::Result<Option<Link>> {
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match s.try_next().await {
+            Ok(Some(m)) => Ok(Some(link_of(&m))),
+            Ok(None) => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn link_by_index(&self, index: u32) -> anyhow::Result<Option<Link>> {
+        let mut s = self.handle.link().get().match_index(index).execute();
+        match s.try_next().await {
+            Ok(m) => Ok(m.as_ref().map(link_of)),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn create_bridge(&self, name: &str) -> anyhow::Result<Link> {
+        self.handle
+            .link()
+            .add(LinkBridge::new(name).build())
+            .execute()
+            .await
+            .with_context(|| format!("creating bridge {name}"))?;
+        self.link_by_name(name)
+            .await?
+            .ok_or_else(|| anyhow!("bridge {name} vanished after creation"))
+    }
+
+    /// Creates a veth pair whose peer is born inside the namespace open as `peer_ns`
+    /// (netavark's way: the container end never appears in the host namespace).
+    pub async fn create_veth(
+        &self,
+        host_name: &str,
+        peer_name: &str,
+        peer_ns: &std::fs::File,
+        peer_mac: [u8; 6],
+    ) -> anyhow::Result<Link> {
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer_name.to_string())
+            .address(peer_mac.to_vec())
+            .setns_by_fd(peer_ns.as_raw_fd())
+            .build();
+        let mut msg = LinkVeth::new(host_name, peer_name).build();
+        for attr in msg.attributes.iter_mut() {
+            if let LinkAttribute::LinkInfo(infos) = attr {
+                for info in infos.iter_mut() {
+                    if let netlink_packet_route::link::LinkInfo::Data(d) = info {
+                        *d = InfoData::Veth(InfoVeth::Peer(peer.clone()));
+                    }
+                }
+            }
+        }
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .with_context(|| format!("creating veth {host_name}"))?;
+        self.link_by_name(host_name)
+            .await?
+            .ok_or_else(|| anyhow!("veth {host_name} vanished after creation"))
+    }
+
+    pub async fn set_up(&self, index: u32) -> anyhow::Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .with_context(|| format!("setting link {index} up"))
+    }
+
+    pub async fn set_master(&self, index: u32, master: u32) -> anyhow::Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).controller(master).build())
+            .execute()
+            .await
+            .with_context(|| format!("attaching link {index} to bridge {master}"))
+    }
+
+    pub async fn del_link(&self, index: u32) -> anyhow::Result<()> {
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting link {index}")),
+        }
+    }
+
+    pub async fn add_addr(&self, index: u32, net: Ipv4Network) -> anyhow::Result<()> {
+        match self
+            .handle
+            .address()
+            .add(index, net.ip().into(), net.prefix())
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("adding {net} to link {index}")),
+        }
+    }
+
+    /// Every IPv4 address in the namespace, with its link index.
+    pub async fn ipv4_addrs(&self) -> anyhow::Result<Vec<(u32, Ipv4Network)>> {
+        let msgs: Vec<_> = self.handle.address().get().execute().try_collect().await?;
+        let mut out = Vec::new();
+        for m in msgs {
+            if m.header.family != AddressFamily::Inet {
+                continue;
+            }
+            for a in &m.attributes {
+                if let AddressAttribute::Local(std::net::IpAddr::V4(ip)) = a {
+                    if let Ok(n) = Ipv4Network::new(*ip, m.header.prefix_len) {
+                        out.push((m.header.index, n));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn add_default_route(&self, gw: Ipv4Addr) -> anyhow::Result<()> {
+        let r = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
+        self.handle
+            .route()
+            .add(r)
+            .execute()
+            .await
+            .with_context(|| format!("adding default route via {gw}"))
+    }
+
+    async fn routes_v4(&self) -> anyhow::Result<Vec<RouteMessage>> {
+        let q = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        Ok(self.handle.route().get(q).execute().try_collect().await?)
+    }
+
+    /// The interface of the default route (the uplink), if there is one.
+    pub async fn default_route_oif(&self) -> anyhow::Result<Option<u32>> {
+        for r in self.routes_v4().await? {
+            if r.header.destination_prefix_length != 0 || r.header.table != 254 {
+                continue;
+            }
+            for a in &r.attributes {
+                if let RouteAttribute::Oif(i) = a {
+                    return Ok(Some(*i));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Destinations of all non-default IPv4 routes, for picking a subnet that clashes
+    /// with nothing the host already reaches.
+    pub async fn route_destinations(&self) -> anyhow::Result<Vec<Ipv4Network>> {
+        let mut out = Vec::new();
+        for r in self.routes_v4().await? {
+            let len = r.header.destination_prefix_length;
+            if len == 0 {
+                continue;
+            }
+            for a in &r.attributes {
+                if let RouteAttribute::Destination(RouteAddress::Inet(ip)) = a {
+                    if let Ok(n) = Ipv4Network::new(*ip, len) {
+                        out.push(n);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn link_of(m: &LinkMessage) -> Link {
+    let mut name = String::new();
+    let mut mac = None;
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => name = n.clone(),
+            LinkAttribute::Address(a) if a.len() == 6 => {
+                let mut b = [0u8; 6];
+                b.copy_from_slice(a);
+                mac = Some(b);
+            }
+            _ => {}
+        }
+    }
+    Link {
+        index: m.header.index,
+        name,
+        mac,
+    }
+}

@@ -1,0 +1,72 @@
+//! Starting a container's command inside its namespace and watching it.
+use std::{
+    fs::File,
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::Path,
+    process::Stdio,
+};
+
+use anyhow::Context;
+
+/// Starts `cmd` in network namespace `netns`, detached from netd's session so it
+/// outlives a daemon restart; stdout and stderr go to `log`.
+pub fn spawn_in_netns(
+    netns: &str,
+    cmd: &[String],
+    log: &Path,
+) -> anyhow::Result<(u32, tokio::process::Child)> {
+    let (prog, args) = cmd.split_first().context("empty command")?;
+    let ns = crate::netns::open(netns)?;
+    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut c = std::process::Command::new(prog);
+    c.args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    let fd = ns.as_raw_fd();
+    // SAFETY: only async-signal-safe calls between fork and exec (setns via libc).
+    unsafe {
+        c.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = tokio::process::Command::from(c)
+        .kill_on_drop(false)
+        .spawn()
+        .with_context(|| format!("starting {prog:?}"))?;
+    let pid = child.id().context("child has no pid")?;
+    drop(ns);
+    Ok((pid, child))
+}
+
+/// Start time of a process (field 22 of /proc/PID/stat), to tell a pid from its reuse.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: skip past its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is still the process that started at `start`.
+pub fn alive(pid: u32, start: Option<u64>) -> bool {
+    match start_time(pid) {
+        Some(s) => start.is_none_or(|want| want == s) && !is_zombie(pid),
+        None => false,
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
+}
+
+pub fn kill(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
