@@ -1,0 +1,82 @@
+//! A small traffic tool for the end-to-end tests (netavark's habit): servers that report
+//! the peer address they saw, and clients with hard timeouts. Only std, so it runs in
+//! any namespace without extra packages.
+//!
+//!   netd-tester serve-tcp PORT          answer each connection with "peer=IP:PORT\n"
+//!   netd-tester serve-udp PORT          answer each datagram with "peer=IP:PORT <data>"
+//!   netd-tester tcp ADDR:PORT           print what the server says (exit 1 on failure)
+//!   netd-tester udp ADDR:PORT MSG       send MSG, print the answer (exit 1 on timeout)
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    process::exit,
+    time::Duration,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let r = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["serve-tcp", port] => serve_tcp(port),
+        ["serve-udp", port] => serve_udp(port),
+        ["tcp", addr] => tcp(addr),
+        ["udp", addr, msg] => udp(addr, msg),
+        _ => Err("usage: netd-tester serve-tcp PORT | serve-udp PORT | tcp ADDR:PORT | udp ADDR:PORT MSG".into()),
+    };
+    if let Err(e) = r {
+        eprintln!("netd-tester: {e}");
+        exit(1);
+    }
+}
+
+fn serve_tcp(port: &str) -> Result<(), String> {
+    let l = TcpListener::bind(format!("0.0.0.0:{port}")).map_err(|e| e.to_string())?;
+    for s in l.incoming() {
+        let Ok(mut s) = s else { continue };
+        std::thread::spawn(move || {
+            let peer = s.peer_addr().map(|p| p.to_string()).unwrap_or_default();
+            let _ = s.write_all(format!("peer={peer}\n").as_bytes());
+        });
+    }
+    Ok(())
+}
+
+fn serve_udp(port: &str) -> Result<(), String> {
+    let s = UdpSocket::bind(format!("0.0.0.0:{port}")).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, peer) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
+        let reply = format!("peer={peer} {}", String::from_utf8_lossy(&buf[..n]));
+        let _ = s.send_to(reply.as_bytes(), peer);
+    }
+}
+
+fn tcp(addr: &str) -> Result<(), String> {
+    let a: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = TcpStream::connect_timeout(&a, TIMEOUT).map_err(|e| format!("connect {a}: {e}"))?;
+    s.set_read_timeout(Some(TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("read from {a}: {e}"))?;
+    print!("{out}");
+    Ok(())
+}
+
+fn udp(addr: &str, msg: &str) -> Result<(), String> {
+    let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_millis(700)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 2048];
+    // UDP may lose the first datagram while neighbours resolve: retry a few times.
+    for _ in 0..4 {
+        s.send_to(msg.as_bytes(), addr)
+            .map_err(|e| format!("send to {addr}: {e}"))?;
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            println!("{}", String::from_utf8_lossy(&buf[..n]));
+            return Ok(());
+        }
+    }
+    Err(format!("no answer from {addr}"))
+}

@@ -1,0 +1,282 @@
+//! End-to-end: a real daemon in a host namespace, real packets from a client namespace.
+//! Run as root (cargo xtask test does).
+use std::time::Duration;
+
+use netd_tests::{Lab, CLIENT_IP, HOST_IP};
+
+fn published(port: u16) -> String {
+    format!("{HOST_IP}:{port}")
+}
+
+fn assert_rulesets_empty(lab: &Lab) {
+    let (ipt, nft) = lab.host_rulesets();
+    assert!(ipt.is_empty(), "host iptables has rules:\n{ipt}");
+    assert!(nft.is_empty(), "host nftables has a ruleset:\n{nft}");
+}
+
+#[test]
+fn published_tcp_port_reaches_container_with_client_source_preserved() {
+    let lab = Lab::new();
+    lab.run_server("web", &["8080:80"], &["serve-tcp", "80"]);
+    let body = lab
+        .from_client(&["tcp", &published(8080)])
+        .expect("published port answers");
+    // No proxy and no SNAT on the way in: the container sees the client's own address.
+    assert!(
+        body.starts_with(&format!("peer={CLIENT_IP}:")),
+        "body: {body}"
+    );
+    assert_rulesets_empty(&lab);
+    let st = lab.stats();
+    assert!(st["counters"]["dnat"].as_u64().unwrap_or(0) > 0, "{st}");
+    assert!(
+        st["counters"]["dnat_reply"].as_u64().unwrap_or(0) > 0,
+        "{st}"
+    );
+    // The fast path delivered (redirect_peer in, FIB + redirect out).
+    assert!(st["counters"]["redirect"].as_u64().unwrap_or(0) > 0, "{st}");
+    // Conntrack shows the flow in both directions.
+    let ct = lab.netd_ok(&["conntrack", "ls"]);
+    assert!(
+        ct.contains("dnat-reply") && ct.contains(&format!("{HOST_IP}:8080")),
+        "{ct}"
+    );
+}
+
+#[test]
+fn published_udp_port_and_port_ranges() {
+    let lab = Lab::new();
+    lab.run_server("dns", &["5353:53/udp"], &["serve-udp", "53"]);
+    lab.run_server("rng", &["9000-9002:7000-7002"], &["serve-tcp", "7001"]);
+    let got = lab
+        .from_client(&["udp", &published(5353), "hello"])
+        .expect("udp answers");
+    assert!(
+        got.contains(&format!("peer={CLIENT_IP}:")) && got.contains("hello"),
+        "{got}"
+    );
+    // 9001 -> 7001, where the server listens; 9000 -> 7000 has no listener.
+    let body = lab
+        .from_client(&["tcp", &published(9001)])
+        .expect("range member answers");
+    assert!(body.starts_with("peer="), "{body}");
+    assert!(lab.from_client(&["tcp", &published(9000)]).is_err());
+    let ports = lab.netd_ok(&["port", "rng"]);
+    assert_eq!(ports.lines().count(), 3, "{ports}");
+    assert!(ports.contains("7001/tcp -> 0.0.0.0:9001"), "{ports}");
+    assert_rulesets_empty(&lab);
+}
+
+#[test]
+fn slow_path_without_redirects_is_also_correct() {
+    let lab = Lab::with_args(&["--no-fast-path"]);
+    lab.run_server("web", &["8080:80"], &["serve-tcp", "80"]);
+    let body = lab
+        .from_client(&["tcp", &published(8080)])
+        .expect("published port answers");
+    assert!(body.starts_with(&format!("peer={CLIENT_IP}:")), "{body}");
+    let st = lab.stats();
+    assert_eq!(st["counters"]["redirect"].as_u64(), Some(0), "{st}");
+    assert_rulesets_empty(&lab);
+}
+
+#[test]
+fn rm_removes_the_port_the_veth_the_namespace_and_the_map_entries() {
+    let lab = Lab::new();
+    lab.run_server("web", &["8080:80"], &["serve-tcp", "80"]);
+    let veth = lab.inspect("web")["HostVeth"].as_str().unwrap().to_string();
+    lab.from_client(&["tcp", &published(8080)])
+        .expect("answers before rm");
+    assert!(lab.host_links().contains(&veth));
+    assert_eq!(lab.container_namespaces().len(), 1);
+
+    // Docker's rule: a running container needs -f.
+    let o = lab.netd(&["rm", "web"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is running"));
+
+    lab.netd_ok(&["rm", "-f", "web"]);
+    assert!(
+        lab.from_client(&["tcp", &published(8080)]).is_err(),
+        "port still answers after rm"
+    );
+    assert!(!lab.host_links().contains(&veth), "veth {veth} left behind");
+    assert!(
+        lab.container_namespaces().is_empty(),
+        "namespace left behind"
+    );
+    assert!(
+        lab.endpoint_pins().is_empty(),
+        "endpoint link pin left: {:?}",
+        lab.endpoint_pins()
+    );
+    let st = lab.stats();
+    assert_eq!(st["port_map_entries"], 0, "{st}");
+    assert_eq!(st["endpoint_entries"], 0, "{st}");
+    assert_eq!(st["conntrack_entries"], 0, "{st}");
+    assert_eq!(lab.netd_ok(&["ps", "-a", "-q"]).trim(), "");
+}
+
+/// Each bad input: non-zero exit, one line on stderr naming the problem, nothing changed.
+#[test]
+fn bad_input_is_one_clear_line_and_changes_nothing() {
+    let lab = Lab::new();
+    lab.run_server("web", &["8080:80"], &["serve-tcp", "80"]);
+    let before = lab.netd_ok(&["ps", "-a", "--format", "json"]);
+    let links_before = lab.host_links();
+    let tester = netd_tests::tester_bin();
+    let t = tester.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["frobnicate"], "unrecognized subcommand"),
+        (
+            vec!["run", "--bogus", "--", t],
+            "unexpected argument '--bogus'",
+        ),
+        (
+            vec!["run", "-d", "-p", "80", "--", t],
+            "host port is required",
+        ),
+        (
+            vec!["run", "-d", "-p", "x:80", "--", t],
+            "\"x\" is not a port number",
+        ),
+        (
+            vec!["run", "-d", "-p", "0:80", "--", t],
+            "port 0 is out of range",
+        ),
+        (
+            vec!["run", "-d", "-p", "70000:80", "--", t],
+            "port 70000 is out of range",
+        ),
+        (
+            vec!["run", "-d", "-p", "8080:80/sctp", "--", t],
+            "unknown protocol",
+        ),
+        (
+            vec!["run", "-d", "-p", "8080:80", "--", t, "serve-tcp", "81"],
+            "already published by container web",
+        ),
+        (
+            vec!["run", "-d", "--name", "web", "--", t],
+            "already in use",
+        ),
+        (
+            vec!["run", "-d", "--name", "bad/name", "--", t],
+            "invalid container name",
+        ),
+        (vec!["run", "-d"], "requires a command"),
+        (
+            vec!["run", "-d", "--", "/nonexistent/binary"],
+            "No such file",
+        ),
+        (vec!["rm", "-f", "nosuch"], "no such container: nosuch"),
+        (vec!["port", "nosuch"], "no such container: nosuch"),
+    ];
+    for (args, want) in cases {
+        let o = lab.netd(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "netd {args:?} succeeded");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "netd {args:?}: not one line:\n{err}"
+        );
+        assert!(
+            err.contains(want),
+            "netd {args:?}: {err:?} does not say {want:?}"
+        );
+    }
+    assert_eq!(
+        lab.netd_ok(&["ps", "-a", "--format", "json"]),
+        before,
+        "state changed"
+    );
+    assert_eq!(lab.host_links(), links_before, "links changed");
+    assert_eq!(lab.container_namespaces().len(), 1);
+    // The original mapping still works.
+    lab.from_client(&["tcp", &published(8080)])
+        .expect("still answers");
+}
+
+#[test]
+fn cli_names_the_socket_when_no_daemon_runs() {
+    let o = std::process::Command::new(netd_tests::netd_bin())
+        .args(["-H", "/nonexistent/netd.sock", "ps"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("/nonexistent/netd.sock") && err.contains("daemon"),
+        "{err}"
+    );
+}
+
+#[test]
+fn datapath_keeps_forwarding_through_an_agent_crash_and_restart() {
+    let mut lab = Lab::new();
+    lab.run_server("web", &["8080:80"], &["serve-tcp", "80"]);
+    lab.from_client(&["tcp", &published(8080)])
+        .expect("answers");
+    lab.stop_daemon(libc::SIGKILL);
+    // No agent at all: the pinned programs and maps still NAT.
+    let body = lab
+        .from_client(&["tcp", &published(8080)])
+        .expect("answers with the agent dead");
+    assert!(body.starts_with(&format!("peer={CLIENT_IP}:")), "{body}");
+    lab.start_daemon().expect("restart");
+    let ps = lab.netd_ok(&["ps"]);
+    assert!(
+        ps.contains("web") && ps.contains("running"),
+        "container not adopted:\n{ps}"
+    );
+    lab.from_client(&["tcp", &published(8080)])
+        .expect("answers after restart");
+    // The restarted agent swapped its program into the pinned link: still one link.
+    assert_eq!(lab.endpoint_pins().len(), 1);
+    // And it can still remove what the previous agent made.
+    lab.netd_ok(&["rm", "-f", "web"]);
+    assert!(lab.from_client(&["tcp", &published(8080)]).is_err());
+    assert!(lab.container_namespaces().is_empty());
+}
+
+#[test]
+fn sigterm_detaches_and_exits_zero_and_restart_reattaches() {
+    let mut lab = Lab::new();
+    lab.run_server("web", &["8080:80"], &["serve-tcp", "80"]);
+    lab.from_client(&["tcp", &published(8080)])
+        .expect("answers");
+    let st = lab.stop_daemon(libc::SIGTERM).expect("daemon status");
+    assert!(st.success(), "daemon exit: {st}");
+    assert!(!lab.socket().exists(), "socket file left behind");
+    let links = std::fs::read_dir(lab.bpf_dir.join("links"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(links, 0, "links still pinned after SIGTERM");
+    // Detached: nothing DNATs the port any more.
+    assert!(lab.from_client(&["tcp", &published(8080)]).is_err());
+    lab.start_daemon().expect("restart");
+    std::thread::sleep(Duration::from_millis(100));
+    lab.from_client(&["tcp", &published(8080)])
+        .expect("answers after restart");
+}
+
+#[test]
+fn run_without_detach_prints_output_and_returns_the_exit_code() {
+    let lab = Lab::new();
+    let o = lab.netd(&[
+        "run",
+        "--name",
+        "once",
+        "--",
+        "sh",
+        "-c",
+        "ip -o -4 addr show eth0; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("eth0") && out.contains("inet 172."), "{out}");
+    let ps = lab.netd_ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (3)"), "{ps}");
+}
