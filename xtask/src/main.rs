@@ -1,1 +1,370 @@
-fn main() {}
+//! `cargo xtask run | test | lint | lab up|down`: prerequisites, build, orchestration.
+//!
+//! Every command installs what it is missing (nightly rust-src, bpf-linker 0.10.4, the
+//! Debian packages the tests use, a bpffs mount) and says what it does. What it cannot
+//! install (not root, no BTF, no bpf syscall) is one clear error.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+/// See shared/TOOLCHAIN.md: 0.10.1 emits BTF the kernel rejects, 0.11+ needs LLVM 23.
+const BPF_LINKER_VERSION: &str = "0.10.4";
+/// Commands the tests and the lab use, and the Debian package that brings each.
+const PACKAGES: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("ss", "iproute2"),
+    ("iptables-save", "iptables"),
+    ("nft", "nftables"),
+    ("curl", "curl"),
+    ("busybox", "busybox-static"),
+];
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install prerequisites, build, and run `netd daemon ARGS` (as root).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Install prerequisites, then run the unit, BPF_PROG_TEST_RUN and end-to-end tests.
+    Test {
+        /// Extra arguments for the test binaries (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// rustfmt --check and clippy -D warnings on the host crates.
+    Lint,
+    /// A demo lab: a host namespace running netd and a client namespace on its uplink.
+    Lab {
+        #[command(subcommand)]
+        cmd: LabCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    Up,
+    Down,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Run { args } => run(&args),
+        Cmd::Test { args } => test(&args),
+        Cmd::Lint => lint(),
+        Cmd::Lab { cmd: LabCmd::Up } => lab_up(),
+        Cmd::Lab { cmd: LabCmd::Down } => lab_down(),
+    };
+    if let Err(e) = r {
+        eprintln!("xtask: error: {}", format!("{e:#}").replace('\n', " "));
+        std::process::exit(1);
+    }
+}
+
+fn say(msg: &str) {
+    eprintln!("xtask: {msg}");
+}
+
+fn root_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn cmd_ok(c: &mut Command) -> Result<()> {
+    let desc = format!("{c:?}");
+    let st = c.status().with_context(|| format!("starting {desc}"))?;
+    if !st.success() {
+        bail!("{desc} failed ({st})");
+    }
+    Ok(())
+}
+
+fn output(prog: &str, args: &[&str]) -> Option<String> {
+    let o = Command::new(prog)
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    output("id", &["-u"]).is_some_and(|s| s.trim() == "0")
+}
+
+/// Everything netd needs to build and run, installed where missing.
+fn prerequisites() -> Result<()> {
+    if !is_root() {
+        bail!("netd needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): run as root, e.g. sudo -E cargo xtask ...");
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!("this kernel has no BTF (/sys/kernel/btf/vmlinux): netd needs a kernel built with CONFIG_DEBUG_INFO_BTF");
+    }
+    // bpffs, where the daemon pins maps and links.
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "));
+    if !mounted {
+        say("mounting bpffs at /sys/fs/bpf");
+        cmd_ok(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+            .context("no bpf filesystem could be mounted (is the bpf syscall available?)")?;
+    }
+
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(c, _)| !have(c))
+        .map(|(_, p)| *p)
+        .collect();
+    if !missing.is_empty() {
+        let mut pkgs = missing.clone();
+        pkgs.dedup();
+        say(&format!("installing Debian packages: {}", pkgs.join(" ")));
+        cmd_ok(Command::new("apt-get").arg("update").arg("-q"))?;
+        cmd_ok(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&pkgs)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+
+    // The eBPF crate is built by aya-build with `rustup run nightly ... -Z build-std=core`.
+    let toolchains =
+        output("rustup", &["toolchain", "list"]).ok_or_else(|| anyhow!("rustup not found"))?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        say("installing the nightly toolchain (for the eBPF build)");
+        cmd_ok(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let comps = output(
+        "rustup",
+        &["component", "list", "--installed", "--toolchain", "nightly"],
+    )
+    .unwrap_or_default();
+    if !comps.lines().any(|l| l.starts_with("rust-src")) {
+        say("installing rust-src for nightly (build-std=core for the eBPF target)");
+        cmd_ok(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    let linker_ok =
+        output("bpf-linker", &["--version"]).is_some_and(|v| v.contains(BPF_LINKER_VERSION));
+    if !linker_ok {
+        say(&format!(
+            "installing bpf-linker {BPF_LINKER_VERSION} (about 2-3 minutes)"
+        ));
+        cmd_ok(Command::new("cargo").args([
+            "install",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--locked",
+            "--force",
+        ]))?;
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.args(args).current_dir(root_dir());
+    c
+}
+
+fn build_release() -> Result<PathBuf> {
+    say("building netd (release)");
+    cmd_ok(&mut cargo(&["build", "--release", "-p", "netd"]))?;
+    Ok(root_dir().join("target/release/netd"))
+}
+
+fn run(args: &[String]) -> Result<()> {
+    prerequisites()?;
+    let bin = build_release()?;
+    say(&format!(
+        "starting {} daemon {}",
+        bin.display(),
+        args.join(" ")
+    ));
+    use std::os::unix::process::CommandExt;
+    let err = Command::new(&bin).arg("daemon").args(args).exec();
+    Err(anyhow!("exec {}: {err}", bin.display()))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    prerequisites()?;
+    say("building netd and the test tools");
+    cmd_ok(&mut cargo(&[
+        "build",
+        "-p",
+        "netd",
+        "-p",
+        "netd-tests",
+        "--bins",
+    ]))?;
+    let target = root_dir().join("target/debug");
+    say("running unit, BPF_PROG_TEST_RUN and end-to-end tests");
+    let mut c = cargo(&["test", "--workspace", "--exclude", "netd-ebpf", "--"]);
+    c.args(args)
+        .env("NETD_BIN", target.join("netd"))
+        .env("NETD_TESTER", target.join("netd-tester"))
+        // Each e2e test runs a daemon and several namespaces; two cores.
+        .env("RUST_TEST_THREADS", "2");
+    cmd_ok(&mut c)
+}
+
+fn lint() -> Result<()> {
+    say("cargo fmt --check");
+    cmd_ok(&mut cargo(&["fmt", "--all", "--", "--check"]))?;
+    say("cargo clippy -D warnings");
+    cmd_ok(&mut cargo(&[
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "netd-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+const LAB: &str = "netd-lab";
+const LAB_DIR: &str = "/tmp/netd-lab";
+
+fn ip(args: &[&str]) -> Result<()> {
+    cmd_ok(Command::new("ip").args(args))
+}
+
+fn lab_up() -> Result<()> {
+    prerequisites()?;
+    let bin = build_release()?;
+    let (host, client) = (format!("{LAB}-host"), format!("{LAB}-client"));
+    if Path::new("/run/netns").join(&host).exists() {
+        bail!("the lab is already up (cargo xtask lab down removes it)");
+    }
+    say(&format!(
+        "creating namespaces {host} and {client} with an uplink 10.199.0.1 <-> 10.199.0.2"
+    ));
+    for ns in [&host, &client] {
+        ip(&["netns", "add", ns])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    }
+    ip(&[
+        "-n", &host, "link", "add", "up0", "type", "veth", "peer", "name", "cl0", "netns", &client,
+    ])?;
+    ip(&["-n", &host, "addr", "add", "10.199.0.1/24", "dev", "up0"])?;
+    ip(&["-n", &host, "link", "set", "up0", "up"])?;
+    ip(&["-n", &client, "addr", "add", "10.199.0.2/24", "dev", "cl0"])?;
+    ip(&["-n", &client, "link", "set", "cl0", "up"])?;
+    ip(&["-n", &host, "route", "add", "default", "via", "10.199.0.2"])?;
+    let dir = Path::new(LAB_DIR);
+    std::fs::create_dir_all(dir.join("www"))?;
+    std::fs::write(dir.join("www/index.html"), "hello from a netd container\n")?;
+    let log = std::fs::File::create(dir.join("daemon.log"))?;
+    say(&format!(
+        "starting netd daemon in {host} (log: {LAB_DIR}/daemon.log)"
+    ));
+    use std::os::unix::process::CommandExt;
+    let child = Command::new(&bin)
+        .args(["daemon", "--netns", &host, "--netns-prefix", "netd-lab-c-"])
+        .args([
+            "--state-dir",
+            &format!("{LAB_DIR}/state"),
+            "--run-dir",
+            &format!("{LAB_DIR}/run"),
+        ])
+        .args(["--bpf-dir", "/sys/fs/bpf/netd-lab"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()?;
+    std::fs::write(dir.join("daemon.pid"), child.id().to_string())?;
+    let sock = dir.join("run/netd.sock");
+    for _ in 0..200 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if !sock.exists() {
+        bail!("the daemon did not start: see {LAB_DIR}/daemon.log");
+    }
+    println!(
+        "The lab is up. Try:\n\n  export NETD_HOST={LAB_DIR}/run/netd.sock\n  {bin} run -d --name web -p 8080:80 -- busybox httpd -f -p 80 -h {LAB_DIR}/www\n  ip netns exec {client} curl http://10.199.0.1:8080/\n\nRemove it with: cargo xtask lab down",
+        bin = bin.display()
+    );
+    Ok(())
+}
+
+fn lab_down() -> Result<()> {
+    let dir = Path::new(LAB_DIR);
+    let bin = root_dir().join("target/release/netd");
+    let sock = dir.join("run/netd.sock");
+    if sock.exists() && bin.exists() {
+        say("removing the lab's containers");
+        if let Some(ids) = output(
+            bin.to_str().unwrap_or("netd"),
+            &["-H", sock.to_str().unwrap_or(""), "ps", "-a", "-q"],
+        ) {
+            for id in ids.split_whitespace() {
+                let _ = Command::new(&bin)
+                    .args(["-H", sock.to_str().unwrap_or(""), "rm", "-f", id])
+                    .output();
+            }
+        }
+    }
+    if let Ok(pid) = std::fs::read_to_string(dir.join("daemon.pid")) {
+        say(&format!("stopping the daemon (pid {})", pid.trim()));
+        let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
+        for _ in 0..100 {
+            if !Path::new(&format!("/proc/{}", pid.trim())).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    for ns in [format!("{LAB}-host"), format!("{LAB}-client")] {
+        if Path::new("/run/netns").join(&ns).exists() {
+            say(&format!("deleting namespace {ns}"));
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+    }
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/netd-lab");
+    let _ = std::fs::remove_dir_all(dir);
+    say("the lab is down");
+    Ok(())
+}
