@@ -161,12 +161,16 @@ pub mod stat {
     pub const REDIRECT_FAILED: u32 = 4;
     pub const CT_NEW: u32 = 5;
     pub const CT_INSERT_FAILED: u32 = 6;
-    pub const DROP_MALFORMED: u32 = 7;
+    /// Broken headers: passed untouched, for the stack's own checks to judge.
+    pub const MALFORMED_PASSED: u32 = 7;
+    /// IP fragments: passed untouched (ports are only in the first one).
     pub const FRAGMENT_PASSED: u32 = 8;
+    /// A rewrite helper failed half-way: the packet is dropped rather than sent half-NATed.
+    pub const DROP_REWRITE_FAILED: u32 = 9;
     pub const COUNT: u32 = 16;
 
     /// Human names, indexed like the counters.
-    pub const NAMES: [&str; 9] = [
+    pub const NAMES: [&str; 10] = [
         "pass",
         "dnat",
         "dnat_reply",
@@ -174,8 +178,9 @@ pub mod stat {
         "redirect_failed",
         "ct_new",
         "ct_insert_failed",
-        "drop_malformed",
+        "malformed_passed",
         "fragment_passed",
+        "drop_rewrite_failed",
     ];
 }
 

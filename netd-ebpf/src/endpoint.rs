@@ -48,7 +48,7 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, u32> {
         return Ok(TC_ACT_OK);
     }
     nat::rewrite(ctx, &flow, Side::Src, ct.nat_addr, ct.nat_port)
-        .map_err(|_| stat::DROP_MALFORMED)?;
+        .map_err(|_| stat::DROP_REWRITE_FAILED)?;
     count(stat::DNAT_REPLY);
     if config().flags & CONFIG_F_FAST_PATH != 0 {
         if let Some(verdict) = redirect_out(ctx, &flow, ct.nat_addr) {

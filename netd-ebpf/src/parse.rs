@@ -34,7 +34,7 @@ pub enum Parsed {
 pub fn parse(ctx: &TcContext) -> Parsed {
     match try_parse(ctx) {
         Ok(p) => p,
-        Err(()) => Parsed::Skip(stat::DROP_MALFORMED),
+        Err(()) => Parsed::Skip(stat::MALFORMED_PASSED),
     }
 }
 

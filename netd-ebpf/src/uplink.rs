@@ -111,7 +111,7 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, u32> {
 #[inline(always)]
 fn dnat(ctx: &TcContext, flow: &Flow, ct: &CtEntry) -> Result<i32, u32> {
     nat::rewrite(ctx, flow, Side::Dst, ct.nat_addr, ct.nat_port)
-        .map_err(|_| stat::DROP_MALFORMED)?;
+        .map_err(|_| stat::DROP_REWRITE_FAILED)?;
     count(stat::DNAT);
     if config().flags & CONFIG_F_FAST_PATH != 0 && ct.ifindex != 0 {
         // Straight into the container's namespace: the host stack, the bridge and the

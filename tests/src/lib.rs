@@ -132,6 +132,10 @@ pub struct Lab {
 
 impl Lab {
     /// A lab with a running daemon.
+    #[expect(
+        clippy::new_without_default,
+        reason = "a Lab creates namespaces and starts a daemon: not a default value"
+    )]
     pub fn new() -> Lab {
         Self::with_args(&[])
     }
