@@ -241,11 +241,49 @@ fn test(args: &[String]) -> Result<()> {
         .env("NETD_BIN", target.join("netd"))
         .env("NETD_TESTER", target.join("netd-tester"))
         // Each e2e test runs a daemon and several namespaces; two cores.
-        .env("RUST_TEST_THREADS", "2");
-    cmd_ok(&mut c)
+        .env("RUST_TEST_THREADS", "2")
+        .stdout(Stdio::piped());
+    let mut child = c.spawn().context("starting cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                passed += count_of(rest, " passed");
+                failed += count_of(rest, " failed");
+            }
+        }
+    }
+    let st = child.wait()?;
+    // One closing line over all test binaries (the last binary cargo runs is a doc-test
+    // run with nothing in it, which would otherwise be the summary a reader sees).
+    println!("tests: {passed} passed, {failed} failed");
+    if !st.success() {
+        bail!("cargo test failed ({st})");
+    }
+    Ok(())
+}
+
+/// The number before `what` in a libtest summary ("ok. 9 passed; 0 failed; ...").
+fn count_of(summary: &str, what: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(what.trim_start())
+                .map(str::trim)
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn lint() -> Result<()> {
+    // clippy compiles netd, whose build script builds the eBPF object.
+    prerequisites()?;
     say("cargo fmt --check");
     cmd_ok(&mut cargo(&["fmt", "--all", "--", "--check"]))?;
     say("cargo clippy -D warnings");
