@@ -43,6 +43,44 @@ fn published_tcp_port_reaches_container_with_client_source_preserved() {
     );
 }
 
+/// The README's example, literally: busybox httpd published on 8080, curl from outside.
+#[test]
+fn http_get_from_the_client_returns_the_containers_page() {
+    let lab = Lab::new();
+    let www = lab.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello from a netd container\n").unwrap();
+    lab.netd_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "8080:80",
+        "--",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        www.to_str().unwrap(),
+    ]);
+    let url = format!("http://{HOST_IP}:8080/");
+    let mut body = String::new();
+    // httpd needs a moment to bind.
+    for _ in 0..50 {
+        let o = lab.exec_in(&lab.client, &["curl", "-s", "-m", "3", &url]);
+        body = String::from_utf8_lossy(&o.stdout).into_owned();
+        if o.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(body, "hello from a netd container\n");
+    assert_rulesets_empty(&lab);
+}
+
 #[test]
 fn published_udp_port_and_port_ranges() {
     let lab = Lab::new();
