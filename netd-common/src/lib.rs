@@ -12,6 +12,7 @@ pub mod map_names {
     pub const LOCAL_ADDRS: &str = "NETD_LOCAL";
     pub const ENDPOINTS: &str = "NETD_ENDPOINTS";
     pub const STATS: &str = "NETD_STATS";
+    pub const PORT_STATS: &str = "NETD_PORT_STATS";
 }
 
 /// Names of the programs in the eBPF object.
@@ -35,16 +36,21 @@ pub const MAX_ENDPOINTS: u32 = 65536;
 pub struct Config {
     /// ifindex of the uplink (the interface of the default route).
     pub uplink_ifindex: u32,
-    /// Primary IPv4 address of the uplink, network byte order.
+    /// Primary IPv4 address of the uplink, network byte order: the masquerade source.
     pub uplink_ip: u32,
     /// Bit set of `CONFIG_F_*`.
     pub flags: u32,
-    pub _pad: u32,
+    /// Masquerade source ports (and ICMP echo ids) are picked in [min, max], host order.
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
 }
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 
 /// Deliver with bpf_redirect_* instead of handing the packet back to the stack.
 pub const CONFIG_F_FAST_PATH: u32 = 1;
+
+/// How many random source ports masquerade tries before giving up on a new flow.
+pub const SNAT_TRIES: u32 = 16;
 
 /// Key of the port map: (protocol, host IP or 0 for every address, host port).
 #[repr(C)]
@@ -60,7 +66,7 @@ pub struct PortKey {
 }
 const _: () = assert!(core::mem::size_of::<PortKey>() == 8);
 
-/// Where a published port leads.
+/// Where a published port leads. How to reach the container is in `NETD_ENDPOINTS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Backend {
@@ -68,20 +74,21 @@ pub struct Backend {
     pub ip: u32,
     /// Container port, network byte order.
     pub port: u16,
-    pub _pad0: u16,
-    /// ifindex of the container's host-side veth (for bpf_redirect_peer).
-    pub ifindex: u32,
-    /// Network id (index in the agent's store) the container is attached through.
-    pub net_id: u32,
-    /// Container MAC address.
-    pub mac: [u8; 6],
-    /// MAC of the network's bridge (the gateway), source MAC of redirected packets.
-    pub gw_mac: [u8; 6],
+    pub _pad: u16,
 }
-const _: () = assert!(core::mem::size_of::<Backend>() == 28);
+const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 
-/// A connection tracking key: the tuple as the packet carries it. Both directions of a
-/// flow are inserted, each with the rewrite to apply to packets matching it.
+/// Packets and bytes through one published port (per CPU), keyed by its `PortKey`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<PortCounters>() == 16);
+
+/// A connection tracking key: the tuple as the packet carries it. For ICMP echo both
+/// ports hold the echo id. Both directions of a flow are inserted.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKey {
@@ -98,15 +105,40 @@ pub struct CtKey {
 }
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 
-/// Kinds of conntrack entry (`CtEntry::kind`).
-pub mod ct_kind {
-    /// Original direction of a published-port flow: rewrite the destination.
-    pub const DNAT: u8 = 1;
-    /// Reply direction of a published-port flow: rewrite the source back.
-    pub const DNAT_REPLY: u8 = 2;
+impl CtKey {
+    /// The key of the other direction of a packet carrying this tuple.
+    pub const fn reversed(&self) -> CtKey {
+        CtKey {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
 }
 
-/// TCP state bits (`CtEntry::tcp_flags`): which flags have been seen on the flow.
+/// Kinds of conntrack entry (`CtEntry::kind`), for display and accounting; the rewrite
+/// itself is always "make the packet carry the entry's tuple".
+pub mod ct_kind {
+    /// Original direction of a published-port flow (from outside, or hairpin).
+    pub const DNAT: u8 = 1;
+    /// Reply direction of a published-port flow.
+    pub const DNAT_REPLY: u8 = 2;
+    /// Original direction of a masqueraded flow.
+    pub const SNAT: u8 = 3;
+    /// Reply direction of a masqueraded flow.
+    pub const SNAT_REPLY: u8 = 4;
+}
+
+/// `CtEntry::flags`.
+pub mod ct_flag {
+    /// The flow came through a port published on every host address (0.0.0.0).
+    pub const WILDCARD_PORT: u8 = 1;
+}
+
+/// TCP state bits (`CtEntry::tcp_flags`): which flags have been seen in that direction.
 pub mod ct_tcp {
     pub const SYN: u8 = 1;
     pub const SYN_ACK: u8 = 2;
@@ -115,29 +147,36 @@ pub mod ct_tcp {
     pub const RST: u8 = 16;
 }
 
+/// A conntrack entry: the tuple a matching packet is rewritten to, and where it goes.
+/// The other direction's key is this tuple reversed, which is how the agent's garbage
+/// collector pairs entries.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtEntry {
-    /// Address to write (destination for DNAT, source for DNAT_REPLY), network byte order.
-    pub nat_addr: u32,
-    /// Port to write, network byte order.
-    pub nat_port: u16,
+    /// Tuple to write, network byte order (fields equal to the packet's stay untouched).
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
     /// One of `ct_kind`.
     pub kind: u8,
-    /// Bit set of `ct_tcp`, merged from both directions' entries by the agent.
+    /// Bit set of `ct_tcp` seen in this direction.
     pub tcp_flags: u8,
-    /// Where the rewritten packet goes: the container's host-side veth (DNAT) or 0.
+    /// Bit set of `ct_flag`.
+    pub flags: u8,
+    pub _pad: u8,
+    /// Host-side veth of the container the rewritten packet is for (bpf_redirect_peer);
+    /// 0 when it leaves the host (FIB lookup, then redirect to the egress device).
     pub ifindex: u32,
-    /// Container MAC (DNAT) for the redirect fast path.
+    /// That container's MAC and its gateway's, written before the redirect.
     pub mac: [u8; 6],
-    /// Gateway MAC (DNAT) for the redirect fast path.
     pub gw_mac: [u8; 6],
     /// bpf_ktime_get_ns() of the last packet.
     pub last_seen_ns: u64,
     pub packets: u64,
     pub bytes: u64,
 }
-const _: () = assert!(core::mem::size_of::<CtEntry>() == 48);
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 56);
 
 /// An endpoint (a container's interface), keyed by its IPv4 address (network byte order).
 #[repr(C)]
@@ -146,13 +185,21 @@ pub struct Endpoint {
     /// ifindex of the host-side veth.
     pub ifindex: u32,
     pub net_id: u32,
+    /// The network's gateway address, network byte order (hairpin to itself uses it).
+    pub gw_ip: u32,
+    /// Bit set of `EP_F_*`.
+    pub flags: u32,
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// The bridge's MAC: the source MAC of packets redirected into the container.
+    pub gw_mac: [u8; 6],
 }
-const _: () = assert!(core::mem::size_of::<Endpoint>() == 16);
+const _: () = assert!(core::mem::size_of::<Endpoint>() == 28);
+
+/// The endpoint's network masquerades traffic to outside its networks.
+pub const EP_F_MASQUERADE: u32 = 1;
 
 /// Indexes of the per-CPU `NETD_STATS` counter array. Drop reasons and events share the
-/// array; a drop always increments exactly one reason.
+/// array; a drop always increments exactly one reason (the `drop_*` ones).
 pub mod stat {
     pub const PASS: u32 = 0;
     pub const DNAT: u32 = 1;
@@ -167,10 +214,15 @@ pub mod stat {
     pub const FRAGMENT_PASSED: u32 = 8;
     /// A rewrite helper failed half-way: the packet is dropped rather than sent half-NATed.
     pub const DROP_REWRITE_FAILED: u32 = 9;
+    pub const SNAT: u32 = 10;
+    pub const SNAT_REPLY: u32 = 11;
+    /// No free masquerade source port for a new flow: dropped, never mis-mapped.
+    pub const DROP_SNAT_EXHAUSTED: u32 = 12;
+    pub const HAIRPIN: u32 = 13;
     pub const COUNT: u32 = 16;
 
     /// Human names, indexed like the counters.
-    pub const NAMES: [&str; 10] = [
+    pub const NAMES: [&str; 14] = [
         "pass",
         "dnat",
         "dnat_reply",
@@ -181,6 +233,10 @@ pub mod stat {
         "malformed_passed",
         "fragment_passed",
         "drop_rewrite_failed",
+        "snat",
+        "snat_reply",
+        "drop_snat_exhausted",
+        "hairpin",
     ];
 }
 
@@ -194,4 +250,5 @@ mod pod {
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::Endpoint {}
+    unsafe impl aya::Pod for super::PortCounters {}
 }

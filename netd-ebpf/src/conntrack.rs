@@ -1,9 +1,15 @@
 //! netd's own connection tracking: an LRU hash keyed by the packet tuple, one entry per
-//! direction, each holding the rewrite for packets that match it.
-use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns};
-use netd_common::{CtEntry, CtKey};
+//! direction, each holding the tuple to rewrite matching packets to and where they go.
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+};
+use netd_common::{stat, CtEntry, CtKey, PortCounters, PortKey, IPPROTO_ICMP, SNAT_TRIES};
 
-use crate::{maps::CONNTRACK, parse::Flow};
+use crate::{
+    maps::{CONNTRACK, ENDPOINTS, PORT_STATS},
+    parse::Flow,
+};
 
 #[inline(always)]
 pub fn key_of(flow: &Flow) -> CtKey {
@@ -20,8 +26,7 @@ pub fn key_of(flow: &Flow) -> CtKey {
 /// Looks up the entry for `flow` and accounts the packet to it.
 #[inline(always)]
 pub fn lookup(flow: &Flow) -> Option<CtEntry> {
-    let key = key_of(flow);
-    let entry = CONNTRACK.get_ptr_mut(&key)?;
+    let entry = CONNTRACK.get_ptr_mut(&key_of(flow))?;
     // SAFETY: a pointer into the map value returned by the kernel; racing updates from
     // another CPU only make counters approximate, which is acceptable for statistics.
     unsafe {
@@ -33,23 +38,154 @@ pub fn lookup(flow: &Flow) -> Option<CtEntry> {
     }
 }
 
-/// Inserts (or replaces) the entry for one direction.
-#[inline(always)]
-pub fn insert(key: &CtKey, entry: &CtEntry) -> Result<(), i32> {
-    CONNTRACK.insert(key, entry, BPF_ANY as u64)
+/// The rewritten tuple of a new flow.
+pub struct Tuple {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
 }
 
-/// The reply direction's key of `flow` once its destination has become `addr:port`.
+/// How to reach `addr` after the rewrite: into its container, or (0) routed.
 #[inline(always)]
-pub fn reply_key(flow: &Flow, addr: u32, port: u16) -> CtKey {
-    CtKey {
-        saddr: addr,
+fn delivery_to(addr: u32) -> (u32, [u8; 6], [u8; 6]) {
+    // SAFETY: a read-only lookup of a plain-data value.
+    match unsafe { ENDPOINTS.get(&addr) } {
+        Some(ep) => (ep.ifindex, ep.mac, ep.gw_mac),
+        None => (0, [0; 6], [0; 6]),
+    }
+}
+
+/// Creates both entries of a new flow whose packets become `t` (original direction).
+///
+/// With `alloc_port`, the new source port (ICMP: echo id) is picked in the masquerade
+/// range: the original one if it is in the range, else at random, at most SNAT_TRIES
+/// times. The reply entry goes in first with BPF_NOEXIST, so two flows can never share a
+/// reply tuple; the forward entry follows with BPF_NOEXIST and, if another CPU created
+/// the same flow meanwhile, ours is rolled back and theirs is used.
+#[inline(always)]
+pub fn create(
+    flow: &Flow,
+    t: Tuple,
+    kinds: (u8, u8),
+    flags: u8,
+    alloc_port: Option<(u16, u16)>,
+) -> Result<CtEntry, u32> {
+    // SAFETY: helper calls without arguments to check.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let (fi, fmac, fgw) = delivery_to(t.daddr);
+    let (ri, rmac, rgw) = delivery_to(flow.saddr);
+    let mut fwd = CtEntry {
+        saddr: t.saddr,
+        daddr: t.daddr,
+        sport: t.sport,
+        dport: t.dport,
+        kind: kinds.0,
+        tcp_flags: flow.tcp_flags_bits(),
+        flags,
+        _pad: 0,
+        ifindex: fi,
+        mac: fmac,
+        gw_mac: fgw,
+        last_seen_ns: now,
+        packets: 1,
+        bytes: flow.len as u64,
+    };
+    let rev = CtEntry {
+        saddr: flow.daddr,
         daddr: flow.saddr,
-        sport: port,
+        sport: flow.dport,
         dport: flow.sport,
-        proto: flow.proto,
+        kind: kinds.1,
+        tcp_flags: 0,
+        flags,
+        _pad: 0,
+        ifindex: ri,
+        mac: rmac,
+        gw_mac: rgw,
+        last_seen_ns: now,
+        packets: 0,
+        bytes: 0,
+    };
+    let icmp = flow.proto == IPPROTO_ICMP;
+    let fwd_key = key_of(flow);
+    match alloc_port {
+        None => {
+            let rkey = reverse_key(&fwd, flow.proto);
+            if CONNTRACK.insert(&rkey, &rev, BPF_ANY as u64).is_err()
+                || CONNTRACK.insert(&fwd_key, &fwd, BPF_ANY as u64).is_err()
+            {
+                return Err(stat::CT_INSERT_FAILED);
+            }
+        }
+        // The range travels by value: a reference to a stack copy of the config was
+        // lowered to a scalar the verifier rejected.
+        Some((min, max)) => {
+            let (min, max) = (min as u32, max as u32);
+            let range = if max >= min { max - min + 1 } else { 1 };
+            let orig = u16::from_be(flow.sport) as u32;
+            let mut chosen: Option<CtKey> = None;
+            for i in 0..SNAT_TRIES {
+                let port = if i == 0 && orig >= min && orig <= max {
+                    orig
+                } else {
+                    // SAFETY: a helper call without arguments.
+                    min + unsafe { bpf_get_prandom_u32() } % range
+                };
+                let p = (port as u16).to_be();
+                fwd.sport = p;
+                if icmp {
+                    fwd.dport = p;
+                }
+                let rkey = reverse_key(&fwd, flow.proto);
+                if CONNTRACK.insert(&rkey, &rev, BPF_NOEXIST as u64).is_ok() {
+                    chosen = Some(rkey);
+                    break;
+                }
+            }
+            let Some(rkey) = chosen else {
+                return Err(stat::DROP_SNAT_EXHAUSTED);
+            };
+            if CONNTRACK
+                .insert(&fwd_key, &fwd, BPF_NOEXIST as u64)
+                .is_err()
+            {
+                let _ = CONNTRACK.remove(&rkey);
+                return lookup(flow).ok_or(stat::CT_INSERT_FAILED);
+            }
+        }
+    }
+    Ok(fwd)
+}
+
+#[inline(always)]
+fn reverse_key(fwd: &CtEntry, proto: u8) -> CtKey {
+    CtKey {
+        saddr: fwd.daddr,
+        daddr: fwd.saddr,
+        sport: fwd.dport,
+        dport: fwd.sport,
+        proto,
         _pad: [0; 3],
     }
+}
+
+/// Accounts a packet to the published port `key`.
+#[inline(always)]
+pub fn count_port(key: &PortKey, len: u32) {
+    if let Some(c) = PORT_STATS.get_ptr_mut(key) {
+        // SAFETY: this CPU's slot of a per-CPU value.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len as u64;
+        }
+        return;
+    }
+    let first = PortCounters {
+        packets: 1,
+        bytes: len as u64,
+    };
+    let _ = PORT_STATS.insert(key, &first, BPF_NOEXIST as u64);
 }
 
 impl Flow {

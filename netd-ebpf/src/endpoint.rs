@@ -1,24 +1,18 @@
-//! `endpoint_egress`: TC ingress of a container's host-side veth, i.e. traffic leaving the
-//! container. Reverse DNAT for replies of published services, then a FIB lookup and a
-//! direct redirect to the egress device.
-use aya_ebpf::{
-    bindings::{bpf_fib_lookup as FibParams, TC_ACT_OK, TC_ACT_REDIRECT},
-    helpers::{bpf_fib_lookup, bpf_redirect},
-    macros::classifier,
-    programs::TcContext,
-};
-use netd_common::{ct_kind, stat, CONFIG_F_FAST_PATH};
+//! `endpoint_egress`: TC ingress of a container's host-side veth, i.e. traffic leaving a
+//! container. Known flows get their entry's rewrite (replies of published services,
+//! masqueraded flows, hairpin); new flows to a host address's published port are
+//! DNATed (hairpin), new flows leaving through the uplink are masqueraded.
+use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use netd_common::{ct_flag, ct_kind, stat, EP_F_MASQUERADE, IPPROTO_ICMP};
 
 use crate::{
-    conntrack,
-    maps::config,
+    conntrack::{self, Tuple},
+    maps::{config, ENDPOINTS, LOCAL_ADDRS},
     metrics::count,
-    nat::{self, Side},
-    parse::{self, Flow, Parsed},
+    nat,
+    parse::{self, Parsed},
+    policy,
 };
-
-const AF_INET: u8 = 2;
-const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 
 #[classifier]
 pub fn endpoint_egress(ctx: TcContext) -> i32 {
@@ -41,61 +35,80 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, u32> {
             return Ok(TC_ACT_OK);
         }
     };
-    let Some(ct) = conntrack::lookup(&flow) else {
-        return Ok(TC_ACT_OK);
-    };
-    if ct.kind != ct_kind::DNAT_REPLY {
-        return Ok(TC_ACT_OK);
+    if let Some(ct) = conntrack::lookup(&flow) {
+        nat::apply(ctx, &flow, &ct)?;
+        policy::account(&flow, &ct);
+        return Ok(nat::deliver(ctx, &ct, &flow, true));
     }
-    nat::rewrite(ctx, &flow, Side::Src, ct.nat_addr, ct.nat_port)
-        .map_err(|_| stat::DROP_REWRITE_FAILED)?;
-    count(stat::DNAT_REPLY);
-    if config().flags & CONFIG_F_FAST_PATH != 0 {
-        if let Some(verdict) = redirect_out(ctx, &flow, ct.nat_addr) {
-            return Ok(verdict);
-        }
-    }
-    // The stack routes it; the bridge has accept_local=1 because the rewritten source is
-    // one of the host's own addresses.
-    Ok(TC_ACT_OK)
-}
 
-/// FIB lookup for the rewritten packet and a redirect to the egress device with the
-/// resolved MACs. None: let the stack handle it (no route, neighbour unresolved, ...).
-#[inline(always)]
-fn redirect_out(ctx: &TcContext, flow: &Flow, new_saddr: u32) -> Option<i32> {
-    // SAFETY: a zeroed plain-data struct of the kernel's ABI; every field is an integer.
-    let mut p: FibParams = unsafe { core::mem::zeroed() };
-    p.family = AF_INET;
-    p.l4_protocol = flow.proto;
-    p.sport = flow.sport;
-    p.dport = flow.dport;
-    p.__bindgen_anon_1.tot_len = (flow.len as u16).wrapping_sub(parse::ETH_HLEN as u16);
-    // SAFETY: ctx wraps a valid __sk_buff for the duration of the program.
-    p.ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    p.__bindgen_anon_3.ipv4_src = new_saddr;
-    p.__bindgen_anon_4.ipv4_dst = flow.daddr;
-    let ret = unsafe {
-        bpf_fib_lookup(
-            ctx.skb.skb as *mut _,
-            &mut p,
-            core::mem::size_of::<FibParams>() as i32,
-            0,
-        )
+    // To another container: bridged, nothing to rewrite.
+    // SAFETY (all lookups below): read-only lookups of plain-data values.
+    if unsafe { ENDPOINTS.get(&flow.daddr) }.is_some() {
+        return Ok(TC_ACT_OK);
+    }
+    let Some(src) = (unsafe { ENDPOINTS.get(&flow.saddr) }).copied() else {
+        // Not from this endpoint's address: not ours to NAT.
+        return Ok(TC_ACT_OK);
     };
-    if ret != BPF_FIB_LKUP_RET_SUCCESS {
-        count(stat::REDIRECT_FAILED);
-        return None;
+
+    if unsafe { LOCAL_ADDRS.get(&flow.daddr) }.is_some() {
+        // Hairpin: a container reaching a published port through a host address.
+        if flow.proto == IPPROTO_ICMP {
+            return Ok(TC_ACT_OK);
+        }
+        let Some((backend, wildcard)) = policy::published(&flow) else {
+            return Ok(TC_ACT_OK);
+        };
+        // To itself: the packet must not arrive with its own address as source, so the
+        // source becomes the gateway (with a fresh port, as masquerade would pick).
+        let to_self = backend.ip == flow.saddr;
+        let t = Tuple {
+            saddr: if to_self { src.gw_ip } else { flow.saddr },
+            sport: flow.sport,
+            daddr: backend.ip,
+            dport: backend.port,
+        };
+        let cfg = config();
+        let flags = if wildcard { ct_flag::WILDCARD_PORT } else { 0 };
+        let alloc = if to_self {
+            Some((cfg.snat_port_min, cfg.snat_port_max))
+        } else {
+            None
+        };
+        let ct = conntrack::create(&flow, t, (ct_kind::DNAT, ct_kind::DNAT_REPLY), flags, alloc)?;
+        count(stat::CT_NEW);
+        count(stat::HAIRPIN);
+        nat::apply(ctx, &flow, &ct)?;
+        policy::account(&flow, &ct);
+        return Ok(nat::deliver(ctx, &ct, &flow, true));
     }
-    if nat::set_macs(ctx, &p.dmac, &p.smac).is_err() {
-        return None;
+
+    // Leaving the host? Masquerade to the uplink address, as Docker's
+    // `-s SUBNET ! -o BRIDGE -j MASQUERADE` does, when the route goes out the uplink.
+    if src.flags & EP_F_MASQUERADE == 0 {
+        return Ok(TC_ACT_OK);
     }
-    let r = unsafe { bpf_redirect(p.ifindex, 0) };
-    if r == TC_ACT_REDIRECT as i64 {
-        count(stat::REDIRECT);
-        Some(TC_ACT_REDIRECT)
-    } else {
-        count(stat::REDIRECT_FAILED);
-        None
+    let cfg = config();
+    match nat::fib_egress(ctx, flow.proto, flow.saddr, flow.daddr, flow.len) {
+        Some((ifindex, _, _)) if ifindex == cfg.uplink_ifindex => {}
+        _ => return Ok(TC_ACT_OK),
     }
+    let t = Tuple {
+        saddr: cfg.uplink_ip,
+        sport: flow.sport,
+        daddr: flow.daddr,
+        dport: flow.dport,
+    };
+    let range = (cfg.snat_port_min, cfg.snat_port_max);
+    let ct = conntrack::create(
+        &flow,
+        t,
+        (ct_kind::SNAT, ct_kind::SNAT_REPLY),
+        0,
+        Some(range),
+    )?;
+    count(stat::CT_NEW);
+    nat::apply(ctx, &flow, &ct)?;
+    policy::account(&flow, &ct);
+    Ok(nat::deliver(ctx, &ct, &flow, true))
 }

@@ -10,6 +10,7 @@ mod maps;
 mod metrics;
 mod nat;
 mod parse;
+mod policy;
 mod uplink;
 
 #[cfg(not(test))]

@@ -2,11 +2,11 @@
 //! (with their conntrack state) instead of starting from empty ones.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use netd_common::{
-    stat, Backend, Config, CtEntry, CtKey, Endpoint, PortKey, MAX_CONNTRACK, MAX_ENDPOINTS,
-    MAX_LOCAL_ADDRS, MAX_PORT_MAPPINGS,
+    stat, Backend, Config, CtEntry, CtKey, Endpoint, PortCounters, PortKey, MAX_CONNTRACK,
+    MAX_ENDPOINTS, MAX_LOCAL_ADDRS, MAX_PORT_MAPPINGS,
 };
 
 #[map(name = "NETD_CONFIG")]
@@ -24,6 +24,11 @@ pub static LOCAL_ADDRS: HashMap<u32, u32> = HashMap::pinned(MAX_LOCAL_ADDRS, 0);
 
 #[map(name = "NETD_ENDPOINTS")]
 pub static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+/// Per published port: packets and bytes in both directions.
+#[map(name = "NETD_PORT_STATS")]
+pub static PORT_STATS: PerCpuHashMap<PortKey, PortCounters> =
+    PerCpuHashMap::pinned(MAX_PORT_MAPPINGS, 0);
 
 #[map(name = "NETD_STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stat::COUNT, 0);

@@ -1,13 +1,16 @@
 //! Header parsing. Loads go through bpf_skb_load_bytes (`TcContext::load`), which copes
 //! with non-linear skbs and variable IP header lengths without verifier gymnastics.
 use aya_ebpf::programs::TcContext;
-use netd_common::{stat, IPPROTO_TCP, IPPROTO_UDP};
+use netd_common::{stat, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
 
-/// An IPv4 TCP or UDP packet's tuple and the offsets needed to rewrite it. Addresses and
-/// ports are raw (network byte order), as in the packet and in the maps.
+/// An IPv4 TCP, UDP or ICMP echo packet's tuple and the offsets needed to rewrite it.
+/// Addresses and ports are raw (network byte order), as in the packet and in the maps.
+/// For ICMP echo both ports are the echo id.
 pub struct Flow {
     pub l4_off: usize,
     pub proto: u8,
@@ -21,12 +24,12 @@ pub struct Flow {
 
 /// What the parser makes of a packet.
 pub enum Parsed {
-    /// TCP or UDP over IPv4, first fragment or unfragmented.
+    /// TCP, UDP or ICMP echo over IPv4, first fragment or unfragmented.
     Flow(Flow),
-    /// Not something netd rewrites (ARP, IPv6, ICMP, other protocols): pass untouched.
+    /// Not something netd rewrites (ARP, IPv6, other ICMP, other protocols): untouched.
     NotOurs,
-    /// Broken or unsupported (bad header lengths, non-first fragments); the counter says
-    /// which, and the packet passes untouched so the stack's own checks judge it.
+    /// Broken or unsupported (bad header lengths, fragments); the counter says which,
+    /// and the packet passes untouched so the stack's own checks judge it.
     Skip(u32),
 }
 
@@ -54,7 +57,7 @@ fn try_parse(ctx: &TcContext) -> Result<Parsed, ()> {
         return Err(());
     }
     let proto: u8 = ctx.load(ETH_HLEN + 9).map_err(|_| ())?;
-    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP {
         return Ok(Parsed::NotOurs);
     }
     let frag = u16::from_be(ctx.load::<u16>(ETH_HLEN + 6).map_err(|_| ())?);
@@ -70,12 +73,22 @@ fn try_parse(ctx: &TcContext) -> Result<Parsed, ()> {
     }
     let saddr: u32 = ctx.load(ETH_HLEN + 12).map_err(|_| ())?;
     let daddr: u32 = ctx.load(ETH_HLEN + 16).map_err(|_| ())?;
-    let sport: u16 = ctx.load(l4_off).map_err(|_| ())?;
-    let dport: u16 = ctx.load(l4_off + 2).map_err(|_| ())?;
-    let tcp_flags: u8 = if proto == IPPROTO_TCP {
-        ctx.load(l4_off + 13).map_err(|_| ())?
+    let (sport, dport, tcp_flags) = if proto == IPPROTO_ICMP {
+        let ty: u8 = ctx.load(l4_off).map_err(|_| ())?;
+        if ty != ICMP_ECHO_REQUEST && ty != ICMP_ECHO_REPLY {
+            return Ok(Parsed::NotOurs);
+        }
+        let id: u16 = ctx.load(l4_off + 4).map_err(|_| ())?;
+        (id, id, 0)
     } else {
-        0
+        let sport: u16 = ctx.load(l4_off).map_err(|_| ())?;
+        let dport: u16 = ctx.load(l4_off + 2).map_err(|_| ())?;
+        let flags: u8 = if proto == IPPROTO_TCP {
+            ctx.load(l4_off + 13).map_err(|_| ())?
+        } else {
+            0
+        };
+        (sport, dport, flags)
     };
     Ok(Parsed::Flow(Flow {
         l4_off,

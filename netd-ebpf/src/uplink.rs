@@ -1,26 +1,24 @@
-//! `uplink_ingress`: TC ingress of the uplink. DNAT for published ports, then delivery
-//! straight into the container with bpf_redirect_peer (or back to the stack to route).
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_REDIRECT},
-    helpers::{bpf_ktime_get_ns, bpf_redirect_peer},
-    macros::classifier,
-    programs::TcContext,
-};
-use netd_common::{ct_kind, stat, CtEntry, PortKey, CONFIG_F_FAST_PATH};
+//! `uplink_ingress`: TC ingress of the uplink. Packets of known flows get their entry's
+//! rewrite (DNAT of published ports, the way back of masqueraded flows); new flows to a
+//! published port get DNATed and tracked. Delivery goes straight into the container
+//! with bpf_redirect_peer.
+use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use netd_common::{ct_flag, ct_kind, stat, IPPROTO_ICMP};
 
 use crate::{
-    conntrack,
-    maps::{config, LOCAL_ADDRS, PORTS},
+    conntrack::{self, Tuple},
+    maps::LOCAL_ADDRS,
     metrics::count,
-    nat::{self, Side},
-    parse::{self, Flow, Parsed},
+    nat,
+    parse::{self, Parsed},
+    policy,
 };
 
 #[classifier]
 pub fn uplink_ingress(ctx: TcContext) -> i32 {
     match try_uplink_ingress(&ctx) {
         Ok(verdict) => verdict,
-        // A failed rewrite helper leaves the packet half-written: drop it, counted.
+        // The single exit for drops: every one is counted with its reason.
         Err(reason) => {
             count(reason);
             aya_ebpf::bindings::TC_ACT_SHOT
@@ -39,91 +37,34 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, u32> {
         }
     };
 
-    // A known flow: its entry carries the rewrite.
     if let Some(ct) = conntrack::lookup(&flow) {
-        if ct.kind == ct_kind::DNAT {
-            return dnat(ctx, &flow, &ct);
-        }
-        return Ok(TC_ACT_OK);
+        nat::apply(ctx, &flow, &ct)?;
+        policy::account(&flow, &ct);
+        return Ok(nat::deliver(ctx, &ct, &flow, false));
     }
 
     // A new flow to a published port? Only packets addressed to the host itself qualify
     // (Docker's `--dst-type LOCAL`); forwarded traffic is not ours.
-    // SAFETY: read-only lookups of plain-data values.
+    if flow.proto == IPPROTO_ICMP {
+        return Ok(TC_ACT_OK);
+    }
+    // SAFETY: read-only lookup of a plain-data value.
     if unsafe { LOCAL_ADDRS.get(&flow.daddr) }.is_none() {
         return Ok(TC_ACT_OK);
     }
-    let mut key = PortKey {
-        host_ip: flow.daddr,
-        host_port: flow.dport,
-        proto: flow.proto,
-        _pad: 0,
+    let Some((backend, wildcard)) = policy::published(&flow) else {
+        return Ok(TC_ACT_OK);
     };
-    // Exact host-IP entry first, then the wildcard one.
-    let backend = match unsafe { PORTS.get(&key) } {
-        Some(b) => *b,
-        None => {
-            key.host_ip = 0;
-            match unsafe { PORTS.get(&key) } {
-                Some(b) => *b,
-                None => return Ok(TC_ACT_OK),
-            }
-        }
+    let t = Tuple {
+        saddr: flow.saddr,
+        sport: flow.sport,
+        daddr: backend.ip,
+        dport: backend.port,
     };
-
-    let now = unsafe { bpf_ktime_get_ns() };
-    let fwd = CtEntry {
-        nat_addr: backend.ip,
-        nat_port: backend.port,
-        kind: ct_kind::DNAT,
-        tcp_flags: flow.tcp_flags_bits(),
-        ifindex: backend.ifindex,
-        mac: backend.mac,
-        gw_mac: backend.gw_mac,
-        last_seen_ns: now,
-        packets: 1,
-        bytes: flow.len as u64,
-    };
-    let rev = CtEntry {
-        nat_addr: flow.daddr,
-        nat_port: flow.dport,
-        kind: ct_kind::DNAT_REPLY,
-        tcp_flags: 0,
-        ifindex: 0,
-        mac: [0; 6],
-        gw_mac: [0; 6],
-        last_seen_ns: now,
-        packets: 0,
-        bytes: 0,
-    };
-    // Reply entry first: if the forward one then fails, the flow is still NATed
-    // statelessly from the port map on its next packet, and replies are rewritten.
-    if conntrack::insert(&conntrack::reply_key(&flow, backend.ip, backend.port), &rev).is_err()
-        || conntrack::insert(&conntrack::key_of(&flow), &fwd).is_err()
-    {
-        count(stat::CT_INSERT_FAILED);
-    } else {
-        count(stat::CT_NEW);
-    }
-    dnat(ctx, &flow, &fwd)
-}
-
-#[inline(always)]
-fn dnat(ctx: &TcContext, flow: &Flow, ct: &CtEntry) -> Result<i32, u32> {
-    nat::rewrite(ctx, flow, Side::Dst, ct.nat_addr, ct.nat_port)
-        .map_err(|_| stat::DROP_REWRITE_FAILED)?;
-    count(stat::DNAT);
-    if config().flags & CONFIG_F_FAST_PATH != 0 && ct.ifindex != 0 {
-        // Straight into the container's namespace: the host stack, the bridge and the
-        // veth's own xmit are skipped. Any failure falls back to the stack, never a drop.
-        if nat::set_macs(ctx, &ct.mac, &ct.gw_mac).is_ok() {
-            let r = unsafe { bpf_redirect_peer(ct.ifindex, 0) };
-            if r == TC_ACT_REDIRECT as i64 {
-                count(stat::REDIRECT);
-                return Ok(TC_ACT_REDIRECT);
-            }
-        }
-        count(stat::REDIRECT_FAILED);
-    }
-    Ok(TC_ACT_OK)
+    let flags = if wildcard { ct_flag::WILDCARD_PORT } else { 0 };
+    let ct = conntrack::create(&flow, t, (ct_kind::DNAT, ct_kind::DNAT_REPLY), flags, None)?;
+    count(stat::CT_NEW);
+    nat::apply(ctx, &flow, &ct)?;
+    policy::account(&flow, &ct);
+    Ok(nat::deliver(ctx, &ct, &flow, false))
 }

@@ -37,7 +37,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/networks", get(list_networks))
         .route("/netd/run", post(run))
         .route("/netd/stats", get(stats))
-        .route("/netd/conntrack", get(conntrack))
+        .route("/netd/conntrack", get(conntrack).delete(flush_conntrack))
         .route("/containers/{id}/logs", get(logs))
         .with_state(d)
 }
@@ -133,6 +133,24 @@ async fn stats(State(d): D) -> Json<Value> {
 
 async fn conntrack(State(d): D) -> Json<Value> {
     Json(d.conntrack().await)
+}
+
+async fn flush_conntrack(
+    State(d): D,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, NetdError> {
+    let proto = match q.get("proto").map(String::as_str) {
+        None => None,
+        Some("tcp") => Some(netd_common::IPPROTO_TCP),
+        Some("udp") => Some(netd_common::IPPROTO_UDP),
+        Some("icmp") => Some(netd_common::IPPROTO_ICMP),
+        Some(p) => {
+            return Err(NetdError::InvalidArgument(format!(
+                "unknown protocol {p:?}"
+            )))
+        }
+    };
+    Ok(Json(json!({ "removed": d.flush_conntrack(proto).await })))
 }
 
 async fn logs(State(d): D, Path(id): Path<String>) -> Result<String, NetdError> {

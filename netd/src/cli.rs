@@ -90,9 +90,16 @@ pub struct RunArgs {
     pub detach: bool,
     #[arg(long)]
     pub name: Option<String>,
-    /// Publish a port: [ip:]hostPort[-end]:containerPort[-end][/tcp|/udp].
+    /// Publish a port: [ip:][hostPort[-end]:]containerPort[-end][/tcp|/udp]; a missing
+    /// host port gets a free one.
     #[arg(short, long = "publish")]
     pub publish: Vec<String>,
+    /// Publish every --expose'd port on a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// A port the container serves: port[-end][/tcp|/udp].
+    #[arg(long)]
+    pub expose: Vec<String>,
     /// The command to run (after `--`, or as the first argument that is not an option).
     #[arg(trailing_var_arg = true)]
     pub cmd: Vec<String>,
@@ -109,11 +116,35 @@ pub enum NetworkCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ConntrackCommand {
-    /// List tracked flows.
+    /// List tracked flows (one line per direction).
     Ls {
         #[arg(long)]
         format: Option<String>,
+        /// Only this protocol (tcp, udp, icmp).
+        #[arg(short, long)]
+        proto: Option<String>,
+        /// Only entries with this address anywhere in their tuples.
+        #[arg(long)]
+        addr: Option<std::net::Ipv4Addr>,
+        /// Only entries with this port anywhere in their tuples.
+        #[arg(long)]
+        port: Option<u16>,
     },
+    /// Remove tracked flows (all, or one protocol's).
+    Flush {
+        #[arg(short, long)]
+        proto: Option<String>,
+    },
+}
+
+fn proto_arg(p: &Option<String>) -> anyhow::Result<Option<&'static str>> {
+    match p.as_deref() {
+        None => Ok(None),
+        Some("tcp") => Ok(Some("tcp")),
+        Some("udp") => Ok(Some("udp")),
+        Some("icmp") => Ok(Some("icmp")),
+        Some(other) => bail!("unknown protocol {other:?}: use tcp, udp or icmp"),
+    }
 }
 
 pub fn socket_path(host: &str) -> PathBuf {
@@ -182,6 +213,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let mut ports = Vec::new();
             for spec in &a.publish {
                 ports.extend(model::parse_publish(spec)?);
+            }
+            let mut exposed = Vec::new();
+            for spec in &a.expose {
+                exposed.extend(model::parse_expose(spec)?);
+            }
+            if a.publish_all {
+                // Docker: -P publishes each exposed port not already published.
+                for (port, proto) in exposed {
+                    if !ports
+                        .iter()
+                        .any(|m| m.container_port == port && m.proto == proto)
+                    {
+                        ports.push(model::PortMapping {
+                            host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+                            host_port: 0,
+                            container_port: port,
+                            proto,
+                        });
+                    }
+                }
             }
             let req = model::RunRequest {
                 name: a.name.clone(),
@@ -358,32 +409,87 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     rows.push(vec![k.to_string(), v[k].to_string()]);
                 }
                 print_table(&["COUNTER", "VALUE"], &rows);
-            }
-        }
-        Command::Conntrack {
-            command: ConntrackCommand::Ls { format },
-        } => {
-            let v = client.call(Method::GET, "/netd/conntrack", None).await?;
-            if format.as_deref() == Some("json") {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                let rows: Vec<Vec<String>> = v
+                let ports: Vec<Vec<String>> = v["ports"]
                     .as_array()
                     .cloned()
                     .unwrap_or_default()
                     .iter()
-                    .map(|e| {
-                        ["proto", "src", "dst", "kind", "nat", "packets", "bytes"]
-                            .iter()
-                            .map(|k| s(&e[*k]))
-                            .collect()
+                    .map(|p| {
+                        vec![
+                            s(&p["container"]),
+                            s(&p["mapping"]),
+                            s(&p["packets"]),
+                            s(&p["bytes"]),
+                        ]
                     })
                     .collect();
+                if !ports.is_empty() {
+                    println!();
+                    print_table(&["CONTAINER", "MAPPING", "PACKETS", "BYTES"], &ports);
+                }
+            }
+        }
+        Command::Conntrack {
+            command:
+                ConntrackCommand::Ls {
+                    format,
+                    proto,
+                    addr,
+                    port,
+                },
+        } => {
+            let proto = proto_arg(&proto)?;
+            let v = client.call(Method::GET, "/netd/conntrack", None).await?;
+            let fields = ["src", "dst", "to_src", "to_dst"];
+            let keep = |e: &Value| {
+                proto.is_none_or(|p| e["proto"] == p)
+                    && addr.is_none_or(|a| {
+                        fields
+                            .iter()
+                            .any(|f| s(&e[*f]).split(':').next() == Some(&a.to_string()))
+                    })
+                    && port.is_none_or(|p| {
+                        fields
+                            .iter()
+                            .any(|f| s(&e[*f]).rsplit(':').next() == Some(&p.to_string()))
+                    })
+            };
+            let list: Vec<Value> = v
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(keep)
+                .collect();
+            if format.as_deref() == Some("json") {
+                println!("{}", serde_json::to_string_pretty(&Value::Array(list))?);
+            } else {
+                let cols = [
+                    "proto", "src", "dst", "kind", "to_src", "to_dst", "tcp", "packets", "bytes",
+                    "idle_s",
+                ];
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|e| cols.iter().map(|k| s(&e[*k])).collect())
+                    .collect();
                 print_table(
-                    &["PROTO", "SRC", "DST", "KIND", "NAT", "PACKETS", "BYTES"],
+                    &[
+                        "PROTO", "SRC", "DST", "KIND", "TO SRC", "TO DST", "TCP", "PACKETS",
+                        "BYTES", "IDLE(s)",
+                    ],
                     &rows,
                 );
             }
+        }
+        Command::Conntrack {
+            command: ConntrackCommand::Flush { proto },
+        } => {
+            let path = match proto_arg(&proto)? {
+                Some(p) => format!("/netd/conntrack?proto={p}"),
+                None => "/netd/conntrack".to_string(),
+            };
+            let v = client.call(Method::DELETE, &path, None).await?;
+            println!("{} entries removed", v["removed"]);
         }
     }
     Ok(0)

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{anyhow, Context};
 use ipnetwork::Ipv4Network;
 use log::{info, warn};
-use netd_common::{Backend, Endpoint};
+use netd_common::{ct_kind, ct_tcp, Backend, Endpoint, EP_F_MASQUERADE};
 use nix::sys::signal::Signal;
 use tokio::sync::Mutex;
 
@@ -23,7 +23,7 @@ use crate::{
     error::{NetdError, Result},
     model::{self, Container, ContainerState, Network, RunRequest},
     netlink::Netlink,
-    netns, process,
+    netns, ports, process,
     store::{State, Store},
 };
 
@@ -56,6 +56,31 @@ pub struct DaemonArgs {
     /// Hand every packet back to the stack instead of redirecting (for comparison).
     #[arg(long)]
     pub no_fast_path: bool,
+    /// Source ports (and ICMP echo ids) masquerade picks from, MIN-MAX. netd reserves
+    /// them in the host namespace (ip_local_reserved_ports) so host sockets never
+    /// collide with masqueraded flows.
+    #[arg(long, default_value = "61000-65535", value_parser = parse_port_range)]
+    pub snat_port_range: (u16, u16),
+    /// Seconds between conntrack garbage collections.
+    #[arg(long, default_value_t = 10)]
+    pub ct_gc_interval: u64,
+    /// Idle timeout of one-way UDP flows, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub ct_udp_timeout: u64,
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not MIN-MAX"))?;
+    let a: u16 = a.parse().map_err(|_| format!("{a:?} is not a port"))?;
+    let b: u16 = b.parse().map_err(|_| format!("{b:?} is not a port"))?;
+    if a == 0 || b < a {
+        return Err(format!(
+            "{s:?} is not a port range MIN-MAX with 1 <= MIN <= MAX"
+        ));
+    }
+    Ok((a, b))
 }
 
 pub struct Daemon {
@@ -164,8 +189,15 @@ impl Daemon {
             info!("default network bridge: {subnet} via {gateway}");
         }
 
+        let (lo, hi) = args.snat_port_range;
+        sysctl("net.ipv4.ip_local_reserved_ports", &format!("{lo}-{hi}"))?;
         let mut dp = Datapath::load(&args.bpf_dir)?;
-        dp.set_config(uplink.index, uplink_ip, !args.no_fast_path)?;
+        dp.set_config(
+            uplink.index,
+            uplink_ip,
+            !args.no_fast_path,
+            args.snat_port_range,
+        )?;
         dp.attach_uplink(&uplink.name)?;
 
         let daemon = Arc::new(Daemon {
@@ -179,7 +211,28 @@ impl Daemon {
             }),
         });
         daemon.reconcile().await?;
+        daemon.clone().spawn_conntrack_gc();
         Ok(daemon)
+    }
+
+    /// Expires idle flows, pairing each entry with its other direction.
+    fn spawn_conntrack_gc(self: Arc<Self>) {
+        let timeouts = crate::datapath::Timeouts {
+            udp: Duration::from_secs(self.args.ct_udp_timeout),
+            ..Default::default()
+        };
+        let every = Duration::from_secs(self.args.ct_gc_interval.max(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let mut g = self.inner.lock().await;
+                let n =
+                    g.dp.gc_conntrack(crate::datapath::monotonic_ns(), &timeouts);
+                if n > 0 {
+                    log::debug!("conntrack gc: {n} entries expired");
+                }
+            }
+        });
     }
 
     /// Makes the kernel match the store: networks' bridges, containers' veths and
@@ -263,11 +316,7 @@ impl Daemon {
                     Backend {
                         ip: u32::from(c.ip).to_be(),
                         port: m.container_port.to_be(),
-                        _pad0: 0,
-                        ifindex: link.index,
-                        net_id: net.net_id,
-                        mac: c.mac,
-                        gw_mac,
+                        _pad: 0,
                     },
                 ));
             }
@@ -276,8 +325,10 @@ impl Daemon {
                 Endpoint {
                     ifindex: link.index,
                     net_id: net.net_id,
+                    gw_ip: u32::from(net.gateway).to_be(),
+                    flags: EP_F_MASQUERADE,
                     mac: c.mac,
-                    _pad: [0; 2],
+                    gw_mac,
                 },
             ));
         }
@@ -294,7 +345,7 @@ impl Daemon {
         Ok(())
     }
 
-    pub async fn run(self: &Arc<Self>, req: RunRequest) -> Result<Container> {
+    pub async fn run(self: &Arc<Self>, mut req: RunRequest) -> Result<Container> {
         let mut g = self.inner.lock().await;
         let inner = &mut *g;
         let name = match &req.name {
@@ -309,7 +360,17 @@ impl Daemon {
                 "container name {name:?} is already in use: remove it or pick another name"
             )));
         }
+        let host_sockets = ports::host_sockets();
         for (i, m) in req.ports.iter().enumerate() {
+            if m.host_port == 0 {
+                continue;
+            }
+            if let Some(b) = host_sockets.listening(m) {
+                return Err(NetdError::Conflict(format!(
+                    "host port {}:{}/{} is in use by a process in the host namespace (bound to {b})",
+                    m.host_ip, m.host_port, m.proto
+                )));
+            }
             if req.ports[..i].iter().any(|o| o.collides_with(m)) {
                 return Err(NetdError::InvalidArgument(format!(
                     "host port {}/{} is published twice in this request",
@@ -325,6 +386,12 @@ impl Daemon {
                 }
             }
         }
+        ports::assign_random(
+            &mut req.ports,
+            &inner.state,
+            &host_sockets,
+            self.args.snat_port_range,
+        )?;
         let net = inner
             .state
             .network("bridge")
@@ -506,9 +573,21 @@ impl Daemon {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.into()))
                 .collect();
+        let ports: Vec<serde_json::Value> = g
+            .state
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().map(move |m| (c, m)))
+            .map(|(c, m)| {
+                let pc = g.dp.port_counters(m);
+                serde_json::json!({"container": c.name, "mapping": m.to_string(),
+                    "packets": pc.packets, "bytes": pc.bytes})
+            })
+            .collect();
         serde_json::json!({
             "uplink": g.uplink,
             "counters": counters,
+            "ports": ports,
             "port_map_entries": g.dp.port_keys().len(),
             "endpoint_entries": g.dp.endpoint_ips().len(),
             "conntrack_entries": g.dp.conntrack().len(),
@@ -517,23 +596,49 @@ impl Daemon {
 
     pub async fn conntrack(&self) -> serde_json::Value {
         let g = self.inner.lock().await;
+        let now = crate::datapath::monotonic_ns();
+        let ep =
+            |a: u32, p: u16| format!("{}:{}", Ipv4Addr::from(u32::from_be(a)), u16::from_be(p));
         let rows: Vec<serde_json::Value> = g
             .dp
             .conntrack()
             .into_iter()
             .map(|(k, v)| {
+                let mut state = Vec::new();
+                for (bit, name) in [
+                    (ct_tcp::SYN, "syn"),
+                    (ct_tcp::SYN_ACK, "syn-ack"),
+                    (ct_tcp::ESTABLISHED, "established"),
+                    (ct_tcp::FIN, "fin"),
+                    (ct_tcp::RST, "rst"),
+                ] {
+                    if v.tcp_flags & bit != 0 {
+                        state.push(name);
+                    }
+                }
                 serde_json::json!({
                     "proto": match k.proto { 6 => "tcp", 17 => "udp", 1 => "icmp", _ => "other" },
-                    "src": format!("{}:{}", Ipv4Addr::from(u32::from_be(k.saddr)), u16::from_be(k.sport)),
-                    "dst": format!("{}:{}", Ipv4Addr::from(u32::from_be(k.daddr)), u16::from_be(k.dport)),
-                    "kind": match v.kind { 1 => "dnat", 2 => "dnat-reply", _ => "other" },
-                    "nat": format!("{}:{}", Ipv4Addr::from(u32::from_be(v.nat_addr)), u16::from_be(v.nat_port)),
+                    "src": ep(k.saddr, k.sport),
+                    "dst": ep(k.daddr, k.dport),
+                    "kind": match v.kind {
+                        ct_kind::DNAT => "dnat", ct_kind::DNAT_REPLY => "dnat-reply",
+                        ct_kind::SNAT => "snat", ct_kind::SNAT_REPLY => "snat-reply", _ => "other" },
+                    "to_src": ep(v.saddr, v.sport),
+                    "to_dst": ep(v.daddr, v.dport),
+                    "tcp": state.join(","),
                     "packets": v.packets,
                     "bytes": v.bytes,
+                    "idle_s": now.saturating_sub(v.last_seen_ns) / 1_000_000_000,
                 })
             })
             .collect();
         serde_json::Value::Array(rows)
+    }
+
+    /// Removes flows, all or those of one protocol; returns how many entries went.
+    pub async fn flush_conntrack(&self, proto: Option<u8>) -> usize {
+        let mut g = self.inner.lock().await;
+        g.dp.flush_conntrack(|k, _| proto.is_none_or(|p| p == k.proto))
     }
 
     /// SIGTERM: detach every program this agent attached. Containers, networks and the

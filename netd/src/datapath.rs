@@ -6,15 +6,16 @@
 //! the agent is down; a restarted agent swaps its freshly loaded program into the pinned
 //! link (an atomic bpf_link_update) instead of detaching and re-attaching.
 use std::{
-    collections::HashSet,
+    collections::{HashMap as StdHashMap, HashSet},
     fs,
     net::Ipv4Addr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::{anyhow, Context};
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
     programs::{
         links::{FdLink, PinnedLink},
         tc::SchedClassifierLink,
@@ -23,8 +24,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use netd_common::{
-    map_names, prog_names, stat, Backend, Config, CtEntry, CtKey, Endpoint, PortKey,
-    CONFIG_F_FAST_PATH,
+    ct_tcp, map_names, prog_names, stat, Backend, Config, CtEntry, CtKey, Endpoint, PortCounters,
+    PortKey, CONFIG_F_FAST_PATH, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 use crate::model::PortMapping;
@@ -43,6 +44,80 @@ pub struct Datapath {
     endpoints: HashMap<MapData, u32, Endpoint>,
     config: Array<MapData, Config>,
     stats: PerCpuArray<MapData, u64>,
+    port_stats: PerCpuHashMap<MapData, PortKey, PortCounters>,
+}
+
+/// Idle timeouts of conntrack entries, by protocol and state.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub tcp_syn: Duration,
+    pub tcp_established: Duration,
+    /// FIN seen in one direction.
+    pub tcp_closing: Duration,
+    /// FIN seen both ways, or RST.
+    pub tcp_closed: Duration,
+    /// UDP with traffic one way only.
+    pub udp: Duration,
+    /// UDP with replies (a "stream").
+    pub udp_stream: Duration,
+    pub icmp: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp_syn: Duration::from_secs(60),
+            tcp_established: Duration::from_secs(86_400),
+            tcp_closing: Duration::from_secs(120),
+            tcp_closed: Duration::from_secs(10),
+            udp: Duration::from_secs(30),
+            udp_stream: Duration::from_secs(120),
+            icmp: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The clock bpf_ktime_get_ns() reads.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// The key of the other direction of the flow `(k, e)` belongs to.
+pub fn peer_key(k: &CtKey, e: &CtEntry) -> CtKey {
+    CtKey {
+        saddr: e.daddr,
+        daddr: e.saddr,
+        sport: e.dport,
+        dport: e.sport,
+        proto: k.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The idle timeout of a flow whose two directions are `a` and `b`.
+pub fn timeout_of(proto: u8, a: &CtEntry, b: Option<&CtEntry>, t: &Timeouts) -> Duration {
+    let flags_b = b.map(|b| b.tcp_flags).unwrap_or(0);
+    let replied = b.is_some_and(|b| b.packets > 0) && a.packets > 0;
+    match proto {
+        IPPROTO_TCP => {
+            let flags = a.tcp_flags | flags_b;
+            let fin_both = a.tcp_flags & ct_tcp::FIN != 0 && flags_b & ct_tcp::FIN != 0;
+            if flags & ct_tcp::RST != 0 || fin_both {
+                t.tcp_closed
+            } else if flags & ct_tcp::FIN != 0 {
+                t.tcp_closing
+            } else if flags & ct_tcp::ESTABLISHED != 0 && replied {
+                t.tcp_established
+            } else {
+                t.tcp_syn
+            }
+        }
+        IPPROTO_UDP if replied => t.udp_stream,
+        IPPROTO_UDP => t.udp,
+        _ => t.icmp,
+    }
 }
 
 /// Mounts bpffs at /sys/fs/bpf if nothing is mounted there, and checks `dir` is on it.
@@ -106,6 +181,7 @@ impl Datapath {
         let endpoints = HashMap::try_from(take(&mut ebpf, map_names::ENDPOINTS)?)?;
         let config = Array::try_from(take(&mut ebpf, map_names::CONFIG)?)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, map_names::STATS)?)?;
+        let port_stats = PerCpuHashMap::try_from(take(&mut ebpf, map_names::PORT_STATS)?)?;
         Ok(Datapath {
             ebpf,
             links_dir,
@@ -115,6 +191,7 @@ impl Datapath {
             endpoints,
             config,
             stats,
+            port_stats,
         })
     }
 
@@ -123,12 +200,14 @@ impl Datapath {
         uplink_ifindex: u32,
         uplink_ip: Ipv4Addr,
         fast_path: bool,
+        snat_ports: (u16, u16),
     ) -> anyhow::Result<()> {
         let cfg = Config {
             uplink_ifindex,
             uplink_ip: u32::from(uplink_ip).to_be(),
             flags: if fast_path { CONFIG_F_FAST_PATH } else { 0 },
-            _pad: 0,
+            snat_port_min: snat_ports.0,
+            snat_port_max: snat_ports.1,
         };
         self.config.set(0, cfg, 0)?;
         Ok(())
@@ -255,6 +334,19 @@ impl Datapath {
 
     pub fn remove_port(&mut self, m: &PortMapping) {
         let _ = self.ports.remove(&proto_port_key(m));
+        let _ = self.port_stats.remove(&proto_port_key(m));
+    }
+
+    /// Packets and bytes through `m` so far (both directions, all CPUs).
+    pub fn port_counters(&self, m: &PortMapping) -> PortCounters {
+        let mut total = PortCounters::default();
+        if let Ok(per_cpu) = self.port_stats.get(&proto_port_key(m), 0) {
+            for c in per_cpu.iter() {
+                total.packets += c.packets;
+                total.bytes += c.bytes;
+            }
+        }
+        total
     }
 
     pub fn port_keys(&self) -> Vec<PortKey> {
@@ -303,21 +395,47 @@ impl Datapath {
         Ok(())
     }
 
-    /// Removes every conntrack entry that involves `ip` (either side, or as the NAT
-    /// target), so a removed container leaves no flow state behind.
+    /// Removes every flow (both directions) one of whose entries `pred` selects.
+    pub fn flush_conntrack(&mut self, pred: impl Fn(&CtKey, &CtEntry) -> bool) -> usize {
+        let mut doomed = HashSet::new();
+        for (k, e) in self.conntrack.iter().flatten() {
+            if pred(&k, &e) {
+                doomed.insert(k);
+                doomed.insert(peer_key(&k, &e));
+            }
+        }
+        doomed
+            .iter()
+            .filter(|k| self.conntrack.remove(k).is_ok())
+            .count()
+    }
+
+    /// Removes every flow that involves `ip` on either side or as a rewrite target, so a
+    /// removed container leaves no flow state behind.
     pub fn flush_conntrack_of(&mut self, ip: Ipv4Addr) -> usize {
         let ip = u32::from(ip).to_be();
-        let doomed: Vec<CtKey> = self
-            .conntrack
-            .iter()
-            .flatten()
-            .filter(|(k, v)| k.saddr == ip || k.daddr == ip || v.nat_addr == ip)
-            .map(|(k, _)| k)
-            .collect();
-        for k in &doomed {
-            let _ = self.conntrack.remove(k);
+        self.flush_conntrack(|k, e| {
+            k.saddr == ip || k.daddr == ip || e.saddr == ip || e.daddr == ip
+        })
+    }
+
+    /// Removes flows idle for longer than their timeout; returns how many entries went.
+    pub fn gc_conntrack(&mut self, now_ns: u64, t: &Timeouts) -> usize {
+        let all: StdHashMap<CtKey, CtEntry> = self.conntrack.iter().flatten().collect();
+        let mut doomed = Vec::new();
+        for (k, e) in &all {
+            let pk = peer_key(k, e);
+            let peer = all.get(&pk);
+            let last = peer.map_or(e.last_seen_ns, |p| p.last_seen_ns.max(e.last_seen_ns));
+            let idle = Duration::from_nanos(now_ns.saturating_sub(last));
+            if idle > timeout_of(k.proto, e, peer, t) {
+                doomed.push(*k);
+            }
         }
-        doomed.len()
+        doomed
+            .iter()
+            .filter(|k| self.conntrack.remove(k).is_ok())
+            .count()
     }
 
     pub fn conntrack(&self) -> Vec<(CtKey, CtEntry)> {

@@ -11,5 +11,6 @@ pub mod error;
 pub mod model;
 pub mod netlink;
 pub mod netns;
+pub mod ports;
 pub mod process;
 pub mod store;

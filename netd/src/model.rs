@@ -65,8 +65,8 @@ impl fmt::Display for PortMapping {
 }
 
 /// Parses a Docker `-p` spec: `[ip:][hostPort[-end]:]containerPort[-end][/tcp|/udp]`.
-/// A missing host port (`-p 80`, `-p ip::80`) is not supported yet by the skeleton and is
-/// rejected with a clear message rather than silently picking something.
+/// A missing host port (`-p 80`, `-p ip::80`) yields host port 0: the daemon picks a
+/// free one for each container port.
 pub fn parse_publish(spec: &str) -> Result<Vec<PortMapping>, NetdError> {
     let bad =
         |why: &str| NetdError::InvalidArgument(format!("invalid publish spec {spec:?}: {why}"));
@@ -92,9 +92,14 @@ pub fn parse_publish(spec: &str) -> Result<Vec<PortMapping>, NetdError> {
     let (c_lo, c_hi) = parse_range(cont).map_err(|w| bad(&w))?;
     let (h_lo, h_hi) = match host {
         None | Some("") => {
-            return Err(bad(
-                "a host port is required (random host ports are not supported yet)",
-            ))
+            return Ok((c_lo..=c_hi)
+                .map(|c| PortMapping {
+                    host_ip,
+                    host_port: 0,
+                    container_port: c,
+                    proto,
+                })
+                .collect())
         }
         Some(h) => parse_range(h).map_err(|w| bad(&w))?,
     };
@@ -109,6 +114,18 @@ pub fn parse_publish(spec: &str) -> Result<Vec<PortMapping>, NetdError> {
             proto,
         })
         .collect())
+}
+
+/// Parses a Docker `--expose` spec: `port[-end][/tcp|/udp]`.
+pub fn parse_expose(spec: &str) -> Result<Vec<(u16, Proto)>, NetdError> {
+    let bad =
+        |why: &str| NetdError::InvalidArgument(format!("invalid expose spec {spec:?}: {why}"));
+    let (ports, proto) = match spec.rsplit_once('/') {
+        Some((p, proto)) => (p, proto.parse::<Proto>().map_err(|e| bad(&e.to_string()))?),
+        None => (spec, Proto::Tcp),
+    };
+    let (lo, hi) = parse_range(ports).map_err(|w| bad(&w))?;
+    Ok((lo..=hi).map(|p| (p, proto)).collect())
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -300,12 +317,33 @@ mod tests {
             ("8000-8001:80", "differ in length"),
             ("8002-8001:80-81", "ends before"),
             ("1:2:3:4", "too many"),
-            ("80", "host port is required"),
+            ("80/icmp", "unknown protocol"),
         ] {
             let e = parse_publish(spec).unwrap_err().to_string();
             assert!(e.contains(why), "{spec}: {e}");
             assert!(e.contains(spec), "{spec}: {e}");
         }
+    }
+
+    #[test]
+    fn missing_host_ports_are_left_to_the_daemon() {
+        assert_eq!(
+            parse_publish("80").unwrap(),
+            vec![pm([0; 4], 0, 80, Proto::Tcp)]
+        );
+        assert_eq!(
+            parse_publish("127.0.0.1::53/udp").unwrap(),
+            vec![pm([127, 0, 0, 1], 0, 53, Proto::Udp)]
+        );
+        assert_eq!(parse_publish("80-81").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn expose_specs() {
+        assert_eq!(parse_expose("80").unwrap(), vec![(80, Proto::Tcp)]);
+        assert_eq!(parse_expose("53/udp").unwrap(), vec![(53, Proto::Udp)]);
+        assert_eq!(parse_expose("8000-8001").unwrap().len(), 2);
+        assert!(parse_expose("0").is_err());
     }
 
     #[test]

@@ -1,28 +1,38 @@
 //! Packet fixtures for the datapath through BPF_PROG_TEST_RUN: each runs a program over a
 //! crafted frame with chosen map contents and checks the verdict, the output bytes (with
 //! full IP and L4 checksum verification), the conntrack entries and the counters.
-//! Nothing is attached to any interface. Needs root (cargo xtask test runs it as root).
-use std::net::Ipv4Addr;
+//! Nothing is attached to any interface. Each fixture's thread enters a namespace of its
+//! own (with an uplink veth, a default route and a static neighbour), so the FIB lookups
+//! the programs make see a known table and never the machine's. Needs root.
+use std::{net::Ipv4Addr, process::Command};
 
 use netd::{
     datapath::Datapath,
     model::{PortMapping, Proto},
 };
-use netd_common::{ct_kind, prog_names::*, Backend};
+use netd_common::{ct_kind, prog_names::*, Backend, Endpoint, EP_F_MASQUERADE};
 
 const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 
 const HOST: [u8; 4] = [10, 0, 0, 1];
+const NEXT_HOP: [u8; 4] = [10, 0, 0, 2];
+const NEXT_HOP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const CLIENT: [u8; 4] = [192, 0, 2, 7];
 const CONTAINER: [u8; 4] = [172, 17, 0, 2];
 const CONTAINER_MAC: [u8; 6] = [0x02, 0x42, 172, 17, 0, 2];
+const OTHER: [u8; 4] = [172, 17, 0, 3];
+const OTHER_MAC: [u8; 6] = [0x02, 0x42, 172, 17, 0, 3];
+const GATEWAY: [u8; 4] = [172, 17, 0, 1];
 const GW_MAC: [u8; 6] = [0x0a, 0, 0, 0, 0, 1];
+const SNAT_RANGE: (u16, u16) = (61000, 61003);
 
-/// A pinned-map instance in its own bpffs dir, removed on drop.
+/// A pinned-map instance in its own bpffs dir and network namespace, removed on drop.
 struct Fixture {
     dp: Datapath,
     dir: std::path::PathBuf,
+    _netns: NsGuard,
 }
 
 impl Drop for Fixture {
@@ -31,14 +41,100 @@ impl Drop for Fixture {
     }
 }
 
+/// Deletes the fixture's namespace and bpffs dir even when setup panics half-way.
+struct NsGuard(String);
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().expect("ip");
+    assert!(st.success(), "ip {args:?}");
+}
+
+/// Creates namespace `name` with uplink `up0` = 10.0.0.1/24, a default route via
+/// 10.0.0.2 (a permanent neighbour), forwarding on; moves this thread into it.
+fn enter_fixture_netns(name: &str) -> u32 {
+    let _ = Command::new("ip")
+        .args(["netns", "del", name])
+        .stderr(std::process::Stdio::null())
+        .status();
+    ip(&["netns", "add", name]);
+    ip(&[
+        "-n", name, "link", "add", "up0", "type", "veth", "peer", "name", "cl0",
+    ]);
+    ip(&["-n", name, "addr", "add", "10.0.0.1/24", "dev", "up0"]);
+    ip(&["-n", name, "link", "set", "up0", "up"]);
+    ip(&["-n", name, "link", "set", "cl0", "up"]);
+    ip(&["-n", name, "link", "set", "lo", "up"]);
+    ip(&["-n", name, "route", "add", "default", "via", "10.0.0.2"]);
+    ip(&[
+        "-n",
+        name,
+        "neigh",
+        "add",
+        "10.0.0.2",
+        "lladdr",
+        "02:00:00:00:00:02",
+        "dev",
+        "up0",
+        "nud",
+        "permanent",
+    ]);
+    let f = std::fs::File::open(format!("/run/netns/{name}")).expect("netns");
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    // /proc/sys/net follows the writer's namespace: this thread's now.
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("ip_forward");
+    let out = Command::new("ip")
+        .args(["-n", name, "-o", "link", "show", "up0"])
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .expect("up0 ifindex")
+}
+
 fn fixture(name: &str, fast_path: bool) -> Fixture {
+    fixture_with(name, fast_path, SNAT_RANGE)
+}
+
+fn fixture_with(name: &str, fast_path: bool, snat: (u16, u16)) -> Fixture {
+    let netns = NsGuard(format!("ndt-{}-pkt-{name}", std::process::id()));
+    let uplink = enter_fixture_netns(&netns.0);
     let dir =
         std::path::PathBuf::from(format!("/sys/fs/bpf/ndt-{}-pkt-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut dp = Datapath::load(&dir).expect("loading the datapath (root? bpffs?)");
-    dp.set_config(1, Ipv4Addr::from(HOST), fast_path).unwrap();
-    dp.sync_local_addrs(&[Ipv4Addr::from(HOST)]).unwrap();
-    let mut f = Fixture { dp, dir };
+    dp.set_config(uplink, Ipv4Addr::from(HOST), fast_path, snat)
+        .unwrap();
+    dp.sync_local_addrs(&[Ipv4Addr::from(HOST), Ipv4Addr::from(GATEWAY)])
+        .unwrap();
+    let ep = |ifindex, mac| Endpoint {
+        ifindex,
+        net_id: 1,
+        gw_ip: u32::from_ne_bytes(GATEWAY),
+        flags: EP_F_MASQUERADE,
+        mac,
+        gw_mac: GW_MAC,
+    };
+    dp.sync_endpoints(&[
+        (Ipv4Addr::from(CONTAINER), ep(42, CONTAINER_MAC)),
+        (Ipv4Addr::from(OTHER), ep(43, OTHER_MAC)),
+    ])
+    .unwrap();
+    let mut f = Fixture {
+        dp,
+        dir,
+        _netns: netns,
+    };
     publish(&mut f, [0; 4], 8080, 80, Proto::Tcp);
     publish(&mut f, [0; 4], 5353, 53, Proto::Udp);
     f
@@ -54,11 +150,7 @@ fn publish(f: &mut Fixture, host_ip: [u8; 4], host_port: u16, cport: u16, proto:
     let b = Backend {
         ip: u32::from(Ipv4Addr::from(CONTAINER)).to_be(),
         port: cport.to_be(),
-        _pad0: 0,
-        ifindex: 42,
-        net_id: 1,
-        mac: CONTAINER_MAC,
-        gw_mac: GW_MAC,
+        _pad: 0,
     };
     f.dp.set_port(&m, b).unwrap();
 }
@@ -110,10 +202,26 @@ impl Pkt {
             ..Pkt::tcp(src, sport, dst, dport)
         }
     }
+    /// ICMP echo request (dport = 8) or reply (dport = 0) with id `id`.
+    fn icmp(src: [u8; 4], dst: [u8; 4], id: u16, ty: u16) -> Pkt {
+        Pkt {
+            proto: 1,
+            ..Pkt::tcp(src, id, dst, ty)
+        }
+    }
 
     fn build(&self) -> Vec<u8> {
         let payload = b"netd fixture payload";
         let mut l4 = Vec::new();
+        if self.proto == 1 {
+            l4.extend_from_slice(&[self.dport as u8, 0, 0, 0]);
+            l4.extend_from_slice(&self.sport.to_be_bytes());
+            l4.extend_from_slice(&[0, 1]); // sequence
+            l4.extend_from_slice(payload);
+            let c = csum(&l4, 0);
+            l4[2..4].copy_from_slice(&c.to_be_bytes());
+            return self.frame(l4);
+        }
         l4.extend_from_slice(&self.sport.to_be_bytes());
         l4.extend_from_slice(&self.dport.to_be_bytes());
         if self.proto == 6 {
@@ -131,6 +239,10 @@ impl Pkt {
             let c = l4_csum(self.src, self.dst, self.proto, &l4);
             l4[csum_off..csum_off + 2].copy_from_slice(&c.to_be_bytes());
         }
+        self.frame(l4)
+    }
+
+    fn frame(&self, l4: Vec<u8>) -> Vec<u8> {
         let ihl = 20 + self.options.len();
         let mut ip = vec![0x40 | (ihl / 4) as u8, 0];
         ip.extend_from_slice(&((ihl + l4.len()) as u16).to_be_bytes());
@@ -180,6 +292,17 @@ fn inspect(frame: &[u8]) -> Seen {
     let proto = ip[9];
     let src: [u8; 4] = ip[12..16].try_into().unwrap();
     let dst: [u8; 4] = ip[16..20].try_into().unwrap();
+    if proto == 1 {
+        assert_eq!(csum(l4, 0), 0, "ICMP checksum invalid");
+        let id = u16::from_be_bytes([l4[4], l4[5]]);
+        return Seen {
+            src,
+            dst,
+            sport: id,
+            dport: id,
+            l4_csum: u16::from_be_bytes([l4[2], l4[3]]),
+        };
+    }
     let csum_off = if proto == 6 { 16 } else { 6 };
     let l4c = u16::from_be_bytes([l4[csum_off], l4[csum_off + 1]]);
     if !(proto == 17 && l4c == 0) {
@@ -192,6 +315,10 @@ fn inspect(frame: &[u8]) -> Seen {
         dport: u16::from_be_bytes([l4[2], l4[3]]),
         l4_csum: l4c,
     }
+}
+
+fn in_snat_range(port: u16, range: (u16, u16)) -> bool {
+    (range.0..=range.1).contains(&port)
 }
 
 fn counter(dp: &Datapath, name: &str) -> u64 {
@@ -220,14 +347,16 @@ fn dnat_tcp_rewrites_destination_with_valid_checksums_and_tracks_both_directions
         .iter()
         .find(|(_, e)| e.kind == ct_kind::DNAT)
         .expect("forward entry");
-    assert_eq!(u16::from_be(fwd.1.nat_port), 80);
+    assert_eq!(u16::from_be(fwd.1.dport), 80);
+    assert_eq!(fwd.1.ifindex, 42, "delivered into the container");
     let rev = ct
         .iter()
         .find(|(_, e)| e.kind == ct_kind::DNAT_REPLY)
         .expect("reply entry");
     assert_eq!(rev.0.saddr, u32::from_ne_bytes(CONTAINER));
     assert_eq!(u16::from_be(rev.0.dport), 40000);
-    assert_eq!(rev.1.nat_addr, u32::from_ne_bytes(HOST));
+    assert_eq!(rev.1.saddr, u32::from_ne_bytes(HOST));
+    assert_eq!(rev.1.ifindex, 0, "the reply is routed out");
     assert_eq!(counter(&f.dp, "ct_new"), 1);
 
     // The reply, leaving the container, gets the published address back.
@@ -363,4 +492,177 @@ fn fast_path_redirects_into_the_container_with_its_macs() {
     assert_eq!(&out[6..12], &GW_MAC, "source MAC");
     assert_eq!(inspect(&out).dst, CONTAINER);
     assert_eq!(counter(&f.dp, "redirect"), 1);
+}
+
+#[test]
+fn masquerade_rewrites_the_source_to_the_uplink_and_the_reply_back() {
+    let f = fixture("snat", false);
+    let (v, out) =
+        f.dp.test_run(
+            ENDPOINT_EGRESS,
+            &Pkt::tcp(CONTAINER, 5000, CLIENT, 80).build(),
+        )
+        .unwrap();
+    assert_eq!(v, TC_ACT_OK);
+    let s = inspect(&out);
+    assert_eq!((s.src, s.dst, s.dport), (HOST, CLIENT, 80));
+    assert!(
+        in_snat_range(s.sport, SNAT_RANGE),
+        "source port {} outside the range",
+        s.sport
+    );
+    assert_eq!(counter(&f.dp, "snat"), 1);
+    let (v, out) =
+        f.dp.test_run(UPLINK_INGRESS, &Pkt::tcp(CLIENT, 80, HOST, s.sport).build())
+            .unwrap();
+    assert_eq!(v, TC_ACT_OK);
+    let r = inspect(&out);
+    assert_eq!(
+        (r.src, r.sport, r.dst, r.dport),
+        (CLIENT, 80, CONTAINER, 5000)
+    );
+    // Same remote, same source port, from another container: a different SNAT port.
+    let (_, out) =
+        f.dp.test_run(ENDPOINT_EGRESS, &Pkt::tcp(OTHER, 5000, CLIENT, 80).build())
+            .unwrap();
+    let s2 = inspect(&out);
+    assert_eq!(s2.src, HOST);
+    assert_ne!(s2.sport, s.sport, "two flows share a masquerade tuple");
+}
+
+#[test]
+fn masquerade_port_exhaustion_is_a_counted_drop_not_a_wrong_mapping() {
+    let f = fixture_with("exhaust", false, (61000, 61001));
+    for sport in [5000, 5001] {
+        let (v, _) =
+            f.dp.test_run(
+                ENDPOINT_EGRESS,
+                &Pkt::udp(CONTAINER, sport, CLIENT, 53).build(),
+            )
+            .unwrap();
+        assert_eq!(v, TC_ACT_OK);
+    }
+    let (v, _) =
+        f.dp.test_run(
+            ENDPOINT_EGRESS,
+            &Pkt::udp(CONTAINER, 5002, CLIENT, 53).build(),
+        )
+        .unwrap();
+    assert_eq!(v, TC_ACT_SHOT);
+    assert_eq!(counter(&f.dp, "drop_snat_exhausted"), 1);
+    assert_eq!(
+        f.dp.conntrack().len(),
+        4,
+        "only the two mapped flows are tracked"
+    );
+    // Another remote port has its own tuples: still fine.
+    let (v, _) =
+        f.dp.test_run(
+            ENDPOINT_EGRESS,
+            &Pkt::udp(CONTAINER, 5002, CLIENT, 54).build(),
+        )
+        .unwrap();
+    assert_eq!(v, TC_ACT_OK);
+}
+
+#[test]
+fn icmp_echo_id_is_masqueraded_and_restored() {
+    let f = fixture("icmp", false);
+    let (v, out) =
+        f.dp.test_run(
+            ENDPOINT_EGRESS,
+            &Pkt::icmp(CONTAINER, CLIENT, 77, 8).build(),
+        )
+        .unwrap();
+    assert_eq!(v, TC_ACT_OK);
+    let s = inspect(&out);
+    assert_eq!((s.src, s.dst), (HOST, CLIENT));
+    assert!(in_snat_range(s.sport, SNAT_RANGE), "echo id {}", s.sport);
+    let (v, out) =
+        f.dp.test_run(UPLINK_INGRESS, &Pkt::icmp(CLIENT, HOST, s.sport, 0).build())
+            .unwrap();
+    assert_eq!(v, TC_ACT_OK);
+    let r = inspect(&out);
+    assert_eq!((r.src, r.dst, r.sport), (CLIENT, CONTAINER, 77));
+}
+
+#[test]
+fn hairpin_from_another_container_keeps_its_source() {
+    let f = fixture("hairpin", false);
+    let (v, out) =
+        f.dp.test_run(ENDPOINT_EGRESS, &Pkt::tcp(OTHER, 6000, HOST, 8080).build())
+            .unwrap();
+    assert_eq!(v, TC_ACT_OK);
+    let s = inspect(&out);
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport),
+        (OTHER, 6000, CONTAINER, 80)
+    );
+    let (_, out) =
+        f.dp.test_run(
+            ENDPOINT_EGRESS,
+            &Pkt::tcp(CONTAINER, 80, OTHER, 6000).build(),
+        )
+        .unwrap();
+    let r = inspect(&out);
+    assert_eq!((r.src, r.sport, r.dst, r.dport), (HOST, 8080, OTHER, 6000));
+    assert_eq!(counter(&f.dp, "hairpin"), 1);
+}
+
+#[test]
+fn hairpin_to_itself_comes_from_the_gateway() {
+    let f = fixture("hairpin-self", false);
+    let (_, out) =
+        f.dp.test_run(
+            ENDPOINT_EGRESS,
+            &Pkt::tcp(CONTAINER, 6001, HOST, 8080).build(),
+        )
+        .unwrap();
+    let s = inspect(&out);
+    assert_eq!((s.src, s.dst, s.dport), (GATEWAY, CONTAINER, 80));
+    assert!(in_snat_range(s.sport, SNAT_RANGE));
+    let (_, out) =
+        f.dp.test_run(
+            ENDPOINT_EGRESS,
+            &Pkt::tcp(CONTAINER, 80, GATEWAY, s.sport).build(),
+        )
+        .unwrap();
+    let r = inspect(&out);
+    assert_eq!(
+        (r.src, r.sport, r.dst, r.dport),
+        (HOST, 8080, CONTAINER, 6001)
+    );
+}
+
+#[test]
+fn fast_path_masquerade_redirects_to_the_uplink_with_the_neighbours_mac() {
+    let f = fixture("fast-snat", true);
+    let (v, out) =
+        f.dp.test_run(
+            ENDPOINT_EGRESS,
+            &Pkt::tcp(CONTAINER, 5000, CLIENT, 80).build(),
+        )
+        .unwrap();
+    assert_eq!(v, TC_ACT_REDIRECT);
+    assert_eq!(
+        &out[0..6],
+        &NEXT_HOP_MAC,
+        "destination MAC from the neighbour table"
+    );
+    assert_eq!(inspect(&out).src, HOST);
+}
+
+#[test]
+fn container_to_container_and_to_the_host_pass_untouched() {
+    let f = fixture("passthrough", false);
+    for pkt in [
+        Pkt::tcp(CONTAINER, 1, OTHER, 80).build(),
+        Pkt::tcp(CONTAINER, 1, GATEWAY, 22).build(),
+        Pkt::icmp(CONTAINER, GATEWAY, 5, 8).build(),
+    ] {
+        let (v, out) = f.dp.test_run(ENDPOINT_EGRESS, &pkt).unwrap();
+        assert_eq!((v, out), (TC_ACT_OK, pkt.clone()));
+    }
+    assert!(f.dp.conntrack().is_empty());
+    let _ = NEXT_HOP;
 }

@@ -128,6 +128,8 @@ pub struct Lab {
     pub bpf_dir: PathBuf,
     pub extra_daemon_args: Vec<String>,
     daemon: Option<Child>,
+    /// Background processes the test started (servers in the client namespace).
+    background: Vec<Child>,
 }
 
 impl Lab {
@@ -163,6 +165,7 @@ impl Lab {
             dir,
             extra_daemon_args: Vec::new(),
             daemon: None,
+            background: Vec::new(),
         };
         lab.build_namespaces().expect("building lab namespaces");
         lab
@@ -334,8 +337,13 @@ impl Lab {
             .as_str()
             .expect("container IP")
             .to_string();
-        // Wait until the server inside listens.
         let ns = format!("{}{name}", self.container_prefix());
+        self.wait_listening(&ns, server);
+        ip
+    }
+
+    /// Waits until the tester server `server` (serve-tcp|serve-udp PORT) listens in `ns`.
+    pub fn wait_listening(&self, ns: &str, server: &[&str]) {
         let port = server.last().copied().unwrap_or("0");
         let proto = if server[0] == "serve-udp" {
             "-uln"
@@ -344,13 +352,42 @@ impl Lab {
         };
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            let o = self.exec_in(&ns, &["ss", "-H", proto, "sport", "=", &format!(":{port}")]);
+            let o = self.exec_in(ns, &["ss", "-H", proto, "sport", "=", &format!(":{port}")]);
             if !String::from_utf8_lossy(&o.stdout).trim().is_empty() {
-                break;
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        ip
+    }
+
+    /// Starts a tester server in the client namespace (the outside world); it is
+    /// killed at teardown.
+    pub fn serve_in_client(&mut self, server: &[&str]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.client])
+            .arg(tester_bin())
+            .args(server)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting a server in the client namespace");
+        self.background.push(child);
+        let client = self.client.clone();
+        self.wait_listening(&client, server);
+    }
+
+    /// The tester inside container `name` (through `netd exec`).
+    pub fn from_container(&self, name: &str, args: &[&str]) -> Result<String, String> {
+        let tester = tester_bin();
+        let mut full = vec!["exec", name, tester.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        let o = self.netd(&full);
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).into_owned())
+        }
     }
 
     pub fn inspect(&self, name: &str) -> serde_json::Value {
@@ -411,6 +448,10 @@ impl Lab {
     }
 
     fn teardown(&mut self) -> anyhow::Result<()> {
+        for mut c in self.background.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         if self.daemon.is_some() {
             let ps = self.netd(&["ps", "-a", "-q"]);
             let ids: Vec<String> = String::from_utf8_lossy(&ps.stdout)

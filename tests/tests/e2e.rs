@@ -171,8 +171,16 @@ fn bad_input_is_one_clear_line_and_changes_nothing() {
             "unexpected argument '--bogus'",
         ),
         (
-            vec!["run", "-d", "-p", "80", "--", t],
-            "host port is required",
+            vec!["run", "-d", "-p", "1.2.3.4.5::80", "--", t],
+            "not an IPv4 address",
+        ),
+        (
+            vec!["run", "-d", "--expose", "0", "-P", "--", t],
+            "port 0 is out of range",
+        ),
+        (
+            vec!["conntrack", "flush", "--proto", "sctp"],
+            "unknown protocol",
         ),
         (
             vec!["run", "-d", "-p", "x:80", "--", t],

@@ -21,6 +21,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("curl", "curl"),
     ("busybox", "busybox-static"),
+    ("ping", "iputils-ping"),
 ];
 
 #[derive(Parser)]

@@ -5,7 +5,7 @@
 //!   netd-tester serve-tcp PORT          answer each connection with "peer=IP:PORT\n"
 //!   netd-tester serve-udp PORT          answer each datagram with "peer=IP:PORT <data>"
 //!   netd-tester tcp ADDR:PORT           print what the server says (exit 1 on failure)
-//!   netd-tester udp ADDR:PORT MSG       send MSG, print the answer (exit 1 on timeout)
+//!   netd-tester udp ADDR:PORT MSG [SPORT]  send MSG (from SPORT), print the answer
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
@@ -21,7 +21,8 @@ fn main() {
         ["serve-tcp", port] => serve_tcp(port),
         ["serve-udp", port] => serve_udp(port),
         ["tcp", addr] => tcp(addr),
-        ["udp", addr, msg] => udp(addr, msg),
+        ["udp", addr, msg] => udp(addr, msg, "0"),
+        ["udp", addr, msg, sport] => udp(addr, msg, sport),
         _ => Err("usage: netd-tester serve-tcp PORT | serve-udp PORT | tcp ADDR:PORT | udp ADDR:PORT MSG".into()),
     };
     if let Err(e) = r {
@@ -64,8 +65,8 @@ fn tcp(addr: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn udp(addr: &str, msg: &str) -> Result<(), String> {
-    let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+fn udp(addr: &str, msg: &str, sport: &str) -> Result<(), String> {
+    let s = UdpSocket::bind(format!("0.0.0.0:{sport}")).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_millis(700)))
         .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 2048];

@@ -1,0 +1,274 @@
+//! End-to-end NAT beyond a single published port: masquerade, hairpin, random and
+//! host-IP-bound ports, conntrack management, counters. Real daemon, real packets.
+use std::time::Duration;
+
+use netd_tests::{Lab, CLIENT_IP, HOST_IP};
+
+fn peer_of(reply: &str) -> (String, u16) {
+    let peer = reply
+        .trim()
+        .trim_start_matches("peer=")
+        .split(' ')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let (ip, port) = peer.rsplit_once(':').expect("peer=IP:PORT");
+    (ip.to_string(), port.parse().expect("port"))
+}
+
+fn assert_rulesets_empty(lab: &Lab) {
+    let (ipt, nft) = lab.host_rulesets();
+    assert!(
+        ipt.is_empty() && nft.is_empty(),
+        "host rulesets not empty:\n{ipt}\n{nft}"
+    );
+}
+
+#[test]
+fn masquerade_tcp_udp_and_ping_leave_with_the_uplink_address() {
+    let mut lab = Lab::new();
+    lab.serve_in_client(&["serve-tcp", "7000"]);
+    lab.serve_in_client(&["serve-udp", "7001"]);
+    lab.run_server("app", &[], &["serve-tcp", "80"]);
+    let got = lab
+        .from_container("app", &["tcp", &format!("{CLIENT_IP}:7000")])
+        .expect("tcp out");
+    let (ip, port) = peer_of(&got);
+    assert_eq!(ip, HOST_IP, "the client sees the uplink address");
+    assert!(
+        (61000..=65535).contains(&port),
+        "masquerade port {port} outside the SNAT range"
+    );
+    let got = lab
+        .from_container("app", &["udp", &format!("{CLIENT_IP}:7001"), "x"])
+        .expect("udp out");
+    assert_eq!(peer_of(&got).0, HOST_IP);
+    let o = lab.netd(&["exec", "app", "ping", "-c", "1", "-W", "2", CLIENT_IP]);
+    assert!(
+        o.status.success(),
+        "ping: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let st = lab.stats();
+    assert!(st["counters"]["snat"].as_u64().unwrap() >= 3, "{st}");
+    assert!(st["counters"]["snat_reply"].as_u64().unwrap() >= 3, "{st}");
+    let ct = lab.netd_ok(&["conntrack", "ls", "--proto", "icmp"]);
+    assert!(ct.contains("snat"), "{ct}");
+    assert_rulesets_empty(&lab);
+}
+
+#[test]
+fn two_containers_with_the_same_source_port_to_the_same_remote_both_work() {
+    let mut lab = Lab::new();
+    lab.serve_in_client(&["serve-udp", "7001"]);
+    lab.run_server("a", &[], &["serve-tcp", "80"]);
+    lab.run_server("b", &[], &["serve-tcp", "80"]);
+    let dst = format!("{CLIENT_IP}:7001");
+    let ra = lab
+        .from_container("a", &["udp", &dst, "from-a", "40000"])
+        .expect("a");
+    let rb = lab
+        .from_container("b", &["udp", &dst, "from-b", "40000"])
+        .expect("b");
+    assert!(ra.contains("from-a") && rb.contains("from-b"), "{ra} {rb}");
+    let (pa, pb) = (peer_of(&ra).1, peer_of(&rb).1);
+    assert_ne!(pa, pb, "both flows got the same masquerade tuple");
+}
+
+#[test]
+fn masquerade_port_exhaustion_is_counted_not_mis_mapped() {
+    let mut lab = Lab::with_args(&["--snat-port-range", "61000-61001"]);
+    lab.serve_in_client(&["serve-udp", "7001"]);
+    lab.run_server("a", &[], &["serve-tcp", "80"]);
+    let dst = format!("{CLIENT_IP}:7001");
+    let mut ports = Vec::new();
+    for sport in ["61000", "40001"] {
+        let r = lab
+            .from_container("a", &["udp", &dst, "x", sport])
+            .expect("fits the range");
+        ports.push(peer_of(&r).1);
+    }
+    ports.sort();
+    assert_eq!(ports, vec![61000, 61001]);
+    assert!(
+        lab.from_container("a", &["udp", &dst, "x", "40002"])
+            .is_err(),
+        "a third flow got through"
+    );
+    let st = lab.stats();
+    assert!(
+        st["counters"]["drop_snat_exhausted"].as_u64().unwrap() >= 1,
+        "{st}"
+    );
+}
+
+#[test]
+fn hairpin_from_another_container_and_from_itself() {
+    let lab = Lab::new();
+    let web_ip = lab.run_server("web", &["8080:80"], &["serve-tcp", "80"]);
+    let other_ip = lab.run_server("other", &[], &["serve-tcp", "80"]);
+    let target = format!("{HOST_IP}:8080");
+    let got = lab
+        .from_container("other", &["tcp", &target])
+        .expect("hairpin from another container");
+    assert_eq!(
+        peer_of(&got).0,
+        other_ip,
+        "source preserved between containers"
+    );
+    let got = lab
+        .from_container("web", &["tcp", &target])
+        .expect("hairpin to itself");
+    let (src, _) = peer_of(&got);
+    assert_ne!(src, web_ip);
+    assert!(
+        src.ends_with(".1"),
+        "to itself it comes from the gateway, got {src}"
+    );
+    assert!(lab.stats()["counters"]["hairpin"].as_u64().unwrap() >= 2);
+}
+
+#[test]
+fn random_host_ports_and_publish_all() {
+    let lab = Lab::new();
+    let tester = netd_tests::tester_bin();
+    let t = tester.to_str().unwrap();
+    lab.netd_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r",
+        "-p",
+        "80",
+        "--expose",
+        "81",
+        "-P",
+        "--",
+        t,
+        "serve-tcp",
+        "80",
+    ]);
+    let ports = lab.netd_ok(&["port", "r"]);
+    assert_eq!(ports.lines().count(), 2, "{ports}");
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let (lo, hi): (u16, u16) = {
+        let v: Vec<u16> = range
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        (v[0], v[1])
+    };
+    let mut host_port = 0;
+    for line in ports.lines() {
+        let hp: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        assert!((lo..=hi).contains(&hp), "{hp} outside {lo}-{hi}");
+        if line.starts_with("80/tcp") {
+            host_port = hp;
+        }
+    }
+    lab.wait_listening(
+        &format!("{}r", lab.container_prefix()),
+        &["serve-tcp", "80"],
+    );
+    let body = lab
+        .from_client(&["tcp", &format!("{HOST_IP}:{host_port}")])
+        .expect("random port answers");
+    assert!(body.starts_with(&format!("peer={CLIENT_IP}")), "{body}");
+}
+
+#[test]
+fn host_ip_binding_restricts_the_published_port() {
+    let lab = Lab::new();
+    lab.run_server(
+        "lo",
+        &["127.0.0.1:8081:80", "10.199.0.1:8082:80"],
+        &["serve-tcp", "80"],
+    );
+    assert!(
+        lab.from_client(&["tcp", &format!("{HOST_IP}:8081")])
+            .is_err(),
+        "loopback-bound port reachable from outside"
+    );
+    lab.from_client(&["tcp", &format!("{HOST_IP}:8082")])
+        .expect("address-bound port answers");
+}
+
+#[test]
+fn a_port_a_host_process_listens_on_cannot_be_published() {
+    let lab = Lab::new();
+    let mut srv = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.host])
+        .arg(netd_tests::tester_bin())
+        .args(["serve-tcp", "9090"])
+        .spawn()
+        .unwrap();
+    lab.wait_listening(&lab.host, &["serve-tcp", "9090"]);
+    let o = lab.netd(&["run", "-d", "-p", "9090:80", "--", "sleep", "60"]);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("in use by a process in the host namespace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn conntrack_flush_gc_and_per_port_counters() {
+    let lab = Lab::with_args(&["--ct-gc-interval", "1", "--ct-udp-timeout", "1"]);
+    lab.run_server("dns", &["5353:53/udp"], &["serve-udp", "53"]);
+    lab.run_server("web", &["8080:80"], &["serve-tcp", "80"]);
+    lab.from_client(&["udp", &format!("{HOST_IP}:5353"), "q"])
+        .expect("udp");
+    lab.from_client(&["tcp", &format!("{HOST_IP}:8080")])
+        .expect("tcp");
+    let st = lab.stats();
+    let ports = st["ports"].as_array().unwrap();
+    let web = ports
+        .iter()
+        .find(|p| p["container"] == "web")
+        .expect("web counters");
+    assert!(web["packets"].as_u64().unwrap() >= 4, "{st}");
+    assert!(web["bytes"].as_u64().unwrap() > 0, "{st}");
+    assert!(!lab
+        .netd_ok(&["conntrack", "ls", "--proto", "udp"])
+        .lines()
+        .skip(1)
+        .collect::<Vec<_>>()
+        .is_empty());
+    // One-way UDP... this one was answered: a stream, kept 120s. Flush it instead.
+    let out = lab.netd_ok(&["conntrack", "flush", "--proto", "udp"]);
+    assert!(out.starts_with('2'), "{out}");
+    assert_eq!(
+        lab.netd_ok(&["conntrack", "ls", "--proto", "udp"])
+            .lines()
+            .count(),
+        1
+    );
+    assert!(
+        lab.netd_ok(&["conntrack", "ls", "--proto", "tcp"])
+            .lines()
+            .count()
+            > 1
+    );
+    // A one-way UDP flow (nothing listens on 5354's backend port) expires by itself.
+    lab.run_server("sink", &["5354:54/udp"], &["serve-tcp", "80"]);
+    let _ = lab.from_client(&["udp", &format!("{HOST_IP}:5354"), "nobody"]);
+    assert!(
+        lab.netd_ok(&["conntrack", "ls", "--port", "5354"])
+            .lines()
+            .count()
+            > 1
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        lab.netd_ok(&["conntrack", "ls", "--port", "5354"])
+            .lines()
+            .count(),
+        1,
+        "expired flow still tracked"
+    );
+    lab.netd_ok(&["conntrack", "flush"]);
+    assert_eq!(lab.stats()["conntrack_entries"], 0);
+}
