@@ -13,12 +13,16 @@ pub mod map_names {
     pub const ENDPOINTS: &str = "NETD_ENDPOINTS";
     pub const STATS: &str = "NETD_STATS";
     pub const PORT_STATS: &str = "NETD_PORT_STATS";
+    pub const SOCK_REVNAT: &str = "NETD_SOCK_RNAT";
 }
 
 /// Names of the programs in the eBPF object.
 pub mod prog_names {
     pub const UPLINK_INGRESS: &str = "uplink_ingress";
     pub const ENDPOINT_EGRESS: &str = "endpoint_egress";
+    pub const SOCK_CONNECT4: &str = "sock_connect4";
+    pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
+    pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
 }
 
 pub const IPPROTO_ICMP: u8 = 1;
@@ -43,8 +47,10 @@ pub struct Config {
     /// Masquerade source ports (and ICMP echo ids) are picked in [min, max], host order.
     pub snat_port_min: u16,
     pub snat_port_max: u16,
+    /// Cookie of the host network namespace: the socket programs act only there.
+    pub netns_cookie: u64,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<Config>() == 24);
 
 /// Deliver with bpf_redirect_* instead of handing the packet back to the stack.
 pub const CONFIG_F_FAST_PATH: u32 = 1;
@@ -178,6 +184,30 @@ pub struct CtEntry {
 }
 const _: () = assert!(core::mem::size_of::<CtEntry>() == 56);
 
+/// A UDP socket of the host namespace that sent to a published port, and the backend
+/// it was sent to: recvmsg4 turns replies from the backend back into the published
+/// address the application used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockRevKey {
+    pub cookie: u64,
+    /// Backend address and port, network byte order.
+    pub ip: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<SockRevKey>() == 16);
+
+/// The published address a socket used (network byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockRevValue {
+    pub ip: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<SockRevValue>() == 8);
+
 /// An endpoint (a container's interface), keyed by its IPv4 address (network byte order).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -251,4 +281,6 @@ mod pod {
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::Endpoint {}
     unsafe impl aya::Pod for super::PortCounters {}
+    unsafe impl aya::Pod for super::SockRevKey {}
+    unsafe impl aya::Pod for super::SockRevValue {}
 }

@@ -11,6 +11,7 @@ mod metrics;
 mod nat;
 mod parse;
 mod policy;
+mod sock;
 mod uplink;
 
 #[cfg(not(test))]

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use netd_common::{
-    stat, Backend, Config, CtEntry, CtKey, Endpoint, PortCounters, PortKey, MAX_CONNTRACK,
-    MAX_ENDPOINTS, MAX_LOCAL_ADDRS, MAX_PORT_MAPPINGS,
+    stat, Backend, Config, CtEntry, CtKey, Endpoint, PortCounters, PortKey, SockRevKey,
+    SockRevValue, MAX_CONNTRACK, MAX_ENDPOINTS, MAX_LOCAL_ADDRS, MAX_PORT_MAPPINGS,
 };
 
 #[map(name = "NETD_CONFIG")]
@@ -29,6 +29,10 @@ pub static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0)
 #[map(name = "NETD_PORT_STATS")]
 pub static PORT_STATS: PerCpuHashMap<PortKey, PortCounters> =
     PerCpuHashMap::pinned(MAX_PORT_MAPPINGS, 0);
+
+/// UDP sockets of the host that sent to a published port (for recvmsg4).
+#[map(name = "NETD_SOCK_RNAT")]
+pub static SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue> = LruHashMap::pinned(65536, 0);
 
 #[map(name = "NETD_STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stat::COUNT, 0);

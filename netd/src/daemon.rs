@@ -67,6 +67,22 @@ pub struct DaemonArgs {
     /// Idle timeout of one-way UDP flows, seconds.
     #[arg(long, default_value_t = 30)]
     pub ct_udp_timeout: u64,
+    /// cgroup v2 directory for the socket programs that give host processes access to
+    /// published ports on 127.0.0.1 and host addresses (they act only on sockets of this
+    /// namespace). Default: the root of the cgroup2 mount; `none` disables them.
+    #[arg(long)]
+    pub cgroup: Option<String>,
+}
+
+/// The first cgroup2 mount point, if any.
+fn cgroup2_root() -> Option<PathBuf> {
+    std::fs::read_to_string("/proc/mounts")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -199,6 +215,21 @@ impl Daemon {
             args.snat_port_range,
         )?;
         dp.attach_uplink(&uplink.name)?;
+        let cgroup = match args.cgroup.as_deref() {
+            Some("none") => None,
+            Some(p) => Some(PathBuf::from(p)),
+            None => cgroup2_root(),
+        };
+        match cgroup {
+            Some(cg) => {
+                dp.attach_cgroup(&cg)?;
+                info!(
+                    "host access to published ports via socket programs on {}",
+                    cg.display()
+                );
+            }
+            None => warn!("no cgroup2 mount: 127.0.0.1:PORT access from the host is off"),
+        }
 
         let daemon = Arc::new(Daemon {
             args,

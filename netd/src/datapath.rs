@@ -17,9 +17,9 @@ use anyhow::{anyhow, Context};
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
     programs::{
-        links::{FdLink, PinnedLink},
+        links::{CgroupAttachMode, FdLink, PinnedLink},
         tc::SchedClassifierLink,
-        SchedClassifier, TcAttachType,
+        CgroupSockAddr, SchedClassifier, TcAttachType,
     },
     Ebpf, EbpfLoader,
 };
@@ -75,6 +75,29 @@ impl Default for Timeouts {
             icmp: Duration::from_secs(30),
         }
     }
+}
+
+/// The cookie of the calling thread's network namespace (SO_NETNS_COOKIE, Linux 5.14+).
+pub fn netns_cookie() -> anyhow::Result<u64> {
+    use std::os::fd::AsRawFd;
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").context("socket for SO_NETNS_COOKIE")?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            &mut cookie as *mut u64 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error()).context("getsockopt(SO_NETNS_COOKIE)");
+    }
+    Ok(cookie)
 }
 
 /// The clock bpf_ktime_get_ns() reads.
@@ -174,6 +197,17 @@ impl Datapath {
                 .try_into()?;
             prog.load().with_context(|| format!("verifying {name}"))?;
         }
+        for name in [
+            prog_names::SOCK_CONNECT4,
+            prog_names::SOCK_SENDMSG4,
+            prog_names::SOCK_RECVMSG4,
+        ] {
+            let prog: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+                .try_into()?;
+            prog.load().with_context(|| format!("verifying {name}"))?;
+        }
         let take = |e: &mut Ebpf, n: &str| e.take_map(n).ok_or_else(|| anyhow!("map {n} missing"));
         let ports = HashMap::try_from(take(&mut ebpf, map_names::PORTS)?)?;
         let conntrack = HashMap::try_from(take(&mut ebpf, map_names::CONNTRACK)?)?;
@@ -208,6 +242,7 @@ impl Datapath {
             flags: if fast_path { CONFIG_F_FAST_PATH } else { 0 },
             snat_port_min: snat_ports.0,
             snat_port_max: snat_ports.1,
+            netns_cookie: netns_cookie().unwrap_or(0),
         };
         self.config.set(0, cfg, 0)?;
         Ok(())
@@ -257,6 +292,40 @@ impl Datapath {
             Err(_) => {
                 let _ = fs::remove_file(&pin_path);
             }
+        }
+        Ok(())
+    }
+
+    /// Attaches the socket programs to the cgroup (v2) directory `cgroup`. A link pinned
+    /// by an earlier agent is replaced after the new one is in place (several programs
+    /// may sit on one cgroup), so connect() is never left untranslated.
+    pub fn attach_cgroup(&mut self, cgroup: &Path) -> anyhow::Result<()> {
+        let dir = fs::File::open(cgroup)
+            .with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+        for name in [
+            prog_names::SOCK_CONNECT4,
+            prog_names::SOCK_SENDMSG4,
+            prog_names::SOCK_RECVMSG4,
+        ] {
+            let pin_path = self.links_dir.join(format!("cgroup-{name}"));
+            let old = PinnedLink::from_pin(&pin_path).ok();
+            let prog: &mut CgroupSockAddr = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing"))?
+                .try_into()?;
+            // Through bpf_link, cgroup programs always stack (the kernel rejects an
+            // explicit ALLOW_MULTI flag there), so the old and new links can coexist.
+            let id = prog
+                .attach(&dir, CgroupAttachMode::default())
+                .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+            let link = FdLink::try_from(prog.take_link(id)?)
+                .map_err(|e| anyhow!("link of {name} is not an fd link: {e}"))?;
+            if let Some(old) = old {
+                drop(old.unpin()?);
+            }
+            link.pin(&pin_path)
+                .with_context(|| format!("pinning {}", pin_path.display()))?;
         }
         Ok(())
     }

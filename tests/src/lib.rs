@@ -118,6 +118,26 @@ pub fn sweep_stale() {
             }
         }
     }
+    if let Some(root) = cgroup2_root() {
+        if let Ok(rd) = std::fs::read_dir(root) {
+            for e in rd.flatten() {
+                if e.file_name().to_str().is_some_and(stale) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// The first cgroup2 mount point.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    std::fs::read_to_string("/proc/mounts")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
 }
 
 pub struct Lab {
@@ -126,6 +146,9 @@ pub struct Lab {
     pub client: String,
     pub dir: PathBuf,
     pub bpf_dir: PathBuf,
+    /// The lab's own cgroup: the daemon's socket programs are attached here, so only
+    /// processes the test puts in it get host access to published ports.
+    pub cgroup: PathBuf,
     pub extra_daemon_args: Vec<String>,
     daemon: Option<Child>,
     /// Background processes the test started (servers in the client namespace).
@@ -161,6 +184,7 @@ impl Lab {
             host: format!("{name}-host"),
             client: format!("{name}-client"),
             bpf_dir: PathBuf::from("/sys/fs/bpf").join(&name),
+            cgroup: cgroup2_root().expect("a cgroup2 mount").join(&name),
             name,
             dir,
             extra_daemon_args: Vec::new(),
@@ -168,6 +192,7 @@ impl Lab {
             background: Vec::new(),
         };
         lab.build_namespaces().expect("building lab namespaces");
+        std::fs::create_dir_all(&lab.cgroup).expect("creating the lab's cgroup");
         lab
     }
 
@@ -227,6 +252,8 @@ impl Lab {
             .arg("--bpf-dir")
             .arg(&self.bpf_dir)
             .args(["--netns-prefix", &self.container_prefix()])
+            .arg("--cgroup")
+            .arg(&self.cgroup)
             .args(&self.extra_daemon_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -377,6 +404,26 @@ impl Lab {
         self.wait_listening(&client, server);
     }
 
+    /// The tester run by a process of namespace `ns` placed in the lab's cgroup, where
+    /// the daemon's socket programs apply.
+    pub fn from_lab_cgroup(&self, ns: &str, args: &[&str]) -> Result<String, String> {
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && exec ip netns exec {ns} {} {}",
+            self.cgroup.display(),
+            tester_bin().display(),
+            args.join(" ")
+        );
+        let o = Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .expect("sh");
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).into_owned())
+        }
+    }
+
     /// The tester inside container `name` (through `netd exec`).
     pub fn from_container(&self, name: &str, args: &[&str]) -> Result<String, String> {
         let tester = tester_bin();
@@ -476,6 +523,11 @@ impl Lab {
             kill_ns_pids(ns);
             if let Err(e) = ip(&["netns", "del", ns]) {
                 errors.push(e.to_string());
+            }
+        }
+        if self.cgroup.exists() {
+            if let Err(e) = std::fs::remove_dir(&self.cgroup) {
+                errors.push(format!("{}: {e}", self.cgroup.display()));
             }
         }
         if self.bpf_dir.exists() {

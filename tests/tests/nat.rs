@@ -272,3 +272,36 @@ fn conntrack_flush_gc_and_per_port_counters() {
     lab.netd_ok(&["conntrack", "flush"]);
     assert_eq!(lab.stats()["conntrack_entries"], 0);
 }
+
+#[test]
+fn host_processes_reach_published_ports_on_loopback_and_host_ip_without_a_proxy() {
+    let lab = Lab::new();
+    lab.run_server(
+        "web",
+        &["8080:80", "127.0.0.1:8081:80"],
+        &["serve-tcp", "80"],
+    );
+    lab.run_server("dns", &["5353:53/udp"], &["serve-udp", "53"]);
+    for target in ["127.0.0.1:8080", "10.199.0.1:8080", "127.0.0.1:8081"] {
+        let got = lab
+            .from_lab_cgroup(&lab.host, &["tcp", target])
+            .unwrap_or_else(|e| panic!("{target}: {e}"));
+        assert!(got.starts_with("peer=172."), "{target}: {got}");
+    }
+    // UDP: the reply appears to come from the address the application sent to.
+    let got = lab
+        .from_lab_cgroup(&lab.host, &["udp", "127.0.0.1:5353", "q"])
+        .expect("udp via loopback");
+    assert!(got.trim_end().ends_with("from=127.0.0.1:5353"), "{got}");
+    // Only the host namespace's sockets are translated: the client namespace, even in
+    // the same cgroup, reaches its own loopback.
+    assert!(lab
+        .from_lab_cgroup(&lab.client, &["tcp", "127.0.0.1:8080"])
+        .is_err());
+    // No proxy process: the daemon is the only netd process in the host namespace.
+    let pids = lab.exec_in(&lab.host, &["ss", "-H", "-tlnp"]);
+    assert!(
+        String::from_utf8_lossy(&pids.stdout).trim().is_empty(),
+        "something listens in the host namespace"
+    );
+}

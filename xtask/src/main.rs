@@ -301,6 +301,16 @@ fn lint() -> Result<()> {
 }
 
 const LAB: &str = "netd-lab";
+
+fn cgroup2_root() -> Option<PathBuf> {
+    std::fs::read_to_string("/proc/mounts")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+}
 const LAB_DIR: &str = "/tmp/netd-lab";
 
 fn ip(args: &[&str]) -> Result<()> {
@@ -332,6 +342,12 @@ fn lab_up() -> Result<()> {
     let dir = Path::new(LAB_DIR);
     std::fs::create_dir_all(dir.join("www"))?;
     std::fs::write(dir.join("www/index.html"), "hello from a netd container\n")?;
+    // The socket programs (host access to published ports) go on a cgroup of the lab's
+    // own, never on the machine's root cgroup.
+    let cgroup = cgroup2_root()
+        .ok_or_else(|| anyhow!("no cgroup2 mount found"))?
+        .join(LAB);
+    std::fs::create_dir_all(&cgroup)?;
     let log = std::fs::File::create(dir.join("daemon.log"))?;
     say(&format!(
         "starting netd daemon in {host} (log: {LAB_DIR}/daemon.log)"
@@ -346,6 +362,8 @@ fn lab_up() -> Result<()> {
             &format!("{LAB_DIR}/run"),
         ])
         .args(["--bpf-dir", "/sys/fs/bpf/netd-lab"])
+        .arg("--cgroup")
+        .arg(&cgroup)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -363,8 +381,9 @@ fn lab_up() -> Result<()> {
         bail!("the daemon did not start: see {LAB_DIR}/daemon.log");
     }
     println!(
-        "The lab is up. Try:\n\n  export NETD_HOST={LAB_DIR}/run/netd.sock\n  {bin} run -d --name web -p 8080:80 -- busybox httpd -f -p 80 -h {LAB_DIR}/www\n  ip netns exec {client} curl http://10.199.0.1:8080/\n\nRemove it with: cargo xtask lab down",
-        bin = bin.display()
+        "The lab is up. Try:\n\n  export NETD_HOST={LAB_DIR}/run/netd.sock\n  {bin} run -d --name web -p 8080:80 -- busybox httpd -f -p 80 -h {LAB_DIR}/www\n  ip netns exec {client} curl http://10.199.0.1:8080/\n\nFrom the lab's host namespace (inside the lab's cgroup, where netd's socket programs apply):\n  sh -c 'echo $$ > {cg}/cgroup.procs; exec ip netns exec {host} curl http://127.0.0.1:8080/'\n\nRemove it with: cargo xtask lab down",
+        bin = bin.display(),
+        cg = cgroup.display()
     );
     Ok(())
 }
@@ -403,6 +422,9 @@ fn lab_down() -> Result<()> {
         }
     }
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/netd-lab");
+    if let Some(cg) = cgroup2_root() {
+        let _ = std::fs::remove_dir(cg.join(LAB));
+    }
     let _ = std::fs::remove_dir_all(dir);
     say("the lab is down");
     Ok(())

@@ -74,8 +74,8 @@ fn udp(addr: &str, msg: &str, sport: &str) -> Result<(), String> {
     for _ in 0..4 {
         s.send_to(msg.as_bytes(), addr)
             .map_err(|e| format!("send to {addr}: {e}"))?;
-        if let Ok((n, _)) = s.recv_from(&mut buf) {
-            println!("{}", String::from_utf8_lossy(&buf[..n]));
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            println!("{} from={from}", String::from_utf8_lossy(&buf[..n]));
             return Ok(());
         }
     }
