@@ -14,12 +14,14 @@ pub mod map_names {
     pub const STATS: &str = "NETD_STATS";
     pub const PORT_STATS: &str = "NETD_PORT_STATS";
     pub const SOCK_REVNAT: &str = "NETD_SOCK_RNAT";
+    pub const SUBNETS: &str = "NETD_SUBNETS";
 }
 
 /// Names of the programs in the eBPF object.
 pub mod prog_names {
     pub const UPLINK_INGRESS: &str = "uplink_ingress";
     pub const ENDPOINT_EGRESS: &str = "endpoint_egress";
+    pub const UPLINK_GUARD: &str = "uplink_guard";
     pub const SOCK_CONNECT4: &str = "sock_connect4";
     pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
     pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
@@ -249,10 +251,16 @@ pub mod stat {
     /// No free masquerade source port for a new flow: dropped, never mis-mapped.
     pub const DROP_SNAT_EXHAUSTED: u32 = 12;
     pub const HAIRPIN: u32 = 13;
-    pub const COUNT: u32 = 16;
+    /// XDP: from outside, addressed straight to a container subnet.
+    pub const XDP_DROP_TO_CONTAINER: u32 = 14;
+    /// XDP: from outside with a container-subnet or loopback source (spoofed).
+    pub const XDP_DROP_SPOOFED: u32 = 15;
+    /// XDP: from outside to loopback, or to a port published only on loopback.
+    pub const XDP_DROP_LOOPBACK: u32 = 16;
+    pub const COUNT: u32 = 24;
 
     /// Human names, indexed like the counters.
-    pub const NAMES: [&str; 14] = [
+    pub const NAMES: [&str; 17] = [
         "pass",
         "dnat",
         "dnat_reply",
@@ -267,6 +275,9 @@ pub mod stat {
         "snat_reply",
         "drop_snat_exhausted",
         "hairpin",
+        "xdp_drop_to_container",
+        "xdp_drop_spoofed",
+        "xdp_drop_loopback",
     ];
 }
 

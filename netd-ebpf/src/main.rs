@@ -6,6 +6,7 @@
 
 mod conntrack;
 mod endpoint;
+mod guard;
 mod maps;
 mod metrics;
 mod nat;

@@ -2,7 +2,7 @@
 //! (with their conntrack state) instead of starting from empty ones.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use netd_common::{
     stat, Backend, Config, CtEntry, CtKey, Endpoint, PortCounters, PortKey, SockRevKey,
@@ -33,6 +33,10 @@ pub static PORT_STATS: PerCpuHashMap<PortKey, PortCounters> =
 /// UDP sockets of the host that sent to a published port (for recvmsg4).
 #[map(name = "NETD_SOCK_RNAT")]
 pub static SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue> = LruHashMap::pinned(65536, 0);
+
+/// Container subnets (key: prefix length and network-order address) -> network id.
+#[map(name = "NETD_SUBNETS")]
+pub static SUBNETS: LpmTrie<u32, u32> = LpmTrie::pinned(1024, 0);
 
 #[map(name = "NETD_STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stat::COUNT, 0);

@@ -365,6 +365,13 @@ impl Daemon {
         }
         inner.dp.sync_ports(&ports)?;
         inner.dp.sync_endpoints(&eps)?;
+        let subnets: Vec<(Ipv4Network, u32)> = inner
+            .state
+            .networks
+            .iter()
+            .map(|n| (n.subnet, n.net_id))
+            .collect();
+        inner.dp.sync_subnets(&subnets)?;
         let addrs: Vec<Ipv4Addr> = inner
             .nl
             .ipv4_addrs()

@@ -15,11 +15,15 @@ use std::{
 
 use anyhow::{anyhow, Context};
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{
+        lpm_trie::{Key as LpmKey, LpmTrie},
+        Array, HashMap, MapData, PerCpuArray, PerCpuHashMap,
+    },
     programs::{
         links::{CgroupAttachMode, FdLink, PinnedLink},
         tc::SchedClassifierLink,
-        CgroupSockAddr, SchedClassifier, TcAttachType,
+        xdp::XdpLink,
+        CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode,
     },
     Ebpf, EbpfLoader,
 };
@@ -45,6 +49,7 @@ pub struct Datapath {
     config: Array<MapData, Config>,
     stats: PerCpuArray<MapData, u64>,
     port_stats: PerCpuHashMap<MapData, PortKey, PortCounters>,
+    subnets: LpmTrie<MapData, u32, u32>,
 }
 
 /// Idle timeouts of conntrack entries, by protocol and state.
@@ -197,6 +202,11 @@ impl Datapath {
                 .try_into()?;
             prog.load().with_context(|| format!("verifying {name}"))?;
         }
+        let guard: &mut Xdp = ebpf
+            .program_mut(prog_names::UPLINK_GUARD)
+            .ok_or_else(|| anyhow!("program uplink_guard missing from the object"))?
+            .try_into()?;
+        guard.load().context("verifying uplink_guard")?;
         for name in [
             prog_names::SOCK_CONNECT4,
             prog_names::SOCK_SENDMSG4,
@@ -216,6 +226,7 @@ impl Datapath {
         let config = Array::try_from(take(&mut ebpf, map_names::CONFIG)?)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, map_names::STATS)?)?;
         let port_stats = PerCpuHashMap::try_from(take(&mut ebpf, map_names::PORT_STATS)?)?;
+        let subnets = LpmTrie::try_from(take(&mut ebpf, map_names::SUBNETS)?)?;
         Ok(Datapath {
             ebpf,
             links_dir,
@@ -226,6 +237,7 @@ impl Datapath {
             config,
             stats,
             port_stats,
+            subnets,
         })
     }
 
@@ -331,7 +343,63 @@ impl Datapath {
     }
 
     pub fn attach_uplink(&mut self, ifname: &str) -> anyhow::Result<()> {
-        self.attach(prog_names::UPLINK_INGRESS, ifname, "uplink")
+        self.attach(prog_names::UPLINK_INGRESS, ifname, "uplink")?;
+        self.attach_guard(ifname)
+    }
+
+    /// XDP on the uplink; a pinned link from an earlier agent gets the new program
+    /// swapped in (bpf_link_update), so the guard never lapses.
+    fn attach_guard(&mut self, ifname: &str) -> anyhow::Result<()> {
+        let pin_path = self.links_dir.join("uplink-xdp");
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(prog_names::UPLINK_GUARD)
+            .ok_or_else(|| anyhow!("program uplink_guard missing"))?
+            .try_into()?;
+        let adopted = match PinnedLink::from_pin(&pin_path) {
+            Ok(pinned) => XdpLink::try_from(pinned.unpin()?)
+                .ok()
+                .and_then(|l| prog.attach_to_link(l).ok()),
+            Err(_) => None,
+        };
+        let id = match adopted {
+            Some(id) => id,
+            None => {
+                let _ = fs::remove_file(&pin_path);
+                prog.attach(ifname, XdpMode::default())
+                    .with_context(|| format!("attaching uplink_guard (XDP) to {ifname}"))?
+            }
+        };
+        let link = FdLink::try_from(prog.take_link(id)?)
+            .map_err(|e| anyhow!("XDP link of {ifname} is not an fd link: {e}"))?;
+        link.pin(&pin_path)
+            .with_context(|| format!("pinning {}", pin_path.display()))?;
+        Ok(())
+    }
+
+    /// Makes the subnet trie (what uplink_guard protects) hold exactly `subnets`.
+    pub fn sync_subnets(
+        &mut self,
+        subnets: &[(ipnetwork::Ipv4Network, u32)],
+    ) -> anyhow::Result<()> {
+        let want: HashSet<(u32, u32)> = subnets
+            .iter()
+            .map(|(n, _)| (n.prefix() as u32, u32::from(n.network()).to_be()))
+            .collect();
+        let stale: Vec<LpmKey<u32>> = self
+            .subnets
+            .keys()
+            .flatten()
+            .filter(|k| !want.contains(&(k.prefix_len(), k.data())))
+            .collect();
+        for k in stale {
+            let _ = self.subnets.remove(&k);
+        }
+        for (n, id) in subnets {
+            let key = LpmKey::new(n.prefix() as u32, u32::from(n.network()).to_be());
+            self.subnets.insert(&key, id, 0)?;
+        }
+        Ok(())
     }
 
     pub fn attach_endpoint(&mut self, veth: &str) -> anyhow::Result<()> {
@@ -516,11 +584,10 @@ impl Datapath {
     /// anywhere: this is how the packet fixtures exercise the datapath.
     pub fn test_run(&self, prog: &str, packet: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
         use std::os::fd::{AsFd, AsRawFd};
-        let p: &SchedClassifier = self
+        let p = self
             .ebpf
             .program(prog)
-            .ok_or_else(|| anyhow!("program {prog} missing"))?
-            .try_into()?;
+            .ok_or_else(|| anyhow!("program {prog} missing"))?;
         let fd = p.fd()?.as_fd().as_raw_fd();
         // The kernel may grow the frame (it never does here) up to this size.
         let mut out = vec![0u8; packet.len() + 256];

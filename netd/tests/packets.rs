@@ -666,3 +666,75 @@ fn container_to_container_and_to_the_host_pass_untouched() {
     assert!(f.dp.conntrack().is_empty());
     let _ = NEXT_HOP;
 }
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+#[test]
+fn uplink_guard_verdicts() {
+    let mut f = fixture("guard", false);
+    publish(&mut f, [127, 0, 0, 1], 8081, 80, Proto::Tcp);
+    f.dp.sync_subnets(&[("172.17.0.0/16".parse().unwrap(), 1)])
+        .unwrap();
+    let cases = [
+        (
+            "published port",
+            Pkt::tcp(CLIENT, 1, HOST, 8080),
+            XDP_PASS,
+            None,
+        ),
+        (
+            "unpublished port",
+            Pkt::tcp(CLIENT, 1, HOST, 22),
+            XDP_PASS,
+            None,
+        ),
+        (
+            "straight to a container",
+            Pkt::tcp(CLIENT, 1, CONTAINER, 80),
+            XDP_DROP,
+            Some("xdp_drop_to_container"),
+        ),
+        (
+            "container source",
+            Pkt::tcp(OTHER, 1, HOST, 8080),
+            XDP_DROP,
+            Some("xdp_drop_spoofed"),
+        ),
+        (
+            "loopback source",
+            Pkt::udp([127, 0, 0, 1], 1, HOST, 5353),
+            XDP_DROP,
+            Some("xdp_drop_spoofed"),
+        ),
+        (
+            "loopback destination",
+            Pkt::tcp(CLIENT, 1, [127, 0, 0, 1], 8081),
+            XDP_DROP,
+            Some("xdp_drop_loopback"),
+        ),
+        (
+            "port published on loopback only",
+            Pkt::tcp(CLIENT, 1, HOST, 8081),
+            XDP_DROP,
+            Some("xdp_drop_loopback"),
+        ),
+        (
+            "ICMP to the host",
+            Pkt::icmp(CLIENT, HOST, 1, 8),
+            XDP_PASS,
+            None,
+        ),
+    ];
+    for (what, pkt, want, reason) in cases {
+        let before = reason.map(|r| counter(&f.dp, r));
+        let (v, out) = f.dp.test_run(UPLINK_GUARD, &pkt.build()).unwrap();
+        assert_eq!(v, want, "{what}");
+        if v == XDP_PASS {
+            assert_eq!(out, pkt.build(), "{what}: bytes changed");
+        }
+        if let (Some(r), Some(b)) = (reason, before) {
+            assert_eq!(counter(&f.dp, r), b + 1, "{what}: {r} not counted");
+        }
+    }
+}

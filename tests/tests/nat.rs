@@ -305,3 +305,59 @@ fn host_processes_reach_published_ports_on_loopback_and_host_ip_without_a_proxy(
         "something listens in the host namespace"
     );
 }
+
+#[test]
+fn uplink_guard_drops_direct_spoofed_and_loopback_only_traffic_from_outside() {
+    let lab = Lab::new();
+    let ip = lab.run_server(
+        "web",
+        &["8080:80", "127.0.0.1:8081:80"],
+        &["serve-tcp", "80"],
+    );
+    let counter = |name: &str| lab.stats()["counters"][name].as_u64().unwrap_or(0);
+    let ipc = |args: &[&str]| {
+        let mut full = vec!["-n", lab.client.as_str()];
+        full.extend_from_slice(args);
+        assert!(
+            std::process::Command::new("ip")
+                .args(&full)
+                .status()
+                .unwrap()
+                .success(),
+            "ip {full:?}"
+        );
+    };
+    // Straight to the container, routed through the host: dropped in XDP.
+    ipc(&["route", "add", &format!("{ip}/32"), "via", HOST_IP]);
+    assert!(
+        lab.from_client(&["tcp", &format!("{ip}:80")]).is_err(),
+        "direct access to a container"
+    );
+    assert!(counter("xdp_drop_to_container") >= 1);
+    // A port published on 127.0.0.1 only: dropped, not even a reset.
+    assert!(lab
+        .from_client(&["tcp", &format!("{HOST_IP}:8081")])
+        .is_err());
+    assert!(counter("xdp_drop_loopback") >= 1);
+    // A forged container source address: dropped.
+    ipc(&["addr", "add", "172.17.255.99/32", "dev", "cl0"]);
+    ipc(&[
+        "route",
+        "add",
+        &format!("{HOST_IP}/32"),
+        "dev",
+        "cl0",
+        "src",
+        "172.17.255.99",
+    ]);
+    assert!(
+        lab.from_client(&["tcp", &format!("{HOST_IP}:8080")])
+            .is_err(),
+        "spoofed source got in"
+    );
+    assert!(counter("xdp_drop_spoofed") >= 1);
+    // Honest traffic is untouched.
+    ipc(&["route", "del", &format!("{HOST_IP}/32")]);
+    lab.from_client(&["tcp", &format!("{HOST_IP}:8080")])
+        .expect("published port still answers");
+}
