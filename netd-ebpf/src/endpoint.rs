@@ -7,6 +7,7 @@ use netd_common::{ct_flag, ct_kind, stat, EP_F_MASQUERADE, IPPROTO_ICMP};
 
 use crate::{
     conntrack::{self, Tuple},
+    icmp,
     maps::{config, ENDPOINTS, LOCAL_ADDRS},
     metrics::count,
     nat,
@@ -30,6 +31,7 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, u32> {
     let flow = match parse::parse(ctx) {
         Parsed::Flow(f) => f,
         Parsed::NotOurs => return Ok(TC_ACT_OK),
+        Parsed::IcmpError(off) => return icmp::translate_error(ctx, off),
         Parsed::Skip(reason) => {
             count(reason);
             return Ok(TC_ACT_OK);

@@ -7,6 +7,7 @@
 mod conntrack;
 mod endpoint;
 mod guard;
+mod icmp;
 mod maps;
 mod metrics;
 mod nat;

@@ -7,6 +7,9 @@ pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAMETER_PROB: u8 = 12;
 
 /// An IPv4 TCP, UDP or ICMP echo packet's tuple and the offsets needed to rewrite it.
 /// Addresses and ports are raw (network byte order), as in the packet and in the maps.
@@ -26,6 +29,9 @@ pub struct Flow {
 pub enum Parsed {
     /// TCP, UDP or ICMP echo over IPv4, first fragment or unfragmented.
     Flow(Flow),
+    /// An ICMP error (unreachable, time exceeded, parameter problem); the ICMP header
+    /// starts at the offset given.
+    IcmpError(usize),
     /// Not something netd rewrites (ARP, IPv6, other ICMP, other protocols): untouched.
     NotOurs,
     /// Broken or unsupported (bad header lengths, fragments); the counter says which,
@@ -75,6 +81,9 @@ fn try_parse(ctx: &TcContext) -> Result<Parsed, ()> {
     let daddr: u32 = ctx.load(ETH_HLEN + 16).map_err(|_| ())?;
     let (sport, dport, tcp_flags) = if proto == IPPROTO_ICMP {
         let ty: u8 = ctx.load(l4_off).map_err(|_| ())?;
+        if ty == ICMP_DEST_UNREACH || ty == ICMP_TIME_EXCEEDED || ty == ICMP_PARAMETER_PROB {
+            return Ok(Parsed::IcmpError(l4_off));
+        }
         if ty != ICMP_ECHO_REQUEST && ty != ICMP_ECHO_REPLY {
             return Ok(Parsed::NotOurs);
         }

@@ -7,6 +7,7 @@ use netd_common::{ct_flag, ct_kind, stat, IPPROTO_ICMP};
 
 use crate::{
     conntrack::{self, Tuple},
+    icmp,
     maps::LOCAL_ADDRS,
     metrics::count,
     nat,
@@ -31,6 +32,7 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, u32> {
     let flow = match parse::parse(ctx) {
         Parsed::Flow(f) => f,
         Parsed::NotOurs => return Ok(TC_ACT_OK),
+        Parsed::IcmpError(off) => return icmp::translate_error(ctx, off),
         Parsed::Skip(reason) => {
             count(reason);
             return Ok(TC_ACT_OK);

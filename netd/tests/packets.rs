@@ -738,3 +738,87 @@ fn uplink_guard_verdicts() {
         }
     }
 }
+
+/// An ICMP error (type, code) from `src` to `dst` quoting the first 28 bytes of the IP
+/// packet in `quoted` (an Ethernet frame).
+fn icmp_error(src: [u8; 4], dst: [u8; 4], ty: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![ty, code, 0, 0, 0, 0, 0x05, 0x78]; // next-hop MTU 1400
+    icmp.extend_from_slice(&quoted[14..14 + 28]);
+    let c = csum(&icmp, 0);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let p = Pkt::icmp(src, dst, 0, 0);
+    p.frame(icmp)
+}
+
+/// (outer src, outer dst, quoted src, quoted sport, quoted dst, quoted dport), after
+/// checking the outer IP, ICMP and quoted IP checksums.
+fn inspect_error(frame: &[u8]) -> ([u8; 4], [u8; 4], [u8; 4], u16, [u8; 4], u16) {
+    let ip = &frame[14..];
+    assert_eq!(csum(&ip[..20], 0), 0, "outer IP checksum invalid");
+    let icmp = &ip[20..];
+    assert_eq!(csum(icmp, 0), 0, "ICMP checksum invalid");
+    let q = &icmp[8..];
+    assert_eq!(csum(&q[..20], 0), 0, "quoted IP checksum invalid");
+    let a = |b: &[u8]| -> [u8; 4] { b.try_into().unwrap() };
+    (
+        a(&ip[12..16]),
+        a(&ip[16..20]),
+        a(&q[12..16]),
+        u16::from_be_bytes([q[20], q[21]]),
+        a(&q[16..20]),
+        u16::from_be_bytes([q[22], q[23]]),
+    )
+}
+
+#[test]
+fn fragmentation_needed_for_a_masqueraded_flow_reaches_the_container() {
+    let f = fixture("icmp-frag", false);
+    let (_, out) =
+        f.dp.test_run(
+            ENDPOINT_EGRESS,
+            &Pkt::tcp(CONTAINER, 5000, CLIENT, 80).build(),
+        )
+        .unwrap();
+    let sport = inspect(&out).sport;
+    // A router on the way says the (masqueraded) packet was too big.
+    let router = [10, 0, 0, 254];
+    let err = icmp_error(router, HOST, 3, 4, &out);
+    let (v, got) = f.dp.test_run(UPLINK_INGRESS, &err).unwrap();
+    assert_eq!(v, TC_ACT_OK);
+    let (os, od, qs, qsp, qd, qdp) = inspect_error(&got);
+    assert_eq!((os, od), (router, CONTAINER), "outer");
+    assert_eq!(
+        (qs, qsp, qd, qdp),
+        (CONTAINER, 5000, CLIENT, 80),
+        "quoted (was {sport})"
+    );
+    assert_eq!(
+        &got[14 + 20 + 6..14 + 20 + 8],
+        &[0x05, 0x78],
+        "the MTU survives"
+    );
+}
+
+#[test]
+fn port_unreachable_from_a_published_container_speaks_with_the_published_address() {
+    let f = fixture("icmp-unreach", false);
+    let (_, dnated) =
+        f.dp.test_run(UPLINK_INGRESS, &Pkt::udp(CLIENT, 40000, HOST, 5353).build())
+            .unwrap();
+    // Nothing listens in the container: it answers port unreachable.
+    let err = icmp_error(CONTAINER, CLIENT, 3, 3, &dnated);
+    let (v, got) = f.dp.test_run(ENDPOINT_EGRESS, &err).unwrap();
+    assert_eq!(v, TC_ACT_OK);
+    let (os, od, qs, qsp, qd, qdp) = inspect_error(&got);
+    assert_eq!((os, od), (HOST, CLIENT), "outer");
+    assert_eq!((qs, qsp, qd, qdp), (CLIENT, 40000, HOST, 5353), "quoted");
+}
+
+#[test]
+fn icmp_errors_about_untracked_flows_pass_untouched() {
+    let f = fixture("icmp-untracked", false);
+    let quoted = Pkt::udp(HOST, 1234, CLIENT, 53).build();
+    let err = icmp_error(CLIENT, HOST, 3, 3, &quoted);
+    let (v, got) = f.dp.test_run(UPLINK_INGRESS, &err).unwrap();
+    assert_eq!((v, got), (TC_ACT_OK, err));
+}

@@ -361,3 +361,18 @@ fn uplink_guard_drops_direct_spoofed_and_loopback_only_traffic_from_outside() {
     lab.from_client(&["tcp", &format!("{HOST_IP}:8080")])
         .expect("published port still answers");
 }
+
+#[test]
+fn port_unreachable_from_a_container_reaches_the_client_as_connection_refused() {
+    let lab = Lab::new();
+    // Published, but nothing listens on the container's UDP port 54.
+    lab.run_server("quiet", &["5354:54/udp"], &["serve-tcp", "80"]);
+    let got = lab
+        .from_client(&["udp-connected", &format!("{HOST_IP}:5354"), "anyone?"])
+        .expect("an answer or a refusal");
+    assert_eq!(
+        got.trim(),
+        "refused",
+        "the ICMP error was not translated back"
+    );
+}

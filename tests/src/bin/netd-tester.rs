@@ -6,6 +6,9 @@
 //!   netd-tester serve-udp PORT          answer each datagram with "peer=IP:PORT <data>"
 //!   netd-tester tcp ADDR:PORT           print what the server says (exit 1 on failure)
 //!   netd-tester udp ADDR:PORT MSG [SPORT]  send MSG (from SPORT), print the answer
+//!   netd-tester udp-connected ADDR:PORT MSG  the same on a connected socket; prints
+//!                                            "refused" when an ICMP port-unreachable
+//!                                            for that exact peer comes back
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
@@ -23,6 +26,7 @@ fn main() {
         ["tcp", addr] => tcp(addr),
         ["udp", addr, msg] => udp(addr, msg, "0"),
         ["udp", addr, msg, sport] => udp(addr, msg, sport),
+        ["udp-connected", addr, msg] => udp_connected(addr, msg),
         _ => Err("usage: netd-tester serve-tcp PORT | serve-udp PORT | tcp ADDR:PORT | udp ADDR:PORT MSG".into()),
     };
     if let Err(e) = r {
@@ -63,6 +67,31 @@ fn tcp(addr: &str) -> Result<(), String> {
         .map_err(|e| format!("read from {a}: {e}"))?;
     print!("{out}");
     Ok(())
+}
+
+fn udp_connected(addr: &str, msg: &str) -> Result<(), String> {
+    let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+    s.connect(addr)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_millis(700)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 2048];
+    for _ in 0..4 {
+        let _ = s.send(msg.as_bytes());
+        match s.recv(&mut buf) {
+            Ok(n) => {
+                println!("{}", String::from_utf8_lossy(&buf[..n]));
+                return Ok(());
+            }
+            // The kernel matched an ICMP error to this connected socket's exact tuple.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                println!("refused");
+                return Ok(());
+            }
+            Err(_) => {}
+        }
+    }
+    Err(format!("no answer from {addr}"))
 }
 
 fn udp(addr: &str, msg: &str, sport: &str) -> Result<(), String> {

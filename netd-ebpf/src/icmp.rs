@@ -1,0 +1,133 @@
+//! ICMP errors about NATed flows. The error quotes the offending packet's header as it
+//! travelled (after NAT); its sender only knows the flow as it was before. The entry of
+//! the quoted tuple's reverse direction says what that was: the quoted header is put
+//! back to it, and the outer addresses follow, so path-MTU discovery and "port
+//! unreachable" work through netd as through the kernel's NAT.
+use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
+use netd_common::{stat, CtKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+
+use crate::{maps::CONNTRACK, metrics::count, parse::ETH_HLEN};
+
+/// Translates the ICMP error whose ICMP header is at `icmp_off`. Errors about flows
+/// netd does not track pass untouched.
+#[inline(always)]
+pub fn translate_error(ctx: &TcContext, icmp_off: usize) -> Result<i32, u32> {
+    match try_translate(ctx, icmp_off) {
+        Ok(()) => Ok(TC_ACT_OK as i32),
+        Err(Skip::Untracked) => Ok(TC_ACT_OK as i32),
+        Err(Skip::Malformed) => {
+            count(stat::MALFORMED_PASSED);
+            Ok(TC_ACT_OK as i32)
+        }
+        Err(Skip::Failed) => Err(stat::DROP_REWRITE_FAILED),
+    }
+}
+
+enum Skip {
+    Untracked,
+    Malformed,
+    Failed,
+}
+
+#[inline(always)]
+fn try_translate(ctx: &TcContext, icmp_off: usize) -> Result<(), Skip> {
+    let m = |_| Skip::Malformed;
+    let f = |_| Skip::Failed;
+    let inner = icmp_off + 8;
+    let vihl: u8 = ctx.load(inner).map_err(m)?;
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if vihl >> 4 != 4 || ihl < 20 {
+        return Err(Skip::Malformed);
+    }
+    let proto: u8 = ctx.load(inner + 9).map_err(m)?;
+    let i_saddr: u32 = ctx.load(inner + 12).map_err(m)?;
+    let i_daddr: u32 = ctx.load(inner + 16).map_err(m)?;
+    let l4 = inner + ihl;
+    let (sport_off, dport_off) = match proto {
+        IPPROTO_TCP | IPPROTO_UDP => (l4, l4 + 2),
+        // A quoted echo: the id stands for both ports.
+        IPPROTO_ICMP => (l4 + 4, l4 + 4),
+        _ => return Err(Skip::Untracked),
+    };
+    let i_sport: u16 = ctx.load(sport_off).map_err(m)?;
+    let i_dport: u16 = ctx.load(dport_off).map_err(m)?;
+    let key = CtKey {
+        saddr: i_daddr,
+        daddr: i_saddr,
+        sport: i_dport,
+        dport: i_sport,
+        proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: a read-only lookup of a plain-data value.
+    let e = match unsafe { CONNTRACK.get(&key) } {
+        Some(e) => *e,
+        None => return Err(Skip::Untracked),
+    };
+    // The quoted packet as its sender sent it: the reverse of the entry's tuple.
+    let (n_saddr, n_sport, n_daddr, n_dport) = (e.daddr, e.dport, e.saddr, e.sport);
+
+    let icmp_csum = icmp_off + 2;
+    let inner_csum = inner + 10;
+    // Everything inside the ICMP message is covered by the ICMP checksum, the quoted IP
+    // header's own checksum included, so each change is folded into both as needed.
+    let old_inner_csum: u16 = ctx.load(inner_csum).map_err(m)?;
+    for (old, new, off) in [
+        (i_saddr, n_saddr, inner + 12),
+        (i_daddr, n_daddr, inner + 16),
+    ] {
+        if old != new {
+            ctx.l3_csum_replace(inner_csum, old as u64, new as u64, 4)
+                .map_err(f)?;
+            ctx.l4_csum_replace(icmp_csum, old as u64, new as u64, 4)
+                .map_err(f)?;
+            ctx.store(off, &new, 0).map_err(f)?;
+        }
+    }
+    let new_inner_csum: u16 = ctx.load(inner_csum).map_err(m)?;
+    if new_inner_csum != old_inner_csum {
+        ctx.l4_csum_replace(icmp_csum, old_inner_csum as u64, new_inner_csum as u64, 2)
+            .map_err(f)?;
+    }
+    // Ports: the quoted L4 checksum is usually cut off, so only the ICMP sum follows.
+    if proto == IPPROTO_ICMP {
+        if i_sport != n_sport {
+            ctx.l4_csum_replace(icmp_csum, i_sport as u64, n_sport as u64, 2)
+                .map_err(f)?;
+            ctx.store(sport_off, &n_sport, 0).map_err(f)?;
+        }
+    } else {
+        for (old, new, off) in [(i_sport, n_sport, sport_off), (i_dport, n_dport, dport_off)] {
+            if old != new {
+                ctx.l4_csum_replace(icmp_csum, old as u64, new as u64, 2)
+                    .map_err(f)?;
+                ctx.store(off, &new, 0).map_err(f)?;
+            }
+        }
+    }
+
+    // The outer header: the error goes to the quoted packet's sender, and when the
+    // quoted destination itself complained, it speaks with that destination's address.
+    let o_saddr: u32 = ctx.load(ETH_HLEN + 12).map_err(m)?;
+    let o_daddr: u32 = ctx.load(ETH_HLEN + 16).map_err(m)?;
+    let outer = [
+        (
+            o_daddr,
+            if o_daddr == i_saddr { n_saddr } else { o_daddr },
+            ETH_HLEN + 16,
+        ),
+        (
+            o_saddr,
+            if o_saddr == i_daddr { n_daddr } else { o_saddr },
+            ETH_HLEN + 12,
+        ),
+    ];
+    for (old, new, off) in outer {
+        if old != new {
+            ctx.l3_csum_replace(ETH_HLEN + 10, old as u64, new as u64, 4)
+                .map_err(f)?;
+            ctx.store(off, &new, 0).map_err(f)?;
+        }
+    }
+    Ok(())
+}
