@@ -229,6 +229,10 @@ const _: () = assert!(core::mem::size_of::<Endpoint>() == 28);
 
 /// The endpoint's network masquerades traffic to outside its networks.
 pub const EP_F_MASQUERADE: u32 = 1;
+/// Containers of the endpoint's network may talk to each other (Docker's enable_icc).
+pub const EP_F_ICC: u32 = 2;
+/// The endpoint's network is --internal: nothing leaves its subnet, nothing gets in.
+pub const EP_F_INTERNAL: u32 = 4;
 
 /// Indexes of the per-CPU `NETD_STATS` counter array. Drop reasons and events share the
 /// array; a drop always increments exactly one reason (the `drop_*` ones).

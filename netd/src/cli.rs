@@ -1,10 +1,10 @@
 //! The `netd` command line: Docker's words, so users need nothing new.
-use std::path::PathBuf;
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use hyper::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::{client::Client, daemon::DaemonArgs, model};
 
@@ -34,6 +34,20 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Create a container's network sandbox and run a command in it.
     Run(RunArgs),
+    /// Create a container's network sandbox without starting its command.
+    Create(RunArgs),
+    /// Start created or stopped containers.
+    Start {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop containers (SIGTERM, then SIGKILL after --time seconds).
+    Stop {
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// List containers.
     Ps {
         #[arg(short, long)]
@@ -85,11 +99,25 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Run in the background and print the container id.
+    /// Run in the background and print the container id (run only).
     #[arg(short, long)]
     pub detach: bool,
+    /// Remove the container when its command exits.
+    #[arg(long)]
+    pub rm: bool,
     #[arg(long)]
     pub name: Option<String>,
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// NETWORK, host, none or container:NAME.
+    #[arg(long, visible_alias = "net")]
+    pub network: Option<String>,
+    /// Static address (networks created with --subnet only).
+    #[arg(long)]
+    pub ip: Option<Ipv4Addr>,
+    /// Extra names for the container on its network.
+    #[arg(long = "alias", visible_alias = "network-alias")]
+    pub aliases: Vec<String>,
     /// Publish a port: [ip:][hostPort[-end]:]containerPort[-end][/tcp|/udp]; a missing
     /// host port gets a free one.
     #[arg(short, long = "publish")]
@@ -100,17 +128,82 @@ pub struct RunArgs {
     /// A port the container serves: port[-end][/tcp|/udp].
     #[arg(long)]
     pub expose: Vec<String>,
-    /// The command to run (after `--`, or as the first argument that is not an option).
+    /// The command (after `--`, or as the first argument that is not an option). Without
+    /// one, the container is a sandbox for `netd exec`.
     #[arg(trailing_var_arg = true)]
     pub cmd: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum NetworkCommand {
+    /// Create a network.
+    Create {
+        #[arg(short, long, default_value = "bridge")]
+        driver: String,
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long)]
+        ip_range: Option<String>,
+        /// NAME=IP: an address the network must not hand out.
+        #[arg(long)]
+        aux_address: Vec<String>,
+        /// No traffic leaves the network, nothing gets in.
+        #[arg(long)]
+        internal: bool,
+        /// KEY[=VALUE]
+        #[arg(long)]
+        label: Vec<String>,
+        /// Driver option KEY=VALUE (com.docker.network.bridge.*, com.docker.network.driver.mtu).
+        #[arg(short, long = "opt")]
+        opt: Vec<String>,
+        name: String,
+    },
     /// List networks.
     Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long)]
+        no_trunc: bool,
+        /// KEY=VALUE: driver, id, label, name, scope, type (custom|builtin).
+        #[arg(short, long)]
+        filter: Vec<String>,
+        /// `json`, `table`, or a template such as '{{.Name}} {{.Driver}}'.
         #[arg(long)]
         format: Option<String>,
+    },
+    /// Show networks as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every network no container uses.
+    Prune {
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Connect a container to a network.
+    Connect {
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a container from a network.
+    Disconnect {
+        #[arg(short, long)]
+        force: bool,
+        network: String,
+        container: String,
     },
 }
 
@@ -125,7 +218,7 @@ pub enum ConntrackCommand {
         proto: Option<String>,
         /// Only entries with this address anywhere in their tuples.
         #[arg(long)]
-        addr: Option<std::net::Ipv4Addr>,
+        addr: Option<Ipv4Addr>,
         /// Only entries with this port anywhere in their tuples.
         #[arg(long)]
         port: Option<u16>,
@@ -145,6 +238,48 @@ fn proto_arg(p: &Option<String>) -> anyhow::Result<Option<&'static str>> {
         Some("icmp") => Ok(Some("icmp")),
         Some(other) => bail!("unknown protocol {other:?}: use tcp, udp or icmp"),
     }
+}
+
+/// KEY=VALUE pairs; `allow_bare` accepts KEY alone (labels) as KEY="".
+fn key_values(
+    what: &str,
+    items: &[String],
+    allow_bare: bool,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for it in items {
+        let (k, v) = match it.split_once('=') {
+            Some((k, v)) => (k, v),
+            None if allow_bare => (it.as_str(), ""),
+            None => bail!("invalid {what} {it:?}: expected KEY=VALUE"),
+        };
+        if k.is_empty() {
+            bail!("invalid {what} {it:?}: the key is empty");
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// Percent-encodes a query value.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `{{.Field}}` templates over a network row, as `docker network ls --format` does.
+fn render_template(tpl: &str, fields: &[(&str, String)]) -> String {
+    let mut out = tpl.replace("\\t", "\t");
+    for (k, v) in fields {
+        out = out.replace(&format!("{{{{.{k}}}}}"), v);
+    }
+    out
 }
 
 pub fn socket_path(host: &str) -> PathBuf {
@@ -203,70 +338,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let client = Client::new(&socket_path(&cli.host));
     match cli.command {
         Command::Daemon(_) => unreachable!("handled in main"),
-        Command::Run(a) => {
-            if a.cmd.is_empty() {
-                bail!("\"netd run\" requires a command: netd run [OPTIONS] -- CMD [ARG...]");
-            }
-            if let Some(n) = &a.name {
-                model::validate_name(n)?;
-            }
-            let mut ports = Vec::new();
-            for spec in &a.publish {
-                ports.extend(model::parse_publish(spec)?);
-            }
-            let mut exposed = Vec::new();
-            for spec in &a.expose {
-                exposed.extend(model::parse_expose(spec)?);
-            }
-            if a.publish_all {
-                // Docker: -P publishes each exposed port not already published.
-                for (port, proto) in exposed {
-                    if !ports
-                        .iter()
-                        .any(|m| m.container_port == port && m.proto == proto)
-                    {
-                        ports.push(model::PortMapping {
-                            host_ip: std::net::Ipv4Addr::UNSPECIFIED,
-                            host_port: 0,
-                            container_port: port,
-                            proto,
-                        });
-                    }
+        Command::Run(a) => return run_container(&client, a, true).await,
+        Command::Create(a) => return run_container(&client, a, false).await,
+        Command::Start { names } => {
+            return each(&names, |n| {
+                let c = &client;
+                async move {
+                    c.call(Method::POST, &format!("/containers/{n}/start"), None)
+                        .await
                 }
-            }
-            let req = model::RunRequest {
-                name: a.name.clone(),
-                ports,
-                cmd: a.cmd.clone(),
-            };
-            let c = client
-                .call(Method::POST, "/netd/run", Some(serde_json::to_value(&req)?))
-                .await?;
-            let id = s(&c["Id"]);
-            if a.detach {
-                println!("{id}");
-                return Ok(0);
-            }
-            // Attached: wait for the command to finish, then show its output.
-            loop {
-                let c = client
-                    .call(Method::GET, &format!("/containers/{id}/json"), None)
-                    .await?;
-                if s(&c["State"]) != "running" {
-                    let logs = client
-                        .call(Method::GET, &format!("/containers/{id}/logs"), None)
-                        .await?;
-                    print!("{}", s(&logs));
-                    let status = s(&c["Status"]);
-                    let code = status
-                        .trim_start_matches("Exited (")
-                        .trim_end_matches(')')
-                        .parse()
-                        .unwrap_or(0);
-                    return Ok(code);
+            })
+            .await
+        }
+        Command::Stop { time, names } => {
+            return each(&names, |n| {
+                let c = &client;
+                async move {
+                    c.call(
+                        Method::POST,
+                        &format!("/containers/{n}/stop?t={time}"),
+                        None,
+                    )
+                    .await
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
+            })
+            .await
         }
         Command::Ps { all, quiet, format } => {
             let v = client
@@ -281,47 +377,54 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else if quiet {
                 for c in &list {
-                    println!("{}", &s(&c["Id"])[..12]);
+                    println!("{}", s(&c["Id"]).chars().take(12).collect::<String>());
                 }
             } else {
                 let rows: Vec<Vec<String>> = list
                     .iter()
                     .map(|c| {
+                        let ips: Vec<String> = c["NetworkSettings"]["Networks"]
+                            .as_object()
+                            .map(|m| m.values().map(|n| s(&n["IPAddress"])).collect())
+                            .unwrap_or_default();
                         vec![
                             s(&c["Id"]).chars().take(12).collect(),
                             s(&c["Command"]),
                             s(&c["Status"]),
-                            s(&c["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]),
+                            s(&c["HostConfig"]["NetworkMode"]),
+                            ips.join(","),
                             ports_of(c).join(", "),
                             s(&c["Names"][0]).trim_start_matches('/').to_string(),
                         ]
                     })
                     .collect();
                 print_table(
-                    &["CONTAINER ID", "COMMAND", "STATUS", "IP", "PORTS", "NAMES"],
+                    &[
+                        "CONTAINER ID",
+                        "COMMAND",
+                        "STATUS",
+                        "NETWORK",
+                        "IP",
+                        "PORTS",
+                        "NAMES",
+                    ],
                     &rows,
                 );
             }
         }
         Command::Rm { force, names } => {
-            let mut failed = false;
-            for n in names {
-                match client
-                    .call(
+            return each(&names, |n| {
+                let c = &client;
+                async move {
+                    c.call(
                         Method::DELETE,
                         &format!("/containers/{n}?force={}", force as u8),
                         None,
                     )
                     .await
-                {
-                    Ok(_) => println!("{n}"),
-                    Err(e) => {
-                        eprintln!("Error: {e:#}");
-                        failed = true;
-                    }
                 }
-            }
-            return Ok(if failed { 1 } else { 0 });
+            })
+            .await
         }
         Command::Port { name } => {
             let c = client
@@ -367,31 +470,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
             bail!("running {:?}: {err}", cmd[0]);
         }
-        Command::Network {
-            command: NetworkCommand::Ls { format },
-        } => {
-            let v = client.call(Method::GET, "/networks", None).await?;
-            if format.as_deref() == Some("json") {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                let rows: Vec<Vec<String>> = v
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|n| {
-                        vec![
-                            s(&n["Id"]).chars().take(12).collect(),
-                            s(&n["Name"]),
-                            s(&n["Driver"]),
-                            s(&n["IPAM"]["Config"][0]["Subnet"]),
-                            s(&n["Options"]["com.docker.network.bridge.name"]),
-                        ]
-                    })
-                    .collect();
-                print_table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "BRIDGE"], &rows);
-            }
-        }
+        Command::Network { command } => return network(&client, command).await,
         Command::Stats { format } => {
             let v = client.call(Method::GET, "/netd/stats", None).await?;
             if format.as_deref() == Some("json") {
@@ -490,6 +569,283 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             let v = client.call(Method::DELETE, &path, None).await?;
             println!("{} entries removed", v["removed"]);
+        }
+    }
+    Ok(0)
+}
+
+/// Runs `op` for each name, printing the name on success and one error line per failure
+/// (Docker's behaviour for rm/start/stop of several containers).
+async fn each<F, Fut>(names: &[String], op: F) -> anyhow::Result<i32>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Value>>,
+{
+    let mut failed = false;
+    for n in names {
+        match op(n.clone()).await {
+            Ok(_) => println!("{n}"),
+            Err(e) => {
+                eprintln!("Error: {}", one_line(&e));
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+async fn run_container(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<i32> {
+    if let Some(n) = &a.name {
+        model::validate_name(n)?;
+    }
+    let mut ports = Vec::new();
+    for spec in &a.publish {
+        ports.extend(model::parse_publish(spec)?);
+    }
+    let mut exposed = Vec::new();
+    for spec in &a.expose {
+        exposed.extend(model::parse_expose(spec)?);
+    }
+    if a.publish_all {
+        // Docker: -P publishes each exposed port not already published.
+        for (port, proto) in exposed {
+            if !ports
+                .iter()
+                .any(|m| m.container_port == port && m.proto == proto)
+            {
+                ports.push(model::PortMapping {
+                    host_ip: Ipv4Addr::UNSPECIFIED,
+                    host_port: 0,
+                    container_port: port,
+                    proto,
+                });
+            }
+        }
+    }
+    if a.rm && a.detach && a.cmd.is_empty() {
+        bail!("--rm needs a command: a sandbox without one never exits");
+    }
+    let req = model::RunRequest {
+        name: a.name.clone(),
+        hostname: a.hostname.clone(),
+        network: a.network.clone(),
+        ip: a.ip,
+        aliases: a.aliases.clone(),
+        ports,
+        cmd: a.cmd.clone(),
+        start,
+        auto_remove: a.rm,
+    };
+    let c = client
+        .call(Method::POST, "/netd/run", Some(serde_json::to_value(&req)?))
+        .await?;
+    let id = s(&c["Id"]);
+    if !start || a.detach || a.cmd.is_empty() {
+        println!("{id}");
+        return Ok(0);
+    }
+    // Attached: wait for the command to finish, then show its output.
+    loop {
+        let c = match client
+            .call(Method::GET, &format!("/containers/{id}/json"), None)
+            .await
+        {
+            Ok(c) => c,
+            // --rm removed it already: the output went with it.
+            Err(_) if a.rm => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        if s(&c["State"]) != "running" {
+            let logs = client
+                .call(Method::GET, &format!("/containers/{id}/logs"), None)
+                .await?;
+            print!("{}", s(&logs));
+            let status = s(&c["Status"]);
+            let code = status
+                .trim_start_matches("Exited (")
+                .trim_end_matches(')')
+                .parse()
+                .unwrap_or(0);
+            return Ok(code);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Result<i32> {
+    match cmd {
+        NetworkCommand::Create {
+            driver,
+            subnet,
+            gateway,
+            ip_range,
+            aux_address,
+            internal,
+            label,
+            opt,
+            name,
+        } => {
+            let aux = key_values("aux-address", &aux_address, false)?;
+            let labels = key_values("label", &label, true)?;
+            let options = key_values("option", &opt, false)?;
+            let mut cfg = serde_json::Map::new();
+            for (k, v) in [
+                ("Subnet", subnet),
+                ("Gateway", gateway),
+                ("IPRange", ip_range),
+            ] {
+                if let Some(v) = v {
+                    cfg.insert(k.into(), v.into());
+                }
+            }
+            if !aux.is_empty() {
+                cfg.insert("AuxiliaryAddresses".into(), json!(aux));
+            }
+            let body = json!({
+                "Name": name, "Driver": driver, "Internal": internal, "CheckDuplicate": true,
+                "IPAM": {"Driver": "default", "Config": if cfg.is_empty() { vec![] } else { vec![Value::Object(cfg)] }},
+                "Options": options, "Labels": labels,
+            });
+            let v = client
+                .call(Method::POST, "/networks/create", Some(body))
+                .await?;
+            println!("{}", s(&v["Id"]));
+        }
+        NetworkCommand::Ls {
+            quiet,
+            no_trunc,
+            filter,
+            format,
+        } => {
+            let filters = key_values("filter", &filter, false)?;
+            let mut path = "/networks".to_string();
+            if !filters.is_empty() {
+                let mut f: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
+                for (k, v) in filters {
+                    f.entry(k).or_default().insert(v, true);
+                }
+                path = format!("/networks?filters={}", enc(&serde_json::to_string(&f)?));
+            }
+            let v = client.call(Method::GET, &path, None).await?;
+            let list = v.as_array().cloned().unwrap_or_default();
+            let id = |n: &Value| -> String {
+                let id = s(&n["Id"]);
+                if no_trunc {
+                    id
+                } else {
+                    id.chars().take(12).collect()
+                }
+            };
+            match format.as_deref() {
+                Some("json") => {
+                    for n in &list {
+                        println!("{}", serde_json::to_string(n)?);
+                    }
+                }
+                _ if quiet => {
+                    for n in &list {
+                        println!("{}", id(n));
+                    }
+                }
+                Some(tpl) if tpl != "table" => {
+                    for n in &list {
+                        let fields = [
+                            ("ID", id(n)),
+                            ("Name", s(&n["Name"])),
+                            ("Driver", s(&n["Driver"])),
+                            ("Scope", s(&n["Scope"])),
+                            ("Internal", s(&n["Internal"])),
+                            ("CreatedAt", s(&n["Created"])),
+                        ];
+                        println!("{}", render_template(tpl, &fields));
+                    }
+                }
+                _ => {
+                    let rows: Vec<Vec<String>> = list
+                        .iter()
+                        .map(|n| {
+                            vec![
+                                id(n),
+                                s(&n["Name"]),
+                                s(&n["Driver"]),
+                                s(&n["Scope"]),
+                                s(&n["IPAM"]["Config"][0]["Subnet"]),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET"], &rows);
+                }
+            }
+        }
+        NetworkCommand::Inspect { names } => {
+            let mut out = Vec::new();
+            for n in names {
+                out.push(
+                    client
+                        .call(Method::GET, &format!("/networks/{n}"), None)
+                        .await?,
+                );
+            }
+            println!("{}", serde_json::to_string_pretty(&Value::Array(out))?);
+        }
+        NetworkCommand::Rm { names } => {
+            return each(&names, |n| async move {
+                client
+                    .call(Method::DELETE, &format!("/networks/{n}"), None)
+                    .await
+            })
+            .await
+        }
+        NetworkCommand::Prune { force } => {
+            if !force {
+                eprint!("WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] ");
+                let mut answer = String::new();
+                let _ = std::io::stdin().read_line(&mut answer);
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    return Ok(0);
+                }
+            }
+            let v = client.call(Method::POST, "/networks/prune", None).await?;
+            let deleted = v["NetworksDeleted"].as_array().cloned().unwrap_or_default();
+            if !deleted.is_empty() {
+                println!("Deleted Networks:");
+                for d in deleted {
+                    println!("{}", s(&d));
+                }
+            }
+        }
+        NetworkCommand::Connect {
+            ip,
+            aliases,
+            network,
+            container,
+        } => {
+            let mut ec = json!({"Aliases": aliases});
+            if let Some(ip) = ip {
+                ec["IPAMConfig"] = json!({"IPv4Address": ip.to_string()});
+            }
+            let body = json!({"Container": container, "EndpointConfig": ec});
+            client
+                .call(
+                    Method::POST,
+                    &format!("/networks/{network}/connect"),
+                    Some(body),
+                )
+                .await?;
+        }
+        NetworkCommand::Disconnect {
+            force,
+            network,
+            container,
+        } => {
+            let body = json!({"Container": container, "Force": force});
+            client
+                .call(
+                    Method::POST,
+                    &format!("/networks/{network}/disconnect"),
+                    Some(body),
+                )
+                .await?;
         }
     }
     Ok(0)

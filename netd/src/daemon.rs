@@ -4,7 +4,7 @@
 //! (and after a crash) `reconcile` makes the kernel match the store and removes what netd
 //! made that the store no longer wants.
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     net::Ipv4Addr,
     path::{Path, PathBuf},
     sync::Arc,
@@ -14,14 +14,18 @@ use std::{
 use anyhow::{anyhow, Context};
 use ipnetwork::Ipv4Network;
 use log::{info, warn};
-use netd_common::{ct_kind, ct_tcp, Backend, Endpoint, EP_F_MASQUERADE};
+use netd_common::{ct_kind, ct_tcp, Backend, Endpoint, EP_F_ICC, EP_F_INTERNAL, EP_F_MASQUERADE};
 use nix::sys::signal::Signal;
 use tokio::sync::Mutex;
 
 use crate::{
     datapath::Datapath,
     error::{NetdError, Result},
-    model::{self, Container, ContainerState, Network, RunRequest},
+    ipam,
+    model::{
+        self, Attachment, ConnectRequest, Container, ContainerState, NetMode, Network, NetworkSpec,
+        RunRequest,
+    },
     netlink::Netlink,
     netns, ports, process,
     store::{State, Store},
@@ -50,6 +54,13 @@ pub struct DaemonArgs {
     /// Prefix of container namespace names under /run/netns.
     #[arg(long, default_value = "netd-")]
     pub netns_prefix: String,
+    /// Prefix of the bridges of networks created without a bridge name (at most 5).
+    #[arg(long, default_value = "ndbr-")]
+    pub bridge_prefix: String,
+    /// Inter-container communication on the default `bridge` network (--icc=false
+    /// isolates its containers from each other, as Docker's daemon option does).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub icc: bool,
     /// Prefix of host-side veth names (at most 5 characters).
     #[arg(long, default_value = "ndv")]
     pub veth_prefix: String,
@@ -141,14 +152,33 @@ fn sysctl(key: &str, value: &str) -> anyhow::Result<()> {
     std::fs::write(&path, value).with_context(|| format!("setting {key}={value}"))
 }
 
+fn not_found_net(name: &str) -> NetdError {
+    NetdError::NotFound(format!("network {name} not found"))
+}
+
+fn not_found_container(name: &str) -> NetdError {
+    NetdError::NotFound(format!("no such container: {name}"))
+}
+
+/// Test-only fault injection: with NETD_FAULT=<point> the daemon dies (like kill -9)
+/// when it reaches that point, so tests can check what a restart makes of it.
+fn fault(point: &str) {
+    if std::env::var("NETD_FAULT").is_ok_and(|p| p == point) {
+        warn!("NETD_FAULT={point}: aborting");
+        std::process::abort();
+    }
+}
+
 impl Daemon {
     pub fn socket_path(&self) -> PathBuf {
         self.args.run_dir.join("netd.sock")
     }
 
     pub async fn start(args: DaemonArgs) -> anyhow::Result<Arc<Daemon>> {
-        if args.veth_prefix.len() > 5 {
-            return Err(anyhow!("--veth-prefix must be at most 5 characters"));
+        if args.veth_prefix.len() > 5 || args.bridge_prefix.len() > 5 {
+            return Err(anyhow!(
+                "--veth-prefix and --bridge-prefix must be at most 5 characters"
+            ));
         }
         std::fs::create_dir_all(&args.run_dir)
             .with_context(|| format!("creating {}", args.run_dir.display()))?;
@@ -183,27 +213,8 @@ impl Daemon {
         );
 
         let (store, mut state) = Store::open(&args.state_dir)?;
-        if state.network("bridge").is_none() {
-            let routes = nl.route_destinations().await?;
-            let subnet = model::pick_subnet(&routes)
-                .ok_or_else(|| anyhow!("no free subnet for the default network"))?;
-            let gateway = subnet
-                .nth(1)
-                .ok_or_else(|| anyhow!("subnet {subnet} too small"))?;
-            state.next_net_id = state.next_net_id.max(1);
-            state.networks.push(Network {
-                id: random_id(),
-                name: "bridge".into(),
-                net_id: state.next_net_id,
-                bridge: args.bridge_name.clone(),
-                subnet,
-                gateway,
-                builtin: true,
-            });
-            state.next_net_id += 1;
-            store.commit(&state)?;
-            info!("default network bridge: {subnet} via {gateway}");
-        }
+        ensure_builtin_networks(&mut state, &nl, &args).await?;
+        store.commit(&state)?;
 
         let (lo, hi) = args.snat_port_range;
         sysctl("net.ipv4.ip_local_reserved_ports", &format!("{lo}-{hi}"))?;
@@ -266,56 +277,75 @@ impl Daemon {
         });
     }
 
-    /// Makes the kernel match the store: networks' bridges, containers' veths and
-    /// programs, every map, and removes netd-made leftovers the store does not know.
+    /// Makes the kernel match the store: networks' bridges, containers' namespaces,
+    /// veths and programs, every map; and removes netd-made leftovers the store does
+    /// not know (after a crash between a commit and the kernel work, or before it).
     pub async fn reconcile(self: &Arc<Self>) -> anyhow::Result<()> {
         let mut g = self.inner.lock().await;
         let inner = &mut *g;
         for net in inner.state.networks.clone() {
-            ensure_bridge(&inner.nl, &net).await?;
-        }
-        // Containers whose namespace is gone cannot be brought back: drop them.
-        let before = inner.state.containers.len();
-        inner.state.containers.retain(|c| {
-            let keep = netns::exists(&c.netns);
-            if !keep {
-                warn!(
-                    "container {} lost its namespace {}: dropping it",
-                    c.name, c.netns
-                );
+            if net.is_bridge() {
+                ensure_bridge(&inner.nl, &net).await?;
             }
-            keep
+        }
+        // Containers whose namespace is gone cannot be brought back: drop them, and the
+        // ones that shared it.
+        let before = inner.state.containers.len();
+        let lost: HashSet<String> = inner
+            .state
+            .containers
+            .iter()
+            .filter(|c| c.netns.as_deref().is_some_and(|n| !netns::exists(n)))
+            .map(|c| {
+                warn!("container {} lost its namespace: dropping it", c.name);
+                c.id.clone()
+            })
+            .collect();
+        inner.state.containers.retain(|c| {
+            !lost.contains(&c.id) && !matches!(&c.mode, NetMode::Container(t) if lost.contains(t))
         });
         if inner.state.containers.len() != before {
             inner.store.commit(&inner.state)?;
         }
         let mut adopt = Vec::new();
         for c in inner.state.containers.clone() {
-            let net = inner
-                .state
-                .network(&c.network)
-                .cloned()
-                .ok_or_else(|| anyhow!("container {} on unknown network", c.name))?;
-            if inner.nl.link_by_name(&c.veth).await?.is_none() {
-                warn!("container {}: recreating its veth {}", c.name, c.veth);
-                plumb(&inner.nl, &c, &net).await?;
+            if c.owns_netns() {
+                if let Some(ns) = &c.netns {
+                    set_lo_up(ns).await?;
+                }
             }
-            inner.dp.attach_endpoint(&c.veth)?;
+            for (i, a) in c.attachments.iter().enumerate() {
+                let net = inner
+                    .state
+                    .network_by_id(&a.network)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("container {} on unknown network", c.name))?;
+                if inner.nl.link_by_name(&a.veth).await?.is_none() {
+                    warn!(
+                        "container {}: recreating its interface {}",
+                        c.name, a.ifname
+                    );
+                    plumb(&inner.nl, &c, a, &net, i == 0).await?;
+                }
+                inner.dp.attach_endpoint(&a.veth)?;
+            }
             if c.state == ContainerState::Running {
                 match c.pid {
                     Some(pid) if process::alive(pid, c.pid_start) => {
                         adopt.push((c.id.clone(), pid, c.pid_start))
                     }
-                    _ => {
+                    Some(_) => {
                         if let Some(m) = inner.state.container_mut(&c.id) {
                             m.state = ContainerState::Exited;
+                            m.pid = None;
                         }
                     }
+                    None => {}
                 }
             }
         }
         inner.store.commit(&inner.state)?;
-        self.sync_maps(inner).await?;
+        sync_maps(inner).await?;
         remove_leftovers(inner, &self.args).await;
         drop(g);
         for (id, pid, start) in adopt {
@@ -324,64 +354,236 @@ impl Daemon {
         Ok(())
     }
 
-    /// Rewrites the port, endpoint and local-address maps from the store.
-    async fn sync_maps(&self, inner: &mut Inner) -> anyhow::Result<()> {
-        let mut ports = Vec::new();
-        let mut eps = Vec::new();
-        for c in &inner.state.containers {
-            let Some(net) = inner.state.network(&c.network) else {
-                continue;
-            };
-            let Some(link) = inner.nl.link_by_name(&c.veth).await? else {
-                continue;
-            };
-            let gw_mac = inner
-                .nl
-                .link_by_name(&net.bridge)
-                .await?
-                .and_then(|l| l.mac)
-                .unwrap_or_default();
-            for m in &c.ports {
-                ports.push((
-                    m.clone(),
-                    Backend {
-                        ip: u32::from(c.ip).to_be(),
-                        port: m.container_port.to_be(),
-                        _pad: 0,
-                    },
-                ));
-            }
-            eps.push((
-                c.ip,
-                Endpoint {
-                    ifindex: link.index,
-                    net_id: net.net_id,
-                    gw_ip: u32::from(net.gateway).to_be(),
-                    flags: EP_F_MASQUERADE,
-                    mac: c.mac,
-                    gw_mac,
-                },
-            ));
-        }
-        inner.dp.sync_ports(&ports)?;
-        inner.dp.sync_endpoints(&eps)?;
-        let subnets: Vec<(Ipv4Network, u32)> = inner
-            .state
-            .networks
-            .iter()
-            .map(|n| (n.subnet, n.net_id))
-            .collect();
-        inner.dp.sync_subnets(&subnets)?;
-        let addrs: Vec<Ipv4Addr> = inner
+    // ---- networks ----
+
+    pub async fn create_network(&self, spec: NetworkSpec) -> Result<Network> {
+        let mut g = self.inner.lock().await;
+        let inner = &mut *g;
+        let routes = inner.nl.route_destinations().await?;
+        let links: HashSet<String> = inner
             .nl
-            .ipv4_addrs()
+            .links()
             .await?
             .into_iter()
-            .map(|(_, n)| n.ip())
+            .map(|l| l.name)
             .collect();
-        inner.dp.sync_local_addrs(&addrs)?;
+        let net = ipam::plan_network(
+            &spec,
+            &inner.state,
+            &routes,
+            &links,
+            &self.args.bridge_prefix,
+            random_id(),
+            now(),
+        )?;
+        inner.state.next_net_id = net.net_id + 1;
+        inner.state.networks.push(net.clone());
+        inner.store.commit(&inner.state)?;
+        fault("network-create-committed");
+        if let Err(e) = ensure_bridge(&inner.nl, &net).await {
+            inner.state.networks.retain(|n| n.id != net.id);
+            inner.store.commit(&inner.state)?;
+            if let Ok(Some(l)) = inner.nl.link_by_name(&net.bridge).await {
+                let _ = inner.nl.del_link(l.index).await;
+            }
+            return Err(NetdError::Internal(format!(
+                "creating network {}: {e:#}",
+                net.name
+            )));
+        }
+        sync_maps(inner).await?;
+        info!(
+            "network {} ({}) on {}",
+            net.name,
+            net.subnet.map(|s| s.to_string()).unwrap_or_default(),
+            net.bridge
+        );
+        Ok(net)
+    }
+
+    pub async fn remove_network(&self, name: &str) -> Result<String> {
+        let mut g = self.inner.lock().await;
+        let inner = &mut *g;
+        let net = inner
+            .state
+            .network(name)
+            .cloned()
+            .ok_or_else(|| not_found_net(name))?;
+        if net.builtin {
+            return Err(NetdError::Conflict(format!(
+                "{} is a pre-defined network and cannot be removed",
+                net.name
+            )));
+        }
+        let users: Vec<String> = inner
+            .state
+            .containers
+            .iter()
+            .filter(|c| c.attachments.iter().any(|a| a.network == net.id))
+            .map(|c| c.name.clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(NetdError::Conflict(format!(
+                "error while removing network: network {} has active endpoints (containers: {})",
+                net.name,
+                users.join(", ")
+            )));
+        }
+        inner.state.networks.retain(|n| n.id != net.id);
+        inner.store.commit(&inner.state)?;
+        fault("network-rm-committed");
+        if let Some(l) = inner.nl.link_by_name(&net.bridge).await? {
+            inner.nl.del_link(l.index).await?;
+        }
+        sync_maps(inner).await?;
+        info!("removed network {}", net.name);
+        Ok(net.id)
+    }
+
+    /// Removes every user network no container uses; returns their names.
+    pub async fn prune_networks(&self) -> Result<Vec<String>> {
+        let unused: Vec<String> = {
+            let g = self.inner.lock().await;
+            g.state
+                .networks
+                .iter()
+                .filter(|n| !n.builtin)
+                .filter(|n| {
+                    !g.state
+                        .containers
+                        .iter()
+                        .any(|c| c.attachments.iter().any(|a| a.network == n.id))
+                })
+                .map(|n| n.name.clone())
+                .collect()
+        };
+        let mut removed = Vec::new();
+        for n in unused {
+            self.remove_network(&n).await?;
+            removed.push(n);
+        }
+        Ok(removed)
+    }
+
+    pub async fn networks(&self) -> (Vec<Network>, Vec<Container>) {
+        let g = self.inner.lock().await;
+        (g.state.networks.clone(), g.state.containers.clone())
+    }
+
+    pub async fn network(&self, name: &str) -> Result<(Network, Vec<Container>)> {
+        let g = self.inner.lock().await;
+        let net = g
+            .state
+            .network(name)
+            .cloned()
+            .ok_or_else(|| not_found_net(name))?;
+        Ok((net, g.state.containers.clone()))
+    }
+
+    pub async fn connect(&self, name: &str, req: ConnectRequest) -> Result<()> {
+        let mut g = self.inner.lock().await;
+        let inner = &mut *g;
+        let net = inner
+            .state
+            .network(name)
+            .cloned()
+            .ok_or_else(|| not_found_net(name))?;
+        let c = inner
+            .state
+            .container(&req.container)
+            .cloned()
+            .ok_or_else(|| not_found_container(&req.container))?;
+        if !net.is_bridge() {
+            return Err(NetdError::InvalidArgument(format!(
+                "container cannot be connected to the {} network: it is not a bridge network",
+                net.name
+            )));
+        }
+        if c.mode != NetMode::Bridge {
+            return Err(NetdError::InvalidArgument(format!(
+                "container {} uses network mode {}: it cannot be connected to other networks",
+                c.name,
+                mode_name(&c.mode, &inner.state)
+            )));
+        }
+        if c.attachments.iter().any(|a| a.network == net.id) {
+            return Err(NetdError::Conflict(format!(
+                "endpoint with name {} already exists in network {}",
+                c.name, net.name
+            )));
+        }
+        let ip = ipam::allocate(&inner.state, &net, req.ip)?;
+        let n = (0..)
+            .find(|i| !c.attachments.iter().any(|a| a.ifname == format!("eth{i}")))
+            .unwrap_or(0);
+        let att = Attachment {
+            network: net.id.clone(),
+            ifname: format!("eth{n}"),
+            ip,
+            mac: model::mac_for_ip(ip),
+            veth: veth_name(&self.args.veth_prefix, &c.id, n),
+            aliases: req.aliases.clone(),
+        };
+        if let Some(m) = inner.state.container_mut(&c.id) {
+            m.attachments.push(att.clone());
+        }
+        inner.store.commit(&inner.state)?;
+        let first = c.attachments.is_empty();
+        let made = async {
+            plumb(&inner.nl, &c, &att, &net, first).await?;
+            inner.dp.attach_endpoint(&att.veth)?;
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = made {
+            teardown_attachment(inner, &c, &att).await;
+            if let Some(m) = inner.state.container_mut(&c.id) {
+                m.attachments.retain(|a| a.network != net.id);
+            }
+            inner.store.commit(&inner.state)?;
+            return Err(NetdError::Internal(format!(
+                "connecting {} to {}: {e:#}",
+                c.name, net.name
+            )));
+        }
+        sync_maps(inner).await?;
+        info!(
+            "connected {} to {} as {} ({ip})",
+            c.name, net.name, att.ifname
+        );
         Ok(())
     }
+
+    pub async fn disconnect(&self, name: &str, container: &str) -> Result<()> {
+        let mut g = self.inner.lock().await;
+        let inner = &mut *g;
+        let net = inner
+            .state
+            .network(name)
+            .cloned()
+            .ok_or_else(|| not_found_net(name))?;
+        let c = inner
+            .state
+            .container(container)
+            .cloned()
+            .ok_or_else(|| not_found_container(container))?;
+        let Some(att) = c.attachments.iter().find(|a| a.network == net.id).cloned() else {
+            return Err(NetdError::NotFound(format!(
+                "container {} is not connected to network {}",
+                c.name, net.name
+            )));
+        };
+        if let Some(m) = inner.state.container_mut(&c.id) {
+            m.attachments.retain(|a| a.network != net.id);
+        }
+        inner.store.commit(&inner.state)?;
+        teardown_attachment(inner, &c, &att).await;
+        sync_maps(inner).await?;
+        info!("disconnected {} from {}", c.name, net.name);
+        Ok(())
+    }
+
+    // ---- containers ----
 
     pub async fn run(self: &Arc<Self>, mut req: RunRequest) -> Result<Container> {
         let mut g = self.inner.lock().await;
@@ -393,10 +595,32 @@ impl Daemon {
             }
             None => format!("netd_{}", &random_id()[..8]),
         };
-        if inner.state.container(&name).is_some_and(|c| c.name == name) {
+        if inner.state.containers.iter().any(|c| c.name == name) {
             return Err(NetdError::Conflict(format!(
                 "container name {name:?} is already in use: remove it or pick another name"
             )));
+        }
+        let (mode, net) = resolve_mode(&inner.state, req.network.as_deref().unwrap_or("bridge"))?;
+        if mode != NetMode::Bridge {
+            if !req.ports.is_empty() {
+                return Err(NetdError::InvalidArgument(format!(
+                    "port publishing needs a bridge network, not network mode {}",
+                    mode_name(&mode, &inner.state)
+                )));
+            }
+            if req.ip.is_some() || !req.aliases.is_empty() {
+                return Err(NetdError::InvalidArgument(format!(
+                    "--ip and --alias need a bridge network, not network mode {}",
+                    mode_name(&mode, &inner.state)
+                )));
+            }
+        }
+        if let Some(net) = &net {
+            for m in req.ports.iter_mut() {
+                if m.host_ip.is_unspecified() {
+                    m.host_ip = net.host_binding_ipv4;
+                }
+            }
         }
         let host_sockets = ports::host_sockets();
         for (i, m) in req.ports.iter().enumerate() {
@@ -430,48 +654,79 @@ impl Daemon {
             &host_sockets,
             self.args.snat_port_range,
         )?;
-        let net = inner
-            .state
-            .network("bridge")
-            .cloned()
-            .ok_or_else(|| NetdError::NotFound("network bridge not found".into()))?;
-        let ip = allocate_ip(&inner.state, &net)?;
         let id = random_id();
+        let attachments = match &net {
+            Some(net) => {
+                let ip = ipam::allocate(&inner.state, net, req.ip)?;
+                vec![Attachment {
+                    network: net.id.clone(),
+                    ifname: "eth0".into(),
+                    ip,
+                    mac: model::mac_for_ip(ip),
+                    veth: veth_name(&self.args.veth_prefix, &id, 0),
+                    aliases: req.aliases.clone(),
+                }]
+            }
+            None => Vec::new(),
+        };
+        let netns = match &mode {
+            NetMode::Bridge | NetMode::None => Some(format!("{}{}", self.args.netns_prefix, name)),
+            NetMode::Host => None,
+            NetMode::Container(t) => inner
+                .state
+                .containers
+                .iter()
+                .find(|c| &c.id == t)
+                .and_then(|c| c.netns.clone()),
+        };
+        if matches!(mode, NetMode::Bridge | NetMode::None) {
+            if let Some(ns) = &netns {
+                if netns::exists(ns) {
+                    return Err(NetdError::Conflict(format!(
+                        "network namespace {ns} already exists (not made by this netd?): remove it first"
+                    )));
+                }
+            }
+        }
         let c = Container {
-            id: id.clone(),
+            id,
             name: name.clone(),
-            netns: format!("{}{}", self.args.netns_prefix, name),
-            network: net.id.clone(),
-            ip,
-            mac: model::mac_for_ip(ip),
-            veth: format!(
-                "{}{}",
-                self.args.veth_prefix,
-                &id[..15 - self.args.veth_prefix.len()]
-            ),
+            hostname: req.hostname.clone(),
+            mode,
+            netns,
+            attachments,
             ports: req.ports.clone(),
             cmd: req.cmd.clone(),
             state: ContainerState::Created,
             pid: None,
             pid_start: None,
             exit_code: None,
+            auto_remove: req.auto_remove,
             created: now(),
         };
-        if netns::exists(&c.netns) {
-            return Err(NetdError::Conflict(format!(
-                "network namespace {} already exists (not made by this netd?): remove it first",
-                c.netns
-            )));
-        }
         // Commit first: a crash from here on is cleaned up or completed by reconcile.
         inner.state.containers.push(c.clone());
         inner.store.commit(&inner.state)?;
+        fault("run-committed");
 
         let made = async {
-            netns::create(&c.netns)?;
-            plumb(&inner.nl, &c, &net).await?;
-            inner.dp.attach_endpoint(&c.veth)?;
-            self.sync_maps(inner).await?;
+            if c.owns_netns() {
+                if let Some(ns) = &c.netns {
+                    netns::create(ns)?;
+                    set_lo_up(ns).await?;
+                }
+            }
+            fault("run-netns-created");
+            for (i, a) in c.attachments.iter().enumerate() {
+                let net = inner
+                    .state
+                    .network_by_id(&a.network)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("network vanished"))?;
+                plumb(&inner.nl, &c, a, &net, i == 0).await?;
+                inner.dp.attach_endpoint(&a.veth)?;
+            }
+            sync_maps(inner).await?;
             anyhow::Ok(())
         }
         .await;
@@ -484,40 +739,104 @@ impl Daemon {
             )));
         }
         let mut c = c;
-        if !c.cmd.is_empty() {
-            let log = self.log_path(&c.id);
-            match process::spawn_in_netns(&c.netns, &c.cmd, &log) {
-                Ok((pid, child)) => {
-                    c.pid = Some(pid);
-                    c.pid_start = process::start_time(pid);
-                    c.state = ContainerState::Running;
-                    self.watch_child(c.id.clone(), child);
-                }
-                Err(e) => {
-                    teardown(inner, &c).await;
-                    inner.state.containers.retain(|x| x.id != c.id);
-                    inner.store.commit(&inner.state)?;
-                    return Err(NetdError::InvalidArgument(format!(
-                        "starting {:?} in container {name}: {e:#}",
-                        c.cmd.join(" ")
-                    )));
-                }
+        if req.start {
+            if let Err(e) = self.start_process(inner, &mut c) {
+                teardown(inner, &c).await;
+                inner.state.containers.retain(|x| x.id != c.id);
+                inner.store.commit(&inner.state)?;
+                return Err(e);
             }
-        } else {
-            c.state = ContainerState::Running;
         }
         if let Some(m) = inner.state.container_mut(&c.id) {
             *m = c.clone();
         }
         inner.store.commit(&inner.state)?;
         info!(
-            "container {} ({}) on {} at {}",
+            "container {} ({}) {}",
             c.name,
             &c.id[..12],
-            net.name,
-            c.ip
+            c.attachments
+                .iter()
+                .map(|a| a.ip.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         Ok(c)
+    }
+
+    /// Starts the container's command (or, with none, marks the sandbox running).
+    fn start_process(self: &Arc<Self>, _inner: &mut Inner, c: &mut Container) -> Result<()> {
+        if c.cmd.is_empty() {
+            c.state = ContainerState::Running;
+            return Ok(());
+        }
+        let log = self.log_path(&c.id);
+        match process::spawn_in_netns(c.netns.as_deref(), &c.cmd, &log) {
+            Ok((pid, child)) => {
+                c.pid = Some(pid);
+                c.pid_start = process::start_time(pid);
+                c.state = ContainerState::Running;
+                c.exit_code = None;
+                self.watch_child(c.id.clone(), child);
+                Ok(())
+            }
+            Err(e) => Err(NetdError::InvalidArgument(format!(
+                "starting {:?} in container {}: {e:#}",
+                c.cmd.join(" "),
+                c.name
+            ))),
+        }
+    }
+
+    pub async fn start_container(self: &Arc<Self>, name: &str) -> Result<()> {
+        let mut g = self.inner.lock().await;
+        let inner = &mut *g;
+        let mut c = inner
+            .state
+            .container(name)
+            .cloned()
+            .ok_or_else(|| not_found_container(name))?;
+        if c.state == ContainerState::Running {
+            return Ok(());
+        }
+        self.start_process(inner, &mut c)?;
+        if let Some(m) = inner.state.container_mut(&c.id) {
+            *m = c;
+        }
+        inner.store.commit(&inner.state)?;
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL after `timeout`, as `docker stop -t` does.
+    pub async fn stop_container(&self, name: &str, timeout: Duration) -> Result<()> {
+        let (id, pid, start) = {
+            let g = self.inner.lock().await;
+            let c = g
+                .state
+                .container(name)
+                .ok_or_else(|| not_found_container(name))?;
+            (c.id.clone(), c.pid, c.pid_start)
+        };
+        if let Some(pid) = pid {
+            process::kill(pid, Signal::SIGTERM);
+            let deadline = tokio::time::Instant::now() + timeout;
+            while process::alive(pid, start) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if process::alive(pid, start) {
+                process::kill(pid, Signal::SIGKILL);
+            }
+        }
+        let mut g = self.inner.lock().await;
+        let inner = &mut *g;
+        if let Some(c) = inner.state.container_mut(&id) {
+            if c.state == ContainerState::Running {
+                c.state = ContainerState::Exited;
+                c.pid = None;
+            }
+        }
+        inner.store.commit(&inner.state)?;
+        Ok(())
     }
 
     pub fn log_path(&self, id: &str) -> PathBuf {
@@ -548,17 +867,27 @@ impl Daemon {
         });
     }
 
-    async fn mark_exited(&self, id: &str, code: i32) {
-        let mut g = self.inner.lock().await;
-        let inner = &mut *g;
-        if let Some(c) = inner.state.container_mut(id) {
+    async fn mark_exited(self: &Arc<Self>, id: &str, code: i32) {
+        let auto_remove = {
+            let mut g = self.inner.lock().await;
+            let inner = &mut *g;
+            let Some(c) = inner.state.container_mut(id) else {
+                return;
+            };
             if c.state == ContainerState::Running {
                 c.state = ContainerState::Exited;
                 c.exit_code = Some(code);
                 c.pid = None;
-                if let Err(e) = inner.store.commit(&inner.state) {
-                    warn!("recording exit of {id}: {e:#}");
-                }
+            }
+            let auto = c.auto_remove;
+            if let Err(e) = inner.store.commit(&inner.state) {
+                warn!("recording exit of {id}: {e:#}");
+            }
+            auto
+        };
+        if auto_remove {
+            if let Err(e) = self.remove(id, true).await {
+                warn!("--rm of {id}: {e}");
             }
         }
     }
@@ -570,7 +899,7 @@ impl Daemon {
             .state
             .container(name)
             .cloned()
-            .ok_or_else(|| NetdError::NotFound(format!("no such container: {name}")))?;
+            .ok_or_else(|| not_found_container(name))?;
         let running = c.pid.is_some_and(|p| process::alive(p, c.pid_start));
         if running && !force {
             return Err(NetdError::Conflict(format!(
@@ -578,30 +907,40 @@ impl Daemon {
                 c.name
             )));
         }
+        if let Some(user) = inner
+            .state
+            .containers
+            .iter()
+            .find(|o| o.mode == NetMode::Container(c.id.clone()))
+        {
+            return Err(NetdError::Conflict(format!(
+                "container {} shares the network namespace of {} (--network container:{}): remove it first",
+                user.name, c.name, c.name
+            )));
+        }
         inner.state.containers.retain(|x| x.id != c.id);
         inner.store.commit(&inner.state)?;
+        fault("rm-committed");
         teardown(inner, &c).await;
         let _ = std::fs::remove_file(self.log_path(&c.id));
-        self.sync_maps(inner).await?;
+        sync_maps(inner).await?;
         info!("removed container {}", c.name);
         Ok(c.id)
     }
 
-    pub async fn containers(&self) -> Vec<Container> {
+    pub async fn containers(&self) -> (Vec<Container>, Vec<Network>) {
         let g = self.inner.lock().await;
-        g.state.containers.clone()
+        (g.state.containers.clone(), g.state.networks.clone())
     }
 
-    pub async fn container(&self, name: &str) -> Result<Container> {
+    pub async fn container(&self, name: &str) -> Result<(Container, Vec<Network>, Vec<Container>)> {
         let g = self.inner.lock().await;
-        g.state
+        let c = g
+            .state
             .container(name)
             .cloned()
-            .ok_or_else(|| NetdError::NotFound(format!("no such container: {name}")))
-    }
-
-    pub async fn networks(&self) -> Vec<Network> {
-        self.inner.lock().await.state.networks.clone()
+            .ok_or_else(|| not_found_container(name))?;
+        Ok((c, g.state.networks.clone(), g.state.containers.clone()))
     }
 
     pub async fn stats(&self) -> serde_json::Value {
@@ -689,30 +1028,231 @@ impl Daemon {
     }
 }
 
-fn allocate_ip(state: &State, net: &Network) -> Result<Ipv4Addr> {
-    let used: HashSet<Ipv4Addr> = state
-        .containers
+/// The default `bridge` network and the built-in `host` and `none`, as in Docker.
+async fn ensure_builtin_networks(
+    state: &mut State,
+    nl: &Netlink,
+    args: &DaemonArgs,
+) -> anyhow::Result<()> {
+    if state.network("bridge").is_none() {
+        let mut avoid = nl.route_destinations().await?;
+        avoid.extend(state.networks.iter().filter_map(|n| n.subnet));
+        let subnet = model::pick_subnet(&avoid)
+            .ok_or_else(|| anyhow!("no free subnet for the default network"))?;
+        let gateway = subnet
+            .nth(1)
+            .ok_or_else(|| anyhow!("subnet {subnet} too small"))?;
+        let net_id = state.next_net_id.max(1);
+        state.next_net_id = net_id + 1;
+        state.networks.push(Network {
+            id: random_id(),
+            name: "bridge".into(),
+            driver: model::DRIVER_BRIDGE.into(),
+            net_id,
+            bridge: args.bridge_name.clone(),
+            subnet: Some(subnet),
+            gateway: Some(gateway),
+            ip_range: None,
+            aux_addresses: BTreeMap::new(),
+            user_subnet: false,
+            internal: false,
+            icc: args.icc,
+            masquerade: true,
+            host_binding_ipv4: Ipv4Addr::UNSPECIFIED,
+            mtu: None,
+            labels: BTreeMap::new(),
+            options: [(model::OPT_BRIDGE_NAME.to_string(), args.bridge_name.clone())].into(),
+            builtin: true,
+            created: now(),
+        });
+        info!("default network bridge: {subnet} via {gateway}");
+    }
+    // The daemon's --icc governs the default network, on every start.
+    for n in state
+        .networks
+        .iter_mut()
+        .filter(|n| n.name == "bridge" && n.builtin)
+    {
+        n.icc = args.icc;
+        n.options
+            .insert(model::OPT_ICC.into(), args.icc.to_string());
+    }
+    for (name, driver) in [("host", model::DRIVER_HOST), ("none", model::DRIVER_NULL)] {
+        if state.network(name).is_none() {
+            state.networks.push(Network {
+                id: random_id(),
+                name: name.into(),
+                driver: driver.into(),
+                net_id: 0,
+                bridge: String::new(),
+                subnet: None,
+                gateway: None,
+                ip_range: None,
+                aux_addresses: BTreeMap::new(),
+                user_subnet: false,
+                internal: false,
+                icc: true,
+                masquerade: false,
+                host_binding_ipv4: Ipv4Addr::UNSPECIFIED,
+                mtu: None,
+                labels: BTreeMap::new(),
+                options: BTreeMap::new(),
+                builtin: true,
+                created: now(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `--network VALUE` as a mode and, for bridge mode, the network.
+fn resolve_mode(state: &State, value: &str) -> Result<(NetMode, Option<Network>)> {
+    if let Some(target) = value.strip_prefix("container:") {
+        let t = state
+            .container(target)
+            .ok_or_else(|| not_found_container(target))?;
+        if t.netns.is_none() || t.mode == NetMode::Host {
+            return Err(NetdError::InvalidArgument(format!(
+                "container {} has no network namespace of its own to join",
+                t.name
+            )));
+        }
+        let id = match &t.mode {
+            // Joining a joiner joins the namespace's owner.
+            NetMode::Container(owner) => owner.clone(),
+            _ => t.id.clone(),
+        };
+        return Ok((NetMode::Container(id), None));
+    }
+    let net = state
+        .network(value)
+        .cloned()
+        .ok_or_else(|| not_found_net(value))?;
+    Ok(match net.driver.as_str() {
+        model::DRIVER_HOST => (NetMode::Host, None),
+        model::DRIVER_NULL => (NetMode::None, None),
+        _ => (NetMode::Bridge, Some(net)),
+    })
+}
+
+pub fn mode_name(mode: &NetMode, state: &State) -> String {
+    match mode {
+        NetMode::Bridge => "bridge".into(),
+        NetMode::Host => "host".into(),
+        NetMode::None => "none".into(),
+        NetMode::Container(id) => format!(
+            "container:{}",
+            state
+                .containers
+                .iter()
+                .find(|c| &c.id == id)
+                .map(|c| c.name.as_str())
+                .unwrap_or(id)
+        ),
+    }
+}
+
+/// Host-side veth name of interface `n` of container `id` (at most 15 characters).
+fn veth_name(prefix: &str, id: &str, n: usize) -> String {
+    let keep = 15 - prefix.len() - 2;
+    format!("{prefix}{}{:02}", &id[..keep], n % 100)
+}
+
+async fn set_lo_up(ns: &str) -> anyhow::Result<()> {
+    let inside = Netlink::in_netns(ns)?;
+    if let Some(lo) = inside.link_by_name("lo").await? {
+        inside.set_up(lo.index).await?;
+    }
+    Ok(())
+}
+
+/// Rewrites the port, endpoint, local-address and subnet maps from the store.
+async fn sync_maps(inner: &mut Inner) -> anyhow::Result<()> {
+    let mut ports = Vec::new();
+    let mut eps = Vec::new();
+    for c in &inner.state.containers {
+        for (i, a) in c.attachments.iter().enumerate() {
+            let Some(net) = inner.state.network_by_id(&a.network) else {
+                continue;
+            };
+            let Some(link) = inner.nl.link_by_name(&a.veth).await? else {
+                continue;
+            };
+            let gw_mac = inner
+                .nl
+                .link_by_name(&net.bridge)
+                .await?
+                .and_then(|l| l.mac)
+                .unwrap_or_default();
+            // Published ports lead to the first attachment, as in Docker.
+            if i == 0 {
+                for m in &c.ports {
+                    ports.push((
+                        m.clone(),
+                        Backend {
+                            ip: u32::from(a.ip).to_be(),
+                            port: m.container_port.to_be(),
+                            _pad: 0,
+                        },
+                    ));
+                }
+            }
+            let mut flags = 0;
+            if net.masquerade && !net.internal {
+                flags |= EP_F_MASQUERADE;
+            }
+            if net.icc {
+                flags |= EP_F_ICC;
+            }
+            if net.internal {
+                flags |= EP_F_INTERNAL;
+            }
+            eps.push((
+                a.ip,
+                Endpoint {
+                    ifindex: link.index,
+                    net_id: net.net_id,
+                    gw_ip: net.gateway.map(|g| u32::from(g).to_be()).unwrap_or(0),
+                    flags,
+                    mac: a.mac,
+                    gw_mac,
+                },
+            ));
+        }
+    }
+    inner.dp.sync_ports(&ports)?;
+    inner.dp.sync_endpoints(&eps)?;
+    let subnets: Vec<(Ipv4Network, u32)> = inner
+        .state
+        .networks
         .iter()
-        .filter(|c| c.network == net.id)
-        .map(|c| c.ip)
+        .filter_map(|n| n.subnet.map(|s| (s, n.net_id)))
         .collect();
-    net.subnet
-        .iter()
-        .skip(1)
-        .take(net.subnet.size().saturating_sub(2) as usize)
-        .find(|ip| *ip != net.gateway && !used.contains(ip))
-        .ok_or_else(|| {
-            NetdError::Conflict(format!("network {} has no free address left", net.name))
-        })
+    inner.dp.sync_subnets(&subnets)?;
+    let addrs: Vec<Ipv4Addr> = inner
+        .nl
+        .ipv4_addrs()
+        .await?
+        .into_iter()
+        .map(|(_, n)| n.ip())
+        .collect();
+    inner.dp.sync_local_addrs(&addrs)?;
+    Ok(())
 }
 
 async fn ensure_bridge(nl: &Netlink, net: &Network) -> anyhow::Result<()> {
+    let (Some(subnet), Some(gw)) = (net.subnet, net.gateway) else {
+        return Ok(());
+    };
     let link = match nl.link_by_name(&net.bridge).await? {
         Some(l) => l,
         None => nl.create_bridge(&net.bridge).await?,
     };
-    let gw = Ipv4Network::new(net.gateway, net.subnet.prefix())?;
-    nl.add_addr(link.index, gw).await?;
+    if let Some(mtu) = net.mtu {
+        nl.set_mtu(link.index, mtu).await?;
+    }
+    nl.add_addr(link.index, Ipv4Network::new(gw, subnet.prefix())?)
+        .await?;
     nl.set_up(link.index).await?;
     // Replies of published services leave the endpoint program with a host address as
     // their source; when they take the stack's path (no fast path), the bridge must
@@ -722,30 +1262,74 @@ async fn ensure_bridge(nl: &Netlink, net: &Network) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the container's veth (eth0 born inside its namespace) and configures both ends.
-async fn plumb(nl: &Netlink, c: &Container, net: &Network) -> anyhow::Result<()> {
+/// Creates one attachment's veth (the container end born inside its namespace, named
+/// `a.ifname`) and configures both ends. The first attachment of a non-internal network
+/// carries the default route.
+async fn plumb(
+    nl: &Netlink,
+    c: &Container,
+    a: &Attachment,
+    net: &Network,
+    first: bool,
+) -> anyhow::Result<()> {
+    let (Some(subnet), Some(gw)) = (net.subnet, net.gateway) else {
+        return Err(anyhow!("network {} has no subnet", net.name));
+    };
+    let ns = c
+        .netns
+        .as_deref()
+        .ok_or_else(|| anyhow!("container {} has no namespace", c.name))?;
     let bridge = nl
         .link_by_name(&net.bridge)
         .await?
         .ok_or_else(|| anyhow!("bridge {} missing", net.bridge))?;
-    let ns_file = netns::open(&c.netns)?;
-    let host = nl.create_veth(&c.veth, "eth0", &ns_file, c.mac).await?;
+    let ns_file = netns::open(ns)?;
+    let host = nl.create_veth(&a.veth, &a.ifname, &ns_file, a.mac).await?;
+    if let Some(mtu) = net.mtu {
+        nl.set_mtu(host.index, mtu).await?;
+    }
     nl.set_master(host.index, bridge.index).await?;
     nl.set_up(host.index).await?;
-    let inside = Netlink::in_netns(&c.netns)?;
-    if let Some(lo) = inside.link_by_name("lo").await? {
-        inside.set_up(lo.index).await?;
-    }
-    let eth0 = inside
-        .link_by_name("eth0")
+    let inside = Netlink::in_netns(ns)?;
+    let eth = inside
+        .link_by_name(&a.ifname)
         .await?
-        .ok_or_else(|| anyhow!("eth0 missing in {}", c.netns))?;
+        .ok_or_else(|| anyhow!("{} missing in {ns}", a.ifname))?;
+    if let Some(mtu) = net.mtu {
+        inside.set_mtu(eth.index, mtu).await?;
+    }
     inside
-        .add_addr(eth0.index, Ipv4Network::new(c.ip, net.subnet.prefix())?)
+        .add_addr(eth.index, Ipv4Network::new(a.ip, subnet.prefix())?)
         .await?;
-    inside.set_up(eth0.index).await?;
-    inside.add_default_route(net.gateway).await?;
+    inside.set_up(eth.index).await?;
+    if first && !net.internal {
+        inside.add_default_route(gw).await?;
+    }
     Ok(())
+}
+
+/// Removes one attachment from the kernel: its ports' and flows' state, its program,
+/// its veth. Errors are logged and the rest goes on.
+async fn teardown_attachment(inner: &mut Inner, c: &Container, a: &Attachment) {
+    let n = inner.dp.flush_conntrack_of(a.ip);
+    if n > 0 {
+        info!(
+            "container {}: dropped {n} conntrack entries of {}",
+            c.name, a.ip
+        );
+    }
+    if let Err(e) = inner.dp.detach_endpoint(&a.veth) {
+        warn!("detaching {}: {e:#}", a.veth);
+    }
+    match inner.nl.link_by_name(&a.veth).await {
+        Ok(Some(l)) => {
+            if let Err(e) = inner.nl.del_link(l.index).await {
+                warn!("{e:#}");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => warn!("looking up {}: {e:#}", a.veth),
+    }
 }
 
 /// Removes everything of `c` from the kernel. Errors are logged and teardown goes on, so
@@ -756,33 +1340,24 @@ async fn teardown(inner: &mut Inner, c: &Container) {
             process::kill(pid, Signal::SIGKILL);
         }
     }
-    kill_netns_processes(&c.netns);
     for m in &c.ports {
         inner.dp.remove_port(m);
     }
-    let n = inner.dp.flush_conntrack_of(c.ip);
-    if n > 0 {
-        info!("container {}: dropped {n} conntrack entries", c.name);
+    for a in &c.attachments {
+        teardown_attachment(inner, c, a).await;
     }
-    if let Err(e) = inner.dp.detach_endpoint(&c.veth) {
-        warn!("detaching {}: {e:#}", c.veth);
-    }
-    match inner.nl.link_by_name(&c.veth).await {
-        Ok(Some(l)) => {
-            if let Err(e) = inner.nl.del_link(l.index).await {
+    if c.owns_netns() {
+        if let Some(ns) = &c.netns {
+            kill_netns_processes(ns);
+            if let Err(e) = netns::delete(ns) {
                 warn!("{e:#}");
             }
         }
-        Ok(None) => {}
-        Err(e) => warn!("looking up {}: {e:#}", c.veth),
-    }
-    if let Err(e) = netns::delete(&c.netns) {
-        warn!("{e:#}");
     }
 }
 
 /// Kills every process whose network namespace is `name` (what the container started,
-/// its children included).
+/// its children and `netd exec` sessions included).
 fn kill_netns_processes(name: &str) {
     use std::os::unix::fs::MetadataExt;
     let Ok(target) = std::fs::metadata(netns::path_of(name)) else {
@@ -803,22 +1378,31 @@ fn kill_netns_processes(name: &str) {
     }
 }
 
-/// Removes netd-made objects that the store does not want: endpoint links, veths with
-/// our prefix, namespaces with our prefix.
+/// Removes netd-made objects that the store does not want: endpoint links, veths and
+/// bridges with our prefixes, namespaces with our prefix.
 async fn remove_leftovers(inner: &mut Inner, args: &DaemonArgs) {
     let veths: HashSet<String> = inner
         .state
         .containers
         .iter()
-        .map(|c| c.veth.clone())
+        .flat_map(|c| c.attachments.iter().map(|a| a.veth.clone()))
         .collect();
     for v in inner.dp.stale_endpoint_links(&veths) {
         let _ = inner.dp.detach_endpoint(&v);
     }
+    let bridges: HashSet<String> = inner
+        .state
+        .networks
+        .iter()
+        .map(|n| n.bridge.clone())
+        .collect();
     if let Ok(links) = inner.nl.links().await {
         for l in links {
-            if l.name.starts_with(&args.veth_prefix) && !veths.contains(&l.name) {
-                warn!("removing stale veth {}", l.name);
+            let stale_veth = l.name.starts_with(&args.veth_prefix) && !veths.contains(&l.name);
+            let stale_bridge =
+                l.name.starts_with(&args.bridge_prefix) && !bridges.contains(&l.name);
+            if stale_veth || stale_bridge {
+                warn!("removing stale link {}", l.name);
                 let _ = inner.nl.del_link(l.index).await;
             }
         }
@@ -827,7 +1411,7 @@ async fn remove_leftovers(inner: &mut Inner, args: &DaemonArgs) {
         .state
         .containers
         .iter()
-        .map(|c| c.netns.clone())
+        .filter_map(|c| c.netns.clone())
         .collect();
     if let Ok(rd) = std::fs::read_dir(netns::NETNS_RUN_DIR) {
         for e in rd.flatten() {
@@ -857,7 +1441,7 @@ pub async fn serve(args: DaemonArgs) -> anyhow::Result<()> {
     let sock = daemon.socket_path();
     let listener = bind_socket(&sock)?;
     info!("listening on {}", sock.display());
-    let app = crate::api::router(daemon.clone());
+    let app = crate::api::service(daemon.clone());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let server = axum::serve(listener, app);

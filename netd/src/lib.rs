@@ -8,6 +8,7 @@ pub mod client;
 pub mod daemon;
 pub mod datapath;
 pub mod error;
+pub mod ipam;
 pub mod model;
 pub mod netlink;
 pub mod netns;

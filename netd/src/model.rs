@@ -1,6 +1,6 @@
 //! The agent's domain types (what the store keeps and the API carries) and the parsing of
 //! user input such as Docker's `-p` publish specs.
-use std::{fmt, net::Ipv4Addr, str::FromStr};
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr, str::FromStr};
 
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
@@ -151,17 +151,101 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
     }
 }
 
-/// A netd network (for now: the default `bridge`).
+/// Network drivers, as Docker names them.
+pub const DRIVER_BRIDGE: &str = "bridge";
+pub const DRIVER_HOST: &str = "host";
+pub const DRIVER_NULL: &str = "null";
+
+/// The bridge driver's options netd understands (`-o KEY=VALUE`); any other is an error.
+pub const OPT_BRIDGE_NAME: &str = "com.docker.network.bridge.name";
+pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
+pub const OPT_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
+pub const OPT_HOST_BINDING: &str = "com.docker.network.bridge.host_binding_ipv4";
+pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
+pub const KNOWN_OPTIONS: [&str; 5] = [
+    OPT_BRIDGE_NAME,
+    OPT_ICC,
+    OPT_MASQUERADE,
+    OPT_HOST_BINDING,
+    OPT_MTU,
+];
+
+/// A network: a bridge with a subnet (driver bridge), or Docker's built-in `host` and
+/// `none`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
     pub id: String,
     pub name: String,
-    /// Small integer the datapath uses for this network.
+    pub driver: String,
+    /// Small integer the datapath uses for this network (0 for host/none).
     pub net_id: u32,
+    /// Bridge device (driver bridge only).
     pub bridge: String,
-    pub subnet: Ipv4Network,
-    pub gateway: Ipv4Addr,
+    pub subnet: Option<Ipv4Network>,
+    pub gateway: Option<Ipv4Addr>,
+    /// Where automatic addresses come from (default: the whole subnet).
+    pub ip_range: Option<Ipv4Network>,
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
+    /// The user chose the subnet: only then may containers ask for a static --ip.
+    pub user_subnet: bool,
+    pub internal: bool,
+    pub icc: bool,
+    pub masquerade: bool,
+    /// Host address published ports bind to when `-p` names none.
+    pub host_binding_ipv4: Ipv4Addr,
+    pub mtu: Option<u32>,
+    pub labels: BTreeMap<String, String>,
+    /// The options as the user gave them (shown by inspect).
+    pub options: BTreeMap<String, String>,
     pub builtin: bool,
+    pub created: u64,
+}
+
+impl Network {
+    pub fn is_bridge(&self) -> bool {
+        self.driver == DRIVER_BRIDGE
+    }
+}
+
+/// What `network create` asks for (Docker's POST /networks/create, flattened).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub driver: Option<String>,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    pub aux_addresses: BTreeMap<String, String>,
+    pub internal: bool,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+}
+
+/// How a container is networked (`--network`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// Own namespace, attached to netd networks.
+    Bridge,
+    /// The host's namespace.
+    Host,
+    /// Own namespace with loopback only.
+    None,
+    /// Another container's namespace (by id).
+    Container(String),
+}
+
+/// A container's attachment to one network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub network: String,
+    /// Interface name inside the container: eth0, eth1, ...
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    /// Host-side veth name (on the network's bridge).
+    pub veth: String,
+    pub aliases: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,13 +271,12 @@ impl fmt::Display for ContainerState {
 pub struct Container {
     pub id: String,
     pub name: String,
-    /// Name of its namespace under /run/netns.
-    pub netns: String,
-    pub network: String,
-    pub ip: Ipv4Addr,
-    pub mac: [u8; 6],
-    /// Host-side veth name (on the network's bridge).
-    pub veth: String,
+    pub hostname: Option<String>,
+    pub mode: NetMode,
+    /// Its namespace under /run/netns: its own (bridge, none), the other container's
+    /// (container:N), none for host.
+    pub netns: Option<String>,
+    pub attachments: Vec<Attachment>,
     pub ports: Vec<PortMapping>,
     pub cmd: Vec<String>,
     pub state: ContainerState,
@@ -201,7 +284,15 @@ pub struct Container {
     /// Start time of `pid` (field 22 of /proc/PID/stat), so a reused pid is not adopted.
     pub pid_start: Option<u64>,
     pub exit_code: Option<i32>,
+    pub auto_remove: bool,
     pub created: u64,
+}
+
+impl Container {
+    /// Whether the namespace is this container's own (removed with it).
+    pub fn owns_netns(&self) -> bool {
+        matches!(self.mode, NetMode::Bridge | NetMode::None)
+    }
 }
 
 /// Docker's MAC scheme: 02:42 followed by the IPv4 address.
@@ -217,12 +308,28 @@ pub fn fmt_mac(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// What `netd run` asks the daemon for.
+/// What `netd run` / `netd create` asks the daemon for.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunRequest {
     pub name: Option<String>,
+    pub hostname: Option<String>,
+    /// NET, host, none or container:NAME (default: bridge).
+    pub network: Option<String>,
+    pub ip: Option<Ipv4Addr>,
+    pub aliases: Vec<String>,
     pub ports: Vec<PortMapping>,
     pub cmd: Vec<String>,
+    /// Start the command now (run) or only create the sandbox (create).
+    pub start: bool,
+    pub auto_remove: bool,
+}
+
+/// What `network connect` asks for.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ConnectRequest {
+    pub container: String,
+    pub ip: Option<Ipv4Addr>,
+    pub aliases: Vec<String>,
 }
 
 /// Container names follow Docker's rule.

@@ -132,6 +132,15 @@ impl Netlink {
             .with_context(|| format!("setting link {index} up"))
     }
 
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> anyhow::Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+            .execute()
+            .await
+            .with_context(|| format!("setting MTU {mtu} on link {index}"))
+    }
+
     pub async fn set_master(&self, index: u32, master: u32) -> anyhow::Result<()> {
         self.handle
             .link()

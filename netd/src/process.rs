@@ -8,15 +8,19 @@ use std::{
 
 use anyhow::Context;
 
-/// Starts `cmd` in network namespace `netns`, detached from netd's session so it
-/// outlives a daemon restart; stdout and stderr go to `log`.
+/// Starts `cmd` in network namespace `netns` (None: the daemon's own, for --network
+/// host), detached from netd's session so it outlives a daemon restart; stdout and
+/// stderr go to `log`.
 pub fn spawn_in_netns(
-    netns: &str,
+    netns: Option<&str>,
     cmd: &[String],
     log: &Path,
 ) -> anyhow::Result<(u32, tokio::process::Child)> {
     let (prog, args) = cmd.split_first().context("empty command")?;
-    let ns = crate::netns::open(netns)?;
+    let ns = match netns {
+        Some(n) => Some(crate::netns::open(n)?),
+        None => None,
+    };
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone()?;
     let mut c = std::process::Command::new(prog);
@@ -25,15 +29,16 @@ pub fn spawn_in_netns(
         .stdout(out)
         .stderr(err)
         .process_group(0);
-    let fd = ns.as_raw_fd();
-    // SAFETY: only async-signal-safe calls between fork and exec (setns via libc).
-    unsafe {
-        c.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    if let Some(fd) = ns.as_ref().map(|f| f.as_raw_fd()) {
+        // SAFETY: only async-signal-safe calls between fork and exec (setns via libc).
+        unsafe {
+            c.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
     let child = tokio::process::Command::from(c)
         .kill_on_drop(false)

@@ -34,10 +34,27 @@ impl State {
         self.containers.iter_mut().find(|c| c.id == id)
     }
 
+    /// By name, full id, or an unambiguous id prefix (as Docker resolves them).
     pub fn network(&self, name_or_id: &str) -> Option<&Network> {
-        self.networks
+        if let Some(n) = self
+            .networks
             .iter()
             .find(|n| n.name == name_or_id || n.id == name_or_id)
+        {
+            return Some(n);
+        }
+        let mut by_prefix = self
+            .networks
+            .iter()
+            .filter(|n| n.id.starts_with(name_or_id));
+        match (by_prefix.next(), by_prefix.next()) {
+            (Some(n), None) if !name_or_id.is_empty() => Some(n),
+            _ => None,
+        }
+    }
+
+    pub fn network_by_id(&self, id: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.id == id)
     }
 }
 

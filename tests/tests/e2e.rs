@@ -122,7 +122,10 @@ fn slow_path_without_redirects_is_also_correct() {
 fn rm_removes_the_port_the_veth_the_namespace_and_the_map_entries() {
     let lab = Lab::new();
     lab.run_server("web", &["8080:80"], &["serve-tcp", "80"]);
-    let veth = lab.inspect("web")["HostVeth"].as_str().unwrap().to_string();
+    let veth = lab.inspect("web")["HostVeths"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
     lab.from_client(&["tcp", &published(8080)])
         .expect("answers before rm");
     assert!(lab.host_links().contains(&veth));
@@ -210,7 +213,23 @@ fn bad_input_is_one_clear_line_and_changes_nothing() {
             vec!["run", "-d", "--name", "bad/name", "--", t],
             "invalid container name",
         ),
-        (vec!["run", "-d"], "requires a command"),
+        (vec!["run", "-d", "--rm"], "--rm needs a command"),
+        (
+            vec!["run", "-d", "--network", "nosuch", "--", t],
+            "network nosuch not found",
+        ),
+        (
+            vec!["run", "-d", "--ip", "172.17.0.50", "--", t],
+            "networks created with --subnet",
+        ),
+        (
+            vec!["run", "-d", "--network", "host", "-p", "81:80", "--", t],
+            "port publishing needs a bridge network",
+        ),
+        (
+            vec!["run", "-d", "--network", "container:nosuch", "--", t],
+            "no such container: nosuch",
+        ),
         (
             vec!["run", "-d", "--", "/nonexistent/binary"],
             "No such file",
