@@ -426,7 +426,9 @@ async fn disconnect(
 
 /// A container in the shape of Docker's `GET /containers/json` entries, plus the
 /// fields of `GET /containers/{id}/json` that concern networking.
-pub fn container_json(c: &Container, nets: &[Network], all: &[Container]) -> Value {
+/// With `inspect`, the shape of `GET /containers/{id}/json` (State an object, Created a
+/// timestamp); otherwise that of the list entries.
+pub fn container_json(c: &Container, nets: &[Network], all: &[Container], inspect: bool) -> Value {
     let st = Store {
         networks: nets.to_vec(),
         containers: all.to_vec(),
@@ -466,6 +468,19 @@ pub fn container_json(c: &Container, nets: &[Network], all: &[Container]) -> Val
         // --network host: the daemon's own namespace.
         None => format!("/proc/{}/ns/net", std::process::id()),
     };
+    let status = match c.exit_code {
+        Some(code) => format!("Exited ({code})"),
+        None => c.state.to_string(),
+    };
+    let (state, created) = if inspect {
+        (
+            json!({"Status": c.state.to_string(), "Running": c.state == crate::model::ContainerState::Running,
+                   "Pid": c.pid.unwrap_or(0), "ExitCode": c.exit_code.unwrap_or(0)}),
+            Value::from(rfc3339(c.created)),
+        )
+    } else {
+        (Value::from(c.state.to_string()), Value::from(c.created))
+    };
     json!({
         "Id": c.id,
         "Name": format!("/{}", c.name),
@@ -474,9 +489,9 @@ pub fn container_json(c: &Container, nets: &[Network], all: &[Container]) -> Val
         "Command": c.cmd.join(" "),
         "Path": c.cmd.first().cloned().unwrap_or_default(),
         "Args": c.cmd.iter().skip(1).collect::<Vec<_>>(),
-        "Created": c.created,
-        "State": c.state.to_string(),
-        "Status": match c.exit_code { Some(code) => format!("Exited ({code})"), None => c.state.to_string() },
+        "Created": created,
+        "State": state,
+        "Status": status,
         "Pid": c.pid,
         "Ports": ports,
         "Config": {"Hostname": c.hostname.clone().unwrap_or_else(|| c.id[..12].to_string()), "Cmd": c.cmd},
@@ -493,14 +508,14 @@ async fn list_containers(State(d): D, Query(q): Q) -> Json<Value> {
     let v: Vec<Value> = cs
         .iter()
         .filter(|c| all || c.state == crate::model::ContainerState::Running)
-        .map(|c| container_json(c, &nets, &cs))
+        .map(|c| container_json(c, &nets, &cs, false))
         .collect();
     Json(Value::Array(v))
 }
 
 async fn inspect_container(State(d): D, Path(id): Path<String>) -> Result<Json<Value>, NetdError> {
     let (c, nets, all) = d.container(&id).await?;
-    Ok(Json(container_json(&c, &nets, &all)))
+    Ok(Json(container_json(&c, &nets, &all, true)))
 }
 
 async fn remove_container(
@@ -535,7 +550,10 @@ async fn run(
 ) -> Result<(StatusCode, Json<Value>), NetdError> {
     let c = d.run(req).await?;
     let (c, nets, all) = d.container(&c.id).await?;
-    Ok((StatusCode::CREATED, Json(container_json(&c, &nets, &all))))
+    Ok((
+        StatusCode::CREATED,
+        Json(container_json(&c, &nets, &all, true)),
+    ))
 }
 
 async fn stats(State(d): D) -> Json<Value> {

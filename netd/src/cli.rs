@@ -655,18 +655,17 @@ async fn run_container(client: &Client, a: RunArgs, start: bool) -> anyhow::Resu
             Err(_) if a.rm => return Ok(0),
             Err(e) => return Err(e),
         };
-        if s(&c["State"]) != "running" {
-            let logs = client
+        if s(&c["State"]["Status"]) != "running" {
+            match client
                 .call(Method::GET, &format!("/containers/{id}/logs"), None)
-                .await?;
-            print!("{}", s(&logs));
-            let status = s(&c["Status"]);
-            let code = status
-                .trim_start_matches("Exited (")
-                .trim_end_matches(')')
-                .parse()
-                .unwrap_or(0);
-            return Ok(code);
+                .await
+            {
+                Ok(logs) => print!("{}", s(&logs)),
+                // --rm may have removed it (and its log) in the meantime.
+                Err(_) if a.rm => {}
+                Err(e) => return Err(e),
+            }
+            return Ok(c["State"]["ExitCode"].as_i64().unwrap_or(0) as i32);
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

@@ -150,6 +150,8 @@ pub struct Lab {
     /// processes the test puts in it get host access to published ports.
     pub cgroup: PathBuf,
     pub extra_daemon_args: Vec<String>,
+    /// NETD_FAULT for the next daemon start (test-only crash points).
+    pub fault: Option<String>,
     daemon: Option<Child>,
     /// Background processes the test started (servers in the client namespace).
     background: Vec<Child>,
@@ -188,6 +190,7 @@ impl Lab {
             name,
             dir,
             extra_daemon_args: Vec::new(),
+            fault: None,
             daemon: None,
             background: Vec::new(),
         };
@@ -255,9 +258,13 @@ impl Lab {
             .arg("--cgroup")
             .arg(&self.cgroup)
             .args(&self.extra_daemon_args)
+            .env_remove("NETD_FAULT")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if let Some(f) = &self.fault {
+            cmd.env("NETD_FAULT", f);
+        }
         let child = cmd.spawn().context("spawning netd daemon")?;
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -279,6 +286,20 @@ impl Lab {
 
     pub fn daemon_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(|c| c.id())
+    }
+
+    /// Waits for the daemon to die by itself (a fault point) and returns its status.
+    pub fn wait_daemon_death(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.daemon.take()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
     }
 
     /// Stops the daemon with `signal` and returns its exit status.
@@ -461,6 +482,17 @@ impl Lab {
             rules,
             String::from_utf8_lossy(&nft.stdout).trim().to_string(),
         )
+    }
+
+    /// Runs the stock docker CLI against this lab's daemon.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket().display()))
+            .args(args)
+            .env("DOCKER_CONFIG", self.dir.join("docker-config"))
+            .output()
+            .expect("running docker (the CLI)")
     }
 
     /// Links in the host namespace, by name.

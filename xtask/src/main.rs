@@ -22,6 +22,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("busybox", "busybox-static"),
     ("ping", "iputils-ping"),
+    // The stock docker CLI drives netd's Docker-compatible API in the tests.
+    ("docker", "docker.io"),
 ];
 
 #[derive(Parser)]
