@@ -234,6 +234,11 @@ pub const EP_F_ICC: u32 = 2;
 /// The endpoint's network is --internal: nothing leaves its subnet, nothing gets in.
 pub const EP_F_INTERNAL: u32 = 4;
 
+/// `NETD_SUBNETS` value flag: the subnet is NAT-protected (masquerading), so packets from
+/// outside addressed straight to it are dropped by uplink_guard. Networks without
+/// masquerade are routed, and their replies come to container addresses.
+pub const SUBNET_F_PROTECTED: u32 = 1 << 31;
+
 /// Indexes of the per-CPU `NETD_STATS` counter array. Drop reasons and events share the
 /// array; a drop always increments exactly one reason (the `drop_*` ones).
 pub mod stat {
@@ -261,10 +266,22 @@ pub mod stat {
     pub const XDP_DROP_SPOOFED: u32 = 15;
     /// XDP: from outside to loopback, or to a port published only on loopback.
     pub const XDP_DROP_LOOPBACK: u32 = 16;
+    /// A container sent with a source IP that is not its own.
+    pub const DROP_SPOOFED_IP: u32 = 17;
+    /// A container sent with a source MAC that is not its own.
+    pub const DROP_SPOOFED_MAC: u32 = 18;
+    /// A container's ARP claimed an address that is not its own.
+    pub const DROP_SPOOFED_ARP: u32 = 19;
+    /// Between containers of different networks.
+    pub const DROP_OTHER_NETWORK: u32 = 20;
+    /// Between containers of a network with icc=false.
+    pub const DROP_ICC: u32 = 21;
+    /// Leaving, or entering, an --internal network.
+    pub const DROP_INTERNAL: u32 = 22;
     pub const COUNT: u32 = 24;
 
     /// Human names, indexed like the counters.
-    pub const NAMES: [&str; 17] = [
+    pub const NAMES: [&str; 23] = [
         "pass",
         "dnat",
         "dnat_reply",
@@ -282,6 +299,12 @@ pub mod stat {
         "xdp_drop_to_container",
         "xdp_drop_spoofed",
         "xdp_drop_loopback",
+        "drop_spoofed_ip",
+        "drop_spoofed_mac",
+        "drop_spoofed_arp",
+        "drop_other_network",
+        "drop_icc",
+        "drop_internal",
     ];
 }
 

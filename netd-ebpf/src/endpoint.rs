@@ -8,10 +8,10 @@ use netd_common::{ct_flag, ct_kind, stat, EP_F_MASQUERADE, IPPROTO_ICMP};
 use crate::{
     conntrack::{self, Tuple},
     icmp,
-    maps::{config, ENDPOINTS, LOCAL_ADDRS},
+    maps::{config, LOCAL_ADDRS},
     metrics::count,
     nat,
-    parse::{self, Parsed},
+    parse::{self, Parsed, ETH_HLEN},
     policy,
 };
 
@@ -28,7 +28,30 @@ pub fn endpoint_egress(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, u32> {
-    let flow = match parse::parse(ctx) {
+    // Anti-spoofing first: whatever a container sends must carry its own identity, so
+    // no container can borrow another's to get around isolation.
+    let Some(src) = policy::sender(ctx)? else {
+        // Not IPv4 (IPv6 is off in netd's namespaces; ARP was checked): nothing to do.
+        return Ok(TC_ACT_OK);
+    };
+    let parsed = parse::parse(ctx);
+    // Flows netd NATs (published ports, hairpin across networks, masquerade) were
+    // allowed when they started: their packets go on.
+    if let Parsed::Flow(flow) = &parsed {
+        if let Some(ct) = conntrack::lookup(flow) {
+            nat::apply(ctx, flow, &ct)?;
+            policy::account(flow, &ct);
+            return Ok(nat::deliver(ctx, &ct, flow, true));
+        }
+    }
+    // Everything else is checked on every packet, whatever its protocol: there is no
+    // conntrack for bridged traffic, so a change of policy applies to established
+    // connections at once.
+    let daddr: u32 = ctx
+        .load(ETH_HLEN + 16)
+        .map_err(|_| stat::DROP_REWRITE_FAILED)?;
+    let to_endpoint = policy::isolation(&src, daddr)?;
+    let flow = match parsed {
         Parsed::Flow(f) => f,
         Parsed::NotOurs => return Ok(TC_ACT_OK),
         Parsed::IcmpError(off) => return icmp::translate_error(ctx, off),
@@ -37,21 +60,10 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, u32> {
             return Ok(TC_ACT_OK);
         }
     };
-    if let Some(ct) = conntrack::lookup(&flow) {
-        nat::apply(ctx, &flow, &ct)?;
-        policy::account(&flow, &ct);
-        return Ok(nat::deliver(ctx, &ct, &flow, true));
-    }
-
-    // To another container: bridged, nothing to rewrite.
-    // SAFETY (all lookups below): read-only lookups of plain-data values.
-    if unsafe { ENDPOINTS.get(&flow.daddr) }.is_some() {
+    if to_endpoint {
+        // Bridged to another container of the network: nothing to rewrite.
         return Ok(TC_ACT_OK);
     }
-    let Some(src) = (unsafe { ENDPOINTS.get(&flow.saddr) }).copied() else {
-        // Not from this endpoint's address: not ours to NAT.
-        return Ok(TC_ACT_OK);
-    };
 
     if unsafe { LOCAL_ADDRS.get(&flow.daddr) }.is_some() {
         // Hairpin: a container reaching a published port through a host address.
@@ -61,6 +73,7 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, u32> {
         let Some((backend, wildcard)) = policy::published(&flow) else {
             return Ok(TC_ACT_OK);
         };
+        policy::backend_allowed(&backend)?;
         // To itself: the packet must not arrive with its own address as source, so the
         // source becomes the gateway (with a fresh port, as masquerade would pick).
         let to_self = backend.ip == flow.saddr;

@@ -9,7 +9,7 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::XdpContext,
 };
-use netd_common::{stat, PortKey, IPPROTO_TCP, IPPROTO_UDP};
+use netd_common::{stat, PortKey, IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED};
 
 use crate::{
     maps::{PORTS, SUBNETS},
@@ -53,13 +53,13 @@ fn verdict(ctx: &XdpContext) -> Option<u32> {
     let saddr = unsafe { *ptr_at::<u32>(ctx, ETH_HLEN + 12)? };
     let daddr = unsafe { *ptr_at::<u32>(ctx, ETH_HLEN + 16)? };
     let first = |a: u32| a.to_ne_bytes()[0];
-    if first(saddr) == 127 || in_container_subnet(saddr) {
+    if first(saddr) == 127 || subnet_flags(saddr).is_some() {
         return Some(stat::XDP_DROP_SPOOFED);
     }
     if first(daddr) == 127 {
         return Some(stat::XDP_DROP_LOOPBACK);
     }
-    if in_container_subnet(daddr) {
+    if subnet_flags(daddr).is_some_and(|v| v & SUBNET_F_PROTECTED != 0) {
         return Some(stat::XDP_DROP_TO_CONTAINER);
     }
     if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
@@ -99,7 +99,8 @@ fn verdict(ctx: &XdpContext) -> Option<u32> {
     Some(stat::XDP_DROP_LOOPBACK)
 }
 
+/// The trie value of the container subnet `addr` is in, if any.
 #[inline(always)]
-fn in_container_subnet(addr: u32) -> bool {
-    SUBNETS.get(Key::new(32, addr)).is_some()
+fn subnet_flags(addr: u32) -> Option<u32> {
+    SUBNETS.get(Key::new(32, addr)).copied()
 }

@@ -1,7 +1,97 @@
 //! Lookups shared by the hook points: published ports and per-kind accounting.
-use netd_common::{ct_flag, ct_kind, stat, Backend, CtEntry, PortKey};
+use aya_ebpf::programs::TcContext;
+use netd_common::{
+    ct_flag, ct_kind, stat, Backend, CtEntry, Endpoint, PortKey, EP_F_ICC, EP_F_INTERNAL,
+};
 
-use crate::{conntrack::count_port, maps::PORTS, metrics::count, parse::Flow};
+use crate::{
+    conntrack::count_port,
+    maps::{ENDPOINTS, PORTS},
+    metrics::count,
+    parse::{Flow, ETH_HLEN, ETH_P_IP},
+};
+
+const ETH_P_ARP: u16 = 0x0806;
+
+/// Checks that a frame leaving a container carries that container's identity: for IPv4,
+/// its source address is an endpoint of this very veth and the source MAC is that
+/// endpoint's; for ARP, the sender address and MAC are its own (0.0.0.0 probes pass).
+/// Returns the endpoint for IPv4 packets, None for other frames.
+#[inline(always)]
+pub fn sender(ctx: &TcContext) -> Result<Option<Endpoint>, u32> {
+    // SAFETY: ctx wraps a valid __sk_buff for the duration of the program.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let (Ok(ethertype), Ok(smac)) = (ctx.load::<u16>(12), ctx.load::<[u8; 6]>(6)) else {
+        return Ok(None);
+    };
+    let ethertype = u16::from_be(ethertype);
+    let (ip_off, mac_ok_needed) = match ethertype {
+        ETH_P_IP => (ETH_HLEN + 12, true),
+        // ARP: sender hardware address at 8, sender protocol address at 14.
+        ETH_P_ARP => (ETH_HLEN + 14, true),
+        _ => return Ok(None),
+    };
+    let ip: u32 = match ctx.load(ip_off) {
+        Ok(ip) => ip,
+        Err(_) => return Ok(None),
+    };
+    if ethertype == ETH_P_ARP && ip == 0 {
+        return Ok(None);
+    }
+    // SAFETY: a read-only lookup of a plain-data value.
+    let ep = match unsafe { ENDPOINTS.get(&ip) } {
+        Some(ep) if ep.ifindex == ifindex => *ep,
+        _ => {
+            return Err(if ethertype == ETH_P_ARP {
+                stat::DROP_SPOOFED_ARP
+            } else {
+                stat::DROP_SPOOFED_IP
+            })
+        }
+    };
+    if mac_ok_needed && smac != ep.mac {
+        return Err(stat::DROP_SPOOFED_MAC);
+    }
+    if ethertype == ETH_P_ARP {
+        match ctx.load::<[u8; 6]>(ETH_HLEN + 8) {
+            Ok(sha) if sha == ep.mac => return Ok(None),
+            _ => return Err(stat::DROP_SPOOFED_ARP),
+        }
+    }
+    Ok(Some(ep))
+}
+
+/// Isolation between containers (Docker's rules, in eBPF): another network's containers
+/// are unreachable, a network with icc=false keeps its containers apart, and an
+/// --internal network reaches nothing beyond its own containers and its gateway.
+/// Ok(true): the destination is a container of the same network.
+#[inline(always)]
+pub fn isolation(src: &Endpoint, daddr: u32) -> Result<bool, u32> {
+    // SAFETY: a read-only lookup of a plain-data value.
+    if let Some(dst) = unsafe { ENDPOINTS.get(&daddr) } {
+        if dst.net_id != src.net_id {
+            return Err(stat::DROP_OTHER_NETWORK);
+        }
+        if src.flags & EP_F_ICC == 0 {
+            return Err(stat::DROP_ICC);
+        }
+        return Ok(true);
+    }
+    if src.flags & EP_F_INTERNAL != 0 && daddr != src.gw_ip {
+        return Err(stat::DROP_INTERNAL);
+    }
+    Ok(false)
+}
+
+/// Published ports do not lead into --internal networks (nothing gets in).
+#[inline(always)]
+pub fn backend_allowed(b: &Backend) -> Result<(), u32> {
+    // SAFETY: a read-only lookup of a plain-data value.
+    match unsafe { ENDPOINTS.get(&b.ip) } {
+        Some(ep) if ep.flags & EP_F_INTERNAL != 0 => Err(stat::DROP_INTERNAL),
+        _ => Ok(()),
+    }
+}
 
 /// The backend of the port `flow` is addressed to: the exact host-IP entry first, then
 /// the wildcard one. The bool says whether it was the wildcard.

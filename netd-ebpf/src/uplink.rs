@@ -57,6 +57,7 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, u32> {
     let Some((backend, wildcard)) = policy::published(&flow) else {
         return Ok(TC_ACT_OK);
     };
+    policy::backend_allowed(&backend)?;
     let t = Tuple {
         saddr: flow.saddr,
         sport: flow.sport,

@@ -14,7 +14,10 @@ use std::{
 use anyhow::{anyhow, Context};
 use ipnetwork::Ipv4Network;
 use log::{info, warn};
-use netd_common::{ct_kind, ct_tcp, Backend, Endpoint, EP_F_ICC, EP_F_INTERNAL, EP_F_MASQUERADE};
+use netd_common::{
+    ct_kind, ct_tcp, Backend, Endpoint, EP_F_ICC, EP_F_INTERNAL, EP_F_MASQUERADE,
+    SUBNET_F_PROTECTED,
+};
 use nix::sys::signal::Signal;
 use tokio::sync::Mutex;
 
@@ -1158,7 +1161,19 @@ fn veth_name(prefix: &str, id: &str, n: usize) -> String {
     format!("{prefix}{}{:02}", &id[..keep], n % 100)
 }
 
+/// Loopback up and IPv6 off in a container namespace: netd's isolation is IPv4, and
+/// link-local IPv6 between containers would otherwise get around it.
 async fn set_lo_up(ns: &str) -> anyhow::Result<()> {
+    netns::run_in(ns, || {
+        for key in ["all", "default", "lo"] {
+            let p = format!("/proc/sys/net/ipv6/conf/{key}/disable_ipv6");
+            // /proc/sys/net is the writing thread's namespace: this one's.
+            if std::path::Path::new(&p).exists() {
+                std::fs::write(&p, "1").with_context(|| format!("writing {p}"))?;
+            }
+        }
+        Ok(())
+    })?;
     let inside = Netlink::in_netns(ns)?;
     if let Some(lo) = inside.link_by_name("lo").await? {
         inside.set_up(lo.index).await?;
@@ -1222,11 +1237,18 @@ async fn sync_maps(inner: &mut Inner) -> anyhow::Result<()> {
     }
     inner.dp.sync_ports(&ports)?;
     inner.dp.sync_endpoints(&eps)?;
+    // Subnets of masquerading (NAT-protected) and internal networks are unreachable
+    // from outside; those of networks without masquerade are routed.
     let subnets: Vec<(Ipv4Network, u32)> = inner
         .state
         .networks
         .iter()
-        .filter_map(|n| n.subnet.map(|s| (s, n.net_id)))
+        .filter_map(|n| {
+            let protected = (n.masquerade || n.internal)
+                .then_some(SUBNET_F_PROTECTED)
+                .unwrap_or(0);
+            n.subnet.map(|s| (s, n.net_id | protected))
+        })
         .collect();
     inner.dp.sync_subnets(&subnets)?;
     let addrs: Vec<Ipv4Addr> = inner

@@ -34,6 +34,22 @@ use netd_common::{
 
 use crate::model::PortMapping;
 
+/// Runs a program load up to three times. The verifier's verdict is deterministic, so a
+/// program it rejects fails every attempt; what a retry absorbs is a transient failure
+/// (seen once under many parallel loads on a 2-core machine).
+fn with_retries<T, E: std::fmt::Display>(mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    for _ in 0..2 {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                log::warn!("program load failed, retrying: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+    f()
+}
+
 /// bpffs's statfs magic.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
@@ -200,13 +216,13 @@ impl Datapath {
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the object"))?
                 .try_into()?;
-            prog.load().with_context(|| format!("verifying {name}"))?;
+            with_retries(|| prog.load()).with_context(|| format!("verifying {name}"))?;
         }
         let guard: &mut Xdp = ebpf
             .program_mut(prog_names::UPLINK_GUARD)
             .ok_or_else(|| anyhow!("program uplink_guard missing from the object"))?
             .try_into()?;
-        guard.load().context("verifying uplink_guard")?;
+        with_retries(|| guard.load()).context("verifying uplink_guard")?;
         for name in [
             prog_names::SOCK_CONNECT4,
             prog_names::SOCK_SENDMSG4,
@@ -216,7 +232,7 @@ impl Datapath {
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the object"))?
                 .try_into()?;
-            prog.load().with_context(|| format!("verifying {name}"))?;
+            with_retries(|| prog.load()).with_context(|| format!("verifying {name}"))?;
         }
         let take = |e: &mut Ebpf, n: &str| e.take_map(n).ok_or_else(|| anyhow!("map {n} missing"));
         let ports = HashMap::try_from(take(&mut ebpf, map_names::PORTS)?)?;
@@ -583,6 +599,17 @@ impl Datapath {
     /// and returns its verdict and the frame as the program left it. Nothing is attached
     /// anywhere: this is how the packet fixtures exercise the datapath.
     pub fn test_run(&self, prog: &str, packet: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
+        self.test_run_on(prog, packet, None)
+    }
+
+    /// `test_run` as if the frame arrived on interface `ifindex` (which must exist in
+    /// the calling thread's namespace).
+    pub fn test_run_on(
+        &self,
+        prog: &str,
+        packet: &[u8],
+        ifindex: Option<u32>,
+    ) -> anyhow::Result<(u32, Vec<u8>)> {
         use std::os::fd::{AsFd, AsRawFd};
         let p = self
             .ebpf
@@ -612,6 +639,8 @@ impl Datapath {
             batch_size: u32,
             _pad: u32,
         }
+        // A struct __sk_buff (192 bytes) with only `ifindex` (offset 40) set.
+        let mut ctx = [0u8; 192];
         let mut attr = TestRunAttr {
             prog_fd: fd as u32,
             data_size_in: packet.len() as u32,
@@ -621,6 +650,11 @@ impl Datapath {
             repeat: 1,
             ..Default::default()
         };
+        if let Some(i) = ifindex {
+            ctx[40..44].copy_from_slice(&i.to_ne_bytes());
+            attr.ctx_in = ctx.as_ptr() as u64;
+            attr.ctx_size_in = ctx.len() as u32;
+        }
         const BPF_PROG_TEST_RUN: libc::c_long = 10;
         // SAFETY: attr points at valid input and output buffers whose sizes it states;
         // the kernel writes only within them and into attr.

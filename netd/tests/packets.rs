@@ -10,7 +10,9 @@ use netd::{
     datapath::Datapath,
     model::{PortMapping, Proto},
 };
-use netd_common::{ct_kind, prog_names::*, Backend, Endpoint, EP_F_MASQUERADE};
+use netd_common::{
+    ct_kind, prog_names::*, Backend, Endpoint, EP_F_ICC, EP_F_INTERNAL, EP_F_MASQUERADE,
+};
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
@@ -60,6 +62,18 @@ fn ip(args: &[&str]) {
 
 /// Creates namespace `name` with uplink `up0` = 10.0.0.1/24, a default route via
 /// 10.0.0.2 (a permanent neighbour), forwarding on; moves this thread into it.
+fn ifindex_of(ns: &str, dev: &str) -> u32 {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", dev])
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .expect("ifindex")
+}
+
 fn enter_fixture_netns(name: &str) -> u32 {
     let _ = Command::new("ip")
         .args(["netns", "del", name])
@@ -87,6 +101,22 @@ fn enter_fixture_netns(name: &str) -> u32 {
         "nud",
         "permanent",
     ]);
+    // Stand-ins for the containers' host-side veths (frames "arrive" on them).
+    for dev in ["ve1", "ve2"] {
+        ip(&[
+            "-n",
+            name,
+            "link",
+            "add",
+            dev,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{dev}p"),
+        ]);
+        ip(&["-n", name, "link", "set", dev, "up"]);
+    }
     let f = std::fs::File::open(format!("/run/netns/{name}")).expect("netns");
     nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
     // /proc/sys/net follows the writer's namespace: this thread's now.
@@ -121,13 +151,14 @@ fn fixture_with(name: &str, fast_path: bool, snat: (u16, u16)) -> Fixture {
         ifindex,
         net_id: 1,
         gw_ip: u32::from_ne_bytes(GATEWAY),
-        flags: EP_F_MASQUERADE,
+        flags: EP_F_MASQUERADE | EP_F_ICC,
         mac,
         gw_mac: GW_MAC,
     };
+    let (ve1, ve2) = (ifindex_of(&netns.0, "ve1"), ifindex_of(&netns.0, "ve2"));
     dp.sync_endpoints(&[
-        (Ipv4Addr::from(CONTAINER), ep(42, CONTAINER_MAC)),
-        (Ipv4Addr::from(OTHER), ep(43, OTHER_MAC)),
+        (Ipv4Addr::from(CONTAINER), ep(ve1, CONTAINER_MAC)),
+        (Ipv4Addr::from(OTHER), ep(ve2, OTHER_MAC)),
     ])
     .unwrap();
     let mut f = Fixture {
@@ -138,6 +169,20 @@ fn fixture_with(name: &str, fast_path: bool, snat: (u16, u16)) -> Fixture {
     publish(&mut f, [0; 4], 8080, 80, Proto::Tcp);
     publish(&mut f, [0; 4], 5353, 53, Proto::Udp);
     f
+}
+
+/// Runs endpoint_egress on `frame` as a container sends it: from its own veth, with its
+/// own MAC (chosen by the frame's source address among the fixture's endpoints).
+fn egress(f: &Fixture, frame: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
+    let mut frame = frame.to_vec();
+    let src: [u8; 4] = frame[26..30].try_into().unwrap();
+    let (dev, mac) = if src == OTHER {
+        ("ve2", OTHER_MAC)
+    } else {
+        ("ve1", CONTAINER_MAC)
+    };
+    frame[6..12].copy_from_slice(&mac);
+    f.dp.test_run_on(ENDPOINT_EGRESS, &frame, Some(ifindex_of(&f._netns.0, dev)))
 }
 
 fn publish(f: &mut Fixture, host_ip: [u8; 4], host_port: u16, cport: u16, proto: Proto) {
@@ -348,7 +393,7 @@ fn dnat_tcp_rewrites_destination_with_valid_checksums_and_tracks_both_directions
         .find(|(_, e)| e.kind == ct_kind::DNAT)
         .expect("forward entry");
     assert_eq!(u16::from_be(fwd.1.dport), 80);
-    assert_eq!(fwd.1.ifindex, 42, "delivered into the container");
+    assert_ne!(fwd.1.ifindex, 0, "delivered into the container");
     let rev = ct
         .iter()
         .find(|(_, e)| e.kind == ct_kind::DNAT_REPLY)
@@ -360,12 +405,7 @@ fn dnat_tcp_rewrites_destination_with_valid_checksums_and_tracks_both_directions
     assert_eq!(counter(&f.dp, "ct_new"), 1);
 
     // The reply, leaving the container, gets the published address back.
-    let (v, out) =
-        f.dp.test_run(
-            ENDPOINT_EGRESS,
-            &Pkt::tcp(CONTAINER, 80, CLIENT, 40000).build(),
-        )
-        .unwrap();
+    let (v, out) = egress(&f, &Pkt::tcp(CONTAINER, 80, CLIENT, 40000).build()).unwrap();
     assert_eq!(v, TC_ACT_OK);
     let s = inspect(&out);
     assert_eq!(
@@ -497,12 +537,7 @@ fn fast_path_redirects_into_the_container_with_its_macs() {
 #[test]
 fn masquerade_rewrites_the_source_to_the_uplink_and_the_reply_back() {
     let f = fixture("snat", false);
-    let (v, out) =
-        f.dp.test_run(
-            ENDPOINT_EGRESS,
-            &Pkt::tcp(CONTAINER, 5000, CLIENT, 80).build(),
-        )
-        .unwrap();
+    let (v, out) = egress(&f, &Pkt::tcp(CONTAINER, 5000, CLIENT, 80).build()).unwrap();
     assert_eq!(v, TC_ACT_OK);
     let s = inspect(&out);
     assert_eq!((s.src, s.dst, s.dport), (HOST, CLIENT, 80));
@@ -522,9 +557,7 @@ fn masquerade_rewrites_the_source_to_the_uplink_and_the_reply_back() {
         (CLIENT, 80, CONTAINER, 5000)
     );
     // Same remote, same source port, from another container: a different SNAT port.
-    let (_, out) =
-        f.dp.test_run(ENDPOINT_EGRESS, &Pkt::tcp(OTHER, 5000, CLIENT, 80).build())
-            .unwrap();
+    let (_, out) = egress(&f, &Pkt::tcp(OTHER, 5000, CLIENT, 80).build()).unwrap();
     let s2 = inspect(&out);
     assert_eq!(s2.src, HOST);
     assert_ne!(s2.sport, s.sport, "two flows share a masquerade tuple");
@@ -534,20 +567,10 @@ fn masquerade_rewrites_the_source_to_the_uplink_and_the_reply_back() {
 fn masquerade_port_exhaustion_is_a_counted_drop_not_a_wrong_mapping() {
     let f = fixture_with("exhaust", false, (61000, 61001));
     for sport in [5000, 5001] {
-        let (v, _) =
-            f.dp.test_run(
-                ENDPOINT_EGRESS,
-                &Pkt::udp(CONTAINER, sport, CLIENT, 53).build(),
-            )
-            .unwrap();
+        let (v, _) = egress(&f, &Pkt::udp(CONTAINER, sport, CLIENT, 53).build()).unwrap();
         assert_eq!(v, TC_ACT_OK);
     }
-    let (v, _) =
-        f.dp.test_run(
-            ENDPOINT_EGRESS,
-            &Pkt::udp(CONTAINER, 5002, CLIENT, 53).build(),
-        )
-        .unwrap();
+    let (v, _) = egress(&f, &Pkt::udp(CONTAINER, 5002, CLIENT, 53).build()).unwrap();
     assert_eq!(v, TC_ACT_SHOT);
     assert_eq!(counter(&f.dp, "drop_snat_exhausted"), 1);
     assert_eq!(
@@ -556,24 +579,14 @@ fn masquerade_port_exhaustion_is_a_counted_drop_not_a_wrong_mapping() {
         "only the two mapped flows are tracked"
     );
     // Another remote port has its own tuples: still fine.
-    let (v, _) =
-        f.dp.test_run(
-            ENDPOINT_EGRESS,
-            &Pkt::udp(CONTAINER, 5002, CLIENT, 54).build(),
-        )
-        .unwrap();
+    let (v, _) = egress(&f, &Pkt::udp(CONTAINER, 5002, CLIENT, 54).build()).unwrap();
     assert_eq!(v, TC_ACT_OK);
 }
 
 #[test]
 fn icmp_echo_id_is_masqueraded_and_restored() {
     let f = fixture("icmp", false);
-    let (v, out) =
-        f.dp.test_run(
-            ENDPOINT_EGRESS,
-            &Pkt::icmp(CONTAINER, CLIENT, 77, 8).build(),
-        )
-        .unwrap();
+    let (v, out) = egress(&f, &Pkt::icmp(CONTAINER, CLIENT, 77, 8).build()).unwrap();
     assert_eq!(v, TC_ACT_OK);
     let s = inspect(&out);
     assert_eq!((s.src, s.dst), (HOST, CLIENT));
@@ -589,21 +602,14 @@ fn icmp_echo_id_is_masqueraded_and_restored() {
 #[test]
 fn hairpin_from_another_container_keeps_its_source() {
     let f = fixture("hairpin", false);
-    let (v, out) =
-        f.dp.test_run(ENDPOINT_EGRESS, &Pkt::tcp(OTHER, 6000, HOST, 8080).build())
-            .unwrap();
+    let (v, out) = egress(&f, &Pkt::tcp(OTHER, 6000, HOST, 8080).build()).unwrap();
     assert_eq!(v, TC_ACT_OK);
     let s = inspect(&out);
     assert_eq!(
         (s.src, s.sport, s.dst, s.dport),
         (OTHER, 6000, CONTAINER, 80)
     );
-    let (_, out) =
-        f.dp.test_run(
-            ENDPOINT_EGRESS,
-            &Pkt::tcp(CONTAINER, 80, OTHER, 6000).build(),
-        )
-        .unwrap();
+    let (_, out) = egress(&f, &Pkt::tcp(CONTAINER, 80, OTHER, 6000).build()).unwrap();
     let r = inspect(&out);
     assert_eq!((r.src, r.sport, r.dst, r.dport), (HOST, 8080, OTHER, 6000));
     assert_eq!(counter(&f.dp, "hairpin"), 1);
@@ -612,21 +618,11 @@ fn hairpin_from_another_container_keeps_its_source() {
 #[test]
 fn hairpin_to_itself_comes_from_the_gateway() {
     let f = fixture("hairpin-self", false);
-    let (_, out) =
-        f.dp.test_run(
-            ENDPOINT_EGRESS,
-            &Pkt::tcp(CONTAINER, 6001, HOST, 8080).build(),
-        )
-        .unwrap();
+    let (_, out) = egress(&f, &Pkt::tcp(CONTAINER, 6001, HOST, 8080).build()).unwrap();
     let s = inspect(&out);
     assert_eq!((s.src, s.dst, s.dport), (GATEWAY, CONTAINER, 80));
     assert!(in_snat_range(s.sport, SNAT_RANGE));
-    let (_, out) =
-        f.dp.test_run(
-            ENDPOINT_EGRESS,
-            &Pkt::tcp(CONTAINER, 80, GATEWAY, s.sport).build(),
-        )
-        .unwrap();
+    let (_, out) = egress(&f, &Pkt::tcp(CONTAINER, 80, GATEWAY, s.sport).build()).unwrap();
     let r = inspect(&out);
     assert_eq!(
         (r.src, r.sport, r.dst, r.dport),
@@ -637,12 +633,7 @@ fn hairpin_to_itself_comes_from_the_gateway() {
 #[test]
 fn fast_path_masquerade_redirects_to_the_uplink_with_the_neighbours_mac() {
     let f = fixture("fast-snat", true);
-    let (v, out) =
-        f.dp.test_run(
-            ENDPOINT_EGRESS,
-            &Pkt::tcp(CONTAINER, 5000, CLIENT, 80).build(),
-        )
-        .unwrap();
+    let (v, out) = egress(&f, &Pkt::tcp(CONTAINER, 5000, CLIENT, 80).build()).unwrap();
     assert_eq!(v, TC_ACT_REDIRECT);
     assert_eq!(
         &out[0..6],
@@ -660,8 +651,9 @@ fn container_to_container_and_to_the_host_pass_untouched() {
         Pkt::tcp(CONTAINER, 1, GATEWAY, 22).build(),
         Pkt::icmp(CONTAINER, GATEWAY, 5, 8).build(),
     ] {
-        let (v, out) = f.dp.test_run(ENDPOINT_EGRESS, &pkt).unwrap();
-        assert_eq!((v, out), (TC_ACT_OK, pkt.clone()));
+        let (v, out) = egress(&f, &pkt).unwrap();
+        assert_eq!(v, TC_ACT_OK);
+        assert_eq!(out[12..], pkt[12..], "bytes changed");
     }
     assert!(f.dp.conntrack().is_empty());
     let _ = NEXT_HOP;
@@ -674,8 +666,15 @@ const XDP_PASS: u32 = 2;
 fn uplink_guard_verdicts() {
     let mut f = fixture("guard", false);
     publish(&mut f, [127, 0, 0, 1], 8081, 80, Proto::Tcp);
-    f.dp.sync_subnets(&[("172.17.0.0/16".parse().unwrap(), 1)])
-        .unwrap();
+    f.dp.sync_subnets(&[
+        (
+            "172.17.0.0/16".parse().unwrap(),
+            1 | netd_common::SUBNET_F_PROTECTED,
+        ),
+        // A network without masquerade: routed, its replies come to container addresses.
+        ("172.20.0.0/16".parse().unwrap(), 2),
+    ])
+    .unwrap();
     let cases = [
         (
             "published port",
@@ -773,12 +772,7 @@ fn inspect_error(frame: &[u8]) -> ([u8; 4], [u8; 4], [u8; 4], u16, [u8; 4], u16)
 #[test]
 fn fragmentation_needed_for_a_masqueraded_flow_reaches_the_container() {
     let f = fixture("icmp-frag", false);
-    let (_, out) =
-        f.dp.test_run(
-            ENDPOINT_EGRESS,
-            &Pkt::tcp(CONTAINER, 5000, CLIENT, 80).build(),
-        )
-        .unwrap();
+    let (_, out) = egress(&f, &Pkt::tcp(CONTAINER, 5000, CLIENT, 80).build()).unwrap();
     let sport = inspect(&out).sport;
     // A router on the way says the (masqueraded) packet was too big.
     let router = [10, 0, 0, 254];
@@ -807,7 +801,7 @@ fn port_unreachable_from_a_published_container_speaks_with_the_published_address
             .unwrap();
     // Nothing listens in the container: it answers port unreachable.
     let err = icmp_error(CONTAINER, CLIENT, 3, 3, &dnated);
-    let (v, got) = f.dp.test_run(ENDPOINT_EGRESS, &err).unwrap();
+    let (v, got) = egress(&f, &err).unwrap();
     assert_eq!(v, TC_ACT_OK);
     let (os, od, qs, qsp, qd, qdp) = inspect_error(&got);
     assert_eq!((os, od), (HOST, CLIENT), "outer");
@@ -821,4 +815,139 @@ fn icmp_errors_about_untracked_flows_pass_untouched() {
     let err = icmp_error(CLIENT, HOST, 3, 3, &quoted);
     let (v, got) = f.dp.test_run(UPLINK_INGRESS, &err).unwrap();
     assert_eq!((v, got), (TC_ACT_OK, err));
+}
+
+/// Re-registers the fixture's endpoints with other networks and flags.
+fn set_endpoints(f: &mut Fixture, container: (u32, u32), other: (u32, u32)) {
+    let ep = |ifindex, mac, (net_id, flags)| Endpoint {
+        ifindex,
+        net_id,
+        gw_ip: u32::from_ne_bytes(GATEWAY),
+        flags,
+        mac,
+        gw_mac: GW_MAC,
+    };
+    let (ve1, ve2) = (
+        ifindex_of(&f._netns.0, "ve1"),
+        ifindex_of(&f._netns.0, "ve2"),
+    );
+    f.dp.sync_endpoints(&[
+        (Ipv4Addr::from(CONTAINER), ep(ve1, CONTAINER_MAC, container)),
+        (Ipv4Addr::from(OTHER), ep(ve2, OTHER_MAC, other)),
+    ])
+    .unwrap();
+}
+
+#[test]
+fn routed_networks_pass_the_guard() {
+    let f = fixture("guard-routed", false);
+    f.dp.test_run(UPLINK_GUARD, &Pkt::tcp(CLIENT, 1, HOST, 8080).build())
+        .unwrap();
+    let mut f = f;
+    f.dp.sync_subnets(&[("172.20.0.0/16".parse().unwrap(), 2)])
+        .unwrap();
+    let (v, _) =
+        f.dp.test_run(
+            UPLINK_GUARD,
+            &Pkt::tcp(CLIENT, 1, [172, 20, 0, 5], 80).build(),
+        )
+        .unwrap();
+    assert_eq!(v, XDP_PASS);
+}
+
+#[test]
+fn spoofed_source_ip_mac_and_arp_are_dropped_and_counted() {
+    let f = fixture("spoof", false);
+    let ve1 = ifindex_of(&f._netns.0, "ve1");
+    // From ve1 (CONTAINER's veth) claiming OTHER's address.
+    let mut pkt = Pkt::tcp(OTHER, 1, CLIENT, 80).build();
+    pkt[6..12].copy_from_slice(&CONTAINER_MAC);
+    let (v, _) = f.dp.test_run_on(ENDPOINT_EGRESS, &pkt, Some(ve1)).unwrap();
+    assert_eq!((v, counter(&f.dp, "drop_spoofed_ip")), (TC_ACT_SHOT, 1));
+    // Its own address with another MAC.
+    let mut pkt = Pkt::tcp(CONTAINER, 1, CLIENT, 80).build();
+    pkt[6..12].copy_from_slice(&OTHER_MAC);
+    let (v, _) = f.dp.test_run_on(ENDPOINT_EGRESS, &pkt, Some(ve1)).unwrap();
+    assert_eq!((v, counter(&f.dp, "drop_spoofed_mac")), (TC_ACT_SHOT, 1));
+    // ARP claiming OTHER's address, then an honest one.
+    let arp = |spa: [u8; 4]| {
+        let mut a = vec![0xff; 6];
+        a.extend_from_slice(&CONTAINER_MAC);
+        a.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2]);
+        a.extend_from_slice(&CONTAINER_MAC);
+        a.extend_from_slice(&spa);
+        a.extend_from_slice(&[0; 6]);
+        a.extend_from_slice(&GATEWAY);
+        a
+    };
+    let (v, _) =
+        f.dp.test_run_on(ENDPOINT_EGRESS, &arp(OTHER), Some(ve1))
+            .unwrap();
+    assert_eq!((v, counter(&f.dp, "drop_spoofed_arp")), (TC_ACT_SHOT, 1));
+    let (v, _) =
+        f.dp.test_run_on(ENDPOINT_EGRESS, &arp(CONTAINER), Some(ve1))
+            .unwrap();
+    assert_eq!(v, TC_ACT_OK);
+    // Legitimate traffic keeps flowing.
+    let (v, _) = egress(&f, &Pkt::tcp(CONTAINER, 1, OTHER, 80).build()).unwrap();
+    assert_eq!(v, TC_ACT_OK);
+}
+
+#[test]
+fn isolation_verdicts() {
+    let mut f = fixture("isolation", false);
+    let flags = EP_F_MASQUERADE | EP_F_ICC;
+    let to_other = || Pkt::tcp(CONTAINER, 1, OTHER, 80).build();
+    // Same network, icc on: passes.
+    assert_eq!(egress(&f, &to_other()).unwrap().0, TC_ACT_OK);
+    // Different networks: dropped, whatever the protocol.
+    set_endpoints(&mut f, (1, flags), (2, flags));
+    assert_eq!(egress(&f, &to_other()).unwrap().0, TC_ACT_SHOT);
+    let mut raw = Pkt::udp(CONTAINER, 1, OTHER, 80).build();
+    raw[14 + 9] = 47; // GRE: not parsed, still isolated
+    assert_eq!(egress(&f, &raw).unwrap().0, TC_ACT_SHOT);
+    assert_eq!(counter(&f.dp, "drop_other_network"), 2);
+    // Same network, icc=false: dropped; the gateway and the outside still reachable.
+    set_endpoints(&mut f, (1, EP_F_MASQUERADE), (1, EP_F_MASQUERADE));
+    assert_eq!(egress(&f, &to_other()).unwrap().0, TC_ACT_SHOT);
+    assert_eq!(counter(&f.dp, "drop_icc"), 1);
+    assert_eq!(
+        egress(&f, &Pkt::icmp(CONTAINER, GATEWAY, 1, 8).build())
+            .unwrap()
+            .0,
+        TC_ACT_OK
+    );
+    let (v, out) = egress(&f, &Pkt::tcp(CONTAINER, 2, CLIENT, 80).build()).unwrap();
+    assert_eq!((v, inspect(&out).src), (TC_ACT_OK, HOST));
+    // Internal: its own containers and the gateway, nothing else, no masquerade.
+    set_endpoints(
+        &mut f,
+        (1, EP_F_ICC | EP_F_INTERNAL),
+        (1, EP_F_ICC | EP_F_INTERNAL),
+    );
+    assert_eq!(egress(&f, &to_other()).unwrap().0, TC_ACT_OK);
+    assert_eq!(
+        egress(&f, &Pkt::icmp(CONTAINER, GATEWAY, 1, 8).build())
+            .unwrap()
+            .0,
+        TC_ACT_OK
+    );
+    assert_eq!(
+        egress(&f, &Pkt::tcp(CONTAINER, 3, CLIENT, 80).build())
+            .unwrap()
+            .0,
+        TC_ACT_SHOT
+    );
+    assert_eq!(
+        egress(&f, &Pkt::tcp(CONTAINER, 3, HOST, 22).build())
+            .unwrap()
+            .0,
+        TC_ACT_SHOT
+    );
+    assert_eq!(counter(&f.dp, "drop_internal"), 2);
+    // And nothing gets in: its published port leads nowhere.
+    let (v, _) =
+        f.dp.test_run(UPLINK_INGRESS, &Pkt::tcp(CLIENT, 4, HOST, 8080).build())
+            .unwrap();
+    assert_eq!((v, counter(&f.dp, "drop_internal")), (TC_ACT_SHOT, 3));
 }
