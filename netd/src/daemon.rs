@@ -1244,9 +1244,11 @@ async fn sync_maps(inner: &mut Inner) -> anyhow::Result<()> {
         .networks
         .iter()
         .filter_map(|n| {
-            let protected = (n.masquerade || n.internal)
-                .then_some(SUBNET_F_PROTECTED)
-                .unwrap_or(0);
+            let protected = if n.masquerade || n.internal {
+                SUBNET_F_PROTECTED
+            } else {
+                0
+            };
             n.subnet.map(|s| (s, n.net_id | protected))
         })
         .collect();
