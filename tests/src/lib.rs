@@ -445,6 +445,11 @@ impl Lab {
         }
     }
 
+    /// Keeps `child` to kill at teardown.
+    pub fn adopt_background(&mut self, child: Child) {
+        self.background.push(child);
+    }
+
     /// The tester inside container `name` (through `netd exec`).
     pub fn from_container(&self, name: &str, args: &[&str]) -> Result<String, String> {
         let tester = tester_bin();

@@ -376,3 +376,91 @@ fn port_unreachable_from_a_container_reaches_the_client_as_connection_refused() 
         "the ICMP error was not translated back"
     );
 }
+
+#[test]
+fn network_options_masquerade_off_and_host_binding() {
+    let mut lab = Lab::new();
+    lab.serve_in_client(&["serve-tcp", "7000"]);
+    let tester = netd_tests::tester_bin();
+    let t = tester.to_str().unwrap();
+    // No masquerade: the container's own address goes out; the outside routes it back.
+    lab.netd_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.51.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_ip_masquerade=false",
+        "routed",
+    ]);
+    assert!(std::process::Command::new("ip")
+        .args([
+            "-n",
+            &lab.client,
+            "route",
+            "add",
+            "10.51.0.0/24",
+            "via",
+            HOST_IP
+        ])
+        .status()
+        .unwrap()
+        .success());
+    lab.netd_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r",
+        "--network",
+        "routed",
+        "--ip",
+        "10.51.0.20",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    let got = lab
+        .from_container("r", &["tcp", &format!("{CLIENT_IP}:7000")])
+        .expect("out without NAT");
+    assert_eq!(peer_of(&got).0, "10.51.0.20", "{got}");
+    assert_eq!(lab.stats()["counters"]["snat"], 0);
+    // host_binding_ipv4: -p without an address binds to the network's default.
+    lab.netd_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.52.0.0/24",
+        "-o",
+        "com.docker.network.bridge.host_binding_ipv4=127.0.0.1",
+        "loopbound",
+    ]);
+    lab.netd_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hb",
+        "--network",
+        "loopbound",
+        "-p",
+        "8086:80",
+        "--",
+        t,
+        "serve-tcp",
+        "80",
+    ]);
+    lab.wait_listening(
+        &format!("{}hb", lab.container_prefix()),
+        &["serve-tcp", "80"],
+    );
+    assert_eq!(
+        lab.netd_ok(&["port", "hb"]).trim(),
+        "80/tcp -> 127.0.0.1:8086"
+    );
+    assert!(
+        lab.from_client(&["tcp", &format!("{HOST_IP}:8086")])
+            .is_err(),
+        "reachable from outside"
+    );
+    lab.from_lab_cgroup(&lab.host, &["tcp", "127.0.0.1:8086"])
+        .expect("reachable on the host's loopback");
+}

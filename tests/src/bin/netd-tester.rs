@@ -16,7 +16,15 @@ use std::{
     time::Duration,
 };
 
-const TIMEOUT: Duration = Duration::from_secs(3);
+/// Client timeout: NETD_TESTER_TIMEOUT_MS, or 3 s. Probes of paths that should be
+/// blocked set it low, since a drop shows only as a timeout.
+fn timeout() -> Duration {
+    std::env::var("NETD_TESTER_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(3))
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -59,8 +67,9 @@ fn serve_udp(port: &str) -> Result<(), String> {
 
 fn tcp(addr: &str) -> Result<(), String> {
     let a: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let mut s = TcpStream::connect_timeout(&a, TIMEOUT).map_err(|e| format!("connect {a}: {e}"))?;
-    s.set_read_timeout(Some(TIMEOUT))
+    let mut s =
+        TcpStream::connect_timeout(&a, timeout()).map_err(|e| format!("connect {a}: {e}"))?;
+    s.set_read_timeout(Some(timeout()))
         .map_err(|e| e.to_string())?;
     let mut out = String::new();
     s.read_to_string(&mut out)
@@ -73,7 +82,7 @@ fn udp_connected(addr: &str, msg: &str) -> Result<(), String> {
     let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
     s.connect(addr)
         .map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_millis(700)))
+    s.set_read_timeout(Some(timeout().min(Duration::from_millis(700))))
         .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 2048];
     for _ in 0..4 {
@@ -96,7 +105,7 @@ fn udp_connected(addr: &str, msg: &str) -> Result<(), String> {
 
 fn udp(addr: &str, msg: &str, sport: &str) -> Result<(), String> {
     let s = UdpSocket::bind(format!("0.0.0.0:{sport}")).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_millis(700)))
+    s.set_read_timeout(Some(timeout().min(Duration::from_millis(700))))
         .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 2048];
     // UDP may lose the first datagram while neighbours resolve: retry a few times.
