@@ -466,6 +466,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             // The CLI runs a current-thread runtime: this thread is the process.
             nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
                 .context("entering the container's namespace")?;
+            // With --hostname, the command runs in a UTS namespace of its own: join it.
+            if c["Config"]["HostnameSet"].as_bool() == Some(true) {
+                if let Some(pid) = c["Pid"].as_u64() {
+                    if let Ok(uts) = std::fs::File::open(format!("/proc/{pid}/ns/uts")) {
+                        let _ = nix::sched::setns(uts, nix::sched::CloneFlags::CLONE_NEWUTS);
+                    }
+                }
+            }
             use std::os::unix::process::CommandExt;
             let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
             bail!("running {:?}: {err}", cmd[0]);

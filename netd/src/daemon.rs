@@ -774,7 +774,7 @@ impl Daemon {
             return Ok(());
         }
         let log = self.log_path(&c.id);
-        match process::spawn_in_netns(c.netns.as_deref(), &c.cmd, &log) {
+        match process::spawn_in_netns(c.netns.as_deref(), c.hostname.as_deref(), &c.cmd, &log) {
             Ok((pid, child)) => {
                 c.pid = Some(pid);
                 c.pid_start = process::start_time(pid);

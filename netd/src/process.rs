@@ -13,9 +13,11 @@ use anyhow::Context;
 /// stderr go to `log`.
 pub fn spawn_in_netns(
     netns: Option<&str>,
+    hostname: Option<&str>,
     cmd: &[String],
     log: &Path,
 ) -> anyhow::Result<(u32, tokio::process::Child)> {
+    let hostname = hostname.map(|h| std::ffi::CString::new(h)).transpose()?;
     let (prog, args) = cmd.split_first().context("empty command")?;
     let ns = match netns {
         Some(n) => Some(crate::netns::open(n)?),
@@ -29,16 +31,26 @@ pub fn spawn_in_netns(
         .stdout(out)
         .stderr(err)
         .process_group(0);
-    if let Some(fd) = ns.as_ref().map(|f| f.as_raw_fd()) {
-        // SAFETY: only async-signal-safe calls between fork and exec (setns via libc).
-        unsafe {
-            c.pre_exec(move || {
+    let fd = ns.as_ref().map(|f| f.as_raw_fd());
+    // SAFETY: only async-signal-safe calls between fork and exec (setns, unshare and
+    // sethostname via libc, on memory prepared before the fork).
+    unsafe {
+        c.pre_exec(move || {
+            if let Some(fd) = fd {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
+            }
+            // --hostname: a UTS namespace of its own; `netd exec` joins it by pid.
+            if let Some(h) = &hostname {
+                if libc::unshare(libc::CLONE_NEWUTS) != 0
+                    || libc::sethostname(h.as_ptr(), h.as_bytes().len()) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
     let child = tokio::process::Command::from(c)
         .kill_on_drop(false)

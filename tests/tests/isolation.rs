@@ -349,3 +349,50 @@ fn spoofing_from_inside_a_container_is_dropped_and_counted() {
     );
     let _ = Command::new("true").status();
 }
+
+/// Restarting the daemon with --icc=false isolates the default network's containers on
+/// the next packet, established connections included.
+#[test]
+fn toggling_icc_cuts_an_established_connection() {
+    let mut lab = Lab::new();
+    let t = tester_bin().display().to_string();
+    lab.netd_ok(&["run", "-d", "--name", "echo", "--", &t, "serve-echo", "7"]);
+    lab.netd_ok(&["run", "-d", "--name", "talker", "--", "sleep", "600"]);
+    lab.wait_listening(
+        &format!("{}echo", lab.container_prefix()),
+        &["serve-tcp", "7"],
+    );
+    let ip = ip_on(&lab, "echo", "bridge");
+    let holder = Command::new(netd_tests::netd_bin())
+        .arg("-H")
+        .arg(lab.socket())
+        .args(["exec", "talker", &t, "hold", &format!("{ip}:7"), "6"])
+        .output();
+    // First prove the connection holds with icc on (the default).
+    let held = holder.expect("hold");
+    assert!(
+        held.status.success(),
+        "icc on: {}",
+        String::from_utf8_lossy(&held.stderr)
+    );
+    // Now hold one again and switch icc off under it.
+    let child = Command::new(netd_tests::netd_bin())
+        .arg("-H")
+        .arg(lab.socket())
+        .args(["exec", "talker", &t, "hold", &format!("{ip}:7"), "8"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    lab.stop_daemon(libc::SIGTERM);
+    lab.extra_daemon_args = vec!["--icc=false".into()];
+    lab.start_daemon().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("stalled after"),
+        "the connection survived icc=false: {err}"
+    );
+    assert!(lab.stats()["counters"]["drop_icc"].as_u64().unwrap_or(0) > 0);
+}

@@ -464,3 +464,24 @@ fn network_options_masquerade_off_and_host_binding() {
     lab.from_lab_cgroup(&lab.host, &["tcp", "127.0.0.1:8086"])
         .expect("reachable on the host's loopback");
 }
+
+/// Removing a container drops its flows: a UDP client that keeps its source port does
+/// not stay stuck on the old container when the port is published again (the
+/// conntrack bug Docker and netavark have).
+#[test]
+fn republished_udp_port_does_not_blackhole_a_kept_flow() {
+    let lab = Lab::new();
+    lab.run_server("old", &["5353:53/udp"], &["serve-udp", "53"]);
+    let dst = format!("{HOST_IP}:5353");
+    lab.from_client(&["udp", &dst, "one", "41000"])
+        .expect("first server");
+    lab.netd_ok(&["rm", "-f", "old"]);
+    // A filler takes the old address, so a stale entry would now lead to a container
+    // with no server.
+    lab.netd_ok(&["run", "-d", "--name", "filler", "--", "sleep", "600"]);
+    lab.run_server("new", &["5353:53/udp"], &["serve-udp", "53"]);
+    let got = lab
+        .from_client(&["udp", &dst, "two", "41000"])
+        .expect("the re-published port answers");
+    assert!(got.contains("two"), "{got}");
+}

@@ -211,6 +211,23 @@ fn builtin_networks_and_network_modes() {
     );
     let o = lab.netd(&["network", "connect", "bridge", "joiner"]);
     assert!(!o.status.success());
+    // --hostname applies to the command (and to exec, which joins it).
+    lab.netd_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "named",
+        "--hostname",
+        "web-1",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(
+        ok(&lab.netd(&["exec", "named", "hostname"]), "hostname").trim(),
+        "web-1"
+    );
+    lab.netd_ok(&["rm", "-f", "named"]);
     // A sandbox without a command: kept for exec.
     lab.netd_ok(&["run", "-d", "--name", "sb"]);
     assert!(addrs_in(&lab, "sb").contains("eth0"));

@@ -35,6 +35,8 @@ fn main() {
         ["udp", addr, msg] => udp(addr, msg, "0"),
         ["udp", addr, msg, sport] => udp(addr, msg, sport),
         ["udp-connected", addr, msg] => udp_connected(addr, msg),
+        ["serve-echo", port] => serve_echo(port),
+        ["hold", addr, secs] => hold(addr, secs),
         _ => Err("usage: netd-tester serve-tcp PORT | serve-udp PORT | tcp ADDR:PORT | udp ADDR:PORT MSG".into()),
     };
     if let Err(e) = r {
@@ -75,6 +77,49 @@ fn tcp(addr: &str) -> Result<(), String> {
     s.read_to_string(&mut out)
         .map_err(|e| format!("read from {a}: {e}"))?;
     print!("{out}");
+    Ok(())
+}
+
+/// Echoes every byte back, per connection.
+fn serve_echo(port: &str) -> Result<(), String> {
+    let l = TcpListener::bind(format!("0.0.0.0:{port}")).map_err(|e| e.to_string())?;
+    for s in l.incoming() {
+        let Ok(mut s) = s else { continue };
+        std::thread::spawn(move || {
+            let mut b = [0u8; 64];
+            while let Ok(n) = s.read(&mut b) {
+                if n == 0 || s.write_all(&b[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Holds one TCP connection for SECS seconds, a byte and its echo every 100 ms; prints
+/// "held N" or fails with "stalled after N round trips" (so a test can see an
+/// established connection being cut).
+fn hold(addr: &str, secs: &str) -> Result<(), String> {
+    let a: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let secs: u64 = secs
+        .parse()
+        .map_err(|_| format!("{secs:?} is not a number"))?;
+    let mut s =
+        TcpStream::connect_timeout(&a, timeout()).map_err(|e| format!("connect {a}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_millis(700)))
+        .map_err(|e| e.to_string())?;
+    let end = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut n = 0u64;
+    let mut b = [0u8; 1];
+    while std::time::Instant::now() < end {
+        if s.write_all(b"x").is_err() || s.read_exact(&mut b).is_err() {
+            return Err(format!("stalled after {n} round trips"));
+        }
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("held {n}");
     Ok(())
 }
 
