@@ -17,7 +17,7 @@ pub fn spawn_in_netns(
     cmd: &[String],
     log: &Path,
 ) -> anyhow::Result<(u32, tokio::process::Child)> {
-    let hostname = hostname.map(|h| std::ffi::CString::new(h)).transpose()?;
+    let hostname = hostname.map(std::ffi::CString::new).transpose()?;
     let (prog, args) = cmd.split_first().context("empty command")?;
     let ns = match netns {
         Some(n) => Some(crate::netns::open(n)?),
