@@ -56,9 +56,13 @@ const _: () = assert!(core::mem::size_of::<Config>() == 24);
 
 /// Deliver with bpf_redirect_* instead of handing the packet back to the stack.
 pub const CONFIG_F_FAST_PATH: u32 = 1;
+/// Run the uplink guard's checks in uplink_ingress (TC) because no XDP guard is
+/// attached (virtual uplinks, where native XDP would cost GRO batching).
+pub const CONFIG_F_GUARD_IN_TC: u32 = 2;
 
-/// How many random source ports masquerade tries before giving up on a new flow.
-pub const SNAT_TRIES: u32 = 16;
+/// How many source ports masquerade tries (in a row, from a random start) before giving
+/// up on a new flow.
+pub const SNAT_TRIES: u32 = 32;
 
 /// Key of the port map: (protocol, host IP or 0 for every address, host port).
 #[repr(C)]
@@ -260,12 +264,13 @@ pub mod stat {
     /// No free masquerade source port for a new flow: dropped, never mis-mapped.
     pub const DROP_SNAT_EXHAUSTED: u32 = 12;
     pub const HAIRPIN: u32 = 13;
-    /// XDP: from outside, addressed straight to a container subnet.
-    pub const XDP_DROP_TO_CONTAINER: u32 = 14;
-    /// XDP: from outside with a container-subnet or loopback source (spoofed).
-    pub const XDP_DROP_SPOOFED: u32 = 15;
-    /// XDP: from outside to loopback, or to a port published only on loopback.
-    pub const XDP_DROP_LOOPBACK: u32 = 16;
+    /// Uplink guard (XDP, or TC on virtual uplinks): from outside, addressed straight to
+    /// a container subnet.
+    pub const GUARD_DROP_TO_CONTAINER: u32 = 14;
+    /// Uplink guard: from outside with a container-subnet or loopback source (spoofed).
+    pub const GUARD_DROP_SPOOFED: u32 = 15;
+    /// Uplink guard: from outside to loopback, or to a port published only on loopback.
+    pub const GUARD_DROP_LOOPBACK: u32 = 16;
     /// A container sent with a source IP that is not its own.
     pub const DROP_SPOOFED_IP: u32 = 17;
     /// A container sent with a source MAC that is not its own.
@@ -296,9 +301,9 @@ pub mod stat {
         "snat_reply",
         "drop_snat_exhausted",
         "hairpin",
-        "xdp_drop_to_container",
-        "xdp_drop_spoofed",
-        "xdp_drop_loopback",
+        "guard_drop_to_container",
+        "guard_drop_spoofed",
+        "guard_drop_loopback",
         "drop_spoofed_ip",
         "drop_spoofed_mac",
         "drop_spoofed_arp",

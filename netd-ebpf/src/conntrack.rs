@@ -124,21 +124,28 @@ pub fn create(
             let (min, max) = (min as u32, max as u32);
             let range = if max >= min { max - min + 1 } else { 1 };
             let orig = u16::from_be(flow.sport) as u32;
+            // The original port if it is in the range; else a random start, then the
+            // following ports in turn (a run of taken ports is far rarer than a taken
+            // port, so this finds room in a nearly full range where pure random
+            // picks would fail and cost the client a SYN retransmit).
+            // SAFETY: a helper call without arguments.
+            let start = if orig >= min && orig <= max {
+                orig - min
+            } else {
+                (unsafe { bpf_get_prandom_u32() }) % range
+            };
             let mut chosen: Option<CtKey> = None;
             for i in 0..SNAT_TRIES {
-                let port = if i == 0 && orig >= min && orig <= max {
-                    orig
-                } else {
-                    // SAFETY: a helper call without arguments.
-                    min + unsafe { bpf_get_prandom_u32() } % range
-                };
+                let port = min + (start + i) % range;
                 let p = (port as u16).to_be();
                 fwd.sport = p;
                 if icmp {
                     fwd.dport = p;
                 }
                 let rkey = reverse_key(&fwd, flow.proto);
-                if CONNTRACK.insert(&rkey, &rev, BPF_NOEXIST as u64).is_ok() {
+                if CONNTRACK.insert(&rkey, &rev, BPF_NOEXIST as u64).is_ok()
+                    || reclaim_closed(&rkey, &rev)
+                {
                     chosen = Some(rkey);
                     break;
                 }
@@ -156,6 +163,40 @@ pub fn create(
         }
     }
     Ok(fwd)
+}
+
+/// Takes over the reply tuple `rkey` if the TCP flow holding it is over (RST seen, or
+/// FIN seen both ways): its tuple is free again, as a closed socket's would be. The old
+/// flow's other entry goes too.
+#[inline(always)]
+fn reclaim_closed(rkey: &CtKey, rev: &CtEntry) -> bool {
+    use netd_common::{ct_tcp, IPPROTO_TCP};
+    if rkey.proto != IPPROTO_TCP {
+        return false;
+    }
+    // SAFETY: a read-only lookup of a plain-data value.
+    let Some(old) = (unsafe { CONNTRACK.get(rkey) }).copied() else {
+        return false;
+    };
+    let peer = CtKey {
+        saddr: old.daddr,
+        daddr: old.saddr,
+        sport: old.dport,
+        dport: old.sport,
+        proto: rkey.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: as above.
+    let peer_flags = unsafe { CONNTRACK.get(&peer) }
+        .map(|e| e.tcp_flags)
+        .unwrap_or(ct_tcp::FIN);
+    let closed = (old.tcp_flags | peer_flags) & ct_tcp::RST != 0
+        || (old.tcp_flags & ct_tcp::FIN != 0 && peer_flags & ct_tcp::FIN != 0);
+    if !closed {
+        return false;
+    }
+    let _ = CONNTRACK.remove(&peer);
+    CONNTRACK.insert(rkey, rev, BPF_ANY as u64).is_ok()
 }
 
 #[inline(always)]

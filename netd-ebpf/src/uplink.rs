@@ -3,12 +3,12 @@
 //! published port get DNATed and tracked. Delivery goes straight into the container
 //! with bpf_redirect_peer.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use netd_common::{ct_flag, ct_kind, stat, IPPROTO_ICMP};
+use netd_common::{ct_flag, ct_kind, stat, CONFIG_F_GUARD_IN_TC, IPPROTO_ICMP};
 
 use crate::{
     conntrack::{self, Tuple},
-    icmp,
-    maps::LOCAL_ADDRS,
+    guard, icmp,
+    maps::{config, LOCAL_ADDRS},
     metrics::count,
     nat,
     parse::{self, Parsed},
@@ -29,6 +29,11 @@ pub fn uplink_ingress(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, u32> {
+    if config().flags & CONFIG_F_GUARD_IN_TC != 0 {
+        if let Some(reason) = guard::tc_headers(ctx).and_then(|h| guard::decide(&h)) {
+            return Err(reason);
+        }
+    }
     let flow = match parse::parse(ctx) {
         Parsed::Flow(f) => f,
         Parsed::NotOurs => return Ok(TC_ACT_OK),

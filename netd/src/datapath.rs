@@ -264,10 +264,26 @@ impl Datapath {
         fast_path: bool,
         snat_ports: (u16, u16),
     ) -> anyhow::Result<()> {
+        self.set_config_flags(
+            uplink_ifindex,
+            uplink_ip,
+            if fast_path { CONFIG_F_FAST_PATH } else { 0 },
+            snat_ports,
+        )
+    }
+
+    /// `set_config` with the `CONFIG_F_*` bits given directly.
+    pub fn set_config_flags(
+        &mut self,
+        uplink_ifindex: u32,
+        uplink_ip: Ipv4Addr,
+        flags: u32,
+        snat_ports: (u16, u16),
+    ) -> anyhow::Result<()> {
         let cfg = Config {
             uplink_ifindex,
             uplink_ip: u32::from(uplink_ip).to_be(),
-            flags: if fast_path { CONFIG_F_FAST_PATH } else { 0 },
+            flags,
             snat_port_min: snat_ports.0,
             snat_port_max: snat_ports.1,
             netns_cookie: netns_cookie().unwrap_or(0),
@@ -358,14 +374,18 @@ impl Datapath {
         Ok(())
     }
 
-    pub fn attach_uplink(&mut self, ifname: &str) -> anyhow::Result<()> {
+    /// TC on the uplink, and the XDP guard in `xdp` mode (None: no guard).
+    pub fn attach_uplink(&mut self, ifname: &str, xdp: Option<XdpMode>) -> anyhow::Result<()> {
         self.attach(prog_names::UPLINK_INGRESS, ifname, "uplink")?;
-        self.attach_guard(ifname)
+        match xdp {
+            Some(mode) => self.attach_guard(ifname, mode),
+            None => self.detach("uplink-xdp"),
+        }
     }
 
     /// XDP on the uplink; a pinned link from an earlier agent gets the new program
     /// swapped in (bpf_link_update), so the guard never lapses.
-    fn attach_guard(&mut self, ifname: &str) -> anyhow::Result<()> {
+    fn attach_guard(&mut self, ifname: &str, mode: XdpMode) -> anyhow::Result<()> {
         let pin_path = self.links_dir.join("uplink-xdp");
         let prog: &mut Xdp = self
             .ebpf
@@ -382,7 +402,7 @@ impl Datapath {
             Some(id) => id,
             None => {
                 let _ = fs::remove_file(&pin_path);
-                prog.attach(ifname, XdpMode::default())
+                prog.attach(ifname, mode)
                     .with_context(|| format!("attaching uplink_guard (XDP) to {ifname}"))?
             }
         };

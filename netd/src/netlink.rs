@@ -24,6 +24,8 @@ pub struct Link {
     pub index: u32,
     pub name: String,
     pub mac: Option<[u8; 6]>,
+    /// The link kind of virtual devices (veth, bridge, ...); None for physical NICs.
+    pub kind: Option<String>,
 }
 
 impl Netlink {
@@ -245,8 +247,16 @@ impl Netlink {
 fn link_of(m: &LinkMessage) -> Link {
     let mut name = String::new();
     let mut mac = None;
+    let mut kind = None;
     for a in &m.attributes {
         match a {
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let netlink_packet_route::link::LinkInfo::Kind(k) = i {
+                        kind = Some(k.to_string());
+                    }
+                }
+            }
             LinkAttribute::IfName(n) => name = n.clone(),
             LinkAttribute::Address(a) if a.len() == 6 => {
                 let mut b = [0u8; 6];
@@ -260,5 +270,6 @@ fn link_of(m: &LinkMessage) -> Link {
         index: m.header.index,
         name,
         mac,
+        kind,
     }
 }

@@ -692,31 +692,31 @@ fn uplink_guard_verdicts() {
             "straight to a container",
             Pkt::tcp(CLIENT, 1, CONTAINER, 80),
             XDP_DROP,
-            Some("xdp_drop_to_container"),
+            Some("guard_drop_to_container"),
         ),
         (
             "container source",
             Pkt::tcp(OTHER, 1, HOST, 8080),
             XDP_DROP,
-            Some("xdp_drop_spoofed"),
+            Some("guard_drop_spoofed"),
         ),
         (
             "loopback source",
             Pkt::udp([127, 0, 0, 1], 1, HOST, 5353),
             XDP_DROP,
-            Some("xdp_drop_spoofed"),
+            Some("guard_drop_spoofed"),
         ),
         (
             "loopback destination",
             Pkt::tcp(CLIENT, 1, [127, 0, 0, 1], 8081),
             XDP_DROP,
-            Some("xdp_drop_loopback"),
+            Some("guard_drop_loopback"),
         ),
         (
             "port published on loopback only",
             Pkt::tcp(CLIENT, 1, HOST, 8081),
             XDP_DROP,
-            Some("xdp_drop_loopback"),
+            Some("guard_drop_loopback"),
         ),
         (
             "ICMP to the host",
@@ -950,4 +950,43 @@ fn isolation_verdicts() {
         f.dp.test_run(UPLINK_INGRESS, &Pkt::tcp(CLIENT, 4, HOST, 8080).build())
             .unwrap();
     assert_eq!((v, counter(&f.dp, "drop_internal")), (TC_ACT_SHOT, 3));
+}
+
+/// On virtual uplinks the guard's checks run in uplink_ingress (TC): same verdicts,
+/// same counters.
+#[test]
+fn the_guard_in_tc_drops_what_the_xdp_guard_drops() {
+    let mut f = fixture("guard-tc", false);
+    f.dp.set_config_flags(
+        1,
+        Ipv4Addr::from(HOST),
+        netd_common::CONFIG_F_GUARD_IN_TC,
+        SNAT_RANGE,
+    )
+    .unwrap();
+    f.dp.sync_subnets(&[(
+        "172.17.0.0/16".parse().unwrap(),
+        1 | netd_common::SUBNET_F_PROTECTED,
+    )])
+    .unwrap();
+    publish(&mut f, [127, 0, 0, 1], 8081, 80, Proto::Tcp);
+    for (pkt, reason) in [
+        (
+            Pkt::tcp(CLIENT, 1, CONTAINER, 80),
+            "guard_drop_to_container",
+        ),
+        (Pkt::tcp(OTHER, 1, HOST, 8080), "guard_drop_spoofed"),
+        (Pkt::tcp(CLIENT, 1, HOST, 8081), "guard_drop_loopback"),
+    ] {
+        let (v, _) = f.dp.test_run(UPLINK_INGRESS, &pkt.build()).unwrap();
+        assert_eq!((v, counter(&f.dp, reason)), (TC_ACT_SHOT, 1), "{reason}");
+    }
+    let (v, out) =
+        f.dp.test_run(UPLINK_INGRESS, &Pkt::tcp(CLIENT, 2, HOST, 8080).build())
+            .unwrap();
+    assert_eq!(
+        (v, inspect(&out).dst),
+        (TC_ACT_OK, CONTAINER),
+        "published traffic still DNATed"
+    );
 }

@@ -271,7 +271,7 @@ fn reachability_matrix_of_icc_internal_and_separate_networks() {
         "drop_other_network",
         "drop_icc",
         "drop_internal",
-        "xdp_drop_to_container",
+        "guard_drop_to_container",
     ] {
         assert!(
             st["counters"][reason].as_u64().unwrap_or(0) > 0,

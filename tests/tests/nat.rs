@@ -333,12 +333,12 @@ fn uplink_guard_drops_direct_spoofed_and_loopback_only_traffic_from_outside() {
         lab.from_client(&["tcp", &format!("{ip}:80")]).is_err(),
         "direct access to a container"
     );
-    assert!(counter("xdp_drop_to_container") >= 1);
+    assert!(counter("guard_drop_to_container") >= 1);
     // A port published on 127.0.0.1 only: dropped, not even a reset.
     assert!(lab
         .from_client(&["tcp", &format!("{HOST_IP}:8081")])
         .is_err());
-    assert!(counter("xdp_drop_loopback") >= 1);
+    assert!(counter("guard_drop_loopback") >= 1);
     // A forged container source address: dropped.
     ipc(&["addr", "add", "172.17.255.99/32", "dev", "cl0"]);
     ipc(&[
@@ -355,7 +355,7 @@ fn uplink_guard_drops_direct_spoofed_and_loopback_only_traffic_from_outside() {
             .is_err(),
         "spoofed source got in"
     );
-    assert!(counter("xdp_drop_spoofed") >= 1);
+    assert!(counter("guard_drop_spoofed") >= 1);
     // Honest traffic is untouched.
     ipc(&["route", "del", &format!("{HOST_IP}/32")]);
     lab.from_client(&["tcp", &format!("{HOST_IP}:8080")])

@@ -48,6 +48,12 @@ enum Cmd {
     },
     /// rustfmt --check and clippy -D warnings on the host crates.
     Lint,
+    /// netd side by side with iptables (nft, legacy), nftables and plain routing.
+    Bench {
+        /// Arguments for the bench (--quick, --rounds R, --ports 1,100, --secs S, --only a,b).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// A demo lab: a host namespace running netd and a client namespace on its uplink.
     Lab {
         #[command(subcommand)]
@@ -67,6 +73,7 @@ fn main() {
         Cmd::Run { args } => run(&args),
         Cmd::Test { args } => test(&args),
         Cmd::Lint => lint(),
+        Cmd::Bench { args } => bench(&args),
         Cmd::Lab { cmd: LabCmd::Up } => lab_up(),
         Cmd::Lab { cmd: LabCmd::Down } => lab_down(),
     };
@@ -282,6 +289,56 @@ fn count_of(summary: &str, what: &str) -> u64 {
         })
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The bench's own tools, on top of the test prerequisites.
+const BENCH_PACKAGES: &[(&str, &str)] = &[
+    ("iperf3", "iperf3"),
+    ("conntrack", "conntrack"),
+    ("iptables-legacy", "iptables"),
+    ("taskset", "util-linux"),
+    ("bpftool", "bpftool"),
+];
+
+fn bench(args: &[String]) -> Result<()> {
+    prerequisites()?;
+    let missing: Vec<&str> = BENCH_PACKAGES
+        .iter()
+        .filter(|(c, _)| !have(c))
+        .map(|(_, p)| *p)
+        .collect();
+    if !missing.is_empty() {
+        say(&format!(
+            "installing Debian packages for the bench: {}",
+            missing.join(" ")
+        ));
+        cmd_ok(Command::new("apt-get").arg("update").arg("-q"))?;
+        cmd_ok(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    say("building netd, the tester and the bench (release)");
+    cmd_ok(&mut cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "netd",
+        "-p",
+        "netd-tests",
+        "-p",
+        "netd-bench",
+        "--bins",
+    ]))?;
+    let target = root_dir().join("target/release");
+    let mut c = Command::new(target.join("netd-bench"));
+    c.args(args)
+        .current_dir(root_dir())
+        .env("NETD_BIN", target.join("netd"))
+        .env("NETD_TESTER", target.join("netd-tester"));
+    cmd_ok(&mut c)
 }
 
 fn lint() -> Result<()> {

@@ -36,6 +36,10 @@ fn main() {
         ["udp", addr, msg, sport] => udp(addr, msg, sport),
         ["udp-connected", addr, msg] => udp_connected(addr, msg),
         ["serve-echo", port] => serve_echo(port),
+        ["serve-crr", port] => serve_crr(port),
+        ["rr", addr, secs] => load(addr, secs, Load::TcpRr),
+        ["crr", addr, secs] => load(addr, secs, Load::TcpCrr),
+        ["udprr", addr, secs] => load(addr, secs, Load::UdpRr),
         ["hold", addr, secs] => hold(addr, secs),
         _ => Err("usage: netd-tester serve-tcp PORT | serve-udp PORT | tcp ADDR:PORT | udp ADDR:PORT MSG".into()),
     };
@@ -77,6 +81,106 @@ fn tcp(addr: &str) -> Result<(), String> {
     s.read_to_string(&mut out)
         .map_err(|e| format!("read from {a}: {e}"))?;
     print!("{out}");
+    Ok(())
+}
+
+/// One thread, one connection at a time: accept, read a byte, answer it, close. No
+/// fork or thread per connection, so a connection-rate test measures the network path.
+fn serve_crr(port: &str) -> Result<(), String> {
+    let l = TcpListener::bind(format!("0.0.0.0:{port}")).map_err(|e| e.to_string())?;
+    let mut b = [0u8; 1];
+    for s in l.incoming() {
+        let Ok(mut s) = s else { continue };
+        let _ = s.set_nodelay(true);
+        if s.read_exact(&mut b).is_ok() {
+            let _ = s.write_all(&b);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Load {
+    /// One TCP connection, 1-byte request and response, back to back.
+    TcpRr,
+    /// Connect, 1-byte request and response, close; again.
+    TcpCrr,
+    /// One UDP socket, 1-byte request and response.
+    UdpRr,
+}
+
+/// Runs `kind` against `addr` for `secs` seconds and prints one JSON line:
+/// {"ops":N,"secs":S,"rate":R,"p50_us":..,"p99_us":..,"errors":E}.
+fn load(addr: &str, secs: &str, kind: Load) -> Result<(), String> {
+    let a: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let secs: f64 = secs
+        .parse()
+        .map_err(|_| format!("{secs:?} is not a number"))?;
+    let end = std::time::Instant::now() + Duration::from_secs_f64(secs);
+    let start = std::time::Instant::now();
+    let mut lat: Vec<u32> = Vec::with_capacity(1 << 20);
+    let mut errors = 0u64;
+    let mut b = [0u8; 1];
+    match kind {
+        Load::TcpRr => {
+            let mut s = TcpStream::connect_timeout(&a, timeout())
+                .map_err(|e| format!("connect {a}: {e}"))?;
+            s.set_nodelay(true).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(timeout()))
+                .map_err(|e| e.to_string())?;
+            while std::time::Instant::now() < end {
+                let t = std::time::Instant::now();
+                s.write_all(b"x").map_err(|e| e.to_string())?;
+                s.read_exact(&mut b).map_err(|e| e.to_string())?;
+                lat.push(t.elapsed().as_micros() as u32);
+            }
+        }
+        Load::TcpCrr => {
+            while std::time::Instant::now() < end {
+                let t = std::time::Instant::now();
+                let r = (|| -> std::io::Result<()> {
+                    let mut s = TcpStream::connect_timeout(&a, timeout())?;
+                    s.set_nodelay(true)?;
+                    s.set_read_timeout(Some(timeout()))?;
+                    s.write_all(b"x")?;
+                    s.read_exact(&mut b)
+                })();
+                match r {
+                    Ok(()) => lat.push(t.elapsed().as_micros() as u32),
+                    Err(_) => errors += 1,
+                }
+            }
+        }
+        Load::UdpRr => {
+            let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+            s.connect(a).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 256];
+            while std::time::Instant::now() < end {
+                let t = std::time::Instant::now();
+                if s.send(b"x").is_err() || s.recv(&mut buf).is_err() {
+                    errors += 1;
+                    continue;
+                }
+                lat.push(t.elapsed().as_micros() as u32);
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "{{\"ops\":{},\"secs\":{elapsed:.3},\"rate\":{:.1},\"p50_us\":{},\"p99_us\":{},\"errors\":{errors}}}",
+        lat.len(),
+        lat.len() as f64 / elapsed,
+        pct(0.50),
+        pct(0.99)
+    );
     Ok(())
 }
 
