@@ -566,12 +566,8 @@ impl Lab {
             .and_then(|v| v.as_array().cloned())
             .unwrap_or_default()
             .iter()
+            // One netd runs at a time in the bench: its maps are the NETD_* ones.
             .filter(|m| m["name"].as_str().is_some_and(|n| n.starts_with("NETD_")))
-            .filter(|m| {
-                m["pids"]
-                    .as_array()
-                    .is_some_and(|p| p.iter().any(|x| x["pid"].as_u64() == Some(pid as u64)))
-            })
             .map(|m| m["bytes_memlock"].as_u64().unwrap_or(0))
             .sum();
         (rss, maps)

@@ -1,5 +1,6 @@
 //! netd's own connection tracking: an LRU hash keyed by the packet tuple, one entry per
 //! direction, each holding the tuple to rewrite matching packets to and where they go.
+use aya_ebpf::programs::TcContext;
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
@@ -65,6 +66,7 @@ fn delivery_to(addr: u32) -> (u32, [u8; 6], [u8; 6]) {
 /// the same flow meanwhile, ours is rolled back and theirs is used.
 #[inline(always)]
 pub fn create(
+    ctx: &TcContext,
     flow: &Flow,
     t: Tuple,
     kinds: (u8, u8),
@@ -124,18 +126,33 @@ pub fn create(
             let (min, max) = (min as u32, max as u32);
             let range = if max >= min { max - min + 1 } else { 1 };
             let orig = u16::from_be(flow.sport) as u32;
-            // The original port if it is in the range; else a random start, then the
-            // following ports in turn (a run of taken ports is far rarer than a taken
-            // port, so this finds room in a nearly full range where pure random
-            // picks would fail and cost the client a SYN retransmit).
+            let mut chosen: Option<CtKey> = None;
+            // Like the kernel's MASQUERADE: keep the original port when nothing else
+            // uses the resulting tuple. "Else" includes the host's own sockets, which
+            // netd's conntrack does not see: a host socket that would receive the
+            // reply (a listener on the port, or a connection with that remote) makes
+            // the port taken.
+            if !icmp && orig >= 1024 && !host_socket_claims(ctx, flow, t.saddr) {
+                let rkey = reverse_key(&fwd, flow.proto);
+                if CONNTRACK.insert(&rkey, &rev, BPF_NOEXIST as u64).is_ok() {
+                    chosen = Some(rkey);
+                }
+            }
+            // Otherwise the reserved range: a random start, then the following ports
+            // in turn (a run of taken ports is far rarer than one taken port, so this
+            // finds room in a nearly full range where random picks fail and cost the
+            // client a SYN retransmit). Tuples are not reused while their flow's
+            // entries live: the far end may hold them in TIME_WAIT.
             // SAFETY: a helper call without arguments.
             let start = if orig >= min && orig <= max {
                 orig - min
             } else {
                 (unsafe { bpf_get_prandom_u32() }) % range
             };
-            let mut chosen: Option<CtKey> = None;
             for i in 0..SNAT_TRIES {
+                if chosen.is_some() {
+                    break;
+                }
                 let port = min + (start + i) % range;
                 let p = (port as u16).to_be();
                 fwd.sport = p;
@@ -143,11 +160,8 @@ pub fn create(
                     fwd.dport = p;
                 }
                 let rkey = reverse_key(&fwd, flow.proto);
-                if CONNTRACK.insert(&rkey, &rev, BPF_NOEXIST as u64).is_ok()
-                    || reclaim_closed(&rkey, &rev)
-                {
+                if CONNTRACK.insert(&rkey, &rev, BPF_NOEXIST as u64).is_ok() {
                     chosen = Some(rkey);
-                    break;
                 }
             }
             let Some(rkey) = chosen else {
@@ -165,38 +179,38 @@ pub fn create(
     Ok(fwd)
 }
 
-/// Takes over the reply tuple `rkey` if the TCP flow holding it is over (RST seen, or
-/// FIN seen both ways): its tuple is free again, as a closed socket's would be. The old
-/// flow's other entry goes too.
+/// Whether a socket of the host namespace would receive the reply of `flow` once its
+/// source became `new_saddr` with its own port: then that port is not free.
 #[inline(always)]
-fn reclaim_closed(rkey: &CtKey, rev: &CtEntry) -> bool {
-    use netd_common::{ct_tcp, IPPROTO_TCP};
-    if rkey.proto != IPPROTO_TCP {
-        return false;
-    }
-    // SAFETY: a read-only lookup of a plain-data value.
-    let Some(old) = (unsafe { CONNTRACK.get(rkey) }).copied() else {
-        return false;
+fn host_socket_claims(ctx: &TcContext, flow: &Flow, new_saddr: u32) -> bool {
+    use aya_ebpf::{
+        bindings::{bpf_sock_tuple, BPF_F_CURRENT_NETNS},
+        helpers::{bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
     };
-    let peer = CtKey {
-        saddr: old.daddr,
-        daddr: old.saddr,
-        sport: old.dport,
-        dport: old.sport,
-        proto: rkey.proto,
-        _pad: [0; 3],
-    };
-    // SAFETY: as above.
-    let peer_flags = unsafe { CONNTRACK.get(&peer) }
-        .map(|e| e.tcp_flags)
-        .unwrap_or(ct_tcp::FIN);
-    let closed = (old.tcp_flags | peer_flags) & ct_tcp::RST != 0
-        || (old.tcp_flags & ct_tcp::FIN != 0 && peer_flags & ct_tcp::FIN != 0);
-    if !closed {
-        return false;
+    use netd_common::IPPROTO_TCP;
+    // SAFETY: a zeroed plain-data union of the kernel's ABI.
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    // The reply as it would arrive: from the remote, to the host address and port.
+    tuple.__bindgen_anon_1.ipv4.saddr = flow.daddr;
+    tuple.__bindgen_anon_1.ipv4.daddr = new_saddr;
+    tuple.__bindgen_anon_1.ipv4.sport = flow.dport;
+    tuple.__bindgen_anon_1.ipv4.dport = flow.sport;
+    // sizeof(tuple.ipv4)
+    let size = 12u32;
+    let netns = BPF_F_CURRENT_NETNS as u64;
+    // SAFETY: the tuple lives on the stack for the call; a returned socket is released.
+    unsafe {
+        let sk = if flow.proto == IPPROTO_TCP {
+            bpf_skc_lookup_tcp(ctx.skb.skb as *mut _, &mut tuple, size, netns, 0)
+        } else {
+            bpf_sk_lookup_udp(ctx.skb.skb as *mut _, &mut tuple, size, netns, 0)
+        };
+        if sk.is_null() {
+            return false;
+        }
+        bpf_sk_release(sk as *mut _);
     }
-    let _ = CONNTRACK.remove(&peer);
-    CONNTRACK.insert(rkey, rev, BPF_ANY as u64).is_ok()
+    true
 }
 
 #[inline(always)]

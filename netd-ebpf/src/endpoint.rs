@@ -90,7 +90,14 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, u32> {
         } else {
             None
         };
-        let ct = conntrack::create(&flow, t, (ct_kind::DNAT, ct_kind::DNAT_REPLY), flags, alloc)?;
+        let ct = conntrack::create(
+            ctx,
+            &flow,
+            t,
+            (ct_kind::DNAT, ct_kind::DNAT_REPLY),
+            flags,
+            alloc,
+        )?;
         count(stat::CT_NEW);
         count(stat::HAIRPIN);
         nat::apply(ctx, &flow, &ct)?;
@@ -116,6 +123,7 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, u32> {
     };
     let range = (cfg.snat_port_min, cfg.snat_port_max);
     let ct = conntrack::create(
+        ctx,
         &flow,
         t,
         (ct_kind::SNAT, ct_kind::SNAT_REPLY),

@@ -70,7 +70,14 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, u32> {
         dport: backend.port,
     };
     let flags = if wildcard { ct_flag::WILDCARD_PORT } else { 0 };
-    let ct = conntrack::create(&flow, t, (ct_kind::DNAT, ct_kind::DNAT_REPLY), flags, None)?;
+    let ct = conntrack::create(
+        ctx,
+        &flow,
+        t,
+        (ct_kind::DNAT, ct_kind::DNAT_REPLY),
+        flags,
+        None,
+    )?;
     count(stat::CT_NEW);
     nat::apply(ctx, &flow, &ct)?;
     policy::account(&flow, &ct);

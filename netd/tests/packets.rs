@@ -541,11 +541,8 @@ fn masquerade_rewrites_the_source_to_the_uplink_and_the_reply_back() {
     assert_eq!(v, TC_ACT_OK);
     let s = inspect(&out);
     assert_eq!((s.src, s.dst, s.dport), (HOST, CLIENT, 80));
-    assert!(
-        in_snat_range(s.sport, SNAT_RANGE),
-        "source port {} outside the range",
-        s.sport
-    );
+    // As the kernel's MASQUERADE does: the original port, when nothing uses the tuple.
+    assert_eq!(s.sport, 5000);
     assert_eq!(counter(&f.dp, "snat"), 1);
     let (v, out) =
         f.dp.test_run(UPLINK_INGRESS, &Pkt::tcp(CLIENT, 80, HOST, s.sport).build())
@@ -561,16 +558,25 @@ fn masquerade_rewrites_the_source_to_the_uplink_and_the_reply_back() {
     let s2 = inspect(&out);
     assert_eq!(s2.src, HOST);
     assert_ne!(s2.sport, s.sport, "two flows share a masquerade tuple");
+    assert!(
+        in_snat_range(s2.sport, SNAT_RANGE),
+        "fallback port {} outside the range",
+        s2.sport
+    );
+    // A privileged source port is never kept: it comes from the range.
+    let (_, out) = egress(&f, &Pkt::tcp(CONTAINER, 99, CLIENT, 80).build()).unwrap();
+    assert!(in_snat_range(inspect(&out).sport, SNAT_RANGE));
 }
 
 #[test]
 fn masquerade_port_exhaustion_is_a_counted_drop_not_a_wrong_mapping() {
     let f = fixture_with("exhaust", false, (61000, 61001));
-    for sport in [5000, 5001] {
+    // Privileged source ports always come from the range (two ports here).
+    for sport in [100, 101] {
         let (v, _) = egress(&f, &Pkt::udp(CONTAINER, sport, CLIENT, 53).build()).unwrap();
         assert_eq!(v, TC_ACT_OK);
     }
-    let (v, _) = egress(&f, &Pkt::udp(CONTAINER, 5002, CLIENT, 53).build()).unwrap();
+    let (v, _) = egress(&f, &Pkt::udp(CONTAINER, 102, CLIENT, 53).build()).unwrap();
     assert_eq!(v, TC_ACT_SHOT);
     assert_eq!(counter(&f.dp, "drop_snat_exhausted"), 1);
     assert_eq!(
@@ -621,7 +627,7 @@ fn hairpin_to_itself_comes_from_the_gateway() {
     let (_, out) = egress(&f, &Pkt::tcp(CONTAINER, 6001, HOST, 8080).build()).unwrap();
     let s = inspect(&out);
     assert_eq!((s.src, s.dst, s.dport), (GATEWAY, CONTAINER, 80));
-    assert!(in_snat_range(s.sport, SNAT_RANGE));
+    assert_eq!(s.sport, 6001, "the original port, free here");
     let (_, out) = egress(&f, &Pkt::tcp(CONTAINER, 80, GATEWAY, s.sport).build()).unwrap();
     let r = inspect(&out);
     assert_eq!(
@@ -989,4 +995,31 @@ fn the_guard_in_tc_drops_what_the_xdp_guard_drops() {
         (TC_ACT_OK, CONTAINER),
         "published traffic still DNATed"
     );
+}
+
+/// Keeping the container's source port must never steal a host socket's traffic: a
+/// host socket that would receive the reply makes the port taken.
+#[test]
+fn masquerade_does_not_keep_a_port_a_host_socket_uses() {
+    let f = fixture("snat-host-socket", false);
+    // This thread is inside the fixture's namespace: these are "host" sockets there.
+    let _udp = std::net::UdpSocket::bind("10.0.0.1:5003").unwrap();
+    let _tcp = std::net::TcpListener::bind("0.0.0.0:5004").unwrap();
+    let (_, out) = egress(&f, &Pkt::udp(CONTAINER, 5003, CLIENT, 53).build()).unwrap();
+    let s = inspect(&out);
+    assert!(
+        in_snat_range(s.sport, SNAT_RANGE),
+        "kept port {} a host UDP socket holds",
+        s.sport
+    );
+    let (_, out) = egress(&f, &Pkt::tcp(CONTAINER, 5004, CLIENT, 80).build()).unwrap();
+    let s = inspect(&out);
+    assert!(
+        in_snat_range(s.sport, SNAT_RANGE),
+        "kept port {} a host listener holds",
+        s.sport
+    );
+    // A free port is kept.
+    let (_, out) = egress(&f, &Pkt::tcp(CONTAINER, 5005, CLIENT, 80).build()).unwrap();
+    assert_eq!(inspect(&out).sport, 5005);
 }
