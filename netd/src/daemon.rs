@@ -513,16 +513,7 @@ impl Daemon {
     pub async fn connect(&self, name: &str, req: ConnectRequest) -> Result<()> {
         let mut g = self.inner.lock().await;
         let inner = &mut *g;
-        let net = inner
-            .state
-            .network(name)
-            .cloned()
-            .ok_or_else(|| not_found_net(name))?;
-        let c = inner
-            .state
-            .container(&req.container)
-            .cloned()
-            .ok_or_else(|| not_found_container(&req.container))?;
+        let (net, c) = network_and_container(&inner.state, name, &req.container)?;
         if !net.is_bridge() {
             return Err(NetdError::InvalidArgument(format!(
                 "container cannot be connected to the {} network: it is not a bridge network",
@@ -587,16 +578,7 @@ impl Daemon {
     pub async fn disconnect(&self, name: &str, container: &str) -> Result<()> {
         let mut g = self.inner.lock().await;
         let inner = &mut *g;
-        let net = inner
-            .state
-            .network(name)
-            .cloned()
-            .ok_or_else(|| not_found_net(name))?;
-        let c = inner
-            .state
-            .container(container)
-            .cloned()
-            .ok_or_else(|| not_found_container(container))?;
+        let (net, c) = network_and_container(&inner.state, name, container)?;
         let Some(att) = c.attachments.iter().find(|a| a.network == net.id).cloned() else {
             return Err(NetdError::NotFound(format!(
                 "container {} is not connected to network {}",
@@ -1056,6 +1038,24 @@ impl Daemon {
         let _ = std::fs::remove_file(self.socket_path());
         Ok(())
     }
+}
+
+/// The network and the container a connect/disconnect names, or the error naming
+/// whichever does not exist.
+fn network_and_container(
+    state: &State,
+    net: &str,
+    container: &str,
+) -> Result<(Network, Container)> {
+    let n = state
+        .network(net)
+        .cloned()
+        .ok_or_else(|| not_found_net(net))?;
+    let c = state
+        .container(container)
+        .cloned()
+        .ok_or_else(|| not_found_container(container))?;
+    Ok((n, c))
 }
 
 /// The default `bridge` network and the built-in `host` and `none`, as in Docker.

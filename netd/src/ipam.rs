@@ -17,25 +17,8 @@ fn invalid(msg: String) -> NetdError {
     NetdError::InvalidArgument(msg)
 }
 
-/// Names: Docker's rule for networks is looser than for containers, but a name must be
-/// usable as a word in our CLI and API paths.
 pub fn validate_network_name(name: &str) -> Result<(), NetdError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(format!(
-            "invalid network name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed (at most 64)"
-        )))
-    }
+    model::validate_docker_name("network", name)
 }
 
 fn parse_cidr(what: &str, s: &str) -> Result<Ipv4Network, NetdError> {

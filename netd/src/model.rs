@@ -334,6 +334,11 @@ pub struct ConnectRequest {
 
 /// Container names follow Docker's rule.
 pub fn validate_name(name: &str) -> Result<(), NetdError> {
+    validate_docker_name("container", name)
+}
+
+/// Docker's rule for container and network names: [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 64.
+pub fn validate_docker_name(what: &str, name: &str) -> Result<(), NetdError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -347,7 +352,7 @@ pub fn validate_name(name: &str) -> Result<(), NetdError> {
         Ok(())
     } else {
         Err(NetdError::InvalidArgument(format!(
-            "invalid container name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed (at most 64)"
+            "invalid {what} name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed (at most 64)"
         )))
     }
 }
