@@ -294,10 +294,12 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
+        // Padded by hand: a format width is capped at 65535, and a cell (a container's
+        // ports) can be longer.
         let s: Vec<String> = cells
             .iter()
             .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .map(|(i, c)| format!("{c}{}", " ".repeat(widths[i].saturating_sub(c.len()))))
             .collect();
         println!("{}", s.join("   ").trim_end());
     };
@@ -315,23 +317,49 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// A container's ports as `docker ps` shows them: runs of consecutive mappings folded
+/// into one range (`0.0.0.0:8000-8010->80-90/tcp`).
 fn ports_of(c: &Value) -> Vec<String> {
-    c["Ports"]
+    let mut ps: Vec<(String, String, u64, u64)> = c["Ports"]
         .as_array()
         .map(|ps| {
             ps.iter()
                 .map(|p| {
-                    format!(
-                        "{}:{}->{}/{}",
+                    let n = |k: &str| p[k].as_u64().unwrap_or(0);
+                    (
                         s(&p["IP"]),
-                        p["PublicPort"],
-                        p["PrivatePort"],
-                        s(&p["Type"])
+                        s(&p["Type"]),
+                        n("PublicPort"),
+                        n("PrivatePort"),
                     )
                 })
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    ps.sort();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ps.len() {
+        let (ip, proto, h0, c0) = ps[i].clone();
+        let mut j = i;
+        while j + 1 < ps.len() {
+            let (nip, nproto, nh, nc) = &ps[j + 1];
+            let (_, _, h, c) = &ps[j];
+            if *nip == ip && *nproto == proto && *nh == h + 1 && *nc == c + 1 {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        let (h1, c1) = (ps[j].2, ps[j].3);
+        out.push(if j == i {
+            format!("{ip}:{h0}->{c0}/{proto}")
+        } else {
+            format!("{ip}:{h0}-{h1}->{c0}-{c1}/{proto}")
+        });
+        i = j + 1;
+    }
+    out
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -891,5 +919,28 @@ pub fn parse_args() -> Result<Cli, i32> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_fold_into_ranges_like_docker_ps() {
+        let p = |ip: &str, h: u16, c: u16, t: &str| json!({"IP": ip, "PublicPort": h, "PrivatePort": c, "Type": t});
+        let c = json!({"Ports": [
+            p("0.0.0.0", 8002, 82, "tcp"), p("0.0.0.0", 8000, 80, "tcp"), p("0.0.0.0", 8001, 81, "tcp"),
+            p("0.0.0.0", 9000, 90, "tcp"), p("0.0.0.0", 8003, 83, "udp"), p("127.0.0.1", 8004, 84, "tcp"),
+        ]});
+        assert_eq!(
+            ports_of(&c),
+            vec![
+                "0.0.0.0:8000-8002->80-82/tcp",
+                "0.0.0.0:9000->90/tcp",
+                "0.0.0.0:8003->83/udp",
+                "127.0.0.1:8004->84/tcp"
+            ]
+        );
     }
 }
