@@ -888,8 +888,8 @@ fn report(
         let _ = writeln!(text, "\nN = {n} published ports (medians; ratios: /nft = against iptables-nft, /plain = against plain routing)");
         let _ = writeln!(
             text,
-            "{:16} {:>10} {:>6} {:>6} {:>9} {:>10} {:>6} {:>6} {:>9} {:>9} {:>8} {:>8} {:>10} {:>11}",
-            "datapath", "rr/s", "/nft", "/plain", "rr p99us", "conn/s", "/nft", "/plain", "conn p99", "udp rr/s", "Gb/s x1", "Gb/s x2", "masq c/s", "publish ms"
+            "{:16} {:>10} {:>6} {:>6} {:>9} {:>10} {:>6} {:>6} {:>9} {:>9} {:>8} {:>8} {:>10} {:>11} {:>11}",
+            "datapath", "rr/s", "/nft", "/plain", "rr p99us", "conn/s", "/nft", "/plain", "conn p99", "udp rr/s", "Gb/s x1", "Gb/s x2", "masq c/s", "publish ms", "+1 port ms"
         );
         for &dp in dps {
             let Some(c) = get(n, dp) else { continue };
@@ -905,7 +905,7 @@ fn report(
             let crr = med(c, |s| s.crr_rate);
             let _ = writeln!(
                 text,
-                "{:16} {:>10.0} {:>6} {:>6} {:>9.0} {:>10.0} {:>6} {:>6} {:>9.0} {:>9.0} {:>8.2} {:>8.2} {:>10.0} {:>11.1}",
+                "{:16} {:>10.0} {:>6} {:>6} {:>9.0} {:>10.0} {:>6} {:>6} {:>9.0} {:>9.0} {:>8.2} {:>8.2} {:>10.0} {:>11.1} {:>11.1}",
                 dp.name(),
                 rr,
                 ratio(rr, Dp::IptablesNft, &|s| s.rr_rate),
@@ -920,6 +920,7 @@ fn report(
                 med(c, |s| s.tput2_gbps),
                 med(c, |s| s.masq_crr_rate),
                 c.publish_ms,
+                c.one_more_ms,
             );
         }
         if let Some(c) = get(n, Dp::Netd) {
