@@ -70,9 +70,11 @@ pub struct DaemonArgs {
     /// Hand every packet back to the stack instead of redirecting (for comparison).
     #[arg(long)]
     pub no_fast_path: bool,
-    /// Source ports (and ICMP echo ids) masquerade picks from, MIN-MAX. netd reserves
-    /// them in the host namespace (ip_local_reserved_ports) so host sockets never
-    /// collide with masqueraded flows.
+    /// Masquerade keeps a container's own source port when no flow and no host socket
+    /// uses the resulting tuple (as the kernel's MASQUERADE does); otherwise, and for
+    /// ICMP echo ids and ports below 1024, it picks from this range, MIN-MAX. netd
+    /// reserves the range in the host namespace (ip_local_reserved_ports), so host
+    /// sockets never take these ports.
     #[arg(long, default_value = "61000-65535", value_parser = parse_port_range)]
     pub snat_port_range: (u16, u16),
     /// Seconds between conntrack garbage collections.
