@@ -471,13 +471,7 @@ impl Lab {
     /// netavark or CNI bridge+portmap: N port mappings, one per port (as N `-p` would
     /// give), set up by the tool itself inside the host namespace. Returns its time.
     fn peer_setup(&mut self, fillers: u16) -> Result<Duration> {
-        let mut ports: Vec<(u16, &str)> = (1..=fillers).map(|i| (FILLER_BASE + i, "tcp")).collect();
-        ports.extend([
-            (P_RR, "tcp"),
-            (P_CRR, "tcp"),
-            (P_IPERF, "tcp"),
-            (P_UDP, "udp"),
-        ]);
+        let ports = published_ports(fillers);
         let netns_path = format!("/run/netns/{}", self.ctr);
         let t0;
         if self.dp == Dp::Netavark {
@@ -721,6 +715,19 @@ impl Lab {
     }
 }
 
+/// The ports every datapath publishes, in order: N-1 fillers, then the service ports,
+/// so that a linear rule chain walks all N rules before it matches the measured ones.
+fn published_ports(fillers: u16) -> Vec<(u16, &'static str)> {
+    let mut ports: Vec<(u16, &str)> = (1..=fillers).map(|i| (FILLER_BASE + i, "tcp")).collect();
+    ports.extend([
+        (P_RR, "tcp"),
+        (P_CRR, "tcp"),
+        (P_IPERF, "tcp"),
+        (P_UDP, "udp"),
+    ]);
+    ports
+}
+
 /// Docker's rules for the container's ports (shared/PEERS.md), as an iptables-restore
 /// file: a DOCKER nat chain with one DNAT per port and one FORWARD accept per port.
 fn iptables_rules(fillers: u16) -> String {
@@ -735,13 +742,7 @@ fn iptables_rules(fillers: u16) -> String {
     fwd += "-A FORWARD -o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n";
     fwd += "-A FORWARD -o br0 -j DOCKER\n";
     fwd += "-A FORWARD -i br0 ! -o br0 -j ACCEPT\n";
-    let mut ports: Vec<(u16, &str)> = (1..=fillers).map(|i| (FILLER_BASE + i, "tcp")).collect();
-    ports.extend([
-        (P_RR, "tcp"),
-        (P_CRR, "tcp"),
-        (P_IPERF, "tcp"),
-        (P_UDP, "udp"),
-    ]);
+    let ports = published_ports(fillers);
     for (p, proto) in ports {
         let _ = writeln!(
             nat,
@@ -760,13 +761,7 @@ fn nft_rules(fillers: u16) -> String {
     let c = format!("{CTR_NET}.2");
     let mut dnat = String::new();
     let mut accept = String::new();
-    let mut ports: Vec<(u16, &str)> = (1..=fillers).map(|i| (FILLER_BASE + i, "tcp")).collect();
-    ports.extend([
-        (P_RR, "tcp"),
-        (P_CRR, "tcp"),
-        (P_IPERF, "tcp"),
-        (P_UDP, "udp"),
-    ]);
+    let ports = published_ports(fillers);
     for (p, proto) in ports {
         // nft 1.0.6 wants a newline after a dnat statement.
         let _ = writeln!(
