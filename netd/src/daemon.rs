@@ -8,7 +8,7 @@ use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{anyhow, Context};
@@ -601,6 +601,7 @@ impl Daemon {
 
     pub async fn run(self: &Arc<Self>, mut req: RunRequest) -> Result<Container> {
         let mut g = self.inner.lock().await;
+        let mut phases = Phases::start();
         let inner = &mut *g;
         let name = match &req.name {
             Some(n) => {
@@ -718,9 +719,13 @@ impl Daemon {
             auto_remove: req.auto_remove,
             created: now(),
         };
+        // Where the time of a `run` goes, logged at the end: publishing ports is one map
+        // update each, and the rest is the sandbox (namespace, veth, program, process).
+        phases.mark("checks");
         // Commit first: a crash from here on is cleaned up or completed by reconcile.
         inner.state.containers.push(c.clone());
         inner.store.commit(&inner.state)?;
+        phases.mark("store");
         fault("run-committed");
 
         let made = async {
@@ -730,6 +735,7 @@ impl Daemon {
                     set_lo_up(ns).await?;
                 }
             }
+            phases.mark("netns");
             fault("run-netns-created");
             for (i, a) in c.attachments.iter().enumerate() {
                 let net = inner
@@ -738,9 +744,12 @@ impl Daemon {
                     .cloned()
                     .ok_or_else(|| anyhow!("network vanished"))?;
                 plumb(&inner.nl, &c, a, &net, i == 0).await?;
+                phases.mark("veth");
                 inner.dp.attach_endpoint(&a.veth)?;
+                phases.mark("program");
             }
-            sync_maps(inner).await?;
+            let n = install_container(inner, &c).await?;
+            phases.mark(&format!("ports/{n}"));
             anyhow::Ok(())
         }
         .await;
@@ -761,19 +770,22 @@ impl Daemon {
                 return Err(e);
             }
         }
+        phases.mark("process");
         if let Some(m) = inner.state.container_mut(&c.id) {
             *m = c.clone();
         }
         inner.store.commit(&inner.state)?;
+        phases.mark("store");
         info!(
-            "container {} ({}) {}",
+            "container {} ({}) {}: created in {}",
             c.name,
             &c.id[..12],
             c.attachments
                 .iter()
                 .map(|a| a.ip.to_string())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            phases
         );
         Ok(c)
     }
@@ -935,9 +947,10 @@ impl Daemon {
         inner.state.containers.retain(|x| x.id != c.id);
         inner.store.commit(&inner.state)?;
         fault("rm-committed");
+        // Teardown removes the container's own ports and endpoints; nothing else in the
+        // maps depends on it, so there is no full resync (which would cost O(all ports)).
         teardown(inner, &c).await;
         let _ = std::fs::remove_file(self.log_path(&c.id));
-        sync_maps(inner).await?;
         info!("removed container {}", c.name);
         Ok(c.id)
     }
@@ -1185,6 +1198,41 @@ pub fn mode_name(mode: &NetMode, state: &State) -> String {
 }
 
 /// Host-side veth name of interface `n` of container `id` (at most 15 characters).
+/// Wall-clock time of the steps of one operation, for the log.
+struct Phases {
+    start: Instant,
+    last: Instant,
+    steps: Vec<(String, Duration)>,
+}
+
+impl Phases {
+    fn start() -> Phases {
+        let now = Instant::now();
+        Phases {
+            start: now,
+            last: now,
+            steps: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, step: &str) {
+        let now = Instant::now();
+        self.steps.push((step.to_string(), now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} us (", (self.last - self.start).as_micros())?;
+        for (i, (step, d)) in self.steps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{step} {} us", d.as_micros())?;
+        }
+        write!(f, ")")
+    }
+}
+
 fn veth_name(prefix: &str, id: &str, n: usize) -> String {
     let keep = 15 - prefix.len() - 2;
     format!("{prefix}{}{:02}", &id[..keep], n % 100)
@@ -1211,58 +1259,91 @@ async fn set_lo_up(ns: &str) -> anyhow::Result<()> {
 }
 
 /// Rewrites the port, endpoint, local-address and subnet maps from the store.
+/// One container's map entries: its published ports (leading to its first attachment,
+/// as in Docker) and an endpoint per attachment whose veth exists.
+type PortEntries = Vec<(model::PortMapping, Backend)>;
+type EndpointEntries = Vec<(Ipv4Addr, Endpoint)>;
+
+async fn container_entries(
+    inner: &Inner,
+    c: &Container,
+) -> anyhow::Result<(PortEntries, EndpointEntries)> {
+    let mut ports = Vec::new();
+    let mut eps = Vec::new();
+    for (i, a) in c.attachments.iter().enumerate() {
+        let Some(net) = inner.state.network_by_id(&a.network) else {
+            continue;
+        };
+        let Some(link) = inner.nl.link_by_name(&a.veth).await? else {
+            continue;
+        };
+        let gw_mac = inner
+            .nl
+            .link_by_name(&net.bridge)
+            .await?
+            .and_then(|l| l.mac)
+            .unwrap_or_default();
+        if i == 0 {
+            for m in &c.ports {
+                ports.push((
+                    m.clone(),
+                    Backend {
+                        ip: u32::from(a.ip).to_be(),
+                        port: m.container_port.to_be(),
+                        _pad: 0,
+                    },
+                ));
+            }
+        }
+        let mut flags = 0;
+        if net.masquerade && !net.internal {
+            flags |= EP_F_MASQUERADE;
+        }
+        if net.icc {
+            flags |= EP_F_ICC;
+        }
+        if net.internal {
+            flags |= EP_F_INTERNAL;
+        }
+        eps.push((
+            a.ip,
+            Endpoint {
+                ifindex: link.index,
+                net_id: net.net_id,
+                gw_ip: net.gateway.map(|g| u32::from(g).to_be()).unwrap_or(0),
+                flags,
+                mac: a.mac,
+                gw_mac,
+            },
+        ));
+    }
+    Ok((ports, eps))
+}
+
+/// Adds one new container's entries to the maps. `run` uses this rather than
+/// `sync_maps`, so that publishing costs one map update per new port whatever the number
+/// of ports already published (a full sync walks every entry). The endpoint goes in
+/// before the ports that lead to it.
+async fn install_container(inner: &mut Inner, c: &Container) -> anyhow::Result<usize> {
+    let (ports, eps) = container_entries(inner, c).await?;
+    for (ip, ep) in &eps {
+        inner.dp.set_endpoint(*ip, *ep)?;
+    }
+    for (m, b) in &ports {
+        inner.dp.set_port(m, *b)?;
+    }
+    Ok(ports.len())
+}
+
+/// Makes every map hold exactly what the store wants (start, reconcile, and changes
+/// that touch networks or several containers).
 async fn sync_maps(inner: &mut Inner) -> anyhow::Result<()> {
     let mut ports = Vec::new();
     let mut eps = Vec::new();
     for c in &inner.state.containers {
-        for (i, a) in c.attachments.iter().enumerate() {
-            let Some(net) = inner.state.network_by_id(&a.network) else {
-                continue;
-            };
-            let Some(link) = inner.nl.link_by_name(&a.veth).await? else {
-                continue;
-            };
-            let gw_mac = inner
-                .nl
-                .link_by_name(&net.bridge)
-                .await?
-                .and_then(|l| l.mac)
-                .unwrap_or_default();
-            // Published ports lead to the first attachment, as in Docker.
-            if i == 0 {
-                for m in &c.ports {
-                    ports.push((
-                        m.clone(),
-                        Backend {
-                            ip: u32::from(a.ip).to_be(),
-                            port: m.container_port.to_be(),
-                            _pad: 0,
-                        },
-                    ));
-                }
-            }
-            let mut flags = 0;
-            if net.masquerade && !net.internal {
-                flags |= EP_F_MASQUERADE;
-            }
-            if net.icc {
-                flags |= EP_F_ICC;
-            }
-            if net.internal {
-                flags |= EP_F_INTERNAL;
-            }
-            eps.push((
-                a.ip,
-                Endpoint {
-                    ifindex: link.index,
-                    net_id: net.net_id,
-                    gw_ip: net.gateway.map(|g| u32::from(g).to_be()).unwrap_or(0),
-                    flags,
-                    mac: a.mac,
-                    gw_mac,
-                },
-            ));
-        }
+        let (p, e) = container_entries(inner, c).await?;
+        ports.extend(p);
+        eps.extend(e);
     }
     inner.dp.sync_ports(&ports)?;
     inner.dp.sync_endpoints(&eps)?;
@@ -1371,6 +1452,7 @@ async fn teardown_attachment(inner: &mut Inner, c: &Container, a: &Attachment) {
             c.name, a.ip
         );
     }
+    inner.dp.remove_endpoint(a.ip);
     if let Err(e) = inner.dp.detach_endpoint(&a.veth) {
         warn!("detaching {}: {e:#}", a.veth);
     }

@@ -526,6 +526,15 @@ impl Datapath {
         self.ports.keys().flatten().collect()
     }
 
+    pub fn set_endpoint(&mut self, ip: Ipv4Addr, ep: Endpoint) -> anyhow::Result<()> {
+        self.endpoints.insert(u32::from(ip).to_be(), ep, 0)?;
+        Ok(())
+    }
+
+    pub fn remove_endpoint(&mut self, ip: Ipv4Addr) {
+        let _ = self.endpoints.remove(&u32::from(ip).to_be());
+    }
+
     pub fn sync_endpoints(&mut self, want: &[(Ipv4Addr, Endpoint)]) -> anyhow::Result<()> {
         let keys: HashSet<u32> = want.iter().map(|(ip, _)| u32::from(*ip).to_be()).collect();
         let stale: Vec<u32> = self
