@@ -3,7 +3,8 @@
 //! container namespace behind a bridge), with the same client and the same servers.
 //!
 //! Datapaths: netd (eBPF), Docker's iptables rules (nft and legacy backends), the same
-//! rules in native nftables, and plain routing without NAT (the limit). For each N
+//! rules in native nftables, plain routing without NAT (the limit), and the real peers:
+//! dockerd with and without its userland proxy, netavark, CNI bridge+portmap. For each N
 //! (published ports) every datapath is set up once, then measured round by round,
 //! interleaved (A B C D A B C D ...), and medians with min-max are reported.
 //!
@@ -23,6 +24,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
 
+mod docker;
+use docker::Dockerd;
+
 #[derive(Parser, Debug)]
 #[command(about = "netd vs iptables vs nftables vs plain routing, side by side")]
 struct Opts {
@@ -38,14 +42,17 @@ struct Opts {
     /// Seconds per load run.
     #[arg(long)]
     secs: Option<f64>,
-    /// Only these datapaths (netd, iptables-nft, iptables-legacy, nftables, plain).
+    /// Only these datapaths (netd, iptables-nft, iptables-legacy, nftables, dockerd,
+    /// dockerd-no-proxy, netavark, cni-portmap, plain).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
-    /// The real peers (netavark, CNI portmap) publish one rule at a time: about a minute
-    /// per 1,000 ports here. Above this N they are skipped (with the reason printed) so
-    /// that a full run stays under 30 minutes.
-    #[arg(long, default_value_t = 1000)]
-    peer_max_ports: usize,
+    /// The real peers (dockerd, netavark, CNI portmap) publish one rule (and dockerd one
+    /// proxy per port and family) at a time: one to two minutes per 1,000 ports here, to
+    /// set up and remove. Above this N they are skipped, with the reason printed, so that
+    /// a full run stays under 30 minutes and a quick one under 3 (default: 1000, and 100
+    /// with --quick).
+    #[arg(long)]
+    peer_max_ports: Option<usize>,
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
     #[arg(long, env = "NETD_BIN")]
@@ -60,17 +67,21 @@ enum Dp {
     IptablesNft,
     IptablesLegacy,
     Nftables,
+    Dockerd,
+    DockerdNoProxy,
     Netavark,
     Cni,
     Plain,
 }
 
 impl Dp {
-    const ALL: [Dp; 7] = [
+    const ALL: [Dp; 9] = [
         Dp::Netd,
         Dp::IptablesNft,
         Dp::IptablesLegacy,
         Dp::Nftables,
+        Dp::Dockerd,
+        Dp::DockerdNoProxy,
         Dp::Netavark,
         Dp::Cni,
         Dp::Plain,
@@ -81,6 +92,8 @@ impl Dp {
             Dp::IptablesNft => "iptables-nft",
             Dp::IptablesLegacy => "iptables-legacy",
             Dp::Nftables => "nftables",
+            Dp::Dockerd => "dockerd",
+            Dp::DockerdNoProxy => "dockerd-no-proxy",
             Dp::Netavark => "netavark",
             Dp::Cni => "cni-portmap",
             Dp::Plain => "plain",
@@ -89,7 +102,13 @@ impl Dp {
 
     /// Real peers: set up by their own tools, skipped (with the reason) if unavailable.
     fn is_peer(self) -> bool {
-        matches!(self, Dp::Netavark | Dp::Cni)
+        matches!(
+            self,
+            Dp::Dockerd | Dp::DockerdNoProxy | Dp::Netavark | Dp::Cni
+        )
+    }
+    fn is_docker(self) -> bool {
+        matches!(self, Dp::Dockerd | Dp::DockerdNoProxy)
     }
     fn short(self) -> &'static str {
         match self {
@@ -97,6 +116,8 @@ impl Dp {
             Dp::IptablesNft => "in",
             Dp::IptablesLegacy => "il",
             Dp::Nftables => "nf",
+            Dp::Dockerd => "dk",
+            Dp::DockerdNoProxy => "dn",
             Dp::Netavark => "nv",
             Dp::Cni => "cn",
             Dp::Plain => "pl",
@@ -176,6 +197,21 @@ fn sweep() {
             let _ = ip(&["netns", "del", &name]);
         }
     }
+    // dockerd's containers live in cgroups of the run's name, not in its namespaces.
+    for parent in docker::stale_cgroup_parents() {
+        docker::remove_cgroups(&parent);
+    }
+    if let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if let Some(rest) = n.strip_prefix("ndb-") {
+                let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
     if let Ok(rd) = std::fs::read_dir("/sys/fs/bpf") {
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
@@ -208,8 +244,10 @@ struct Lab {
     servers: Vec<Child>,
     /// Where the client sends: the published address, or the container (plain).
     target: String,
-    /// Container address (for masquerade runs the container is the client).
     netd_pid: Option<u32>,
+    dockerd: Option<Dockerd>,
+    /// The CNI bridge plugin's result, which portmap and DEL take back.
+    cni_result: Option<Value>,
 }
 
 impl Lab {
@@ -229,6 +267,8 @@ impl Lab {
                 HOST_IP.into()
             },
             netd_pid: None,
+            dockerd: None,
+            cni_result: None,
         };
         let _ = std::fs::remove_dir_all(&lab.dir);
         std::fs::create_dir_all(&lab.dir)?;
@@ -272,7 +312,9 @@ impl Lab {
         ip(&["-n", &lab.client, "link", "set", "cl0", "up"])?;
         ip(&["-n", &lab.host, "route", "add", "default", "via", CLIENT_IP])?;
         in_ns(&lab.host, 0, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-        if dp.is_peer() {
+        if dp.is_docker() {
+            // dockerd makes the container's namespace; it gets a name once it exists.
+        } else if dp.is_peer() {
             // The peer's own tool makes the bridge and the veth.
             ip(&["netns", "add", &lab.ctr])?;
             ip(&["-n", &lab.ctr, "link", "set", "lo", "up"])?;
@@ -353,7 +395,8 @@ impl Lab {
             .arg(self.dir.join("run"))
             .args(["--bpf-dir", &format!("/sys/fs/bpf/{}-nd", prefix())])
             .args(["--netns-prefix", &format!("{}-nd-c-", prefix())])
-            .env("RUST_LOG", "warn")
+            // Info: the log says where the time of each `run` goes.
+            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -426,6 +469,7 @@ impl Lab {
                     .push(spawn_in_ns(&self.ctr, 1, &["sh", "-c", &servers])?);
                 Duration::ZERO
             }
+            Dp::Dockerd | Dp::DockerdNoProxy => self.docker_setup(fillers, tester)?,
             Dp::Netavark | Dp::Cni => {
                 let took = self.peer_setup(fillers)?;
                 self.servers
@@ -465,6 +509,54 @@ impl Lab {
             &[&t, "serve-crr", &P_MASQ.to_string()],
         )?);
         std::thread::sleep(Duration::from_millis(300));
+        Ok(took)
+    }
+
+    /// dockerd: starts it (with or without the userland proxy), then `docker run -p` with
+    /// the N ports as a user would write them (a range of fillers, then the service
+    /// ports), the servers being the container's own command, pinned with --cpuset-cpus.
+    /// Returns the time `docker run` took.
+    fn docker_setup(&mut self, fillers: u16, tester: &Path) -> Result<Duration> {
+        let image = docker::build_image(&shared_dir(), tester)?;
+        let dk = Dockerd::start(
+            &self.host,
+            &self.dir,
+            &format!("{}-{}", prefix(), self.dp.short()),
+            self.dp == Dp::Dockerd,
+            &image,
+        )?;
+        let t = docker::TESTER;
+        let servers = format!(
+            "{t} serve-echo {P_RR} & {t} serve-crr {P_CRR} & {t} serve-udp {P_UDP} & exec iperf3 -s -p {P_IPERF}"
+        );
+        let mut args: Vec<String> = ["run", "-d", "--name", "srv", "--cpuset-cpus", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if fillers > 0 {
+            let (a, b) = (FILLER_BASE + 1, FILLER_BASE + fillers);
+            args.push("-p".into());
+            args.push(format!("{a}-{b}:{a}-{b}"));
+        }
+        for (p, proto) in published_ports(0) {
+            args.push("-p".into());
+            args.push(format!("{p}:{p}/{proto}"));
+        }
+        args.extend([docker::IMAGE.to_string(), "sh".into(), "-c".into(), servers]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let t0 = Instant::now();
+        let out = dk.docker(&refs);
+        let took = t0.elapsed();
+        self.dockerd = Some(dk);
+        out?;
+        let pid = self
+            .dockerd
+            .as_ref()
+            .map(|d| d.container_pid("srv"))
+            .transpose()?
+            .unwrap_or(0);
+        self.ctr = format!("{}-{}-c", prefix(), self.dp.short());
+        ip(&["netns", "attach", &self.ctr, &pid.to_string()])?;
         Ok(took)
     }
 
@@ -511,46 +603,128 @@ impl Lab {
                 );
             }
         } else {
-            let data = self.dir.join("cni-ipam");
-            let bridge = serde_json::json!({"cniVersion": "1.0.0", "name": "pcni", "type": "bridge", "bridge": "pcni0",
-                "isGateway": true, "ipMasq": true,
-                "ipam": {"type": "host-local", "subnet": format!("{CTR_NET}.0/24"), "routes": [{"dst": "0.0.0.0/0"}], "dataDir": data}});
-            let host = self.host.clone();
-            let plugin = |name: &str, conf: &Value| -> Result<Value> {
-                use std::io::Write;
-                let mut c = Command::new("ip")
-                    .args(["netns", "exec", &host, &format!("/usr/lib/cni/{name}")])
-                    .env("CNI_COMMAND", "ADD")
-                    .env("CNI_CONTAINERID", "ndbsrv")
-                    .env("CNI_NETNS", &netns_path)
-                    .env("CNI_IFNAME", "eth0")
-                    .env("CNI_PATH", "/usr/lib/cni")
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()?;
-                if let Some(mut i) = c.stdin.take() {
-                    i.write_all(&serde_json::to_vec(conf)?)?;
-                }
-                let o = c.wait_with_output()?;
-                if !o.status.success() {
-                    bail!(
-                        "CNI {name}: {} {}",
-                        String::from_utf8_lossy(&o.stdout).trim(),
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    );
-                }
-                Ok(serde_json::from_slice(&o.stdout)?)
-            };
             t0 = Instant::now();
-            let result = plugin("bridge", &bridge)?;
+            let result = self.cni("ADD", "bridge", &self.cni_bridge_conf())?;
             let maps: Vec<Value> = ports
                 .iter()
                 .map(|(p, proto)| serde_json::json!({"hostPort": p, "containerPort": p, "protocol": proto}))
                 .collect();
             let portmap = serde_json::json!({"cniVersion": "1.0.0", "name": "pcni", "type": "portmap",
                 "capabilities": {"portMappings": true}, "runtimeConfig": {"portMappings": maps}, "prevResult": result});
-            plugin("portmap", &portmap)?;
+            self.cni("ADD", "portmap", &portmap)?;
+            self.cni_result = Some(portmap);
+        }
+        Ok(t0.elapsed())
+    }
+
+    fn cni_bridge_conf(&self) -> Value {
+        let data = self.dir.join("cni-ipam");
+        serde_json::json!({"cniVersion": "1.0.0", "name": "pcni", "type": "bridge", "bridge": "pcni0",
+            "isGateway": true, "ipMasq": true,
+            "ipam": {"type": "host-local", "subnet": format!("{CTR_NET}.0/24"), "routes": [{"dst": "0.0.0.0/0"}], "dataDir": data}})
+    }
+
+    /// Runs CNI plugin `name` with `command` (ADD or DEL) in the host namespace.
+    fn cni(&self, command: &str, name: &str, conf: &Value) -> Result<Value> {
+        use std::io::Write;
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", &self.host, &format!("/usr/lib/cni/{name}")])
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", "ndbsrv")
+            .env("CNI_NETNS", format!("/run/netns/{}", self.ctr))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut i) = c.stdin.take() {
+            i.write_all(&serde_json::to_vec(conf)?)?;
+        }
+        let o = c.wait_with_output()?;
+        if !o.status.success() {
+            bail!(
+                "CNI {command} {name}: {} {}",
+                String::from_utf8_lossy(&o.stdout).trim(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        if o.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        Ok(serde_json::from_slice(&o.stdout)?)
+    }
+
+    /// Time to remove everything published (the container, for the agents; the rules,
+    /// for the hand-written rule sets).
+    fn remove(&mut self) -> Result<Duration> {
+        let t0 = Instant::now();
+        match self.dp {
+            Dp::Netd => {
+                self.netd(&["rm", "-f", "srv"])?;
+            }
+            Dp::Dockerd | Dp::DockerdNoProxy => {
+                if let Some(dk) = &self.dockerd {
+                    dk.docker(&["rm", "-f", "srv"])?;
+                }
+            }
+            Dp::IptablesNft | Dp::IptablesLegacy => {
+                // One transaction, as a restore, that empties the container's chains.
+                let file = self.dir.join("remove");
+                std::fs::write(
+                    &file,
+                    "*nat\n-F DOCKER\n-A DOCKER -i br0 -j RETURN\nCOMMIT\n*filter\n-F DOCKER\nCOMMIT\n",
+                )?;
+                let restore = if self.dp == Dp::IptablesNft {
+                    "iptables-nft-restore"
+                } else {
+                    "iptables-legacy-restore"
+                };
+                let t0 = Instant::now();
+                in_ns(
+                    &self.host,
+                    0,
+                    &[restore, "--noflush", &file.display().to_string()],
+                )?;
+                return Ok(t0.elapsed());
+            }
+            Dp::Nftables => {
+                let file = self.dir.join("remove");
+                std::fs::write(
+                    &file,
+                    "flush chain ip docker DOCKER\nflush chain ip docker FWD\n",
+                )?;
+                let t0 = Instant::now();
+                in_ns(&self.host, 0, &["nft", "-f", &file.display().to_string()])?;
+                return Ok(t0.elapsed());
+            }
+            Dp::Netavark => {
+                let o = Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &self.host,
+                        "/usr/lib/podman/netavark",
+                        "--config",
+                    ])
+                    .arg(self.dir.join("nv-config"))
+                    .args(["teardown", &format!("/run/netns/{}", self.ctr)])
+                    .stdin(std::fs::File::open(self.dir.join("nv.json"))?)
+                    .output()?;
+                if !o.status.success() {
+                    bail!(
+                        "netavark teardown: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    );
+                }
+            }
+            Dp::Cni => {
+                if let Some(portmap) = self.cni_result.take() {
+                    self.cni("DEL", "portmap", &portmap)?;
+                    self.cni("DEL", "bridge", &self.cni_bridge_conf())?;
+                }
+            }
+            Dp::Plain => return Ok(Duration::ZERO),
         }
         Ok(t0.elapsed())
     }
@@ -644,9 +818,50 @@ impl Lab {
                 )?;
                 Ok(t0.elapsed())
             }
-            // The peers' tools set up a whole container: no "one more port" operation.
+            // As for netd: a container with one published port (Docker has no way to add
+            // a port to a running container).
+            Dp::Dockerd | Dp::DockerdNoProxy => {
+                let dk = self
+                    .dockerd
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("dockerd is not running"))?;
+                let t0 = Instant::now();
+                dk.docker(&[
+                    "run",
+                    "-d",
+                    "--name",
+                    "extra",
+                    "-p",
+                    "31000:80",
+                    docker::IMAGE,
+                    "sleep",
+                    "600",
+                ])?;
+                let took = t0.elapsed();
+                dk.docker(&["rm", "-f", "extra"])?;
+                Ok(took)
+            }
+            // netavark's and CNI's tools set up a whole container: no "one more port".
             Dp::Plain | Dp::Netavark | Dp::Cni => Ok(Duration::ZERO),
         }
+    }
+
+    /// The phases of netd's `run` of container `name`, from its log line, and the time
+    /// of the port map updates among them (microseconds).
+    fn netd_phases(&self, name: &str) -> Option<(String, f64)> {
+        let log = std::fs::read_to_string(self.dir.join("daemon.log")).ok()?;
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains(&format!("container {name} (")) && l.contains("created in"))?;
+        let phases = line.split("created in ").nth(1)?.trim().to_string();
+        let ports_us = phases
+            .split(['(', ','])
+            .map(str::trim)
+            .find(|s| s.starts_with("ports/"))
+            .and_then(|s| s.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())?;
+        Some((phases, ports_us))
     }
 
     fn flush_conntrack(&self) {
@@ -660,22 +875,17 @@ impl Lab {
         }
     }
 
-    /// netd's RSS and the memlock of its maps, in bytes.
-    fn memory(&self) -> (u64, u64) {
+    /// The agent's RSS, the memlock of netd's maps, and the RSS of dockerd's userland
+    /// proxies, in bytes.
+    fn memory(&self) -> (u64, u64, u64) {
+        if let Some(dk) = &self.dockerd {
+            let (agent, proxies) = dk.memory(&self.host);
+            return (agent, 0, proxies);
+        }
         let Some(pid) = self.netd_pid else {
-            return (0, 0);
+            return (0, 0, 0);
         };
-        let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .and_then(|k| k.parse::<u64>().ok())
-                })
-            })
-            .unwrap_or(0)
-            * 1024;
+        let rss = rss_of(Path::new(&format!("/proc/{pid}")));
         let maps = run("bpftool", &["-j", "map", "show"])
             .ok()
             .and_then(|s| serde_json::from_str::<Value>(&s).ok())
@@ -686,7 +896,7 @@ impl Lab {
             .filter(|m| m["name"].as_str().is_some_and(|n| n.starts_with("NETD_")))
             .map(|m| m["bytes_memlock"].as_u64().unwrap_or(0))
             .sum();
-        (rss, maps)
+        (rss, maps, 0)
     }
 
     fn teardown(&mut self) {
@@ -705,6 +915,10 @@ impl Lab {
             }
             let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/{}-nd", prefix()));
         }
+        if let Some(mut dk) = self.dockerd.take() {
+            let _ = dk.docker(&["rm", "-f", "srv", "extra"]);
+            dk.stop();
+        }
         for ns in [&self.ctr, &self.client, &self.host] {
             if Path::new("/run/netns").join(ns).exists() {
                 kill_ns(ns);
@@ -713,6 +927,26 @@ impl Lab {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// VmRSS of the process at `proc_dir` (/proc/PID), in bytes.
+fn rss_of(proc_dir: &Path) -> u64 {
+    std::fs::read_to_string(proc_dir.join("status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<u64>().ok())
+            })
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Files every lab of this run shares (the dockerd image).
+fn shared_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("{}-shared", prefix()))
 }
 
 /// The ports every datapath publishes, in order: N-1 fillers, then the service ports,
@@ -880,6 +1114,12 @@ struct Cell {
     remove_ms: f64,
     rss_bytes: u64,
     map_bytes: u64,
+    /// dockerd's userland proxies.
+    proxy_rss_bytes: u64,
+    /// netd: where the time of the '+1 port' container went, from the daemon's log.
+    one_more_phases: String,
+    /// netd: of that, the time its port map updates took.
+    one_more_ports_us: f64,
 }
 
 /// (median, min, max)
@@ -909,7 +1149,12 @@ fn main() -> Result<()> {
     } else {
         vec![1, 100, 1000, 10000]
     });
-    let secs = opts.secs.unwrap_or(if opts.quick { 1.0 } else { 3.0 });
+    // Nine datapaths, five rounds, four N, and the peers' minutes of setup at N=1000 fit
+    // in 30 minutes with 1 s per load run; medians of five rounds make up for it.
+    let secs = opts.secs.unwrap_or(1.0);
+    let peer_max_ports = opts
+        .peer_max_ports
+        .unwrap_or(if opts.quick { 100 } else { 1000 });
     let dps: Vec<Dp> = Dp::ALL
         .into_iter()
         .filter(|d| {
@@ -940,9 +1185,15 @@ fn main() -> Result<()> {
             println!("  {tool}: {}", v.lines().next().unwrap_or("").trim());
         }
     }
-    println!(
-        "  dockerd (with and without --userland-proxy): not measured by this version of the bench"
-    );
+    for (tool, args) in [
+        ("dockerd", &["--version"][..]),
+        ("/usr/lib/podman/netavark", &["--version"][..]),
+    ] {
+        match run(tool, args) {
+            Ok(v) => println!("  {tool}: {}", v.lines().next().unwrap_or("").trim()),
+            Err(_) => println!("  {tool}: not installed (its datapath will be skipped)"),
+        }
+    }
 
     let total = (ports.len() * dps.len() * rounds) as u64;
     let bar = ProgressBar::new(total);
@@ -954,9 +1205,9 @@ fn main() -> Result<()> {
     for &n in &ports {
         let mut labs = Vec::new();
         for &dp in &dps {
-            if dp.is_peer() && n > opts.peer_max_ports {
+            if dp.is_peer() && n > peer_max_ports {
                 bar.println(format!(
-                    "skipping {} at N={n}: it publishes one rule at a time (about a minute per 1,000 ports); raise --peer-max-ports to include it",
+                    "skipping {} at N={n}: it publishes one rule at a time (one to two minutes per 1,000 ports to set up and remove); raise --peer-max-ports to include it",
                     dp.name()
                 ));
                 bar.inc(rounds as u64);
@@ -981,6 +1232,12 @@ fn main() -> Result<()> {
                 .one_more()
                 .map(|d| d.as_secs_f64() * 1e3)
                 .unwrap_or(f64::NAN);
+            if dp == Dp::Netd {
+                if let Some((phases, ports_us)) = lab.netd_phases("extra") {
+                    cell.one_more_phases = phases;
+                    cell.one_more_ports_us = ports_us;
+                }
+            }
             labs.push(lab);
         }
         for r in 0..rounds {
@@ -994,18 +1251,20 @@ fn main() -> Result<()> {
         }
         for mut lab in labs {
             let cell = results.entry((n, lab.dp)).or_default();
-            let (rss, maps) = lab.memory();
+            let (rss, maps, proxies) = lab.memory();
             cell.rss_bytes = rss;
             cell.map_bytes = maps;
-            if lab.dp == Dp::Netd {
-                let t0 = Instant::now();
-                let _ = lab.netd(&["rm", "-f", "srv"]);
-                cell.remove_ms = t0.elapsed().as_secs_f64() * 1e3;
-            }
+            cell.proxy_rss_bytes = proxies;
+            bar.set_message(format!("N={n}: removing {}", lab.dp.name()));
+            cell.remove_ms = lab
+                .remove()
+                .map(|d| d.as_secs_f64() * 1e3)
+                .unwrap_or(f64::NAN);
             lab.teardown();
         }
     }
     bar.finish_and_clear();
+    let _ = std::fs::remove_dir_all(shared_dir());
     report(&results, &ports, &dps, &opts.out)
 }
 
@@ -1018,11 +1277,23 @@ fn report(
     let get = |n: usize, dp: Dp| results.get(&(n, dp));
     let mut text = String::new();
     for &n in ports {
-        let _ = writeln!(text, "\nN = {n} published ports (medians; ratios: /nft = against iptables-nft, /plain = against plain routing)");
+        let _ = writeln!(text, "\nN = {n} published ports: traffic (medians of the rounds, min-max of conn/s; /nft = against iptables-nft, /plain = against plain routing)");
         let _ = writeln!(
             text,
-            "{:16} {:>10} {:>6} {:>6} {:>9} {:>10} {:>6} {:>6} {:>9} {:>9} {:>8} {:>8} {:>10} {:>11} {:>11}",
-            "datapath", "rr/s", "/nft", "/plain", "rr p99us", "conn/s", "/nft", "/plain", "conn p99", "udp rr/s", "Gb/s x1", "Gb/s x2", "masq c/s", "publish ms", "+1 port ms"
+            "{:16} {:>8} {:>5} {:>6} {:>10} {:>14} {:>5} {:>6} {:>10} {:>8} {:>7} {:>7} {:>8}",
+            "datapath",
+            "rr/s",
+            "/nft",
+            "/plain",
+            "rr p50/99",
+            "conn/s",
+            "/nft",
+            "/plain",
+            "conn p50/99",
+            "udp rr/s",
+            "Gb/s x1",
+            "Gb/s x2",
+            "masq c/s"
         );
         for &dp in dps {
             let Some(c) = get(n, dp) else { continue };
@@ -1036,40 +1307,81 @@ fn report(
             };
             let rr = med(c, |s| s.rr_rate);
             let crr = med(c, |s| s.crr_rate);
+            let (_, lo, hi) = stats(&c.samples.iter().map(|s| s.crr_rate).collect::<Vec<_>>());
+            let masq = if dp == Dp::Plain {
+                "-".to_string()
+            } else {
+                format!("{:.0}", med(c, |s| s.masq_crr_rate))
+            };
             let _ = writeln!(
                 text,
-                "{:16} {:>10.0} {:>6} {:>6} {:>9.0} {:>10.0} {:>6} {:>6} {:>9.0} {:>9.0} {:>8.2} {:>8.2} {:>10.0} {:>11.1} {:>11.1}",
+                "{:16} {:>8.0} {:>5} {:>6} {:>10} {:>14} {:>5} {:>6} {:>10} {:>8.0} {:>7.2} {:>7.2} {:>8}",
                 dp.name(),
                 rr,
                 ratio(rr, Dp::IptablesNft, &|s| s.rr_rate),
                 ratio(rr, Dp::Plain, &|s| s.rr_rate),
-                med(c, |s| s.rr_p99_us as f64),
-                crr,
+                format!("{:.0}/{:.0}", med(c, |s| s.rr_p50_us as f64), med(c, |s| s.rr_p99_us as f64)),
+                format!("{crr:.0} ({lo:.0}-{hi:.0})"),
                 ratio(crr, Dp::IptablesNft, &|s| s.crr_rate),
                 ratio(crr, Dp::Plain, &|s| s.crr_rate),
-                med(c, |s| s.crr_p99_us as f64),
+                format!("{:.0}/{:.0}", med(c, |s| s.crr_p50_us as f64), med(c, |s| s.crr_p99_us as f64)),
                 med(c, |s| s.udp_rr_rate),
                 med(c, |s| s.tput1_gbps),
                 med(c, |s| s.tput2_gbps),
-                med(c, |s| s.masq_crr_rate),
-                c.publish_ms,
-                c.one_more_ms,
+                masq,
+            );
+        }
+        let _ = writeln!(text, "\nN = {n}: control plane and memory (latencies in us; agent = netd, or dockerd+containerd+shims)");
+        let _ = writeln!(
+            text,
+            "{:16} {:>11} {:>11} {:>11} {:>9} {:>11} {:>11}",
+            "datapath",
+            "publish ms",
+            "+1 port ms",
+            "remove ms",
+            "agent MB",
+            "proxies MB",
+            "BPF maps MB"
+        );
+        let mb = |b: u64| {
+            if b == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}", b as f64 / 1e6)
+            }
+        };
+        let ms = |v: f64, applies: bool| {
+            if applies && v.is_finite() {
+                format!("{v:.1}")
+            } else {
+                "-".to_string()
+            }
+        };
+        for &dp in dps {
+            let Some(c) = get(n, dp) else { continue };
+            let _ = writeln!(
+                text,
+                "{:16} {:>11} {:>11} {:>11} {:>9} {:>11} {:>11}",
+                dp.name(),
+                ms(c.publish_ms, dp != Dp::Plain),
+                ms(
+                    c.one_more_ms,
+                    !matches!(dp, Dp::Plain | Dp::Netavark | Dp::Cni)
+                ),
+                ms(c.remove_ms, dp != Dp::Plain),
+                mb(c.rss_bytes),
+                mb(c.proxy_rss_bytes),
+                mb(c.map_bytes),
             );
         }
         if let Some(c) = get(n, Dp::Netd) {
-            let (lo, hi) = {
-                let v: Vec<f64> = c.samples.iter().map(|s| s.crr_rate).collect();
-                let (_, lo, hi) = stats(&v);
-                (lo, hi)
-            };
-            let _ = writeln!(
-                text,
-                "netd: conn/s min-max {lo:.0}-{hi:.0}; one more port at N: {:.1} ms; remove all: {:.1} ms; agent RSS {:.1} MB; BPF maps {:.1} MB",
-                c.one_more_ms,
-                c.remove_ms,
-                c.rss_bytes as f64 / 1e6,
-                c.map_bytes as f64 / 1e6
-            );
+            if !c.one_more_phases.is_empty() {
+                let _ = writeln!(
+                    text,
+                    "netd '+1 port' is a whole container; of it, the port map update took {:.0} us. Phases: {}",
+                    c.one_more_ports_us, c.one_more_phases
+                );
+            }
         }
     }
     print!("{text}");
@@ -1104,7 +1416,17 @@ fn plot(
     let root = SVGBackend::new(path, (1100, 450)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let (left, right) = root.split_horizontally(550);
-    let colors = [RED, BLUE, GREEN, MAGENTA, BLACK];
+    let colors = [
+        RED,
+        BLUE,
+        GREEN,
+        MAGENTA,
+        RGBColor(255, 140, 0),
+        RGBColor(139, 69, 19),
+        CYAN,
+        RGBColor(128, 128, 0),
+        BLACK,
+    ];
     let xmax = *ports.iter().max().unwrap_or(&1) as f64;
     let xs = |n: usize| (n.max(1) as f64).log10();
     let draw = |area: &DrawingArea<SVGBackend, plotters::coord::Shift>,

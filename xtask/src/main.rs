@@ -301,6 +301,7 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     // Real peers, run by their own tools inside the bench's namespaces.
     ("/usr/lib/podman/netavark", "netavark"),
     ("/usr/lib/cni/portmap", "containernetworking-plugins"),
+    ("dockerd", "docker.io"),
 ];
 
 fn bench(args: &[String]) -> Result<()> {
@@ -315,6 +316,16 @@ fn bench(args: &[String]) -> Result<()> {
             }
         })
         .map(|(_, p)| *p)
+        // Where systemd runs, installing docker.io starts dockerd in the machine's own
+        // namespace, with its iptables rules: the bench never does that. dockerd is then
+        // skipped, and says why.
+        .filter(|p| {
+            let refuse = *p == "docker.io" && Path::new("/run/systemd/system").exists();
+            if refuse {
+                say("not installing docker.io: under systemd its package starts dockerd in the machine's own namespace");
+            }
+            !refuse
+        })
         .collect();
     if !missing.is_empty() {
         say(&format!(
