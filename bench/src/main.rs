@@ -21,7 +21,7 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod docker;
@@ -55,13 +55,17 @@ struct Opts {
     peer_max_ports: Option<usize>,
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// Measure nothing: print the tables and draw the plot again from a JSON file of
+    /// an earlier run (into --out).
+    #[arg(long)]
+    replot: Option<PathBuf>,
     #[arg(long, env = "NETD_BIN")]
     netd: PathBuf,
     #[arg(long, env = "NETD_TESTER")]
     tester: PathBuf,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum Dp {
     Netd,
     IptablesNft,
@@ -1012,7 +1016,8 @@ fn nft_rules(fillers: u16) -> String {
     )
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 struct Sample {
     rr_rate: f64,
     rr_p50_us: u64,
@@ -1106,7 +1111,8 @@ fn measure(lab: &Lab, tester: &Path, secs: f64) -> Result<Sample> {
     })
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 struct Cell {
     samples: Vec<Sample>,
     publish_ms: f64,
@@ -1143,6 +1149,9 @@ fn med(cell: &Cell, f: impl Fn(&Sample) -> f64) -> f64 {
 
 fn main() -> Result<()> {
     let opts = Opts::parse();
+    if let Some(file) = &opts.replot {
+        return replot(file, &opts.out);
+    }
     let rounds = opts.rounds.unwrap_or(if opts.quick { 1 } else { 5 });
     let ports = opts.ports.clone().unwrap_or(if opts.quick {
         vec![1, 1000]
@@ -1266,6 +1275,34 @@ fn main() -> Result<()> {
     bar.finish_and_clear();
     let _ = std::fs::remove_dir_all(shared_dir());
     report(&results, &ports, &dps, &opts.out)
+}
+
+fn replot(file: &Path, out: &Path) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Row {
+        ports: usize,
+        datapath: String,
+        cell: Cell,
+    }
+    let rows: Vec<Row> = serde_json::from_slice(
+        &std::fs::read(file).with_context(|| format!("reading {}", file.display()))?,
+    )
+    .with_context(|| format!("{} is not a bench JSON file", file.display()))?;
+    let mut results = BTreeMap::new();
+    for r in rows {
+        let dp = Dp::ALL
+            .into_iter()
+            .find(|d| d.name() == r.datapath)
+            .ok_or_else(|| anyhow!("unknown datapath {:?} in {}", r.datapath, file.display()))?;
+        results.insert((r.ports, dp), r.cell);
+    }
+    let mut ports: Vec<usize> = results.keys().map(|(n, _)| *n).collect();
+    ports.dedup();
+    let mut dps: Vec<Dp> = results.keys().map(|(_, d)| *d).collect();
+    dps.sort();
+    dps.dedup();
+    std::fs::create_dir_all(out)?;
+    report(&results, &ports, &dps, out)
 }
 
 fn report(
@@ -1433,7 +1470,12 @@ fn plot(
                 title: &str,
                 f: &dyn Fn(&Cell) -> f64|
      -> Result<()> {
-        let ymax = results.values().map(f).fold(1.0_f64, f64::max) * 1.15;
+        let ymax = results
+            .values()
+            .map(f)
+            .filter(|v| v.is_finite())
+            .fold(1.0_f64, f64::max)
+            * 1.15;
         let mut chart = ChartBuilder::on(area)
             .caption(title, ("sans-serif", 18))
             .margin(12)
@@ -1450,7 +1492,11 @@ fn plot(
             let pts: Vec<(f64, f64)> = ports
                 .iter()
                 .filter_map(|&n| results.get(&(n, *dp)).map(|c| (xs(n), f(c))))
+                .filter(|(_, y)| y.is_finite())
                 .collect();
+            if pts.is_empty() {
+                continue;
+            }
             let color = colors[i % colors.len()];
             chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
@@ -1472,7 +1518,14 @@ fn plot(
     draw(&left, "new connections per second", &|c| {
         med(c, |s| s.crr_rate)
     })?;
-    draw(&right, "time to publish N ports (ms)", &|c| c.publish_ms)?;
+    // Publish times span 1 ms to a minute: a log scale keeps every datapath readable.
+    draw(&right, "time to publish N ports (log10 ms)", &|c| {
+        if c.publish_ms > 0.0 {
+            c.publish_ms.log10().max(0.0)
+        } else {
+            f64::NAN
+        }
+    })?;
     root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())
 }

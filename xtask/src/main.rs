@@ -1,4 +1,4 @@
-//! `cargo xtask run | test | lint | lab up|down`: prerequisites, build, orchestration.
+//! `cargo xtask run | test | lint | bench | lab up|down`: prerequisites, build, orchestration.
 //!
 //! Every command installs what it is missing (nightly rust-src, bpf-linker 0.10.4, the
 //! Debian packages the tests use, a bpffs mount) and says what it does. What it cannot
@@ -48,9 +48,11 @@ enum Cmd {
     },
     /// rustfmt --check and clippy -D warnings on the host crates.
     Lint,
-    /// netd side by side with iptables (nft, legacy), nftables and plain routing.
+    /// netd side by side with iptables (nft, legacy), nftables, dockerd (with and without
+    /// its userland proxy), netavark, CNI portmap and plain routing.
     Bench {
-        /// Arguments for the bench (--quick, --rounds R, --ports 1,100, --secs S, --only a,b).
+        /// Arguments for the bench (--quick, --rounds R, --ports 1,100, --secs S, --only a,b,
+        /// --peer-max-ports N, --replot FILE.json).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
