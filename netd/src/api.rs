@@ -15,10 +15,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::{
-    daemon::{mode_name, Daemon},
+    daemon::Daemon,
     error::NetdError,
-    model::{fmt_mac, ConnectRequest, Container, Network, NetworkSpec, RunRequest},
-    store::State as Store,
+    model::{fmt_mac, mode_name, ConnectRequest, Container, Network, NetworkSpec, RunRequest},
 };
 
 /// The Docker Engine API version netd speaks (docker CLIs negotiate down to it).
@@ -438,11 +437,6 @@ async fn disconnect(
 /// With `inspect`, the shape of `GET /containers/{id}/json` (State an object, Created a
 /// timestamp); otherwise that of the list entries.
 pub fn container_json(c: &Container, nets: &[Network], all: &[Container], inspect: bool) -> Value {
-    let st = Store {
-        networks: nets.to_vec(),
-        containers: all.to_vec(),
-        next_net_id: 0,
-    };
     let ports: Vec<Value> = c
         .ports
         .iter()
@@ -461,7 +455,7 @@ pub fn container_json(c: &Container, nets: &[Network], all: &[Container], inspec
         .attachments
         .iter()
         .filter_map(|a| {
-            let n = st.network_by_id(&a.network)?;
+            let n = nets.iter().find(|n| n.id == a.network)?;
             Some((
                 n.name.clone(),
                 json!({"NetworkID": n.id, "EndpointID": endpoint_id(&c.id, &n.id),
@@ -471,7 +465,7 @@ pub fn container_json(c: &Container, nets: &[Network], all: &[Container], inspec
             ))
         })
         .collect();
-    let mode = mode_name(&c.mode, &st);
+    let mode = mode_name(&c.mode, all);
     let netns = match &c.netns {
         Some(n) => format!("/run/netns/{n}"),
         // --network host: the daemon's own namespace.

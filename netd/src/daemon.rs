@@ -526,7 +526,7 @@ impl Daemon {
             return Err(NetdError::InvalidArgument(format!(
                 "container {} uses network mode {}: it cannot be connected to other networks",
                 c.name,
-                mode_name(&c.mode, &inner.state)
+                model::mode_name(&c.mode, &inner.state.containers)
             )));
         }
         if c.attachments.iter().any(|a| a.network == net.id) {
@@ -620,13 +620,13 @@ impl Daemon {
             if !req.ports.is_empty() {
                 return Err(NetdError::InvalidArgument(format!(
                     "port publishing needs a bridge network, not network mode {}",
-                    mode_name(&mode, &inner.state)
+                    model::mode_name(&mode, &inner.state.containers)
                 )));
             }
             if req.ip.is_some() || !req.aliases.is_empty() {
                 return Err(NetdError::InvalidArgument(format!(
                     "--ip and --alias need a bridge network, not network mode {}",
-                    mode_name(&mode, &inner.state)
+                    model::mode_name(&mode, &inner.state.containers)
                 )));
             }
         }
@@ -1178,23 +1178,6 @@ fn resolve_mode(state: &State, value: &str) -> Result<(NetMode, Option<Network>)
         model::DRIVER_NULL => (NetMode::None, None),
         _ => (NetMode::Bridge, Some(net)),
     })
-}
-
-pub fn mode_name(mode: &NetMode, state: &State) -> String {
-    match mode {
-        NetMode::Bridge => "bridge".into(),
-        NetMode::Host => "host".into(),
-        NetMode::None => "none".into(),
-        NetMode::Container(id) => format!(
-            "container:{}",
-            state
-                .containers
-                .iter()
-                .find(|c| &c.id == id)
-                .map(|c| c.name.as_str())
-                .unwrap_or(id)
-        ),
-    }
 }
 
 /// Host-side veth name of interface `n` of container `id` (at most 15 characters).

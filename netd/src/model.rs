@@ -288,6 +288,23 @@ pub struct Container {
     pub created: u64,
 }
 
+/// Docker's name of a network mode: `bridge`, `host`, `none` or `container:NAME`.
+pub fn mode_name(mode: &NetMode, containers: &[Container]) -> String {
+    match mode {
+        NetMode::Bridge => "bridge".into(),
+        NetMode::Host => "host".into(),
+        NetMode::None => "none".into(),
+        NetMode::Container(id) => format!(
+            "container:{}",
+            containers
+                .iter()
+                .find(|c| &c.id == id)
+                .map(|c| c.name.as_str())
+                .unwrap_or(id)
+        ),
+    }
+}
+
 impl Container {
     /// Whether the namespace is this container's own (removed with it).
     pub fn owns_netns(&self) -> bool {
