@@ -566,12 +566,12 @@ async fn run(
     ))
 }
 
-async fn stats(State(d): D) -> Json<Value> {
-    Json(d.stats().await)
+async fn stats(State(d): D) -> Result<Json<crate::daemon::Stats>, NetdError> {
+    Ok(Json(d.stats().await?))
 }
 
-async fn conntrack(State(d): D) -> Json<Value> {
-    Json(d.conntrack().await)
+async fn conntrack(State(d): D) -> Result<Json<Vec<crate::daemon::ConntrackRow>>, NetdError> {
+    Ok(Json(d.conntrack().await?))
 }
 
 async fn flush_conntrack(State(d): D, Query(q): Q) -> Result<Json<Value>, NetdError> {
@@ -586,7 +586,7 @@ async fn flush_conntrack(State(d): D, Query(q): Q) -> Result<Json<Value>, NetdEr
             )))
         }
     };
-    Ok(Json(json!({ "removed": d.flush_conntrack(proto).await })))
+    Ok(Json(json!({ "removed": d.flush_conntrack(proto).await? })))
 }
 
 async fn logs(State(d): D, Path(id): Path<String>) -> Result<String, NetdError> {

@@ -181,6 +181,10 @@ pub struct Network {
     pub net_id: u32,
     /// Bridge device (driver bridge only).
     pub bridge: String,
+    /// The bridge's MAC, recorded when the bridge was set up: the source MAC of packets
+    /// the datapath redirects into containers.
+    #[serde(default)]
+    pub bridge_mac: [u8; 6],
     pub subnet: Option<Ipv4Network>,
     pub gateway: Option<Ipv4Addr>,
     /// Where automatic addresses come from (default: the whole subnet).
@@ -246,6 +250,10 @@ pub struct Attachment {
     /// Host-side veth name (on the network's bridge).
     pub veth: String,
     pub aliases: Vec<String>,
+    /// ifindex of the host-side veth, recorded when it was plumbed (the endpoint map
+    /// needs it; asking netlink on every map sync cost two round trips an attachment).
+    #[serde(default)]
+    pub host_ifindex: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -400,6 +408,46 @@ pub fn pick_subnet(taken: &[Ipv4Network]) -> Option<Ipv4Network> {
 
 pub fn overlaps(a: &Ipv4Network, b: &Ipv4Network) -> bool {
     a.contains(b.network()) || b.contains(a.network())
+}
+
+/// A network and an attachment with every field set, for unit tests to override.
+#[cfg(test)]
+pub fn test_network() -> Network {
+    Network {
+        id: "n".repeat(64),
+        name: "testnet".into(),
+        driver: DRIVER_BRIDGE.into(),
+        net_id: 1,
+        bridge: "br-test".into(),
+        bridge_mac: [0; 6],
+        subnet: Some("10.1.0.0/24".parse().expect("subnet")),
+        gateway: Some(Ipv4Addr::new(10, 1, 0, 1)),
+        ip_range: None,
+        aux_addresses: BTreeMap::new(),
+        user_subnet: true,
+        internal: false,
+        icc: true,
+        masquerade: true,
+        host_binding_ipv4: Ipv4Addr::UNSPECIFIED,
+        mtu: None,
+        labels: BTreeMap::new(),
+        options: BTreeMap::new(),
+        builtin: false,
+        created: 0,
+    }
+}
+
+#[cfg(test)]
+pub fn test_attachment() -> Attachment {
+    Attachment {
+        network: "n".repeat(64),
+        ifname: "eth0".into(),
+        ip: Ipv4Addr::new(10, 1, 0, 2),
+        mac: mac_for_ip(Ipv4Addr::new(10, 1, 0, 2)),
+        veth: "ndvtest00".into(),
+        aliases: Vec::new(),
+        host_ifindex: 0,
+    }
 }
 
 #[cfg(test)]

@@ -7,12 +7,10 @@
 use std::{net::Ipv4Addr, process::Command};
 
 use netd::{
-    datapath::Datapath,
-    model::{PortMapping, Proto},
+    datapath::{config_flags, Datapath, Settings},
+    model::{Attachment, Network, PortMapping, Proto},
 };
-use netd_common::{
-    ct_kind, prog_names::*, Backend, Endpoint, EP_F_ICC, EP_F_INTERNAL, EP_F_MASQUERADE,
-};
+use netd_common::{ct_kind, prog_names::*, EP_F_ICC, EP_F_INTERNAL, EP_F_MASQUERADE};
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
@@ -142,23 +140,20 @@ fn fixture_with(name: &str, fast_path: bool, snat: (u16, u16)) -> Fixture {
     let dir =
         std::path::PathBuf::from(format!("/sys/fs/bpf/ndt-{}-pkt-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut dp = Datapath::load(&dir).expect("loading the datapath (root? bpffs?)");
-    dp.set_config(uplink, Ipv4Addr::from(HOST), fast_path, snat)
-        .unwrap();
+    let mut dp = Datapath::load(&dir, 4096).expect("loading the datapath (root? bpffs?)");
+    let flags = if fast_path {
+        config_flags::FAST_PATH
+    } else {
+        0
+    };
+    configure(&mut dp, uplink, flags, snat);
     dp.sync_local_addrs(&[Ipv4Addr::from(HOST), Ipv4Addr::from(GATEWAY)])
         .unwrap();
-    let ep = |ifindex, mac| Endpoint {
-        ifindex,
-        net_id: 1,
-        gw_ip: u32::from_ne_bytes(GATEWAY),
-        flags: EP_F_MASQUERADE | EP_F_ICC,
-        mac,
-        gw_mac: GW_MAC,
-    };
     let (ve1, ve2) = (ifindex_of(&netns.0, "ve1"), ifindex_of(&netns.0, "ve2"));
+    let net = network(1, "172.17.0.0/16", EP_F_MASQUERADE | EP_F_ICC);
     dp.sync_endpoints(&[
-        (Ipv4Addr::from(CONTAINER), ep(ve1, CONTAINER_MAC)),
-        (Ipv4Addr::from(OTHER), ep(ve2, OTHER_MAC)),
+        (&attachment(CONTAINER, CONTAINER_MAC, ve1), &net),
+        (&attachment(OTHER, OTHER_MAC, ve2), &net),
     ])
     .unwrap();
     let mut f = Fixture {
@@ -192,12 +187,55 @@ fn publish(f: &mut Fixture, host_ip: [u8; 4], host_port: u16, cport: u16, proto:
         container_port: cport,
         proto,
     };
-    let b = Backend {
-        ip: u32::from(Ipv4Addr::from(CONTAINER)).to_be(),
-        port: cport.to_be(),
-        _pad: 0,
-    };
-    f.dp.set_port(&m, b).unwrap();
+    f.dp.publish(&m, Ipv4Addr::from(CONTAINER)).unwrap();
+}
+
+fn configure(dp: &mut Datapath, uplink: u32, flags: u32, snat: (u16, u16)) {
+    dp.configure(&Settings {
+        uplink_ifindex: uplink,
+        uplink_ip: Ipv4Addr::from(HOST),
+        flags,
+        snat_ports: snat,
+    })
+    .unwrap();
+}
+
+/// A network as the endpoint map sees it: id, subnet, and the policy bits (EP_F_*).
+fn network(net_id: u32, subnet: &str, flags: u32) -> Network {
+    Network {
+        id: format!("{net_id:064}"),
+        name: format!("net{net_id}"),
+        driver: "bridge".into(),
+        net_id,
+        bridge: "br".into(),
+        bridge_mac: GW_MAC,
+        subnet: Some(subnet.parse().unwrap()),
+        gateway: Some(Ipv4Addr::from(GATEWAY)),
+        ip_range: None,
+        aux_addresses: Default::default(),
+        user_subnet: true,
+        internal: flags & EP_F_INTERNAL != 0,
+        icc: flags & EP_F_ICC != 0,
+        masquerade: flags & EP_F_MASQUERADE != 0,
+        host_binding_ipv4: Ipv4Addr::UNSPECIFIED,
+        mtu: None,
+        labels: Default::default(),
+        options: Default::default(),
+        builtin: false,
+        created: 0,
+    }
+}
+
+fn attachment(ip: [u8; 4], mac: [u8; 6], host_ifindex: u32) -> Attachment {
+    Attachment {
+        network: String::new(),
+        ifname: "eth0".into(),
+        ip: Ipv4Addr::from(ip),
+        mac,
+        veth: String::new(),
+        aliases: Vec::new(),
+        host_ifindex,
+    }
 }
 
 fn csum(data: &[u8], initial: u32) -> u16 {
@@ -386,7 +424,7 @@ fn dnat_tcp_rewrites_destination_with_valid_checksums_and_tracks_both_directions
         (s.src, s.sport, s.dst, s.dport),
         (CLIENT, 40000, CONTAINER, 80)
     );
-    let ct = f.dp.conntrack();
+    let ct = f.dp.conntrack().entries().unwrap();
     assert_eq!(ct.len(), 2, "{ct:?}");
     let fwd = ct
         .iter()
@@ -509,7 +547,7 @@ fn malformed_and_fragmented_packets_pass_untouched_and_are_counted() {
         );
     }
     assert!(
-        f.dp.conntrack().is_empty(),
+        f.dp.conntrack().entries().unwrap().is_empty(),
         "malformed input created conntrack state"
     );
     // ARP is not ours.
@@ -580,7 +618,7 @@ fn masquerade_port_exhaustion_is_a_counted_drop_not_a_wrong_mapping() {
     assert_eq!(v, TC_ACT_SHOT);
     assert_eq!(counter(&f.dp, "drop_snat_exhausted"), 1);
     assert_eq!(
-        f.dp.conntrack().len(),
+        f.dp.conntrack().entries().unwrap().len(),
         4,
         "only the two mapped flows are tracked"
     );
@@ -661,7 +699,7 @@ fn container_to_container_and_to_the_host_pass_untouched() {
         assert_eq!(v, TC_ACT_OK);
         assert_eq!(out[12..], pkt[12..], "bytes changed");
     }
-    assert!(f.dp.conntrack().is_empty());
+    assert!(f.dp.conntrack().entries().unwrap().is_empty());
     let _ = NEXT_HOP;
 }
 
@@ -673,12 +711,9 @@ fn uplink_guard_verdicts() {
     let mut f = fixture("guard", false);
     publish(&mut f, [127, 0, 0, 1], 8081, 80, Proto::Tcp);
     f.dp.sync_subnets(&[
-        (
-            "172.17.0.0/16".parse().unwrap(),
-            1 | netd_common::SUBNET_F_PROTECTED,
-        ),
+        network(1, "172.17.0.0/16", EP_F_MASQUERADE),
         // A network without masquerade: routed, its replies come to container addresses.
-        ("172.20.0.0/16".parse().unwrap(), 2),
+        network(2, "172.20.0.0/16", 0),
     ])
     .unwrap();
     let cases = [
@@ -825,21 +860,17 @@ fn icmp_errors_about_untracked_flows_pass_untouched() {
 
 /// Re-registers the fixture's endpoints with other networks and flags.
 fn set_endpoints(f: &mut Fixture, container: (u32, u32), other: (u32, u32)) {
-    let ep = |ifindex, mac, (net_id, flags)| Endpoint {
-        ifindex,
-        net_id,
-        gw_ip: u32::from_ne_bytes(GATEWAY),
-        flags,
-        mac,
-        gw_mac: GW_MAC,
-    };
     let (ve1, ve2) = (
         ifindex_of(&f._netns.0, "ve1"),
         ifindex_of(&f._netns.0, "ve2"),
     );
+    let (n1, n2) = (
+        network(container.0, "172.17.0.0/16", container.1),
+        network(other.0, "172.17.0.0/16", other.1),
+    );
     f.dp.sync_endpoints(&[
-        (Ipv4Addr::from(CONTAINER), ep(ve1, CONTAINER_MAC, container)),
-        (Ipv4Addr::from(OTHER), ep(ve2, OTHER_MAC, other)),
+        (&attachment(CONTAINER, CONTAINER_MAC, ve1), &n1),
+        (&attachment(OTHER, OTHER_MAC, ve2), &n2),
     ])
     .unwrap();
 }
@@ -850,7 +881,7 @@ fn routed_networks_pass_the_guard() {
     f.dp.test_run(UPLINK_GUARD, &Pkt::tcp(CLIENT, 1, HOST, 8080).build())
         .unwrap();
     let mut f = f;
-    f.dp.sync_subnets(&[("172.20.0.0/16".parse().unwrap(), 2)])
+    f.dp.sync_subnets(&[network(2, "172.20.0.0/16", 0)])
         .unwrap();
     let (v, _) =
         f.dp.test_run(
@@ -963,18 +994,9 @@ fn isolation_verdicts() {
 #[test]
 fn the_guard_in_tc_drops_what_the_xdp_guard_drops() {
     let mut f = fixture("guard-tc", false);
-    f.dp.set_config_flags(
-        1,
-        Ipv4Addr::from(HOST),
-        netd_common::CONFIG_F_GUARD_IN_TC,
-        SNAT_RANGE,
-    )
-    .unwrap();
-    f.dp.sync_subnets(&[(
-        "172.17.0.0/16".parse().unwrap(),
-        1 | netd_common::SUBNET_F_PROTECTED,
-    )])
-    .unwrap();
+    configure(&mut f.dp, 1, config_flags::GUARD_IN_TC, SNAT_RANGE);
+    f.dp.sync_subnets(&[network(1, "172.17.0.0/16", EP_F_MASQUERADE)])
+        .unwrap();
     publish(&mut f, [127, 0, 0, 1], 8081, 80, Proto::Tcp);
     for (pkt, reason) in [
         (

@@ -1,0 +1,136 @@
+//! What `netd stats` and `netd conntrack` show. Conntrack reads go through the
+//! datapath's batched walks and never hold the daemon's lock for the walk.
+use serde::{Deserialize, Serialize};
+
+use super::Daemon;
+use crate::{datapath::Flow, error::NetdError, error::Result};
+
+/// Packets and bytes through one published port.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PortStats {
+    pub container: String,
+    pub mapping: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// `GET /netd/stats`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Stats {
+    pub uplink: String,
+    /// Datapath counters by name (drop reasons and events).
+    pub counters: std::collections::BTreeMap<String, u64>,
+    pub ports: Vec<PortStats>,
+    pub port_map_entries: usize,
+    pub endpoint_entries: usize,
+    /// Conntrack entries (two a flow).
+    pub conntrack_entries: u64,
+    /// What the conntrack map holds at most (2 x --ct-max).
+    pub conntrack_capacity: u32,
+    /// New flows the datapath could not record (a full table, or a lost race).
+    pub conntrack_insert_failures: u64,
+}
+
+/// One direction of a tracked flow (`GET /netd/conntrack`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConntrackRow {
+    pub proto: String,
+    pub src: String,
+    pub dst: String,
+    pub kind: String,
+    pub to_src: String,
+    pub to_dst: String,
+    pub tcp: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub idle_s: u64,
+}
+
+impl From<Flow> for ConntrackRow {
+    fn from(f: Flow) -> Self {
+        ConntrackRow {
+            proto: f.proto.into(),
+            src: f.src.to_string(),
+            dst: f.dst.to_string(),
+            kind: f.kind.into(),
+            to_src: f.to_src.to_string(),
+            to_dst: f.to_dst.to_string(),
+            tcp: f.tcp.join(","),
+            packets: f.packets,
+            bytes: f.bytes,
+            idle_s: f.idle.as_secs(),
+        }
+    }
+}
+
+impl Daemon {
+    pub async fn stats(&self) -> Result<Stats> {
+        // The table is counted first, off the lock: a full table takes a while to walk.
+        let table = {
+            let g = self.inner.lock().await;
+            g.dp.conntrack_handle()?
+        };
+        let (ct_entries, capacity) = tokio::task::spawn_blocking(move || {
+            table.count().map(|n| (n as u64, table.capacity()))
+        })
+        .await
+        .map_err(|e| NetdError::Internal(format!("conntrack count: {e}")))??;
+        let g = self.inner.lock().await;
+        let counters: std::collections::BTreeMap<String, u64> =
+            g.dp.stats()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+        let insert_failures = counters.get("ct_insert_failed").copied().unwrap_or(0);
+        let ports = g
+            .state
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().map(move |m| (c, m)))
+            .map(|(c, m)| {
+                let pc = g.dp.port_counters(m);
+                PortStats {
+                    container: c.name.clone(),
+                    mapping: m.to_string(),
+                    packets: pc.packets,
+                    bytes: pc.bytes,
+                }
+            })
+            .collect();
+        Ok(Stats {
+            uplink: g.uplink.clone(),
+            counters,
+            ports,
+            port_map_entries: g.dp.port_entries(),
+            endpoint_entries: g.dp.endpoint_entries(),
+            conntrack_entries: ct_entries,
+            conntrack_capacity: capacity,
+            conntrack_insert_failures: insert_failures,
+        })
+    }
+
+    pub async fn conntrack(&self) -> Result<Vec<ConntrackRow>> {
+        let table = {
+            let g = self.inner.lock().await;
+            g.dp.conntrack_handle()?
+        };
+        // The walk runs off the runtime's workers and without the daemon's lock.
+        let flows = tokio::task::spawn_blocking(move || table.flows())
+            .await
+            .map_err(|e| NetdError::Internal(format!("conntrack listing: {e}")))??;
+        Ok(flows.into_iter().map(ConntrackRow::from).collect())
+    }
+
+    /// Removes flows, all or those of one protocol (IPPROTO_*); returns how many
+    /// entries went.
+    pub async fn flush_conntrack(&self, proto: Option<u8>) -> Result<usize> {
+        let table = {
+            let g = self.inner.lock().await;
+            g.dp.conntrack_handle()?
+        };
+        let n = tokio::task::spawn_blocking(move || table.flush_proto(proto))
+            .await
+            .map_err(|e| NetdError::Internal(format!("conntrack flush: {e}")))??;
+        Ok(n)
+    }
+}
