@@ -8,7 +8,14 @@
 pub mod map_names {
     pub const CONFIG: &str = "NETD_CONFIG";
     pub const PORTS: &str = "NETD_PORTS";
-    pub const CONNTRACK: &str = "NETD_CT";
+    /// Confirmed flows (a reply was seen): a plain hash, so a flood of new flows can
+    /// never evict them (the kernel's "assured" conntrack entries). Version 2: it was
+    /// one LRU map for every flow before.
+    pub const CONNTRACK: &str = "NETD_CT2";
+    /// Flows not answered yet: an LRU hash, where floods churn without harm.
+    pub const CONNTRACK_NEW: &str = "NETD_CT2_NEW";
+    /// The single LRU map of netd before version 2, carried over and removed at load.
+    pub const CONNTRACK_V1: &str = "NETD_CT";
     pub const LOCAL_ADDRS: &str = "NETD_LOCAL";
     pub const ENDPOINTS: &str = "NETD_ENDPOINTS";
     pub const STATS: &str = "NETD_STATS";
@@ -32,7 +39,10 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
 pub const MAX_PORT_MAPPINGS: u32 = 65536;
+/// Default capacities of the two conntrack maps (entries, two a flow); the agent sets
+/// them at load (`--ct-max`).
 pub const MAX_CONNTRACK: u32 = 262_144;
+pub const MAX_CONNTRACK_NEW: u32 = 65_536;
 pub const MAX_LOCAL_ADDRS: u32 = 256;
 pub const MAX_ENDPOINTS: u32 = 65536;
 

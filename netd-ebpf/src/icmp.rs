@@ -6,7 +6,7 @@
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use netd_common::{stat, CtKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
-use crate::{maps::CONNTRACK, metrics::count, parse::ETH_HLEN};
+use crate::{conntrack, metrics::count, parse::ETH_HLEN};
 
 /// Translates the ICMP error whose ICMP header is at `icmp_off`. Errors about flows
 /// netd does not track pass untouched.
@@ -59,9 +59,8 @@ fn try_translate(ctx: &TcContext, icmp_off: usize) -> Result<(), Skip> {
         proto,
         _pad: [0; 3],
     };
-    // SAFETY: a read-only lookup of a plain-data value.
-    let e = match unsafe { CONNTRACK.get(&key) } {
-        Some(e) => *e,
+    let e = match conntrack::get(&key) {
+        Some(e) => e,
         None => return Err(Skip::Untracked),
     };
     // The quoted packet as its sender sent it: the reverse of the entry's tuple.

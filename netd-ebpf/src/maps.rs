@@ -6,7 +6,8 @@ use aya_ebpf::{
 };
 use netd_common::{
     stat, Backend, Config, CtEntry, CtKey, Endpoint, PortCounters, PortKey, SockRevKey,
-    SockRevValue, MAX_CONNTRACK, MAX_ENDPOINTS, MAX_LOCAL_ADDRS, MAX_PORT_MAPPINGS,
+    SockRevValue, MAX_CONNTRACK, MAX_CONNTRACK_NEW, MAX_ENDPOINTS, MAX_LOCAL_ADDRS,
+    MAX_PORT_MAPPINGS,
 };
 
 #[map(name = "NETD_CONFIG")]
@@ -15,8 +16,18 @@ pub static CONFIG: Array<Config> = Array::pinned(1, 0);
 #[map(name = "NETD_PORTS")]
 pub static PORTS: HashMap<PortKey, Backend> = HashMap::pinned(MAX_PORT_MAPPINGS, 0);
 
-#[map(name = "NETD_CT")]
-pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CONNTRACK, 0);
+/// Confirmed flows. Not preallocated: memory follows the flows, not the capacity.
+#[map(name = "NETD_CT2")]
+pub static CONNTRACK: HashMap<CtKey, CtEntry> =
+    HashMap::pinned(MAX_CONNTRACK, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// Room to build a new flow's two entries off the BPF stack (per CPU, one slot).
+#[map(name = "NETD_CT_SCRATCH")]
+pub static CT_SCRATCH: PerCpuArray<[CtEntry; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Flows until their first reply (see conntrack.rs).
+#[map(name = "NETD_CT2_NEW")]
+pub static CONNTRACK_NEW: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CONNTRACK_NEW, 0);
 
 /// The host namespace's own IPv4 addresses: a published port on 0.0.0.0 answers on each.
 #[map(name = "NETD_LOCAL")]

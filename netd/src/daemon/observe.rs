@@ -25,9 +25,12 @@ pub struct Stats {
     pub endpoint_entries: usize,
     /// Conntrack entries (two a flow).
     pub conntrack_entries: u64,
-    /// What the conntrack map holds at most (2 x --ct-max).
+    /// Answered flows' entries the table holds at most (2 x --ct-max).
     pub conntrack_capacity: u32,
-    /// New flows the datapath could not record (a full table, or a lost race).
+    /// Entries of flows not answered yet, held apart (an LRU: floods churn it, and
+    /// never evict an answered flow).
+    pub conntrack_new_capacity: u32,
+    /// Flows the datapath could not record or confirm (the table was full).
     pub conntrack_insert_failures: u64,
 }
 
@@ -70,8 +73,10 @@ impl Daemon {
             let g = self.inner.lock().await;
             g.dp.conntrack_handle()?
         };
-        let (ct_entries, capacity) = tokio::task::spawn_blocking(move || {
-            table.count().map(|n| (n as u64, table.capacity()))
+        let (ct_entries, capacity, new_capacity) = tokio::task::spawn_blocking(move || {
+            table
+                .count()
+                .map(|n| (n as u64, table.capacity(), table.new_capacity()))
         })
         .await
         .map_err(|e| NetdError::Internal(format!("conntrack count: {e}")))??;
@@ -105,6 +110,7 @@ impl Daemon {
             endpoint_entries: g.dp.endpoint_entries(),
             conntrack_entries: ct_entries,
             conntrack_capacity: capacity,
+            conntrack_new_capacity: new_capacity,
             conntrack_insert_failures: insert_failures,
         })
     }

@@ -203,37 +203,76 @@ fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
     }
 }
 
-/// A handle on the conntrack map. Each holder (the API's datapath, the GC thread) opens
-/// its own, so none waits for another.
-pub struct CtTable {
+/// One conntrack map, walked and pruned in batches.
+pub struct CtMap {
     map: MapData,
     capacity: u32,
 }
 
+/// The conntrack table: confirmed flows and new ones (see netd-ebpf's conntrack.rs for
+/// why there are two maps). Each holder (the API's datapath, the GC thread) opens its
+/// own handles, so none waits for another.
+pub struct CtTable {
+    confirmed: CtMap,
+    new: CtMap,
+}
+
 impl CtTable {
-    pub fn new(map: MapData) -> anyhow::Result<CtTable> {
-        let capacity = map.info().context("conntrack map info")?.max_entries();
-        Ok(CtTable { map, capacity })
+    /// Opens the two maps pinned at `confirmed` and `new`.
+    pub fn open(confirmed: &Path, new: &Path) -> anyhow::Result<CtTable> {
+        Ok(CtTable {
+            confirmed: CtMap::open(confirmed)?,
+            new: CtMap::open(new)?,
+        })
     }
 
-    pub fn open(pin: &Path) -> anyhow::Result<CtTable> {
+    /// Confirmed entries the table can hold (both directions of a flow take one each):
+    /// --ct-max flows.
+    pub fn capacity(&self) -> u32 {
+        self.confirmed.capacity
+    }
+
+    /// Entries the map of new, unanswered flows holds at most.
+    pub fn new_capacity(&self) -> u32 {
+        self.new.capacity
+    }
+
+    /// How many entries the table holds now (a full walk of both maps).
+    pub fn count(&self) -> anyhow::Result<usize> {
+        Ok(self.confirmed.entries()?.len() + self.new.entries()?.len())
+    }
+
+    /// Every entry of both maps.
+    pub fn entries(&self) -> anyhow::Result<Vec<(CtKey, CtEntry)>> {
+        let mut all = self.confirmed.entries()?;
+        all.extend(self.new.entries()?);
+        Ok(all)
+    }
+
+    /// Deletes `keys` wherever they are; returns how many entries went.
+    pub fn delete(&self, keys: &[CtKey]) -> usize {
+        self.confirmed.delete(keys) + self.new.delete(keys)
+    }
+}
+
+impl CtMap {
+    pub fn new(map: MapData) -> anyhow::Result<CtMap> {
+        let capacity = map.info().context("conntrack map info")?.max_entries();
+        Ok(CtMap { map, capacity })
+    }
+
+    pub fn open(pin: &Path) -> anyhow::Result<CtMap> {
         let map = MapData::from_pin(pin)
             .with_context(|| format!("opening the conntrack map {}", pin.display()))?;
-        CtTable::new(map)
+        CtMap::new(map)
     }
 
-    fn fd(&self) -> u32 {
-        self.map.fd().as_fd().as_raw_fd() as u32
-    }
-
-    /// Entries the map can hold (both directions of a flow take one each).
     pub fn capacity(&self) -> u32 {
         self.capacity
     }
 
-    /// How many entries the table holds now (a full walk).
-    pub fn count(&self) -> anyhow::Result<usize> {
-        Ok(self.entries()?.len())
+    fn fd(&self) -> u32 {
+        self.map.fd().as_fd().as_raw_fd() as u32
     }
 
     /// Every entry, read in batches.
@@ -272,8 +311,8 @@ impl CtTable {
         Ok(out)
     }
 
-    /// Deletes `keys` in batches; keys already gone (evicted, or deleted by the other
-    /// handle) are skipped. Returns how many this call removed.
+    /// Deletes `keys` in batches; keys not in this map (evicted, deleted by another
+    /// handle, or in the other map) are skipped. Returns how many this call removed.
     pub fn delete(&self, keys: &[CtKey]) -> usize {
         let mut removed = 0;
         let mut rest = keys;
@@ -300,7 +339,9 @@ impl CtTable {
         }
         removed
     }
+}
 
+impl CtTable {
     /// Every flow direction, for listings.
     pub fn flows(&self) -> anyhow::Result<Vec<Flow>> {
         let now = monotonic_ns();

@@ -25,6 +25,7 @@ use aya::{
     programs::{CgroupSockAddr, SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
+use conntrack::CtMap;
 pub use conntrack::{monotonic_ns, spawn_gc, CtTable, Flow, Timeouts};
 use netd_common::{
     map_names, prog_names, stat, Backend, Config, CtEntry, CtKey, Endpoint, PortCounters, PortKey,
@@ -51,7 +52,7 @@ pub struct Datapath {
     port_stats: PerCpuHashMap<MapData, PortKey, PortCounters>,
     subnets: LpmTrie<MapData, u32, u32>,
     ct: CtTable,
-    ct_pin: PathBuf,
+    bpf_dir: PathBuf,
 }
 
 /// What the datapath is told at start.
@@ -131,26 +132,49 @@ fn is_bpffs(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// A conntrack map pinned by an earlier agent with another capacity (`--ct-max`
-/// changed): its flows are read out and the pin removed, so the load makes a map of the
-/// new size; `carry_flows` writes them into it. Flows that start between the two steps
-/// are lost, which is why the size is only changed when the flag changes.
-fn take_resized_conntrack(pin: &Path, entries: u32) -> anyhow::Result<Vec<(CtKey, CtEntry)>> {
-    let Ok(old) = MapData::from_pin(pin) else {
-        return Ok(Vec::new());
-    };
-    let old = CtTable::new(old)?;
-    if old.capacity() == entries {
-        return Ok(Vec::new());
+/// Capacity of the map of new (unanswered) flows for `ct_entries` confirmed entries: a
+/// flood churns it, so it needs room for the flows that are being set up, not all.
+fn new_flow_entries(ct_entries: u32) -> u32 {
+    (ct_entries / 4).max(4096)
+}
+
+/// Conntrack maps an earlier agent pinned in a shape this one does not load: netd 1's
+/// single LRU map, or maps of another capacity (`--ct-max` changed). Their flows are
+/// read out and the pins removed, so the load makes maps of the new shape;
+/// `carry_flows` then writes the flows into the confirmed map. Flows that start between
+/// the two steps are lost, which is why this happens only when the shape changes.
+fn take_reshaped_conntrack(bpf_dir: &Path, entries: u32) -> anyhow::Result<Vec<(CtKey, CtEntry)>> {
+    let mut flows = Vec::new();
+    for (name, want) in [
+        (map_names::CONNTRACK_V1, None),
+        (map_names::CONNTRACK, Some(entries)),
+        (map_names::CONNTRACK_NEW, Some(new_flow_entries(entries))),
+    ] {
+        let pin = bpf_dir.join(name);
+        let Ok(old) = MapData::from_pin(&pin) else {
+            continue;
+        };
+        let old = CtMap::new(old)?;
+        if Some(old.capacity()) == want {
+            continue;
+        }
+        let before = flows.len();
+        flows.extend(old.entries()?);
+        log::info!(
+            "conntrack map {name} ({} entries) is replaced: carrying {} entries over",
+            old.capacity(),
+            flows.len() - before
+        );
+        fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
     }
-    let flows = old.entries()?;
-    log::info!(
-        "conntrack capacity changes from {} to {entries} entries: carrying {} entries over",
-        old.capacity(),
-        flows.len()
-    );
-    fs::remove_file(pin).with_context(|| format!("removing {}", pin.display()))?;
     Ok(flows)
+}
+
+fn open_conntrack(bpf_dir: &Path) -> anyhow::Result<CtTable> {
+    CtTable::open(
+        &bpf_dir.join(map_names::CONNTRACK),
+        &bpf_dir.join(map_names::CONNTRACK_NEW),
+    )
 }
 
 impl Datapath {
@@ -160,11 +184,11 @@ impl Datapath {
         ensure_bpffs(bpf_dir)?;
         let links_dir = bpf_dir.join("links");
         fs::create_dir_all(&links_dir)?;
-        let ct_pin = bpf_dir.join(map_names::CONNTRACK);
-        let carried = take_resized_conntrack(&ct_pin, ct_entries)?;
+        let carried = take_reshaped_conntrack(bpf_dir, ct_entries)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(bpf_dir)
             .map_max_entries(map_names::CONNTRACK, ct_entries)
+            .map_max_entries(map_names::CONNTRACK_NEW, new_flow_entries(ct_entries))
             .load(OBJECT)
             .context("loading the eBPF object (is this kernel new enough, are you root?)")?;
         for name in [prog_names::UPLINK_INGRESS, prog_names::ENDPOINT_EGRESS] {
@@ -191,17 +215,16 @@ impl Datapath {
             with_retries(|| prog.load()).with_context(|| format!("verifying {name}"))?;
         }
         let take = |e: &mut Ebpf, n: &str| e.take_map(n).ok_or_else(|| anyhow!("map {n} missing"));
-        let ct = match take(&mut ebpf, map_names::CONNTRACK)? {
-            aya::maps::Map::LruHashMap(m) => CtTable::new(m)?,
-            _ => return Err(anyhow!("map {} is not an LRU hash", map_names::CONNTRACK)),
-        };
         if !carried.is_empty() {
-            let mut ct_map: HashMap<MapData, CtKey, CtEntry> =
-                HashMap::try_from(aya::maps::Map::LruHashMap(MapData::from_pin(&ct_pin)?))?;
+            let mut confirmed: HashMap<MapData, CtKey, CtEntry> = HashMap::try_from(
+                aya::maps::Map::HashMap(MapData::from_pin(bpf_dir.join(map_names::CONNTRACK))?),
+            )?;
             for (k, v) in carried.iter().take(ct_entries as usize) {
-                let _ = ct_map.insert(k, v, 0);
+                let _ = confirmed.insert(k, v, 0);
             }
         }
+        // Both conntrack maps are pinned by now: the table opens them by their pins.
+        let ct = open_conntrack(bpf_dir)?;
         let ports = HashMap::try_from(take(&mut ebpf, map_names::PORTS)?)?;
         let local = HashMap::try_from(take(&mut ebpf, map_names::LOCAL_ADDRS)?)?;
         let endpoints = HashMap::try_from(take(&mut ebpf, map_names::ENDPOINTS)?)?;
@@ -220,7 +243,7 @@ impl Datapath {
             port_stats,
             subnets,
             ct,
-            ct_pin,
+            bpf_dir: bpf_dir.to_path_buf(),
         })
     }
 
@@ -244,7 +267,7 @@ impl Datapath {
 
     /// A second handle on the conntrack map, for the garbage collector's own thread.
     pub fn conntrack_handle(&self) -> anyhow::Result<CtTable> {
-        CtTable::open(&self.ct_pin)
+        open_conntrack(&self.bpf_dir)
     }
 
     /// Removes every flow that involves `ip` on either side or as a rewrite target, so a
