@@ -67,14 +67,7 @@ impl NetworkDriver for Bridge {
     }
 
     fn teardown<'a>(&'a self, nl: &'a Netlink, net: &'a Network) -> BoxFuture<'a, TeardownErrors> {
-        async move {
-            let mut errs = TeardownErrors::default();
-            if let Some(Some(l)) = errs.check(nl.link_by_name(&net.bridge).await) {
-                errs.check(nl.del_link(l.index).await);
-            }
-            errs
-        }
-        .boxed()
+        delete_link(nl, &net.bridge).boxed()
     }
 
     fn join<'a>(
@@ -123,14 +116,16 @@ impl NetworkDriver for Bridge {
     }
 
     fn leave<'a>(&'a self, nl: &'a Netlink, a: &'a Attachment) -> BoxFuture<'a, TeardownErrors> {
-        async move {
-            let mut errs = TeardownErrors::default();
-            // Deleting the host end deletes the pair, the container end included.
-            if let Some(Some(l)) = errs.check(nl.link_by_name(&a.veth).await) {
-                errs.check(nl.del_link(l.index).await);
-            }
-            errs
-        }
-        .boxed()
+        // Deleting the host end deletes the pair, the container end included.
+        delete_link(nl, &a.veth).boxed()
     }
+}
+
+/// Deletes link `name` if it exists.
+async fn delete_link(nl: &Netlink, name: &str) -> TeardownErrors {
+    let mut errs = TeardownErrors::default();
+    if let Some(Some(l)) = errs.check(nl.link_by_name(name).await) {
+        errs.check(nl.del_link(l.index).await);
+    }
+    errs
 }
