@@ -16,5 +16,6 @@ pub mod netns;
 pub mod ports;
 pub mod process;
 pub mod sandbox;
+pub mod server;
 pub mod store;
 pub mod sysctl;

@@ -21,7 +21,7 @@ fn main() {
                     .worker_threads(2)
                     .enable_all()
                     .build()?
-                    .block_on(netd::daemon::serve(args))
+                    .block_on(netd::server::serve(args))
             });
             match result {
                 Ok(()) => 0,

@@ -10,7 +10,7 @@
 //! - `processes`: the processes netd runs in sandboxes, and their exits.
 //! - `reconcile`: kernel := store, at start; the maps from the store.
 //! - `observe`: stats and conntrack for the API.
-//! - `server`: the API socket, signals.
+//! - `rundir`: the namespace the daemon enters, its run directory's ownership.
 mod args;
 mod containers;
 mod networks;
@@ -18,7 +18,7 @@ mod observe;
 mod owned;
 mod processes;
 mod reconcile;
-mod server;
+mod rundir;
 pub mod txn;
 
 use std::{
@@ -33,7 +33,7 @@ use tokio::sync::Mutex;
 
 pub use args::DaemonArgs;
 pub use observe::{ConntrackRow, PortStats, Stats};
-pub use server::{enter_netns, serve};
+pub use rundir::{enter_netns, group_id};
 
 use crate::{
     datapath::{self, config_flags, Datapath, Settings, XdpMode},
@@ -117,7 +117,7 @@ impl Daemon {
                 "--veth-prefix and --bridge-prefix must be at most 5 characters"
             ));
         }
-        server::prepare_run_dir(&args)?;
+        rundir::prepare_run_dir(&args)?;
         sysctl::set("net.ipv4.ip_forward", "1")?;
         let nl = Netlink::current()?;
         let uplink = match &args.uplink {
