@@ -111,9 +111,8 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, u32> {
         return Ok(TC_ACT_OK);
     }
     let cfg = config();
-    match nat::fib_egress(ctx, flow.proto, flow.saddr, flow.daddr, flow.len) {
-        Some((ifindex, _, _)) if ifindex == cfg.uplink_ifindex => {}
-        _ => return Ok(TC_ACT_OK),
+    if nat::route_out(ctx, flow.proto, flow.saddr, flow.daddr) != Some(cfg.uplink_ifindex) {
+        return Ok(TC_ACT_OK);
     }
     let t = Tuple {
         saddr: cfg.uplink_ip,

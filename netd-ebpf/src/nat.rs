@@ -3,7 +3,7 @@
 //! leave CHECKSUM_PARTIAL ones (from local containers with offload) consistent.
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_REDIRECT},
-    helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_peer},
+    helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
 use netd_common::{stat, CtEntry, CONFIG_F_FAST_PATH, IPPROTO_ICMP, IPPROTO_TCP};
@@ -20,6 +20,9 @@ const IP_SRC_OFF: usize = ETH_HLEN + 12;
 const IP_DST_OFF: usize = ETH_HLEN + 16;
 const AF_INET: u8 = 2;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
+/// The route is known but the next hop's MAC is not (yet): a fresh host, or an entry
+/// the neighbour table aged out. The packet is routed all the same.
+const BPF_FIB_LKUP_RET_NO_NEIGH: i64 = 7;
 
 /// Makes the packet carry the entry's tuple. Only fields that differ are written.
 #[inline(always)]
@@ -104,20 +107,23 @@ pub fn deliver(ctx: &TcContext, ct: &CtEntry, flow: &Flow, may_route: bool) -> i
     TC_ACT_OK as i32
 }
 
-/// The egress ifindex the FIB picks for (saddr -> daddr), or None.
+/// What the FIB says about (saddr -> daddr).
+struct Fib {
+    ret: i64,
+    ifindex: u32,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+}
+
+/// Asks the FIB about (saddr -> daddr) for a packet of `tot_len` bytes of IP (0: no
+/// MTU check).
 #[inline(always)]
-pub fn fib_egress(
-    ctx: &TcContext,
-    proto: u8,
-    saddr: u32,
-    daddr: u32,
-    len: u32,
-) -> Option<(u32, [u8; 6], [u8; 6])> {
+fn fib_lookup(ctx: &TcContext, proto: u8, saddr: u32, daddr: u32, tot_len: u16) -> Fib {
     // SAFETY: a zeroed plain-data struct of the kernel's ABI; every field is an integer.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
     p.family = AF_INET;
     p.l4_protocol = proto;
-    p.__bindgen_anon_1.tot_len = (len as u16).wrapping_sub(ETH_HLEN as u16);
+    p.__bindgen_anon_1.tot_len = tot_len;
     // SAFETY: ctx wraps a valid __sk_buff for the duration of the program.
     p.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     p.__bindgen_anon_3.ipv4_src = saddr;
@@ -131,23 +137,49 @@ pub fn fib_egress(
             0,
         )
     };
-    if ret != BPF_FIB_LKUP_RET_SUCCESS {
-        return None;
+    Fib {
+        ret,
+        ifindex: p.ifindex,
+        smac: p.smac,
+        dmac: p.dmac,
     }
-    Some((p.ifindex, p.smac, p.dmac))
 }
 
+/// The interface the route for (saddr -> daddr) leaves by, whatever the state of the
+/// next hop's neighbour entry and whatever the packet's size: deciding whether a packet
+/// leaves the host (and so must be masqueraded) must never depend on either, or the
+/// first packet to a next hop with no ARP entry yet (NO_NEIGH), or a datagram too big
+/// for the MTU, would leave with the container's private source.
+#[inline(always)]
+pub fn route_out(ctx: &TcContext, proto: u8, saddr: u32, daddr: u32) -> Option<u32> {
+    let f = fib_lookup(ctx, proto, saddr, daddr, 0);
+    (f.ret == BPF_FIB_LKUP_RET_SUCCESS || f.ret == BPF_FIB_LKUP_RET_NO_NEIGH).then_some(f.ifindex)
+}
+
+/// Sends an already rewritten packet out by the route, without the stack: to the next
+/// hop's MAC when the FIB knows it, else through bpf_redirect_neigh, which resolves the
+/// neighbour as the stack would. None: let the stack deliver it (TC_ACT_OK), e.g. when it
+/// must be fragmented.
 #[inline(always)]
 fn redirect_routed(ctx: &TcContext, proto: u8, saddr: u32, daddr: u32, len: u32) -> Option<i32> {
-    let Some((ifindex, smac, dmac)) = fib_egress(ctx, proto, saddr, daddr, len) else {
-        count(stat::REDIRECT_FAILED);
-        return None;
+    let tot_len = (len as u16).wrapping_sub(ETH_HLEN as u16);
+    let f = fib_lookup(ctx, proto, saddr, daddr, tot_len);
+    // SAFETY (both arms): plain helper calls; the kernel checks the ifindex.
+    let r = match f.ret {
+        BPF_FIB_LKUP_RET_SUCCESS => {
+            if ctx.store(0, &f.dmac, 0).is_err() || ctx.store(6, &f.smac, 0).is_err() {
+                return None;
+            }
+            unsafe { bpf_redirect(f.ifindex, 0) }
+        }
+        BPF_FIB_LKUP_RET_NO_NEIGH => unsafe {
+            bpf_redirect_neigh(f.ifindex, core::ptr::null_mut(), 0, 0)
+        },
+        _ => {
+            count(stat::REDIRECT_FAILED);
+            return None;
+        }
     };
-    if ctx.store(0, &dmac, 0).is_err() || ctx.store(6, &smac, 0).is_err() {
-        return None;
-    }
-    // SAFETY: a plain helper call; the kernel checks the ifindex.
-    let r = unsafe { bpf_redirect(ifindex, 0) };
     if r == TC_ACT_REDIRECT as i64 {
         count(stat::REDIRECT);
         Some(TC_ACT_REDIRECT as i32)

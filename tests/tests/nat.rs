@@ -55,6 +55,68 @@ fn masquerade_tcp_udp_and_ping_leave_with_the_uplink_address() {
     assert_rulesets_empty(&lab);
 }
 
+/// The very first packet to a next hop the host has no neighbour entry for yet (a fresh
+/// host, or an entry that aged out) must be masqueraded like any other: it once went out
+/// with the container's private source (the FIB said NO_NEIGH and that was taken for
+/// "not routed out the uplink"), and the first ping was lost.
+#[test]
+fn the_first_packet_to_an_unresolved_next_hop_is_masqueraded() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut lab = Lab::new();
+    lab.serve_in_client(&["serve-tcp", "7000"]);
+    let ip = lab.run_server("app", &[], &["serve-tcp", "80"]);
+    let ip = ip.trim().to_string();
+    // What leaves the host, seen from the outside.
+    let mut dump = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.client,
+            "tcpdump",
+            "-l",
+            "-n",
+            "-i",
+            "cl0",
+            "ip",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump");
+    let mut err = BufReader::new(dump.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    // tcpdump says "listening on cl0" once the capture runs.
+    while err.read_line(&mut line).expect("tcpdump stderr") > 0 && !line.contains("listening") {
+        line.clear();
+    }
+    for ns in [&lab.host, &lab.client] {
+        let o = lab.exec_in(ns, &["ip", "neigh", "flush", "all"]);
+        assert!(o.status.success(), "{o:?}");
+    }
+    let o = lab.netd(&["exec", "app", "ping", "-c", "1", "-W", "2", CLIENT_IP]);
+    assert!(
+        o.status.success(),
+        "the first ping was lost: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    lab.exec_in(&lab.host, &["ip", "neigh", "flush", "all"]);
+    let got = lab
+        .from_container("app", &["tcp", &format!("{CLIENT_IP}:7000")])
+        .expect("tcp out");
+    assert_eq!(peer_of(&got).0, HOST_IP);
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on the capture this test started.
+    unsafe { libc::kill(dump.id() as i32, libc::SIGTERM) };
+    let out = dump.wait_with_output().expect("tcpdump output");
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(seen.contains(HOST_IP), "nothing captured: {seen}");
+    assert!(
+        !seen.contains(&ip),
+        "the container's address {ip} left the host:\n{seen}"
+    );
+}
+
 #[test]
 fn two_containers_with_the_same_source_port_to_the_same_remote_both_work() {
     let mut lab = Lab::new();
