@@ -345,3 +345,30 @@ fn run_without_detach_prints_output_and_returns_the_exit_code() {
     let ps = lab.netd_ok(&["ps", "-a"]);
     assert!(ps.contains("Exited (3)"), "{ps}");
 }
+
+/// `netd stats | head -1` and friends: the CLI ends quietly when its reader goes away
+/// (it used to panic with "failed printing to stdout: Broken pipe").
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let lab = Lab::new();
+    lab.run_server("web", &["20000-20299:20000-20299"], &["serve-tcp", "80"]);
+    let netd = netd_tests::netd_bin();
+    let err_file = lab.dir.join("pipe.err");
+    for args in ["stats", "ps", "network ls", "port web"] {
+        for reader in ["true", "head -c 1 >/dev/null"] {
+            let o = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "{} -H {} {args} 2>{} | {reader}",
+                    netd.display(),
+                    lab.socket().display(),
+                    err_file.display()
+                ))
+                .output()
+                .expect("sh");
+            assert!(o.status.success(), "{o:?}");
+            let err = std::fs::read_to_string(&err_file).unwrap_or_default();
+            assert!(err.is_empty(), "netd {args} | {reader}: {err}");
+        }
+    }
+}
