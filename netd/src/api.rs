@@ -353,10 +353,10 @@ async fn create_network(
         labels: req.labels.unwrap_or_default().into_iter().collect(),
         options: req.options.unwrap_or_default().into_iter().collect(),
     };
-    let n = d.create_network(spec).await?;
+    let (n, warning) = d.create_network(spec).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"Id": n.id, "Warning": ""})),
+        Json(json!({"Id": n.id, "Warning": warning.unwrap_or_default()})),
     ))
 }
 

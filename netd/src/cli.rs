@@ -744,6 +744,10 @@ async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Result<i32> {
             let v = client
                 .call(Method::POST, "/networks/create", Some(body))
                 .await?;
+            // As the docker CLI does: the warning on stderr, the id on stdout.
+            if let Some(w) = v["Warning"].as_str().filter(|w| !w.is_empty()) {
+                eprintln!("WARNING: {w}");
+            }
             println!("{}", s(&v["Id"]));
         }
         NetworkCommand::Ls {

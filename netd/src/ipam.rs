@@ -62,6 +62,51 @@ fn is_host_addr(subnet: &Ipv4Network, ip: Ipv4Addr) -> bool {
     subnet.contains(ip) && ip != subnet.network() && ip != subnet.broadcast()
 }
 
+/// Address ranges a container subnet may not touch, and why: the kernel treats them
+/// specially, so a bridge holding them breaks routing (loopback) or fails outright
+/// (multicast), and none of them can carry containers' unicast traffic.
+const RESERVED: [(&str, &str); 5] = [
+    ("0.0.0.0/8", "\"this network\" (0.0.0.0/8)"),
+    ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
+    ("169.254.0.0/16", "link-local (169.254.0.0/16)"),
+    ("224.0.0.0/4", "multicast (224.0.0.0/4)"),
+    (
+        "240.0.0.0/4",
+        "reserved, class E and broadcast (240.0.0.0/4)",
+    ),
+];
+
+/// Checks that `n` (a network address, at most /30: see parse_cidr) can be a container
+/// subnet: it touches no reserved range.
+pub fn check_subnet(n: &Ipv4Network) -> Result<(), NetdError> {
+    for (range, what) in RESERVED {
+        let r: Ipv4Network = range.parse().expect("a valid reserved range");
+        if model::overlaps(n, &r) {
+            return Err(invalid(format!(
+                "subnet {n} is not usable for containers: it overlaps {what}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Docker's `Warning` for a user-chosen subnet that overlaps a route of the host
+/// namespace: accepted (the user may know why), but containers then cannot reach what
+/// the host reaches through that route.
+pub fn route_overlap_warning(n: &Ipv4Network, routes: &[Ipv4Network]) -> Option<String> {
+    let clashes: Vec<String> = routes
+        .iter()
+        .filter(|r| model::overlaps(n, r))
+        .map(|r| r.to_string())
+        .collect();
+    (!clashes.is_empty()).then(|| {
+        format!(
+            "subnet {n} overlaps the host's route(s) to {}: containers on it cannot reach those addresses through the host",
+            clashes.join(", ")
+        )
+    })
+}
+
 /// Turns a `network create` request into a network, or says exactly what is wrong.
 /// `routes` are the host namespace's routes (an automatic subnet must avoid them);
 /// `links` the names of its interfaces (a bridge name must be free).
@@ -164,6 +209,7 @@ pub fn plan_network(
     let (subnet, user_subnet) = match spec.subnet.as_deref() {
         Some(s) => {
             let n = parse_cidr("subnet", s)?;
+            check_subnet(&n)?;
             if let Some((name, other)) = taken.iter().find(|(_, t)| model::overlaps(&n, t)) {
                 return Err(NetdError::Conflict(format!(
                     "subnet {n} overlaps with network {name} ({other})"
@@ -337,6 +383,33 @@ mod tests {
 
     fn plan(s: &NetworkSpec, st: &State) -> Result<Network, NetdError> {
         plan_network(s, st, &[], &HashSet::new(), "ndbr-", fresh_id(), 0)
+    }
+
+    #[test]
+    fn reserved_ranges_are_refused_with_their_reason() {
+        for (subnet, reason) in [
+            ("127.0.0.0/8", "loopback"),
+            ("127.1.0.0/16", "loopback"),
+            ("224.0.0.0/24", "multicast"),
+            ("240.0.0.0/24", "class E"),
+            ("255.255.255.0/24", "broadcast"),
+            ("0.0.0.0/8", "this network"),
+            ("169.254.0.0/16", "link-local"),
+            ("0.0.0.0/1", "this network"),
+        ] {
+            let e = plan(&with_subnet("n", subnet), &State::default()).unwrap_err();
+            assert_eq!(e.status(), 400, "{subnet}");
+            assert!(e.to_string().contains(reason), "{subnet}: {e}");
+        }
+        assert!(plan(&with_subnet("ok", "10.1.0.0/24"), &State::default()).is_ok());
+    }
+
+    #[test]
+    fn a_subnet_over_a_host_route_is_accepted_with_a_warning() {
+        let routes: Vec<Ipv4Network> = vec!["10.199.0.0/24".parse().unwrap()];
+        let w = route_overlap_warning(&"10.199.0.0/16".parse().unwrap(), &routes).unwrap();
+        assert!(w.contains("10.199.0.0/24"), "{w}");
+        assert!(route_overlap_warning(&"10.200.0.0/16".parse().unwrap(), &routes).is_none());
     }
 
     fn with_subnet(name: &str, subnet: &str) -> NetworkSpec {

@@ -285,6 +285,28 @@ fn bad_network_input_is_one_clear_line_and_changes_nothing() {
             vec!["network", "create", "--subnet", "10.80.0.128/25", "n1"],
             "overlaps with network used",
         ),
+        // Ranges the kernel treats specially are refused up front, each with its reason
+        // (224.0.0.0/24 used to reach netlink and come back as a raw error and a 500).
+        (
+            vec!["network", "create", "--subnet", "127.0.0.0/8", "n1"],
+            "overlaps loopback",
+        ),
+        (
+            vec!["network", "create", "--subnet", "224.0.0.0/24", "n1"],
+            "overlaps multicast",
+        ),
+        (
+            vec!["network", "create", "--subnet", "240.0.0.0/24", "n1"],
+            "class E",
+        ),
+        (
+            vec!["network", "create", "--subnet", "0.0.0.0/8", "n1"],
+            "this network",
+        ),
+        (
+            vec!["network", "create", "--subnet", "169.254.0.0/16", "n1"],
+            "link-local",
+        ),
         (
             vec![
                 "network",
@@ -700,4 +722,26 @@ fn crashes_mid_change_are_repaired_on_restart() {
             assert!(!has_bridge, "the removed network's bridge leaked");
         }
     }
+}
+
+/// A subnet over a route of the host is accepted, as Docker does, with Docker's
+/// `Warning` in the API answer and on the CLI's stderr.
+#[test]
+fn a_subnet_over_a_host_route_is_created_with_a_warning() {
+    let lab = Lab::new();
+    // The lab's uplink is 10.199.0.1/24: its route is the host's.
+    let o = lab.netd(&["network", "create", "--subnet", "10.199.0.0/16", "wide"]);
+    assert!(o.status.success(), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("WARNING: ") && err.contains("10.199.0.0/24"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim().len(), 64);
+    let o = lab.docker(&["network", "create", "--subnet", "10.198.0.0/24", "quiet"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("WARNING"),
+        "{o:?}"
+    );
 }

@@ -73,7 +73,9 @@ impl Inner {
 }
 
 impl Daemon {
-    pub async fn create_network(&self, spec: NetworkSpec) -> Result<Network> {
+    /// Creates a network; the second value is Docker's `Warning` (a user subnet that
+    /// overlaps a route of the host).
+    pub async fn create_network(&self, spec: NetworkSpec) -> Result<(Network, Option<String>)> {
         let mut g = self.inner.lock().await;
         let inner = &mut *g;
         let routes = inner.nl.route_destinations().await?;
@@ -126,7 +128,14 @@ impl Daemon {
             net.subnet.map(|s| s.to_string()).unwrap_or_default(),
             net.bridge
         );
-        Ok(net)
+        let warning = net
+            .subnet
+            .filter(|_| net.user_subnet)
+            .and_then(|s| ipam::route_overlap_warning(&s, &routes));
+        if let Some(w) = &warning {
+            warn!("network {}: {w}", net.name);
+        }
+        Ok((net, warning))
     }
 
     pub async fn remove_network(&self, name: &str) -> Result<String> {
