@@ -66,7 +66,11 @@ pub enum Command {
         names: Vec<String>,
     },
     /// List a container's published ports.
-    Port { name: String },
+    Port {
+        name: String,
+        /// PRIVATE_PORT[/PROTO]: only that port's bindings, as `docker port`.
+        private_port: Option<String>,
+    },
     /// Show a container's output.
     Logs { name: String },
     /// Show containers as JSON.
@@ -152,6 +156,9 @@ pub enum NetworkCommand {
         /// No traffic leaves the network, nothing gets in.
         #[arg(long)]
         internal: bool,
+        /// Docker's --attachable: recorded and shown (every netd network takes containers).
+        #[arg(long)]
+        attachable: bool,
         /// KEY[=VALUE]
         #[arg(long)]
         label: Vec<String>,
@@ -454,18 +461,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             })
             .await
         }
-        Command::Port { name } => {
-            let c = client
+        Command::Port { name, private_port } => {
+            let v = client
                 .call(Method::GET, &format!("/containers/{name}/json"), None)
                 .await?;
-            for p in c["Ports"].as_array().cloned().unwrap_or_default() {
-                println!(
-                    "{}/{} -> {}:{}",
-                    p["PrivatePort"],
-                    s(&p["Type"]),
-                    s(&p["IP"]),
-                    p["PublicPort"]
-                );
+            let c: crate::api::types::ContainerInspect = serde_json::from_value(v)?;
+            let ports = c.network_settings.ports;
+            match private_port {
+                None => {
+                    for (key, bindings) in &ports {
+                        for b in bindings {
+                            println!("{key} -> {}:{}", b.host_ip, b.host_port);
+                        }
+                    }
+                }
+                Some(p) => {
+                    // Docker's key is PORT/PROTO; a bare port means tcp.
+                    let (port, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
+                    let port: u16 = port
+                        .parse()
+                        .map_err(|_| anyhow::anyhow!("invalid port {p:?}: PORT[/tcp|/udp]"))?;
+                    let proto: model::Proto = proto.parse()?;
+                    let key = format!("{port}/{proto}");
+                    let bindings = ports.get(&key).filter(|b| !b.is_empty()).ok_or_else(|| {
+                        anyhow::anyhow!("no public port '{key}' published for {name}")
+                    })?;
+                    for b in bindings {
+                        println!("{}:{}", b.host_ip, b.host_port);
+                    }
+                }
             }
         }
         Command::Logs { name } => {
@@ -486,20 +510,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{}", serde_json::to_string_pretty(&Value::Array(out))?);
         }
         Command::Exec { name, cmd } => {
-            let c = client
+            let v = client
                 .call(Method::GET, &format!("/containers/{name}/json"), None)
                 .await?;
-            let ns = s(&c["Netns"]);
-            let f = std::fs::File::open(&ns).with_context(|| format!("opening {ns}"))?;
+            let c: crate::api::types::ContainerInspect = serde_json::from_value(v)?;
+            let ns = &c.netns;
+            let f = std::fs::File::open(ns).with_context(|| format!("opening {ns}"))?;
             // The CLI runs a current-thread runtime: this thread is the process.
             nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
                 .context("entering the container's namespace")?;
-            // With --hostname, the command runs in a UTS namespace of its own: join it.
-            if c["Config"]["HostnameSet"].as_bool() == Some(true) {
-                if let Some(pid) = c["Pid"].as_u64() {
-                    if let Ok(uts) = std::fs::File::open(format!("/proc/{pid}/ns/uts")) {
-                        let _ = nix::sched::setns(uts, nix::sched::CloneFlags::CLONE_NEWUTS);
-                    }
+            // With --hostname, the command runs in a UTS namespace of its own: join the
+            // process's (without one, that is the host's, which changes nothing).
+            if c.state.pid != 0 {
+                if let Ok(uts) = std::fs::File::open(format!("/proc/{}/ns/uts", c.state.pid)) {
+                    let _ = nix::sched::setns(uts, nix::sched::CloneFlags::CLONE_NEWUTS);
                 }
             }
             use std::os::unix::process::CommandExt;
@@ -716,6 +740,7 @@ async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Result<i32> {
             ip_range,
             aux_address,
             internal,
+            attachable,
             label,
             opt,
             name,
@@ -737,7 +762,8 @@ async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Result<i32> {
                 cfg.insert("AuxiliaryAddresses".into(), json!(aux));
             }
             let body = json!({
-                "Name": name, "Driver": driver, "Internal": internal, "CheckDuplicate": true,
+                "Name": name, "Driver": driver, "Internal": internal, "Attachable": attachable,
+                "CheckDuplicate": true,
                 "IPAM": {"Driver": "default", "Config": if cfg.is_empty() { vec![] } else { vec![Value::Object(cfg)] }},
                 "Options": options, "Labels": labels,
             });

@@ -302,6 +302,7 @@ pub fn plan_network(
         options: spec.options.clone(),
         builtin: false,
         created: now,
+        attachable: spec.attachable,
     })
 }
 
@@ -577,6 +578,7 @@ mod tests {
                 veth: "v".into(),
                 aliases: vec![],
                 host_ifindex: 0,
+                requested_ip: None,
             }],
             ports: vec![],
             cmd: vec![],
@@ -586,6 +588,8 @@ mod tests {
             exit_code: None,
             auto_remove: false,
             created: 0,
+            started: None,
+            finished: None,
         });
         // 10.9.0.129 is an aux address: skipped.
         assert_eq!(

@@ -14,15 +14,6 @@ pub enum Proto {
     Udp,
 }
 
-impl Proto {
-    pub fn ipproto(self) -> u8 {
-        match self {
-            Proto::Tcp => netd_common::IPPROTO_TCP,
-            Proto::Udp => netd_common::IPPROTO_UDP,
-        }
-    }
-}
-
 impl fmt::Display for Proto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -203,6 +194,9 @@ pub struct Network {
     pub options: BTreeMap<String, String>,
     pub builtin: bool,
     pub created: u64,
+    /// Docker's --attachable (recorded and shown; every netd network takes containers).
+    #[serde(default)]
+    pub attachable: bool,
 }
 
 impl Network {
@@ -221,6 +215,7 @@ pub struct NetworkSpec {
     pub ip_range: Option<String>,
     pub aux_addresses: BTreeMap<String, String>,
     pub internal: bool,
+    pub attachable: bool,
     pub labels: BTreeMap<String, String>,
     pub options: BTreeMap<String, String>,
 }
@@ -254,6 +249,9 @@ pub struct Attachment {
     /// needs it; asking netlink on every map sync cost two round trips an attachment).
     #[serde(default)]
     pub host_ifindex: u32,
+    /// The address the user asked for (--ip), shown as the endpoint's IPAMConfig.
+    #[serde(default)]
+    pub requested_ip: Option<Ipv4Addr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,6 +292,12 @@ pub struct Container {
     pub exit_code: Option<i32>,
     pub auto_remove: bool,
     pub created: u64,
+    /// When its process last started and ended (seconds since the epoch), for Docker's
+    /// "Up 3 minutes" / "Exited (0) 2 seconds ago".
+    #[serde(default)]
+    pub started: Option<u64>,
+    #[serde(default)]
+    pub finished: Option<u64>,
 }
 
 /// Docker's name of a network mode: `bridge`, `host`, `none` or `container:NAME`.
@@ -434,6 +438,7 @@ pub fn test_network() -> Network {
         options: BTreeMap::new(),
         builtin: false,
         created: 0,
+        attachable: false,
     }
 }
 
@@ -447,6 +452,7 @@ pub fn test_attachment() -> Attachment {
         veth: "ndvtest00".into(),
         aliases: Vec::new(),
         host_ifindex: 0,
+        requested_ip: None,
     }
 }
 

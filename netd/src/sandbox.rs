@@ -61,6 +61,7 @@ pub fn plan(
         veth: veth_name(veth_prefix, owner_id, n),
         aliases: opts.aliases,
         host_ifindex: 0,
+        requested_ip: opts.ip,
     })
 }
 

@@ -223,6 +223,7 @@ fn network(net_id: u32, subnet: &str, flags: u32) -> Network {
         options: Default::default(),
         builtin: false,
         created: 0,
+        attachable: false,
     }
 }
 
@@ -235,6 +236,7 @@ fn attachment(ip: [u8; 4], mac: [u8; 6], host_ifindex: u32) -> Attachment {
         veth: String::new(),
         aliases: Vec::new(),
         host_ifindex,
+        requested_ip: None,
     }
 }
 

@@ -145,6 +145,8 @@ impl Daemon {
             exit_code: None,
             auto_remove: req.auto_remove,
             created: now(),
+            started: None,
+            finished: None,
         };
         // Where the time of a `run` goes, logged at the end: publishing ports is one map
         // update each, and the rest is the sandbox (namespace, veth, program, process).
@@ -239,6 +241,7 @@ impl Daemon {
             if c.state == ContainerState::Running {
                 c.state = ContainerState::Exited;
                 c.pid = None;
+                c.finished = Some(now());
             }
         }
         inner.store.commit(&inner.state)?;

@@ -105,6 +105,14 @@ impl Daemon {
         self.args.run_dir.join("netd.sock")
     }
 
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.args.state_dir
+    }
+
+    pub async fn instance_id(&self) -> String {
+        self.inner.lock().await.state.instance_id.clone()
+    }
+
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.args.run_dir.join("logs").join(format!("{id}.log"))
     }
@@ -148,6 +156,9 @@ impl Daemon {
 
         let (store, mut state) = Store::open(&args.state_dir)?;
         let owned = Owned::new(&args.state_dir)?;
+        if state.instance_id.is_empty() {
+            state.instance_id = random_id();
+        }
         networks::ensure_builtin(&mut state, &nl, &args).await?;
         store.commit(&state)?;
 

@@ -147,7 +147,7 @@ impl Daemon {
             .cloned()
             .ok_or_else(|| not_found_net(name))?;
         if net.builtin {
-            return Err(NetdError::Conflict(format!(
+            return Err(NetdError::Forbidden(format!(
                 "{} is a pre-defined network and cannot be removed",
                 net.name
             )));
@@ -160,9 +160,10 @@ impl Daemon {
             .map(|c| c.name.clone())
             .collect();
         if !users.is_empty() {
-            return Err(NetdError::Conflict(format!(
-                "error while removing network: network {} has active endpoints (containers: {})",
+            return Err(NetdError::Forbidden(format!(
+                "error while removing network: network {} id {} has active endpoints (containers: {})",
                 net.name,
+                net.id,
                 users.join(", ")
             )));
         }
@@ -375,6 +376,7 @@ pub(super) async fn ensure_builtin(
             options: [(model::OPT_BRIDGE_NAME.to_string(), args.bridge_name.clone())].into(),
             builtin: true,
             created: now(),
+            attachable: false,
         });
         info!("default network bridge: {subnet} via {gateway}");
     }
@@ -411,6 +413,7 @@ pub(super) async fn ensure_builtin(
                 options: BTreeMap::new(),
                 builtin: true,
                 created: now(),
+                attachable: false,
             });
         }
     }

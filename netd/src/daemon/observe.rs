@@ -127,9 +127,16 @@ impl Daemon {
         Ok(flows.into_iter().map(ConntrackRow::from).collect())
     }
 
-    /// Removes flows, all or those of one protocol (IPPROTO_*); returns how many
+    /// Removes flows, all or those of one protocol (tcp, udp, icmp); returns how many
     /// entries went.
-    pub async fn flush_conntrack(&self, proto: Option<u8>) -> Result<usize> {
+    pub async fn flush_conntrack(&self, proto: Option<&str>) -> Result<usize> {
+        let proto = proto
+            .map(|p| {
+                crate::datapath::ipproto_by_name(p).ok_or_else(|| {
+                    NetdError::InvalidArgument(format!("unknown protocol {p:?}: tcp, udp or icmp"))
+                })
+            })
+            .transpose()?;
         let table = {
             let g = self.inner.lock().await;
             g.dp.conntrack_handle()?

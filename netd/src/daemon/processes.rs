@@ -17,6 +17,7 @@ use crate::{
 pub(super) fn start(d: &Arc<Daemon>, c: &mut Container) -> anyhow::Result<()> {
     if c.cmd.is_empty() {
         c.state = ContainerState::Running;
+        c.started = Some(super::now());
         return Ok(());
     }
     let log = d.log_path(&c.id);
@@ -26,6 +27,7 @@ pub(super) fn start(d: &Arc<Daemon>, c: &mut Container) -> anyhow::Result<()> {
             c.pid_start = process::start_time(pid);
             c.state = ContainerState::Running;
             c.exit_code = None;
+            c.started = Some(super::now());
             watch_child(d, c.id.clone(), child);
             Ok(())
         }
@@ -73,6 +75,7 @@ async fn mark_exited(d: &Arc<Daemon>, id: &str, code: i32) {
             c.state = ContainerState::Exited;
             c.exit_code = Some(code);
             c.pid = None;
+            c.finished = Some(super::now());
         }
         let auto = c.auto_remove;
         if let Err(e) = inner.store.commit(&inner.state) {

@@ -11,11 +11,11 @@ use aya::maps::{
 use ipnetwork::Ipv4Network;
 use netd_common::{
     Backend, Endpoint, PortCounters, PortKey, EP_F_ICC, EP_F_INTERNAL, EP_F_MASQUERADE,
-    SUBNET_F_PROTECTED,
+    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED,
 };
 
 use super::Datapath;
-use crate::model::{Attachment, Network, PortMapping};
+use crate::model::{Attachment, Network, PortMapping, Proto};
 
 /// A map as `sync` sees it: list keys, insert or overwrite, remove.
 pub trait SyncMap<K, V> {
@@ -73,11 +73,29 @@ pub fn sync<K: Eq + Hash + Copy, V>(
     Ok(stale.len())
 }
 
+/// The IP protocol number of a published port's protocol.
+fn ipproto(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => IPPROTO_TCP,
+        Proto::Udp => IPPROTO_UDP,
+    }
+}
+
+/// The protocol number of a conntrack protocol name (`tcp`, `udp`, `icmp`).
+pub fn ipproto_by_name(name: &str) -> Option<u8> {
+    match name {
+        "tcp" => Some(IPPROTO_TCP),
+        "udp" => Some(IPPROTO_UDP),
+        "icmp" => Some(IPPROTO_ICMP),
+        _ => None,
+    }
+}
+
 pub fn port_key(m: &PortMapping) -> PortKey {
     PortKey {
         host_ip: u32::from(m.host_ip).to_be(),
         host_port: m.host_port.to_be(),
-        proto: m.proto.ipproto(),
+        proto: ipproto(m.proto),
         _pad: 0,
     }
 }

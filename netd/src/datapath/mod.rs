@@ -27,6 +27,7 @@ use aya::{
 };
 use conntrack::CtMap;
 pub use conntrack::{monotonic_ns, spawn_gc, CtTable, Flow, Timeouts};
+pub use maps::ipproto_by_name;
 use netd_common::{
     map_names, prog_names, stat, Backend, Config, CtEntry, CtKey, Endpoint, PortCounters, PortKey,
 };

@@ -1,0 +1,386 @@
+//! `/containers`: Docker's container endpoints, for netd's sandboxes.
+use std::collections::BTreeMap;
+
+use axum::{
+    extract::{Path, Query, State},
+    http::StatusCode,
+};
+
+use super::{
+    filters::{bool_value, label_matches, Filters},
+    networks::endpoint_id,
+    now, rfc3339,
+    types::{
+        ContainerConfig, ContainerInspect, ContainerState as ApiState, ContainerSummary,
+        EndpointIpamConfig, EndpointSettings, HostConfig, NetworkSettings, Port, PortBinding,
+        PortMap, SummaryHostConfig, SummaryNetworkSettings,
+    },
+    Json, D, Q,
+};
+use crate::{
+    error::NetdError,
+    model::{fmt_mac, mode_name, Container, ContainerState, NetMode, Network},
+};
+
+/// Docker's human duration (go-units HumanDuration), as in "Up 3 minutes".
+pub fn human_duration(secs: u64) -> String {
+    let (m, h, d) = (secs / 60, secs / 3600, secs / 86_400);
+    match secs {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".into(),
+        s if s < 3600 => format!("{m} minutes"),
+        s if s < 7200 => "About an hour".into(),
+        s if s < 48 * 3600 => format!("{h} hours"),
+        s if s < 7 * 86_400 * 2 => format!("{d} days"),
+        s if s < 30 * 86_400 * 2 => format!("{} weeks", d / 7),
+        s if s < 365 * 86_400 * 2 => format!("{} months", d / 30),
+        _ => format!("{} years", d / 365),
+    }
+}
+
+/// Docker's `Status` column: "Up 3 minutes", "Exited (0) 2 seconds ago", "Created".
+pub fn status_of(c: &Container, now: u64) -> String {
+    match c.state {
+        ContainerState::Running => {
+            format!(
+                "Up {}",
+                human_duration(now.saturating_sub(c.started.unwrap_or(c.created)))
+            )
+        }
+        ContainerState::Exited => match c.finished {
+            Some(t) => format!(
+                "Exited ({}) {} ago",
+                c.exit_code.unwrap_or(0),
+                human_duration(now.saturating_sub(t))
+            ),
+            None => format!("Exited ({})", c.exit_code.unwrap_or(0)),
+        },
+        ContainerState::Created => "Created".into(),
+    }
+}
+
+/// Docker's HostConfig.NetworkMode: the network it was started on, by name.
+fn network_mode(c: &Container, nets: &[Network], all: &[Container]) -> String {
+    match &c.mode {
+        NetMode::Bridge => c
+            .attachments
+            .first()
+            .and_then(|a| nets.iter().find(|n| n.id == a.network))
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| "bridge".into()),
+        m => mode_name(m, all),
+    }
+}
+
+fn endpoints(c: &Container, nets: &[Network]) -> BTreeMap<String, EndpointSettings> {
+    c.attachments
+        .iter()
+        .filter_map(|a| {
+            let n = nets.iter().find(|n| n.id == a.network)?;
+            let mut aliases = a.aliases.clone();
+            // Docker adds the short id on user-defined networks (not on the default one).
+            if !n.builtin {
+                aliases.push(c.id[..12].to_string());
+            }
+            Some((
+                n.name.clone(),
+                EndpointSettings {
+                    ipam_config: a.requested_ip.map(|ip| EndpointIpamConfig {
+                        ipv4_address: Some(ip.to_string()),
+                    }),
+                    links: None,
+                    aliases: Some(aliases),
+                    network_id: n.id.clone(),
+                    endpoint_id: endpoint_id(&c.id, &n.id),
+                    gateway: n.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                    ip_address: a.ip.to_string(),
+                    ip_prefix_len: n.subnet.map(|s| s.prefix()).unwrap_or(0),
+                    mac_address: fmt_mac(&a.mac),
+                    ..Default::default()
+                },
+            ))
+        })
+        .collect()
+}
+
+fn port_map(c: &Container) -> PortMap {
+    let mut m = PortMap::new();
+    for p in &c.ports {
+        m.entry(format!("{}/{}", p.container_port, p.proto))
+            .or_default()
+            .push(PortBinding {
+                host_ip: p.host_ip.to_string(),
+                host_port: p.host_port.to_string(),
+            });
+    }
+    m
+}
+
+fn netns_path(c: &Container) -> String {
+    match &c.netns {
+        Some(n) => crate::netns::resolve(n).display().to_string(),
+        // --network host: the daemon's own namespace.
+        None => format!("/proc/{}/ns/net", std::process::id()),
+    }
+}
+
+pub fn summary(c: &Container, nets: &[Network], all: &[Container], now: u64) -> ContainerSummary {
+    ContainerSummary {
+        id: c.id.clone(),
+        names: vec![format!("/{}", c.name)],
+        image: "netd".into(),
+        image_id: String::new(),
+        command: c.cmd.join(" "),
+        created: c.created,
+        ports: c
+            .ports
+            .iter()
+            .map(|p| Port {
+                ip: p.host_ip.to_string(),
+                private_port: p.container_port,
+                public_port: p.host_port,
+                proto: p.proto.to_string(),
+            })
+            .collect(),
+        labels: BTreeMap::new(),
+        state: c.state.to_string(),
+        status: status_of(c, now),
+        host_config: SummaryHostConfig {
+            network_mode: network_mode(c, nets, all),
+        },
+        // The list leaves out what only inspect shows (the port map): a container with
+        // 10,000 ports would otherwise cost megabytes per `ps`.
+        network_settings: SummaryNetworkSettings {
+            networks: endpoints(c, nets),
+        },
+        mounts: Vec::new(),
+        netns: netns_path(c),
+        host_veths: c.attachments.iter().map(|a| a.veth.clone()).collect(),
+    }
+}
+
+pub fn inspect_of(c: &Container, nets: &[Network], all: &[Container]) -> ContainerInspect {
+    let networks = endpoints(c, nets);
+    let ports = port_map(c);
+    // Docker's legacy top-level fields describe the default `bridge` network's endpoint.
+    let default = nets
+        .iter()
+        .find(|n| n.builtin && n.name == "bridge")
+        .and_then(|n| networks.get(&n.name))
+        .cloned()
+        .unwrap_or_default();
+    let time = |t: Option<u64>| {
+        t.map(rfc3339)
+            .unwrap_or_else(|| "0001-01-01T00:00:00Z".into())
+    };
+    ContainerInspect {
+        id: c.id.clone(),
+        created: rfc3339(c.created),
+        path: c.cmd.first().cloned().unwrap_or_default(),
+        args: c.cmd.iter().skip(1).cloned().collect(),
+        state: ApiState {
+            status: c.state.to_string(),
+            running: c.state == ContainerState::Running,
+            pid: c.pid.unwrap_or(0),
+            exit_code: c.exit_code.unwrap_or(0),
+            started_at: time(c.started),
+            finished_at: time(c.finished),
+            ..Default::default()
+        },
+        image: "netd".into(),
+        name: format!("/{}", c.name),
+        restart_count: 0,
+        host_config: HostConfig {
+            network_mode: network_mode(c, nets, all),
+            port_bindings: ports.clone(),
+            auto_remove: c.auto_remove,
+        },
+        config: ContainerConfig {
+            hostname: c.hostname.clone().unwrap_or_else(|| c.id[..12].to_string()),
+            exposed_ports: ports
+                .keys()
+                .map(|k| (k.clone(), serde_json::json!({})))
+                .collect(),
+            cmd: c.cmd.clone(),
+            image: "netd".into(),
+            labels: BTreeMap::new(),
+        },
+        network_settings: NetworkSettings {
+            sandbox_id: c.id.clone(),
+            sandbox_key: netns_path(c),
+            ports,
+            endpoint_id: default.endpoint_id,
+            gateway: default.gateway,
+            ip_address: default.ip_address,
+            ip_prefix_len: default.ip_prefix_len,
+            mac_address: default.mac_address,
+            networks,
+            ..Default::default()
+        },
+        netns: netns_path(c),
+        host_veths: c.attachments.iter().map(|a| a.veth.clone()).collect(),
+    }
+}
+
+const CONTAINER_FILTERS: &[&str] = &["exited", "id", "label", "name", "network", "status"];
+const STATUSES: &[&str] = &[
+    "created",
+    "restarting",
+    "running",
+    "removing",
+    "paused",
+    "exited",
+    "dead",
+];
+
+fn container_matches(c: &Container, nets: &[Network], f: &Filters) -> Result<bool, NetdError> {
+    f.all(|k, v| {
+        Ok(match k {
+            "id" => c.id.starts_with(v),
+            // Docker matches names as a regular expression; a substring covers the
+            // common use (`--filter name=web`), and ^/$ anchors are honoured.
+            "name" => {
+                let name = format!("/{}", c.name);
+                match (v.strip_prefix('^'), v.strip_suffix('$')) {
+                    _ if v.starts_with('^') && v.ends_with('$') && v.len() >= 2 => {
+                        let inner = &v[1..v.len() - 1];
+                        c.name == inner || name == inner
+                    }
+                    (Some(p), _) => c.name.starts_with(p) || name.starts_with(p),
+                    (_, Some(s)) => name.ends_with(s),
+                    _ => name.contains(v),
+                }
+            }
+            "label" => label_matches(&BTreeMap::new(), v),
+            "network" => c.attachments.iter().any(|a| {
+                nets.iter()
+                    .find(|n| n.id == a.network)
+                    .is_some_and(|n| n.name == v || n.id.starts_with(v))
+            }),
+            "status" => {
+                if !STATUSES.contains(&v) {
+                    return Err(NetdError::InvalidArgument(format!(
+                        "invalid filter 'status={v}': one of {}",
+                        STATUSES.join(", ")
+                    )));
+                }
+                c.state.to_string() == v
+            }
+            "exited" => {
+                let code: i32 = v.parse().map_err(|_| {
+                    NetdError::InvalidArgument(format!("invalid filter 'exited={v}': a number"))
+                })?;
+                c.state == ContainerState::Exited && c.exit_code == Some(code)
+            }
+            _ => false,
+        })
+    })
+}
+
+pub async fn list(State(d): D, Query(q): Q) -> Result<Json<Vec<ContainerSummary>>, NetdError> {
+    let f = Filters::parse(
+        q.get("filters").map(String::as_str),
+        "containers",
+        CONTAINER_FILTERS,
+    )?;
+    let flag = |k: &str| -> Result<bool, NetdError> {
+        q.get(k)
+            .map(|v| bool_value(k, v))
+            .transpose()
+            .map(|b| b.unwrap_or(false))
+    };
+    let limit: Option<usize> =
+        match q.get("limit").map(String::as_str) {
+            None | Some("") | Some("-1") | Some("0") => None,
+            Some(n) => Some(n.parse().map_err(|_| {
+                NetdError::InvalidArgument(format!("invalid limit {n:?}: a number"))
+            })?),
+        };
+    let limit = if flag("latest")? { Some(1) } else { limit };
+    // As Docker: a limit (or latest) lists stopped containers too.
+    let all =
+        flag("all")? || limit.is_some() || f.0.contains_key("status") || f.0.contains_key("exited");
+    let (mut cs, nets) = d.containers().await;
+    // Newest first, as `docker ps`.
+    cs.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+    let now = now();
+    let mut out = Vec::new();
+    for c in &cs {
+        if !all && c.state != ContainerState::Running {
+            continue;
+        }
+        if container_matches(c, &nets, &f)? {
+            out.push(summary(c, &nets, &cs, now));
+        }
+        if limit.is_some_and(|l| out.len() >= l) {
+            break;
+        }
+    }
+    Ok(Json(out))
+}
+
+pub async fn inspect(
+    State(d): D,
+    Path(id): Path<String>,
+) -> Result<Json<ContainerInspect>, NetdError> {
+    let (c, nets, all) = d.container(&id).await?;
+    Ok(Json(inspect_of(&c, &nets, &all)))
+}
+
+pub async fn remove(
+    State(d): D,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<StatusCode, NetdError> {
+    let force = q
+        .get("force")
+        .map(|v| bool_value("force", v))
+        .transpose()?
+        .unwrap_or(false);
+    d.remove(&id, force).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn start(State(d): D, Path(id): Path<String>) -> Result<StatusCode, NetdError> {
+    d.start_container(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn stop(
+    State(d): D,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<StatusCode, NetdError> {
+    let t = match q.get("t") {
+        None => 10,
+        Some(t) => t
+            .parse()
+            .map_err(|_| NetdError::InvalidArgument(format!("invalid timeout {t:?}: seconds")))?,
+    };
+    d.stop_container(&id, std::time::Duration::from_secs(t))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn logs(State(d): D, Path(id): Path<String>) -> Result<String, NetdError> {
+    let (c, _, _) = d.container(&id).await?;
+    Ok(std::fs::read_to_string(d.log_path(&c.id)).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations_as_docker_prints_them() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(3), "3 seconds");
+        assert_eq!(human_duration(90), "About a minute");
+        assert_eq!(human_duration(600), "10 minutes");
+        assert_eq!(human_duration(5400), "About an hour");
+        assert_eq!(human_duration(10 * 3600), "10 hours");
+        assert_eq!(human_duration(3 * 86_400), "3 days");
+    }
+}

@@ -1,0 +1,143 @@
+//! Docker's `filters` query parameter, and what each list endpoint accepts. A filter
+//! netd does not know is an error (400), never ignored: `docker rm -f $(docker ps -q
+//! --filter ...)` must not remove everything because a filter was dropped.
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::error::NetdError;
+
+/// Filter name -> the values asked for (any of them matches).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filters(pub BTreeMap<String, Vec<String>>);
+
+impl Filters {
+    /// Parses `{"name":{"x":true}}` or the older `{"name":["x"]}`; `allowed` are the
+    /// filters this endpoint knows.
+    pub fn parse(raw: Option<&str>, what: &str, allowed: &[&str]) -> Result<Filters, NetdError> {
+        let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+            return Ok(Filters::default());
+        };
+        let v: Value = serde_json::from_str(raw)
+            .map_err(|e| NetdError::InvalidArgument(format!("invalid filters {raw:?}: {e}")))?;
+        let Value::Object(m) = v else {
+            return Err(NetdError::InvalidArgument(format!(
+                "invalid filters {raw:?}: not a JSON object"
+            )));
+        };
+        let mut out = BTreeMap::new();
+        for (k, vals) in m {
+            if !allowed.contains(&k.as_str()) {
+                return Err(NetdError::InvalidArgument(format!(
+                    "invalid filter '{k}' for {what} (netd knows: {})",
+                    allowed.join(", ")
+                )));
+            }
+            let list = match vals {
+                Value::Object(o) => o
+                    .into_iter()
+                    .filter(|(_, b)| b.as_bool().unwrap_or(false))
+                    .map(|(s, _)| s)
+                    .collect(),
+                Value::Array(a) => a
+                    .into_iter()
+                    .map(|s| match s {
+                        Value::String(s) => Ok(s),
+                        other => Err(NetdError::InvalidArgument(format!(
+                            "invalid value {other} for filter '{k}': not a string"
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?,
+                other => {
+                    return Err(NetdError::InvalidArgument(format!(
+                        "invalid value {other} for filter '{k}'"
+                    )))
+                }
+            };
+            out.insert(k, list);
+        }
+        Ok(Filters(out))
+    }
+
+    /// Whether every filter has a value that `matches` accepts.
+    pub fn all(
+        &self,
+        mut matches: impl FnMut(&str, &str) -> Result<bool, NetdError>,
+    ) -> Result<bool, NetdError> {
+        for (k, vals) in &self.0 {
+            let mut any = false;
+            for v in vals {
+                if matches(k, v)? {
+                    any = true;
+                    break;
+                }
+            }
+            if !any && !vals.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Docker's `label` filter: `key` or `key=value`.
+pub fn label_matches(labels: &BTreeMap<String, String>, v: &str) -> bool {
+    match v.split_once('=') {
+        Some((k, val)) => labels.get(k).is_some_and(|x| x == val),
+        None => labels.contains_key(v),
+    }
+}
+
+/// A boolean filter value as Docker accepts it.
+pub fn bool_value(filter: &str, v: &str) -> Result<bool, NetdError> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(NetdError::InvalidArgument(format!(
+            "invalid value {v:?} for filter '{filter}': true or false"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_formats_and_unknown_filters() {
+        let f = Filters::parse(
+            Some(r#"{"name":{"web":true},"status":["running"]}"#),
+            "containers",
+            &["name", "status"],
+        )
+        .unwrap();
+        assert_eq!(f.0["name"], vec!["web".to_string()]);
+        assert_eq!(f.0["status"], vec!["running".to_string()]);
+        let e = Filters::parse(Some(r#"{"ancestor":["x"]}"#), "containers", &["name"]).unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e.to_string().contains("ancestor"), "{e}");
+        assert!(Filters::parse(Some("{nope"), "containers", &["name"]).is_err());
+        assert_eq!(Filters::parse(None, "x", &[]).unwrap(), Filters::default());
+    }
+
+    #[test]
+    fn all_filters_must_match_any_of_their_values() {
+        let f = Filters::parse(
+            Some(r#"{"name":["a","b"],"status":["running"]}"#),
+            "c",
+            &["name", "status"],
+        )
+        .unwrap();
+        let yes = f
+            .all(|k, v| {
+                Ok(match k {
+                    "name" => v == "b",
+                    _ => v == "running",
+                })
+            })
+            .unwrap();
+        assert!(yes);
+        let no = f.all(|k, v| Ok(k == "name" && v == "a")).unwrap();
+        assert!(!no);
+    }
+}

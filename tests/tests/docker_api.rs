@@ -1,0 +1,276 @@
+//! The Docker Engine API as the stock `docker` CLI and SDKs use it: filters that are
+//! honoured or refused (never ignored), /info, /events, /system/df, inspect's fields,
+//! Docker's statuses and JSON error bodies. Run as root (cargo xtask test does).
+use netd_tests::Lab;
+
+fn ok(o: &std::process::Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `curl` against the daemon's socket: (status, body).
+fn http(lab: &Lab, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let sock = lab.socket();
+    let mut args = vec![
+        "-s".to_string(),
+        "--unix-socket".into(),
+        sock.display().to_string(),
+        "-X".into(),
+        method.into(),
+        "-w".into(),
+        "\n%{http_code}".into(),
+        format!("http://netd{path}"),
+    ];
+    if let Some(b) = body {
+        args.extend([
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "-d".into(),
+            b.into(),
+        ]);
+    }
+    let o = std::process::Command::new("curl")
+        .args(&args)
+        .output()
+        .expect("curl");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').expect("status line");
+    let v = serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.into()));
+    (code.trim().parse().expect("status"), v)
+}
+
+#[test]
+fn container_filters_are_honoured_or_refused_never_ignored() {
+    let lab = Lab::new();
+    for n in ["c1", "c2", "c3"] {
+        lab.netd_ok(&["run", "-d", "--name", n, "--", "sleep", "600"]);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    lab.netd_ok(&["network", "create", "--subnet", "10.61.0.0/24", "other"]);
+    lab.netd_ok(&["network", "connect", "other", "c2"]);
+    lab.netd_ok(&["stop", "-t", "0", "c1"]);
+    let id3 = lab.inspect("c3")["Id"].as_str().unwrap()[..12].to_string();
+    // The line that removed everything when filters were ignored.
+    let q = ok(
+        &lab.docker(&["ps", "-aq", "--filter", "name=c3"]),
+        "ps name",
+    );
+    assert_eq!(q.trim(), id3);
+    let q = ok(
+        &lab.docker(&["ps", "-q", "--filter", "network=other"]),
+        "ps network",
+    );
+    assert_eq!(q.trim().lines().count(), 1, "{q}");
+    let q = ok(
+        &lab.docker(&["ps", "-aq", "--filter", "status=exited"]),
+        "ps status",
+    );
+    assert_eq!(q.trim().lines().count(), 1, "{q}");
+    let q = ok(
+        &lab.docker(&["ps", "-q", "--filter", &format!("id={id3}")]),
+        "ps id",
+    );
+    assert_eq!(q.trim(), id3);
+    let q = ok(&lab.docker(&["ps", "-q"]), "ps");
+    assert_eq!(q.trim().lines().count(), 2, "running only: {q}");
+    // Newest first, limit and latest.
+    let names = ok(&lab.docker(&["ps", "-a", "--format", "{{.Names}}"]), "ps");
+    assert_eq!(names.trim().lines().collect::<Vec<_>>(), ["c3", "c2", "c1"]);
+    let q = ok(&lab.docker(&["ps", "-q", "--last", "2"]), "ps --last");
+    assert_eq!(q.trim().lines().count(), 2, "{q}");
+    let q = ok(&lab.docker(&["ps", "-lq"]), "ps -l");
+    assert_eq!(q.trim(), id3);
+    // Docker's status column.
+    let st = ok(
+        &lab.docker(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]),
+        "ps",
+    );
+    assert!(st.contains("c3 Up "), "{st}");
+    assert!(st.contains("c1 Exited (") && st.contains(" ago"), "{st}");
+    // A filter netd does not know is a 400 naming it.
+    let o = lab.docker(&["ps", "-q", "--filter", "ancestor=busybox"]);
+    assert!(!o.status.success(), "an unknown filter was ignored: {o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("ancestor"),
+        "{o:?}"
+    );
+    let (code, v) = http(
+        &lab,
+        "GET",
+        "/containers/json?filters=%7B%22volume%22%3A%5B%22x%22%5D%7D",
+        None,
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap_or("").contains("volume"),
+        "{v}"
+    );
+}
+
+#[test]
+fn networks_dangling_attachable_and_docker_statuses() {
+    let lab = Lab::new();
+    lab.netd_ok(&["network", "create", "--attachable", "empty"]);
+    lab.netd_ok(&["network", "create", "busy"]);
+    lab.netd_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--network",
+        "busy",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    let d = ok(
+        &lab.docker(&[
+            "network",
+            "ls",
+            "--filter",
+            "dangling=true",
+            "--format",
+            "{{.Name}}",
+        ]),
+        "dangling",
+    );
+    assert_eq!(d.trim(), "empty", "only unused user networks are dangling");
+    let a = ok(
+        &lab.docker(&["network", "inspect", "-f", "{{.Attachable}}", "empty"]),
+        "inspect",
+    );
+    assert_eq!(a.trim(), "true");
+    // Docker's 403s, with JSON bodies.
+    let (code, v) = http(&lab, "DELETE", "/networks/bridge", None);
+    assert_eq!(code, 403, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("pre-defined"),
+        "{v}"
+    );
+    let (code, v) = http(&lab, "DELETE", "/networks/busy", None);
+    assert_eq!(code, 403, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("active endpoints"),
+        "{v}"
+    );
+    // Malformed and mistyped bodies, unknown paths: JSON messages too.
+    let (code, v) = http(&lab, "POST", "/networks/create", Some("{bad"));
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("malformed JSON"),
+        "{v}"
+    );
+    let (code, v) = http(&lab, "POST", "/networks/create", Some(r#"{"Name": 5}"#));
+    assert_eq!(code, 400, "{v}");
+    assert!(v["message"].is_string(), "{v}");
+    let (code, v) = http(&lab, "GET", "/no/such/thing", None);
+    assert_eq!(code, 404, "{v}");
+    assert!(v["message"].is_string(), "{v}");
+}
+
+#[test]
+fn info_events_df_and_inspect_as_docker_clients_read_them() {
+    let lab = Lab::new();
+    let info = ok(
+        &lab.docker(&["info", "--format", "{{json .}}"]),
+        "docker info",
+    );
+    let info: serde_json::Value = serde_json::from_str(info.trim()).expect("info JSON");
+    assert!(info["NCPU"].as_u64().unwrap_or(0) >= 1, "{info}");
+    assert!(info["MemTotal"].as_u64().unwrap_or(0) > 0, "{info}");
+    assert_eq!(info["OSType"], "linux");
+    assert_eq!(info["ID"].as_str().unwrap_or("").len(), 64);
+    ok(&lab.docker(&["system", "df"]), "docker system df");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // An empty stream that ends at `until`.
+    let o = lab.docker(&["events", "--since", "0", "--until", &(now + 1).to_string()]);
+    ok(&o, "docker events --until");
+
+    lab.netd_ok(&["network", "create", "--subnet", "10.62.0.0/24", "user"]);
+    lab.run_server("onbridge", &["8080:80"], &["serve-tcp", "80"]);
+    lab.netd_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "onuser",
+        "--network",
+        "user",
+        "--ip",
+        "10.62.0.9",
+        "--alias",
+        "db",
+        "-p",
+        "8081:81/udp",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    let f = |c: &str, tmpl: &str| {
+        ok(&lab.docker(&["inspect", "-f", tmpl, c]), tmpl)
+            .trim()
+            .to_string()
+    };
+    // The most common line in users' scripts: the default bridge fills the legacy
+    // top-level fields, a user network does not (as Docker).
+    let ip = f("onbridge", "{{.NetworkSettings.IPAddress}}");
+    assert!(ip.starts_with("172.") || ip.starts_with("192.168."), "{ip}");
+    assert!(!f("onbridge", "{{.NetworkSettings.MacAddress}}").is_empty());
+    assert!(!f("onbridge", "{{.NetworkSettings.Gateway}}").is_empty());
+    assert_eq!(f("onuser", "{{.NetworkSettings.IPAddress}}"), "");
+    assert_eq!(f("onuser", "{{.HostConfig.NetworkMode}}"), "user");
+    assert_eq!(f("onbridge", "{{.HostConfig.NetworkMode}}"), "bridge");
+    assert_eq!(
+        f("onuser", "{{json .HostConfig.PortBindings}}"),
+        r#"{"81/udp":[{"HostIp":"0.0.0.0","HostPort":"8081"}]}"#
+    );
+    assert_eq!(
+        f("onuser", "{{json .Config.ExposedPorts}}"),
+        r#"{"81/udp":{}}"#
+    );
+    assert_eq!(
+        f("onbridge", "{{json .NetworkSettings.Ports}}"),
+        r#"{"80/tcp":[{"HostIp":"0.0.0.0","HostPort":"8080"}]}"#
+    );
+    assert_eq!(
+        f(
+            "onuser",
+            "{{(index .NetworkSettings.Networks \"user\").IPAMConfig.IPv4Address}}"
+        ),
+        "10.62.0.9"
+    );
+    let id = f("onuser", "{{.Id}}");
+    let aliases = f(
+        "onuser",
+        "{{json (index .NetworkSettings.Networks \"user\").Aliases}}",
+    );
+    assert!(
+        aliases.contains("\"db\"") && aliases.contains(&id[..12]),
+        "{aliases}"
+    );
+    // `docker port` and `netd port` with a private port.
+    assert_eq!(
+        ok(&lab.docker(&["port", "onbridge", "80/tcp"]), "docker port").trim(),
+        "0.0.0.0:8080"
+    );
+    assert_eq!(
+        lab.netd_ok(&["port", "onbridge", "80"]).trim(),
+        "0.0.0.0:8080"
+    );
+    assert_eq!(
+        lab.netd_ok(&["port", "onuser", "81/udp"]).trim(),
+        "0.0.0.0:8081"
+    );
+    let o = lab.netd(&["port", "onbridge", "81"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no public port '81/tcp'"),
+        "{o:?}"
+    );
+}
