@@ -24,6 +24,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod ctfull;
 mod docker;
 use docker::Dockerd;
 
@@ -252,6 +253,8 @@ struct Lab {
     dockerd: Option<Dockerd>,
     /// The CNI bridge plugin's result, which portmap and DEL take back.
     cni_result: Option<Value>,
+    /// More `netd daemon` flags.
+    daemon_args: Vec<String>,
 }
 
 impl Lab {
@@ -273,6 +276,7 @@ impl Lab {
             netd_pid: None,
             dockerd: None,
             cni_result: None,
+            daemon_args: Vec::new(),
         };
         let _ = std::fs::remove_dir_all(&lab.dir);
         std::fs::create_dir_all(&lab.dir)?;
@@ -384,6 +388,10 @@ impl Lab {
         run(&self.netd_bin(), &full)
     }
 
+    fn bpf_dir(&self) -> String {
+        format!("/sys/fs/bpf/{}-nd", prefix())
+    }
+
     fn netd_bin(&self) -> String {
         std::env::var("NETD_BIN").unwrap_or_else(|_| "netd".into())
     }
@@ -399,6 +407,7 @@ impl Lab {
             .arg(self.dir.join("run"))
             .args(["--bpf-dir", &format!("/sys/fs/bpf/{}-nd", prefix())])
             .args(["--netns-prefix", &format!("{}-nd-c-", prefix())])
+            .args(&self.daemon_args)
             // Info: the log says where the time of each `run` goes.
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -1274,7 +1283,16 @@ fn main() -> Result<()> {
     }
     bar.finish_and_clear();
     let _ = std::fs::remove_dir_all(shared_dir());
-    report(&results, &ports, &dps, &opts.out)
+    report(&results, &ports, &dps, &opts.out)?;
+    if dps.contains(&Dp::Netd) {
+        println!("measuring API latency with a full conntrack table...");
+        let c = ctfull::measure(&opts)?;
+        print!("{}", ctfull::report(&c));
+        let f = opts.out.join("api-latency.json");
+        std::fs::write(&f, serde_json::to_vec_pretty(&c)?)?;
+        println!("  (also in {})", f.display());
+    }
+    Ok(())
 }
 
 fn replot(file: &Path, out: &Path) -> Result<()> {
