@@ -283,10 +283,12 @@ pub mod stat {
     pub const DROP_ICC: u32 = 21;
     /// Leaving, or entering, an --internal network.
     pub const DROP_INTERNAL: u32 = 22;
+    /// Redirected out with bpf_redirect_neigh: the next hop had no neighbour entry yet.
+    pub const REDIRECT_NEIGH: u32 = 23;
     pub const COUNT: u32 = 24;
 
     /// Human names, indexed like the counters.
-    pub const NAMES: [&str; 23] = [
+    pub const NAMES: [&str; 24] = [
         "pass",
         "dnat",
         "dnat_reply",
@@ -310,6 +312,7 @@ pub mod stat {
         "drop_other_network",
         "drop_icc",
         "drop_internal",
+        "redirect_neigh",
     ];
 }
 

@@ -111,8 +111,10 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, u32> {
         return Ok(TC_ACT_OK);
     }
     let cfg = config();
-    match nat::fib_egress(ctx, flow.proto, flow.saddr, flow.daddr, flow.len) {
-        Some((ifindex, _, _)) if ifindex == cfg.uplink_ifindex => {}
+    // Decided by the route alone: whether the next hop has answered ARP yet is no
+    // business of masquerade (delivery resolves it).
+    match nat::route(ctx, flow.proto, flow.saddr, flow.daddr) {
+        Some(r) if r.ifindex == cfg.uplink_ifindex => {}
         _ => return Ok(TC_ACT_OK),
     }
     let t = Tuple {

@@ -22,6 +22,9 @@ const HOST: [u8; 4] = [10, 0, 0, 1];
 const NEXT_HOP: [u8; 4] = [10, 0, 0, 2];
 const NEXT_HOP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const CLIENT: [u8; 4] = [192, 0, 2, 7];
+/// A client routed through UNRESOLVED_HOP, a next hop without a neighbour entry.
+const FAR_CLIENT: [u8; 4] = [198, 51, 100, 7];
+const UNRESOLVED_HOP: &str = "10.0.0.3";
 const CONTAINER: [u8; 4] = [172, 17, 0, 2];
 const CONTAINER_MAC: [u8; 6] = [0x02, 0x42, 172, 17, 0, 2];
 const OTHER: [u8; 4] = [172, 17, 0, 3];
@@ -88,6 +91,17 @@ fn enter_fixture_netns(name: &str) -> u32 {
     ip(&["-n", name, "link", "set", "cl0", "up"]);
     ip(&["-n", name, "link", "set", "lo", "up"]);
     ip(&["-n", name, "route", "add", "default", "via", "10.0.0.2"]);
+    // A remote network behind a next hop that has never answered ARP: the FIB finds the
+    // route but no neighbour entry (nothing here ever resolves it, so it stays so).
+    ip(&[
+        "-n",
+        name,
+        "route",
+        "add",
+        "198.51.100.0/24",
+        "via",
+        UNRESOLVED_HOP,
+    ]);
     ip(&[
         "-n",
         name,
@@ -226,6 +240,8 @@ struct Pkt {
     options: Vec<u8>,
     frag: u16,
     udp_zero_csum: bool,
+    /// Payload bytes beyond the standard ones.
+    extra: usize,
 }
 
 impl Pkt {
@@ -239,6 +255,7 @@ impl Pkt {
             options: vec![],
             frag: 0,
             udp_zero_csum: false,
+            extra: 0,
         }
     }
     fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Pkt {
@@ -256,7 +273,9 @@ impl Pkt {
     }
 
     fn build(&self) -> Vec<u8> {
-        let payload = b"netd fixture payload";
+        let mut payload = b"netd fixture payload".to_vec();
+        payload.resize(payload.len() + self.extra, b'.');
+        let payload = payload.as_slice();
         let mut l4 = Vec::new();
         if self.proto == 1 {
             l4.extend_from_slice(&[self.dport as u8, 0, 0, 0]);
@@ -647,6 +666,80 @@ fn fast_path_masquerade_redirects_to_the_uplink_with_the_neighbours_mac() {
         "destination MAC from the neighbour table"
     );
     assert_eq!(inspect(&out).src, HOST);
+}
+
+/// The fixture's next hop for FAR_CLIENT has no neighbour entry, and none appears.
+fn assert_unresolved(f: &Fixture) {
+    let out = Command::new("ip")
+        .args(["-n", &f._netns.0, "neigh", "show", UNRESOLVED_HOP])
+        .output()
+        .expect("ip neigh");
+    let neigh = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        neigh.trim().is_empty() || neigh.contains("FAILED") || neigh.contains("INCOMPLETE"),
+        "the next hop got resolved, the fixture proves nothing: {neigh}"
+    );
+}
+
+/// Issue 16: the first packet to a next hop without a neighbour entry must leave
+/// masqueraded like every other (it once went out with the container's source).
+#[test]
+fn masquerade_decides_by_the_route_not_by_the_neighbour_entry() {
+    let f = fixture("snat-no-neigh", false);
+    for pkt in [
+        Pkt::tcp(CONTAINER, 5000, FAR_CLIENT, 80),
+        Pkt::udp(CONTAINER, 5001, FAR_CLIENT, 53),
+        Pkt::icmp(CONTAINER, FAR_CLIENT, 77, 8),
+    ] {
+        let (v, out) = egress(&f, &pkt.build()).unwrap();
+        assert_eq!(v, TC_ACT_OK);
+        let s = inspect(&out);
+        assert_eq!((s.src, s.dst), (HOST, FAR_CLIENT), "proto {}", pkt.proto);
+    }
+    assert_eq!(counter(&f.dp, "snat"), 3);
+    // The replies find their way back.
+    let (_, out) =
+        f.dp.test_run(
+            UPLINK_INGRESS,
+            &Pkt::tcp(FAR_CLIENT, 80, HOST, 5000).build(),
+        )
+        .unwrap();
+    assert_eq!(inspect(&out).dst, CONTAINER);
+    assert_unresolved(&f);
+}
+
+/// With the fast path, packets to an unresolved next hop go out through
+/// bpf_redirect_neigh (the kernel resolves it), masqueraded, and so do replies of
+/// published ports; a packet too big for the uplink goes to the stack instead.
+#[test]
+fn fast_path_hands_an_unresolved_next_hop_to_redirect_neigh() {
+    let f = fixture("fast-no-neigh", true);
+    let (v, out) = egress(&f, &Pkt::tcp(CONTAINER, 5000, FAR_CLIENT, 80).build()).unwrap();
+    assert_eq!(v, TC_ACT_REDIRECT);
+    assert_eq!(inspect(&out).src, HOST);
+    assert_eq!(counter(&f.dp, "redirect_neigh"), 1);
+    // A published port's reply to a client behind that next hop.
+    let (v, _) =
+        f.dp.test_run(
+            UPLINK_INGRESS,
+            &Pkt::tcp(FAR_CLIENT, 40000, HOST, 8080).build(),
+        )
+        .unwrap();
+    assert_eq!(v, TC_ACT_REDIRECT, "into the container");
+    let (v, out) = egress(&f, &Pkt::tcp(CONTAINER, 80, FAR_CLIENT, 40000).build()).unwrap();
+    assert_eq!(v, TC_ACT_REDIRECT);
+    let s = inspect(&out);
+    assert_eq!((s.src, s.sport, s.dst), (HOST, 8080, FAR_CLIENT));
+    assert_eq!(counter(&f.dp, "redirect_neigh"), 2);
+    // Beyond the uplink's MTU (1500), not GSO: still masqueraded, sent by the stack.
+    let mut big = Pkt::udp(CONTAINER, 5002, FAR_CLIENT, 53);
+    big.extra = 1600;
+    let failed = counter(&f.dp, "redirect_failed");
+    let (v, out) = egress(&f, &big.build()).unwrap();
+    assert_eq!((v, inspect(&out).src), (TC_ACT_OK, HOST));
+    assert_eq!(counter(&f.dp, "redirect_failed"), failed + 1);
+    assert_eq!(counter(&f.dp, "redirect_neigh"), 2);
+    assert_unresolved(&f);
 }
 
 #[test]
