@@ -4,6 +4,12 @@
 //! field doc says so, because the datapath compares them with packet bytes directly.
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
+mod counters;
+pub use counters::{drop_reason, event};
+
 /// Names of the maps, as the eBPF object declares them and as they are pinned.
 pub mod map_names {
     pub const CONFIG: &str = "NETD_CONFIG";
@@ -11,7 +17,10 @@ pub mod map_names {
     pub const CONNTRACK: &str = "NETD_CT";
     pub const LOCAL_ADDRS: &str = "NETD_LOCAL";
     pub const ENDPOINTS: &str = "NETD_ENDPOINTS";
-    pub const STATS: &str = "NETD_STATS";
+    /// Per-CPU counters of `drop_reason` and of `event` (two arrays: the tables'
+    /// indexes overlap). Named anew when they replaced the single NETD_STATS array.
+    pub const DROPS: &str = "NETD_DROPS";
+    pub const EVENTS: &str = "NETD_EVENTS";
     pub const PORT_STATS: &str = "NETD_PORT_STATS";
     pub const SOCK_REVNAT: &str = "NETD_SOCK_RNAT";
     pub const SUBNETS: &str = "NETD_SUBNETS";
@@ -242,79 +251,6 @@ pub const EP_F_INTERNAL: u32 = 4;
 /// outside addressed straight to it are dropped by uplink_guard. Networks without
 /// masquerade are routed, and their replies come to container addresses.
 pub const SUBNET_F_PROTECTED: u32 = 1 << 31;
-
-/// Indexes of the per-CPU `NETD_STATS` counter array. Drop reasons and events share the
-/// array; a drop always increments exactly one reason (the `drop_*` ones).
-pub mod stat {
-    pub const PASS: u32 = 0;
-    pub const DNAT: u32 = 1;
-    pub const DNAT_REPLY: u32 = 2;
-    pub const REDIRECT: u32 = 3;
-    pub const REDIRECT_FAILED: u32 = 4;
-    pub const CT_NEW: u32 = 5;
-    pub const CT_INSERT_FAILED: u32 = 6;
-    /// Broken headers: passed untouched, for the stack's own checks to judge.
-    pub const MALFORMED_PASSED: u32 = 7;
-    /// IP fragments: passed untouched (ports are only in the first one).
-    pub const FRAGMENT_PASSED: u32 = 8;
-    /// A rewrite helper failed half-way: the packet is dropped rather than sent half-NATed.
-    pub const DROP_REWRITE_FAILED: u32 = 9;
-    pub const SNAT: u32 = 10;
-    pub const SNAT_REPLY: u32 = 11;
-    /// No free masquerade source port for a new flow: dropped, never mis-mapped.
-    pub const DROP_SNAT_EXHAUSTED: u32 = 12;
-    pub const HAIRPIN: u32 = 13;
-    /// Uplink guard (XDP, or TC on virtual uplinks): from outside, addressed straight to
-    /// a container subnet.
-    pub const GUARD_DROP_TO_CONTAINER: u32 = 14;
-    /// Uplink guard: from outside with a container-subnet or loopback source (spoofed).
-    pub const GUARD_DROP_SPOOFED: u32 = 15;
-    /// Uplink guard: from outside to loopback, or to a port published only on loopback.
-    pub const GUARD_DROP_LOOPBACK: u32 = 16;
-    /// A container sent with a source IP that is not its own.
-    pub const DROP_SPOOFED_IP: u32 = 17;
-    /// A container sent with a source MAC that is not its own.
-    pub const DROP_SPOOFED_MAC: u32 = 18;
-    /// A container's ARP claimed an address that is not its own.
-    pub const DROP_SPOOFED_ARP: u32 = 19;
-    /// Between containers of different networks.
-    pub const DROP_OTHER_NETWORK: u32 = 20;
-    /// Between containers of a network with icc=false.
-    pub const DROP_ICC: u32 = 21;
-    /// Leaving, or entering, an --internal network.
-    pub const DROP_INTERNAL: u32 = 22;
-    /// Redirected out with bpf_redirect_neigh: the next hop had no neighbour entry yet.
-    pub const REDIRECT_NEIGH: u32 = 23;
-    pub const COUNT: u32 = 24;
-
-    /// Human names, indexed like the counters.
-    pub const NAMES: [&str; 24] = [
-        "pass",
-        "dnat",
-        "dnat_reply",
-        "redirect",
-        "redirect_failed",
-        "ct_new",
-        "ct_insert_failed",
-        "malformed_passed",
-        "fragment_passed",
-        "drop_rewrite_failed",
-        "snat",
-        "snat_reply",
-        "drop_snat_exhausted",
-        "hairpin",
-        "guard_drop_to_container",
-        "guard_drop_spoofed",
-        "guard_drop_loopback",
-        "drop_spoofed_ip",
-        "drop_spoofed_mac",
-        "drop_spoofed_arp",
-        "drop_other_network",
-        "drop_icc",
-        "drop_internal",
-        "redirect_neigh",
-    ];
-}
 
 #[cfg(feature = "user")]
 mod pod {

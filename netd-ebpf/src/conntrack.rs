@@ -5,10 +5,14 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
 };
-use netd_common::{stat, CtEntry, CtKey, PortCounters, PortKey, IPPROTO_ICMP, SNAT_TRIES};
+use netd_common::{
+    drop_reason, drop_reason::DropReason, event, CtEntry, CtKey, PortCounters, PortKey,
+    IPPROTO_ICMP, SNAT_TRIES,
+};
 
 use crate::{
     maps::{CONNTRACK, ENDPOINTS, PORT_STATS},
+    metrics::count,
     parse::Flow,
 };
 
@@ -23,6 +27,9 @@ pub fn key_of(flow: &Flow) -> CtKey {
         _pad: [0; 3],
     }
 }
+
+/// errno of an insert whose key exists.
+const EEXIST: i32 = 17;
 
 /// Looks up the entry for `flow` and accounts the packet to it.
 #[inline(always)]
@@ -72,7 +79,7 @@ pub fn create(
     kinds: (u8, u8),
     flags: u8,
     alloc_port: Option<(u16, u16)>,
-) -> Result<CtEntry, u32> {
+) -> Result<CtEntry, DropReason> {
     // SAFETY: helper calls without arguments to check.
     let now = unsafe { bpf_ktime_get_ns() };
     let (fi, fmac, fgw) = delivery_to(t.daddr);
@@ -117,7 +124,7 @@ pub fn create(
             if CONNTRACK.insert(&rkey, &rev, BPF_ANY as u64).is_err()
                 || CONNTRACK.insert(&fwd_key, &fwd, BPF_ANY as u64).is_err()
             {
-                return Err(stat::CT_INSERT_FAILED);
+                return Err(drop_reason::CT_INSERT_FAILED);
             }
         }
         // The range travels by value: a reference to a stack copy of the config was
@@ -134,7 +141,7 @@ pub fn create(
             // the port taken.
             if !icmp && orig >= 1024 && !host_socket_claims(ctx, flow, t.saddr) {
                 let rkey = reverse_key(&fwd, flow.proto);
-                if CONNTRACK.insert(&rkey, &rev, BPF_NOEXIST as u64).is_ok() {
+                if insert_new(&rkey, &rev)? {
                     chosen = Some(rkey);
                 }
             }
@@ -160,23 +167,39 @@ pub fn create(
                     fwd.dport = p;
                 }
                 let rkey = reverse_key(&fwd, flow.proto);
-                if CONNTRACK.insert(&rkey, &rev, BPF_NOEXIST as u64).is_ok() {
+                if insert_new(&rkey, &rev)? {
                     chosen = Some(rkey);
                 }
             }
             let Some(rkey) = chosen else {
-                return Err(stat::DROP_SNAT_EXHAUSTED);
+                return Err(drop_reason::SNAT_EXHAUSTED);
             };
-            if CONNTRACK
-                .insert(&fwd_key, &fwd, BPF_NOEXIST as u64)
-                .is_err()
-            {
+            if let Err(e) = CONNTRACK.insert(&fwd_key, &fwd, BPF_NOEXIST as u64) {
                 let _ = CONNTRACK.remove(&rkey);
-                return lookup(flow).ok_or(stat::CT_INSERT_FAILED);
+                if e != -EEXIST {
+                    return Err(drop_reason::CT_INSERT_FAILED);
+                }
+                // Another CPU tracked the same flow meanwhile: its entries stand.
+                count(event::CT_RACE_LOST);
+                return lookup(flow).ok_or(drop_reason::CT_INSERT_FAILED);
             }
         }
     }
     Ok(fwd)
+}
+
+/// Inserts an entry that must be new: Ok(false) if its key is taken (a masquerade port
+/// in use), Err if the map refused it for another reason, which no other port fixes.
+#[inline(always)]
+fn insert_new(key: &CtKey, entry: &CtEntry) -> Result<bool, DropReason> {
+    match CONNTRACK.insert(key, entry, BPF_NOEXIST as u64) {
+        Ok(()) => Ok(true),
+        Err(e) if e == -EEXIST => {
+            count(event::CT_PORT_TAKEN);
+            Ok(false)
+        }
+        Err(_) => Err(drop_reason::CT_INSERT_FAILED),
+    }
 }
 
 /// Whether a socket of the host namespace would receive the reply of `flow` once its

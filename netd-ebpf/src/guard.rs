@@ -14,11 +14,13 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::{TcContext, XdpContext},
 };
-use netd_common::{stat, PortKey, IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED};
+use netd_common::{
+    drop_reason, drop_reason::DropReason, PortKey, IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED,
+};
 
 use crate::{
     maps::{PORTS, SUBNETS},
-    metrics::count,
+    metrics::count_drop,
 };
 
 const ETH_HLEN: usize = 14;
@@ -31,7 +33,7 @@ const LOOPBACK: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
 pub fn uplink_guard(ctx: XdpContext) -> u32 {
     match xdp_headers(&ctx).and_then(|h| decide(&h)) {
         Some(reason) => {
-            count(reason);
+            count_drop(reason);
             XDP_DROP
         }
         None => XDP_PASS,
@@ -115,16 +117,16 @@ pub fn tc_headers(ctx: &TcContext) -> Option<Headers> {
 
 /// The drop reason, or None to pass.
 #[inline(always)]
-pub fn decide(h: &Headers) -> Option<u32> {
+pub fn decide(h: &Headers) -> Option<DropReason> {
     let first = |a: u32| a.to_ne_bytes()[0];
     if first(h.saddr) == 127 || subnet_flags(h.saddr).is_some() {
-        return Some(stat::GUARD_DROP_SPOOFED);
+        return Some(drop_reason::GUARD_SPOOFED);
     }
     if first(h.daddr) == 127 {
-        return Some(stat::GUARD_DROP_LOOPBACK);
+        return Some(drop_reason::GUARD_LOOPBACK);
     }
     if subnet_flags(h.daddr).is_some_and(|v| v & SUBNET_F_PROTECTED != 0) {
-        return Some(stat::GUARD_DROP_TO_CONTAINER);
+        return Some(drop_reason::GUARD_TO_CONTAINER);
     }
     let dport = h.dport?;
     // A port published only on 127.0.0.1 is not for outside: without this, the host
@@ -147,7 +149,7 @@ pub fn decide(h: &Headers) -> Option<u32> {
     if unsafe { PORTS.get(&key) }.is_some() {
         return None;
     }
-    Some(stat::GUARD_DROP_LOOPBACK)
+    Some(drop_reason::GUARD_LOOPBACK)
 }
 
 /// The trie value of the container subnet `addr` is in, if any.

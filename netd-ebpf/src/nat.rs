@@ -11,7 +11,10 @@ use aya_ebpf::{
     helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
-use netd_common::{stat, CtEntry, CONFIG_F_FAST_PATH, IPPROTO_ICMP, IPPROTO_TCP};
+use netd_common::{
+    drop_reason, drop_reason::DropReason, event, CtEntry, CONFIG_F_FAST_PATH, IPPROTO_ICMP,
+    IPPROTO_TCP,
+};
 
 use crate::{
     maps::config,
@@ -27,8 +30,8 @@ const AF_INET: u8 = 2;
 
 /// Makes the packet carry the entry's tuple. Only fields that differ are written.
 #[inline(always)]
-pub fn apply(ctx: &TcContext, flow: &Flow, ct: &CtEntry) -> Result<(), u32> {
-    apply_inner(ctx, flow, ct).map_err(|_| stat::DROP_REWRITE_FAILED)
+pub fn apply(ctx: &TcContext, flow: &Flow, ct: &CtEntry) -> Result<(), DropReason> {
+    apply_inner(ctx, flow, ct).map_err(|_| drop_reason::REWRITE_FAILED)
 }
 
 #[inline(always)]
@@ -93,11 +96,11 @@ pub fn deliver(ctx: &TcContext, ct: &CtEntry, flow: &Flow, may_route: bool) -> i
             // SAFETY: a plain helper call; the kernel checks the ifindex.
             let r = unsafe { bpf_redirect_peer(ct.ifindex, 0) };
             if r == TC_ACT_REDIRECT as i64 {
-                count(stat::REDIRECT);
+                count(event::REDIRECT);
                 return TC_ACT_REDIRECT as i32;
             }
         }
-        count(stat::REDIRECT_FAILED);
+        count(event::REDIRECT_FAILED);
         return TC_ACT_OK as i32;
     }
     if may_route {
@@ -180,13 +183,13 @@ pub fn route(ctx: &TcContext, proto: u8, saddr: u32, daddr: u32) -> Option<Route
 #[inline(always)]
 fn redirect_routed(ctx: &TcContext, proto: u8, saddr: u32, daddr: u32) -> Option<i32> {
     let Some(route) = route(ctx, proto, saddr, daddr) else {
-        count(stat::REDIRECT_FAILED);
+        count(event::REDIRECT_FAILED);
         return None;
     };
     let r = match route.next_hop {
         NextHop::Resolved(smac, dmac) => {
             if ctx.store(0, &dmac, 0).is_err() || ctx.store(6, &smac, 0).is_err() {
-                count(stat::REDIRECT_FAILED);
+                count(event::REDIRECT_FAILED);
                 return None;
             }
             // SAFETY: a plain helper call; the kernel checks the ifindex.
@@ -201,7 +204,7 @@ fn redirect_routed(ctx: &TcContext, proto: u8, saddr: u32, daddr: u32) -> Option
                 unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, route.ifindex, &mut mtu_len, 0, 0) }
                     == 0;
             if !fits {
-                count(stat::REDIRECT_FAILED);
+                count(event::REDIRECT_FAILED);
                 return None;
             }
             let mut nh = RedirNeigh {
@@ -218,20 +221,20 @@ fn redirect_routed(ctx: &TcContext, proto: u8, saddr: u32, daddr: u32) -> Option
                 )
             };
             if r == TC_ACT_REDIRECT as i64 {
-                count(stat::REDIRECT_NEIGH);
+                count(event::REDIRECT_NEIGH);
             }
             r
         }
         NextHop::TooBig => {
-            count(stat::REDIRECT_FAILED);
+            count(event::REDIRECT_FAILED);
             return None;
         }
     };
     if r == TC_ACT_REDIRECT as i64 {
-        count(stat::REDIRECT);
+        count(event::REDIRECT);
         Some(TC_ACT_REDIRECT as i32)
     } else {
-        count(stat::REDIRECT_FAILED);
+        count(event::REDIRECT_FAILED);
         None
     }
 }

@@ -1,7 +1,7 @@
 //! Header parsing. Loads go through bpf_skb_load_bytes (`TcContext::load`), which copes
 //! with non-linear skbs and variable IP header lengths without verifier gymnastics.
 use aya_ebpf::programs::TcContext;
-use netd_common::{stat, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use netd_common::{event, event::Event, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
@@ -34,16 +34,16 @@ pub enum Parsed {
     IcmpError(usize),
     /// Not something netd rewrites (ARP, IPv6, other ICMP, other protocols): untouched.
     NotOurs,
-    /// Broken or unsupported (bad header lengths, fragments); the counter says which,
+    /// Broken or unsupported (bad header lengths, fragments); the event says which,
     /// and the packet passes untouched so the stack's own checks judge it.
-    Skip(u32),
+    Skip(Event),
 }
 
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Parsed {
     match try_parse(ctx) {
         Ok(p) => p,
-        Err(()) => Parsed::Skip(stat::MALFORMED_PASSED),
+        Err(()) => Parsed::Skip(event::MALFORMED_PASSED),
     }
 }
 
@@ -70,7 +70,7 @@ fn try_parse(ctx: &TcContext) -> Result<Parsed, ()> {
     // Only the first fragment carries ports; the others cannot be matched to a flow
     // without reassembly, so they are left to the stack rather than mis-NATed.
     if frag & 0x1fff != 0 || frag & 0x2000 != 0 {
-        return Ok(Parsed::Skip(stat::FRAGMENT_PASSED));
+        return Ok(Parsed::Skip(event::FRAGMENT_PASSED));
     }
     let l4_off = ETH_HLEN + ihl;
     let l4_min = if proto == IPPROTO_TCP { 20 } else { 8 };

@@ -3,13 +3,15 @@
 //! published port get DNATed and tracked. Delivery goes straight into the container
 //! with bpf_redirect_peer.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use netd_common::{ct_flag, ct_kind, stat, CONFIG_F_GUARD_IN_TC, IPPROTO_ICMP};
+use netd_common::{
+    ct_flag, ct_kind, drop_reason::DropReason, event, CONFIG_F_GUARD_IN_TC, IPPROTO_ICMP,
+};
 
 use crate::{
     conntrack::{self, Tuple},
     guard, icmp,
     maps::{config, LOCAL_ADDRS},
-    metrics::count,
+    metrics::{count, count_drop},
     nat,
     parse::{self, Parsed},
     policy,
@@ -21,14 +23,14 @@ pub fn uplink_ingress(ctx: TcContext) -> i32 {
         Ok(verdict) => verdict,
         // The single exit for drops: every one is counted with its reason.
         Err(reason) => {
-            count(reason);
+            count_drop(reason);
             aya_ebpf::bindings::TC_ACT_SHOT
         }
     }
 }
 
 #[inline(always)]
-fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, u32> {
+fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, DropReason> {
     if config().flags & CONFIG_F_GUARD_IN_TC != 0 {
         if let Some(reason) = guard::tc_headers(ctx).and_then(|h| guard::decide(&h)) {
             return Err(reason);
@@ -78,7 +80,7 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, u32> {
         flags,
         None,
     )?;
-    count(stat::CT_NEW);
+    count(event::CT_NEW);
     nat::apply(ctx, &flow, &ct)?;
     policy::account(&flow, &ct);
     Ok(nat::deliver(ctx, &ct, &flow, false))

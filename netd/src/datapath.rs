@@ -28,8 +28,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use netd_common::{
-    ct_tcp, map_names, prog_names, stat, Backend, Config, CtEntry, CtKey, Endpoint, PortCounters,
-    PortKey, CONFIG_F_FAST_PATH, IPPROTO_TCP, IPPROTO_UDP,
+    ct_tcp, drop_reason, event, map_names, prog_names, Backend, Config, CtEntry, CtKey, Endpoint,
+    PortCounters, PortKey, CONFIG_F_FAST_PATH, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 use crate::model::PortMapping;
@@ -63,7 +63,9 @@ pub struct Datapath {
     local: HashMap<MapData, u32, u32>,
     endpoints: HashMap<MapData, u32, Endpoint>,
     config: Array<MapData, Config>,
-    stats: PerCpuArray<MapData, u64>,
+    /// Per-CPU counters of `drop_reason` and of `event`.
+    drops: PerCpuArray<MapData, u64>,
+    events: PerCpuArray<MapData, u64>,
     port_stats: PerCpuHashMap<MapData, PortKey, PortCounters>,
     subnets: LpmTrie<MapData, u32, u32>,
 }
@@ -240,7 +242,8 @@ impl Datapath {
         let local = HashMap::try_from(take(&mut ebpf, map_names::LOCAL_ADDRS)?)?;
         let endpoints = HashMap::try_from(take(&mut ebpf, map_names::ENDPOINTS)?)?;
         let config = Array::try_from(take(&mut ebpf, map_names::CONFIG)?)?;
-        let stats = PerCpuArray::try_from(take(&mut ebpf, map_names::STATS)?)?;
+        let drops = PerCpuArray::try_from(take(&mut ebpf, map_names::DROPS)?)?;
+        let events = PerCpuArray::try_from(take(&mut ebpf, map_names::EVENTS)?)?;
         let port_stats = PerCpuHashMap::try_from(take(&mut ebpf, map_names::PORT_STATS)?)?;
         let subnets = LpmTrie::try_from(take(&mut ebpf, map_names::SUBNETS)?)?;
         Ok(Datapath {
@@ -251,7 +254,8 @@ impl Datapath {
             local,
             endpoints,
             config,
-            stats,
+            drops,
+            events,
             port_stats,
             subnets,
         })
@@ -702,19 +706,26 @@ impl Datapath {
         Ok((attr.retval, out))
     }
 
-    /// Counter totals over all CPUs, by name.
+    /// Counter totals over all CPUs, by name: the events, then the drop reasons (their
+    /// names are distinct, see netd_common::counters).
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
-        stat::NAMES
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let total = self
-                    .stats
-                    .get(&(i as u32), 0)
-                    .map(|v| v.iter().sum())
-                    .unwrap_or(0);
-                (*name, total)
-            })
-            .collect()
+        let mut all = totals(&self.events, &event::NAMES);
+        all.extend(totals(&self.drops, &drop_reason::NAMES));
+        all
     }
+}
+
+/// Each counter of a per-CPU array summed over the CPUs, with its name.
+fn totals(array: &PerCpuArray<MapData, u64>, names: &[&'static str]) -> Vec<(&'static str, u64)> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let total = array
+                .get(&(i as u32), 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0);
+            (*name, total)
+        })
+        .collect()
 }

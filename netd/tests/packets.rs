@@ -598,6 +598,8 @@ fn masquerade_port_exhaustion_is_a_counted_drop_not_a_wrong_mapping() {
     let (v, _) = egress(&f, &Pkt::udp(CONTAINER, 102, CLIENT, 53).build()).unwrap();
     assert_eq!(v, TC_ACT_SHOT);
     assert_eq!(counter(&f.dp, "drop_snat_exhausted"), 1);
+    // Every port it tried was taken: the pressure on the range shows.
+    assert!(counter(&f.dp, "ct_port_taken") >= netd_common::SNAT_TRIES as u64);
     assert_eq!(
         f.dp.conntrack().len(),
         4,
@@ -1115,4 +1117,39 @@ fn masquerade_does_not_keep_a_port_a_host_socket_uses() {
     // A free port is kept.
     let (_, out) = egress(&f, &Pkt::tcp(CONTAINER, 5005, CLIENT, 80).build()).unwrap();
     assert_eq!(inspect(&out).sport, 5005);
+}
+
+/// The counters that moved between two readings, with how much.
+fn moved(
+    before: &[(&'static str, u64)],
+    after: &[(&'static str, u64)],
+) -> Vec<(&'static str, u64)> {
+    before
+        .iter()
+        .zip(after)
+        .filter(|(b, a)| a.1 != b.1)
+        .map(|(b, a)| (a.0, a.1 - b.1))
+        .collect()
+}
+
+/// Drop reasons and events are two tables whose indexes overlap, in two arrays: a drop
+/// moves its reason and nothing else, a rewrite its events and no drop reason.
+#[test]
+fn drops_and_events_are_counted_apart() {
+    let mut f = fixture("counters", false);
+    // icc off: container to container is a drop.
+    set_endpoints(&mut f, (1, EP_F_MASQUERADE), (1, EP_F_MASQUERADE));
+    let before = f.dp.stats();
+    let (v, _) = egress(&f, &Pkt::tcp(CONTAINER, 1, OTHER, 80).build()).unwrap();
+    assert_eq!(v, TC_ACT_SHOT);
+    assert_eq!(moved(&before, &f.dp.stats()), vec![("drop_icc", 1)]);
+    let before = f.dp.stats();
+    let (v, _) =
+        f.dp.test_run(UPLINK_INGRESS, &Pkt::tcp(CLIENT, 1, HOST, 8080).build())
+            .unwrap();
+    assert_eq!(v, TC_ACT_OK);
+    assert_eq!(
+        moved(&before, &f.dp.stats()),
+        vec![("dnat", 1), ("ct_new", 1)]
+    );
 }
