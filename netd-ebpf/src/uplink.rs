@@ -31,17 +31,23 @@ pub fn uplink_ingress(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, DropReason> {
-    if config().flags & CONFIG_F_GUARD_IN_TC != 0 {
-        if let Some(reason) = guard::tc_headers(ctx).and_then(|h| guard::decide(&h)) {
-            return Err(reason);
+    let ip = match parse::ipv4(ctx) {
+        Ok(Some(ip)) => ip,
+        Ok(None) => return Ok(TC_ACT_OK),
+        Err(()) => {
+            count(event::MALFORMED_PASSED);
+            return Ok(TC_ACT_OK);
         }
+    };
+    if config().flags & CONFIG_F_GUARD_IN_TC != 0 {
+        guard::check(ctx, &ip)?;
     }
-    let flow = match parse::parse(ctx) {
+    let flow = match parse::l4(ctx, &ip) {
         Parsed::Flow(f) => f,
         Parsed::NotOurs => return Ok(TC_ACT_OK),
         Parsed::IcmpError(off) => return icmp::translate_error(ctx, off),
-        Parsed::Skip(reason) => {
-            count(reason);
+        Parsed::Skip(e) => {
+            count(e);
             return Ok(TC_ACT_OK);
         }
     };

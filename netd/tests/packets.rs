@@ -1153,3 +1153,59 @@ fn drops_and_events_are_counted_apart() {
         vec![("dnat", 1), ("ct_new", 1)]
     );
 }
+
+/// XDP and TC read the guard's headers with the same parser: the same verdicts on IP
+/// options (the port further in), fragments (only the first has ports) and a total
+/// length the stack accepts on aggregates (0, BIG TCP), which must not hide a packet's
+/// addresses from the guard.
+#[test]
+fn xdp_and_tc_guard_parse_alike() {
+    let mut f = fixture("guard-parse", false);
+    f.dp.sync_subnets(&[(
+        "172.17.0.0/16".parse().unwrap(),
+        1 | netd_common::SUBNET_F_PROTECTED,
+    )])
+    .unwrap();
+    publish(&mut f, [127, 0, 0, 1], 8081, 80, Proto::Tcp);
+    let loopback_only = |options: Vec<u8>, frag: u16| {
+        let mut p = Pkt::tcp(CLIENT, 1, HOST, 8081);
+        p.options = options;
+        p.frag = frag;
+        p.build()
+    };
+    let mut zero_len = Pkt::tcp(CLIENT, 1, CONTAINER, 80).build();
+    zero_len[16..18].copy_from_slice(&[0, 0]);
+    let cases = [
+        (
+            "IP options",
+            loopback_only(vec![1, 1, 1, 0, 1, 1, 1, 0], 0),
+            Some("guard_drop_loopback"),
+        ),
+        (
+            "first fragment",
+            loopback_only(vec![], 0x2000),
+            Some("guard_drop_loopback"),
+        ),
+        // No ports in it: nothing to judge beyond the addresses.
+        ("later fragment", loopback_only(vec![], 185), None),
+        ("total length 0", zero_len, Some("guard_drop_to_container")),
+    ];
+    for (xdp, prog) in [(true, UPLINK_GUARD), (false, UPLINK_INGRESS)] {
+        let flags = if xdp {
+            0
+        } else {
+            netd_common::CONFIG_F_GUARD_IN_TC
+        };
+        f.dp.set_config_flags(1, Ipv4Addr::from(HOST), flags, SNAT_RANGE)
+            .unwrap();
+        for (what, pkt, reason) in &cases {
+            let before = reason.map(|r| counter(&f.dp, r));
+            let (v, _) = f.dp.test_run(prog, pkt).unwrap();
+            let dropped = if xdp { v == XDP_DROP } else { v == TC_ACT_SHOT };
+            assert_eq!(dropped, reason.is_some(), "{prog}: {what}");
+            if let (Some(r), Some(b)) = (reason, before) {
+                assert_eq!(counter(&f.dp, r), b + 1, "{prog}: {what}: {r}");
+            }
+        }
+    }
+}
