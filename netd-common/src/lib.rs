@@ -10,6 +10,11 @@ extern crate std;
 mod counters;
 pub use counters::{drop_reason, event};
 
+// Pod on every map key and value: the derive refuses a type with implicit padding (whose
+// bytes the kernel would hash and compare, and neither side initialises), so a field
+// added without its explicit padding fails to compile rather than to match.
+use bytemuck::{Pod, Zeroable};
+
 /// Names of the maps, as the eBPF object declares them and as they are pinned.
 pub mod map_names {
     pub const CONFIG: &str = "NETD_CONFIG";
@@ -47,7 +52,7 @@ pub const MAX_ENDPOINTS: u32 = 65536;
 
 /// Runtime configuration of the datapath, one entry in the `NETD_CONFIG` array.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Config {
     /// ifindex of the uplink (the interface of the default route).
     pub uplink_ifindex: u32,
@@ -75,7 +80,7 @@ pub const SNAT_TRIES: u32 = 32;
 
 /// Key of the port map: (protocol, host IP or 0 for every address, host port).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct PortKey {
     /// Host address the port is published on, network byte order; 0 = all host addresses.
     pub host_ip: u32,
@@ -89,7 +94,7 @@ const _: () = assert!(core::mem::size_of::<PortKey>() == 8);
 
 /// Where a published port leads. How to reach the container is in `NETD_ENDPOINTS`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Backend {
     /// Container address, network byte order.
     pub ip: u32,
@@ -101,7 +106,7 @@ const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 
 /// Packets and bytes through one published port (per CPU), keyed by its `PortKey`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct PortCounters {
     pub packets: u64,
     pub bytes: u64,
@@ -111,7 +116,7 @@ const _: () = assert!(core::mem::size_of::<PortCounters>() == 16);
 /// A connection tracking key: the tuple as the packet carries it. For ICMP echo both
 /// ports hold the echo id. Both directions of a flow are inserted.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct CtKey {
     /// Source address, network byte order.
     pub saddr: u32,
@@ -172,7 +177,7 @@ pub mod ct_tcp {
 /// The other direction's key is this tuple reversed, which is how the agent's garbage
 /// collector pairs entries.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct CtEntry {
     /// Tuple to write, network byte order (fields equal to the packet's stay untouched).
     pub saddr: u32,
@@ -203,7 +208,7 @@ const _: () = assert!(core::mem::size_of::<CtEntry>() == 56);
 /// it was sent to: recvmsg4 turns replies from the backend back into the published
 /// address the application used.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct SockRevKey {
     pub cookie: u64,
     /// Backend address and port, network byte order.
@@ -215,7 +220,7 @@ const _: () = assert!(core::mem::size_of::<SockRevKey>() == 16);
 
 /// The published address a socket used (network byte order).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct SockRevValue {
     pub ip: u32,
     pub port: u16,
@@ -225,7 +230,7 @@ const _: () = assert!(core::mem::size_of::<SockRevValue>() == 8);
 
 /// An endpoint (a container's interface), keyed by its IPv4 address (network byte order).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Endpoint {
     /// ifindex of the host-side veth.
     pub ifindex: u32,
@@ -255,7 +260,8 @@ pub const SUBNET_F_PROTECTED: u32 = 1 << 31;
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: every type is #[repr(C)], Copy, made only of integers and byte arrays, and
-    // its padding is an explicit field, so any byte pattern is a valid value.
+    // its padding is an explicit field, so any byte pattern is a valid value: each
+    // derives bytemuck::Pod, which checks exactly that at compile time.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::PortKey {}
     unsafe impl aya::Pod for super::Backend {}
