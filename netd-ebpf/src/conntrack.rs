@@ -12,7 +12,10 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
 };
-use netd_common::{ct_kind, stat, CtEntry, CtKey, PortCounters, PortKey, IPPROTO_ICMP, SNAT_TRIES};
+use netd_common::{
+    ct_kind, drop_reason, drop_reason::DropReason, event, CtEntry, CtKey, PortCounters, PortKey,
+    IPPROTO_ICMP, SNAT_TRIES,
+};
 
 use crate::{
     maps::{CONNTRACK, CONNTRACK_NEW, CT_SCRATCH, ENDPOINTS, PORT_STATS},
@@ -31,6 +34,9 @@ pub fn key_of(flow: &Flow) -> CtKey {
         _pad: [0; 3],
     }
 }
+
+/// errno of an insert whose key exists.
+const EEXIST: i32 = 17;
 
 /// The entry of `key`, confirmed or new (ICMP error translation reads it).
 #[inline(always)]
@@ -99,7 +105,7 @@ fn confirm(reply: *const CtEntry, proto: u8) {
     {
         // Full, or another CPU confirmed it first: either way, nothing to undo.
         if CONNTRACK.get_ptr(&orig_key).is_none() {
-            count(stat::CT_INSERT_FAILED);
+            count(event::CT_CONFIRM_FAILED);
         }
         return;
     }
@@ -108,7 +114,7 @@ fn confirm(reply: *const CtEntry, proto: u8) {
         .is_err()
     {
         let _ = CONNTRACK.remove(&orig_key);
-        count(stat::CT_INSERT_FAILED);
+        count(event::CT_CONFIRM_FAILED);
         return;
     }
     let _ = CONNTRACK_NEW.remove(&orig_key);
@@ -148,14 +154,16 @@ pub fn create(
     kinds: (u8, u8),
     flags: u8,
     alloc_port: Option<(u16, u16)>,
-) -> Result<CtEntry, u32> {
+) -> Result<CtEntry, DropReason> {
     // SAFETY: helper calls without arguments to check.
     let now = unsafe { bpf_ktime_get_ns() };
     let (fi, fmac, fgw) = delivery_to(t.daddr);
     let (ri, rmac, rgw) = delivery_to(flow.saddr);
     // Both entries are built in a per-CPU scratch slot, not on the stack: the entry
     // points sit near the BPF stack limit of 512 bytes.
-    let scratch = CT_SCRATCH.get_ptr_mut(0).ok_or(stat::CT_INSERT_FAILED)?;
+    let scratch = CT_SCRATCH
+        .get_ptr_mut(0)
+        .ok_or(drop_reason::CT_INSERT_FAILED)?;
     // SAFETY: this CPU's slot of a per-CPU array, used only while this program runs.
     let (fwd, rev) = unsafe { (&mut (*scratch)[0], &mut (*scratch)[1]) };
     *fwd = CtEntry {
@@ -200,7 +208,7 @@ pub fn create(
                     .insert(&fwd_key, &*fwd, BPF_ANY as u64)
                     .is_err()
             {
-                return Err(stat::CT_INSERT_FAILED);
+                return Err(drop_reason::CT_INSERT_FAILED);
             }
         }
         // The range travels by value: a reference to a stack copy of the config was
@@ -217,7 +225,7 @@ pub fn create(
             // the port taken.
             if !icmp && orig >= 1024 && !host_socket_claims(ctx, flow, t.saddr) {
                 let rkey = reverse_key(fwd, flow.proto);
-                if claim_reply_tuple(&rkey, rev) {
+                if claim_reply_tuple(&rkey, rev)? {
                     chosen = Some(rkey);
                 }
             }
@@ -243,30 +251,45 @@ pub fn create(
                     fwd.dport = p;
                 }
                 let rkey = reverse_key(fwd, flow.proto);
-                if claim_reply_tuple(&rkey, rev) {
+                if claim_reply_tuple(&rkey, rev)? {
                     chosen = Some(rkey);
                 }
             }
             let Some(rkey) = chosen else {
-                return Err(stat::DROP_SNAT_EXHAUSTED);
+                return Err(drop_reason::SNAT_EXHAUSTED);
             };
-            if CONNTRACK_NEW
-                .insert(&fwd_key, &*fwd, BPF_NOEXIST as u64)
-                .is_err()
-            {
+            if let Err(e) = CONNTRACK_NEW.insert(&fwd_key, &*fwd, BPF_NOEXIST as u64) {
                 let _ = CONNTRACK_NEW.remove(&rkey);
-                return lookup(flow).ok_or(stat::CT_INSERT_FAILED);
+                if e != -EEXIST {
+                    return Err(drop_reason::CT_INSERT_FAILED);
+                }
+                // Another CPU tracked the same flow meanwhile: its entries stand.
+                count(event::CT_RACE_LOST);
+                return lookup(flow).ok_or(drop_reason::CT_INSERT_FAILED);
             }
         }
     }
     Ok(*fwd)
 }
 
-/// Takes the reply tuple `rkey` for a new flow: free only if no flow, confirmed or new,
-/// uses it. The NOEXIST insert makes two CPUs racing for it in CONNTRACK_NEW agree.
+/// Takes the reply tuple `rkey` for a new flow: Ok(false) if a flow, answered or new,
+/// already uses it (a masquerade port in use), Err if the map refused it for another
+/// reason, which no other port fixes. The NOEXIST insert makes two CPUs racing for it
+/// in CONNTRACK_NEW agree.
 #[inline(always)]
-fn claim_reply_tuple(rkey: &CtKey, rev: &CtEntry) -> bool {
-    CONNTRACK.get_ptr(rkey).is_none() && CONNTRACK_NEW.insert(rkey, rev, BPF_NOEXIST as u64).is_ok()
+fn claim_reply_tuple(rkey: &CtKey, rev: &CtEntry) -> Result<bool, DropReason> {
+    if CONNTRACK.get_ptr(rkey).is_some() {
+        count(event::CT_PORT_TAKEN);
+        return Ok(false);
+    }
+    match CONNTRACK_NEW.insert(rkey, rev, BPF_NOEXIST as u64) {
+        Ok(()) => Ok(true),
+        Err(e) if e == -EEXIST => {
+            count(event::CT_PORT_TAKEN);
+            Ok(false)
+        }
+        Err(_) => Err(drop_reason::CT_INSERT_FAILED),
+    }
 }
 
 /// Whether a socket of the host namespace would receive the reply of `flow` once its

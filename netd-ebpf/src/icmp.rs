@@ -4,22 +4,24 @@
 //! back to it, and the outer addresses follow, so path-MTU discovery and "port
 //! unreachable" work through netd as through the kernel's NAT.
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
-use netd_common::{stat, CtKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use netd_common::{
+    drop_reason, drop_reason::DropReason, event, CtKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+};
 
 use crate::{conntrack, metrics::count, parse::ETH_HLEN};
 
 /// Translates the ICMP error whose ICMP header is at `icmp_off`. Errors about flows
 /// netd does not track pass untouched.
 #[inline(always)]
-pub fn translate_error(ctx: &TcContext, icmp_off: usize) -> Result<i32, u32> {
+pub fn translate_error(ctx: &TcContext, icmp_off: usize) -> Result<i32, DropReason> {
     match try_translate(ctx, icmp_off) {
         Ok(()) => Ok(TC_ACT_OK as i32),
         Err(Skip::Untracked) => Ok(TC_ACT_OK as i32),
         Err(Skip::Malformed) => {
-            count(stat::MALFORMED_PASSED);
+            count(event::MALFORMED_PASSED);
             Ok(TC_ACT_OK as i32)
         }
-        Err(Skip::Failed) => Err(stat::DROP_REWRITE_FAILED),
+        Err(Skip::Failed) => Err(drop_reason::REWRITE_FAILED),
     }
 }
 

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use netd_common::{
-    stat, Backend, Config, CtEntry, CtKey, Endpoint, PortCounters, PortKey, SockRevKey,
-    SockRevValue, MAX_CONNTRACK, MAX_CONNTRACK_NEW, MAX_ENDPOINTS, MAX_LOCAL_ADDRS,
+    drop_reason, event, Backend, Config, CtEntry, CtKey, Endpoint, PortCounters, PortKey,
+    SockRevKey, SockRevValue, MAX_CONNTRACK, MAX_CONNTRACK_NEW, MAX_ENDPOINTS, MAX_LOCAL_ADDRS,
     MAX_PORT_MAPPINGS,
 };
 
@@ -49,8 +49,13 @@ pub static SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue> = LruHashMap::pinne
 #[map(name = "NETD_SUBNETS")]
 pub static SUBNETS: LpmTrie<u32, u32> = LpmTrie::pinned(1024, 0);
 
-#[map(name = "NETD_STATS")]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stat::COUNT, 0);
+/// Per drop reason: packets dropped (`drop_reason`).
+#[map(name = "NETD_DROPS")]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(drop_reason::COUNT, 0);
+
+/// Per event: how often it happened (`event`).
+#[map(name = "NETD_EVENTS")]
+pub static EVENTS: PerCpuArray<u64> = PerCpuArray::pinned(event::COUNT, 0);
 
 #[inline(always)]
 pub fn config() -> Config {

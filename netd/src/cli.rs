@@ -293,6 +293,49 @@ pub fn socket_path(host: &str) -> PathBuf {
     PathBuf::from(host.strip_prefix("unix://").unwrap_or(host))
 }
 
+/// `netd stats` counters for people: the events and map sizes, then every drop reason
+/// with what it means, each table in the datapath's own order. Names the tables do not
+/// know (a daemon of another version) are shown with the events.
+fn print_counters(v: &Value) {
+    use crate::datapath::counters::{drop_reason, event};
+    let counters = v["counters"].as_object().cloned().unwrap_or_default();
+    let value = |name: &str| {
+        counters
+            .get(name)
+            .map(|c| c.to_string())
+            .unwrap_or_default()
+    };
+    let mut rows: Vec<Vec<String>> = event::NAMES
+        .iter()
+        .map(|n| vec![n.to_string(), value(n)])
+        .collect();
+    rows.extend(
+        counters
+            .keys()
+            .filter(|k| !event::NAMES.contains(&k.as_str()))
+            .filter(|k| !drop_reason::NAMES.contains(&k.as_str()))
+            .map(|k| vec![k.clone(), value(k)]),
+    );
+    for k in [
+        "port_map_entries",
+        "endpoint_entries",
+        "conntrack_entries",
+        "conntrack_capacity",
+        "conntrack_new_capacity",
+        "conntrack_insert_failures",
+    ] {
+        rows.push(vec![k.to_string(), v[k].to_string()]);
+    }
+    print_table(&["COUNTER", "VALUE"], &rows);
+    let drops: Vec<Vec<String>> = drop_reason::NAMES
+        .iter()
+        .zip(drop_reason::DOCS)
+        .map(|(n, doc)| vec![n.to_string(), value(n), doc.trim().to_string()])
+        .collect();
+    println!();
+    print_table(&["DROP REASON", "PACKETS", "MEANING"], &drops);
+}
+
 fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
@@ -536,18 +579,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             if format.as_deref() == Some("json") {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                let mut rows: Vec<Vec<String>> = v["counters"]
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .map(|(k, v)| vec![k.clone(), v.to_string()])
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for k in ["port_map_entries", "endpoint_entries", "conntrack_entries"] {
-                    rows.push(vec![k.to_string(), v[k].to_string()]);
-                }
-                print_table(&["COUNTER", "VALUE"], &rows);
+                print_counters(&v);
                 let ports: Vec<Vec<String>> = v["ports"]
                     .as_array()
                     .cloned()

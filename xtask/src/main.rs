@@ -22,8 +22,6 @@ const PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("busybox", "busybox-static"),
     ("ping", "iputils-ping"),
-    // Captures on the client side of the lab (what actually left the host).
-    ("tcpdump", "tcpdump"),
     // The stock docker CLI drives netd's Docker-compatible API in the tests.
     ("docker", "docker.io"),
 ];

@@ -86,7 +86,11 @@ impl Daemon {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
-        let insert_failures = counters.get("ct_insert_failed").copied().unwrap_or(0);
+        // New flows the table refused, and answered ones it could not confirm.
+        let insert_failures = ["drop_ct_insert_failed", "ct_confirm_failed"]
+            .iter()
+            .map(|k| counters.get(*k).copied().unwrap_or(0))
+            .sum();
         let ports = g
             .state
             .containers

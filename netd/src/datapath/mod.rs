@@ -29,8 +29,14 @@ use conntrack::CtMap;
 pub use conntrack::{monotonic_ns, spawn_gc, CtTable, Flow, Timeouts};
 pub use maps::ipproto_by_name;
 use netd_common::{
-    map_names, prog_names, stat, Backend, Config, CtEntry, CtKey, Endpoint, PortCounters, PortKey,
+    drop_reason, event, map_names, prog_names, Backend, Config, CtEntry, CtKey, Endpoint,
+    PortCounters, PortKey,
 };
+
+/// The datapath's counter tables (names and meanings), for whoever shows them.
+pub mod counters {
+    pub use netd_common::{drop_reason, event};
+}
 
 /// Datapath configuration bits (`netd daemon` flags).
 pub mod config_flags {
@@ -49,7 +55,9 @@ pub struct Datapath {
     local: HashMap<MapData, u32, u32>,
     endpoints: HashMap<MapData, u32, Endpoint>,
     config: Array<MapData, Config>,
-    stats: PerCpuArray<MapData, u64>,
+    /// Per-CPU counters of `drop_reason` and of `event`.
+    drops: PerCpuArray<MapData, u64>,
+    events: PerCpuArray<MapData, u64>,
     port_stats: PerCpuHashMap<MapData, PortKey, PortCounters>,
     subnets: LpmTrie<MapData, u32, u32>,
     ct: CtTable,
@@ -230,7 +238,8 @@ impl Datapath {
         let local = HashMap::try_from(take(&mut ebpf, map_names::LOCAL_ADDRS)?)?;
         let endpoints = HashMap::try_from(take(&mut ebpf, map_names::ENDPOINTS)?)?;
         let config = Array::try_from(take(&mut ebpf, map_names::CONFIG)?)?;
-        let stats = PerCpuArray::try_from(take(&mut ebpf, map_names::STATS)?)?;
+        let drops = PerCpuArray::try_from(take(&mut ebpf, map_names::DROPS)?)?;
+        let events = PerCpuArray::try_from(take(&mut ebpf, map_names::EVENTS)?)?;
         let port_stats = PerCpuHashMap::try_from(take(&mut ebpf, map_names::PORT_STATS)?)?;
         let subnets = LpmTrie::try_from(take(&mut ebpf, map_names::SUBNETS)?)?;
         Ok(Datapath {
@@ -240,7 +249,8 @@ impl Datapath {
             local,
             endpoints,
             config,
-            stats,
+            drops,
+            events,
             port_stats,
             subnets,
             ct,
@@ -279,19 +289,26 @@ impl Datapath {
             .flush(|k, e| k.saddr == ip || k.daddr == ip || e.saddr == ip || e.daddr == ip)
     }
 
-    /// Counter totals over all CPUs, by name.
+    /// Counter totals over all CPUs, by name: the events, then the drop reasons (their
+    /// names are distinct, see netd_common::counters).
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
-        stat::NAMES
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let total = self
-                    .stats
-                    .get(&(i as u32), 0)
-                    .map(|v| v.iter().sum())
-                    .unwrap_or(0);
-                (*name, total)
-            })
-            .collect()
+        let mut all = totals(&self.events, &event::NAMES);
+        all.extend(totals(&self.drops, &drop_reason::NAMES));
+        all
     }
+}
+
+/// Each counter of a per-CPU array summed over the CPUs, with its name.
+fn totals(array: &PerCpuArray<MapData, u64>, names: &[&'static str]) -> Vec<(&'static str, u64)> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let total = array
+                .get(&(i as u32), 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0);
+            (*name, total)
+        })
+        .collect()
 }
