@@ -1,0 +1,205 @@
+//! Presentation: tables, port folding, templates, argument helpers.
+use std::{collections::BTreeMap, path::PathBuf};
+
+use anyhow::bail;
+use serde_json::Value;
+
+pub(super) fn proto_arg(p: &Option<String>) -> anyhow::Result<Option<&'static str>> {
+    match p.as_deref() {
+        None => Ok(None),
+        Some("tcp") => Ok(Some("tcp")),
+        Some("udp") => Ok(Some("udp")),
+        Some("icmp") => Ok(Some("icmp")),
+        Some(other) => bail!("unknown protocol {other:?}: use tcp, udp or icmp"),
+    }
+}
+
+/// KEY=VALUE pairs; `allow_bare` accepts KEY alone (labels) as KEY="".
+pub(super) fn key_values(
+    what: &str,
+    items: &[String],
+    allow_bare: bool,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for it in items {
+        let (k, v) = match it.split_once('=') {
+            Some((k, v)) => (k, v),
+            None if allow_bare => (it.as_str(), ""),
+            None => bail!("invalid {what} {it:?}: expected KEY=VALUE"),
+        };
+        if k.is_empty() {
+            bail!("invalid {what} {it:?}: the key is empty");
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// Percent-encodes a query value.
+pub(super) fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `{{.Field}}` templates over a network row, as `docker network ls --format` does.
+pub(super) fn render_template(tpl: &str, fields: &[(&str, String)]) -> String {
+    let mut out = tpl.replace("\\t", "\t");
+    for (k, v) in fields {
+        out = out.replace(&format!("{{{{.{k}}}}}"), v);
+    }
+    out
+}
+
+pub fn socket_path(host: &str) -> PathBuf {
+    PathBuf::from(host.strip_prefix("unix://").unwrap_or(host))
+}
+
+/// `netd stats` counters for people: the events and map sizes, then every drop reason
+/// with what it means, each table in the datapath's own order. Names the tables do not
+/// know (a daemon of another version) are shown with the events.
+pub(super) fn print_counters(v: &Value) {
+    use crate::datapath::counters::{drop_reason, event};
+    let counters = v["counters"].as_object().cloned().unwrap_or_default();
+    let value = |name: &str| {
+        counters
+            .get(name)
+            .map(|c| c.to_string())
+            .unwrap_or_default()
+    };
+    let mut rows: Vec<Vec<String>> = event::NAMES
+        .iter()
+        .map(|n| vec![n.to_string(), value(n)])
+        .collect();
+    rows.extend(
+        counters
+            .keys()
+            .filter(|k| !event::NAMES.contains(&k.as_str()))
+            .filter(|k| !drop_reason::NAMES.contains(&k.as_str()))
+            .map(|k| vec![k.clone(), value(k)]),
+    );
+    for k in [
+        "port_map_entries",
+        "endpoint_entries",
+        "conntrack_entries",
+        "conntrack_capacity",
+        "conntrack_new_capacity",
+        "conntrack_insert_failures",
+    ] {
+        rows.push(vec![k.to_string(), v[k].to_string()]);
+    }
+    print_table(&["COUNTER", "VALUE"], &rows);
+    let drops: Vec<Vec<String>> = drop_reason::NAMES
+        .iter()
+        .zip(drop_reason::DOCS)
+        .map(|(n, doc)| vec![n.to_string(), value(n), doc.trim().to_string()])
+        .collect();
+    println!();
+    print_table(&["DROP REASON", "PACKETS", "MEANING"], &drops);
+}
+
+pub(super) fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        // Padded by hand: a format width is capped at 65535, and a cell (a container's
+        // ports) can be longer.
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c}{}", " ".repeat(widths[i].saturating_sub(c.len()))))
+            .collect();
+        println!("{}", s.join("   ").trim_end());
+    };
+    line(header.iter().map(|s| s.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+pub(super) fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// A container's ports as `docker ps` shows them: runs of consecutive mappings folded
+/// into one range (`0.0.0.0:8000-8010->80-90/tcp`).
+pub(super) fn ports_of(c: &Value) -> Vec<String> {
+    let mut ps: Vec<(String, String, u64, u64)> = c["Ports"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    let n = |k: &str| p[k].as_u64().unwrap_or(0);
+                    (
+                        s(&p["IP"]),
+                        s(&p["Type"]),
+                        n("PublicPort"),
+                        n("PrivatePort"),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ps.sort();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ps.len() {
+        let (ip, proto, h0, c0) = ps[i].clone();
+        let mut j = i;
+        while j + 1 < ps.len() {
+            let (nip, nproto, nh, nc) = &ps[j + 1];
+            let (_, _, h, c) = &ps[j];
+            if *nip == ip && *nproto == proto && *nh == h + 1 && *nc == c + 1 {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        let (h1, c1) = (ps[j].2, ps[j].3);
+        out.push(if j == i {
+            format!("{ip}:{h0}->{c0}/{proto}")
+        } else {
+            format!("{ip}:{h0}-{h1}->{c0}-{c1}/{proto}")
+        });
+        i = j + 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn ports_fold_into_ranges_like_docker_ps() {
+        let p = |ip: &str, h: u16, c: u16, t: &str| json!({"IP": ip, "PublicPort": h, "PrivatePort": c, "Type": t});
+        let c = json!({"Ports": [
+            p("0.0.0.0", 8002, 82, "tcp"), p("0.0.0.0", 8000, 80, "tcp"), p("0.0.0.0", 8001, 81, "tcp"),
+            p("0.0.0.0", 9000, 90, "tcp"), p("0.0.0.0", 8003, 83, "udp"), p("127.0.0.1", 8004, 84, "tcp"),
+        ]});
+        assert_eq!(
+            ports_of(&c),
+            vec![
+                "0.0.0.0:8000-8002->80-82/tcp",
+                "0.0.0.0:9000->90/tcp",
+                "0.0.0.0:8003->83/udp",
+                "127.0.0.1:8004->84/tcp"
+            ]
+        );
+    }
+}
