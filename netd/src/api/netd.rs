@@ -6,7 +6,7 @@ use axum::{
 
 use super::{containers::inspect_of, types::ContainerInspect, types::Flushed, ApiJson, Json, D, Q};
 use crate::{
-    daemon::{ConntrackRow, Stats},
+    daemon::{ConntrackRow, FlowFilter, Stats},
     error::NetdError,
     model::RunRequest,
 };
@@ -24,8 +24,32 @@ pub async fn stats(State(d): D) -> Result<Json<Stats>, NetdError> {
     Ok(Json(d.stats().await?))
 }
 
-pub async fn conntrack(State(d): D) -> Result<Json<Vec<ConntrackRow>>, NetdError> {
-    Ok(Json(d.conntrack().await?))
+/// `GET /netd/conntrack[?proto=tcp|udp|icmp][&addr=IP][&port=N]`.
+pub async fn conntrack(State(d): D, Query(q): Q) -> Result<Json<Vec<ConntrackRow>>, NetdError> {
+    for k in q.keys() {
+        if !["proto", "addr", "port"].contains(&k.as_str()) {
+            return Err(NetdError::InvalidArgument(format!(
+                "invalid conntrack filter {k:?} (netd knows proto, addr, port)"
+            )));
+        }
+    }
+    let bad = |k: &str, v: &str| NetdError::InvalidArgument(format!("invalid {k} {v:?}"));
+    let filter = FlowFilter {
+        proto: match q.get("proto").map(String::as_str) {
+            None => None,
+            Some(p @ ("tcp" | "udp" | "icmp")) => Some(p.to_string()),
+            Some(p) => return Err(bad("protocol (tcp, udp or icmp)", p)),
+        },
+        addr: q
+            .get("addr")
+            .map(|a| a.parse().map_err(|_| bad("IPv4 address", a)))
+            .transpose()?,
+        port: q
+            .get("port")
+            .map(|p| p.parse().map_err(|_| bad("port", p)))
+            .transpose()?,
+    };
+    Ok(Json(d.conntrack(filter).await?))
 }
 
 pub async fn flush_conntrack(State(d): D, Query(q): Q) -> Result<Json<Flushed>, NetdError> {

@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::{client::Client, model};
 
 use super::{args::*, format::*};
+use crate::api::types::ContainerInspect;
 
 /// Runs `op` for each name, printing the name on success and one error line per failure
 /// (Docker's behaviour for rm/start/stop of several containers).
@@ -71,26 +72,21 @@ pub(super) async fn run_container(client: &Client, a: RunArgs, start: bool) -> a
         start,
         auto_remove: a.rm,
     };
-    let c = client
-        .call(Method::POST, "/netd/run", Some(serde_json::to_value(&req)?))
-        .await?;
-    let id = s(&c["Id"]);
+    let c: ContainerInspect = client.send(Method::POST, "/netd/run", &req).await?;
+    let id = c.id;
     if !start || a.detach || a.cmd.is_empty() {
         println!("{id}");
         return Ok(0);
     }
     // Attached: wait for the command to finish, then show its output.
     loop {
-        let c = match client
-            .call(Method::GET, &format!("/containers/{id}/json"), None)
-            .await
-        {
+        let c: ContainerInspect = match client.get(&format!("/containers/{id}/json")).await {
             Ok(c) => c,
             // --rm removed it already: the output went with it.
             Err(_) if a.rm => return Ok(0),
             Err(e) => return Err(e),
         };
-        if s(&c["State"]["Status"]) != "running" {
+        if !c.state.running {
             match client
                 .call(Method::GET, &format!("/containers/{id}/logs"), None)
                 .await
@@ -100,7 +96,7 @@ pub(super) async fn run_container(client: &Client, a: RunArgs, start: bool) -> a
                 Err(_) if a.rm => {}
                 Err(e) => return Err(e),
             }
-            return Ok(c["State"]["ExitCode"].as_i64().unwrap_or(0) as i32);
+            return Ok(c.state.exit_code);
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

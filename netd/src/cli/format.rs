@@ -4,6 +4,8 @@ use std::{collections::BTreeMap, path::PathBuf};
 use anyhow::bail;
 use serde_json::Value;
 
+use crate::{api::types::Port, daemon::Stats};
+
 pub(super) fn proto_arg(p: &Option<String>) -> anyhow::Result<Option<&'static str>> {
     match p.as_deref() {
         None => Ok(None),
@@ -63,11 +65,10 @@ pub fn socket_path(host: &str) -> PathBuf {
 /// `netd stats` counters for people: the events and map sizes, then every drop reason
 /// with what it means, each table in the datapath's own order. Names the tables do not
 /// know (a daemon of another version) are shown with the events.
-pub(super) fn print_counters(v: &Value) {
+pub(super) fn print_counters(st: &Stats) {
     use crate::datapath::counters::{drop_reason, event};
-    let counters = v["counters"].as_object().cloned().unwrap_or_default();
     let value = |name: &str| {
-        counters
+        st.counters
             .get(name)
             .map(|c| c.to_string())
             .unwrap_or_default()
@@ -77,21 +78,21 @@ pub(super) fn print_counters(v: &Value) {
         .map(|n| vec![n.to_string(), value(n)])
         .collect();
     rows.extend(
-        counters
+        st.counters
             .keys()
             .filter(|k| !event::NAMES.contains(&k.as_str()))
             .filter(|k| !drop_reason::NAMES.contains(&k.as_str()))
             .map(|k| vec![k.clone(), value(k)]),
     );
-    for k in [
-        "port_map_entries",
-        "endpoint_entries",
-        "conntrack_entries",
-        "conntrack_capacity",
-        "conntrack_new_capacity",
-        "conntrack_insert_failures",
+    for (k, v) in [
+        ("port_map_entries", st.port_map_entries as u64),
+        ("endpoint_entries", st.endpoint_entries as u64),
+        ("conntrack_entries", st.conntrack_entries),
+        ("conntrack_capacity", st.conntrack_capacity as u64),
+        ("conntrack_new_capacity", st.conntrack_new_capacity as u64),
+        ("conntrack_insert_failures", st.conntrack_insert_failures),
     ] {
-        rows.push(vec![k.to_string(), v[k].to_string()]);
+        rows.push(vec![k.to_string(), v.to_string()]);
     }
     print_table(&["COUNTER", "VALUE"], &rows);
     let drops: Vec<Vec<String>> = drop_reason::NAMES
@@ -136,23 +137,18 @@ pub(super) fn s(v: &Value) -> String {
 
 /// A container's ports as `docker ps` shows them: runs of consecutive mappings folded
 /// into one range (`0.0.0.0:8000-8010->80-90/tcp`).
-pub(super) fn ports_of(c: &Value) -> Vec<String> {
-    let mut ps: Vec<(String, String, u64, u64)> = c["Ports"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .map(|p| {
-                    let n = |k: &str| p[k].as_u64().unwrap_or(0);
-                    (
-                        s(&p["IP"]),
-                        s(&p["Type"]),
-                        n("PublicPort"),
-                        n("PrivatePort"),
-                    )
-                })
-                .collect()
+pub(super) fn ports_of(ports: &[Port]) -> Vec<String> {
+    let mut ps: Vec<(String, String, u64, u64)> = ports
+        .iter()
+        .map(|p| {
+            (
+                p.ip.clone(),
+                p.proto.clone(),
+                p.public_port as u64,
+                p.private_port as u64,
+            )
         })
-        .unwrap_or_default();
+        .collect();
     ps.sort();
     let mut out: Vec<String> = Vec::new();
     let mut i = 0;
@@ -181,17 +177,24 @@ pub(super) fn ports_of(c: &Value) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
     fn ports_fold_into_ranges_like_docker_ps() {
-        let p = |ip: &str, h: u16, c: u16, t: &str| json!({"IP": ip, "PublicPort": h, "PrivatePort": c, "Type": t});
-        let c = json!({"Ports": [
-            p("0.0.0.0", 8002, 82, "tcp"), p("0.0.0.0", 8000, 80, "tcp"), p("0.0.0.0", 8001, 81, "tcp"),
-            p("0.0.0.0", 9000, 90, "tcp"), p("0.0.0.0", 8003, 83, "udp"), p("127.0.0.1", 8004, 84, "tcp"),
-        ]});
+        let p = |ip: &str, h: u16, c: u16, t: &str| Port {
+            ip: ip.into(),
+            public_port: h,
+            private_port: c,
+            proto: t.into(),
+        };
+        let c = [
+            p("0.0.0.0", 8002, 82, "tcp"),
+            p("0.0.0.0", 8000, 80, "tcp"),
+            p("0.0.0.0", 8001, 81, "tcp"),
+            p("0.0.0.0", 9000, 90, "tcp"),
+            p("0.0.0.0", 8003, 83, "udp"),
+            p("127.0.0.1", 8004, 84, "tcp"),
+        ];
         assert_eq!(
             ports_of(&c),
             vec![

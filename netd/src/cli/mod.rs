@@ -16,6 +16,11 @@ use serde_json::Value;
 use crate::{client::Client, model};
 
 pub use args::*;
+
+use crate::{
+    api::types::{ContainerInspect, ContainerSummary, Flushed},
+    daemon::{ConntrackRow, Stats},
+};
 use containers::{each, run_container};
 use format::*;
 use network::network;
@@ -51,36 +56,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             .await
         }
         Command::Ps { all, quiet, format } => {
-            let v = client
-                .call(
-                    Method::GET,
-                    &format!("/containers/json?all={}", all as u8),
-                    None,
-                )
+            let list: Vec<ContainerSummary> = client
+                .get(&format!("/containers/json?all={}", all as u8))
                 .await?;
-            let list = v.as_array().cloned().unwrap_or_default();
             if format.as_deref() == Some("json") {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", serde_json::to_string_pretty(&list)?);
             } else if quiet {
                 for c in &list {
-                    println!("{}", s(&c["Id"]).chars().take(12).collect::<String>());
+                    println!("{}", &c.id[..12.min(c.id.len())]);
                 }
             } else {
                 let rows: Vec<Vec<String>> = list
                     .iter()
                     .map(|c| {
-                        let ips: Vec<String> = c["NetworkSettings"]["Networks"]
-                            .as_object()
-                            .map(|m| m.values().map(|n| s(&n["IPAddress"])).collect())
-                            .unwrap_or_default();
+                        let ips: Vec<&str> = c
+                            .network_settings
+                            .networks
+                            .values()
+                            .map(|n| n.ip_address.as_str())
+                            .collect();
                         vec![
-                            s(&c["Id"]).chars().take(12).collect(),
-                            s(&c["Command"]),
-                            s(&c["Status"]),
-                            s(&c["HostConfig"]["NetworkMode"]),
+                            c.id.chars().take(12).collect(),
+                            c.command.clone(),
+                            c.status.clone(),
+                            c.host_config.network_mode.clone(),
                             ips.join(","),
-                            ports_of(c).join(", "),
-                            s(&c["Names"][0]).trim_start_matches('/').to_string(),
+                            ports_of(&c.ports).join(", "),
+                            c.names
+                                .first()
+                                .map(|n| n.trim_start_matches('/').to_string())
+                                .unwrap_or_default(),
                         ]
                     })
                     .collect();
@@ -113,10 +118,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             .await
         }
         Command::Port { name, private_port } => {
-            let v = client
-                .call(Method::GET, &format!("/containers/{name}/json"), None)
-                .await?;
-            let c: crate::api::types::ContainerInspect = serde_json::from_value(v)?;
+            let c: ContainerInspect = client.get(&format!("/containers/{name}/json")).await?;
             let ports = c.network_settings.ports;
             match private_port {
                 None => {
@@ -161,10 +163,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{}", serde_json::to_string_pretty(&Value::Array(out))?);
         }
         Command::Exec { name, cmd } => {
-            let v = client
-                .call(Method::GET, &format!("/containers/{name}/json"), None)
-                .await?;
-            let c: crate::api::types::ContainerInspect = serde_json::from_value(v)?;
+            let c: ContainerInspect = client.get(&format!("/containers/{name}/json")).await?;
             let ns = &c.netns;
             let f = std::fs::File::open(ns).with_context(|| format!("opening {ns}"))?;
             // The CLI runs a current-thread runtime: this thread is the process.
@@ -183,22 +182,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Network { command } => return network(&client, command).await,
         Command::Stats { format } => {
-            let v = client.call(Method::GET, "/netd/stats", None).await?;
+            let st: Stats = client.get("/netd/stats").await?;
             if format.as_deref() == Some("json") {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
-                print_counters(&v);
-                let ports: Vec<Vec<String>> = v["ports"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
+                print_counters(&st);
+                let ports: Vec<Vec<String>> = st
+                    .ports
                     .iter()
                     .map(|p| {
                         vec![
-                            s(&p["container"]),
-                            s(&p["mapping"]),
-                            s(&p["packets"]),
-                            s(&p["bytes"]),
+                            p.container.clone(),
+                            p.mapping.clone(),
+                            p.packets.to_string(),
+                            p.bytes.to_string(),
                         ]
                     })
                     .collect();
@@ -217,39 +214,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     port,
                 },
         } => {
-            let proto = proto_arg(&proto)?;
-            let v = client.call(Method::GET, "/netd/conntrack", None).await?;
-            let fields = ["src", "dst", "to_src", "to_dst"];
-            let keep = |e: &Value| {
-                proto.is_none_or(|p| e["proto"] == p)
-                    && addr.is_none_or(|a| {
-                        fields
-                            .iter()
-                            .any(|f| s(&e[*f]).split(':').next() == Some(&a.to_string()))
-                    })
-                    && port.is_none_or(|p| {
-                        fields
-                            .iter()
-                            .any(|f| s(&e[*f]).rsplit(':').next() == Some(&p.to_string()))
-                    })
-            };
-            let list: Vec<Value> = v
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(keep)
-                .collect();
+            // The daemon filters: the CLI never re-parses the addresses it formatted.
+            let mut q = Vec::new();
+            if let Some(p) = proto_arg(&proto)? {
+                q.push(format!("proto={p}"));
+            }
+            if let Some(a) = addr {
+                q.push(format!("addr={a}"));
+            }
+            if let Some(p) = port {
+                q.push(format!("port={p}"));
+            }
+            let list: Vec<ConntrackRow> = client
+                .get(&format!("/netd/conntrack?{}", q.join("&")))
+                .await?;
             if format.as_deref() == Some("json") {
-                println!("{}", serde_json::to_string_pretty(&Value::Array(list))?);
+                println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                let cols = [
-                    "proto", "src", "dst", "kind", "to_src", "to_dst", "tcp", "packets", "bytes",
-                    "idle_s",
-                ];
                 let rows: Vec<Vec<String>> = list
                     .iter()
-                    .map(|e| cols.iter().map(|k| s(&e[*k])).collect())
+                    .map(|e| {
+                        vec![
+                            e.proto.clone(),
+                            e.src.clone(),
+                            e.dst.clone(),
+                            e.kind.clone(),
+                            e.to_src.clone(),
+                            e.to_dst.clone(),
+                            e.tcp.clone(),
+                            e.packets.to_string(),
+                            e.bytes.to_string(),
+                            e.idle_s.to_string(),
+                        ]
+                    })
                     .collect();
                 print_table(
                     &[
@@ -268,7 +265,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 None => "/netd/conntrack".to_string(),
             };
             let v = client.call(Method::DELETE, &path, None).await?;
-            println!("{} entries removed", v["removed"]);
+            let f: Flushed = serde_json::from_value(v)?;
+            println!("{} entries removed", f.removed);
         }
     }
     Ok(0)

@@ -2,11 +2,15 @@
 use std::collections::BTreeMap;
 
 use hyper::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::client::Client;
 
 use super::{args::*, containers::each, format::*};
+use crate::api::types::{
+    EndpointIpamConfig, EndpointSettings, Ipam, IpamConfig, NetworkConnect, NetworkCreate,
+    NetworkCreateResponse, NetworkResource, PrunedNetworks,
+};
 
 pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Result<i32> {
     match cmd {
@@ -23,35 +27,40 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
             name,
         } => {
             let aux = key_values("aux-address", &aux_address, false)?;
-            let labels = key_values("label", &label, true)?;
-            let options = key_values("option", &opt, false)?;
-            let mut cfg = serde_json::Map::new();
-            for (k, v) in [
-                ("Subnet", subnet),
-                ("Gateway", gateway),
-                ("IPRange", ip_range),
-            ] {
-                if let Some(v) = v {
-                    cfg.insert(k.into(), v.into());
-                }
-            }
-            if !aux.is_empty() {
-                cfg.insert("AuxiliaryAddresses".into(), json!(aux));
-            }
-            let body = json!({
-                "Name": name, "Driver": driver, "Internal": internal, "Attachable": attachable,
-                "CheckDuplicate": true,
-                "IPAM": {"Driver": "default", "Config": if cfg.is_empty() { vec![] } else { vec![Value::Object(cfg)] }},
-                "Options": options, "Labels": labels,
-            });
-            let v = client
-                .call(Method::POST, "/networks/create", Some(body))
-                .await?;
+            let config = IpamConfig {
+                subnet,
+                gateway,
+                ip_range,
+                auxiliary_addresses: (!aux.is_empty()).then_some(aux),
+            };
+            let body = NetworkCreate {
+                name,
+                check_duplicate: true,
+                driver: Some(driver),
+                internal,
+                attachable,
+                ipam: Some(Ipam {
+                    driver: Some("default".into()),
+                    config: Some(
+                        if config.subnet.is_some() || config.auxiliary_addresses.is_some() {
+                            vec![config]
+                        } else {
+                            vec![]
+                        },
+                    ),
+                    options: None,
+                }),
+                options: Some(key_values("option", &opt, false)?),
+                labels: Some(key_values("label", &label, true)?),
+                ..Default::default()
+            };
+            let created: NetworkCreateResponse =
+                client.send(Method::POST, "/networks/create", &body).await?;
             // As the docker CLI does: the warning on stderr, the id on stdout.
-            if let Some(w) = v["Warning"].as_str().filter(|w| !w.is_empty()) {
-                eprintln!("WARNING: {w}");
+            if !created.warning.is_empty() {
+                eprintln!("WARNING: {}", created.warning);
             }
-            println!("{}", s(&v["Id"]));
+            println!("{}", created.id);
         }
         NetworkCommand::Ls {
             quiet,
@@ -68,14 +77,12 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
                 }
                 path = format!("/networks?filters={}", enc(&serde_json::to_string(&f)?));
             }
-            let v = client.call(Method::GET, &path, None).await?;
-            let list = v.as_array().cloned().unwrap_or_default();
-            let id = |n: &Value| -> String {
-                let id = s(&n["Id"]);
+            let list: Vec<NetworkResource> = client.get(&path).await?;
+            let id = |n: &NetworkResource| -> String {
                 if no_trunc {
-                    id
+                    n.id.clone()
                 } else {
-                    id.chars().take(12).collect()
+                    n.id.chars().take(12).collect()
                 }
             };
             match format.as_deref() {
@@ -93,11 +100,11 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
                     for n in &list {
                         let fields = [
                             ("ID", id(n)),
-                            ("Name", s(&n["Name"])),
-                            ("Driver", s(&n["Driver"])),
-                            ("Scope", s(&n["Scope"])),
-                            ("Internal", s(&n["Internal"])),
-                            ("CreatedAt", s(&n["Created"])),
+                            ("Name", n.name.clone()),
+                            ("Driver", n.driver.clone()),
+                            ("Scope", n.scope.clone()),
+                            ("Internal", n.internal.to_string()),
+                            ("CreatedAt", n.created.clone()),
                         ];
                         println!("{}", render_template(tpl, &fields));
                     }
@@ -106,12 +113,19 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
                     let rows: Vec<Vec<String>> = list
                         .iter()
                         .map(|n| {
+                            let subnet = n
+                                .ipam
+                                .config
+                                .as_ref()
+                                .and_then(|c| c.first())
+                                .and_then(|c| c.subnet.clone())
+                                .unwrap_or_default();
                             vec![
                                 id(n),
-                                s(&n["Name"]),
-                                s(&n["Driver"]),
-                                s(&n["Scope"]),
-                                s(&n["IPAM"]["Config"][0]["Subnet"]),
+                                n.name.clone(),
+                                n.driver.clone(),
+                                n.scope.clone(),
+                                subnet,
                             ]
                         })
                         .collect();
@@ -148,11 +162,11 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
                 }
             }
             let v = client.call(Method::POST, "/networks/prune", None).await?;
-            let deleted = v["NetworksDeleted"].as_array().cloned().unwrap_or_default();
-            if !deleted.is_empty() {
+            let pruned: PrunedNetworks = serde_json::from_value(v)?;
+            if !pruned.networks_deleted.is_empty() {
                 println!("Deleted Networks:");
-                for d in deleted {
-                    println!("{}", s(&d));
+                for d in pruned.networks_deleted {
+                    println!("{d}");
                 }
             }
         }
@@ -162,16 +176,22 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
             network,
             container,
         } => {
-            let mut ec = json!({"Aliases": aliases});
-            if let Some(ip) = ip {
-                ec["IPAMConfig"] = json!({"IPv4Address": ip.to_string()});
-            }
-            let body = json!({"Container": container, "EndpointConfig": ec});
+            let body = NetworkConnect {
+                container,
+                endpoint_config: Some(EndpointSettings {
+                    aliases: Some(aliases),
+                    ipam_config: ip.map(|ip| EndpointIpamConfig {
+                        ipv4_address: Some(ip.to_string()),
+                    }),
+                    ..Default::default()
+                }),
+                force: false,
+            };
             client
                 .call(
                     Method::POST,
                     &format!("/networks/{network}/connect"),
-                    Some(body),
+                    Some(serde_json::to_value(&body)?),
                 )
                 .await?;
         }
@@ -180,7 +200,11 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
             network,
             container,
         } => {
-            let body = json!({"Container": container, "Force": force});
+            let body = serde_json::to_value(NetworkConnect {
+                container,
+                endpoint_config: None,
+                force,
+            })?;
             client
                 .call(
                     Method::POST,

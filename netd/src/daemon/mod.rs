@@ -32,7 +32,7 @@ use log::{info, warn};
 use tokio::sync::Mutex;
 
 pub use args::DaemonArgs;
-pub use observe::{ConntrackRow, PortStats, Stats};
+pub use observe::{ConntrackRow, FlowFilter, PortStats, Stats};
 pub use rundir::{enter_netns, group_id};
 
 use crate::{

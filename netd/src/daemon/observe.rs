@@ -49,6 +49,24 @@ pub struct ConntrackRow {
     pub idle_s: u64,
 }
 
+/// Which flows a listing shows: by protocol, and by an address or port on any side of
+/// the flow or of its rewrite.
+#[derive(Clone, Debug, Default)]
+pub struct FlowFilter {
+    pub proto: Option<String>,
+    pub addr: Option<std::net::Ipv4Addr>,
+    pub port: Option<u16>,
+}
+
+impl FlowFilter {
+    fn matches(&self, f: &Flow) -> bool {
+        let ends = [f.src, f.dst, f.to_src, f.to_dst];
+        self.proto.as_deref().is_none_or(|p| p == f.proto)
+            && self.addr.is_none_or(|a| ends.iter().any(|e| *e.ip() == a))
+            && self.port.is_none_or(|p| ends.iter().any(|e| e.port() == p))
+    }
+}
+
 impl From<Flow> for ConntrackRow {
     fn from(f: Flow) -> Self {
         ConntrackRow {
@@ -119,7 +137,8 @@ impl Daemon {
         })
     }
 
-    pub async fn conntrack(&self) -> Result<Vec<ConntrackRow>> {
+    /// The flows that match `filter` (every one without).
+    pub async fn conntrack(&self, filter: FlowFilter) -> Result<Vec<ConntrackRow>> {
         let table = {
             let g = self.inner.lock().await;
             g.dp.conntrack_handle()?
@@ -128,7 +147,11 @@ impl Daemon {
         let flows = tokio::task::spawn_blocking(move || table.flows())
             .await
             .map_err(|e| NetdError::Internal(format!("conntrack listing: {e}")))??;
-        Ok(flows.into_iter().map(ConntrackRow::from).collect())
+        Ok(flows
+            .into_iter()
+            .filter(|f| filter.matches(f))
+            .map(ConntrackRow::from)
+            .collect())
     }
 
     /// Removes flows, all or those of one protocol (tcp, udp, icmp); returns how many
