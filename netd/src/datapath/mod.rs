@@ -194,6 +194,10 @@ impl Datapath {
         let links_dir = bpf_dir.join("links");
         fs::create_dir_all(&links_dir)?;
         let carried = take_reshaped_conntrack(bpf_dir, ct_entries)?;
+        // netd 1's single counter array, replaced by NETD_DROPS and NETD_EVENTS: its pin
+        // would stay behind forever (programs still holding it keep it alive until
+        // their links are swapped below).
+        let _ = fs::remove_file(bpf_dir.join("NETD_STATS"));
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(bpf_dir)
             .map_max_entries(map_names::CONNTRACK, ct_entries)
