@@ -48,7 +48,6 @@ fn container_filters_are_honoured_or_refused_never_ignored() {
     let lab = Lab::new();
     for n in ["c1", "c2", "c3"] {
         lab.netd_ok(&["run", "-d", "--name", n, "--", "sleep", "600"]);
-        std::thread::sleep(std::time::Duration::from_millis(1100));
     }
     lab.netd_ok(&["network", "create", "--subnet", "10.61.0.0/24", "other"]);
     lab.netd_ok(&["network", "connect", "other", "c2"]);
@@ -109,6 +108,26 @@ fn container_filters_are_honoured_or_refused_never_ignored() {
         v["message"].as_str().unwrap_or("").contains("volume"),
         "{v}"
     );
+}
+
+/// Containers made within the same second still list newest first: the order is the
+/// order of creation, not a timestamp's.
+#[test]
+fn ps_lists_newest_first_even_within_one_second() {
+    let lab = Lab::new();
+    let made: Vec<String> = (0..6)
+        .map(|i| {
+            let id = lab.netd_ok(&["create", "--name", &format!("n{i}")]);
+            id.trim()[..12].to_string()
+        })
+        .collect();
+    let newest_first: Vec<String> = made.iter().rev().cloned().collect();
+    let listed = ok(&lab.docker(&["ps", "-aq"]), "docker ps -aq");
+    assert_eq!(listed.lines().collect::<Vec<_>>(), newest_first);
+    let listed = lab.netd_ok(&["ps", "-aq"]);
+    assert_eq!(listed.lines().collect::<Vec<_>>(), newest_first);
+    let last2 = ok(&lab.docker(&["ps", "-q", "-n", "2"]), "docker ps -n 2");
+    assert_eq!(last2.lines().collect::<Vec<_>>(), newest_first[..2]);
 }
 
 #[test]

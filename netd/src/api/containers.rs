@@ -302,12 +302,12 @@ pub async fn list(State(d): D, Query(q): Q) -> Result<Json<Vec<ContainerSummary>
     // As Docker: a limit (or latest) lists stopped containers too.
     let all =
         flag("all")? || limit.is_some() || f.0.contains_key("status") || f.0.contains_key("exited");
-    let (mut cs, nets) = d.containers().await;
-    // Newest first, as `docker ps`.
-    cs.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+    let (cs, nets) = d.containers().await;
     let now = now();
     let mut out = Vec::new();
-    for c in &cs {
+    // Newest first, as `docker ps`. The store keeps containers in the order they were
+    // made; creation times have a one-second grain and would tie.
+    for c in cs.iter().rev() {
         if !all && c.state != ContainerState::Running {
             continue;
         }
