@@ -590,6 +590,8 @@ mod tests {
             created: 0,
             started: None,
             finished: None,
+            labels: BTreeMap::new(),
+            exposed: Vec::new(),
         });
         // 10.9.0.129 is an aux address: skipped.
         assert_eq!(

@@ -298,6 +298,12 @@ pub struct Container {
     pub started: Option<u64>,
     #[serde(default)]
     pub finished: Option<u64>,
+    /// `--label`s: Docker's Config.Labels, what `ps --filter label=` selects on.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `--expose`d ports, published or not: part of Docker's Config.ExposedPorts.
+    #[serde(default)]
+    pub exposed: Vec<(u16, Proto)>,
 }
 
 /// Docker's name of a network mode: `bridge`, `host`, `none` or `container:NAME`.
@@ -351,6 +357,11 @@ pub struct RunRequest {
     /// Start the command now (run) or only create the sandbox (create).
     pub start: bool,
     pub auto_remove: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `--expose`: ports the container serves, published or not.
+    #[serde(default)]
+    pub exposed: Vec<(u16, Proto)>,
 }
 
 /// What `network connect` asks for.

@@ -227,6 +227,10 @@ fn info_events_df_and_inspect_as_docker_clients_read_them() {
         "db",
         "-p",
         "8081:81/udp",
+        "--expose",
+        "90",
+        "--label",
+        "team=blue",
         "--",
         "sleep",
         "600",
@@ -245,13 +249,39 @@ fn info_events_df_and_inspect_as_docker_clients_read_them() {
     assert_eq!(f("onuser", "{{.NetworkSettings.IPAddress}}"), "");
     assert_eq!(f("onuser", "{{.HostConfig.NetworkMode}}"), "user");
     assert_eq!(f("onbridge", "{{.HostConfig.NetworkMode}}"), "bridge");
+    // PortBindings is the request (no address given: ""), Ports what was made; an
+    // exposed port is in ExposedPorts, and null in Ports.
     assert_eq!(
         f("onuser", "{{json .HostConfig.PortBindings}}"),
-        r#"{"81/udp":[{"HostIp":"0.0.0.0","HostPort":"8081"}]}"#
+        r#"{"81/udp":[{"HostIp":"","HostPort":"8081"}]}"#
     );
     assert_eq!(
         f("onuser", "{{json .Config.ExposedPorts}}"),
-        r#"{"81/udp":{}}"#
+        r#"{"81/udp":{},"90/tcp":{}}"#
+    );
+    assert_eq!(
+        f("onuser", "{{json .NetworkSettings.Ports}}"),
+        r#"{"81/udp":[{"HostIp":"0.0.0.0","HostPort":"8081"}],"90/tcp":null}"#
+    );
+    assert_eq!(f("onuser", "{{json .Config.Labels}}"), r#"{"team":"blue"}"#);
+    let ps = ok(
+        &lab.docker(&[
+            "ps",
+            "--filter",
+            "name=onuser",
+            "--format",
+            "{{.Ports}}|{{.Labels}}",
+        ]),
+        "ps ports",
+    );
+    assert_eq!(ps.trim(), "90/tcp, 0.0.0.0:8081->81/udp|team=blue");
+    // No aliases on the default network: null, as Docker.
+    assert_eq!(
+        f(
+            "onbridge",
+            "{{json .NetworkSettings.Networks.bridge.Aliases}}"
+        ),
+        "null"
     );
     assert_eq!(
         f("onbridge", "{{json .NetworkSettings.Ports}}"),
@@ -269,9 +299,23 @@ fn info_events_df_and_inspect_as_docker_clients_read_them() {
         "onuser",
         "{{json (index .NetworkSettings.Networks \"user\").Aliases}}",
     );
-    assert!(
-        aliases.contains("\"db\"") && aliases.contains(&id[..12]),
-        "{aliases}"
+    assert_eq!(aliases, format!(r#"["db","{}"]"#, &id[..12]));
+    // Connected later under its short id as an alias: Docker adds that alias once.
+    lab.netd_ok(&["network", "create", "--subnet", "10.63.0.0/24", "later"]);
+    lab.netd_ok(&[
+        "network",
+        "connect",
+        "--alias",
+        &id[..12],
+        "later",
+        "onuser",
+    ]);
+    assert_eq!(
+        f(
+            "onuser",
+            "{{json (index .NetworkSettings.Networks \"later\").Aliases}}"
+        ),
+        format!(r#"["{}"]"#, &id[..12])
     );
     // `docker port` and `netd port` with a private port.
     assert_eq!(

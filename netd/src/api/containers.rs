@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     error::NetdError,
-    model::{fmt_mac, mode_name, Container, ContainerState, NetMode, Network},
+    model::{fmt_mac, mode_name, Container, ContainerState, NetMode, Network, Proto},
 };
 
 /// Docker's human duration (go-units HumanDuration), as in "Up 3 minutes".
@@ -80,9 +80,11 @@ fn endpoints(c: &Container, nets: &[Network]) -> BTreeMap<String, EndpointSettin
         .filter_map(|a| {
             let n = nets.iter().find(|n| n.id == a.network)?;
             let mut aliases = a.aliases.clone();
-            // Docker adds the short id on user-defined networks (not on the default one).
-            if !n.builtin {
-                aliases.push(c.id[..12].to_string());
+            // Docker adds the short id on user-defined networks (not on the default one),
+            // once.
+            let short = &c.id[..12];
+            if !n.builtin && !aliases.iter().any(|x| x == short) {
+                aliases.push(short.to_string());
             }
             Some((
                 n.name.clone(),
@@ -91,7 +93,8 @@ fn endpoints(c: &Container, nets: &[Network]) -> BTreeMap<String, EndpointSettin
                         ipv4_address: Some(ip.to_string()),
                     }),
                     links: None,
-                    aliases: Some(aliases),
+                    // Docker shows null, not [], for an endpoint without aliases.
+                    aliases: (!aliases.is_empty()).then_some(aliases),
                     network_id: n.id.clone(),
                     endpoint_id: endpoint_id(&c.id, &n.id),
                     gateway: n.gateway.map(|g| g.to_string()).unwrap_or_default(),
@@ -105,13 +108,41 @@ fn endpoints(c: &Container, nets: &[Network]) -> BTreeMap<String, EndpointSettin
         .collect()
 }
 
-fn port_map(c: &Container) -> PortMap {
+/// Every port the container serves, as Docker's `PORT/PROTO` keys: the published ones
+/// and the `--expose`d ones.
+fn container_ports(c: &Container) -> Vec<(u16, Proto)> {
+    let mut out: Vec<(u16, Proto)> = c
+        .ports
+        .iter()
+        .map(|p| (p.container_port, p.proto))
+        .chain(c.exposed.iter().copied())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `NetworkSettings.Ports` (`requested` false: every port, the unpublished ones null)
+/// or `HostConfig.PortBindings` (true: what was asked; a host address only where one
+/// was given, as Docker records the request).
+fn port_map(c: &Container, requested: bool) -> PortMap {
     let mut m = PortMap::new();
+    if !requested {
+        for (port, proto) in container_ports(c) {
+            m.insert(format!("{port}/{proto}"), None);
+        }
+    }
     for p in &c.ports {
+        let host_ip = if requested && p.host_ip.is_unspecified() {
+            String::new()
+        } else {
+            p.host_ip.to_string()
+        };
         m.entry(format!("{}/{}", p.container_port, p.proto))
-            .or_default()
+            .or_insert(None)
+            .get_or_insert_with(Vec::new)
             .push(PortBinding {
-                host_ip: p.host_ip.to_string(),
+                host_ip,
                 host_port: p.host_port.to_string(),
             });
     }
@@ -138,13 +169,27 @@ pub fn summary(c: &Container, nets: &[Network], all: &[Container], now: u64) -> 
             .ports
             .iter()
             .map(|p| Port {
-                ip: p.host_ip.to_string(),
+                ip: Some(p.host_ip.to_string()),
                 private_port: p.container_port,
-                public_port: p.host_port,
+                public_port: Some(p.host_port),
                 proto: p.proto.to_string(),
             })
+            .chain(
+                c.exposed
+                    .iter()
+                    .filter(|(port, proto)| {
+                        !c.ports
+                            .iter()
+                            .any(|p| p.container_port == *port && p.proto == *proto)
+                    })
+                    .map(|(port, proto)| Port {
+                        private_port: *port,
+                        proto: proto.to_string(),
+                        ..Default::default()
+                    }),
+            )
             .collect(),
-        labels: BTreeMap::new(),
+        labels: c.labels.clone(),
         state: c.state.to_string(),
         status: status_of(c, now),
         host_config: SummaryHostConfig {
@@ -163,7 +208,6 @@ pub fn summary(c: &Container, nets: &[Network], all: &[Container], now: u64) -> 
 
 pub fn inspect_of(c: &Container, nets: &[Network], all: &[Container]) -> ContainerInspect {
     let networks = endpoints(c, nets);
-    let ports = port_map(c);
     // Docker's legacy top-level fields describe the default `bridge` network's endpoint.
     let default = nets
         .iter()
@@ -194,23 +238,23 @@ pub fn inspect_of(c: &Container, nets: &[Network], all: &[Container]) -> Contain
         restart_count: 0,
         host_config: HostConfig {
             network_mode: network_mode(c, nets, all),
-            port_bindings: ports.clone(),
+            port_bindings: port_map(c, true),
             auto_remove: c.auto_remove,
         },
         config: ContainerConfig {
             hostname: c.hostname.clone().unwrap_or_else(|| c.id[..12].to_string()),
-            exposed_ports: ports
-                .keys()
-                .map(|k| (k.clone(), serde_json::json!({})))
+            exposed_ports: container_ports(c)
+                .into_iter()
+                .map(|(port, proto)| (format!("{port}/{proto}"), serde_json::json!({})))
                 .collect(),
             cmd: c.cmd.clone(),
             image: "netd".into(),
-            labels: BTreeMap::new(),
+            labels: c.labels.clone(),
         },
         network_settings: NetworkSettings {
             sandbox_id: c.id.clone(),
             sandbox_key: netns_path(c),
-            ports,
+            ports: port_map(c, false),
             endpoint_id: default.endpoint_id,
             gateway: default.gateway,
             ip_address: default.ip_address,

@@ -156,15 +156,20 @@ pub struct NetworkConnect {
     pub force: bool,
 }
 
-/// One published port in a container list entry.
+/// One port in a container list entry: published (with the host side), or only
+/// exposed (no IP, no PublicPort, as Docker leaves them out).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Port {
-    #[serde(rename = "IP")]
-    pub ip: String,
+    #[serde(rename = "IP", default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
     #[serde(rename = "PrivatePort")]
     pub private_port: u16,
-    #[serde(rename = "PublicPort")]
-    pub public_port: u16,
+    #[serde(
+        rename = "PublicPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub public_port: Option<u16>,
     #[serde(rename = "Type")]
     pub proto: String,
 }
@@ -177,7 +182,8 @@ pub struct PortBinding {
     pub host_port: String,
 }
 
-pub type PortMap = BTreeMap<String, Vec<PortBinding>>;
+/// By `PORT/PROTO`; null for a port that is exposed but not published.
+pub type PortMap = BTreeMap<String, Option<Vec<PortBinding>>>;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

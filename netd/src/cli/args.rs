@@ -129,6 +129,9 @@ pub struct RunArgs {
     /// A port the container serves: port[-end][/tcp|/udp].
     #[arg(long)]
     pub expose: Vec<String>,
+    /// Metadata KEY[=VALUE], as `docker run --label` (`ps --filter label=...`).
+    #[arg(short, long)]
+    pub label: Vec<String>,
     /// The command (after `--`, or as the first argument that is not an option). Without
     /// one, the container is a sandbox for `netd exec`.
     #[arg(trailing_var_arg = true)]

@@ -44,7 +44,7 @@ pub(super) async fn run_container(client: &Client, a: RunArgs, start: bool) -> a
     }
     if a.publish_all {
         // Docker: -P publishes each exposed port not already published.
-        for (port, proto) in exposed {
+        for &(port, proto) in &exposed {
             if !ports
                 .iter()
                 .any(|m| m.container_port == port && m.proto == proto)
@@ -71,6 +71,8 @@ pub(super) async fn run_container(client: &Client, a: RunArgs, start: bool) -> a
         cmd: a.cmd.clone(),
         start,
         auto_remove: a.rm,
+        labels: key_values("label", &a.label, true)?,
+        exposed,
     };
     let c: ContainerInspect = client.send(Method::POST, "/netd/run", &req).await?;
     let id = c.id;

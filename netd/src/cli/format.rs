@@ -138,15 +138,21 @@ pub(super) fn s(v: &Value) -> String {
 /// A container's ports as `docker ps` shows them: runs of consecutive mappings folded
 /// into one range (`0.0.0.0:8000-8010->80-90/tcp`).
 pub(super) fn ports_of(ports: &[Port]) -> Vec<String> {
+    // Exposed, unpublished ports come last, as `80/tcp`.
+    let exposed: Vec<String> = ports
+        .iter()
+        .filter(|p| p.public_port.is_none())
+        .map(|p| format!("{}/{}", p.private_port, p.proto))
+        .collect();
     let mut ps: Vec<(String, String, u64, u64)> = ports
         .iter()
-        .map(|p| {
-            (
-                p.ip.clone(),
+        .filter_map(|p| {
+            Some((
+                p.ip.clone().unwrap_or_default(),
                 p.proto.clone(),
-                p.public_port as u64,
+                p.public_port? as u64,
                 p.private_port as u64,
-            )
+            ))
         })
         .collect();
     ps.sort();
@@ -172,6 +178,7 @@ pub(super) fn ports_of(ports: &[Port]) -> Vec<String> {
         });
         i = j + 1;
     }
+    out.extend(exposed);
     out
 }
 
@@ -182,8 +189,8 @@ mod tests {
     #[test]
     fn ports_fold_into_ranges_like_docker_ps() {
         let p = |ip: &str, h: u16, c: u16, t: &str| Port {
-            ip: ip.into(),
-            public_port: h,
+            ip: Some(ip.into()),
+            public_port: Some(h),
             private_port: c,
             proto: t.into(),
         };
@@ -193,6 +200,11 @@ mod tests {
             p("0.0.0.0", 8001, 81, "tcp"),
             p("0.0.0.0", 9000, 90, "tcp"),
             p("0.0.0.0", 8003, 83, "udp"),
+            Port {
+                private_port: 53,
+                proto: "udp".into(),
+                ..Default::default()
+            },
             p("127.0.0.1", 8004, 84, "tcp"),
         ];
         assert_eq!(
@@ -201,7 +213,8 @@ mod tests {
                 "0.0.0.0:8000-8002->80-82/tcp",
                 "0.0.0.0:9000->90/tcp",
                 "0.0.0.0:8003->83/udp",
-                "127.0.0.1:8004->84/tcp"
+                "127.0.0.1:8004->84/tcp",
+                "53/udp"
             ]
         );
     }

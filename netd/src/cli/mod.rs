@@ -122,10 +122,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let ports = c.network_settings.ports;
             match private_port {
                 None => {
+                    // In port order, as docker sorts its lines (the keys sort as text).
+                    let mut lines: Vec<(u16, &str, String)> = Vec::new();
                     for (key, bindings) in &ports {
-                        for b in bindings {
-                            println!("{key} -> {}:{}", b.host_ip, b.host_port);
+                        let num = key.split('/').next().and_then(|p| p.parse().ok());
+                        for b in bindings.iter().flatten() {
+                            let line = format!("{key} -> {}:{}", b.host_ip, b.host_port);
+                            lines.push((num.unwrap_or(0), key, line));
                         }
+                    }
+                    lines.sort();
+                    for (_, _, line) in lines {
+                        println!("{line}");
                     }
                 }
                 Some(p) => {
@@ -136,9 +144,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                         .map_err(|_| anyhow::anyhow!("invalid port {p:?}: PORT[/tcp|/udp]"))?;
                     let proto: model::Proto = proto.parse()?;
                     let key = format!("{port}/{proto}");
-                    let bindings = ports.get(&key).filter(|b| !b.is_empty()).ok_or_else(|| {
-                        anyhow::anyhow!("no public port '{key}' published for {name}")
-                    })?;
+                    let bindings = ports
+                        .get(&key)
+                        .and_then(Option::as_ref)
+                        .filter(|b| !b.is_empty())
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("no public port '{key}' published for {name}")
+                        })?;
                     for b in bindings {
                         println!("{}:{}", b.host_ip, b.host_port);
                     }

@@ -147,6 +147,8 @@ impl Daemon {
             created: now(),
             started: None,
             finished: None,
+            labels: req.labels.clone(),
+            exposed: req.exposed.clone(),
         };
         // Where the time of a `run` goes, logged at the end: publishing ports is one map
         // update each, and the rest is the sandbox (namespace, veth, program, process).
