@@ -46,8 +46,15 @@ fn http(lab: &Lab, method: &str, path: &str, body: Option<&str>) -> (u16, serde_
 #[test]
 fn container_filters_are_honoured_or_refused_never_ignored() {
     let lab = Lab::new();
-    for n in ["c1", "c2", "c3"] {
-        lab.netd_ok(&["run", "-d", "--name", n, "--", "sleep", "600"]);
+    for (n, extra) in [
+        ("c1", vec!["--label", "team=blue", "--label", "tier=db"]),
+        ("c2", vec!["--label", "team=blue", "-p", "8082:80"]),
+        ("c3", vec!["--expose", "53/udp"]),
+    ] {
+        let mut args = vec!["run", "-d", "--name", n];
+        args.extend(extra);
+        args.extend(["--", "sleep", "600"]);
+        lab.netd_ok(&args);
     }
     lab.netd_ok(&["network", "create", "--subnet", "10.61.0.0/24", "other"]);
     lab.netd_ok(&["network", "connect", "other", "c2"]);
@@ -90,11 +97,69 @@ fn container_filters_are_honoured_or_refused_never_ignored() {
     );
     assert!(st.contains("c3 Up "), "{st}");
     assert!(st.contains("c1 Exited (") && st.contains(" ago"), "{st}");
-    // A filter netd does not know is a 400 naming it.
+    // Docker's other filters: names and ids are regular expressions, every label
+    // must match, before/since by container, publish/expose by port.
+    let ps = |filters: &[&str]| {
+        let mut args = vec!["ps", "-a", "--format", "{{.Names}}"];
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        ok(&lab.docker(&args), "docker ps --filter")
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ps(&["name=c[12]"]), ["c2", "c1"]);
+    assert_eq!(ps(&["name=^/c2$"]), ["c2"]);
+    assert_eq!(ps(&["label=team=blue"]), ["c2", "c1"]);
+    assert_eq!(ps(&["label=team=blue", "label=tier"]), ["c1"]);
+    assert_eq!(ps(&["before=c3"]), ["c2", "c1"]);
+    assert_eq!(ps(&["since=c1"]), ["c3", "c2"]);
+    assert_eq!(ps(&["publish=80/tcp"]), ["c2"]);
+    assert_eq!(ps(&["expose=53/udp"]), ["c3"]);
+    assert_eq!(ps(&["expose=80"]), ["c2"]);
+    // netd's own ps takes the same filters and docker's -n/-l.
+    let netd_ps = |args: &[&str]| {
+        let mut full = vec!["ps", "--format", "json"];
+        full.extend(args);
+        let v: serde_json::Value = serde_json::from_str(&lab.netd_ok(&full)).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                c["Names"][0]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches('/')
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        netd_ps(&[
+            "-a",
+            "--filter",
+            "label=team=blue",
+            "--filter",
+            "label=tier=db"
+        ]),
+        ["c1"]
+    );
+    assert_eq!(netd_ps(&["-a", "--filter", "name=c[13]"]), ["c3", "c1"]);
+    assert_eq!(netd_ps(&["-n", "2"]), ["c3", "c2"]);
+    assert_eq!(netd_ps(&["-l"]), ["c3"]);
+    // A filter netd does not know is a 400 naming it; one it knows of but cannot
+    // honour says so.
     let o = lab.docker(&["ps", "-q", "--filter", "ancestor=busybox"]);
     assert!(!o.status.success(), "an unknown filter was ignored: {o:?}");
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("ancestor"),
+        String::from_utf8_lossy(&o.stderr)
+            .contains("filter 'ancestor' is not supported by netd: netd runs no images"),
+        "{o:?}"
+    );
+    let o = lab.netd(&["ps", "--filter", "bogus=1"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("invalid filter 'bogus'"),
         "{o:?}"
     );
     let (code, v) = http(
@@ -133,8 +198,51 @@ fn ps_lists_newest_first_even_within_one_second() {
 #[test]
 fn networks_dangling_attachable_and_docker_statuses() {
     let lab = Lab::new();
-    lab.netd_ok(&["network", "create", "--attachable", "empty"]);
-    lab.netd_ok(&["network", "create", "busy"]);
+    lab.netd_ok(&[
+        "network",
+        "create",
+        "--attachable",
+        "--label",
+        "a=1",
+        "--label",
+        "b=2",
+        "empty",
+    ]);
+    lab.netd_ok(&["network", "create", "--label", "a=1", "busy"]);
+    // Every label filter must match (docker's MatchKVList), from docker and from netd.
+    for cli in ["docker", "netd"] {
+        let args = [
+            "network",
+            "ls",
+            "--filter",
+            "label=a=1",
+            "--filter",
+            "label=b=2",
+            "--format",
+            "{{.Name}}",
+        ];
+        let o = if cli == "docker" {
+            lab.docker(&args)
+        } else {
+            lab.netd(&args)
+        };
+        assert_eq!(ok(&o, cli).trim(), "empty", "{cli}");
+    }
+    let o = lab.docker(&[
+        "network",
+        "ls",
+        "--filter",
+        "name=^(bu|em)",
+        "--format",
+        "{{.Name}}",
+    ]);
+    let mut listed: Vec<String> = ok(&o, "ls name").lines().map(String::from).collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        ["busy", "empty"],
+        "network names are regular expressions too"
+    );
     lab.netd_ok(&[
         "run",
         "-d",

@@ -7,9 +7,9 @@ use axum::{
 };
 
 use super::{
-    filters::{bool_value, label_matches, Filters},
+    filters::bool_value,
     networks::endpoint_id,
-    now, rfc3339,
+    now, rfc3339, select,
     types::{
         ContainerConfig, ContainerInspect, ContainerState as ApiState, ContainerSummary,
         EndpointIpamConfig, EndpointSettings, HostConfig, NetworkSettings, Port, PortBinding,
@@ -268,100 +268,14 @@ pub fn inspect_of(c: &Container, nets: &[Network], all: &[Container]) -> Contain
     }
 }
 
-const CONTAINER_FILTERS: &[&str] = &["exited", "id", "label", "name", "network", "status"];
-const STATUSES: &[&str] = &[
-    "created",
-    "restarting",
-    "running",
-    "removing",
-    "paused",
-    "exited",
-    "dead",
-];
-
-fn container_matches(c: &Container, nets: &[Network], f: &Filters) -> Result<bool, NetdError> {
-    f.all(|k, v| {
-        Ok(match k {
-            "id" => c.id.starts_with(v),
-            // Docker matches names as a regular expression; a substring covers the
-            // common use (`--filter name=web`), and ^/$ anchors are honoured.
-            "name" => {
-                let name = format!("/{}", c.name);
-                match (v.strip_prefix('^'), v.strip_suffix('$')) {
-                    _ if v.starts_with('^') && v.ends_with('$') && v.len() >= 2 => {
-                        let inner = &v[1..v.len() - 1];
-                        c.name == inner || name == inner
-                    }
-                    (Some(p), _) => c.name.starts_with(p) || name.starts_with(p),
-                    (_, Some(s)) => name.ends_with(s),
-                    _ => name.contains(v),
-                }
-            }
-            "label" => label_matches(&BTreeMap::new(), v),
-            "network" => c.attachments.iter().any(|a| {
-                nets.iter()
-                    .find(|n| n.id == a.network)
-                    .is_some_and(|n| n.name == v || n.id.starts_with(v))
-            }),
-            "status" => {
-                if !STATUSES.contains(&v) {
-                    return Err(NetdError::InvalidArgument(format!(
-                        "invalid filter 'status={v}': one of {}",
-                        STATUSES.join(", ")
-                    )));
-                }
-                c.state.to_string() == v
-            }
-            "exited" => {
-                let code: i32 = v.parse().map_err(|_| {
-                    NetdError::InvalidArgument(format!("invalid filter 'exited={v}': a number"))
-                })?;
-                c.state == ContainerState::Exited && c.exit_code == Some(code)
-            }
-            _ => false,
-        })
-    })
-}
-
 pub async fn list(State(d): D, Query(q): Q) -> Result<Json<Vec<ContainerSummary>>, NetdError> {
-    let f = Filters::parse(
-        q.get("filters").map(String::as_str),
-        "containers",
-        CONTAINER_FILTERS,
-    )?;
-    let flag = |k: &str| -> Result<bool, NetdError> {
-        q.get(k)
-            .map(|v| bool_value(k, v))
-            .transpose()
-            .map(|b| b.unwrap_or(false))
-    };
-    let limit: Option<usize> =
-        match q.get("limit").map(String::as_str) {
-            None | Some("") | Some("-1") | Some("0") => None,
-            Some(n) => Some(n.parse().map_err(|_| {
-                NetdError::InvalidArgument(format!("invalid limit {n:?}: a number"))
-            })?),
-        };
-    let limit = if flag("latest")? { Some(1) } else { limit };
-    // As Docker: a limit (or latest) lists stopped containers too.
-    let all =
-        flag("all")? || limit.is_some() || f.0.contains_key("status") || f.0.contains_key("exited");
+    let q = select::ListQuery::parse(&q)?;
     let (cs, nets) = d.containers().await;
     let now = now();
-    let mut out = Vec::new();
-    // Newest first, as `docker ps`. The store keeps containers in the order they were
-    // made; creation times have a one-second grain and would tie.
-    for c in cs.iter().rev() {
-        if !all && c.state != ContainerState::Running {
-            continue;
-        }
-        if container_matches(c, &nets, &f)? {
-            out.push(summary(c, &nets, &cs, now));
-        }
-        if limit.is_some_and(|l| out.len() >= l) {
-            break;
-        }
-    }
+    let out = select::containers(&q, &cs, &nets)?
+        .into_iter()
+        .map(|c| summary(c, &nets, &cs, now))
+        .collect();
     Ok(Json(out))
 }
 

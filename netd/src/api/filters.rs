@@ -15,6 +15,17 @@ impl Filters {
     /// Parses `{"name":{"x":true}}` or the older `{"name":["x"]}`; `allowed` are the
     /// filters this endpoint knows.
     pub fn parse(raw: Option<&str>, what: &str, allowed: &[&str]) -> Result<Filters, NetdError> {
+        Self::parse_with(raw, what, allowed, &[])
+    }
+
+    /// As [`Filters::parse`]; `unsupported` are Docker's filters netd knows of but cannot
+    /// honour, each with the reason the error gives.
+    pub fn parse_with(
+        raw: Option<&str>,
+        what: &str,
+        allowed: &[&str],
+        unsupported: &[(&str, &str)],
+    ) -> Result<Filters, NetdError> {
         let Some(raw) = raw.filter(|r| !r.is_empty()) else {
             return Ok(Filters::default());
         };
@@ -27,6 +38,11 @@ impl Filters {
         };
         let mut out = BTreeMap::new();
         for (k, vals) in m {
+            if let Some((_, why)) = unsupported.iter().find(|(u, _)| *u == k) {
+                return Err(NetdError::InvalidArgument(format!(
+                    "filter '{k}' is not supported by netd: {why}"
+                )));
+            }
             if !allowed.contains(&k.as_str()) {
                 return Err(NetdError::InvalidArgument(format!(
                     "invalid filter '{k}' for {what} (netd knows: {})",
@@ -57,6 +73,38 @@ impl Filters {
             out.insert(k, list);
         }
         Ok(Filters(out))
+    }
+
+    pub fn values(&self, key: &str) -> &[String] {
+        self.0.get(key).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    /// Docker's `Match`: the key is absent, or one of its values, a regular expression,
+    /// matches somewhere in one of `sources` (`name=^web` is a name starting "web").
+    pub fn regex_match(&self, key: &str, sources: &[&str]) -> Result<bool, NetdError> {
+        let Some(values) = self.0.get(key) else {
+            return Ok(true);
+        };
+        for v in values {
+            let re = regex::Regex::new(v).map_err(|_| {
+                NetdError::InvalidArgument(format!(
+                    "invalid filter '{key}={v}': not a regular expression"
+                ))
+            })?;
+            if sources.iter().any(|s| re.is_match(s)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Docker's `MatchKVList`: every value of `key` (`k` or `k=v`) is in `labels`.
+    pub fn labels_match(&self, key: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.values(key).iter().all(|v| label_matches(labels, v))
     }
 
     /// Whether every filter has a value that `matches` accepts.
@@ -117,7 +165,40 @@ mod tests {
         assert_eq!(e.status(), 400);
         assert!(e.to_string().contains("ancestor"), "{e}");
         assert!(Filters::parse(Some("{nope"), "containers", &["name"]).is_err());
+        let e = Filters::parse_with(
+            Some(r#"{"ancestor":["x"]}"#),
+            "containers",
+            &["name"],
+            &[("ancestor", "netd runs no images")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("'ancestor' is not supported by netd: netd runs no images"),
+            "{e}"
+        );
         assert_eq!(Filters::parse(None, "x", &[]).unwrap(), Filters::default());
+    }
+
+    #[test]
+    fn docker_matching_rules() {
+        let f = Filters::parse(Some(r#"{"name":["c3","^/web$"]}"#), "c", &["name"]).unwrap();
+        assert!(f.regex_match("name", &["/c3"]).unwrap());
+        assert!(
+            f.regex_match("name", &["/c30"]).unwrap(),
+            "unanchored, as Docker"
+        );
+        assert!(f.regex_match("name", &["/web"]).unwrap());
+        assert!(!f.regex_match("name", &["/web2"]).unwrap());
+        assert!(f.regex_match("id", &["anything"]).unwrap(), "absent key");
+        let bad = Filters::parse(Some(r#"{"name":["("]}"#), "c", &["name"]).unwrap();
+        assert!(bad.regex_match("name", &["x"]).is_err());
+        let labels: BTreeMap<String, String> =
+            [("a".into(), "1".into()), ("b".into(), "2".into())].into();
+        let f = Filters::parse(Some(r#"{"label":["a","b=2"]}"#), "c", &["label"]).unwrap();
+        assert!(f.labels_match("label", &labels));
+        let f = Filters::parse(Some(r#"{"label":["a","c"]}"#), "c", &["label"]).unwrap();
+        assert!(!f.labels_match("label", &labels), "every label must match");
     }
 
     #[test]

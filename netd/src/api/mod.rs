@@ -7,6 +7,7 @@ mod containers;
 mod filters;
 mod netd;
 mod networks;
+mod select;
 mod system;
 pub mod types;
 

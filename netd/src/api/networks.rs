@@ -7,7 +7,7 @@ use axum::{
 };
 
 use super::{
-    filters::{bool_value, label_matches, Filters},
+    filters::{bool_value, Filters},
     rfc3339,
     types::{
         ConfigReference, Ipam, IpamConfig, NetworkConnect, NetworkContainer, NetworkCreate,
@@ -101,8 +101,9 @@ fn network_matches(n: &Network, containers: &[Container], f: &Filters) -> Result
     f.all(|k, v| {
         Ok(match k {
             "driver" => n.driver == v,
-            "id" => n.id.starts_with(v),
-            "name" => n.name.contains(v),
+            // Docker's id and name filters are regular expressions.
+            "id" => f.regex_match("id", &[&n.id])?,
+            "name" => f.regex_match("name", &[&n.name])?,
             "scope" => v == "local",
             "type" => match v {
                 "builtin" => n.builtin,
@@ -113,7 +114,8 @@ fn network_matches(n: &Network, containers: &[Container], f: &Filters) -> Result
                     )))
                 }
             },
-            "label" => label_matches(&n.labels, v),
+            // Every label asked for (Docker's MatchKVList), whichever value this is.
+            "label" => f.labels_match("label", &n.labels),
             // Docker's rule: dangling networks are user networks without endpoints; the
             // predefined ones are never dangling.
             "dangling" => {

@@ -45,12 +45,22 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// List containers.
+    /// List containers, newest first.
     Ps {
         #[arg(short, long)]
         all: bool,
         #[arg(short, long)]
         quiet: bool,
+        /// KEY=VALUE, Docker's: id, name, label, network, status, exited, before, since,
+        /// publish, expose (name and id are regular expressions).
+        #[arg(short, long)]
+        filter: Vec<String>,
+        /// The N most recently created containers, running or not.
+        #[arg(short = 'n', long)]
+        last: Option<usize>,
+        /// The most recently created container.
+        #[arg(short, long)]
+        latest: bool,
         /// `json` for scripts.
         #[arg(long)]
         format: Option<String>,

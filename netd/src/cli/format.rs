@@ -38,6 +38,25 @@ pub(super) fn key_values(
 }
 
 /// Percent-encodes a query value.
+/// `--filter KEY=VALUE`s as Docker's `filters` query parameter (`&filters=...`, or
+/// nothing); a key given twice keeps both values, as docker does.
+pub(super) fn filters_param(args: &[String]) -> anyhow::Result<String> {
+    let mut f: BTreeMap<&str, BTreeMap<&str, bool>> = BTreeMap::new();
+    for a in args {
+        match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                f.entry(k).or_default().insert(v, true);
+            }
+            _ => anyhow::bail!("invalid filter {a:?}: expected KEY=VALUE"),
+        }
+    }
+    Ok(if f.is_empty() {
+        String::new()
+    } else {
+        format!("&filters={}", enc(&serde_json::to_string(&f)?))
+    })
+}
+
 pub(super) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

@@ -55,10 +55,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             })
             .await
         }
-        Command::Ps { all, quiet, format } => {
-            let list: Vec<ContainerSummary> = client
-                .get(&format!("/containers/json?all={}", all as u8))
-                .await?;
+        Command::Ps {
+            all,
+            quiet,
+            filter,
+            last,
+            latest,
+            format,
+        } => {
+            let mut path = format!("/containers/json?all={}", all as u8);
+            if let Some(n) = last {
+                path += &format!("&limit={n}");
+            }
+            if latest {
+                path += "&limit=1";
+            }
+            path += &filters_param(&filter)?;
+            let list: Vec<ContainerSummary> = client.get(&path).await?;
             if format.as_deref() == Some("json") {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if quiet {

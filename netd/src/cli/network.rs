@@ -1,5 +1,4 @@
 //! `netd network ...`.
-use std::collections::BTreeMap;
 
 use hyper::Method;
 use serde_json::Value;
@@ -68,15 +67,10 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
             filter,
             format,
         } => {
-            let filters = key_values("filter", &filter, false)?;
-            let mut path = "/networks".to_string();
-            if !filters.is_empty() {
-                let mut f: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
-                for (k, v) in filters {
-                    f.entry(k).or_default().insert(v, true);
-                }
-                path = format!("/networks?filters={}", enc(&serde_json::to_string(&f)?));
-            }
+            let path = format!(
+                "/networks?{}",
+                filters_param(&filter)?.trim_start_matches('&')
+            );
             let list: Vec<NetworkResource> = client.get(&path).await?;
             let id = |n: &NetworkResource| -> String {
                 if no_trunc {
