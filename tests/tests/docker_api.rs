@@ -311,14 +311,78 @@ fn info_events_df_and_inspect_as_docker_clients_read_them() {
     assert!(info["MemTotal"].as_u64().unwrap_or(0) > 0, "{info}");
     assert_eq!(info["OSType"], "linux");
     assert_eq!(info["ID"].as_str().unwrap_or("").len(), 64);
+    // What docker prints: no swarm, containers that outlive the agent, the host's own
+    // architecture and cgroup version.
+    let human = ok(&lab.docker(&["info"]), "docker info");
+    for want in [
+        "Swarm: inactive",
+        "Live Restore Enabled: true",
+        "Containers: 0",
+    ] {
+        assert!(human.contains(want), "docker info lacks {want:?}:\n{human}");
+    }
+    let uname_m = String::from_utf8(
+        std::process::Command::new("uname")
+            .arg("-m")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(info["Architecture"], uname_m.trim());
+    let cgroup = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "2"
+    } else {
+        "1"
+    };
+    assert_eq!(info["CgroupVersion"], cgroup);
+    let server_arch = ok(
+        &lab.docker(&["version", "--format", "{{.Server.Arch}}"]),
+        "docker version",
+    );
+    let go_arch = match uname_m.trim() {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    assert_eq!(
+        server_arch.trim(),
+        go_arch,
+        "Docker's /version names the architecture as Go does"
+    );
+    // docker-py, as Testcontainers and scripts call it.
+    let script = format!(
+        "import docker, json; c = docker.DockerClient(base_url='unix://{}', version='auto'); print(json.dumps(c.info()))",
+        lab.socket().display()
+    );
+    let o = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    let py: serde_json::Value =
+        serde_json::from_str(ok(&o, "docker-py client.info() (needs python3-docker)").trim())
+            .unwrap();
+    assert_eq!(py["ID"], info["ID"]);
+    assert_eq!(py["Swarm"]["LocalNodeState"], "inactive");
     ok(&lab.docker(&["system", "df"]), "docker system df");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
     // An empty stream that ends at `until`.
+    let t = std::time::Instant::now();
     let o = lab.docker(&["events", "--since", "0", "--until", &(now + 1).to_string()]);
-    ok(&o, "docker events --until");
+    assert!(ok(&o, "docker events --until").trim().is_empty());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "did not end at until"
+    );
+    let (code, v) = http(&lab, "GET", "/events?since=20&until=10", None);
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("cannot be after"),
+        "{v}"
+    );
 
     lab.netd_ok(&["network", "create", "--subnet", "10.62.0.0/24", "user"]);
     lab.run_server("onbridge", &["8080:80"], &["serve-tcp", "80"]);

@@ -22,21 +22,23 @@ use crate::{
     model::{fmt_mac, mode_name, Container, ContainerState, NetMode, Network, Proto},
 };
 
-/// Docker's human duration (go-units HumanDuration), as in "Up 3 minutes".
+/// Docker's human duration (go-units HumanDuration), as in "Up 3 minutes": minutes
+/// truncate, hours round to the nearest, days and longer count whole rounded hours.
 pub fn human_duration(secs: u64) -> String {
-    let (m, h, d) = (secs / 60, secs / 3600, secs / 86_400);
+    let minutes = secs / 60;
+    let hours = (secs + 1800) / 3600;
     match secs {
         0 => "Less than a second".into(),
         1 => "1 second".into(),
         s if s < 60 => format!("{s} seconds"),
-        s if s < 120 => "About a minute".into(),
-        s if s < 3600 => format!("{m} minutes"),
-        s if s < 7200 => "About an hour".into(),
-        s if s < 48 * 3600 => format!("{h} hours"),
-        s if s < 7 * 86_400 * 2 => format!("{d} days"),
-        s if s < 30 * 86_400 * 2 => format!("{} weeks", d / 7),
-        s if s < 365 * 86_400 * 2 => format!("{} months", d / 30),
-        _ => format!("{} years", d / 365),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", secs / 3600 / 24 / 365),
     }
 }
 
@@ -337,8 +339,16 @@ mod tests {
         assert_eq!(human_duration(3), "3 seconds");
         assert_eq!(human_duration(90), "About a minute");
         assert_eq!(human_duration(600), "10 minutes");
-        assert_eq!(human_duration(5400), "About an hour");
+        assert_eq!(human_duration(5399), "About an hour");
         assert_eq!(human_duration(10 * 3600), "10 hours");
         assert_eq!(human_duration(3 * 86_400), "3 days");
+        // Hours round to the nearest, as go-units does: 1h30m is "2 hours".
+        assert_eq!(human_duration(3600 + 1799), "About an hour");
+        assert_eq!(human_duration(3600 + 1800), "2 hours");
+        assert_eq!(human_duration(47 * 3600 + 1799), "47 hours");
+        assert_eq!(human_duration(47 * 3600 + 1800), "2 days");
+        assert_eq!(human_duration(14 * 86_400), "2 weeks");
+        assert_eq!(human_duration(60 * 86_400), "2 months");
+        assert_eq!(human_duration(2 * 365 * 86_400), "2 years");
     }
 }

@@ -12,7 +12,7 @@ use super::{
     containers::summary,
     filters::Filters,
     now, rfc3339,
-    types::{DiskUsage, Info, Version},
+    types::{DiskUsage, Info, SwarmInfo, Version},
     Json, API_VERSION, D, Q,
 };
 use crate::{error::NetdError, model::ContainerState};
@@ -32,6 +32,34 @@ fn kernel_version() -> String {
         .unwrap_or_default()
 }
 
+/// The architecture in Go's words (`amd64`), as Docker's /version reports it (its
+/// /info reports the kernel's, `x86_64`).
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// `uname -m`.
+fn machine() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.machine().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| std::env::consts::ARCH.into())
+}
+
+/// The cgroup version of the host: 2 when /sys/fs/cgroup is the unified hierarchy.
+fn cgroup_version() -> &'static str {
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "2"
+    } else {
+        "1"
+    }
+}
+
 pub async fn version() -> Json<Version> {
     let v = env!("CARGO_PKG_VERSION").to_string();
     Json(Version {
@@ -39,7 +67,7 @@ pub async fn version() -> Json<Version> {
         api_version: API_VERSION.into(),
         min_api_version: "1.24".into(),
         os: "linux".into(),
-        arch: std::env::consts::ARCH.into(),
+        arch: go_arch().into(),
         kernel_version: kernel_version(),
         components: vec![[
             ("Name".to_string(), "netd".to_string()),
@@ -102,15 +130,20 @@ pub async fn info(State(d): D) -> Json<Info> {
         system_time: rfc3339(now()),
         logging_driver: "json-file".into(),
         cgroup_driver: "none".into(),
-        cgroup_version: "2".into(),
+        cgroup_version: cgroup_version().into(),
         kernel_version: kernel_version(),
         operating_system: os_name(),
         os_type: "linux".into(),
-        architecture: std::env::consts::ARCH.into(),
+        architecture: machine(),
         ncpu,
         mem_total: mem,
         docker_root_dir: d.state_dir().display().to_string(),
         server_version: env!("CARGO_PKG_VERSION").into(),
+        swarm: SwarmInfo {
+            local_node_state: "inactive".into(),
+            ..Default::default()
+        },
+        live_restore_enabled: true,
         ..Default::default()
     })
 }
@@ -149,10 +182,15 @@ pub async fn events(Query(q): Q) -> Result<Response, NetdError> {
             "volume",
         ],
     )?;
-    if let Some(s) = q.get("since") {
-        parse_time("since", s)?;
-    }
+    let since = q.get("since").map(|s| parse_time("since", s)).transpose()?;
     let until = q.get("until").map(|u| parse_time("until", u)).transpose()?;
+    if let (Some(s), Some(u)) = (since, until) {
+        if s > u {
+            return Err(NetdError::InvalidArgument(format!(
+                "`since` time ({s}) cannot be after `until` time ({u})"
+            )));
+        }
+    }
     let wait = until.map(|u| Duration::from_secs_f64((u - now() as f64).max(0.0)));
     let stream = futures::stream::once(async move {
         match wait {

@@ -355,6 +355,20 @@ pub struct Info {
     pub experimental_build: bool,
     pub security_options: Vec<String>,
     pub warnings: Vec<String>,
+    /// Always inactive: clients read an empty state as an active swarm node.
+    pub swarm: SwarmInfo,
+    /// Containers keep running while the agent restarts (Docker's live restore).
+    pub live_restore_enabled: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SwarmInfo {
+    #[serde(rename = "NodeID")]
+    pub node_id: String,
+    pub node_addr: String,
+    pub local_node_state: String,
+    pub control_available: bool,
 }
 
 /// `GET /system/df`: netd has no images or volumes.
