@@ -59,7 +59,20 @@ fn parse_bool_opt(key: &str, v: &str) -> Result<bool, NetdError> {
 
 /// Whether `ip` is a usable host address of `subnet` (not its network or broadcast).
 fn is_host_addr(subnet: &Ipv4Network, ip: Ipv4Addr) -> bool {
-    subnet.contains(ip) && ip != subnet.network() && ip != subnet.broadcast()
+    host_addr_problem(subnet, ip).is_none()
+}
+
+/// Why `ip` is not a usable host address of `subnet`, if it is not.
+fn host_addr_problem(subnet: &Ipv4Network, ip: Ipv4Addr) -> Option<String> {
+    if !subnet.contains(ip) {
+        Some(format!("is not a usable address of subnet {subnet}"))
+    } else if ip == subnet.network() {
+        Some(format!("is the network address of subnet {subnet}"))
+    } else if ip == subnet.broadcast() {
+        Some(format!("is the broadcast address of subnet {subnet}"))
+    } else {
+        None
+    }
 }
 
 /// Address ranges a container subnet may not touch, and why: the kernel treats them
@@ -234,10 +247,8 @@ pub fn plan_network(
     let gateway = match spec.gateway.as_deref() {
         Some(g) => {
             let g = parse_ip("gateway", g)?;
-            if !is_host_addr(&subnet, g) {
-                return Err(invalid(format!(
-                    "gateway {g} is not a usable address of subnet {subnet}"
-                )));
+            if let Some(why) = host_addr_problem(&subnet, g) {
+                return Err(invalid(format!("gateway {g} {why}")));
             }
             g
         }
@@ -252,9 +263,23 @@ pub fn plan_network(
             let r: Ipv4Network = r
                 .parse()
                 .map_err(|_| invalid(format!("invalid ip-range {r:?}: not an IPv4 CIDR")))?;
+            if r.ip() != r.network() {
+                return Err(invalid(format!(
+                    "invalid ip-range {r}: not a network address (did you mean {}/{}?)",
+                    r.network(),
+                    r.prefix()
+                )));
+            }
             if !(subnet.contains(r.network()) && subnet.contains(r.broadcast())) {
                 return Err(invalid(format!(
                     "ip-range {r} is not inside subnet {subnet}"
+                )));
+            }
+            // A /31 or /32 at the subnet's edge holds only its network or broadcast
+            // address: every container would fail with "no free address".
+            if !r.iter().take(4).any(|ip| is_host_addr(&subnet, ip)) {
+                return Err(invalid(format!(
+                    "ip-range {r} holds no usable address of subnet {subnet}"
                 )));
             }
             Ok(r)
@@ -262,11 +287,14 @@ pub fn plan_network(
         .transpose()?;
     let mut aux = BTreeMap::new();
     for (name, ip) in &spec.aux_addresses {
-        let ip = parse_ip("aux-address", ip)?;
-        if !is_host_addr(&subnet, ip) {
+        if name.is_empty() {
             return Err(invalid(format!(
-                "aux-address {name}={ip} is not a usable address of subnet {subnet}"
+                "invalid aux-address ={ip}: the name is empty"
             )));
+        }
+        let ip = parse_ip("aux-address", ip)?;
+        if let Some(why) = host_addr_problem(&subnet, ip) {
+            return Err(invalid(format!("aux-address {name}={ip} {why}")));
         }
         if ip == gateway {
             return Err(NetdError::Conflict(format!(
@@ -403,6 +431,58 @@ mod tests {
             assert!(e.to_string().contains(reason), "{subnet}: {e}");
         }
         assert!(plan(&with_subnet("ok", "10.1.0.0/24"), &State::default()).is_ok());
+    }
+
+    #[test]
+    fn gateway_range_and_aux_addresses_name_what_is_wrong() {
+        let st = State::default();
+        let with = |gw: Option<&str>, aux: Option<(&str, &str)>, range: Option<&str>| NetworkSpec {
+            gateway: gw.map(String::from),
+            aux_addresses: aux
+                .map(|(k, v)| [(k.to_string(), v.to_string())].into())
+                .unwrap_or_default(),
+            ip_range: range.map(String::from),
+            ..with_subnet("x", "10.4.0.0/24")
+        };
+        for (s, want) in [
+            (
+                with(Some("10.4.0.0"), None, None),
+                "gateway 10.4.0.0 is the network address of subnet 10.4.0.0/24",
+            ),
+            (
+                with(Some("10.4.0.255"), None, None),
+                "gateway 10.4.0.255 is the broadcast address",
+            ),
+            (
+                with(Some("10.5.0.1"), None, None),
+                "is not a usable address of subnet",
+            ),
+            (
+                with(None, Some(("a", "10.4.0.255")), None),
+                "a=10.4.0.255 is the broadcast address",
+            ),
+            (
+                with(None, Some(("a", "10.4.0.0")), None),
+                "a=10.4.0.0 is the network address",
+            ),
+            (
+                with(None, Some(("", "10.4.0.9")), None),
+                "the name is empty",
+            ),
+            (
+                with(None, None, Some("10.4.0.5/25")),
+                "did you mean 10.4.0.0/25",
+            ),
+            (
+                with(None, None, Some("10.4.0.255/32")),
+                "holds no usable address",
+            ),
+        ] {
+            let e = err(plan(&s, &st));
+            assert!(e.contains(want), "{s:?}: {e}");
+        }
+        // A single usable address is a range.
+        plan(&with(None, None, Some("10.4.0.7/32")), &st).unwrap();
     }
 
     #[test]
