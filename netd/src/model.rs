@@ -7,21 +7,101 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::NetdError;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
+/// The IP protocols netd tracks, and the one table of their names: what users type
+/// (`-p 53/udp`, `conntrack ls --proto icmp`), what the API and the store carry. Their
+/// numbers belong to the datapath.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IpProto {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+impl IpProto {
+    pub const ALL: [IpProto; 3] = [IpProto::Tcp, IpProto::Udp, IpProto::Icmp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IpProto::Tcp => "tcp",
+            IpProto::Udp => "udp",
+            IpProto::Icmp => "icmp",
+        }
+    }
+}
+
+impl fmt::Display for IpProto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for IpProto {
+    type Err = NetdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        IpProto::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                NetdError::InvalidArgument(format!("unknown protocol {s:?}: use tcp, udp or icmp"))
+            })
+    }
+}
+
+/// The protocols a port is published for: the part of [`IpProto`] with ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
     Tcp,
     Udp,
 }
 
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        })
+impl From<Proto> for IpProto {
+    fn from(p: Proto) -> IpProto {
+        match p {
+            Proto::Tcp => IpProto::Tcp,
+            Proto::Udp => IpProto::Udp,
+        }
     }
 }
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(IpProto::from(*self).name())
+    }
+}
+
+impl FromStr for Proto {
+    type Err = NetdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.parse::<IpProto>() {
+            Ok(IpProto::Tcp) => Ok(Proto::Tcp),
+            Ok(IpProto::Udp) => Ok(Proto::Udp),
+            _ => Err(NetdError::InvalidArgument(format!(
+                "unknown protocol {s:?} (use tcp or udp)"
+            ))),
+        }
+    }
+}
+
+/// Both travel as their names, in the store and on the wire.
+macro_rules! serde_by_name {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d)?
+                    .parse()
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+serde_by_name!(IpProto);
+serde_by_name!(Proto);
 
 /// One published port: host_ip:host_port -> container_port, as Docker's PortBinding.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -62,9 +142,7 @@ pub fn parse_publish(spec: &str) -> Result<Vec<PortMapping>, NetdError> {
     let bad =
         |why: &str| NetdError::InvalidArgument(format!("invalid publish spec {spec:?}: {why}"));
     let (rest, proto) = match spec.rsplit_once('/') {
-        Some((r, "tcp")) => (r, Proto::Tcp),
-        Some((r, "udp")) => (r, Proto::Udp),
-        Some((_, p)) => return Err(bad(&format!("unknown protocol {p:?} (use tcp or udp)"))),
+        Some((r, p)) => (r, p.parse::<Proto>().map_err(|e| bad(&e.to_string()))?),
         None => (spec, Proto::Tcp),
     };
     let parts: Vec<&str> = rest.split(':').collect();
@@ -397,19 +475,6 @@ pub fn validate_docker_name(what: &str, name: &str) -> Result<(), NetdError> {
     }
 }
 
-impl FromStr for Proto {
-    type Err = NetdError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "tcp" => Ok(Proto::Tcp),
-            "udp" => Ok(Proto::Udp),
-            _ => Err(NetdError::InvalidArgument(format!(
-                "unknown protocol {s:?}"
-            ))),
-        }
-    }
-}
-
 /// Picks the default bridge subnet: the first /16 of Docker's pool (172.17-31.0.0/16, then
 /// 192.168.0-240.0/20) that overlaps none of `taken` (routes of the host namespace).
 pub fn pick_subnet(taken: &[Ipv4Network]) -> Option<Ipv4Network> {
@@ -470,6 +535,34 @@ pub fn test_attachment() -> Attachment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protocol_names_have_one_table() {
+        for p in IpProto::ALL {
+            assert_eq!(p.name().parse::<IpProto>().unwrap(), p);
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{p}\""));
+        }
+        for p in [Proto::Tcp, Proto::Udp] {
+            assert_eq!(p.to_string().parse::<Proto>().unwrap(), p);
+            assert_eq!(IpProto::from(p).name(), p.to_string());
+        }
+        assert!("icmp"
+            .parse::<Proto>()
+            .unwrap_err()
+            .to_string()
+            .contains("use tcp or udp"));
+        assert!("sctp"
+            .parse::<IpProto>()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown protocol"));
+        // The store's form is unchanged: a name.
+        assert_eq!(
+            serde_json::from_str::<Proto>("\"udp\"").unwrap(),
+            Proto::Udp
+        );
+        assert!(serde_json::from_str::<Proto>("\"icmp\"").is_err());
+    }
 
     fn pm(ip: [u8; 4], h: u16, c: u16, p: Proto) -> PortMapping {
         PortMapping {

@@ -35,11 +35,7 @@ pub async fn conntrack(State(d): D, Query(q): Q) -> Result<Json<Vec<ConntrackRow
     }
     let bad = |k: &str, v: &str| NetdError::InvalidArgument(format!("invalid {k} {v:?}"));
     let filter = FlowFilter {
-        proto: match q.get("proto").map(String::as_str) {
-            None => None,
-            Some(p @ ("tcp" | "udp" | "icmp")) => Some(p.to_string()),
-            Some(p) => return Err(bad("protocol (tcp, udp or icmp)", p)),
-        },
+        proto: q.get("proto").map(|p| p.parse()).transpose()?,
         addr: q
             .get("addr")
             .map(|a| a.parse().map_err(|_| bad("IPv4 address", a)))
@@ -53,9 +49,8 @@ pub async fn conntrack(State(d): D, Query(q): Q) -> Result<Json<Vec<ConntrackRow
 }
 
 pub async fn flush_conntrack(State(d): D, Query(q): Q) -> Result<Json<Flushed>, NetdError> {
+    let proto = q.get("proto").map(|p| p.parse()).transpose()?;
     Ok(Json(Flushed {
-        removed: d
-            .flush_conntrack(q.get("proto").map(String::as_str))
-            .await?,
+        removed: d.flush_conntrack(proto).await?,
     }))
 }

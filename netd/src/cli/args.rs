@@ -3,7 +3,7 @@ use std::net::Ipv4Addr;
 
 use clap::{Parser, Subcommand};
 
-use crate::daemon::DaemonArgs;
+use crate::{daemon::DaemonArgs, model::IpProto};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -232,7 +232,7 @@ pub enum ConntrackCommand {
         format: Option<String>,
         /// Only this protocol (tcp, udp, icmp).
         #[arg(short, long)]
-        proto: Option<String>,
+        proto: Option<IpProto>,
         /// Only entries with this address anywhere in their tuples.
         #[arg(long)]
         addr: Option<Ipv4Addr>,
@@ -243,7 +243,7 @@ pub enum ConntrackCommand {
     /// Remove tracked flows (all, or one protocol's).
     Flush {
         #[arg(short, long)]
-        proto: Option<String>,
+        proto: Option<IpProto>,
     },
 }
 

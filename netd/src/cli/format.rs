@@ -6,16 +6,6 @@ use serde_json::Value;
 
 use crate::{api::types::Port, daemon::Stats};
 
-pub(super) fn proto_arg(p: &Option<String>) -> anyhow::Result<Option<&'static str>> {
-    match p.as_deref() {
-        None => Ok(None),
-        Some("tcp") => Ok(Some("tcp")),
-        Some("udp") => Ok(Some("udp")),
-        Some("icmp") => Ok(Some("icmp")),
-        Some(other) => bail!("unknown protocol {other:?}: use tcp, udp or icmp"),
-    }
-}
-
 /// KEY=VALUE pairs; `allow_bare` accepts KEY alone (labels) as KEY="".
 pub(super) fn key_values(
     what: &str,

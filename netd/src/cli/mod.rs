@@ -151,11 +151,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
                 Some(p) => {
                     // Docker's key is PORT/PROTO; a bare port means tcp.
-                    let (port, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
+                    let (port, proto) = match p.split_once('/') {
+                        Some((port, proto)) => (port, proto.parse()?),
+                        None => (p.as_str(), model::Proto::Tcp),
+                    };
                     let port: u16 = port
                         .parse()
                         .map_err(|_| anyhow::anyhow!("invalid port {p:?}: PORT[/tcp|/udp]"))?;
-                    let proto: model::Proto = proto.parse()?;
                     let key = format!("{port}/{proto}");
                     let bindings = ports
                         .get(&key)
@@ -241,7 +243,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             // The daemon filters: the CLI never re-parses the addresses it formatted.
             let mut q = Vec::new();
-            if let Some(p) = proto_arg(&proto)? {
+            if let Some(p) = proto {
                 q.push(format!("proto={p}"));
             }
             if let Some(a) = addr {
@@ -260,12 +262,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     .iter()
                     .map(|e| {
                         vec![
-                            e.proto.clone(),
-                            e.src.clone(),
-                            e.dst.clone(),
+                            e.proto.to_string(),
+                            e.src.to_string(),
+                            e.dst.to_string(),
                             e.kind.clone(),
-                            e.to_src.clone(),
-                            e.to_dst.clone(),
+                            e.to_src.to_string(),
+                            e.to_dst.to_string(),
                             e.tcp.clone(),
                             e.packets.to_string(),
                             e.bytes.to_string(),
@@ -285,7 +287,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Conntrack {
             command: ConntrackCommand::Flush { proto },
         } => {
-            let path = match proto_arg(&proto)? {
+            let path = match proto {
                 Some(p) => format!("/netd/conntrack?proto={p}"),
                 None => "/netd/conntrack".to_string(),
             };

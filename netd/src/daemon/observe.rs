@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::Daemon;
-use crate::{datapath::Flow, error::NetdError, error::Result};
+use std::net::SocketAddrV4;
+
+use crate::{datapath::Flow, error::NetdError, error::Result, model::IpProto};
 
 /// Packets and bytes through one published port.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -37,12 +39,13 @@ pub struct Stats {
 /// One direction of a tracked flow (`GET /netd/conntrack`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConntrackRow {
-    pub proto: String,
-    pub src: String,
-    pub dst: String,
+    pub proto: IpProto,
+    /// `IP:PORT` on the wire; for ICMP the port is the echo id.
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
     pub kind: String,
-    pub to_src: String,
-    pub to_dst: String,
+    pub to_src: SocketAddrV4,
+    pub to_dst: SocketAddrV4,
     pub tcp: String,
     pub packets: u64,
     pub bytes: u64,
@@ -53,7 +56,7 @@ pub struct ConntrackRow {
 /// the flow or of its rewrite.
 #[derive(Clone, Debug, Default)]
 pub struct FlowFilter {
-    pub proto: Option<String>,
+    pub proto: Option<IpProto>,
     pub addr: Option<std::net::Ipv4Addr>,
     pub port: Option<u16>,
 }
@@ -61,7 +64,7 @@ pub struct FlowFilter {
 impl FlowFilter {
     fn matches(&self, f: &Flow) -> bool {
         let ends = [f.src, f.dst, f.to_src, f.to_dst];
-        self.proto.as_deref().is_none_or(|p| p == f.proto)
+        self.proto.is_none_or(|p| p == f.proto)
             && self.addr.is_none_or(|a| ends.iter().any(|e| *e.ip() == a))
             && self.port.is_none_or(|p| ends.iter().any(|e| e.port() == p))
     }
@@ -70,12 +73,12 @@ impl FlowFilter {
 impl From<Flow> for ConntrackRow {
     fn from(f: Flow) -> Self {
         ConntrackRow {
-            proto: f.proto.into(),
-            src: f.src.to_string(),
-            dst: f.dst.to_string(),
+            proto: f.proto,
+            src: f.src,
+            dst: f.dst,
             kind: f.kind.into(),
-            to_src: f.to_src.to_string(),
-            to_dst: f.to_dst.to_string(),
+            to_src: f.to_src,
+            to_dst: f.to_dst,
             tcp: f.tcp.join(","),
             packets: f.packets,
             bytes: f.bytes,
@@ -156,14 +159,8 @@ impl Daemon {
 
     /// Removes flows, all or those of one protocol (tcp, udp, icmp); returns how many
     /// entries went.
-    pub async fn flush_conntrack(&self, proto: Option<&str>) -> Result<usize> {
-        let proto = proto
-            .map(|p| {
-                crate::datapath::ipproto_by_name(p).ok_or_else(|| {
-                    NetdError::InvalidArgument(format!("unknown protocol {p:?}: tcp, udp or icmp"))
-                })
-            })
-            .transpose()?;
+    pub async fn flush_conntrack(&self, proto: Option<IpProto>) -> Result<usize> {
+        let proto = proto.map(crate::datapath::ipproto);
         let table = {
             let g = self.inner.lock().await;
             g.dp.conntrack_handle()?

@@ -14,7 +14,9 @@ use std::{
 
 use anyhow::Context;
 use aya::maps::MapData;
-use netd_common::{ct_kind, ct_tcp, CtEntry, CtKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use netd_common::{ct_kind, ct_tcp, CtEntry, CtKey, IPPROTO_TCP, IPPROTO_UDP};
+
+use crate::model::IpProto;
 
 /// Idle timeouts of conntrack entries, by protocol and state.
 #[derive(Clone, Copy, Debug)]
@@ -106,8 +108,7 @@ pub fn expired(all: &HashMap<CtKey, CtEntry>, now_ns: u64, t: &Timeouts) -> Vec<
 /// One direction of a tracked flow, in domain terms (for `netd conntrack ls`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Flow {
-    /// "tcp", "udp", "icmp".
-    pub proto: &'static str,
+    pub proto: IpProto,
     /// The tuple as packets carry it.
     pub src: SocketAddrV4,
     pub dst: SocketAddrV4,
@@ -128,7 +129,9 @@ fn endpoint(addr: u32, port: u16) -> SocketAddrV4 {
 }
 
 impl Flow {
-    pub fn new(k: &CtKey, v: &CtEntry, now_ns: u64) -> Flow {
+    /// The flow direction an entry records; None for a protocol netd does not track
+    /// (the datapath inserts none).
+    pub fn new(k: &CtKey, v: &CtEntry, now_ns: u64) -> Option<Flow> {
         let tcp = [
             (ct_tcp::SYN, "syn"),
             (ct_tcp::SYN_ACK, "syn-ack"),
@@ -140,13 +143,8 @@ impl Flow {
         .filter(|(bit, _)| v.tcp_flags & bit != 0)
         .map(|(_, name)| name)
         .collect();
-        Flow {
-            proto: match k.proto {
-                IPPROTO_TCP => "tcp",
-                IPPROTO_UDP => "udp",
-                IPPROTO_ICMP => "icmp",
-                _ => "other",
-            },
+        Some(Flow {
+            proto: super::maps::ipproto_of(k.proto)?,
             src: endpoint(k.saddr, k.sport),
             dst: endpoint(k.daddr, k.dport),
             kind: match v.kind {
@@ -162,7 +160,7 @@ impl Flow {
             packets: v.packets,
             bytes: v.bytes,
             idle: Duration::from_nanos(now_ns.saturating_sub(v.last_seen_ns)),
-        }
+        })
     }
 }
 
@@ -348,7 +346,7 @@ impl CtTable {
         Ok(self
             .entries()?
             .iter()
-            .map(|(k, v)| Flow::new(k, v, now))
+            .filter_map(|(k, v)| Flow::new(k, v, now))
             .collect())
     }
 

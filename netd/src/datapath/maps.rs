@@ -15,7 +15,7 @@ use netd_common::{
 };
 
 use super::Datapath;
-use crate::model::{Attachment, Network, PortMapping, Proto};
+use crate::model::{Attachment, IpProto, Network, PortMapping};
 
 /// A map as `sync` sees it: list keys, insert or overwrite, remove.
 pub trait SyncMap<K, V> {
@@ -73,29 +73,25 @@ pub fn sync<K: Eq + Hash + Copy, V>(
     Ok(stale.len())
 }
 
-/// The IP protocol number of a published port's protocol.
-fn ipproto(p: Proto) -> u8 {
+/// The IP protocol number of a protocol (the names live in model::IpProto).
+pub fn ipproto(p: IpProto) -> u8 {
     match p {
-        Proto::Tcp => IPPROTO_TCP,
-        Proto::Udp => IPPROTO_UDP,
+        IpProto::Tcp => IPPROTO_TCP,
+        IpProto::Udp => IPPROTO_UDP,
+        IpProto::Icmp => IPPROTO_ICMP,
     }
 }
 
-/// The protocol number of a conntrack protocol name (`tcp`, `udp`, `icmp`).
-pub fn ipproto_by_name(name: &str) -> Option<u8> {
-    match name {
-        "tcp" => Some(IPPROTO_TCP),
-        "udp" => Some(IPPROTO_UDP),
-        "icmp" => Some(IPPROTO_ICMP),
-        _ => None,
-    }
+/// The protocol of an IP protocol number, if netd tracks it.
+pub fn ipproto_of(n: u8) -> Option<IpProto> {
+    IpProto::ALL.into_iter().find(|p| ipproto(*p) == n)
 }
 
 pub fn port_key(m: &PortMapping) -> PortKey {
     PortKey {
         host_ip: u32::from(m.host_ip).to_be(),
         host_port: m.host_port.to_be(),
-        proto: ipproto(m.proto),
+        proto: ipproto(m.proto.into()),
         _pad: 0,
     }
 }

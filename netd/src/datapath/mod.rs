@@ -27,7 +27,7 @@ use aya::{
 };
 use conntrack::CtMap;
 pub use conntrack::{monotonic_ns, spawn_gc, CtTable, Flow, Timeouts};
-pub use maps::ipproto_by_name;
+pub use maps::{ipproto, ipproto_of};
 use netd_common::{
     drop_reason, event, map_names, prog_names, Backend, Config, CtEntry, CtKey, Endpoint,
     PortCounters, PortKey,
