@@ -297,6 +297,17 @@ fn networks_dangling_attachable_and_docker_statuses() {
     let (code, v) = http(&lab, "GET", "/no/such/thing", None);
     assert_eq!(code, 404, "{v}");
     assert!(v["message"].is_string(), "{v}");
+    // Rejections the router itself makes (a path that is not UTF-8) are JSON too.
+    let (code, v) = http(&lab, "GET", "/v1.41/containers/%FF/json", None);
+    assert_eq!(code, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("UTF-8"), "{v}");
+    // Docker's booleans: anything but 0/false/no/none is true.
+    lab.netd_ok(&["create", "--name", "idle"]);
+    for (all, n) in [("yes", 2), ("1", 2), ("no", 1), ("false", 1)] {
+        let (code, v) = http(&lab, "GET", &format!("/containers/json?all={all}"), None);
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v.as_array().unwrap().len(), n, "all={all}: {v}");
+    }
 }
 
 #[test]

@@ -7,7 +7,7 @@ use axum::{
 };
 
 use super::{
-    filters::bool_value,
+    filters::query_flag,
     networks::endpoint_id,
     now, rfc3339, select,
     types::{
@@ -294,12 +294,7 @@ pub async fn remove(
     Path(id): Path<String>,
     Query(q): Q,
 ) -> Result<StatusCode, NetdError> {
-    let force = q
-        .get("force")
-        .map(|v| bool_value("force", v))
-        .transpose()?
-        .unwrap_or(false);
-    d.remove(&id, force).await?;
+    d.remove(&id, query_flag(q.get("force"))).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

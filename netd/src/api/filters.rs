@@ -136,6 +136,17 @@ pub fn label_matches(labels: &BTreeMap<String, String>, v: &str) -> bool {
     }
 }
 
+/// A boolean query parameter (`all`, `force`, `latest`) as Docker reads it: anything
+/// but "", "0", "no", "false" and "none" is true.
+pub fn query_flag(v: Option<&String>) -> bool {
+    v.is_some_and(|v| {
+        !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "no" | "false" | "none"
+        )
+    })
+}
+
 /// A boolean filter value as Docker accepts it.
 pub fn bool_value(filter: &str, v: &str) -> Result<bool, NetdError> {
     match v {
@@ -178,6 +189,17 @@ mod tests {
             "{e}"
         );
         assert_eq!(Filters::parse(None, "x", &[]).unwrap(), Filters::default());
+    }
+
+    #[test]
+    fn query_flags_read_like_docker() {
+        for (v, want) in [("1", true), ("true", true), ("yes", true), ("0", false)] {
+            assert_eq!(query_flag(Some(&v.to_string())), want, "{v}");
+        }
+        for v in ["false", "no", "None", ""] {
+            assert!(!query_flag(Some(&v.to_string())), "{v}");
+        }
+        assert!(!query_flag(None));
     }
 
     #[test]

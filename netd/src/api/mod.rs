@@ -17,7 +17,7 @@ pub use axum::Json;
 use axum::{
     body::Body,
     extract::{rejection::JsonRejection, FromRequest, Request, State},
-    http::{StatusCode, Uri},
+    http::{header::CONTENT_TYPE, StatusCode, Uri},
     response::{IntoResponse, Response},
     routing::{delete, get, post},
     Router,
@@ -125,7 +125,9 @@ async fn method_not_allowed(uri: Uri) -> Response {
 
 /// The router behind a rewrite that drops Docker's `/vX.Y` path prefix.
 pub fn service(d: Arc<Daemon>) -> axum::routing::IntoMakeService<Router> {
-    let versioned = router(d).layer(axum::middleware::map_response(give_back_memory));
+    let versioned = router(d)
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::map_response(give_back_memory));
     Router::new()
         .fallback_service(
             tower::ServiceBuilder::new()
@@ -133,6 +135,30 @@ pub fn service(d: Arc<Daemon>) -> axum::routing::IntoMakeService<Router> {
                 .service(versioned),
         )
         .into_make_service()
+}
+
+/// Every error answer is Docker's `{"message": ...}`: the rejections axum writes itself
+/// (a path segment that is not UTF-8, a body over the size limit) are plain text, so
+/// their text is wrapped here.
+async fn json_errors(r: Response) -> Response {
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return r;
+    }
+    let text = axum::body::to_bytes(r.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    (status, Json(types::ErrorBody { message })).into_response()
 }
 
 /// After each request, hands freed heap back to the OS. A request about a container with

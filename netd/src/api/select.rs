@@ -2,7 +2,7 @@
 //! filters, newest first.
 use std::collections::HashMap;
 
-use super::filters::{bool_value, Filters};
+use super::filters::{query_flag, Filters};
 use crate::{
     error::NetdError,
     model::{self, Container, ContainerState, Network, Proto},
@@ -46,12 +46,6 @@ pub struct ListQuery {
 
 impl ListQuery {
     pub fn parse(q: &HashMap<String, String>) -> Result<ListQuery, NetdError> {
-        let flag = |k: &str| -> Result<bool, NetdError> {
-            q.get(k)
-                .map(|v| bool_value(k, v))
-                .transpose()
-                .map(|b| b.unwrap_or(false))
-        };
         let limit = match q.get("limit").map(String::as_str) {
             None | Some("") | Some("-1") | Some("0") => None,
             Some(n) => Some(
@@ -60,9 +54,13 @@ impl ListQuery {
             ),
         };
         Ok(ListQuery {
-            all: flag("all")?,
+            all: query_flag(q.get("all")),
             // API < 1.25's `latest` is `limit=1`.
-            limit: if flag("latest")? { Some(1) } else { limit },
+            limit: if query_flag(q.get("latest")) {
+                Some(1)
+            } else {
+                limit
+            },
             filters: Filters::parse_with(
                 q.get("filters").map(String::as_str),
                 "containers",
