@@ -55,6 +55,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/netd/run", post(run))
         .route("/netd/stats", get(stats))
         .route("/netd/conntrack", get(conntrack).delete(flush_conntrack))
+        .merge(crate::api_endpoints::routes())
         .with_state(d)
 }
 
@@ -467,7 +468,8 @@ pub fn container_json(c: &Container, nets: &[Network], all: &[Container], inspec
         .collect();
     let mode = mode_name(&c.mode, all);
     let netns = match &c.netns {
-        Some(n) => format!("/run/netns/{n}"),
+        // netd's own under /run/netns, or a runtime's absolute path.
+        Some(n) => crate::netns::resolve(n).display().to_string(),
         // --network host: the daemon's own namespace.
         None => format!("/proc/{}/ns/net", std::process::id()),
     };

@@ -512,6 +512,7 @@ mod tests {
             pid_start: None,
             exit_code: None,
             auto_remove: false,
+            origin: Default::default(),
             created: 0,
         });
         // 10.9.0.129 is an aux address: skipped.

@@ -3,6 +3,7 @@
 //! `netd daemon` owns the kernel state (links, namespaces, eBPF programs and maps) and
 //! serves an HTTP/JSON API on a unix socket; every other `netd` command is a client.
 pub mod api;
+pub mod api_endpoints;
 pub mod cli;
 pub mod client;
 pub mod daemon;
