@@ -12,6 +12,9 @@ use std::{
 use netd_tests::{tester_bin, Lab, CLIENT_IP, HOST_IP};
 use serde_json::{json, Value};
 
+#[path = "cni/podman.rs"]
+mod podman;
+
 /// The plugin binary: from xtask, or next to the test binary.
 pub fn cni_bin() -> PathBuf {
     if let Ok(p) = std::env::var("NETD_CNI_BIN") {

@@ -24,6 +24,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     // The stock docker CLI drives netd's Docker-compatible API in the tests.
     ("docker", "docker.io"),
+    // A real CNI runtime drives netd-cni in the tests (--network-backend cni).
+    ("podman", "podman"),
 ];
 
 #[derive(Parser)]
