@@ -329,6 +329,22 @@ fn cni_version_status_gc_and_errors() {
         "{ps}"
     );
     assert!(!ps.contains("cni-ctrb-eth0"), "{ps}");
+    // The endpoint listing of the network says the same.
+    let o = Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(lab.socket())
+        .arg("http://netd/netd/endpoints?network=cninet")
+        .output()
+        .expect("curl");
+    let listed: Value = serde_json::from_slice(&o.stdout).expect("endpoint list JSON");
+    let mut ids: Vec<&str> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|e| e["container_id"].as_str())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["ctra", "ctrold"], "{listed}");
 
     // DEL after the runtime removed the namespace: still a success.
     ns_a.delete();
@@ -434,4 +450,60 @@ fn cni_endpoints_survive_a_daemon_restart_and_go_with_their_namespace() {
         )
         .ok
     );
+}
+
+/// kill -9 between the commit and the kernel work, both ways: the restarted daemon
+/// completes a committed ADD (which the runtime, told to try again, then DELs) and
+/// finishes a committed DEL.
+#[test]
+fn cni_add_and_del_are_completed_after_a_crash_past_their_commit() {
+    let mut lab = Lab::new();
+    lab.netd_ok(&["network", "create", "--subnet", "10.88.12.0/24", "cninet"]);
+    let ns = RuntimeNs::new(&lab, "cnicrash");
+    let env = Some(("crash", ns.path.as_str(), "eth0"));
+    let c = conf(&lab, "1.1.0", json!({}));
+    let veths = |lab: &Lab| {
+        lab.host_links()
+            .iter()
+            .filter(|l| l.starts_with("ndv"))
+            .count()
+    };
+    let crash_at = |lab: &mut Lab, point: &str| {
+        lab.stop_daemon(libc::SIGTERM);
+        lab.fault = Some(point.into());
+        lab.start_daemon().expect("daemon with a fault point");
+    };
+    let restart = |lab: &mut Lab| {
+        let st = lab.wait_daemon_death().expect("daemon status");
+        assert!(!st.success(), "the daemon did not die at its fault point");
+        lab.fault = None;
+        lab.start_daemon().expect("restarting the daemon");
+    };
+
+    crash_at(&mut lab, "endpoint-committed");
+    let add = cni(&lab, "ADD", env, &c);
+    assert!(!add.ok);
+    assert_eq!(add.out["code"], 11, "{}", add.raw);
+    restart(&mut lab);
+    assert!(lab.netd_ok(&["ps"]).contains("cni-crash-eth0"));
+    let addr = lab.exec_in(&ns.name, &["ip", "-4", "-o", "addr", "show", "eth0"]);
+    assert!(
+        String::from_utf8_lossy(&addr.stdout).contains("10.88.12."),
+        "the committed attachment was not completed: {addr:?}\n{}",
+        lab.daemon_log()
+    );
+    assert_eq!(veths(&lab), 1);
+
+    crash_at(&mut lab, "endpoint-rm-committed");
+    let del = cni(&lab, "DEL", env, &c);
+    assert!(!del.ok);
+    assert_eq!(del.out["code"], 11, "{}", del.raw);
+    restart(&mut lab);
+    assert!(!lab.netd_ok(&["ps", "-a"]).contains("cni-crash-eth0"));
+    assert_eq!(veths(&lab), 0, "the removed endpoint's veth leaked");
+    let link = lab.exec_in(&ns.name, &["ip", "link", "show", "eth0"]);
+    assert!(!link.status.success(), "eth0 is still in the namespace");
+    assert!(lab.endpoint_pins().is_empty(), "{:?}", lab.endpoint_pins());
+    // The runtime's retry of DEL succeeds.
+    assert!(cni(&lab, "DEL", env, &c).ok);
 }

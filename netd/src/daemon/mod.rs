@@ -34,7 +34,7 @@ use log::{info, warn};
 use tokio::sync::Mutex;
 
 pub use args::DaemonArgs;
-pub use endpoints::{parse_mac, Endpoint, EndpointKey, EndpointRequest, GcRequest, Route};
+pub use endpoints::{Endpoint, EndpointKey, EndpointRequest, GcRequest, Route};
 pub use observe::{ConntrackRow, FlowFilter, PortStats, Stats};
 pub use rundir::{enter_netns, group_id};
 
