@@ -28,8 +28,9 @@ pub fn resolve(ns: &str) -> PathBuf {
     }
 }
 
-pub fn exists(name: &str) -> bool {
-    path_of(name).exists()
+/// Whether the namespace `ns` (a name or an absolute path, see `resolve`) exists.
+pub fn exists(ns: &str) -> bool {
+    resolve(ns).exists()
 }
 
 /// Makes /run/netns a shared mount point (as `ip netns add` does), so bind mounts of

@@ -4,6 +4,7 @@
 //! routing. Every error, a malformed body and an unknown path included, is Docker's
 //! `{"message": ...}` with Docker's status code.
 mod containers;
+mod endpoints;
 mod filters;
 mod netd;
 mod networks;
@@ -104,6 +105,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
             "/netd/conntrack",
             get(netd::conntrack).delete(netd::flush_conntrack),
         )
+        .merge(endpoints::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(d)

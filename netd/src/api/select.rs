@@ -191,6 +191,7 @@ mod tests {
             finished: None,
             labels: Default::default(),
             exposed: vec![],
+            origin: Default::default(),
         }
     }
 

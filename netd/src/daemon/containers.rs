@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     error::{NetdError, Result},
-    model::{self, Container, ContainerState, NetMode, Network, RunRequest},
+    model::{self, Container, ContainerState, NetMode, Network, PortMapping, RunRequest},
     netlink::Netlink,
     netns, ports, process,
     sandbox::{self, AttachOptions},
@@ -53,43 +53,10 @@ impl Daemon {
                 )));
             }
         }
-        if let Some(net) = &net {
-            for m in req.ports.iter_mut() {
-                if m.host_ip.is_unspecified() {
-                    m.host_ip = net.host_binding_ipv4;
-                }
-            }
-        }
-        let host_sockets = ports::host_sockets();
-        for (i, m) in req.ports.iter().enumerate() {
-            if m.host_port == 0 {
-                continue;
-            }
-            if let Some(b) = host_sockets.listening(m) {
-                return Err(NetdError::Conflict(format!(
-                    "host port {}:{}/{} is in use by a process in the host namespace (bound to {b})",
-                    m.host_ip, m.host_port, m.proto
-                )));
-            }
-            if req.ports[..i].iter().any(|o| o.collides_with(m)) {
-                return Err(NetdError::InvalidArgument(format!(
-                    "host port {}/{} is published twice in this request",
-                    m.host_port, m.proto
-                )));
-            }
-            for c in &inner.state.containers {
-                if let Some(o) = c.ports.iter().find(|o| o.collides_with(m)) {
-                    return Err(NetdError::Conflict(format!(
-                        "host port {}:{}/{} is already published by container {} ({})",
-                        o.host_ip, o.host_port, o.proto, c.name, o
-                    )));
-                }
-            }
-        }
-        ports::assign_random(
-            &mut req.ports,
+        prepare_ports(
             &inner.state,
-            &host_sockets,
+            net.as_ref(),
+            &mut req.ports,
             self.args.snat_port_range,
         )?;
         let id = random_id();
@@ -144,6 +111,7 @@ impl Daemon {
             pid_start: None,
             exit_code: None,
             auto_remove: req.auto_remove,
+            origin: model::Origin::Netd,
             created: now(),
             started: None,
             finished: None,
@@ -370,6 +338,52 @@ impl Inner {
             }
         }
     }
+}
+
+/// Docker's rules for the ports a new sandbox publishes: a mapping without a host
+/// address takes the network's default one; a host port may be neither bound by a
+/// process of the host namespace, nor published twice, nor published by another
+/// container; host port 0 gets a free port.
+pub(super) fn prepare_ports(
+    state: &State,
+    net: Option<&Network>,
+    ports: &mut [PortMapping],
+    snat_port_range: (u16, u16),
+) -> Result<()> {
+    if let Some(net) = net {
+        for m in ports.iter_mut() {
+            if m.host_ip.is_unspecified() {
+                m.host_ip = net.host_binding_ipv4;
+            }
+        }
+    }
+    let host_sockets = ports::host_sockets();
+    for (i, m) in ports.iter().enumerate() {
+        if m.host_port == 0 {
+            continue;
+        }
+        if let Some(b) = host_sockets.listening(m) {
+            return Err(NetdError::Conflict(format!(
+                "host port {}:{}/{} is in use by a process in the host namespace (bound to {b})",
+                m.host_ip, m.host_port, m.proto
+            )));
+        }
+        if ports[..i].iter().any(|o| o.collides_with(m)) {
+            return Err(NetdError::InvalidArgument(format!(
+                "host port {}/{} is published twice in this request",
+                m.host_port, m.proto
+            )));
+        }
+        for c in &state.containers {
+            if let Some(o) = c.ports.iter().find(|o| o.collides_with(m)) {
+                return Err(NetdError::Conflict(format!(
+                    "host port {}:{}/{} is already published by container {} ({})",
+                    o.host_ip, o.host_port, o.proto, c.name, o
+                )));
+            }
+        }
+    }
+    ports::assign_random(ports, state, &host_sockets, snat_port_range)
 }
 
 /// `--network VALUE` as a mode and, for bridge mode, the network.

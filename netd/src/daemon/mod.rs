@@ -7,12 +7,14 @@
 //! - `args`: the daemon's flags.
 //! - `networks`: network create/remove/prune/connect/disconnect, the built-in networks.
 //! - `containers`: run/start/stop/rm of netd's own sandboxes.
+//! - `endpoints`: namespaces of container runtimes (CNI) attached through the same seam.
 //! - `processes`: the processes netd runs in sandboxes, and their exits.
 //! - `reconcile`: kernel := store, at start; the maps from the store.
 //! - `observe`: stats and conntrack for the API.
 //! - `rundir`: the namespace the daemon enters, its run directory's ownership.
 mod args;
 mod containers;
+mod endpoints;
 mod networks;
 mod observe;
 mod owned;
@@ -32,6 +34,7 @@ use log::{info, warn};
 use tokio::sync::Mutex;
 
 pub use args::DaemonArgs;
+pub use endpoints::{Endpoint, EndpointKey, EndpointRequest, GcRequest, Route};
 pub use observe::{ConntrackRow, FlowFilter, PortStats, Stats};
 pub use rundir::{enter_netns, group_id};
 

@@ -73,8 +73,8 @@ impl Daemon {
                             c.name, a.ifname
                         );
                         let ns = c.netns.clone().unwrap_or_default();
-                        sandbox::attach(&inner.nl, &mut inner.dp, &ns, &net, &mut a, i == 0)
-                            .await?;
+                        let route = c.default_route_on(i);
+                        sandbox::attach(&inner.nl, &mut inner.dp, &ns, &net, &mut a, route).await?;
                     }
                 }
                 inner.record_attachment(&c.id, &a)?;

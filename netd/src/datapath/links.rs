@@ -124,6 +124,11 @@ impl Datapath {
         self.attach_tc(prog_names::ENDPOINT_EGRESS, veth, &format!("ep-{veth}"))
     }
 
+    /// Whether the endpoint program's pinned link on `veth` exists.
+    pub fn endpoint_attached(&self, veth: &str) -> bool {
+        self.links_dir.join(format!("ep-{veth}")).exists()
+    }
+
     pub fn detach_endpoint(&self, veth: &str) -> anyhow::Result<()> {
         self.detach(&format!("ep-{veth}"))
     }

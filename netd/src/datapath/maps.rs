@@ -169,6 +169,20 @@ impl Datapath {
         let _ = self.endpoints.remove(&ip_key(ip));
     }
 
+    /// Whether the endpoint map holds `a`'s entry on `net` as `set_endpoint` wrote it.
+    pub fn has_endpoint(&self, a: &Attachment, net: &Network) -> bool {
+        self.endpoints
+            .get(&ip_key(a.ip), 0)
+            .is_ok_and(|v| v == endpoint_value(a, net))
+    }
+
+    /// Whether the port map leads `m` to `container_ip`.
+    pub fn has_port(&self, m: &PortMapping, container_ip: Ipv4Addr) -> bool {
+        self.ports
+            .get(&port_key(m), 0)
+            .is_ok_and(|v| v == backend(m, container_ip))
+    }
+
     /// Makes the port map hold exactly `want` (mapping, container address).
     pub fn sync_ports(&mut self, want: &[(&PortMapping, Ipv4Addr)]) -> anyhow::Result<()> {
         let want = want

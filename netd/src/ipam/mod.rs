@@ -369,6 +369,7 @@ mod tests {
             pid_start: None,
             exit_code: None,
             auto_remove: false,
+            origin: Default::default(),
             created: 0,
             started: None,
             finished: None,

@@ -141,6 +141,25 @@ impl fmt::Display for ContainerState {
     }
 }
 
+/// Who made a sandbox, and so who owns its namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// `netd run|create`: netd made the namespace and runs the process in it.
+    #[default]
+    Netd,
+    /// A container runtime through the endpoint API (the CNI plugin): the namespace is
+    /// the runtime's (`netns` is its absolute path), so netd never deletes it nor kills
+    /// its processes. The runtime names the attachment by (container id, interface).
+    Cni {
+        container_id: String,
+        ifname: String,
+        /// This attachment carries the namespace's default route (the runtime's first
+        /// netd attachment of that namespace does).
+        default_route: bool,
+    },
+}
+
 /// A container's network sandbox and the process netd runs in it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
@@ -173,6 +192,8 @@ pub struct Container {
     /// `--expose`d ports, published or not: part of Docker's Config.ExposedPorts.
     #[serde(default)]
     pub exposed: Vec<(u16, Proto)>,
+    #[serde(default)]
+    pub origin: Origin,
 }
 
 /// Docker's name of a network mode: `bridge`, `host`, `none` or `container:NAME`.
@@ -193,9 +214,19 @@ pub fn mode_name(mode: &NetMode, containers: &[Container]) -> String {
 }
 
 impl Container {
-    /// Whether the namespace is this container's own (removed with it).
+    /// Whether the namespace is this container's own (removed with it). A runtime's
+    /// namespace (origin CNI) never is.
     pub fn owns_netns(&self) -> bool {
-        matches!(self.mode, NetMode::Bridge | NetMode::None)
+        self.origin == Origin::Netd && matches!(self.mode, NetMode::Bridge | NetMode::None)
+    }
+
+    /// Whether attachment `i` carries the namespace's default route: a netd sandbox's
+    /// first network does; a runtime's attachment does if it got it when it was made.
+    pub fn default_route_on(&self, i: usize) -> bool {
+        match &self.origin {
+            Origin::Netd => i == 0,
+            Origin::Cni { default_route, .. } => i == 0 && *default_route,
+        }
     }
 }
 
