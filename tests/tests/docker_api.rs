@@ -366,7 +366,9 @@ fn info_events_df_and_inspect_as_docker_clients_read_them() {
         "import docker, json; c = docker.DockerClient(base_url='unix://{}', version='auto'); print(json.dumps(c.info()))",
         lab.socket().display()
     );
-    let o = std::process::Command::new("python3")
+    // Debian's interpreter, where `cargo xtask test` installs python3-docker (a
+    // python3 earlier on PATH, such as pyenv's, may lack the module).
+    let o = std::process::Command::new("/usr/bin/python3")
         .args(["-c", &script])
         .output()
         .expect("python3");

@@ -150,11 +150,21 @@ fn prerequisites() -> Result<()> {
             .context("no bpf filesystem could be mounted (is the bpf syscall available?)")?;
     }
 
-    let missing: Vec<&str> = PACKAGES
+    let mut missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(c, _)| !have(c))
         .map(|(_, p)| *p)
         .collect();
+    // docker-py (a Python module, not a command): the Docker API tests call it as
+    // Testcontainers and scripts do, with Debian's own interpreter.
+    let docker_py = Command::new("/usr/bin/python3")
+        .args(["-c", "import docker"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !docker_py {
+        missing.push("python3-docker");
+    }
     if !missing.is_empty() {
         let mut pkgs = missing.clone();
         pkgs.dedup();
