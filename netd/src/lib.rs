@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod datapath;
+pub mod dns;
 pub mod driver;
 pub mod error;
 pub mod ipam;

@@ -240,6 +240,7 @@ pub async fn connect(
         container: b.container,
         ip,
         aliases: ec.aliases.unwrap_or_default(),
+        links: ec.links.unwrap_or_default(),
     };
     d.connect(&id, req).await?;
     Ok(StatusCode::OK)

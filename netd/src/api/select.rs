@@ -192,6 +192,8 @@ mod tests {
             labels: Default::default(),
             exposed: vec![],
             origin: Default::default(),
+            dns: Default::default(),
+            links: Vec::new(),
         }
     }
 

@@ -129,6 +129,18 @@ pub struct RunArgs {
     /// Extra names for the container on its network.
     #[arg(long = "alias", visible_alias = "network-alias")]
     pub aliases: Vec<String>,
+    /// A DNS server for names netd does not know (queried from the container).
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// A search domain for the container's resolv.conf.
+    #[arg(long)]
+    pub dns_search: Vec<String>,
+    /// A resolv.conf option (ndots:2, timeout:1, ...).
+    #[arg(long = "dns-option", visible_alias = "dns-opt")]
+    pub dns_options: Vec<String>,
+    /// Link to another container: NAME[:ALIAS].
+    #[arg(long)]
+    pub link: Vec<String>,
     /// Publish a port: [ip:][hostPort[-end]:]containerPort[-end][/tcp|/udp]; a missing
     /// host port gets a free one.
     #[arg(short, long = "publish")]
@@ -212,6 +224,9 @@ pub enum NetworkCommand {
         ip: Option<Ipv4Addr>,
         #[arg(long = "alias")]
         aliases: Vec<String>,
+        /// Link to another container: NAME[:ALIAS].
+        #[arg(long)]
+        link: Vec<String>,
         network: String,
         container: String,
     },

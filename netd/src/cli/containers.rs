@@ -73,6 +73,10 @@ pub(super) async fn run_container(client: &Client, a: RunArgs, start: bool) -> a
         auto_remove: a.rm,
         labels: key_values("label", &a.label, true)?,
         exposed,
+        dns: a.dns.clone(),
+        dns_search: a.dns_search.clone(),
+        dns_options: a.dns_options.clone(),
+        links: a.link.clone(),
     };
     let c: ContainerInspect = client.send(Method::POST, "/netd/run", &req).await?;
     let id = c.id;

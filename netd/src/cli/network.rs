@@ -167,6 +167,7 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
         NetworkCommand::Connect {
             ip,
             aliases,
+            link,
             network,
             container,
         } => {
@@ -174,6 +175,7 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
                 container,
                 endpoint_config: Some(EndpointSettings {
                     aliases: Some(aliases),
+                    links: (!link.is_empty()).then_some(link),
                     ipam_config: ip.map(|ip| EndpointIpamConfig {
                         ipv4_address: Some(ip.to_string()),
                     }),

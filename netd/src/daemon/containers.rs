@@ -53,6 +53,8 @@ impl Daemon {
                 )));
             }
         }
+        let dns = model::DnsConfig::parse(&req.dns, &req.dns_search, &req.dns_options)?;
+        let links = resolve_links(&inner.state, &req.links)?;
         prepare_ports(
             &inner.state,
             net.as_ref(),
@@ -117,6 +119,8 @@ impl Daemon {
             finished: None,
             labels: req.labels.clone(),
             exposed: req.exposed.clone(),
+            dns,
+            links,
         };
         // Where the time of a `run` goes, logged at the end: publishing ports is one map
         // update each, and the rest is the sandbox (namespace, veth, program, process).
@@ -133,6 +137,9 @@ impl Daemon {
                 phases.mark("store");
                 let mut c = c.clone();
                 inner.build_sandbox(&mut c, &mut phases).await?;
+                // Files and the DNS server before the process: its first lookup works.
+                inner.dns.sync(&inner.state);
+                phases.mark("dns");
                 if req.start {
                     processes::start(self, &mut c)?;
                 }
@@ -250,6 +257,7 @@ impl Daemon {
         // Teardown removes the container's own ports and endpoints; nothing else in the
         // maps depends on it, so there is no full resync (which would cost O(all ports)).
         inner.teardown(&c).await;
+        inner.dns.sync(&inner.state);
         let _ = std::fs::remove_file(self.log_path(&c.id));
         info!("removed container {}", c.name);
         Ok(c.id)
@@ -325,6 +333,7 @@ impl Inner {
             }
         }
         sandbox::unpublish(&mut self.dp, &c.ports);
+        self.dns.forget(c);
         for a in &c.attachments {
             self.detach(&c.name, a).await;
         }
@@ -384,6 +393,23 @@ pub(super) fn prepare_ports(
         }
     }
     ports::assign_random(ports, state, &host_sockets, snat_port_range)
+}
+
+/// `--link NAME[:ALIAS]`s as links to existing containers (by name or id).
+pub(super) fn resolve_links(state: &State, specs: &[String]) -> Result<Vec<model::Link>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (name, alias) = model::parse_link(spec)?;
+            let t = state.container(&name).ok_or_else(|| {
+                NetdError::NotFound(format!("--link {spec}: no such container: {name}"))
+            })?;
+            Ok(model::Link {
+                target: t.id.clone(),
+                alias,
+            })
+        })
+        .collect()
 }
 
 /// `--network VALUE` as a mode and, for bridge mode, the network.

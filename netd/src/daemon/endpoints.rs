@@ -321,6 +321,8 @@ impl Daemon {
             finished: None,
             labels: Default::default(),
             exposed: Vec::new(),
+            dns: Default::default(),
+            links: Vec::new(),
             origin: Origin::Cni {
                 container_id: req.container_id.clone(),
                 ifname: req.ifname.clone(),
@@ -351,6 +353,7 @@ impl Daemon {
             async |inner: &mut Inner, c: &Container| inner.teardown(c).await,
         )
         .await?;
+        inner.dns.sync(&inner.state);
         info!(
             "endpoint {} {} of {} on {}: {}",
             req.container_id, req.ifname, req.netns, net.name, c.attachments[0].ip
@@ -371,6 +374,7 @@ impl Daemon {
         inner.store.commit(&inner.state)?;
         txn::fault("endpoint-rm-committed");
         inner.teardown(&c).await;
+        inner.dns.sync(&inner.state);
         info!("endpoint {container_id} {ifname} removed");
         Ok(true)
     }
@@ -437,6 +441,7 @@ impl Daemon {
         let mut removed = Vec::new();
         for c in &stale {
             inner.teardown(c).await;
+            inner.dns.sync(&inner.state);
             if let Some((cid, ifn)) = cni_key(c) {
                 warn!("gc of network {}: removed endpoint {cid} {ifn}", net.name);
                 removed.push(EndpointKey {
@@ -543,6 +548,8 @@ mod tests {
             labels: Default::default(),
             exposed: Vec::new(),
             origin: Origin::Netd,
+            dns: Default::default(),
+            links: Vec::new(),
         };
         c.name = record_name(&st, "ctr1", "eth0", "0123456789");
         assert_eq!(c.name, "cni-ctr1-eth0");

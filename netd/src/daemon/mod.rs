@@ -40,6 +40,7 @@ pub use rundir::{enter_netns, group_id};
 
 use crate::{
     datapath::{self, config_flags, Datapath, Settings, XdpMode},
+    dns,
     error::NetdError,
     netlink::Netlink,
     store::{State, Store},
@@ -60,6 +61,9 @@ struct Inner {
     nl: Netlink,
     uplink: String,
     owned: Owned,
+    /// Embedded DNS servers and the resolv.conf/hosts files, fed by `sync` after every
+    /// change of containers or attachments.
+    dns: dns::Service,
 }
 
 impl txn::Transactional for Inner {
@@ -229,6 +233,7 @@ impl Daemon {
                 nl,
                 uplink: uplink.name,
                 owned,
+                dns: dns::Service::new(),
             }),
             args,
         });

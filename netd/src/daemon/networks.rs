@@ -247,6 +247,7 @@ impl Daemon {
             .netns
             .clone()
             .ok_or_else(|| NetdError::Internal(format!("container {} has no namespace", c.name)))?;
+        let links = super::containers::resolve_links(&inner.state, &req.links)?;
         let att = txn::transact(
             inner,
             &format!("connecting {} to {}", c.name, net.name),
@@ -267,6 +268,7 @@ impl Daemon {
                 )?;
                 if let Some(m) = state.container_mut(&c.id) {
                     m.attachments.push(att.clone());
+                    m.links.extend(links.iter().cloned());
                 }
                 Ok(att)
             },
@@ -286,6 +288,7 @@ impl Daemon {
             },
         )
         .await?;
+        inner.dns.sync(&inner.state);
         info!(
             "connected {} to {} as {} ({})",
             c.name, net.name, att.ifname, att.ip
@@ -310,6 +313,7 @@ impl Daemon {
         inner.detach(&c.name, &att).await;
         // Published ports lead to the first network: that may now be another one.
         inner.sync_maps().await?;
+        inner.dns.sync(&inner.state);
         info!("disconnected {} from {}", c.name, net.name);
         Ok(())
     }

@@ -370,6 +370,8 @@ mod tests {
             exit_code: None,
             auto_remove: false,
             origin: Default::default(),
+            dns: Default::default(),
+            links: Vec::new(),
             created: 0,
             started: None,
             finished: None,

@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::NetdError;
 
+mod names;
 mod publish;
 
+pub use names::{is_dns_name, parse_link, DnsConfig, Link};
 pub use publish::{parse_expose, parse_publish, IpProto, PortMapping, Proto};
 
 /// Network drivers, as Docker names them.
@@ -194,6 +196,12 @@ pub struct Container {
     pub exposed: Vec<(u16, Proto)>,
     #[serde(default)]
     pub origin: Origin,
+    /// `--dns`, `--dns-search`, `--dns-option`.
+    #[serde(default)]
+    pub dns: DnsConfig,
+    /// `--link`s (default bridge: hosts entries, env, the icc=false exception).
+    #[serde(default)]
+    pub links: Vec<Link>,
 }
 
 /// Docker's name of a network mode: `bridge`, `host`, `none` or `container:NAME`.
@@ -262,6 +270,16 @@ pub struct RunRequest {
     /// `--expose`: ports the container serves, published or not.
     #[serde(default)]
     pub exposed: Vec<(u16, Proto)>,
+    /// `--dns`, `--dns-search`, `--dns-option` as given (checked by the daemon).
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    #[serde(default)]
+    pub dns_options: Vec<String>,
+    /// `--link NAME[:ALIAS]`.
+    #[serde(default)]
+    pub links: Vec<String>,
 }
 
 /// What `network connect` asks for.
@@ -270,6 +288,9 @@ pub struct ConnectRequest {
     pub container: String,
     pub ip: Option<Ipv4Addr>,
     pub aliases: Vec<String>,
+    /// `--link NAME[:ALIAS]`.
+    #[serde(default)]
+    pub links: Vec<String>,
 }
 
 /// Container names follow Docker's rule.

@@ -1,0 +1,291 @@
+//! Who sees which names: the record table, derived from the daemon's state every time an
+//! attachment is made or removed. Names are scoped per network: a client (a namespace)
+//! sees the names of every network it is attached to, and its links' aliases.
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+};
+
+use crate::{
+    model::{self, Container, Network},
+    store::State,
+};
+
+/// The name of 127.0.0.11: where a namespace's embedded DNS server listens.
+pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
+
+/// Whether containers on `net` get the embedded DNS server (user-defined bridge networks,
+/// as Docker: the default `bridge` has none).
+pub fn has_embedded_dns(net: &Network) -> bool {
+    net.is_bridge() && !net.builtin
+}
+
+/// What one client (a network namespace) may resolve and where its other queries go.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Client {
+    /// Ids of the networks with embedded DNS it is attached to.
+    pub networks: Vec<String>,
+    /// `--link` aliases of this namespace's containers: lowercased name -> addresses.
+    pub links: HashMap<String, Vec<Ipv4Addr>>,
+    /// `--dns` servers, queried from the client's namespace.
+    pub servers: Vec<IpAddr>,
+    /// Whether names netd does not know leave the host at all (not on internal-only).
+    pub forward: bool,
+}
+
+/// The outcome of a local lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The name is a container's: its addresses (possibly none of the asked type).
+    Found(Vec<Ipv4Addr>),
+    /// Not a name netd knows.
+    Unknown,
+}
+
+#[derive(Debug, Default)]
+pub struct Table {
+    /// Per network id: lowercased name -> addresses.
+    names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>,
+    /// Per network id: address -> the name its PTR gives.
+    ptrs: HashMap<String, HashMap<Ipv4Addr, String>>,
+    /// Per namespace (a name under /run/netns or an absolute path).
+    clients: HashMap<String, Client>,
+}
+
+/// Every name a container answers to on one network: its name, the attachment's
+/// aliases, its short id and its hostname.
+fn names_of(c: &Container, aliases: &[String]) -> Vec<String> {
+    let mut out = vec![c.name.clone()];
+    out.extend(aliases.iter().cloned());
+    if c.id.len() >= 12 {
+        out.push(c.id[..12].to_string());
+    }
+    out.extend(c.hostname.iter().cloned());
+    out.retain(|n| model::is_dns_name(n));
+    out.iter_mut().for_each(|n| n.make_ascii_lowercase());
+    out.sort();
+    out.dedup();
+    out
+}
+
+impl Table {
+    pub fn build(state: &State) -> Table {
+        let mut t = Table::default();
+        let dns_nets: HashMap<&str, &Network> = state
+            .networks
+            .iter()
+            .filter(|n| has_embedded_dns(n))
+            .map(|n| (n.id.as_str(), n))
+            .collect();
+        for c in &state.containers {
+            for a in &c.attachments {
+                if !dns_nets.contains_key(a.network.as_str()) {
+                    continue;
+                }
+                let names = t.names.entry(a.network.clone()).or_default();
+                for n in names_of(c, &a.aliases) {
+                    names.entry(n).or_default().push(a.ip);
+                }
+                t.ptrs
+                    .entry(a.network.clone())
+                    .or_default()
+                    .insert(a.ip, c.name.to_ascii_lowercase());
+            }
+        }
+        for c in &state.containers {
+            let Some(ns) = &c.netns else { continue };
+            let nets: Vec<&Network> = c
+                .attachments
+                .iter()
+                .filter_map(|a| dns_nets.get(a.network.as_str()).copied())
+                .collect();
+            if nets.is_empty() {
+                continue;
+            }
+            let client = t.clients.entry(ns.clone()).or_default();
+            for n in &nets {
+                if !client.networks.contains(&n.id) {
+                    client.networks.push(n.id.clone());
+                }
+            }
+            client.forward |= nets.iter().any(|n| !n.internal);
+            client.servers.extend(c.dns.servers.iter().copied());
+            for l in &c.links {
+                let Some(target) = state.containers.iter().find(|x| x.id == l.target) else {
+                    continue;
+                };
+                let ips: Vec<Ipv4Addr> = target
+                    .attachments
+                    .iter()
+                    .filter(|a| nets.iter().any(|n| n.id == a.network))
+                    .map(|a| a.ip)
+                    .collect();
+                client
+                    .links
+                    .entry(l.alias.to_ascii_lowercase())
+                    .or_default()
+                    .extend(ips);
+            }
+        }
+        t
+    }
+
+    pub fn client(&self, ns: &str) -> Option<&Client> {
+        self.clients.get(ns)
+    }
+
+    /// The namespaces that get an embedded DNS server.
+    pub fn namespaces(&self) -> impl Iterator<Item = &String> {
+        self.clients.keys()
+    }
+
+    /// Looks `name` (any case, with or without the final dot) up as namespace `ns` sees it.
+    pub fn lookup(&self, ns: &str, name: &str) -> Lookup {
+        let Some(client) = self.clients.get(ns) else {
+            return Lookup::Unknown;
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let mut found: Option<Vec<Ipv4Addr>> = client.links.get(&name).cloned();
+        for net in &client.networks {
+            if let Some(ips) = self.names.get(net).and_then(|m| m.get(&name)) {
+                found.get_or_insert_with(Vec::new).extend(ips);
+            }
+        }
+        match found {
+            Some(mut ips) => {
+                ips.sort();
+                ips.dedup();
+                Lookup::Found(ips)
+            }
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// The container name of address `ip`, as namespace `ns` sees it.
+    pub fn reverse(&self, ns: &str, ip: Ipv4Addr) -> Option<&str> {
+        let client = self.clients.get(ns)?;
+        client
+            .networks
+            .iter()
+            .find_map(|n| self.ptrs.get(n).and_then(|m| m.get(&ip)))
+            .map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{test_attachment, test_network, Link, NetMode};
+
+    fn container(name: &str, id: &str, ns: &str, atts: Vec<model::Attachment>) -> Container {
+        Container {
+            id: id.repeat(64 / id.len()),
+            name: name.into(),
+            hostname: None,
+            mode: NetMode::Bridge,
+            netns: Some(ns.into()),
+            attachments: atts,
+            ports: vec![],
+            cmd: vec![],
+            state: model::ContainerState::Running,
+            pid: None,
+            pid_start: None,
+            exit_code: None,
+            auto_remove: false,
+            created: 0,
+            started: None,
+            finished: None,
+            labels: Default::default(),
+            exposed: vec![],
+            origin: Default::default(),
+            dns: Default::default(),
+            links: vec![],
+        }
+    }
+
+    fn att(net: &str, ip: [u8; 4], aliases: &[&str]) -> model::Attachment {
+        model::Attachment {
+            network: net.into(),
+            ip: ip.into(),
+            aliases: aliases.iter().map(|s| s.to_string()).collect(),
+            ..test_attachment()
+        }
+    }
+
+    fn state() -> State {
+        let mut s = State::default();
+        for (id, internal) in [("n1", false), ("n2", true)] {
+            s.networks.push(Network {
+                id: id.into(),
+                name: id.into(),
+                builtin: false,
+                internal,
+                ..test_network()
+            });
+        }
+        s.networks.push(Network {
+            id: "def".into(),
+            name: "bridge".into(),
+            builtin: true,
+            ..test_network()
+        });
+        s.containers = vec![
+            container("web", "a", "ns-web", vec![att("n1", [10, 0, 1, 2], &["front"])]),
+            container("db", "b", "ns-db", vec![att("n2", [10, 0, 2, 2], &["store"])]),
+            container(
+                "both",
+                "c",
+                "ns-both",
+                vec![att("n1", [10, 0, 1, 3], &["front"]), att("n2", [10, 0, 2, 3], &[])],
+            ),
+            container("old", "d", "ns-old", vec![att("def", [172, 17, 0, 2], &[])]),
+        ];
+        s
+    }
+
+    #[test]
+    fn names_are_scoped_per_network() {
+        let t = Table::build(&state());
+        assert_eq!(t.lookup("ns-web", "both"), Lookup::Found(vec![[10, 0, 1, 3].into()]));
+        // db is on n2 only: web (n1) does not see it, both (n1+n2) does.
+        assert_eq!(t.lookup("ns-web", "db"), Lookup::Unknown);
+        assert_eq!(t.lookup("ns-both", "DB."), Lookup::Found(vec![[10, 0, 2, 2].into()]));
+        assert_eq!(t.lookup("ns-both", "store"), Lookup::Found(vec![[10, 0, 2, 2].into()]));
+        // A shared alias gives every address; the short id and the name work too.
+        assert_eq!(
+            t.lookup("ns-db", "both"),
+            Lookup::Found(vec![[10, 0, 2, 3].into()])
+        );
+        assert_eq!(
+            t.lookup("ns-both", "front"),
+            Lookup::Found(vec![[10, 0, 1, 2].into(), [10, 0, 1, 3].into()])
+        );
+        assert_eq!(t.lookup("ns-web", "aaaaaaaaaaaa"), Lookup::Found(vec![[10, 0, 1, 2].into()]));
+        assert_eq!(t.reverse("ns-both", [10, 0, 2, 2].into()), Some("db"));
+        assert_eq!(t.reverse("ns-web", [10, 0, 2, 2].into()), None);
+    }
+
+    #[test]
+    fn default_bridge_and_internal_networks() {
+        let t = Table::build(&state());
+        // The default bridge has no embedded DNS: no client, and its names are unknown.
+        assert!(t.client("ns-old").is_none());
+        assert_eq!(t.lookup("ns-web", "old"), Lookup::Unknown);
+        // Internal-only clients do not forward; one with any non-internal network does.
+        assert!(!t.client("ns-db").unwrap().forward);
+        assert!(t.client("ns-both").unwrap().forward);
+    }
+
+    #[test]
+    fn links_add_a_private_alias() {
+        let mut s = state();
+        let db_id = s.containers[2].id.clone();
+        s.containers[0].links.push(Link {
+            target: db_id,
+            alias: "Primary".into(),
+        });
+        let t = Table::build(&s);
+        assert_eq!(t.lookup("ns-web", "primary"), Lookup::Found(vec![[10, 0, 1, 3].into()]));
+        assert_eq!(t.lookup("ns-both", "primary"), Lookup::Unknown);
+    }
+}

@@ -1,0 +1,324 @@
+//! One namespace's embedded DNS server: UDP and TCP sockets on 127.0.0.11:53 opened in
+//! the namespace (no DNAT rule), served by tokio tasks that read the current record table
+//! on every query.
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    sync::Arc,
+};
+
+use hickory_proto::{
+    op::{Message, MessageType, OpCode, ResponseCode},
+    rr::{
+        rdata::{A, PTR},
+        Name, RData, Record, RecordType,
+    },
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::Semaphore,
+    task::JoinHandle,
+};
+
+use super::{
+    forward::{self, Upstreams},
+    records::{Lookup, Table, SERVER_IP},
+    Shared,
+};
+
+/// Docker's TTL for container names.
+const TTL: u32 = 600;
+/// Forwarded queries in flight per namespace; more get SERVFAIL at once rather than
+/// queueing behind a slow upstream.
+const MAX_IN_FLIGHT: usize = 128;
+
+/// What to do with one query.
+#[derive(Debug)]
+pub enum Reply {
+    Answer(Vec<u8>),
+    /// Not a local name: forward (the client may), or refuse.
+    Forward,
+}
+
+fn response(q: &Message, code: ResponseCode) -> Message {
+    let mut m = Message::response(q.metadata.id, q.metadata.op_code);
+    m.metadata.message_type = MessageType::Response;
+    m.metadata.recursion_desired = q.metadata.recursion_desired;
+    m.metadata.recursion_available = true;
+    m.metadata.response_code = code;
+    m.queries = q.queries.clone();
+    m
+}
+
+fn encode(m: &Message) -> Vec<u8> {
+    m.to_vec().unwrap_or_default()
+}
+
+/// The IPv4 address of an in-addr.arpa name.
+fn arpa_v4(name: &Name) -> Option<Ipv4Addr> {
+    let s = name.to_ascii().to_ascii_lowercase();
+    let rest = s.trim_end_matches('.').strip_suffix(".in-addr.arpa")?;
+    let mut o: Vec<u8> = rest
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    if o.len() != 4 {
+        return None;
+    }
+    o.reverse();
+    Some(Ipv4Addr::new(o[0], o[1], o[2], o[3]))
+}
+
+/// Answers `query` from the table as namespace `ns` sees it. Several addresses come
+/// shuffled, so clients that take the first one spread over them.
+pub fn answer(table: &Table, ns: &str, query: &[u8], shuffle_seed: u64) -> Reply {
+    let q = match Message::from_vec(query) {
+        Ok(q) if q.metadata.message_type == MessageType::Query => q,
+        _ => {
+            // Unparseable: FORMERR with the id, when there is one.
+            if query.len() < 2 {
+                return Reply::Answer(Vec::new());
+            }
+            let id = u16::from_be_bytes([query[0], query[1]]);
+            let m = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
+            return Reply::Answer(encode(&m));
+        }
+    };
+    let Some(question) = q.queries.first() else {
+        return Reply::Answer(encode(&response(&q, ResponseCode::FormErr)));
+    };
+    if q.metadata.op_code != OpCode::Query || q.queries.len() != 1 {
+        return Reply::Answer(encode(&response(&q, ResponseCode::NotImp)));
+    }
+    let name = question.name();
+    if question.query_type() == RecordType::PTR {
+        if let Some(ip) = arpa_v4(name) {
+            if let Some(target) = table.reverse(ns, ip) {
+                let mut m = response(&q, ResponseCode::NoError);
+                if let Ok(t) = Name::from_ascii(format!("{target}.")) {
+                    m.add_answer(Record::from_rdata(name.clone(), TTL, RData::PTR(PTR(t))));
+                }
+                return Reply::Answer(encode(&m));
+            }
+        }
+        return Reply::Forward;
+    }
+    match table.lookup(ns, &name.to_ascii()) {
+        Lookup::Unknown => Reply::Forward,
+        Lookup::Found(mut ips) => {
+            // A name that exists answers NOERROR, empty for types it has no record of.
+            let mut m = response(&q, ResponseCode::NoError);
+            m.metadata.authoritative = true;
+            if matches!(question.query_type(), RecordType::A | RecordType::ANY) {
+                shuffle(&mut ips, shuffle_seed);
+                for ip in ips {
+                    m.add_answer(Record::from_rdata(name.clone(), TTL, RData::A(A(ip))));
+                }
+            }
+            Reply::Answer(encode(&m))
+        }
+    }
+}
+
+/// Fisher-Yates with a xorshift: enough to spread clients, no need to be unpredictable.
+fn shuffle<T>(v: &mut [T], mut seed: u64) {
+    for i in (1..v.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        v.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+}
+
+fn refuse(query: &[u8]) -> Vec<u8> {
+    match Message::from_vec(query) {
+        Ok(q) => encode(&response(&q, ResponseCode::Refused)),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn servfail(query: &[u8]) -> Vec<u8> {
+    match Message::from_vec(query) {
+        Ok(q) => encode(&response(&q, ResponseCode::ServFail)),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A running server; its tasks end when it is dropped.
+pub struct Server {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Per-namespace context of the serving tasks.
+struct Ctx {
+    ns: String,
+    shared: Arc<Shared>,
+    /// The client's `--dns` servers (queried from its namespace), if any.
+    own: Option<Upstreams>,
+    in_flight: Semaphore,
+}
+
+impl Ctx {
+    async fn resolve(&self, query: &[u8], seed: u64) -> Vec<u8> {
+        let table = self.shared.table();
+        let reply = answer(&table, &self.ns, query, seed);
+        match reply {
+            Reply::Answer(a) => a,
+            Reply::Forward => {
+                let forward = table.client(&self.ns).is_some_and(|c| c.forward);
+                drop(table);
+                if !forward {
+                    return refuse(query);
+                }
+                let Ok(_permit) = self.in_flight.try_acquire() else {
+                    return servfail(query);
+                };
+                let r = match &self.own {
+                    Some(ups) => {
+                        forward::forward(ups, &forward::From::Netns(self.ns.clone()), query).await
+                    }
+                    None => {
+                        forward::forward(&self.shared.host_upstreams, &forward::From::Daemon, query)
+                            .await
+                    }
+                };
+                r.unwrap_or_else(|| servfail(query))
+            }
+        }
+    }
+}
+
+/// Opens 127.0.0.11:53 (UDP and TCP) inside namespace `ns` and serves it.
+pub fn start(ns: &str, shared: Arc<Shared>, own: Vec<SocketAddr>) -> anyhow::Result<Server> {
+    let addr = SocketAddr::from((SERVER_IP, 53));
+    let (udp, tcp) = crate::netns::run_in(ns, move || {
+        let udp = std::net::UdpSocket::bind(addr)?;
+        let tcp = std::net::TcpListener::bind(addr)?;
+        udp.set_nonblocking(true)?;
+        tcp.set_nonblocking(true)?;
+        Ok((udp, tcp))
+    })?;
+    let udp = Arc::new(UdpSocket::from_std(udp)?);
+    let tcp = TcpListener::from_std(tcp)?;
+    let ctx = Arc::new(Ctx {
+        ns: ns.to_string(),
+        shared,
+        own: (!own.is_empty()).then(|| Upstreams::new(own)),
+        in_flight: Semaphore::new(MAX_IN_FLIGHT),
+    });
+    let tasks = vec![
+        tokio::spawn(serve_udp(udp, ctx.clone())),
+        tokio::spawn(serve_tcp(tcp, ctx)),
+    ];
+    Ok(Server { tasks })
+}
+
+async fn serve_udp(sock: Arc<UdpSocket>, ctx: Arc<Ctx>) {
+    let mut buf = vec![0u8; 4096];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
+    loop {
+        let (n, peer) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                log::warn!("dns {}: {e}", ctx.ns);
+                continue;
+            }
+        };
+        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let query = &buf[..n];
+        // Local names are answered inline; forwarding goes to a task of its own so a
+        // slow upstream never holds up the next query.
+        let table = ctx.shared.table();
+        match answer(&table, &ctx.ns, query, seed) {
+            Reply::Answer(a) => {
+                if !a.is_empty() {
+                    let _ = sock.send_to(&a, peer).await;
+                }
+            }
+            Reply::Forward => {
+                drop(table);
+                let (sock, ctx, query) = (sock.clone(), ctx.clone(), query.to_vec());
+                tokio::spawn(async move {
+                    let a = ctx.resolve(&query, seed).await;
+                    if !a.is_empty() {
+                        let _ = sock.send_to(&a, peer).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, ctx: Arc<Ctx>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(serve_tcp_conn(stream, ctx.clone()));
+    }
+}
+
+/// DNS over TCP: each message carries a two-byte length.
+async fn serve_tcp_conn(mut s: TcpStream, ctx: Arc<Ctx>) {
+    let mut seed = u64::from(std::process::id()) | 1;
+    loop {
+        let mut len = [0u8; 2];
+        if s.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        if s.read_exact(&mut q).await.is_err() {
+            return;
+        }
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let a = ctx.resolve(&q, seed).await;
+        let Ok(n) = u16::try_from(a.len()) else { return };
+        if s.write_all(&n.to_be_bytes()).await.is_err() || s.write_all(&a).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Query;
+
+    #[test]
+    fn arpa_names() {
+        let n = Name::from_ascii("4.3.2.10.in-addr.arpa.").unwrap();
+        assert_eq!(arpa_v4(&n), Some(Ipv4Addr::new(10, 2, 3, 4)));
+        assert_eq!(arpa_v4(&Name::from_ascii("example.com.").unwrap()), None);
+    }
+
+    #[test]
+    fn unknown_names_forward_and_garbage_gets_formerr() {
+        let t = Table::default();
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::from_ascii("example.com.").unwrap(), RecordType::A));
+        assert!(matches!(answer(&t, "ns", &encode(&q), 1), Reply::Forward));
+        let Reply::Answer(a) = answer(&t, "ns", &[0xab, 0xcd, 0xff], 1) else {
+            panic!("garbage must be answered");
+        };
+        let m = Message::from_vec(&a).unwrap();
+        assert_eq!(m.metadata.id, 0xabcd);
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    }
+
+    #[test]
+    fn shuffle_keeps_every_element() {
+        let mut v: Vec<u32> = (0..10).collect();
+        shuffle(&mut v, 42);
+        let mut s = v.clone();
+        s.sort();
+        assert_eq!(s, (0..10).collect::<Vec<_>>());
+    }
+}
