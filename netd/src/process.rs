@@ -8,16 +8,88 @@ use std::{
 
 use anyhow::Context;
 
+/// The files of /etc that a namespace's processes see replaced, as `ip netns exec` does.
+const ETC_FILES: [&str; 2] = ["resolv.conf", "hosts"];
+
+/// (source, target) pairs to bind-mount for namespace `netns`: /etc/netns/NAME/FILE over
+/// /etc/FILE, for the files that exist. Only names (under /run/netns) have such files.
+pub fn etc_binds(netns: &str) -> Vec<(std::ffi::CString, std::ffi::CString)> {
+    let name = netns
+        .strip_prefix(crate::netns::NETNS_RUN_DIR)
+        .map(|s| s.trim_start_matches('/'))
+        .unwrap_or(netns);
+    if name.is_empty() || name.contains('/') {
+        return Vec::new();
+    }
+    ETC_FILES
+        .iter()
+        .filter_map(|f| {
+            let src = Path::new(crate::dns::files::ETC_NETNS).join(name).join(f);
+            let dst = Path::new("/etc").join(f);
+            if !src.exists() || !dst.exists() {
+                return None;
+            }
+            use std::os::unix::ffi::OsStrExt;
+            Some((
+                std::ffi::CString::new(src.as_os_str().as_bytes()).ok()?,
+                std::ffi::CString::new(dst.as_os_str().as_bytes()).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// A private mount namespace where `binds` cover /etc's files (async-signal-safe: only
+/// raw syscalls on memory prepared by the caller, so it may run between fork and exec).
+pub fn enter_etc_binds(binds: &[(std::ffi::CString, std::ffi::CString)]) -> std::io::Result<()> {
+    if binds.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: plain syscalls on NUL-terminated strings that outlive the calls.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Slave, so our binds never propagate back to the host's mount namespace.
+        let root = c"/";
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_SLAVE | libc::MS_REC,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        for (src, dst) in binds {
+            if libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Starts `cmd` in network namespace `netns` (None: the daemon's own, for --network
 /// host), detached from netd's session so it outlives a daemon restart; stdout and
-/// stderr go to `log`.
+/// stderr go to `log`. It sees the namespace's /etc/netns files over /etc and gets `env`
+/// (the `--link` variables) on top of netd's environment.
 pub fn spawn_in_netns(
     netns: Option<&str>,
     hostname: Option<&str>,
     cmd: &[String],
+    env: &[(String, String)],
     log: &Path,
 ) -> anyhow::Result<(u32, tokio::process::Child)> {
     let hostname = hostname.map(std::ffi::CString::new).transpose()?;
+    let binds = netns.map(etc_binds).unwrap_or_default();
     let (prog, args) = cmd.split_first().context("empty command")?;
     let ns = match netns {
         Some(n) => Some(crate::netns::open(n)?),
@@ -30,6 +102,7 @@ pub fn spawn_in_netns(
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .process_group(0);
     let fd = ns.as_ref().map(|f| f.as_raw_fd());
     // SAFETY: only async-signal-safe calls between fork and exec (setns, unshare and
@@ -41,6 +114,7 @@ pub fn spawn_in_netns(
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            enter_etc_binds(&binds)?;
             // --hostname: a UTS namespace of its own; `netd exec` joins it by pid.
             if let Some(h) = &hostname {
                 if libc::unshare(libc::CLONE_NEWUTS) != 0

@@ -77,6 +77,7 @@ fn network_mode(c: &Container, nets: &[Network], all: &[Container]) -> String {
 }
 
 fn endpoints(c: &Container, nets: &[Network]) -> BTreeMap<String, EndpointSettings> {
+    let user_links: Vec<String> = c.links.iter().map(|l| l.alias.clone()).collect();
     c.attachments
         .iter()
         .filter_map(|a| {
@@ -88,13 +89,22 @@ fn endpoints(c: &Container, nets: &[Network]) -> BTreeMap<String, EndpointSettin
             if !n.builtin && !aliases.iter().any(|x| x == short) {
                 aliases.push(short.to_string());
             }
+            let dns_names = crate::dns::records::has_embedded_dns(n).then(|| {
+                let mut v = vec![c.name.clone()];
+                v.extend(aliases.iter().filter(|x| **x != c.name).cloned());
+                if let Some(h) = c.hostname.as_ref().filter(|h| !v.contains(h)) {
+                    v.push(h.clone());
+                }
+                v
+            });
             Some((
                 n.name.clone(),
                 EndpointSettings {
                     ipam_config: a.requested_ip.map(|ip| EndpointIpamConfig {
                         ipv4_address: Some(ip.to_string()),
                     }),
-                    links: None,
+                    links: (!user_links.is_empty()).then(|| user_links.clone()),
+                    dns_names,
                     // Docker shows null, not [], for an endpoint without aliases.
                     aliases: (!aliases.is_empty()).then_some(aliases),
                     network_id: n.id.clone(),
@@ -242,6 +252,22 @@ pub fn inspect_of(c: &Container, nets: &[Network], all: &[Container]) -> Contain
             network_mode: network_mode(c, nets, all),
             port_bindings: port_map(c, true),
             auto_remove: c.auto_remove,
+            dns: c.dns.servers.iter().map(|s| s.to_string()).collect(),
+            dns_search: c.dns.search.clone(),
+            dns_options: c.dns.options.clone(),
+            links: (!c.links.is_empty()).then(|| {
+                c.links
+                    .iter()
+                    .map(|l| {
+                        let target = all
+                            .iter()
+                            .find(|x| x.id == l.target)
+                            .map(|x| x.name.as_str())
+                            .unwrap_or(&l.target);
+                        format!("/{target}:/{}/{}", c.name, l.alias)
+                    })
+                    .collect()
+            }),
         },
         config: ContainerConfig {
             hostname: c.hostname.clone().unwrap_or_else(|| c.id[..12].to_string()),

@@ -145,6 +145,10 @@ pub struct EndpointSettings {
     pub global_ipv6_prefix_len: u8,
     pub mac_address: String,
     pub driver_opts: Option<BTreeMap<String, String>>,
+    /// Every name the embedded DNS answers with this endpoint's address (user-defined
+    /// networks only; null elsewhere, as Docker).
+    #[serde(rename = "DNSNames")]
+    pub dns_names: Option<Vec<String>>,
 }
 
 /// `POST /networks/{id}/connect` and `/disconnect`.
@@ -242,6 +246,15 @@ pub struct HostConfig {
     pub network_mode: String,
     pub port_bindings: PortMap,
     pub auto_remove: bool,
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    #[serde(default)]
+    pub dns_options: Vec<String>,
+    /// Docker's `/target:/linker/alias`; null without links.
+    #[serde(default)]
+    pub links: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

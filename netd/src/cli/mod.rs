@@ -196,6 +196,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             // The CLI runs a current-thread runtime: this thread is the process.
             nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
                 .context("entering the container's namespace")?;
+            // Its resolv.conf and hosts, as `ip netns exec` shows them.
+            crate::process::enter_etc_binds(&crate::process::etc_binds(ns))
+                .context("bind-mounting the container's /etc/netns files")?;
             // With --hostname, the command runs in a UTS namespace of its own: join the
             // process's (without one, that is the host's, which changes nothing).
             if c.state.pid != 0 {

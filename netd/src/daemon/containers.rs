@@ -141,7 +141,8 @@ impl Daemon {
                 inner.dns.sync(&inner.state);
                 phases.mark("dns");
                 if req.start {
-                    processes::start(self, &mut c)?;
+                    let env = crate::dns::links::env(&c, &inner.state);
+                    processes::start(self, &mut c, &env)?;
                 }
                 phases.mark("process");
                 if let Some(m) = inner.state.container_mut(&c.id) {
@@ -181,7 +182,8 @@ impl Daemon {
         if c.state == ContainerState::Running {
             return Ok(());
         }
-        processes::start(self, &mut c).map_err(|e| match e.downcast::<NetdError>() {
+        let env = crate::dns::links::env(&c, &inner.state);
+        processes::start(self, &mut c, &env).map_err(|e| match e.downcast::<NetdError>() {
             Ok(ne) => ne,
             Err(e) => NetdError::Internal(format!("{e:#}")),
         })?;

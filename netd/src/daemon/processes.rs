@@ -14,14 +14,24 @@ use crate::{
 
 /// Starts the container's command (or, with none, marks the sandbox running). A command
 /// that cannot start is the caller's error (400), carried as a NetdError.
-pub(super) fn start(d: &Arc<Daemon>, c: &mut Container) -> anyhow::Result<()> {
+pub(super) fn start(
+    d: &Arc<Daemon>,
+    c: &mut Container,
+    env: &[(String, String)],
+) -> anyhow::Result<()> {
     if c.cmd.is_empty() {
         c.state = ContainerState::Running;
         c.started = Some(super::now());
         return Ok(());
     }
     let log = d.log_path(&c.id);
-    match process::spawn_in_netns(c.netns.as_deref(), c.hostname.as_deref(), &c.cmd, &log) {
+    match process::spawn_in_netns(
+        c.netns.as_deref(),
+        c.hostname.as_deref(),
+        &c.cmd,
+        env,
+        &log,
+    ) {
         Ok((pid, child)) => {
             c.pid = Some(pid);
             c.pid_start = process::start_time(pid);

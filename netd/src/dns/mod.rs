@@ -11,6 +11,7 @@
 //! store; a query reads the table current at that moment.
 pub mod files;
 pub mod forward;
+pub mod links;
 pub mod records;
 pub mod server;
 
