@@ -118,6 +118,14 @@ pub fn sweep_stale() {
             }
         }
     }
+    // The resolv.conf/hosts netd writes for container namespaces (iproute2's convention).
+    if let Ok(rd) = std::fs::read_dir("/etc/netns") {
+        for e in rd.flatten() {
+            if e.file_name().to_str().is_some_and(stale) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     if let Some(root) = cgroup2_root() {
         if let Ok(rd) = std::fs::read_dir(root) {
             for e in rd.flatten() {
@@ -555,6 +563,7 @@ impl Lab {
             if let Err(e) = sh("ip", &["netns", "del", &ns]) {
                 errors.push(e.to_string());
             }
+            let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&ns));
         }
         for ns in [&self.host, &self.client] {
             kill_ns_pids(ns);

@@ -26,6 +26,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("docker", "docker.io"),
     // A real CNI runtime drives netd-cni in the tests (--network-backend cni).
     ("podman", "podman"),
+    // The embedded DNS tests: dig queries it, dnsmasq is the upstream a --dns names.
+    ("dig", "dnsutils"),
+    ("dnsmasq", "dnsmasq"),
 ];
 
 #[derive(Parser)]

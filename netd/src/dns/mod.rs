@@ -88,7 +88,12 @@ impl Service {
             .map(|ns| {
                 let own = table
                     .client(ns)
-                    .map(|c| c.servers.iter().map(|ip| SocketAddr::new(*ip, 53)).collect())
+                    .map(|c| {
+                        c.servers
+                            .iter()
+                            .map(|ip| SocketAddr::new(*ip, 53))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 (ns.clone(), own)
             })

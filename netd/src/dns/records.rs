@@ -230,13 +230,26 @@ mod tests {
             ..test_network()
         });
         s.containers = vec![
-            container("web", "a", "ns-web", vec![att("n1", [10, 0, 1, 2], &["front"])]),
-            container("db", "b", "ns-db", vec![att("n2", [10, 0, 2, 2], &["store"])]),
+            container(
+                "web",
+                "a",
+                "ns-web",
+                vec![att("n1", [10, 0, 1, 2], &["front"])],
+            ),
+            container(
+                "db",
+                "b",
+                "ns-db",
+                vec![att("n2", [10, 0, 2, 2], &["store"])],
+            ),
             container(
                 "both",
                 "c",
                 "ns-both",
-                vec![att("n1", [10, 0, 1, 3], &["front"]), att("n2", [10, 0, 2, 3], &[])],
+                vec![
+                    att("n1", [10, 0, 1, 3], &["front"]),
+                    att("n2", [10, 0, 2, 3], &[]),
+                ],
             ),
             container("old", "d", "ns-old", vec![att("def", [172, 17, 0, 2], &[])]),
         ];
@@ -246,11 +259,20 @@ mod tests {
     #[test]
     fn names_are_scoped_per_network() {
         let t = Table::build(&state());
-        assert_eq!(t.lookup("ns-web", "both"), Lookup::Found(vec![[10, 0, 1, 3].into()]));
+        assert_eq!(
+            t.lookup("ns-web", "both"),
+            Lookup::Found(vec![[10, 0, 1, 3].into()])
+        );
         // db is on n2 only: web (n1) does not see it, both (n1+n2) does.
         assert_eq!(t.lookup("ns-web", "db"), Lookup::Unknown);
-        assert_eq!(t.lookup("ns-both", "DB."), Lookup::Found(vec![[10, 0, 2, 2].into()]));
-        assert_eq!(t.lookup("ns-both", "store"), Lookup::Found(vec![[10, 0, 2, 2].into()]));
+        assert_eq!(
+            t.lookup("ns-both", "DB."),
+            Lookup::Found(vec![[10, 0, 2, 2].into()])
+        );
+        assert_eq!(
+            t.lookup("ns-both", "store"),
+            Lookup::Found(vec![[10, 0, 2, 2].into()])
+        );
         // A shared alias gives every address; the short id and the name work too.
         assert_eq!(
             t.lookup("ns-db", "both"),
@@ -260,7 +282,10 @@ mod tests {
             t.lookup("ns-both", "front"),
             Lookup::Found(vec![[10, 0, 1, 2].into(), [10, 0, 1, 3].into()])
         );
-        assert_eq!(t.lookup("ns-web", "aaaaaaaaaaaa"), Lookup::Found(vec![[10, 0, 1, 2].into()]));
+        assert_eq!(
+            t.lookup("ns-web", "aaaaaaaaaaaa"),
+            Lookup::Found(vec![[10, 0, 1, 2].into()])
+        );
         assert_eq!(t.reverse("ns-both", [10, 0, 2, 2].into()), Some("db"));
         assert_eq!(t.reverse("ns-web", [10, 0, 2, 2].into()), None);
     }
@@ -285,7 +310,10 @@ mod tests {
             alias: "Primary".into(),
         });
         let t = Table::build(&s);
-        assert_eq!(t.lookup("ns-web", "primary"), Lookup::Found(vec![[10, 0, 1, 3].into()]));
+        assert_eq!(
+            t.lookup("ns-web", "primary"),
+            Lookup::Found(vec![[10, 0, 1, 3].into()])
+        );
         assert_eq!(t.lookup("ns-both", "primary"), Lookup::Unknown);
     }
 }

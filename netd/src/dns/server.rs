@@ -280,7 +280,9 @@ async fn serve_tcp_conn(mut s: TcpStream, ctx: Arc<Ctx>) {
         }
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
         let a = ctx.resolve(&q, seed).await;
-        let Ok(n) = u16::try_from(a.len()) else { return };
+        let Ok(n) = u16::try_from(a.len()) else {
+            return;
+        };
         if s.write_all(&n.to_be_bytes()).await.is_err() || s.write_all(&a).await.is_err() {
             return;
         }
@@ -303,7 +305,10 @@ mod tests {
     fn unknown_names_forward_and_garbage_gets_formerr() {
         let t = Table::default();
         let mut q = Message::query();
-        q.add_query(Query::query(Name::from_ascii("example.com.").unwrap(), RecordType::A));
+        q.add_query(Query::query(
+            Name::from_ascii("example.com.").unwrap(),
+            RecordType::A,
+        ));
         assert!(matches!(answer(&t, "ns", &encode(&q), 1), Reply::Forward));
         let Reply::Answer(a) = answer(&t, "ns", &[0xab, 0xcd, 0xff], 1) else {
             panic!("garbage must be answered");

@@ -17,7 +17,11 @@ pub struct DnsConfig {
 
 impl DnsConfig {
     /// Checks the strings a user gave and turns them into a config.
-    pub fn parse(servers: &[String], search: &[String], options: &[String]) -> Result<Self, NetdError> {
+    pub fn parse(
+        servers: &[String],
+        search: &[String],
+        options: &[String],
+    ) -> Result<Self, NetdError> {
         let servers = servers
             .iter()
             .map(|s| {
@@ -60,7 +64,8 @@ impl DnsConfig {
 fn valid_label(l: &str) -> bool {
     !l.is_empty()
         && l.len() <= 63
-        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && l.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// `--link NAME[:ALIAS]`: the target container (by id once resolved) and the name the
@@ -114,7 +119,10 @@ mod tests {
     #[test]
     fn links_split_name_and_alias() {
         assert_eq!(parse_link("db").unwrap(), ("db".into(), "db".into()));
-        assert_eq!(parse_link("/db:data").unwrap(), ("db".into(), "data".into()));
+        assert_eq!(
+            parse_link("/db:data").unwrap(),
+            ("db".into(), "data".into())
+        );
         assert!(parse_link("db:").is_err());
         assert!(parse_link(":x").is_err());
         assert!(parse_link("db:a b").is_err());
