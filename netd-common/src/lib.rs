@@ -36,6 +36,8 @@ pub mod map_names {
     pub const PORT_STATS: &str = "NETD_PORT_STATS";
     pub const SOCK_REVNAT: &str = "NETD_SOCK_RNAT";
     pub const SUBNETS: &str = "NETD_SUBNETS";
+    /// `--link` exceptions to icc=false.
+    pub const LINKS: &str = "NETD_LINKS";
 }
 
 /// Names of the programs in the eBPF object.
@@ -59,6 +61,8 @@ pub const MAX_CONNTRACK: u32 = 262_144;
 pub const MAX_CONNTRACK_NEW: u32 = 65_536;
 pub const MAX_LOCAL_ADDRS: u32 = 256;
 pub const MAX_ENDPOINTS: u32 = 65536;
+/// `--link` exception entries (two per linked pair and port).
+pub const MAX_LINKS: u32 = 16384;
 
 /// Runtime configuration of the datapath, one entry in the `NETD_CONFIG` array.
 #[repr(C)]
@@ -87,6 +91,22 @@ pub const CONFIG_F_GUARD_IN_TC: u32 = 2;
 /// How many source ports masquerade tries (in a row, from a random start) before giving
 /// up on a new flow.
 pub const SNAT_TRIES: u32 = 32;
+
+/// Key of the link map: a packet from `src` to `dst` passes icc=false when (src, dst,
+/// proto, port, dir) is there. `dir` 0: the linking container to the target's exposed
+/// `port` (the packet's destination port); 1: the target's replies (its source port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct LinkKey {
+    /// Network byte order.
+    pub src: u32,
+    pub dst: u32,
+    /// The target's port, network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub dir: u8,
+}
+const _: () = assert!(core::mem::size_of::<LinkKey>() == 12);
 
 /// Key of the port map: (protocol, host IP or 0 for every address, host port).
 #[repr(C)]
@@ -274,6 +294,7 @@ mod pod {
     // derives bytemuck::Pod, which checks exactly that at compile time.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::PortKey {}
+    unsafe impl aya::Pod for super::LinkKey {}
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}

@@ -53,7 +53,11 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     let daddr: u32 = ctx
         .load(ETH_HLEN + 16)
         .map_err(|_| drop_reason::REWRITE_FAILED)?;
-    let to_endpoint = policy::isolation(&src, daddr)?;
+    let flow_of = match &parsed {
+        Parsed::Flow(f) => Some(f),
+        _ => None,
+    };
+    let to_endpoint = policy::isolation(&src, daddr, flow_of)?;
     let flow = match parsed {
         Parsed::Flow(f) => f,
         Parsed::NotOurs => return Ok(TC_ACT_OK),

@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use netd_common::{
-    drop_reason, event, Backend, Config, CtEntry, CtKey, Endpoint, PortCounters, PortKey,
+    drop_reason, event, Backend, Config, CtEntry, CtKey, Endpoint, LinkKey, PortCounters, PortKey,
     SockRevKey, SockRevValue, MAX_CONNTRACK, MAX_CONNTRACK_NEW, MAX_ENDPOINTS, MAX_LOCAL_ADDRS,
-    MAX_PORT_MAPPINGS,
+    MAX_LINKS, MAX_PORT_MAPPINGS,
 };
 
 #[map(name = "NETD_CONFIG")]
@@ -35,6 +35,10 @@ pub static LOCAL_ADDRS: HashMap<u32, u32> = HashMap::pinned(MAX_LOCAL_ADDRS, 0);
 
 #[map(name = "NETD_ENDPOINTS")]
 pub static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+/// `--link` exceptions to icc=false: the linked pair, on the target's exposed ports only.
+#[map(name = "NETD_LINKS")]
+pub static LINKS: HashMap<LinkKey, u32> = HashMap::pinned(MAX_LINKS, 0);
 
 /// Per published port: packets and bytes in both directions.
 #[map(name = "NETD_PORT_STATS")]

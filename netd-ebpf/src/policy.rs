@@ -2,12 +2,12 @@
 use aya_ebpf::programs::TcContext;
 use netd_common::{
     ct_flag, ct_kind, drop_reason, drop_reason::DropReason, event, Backend, CtEntry, Endpoint,
-    PortKey, EP_F_ICC, EP_F_INTERNAL,
+    LinkKey, PortKey, EP_F_ICC, EP_F_INTERNAL,
 };
 
 use crate::{
     conntrack::count_port,
-    maps::{ENDPOINTS, PORTS},
+    maps::{ENDPOINTS, LINKS, PORTS},
     metrics::count,
     parse::{Flow, ETH_HLEN, ETH_P_IP},
 };
@@ -65,15 +65,17 @@ pub fn sender(ctx: &TcContext) -> Result<Option<Endpoint>, DropReason> {
 /// Isolation between containers (Docker's rules, in eBPF): another network's containers
 /// are unreachable, a network with icc=false keeps its containers apart, and an
 /// --internal network reaches nothing beyond its own containers and its gateway.
+/// A `--link` opens icc=false for the linked pair on the target's exposed ports (`flow`
+/// is None for what is not TCP/UDP: never linked).
 /// Ok(true): the destination is a container of the same network.
 #[inline(always)]
-pub fn isolation(src: &Endpoint, daddr: u32) -> Result<bool, DropReason> {
+pub fn isolation(src: &Endpoint, daddr: u32, flow: Option<&Flow>) -> Result<bool, DropReason> {
     // SAFETY: a read-only lookup of a plain-data value.
     if let Some(dst) = unsafe { ENDPOINTS.get(&daddr) } {
         if dst.net_id != src.net_id {
             return Err(drop_reason::OTHER_NETWORK);
         }
-        if src.flags & EP_F_ICC == 0 {
+        if src.flags & EP_F_ICC == 0 && !flow.is_some_and(linked) {
             return Err(drop_reason::ICC);
         }
         return Ok(true);
@@ -82,6 +84,26 @@ pub fn isolation(src: &Endpoint, daddr: u32) -> Result<bool, DropReason> {
         return Err(drop_reason::INTERNAL);
     }
     Ok(false)
+}
+
+/// Whether a `--link` allows `f` between two containers of an icc=false network: to the
+/// target's port, or the target's reply from it.
+#[inline(always)]
+fn linked(f: &Flow) -> bool {
+    let mut key = LinkKey {
+        src: f.saddr,
+        dst: f.daddr,
+        port: f.dport,
+        proto: f.proto,
+        dir: 0,
+    };
+    // SAFETY: read-only lookups of plain-data values.
+    if unsafe { LINKS.get(&key) }.is_some() {
+        return true;
+    }
+    key.port = f.sport;
+    key.dir = 1;
+    unsafe { LINKS.get(&key) }.is_some()
 }
 
 /// Published ports do not lead into --internal networks (nothing gets in).

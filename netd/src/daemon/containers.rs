@@ -138,7 +138,7 @@ impl Daemon {
                 let mut c = c.clone();
                 inner.build_sandbox(&mut c, &mut phases).await?;
                 // Files and the DNS server before the process: its first lookup works.
-                inner.dns.sync(&inner.state);
+                inner.sync_names();
                 phases.mark("dns");
                 if req.start {
                     let env = crate::dns::links::env(&c, &inner.state);
@@ -259,7 +259,7 @@ impl Daemon {
         // Teardown removes the container's own ports and endpoints; nothing else in the
         // maps depends on it, so there is no full resync (which would cost O(all ports)).
         inner.teardown(&c).await;
-        inner.dns.sync(&inner.state);
+        inner.sync_names();
         let _ = std::fs::remove_file(self.log_path(&c.id));
         info!("removed container {}", c.name);
         Ok(c.id)

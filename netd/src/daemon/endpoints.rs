@@ -353,7 +353,7 @@ impl Daemon {
             async |inner: &mut Inner, c: &Container| inner.teardown(c).await,
         )
         .await?;
-        inner.dns.sync(&inner.state);
+        inner.sync_names();
         info!(
             "endpoint {} {} of {} on {}: {}",
             req.container_id, req.ifname, req.netns, net.name, c.attachments[0].ip
@@ -374,7 +374,7 @@ impl Daemon {
         inner.store.commit(&inner.state)?;
         txn::fault("endpoint-rm-committed");
         inner.teardown(&c).await;
-        inner.dns.sync(&inner.state);
+        inner.sync_names();
         info!("endpoint {container_id} {ifname} removed");
         Ok(true)
     }
@@ -441,7 +441,7 @@ impl Daemon {
         let mut removed = Vec::new();
         for c in &stale {
             inner.teardown(c).await;
-            inner.dns.sync(&inner.state);
+            inner.sync_names();
             if let Some((cid, ifn)) = cni_key(c) {
                 warn!("gc of network {}: removed endpoint {cid} {ifn}", net.name);
                 removed.push(EndpointKey {

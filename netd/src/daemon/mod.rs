@@ -75,6 +75,17 @@ impl txn::Transactional for Inner {
     }
 }
 
+impl Inner {
+    /// Names follow the state: the DNS table, servers and files, and the eBPF exceptions
+    /// of `--link`s. Failures are logged (the network itself is already in place).
+    fn sync_names(&mut self) {
+        self.dns.sync(&self.state);
+        if let Err(e) = self.dp.sync_links(&dns::links::rules(&self.state)) {
+            warn!("writing the --link exceptions: {e:#}");
+        }
+    }
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

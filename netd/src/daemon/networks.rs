@@ -288,7 +288,7 @@ impl Daemon {
             },
         )
         .await?;
-        inner.dns.sync(&inner.state);
+        inner.sync_names();
         info!(
             "connected {} to {} as {} ({})",
             c.name, net.name, att.ifname, att.ip
@@ -313,7 +313,7 @@ impl Daemon {
         inner.detach(&c.name, &att).await;
         // Published ports lead to the first network: that may now be another one.
         inner.sync_maps().await?;
-        inner.dns.sync(&inner.state);
+        inner.sync_names();
         info!("disconnected {} from {}", c.name, net.name);
         Ok(())
     }

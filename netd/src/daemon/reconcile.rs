@@ -97,7 +97,7 @@ impl Daemon {
         inner.store.commit(&inner.state)?;
         inner.sync_maps().await?;
         inner.remove_leftovers().await;
-        inner.dns.sync(&inner.state);
+        inner.sync_names();
         drop(g);
         for (id, pid, start) in adopt {
             processes::watch_adopted(self, id, pid, start);

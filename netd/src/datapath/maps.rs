@@ -10,7 +10,7 @@ use aya::maps::{
 };
 use ipnetwork::Ipv4Network;
 use netd_common::{
-    Backend, Endpoint, PortCounters, PortKey, EP_F_ICC, EP_F_INTERNAL, EP_F_MASQUERADE,
+    Backend, Endpoint, LinkKey, PortCounters, PortKey, EP_F_ICC, EP_F_INTERNAL, EP_F_MASQUERADE,
     IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED,
 };
 
@@ -85,6 +85,15 @@ pub fn ipproto(p: IpProto) -> u8 {
 /// The protocol of an IP protocol number, if netd tracks it.
 pub fn ipproto_of(n: u8) -> Option<IpProto> {
     IpProto::ALL.into_iter().find(|p| ipproto(*p) == n)
+}
+
+/// One `--link` exception: `from` may reach `to` on `port`/`proto` (and get replies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkRule {
+    pub from: Ipv4Addr,
+    pub to: Ipv4Addr,
+    pub port: u16,
+    pub proto: crate::model::Proto,
 }
 
 pub fn port_key(m: &PortMapping) -> PortKey {
@@ -199,6 +208,40 @@ impl Datapath {
             .map(|(a, n)| (ip_key(a.ip), endpoint_value(a, n)))
             .collect();
         sync(&mut self.endpoints, &want)?;
+        Ok(())
+    }
+
+    /// Makes the link map hold exactly the `--link` exceptions `want`: (linking
+    /// container, target, the target's port and protocol). Each opens the way there and
+    /// the replies back, nothing else.
+    pub fn sync_links(&mut self, want: &[LinkRule]) -> anyhow::Result<()> {
+        let mut m = StdHashMap::new();
+        for r in want {
+            let proto = ipproto(r.proto.into());
+            let port = r.port.to_be();
+            let (from, to) = (ip_key(r.from), ip_key(r.to));
+            m.insert(
+                LinkKey {
+                    src: from,
+                    dst: to,
+                    port,
+                    proto,
+                    dir: 0,
+                },
+                1u32,
+            );
+            m.insert(
+                LinkKey {
+                    src: to,
+                    dst: from,
+                    port,
+                    proto,
+                    dir: 1,
+                },
+                1u32,
+            );
+        }
+        sync(&mut self.links, &m)?;
         Ok(())
     }
 

@@ -27,7 +27,7 @@ use aya::{
 };
 use conntrack::CtMap;
 pub use conntrack::{monotonic_ns, spawn_gc, CtTable, Flow, Timeouts};
-pub use maps::{ipproto, ipproto_of};
+pub use maps::{ipproto, ipproto_of, LinkRule};
 use netd_common::{
     drop_reason, event, map_names, prog_names, Backend, Config, CtEntry, CtKey, Endpoint,
     PortCounters, PortKey,
@@ -54,6 +54,7 @@ pub struct Datapath {
     ports: HashMap<MapData, PortKey, Backend>,
     local: HashMap<MapData, u32, u32>,
     endpoints: HashMap<MapData, u32, Endpoint>,
+    links: HashMap<MapData, netd_common::LinkKey, u32>,
     config: Array<MapData, Config>,
     /// Per-CPU counters of `drop_reason` and of `event`.
     drops: PerCpuArray<MapData, u64>,
@@ -241,6 +242,7 @@ impl Datapath {
         let ports = HashMap::try_from(take(&mut ebpf, map_names::PORTS)?)?;
         let local = HashMap::try_from(take(&mut ebpf, map_names::LOCAL_ADDRS)?)?;
         let endpoints = HashMap::try_from(take(&mut ebpf, map_names::ENDPOINTS)?)?;
+        let links = HashMap::try_from(take(&mut ebpf, map_names::LINKS)?)?;
         let config = Array::try_from(take(&mut ebpf, map_names::CONFIG)?)?;
         let drops = PerCpuArray::try_from(take(&mut ebpf, map_names::DROPS)?)?;
         let events = PerCpuArray::try_from(take(&mut ebpf, map_names::EVENTS)?)?;
@@ -252,6 +254,7 @@ impl Datapath {
             ports,
             local,
             endpoints,
+            links,
             config,
             drops,
             events,

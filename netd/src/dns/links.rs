@@ -63,3 +63,36 @@ pub fn env(c: &Container, state: &State) -> Vec<(String, String)> {
     }
     out
 }
+
+/// The eBPF exceptions the links of `state` need: on a network with icc=false, each
+/// linking container may reach its target on the target's exposed ports (and get the
+/// replies), and nothing else.
+pub fn rules(state: &State) -> Vec<crate::datapath::LinkRule> {
+    let mut out = Vec::new();
+    for c in &state.containers {
+        for l in &c.links {
+            let Some(t) = state.containers.iter().find(|x| x.id == l.target) else {
+                continue;
+            };
+            let ports = exposed_ports(t);
+            for a in &c.attachments {
+                let closed = state.network_by_id(&a.network).is_some_and(|n| !n.icc);
+                let Some(ta) = t.attachments.iter().find(|x| x.network == a.network) else {
+                    continue;
+                };
+                if !closed {
+                    continue;
+                }
+                for &(port, proto) in &ports {
+                    out.push(crate::datapath::LinkRule {
+                        from: a.ip,
+                        to: ta.ip,
+                        port,
+                        proto,
+                    });
+                }
+            }
+        }
+    }
+    out
+}

@@ -307,3 +307,50 @@ fn xdp_and_tc_guard_parse_alike() {
         }
     }
 }
+
+#[test]
+fn a_link_opens_icc_false_for_the_pair_on_the_exposed_port_only() {
+    let mut f = fixture("link", false);
+    set_endpoints(&mut f, (1, EP_F_MASQUERADE), (1, EP_F_MASQUERADE));
+    // CONTAINER --link OTHER, which exposes 5432/tcp.
+    f.dp.sync_links(&[netd::datapath::LinkRule {
+        from: CONTAINER.into(),
+        to: OTHER.into(),
+        port: 5432,
+        proto: Proto::Tcp,
+    }])
+    .unwrap();
+    let verdict = |f: &Fixture, pkt: Vec<u8>| egress(f, &pkt).unwrap().0;
+    // The linked pair, to the exposed port: passes; so does the reply from it.
+    assert_eq!(
+        verdict(&f, Pkt::tcp(CONTAINER, 40000, OTHER, 5432).build()),
+        TC_ACT_OK
+    );
+    // The reply leaves OTHER's veth (egress picks the endpoint by source address).
+    assert_eq!(
+        verdict(&f, Pkt::tcp(OTHER, 5432, CONTAINER, 40000).build()),
+        TC_ACT_OK
+    );
+    // Another port, another protocol, or the target opening a connection: icc=false.
+    let before = counter(&f.dp, "drop_icc");
+    assert_eq!(
+        verdict(&f, Pkt::tcp(CONTAINER, 40000, OTHER, 22).build()),
+        TC_ACT_SHOT
+    );
+    assert_eq!(
+        verdict(&f, Pkt::udp(CONTAINER, 40000, OTHER, 5432).build()),
+        TC_ACT_SHOT
+    );
+    // The target may not open connections to the linking container.
+    assert_eq!(
+        verdict(&f, Pkt::tcp(OTHER, 40001, CONTAINER, 5432).build()),
+        TC_ACT_SHOT
+    );
+    assert_eq!(counter(&f.dp, "drop_icc"), before + 3);
+    // The link removed: closed again.
+    f.dp.sync_links(&[]).unwrap();
+    assert_eq!(
+        verdict(&f, Pkt::tcp(CONTAINER, 40000, OTHER, 5432).build()),
+        TC_ACT_SHOT
+    );
+}
