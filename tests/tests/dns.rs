@@ -355,3 +355,93 @@ fn dns_bad_flags_are_one_clear_error() {
     }
     assert_eq!(lab.netd_ok(&["ps", "-a", "-q"]).trim(), "");
 }
+
+#[test]
+fn dns_link_on_the_default_bridge_hosts_env_and_icc_exception() {
+    let lab = Lab::with_args(&["--icc", "false"]);
+    let tester = netd_tests::tester_bin();
+    let t = tester.to_str().expect("utf-8 path");
+    // db serves 7000 (exposed) and 7001 (not exposed).
+    let serve = format!("{t} serve-tcp 7000 & exec {t} serve-tcp 7001");
+    lab.netd_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--hostname",
+        "dbhost",
+        "--expose",
+        "7000",
+        "--",
+        "sh",
+        "-c",
+        &serve,
+    ]);
+    let db_ns = ns_of(&lab, "db");
+    lab.wait_listening(&db_ns, &["serve-tcp", "7000"]);
+    lab.wait_listening(&db_ns, &["serve-tcp", "7001"]);
+    let db = ip_on(&lab, "db", "bridge");
+    lab.netd_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--link",
+        "db:data",
+        "--",
+        "sh",
+        "-c",
+        "env; cat /etc/hosts; exec sleep 600",
+    ]);
+    lab.netd_ok(&["run", "-d", "--name", "other", "--", "sleep", "600"]);
+    // The hosts entry and Docker's variables, as the linking container's process sees them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let logs = loop {
+        let l = lab.netd_ok(&["logs", "web"]);
+        if l.contains("localhost") || std::time::Instant::now() > deadline {
+            break l;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(logs.contains(&format!("{db}\tdata dbhost db\n")), "{logs}");
+    assert!(
+        logs.contains(&format!("DATA_PORT_7000_TCP_ADDR={db}\n")),
+        "{logs}"
+    );
+    assert!(
+        logs.contains(&format!("DATA_PORT=tcp://{db}:7000\n")),
+        "{logs}"
+    );
+    assert!(logs.contains("DATA_NAME=/web/data\n"), "{logs}");
+    let o = lab.exec_in(&ns_of(&lab, "web"), &["getent", "hosts", "data"]);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with(&format!("{db} ")));
+    assert_eq!(
+        lab.inspect("web")["HostConfig"]["Links"][0],
+        "/db:/web/data"
+    );
+    // The default bridge has no embedded DNS: the host's servers, no loopback ones.
+    let rc = lab.netd_ok(&["exec", "web", "cat", "/etc/resolv.conf"]);
+    assert!(!rc.contains("127.0.0."), "{rc}");
+    // icc=false: the link opens the exposed port only, for the linked pair only.
+    let to = |port: u16| format!("{db}:{port}");
+    assert!(
+        lab.from_container("web", &["tcp", &to(7000)]).is_ok(),
+        "linked, exposed"
+    );
+    assert!(
+        lab.from_container("web", &["tcp", &to(7001)]).is_err(),
+        "linked, not exposed"
+    );
+    assert!(
+        lab.from_container("other", &["tcp", &to(7000)]).is_err(),
+        "not linked"
+    );
+    // Removing the link's container closes it again.
+    lab.netd_ok(&["rm", "-f", "web"]);
+    lab.netd_ok(&["run", "-d", "--name", "web2", "--", "sleep", "600"]);
+    assert!(
+        lab.from_container("web2", &["tcp", &to(7000)]).is_err(),
+        "stale exception"
+    );
+    lab.netd_ok(&["rm", "-f", "db", "other", "web2"]);
+}
