@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use netd_common::{
     drop_reason, event, Backend, Config, CtEntry, CtKey, Endpoint, LinkKey, PortCounters, PortKey,
-    SockRevKey, SockRevValue, MAX_CONNTRACK, MAX_CONNTRACK_NEW, MAX_ENDPOINTS, MAX_LOCAL_ADDRS,
-    MAX_LINKS, MAX_PORT_MAPPINGS,
+    SockRevKey, SockRevValue, MAX_CONNTRACK, MAX_CONNTRACK_NEW, MAX_ENDPOINTS, MAX_LINKS,
+    MAX_LOCAL_ADDRS, MAX_PORT_MAPPINGS,
 };
 
 #[map(name = "NETD_CONFIG")]

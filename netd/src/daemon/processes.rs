@@ -25,13 +25,7 @@ pub(super) fn start(
         return Ok(());
     }
     let log = d.log_path(&c.id);
-    match process::spawn_in_netns(
-        c.netns.as_deref(),
-        c.hostname.as_deref(),
-        &c.cmd,
-        env,
-        &log,
-    ) {
+    match process::spawn_in_netns(c.netns.as_deref(), c.hostname.as_deref(), &c.cmd, env, &log) {
         Ok((pid, child)) => {
             c.pid = Some(pid);
             c.pid_start = process::start_time(pid);
