@@ -49,8 +49,8 @@ impl CtTable {
             .with_context(|| format!("opening netd's conntrack map {}", path.display()))?;
         // The daemon sizes the map (`--ct-max`): ask the kernel, do not assume.
         let capacity = data.info()?.max_entries();
-        let map = HashMap::try_from(Map::LruHashMap(data))
-            .with_context(|| format!("{} is not an LRU hash of CtKey", path.display()))?;
+        let map = HashMap::try_from(Map::HashMap(data))
+            .with_context(|| format!("{} is not a hash of CtKey", path.display()))?;
         Ok(CtTable { map, capacity })
     }
 

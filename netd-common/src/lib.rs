@@ -4,14 +4,35 @@
 //! field doc says so, because the datapath compares them with packet bytes directly.
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
+mod counters;
+pub use counters::{drop_reason, event};
+
+// Pod on every map key and value: the derive refuses a type with implicit padding (whose
+// bytes the kernel would hash and compare, and neither side initialises), so a field
+// added without its explicit padding fails to compile rather than to match.
+use bytemuck::{Pod, Zeroable};
+
 /// Names of the maps, as the eBPF object declares them and as they are pinned.
 pub mod map_names {
     pub const CONFIG: &str = "NETD_CONFIG";
     pub const PORTS: &str = "NETD_PORTS";
-    pub const CONNTRACK: &str = "NETD_CT";
+    /// Confirmed flows (a reply was seen): a plain hash, so a flood of new flows can
+    /// never evict them (the kernel's "assured" conntrack entries). Version 2: it was
+    /// one LRU map for every flow before.
+    pub const CONNTRACK: &str = "NETD_CT2";
+    /// Flows not answered yet: an LRU hash, where floods churn without harm.
+    pub const CONNTRACK_NEW: &str = "NETD_CT2_NEW";
+    /// The single LRU map of netd before version 2, carried over and removed at load.
+    pub const CONNTRACK_V1: &str = "NETD_CT";
     pub const LOCAL_ADDRS: &str = "NETD_LOCAL";
     pub const ENDPOINTS: &str = "NETD_ENDPOINTS";
-    pub const STATS: &str = "NETD_STATS";
+    /// Per-CPU counters of `drop_reason` and of `event` (two arrays: the tables'
+    /// indexes overlap). Named anew when they replaced the single NETD_STATS array.
+    pub const DROPS: &str = "NETD_DROPS";
+    pub const EVENTS: &str = "NETD_EVENTS";
     pub const PORT_STATS: &str = "NETD_PORT_STATS";
     pub const SOCK_REVNAT: &str = "NETD_SOCK_RNAT";
     pub const SUBNETS: &str = "NETD_SUBNETS";
@@ -32,13 +53,16 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
 pub const MAX_PORT_MAPPINGS: u32 = 65536;
+/// Default capacities of the two conntrack maps (entries, two a flow); the agent sets
+/// them at load (`--ct-max`).
 pub const MAX_CONNTRACK: u32 = 262_144;
+pub const MAX_CONNTRACK_NEW: u32 = 65_536;
 pub const MAX_LOCAL_ADDRS: u32 = 256;
 pub const MAX_ENDPOINTS: u32 = 65536;
 
 /// Runtime configuration of the datapath, one entry in the `NETD_CONFIG` array.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Config {
     /// ifindex of the uplink (the interface of the default route).
     pub uplink_ifindex: u32,
@@ -66,7 +90,7 @@ pub const SNAT_TRIES: u32 = 32;
 
 /// Key of the port map: (protocol, host IP or 0 for every address, host port).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct PortKey {
     /// Host address the port is published on, network byte order; 0 = all host addresses.
     pub host_ip: u32,
@@ -80,7 +104,7 @@ const _: () = assert!(core::mem::size_of::<PortKey>() == 8);
 
 /// Where a published port leads. How to reach the container is in `NETD_ENDPOINTS`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Backend {
     /// Container address, network byte order.
     pub ip: u32,
@@ -92,7 +116,7 @@ const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 
 /// Packets and bytes through one published port (per CPU), keyed by its `PortKey`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct PortCounters {
     pub packets: u64,
     pub bytes: u64,
@@ -102,7 +126,7 @@ const _: () = assert!(core::mem::size_of::<PortCounters>() == 16);
 /// A connection tracking key: the tuple as the packet carries it. For ICMP echo both
 /// ports hold the echo id. Both directions of a flow are inserted.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct CtKey {
     /// Source address, network byte order.
     pub saddr: u32,
@@ -163,7 +187,7 @@ pub mod ct_tcp {
 /// The other direction's key is this tuple reversed, which is how the agent's garbage
 /// collector pairs entries.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct CtEntry {
     /// Tuple to write, network byte order (fields equal to the packet's stay untouched).
     pub saddr: u32,
@@ -194,7 +218,7 @@ const _: () = assert!(core::mem::size_of::<CtEntry>() == 56);
 /// it was sent to: recvmsg4 turns replies from the backend back into the published
 /// address the application used.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct SockRevKey {
     pub cookie: u64,
     /// Backend address and port, network byte order.
@@ -206,7 +230,7 @@ const _: () = assert!(core::mem::size_of::<SockRevKey>() == 16);
 
 /// The published address a socket used (network byte order).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct SockRevValue {
     pub ip: u32,
     pub port: u16,
@@ -216,7 +240,7 @@ const _: () = assert!(core::mem::size_of::<SockRevValue>() == 8);
 
 /// An endpoint (a container's interface), keyed by its IPv4 address (network byte order).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Endpoint {
     /// ifindex of the host-side veth.
     pub ifindex: u32,
@@ -243,80 +267,11 @@ pub const EP_F_INTERNAL: u32 = 4;
 /// masquerade are routed, and their replies come to container addresses.
 pub const SUBNET_F_PROTECTED: u32 = 1 << 31;
 
-/// Indexes of the per-CPU `NETD_STATS` counter array. Drop reasons and events share the
-/// array; a drop always increments exactly one reason (the `drop_*` ones).
-pub mod stat {
-    pub const PASS: u32 = 0;
-    pub const DNAT: u32 = 1;
-    pub const DNAT_REPLY: u32 = 2;
-    pub const REDIRECT: u32 = 3;
-    pub const REDIRECT_FAILED: u32 = 4;
-    pub const CT_NEW: u32 = 5;
-    pub const CT_INSERT_FAILED: u32 = 6;
-    /// Broken headers: passed untouched, for the stack's own checks to judge.
-    pub const MALFORMED_PASSED: u32 = 7;
-    /// IP fragments: passed untouched (ports are only in the first one).
-    pub const FRAGMENT_PASSED: u32 = 8;
-    /// A rewrite helper failed half-way: the packet is dropped rather than sent half-NATed.
-    pub const DROP_REWRITE_FAILED: u32 = 9;
-    pub const SNAT: u32 = 10;
-    pub const SNAT_REPLY: u32 = 11;
-    /// No free masquerade source port for a new flow: dropped, never mis-mapped.
-    pub const DROP_SNAT_EXHAUSTED: u32 = 12;
-    pub const HAIRPIN: u32 = 13;
-    /// Uplink guard (XDP, or TC on virtual uplinks): from outside, addressed straight to
-    /// a container subnet.
-    pub const GUARD_DROP_TO_CONTAINER: u32 = 14;
-    /// Uplink guard: from outside with a container-subnet or loopback source (spoofed).
-    pub const GUARD_DROP_SPOOFED: u32 = 15;
-    /// Uplink guard: from outside to loopback, or to a port published only on loopback.
-    pub const GUARD_DROP_LOOPBACK: u32 = 16;
-    /// A container sent with a source IP that is not its own.
-    pub const DROP_SPOOFED_IP: u32 = 17;
-    /// A container sent with a source MAC that is not its own.
-    pub const DROP_SPOOFED_MAC: u32 = 18;
-    /// A container's ARP claimed an address that is not its own.
-    pub const DROP_SPOOFED_ARP: u32 = 19;
-    /// Between containers of different networks.
-    pub const DROP_OTHER_NETWORK: u32 = 20;
-    /// Between containers of a network with icc=false.
-    pub const DROP_ICC: u32 = 21;
-    /// Leaving, or entering, an --internal network.
-    pub const DROP_INTERNAL: u32 = 22;
-    pub const COUNT: u32 = 24;
-
-    /// Human names, indexed like the counters.
-    pub const NAMES: [&str; 23] = [
-        "pass",
-        "dnat",
-        "dnat_reply",
-        "redirect",
-        "redirect_failed",
-        "ct_new",
-        "ct_insert_failed",
-        "malformed_passed",
-        "fragment_passed",
-        "drop_rewrite_failed",
-        "snat",
-        "snat_reply",
-        "drop_snat_exhausted",
-        "hairpin",
-        "guard_drop_to_container",
-        "guard_drop_spoofed",
-        "guard_drop_loopback",
-        "drop_spoofed_ip",
-        "drop_spoofed_mac",
-        "drop_spoofed_arp",
-        "drop_other_network",
-        "drop_icc",
-        "drop_internal",
-    ];
-}
-
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: every type is #[repr(C)], Copy, made only of integers and byte arrays, and
-    // its padding is an explicit field, so any byte pattern is a valid value.
+    // its padding is an explicit field, so any byte pattern is a valid value: each
+    // derives bytemuck::Pod, which checks exactly that at compile time.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::PortKey {}
     unsafe impl aya::Pod for super::Backend {}

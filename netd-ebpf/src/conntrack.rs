@@ -1,14 +1,25 @@
-//! netd's own connection tracking: an LRU hash keyed by the packet tuple, one entry per
-//! direction, each holding the tuple to rewrite matching packets to and where they go.
+//! netd's own connection tracking, keyed by the packet tuple, one entry per direction,
+//! each holding the tuple to rewrite matching packets to and where they go.
+//!
+//! Two maps, as the kernel's conntrack keeps "assured" entries apart from the others: a
+//! new flow goes into CONNTRACK_NEW, an LRU hash; the first packet of its reply moves both
+//! entries into CONNTRACK, a plain hash sized by --ct-max. A flood of new flows (which
+//! an attacker can make at will) only churns the LRU map and never evicts an established
+//! flow; when CONNTRACK is full, a new flow keeps working from CONNTRACK_NEW and the
+//! failed move is counted. Established flows cost one lookup, as before.
 use aya_ebpf::programs::TcContext;
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
 };
-use netd_common::{stat, CtEntry, CtKey, PortCounters, PortKey, IPPROTO_ICMP, SNAT_TRIES};
+use netd_common::{
+    ct_kind, drop_reason, drop_reason::DropReason, event, CtEntry, CtKey, PortCounters, PortKey,
+    IPPROTO_ICMP, SNAT_TRIES,
+};
 
 use crate::{
-    maps::{CONNTRACK, ENDPOINTS, PORT_STATS},
+    maps::{CONNTRACK, CONNTRACK_NEW, CT_SCRATCH, ENDPOINTS, PORT_STATS},
+    metrics::count,
     parse::Flow,
 };
 
@@ -24,10 +35,24 @@ pub fn key_of(flow: &Flow) -> CtKey {
     }
 }
 
-/// Looks up the entry for `flow` and accounts the packet to it.
+/// errno of an insert whose key exists.
+const EEXIST: i32 = 17;
+
+/// The entry of `key`, confirmed or new (ICMP error translation reads it).
 #[inline(always)]
-pub fn lookup(flow: &Flow) -> Option<CtEntry> {
-    let entry = CONNTRACK.get_ptr_mut(&key_of(flow))?;
+pub fn get(key: &CtKey) -> Option<CtEntry> {
+    // SAFETY: read-only lookups of plain-data values.
+    unsafe {
+        match CONNTRACK.get(key) {
+            Some(e) => Some(*e),
+            None => CONNTRACK_NEW.get(key).copied(),
+        }
+    }
+}
+
+/// Accounts a packet to the entry at `entry` and returns a copy of it.
+#[inline(always)]
+fn touch(entry: *mut CtEntry, flow: &Flow) -> CtEntry {
     // SAFETY: a pointer into the map value returned by the kernel; racing updates from
     // another CPU only make counters approximate, which is acceptable for statistics.
     unsafe {
@@ -35,8 +60,65 @@ pub fn lookup(flow: &Flow) -> Option<CtEntry> {
         (*entry).packets += 1;
         (*entry).bytes += flow.len as u64;
         (*entry).tcp_flags |= flow.tcp_flags_bits();
-        Some(*entry)
+        *entry
     }
+}
+
+/// Looks up the entry for `flow` and accounts the packet to it. A reply to a new flow
+/// confirms it: both entries move to CONNTRACK.
+#[inline(always)]
+pub fn lookup(flow: &Flow) -> Option<CtEntry> {
+    let key = key_of(flow);
+    let (entry, new) = match CONNTRACK.get_ptr_mut(&key) {
+        Some(e) => (e, false),
+        None => (CONNTRACK_NEW.get_ptr_mut(&key)?, true),
+    };
+    let e = touch(entry, flow);
+    if new && (e.kind == ct_kind::DNAT_REPLY || e.kind == ct_kind::SNAT_REPLY) {
+        confirm(entry, flow.proto);
+    }
+    Some(e)
+}
+
+/// Moves a flow from CONNTRACK_NEW to CONNTRACK, given its reply entry (a pointer into
+/// CONNTRACK_NEW). If CONNTRACK is full the flow stays where it is (it still works, but a
+/// flood may evict it) and the failure is counted.
+///
+/// Not inlined: a BPF subprogram has a stack frame of its own, and the entry points are
+/// near the 512-byte limit. The entries are passed to the map as pointers into
+/// CONNTRACK_NEW, never copied onto the stack.
+#[inline(never)]
+fn confirm(reply: *const CtEntry, proto: u8) {
+    // SAFETY: `reply` points into a live map value (the caller's lookup).
+    let reply = unsafe { &*reply };
+    let orig_key = reverse_key(reply, proto);
+    let Some(orig) = CONNTRACK_NEW.get_ptr(&orig_key) else {
+        return;
+    };
+    // SAFETY: a pointer into a map value returned by the kernel.
+    let orig = unsafe { &*orig };
+    // Each entry's key is the other's tuple reversed.
+    let reply_key = &reverse_key(orig, proto);
+    if CONNTRACK
+        .insert(&orig_key, orig, BPF_NOEXIST as u64)
+        .is_err()
+    {
+        // Full, or another CPU confirmed it first: either way, nothing to undo.
+        if CONNTRACK.get_ptr(&orig_key).is_none() {
+            count(event::CT_CONFIRM_FAILED);
+        }
+        return;
+    }
+    if CONNTRACK
+        .insert(reply_key, reply, BPF_NOEXIST as u64)
+        .is_err()
+    {
+        let _ = CONNTRACK.remove(&orig_key);
+        count(event::CT_CONFIRM_FAILED);
+        return;
+    }
+    let _ = CONNTRACK_NEW.remove(&orig_key);
+    let _ = CONNTRACK_NEW.remove(reply_key);
 }
 
 /// The rewritten tuple of a new flow.
@@ -72,12 +154,19 @@ pub fn create(
     kinds: (u8, u8),
     flags: u8,
     alloc_port: Option<(u16, u16)>,
-) -> Result<CtEntry, u32> {
+) -> Result<CtEntry, DropReason> {
     // SAFETY: helper calls without arguments to check.
     let now = unsafe { bpf_ktime_get_ns() };
     let (fi, fmac, fgw) = delivery_to(t.daddr);
     let (ri, rmac, rgw) = delivery_to(flow.saddr);
-    let mut fwd = CtEntry {
+    // Both entries are built in a per-CPU scratch slot, not on the stack: the entry
+    // points sit near the BPF stack limit of 512 bytes.
+    let scratch = CT_SCRATCH
+        .get_ptr_mut(0)
+        .ok_or(drop_reason::CT_INSERT_FAILED)?;
+    // SAFETY: this CPU's slot of a per-CPU array, used only while this program runs.
+    let (fwd, rev) = unsafe { (&mut (*scratch)[0], &mut (*scratch)[1]) };
+    *fwd = CtEntry {
         saddr: t.saddr,
         daddr: t.daddr,
         sport: t.sport,
@@ -93,7 +182,7 @@ pub fn create(
         packets: 1,
         bytes: flow.len as u64,
     };
-    let rev = CtEntry {
+    *rev = CtEntry {
         saddr: flow.daddr,
         daddr: flow.saddr,
         sport: flow.dport,
@@ -113,11 +202,13 @@ pub fn create(
     let fwd_key = key_of(flow);
     match alloc_port {
         None => {
-            let rkey = reverse_key(&fwd, flow.proto);
-            if CONNTRACK.insert(&rkey, &rev, BPF_ANY as u64).is_err()
-                || CONNTRACK.insert(&fwd_key, &fwd, BPF_ANY as u64).is_err()
+            let rkey = reverse_key(fwd, flow.proto);
+            if CONNTRACK_NEW.insert(&rkey, &*rev, BPF_ANY as u64).is_err()
+                || CONNTRACK_NEW
+                    .insert(&fwd_key, &*fwd, BPF_ANY as u64)
+                    .is_err()
             {
-                return Err(stat::CT_INSERT_FAILED);
+                return Err(drop_reason::CT_INSERT_FAILED);
             }
         }
         // The range travels by value: a reference to a stack copy of the config was
@@ -133,8 +224,8 @@ pub fn create(
             // reply (a listener on the port, or a connection with that remote) makes
             // the port taken.
             if !icmp && orig >= 1024 && !host_socket_claims(ctx, flow, t.saddr) {
-                let rkey = reverse_key(&fwd, flow.proto);
-                if CONNTRACK.insert(&rkey, &rev, BPF_NOEXIST as u64).is_ok() {
+                let rkey = reverse_key(fwd, flow.proto);
+                if claim_reply_tuple(&rkey, rev)? {
                     chosen = Some(rkey);
                 }
             }
@@ -159,24 +250,46 @@ pub fn create(
                 if icmp {
                     fwd.dport = p;
                 }
-                let rkey = reverse_key(&fwd, flow.proto);
-                if CONNTRACK.insert(&rkey, &rev, BPF_NOEXIST as u64).is_ok() {
+                let rkey = reverse_key(fwd, flow.proto);
+                if claim_reply_tuple(&rkey, rev)? {
                     chosen = Some(rkey);
                 }
             }
             let Some(rkey) = chosen else {
-                return Err(stat::DROP_SNAT_EXHAUSTED);
+                return Err(drop_reason::SNAT_EXHAUSTED);
             };
-            if CONNTRACK
-                .insert(&fwd_key, &fwd, BPF_NOEXIST as u64)
-                .is_err()
-            {
-                let _ = CONNTRACK.remove(&rkey);
-                return lookup(flow).ok_or(stat::CT_INSERT_FAILED);
+            if let Err(e) = CONNTRACK_NEW.insert(&fwd_key, &*fwd, BPF_NOEXIST as u64) {
+                let _ = CONNTRACK_NEW.remove(&rkey);
+                if e != -EEXIST {
+                    return Err(drop_reason::CT_INSERT_FAILED);
+                }
+                // Another CPU tracked the same flow meanwhile: its entries stand.
+                count(event::CT_RACE_LOST);
+                return lookup(flow).ok_or(drop_reason::CT_INSERT_FAILED);
             }
         }
     }
-    Ok(fwd)
+    Ok(*fwd)
+}
+
+/// Takes the reply tuple `rkey` for a new flow: Ok(false) if a flow, answered or new,
+/// already uses it (a masquerade port in use), Err if the map refused it for another
+/// reason, which no other port fixes. The NOEXIST insert makes two CPUs racing for it
+/// in CONNTRACK_NEW agree.
+#[inline(always)]
+fn claim_reply_tuple(rkey: &CtKey, rev: &CtEntry) -> Result<bool, DropReason> {
+    if CONNTRACK.get_ptr(rkey).is_some() {
+        count(event::CT_PORT_TAKEN);
+        return Ok(false);
+    }
+    match CONNTRACK_NEW.insert(rkey, rev, BPF_NOEXIST as u64) {
+        Ok(()) => Ok(true),
+        Err(e) if e == -EEXIST => {
+            count(event::CT_PORT_TAKEN);
+            Ok(false)
+        }
+        Err(_) => Err(drop_reason::CT_INSERT_FAILED),
+    }
 }
 
 /// Whether a socket of the host namespace would receive the reply of `flow` once its

@@ -3,13 +3,15 @@
 //! masqueraded flows, hairpin); new flows to a host address's published port are
 //! DNATed (hairpin), new flows leaving through the uplink are masqueraded.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use netd_common::{ct_flag, ct_kind, stat, EP_F_MASQUERADE, IPPROTO_ICMP};
+use netd_common::{
+    ct_flag, ct_kind, drop_reason, drop_reason::DropReason, event, EP_F_MASQUERADE, IPPROTO_ICMP,
+};
 
 use crate::{
     conntrack::{self, Tuple},
     icmp,
     maps::{config, LOCAL_ADDRS},
-    metrics::count,
+    metrics::{count, count_drop},
     nat,
     parse::{self, Parsed, ETH_HLEN},
     policy,
@@ -19,15 +21,16 @@ use crate::{
 pub fn endpoint_egress(ctx: TcContext) -> i32 {
     match try_endpoint_egress(&ctx) {
         Ok(verdict) => verdict,
+        // The single exit for drops: every one is counted with its reason.
         Err(reason) => {
-            count(reason);
+            count_drop(reason);
             aya_ebpf::bindings::TC_ACT_SHOT
         }
     }
 }
 
 #[inline(always)]
-fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, u32> {
+fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     // Anti-spoofing first: whatever a container sends must carry its own identity, so
     // no container can borrow another's to get around isolation.
     let Some(src) = policy::sender(ctx)? else {
@@ -49,14 +52,14 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, u32> {
     // connections at once.
     let daddr: u32 = ctx
         .load(ETH_HLEN + 16)
-        .map_err(|_| stat::DROP_REWRITE_FAILED)?;
+        .map_err(|_| drop_reason::REWRITE_FAILED)?;
     let to_endpoint = policy::isolation(&src, daddr)?;
     let flow = match parsed {
         Parsed::Flow(f) => f,
         Parsed::NotOurs => return Ok(TC_ACT_OK),
         Parsed::IcmpError(off) => return icmp::translate_error(ctx, off),
-        Parsed::Skip(reason) => {
-            count(reason);
+        Parsed::Skip(e) => {
+            count(e);
             return Ok(TC_ACT_OK);
         }
     };
@@ -98,8 +101,8 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, u32> {
             flags,
             alloc,
         )?;
-        count(stat::CT_NEW);
-        count(stat::HAIRPIN);
+        count(event::CT_NEW);
+        count(event::HAIRPIN);
         nat::apply(ctx, &flow, &ct)?;
         policy::account(&flow, &ct);
         return Ok(nat::deliver(ctx, &ct, &flow, true));
@@ -111,8 +114,10 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, u32> {
         return Ok(TC_ACT_OK);
     }
     let cfg = config();
-    match nat::fib_egress(ctx, flow.proto, flow.saddr, flow.daddr, flow.len) {
-        Some((ifindex, _, _)) if ifindex == cfg.uplink_ifindex => {}
+    // Decided by the route alone: whether the next hop has answered ARP yet is no
+    // business of masquerade (delivery resolves it).
+    match nat::route(ctx, flow.proto, flow.saddr, flow.daddr) {
+        Some(r) if r.ifindex == cfg.uplink_ifindex => {}
         _ => return Ok(TC_ACT_OK),
     }
     let t = Tuple {
@@ -130,7 +135,7 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, u32> {
         0,
         Some(range),
     )?;
-    count(stat::CT_NEW);
+    count(event::CT_NEW);
     nat::apply(ctx, &flow, &ct)?;
     policy::account(&flow, &ct);
     Ok(nat::deliver(ctx, &ct, &flow, true))

@@ -4,22 +4,24 @@
 //! back to it, and the outer addresses follow, so path-MTU discovery and "port
 //! unreachable" work through netd as through the kernel's NAT.
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
-use netd_common::{stat, CtKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use netd_common::{
+    drop_reason, drop_reason::DropReason, event, CtKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+};
 
-use crate::{maps::CONNTRACK, metrics::count, parse::ETH_HLEN};
+use crate::{conntrack, metrics::count, parse::ETH_HLEN};
 
 /// Translates the ICMP error whose ICMP header is at `icmp_off`. Errors about flows
 /// netd does not track pass untouched.
 #[inline(always)]
-pub fn translate_error(ctx: &TcContext, icmp_off: usize) -> Result<i32, u32> {
+pub fn translate_error(ctx: &TcContext, icmp_off: usize) -> Result<i32, DropReason> {
     match try_translate(ctx, icmp_off) {
         Ok(()) => Ok(TC_ACT_OK as i32),
         Err(Skip::Untracked) => Ok(TC_ACT_OK as i32),
         Err(Skip::Malformed) => {
-            count(stat::MALFORMED_PASSED);
+            count(event::MALFORMED_PASSED);
             Ok(TC_ACT_OK as i32)
         }
-        Err(Skip::Failed) => Err(stat::DROP_REWRITE_FAILED),
+        Err(Skip::Failed) => Err(drop_reason::REWRITE_FAILED),
     }
 }
 
@@ -59,9 +61,8 @@ fn try_translate(ctx: &TcContext, icmp_off: usize) -> Result<(), Skip> {
         proto,
         _pad: [0; 3],
     };
-    // SAFETY: a read-only lookup of a plain-data value.
-    let e = match unsafe { CONNTRACK.get(&key) } {
-        Some(e) => *e,
+    let e = match conntrack::get(&key) {
+        Some(e) => e,
         None => return Err(Skip::Untracked),
     };
     // The quoted packet as its sender sent it: the reverse of the entry's tuple.

@@ -5,8 +5,9 @@ use aya_ebpf::{
     maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use netd_common::{
-    stat, Backend, Config, CtEntry, CtKey, Endpoint, PortCounters, PortKey, SockRevKey,
-    SockRevValue, MAX_CONNTRACK, MAX_ENDPOINTS, MAX_LOCAL_ADDRS, MAX_PORT_MAPPINGS,
+    drop_reason, event, Backend, Config, CtEntry, CtKey, Endpoint, PortCounters, PortKey,
+    SockRevKey, SockRevValue, MAX_CONNTRACK, MAX_CONNTRACK_NEW, MAX_ENDPOINTS, MAX_LOCAL_ADDRS,
+    MAX_PORT_MAPPINGS,
 };
 
 #[map(name = "NETD_CONFIG")]
@@ -15,8 +16,18 @@ pub static CONFIG: Array<Config> = Array::pinned(1, 0);
 #[map(name = "NETD_PORTS")]
 pub static PORTS: HashMap<PortKey, Backend> = HashMap::pinned(MAX_PORT_MAPPINGS, 0);
 
-#[map(name = "NETD_CT")]
-pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CONNTRACK, 0);
+/// Confirmed flows. Not preallocated: memory follows the flows, not the capacity.
+#[map(name = "NETD_CT2")]
+pub static CONNTRACK: HashMap<CtKey, CtEntry> =
+    HashMap::pinned(MAX_CONNTRACK, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// Room to build a new flow's two entries off the BPF stack (per CPU, one slot).
+#[map(name = "NETD_CT_SCRATCH")]
+pub static CT_SCRATCH: PerCpuArray<[CtEntry; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Flows until their first reply (see conntrack.rs).
+#[map(name = "NETD_CT2_NEW")]
+pub static CONNTRACK_NEW: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CONNTRACK_NEW, 0);
 
 /// The host namespace's own IPv4 addresses: a published port on 0.0.0.0 answers on each.
 #[map(name = "NETD_LOCAL")]
@@ -38,8 +49,13 @@ pub static SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue> = LruHashMap::pinne
 #[map(name = "NETD_SUBNETS")]
 pub static SUBNETS: LpmTrie<u32, u32> = LpmTrie::pinned(1024, 0);
 
-#[map(name = "NETD_STATS")]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stat::COUNT, 0);
+/// Per drop reason: packets dropped (`drop_reason`).
+#[map(name = "NETD_DROPS")]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(drop_reason::COUNT, 0);
+
+/// Per event: how often it happened (`event`).
+#[map(name = "NETD_EVENTS")]
+pub static EVENTS: PerCpuArray<u64> = PerCpuArray::pinned(event::COUNT, 0);
 
 #[inline(always)]
 pub fn config() -> Config {

@@ -1,8 +1,26 @@
-use crate::maps::STATS;
+//! The two counter tables of `netd_common::counters`, each in its own per-CPU array.
+//! Their index types differ, so an event cannot be counted as a drop or the reverse.
+use aya_ebpf::maps::PerCpuArray;
+use netd_common::{drop_reason::DropReason, event::Event};
+
+use crate::maps::{DROPS, EVENTS};
+
+/// Counts an event.
+#[inline(always)]
+pub fn count(e: Event) {
+    bump(&EVENTS, e.0);
+}
+
+/// Counts a dropped packet. Called only at the single exit of each program, where an
+/// `Err(DropReason)` becomes the drop verdict.
+#[inline(always)]
+pub fn count_drop(r: DropReason) {
+    bump(&DROPS, r.0);
+}
 
 #[inline(always)]
-pub fn count(index: u32) {
-    if let Some(p) = STATS.get_ptr_mut(index) {
+fn bump(array: &PerCpuArray<u64>, index: u32) {
+    if let Some(p) = array.get_ptr_mut(index) {
         // SAFETY: a per-CPU slot, only this CPU writes it while this program runs.
         unsafe { *p += 1 };
     }

@@ -1,7 +1,8 @@
 //! Lookups shared by the hook points: published ports and per-kind accounting.
 use aya_ebpf::programs::TcContext;
 use netd_common::{
-    ct_flag, ct_kind, stat, Backend, CtEntry, Endpoint, PortKey, EP_F_ICC, EP_F_INTERNAL,
+    ct_flag, ct_kind, drop_reason, drop_reason::DropReason, event, Backend, CtEntry, Endpoint,
+    PortKey, EP_F_ICC, EP_F_INTERNAL,
 };
 
 use crate::{
@@ -18,7 +19,7 @@ const ETH_P_ARP: u16 = 0x0806;
 /// endpoint's; for ARP, the sender address and MAC are its own (0.0.0.0 probes pass).
 /// Returns the endpoint for IPv4 packets, None for other frames.
 #[inline(always)]
-pub fn sender(ctx: &TcContext) -> Result<Option<Endpoint>, u32> {
+pub fn sender(ctx: &TcContext) -> Result<Option<Endpoint>, DropReason> {
     // SAFETY: ctx wraps a valid __sk_buff for the duration of the program.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let (Ok(ethertype), Ok(smac)) = (ctx.load::<u16>(12), ctx.load::<[u8; 6]>(6)) else {
@@ -43,19 +44,19 @@ pub fn sender(ctx: &TcContext) -> Result<Option<Endpoint>, u32> {
         Some(ep) if ep.ifindex == ifindex => *ep,
         _ => {
             return Err(if ethertype == ETH_P_ARP {
-                stat::DROP_SPOOFED_ARP
+                drop_reason::SPOOFED_ARP
             } else {
-                stat::DROP_SPOOFED_IP
+                drop_reason::SPOOFED_IP
             })
         }
     };
     if mac_ok_needed && smac != ep.mac {
-        return Err(stat::DROP_SPOOFED_MAC);
+        return Err(drop_reason::SPOOFED_MAC);
     }
     if ethertype == ETH_P_ARP {
         match ctx.load::<[u8; 6]>(ETH_HLEN + 8) {
             Ok(sha) if sha == ep.mac => return Ok(None),
-            _ => return Err(stat::DROP_SPOOFED_ARP),
+            _ => return Err(drop_reason::SPOOFED_ARP),
         }
     }
     Ok(Some(ep))
@@ -66,29 +67,29 @@ pub fn sender(ctx: &TcContext) -> Result<Option<Endpoint>, u32> {
 /// --internal network reaches nothing beyond its own containers and its gateway.
 /// Ok(true): the destination is a container of the same network.
 #[inline(always)]
-pub fn isolation(src: &Endpoint, daddr: u32) -> Result<bool, u32> {
+pub fn isolation(src: &Endpoint, daddr: u32) -> Result<bool, DropReason> {
     // SAFETY: a read-only lookup of a plain-data value.
     if let Some(dst) = unsafe { ENDPOINTS.get(&daddr) } {
         if dst.net_id != src.net_id {
-            return Err(stat::DROP_OTHER_NETWORK);
+            return Err(drop_reason::OTHER_NETWORK);
         }
         if src.flags & EP_F_ICC == 0 {
-            return Err(stat::DROP_ICC);
+            return Err(drop_reason::ICC);
         }
         return Ok(true);
     }
     if src.flags & EP_F_INTERNAL != 0 && daddr != src.gw_ip {
-        return Err(stat::DROP_INTERNAL);
+        return Err(drop_reason::INTERNAL);
     }
     Ok(false)
 }
 
 /// Published ports do not lead into --internal networks (nothing gets in).
 #[inline(always)]
-pub fn backend_allowed(b: &Backend) -> Result<(), u32> {
+pub fn backend_allowed(b: &Backend) -> Result<(), DropReason> {
     // SAFETY: a read-only lookup of a plain-data value.
     match unsafe { ENDPOINTS.get(&b.ip) } {
-        Some(ep) if ep.flags & EP_F_INTERNAL != 0 => Err(stat::DROP_INTERNAL),
+        Some(ep) if ep.flags & EP_F_INTERNAL != 0 => Err(drop_reason::INTERNAL),
         _ => Ok(()),
     }
 }
@@ -114,15 +115,15 @@ pub fn published(flow: &Flow) -> Option<(Backend, bool)> {
 /// Counts a rewritten packet by kind, and against its published port where it has one.
 #[inline(always)]
 pub fn account(flow: &Flow, ct: &CtEntry) {
-    let (reason, port) = match ct.kind {
+    let (what, port) = match ct.kind {
         // Original direction: the published address is the packet's destination.
-        ct_kind::DNAT => (stat::DNAT, Some((flow.daddr, flow.dport))),
+        ct_kind::DNAT => (event::DNAT, Some((flow.daddr, flow.dport))),
         // Reply: it is the rewritten source.
-        ct_kind::DNAT_REPLY => (stat::DNAT_REPLY, Some((ct.saddr, ct.sport))),
-        ct_kind::SNAT => (stat::SNAT, None),
-        _ => (stat::SNAT_REPLY, None),
+        ct_kind::DNAT_REPLY => (event::DNAT_REPLY, Some((ct.saddr, ct.sport))),
+        ct_kind::SNAT => (event::SNAT, None),
+        _ => (event::SNAT_REPLY, None),
     };
-    count(reason);
+    count(what);
     if let Some((ip, port)) = port {
         let key = PortKey {
             host_ip: if ct.flags & ct_flag::WILDCARD_PORT != 0 {

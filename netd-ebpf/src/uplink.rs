@@ -3,13 +3,15 @@
 //! published port get DNATed and tracked. Delivery goes straight into the container
 //! with bpf_redirect_peer.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use netd_common::{ct_flag, ct_kind, stat, CONFIG_F_GUARD_IN_TC, IPPROTO_ICMP};
+use netd_common::{
+    ct_flag, ct_kind, drop_reason::DropReason, event, CONFIG_F_GUARD_IN_TC, IPPROTO_ICMP,
+};
 
 use crate::{
     conntrack::{self, Tuple},
     guard, icmp,
     maps::{config, LOCAL_ADDRS},
-    metrics::count,
+    metrics::{count, count_drop},
     nat,
     parse::{self, Parsed},
     policy,
@@ -21,25 +23,31 @@ pub fn uplink_ingress(ctx: TcContext) -> i32 {
         Ok(verdict) => verdict,
         // The single exit for drops: every one is counted with its reason.
         Err(reason) => {
-            count(reason);
+            count_drop(reason);
             aya_ebpf::bindings::TC_ACT_SHOT
         }
     }
 }
 
 #[inline(always)]
-fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, u32> {
-    if config().flags & CONFIG_F_GUARD_IN_TC != 0 {
-        if let Some(reason) = guard::tc_headers(ctx).and_then(|h| guard::decide(&h)) {
-            return Err(reason);
+fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, DropReason> {
+    let ip = match parse::ipv4(ctx) {
+        Ok(Some(ip)) => ip,
+        Ok(None) => return Ok(TC_ACT_OK),
+        Err(()) => {
+            count(event::MALFORMED_PASSED);
+            return Ok(TC_ACT_OK);
         }
+    };
+    if config().flags & CONFIG_F_GUARD_IN_TC != 0 {
+        guard::check(ctx, &ip)?;
     }
-    let flow = match parse::parse(ctx) {
+    let flow = match parse::l4(ctx, &ip) {
         Parsed::Flow(f) => f,
         Parsed::NotOurs => return Ok(TC_ACT_OK),
         Parsed::IcmpError(off) => return icmp::translate_error(ctx, off),
-        Parsed::Skip(reason) => {
-            count(reason);
+        Parsed::Skip(e) => {
+            count(e);
             return Ok(TC_ACT_OK);
         }
     };
@@ -78,7 +86,7 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, u32> {
         flags,
         None,
     )?;
-    count(stat::CT_NEW);
+    count(event::CT_NEW);
     nat::apply(ctx, &flow, &ct)?;
     policy::account(&flow, &ct);
     Ok(nat::deliver(ctx, &ct, &flow, false))

@@ -18,6 +18,25 @@ impl Client {
         }
     }
 
+    /// GETs `path` and reads the answer as `T` (one of api::types).
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let v = self.call(Method::GET, path, None).await?;
+        serde_json::from_value(v).with_context(|| format!("reading the daemon's answer to {path}"))
+    }
+
+    /// Sends `body` (one of api::types) and reads the answer as `T`.
+    pub async fn send<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let v = self
+            .call(method, path, Some(serde_json::to_value(body)?))
+            .await?;
+        serde_json::from_value(v).with_context(|| format!("reading the daemon's answer to {path}"))
+    }
+
     /// Sends one request; a non-2xx answer becomes an error carrying the daemon's message.
     pub async fn call(
         &self,

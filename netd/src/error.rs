@@ -8,6 +8,10 @@ pub enum NetdError {
     InvalidArgument(String),
     #[error("{0}")]
     Conflict(String),
+    /// Docker's 403: the operation is not allowed on this object (a built-in network,
+    /// one in use).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -20,6 +24,7 @@ impl NetdError {
             NetdError::InvalidArgument(_) => 400,
             NetdError::NotFound(_) => 404,
             NetdError::Conflict(_) => 409,
+            NetdError::Forbidden(_) => 403,
             NetdError::Internal(_) => 500,
         }
     }

@@ -21,7 +21,7 @@ fn main() {
                     .worker_threads(2)
                     .enable_all()
                     .build()?
-                    .block_on(netd::daemon::serve(args))
+                    .block_on(netd::server::serve(args))
             });
             match result {
                 Ok(()) => 0,
@@ -32,6 +32,11 @@ fn main() {
             }
         }
         _ => {
+            // A client piped into head, grep -q or less must end quietly when the reader
+            // goes away, as ip and docker do: the default action of SIGPIPE (Rust
+            // ignores it, and println! then panics on EPIPE).
+            // SAFETY: resetting a signal's disposition before any thread exists.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -208,6 +208,21 @@ impl Netlink {
         Ok(self.handle.route().get(q).execute().try_collect().await?)
     }
 
+    /// The gateway of the main table's default route, if there is one.
+    pub async fn default_gateway(&self) -> anyhow::Result<Option<Ipv4Addr>> {
+        for r in self.routes_v4().await? {
+            if r.header.destination_prefix_length != 0 || r.header.table != 254 {
+                continue;
+            }
+            for a in &r.attributes {
+                if let RouteAttribute::Gateway(RouteAddress::Inet(gw)) = a {
+                    return Ok(Some(*gw));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The interface of the default route (the uplink), if there is one.
     pub async fn default_route_oif(&self) -> anyhow::Result<Option<u32>> {
         for r in self.routes_v4().await? {

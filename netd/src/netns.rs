@@ -18,8 +18,19 @@ pub fn path_of(name: &str) -> PathBuf {
     Path::new(NETNS_RUN_DIR).join(name)
 }
 
-pub fn exists(name: &str) -> bool {
-    path_of(name).exists()
+/// A namespace by name under /run/netns (netd's own), or by absolute path (one a
+/// container runtime made: /proc/PID/ns/net, /var/run/docker/netns/..., a CNI_NETNS).
+pub fn resolve(ns: &str) -> PathBuf {
+    if ns.starts_with('/') {
+        PathBuf::from(ns)
+    } else {
+        path_of(ns)
+    }
+}
+
+/// Whether the namespace `ns` (a name or an absolute path, see `resolve`) exists.
+pub fn exists(ns: &str) -> bool {
+    resolve(ns).exists()
 }
 
 /// Makes /run/netns a shared mount point (as `ip netns add` does), so bind mounts of
@@ -91,8 +102,8 @@ pub fn delete(name: &str) -> anyhow::Result<()> {
     fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
 }
 
-pub fn open(name: &str) -> anyhow::Result<File> {
-    let path = path_of(name);
+pub fn open(ns: &str) -> anyhow::Result<File> {
+    let path = resolve(ns);
     File::open(&path).with_context(|| format!("opening network namespace {}", path.display()))
 }
 
@@ -102,7 +113,8 @@ pub fn enter(file: &File) -> anyhow::Result<()> {
     setns(file.as_fd(), CloneFlags::CLONE_NEWNET).context("setns(CLONE_NEWNET)")
 }
 
-/// Runs `f` on a fresh thread inside namespace `name` and returns its result.
+/// Runs `f` on a fresh thread inside namespace `name` (a name or a path, see `resolve`)
+/// and returns its result.
 pub fn run_in<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,

@@ -19,6 +19,9 @@ pub struct State {
     pub networks: Vec<Network>,
     pub containers: Vec<Container>,
     pub next_net_id: u32,
+    /// This instance's id (Docker's `ID` in /info), made at its first start.
+    #[serde(default)]
+    pub instance_id: String,
 }
 
 impl State {

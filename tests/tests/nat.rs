@@ -483,3 +483,156 @@ fn republished_udp_port_does_not_blackhole_a_kept_flow() {
         .expect("the re-published port answers");
     assert!(got.contains("two"), "{got}");
 }
+
+/// Every frame crossing interface `dev` of namespace `ns` while it runs: a raw socket
+/// in a thread of its own that entered the namespace (setns moves only that thread).
+struct Capture {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Vec<u8>>>,
+}
+
+impl Capture {
+    fn start(ns: &str, dev: &str) -> Capture {
+        use std::{ffi::CString, os::fd::AsRawFd, sync::atomic::Ordering};
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready, started) = std::sync::mpsc::channel();
+        let (ns, dev, flag) = (ns.to_string(), CString::new(dev).unwrap(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let netns = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns");
+            let all = (libc::ETH_P_ALL as u16).to_be();
+            // SAFETY: plain syscalls on values that live across them; the socket is
+            // closed below.
+            let fd = unsafe {
+                assert_eq!(libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET), 0);
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, all as i32);
+                assert!(fd >= 0, "AF_PACKET socket");
+                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+                sll.sll_family = libc::AF_PACKET as u16;
+                sll.sll_protocol = all;
+                sll.sll_ifindex = libc::if_nametoindex(dev.as_ptr()) as i32;
+                assert!(sll.sll_ifindex > 0, "no {dev:?} in {ns}");
+                let len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                assert_eq!(libc::bind(fd, &sll as *const _ as *const _, len), 0);
+                let tv = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 50_000,
+                };
+                let tvlen = std::mem::size_of::<libc::timeval>() as u32;
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    &tv as *const _ as *const _,
+                    tvlen,
+                );
+                fd
+            };
+            ready.send(()).unwrap();
+            let mut frames = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            loop {
+                // SAFETY: buf outlives the call and its length is passed.
+                let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut _, buf.len(), 0) };
+                if n > 0 {
+                    frames.push(buf[..n as usize].to_vec());
+                } else if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+            // SAFETY: fd is the socket opened above, closed once.
+            unsafe { libc::close(fd) };
+            frames
+        });
+        started
+            .recv_timeout(Duration::from_secs(5))
+            .expect("capture started");
+        Capture { stop, thread }
+    }
+
+    fn finish(self) -> Vec<Vec<u8>> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("capture thread")
+    }
+}
+
+/// (source, destination) of each IPv4 packet, and (sender, target) of each ARP frame.
+fn addresses(frame: &[u8]) -> Option<(std::net::Ipv4Addr, std::net::Ipv4Addr, u8)> {
+    let a = |o: usize| std::net::Ipv4Addr::new(frame[o], frame[o + 1], frame[o + 2], frame[o + 3]);
+    match (frame.get(12..14)?, frame.len()) {
+        ([0x08, 0x00], n) if n >= 34 => Some((a(26), a(30), frame[23])),
+        ([0x08, 0x06], n) if n >= 42 => Some((a(28), a(38), 0)),
+        _ => None,
+    }
+}
+
+/// Issue 16: on a fresh host (no neighbour entry for the next hop yet) the very first
+/// packets of a container, a ping and a TCP SYN, leave masqueraded: answered at once,
+/// with no container address ever on the client's wire.
+fn first_packets_to_an_unresolved_next_hop_leave_masqueraded(daemon_args: &[&str]) -> Lab {
+    let mut lab = Lab::with_args(daemon_args);
+    lab.serve_in_client(&["serve-tcp", "7000"]);
+    let app_ip: std::net::Ipv4Addr = lab
+        .run_server("app", &[], &["serve-tcp", "80"])
+        .parse()
+        .expect("container IP");
+    let forget_the_client = || {
+        let o = lab.exec_in(&lab.host, &["ip", "neigh", "flush", "dev", "up0"]);
+        assert!(o.status.success(), "ip neigh flush");
+        let o = lab.exec_in(&lab.host, &["ip", "neigh", "show", CLIENT_IP]);
+        let neigh = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(neigh.trim().is_empty(), "still resolved: {neigh}");
+    };
+    let cap = Capture::start(&lab.client, "cl0");
+    forget_the_client();
+    // One echo request: it must be the one answered.
+    let o = lab.netd(&["exec", "app", "ping", "-c", "1", "-W", "2", CLIENT_IP]);
+    let ping_ok = o.status.success();
+    forget_the_client();
+    // Answered before the SYN's first retransmit (1 s): the first SYN made it.
+    let tester = netd_tests::tester_bin();
+    let addr = format!("{CLIENT_IP}:7000");
+    let o = lab.netd(&[
+        "exec",
+        "app",
+        "env",
+        "NETD_TESTER_TIMEOUT_MS=800",
+        tester.to_str().expect("utf-8 path"),
+        "tcp",
+        &addr,
+    ]);
+    let tcp = String::from_utf8_lossy(&o.stdout).into_owned();
+    let frames = cap.finish();
+    let seen: Vec<_> = frames.iter().filter_map(|f| addresses(f)).collect();
+    let leaks: Vec<_> = seen
+        .iter()
+        .filter(|(s, d, _)| *s == app_ip || *d == app_ip)
+        .collect();
+    assert!(leaks.is_empty(), "container address on the wire: {leaks:?}");
+    assert!(ping_ok, "the first ping got no answer");
+    assert!(o.status.success(), "the first SYN got no answer: {tcp}");
+    assert_eq!(peer_of(&tcp).0, HOST_IP);
+    let host: std::net::Ipv4Addr = HOST_IP.parse().unwrap();
+    for (proto, what) in [(1, "ping"), (6, "SYN")] {
+        assert!(
+            seen.iter().any(|(s, _, p)| *s == host && *p == proto),
+            "the capture saw no masqueraded {what}: {seen:?}"
+        );
+    }
+    lab
+}
+
+#[test]
+fn first_packets_to_an_unresolved_next_hop_leave_masqueraded_fast_path() {
+    let lab = first_packets_to_an_unresolved_next_hop_leave_masqueraded(&[]);
+    let st = lab.stats();
+    assert!(
+        st["counters"]["redirect_neigh"].as_u64().unwrap_or(0) >= 2,
+        "bpf_redirect_neigh was not used: {st}"
+    );
+}
+
+#[test]
+fn first_packets_to_an_unresolved_next_hop_leave_masqueraded_through_the_stack() {
+    let lab = first_packets_to_an_unresolved_next_hop_leave_masqueraded(&["--no-fast-path"]);
+    assert_eq!(lab.stats()["counters"]["redirect_neigh"], 0);
+}

@@ -24,6 +24,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     // The stock docker CLI drives netd's Docker-compatible API in the tests.
     ("docker", "docker.io"),
+    // A real CNI runtime drives netd-cni in the tests (--network-backend cni).
+    ("podman", "podman"),
 ];
 
 #[derive(Parser)]
@@ -148,11 +150,21 @@ fn prerequisites() -> Result<()> {
             .context("no bpf filesystem could be mounted (is the bpf syscall available?)")?;
     }
 
-    let missing: Vec<&str> = PACKAGES
+    let mut missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(c, _)| !have(c))
         .map(|(_, p)| *p)
         .collect();
+    // docker-py (a Python module, not a command): the Docker API tests call it as
+    // Testcontainers and scripts do, with Debian's own interpreter.
+    let docker_py = Command::new("/usr/bin/python3")
+        .args(["-c", "import docker"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !docker_py {
+        missing.push("python3-docker");
+    }
     if !missing.is_empty() {
         let mut pkgs = missing.clone();
         pkgs.dedup();
@@ -225,6 +237,7 @@ fn build_release() -> Result<PathBuf> {
 fn run(args: &[String]) -> Result<()> {
     prerequisites()?;
     let bin = build_release()?;
+    install_cni_plugin()?;
     say(&format!(
         "starting {} daemon {}",
         bin.display(),
@@ -235,6 +248,27 @@ fn run(args: &[String]) -> Result<()> {
     Err(anyhow!("exec {}: {err}", bin.display()))
 }
 
+/// Where CNI runtimes (containerd, Podman, kubelet's) look for plugin binaries.
+const CNI_BIN_DIR: &str = "/opt/cni/bin";
+
+/// Builds netd-cni and installs it into /opt/cni/bin, so runtimes find the plugin a
+/// conflist names with `"type": "netd-cni"`.
+fn install_cni_plugin() -> Result<()> {
+    say(&format!(
+        "building netd-cni (release) and installing it into {CNI_BIN_DIR}"
+    ));
+    cmd_ok(&mut cargo(&["build", "--release", "-p", "netd-cni"]))?;
+    let dir = Path::new(CNI_BIN_DIR);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {CNI_BIN_DIR}"))?;
+    // Copied beside, then renamed: a runtime never executes a half-written plugin.
+    let tmp = dir.join(".netd-cni.new");
+    std::fs::copy(root_dir().join("target/release/netd-cni"), &tmp)
+        .with_context(|| format!("copying netd-cni into {CNI_BIN_DIR}"))?;
+    std::fs::rename(&tmp, dir.join("netd-cni"))
+        .with_context(|| format!("installing {CNI_BIN_DIR}/netd-cni"))?;
+    Ok(())
+}
+
 fn test(args: &[String]) -> Result<()> {
     prerequisites()?;
     say("building netd and the test tools");
@@ -242,6 +276,8 @@ fn test(args: &[String]) -> Result<()> {
         "build",
         "-p",
         "netd",
+        "-p",
+        "netd-cni",
         "-p",
         "netd-tests",
         "--bins",
@@ -252,6 +288,7 @@ fn test(args: &[String]) -> Result<()> {
     c.args(args)
         .env("NETD_BIN", target.join("netd"))
         .env("NETD_TESTER", target.join("netd-tester"))
+        .env("NETD_CNI_BIN", target.join("netd-cni"))
         // Each e2e test runs a daemon and several namespaces; two cores.
         .env("RUST_TEST_THREADS", "2")
         .stdout(Stdio::piped());

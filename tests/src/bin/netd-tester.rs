@@ -6,6 +6,9 @@
 //!   netd-tester serve-udp PORT          answer each datagram with "peer=IP:PORT <data>"
 //!   netd-tester tcp ADDR:PORT           print what the server says (exit 1 on failure)
 //!   netd-tester udp ADDR:PORT MSG [SPORT]  send MSG (from SPORT), print the answer
+//!   netd-tester serve-push PORT MS      on each connection: "1\n", then after MS "2\n"
+//!   netd-tester read-push ADDR:PORT MS  read both lines of serve-push within MS
+//!   netd-tester udp-flood ADDR:PORT N   one datagram from each of N new source ports
 //!   netd-tester udp-connected ADDR:PORT MSG  the same on a connected socket; prints
 //!                                            "refused" when an ICMP port-unreachable
 //!                                            for that exact peer comes back
@@ -41,6 +44,9 @@ fn main() {
         ["crr", addr, secs] => load(addr, secs, Load::TcpCrr),
         ["udprr", addr, secs] => load(addr, secs, Load::UdpRr),
         ["hold", addr, secs] => hold(addr, secs),
+        ["serve-push", port, ms] => serve_push(port, ms),
+        ["read-push", addr, ms] => read_push(addr, ms),
+        ["udp-flood", addr, n] => udp_flood(addr, n),
         _ => Err("usage: netd-tester serve-tcp PORT | serve-udp PORT | tcp ADDR:PORT | udp ADDR:PORT MSG".into()),
     };
     if let Err(e) = r {
@@ -267,4 +273,64 @@ fn udp(addr: &str, msg: &str, sport: &str) -> Result<(), String> {
         }
     }
     Err(format!("no answer from {addr}"))
+}
+
+/// On each connection: a first line at once, a second after `ms` of silence. The
+/// second is what an idle established flow must still carry (server speaks first).
+fn serve_push(port: &str, ms: &str) -> Result<(), String> {
+    let ms: u64 = ms.parse().map_err(|_| format!("{ms:?} is not a number"))?;
+    let l = TcpListener::bind(format!("0.0.0.0:{port}")).map_err(|e| e.to_string())?;
+    for s in l.incoming() {
+        let Ok(mut s) = s else { continue };
+        std::thread::spawn(move || {
+            let _ = s.write_all(b"1\n");
+            std::thread::sleep(Duration::from_millis(ms));
+            let _ = s.write_all(b"2\n");
+        });
+    }
+    Ok(())
+}
+
+/// Reads serve-push's two lines, waiting at most `ms` for each (more than the server's
+/// pause).
+fn read_push(addr: &str, ms: &str) -> Result<(), String> {
+    let a: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let wait = Duration::from_millis(ms.parse().map_err(|_| format!("{ms:?} is not a number"))?);
+    let mut s =
+        TcpStream::connect_timeout(&a, timeout()).map_err(|e| format!("connect {a}: {e}"))?;
+    s.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    let mut b = [0u8; 16];
+    while !got.ends_with(b"2\n") {
+        let n = s.read(&mut b).map_err(|e| {
+            format!(
+                "read from {a} after {:?}: {e}",
+                String::from_utf8_lossy(&got)
+            )
+        })?;
+        if n == 0 {
+            return Err(format!(
+                "{a} closed after {:?}",
+                String::from_utf8_lossy(&got)
+            ));
+        }
+        got.extend_from_slice(&b[..n]);
+    }
+    print!("{}", String::from_utf8_lossy(&got));
+    Ok(())
+}
+
+/// `n` new UDP flows: one datagram each from a fresh socket (a new source port).
+fn udp_flood(addr: &str, n: &str) -> Result<(), String> {
+    let a: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let n: usize = n.parse().map_err(|_| format!("{n:?} is not a number"))?;
+    let mut sent = 0;
+    for _ in 0..n {
+        let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+        if s.send_to(b"x", a).is_ok() {
+            sent += 1;
+        }
+    }
+    println!("sent={sent}");
+    Ok(())
 }

@@ -1,261 +1,36 @@
-//! Network validation and address management, kept free of kernel calls so that every
-//! rule (Docker's) has a unit test.
-use std::{collections::BTreeMap, collections::HashSet, net::Ipv4Addr};
+//! Address management: which addresses of a network are free, and Docker's rules for
+//! the one a container asks for. Network validation (what `network create` accepts)
+//! is in `plan`. Both stay free of kernel calls so that every rule has a unit test.
+mod plan;
+
+use std::{collections::HashSet, net::Ipv4Addr};
 
 use ipnetwork::Ipv4Network;
 
-use crate::{
-    error::NetdError,
-    model::{
-        self, Network, NetworkSpec, KNOWN_OPTIONS, OPT_BRIDGE_NAME, OPT_HOST_BINDING, OPT_ICC,
-        OPT_MASQUERADE, OPT_MTU,
-    },
-    store::State,
-};
+pub use plan::{check_subnet, plan_network, route_overlap_warning, validate_network_name};
 
-fn invalid(msg: String) -> NetdError {
+use crate::{error::NetdError, model::Network, store::State};
+
+pub(crate) fn invalid(msg: String) -> NetdError {
     NetdError::InvalidArgument(msg)
 }
 
-pub fn validate_network_name(name: &str) -> Result<(), NetdError> {
-    model::validate_docker_name("network", name)
-}
-
-fn parse_cidr(what: &str, s: &str) -> Result<Ipv4Network, NetdError> {
-    let n: Ipv4Network = s.parse().map_err(|_| {
-        invalid(format!(
-            "invalid {what} {s:?}: not an IPv4 CIDR such as 10.1.0.0/24"
-        ))
-    })?;
-    if n.ip() != n.network() {
-        return Err(invalid(format!(
-            "invalid {what} {s}: not a network address (did you mean {}/{}?)",
-            n.network(),
-            n.prefix()
-        )));
-    }
-    if n.prefix() > 30 {
-        return Err(invalid(format!(
-            "invalid {what} {s}: too small for a gateway and a container"
-        )));
-    }
-    Ok(n)
-}
-
-fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr, NetdError> {
-    s.parse()
-        .map_err(|_| invalid(format!("invalid {what} {s:?}: not an IPv4 address")))
-}
-
-fn parse_bool_opt(key: &str, v: &str) -> Result<bool, NetdError> {
-    match v {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(invalid(format!(
-            "invalid value {v:?} for option {key}: use true or false"
-        ))),
-    }
-}
-
 /// Whether `ip` is a usable host address of `subnet` (not its network or broadcast).
-fn is_host_addr(subnet: &Ipv4Network, ip: Ipv4Addr) -> bool {
-    subnet.contains(ip) && ip != subnet.network() && ip != subnet.broadcast()
+pub(crate) fn is_host_addr(subnet: &Ipv4Network, ip: Ipv4Addr) -> bool {
+    host_addr_problem(subnet, ip).is_none()
 }
 
-/// Turns a `network create` request into a network, or says exactly what is wrong.
-/// `routes` are the host namespace's routes (an automatic subnet must avoid them);
-/// `links` the names of its interfaces (a bridge name must be free).
-pub fn plan_network(
-    spec: &NetworkSpec,
-    state: &State,
-    routes: &[Ipv4Network],
-    links: &HashSet<String>,
-    bridge_prefix: &str,
-    id: String,
-    now: u64,
-) -> Result<Network, NetdError> {
-    validate_network_name(&spec.name)?;
-    if state.networks.iter().any(|n| n.name == spec.name) {
-        return Err(NetdError::Conflict(format!(
-            "network with name {} already exists",
-            spec.name
-        )));
+/// Why `ip` is not a usable host address of `subnet`, if it is not.
+pub(crate) fn host_addr_problem(subnet: &Ipv4Network, ip: Ipv4Addr) -> Option<String> {
+    if !subnet.contains(ip) {
+        Some(format!("is not a usable address of subnet {subnet}"))
+    } else if ip == subnet.network() {
+        Some(format!("is the network address of subnet {subnet}"))
+    } else if ip == subnet.broadcast() {
+        Some(format!("is the broadcast address of subnet {subnet}"))
+    } else {
+        None
     }
-    match spec.driver.as_deref().unwrap_or(model::DRIVER_BRIDGE) {
-        model::DRIVER_BRIDGE => {}
-        d @ (model::DRIVER_HOST | model::DRIVER_NULL) => {
-            return Err(NetdError::Conflict(format!(
-                "only one instance of \"{d}\" network is allowed (the built-in one)"
-            )))
-        }
-        d => {
-            return Err(invalid(format!(
-                "unsupported network driver {d:?}: netd has only \"bridge\""
-            )))
-        }
-    }
-    for k in spec.options.keys() {
-        if !KNOWN_OPTIONS.contains(&k.as_str()) {
-            return Err(invalid(format!(
-                "unsupported network option {k:?} (netd knows {})",
-                KNOWN_OPTIONS.join(", ")
-            )));
-        }
-    }
-    for k in spec.labels.keys() {
-        if k.is_empty() {
-            return Err(invalid("invalid label: the key is empty".into()));
-        }
-    }
-    let opt = |k: &str| spec.options.get(k).map(String::as_str);
-    let icc = opt(OPT_ICC)
-        .map(|v| parse_bool_opt(OPT_ICC, v))
-        .transpose()?
-        .unwrap_or(true);
-    let masquerade = opt(OPT_MASQUERADE)
-        .map(|v| parse_bool_opt(OPT_MASQUERADE, v))
-        .transpose()?
-        .unwrap_or(true);
-    let host_binding_ipv4 = opt(OPT_HOST_BINDING)
-        .map(|v| parse_ip(OPT_HOST_BINDING, v))
-        .transpose()?
-        .unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let mtu = opt(OPT_MTU)
-        .map(|v| match v.parse::<u32>() {
-            Ok(m) if (68..=65535).contains(&m) => Ok(m),
-            _ => Err(invalid(format!(
-                "invalid value {v:?} for option {OPT_MTU}: an MTU from 68 to 65535"
-            ))),
-        })
-        .transpose()?;
-    let bridge = match opt(OPT_BRIDGE_NAME) {
-        Some(b) => {
-            if b.is_empty()
-                || b.len() > 15
-                || !b
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-            {
-                return Err(invalid(format!(
-                    "invalid bridge name {b:?}: at most 15 of [a-zA-Z0-9_.-]"
-                )));
-            }
-            b.to_string()
-        }
-        None => format!("{bridge_prefix}{}", &id[..15 - bridge_prefix.len()]),
-    };
-    if let Some(other) = state.networks.iter().find(|n| n.bridge == bridge) {
-        return Err(NetdError::Conflict(format!(
-            "bridge name {bridge} is already used by network {}",
-            other.name
-        )));
-    }
-    if links.contains(&bridge) {
-        return Err(NetdError::Conflict(format!(
-            "an interface named {bridge} already exists in the host namespace"
-        )));
-    }
-
-    let taken: Vec<(String, Ipv4Network)> = state
-        .networks
-        .iter()
-        .filter_map(|n| n.subnet.map(|s| (n.name.clone(), s)))
-        .collect();
-    let (subnet, user_subnet) = match spec.subnet.as_deref() {
-        Some(s) => {
-            let n = parse_cidr("subnet", s)?;
-            if let Some((name, other)) = taken.iter().find(|(_, t)| model::overlaps(&n, t)) {
-                return Err(NetdError::Conflict(format!(
-                    "subnet {n} overlaps with network {name} ({other})"
-                )));
-            }
-            (n, true)
-        }
-        None => {
-            if spec.gateway.is_some() || spec.ip_range.is_some() || !spec.aux_addresses.is_empty() {
-                return Err(invalid(
-                    "--gateway, --ip-range and --aux-address need --subnet".into(),
-                ));
-            }
-            let mut avoid: Vec<Ipv4Network> = taken.iter().map(|(_, t)| *t).collect();
-            avoid.extend_from_slice(routes);
-            let n = model::pick_subnet(&avoid).ok_or_else(|| {
-                NetdError::Conflict("no free subnet left in the default pools".into())
-            })?;
-            (n, false)
-        }
-    };
-    let gateway = match spec.gateway.as_deref() {
-        Some(g) => {
-            let g = parse_ip("gateway", g)?;
-            if !is_host_addr(&subnet, g) {
-                return Err(invalid(format!(
-                    "gateway {g} is not a usable address of subnet {subnet}"
-                )));
-            }
-            g
-        }
-        None => subnet
-            .nth(1)
-            .ok_or_else(|| invalid(format!("subnet {subnet} is too small")))?,
-    };
-    let ip_range = spec
-        .ip_range
-        .as_deref()
-        .map(|r| {
-            let r: Ipv4Network = r
-                .parse()
-                .map_err(|_| invalid(format!("invalid ip-range {r:?}: not an IPv4 CIDR")))?;
-            if !(subnet.contains(r.network()) && subnet.contains(r.broadcast())) {
-                return Err(invalid(format!(
-                    "ip-range {r} is not inside subnet {subnet}"
-                )));
-            }
-            Ok(r)
-        })
-        .transpose()?;
-    let mut aux = BTreeMap::new();
-    for (name, ip) in &spec.aux_addresses {
-        let ip = parse_ip("aux-address", ip)?;
-        if !is_host_addr(&subnet, ip) {
-            return Err(invalid(format!(
-                "aux-address {name}={ip} is not a usable address of subnet {subnet}"
-            )));
-        }
-        if ip == gateway {
-            return Err(NetdError::Conflict(format!(
-                "aux-address {name}={ip} is the gateway"
-            )));
-        }
-        if let Some((other, _)) = aux.iter().find(|(_, a)| **a == ip) {
-            return Err(NetdError::Conflict(format!(
-                "aux-address {name}={ip} is already {other}"
-            )));
-        }
-        aux.insert(name.clone(), ip);
-    }
-    let net_id = state.next_net_id.max(1);
-    Ok(Network {
-        id,
-        name: spec.name.clone(),
-        driver: model::DRIVER_BRIDGE.into(),
-        net_id,
-        bridge,
-        subnet: Some(subnet),
-        gateway: Some(gateway),
-        ip_range,
-        aux_addresses: aux,
-        user_subnet,
-        internal: spec.internal,
-        icc,
-        masquerade,
-        host_binding_ipv4,
-        mtu,
-        labels: spec.labels.clone(),
-        options: spec.options.clone(),
-        builtin: false,
-        created: now,
-    })
 }
 
 /// Addresses of `net` that are not free: gateway, aux addresses, containers'.
@@ -315,8 +90,11 @@ pub fn allocate(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, HashSet};
+
     use super::*;
     use crate::model::{Attachment, Container, ContainerState, NetMode};
+    use crate::model::{NetworkSpec, OPT_HOST_BINDING, OPT_ICC, OPT_MASQUERADE, OPT_MTU};
 
     fn spec(name: &str) -> NetworkSpec {
         NetworkSpec {
@@ -336,6 +114,85 @@ mod tests {
 
     fn plan(s: &NetworkSpec, st: &State) -> Result<Network, NetdError> {
         plan_network(s, st, &[], &HashSet::new(), "ndbr-", fresh_id(), 0)
+    }
+
+    #[test]
+    fn reserved_ranges_are_refused_with_their_reason() {
+        for (subnet, reason) in [
+            ("127.0.0.0/8", "loopback"),
+            ("127.1.0.0/16", "loopback"),
+            ("224.0.0.0/24", "multicast"),
+            ("240.0.0.0/24", "class E"),
+            ("255.255.255.0/24", "broadcast"),
+            ("0.0.0.0/8", "this network"),
+            ("169.254.0.0/16", "link-local"),
+            ("0.0.0.0/1", "this network"),
+        ] {
+            let e = plan(&with_subnet("n", subnet), &State::default()).unwrap_err();
+            assert_eq!(e.status(), 400, "{subnet}");
+            assert!(e.to_string().contains(reason), "{subnet}: {e}");
+        }
+        assert!(plan(&with_subnet("ok", "10.1.0.0/24"), &State::default()).is_ok());
+    }
+
+    #[test]
+    fn gateway_range_and_aux_addresses_name_what_is_wrong() {
+        let st = State::default();
+        let with = |gw: Option<&str>, aux: Option<(&str, &str)>, range: Option<&str>| NetworkSpec {
+            gateway: gw.map(String::from),
+            aux_addresses: aux
+                .map(|(k, v)| [(k.to_string(), v.to_string())].into())
+                .unwrap_or_default(),
+            ip_range: range.map(String::from),
+            ..with_subnet("x", "10.4.0.0/24")
+        };
+        for (s, want) in [
+            (
+                with(Some("10.4.0.0"), None, None),
+                "gateway 10.4.0.0 is the network address of subnet 10.4.0.0/24",
+            ),
+            (
+                with(Some("10.4.0.255"), None, None),
+                "gateway 10.4.0.255 is the broadcast address",
+            ),
+            (
+                with(Some("10.5.0.1"), None, None),
+                "is not a usable address of subnet",
+            ),
+            (
+                with(None, Some(("a", "10.4.0.255")), None),
+                "a=10.4.0.255 is the broadcast address",
+            ),
+            (
+                with(None, Some(("a", "10.4.0.0")), None),
+                "a=10.4.0.0 is the network address",
+            ),
+            (
+                with(None, Some(("", "10.4.0.9")), None),
+                "the name is empty",
+            ),
+            (
+                with(None, None, Some("10.4.0.5/25")),
+                "did you mean 10.4.0.0/25",
+            ),
+            (
+                with(None, None, Some("10.4.0.255/32")),
+                "holds no usable address",
+            ),
+        ] {
+            let e = err(plan(&s, &st));
+            assert!(e.contains(want), "{s:?}: {e}");
+        }
+        // A single usable address is a range.
+        plan(&with(None, None, Some("10.4.0.7/32")), &st).unwrap();
+    }
+
+    #[test]
+    fn a_subnet_over_a_host_route_is_accepted_with_a_warning() {
+        let routes: Vec<Ipv4Network> = vec!["10.199.0.0/24".parse().unwrap()];
+        let w = route_overlap_warning(&"10.199.0.0/16".parse().unwrap(), &routes).unwrap();
+        assert!(w.contains("10.199.0.0/24"), "{w}");
+        assert!(route_overlap_warning(&"10.200.0.0/16".parse().unwrap(), &routes).is_none());
     }
 
     fn with_subnet(name: &str, subnet: &str) -> NetworkSpec {
@@ -502,6 +359,8 @@ mod tests {
                 mac: [0; 6],
                 veth: "v".into(),
                 aliases: vec![],
+                host_ifindex: 0,
+                requested_ip: None,
             }],
             ports: vec![],
             cmd: vec![],
@@ -510,7 +369,12 @@ mod tests {
             pid_start: None,
             exit_code: None,
             auto_remove: false,
+            origin: Default::default(),
             created: 0,
+            started: None,
+            finished: None,
+            labels: BTreeMap::new(),
+            exposed: Vec::new(),
         });
         // 10.9.0.129 is an aux address: skipped.
         assert_eq!(

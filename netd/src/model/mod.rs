@@ -1,155 +1,15 @@
-//! The agent's domain types (what the store keeps and the API carries) and the parsing of
-//! user input such as Docker's `-p` publish specs.
-use std::{collections::BTreeMap, fmt, net::Ipv4Addr, str::FromStr};
+//! The agent's domain types: what the store keeps and the API carries. Ports,
+//! protocols and Docker's publish specs are in `publish`.
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
 
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
 use crate::error::NetdError;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
+mod publish;
 
-impl Proto {
-    pub fn ipproto(self) -> u8 {
-        match self {
-            Proto::Tcp => netd_common::IPPROTO_TCP,
-            Proto::Udp => netd_common::IPPROTO_UDP,
-        }
-    }
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        })
-    }
-}
-
-/// One published port: host_ip:host_port -> container_port, as Docker's PortBinding.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct PortMapping {
-    /// 0.0.0.0 means every host address.
-    pub host_ip: Ipv4Addr,
-    pub host_port: u16,
-    pub container_port: u16,
-    pub proto: Proto,
-}
-
-impl PortMapping {
-    /// Two mappings collide if they share protocol and host port and their host IPs
-    /// overlap (equal, or either is the wildcard).
-    pub fn collides_with(&self, other: &PortMapping) -> bool {
-        self.proto == other.proto
-            && self.host_port == other.host_port
-            && (self.host_ip == other.host_ip
-                || self.host_ip.is_unspecified()
-                || other.host_ip.is_unspecified())
-    }
-}
-
-impl fmt::Display for PortMapping {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{} -> {}:{}",
-            self.container_port, self.proto, self.host_ip, self.host_port
-        )
-    }
-}
-
-/// Parses a Docker `-p` spec: `[ip:][hostPort[-end]:]containerPort[-end][/tcp|/udp]`.
-/// A missing host port (`-p 80`, `-p ip::80`) yields host port 0: the daemon picks a
-/// free one for each container port.
-pub fn parse_publish(spec: &str) -> Result<Vec<PortMapping>, NetdError> {
-    let bad =
-        |why: &str| NetdError::InvalidArgument(format!("invalid publish spec {spec:?}: {why}"));
-    let (rest, proto) = match spec.rsplit_once('/') {
-        Some((r, "tcp")) => (r, Proto::Tcp),
-        Some((r, "udp")) => (r, Proto::Udp),
-        Some((_, p)) => return Err(bad(&format!("unknown protocol {p:?} (use tcp or udp)"))),
-        None => (spec, Proto::Tcp),
-    };
-    let parts: Vec<&str> = rest.split(':').collect();
-    let (ip, host, cont) = match parts.as_slice() {
-        [c] => (None, None, *c),
-        [h, c] => (None, Some(*h), *c),
-        [ip, h, c] => (Some(*ip), Some(*h), *c),
-        _ => return Err(bad("too many ':'")),
-    };
-    let host_ip = match ip {
-        None | Some("") => Ipv4Addr::UNSPECIFIED,
-        Some(s) => s
-            .parse::<Ipv4Addr>()
-            .map_err(|_| bad(&format!("{s:?} is not an IPv4 address")))?,
-    };
-    let (c_lo, c_hi) = parse_range(cont).map_err(|w| bad(&w))?;
-    let (h_lo, h_hi) = match host {
-        None | Some("") => {
-            return Ok((c_lo..=c_hi)
-                .map(|c| PortMapping {
-                    host_ip,
-                    host_port: 0,
-                    container_port: c,
-                    proto,
-                })
-                .collect())
-        }
-        Some(h) => parse_range(h).map_err(|w| bad(&w))?,
-    };
-    if h_hi - h_lo != c_hi - c_lo {
-        return Err(bad("host and container port ranges differ in length"));
-    }
-    Ok((0..=(c_hi - c_lo))
-        .map(|i| PortMapping {
-            host_ip,
-            host_port: h_lo + i,
-            container_port: c_lo + i,
-            proto,
-        })
-        .collect())
-}
-
-/// Parses a Docker `--expose` spec: `port[-end][/tcp|/udp]`.
-pub fn parse_expose(spec: &str) -> Result<Vec<(u16, Proto)>, NetdError> {
-    let bad =
-        |why: &str| NetdError::InvalidArgument(format!("invalid expose spec {spec:?}: {why}"));
-    let (ports, proto) = match spec.rsplit_once('/') {
-        Some((p, proto)) => (p, proto.parse::<Proto>().map_err(|e| bad(&e.to_string()))?),
-        None => (spec, Proto::Tcp),
-    };
-    let (lo, hi) = parse_range(ports).map_err(|w| bad(&w))?;
-    Ok((lo..=hi).map(|p| (p, proto)).collect())
-}
-
-fn parse_range(s: &str) -> Result<(u16, u16), String> {
-    let port = |p: &str| -> Result<u16, String> {
-        match p.parse::<u32>() {
-            Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
-            Ok(n) => Err(format!("port {n} is out of range 1-65535")),
-            Err(_) => Err(format!("{p:?} is not a port number")),
-        }
-    };
-    match s.split_once('-') {
-        Some((a, b)) => {
-            let (a, b) = (port(a)?, port(b)?);
-            if b < a {
-                return Err(format!("port range {s:?} ends before it starts"));
-            }
-            Ok((a, b))
-        }
-        None => {
-            let p = port(s)?;
-            Ok((p, p))
-        }
-    }
-}
+pub use publish::{parse_expose, parse_publish, IpProto, PortMapping, Proto};
 
 /// Network drivers, as Docker names them.
 pub const DRIVER_BRIDGE: &str = "bridge";
@@ -181,6 +41,10 @@ pub struct Network {
     pub net_id: u32,
     /// Bridge device (driver bridge only).
     pub bridge: String,
+    /// The bridge's MAC, recorded when the bridge was set up: the source MAC of packets
+    /// the datapath redirects into containers.
+    #[serde(default)]
+    pub bridge_mac: [u8; 6],
     pub subnet: Option<Ipv4Network>,
     pub gateway: Option<Ipv4Addr>,
     /// Where automatic addresses come from (default: the whole subnet).
@@ -199,6 +63,9 @@ pub struct Network {
     pub options: BTreeMap<String, String>,
     pub builtin: bool,
     pub created: u64,
+    /// Docker's --attachable (recorded and shown; every netd network takes containers).
+    #[serde(default)]
+    pub attachable: bool,
 }
 
 impl Network {
@@ -217,6 +84,7 @@ pub struct NetworkSpec {
     pub ip_range: Option<String>,
     pub aux_addresses: BTreeMap<String, String>,
     pub internal: bool,
+    pub attachable: bool,
     pub labels: BTreeMap<String, String>,
     pub options: BTreeMap<String, String>,
 }
@@ -246,6 +114,13 @@ pub struct Attachment {
     /// Host-side veth name (on the network's bridge).
     pub veth: String,
     pub aliases: Vec<String>,
+    /// ifindex of the host-side veth, recorded when it was plumbed (the endpoint map
+    /// needs it; asking netlink on every map sync cost two round trips an attachment).
+    #[serde(default)]
+    pub host_ifindex: u32,
+    /// The address the user asked for (--ip), shown as the endpoint's IPAMConfig.
+    #[serde(default)]
+    pub requested_ip: Option<Ipv4Addr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,6 +139,25 @@ impl fmt::Display for ContainerState {
             ContainerState::Exited => "exited",
         })
     }
+}
+
+/// Who made a sandbox, and so who owns its namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// `netd run|create`: netd made the namespace and runs the process in it.
+    #[default]
+    Netd,
+    /// A container runtime through the endpoint API (the CNI plugin): the namespace is
+    /// the runtime's (`netns` is its absolute path), so netd never deletes it nor kills
+    /// its processes. The runtime names the attachment by (container id, interface).
+    Cni {
+        container_id: String,
+        ifname: String,
+        /// This attachment carries the namespace's default route (the runtime's first
+        /// netd attachment of that namespace does).
+        default_route: bool,
+    },
 }
 
 /// A container's network sandbox and the process netd runs in it.
@@ -286,6 +180,20 @@ pub struct Container {
     pub exit_code: Option<i32>,
     pub auto_remove: bool,
     pub created: u64,
+    /// When its process last started and ended (seconds since the epoch), for Docker's
+    /// "Up 3 minutes" / "Exited (0) 2 seconds ago".
+    #[serde(default)]
+    pub started: Option<u64>,
+    #[serde(default)]
+    pub finished: Option<u64>,
+    /// `--label`s: Docker's Config.Labels, what `ps --filter label=` selects on.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `--expose`d ports, published or not: part of Docker's Config.ExposedPorts.
+    #[serde(default)]
+    pub exposed: Vec<(u16, Proto)>,
+    #[serde(default)]
+    pub origin: Origin,
 }
 
 /// Docker's name of a network mode: `bridge`, `host`, `none` or `container:NAME`.
@@ -306,9 +214,19 @@ pub fn mode_name(mode: &NetMode, containers: &[Container]) -> String {
 }
 
 impl Container {
-    /// Whether the namespace is this container's own (removed with it).
+    /// Whether the namespace is this container's own (removed with it). A runtime's
+    /// namespace (origin CNI) never is.
     pub fn owns_netns(&self) -> bool {
-        matches!(self.mode, NetMode::Bridge | NetMode::None)
+        self.origin == Origin::Netd && matches!(self.mode, NetMode::Bridge | NetMode::None)
+    }
+
+    /// Whether attachment `i` carries the namespace's default route: a netd sandbox's
+    /// first network does; a runtime's attachment does if it got it when it was made.
+    pub fn default_route_on(&self, i: usize) -> bool {
+        match &self.origin {
+            Origin::Netd => i == 0,
+            Origin::Cni { default_route, .. } => i == 0 && *default_route,
+        }
     }
 }
 
@@ -339,6 +257,11 @@ pub struct RunRequest {
     /// Start the command now (run) or only create the sandbox (create).
     pub start: bool,
     pub auto_remove: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `--expose`: ports the container serves, published or not.
+    #[serde(default)]
+    pub exposed: Vec<(u16, Proto)>,
 }
 
 /// What `network connect` asks for.
@@ -374,19 +297,6 @@ pub fn validate_docker_name(what: &str, name: &str) -> Result<(), NetdError> {
     }
 }
 
-impl FromStr for Proto {
-    type Err = NetdError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "tcp" => Ok(Proto::Tcp),
-            "udp" => Ok(Proto::Udp),
-            _ => Err(NetdError::InvalidArgument(format!(
-                "unknown protocol {s:?}"
-            ))),
-        }
-    }
-}
-
 /// Picks the default bridge subnet: the first /16 of Docker's pool (172.17-31.0.0/16, then
 /// 192.168.0-240.0/20) that overlaps none of `taken` (routes of the host namespace).
 pub fn pick_subnet(taken: &[Ipv4Network]) -> Option<Ipv4Network> {
@@ -402,91 +312,51 @@ pub fn overlaps(a: &Ipv4Network, b: &Ipv4Network) -> bool {
     a.contains(b.network()) || b.contains(a.network())
 }
 
+/// A network and an attachment with every field set, for unit tests to override.
+#[cfg(test)]
+pub fn test_network() -> Network {
+    Network {
+        id: "n".repeat(64),
+        name: "testnet".into(),
+        driver: DRIVER_BRIDGE.into(),
+        net_id: 1,
+        bridge: "br-test".into(),
+        bridge_mac: [0; 6],
+        subnet: Some("10.1.0.0/24".parse().expect("subnet")),
+        gateway: Some(Ipv4Addr::new(10, 1, 0, 1)),
+        ip_range: None,
+        aux_addresses: BTreeMap::new(),
+        user_subnet: true,
+        internal: false,
+        icc: true,
+        masquerade: true,
+        host_binding_ipv4: Ipv4Addr::UNSPECIFIED,
+        mtu: None,
+        labels: BTreeMap::new(),
+        options: BTreeMap::new(),
+        builtin: false,
+        created: 0,
+        attachable: false,
+    }
+}
+
+#[cfg(test)]
+pub fn test_attachment() -> Attachment {
+    Attachment {
+        network: "n".repeat(64),
+        ifname: "eth0".into(),
+        ip: Ipv4Addr::new(10, 1, 0, 2),
+        mac: mac_for_ip(Ipv4Addr::new(10, 1, 0, 2)),
+        veth: "ndvtest00".into(),
+        aliases: Vec::new(),
+        host_ifindex: 0,
+        requested_ip: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pm(ip: [u8; 4], h: u16, c: u16, p: Proto) -> PortMapping {
-        PortMapping {
-            host_ip: Ipv4Addr::from(ip),
-            host_port: h,
-            container_port: c,
-            proto: p,
-        }
-    }
-
-    #[test]
-    fn publish_specs() {
-        assert_eq!(
-            parse_publish("8080:80").unwrap(),
-            vec![pm([0; 4], 8080, 80, Proto::Tcp)]
-        );
-        assert_eq!(
-            parse_publish("127.0.0.1:53:5353/udp").unwrap(),
-            vec![pm([127, 0, 0, 1], 53, 5353, Proto::Udp)]
-        );
-        assert_eq!(
-            parse_publish("8000-8002:80-82").unwrap(),
-            vec![
-                pm([0; 4], 8000, 80, Proto::Tcp),
-                pm([0; 4], 8001, 81, Proto::Tcp),
-                pm([0; 4], 8002, 82, Proto::Tcp)
-            ]
-        );
-    }
-
-    #[test]
-    fn bad_publish_specs_name_the_problem() {
-        for (spec, why) in [
-            ("0:80", "out of range"),
-            ("70000:80", "out of range"),
-            ("abc:80", "not a port"),
-            ("8080:80/sctp", "unknown protocol"),
-            ("1.2.3:8080:80", "not an IPv4"),
-            ("8000-8001:80", "differ in length"),
-            ("8002-8001:80-81", "ends before"),
-            ("1:2:3:4", "too many"),
-            ("80/icmp", "unknown protocol"),
-        ] {
-            let e = parse_publish(spec).unwrap_err().to_string();
-            assert!(e.contains(why), "{spec}: {e}");
-            assert!(e.contains(spec), "{spec}: {e}");
-        }
-    }
-
-    #[test]
-    fn missing_host_ports_are_left_to_the_daemon() {
-        assert_eq!(
-            parse_publish("80").unwrap(),
-            vec![pm([0; 4], 0, 80, Proto::Tcp)]
-        );
-        assert_eq!(
-            parse_publish("127.0.0.1::53/udp").unwrap(),
-            vec![pm([127, 0, 0, 1], 0, 53, Proto::Udp)]
-        );
-        assert_eq!(parse_publish("80-81").unwrap().len(), 2);
-    }
-
-    #[test]
-    fn expose_specs() {
-        assert_eq!(parse_expose("80").unwrap(), vec![(80, Proto::Tcp)]);
-        assert_eq!(parse_expose("53/udp").unwrap(), vec![(53, Proto::Udp)]);
-        assert_eq!(parse_expose("8000-8001").unwrap().len(), 2);
-        assert!(parse_expose("0").is_err());
-    }
-
-    #[test]
-    fn collisions() {
-        let a = pm([0; 4], 80, 80, Proto::Tcp);
-        assert!(a.collides_with(&pm([10, 0, 0, 1], 80, 81, Proto::Tcp)));
-        assert!(!a.collides_with(&pm([0; 4], 80, 80, Proto::Udp)));
-        assert!(!pm([10, 0, 0, 1], 80, 80, Proto::Tcp).collides_with(&pm(
-            [10, 0, 0, 2],
-            80,
-            80,
-            Proto::Tcp
-        )));
-    }
 
     #[test]
     fn subnet_pool_skips_routes() {

@@ -1,0 +1,352 @@
+//! The network configuration a runtime passes on stdin (SPEC.md section 1 and 3, and
+//! the capabilities of CONVENTIONS.md), and the protocol versions netd-cni speaks.
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
+
+use netd::model::{PortMapping, Proto};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{code, CniError};
+
+pub const CURRENT_VERSION: &str = "1.1.0";
+/// Every version whose ADD result netd-cni can write (0.3.0 introduced the result shape
+/// with interfaces; 0.1 and 0.2 results had none).
+pub const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+/// Where `netd daemon` listens unless the configuration says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/netd/netd.sock";
+
+/// The plugin configuration object, as the runtime derived it for one invocation.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct NetConf {
+    #[serde(rename = "cniVersion", default)]
+    pub cni_version: String,
+    #[serde(default)]
+    pub name: String,
+    /// The netd network to attach to (default: `name`).
+    pub network: Option<String>,
+    /// The daemon's API socket (default: /run/netd/netd.sock).
+    pub socket: Option<PathBuf>,
+    #[serde(rename = "runtimeConfig", default)]
+    pub runtime_config: RuntimeConfig,
+    /// Conventions' `args.cni.ips`: static addresses, as the `ips` capability.
+    #[serde(default)]
+    pub args: Option<Value>,
+    #[serde(rename = "prevResult")]
+    pub prev_result: Option<Value>,
+    #[serde(rename = "cni.dev/valid-attachments")]
+    pub valid_attachments: Option<Vec<ValidAttachment>>,
+}
+
+/// One entry of `cni.dev/valid-attachments` (GC).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ValidAttachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// The capability arguments netd-cni declares (`capabilities` in the conflist).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RuntimeConfig {
+    #[serde(rename = "portMappings", default)]
+    pub port_mappings: Vec<CniPortMapping>,
+    #[serde(default)]
+    pub ips: Vec<String>,
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub aliases: Aliases,
+}
+
+/// CONVENTIONS.md's `portMappings` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct CniPortMapping {
+    #[serde(rename = "hostPort")]
+    pub host_port: u16,
+    #[serde(rename = "containerPort")]
+    pub container_port: u16,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(rename = "hostIP", default)]
+    pub host_ip: Option<String>,
+}
+
+/// `aliases`: a list (CONVENTIONS.md), or Podman's map of network name to list.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Aliases {
+    List(Vec<String>),
+    PerNetwork(BTreeMap<String, Vec<String>>),
+}
+
+impl Default for Aliases {
+    fn default() -> Self {
+        Aliases::List(Vec::new())
+    }
+}
+
+/// A version as (major, minor, patch); None for anything that is not one.
+pub fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
+    let mut it = v.split('.').map(|p| p.parse::<u32>().ok());
+    let parsed = (it.next()??, it.next()??, it.next().unwrap_or(Some(0))?);
+    it.next().is_none().then_some(parsed)
+}
+
+/// Whether `v` is at least `min` (both versions netd-cni knows).
+pub fn at_least(v: &str, min: &str) -> bool {
+    matches!((parse_version(v), parse_version(min)), (Some(a), Some(b)) if a >= b)
+}
+
+fn invalid(details: String) -> CniError {
+    CniError::new(
+        code::INVALID_CONFIG,
+        "invalid network configuration",
+        details,
+    )
+}
+
+impl NetConf {
+    /// Parses stdin. An empty or missing `cniVersion` means 0.1.0 (the spec's rule),
+    /// which netd-cni cannot answer in: error 1 like any unsupported version.
+    pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
+        let conf: NetConf = serde_json::from_slice(bytes).map_err(|e| {
+            CniError::new(
+                code::DECODING_FAILURE,
+                "cannot decode the network configuration",
+                e.to_string(),
+            )
+        })?;
+        if !SUPPORTED_VERSIONS.contains(&conf.cni_version.as_str()) {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                "incompatible CNI version",
+                format!(
+                    "cniVersion {:?} is not one of {}",
+                    conf.cni_version,
+                    SUPPORTED_VERSIONS.join(", ")
+                ),
+            ));
+        }
+        Ok(conf)
+    }
+
+    /// The netd network: `network`, else the configuration's `name`.
+    pub fn network(&self) -> Result<String, CniError> {
+        match self.network.as_deref().unwrap_or(&self.name) {
+            "" => Err(invalid("neither \"network\" nor \"name\" is set".into())),
+            n => Ok(n.to_string()),
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+    }
+
+    /// The runtime's `portMappings` as netd's published ports.
+    pub fn port_mappings(&self) -> Result<Vec<PortMapping>, CniError> {
+        self.runtime_config
+            .port_mappings
+            .iter()
+            .map(|p| {
+                let proto = match p.protocol.as_deref().unwrap_or("tcp") {
+                    "tcp" | "TCP" | "" => Proto::Tcp,
+                    "udp" | "UDP" => Proto::Udp,
+                    other => {
+                        return Err(invalid(format!(
+                            "portMappings: protocol {other:?} of host port {} is not supported (tcp or udp)",
+                            p.host_port
+                        )))
+                    }
+                };
+                let host_ip = match p.host_ip.as_deref().unwrap_or("") {
+                    "" => Ipv4Addr::UNSPECIFIED,
+                    s => s.parse::<Ipv4Addr>().map_err(|_| {
+                        invalid(format!(
+                            "portMappings: hostIP {s:?} of host port {} is not an IPv4 address (netd has no IPv6 yet)",
+                            p.host_port
+                        ))
+                    })?,
+                };
+                if p.container_port == 0 {
+                    return Err(invalid(format!(
+                        "portMappings: containerPort 0 of host port {}",
+                        p.host_port
+                    )));
+                }
+                Ok(PortMapping {
+                    host_ip,
+                    host_port: p.host_port,
+                    container_port: p.container_port,
+                    proto,
+                })
+            })
+            .collect()
+    }
+
+    /// The static address asked for: the `ips` capability, else `args.cni.ips`. netd
+    /// has one IPv4 address per endpoint; anything else is refused, not ignored.
+    pub fn static_ip(&self) -> Result<Option<Ipv4Addr>, CniError> {
+        let from_args: Vec<String> = self
+            .args
+            .as_ref()
+            .and_then(|a| a.pointer("/cni/ips"))
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let ips = if self.runtime_config.ips.is_empty() {
+            &from_args
+        } else {
+            &self.runtime_config.ips
+        };
+        match ips.as_slice() {
+            [] => Ok(None),
+            [one] => {
+                let addr = one.split('/').next().unwrap_or(one);
+                match addr.parse::<IpAddr>() {
+                    Ok(IpAddr::V4(ip)) => Ok(Some(ip)),
+                    Ok(IpAddr::V6(_)) => Err(invalid(format!(
+                        "ips: {one} is IPv6, which netd does not support yet"
+                    ))),
+                    Err(_) => Err(invalid(format!("ips: {one:?} is not an IP address"))),
+                }
+            }
+            many => Err(invalid(format!(
+                "ips: {} addresses asked for, netd gives an endpoint one IPv4 address",
+                many.len()
+            ))),
+        }
+    }
+
+    /// The aliases of this network's endpoint.
+    pub fn aliases(&self) -> Vec<String> {
+        match &self.runtime_config.aliases {
+            Aliases::List(l) => l.clone(),
+            Aliases::PerNetwork(m) => m.get(&self.name).cloned().unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spec's example configuration as passed to `tuning` (mac capability) and to
+    /// `portmap` (portMappings capability), with netd-cni's own keys.
+    #[test]
+    fn spec_examples_parse() {
+        let tuning = r#"{
+          "cniVersion": "1.1.0", "name": "dbnet", "type": "tuning",
+          "sysctl": {"net.core.somaxconn": "500"},
+          "runtimeConfig": {"mac": "00:11:22:33:44:66"},
+          "prevResult": {"ips": [{"address": "10.1.0.5/16", "gateway": "10.1.0.1", "interface": 2}]}
+        }"#;
+        let c = NetConf::parse(tuning.as_bytes()).unwrap();
+        assert_eq!(c.runtime_config.mac.as_deref(), Some("00:11:22:33:44:66"));
+        assert_eq!(c.network().unwrap(), "dbnet");
+        assert!(c.prev_result.is_some());
+        let portmap = r#"{
+          "cniVersion": "1.1.0", "name": "dbnet", "type": "netd-cni", "network": "web",
+          "socket": "/tmp/x.sock",
+          "runtimeConfig": {"portMappings": [
+            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+            {"hostPort": 8000, "containerPort": 8001, "protocol": "udp", "hostIP": "10.0.0.1"}]}
+        }"#;
+        let c = NetConf::parse(portmap.as_bytes()).unwrap();
+        assert_eq!(c.network().unwrap(), "web");
+        assert_eq!(c.socket(), PathBuf::from("/tmp/x.sock"));
+        let ports = c.port_mappings().unwrap();
+        assert_eq!(
+            ports,
+            vec![
+                PortMapping {
+                    host_ip: Ipv4Addr::UNSPECIFIED,
+                    host_port: 8080,
+                    container_port: 80,
+                    proto: Proto::Tcp
+                },
+                PortMapping {
+                    host_ip: Ipv4Addr::new(10, 0, 0, 1),
+                    host_port: 8000,
+                    container_port: 8001,
+                    proto: Proto::Udp
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn versions_outside_the_supported_set_are_error_1() {
+        for v in ["0.2.0", "", "2.0.0", "x"] {
+            let conf = format!(r#"{{"cniVersion": "{v}", "name": "n", "type": "netd-cni"}}"#);
+            let e = NetConf::parse(conf.as_bytes()).unwrap_err();
+            assert_eq!(e.code, code::INCOMPATIBLE_VERSION, "{v}");
+        }
+        let e = NetConf::parse(b"{not json").unwrap_err();
+        assert_eq!(e.code, code::DECODING_FAILURE);
+        assert!(at_least("1.1.0", "0.4.0") && at_least("0.4.0", "0.4.0"));
+        assert!(!at_least("0.3.1", "0.4.0") && !at_least("1.0.0", "1.1.0"));
+    }
+
+    #[test]
+    fn capabilities_become_a_request_or_a_clear_error() {
+        let conf = |rc: &str| {
+            NetConf::parse(
+                format!(
+                    r#"{{"cniVersion":"1.0.0","name":"n","type":"netd-cni","runtimeConfig":{rc}}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            conf(r#"{"ips":["10.2.2.42/24"]}"#).static_ip().unwrap(),
+            Some(Ipv4Addr::new(10, 2, 2, 42))
+        );
+        let e = conf(r#"{"ips":["2001:db8::5"]}"#).static_ip().unwrap_err();
+        assert!(e.details.contains("IPv6"), "{e}");
+        let e = conf(r#"{"ips":["10.0.0.1","10.0.0.2"]}"#)
+            .static_ip()
+            .unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        let e = conf(r#"{"portMappings":[{"hostPort":1,"containerPort":2,"protocol":"sctp"}]}"#)
+            .port_mappings()
+            .unwrap_err();
+        assert!(e.details.contains("sctp"), "{e}");
+        assert_eq!(
+            conf(r#"{"aliases":["db","primary-db"]}"#).aliases(),
+            ["db", "primary-db"]
+        );
+        assert_eq!(
+            conf(r#"{"aliases":{"n":["web"],"other":["x"]}}"#).aliases(),
+            ["web"]
+        );
+        let with_args = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"netd-cni","args":{"cni":{"ips":["10.2.2.42"]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            with_args.static_ip().unwrap(),
+            Some(Ipv4Addr::new(10, 2, 2, 42))
+        );
+    }
+
+    #[test]
+    fn gc_attachments_parse() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","name":"n","type":"netd-cni",
+                "cni.dev/valid-attachments":[{"containerID":"a1","ifname":"eth0"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.valid_attachments.unwrap(),
+            vec![ValidAttachment {
+                container_id: "a1".into(),
+                ifname: "eth0".into()
+            }]
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! The datapath's counters, in two tables: drop reasons (why a packet was dropped; each
+//! drop counts exactly one, at the single exit of its program) and events (what the
+//! datapath did: rewrites, new flows, redirects). Each table is one list below, from
+//! which `counter_table!` makes the index constants, `COUNT`, `NAMES` and `DOCS`
+//! together, so they cannot disagree. Each table has its own per-CPU array, indexed
+//! from 0, and its own index type, so an event can never be counted as a drop.
+
+/// Declares a counter table: a module with an index type, one constant of that type per
+/// entry (numbered in order from 0), and `COUNT`, `NAMES` (the name in `netd stats`)
+/// and `DOCS` (the entry's doc comment), indexed like the constants.
+#[macro_export]
+macro_rules! counter_table {
+    (
+        $(#[doc = $mdoc:literal])*
+        pub mod $module:ident : $ty:ident {
+            $( $(#[doc = $doc:literal])+ $name:ident = $label:literal, )+
+        }
+    ) => {
+        $(#[doc = $mdoc])*
+        pub mod $module {
+            /// An index into this table (and its counter array).
+            #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+            #[repr(transparent)]
+            pub struct $ty(pub u32);
+
+            // The enum numbers the entries; the constants below carry its values.
+            #[allow(
+                non_camel_case_types,
+                clippy::upper_case_acronyms,
+                dead_code,
+                reason = "variants are named like the constants; only their values are used"
+            )]
+            #[repr(u32)]
+            enum Index {
+                $($name,)+
+            }
+
+            $(
+                $(#[doc = $doc])+
+                pub const $name: $ty = $ty(Index::$name as u32);
+            )+
+
+            /// Number of entries, the size of the table's counter array.
+            pub const COUNT: u32 = [$($label),+].len() as u32;
+            /// Names, indexed like the constants.
+            pub const NAMES: [&str; COUNT as usize] = [$($label),+];
+            /// One-line descriptions (the entries' doc comments), indexed like the constants.
+            pub const DOCS: [&str; COUNT as usize] = [$(concat!($($doc),+)),+];
+        }
+    };
+}
+
+counter_table! {
+    /// Why a packet was dropped. Names keep the words `netd stats` has always shown.
+    pub mod drop_reason: DropReason {
+        /// A rewrite helper failed half-way: dropped rather than sent half-NATed.
+        REWRITE_FAILED = "drop_rewrite_failed",
+        /// No free masquerade source port for a new flow: dropped, never mis-mapped.
+        SNAT_EXHAUSTED = "drop_snat_exhausted",
+        /// The conntrack map refused a new flow's entry (out of memory, not a full LRU table).
+        CT_INSERT_FAILED = "drop_ct_insert_failed",
+        /// From outside, addressed straight to a NAT-protected container subnet.
+        GUARD_TO_CONTAINER = "guard_drop_to_container",
+        /// From outside with a container-subnet or loopback source (spoofed).
+        GUARD_SPOOFED = "guard_drop_spoofed",
+        /// From outside to loopback, or to a port published only on loopback.
+        GUARD_LOOPBACK = "guard_drop_loopback",
+        /// A container sent with a source IP that is not its own.
+        SPOOFED_IP = "drop_spoofed_ip",
+        /// A container sent with a source MAC that is not its own.
+        SPOOFED_MAC = "drop_spoofed_mac",
+        /// A container's ARP claimed an address or MAC that is not its own.
+        SPOOFED_ARP = "drop_spoofed_arp",
+        /// Between containers of different networks.
+        OTHER_NETWORK = "drop_other_network",
+        /// Between containers of a network with icc=false.
+        ICC = "drop_icc",
+        /// Leaving, or entering, an --internal network.
+        INTERNAL = "drop_internal",
+    }
+}
+
+counter_table! {
+    /// What the datapath did with the packets it did not drop.
+    pub mod event: Event {
+        /// A packet of a published-port flow, rewritten towards its container.
+        DNAT = "dnat",
+        /// A reply of a published-port flow, rewritten back to the published address.
+        DNAT_REPLY = "dnat_reply",
+        /// A packet of a masqueraded flow, rewritten to the uplink's address.
+        SNAT = "snat",
+        /// A reply of a masqueraded flow, rewritten back to the container.
+        SNAT_REPLY = "snat_reply",
+        /// A new flow from a container to a published port through a host address.
+        HAIRPIN = "hairpin",
+        /// A new flow tracked: its two conntrack entries inserted.
+        CT_NEW = "ct_new",
+        /// A masquerade source port tried for a new flow was taken (range pressure).
+        CT_PORT_TAKEN = "ct_port_taken",
+        /// Another CPU tracked the same new flow first; its entries were used.
+        CT_RACE_LOST = "ct_race_lost",
+        /// A flow's first reply could not move it to the table of answered flows (full,
+        /// --ct-max): it keeps working from the table of new flows, where a flood may
+        /// evict it.
+        CT_CONFIRM_FAILED = "ct_confirm_failed",
+        /// Delivered with bpf_redirect or bpf_redirect_peer, past the stack.
+        REDIRECT = "redirect",
+        /// Of those, sent with bpf_redirect_neigh: the next hop had no neighbour entry yet.
+        REDIRECT_NEIGH = "redirect_neigh",
+        /// A redirect was not possible (no route, too big, helper error): the stack sent it.
+        REDIRECT_FAILED = "redirect_failed",
+        /// Broken headers: passed untouched, for the stack's own checks to judge.
+        MALFORMED_PASSED = "malformed_passed",
+        /// IP fragments: passed untouched (ports are only in the first one).
+        FRAGMENT_PASSED = "fragment_passed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_numbered_in_order_and_named_uniquely() {
+        assert_eq!(drop_reason::REWRITE_FAILED.0, 0);
+        assert_eq!(drop_reason::INTERNAL.0, drop_reason::COUNT - 1);
+        assert_eq!(event::FRAGMENT_PASSED.0, event::COUNT - 1);
+        assert_eq!(drop_reason::NAMES[drop_reason::ICC.0 as usize], "drop_icc");
+        assert_eq!(event::NAMES[event::SNAT.0 as usize], "snat");
+        let mut all: std::vec::Vec<&str> = drop_reason::NAMES.to_vec();
+        all.extend(event::NAMES);
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(
+            all.len(),
+            n,
+            "a name is used twice: `netd stats` would merge them"
+        );
+        assert!(drop_reason::DOCS
+            .iter()
+            .chain(&event::DOCS)
+            .all(|d| !d.trim().is_empty()));
+    }
+}

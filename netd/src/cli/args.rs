@@ -1,0 +1,284 @@
+//! The command line's grammar: Docker's words and flags, so users need nothing new.
+use std::net::Ipv4Addr;
+
+use clap::{Parser, Subcommand};
+
+use crate::{daemon::DaemonArgs, model::IpProto};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "netd",
+    version,
+    about = "Container networking with an eBPF datapath"
+)]
+pub struct Cli {
+    /// Daemon socket (PATH or unix://PATH).
+    #[arg(
+        short = 'H',
+        long = "host",
+        env = "NETD_HOST",
+        global = true,
+        default_value = "/run/netd/netd.sock"
+    )]
+    pub host: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent (owns the kernel state, serves the API).
+    Daemon(DaemonArgs),
+    /// Create a container's network sandbox and run a command in it.
+    Run(RunArgs),
+    /// Create a container's network sandbox without starting its command.
+    Create(RunArgs),
+    /// Start created or stopped containers.
+    Start {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop containers (SIGTERM, then SIGKILL after --time seconds).
+    Stop {
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// List containers, newest first.
+    Ps {
+        #[arg(short, long)]
+        all: bool,
+        #[arg(short, long)]
+        quiet: bool,
+        /// KEY=VALUE, Docker's: id, name, label, network, status, exited, before, since,
+        /// publish, expose (name and id are regular expressions).
+        #[arg(short, long)]
+        filter: Vec<String>,
+        /// The N most recently created containers, running or not.
+        #[arg(short = 'n', long)]
+        last: Option<usize>,
+        /// The most recently created container.
+        #[arg(short, long)]
+        latest: bool,
+        /// `json` for scripts.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Remove containers.
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// List a container's published ports.
+    Port {
+        name: String,
+        /// PRIVATE_PORT[/PROTO]: only that port's bindings, as `docker port`.
+        private_port: Option<String>,
+    },
+    /// Show a container's output.
+    Logs { name: String },
+    /// Show containers as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Run a command inside a container's network namespace.
+    Exec {
+        name: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// Manage networks.
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
+    /// Datapath counters.
+    Stats {
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// The eBPF connection tracking table.
+    Conntrack {
+        #[command(subcommand)]
+        command: ConntrackCommand,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Run in the background and print the container id (run only).
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Remove the container when its command exits.
+    #[arg(long)]
+    pub rm: bool,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// NETWORK, host, none or container:NAME.
+    #[arg(long, visible_alias = "net")]
+    pub network: Option<String>,
+    /// Static address (networks created with --subnet only).
+    #[arg(long)]
+    pub ip: Option<Ipv4Addr>,
+    /// Extra names for the container on its network.
+    #[arg(long = "alias", visible_alias = "network-alias")]
+    pub aliases: Vec<String>,
+    /// Publish a port: [ip:][hostPort[-end]:]containerPort[-end][/tcp|/udp]; a missing
+    /// host port gets a free one.
+    #[arg(short, long = "publish")]
+    pub publish: Vec<String>,
+    /// Publish every --expose'd port on a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// A port the container serves: port[-end][/tcp|/udp].
+    #[arg(long)]
+    pub expose: Vec<String>,
+    /// Metadata KEY[=VALUE], as `docker run --label` (`ps --filter label=...`).
+    #[arg(short, long)]
+    pub label: Vec<String>,
+    /// The command (after `--`, or as the first argument that is not an option). Without
+    /// one, the container is a sandbox for `netd exec`.
+    #[arg(trailing_var_arg = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// Create a network.
+    Create {
+        #[arg(short, long, default_value = "bridge")]
+        driver: String,
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long)]
+        ip_range: Option<String>,
+        /// NAME=IP: an address the network must not hand out.
+        #[arg(long)]
+        aux_address: Vec<String>,
+        /// No traffic leaves the network, nothing gets in.
+        #[arg(long)]
+        internal: bool,
+        /// Docker's --attachable: recorded and shown (every netd network takes containers).
+        #[arg(long)]
+        attachable: bool,
+        /// KEY[=VALUE]
+        #[arg(long)]
+        label: Vec<String>,
+        /// Driver option KEY=VALUE (com.docker.network.bridge.*, com.docker.network.driver.mtu).
+        #[arg(short, long = "opt")]
+        opt: Vec<String>,
+        name: String,
+    },
+    /// List networks.
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long)]
+        no_trunc: bool,
+        /// KEY=VALUE: driver, id, label, name, scope, type (custom|builtin).
+        #[arg(short, long)]
+        filter: Vec<String>,
+        /// `json`, `table`, or a template such as '{{.Name}} {{.Driver}}'.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Show networks as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every network no container uses.
+    Prune {
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Connect a container to a network.
+    Connect {
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a container from a network.
+    Disconnect {
+        #[arg(short, long)]
+        force: bool,
+        network: String,
+        container: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConntrackCommand {
+    /// List tracked flows (one line per direction).
+    Ls {
+        #[arg(long)]
+        format: Option<String>,
+        /// Only this protocol (tcp, udp, icmp).
+        #[arg(short, long)]
+        proto: Option<IpProto>,
+        /// Only entries with this address anywhere in their tuples.
+        #[arg(long)]
+        addr: Option<Ipv4Addr>,
+        /// Only entries with this port anywhere in their tuples.
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Remove tracked flows (all, or one protocol's).
+    Flush {
+        #[arg(short, long)]
+        proto: Option<IpProto>,
+    },
+}
+
+/// Turns anything the daemon or the CLI rejects into `Error: <one line>`.
+pub fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+pub fn parse_args() -> Result<Cli, i32> {
+    match Cli::try_parse() {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            use clap::error::ErrorKind;
+            match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    Err(
+                        if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                            2
+                        } else {
+                            0
+                        },
+                    )
+                }
+                _ => {
+                    // clap explains over several lines; users get the first, which names
+                    // the problem, plus a pointer to --help.
+                    let text = e.render().to_string();
+                    let first = text.lines().next().unwrap_or("invalid arguments");
+                    eprintln!("{first} (see 'netd --help')");
+                    Err(2)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! `netd daemon`: owns the kernel state and serves the API.
+//!
+//! Every change is committed to the store first, then applied to the kernel (see
+//! `txn`); at start (and after a crash) `reconcile` makes the kernel match the store and
+//! removes what this instance made that the store no longer wants (see `owned`).
+//!
+//! - `args`: the daemon's flags.
+//! - `networks`: network create/remove/prune/connect/disconnect, the built-in networks.
+//! - `containers`: run/start/stop/rm of netd's own sandboxes.
+//! - `endpoints`: namespaces of container runtimes (CNI) attached through the same seam.
+//! - `processes`: the processes netd runs in sandboxes, and their exits.
+//! - `reconcile`: kernel := store, at start; the maps from the store.
+//! - `observe`: stats and conntrack for the API.
+//! - `rundir`: the namespace the daemon enters, its run directory's ownership.
+mod args;
+mod containers;
+mod endpoints;
+mod networks;
+mod observe;
+mod owned;
+mod processes;
+mod reconcile;
+mod rundir;
+pub mod txn;
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{anyhow, Context};
+use log::{info, warn};
+use tokio::sync::Mutex;
+
+pub use args::DaemonArgs;
+pub use endpoints::{Endpoint, EndpointKey, EndpointRequest, GcRequest, Route};
+pub use observe::{ConntrackRow, FlowFilter, PortStats, Stats};
+pub use rundir::{enter_netns, group_id};
+
+use crate::{
+    datapath::{self, config_flags, Datapath, Settings, XdpMode},
+    error::NetdError,
+    netlink::Netlink,
+    store::{State, Store},
+    sysctl,
+};
+use owned::Owned;
+
+pub struct Daemon {
+    args: DaemonArgs,
+    inner: Mutex<Inner>,
+}
+
+/// Everything behind the daemon's lock: the intended state and the kernel handles.
+struct Inner {
+    state: State,
+    store: Store,
+    dp: Datapath,
+    nl: Netlink,
+    uplink: String,
+    owned: Owned,
+}
+
+impl txn::Transactional for Inner {
+    fn state_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+    fn commit(&mut self) -> anyhow::Result<()> {
+        self.store.commit(&self.state)
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 32];
+    if getrandom(&mut b).is_err() {
+        // Fall back to time and pid: ids need to be unique, not secret.
+        let seed = format!("{:?}{}", SystemTime::now(), std::process::id());
+        for (i, c) in seed.bytes().enumerate() {
+            b[i % 32] ^= c;
+        }
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+}
+
+fn not_found_net(name: &str) -> NetdError {
+    NetdError::NotFound(format!("network {name} not found"))
+}
+
+fn not_found_container(name: &str) -> NetdError {
+    NetdError::NotFound(format!("no such container: {name}"))
+}
+
+impl Daemon {
+    pub fn socket_path(&self) -> PathBuf {
+        self.args.run_dir.join("netd.sock")
+    }
+
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.args.state_dir
+    }
+
+    pub async fn instance_id(&self) -> String {
+        self.inner.lock().await.state.instance_id.clone()
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.args.run_dir.join("logs").join(format!("{id}.log"))
+    }
+
+    /// Finds the uplink, loads and attaches the datapath, creates the built-in
+    /// networks, reconciles, and starts the conntrack collector.
+    pub async fn start(args: DaemonArgs) -> anyhow::Result<Arc<Daemon>> {
+        if args.veth_prefix.len() > 5 || args.bridge_prefix.len() > 5 {
+            return Err(anyhow!(
+                "--veth-prefix and --bridge-prefix must be at most 5 characters"
+            ));
+        }
+        rundir::prepare_run_dir(&args)?;
+        sysctl::set("net.ipv4.ip_forward", "1")?;
+        let nl = Netlink::current()?;
+        let uplink = match &args.uplink {
+            Some(u) => nl
+                .link_by_name(u)
+                .await?
+                .ok_or_else(|| anyhow!("uplink {u} does not exist"))?,
+            None => {
+                let idx = nl.default_route_oif().await?.ok_or_else(|| {
+                    anyhow!("no default route in this namespace: pass --uplink IFACE")
+                })?;
+                nl.link_by_index(idx)
+                    .await?
+                    .ok_or_else(|| anyhow!("default route's interface {idx} vanished"))?
+            }
+        };
+        let uplink_ip = nl
+            .ipv4_addrs()
+            .await?
+            .into_iter()
+            .find(|(i, _)| *i == uplink.index)
+            .map(|(_, n)| n.ip())
+            .ok_or_else(|| anyhow!("uplink {} has no IPv4 address", uplink.name))?;
+        info!(
+            "uplink {} (ifindex {}, {uplink_ip})",
+            uplink.name, uplink.index
+        );
+
+        let (store, mut state) = Store::open(&args.state_dir)?;
+        let owned = Owned::new(&args.state_dir)?;
+        if state.instance_id.is_empty() {
+            state.instance_id = random_id();
+        }
+        networks::ensure_builtin(&mut state, &nl, &args).await?;
+        store.commit(&state)?;
+
+        let (lo, hi) = args.snat_port_range;
+        sysctl::set("net.ipv4.ip_local_reserved_ports", &format!("{lo}-{hi}"))?;
+        let mut dp = Datapath::load(&args.bpf_dir, args.ct_entries())?;
+        // Virtual devices (veth, bridge, ...) have a link kind; physical NICs not.
+        let native_xdp = match args.xdp_mode.as_str() {
+            "native" => true,
+            "auto" => uplink.kind.is_none(),
+            _ => false,
+        };
+        let guard_in_tc = args.xdp_mode == "tc" || (args.xdp_mode == "auto" && !native_xdp);
+        let mut flags = 0;
+        if !args.no_fast_path {
+            flags |= config_flags::FAST_PATH;
+        }
+        if guard_in_tc {
+            flags |= config_flags::GUARD_IN_TC;
+        }
+        dp.configure(&Settings {
+            uplink_ifindex: uplink.index,
+            uplink_ip,
+            flags,
+            snat_ports: args.snat_port_range,
+        })?;
+        dp.attach_uplink(&uplink.name, native_xdp.then_some(XdpMode::Driver))?;
+        info!(
+            "uplink guard: {}",
+            if native_xdp {
+                "XDP (native)"
+            } else if guard_in_tc {
+                "in uplink_ingress (TC)"
+            } else {
+                "off"
+            }
+        );
+        let cgroup = match args.cgroup.as_deref() {
+            Some("none") => None,
+            Some(p) => Some(PathBuf::from(p)),
+            None => args::cgroup2_root(),
+        };
+        match cgroup {
+            Some(cg) => {
+                dp.attach_cgroup(&cg)?;
+                info!(
+                    "host access to published ports via socket programs on {}",
+                    cg.display()
+                );
+            }
+            None => warn!("no cgroup2 mount: 127.0.0.1:PORT access from the host is off"),
+        }
+        let gc_table = dp.conntrack_handle()?;
+        info!(
+            "conntrack: {} flows ({} entries)",
+            gc_table.capacity() / 2,
+            gc_table.capacity()
+        );
+
+        let daemon = Arc::new(Daemon {
+            inner: Mutex::new(Inner {
+                state,
+                store,
+                dp,
+                nl,
+                uplink: uplink.name,
+                owned,
+            }),
+            args,
+        });
+        daemon.reconcile().await?;
+        let timeouts = datapath::Timeouts {
+            udp: Duration::from_secs(daemon.args.ct_udp_timeout),
+            ..Default::default()
+        };
+        let every = Duration::from_secs(daemon.args.ct_gc_interval.max(1));
+        datapath::spawn_gc(gc_table, every, timeouts)
+            .context("starting the conntrack collector")?;
+        Ok(daemon)
+    }
+
+    /// SIGTERM: detach every program this agent attached. Containers, networks and the
+    /// pinned maps stay, so a restarted agent picks them up.
+    pub async fn shutdown(&self) -> anyhow::Result<()> {
+        let g = self.inner.lock().await;
+        g.dp.detach_all()?;
+        let _ = std::fs::remove_file(self.socket_path());
+        Ok(())
+    }
+}

@@ -1,0 +1,421 @@
+//! Networks: create, remove, prune, list; connect and disconnect containers; the
+//! built-in `bridge`, `host` and `none`.
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::Ipv4Addr,
+};
+
+use anyhow::anyhow;
+use log::{info, warn};
+
+use super::{
+    not_found_container, not_found_net, now, owned::Kind, random_id, txn, Daemon, DaemonArgs, Inner,
+};
+use crate::{
+    driver,
+    error::{NetdError, Result},
+    ipam,
+    model::{self, Attachment, ConnectRequest, Container, NetMode, Network, NetworkSpec},
+    netlink::Netlink,
+    sandbox::{self, AttachOptions},
+    store::State,
+};
+
+/// The network and the container a connect/disconnect names, or the error naming
+/// whichever does not exist.
+fn network_and_container(
+    state: &State,
+    net: &str,
+    container: &str,
+) -> Result<(Network, Container)> {
+    let n = state
+        .network(net)
+        .cloned()
+        .ok_or_else(|| not_found_net(net))?;
+    let c = state
+        .container(container)
+        .cloned()
+        .ok_or_else(|| not_found_container(container))?;
+    Ok((n, c))
+}
+
+impl Inner {
+    /// Sets up `net` on the host through its driver and records what the driver found
+    /// (the bridge's MAC) in the state, committed.
+    pub(super) async fn setup_network(&mut self, net: &Network) -> anyhow::Result<()> {
+        let Some(d) = driver::for_network(net) else {
+            return Ok(());
+        };
+        if !net.bridge.is_empty() {
+            self.owned.claim(Kind::Link, &net.bridge)?;
+        }
+        let set = d.setup(&self.nl, net).await?;
+        if let Some(n) = self.state.networks.iter_mut().find(|n| n.id == net.id) {
+            if *n != set {
+                *n = set;
+                self.store.commit(&self.state)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `net` from the host; goes on past failures and returns them all.
+    async fn teardown_network(&mut self, net: &Network) -> driver::TeardownErrors {
+        let Some(d) = driver::for_network(net) else {
+            return driver::TeardownErrors::default();
+        };
+        let errs = d.teardown(&self.nl, net).await;
+        if errs.is_empty() {
+            self.owned.release(Kind::Link, &net.bridge);
+        }
+        errs
+    }
+}
+
+impl Daemon {
+    /// Creates a network; the second value is Docker's `Warning` (a user subnet that
+    /// overlaps a route of the host).
+    pub async fn create_network(&self, spec: NetworkSpec) -> Result<(Network, Option<String>)> {
+        let mut g = self.inner.lock().await;
+        let inner = &mut *g;
+        let routes = inner.nl.route_destinations().await?;
+        let links: HashSet<String> = inner
+            .nl
+            .links()
+            .await?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        let name = spec.name.clone();
+        let net = txn::transact(
+            inner,
+            &format!("creating network {name}"),
+            "network-create-committed",
+            |state| {
+                let net = ipam::plan_network(
+                    &spec,
+                    state,
+                    &routes,
+                    &links,
+                    &self.args.bridge_prefix,
+                    random_id(),
+                    now(),
+                )?;
+                if let Some(d) = driver::for_network(&net) {
+                    d.validate(&net)
+                        .map_err(|e| NetdError::InvalidArgument(e.to_string()))?;
+                }
+                state.next_net_id = net.net_id + 1;
+                state.networks.push(net.clone());
+                Ok(net)
+            },
+            async |inner: &mut Inner, net: &Network| {
+                inner.setup_network(net).await?;
+                inner.sync_maps().await?;
+                Ok(net.clone())
+            },
+            async |inner: &mut Inner, net: &Network| {
+                let errs = inner.teardown_network(net).await;
+                if !errs.is_empty() {
+                    warn!("undoing network {}: {errs}", net.name);
+                }
+            },
+        )
+        .await?;
+        info!(
+            "network {} ({}) on {}",
+            net.name,
+            net.subnet.map(|s| s.to_string()).unwrap_or_default(),
+            net.bridge
+        );
+        let warning = net
+            .subnet
+            .filter(|_| net.user_subnet)
+            .and_then(|s| ipam::route_overlap_warning(&s, &routes));
+        if let Some(w) = &warning {
+            warn!("network {}: {w}", net.name);
+        }
+        Ok((net, warning))
+    }
+
+    pub async fn remove_network(&self, name: &str) -> Result<String> {
+        let mut g = self.inner.lock().await;
+        let inner = &mut *g;
+        let net = inner
+            .state
+            .network(name)
+            .cloned()
+            .ok_or_else(|| not_found_net(name))?;
+        if net.builtin {
+            return Err(NetdError::Forbidden(format!(
+                "{} is a pre-defined network and cannot be removed",
+                net.name
+            )));
+        }
+        let users: Vec<String> = inner
+            .state
+            .containers
+            .iter()
+            .filter(|c| c.attachments.iter().any(|a| a.network == net.id))
+            .map(|c| c.name.clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(NetdError::Forbidden(format!(
+                "error while removing network: network {} id {} has active endpoints (containers: {})",
+                net.name,
+                net.id,
+                users.join(", ")
+            )));
+        }
+        inner.state.networks.retain(|n| n.id != net.id);
+        inner.store.commit(&inner.state)?;
+        txn::fault("network-rm-committed");
+        let errs = inner.teardown_network(&net).await;
+        inner.sync_maps().await?;
+        // The network is gone from the store: what could not be removed now is a
+        // leftover that reconcile retries at the next start.
+        errs.into_result()
+            .map_err(|e| NetdError::Internal(format!("removing network {}: {e:#}", net.name)))?;
+        info!("removed network {}", net.name);
+        Ok(net.id)
+    }
+
+    /// Removes every user network no container uses; returns their names.
+    pub async fn prune_networks(&self) -> Result<Vec<String>> {
+        let unused: Vec<String> = {
+            let g = self.inner.lock().await;
+            g.state
+                .networks
+                .iter()
+                .filter(|n| !n.builtin)
+                .filter(|n| {
+                    !g.state
+                        .containers
+                        .iter()
+                        .any(|c| c.attachments.iter().any(|a| a.network == n.id))
+                })
+                .map(|n| n.name.clone())
+                .collect()
+        };
+        let mut removed = Vec::new();
+        for n in unused {
+            self.remove_network(&n).await?;
+            removed.push(n);
+        }
+        Ok(removed)
+    }
+
+    pub async fn networks(&self) -> (Vec<Network>, Vec<Container>) {
+        let g = self.inner.lock().await;
+        (g.state.networks.clone(), g.state.containers.clone())
+    }
+
+    pub async fn network(&self, name: &str) -> Result<(Network, Vec<Container>)> {
+        let g = self.inner.lock().await;
+        let net = g
+            .state
+            .network(name)
+            .cloned()
+            .ok_or_else(|| not_found_net(name))?;
+        Ok((net, g.state.containers.clone()))
+    }
+
+    pub async fn connect(&self, name: &str, req: ConnectRequest) -> Result<()> {
+        let mut g = self.inner.lock().await;
+        let inner = &mut *g;
+        let (net, c) = network_and_container(&inner.state, name, &req.container)?;
+        if !net.is_bridge() {
+            return Err(NetdError::InvalidArgument(format!(
+                "container cannot be connected to the {} network: it is not a bridge network",
+                net.name
+            )));
+        }
+        if c.mode != NetMode::Bridge {
+            return Err(NetdError::InvalidArgument(format!(
+                "container {} uses network mode {}: it cannot be connected to other networks",
+                c.name,
+                model::mode_name(&c.mode, &inner.state.containers)
+            )));
+        }
+        if c.attachments.iter().any(|a| a.network == net.id) {
+            return Err(NetdError::Conflict(format!(
+                "endpoint with name {} already exists in network {}",
+                c.name, net.name
+            )));
+        }
+        let ns = c
+            .netns
+            .clone()
+            .ok_or_else(|| NetdError::Internal(format!("container {} has no namespace", c.name)))?;
+        let att = txn::transact(
+            inner,
+            &format!("connecting {} to {}", c.name, net.name),
+            "connect-committed",
+            |state| {
+                let opts = AttachOptions {
+                    ip: req.ip,
+                    ifname: None,
+                    aliases: req.aliases.clone(),
+                };
+                let att = sandbox::plan(
+                    state,
+                    &net,
+                    &c.id,
+                    &c.attachments,
+                    opts,
+                    &self.args.veth_prefix,
+                )?;
+                if let Some(m) = state.container_mut(&c.id) {
+                    m.attachments.push(att.clone());
+                }
+                Ok(att)
+            },
+            async |inner: &mut Inner, att: &Attachment| {
+                inner.owned.claim(Kind::Link, &att.veth)?;
+                let mut a = att.clone();
+                let first = c.attachments.is_empty();
+                sandbox::attach(&inner.nl, &mut inner.dp, &ns, &net, &mut a, first).await?;
+                inner.record_attachment(&c.id, &a)?;
+                if first {
+                    sandbox::publish(&mut inner.dp, &c.ports, &a)?;
+                }
+                Ok(a)
+            },
+            async |inner: &mut Inner, att: &Attachment| {
+                inner.detach(&c.name, att).await;
+            },
+        )
+        .await?;
+        info!(
+            "connected {} to {} as {} ({})",
+            c.name, net.name, att.ifname, att.ip
+        );
+        Ok(())
+    }
+
+    pub async fn disconnect(&self, name: &str, container: &str) -> Result<()> {
+        let mut g = self.inner.lock().await;
+        let inner = &mut *g;
+        let (net, c) = network_and_container(&inner.state, name, container)?;
+        let Some(att) = c.attachments.iter().find(|a| a.network == net.id).cloned() else {
+            return Err(NetdError::NotFound(format!(
+                "container {} is not connected to network {}",
+                c.name, net.name
+            )));
+        };
+        if let Some(m) = inner.state.container_mut(&c.id) {
+            m.attachments.retain(|a| a.network != net.id);
+        }
+        inner.store.commit(&inner.state)?;
+        inner.detach(&c.name, &att).await;
+        // Published ports lead to the first network: that may now be another one.
+        inner.sync_maps().await?;
+        info!("disconnected {} from {}", c.name, net.name);
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Stores what plumbing recorded about an attachment (its host-side ifindex).
+    pub(super) fn record_attachment(&mut self, id: &str, a: &Attachment) -> anyhow::Result<()> {
+        if let Some(m) = self.state.container_mut(id) {
+            if let Some(x) = m.attachments.iter_mut().find(|x| x.network == a.network) {
+                *x = a.clone();
+            }
+        }
+        self.store.commit(&self.state)
+    }
+
+    /// Detaches one attachment from the kernel and releases its claim; failures are
+    /// logged with every error (the store no longer wants it: reconcile retries).
+    pub(super) async fn detach(&mut self, owner: &str, a: &Attachment) {
+        let net = self.state.network_by_id(&a.network).cloned();
+        let errs = sandbox::detach(&self.nl, &mut self.dp, net.as_ref(), a).await;
+        if errs.is_empty() {
+            self.owned.release(Kind::Link, &a.veth);
+        } else {
+            warn!("{owner}: detaching {}: {errs}", a.veth);
+        }
+    }
+}
+
+/// The default `bridge` network and the built-in `host` and `none`, as in Docker.
+pub(super) async fn ensure_builtin(
+    state: &mut State,
+    nl: &Netlink,
+    args: &DaemonArgs,
+) -> anyhow::Result<()> {
+    if state.network("bridge").is_none() {
+        let mut avoid = nl.route_destinations().await?;
+        avoid.extend(state.networks.iter().filter_map(|n| n.subnet));
+        let subnet = model::pick_subnet(&avoid)
+            .ok_or_else(|| anyhow!("no free subnet for the default network"))?;
+        let gateway = subnet
+            .nth(1)
+            .ok_or_else(|| anyhow!("subnet {subnet} too small"))?;
+        let net_id = state.next_net_id.max(1);
+        state.next_net_id = net_id + 1;
+        state.networks.push(Network {
+            id: random_id(),
+            name: "bridge".into(),
+            driver: model::DRIVER_BRIDGE.into(),
+            net_id,
+            bridge: args.bridge_name.clone(),
+            bridge_mac: [0; 6],
+            subnet: Some(subnet),
+            gateway: Some(gateway),
+            ip_range: None,
+            aux_addresses: BTreeMap::new(),
+            user_subnet: false,
+            internal: false,
+            icc: args.icc,
+            masquerade: true,
+            host_binding_ipv4: Ipv4Addr::UNSPECIFIED,
+            mtu: None,
+            labels: BTreeMap::new(),
+            options: [(model::OPT_BRIDGE_NAME.to_string(), args.bridge_name.clone())].into(),
+            builtin: true,
+            created: now(),
+            attachable: false,
+        });
+        info!("default network bridge: {subnet} via {gateway}");
+    }
+    // The daemon's --icc governs the default network, on every start.
+    for n in state
+        .networks
+        .iter_mut()
+        .filter(|n| n.name == "bridge" && n.builtin)
+    {
+        n.icc = args.icc;
+        n.options
+            .insert(model::OPT_ICC.into(), args.icc.to_string());
+    }
+    for (name, driver) in [("host", model::DRIVER_HOST), ("none", model::DRIVER_NULL)] {
+        if state.network(name).is_none() {
+            state.networks.push(Network {
+                id: random_id(),
+                name: name.into(),
+                driver: driver.into(),
+                net_id: 0,
+                bridge: String::new(),
+                bridge_mac: [0; 6],
+                subnet: None,
+                gateway: None,
+                ip_range: None,
+                aux_addresses: BTreeMap::new(),
+                user_subnet: false,
+                internal: false,
+                icc: true,
+                masquerade: false,
+                host_binding_ipv4: Ipv4Addr::UNSPECIFIED,
+                mtu: None,
+                labels: BTreeMap::new(),
+                options: BTreeMap::new(),
+                builtin: true,
+                created: now(),
+                attachable: false,
+            });
+        }
+    }
+    Ok(())
+}

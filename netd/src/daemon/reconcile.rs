@@ -1,0 +1,202 @@
+//! Makes the kernel match the store: at start (after a restart or a crash) and, for the
+//! maps, after changes that touch networks or several containers.
+use std::{collections::HashSet, net::Ipv4Addr, sync::Arc};
+
+use anyhow::anyhow;
+use log::warn;
+
+use super::{
+    containers::set_lo_up,
+    owned::Kind,
+    processes::{self, kill_netns_processes},
+    Daemon, Inner,
+};
+use crate::{
+    model::{Attachment, ContainerState, NetMode, Network, PortMapping},
+    netns, process, sandbox,
+};
+
+impl Daemon {
+    /// Networks' host side, containers' namespaces, veths and programs, every map; then
+    /// removes what this instance made that the store does not want (after a crash
+    /// between a commit and the kernel work, or before it).
+    pub(super) async fn reconcile(self: &Arc<Self>) -> anyhow::Result<()> {
+        let mut g = self.inner.lock().await;
+        let inner = &mut *g;
+        for net in inner.state.networks.clone() {
+            inner.setup_network(&net).await?;
+        }
+        // Containers whose namespace is gone cannot be brought back: drop them, and the
+        // ones that shared it.
+        let before = inner.state.containers.len();
+        let lost: HashSet<String> = inner
+            .state
+            .containers
+            .iter()
+            .filter(|c| c.netns.as_deref().is_some_and(|n| !netns::exists(n)))
+            .map(|c| {
+                warn!("container {} lost its namespace: dropping it", c.name);
+                c.id.clone()
+            })
+            .collect();
+        inner.state.containers.retain(|c| {
+            !lost.contains(&c.id) && !matches!(&c.mode, NetMode::Container(t) if lost.contains(t))
+        });
+        if inner.state.containers.len() != before {
+            inner.store.commit(&inner.state)?;
+        }
+        let mut adopt = Vec::new();
+        for c in inner.state.containers.clone() {
+            if c.owns_netns() {
+                if let Some(ns) = &c.netns {
+                    // Claimed again: a store from before ownership markers.
+                    inner.owned.claim(Kind::Netns, ns)?;
+                    set_lo_up(ns).await?;
+                }
+            }
+            for (i, a) in c.attachments.iter().enumerate() {
+                let net = inner
+                    .state
+                    .network_by_id(&a.network)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("container {} on unknown network", c.name))?;
+                inner.owned.claim(Kind::Link, &a.veth)?;
+                let mut a = a.clone();
+                match inner.nl.link_by_name(&a.veth).await? {
+                    Some(link) => {
+                        a.host_ifindex = link.index;
+                        inner.dp.attach_endpoint(&a.veth)?;
+                    }
+                    None => {
+                        warn!(
+                            "container {}: recreating its interface {}",
+                            c.name, a.ifname
+                        );
+                        let ns = c.netns.clone().unwrap_or_default();
+                        let route = c.default_route_on(i);
+                        sandbox::attach(&inner.nl, &mut inner.dp, &ns, &net, &mut a, route).await?;
+                    }
+                }
+                inner.record_attachment(&c.id, &a)?;
+            }
+            if c.state == ContainerState::Running {
+                match c.pid {
+                    Some(pid) if process::alive(pid, c.pid_start) => {
+                        adopt.push((c.id.clone(), pid, c.pid_start))
+                    }
+                    Some(_) => {
+                        if let Some(m) = inner.state.container_mut(&c.id) {
+                            m.state = ContainerState::Exited;
+                            m.pid = None;
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+        inner.store.commit(&inner.state)?;
+        inner.sync_maps().await?;
+        inner.remove_leftovers().await;
+        drop(g);
+        for (id, pid, start) in adopt {
+            processes::watch_adopted(self, id, pid, start);
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Makes every map hold exactly what the store wants (start, reconcile, and changes
+    /// that touch networks or several containers). Attachments not plumbed yet (no
+    /// recorded ifindex) have no entries.
+    pub(super) async fn sync_maps(&mut self) -> anyhow::Result<()> {
+        let mut ports: Vec<(&PortMapping, Ipv4Addr)> = Vec::new();
+        let mut eps: Vec<(&Attachment, &Network)> = Vec::new();
+        for c in &self.state.containers {
+            for (i, a) in c.attachments.iter().enumerate() {
+                if a.host_ifindex == 0 {
+                    continue;
+                }
+                let Some(net) = self.state.network_by_id(&a.network) else {
+                    continue;
+                };
+                if i == 0 {
+                    // Published ports lead to the first network, as in Docker.
+                    ports.extend(c.ports.iter().map(|m| (m, a.ip)));
+                }
+                eps.push((a, net));
+            }
+        }
+        self.dp.sync_ports(&ports)?;
+        self.dp.sync_endpoints(&eps)?;
+        self.dp.sync_subnets(&self.state.networks)?;
+        let addrs: Vec<Ipv4Addr> = self
+            .nl
+            .ipv4_addrs()
+            .await?
+            .into_iter()
+            .map(|(_, n)| n.ip())
+            .collect();
+        self.dp.sync_local_addrs(&addrs)?;
+        Ok(())
+    }
+
+    /// Removes what this instance made (it holds a claim, see `owned`) and the store
+    /// no longer wants: endpoint links, veths, bridges, namespaces. Nothing without a
+    /// claim of this instance is touched, whatever its name.
+    async fn remove_leftovers(&mut self) {
+        let veths: HashSet<String> = self
+            .state
+            .containers
+            .iter()
+            .flat_map(|c| c.attachments.iter().map(|a| a.veth.clone()))
+            .collect();
+        for v in self.dp.stale_endpoint_links(&veths) {
+            let _ = self.dp.detach_endpoint(&v);
+        }
+        let bridges: HashSet<String> = self
+            .state
+            .networks
+            .iter()
+            .map(|n| n.bridge.clone())
+            .collect();
+        let stale_links: HashSet<String> = self
+            .owned
+            .all(Kind::Link)
+            .into_iter()
+            .filter(|l| !veths.contains(l) && !bridges.contains(l))
+            .collect();
+        if let Ok(links) = self.nl.links().await {
+            for l in links.iter().filter(|l| stale_links.contains(&l.name)) {
+                warn!("removing stale link {}", l.name);
+                if let Err(e) = self.nl.del_link(l.index).await {
+                    warn!("{e:#}");
+                }
+            }
+            for name in &stale_links {
+                self.owned.release(Kind::Link, name);
+            }
+        }
+        let wanted: HashSet<String> = self
+            .state
+            .containers
+            .iter()
+            .filter(|c| c.owns_netns())
+            .filter_map(|c| c.netns.clone())
+            .collect();
+        for name in self.owned.all(Kind::Netns) {
+            if wanted.contains(&name) {
+                continue;
+            }
+            if netns::exists(&name) {
+                warn!("removing stale namespace {name}");
+                kill_netns_processes(&name);
+                if let Err(e) = netns::delete(&name) {
+                    warn!("{e:#}");
+                    continue;
+                }
+            }
+            self.owned.release(Kind::Netns, &name);
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Every mutating operation has one shape: change the intended state and commit it to
+//! the store, reach the fault point (tests kill the daemon there), do the kernel work,
+//! and if that fails, undo the kernel work and put the previous state back. `transact`
+//! is that shape, written once.
+//!
+//! Why commit first: a crash after the commit leaves a state that reconcile completes
+//! (or cleans up) at the next start; a crash before it leaves nothing to repair.
+use log::warn;
+
+use crate::{
+    error::{NetdError, Result},
+    store::{State, Store},
+};
+
+/// The state and where it is committed.
+pub trait Transactional {
+    fn state_mut(&mut self) -> &mut State;
+    fn commit(&mut self) -> anyhow::Result<()>;
+}
+
+/// Test-only fault injection: with NETD_FAULT=<point> the daemon dies (like kill -9)
+/// when it reaches that point, so tests can check what a restart makes of it.
+pub fn fault(point: &str) {
+    if std::env::var("NETD_FAULT").is_ok_and(|p| p == point) {
+        warn!("NETD_FAULT={point}: aborting");
+        std::process::abort();
+    }
+}
+
+/// Runs one mutating operation (see the module doc). `change` edits the state and
+/// returns what the kernel work needs; `work` does the kernel work; `undo` removes
+/// whatever `work` may have made when it failed. The error names the operation.
+pub async fn transact<X: Transactional, C, T>(
+    ctx: &mut X,
+    operation: &str,
+    fault_point: &str,
+    change: impl FnOnce(&mut State) -> Result<C>,
+    work: impl AsyncFnOnce(&mut X, &C) -> anyhow::Result<T>,
+    undo: impl AsyncFnOnce(&mut X, &C),
+) -> Result<T> {
+    let before = ctx.state_mut().clone();
+    let planned = match change(ctx.state_mut()) {
+        Ok(p) => p,
+        Err(e) => {
+            // A refused change may have edited the state half-way.
+            *ctx.state_mut() = before;
+            return Err(e);
+        }
+    };
+    if let Err(e) = ctx.commit() {
+        *ctx.state_mut() = before;
+        return Err(NetdError::Internal(format!("{operation}: {e:#}")));
+    }
+    fault(fault_point);
+    match work(ctx, &planned).await {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            undo(ctx, &planned).await;
+            *ctx.state_mut() = before;
+            ctx.commit()?;
+            // A NetdError from the work keeps its kind (a bad command is the user's
+            // fault, not the daemon's); anything else is internal.
+            Err(match e.downcast::<NetdError>() {
+                Ok(ne) => ne,
+                Err(e) => NetdError::Internal(format!("{operation}: {e:#}")),
+            })
+        }
+    }
+}
+
+/// A store and its state: the plain `Transactional`.
+pub struct Committed<'a> {
+    pub state: &'a mut State,
+    pub store: &'a Store,
+}
+
+impl Transactional for Committed<'_> {
+    fn state_mut(&mut self) -> &mut State {
+        self.state
+    }
+    fn commit(&mut self) -> anyhow::Result<()> {
+        self.store.commit(self.state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Ctx {
+        state: State,
+        store: Store,
+        kernel: Vec<String>,
+        undone: bool,
+    }
+
+    impl Transactional for Ctx {
+        fn state_mut(&mut self) -> &mut State {
+            &mut self.state
+        }
+        fn commit(&mut self) -> anyhow::Result<()> {
+            self.store.commit(&self.state)
+        }
+    }
+
+    fn ctx(tag: &str) -> (Ctx, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("netd-txn-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, state) = Store::open(&dir).unwrap();
+        (
+            Ctx {
+                state,
+                store,
+                kernel: Vec::new(),
+                undone: false,
+            },
+            dir,
+        )
+    }
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn success_keeps_the_committed_change_and_the_kernel_work() {
+        let (mut c, dir) = ctx("ok");
+        let r = run(transact(
+            &mut c,
+            "creating thing",
+            "never",
+            |s| {
+                s.next_net_id = 5;
+                Ok(5u32)
+            },
+            async |c: &mut Ctx, n: &u32| {
+                c.kernel.push(format!("made {n}"));
+                Ok("done")
+            },
+            async |c: &mut Ctx, _| c.undone = true,
+        ));
+        assert_eq!(r.unwrap(), "done");
+        assert_eq!(c.kernel, ["made 5"]);
+        assert!(!c.undone);
+        let (_, on_disk) = Store::open(&dir).unwrap();
+        assert_eq!(on_disk.next_net_id, 5, "committed before the kernel work");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn failed_kernel_work_is_undone_and_the_state_restored_on_disk() {
+        let (mut c, dir) = ctx("fail");
+        c.state.next_net_id = 1;
+        let r = run(transact(
+            &mut c,
+            "creating thing",
+            "never",
+            |s| {
+                s.next_net_id = 9;
+                Ok(())
+            },
+            async |c: &mut Ctx, _: &()| -> anyhow::Result<()> {
+                // The work saw the committed change.
+                assert_eq!(c.state.next_net_id, 9);
+                c.kernel.push("half".into());
+                Err(anyhow::anyhow!("netlink said no"))
+            },
+            async |c: &mut Ctx, _| {
+                c.kernel.clear();
+                c.undone = true;
+            },
+        ));
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("creating thing") && e.contains("netlink said no"),
+            "{e}"
+        );
+        assert!(c.undone && c.kernel.is_empty());
+        assert_eq!(c.state.next_net_id, 1);
+        let (_, on_disk) = Store::open(&dir).unwrap();
+        assert_eq!(on_disk.next_net_id, 1, "the old state is committed again");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_refused_change_touches_nothing() {
+        let (mut c, dir) = ctx("refused");
+        let r = run(transact(
+            &mut c,
+            "creating thing",
+            "never",
+            |_| Err::<(), _>(NetdError::Conflict("name in use".into())),
+            async |c: &mut Ctx, _: &()| {
+                c.kernel.push("must not run".into());
+                Ok(())
+            },
+            async |_: &mut Ctx, _| {},
+        ));
+        assert!(matches!(r, Err(NetdError::Conflict(_))));
+        assert!(c.kernel.is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,201 @@
+//! Program attachments, all through bpf_link and all pinned under `<bpf-dir>/links`, so
+//! the datapath keeps running while the agent is down. One helper adopts a link an
+//! earlier agent pinned (swapping the freshly loaded program in with bpf_link_update:
+//! there is no moment without a program) or attaches anew; TC and XDP use it alike.
+use std::{fs, path::Path};
+
+use anyhow::{anyhow, Context};
+use aya::programs::{
+    links::{CgroupAttachMode, FdLink, PinnedLink},
+    tc::SchedClassifierLink,
+    xdp::{XdpLink, XdpLinkId},
+    CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode,
+};
+use netd_common::prog_names;
+
+use super::Datapath;
+
+/// A program type whose links can be adopted from a pin.
+trait Adoptable {
+    type Id;
+    /// Swaps this program into an existing link; None if the link is of another kind.
+    fn adopt(&mut self, link: FdLink) -> Option<Self::Id>;
+    fn take_fd_link(&mut self, id: Self::Id) -> anyhow::Result<FdLink>;
+}
+
+impl Adoptable for SchedClassifier {
+    type Id = aya::programs::tc::SchedClassifierLinkId;
+    fn adopt(&mut self, link: FdLink) -> Option<Self::Id> {
+        let link = SchedClassifierLink::try_from(link).ok()?;
+        self.attach_to_link(link).ok()
+    }
+    fn take_fd_link(&mut self, id: Self::Id) -> anyhow::Result<FdLink> {
+        FdLink::try_from(self.take_link(id)?).map_err(|e| anyhow!("not an fd link: {e}"))
+    }
+}
+
+impl Adoptable for Xdp {
+    type Id = XdpLinkId;
+    fn adopt(&mut self, link: FdLink) -> Option<Self::Id> {
+        let link = XdpLink::try_from(link).ok()?;
+        self.attach_to_link(link).ok()
+    }
+    fn take_fd_link(&mut self, id: Self::Id) -> anyhow::Result<FdLink> {
+        FdLink::try_from(self.take_link(id)?).map_err(|e| anyhow!("not an fd link: {e}"))
+    }
+}
+
+/// Adopts the link pinned at `pin` or makes one with `attach`, then pins it there.
+fn adopt_or_attach<P: Adoptable>(
+    prog: &mut P,
+    pin: &Path,
+    attach: impl FnOnce(&mut P) -> anyhow::Result<P::Id>,
+) -> anyhow::Result<()> {
+    let adopted = match PinnedLink::from_pin(pin) {
+        Ok(pinned) => prog.adopt(pinned.unpin()?),
+        Err(_) => None,
+    };
+    let id = match adopted {
+        Some(id) => id,
+        None => {
+            let _ = fs::remove_file(pin);
+            attach(prog)?
+        }
+    };
+    prog.take_fd_link(id)?
+        .pin(pin)
+        .with_context(|| format!("pinning {}", pin.display()))?;
+    Ok(())
+}
+
+impl Datapath {
+    fn program<P>(&mut self, name: &str) -> anyhow::Result<&mut P>
+    where
+        for<'a> &'a mut P:
+            TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
+        Ok(self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+            .try_into()?)
+    }
+
+    /// Attaches `prog` at TC ingress of `ifname` under the pin name `pin`.
+    fn attach_tc(&mut self, prog: &str, ifname: &str, pin: &str) -> anyhow::Result<()> {
+        let pin = self.links_dir.join(pin);
+        let prog: &mut SchedClassifier = self.program(prog)?;
+        adopt_or_attach(prog, &pin, |p| {
+            p.attach(ifname, TcAttachType::Ingress)
+                .with_context(|| format!("attaching to {ifname}"))
+        })
+    }
+
+    /// Unpins a link: that drops the last reference, so the kernel detaches the program.
+    fn detach(&self, pin: &str) -> anyhow::Result<()> {
+        let pin_path = self.links_dir.join(pin);
+        match PinnedLink::from_pin(&pin_path) {
+            Ok(p) => drop(p.unpin()?),
+            Err(_) => {
+                let _ = fs::remove_file(&pin_path);
+            }
+        }
+        Ok(())
+    }
+
+    /// TC on the uplink, and the XDP guard in `xdp` mode (None: no guard).
+    pub fn attach_uplink(&mut self, ifname: &str, xdp: Option<XdpMode>) -> anyhow::Result<()> {
+        self.attach_tc(prog_names::UPLINK_INGRESS, ifname, "uplink")?;
+        match xdp {
+            Some(mode) => {
+                let pin = self.links_dir.join("uplink-xdp");
+                let prog: &mut Xdp = self.program(prog_names::UPLINK_GUARD)?;
+                adopt_or_attach(prog, &pin, |p| {
+                    p.attach(ifname, mode)
+                        .with_context(|| format!("attaching uplink_guard (XDP) to {ifname}"))
+                })
+            }
+            None => self.detach("uplink-xdp"),
+        }
+    }
+
+    /// The endpoint program on a container's host-side veth.
+    pub fn attach_endpoint(&mut self, veth: &str) -> anyhow::Result<()> {
+        self.attach_tc(prog_names::ENDPOINT_EGRESS, veth, &format!("ep-{veth}"))
+    }
+
+    /// Whether the endpoint program's pinned link on `veth` exists.
+    pub fn endpoint_attached(&self, veth: &str) -> bool {
+        self.links_dir.join(format!("ep-{veth}")).exists()
+    }
+
+    pub fn detach_endpoint(&self, veth: &str) -> anyhow::Result<()> {
+        self.detach(&format!("ep-{veth}"))
+    }
+
+    /// Attaches the socket programs to the cgroup (v2) directory `cgroup`. A link pinned
+    /// by an earlier agent is replaced after the new one is in place (several programs
+    /// may sit on one cgroup), so connect() is never left untranslated.
+    pub fn attach_cgroup(&mut self, cgroup: &Path) -> anyhow::Result<()> {
+        let dir = fs::File::open(cgroup)
+            .with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+        for name in [
+            prog_names::SOCK_CONNECT4,
+            prog_names::SOCK_SENDMSG4,
+            prog_names::SOCK_RECVMSG4,
+        ] {
+            let pin_path = self.links_dir.join(format!("cgroup-{name}"));
+            let old = PinnedLink::from_pin(&pin_path).ok();
+            let prog: &mut CgroupSockAddr = self.program(name)?;
+            // Through bpf_link, cgroup programs always stack (the kernel rejects an
+            // explicit ALLOW_MULTI flag there), so the old and new links can coexist.
+            let id = prog
+                .attach(&dir, CgroupAttachMode::default())
+                .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+            let link = FdLink::try_from(prog.take_link(id)?)
+                .map_err(|e| anyhow!("link of {name} is not an fd link: {e}"))?;
+            if let Some(old) = old {
+                drop(old.unpin()?);
+            }
+            link.pin(&pin_path)
+                .with_context(|| format!("pinning {}", pin_path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Pinned endpoint links whose veth is not in `keep`: leftovers of removed containers.
+    pub fn stale_endpoint_links(&self, keep: &std::collections::HashSet<String>) -> Vec<String> {
+        let Ok(rd) = fs::read_dir(&self.links_dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("ep-")
+                    .map(String::from)
+            })
+            .filter(|v| !keep.contains(v))
+            .collect()
+    }
+
+    /// Detaches everything this agent attached (SIGTERM). Maps stay pinned, so the next
+    /// agent keeps the conntrack table. Every link is tried; all failures are returned.
+    pub fn detach_all(&self) -> anyhow::Result<()> {
+        let mut errors = Vec::new();
+        if let Ok(rd) = fs::read_dir(&self.links_dir) {
+            for e in rd.flatten() {
+                if let Some(name) = e.file_name().to_str() {
+                    if let Err(err) = self.detach(name) {
+                        errors.push(format!("{name}: {err:#}"));
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!("detaching: {}", errors.join("; ")))
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! The maps the agent writes, spoken in domain types: a published `PortMapping`, an
+//! `Attachment` on its `Network`, the host's addresses. This module is the only place
+//! where those become map keys and values (netd-common's `#[repr(C)]` types, network
+//! byte order), and one generic `sync` makes a map hold exactly a wanted set.
+use std::{collections::HashMap as StdHashMap, hash::Hash, net::Ipv4Addr};
+
+use aya::maps::{
+    lpm_trie::{Key as LpmKey, LpmTrie},
+    HashMap, MapData,
+};
+use ipnetwork::Ipv4Network;
+use netd_common::{
+    Backend, Endpoint, PortCounters, PortKey, EP_F_ICC, EP_F_INTERNAL, EP_F_MASQUERADE,
+    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED,
+};
+
+use super::Datapath;
+use crate::model::{Attachment, IpProto, Network, PortMapping};
+
+/// A map as `sync` sees it: list keys, insert or overwrite, remove.
+pub trait SyncMap<K, V> {
+    fn keys_now(&self) -> Vec<K>;
+    fn put(&mut self, k: &K, v: &V) -> anyhow::Result<()>;
+    fn del(&mut self, k: &K);
+}
+
+impl<K: aya::Pod, V: aya::Pod> SyncMap<K, V> for HashMap<MapData, K, V> {
+    fn keys_now(&self) -> Vec<K> {
+        self.keys().flatten().collect()
+    }
+    fn put(&mut self, k: &K, v: &V) -> anyhow::Result<()> {
+        Ok(self.insert(k, v, 0)?)
+    }
+    fn del(&mut self, k: &K) {
+        let _ = self.remove(k);
+    }
+}
+
+/// LPM keys are compared as (prefix length, data): the trie's own key type has no Hash.
+impl SyncMap<(u32, u32), u32> for LpmTrie<MapData, u32, u32> {
+    fn keys_now(&self) -> Vec<(u32, u32)> {
+        self.keys()
+            .flatten()
+            .map(|k| (k.prefix_len(), k.data()))
+            .collect()
+    }
+    fn put(&mut self, k: &(u32, u32), v: &u32) -> anyhow::Result<()> {
+        Ok(self.insert(&LpmKey::new(k.0, k.1), v, 0)?)
+    }
+    fn del(&mut self, k: &(u32, u32)) {
+        let _ = self.remove(&LpmKey::new(k.0, k.1));
+    }
+}
+
+/// Makes `map` hold exactly `want`: removes the keys it does not name, then writes
+/// every wanted entry (a write is one syscall, as reading to compare would be).
+/// Returns how many stale entries went.
+pub fn sync<K: Eq + Hash + Copy, V>(
+    map: &mut impl SyncMap<K, V>,
+    want: &StdHashMap<K, V>,
+) -> anyhow::Result<usize> {
+    let stale: Vec<K> = map
+        .keys_now()
+        .into_iter()
+        .filter(|k| !want.contains_key(k))
+        .collect();
+    for k in &stale {
+        map.del(k);
+    }
+    for (k, v) in want {
+        map.put(k, v)?;
+    }
+    Ok(stale.len())
+}
+
+/// The IP protocol number of a protocol (the names live in model::IpProto).
+pub fn ipproto(p: IpProto) -> u8 {
+    match p {
+        IpProto::Tcp => IPPROTO_TCP,
+        IpProto::Udp => IPPROTO_UDP,
+        IpProto::Icmp => IPPROTO_ICMP,
+    }
+}
+
+/// The protocol of an IP protocol number, if netd tracks it.
+pub fn ipproto_of(n: u8) -> Option<IpProto> {
+    IpProto::ALL.into_iter().find(|p| ipproto(*p) == n)
+}
+
+pub fn port_key(m: &PortMapping) -> PortKey {
+    PortKey {
+        host_ip: u32::from(m.host_ip).to_be(),
+        host_port: m.host_port.to_be(),
+        proto: ipproto(m.proto.into()),
+        _pad: 0,
+    }
+}
+
+fn backend(m: &PortMapping, container_ip: Ipv4Addr) -> Backend {
+    Backend {
+        ip: u32::from(container_ip).to_be(),
+        port: m.container_port.to_be(),
+        _pad: 0,
+    }
+}
+
+fn ip_key(ip: Ipv4Addr) -> u32 {
+    u32::from(ip).to_be()
+}
+
+/// The endpoint map's value for attachment `a` on network `net`: where its veth is
+/// (recorded when it was plumbed) and the network's policy bits.
+pub fn endpoint_value(a: &Attachment, net: &Network) -> Endpoint {
+    let mut flags = 0;
+    if net.masquerade && !net.internal {
+        flags |= EP_F_MASQUERADE;
+    }
+    if net.icc {
+        flags |= EP_F_ICC;
+    }
+    if net.internal {
+        flags |= EP_F_INTERNAL;
+    }
+    Endpoint {
+        ifindex: a.host_ifindex,
+        net_id: net.net_id,
+        gw_ip: net.gateway.map(ip_key).unwrap_or(0),
+        flags,
+        mac: a.mac,
+        gw_mac: net.bridge_mac,
+    }
+}
+
+/// The subnet trie's entry of `net`: subnets of masquerading and internal networks are
+/// unreachable from outside (protected); those of networks without masquerade are routed.
+fn subnet_entry(net: &Network) -> Option<((u32, u32), u32)> {
+    let s: Ipv4Network = net.subnet?;
+    let protected = if net.masquerade || net.internal {
+        SUBNET_F_PROTECTED
+    } else {
+        0
+    };
+    Some((
+        (s.prefix() as u32, ip_key(s.network())),
+        net.net_id | protected,
+    ))
+}
+
+impl Datapath {
+    /// Publishes `m`, leading to `container_ip`.
+    pub fn publish(&mut self, m: &PortMapping, container_ip: Ipv4Addr) -> anyhow::Result<()> {
+        self.ports
+            .insert(port_key(m), backend(m, container_ip), 0)?;
+        Ok(())
+    }
+
+    pub fn unpublish(&mut self, m: &PortMapping) {
+        let _ = self.ports.remove(&port_key(m));
+        let _ = self.port_stats.remove(&port_key(m));
+    }
+
+    pub fn set_endpoint(&mut self, a: &Attachment, net: &Network) -> anyhow::Result<()> {
+        self.endpoints
+            .insert(ip_key(a.ip), endpoint_value(a, net), 0)?;
+        Ok(())
+    }
+
+    pub fn remove_endpoint(&mut self, ip: Ipv4Addr) {
+        let _ = self.endpoints.remove(&ip_key(ip));
+    }
+
+    /// Whether the endpoint map holds `a`'s entry on `net` as `set_endpoint` wrote it.
+    pub fn has_endpoint(&self, a: &Attachment, net: &Network) -> bool {
+        self.endpoints
+            .get(&ip_key(a.ip), 0)
+            .is_ok_and(|v| v == endpoint_value(a, net))
+    }
+
+    /// Whether the port map leads `m` to `container_ip`.
+    pub fn has_port(&self, m: &PortMapping, container_ip: Ipv4Addr) -> bool {
+        self.ports
+            .get(&port_key(m), 0)
+            .is_ok_and(|v| v == backend(m, container_ip))
+    }
+
+    /// Makes the port map hold exactly `want` (mapping, container address).
+    pub fn sync_ports(&mut self, want: &[(&PortMapping, Ipv4Addr)]) -> anyhow::Result<()> {
+        let want = want
+            .iter()
+            .map(|(m, ip)| (port_key(m), backend(m, *ip)))
+            .collect();
+        sync(&mut self.ports, &want)?;
+        Ok(())
+    }
+
+    pub fn sync_endpoints(&mut self, want: &[(&Attachment, &Network)]) -> anyhow::Result<()> {
+        let want = want
+            .iter()
+            .map(|(a, n)| (ip_key(a.ip), endpoint_value(a, n)))
+            .collect();
+        sync(&mut self.endpoints, &want)?;
+        Ok(())
+    }
+
+    /// The subnet trie (what the uplink guard protects) from the networks.
+    pub fn sync_subnets(&mut self, networks: &[Network]) -> anyhow::Result<()> {
+        let want = networks.iter().filter_map(subnet_entry).collect();
+        sync(&mut self.subnets, &want)?;
+        Ok(())
+    }
+
+    /// The host's own addresses: a port published on 0.0.0.0 answers on each.
+    pub fn sync_local_addrs(&mut self, addrs: &[Ipv4Addr]) -> anyhow::Result<()> {
+        let want = addrs.iter().map(|a| (ip_key(*a), 1u32)).collect();
+        sync(&mut self.local, &want)?;
+        Ok(())
+    }
+
+    /// Packets and bytes through `m` so far (both directions, all CPUs).
+    pub fn port_counters(&self, m: &PortMapping) -> PortCounters {
+        let mut total = PortCounters::default();
+        if let Ok(per_cpu) = self.port_stats.get(&port_key(m), 0) {
+            for c in per_cpu.iter() {
+                total.packets += c.packets;
+                total.bytes += c.bytes;
+            }
+        }
+        total
+    }
+
+    pub fn port_entries(&self) -> usize {
+        self.ports.keys().flatten().count()
+    }
+
+    pub fn endpoint_entries(&self) -> usize {
+        self.endpoints.keys().flatten().count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sync` against an in-memory map that logs what it was asked to do.
+    #[derive(Default)]
+    struct Fake {
+        m: StdHashMap<u32, u32>,
+        writes: usize,
+    }
+    impl SyncMap<u32, u32> for Fake {
+        fn keys_now(&self) -> Vec<u32> {
+            self.m.keys().copied().collect()
+        }
+        fn put(&mut self, k: &u32, v: &u32) -> anyhow::Result<()> {
+            self.writes += 1;
+            self.m.insert(*k, *v);
+            Ok(())
+        }
+        fn del(&mut self, k: &u32) {
+            self.m.remove(k);
+        }
+    }
+
+    #[test]
+    fn sync_removes_stale_keeps_and_updates_wanted() {
+        let mut f = Fake::default();
+        f.m.extend([(1, 10), (2, 20), (3, 30)]);
+        let want: StdHashMap<u32, u32> = [(2, 21), (4, 40)].into();
+        let stale = sync(&mut f, &want).unwrap();
+        assert_eq!(stale, 2, "1 and 3 are not wanted");
+        assert_eq!(f.m, want);
+        assert_eq!(f.writes, 2);
+        // A second sync changes nothing and removes nothing.
+        assert_eq!(sync(&mut f, &want).unwrap(), 0);
+        assert_eq!(f.m, want);
+        // Syncing to nothing empties the map.
+        assert_eq!(sync(&mut f, &StdHashMap::new()).unwrap(), 2);
+        assert!(f.m.is_empty());
+    }
+
+    #[test]
+    fn endpoint_value_carries_policy_bits_and_recorded_plumbing() {
+        let net = Network {
+            net_id: 7,
+            gateway: Some(Ipv4Addr::new(10, 1, 0, 1)),
+            masquerade: true,
+            internal: false,
+            icc: false,
+            bridge_mac: [2, 0, 0, 0, 0, 1],
+            ..crate::model::test_network()
+        };
+        let a = Attachment {
+            ip: Ipv4Addr::new(10, 1, 0, 2),
+            mac: [2, 0x42, 10, 1, 0, 2],
+            host_ifindex: 42,
+            ..crate::model::test_attachment()
+        };
+        let ep = endpoint_value(&a, &net);
+        assert_eq!(ep.ifindex, 42);
+        assert_eq!(ep.net_id, 7);
+        assert_eq!(ep.flags, EP_F_MASQUERADE);
+        assert_eq!(ep.gw_ip, u32::from(Ipv4Addr::new(10, 1, 0, 1)).to_be());
+        assert_eq!(ep.gw_mac, [2, 0, 0, 0, 0, 1]);
+        let internal = Network {
+            internal: true,
+            icc: true,
+            ..net
+        };
+        assert_eq!(
+            endpoint_value(&a, &internal).flags,
+            EP_F_ICC | EP_F_INTERNAL,
+            "internal networks never masquerade"
+        );
+    }
+
+    #[test]
+    fn subnets_of_nat_and_internal_networks_are_protected() {
+        let routed = Network {
+            net_id: 3,
+            subnet: Some("10.9.0.0/24".parse().unwrap()),
+            masquerade: false,
+            ..crate::model::test_network()
+        };
+        let ((plen, addr), v) = subnet_entry(&routed).unwrap();
+        assert_eq!((plen, v), (24, 3));
+        assert_eq!(addr, u32::from(Ipv4Addr::new(10, 9, 0, 0)).to_be());
+        let nat = Network {
+            masquerade: true,
+            ..routed.clone()
+        };
+        assert_eq!(subnet_entry(&nat).unwrap().1, 3 | SUBNET_F_PROTECTED);
+        let none = Network {
+            subnet: None,
+            ..routed
+        };
+        assert!(subnet_entry(&none).is_none());
+    }
+}

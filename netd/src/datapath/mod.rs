@@ -1,0 +1,318 @@
+//! The eBPF datapath as the agent sees it: `Datapath::load` loads the object, pins its
+//! maps and hands out typed handles; `links` attaches and pins programs; `maps` turns
+//! domain types (port mappings, attachments, networks) into map entries; `conntrack`
+//! lists, flushes and expires flows. This module is the only importer of netd-common.
+//!
+//! Maps are pinned by name under the instance's bpf dir, so a restarted agent opens the
+//! same maps (and keeps the conntrack state). Program links are pinned too, so the
+//! datapath keeps forwarding while the agent is down; a restarted agent swaps its freshly
+//! loaded program into the pinned link (an atomic bpf_link_update).
+mod conntrack;
+mod links;
+mod maps;
+mod testrun;
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{anyhow, Context};
+pub use aya::programs::XdpMode;
+use aya::{
+    maps::{lpm_trie::LpmTrie, Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
+    programs::{CgroupSockAddr, SchedClassifier, Xdp},
+    Ebpf, EbpfLoader,
+};
+use conntrack::CtMap;
+pub use conntrack::{monotonic_ns, spawn_gc, CtTable, Flow, Timeouts};
+pub use maps::{ipproto, ipproto_of};
+use netd_common::{
+    drop_reason, event, map_names, prog_names, Backend, Config, CtEntry, CtKey, Endpoint,
+    PortCounters, PortKey,
+};
+
+/// The datapath's counter tables (names and meanings), for whoever shows them.
+pub mod counters {
+    pub use netd_common::{drop_reason, event};
+}
+
+/// Datapath configuration bits (`netd daemon` flags).
+pub mod config_flags {
+    pub use netd_common::{CONFIG_F_FAST_PATH as FAST_PATH, CONFIG_F_GUARD_IN_TC as GUARD_IN_TC};
+}
+
+/// bpffs's statfs magic.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd"));
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    links_dir: PathBuf,
+    ports: HashMap<MapData, PortKey, Backend>,
+    local: HashMap<MapData, u32, u32>,
+    endpoints: HashMap<MapData, u32, Endpoint>,
+    config: Array<MapData, Config>,
+    /// Per-CPU counters of `drop_reason` and of `event`.
+    drops: PerCpuArray<MapData, u64>,
+    events: PerCpuArray<MapData, u64>,
+    port_stats: PerCpuHashMap<MapData, PortKey, PortCounters>,
+    subnets: LpmTrie<MapData, u32, u32>,
+    ct: CtTable,
+    bpf_dir: PathBuf,
+}
+
+/// What the datapath is told at start.
+pub struct Settings {
+    pub uplink_ifindex: u32,
+    pub uplink_ip: Ipv4Addr,
+    /// `config_flags` bits.
+    pub flags: u32,
+    pub snat_ports: (u16, u16),
+}
+
+/// Runs a program load up to three times. The verifier's verdict is deterministic, so a
+/// program it rejects fails every attempt; what a retry absorbs is a transient failure
+/// (seen once under many parallel loads on a 2-core machine).
+fn with_retries<T, E: std::fmt::Display>(mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    for _ in 0..2 {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                log::warn!("program load failed, retrying: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+    f()
+}
+
+/// The cookie of the calling thread's network namespace (SO_NETNS_COOKIE, Linux 5.14+).
+pub fn netns_cookie() -> anyhow::Result<u64> {
+    use std::os::fd::AsRawFd;
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").context("socket for SO_NETNS_COOKIE")?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            &mut cookie as *mut u64 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error()).context("getsockopt(SO_NETNS_COOKIE)");
+    }
+    Ok(cookie)
+}
+
+/// Mounts bpffs at /sys/fs/bpf if nothing is mounted there, and checks `dir` is on it.
+pub fn ensure_bpffs(dir: &Path) -> anyhow::Result<()> {
+    let root = Path::new("/sys/fs/bpf");
+    if dir.starts_with(root) && !is_bpffs(root) {
+        nix::mount::mount(
+            Some("bpf"),
+            root,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .context("mounting bpffs at /sys/fs/bpf")?;
+    }
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if !is_bpffs(dir) {
+        return Err(anyhow!(
+            "{} is not on a bpf filesystem; mount one (mount -t bpf bpf DIR) or pick --bpf-dir under /sys/fs/bpf",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+fn is_bpffs(p: &Path) -> bool {
+    nix::sys::statfs::statfs(p)
+        .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Capacity of the map of new (unanswered) flows for `ct_entries` confirmed entries: a
+/// flood churns it, so it needs room for the flows that are being set up, not all.
+fn new_flow_entries(ct_entries: u32) -> u32 {
+    (ct_entries / 4).max(4096)
+}
+
+/// Conntrack maps an earlier agent pinned in a shape this one does not load: netd 1's
+/// single LRU map, or maps of another capacity (`--ct-max` changed). Their flows are
+/// read out and the pins removed, so the load makes maps of the new shape;
+/// `carry_flows` then writes the flows into the confirmed map. Flows that start between
+/// the two steps are lost, which is why this happens only when the shape changes.
+fn take_reshaped_conntrack(bpf_dir: &Path, entries: u32) -> anyhow::Result<Vec<(CtKey, CtEntry)>> {
+    let mut flows = Vec::new();
+    for (name, want) in [
+        (map_names::CONNTRACK_V1, None),
+        (map_names::CONNTRACK, Some(entries)),
+        (map_names::CONNTRACK_NEW, Some(new_flow_entries(entries))),
+    ] {
+        let pin = bpf_dir.join(name);
+        let Ok(old) = MapData::from_pin(&pin) else {
+            continue;
+        };
+        let old = CtMap::new(old)?;
+        if Some(old.capacity()) == want {
+            continue;
+        }
+        let before = flows.len();
+        flows.extend(old.entries()?);
+        log::info!(
+            "conntrack map {name} ({} entries) is replaced: carrying {} entries over",
+            old.capacity(),
+            flows.len() - before
+        );
+        fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+    }
+    Ok(flows)
+}
+
+fn open_conntrack(bpf_dir: &Path) -> anyhow::Result<CtTable> {
+    CtTable::open(
+        &bpf_dir.join(map_names::CONNTRACK),
+        &bpf_dir.join(map_names::CONNTRACK_NEW),
+    )
+}
+
+impl Datapath {
+    /// Loads and verifies every program, opening (or creating and pinning) the maps under
+    /// `bpf_dir`. `ct_entries` is the conntrack map's capacity in entries (two a flow).
+    pub fn load(bpf_dir: &Path, ct_entries: u32) -> anyhow::Result<Datapath> {
+        ensure_bpffs(bpf_dir)?;
+        let links_dir = bpf_dir.join("links");
+        fs::create_dir_all(&links_dir)?;
+        let carried = take_reshaped_conntrack(bpf_dir, ct_entries)?;
+        // netd 1's single counter array, replaced by NETD_DROPS and NETD_EVENTS: its pin
+        // would stay behind forever (programs still holding it keep it alive until
+        // their links are swapped below).
+        let _ = fs::remove_file(bpf_dir.join("NETD_STATS"));
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(bpf_dir)
+            .map_max_entries(map_names::CONNTRACK, ct_entries)
+            .map_max_entries(map_names::CONNTRACK_NEW, new_flow_entries(ct_entries))
+            .load(OBJECT)
+            .context("loading the eBPF object (is this kernel new enough, are you root?)")?;
+        for name in [prog_names::UPLINK_INGRESS, prog_names::ENDPOINT_EGRESS] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+                .try_into()?;
+            with_retries(|| prog.load()).with_context(|| format!("verifying {name}"))?;
+        }
+        let guard: &mut Xdp = ebpf
+            .program_mut(prog_names::UPLINK_GUARD)
+            .ok_or_else(|| anyhow!("program uplink_guard missing from the object"))?
+            .try_into()?;
+        with_retries(|| guard.load()).context("verifying uplink_guard")?;
+        for name in [
+            prog_names::SOCK_CONNECT4,
+            prog_names::SOCK_SENDMSG4,
+            prog_names::SOCK_RECVMSG4,
+        ] {
+            let prog: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+                .try_into()?;
+            with_retries(|| prog.load()).with_context(|| format!("verifying {name}"))?;
+        }
+        let take = |e: &mut Ebpf, n: &str| e.take_map(n).ok_or_else(|| anyhow!("map {n} missing"));
+        if !carried.is_empty() {
+            let mut confirmed: HashMap<MapData, CtKey, CtEntry> = HashMap::try_from(
+                aya::maps::Map::HashMap(MapData::from_pin(bpf_dir.join(map_names::CONNTRACK))?),
+            )?;
+            for (k, v) in carried.iter().take(ct_entries as usize) {
+                let _ = confirmed.insert(k, v, 0);
+            }
+        }
+        // Both conntrack maps are pinned by now: the table opens them by their pins.
+        let ct = open_conntrack(bpf_dir)?;
+        let ports = HashMap::try_from(take(&mut ebpf, map_names::PORTS)?)?;
+        let local = HashMap::try_from(take(&mut ebpf, map_names::LOCAL_ADDRS)?)?;
+        let endpoints = HashMap::try_from(take(&mut ebpf, map_names::ENDPOINTS)?)?;
+        let config = Array::try_from(take(&mut ebpf, map_names::CONFIG)?)?;
+        let drops = PerCpuArray::try_from(take(&mut ebpf, map_names::DROPS)?)?;
+        let events = PerCpuArray::try_from(take(&mut ebpf, map_names::EVENTS)?)?;
+        let port_stats = PerCpuHashMap::try_from(take(&mut ebpf, map_names::PORT_STATS)?)?;
+        let subnets = LpmTrie::try_from(take(&mut ebpf, map_names::SUBNETS)?)?;
+        Ok(Datapath {
+            ebpf,
+            links_dir,
+            ports,
+            local,
+            endpoints,
+            config,
+            drops,
+            events,
+            port_stats,
+            subnets,
+            ct,
+            bpf_dir: bpf_dir.to_path_buf(),
+        })
+    }
+
+    pub fn configure(&mut self, s: &Settings) -> anyhow::Result<()> {
+        let cfg = Config {
+            uplink_ifindex: s.uplink_ifindex,
+            uplink_ip: u32::from(s.uplink_ip).to_be(),
+            flags: s.flags,
+            snat_port_min: s.snat_ports.0,
+            snat_port_max: s.snat_ports.1,
+            netns_cookie: netns_cookie().unwrap_or(0),
+        };
+        self.config.set(0, cfg, 0)?;
+        Ok(())
+    }
+
+    /// The conntrack table (listing, flush).
+    pub fn conntrack(&self) -> &CtTable {
+        &self.ct
+    }
+
+    /// A second handle on the conntrack map, for the garbage collector's own thread.
+    pub fn conntrack_handle(&self) -> anyhow::Result<CtTable> {
+        open_conntrack(&self.bpf_dir)
+    }
+
+    /// Removes every flow that involves `ip` on either side or as a rewrite target, so a
+    /// removed container leaves no flow state behind.
+    pub fn flush_conntrack_of(&self, ip: Ipv4Addr) -> anyhow::Result<usize> {
+        let ip = u32::from(ip).to_be();
+        self.ct
+            .flush(|k, e| k.saddr == ip || k.daddr == ip || e.saddr == ip || e.daddr == ip)
+    }
+
+    /// Counter totals over all CPUs, by name: the events, then the drop reasons (their
+    /// names are distinct, see netd_common::counters).
+    pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        let mut all = totals(&self.events, &event::NAMES);
+        all.extend(totals(&self.drops, &drop_reason::NAMES));
+        all
+    }
+}
+
+/// Each counter of a per-CPU array summed over the CPUs, with its name.
+fn totals(array: &PerCpuArray<MapData, u64>, names: &[&'static str]) -> Vec<(&'static str, u64)> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let total = array
+                .get(&(i as u32), 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0);
+            (*name, total)
+        })
+        .collect()
+}

@@ -1,0 +1,131 @@
+//! The bridge driver: a Linux bridge per network holding the gateway address, and a veth
+//! per endpoint whose container end is born inside the container's namespace.
+use anyhow::{anyhow, Context};
+use futures::{future::BoxFuture, FutureExt};
+use ipnetwork::Ipv4Network;
+
+use super::{Join, NetworkDriver, TeardownErrors};
+use crate::{
+    model::{Attachment, Network},
+    netlink::Netlink,
+    netns, sysctl,
+};
+
+pub struct Bridge;
+
+impl NetworkDriver for Bridge {
+    fn name(&self) -> &'static str {
+        "bridge"
+    }
+
+    fn validate(&self, net: &Network) -> anyhow::Result<()> {
+        if net.subnet.is_none() || net.gateway.is_none() {
+            return Err(anyhow!(
+                "bridge network {} needs a subnet and a gateway",
+                net.name
+            ));
+        }
+        if net.bridge.is_empty() || net.bridge.len() > 15 {
+            return Err(anyhow!(
+                "bridge name {:?} is not 1-15 characters",
+                net.bridge
+            ));
+        }
+        Ok(())
+    }
+
+    fn setup<'a>(
+        &'a self,
+        nl: &'a Netlink,
+        net: &'a Network,
+    ) -> BoxFuture<'a, anyhow::Result<Network>> {
+        async move {
+            let (Some(subnet), Some(gw)) = (net.subnet, net.gateway) else {
+                return Ok(net.clone());
+            };
+            let link = match nl.link_by_name(&net.bridge).await? {
+                Some(l) => l,
+                None => nl.create_bridge(&net.bridge).await?,
+            };
+            if let Some(mtu) = net.mtu {
+                nl.set_mtu(link.index, mtu).await?;
+            }
+            nl.add_addr(link.index, Ipv4Network::new(gw, subnet.prefix())?)
+                .await?;
+            nl.set_up(link.index).await?;
+            // Replies of published services leave the endpoint program with a host
+            // address as their source; when they take the stack's path (no fast path),
+            // the bridge must accept a local source address.
+            sysctl::set(&format!("net.ipv4.conf.{}.accept_local", net.bridge), "1")?;
+            sysctl::set(&format!("net.ipv4.conf.{}.rp_filter", net.bridge), "0")?;
+            Ok(Network {
+                bridge_mac: link.mac.unwrap_or_default(),
+                ..net.clone()
+            })
+        }
+        .boxed()
+    }
+
+    fn teardown<'a>(&'a self, nl: &'a Netlink, net: &'a Network) -> BoxFuture<'a, TeardownErrors> {
+        delete_link(nl, &net.bridge).boxed()
+    }
+
+    fn join<'a>(
+        &'a self,
+        nl: &'a Netlink,
+        net: &'a Network,
+        j: Join<'a>,
+    ) -> BoxFuture<'a, anyhow::Result<u32>> {
+        async move {
+            let a = j.attachment;
+            let (Some(subnet), Some(gw)) = (net.subnet, net.gateway) else {
+                return Err(anyhow!("network {} has no subnet", net.name));
+            };
+            let bridge = nl
+                .link_by_name(&net.bridge)
+                .await?
+                .ok_or_else(|| anyhow!("bridge {} missing", net.bridge))?;
+            let ns_file = netns::open(j.netns)?;
+            let host = nl.create_veth(&a.veth, &a.ifname, &ns_file, a.mac).await?;
+            if let Some(mtu) = net.mtu {
+                nl.set_mtu(host.index, mtu).await?;
+            }
+            nl.set_master(host.index, bridge.index).await?;
+            nl.set_up(host.index).await?;
+            let inside = Netlink::in_netns(j.netns)?;
+            let eth = inside
+                .link_by_name(&a.ifname)
+                .await?
+                .ok_or_else(|| anyhow!("{} missing in {}", a.ifname, j.netns))?;
+            if let Some(mtu) = net.mtu {
+                inside.set_mtu(eth.index, mtu).await?;
+            }
+            inside
+                .add_addr(eth.index, Ipv4Network::new(a.ip, subnet.prefix())?)
+                .await?;
+            inside.set_up(eth.index).await?;
+            if j.default_route && !net.internal {
+                inside
+                    .add_default_route(gw)
+                    .await
+                    .context("adding the default route")?;
+            }
+            Ok(host.index)
+        }
+        .boxed()
+    }
+
+    fn leave<'a>(&'a self, nl: &'a Netlink, a: &'a Attachment) -> BoxFuture<'a, TeardownErrors> {
+        // Deleting the host end deletes the pair, the container end included.
+        delete_link(nl, &a.veth).boxed()
+    }
+}
+
+/// Deletes link `name` if it exists.
+async fn delete_link(nl: &Netlink, name: &str) -> TeardownErrors {
+    let mut errs = TeardownErrors::default();
+    if let Some(Some(l)) = errs.check(nl.link_by_name(name).await) {
+        errs.check(nl.del_link(l.index).await);
+    }
+    errs
+}

@@ -1,0 +1,314 @@
+//! `network create`: a request checked against Docker's rules (and the ranges no
+//! container network may use), turned into a network, or one error naming the problem.
+use std::{collections::BTreeMap, collections::HashSet, net::Ipv4Addr};
+
+use ipnetwork::Ipv4Network;
+
+use super::{host_addr_problem, invalid, is_host_addr};
+use crate::{
+    error::NetdError,
+    model::{
+        self, Network, NetworkSpec, KNOWN_OPTIONS, OPT_BRIDGE_NAME, OPT_HOST_BINDING, OPT_ICC,
+        OPT_MASQUERADE, OPT_MTU,
+    },
+    store::State,
+};
+
+pub fn validate_network_name(name: &str) -> Result<(), NetdError> {
+    model::validate_docker_name("network", name)
+}
+
+fn parse_cidr(what: &str, s: &str) -> Result<Ipv4Network, NetdError> {
+    let n: Ipv4Network = s.parse().map_err(|_| {
+        invalid(format!(
+            "invalid {what} {s:?}: not an IPv4 CIDR such as 10.1.0.0/24"
+        ))
+    })?;
+    if n.ip() != n.network() {
+        return Err(invalid(format!(
+            "invalid {what} {s}: not a network address (did you mean {}/{}?)",
+            n.network(),
+            n.prefix()
+        )));
+    }
+    if n.prefix() > 30 {
+        return Err(invalid(format!(
+            "invalid {what} {s}: too small for a gateway and a container"
+        )));
+    }
+    Ok(n)
+}
+
+fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr, NetdError> {
+    s.parse()
+        .map_err(|_| invalid(format!("invalid {what} {s:?}: not an IPv4 address")))
+}
+
+fn parse_bool_opt(key: &str, v: &str) -> Result<bool, NetdError> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(invalid(format!(
+            "invalid value {v:?} for option {key}: use true or false"
+        ))),
+    }
+}
+
+/// Address ranges a container subnet may not touch, and why: the kernel treats them
+/// specially, so a bridge holding them breaks routing (loopback) or fails outright
+/// (multicast), and none of them can carry containers' unicast traffic.
+const RESERVED: [(&str, &str); 5] = [
+    ("0.0.0.0/8", "\"this network\" (0.0.0.0/8)"),
+    ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
+    ("169.254.0.0/16", "link-local (169.254.0.0/16)"),
+    ("224.0.0.0/4", "multicast (224.0.0.0/4)"),
+    (
+        "240.0.0.0/4",
+        "reserved, class E and broadcast (240.0.0.0/4)",
+    ),
+];
+
+/// Checks that `n` (a network address, at most /30: see parse_cidr) can be a container
+/// subnet: it touches no reserved range.
+pub fn check_subnet(n: &Ipv4Network) -> Result<(), NetdError> {
+    for (range, what) in RESERVED {
+        let r: Ipv4Network = range.parse().expect("a valid reserved range");
+        if model::overlaps(n, &r) {
+            return Err(invalid(format!(
+                "subnet {n} is not usable for containers: it overlaps {what}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Docker's `Warning` for a user-chosen subnet that overlaps a route of the host
+/// namespace: accepted (the user may know why), but containers then cannot reach what
+/// the host reaches through that route.
+pub fn route_overlap_warning(n: &Ipv4Network, routes: &[Ipv4Network]) -> Option<String> {
+    let clashes: Vec<String> = routes
+        .iter()
+        .filter(|r| model::overlaps(n, r))
+        .map(|r| r.to_string())
+        .collect();
+    (!clashes.is_empty()).then(|| {
+        format!(
+            "subnet {n} overlaps the host's route(s) to {}: containers on it cannot reach those addresses through the host",
+            clashes.join(", ")
+        )
+    })
+}
+
+/// Turns a `network create` request into a network, or says exactly what is wrong.
+/// `routes` are the host namespace's routes (an automatic subnet must avoid them);
+/// `links` the names of its interfaces (a bridge name must be free).
+pub fn plan_network(
+    spec: &NetworkSpec,
+    state: &State,
+    routes: &[Ipv4Network],
+    links: &HashSet<String>,
+    bridge_prefix: &str,
+    id: String,
+    now: u64,
+) -> Result<Network, NetdError> {
+    validate_network_name(&spec.name)?;
+    if state.networks.iter().any(|n| n.name == spec.name) {
+        return Err(NetdError::Conflict(format!(
+            "network with name {} already exists",
+            spec.name
+        )));
+    }
+    match spec.driver.as_deref().unwrap_or(model::DRIVER_BRIDGE) {
+        model::DRIVER_BRIDGE => {}
+        d @ (model::DRIVER_HOST | model::DRIVER_NULL) => {
+            return Err(NetdError::Conflict(format!(
+                "only one instance of \"{d}\" network is allowed (the built-in one)"
+            )))
+        }
+        d => {
+            return Err(invalid(format!(
+                "unsupported network driver {d:?}: netd has only \"bridge\""
+            )))
+        }
+    }
+    for k in spec.options.keys() {
+        if !KNOWN_OPTIONS.contains(&k.as_str()) {
+            return Err(invalid(format!(
+                "unsupported network option {k:?} (netd knows {})",
+                KNOWN_OPTIONS.join(", ")
+            )));
+        }
+    }
+    for k in spec.labels.keys() {
+        if k.is_empty() {
+            return Err(invalid("invalid label: the key is empty".into()));
+        }
+    }
+    let opt = |k: &str| spec.options.get(k).map(String::as_str);
+    let icc = opt(OPT_ICC)
+        .map(|v| parse_bool_opt(OPT_ICC, v))
+        .transpose()?
+        .unwrap_or(true);
+    let masquerade = opt(OPT_MASQUERADE)
+        .map(|v| parse_bool_opt(OPT_MASQUERADE, v))
+        .transpose()?
+        .unwrap_or(true);
+    let host_binding_ipv4 = opt(OPT_HOST_BINDING)
+        .map(|v| parse_ip(OPT_HOST_BINDING, v))
+        .transpose()?
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let mtu = opt(OPT_MTU)
+        .map(|v| match v.parse::<u32>() {
+            Ok(m) if (68..=65535).contains(&m) => Ok(m),
+            _ => Err(invalid(format!(
+                "invalid value {v:?} for option {OPT_MTU}: an MTU from 68 to 65535"
+            ))),
+        })
+        .transpose()?;
+    let bridge = match opt(OPT_BRIDGE_NAME) {
+        Some(b) => {
+            if b.is_empty()
+                || b.len() > 15
+                || !b
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            {
+                return Err(invalid(format!(
+                    "invalid bridge name {b:?}: at most 15 of [a-zA-Z0-9_.-]"
+                )));
+            }
+            b.to_string()
+        }
+        None => format!("{bridge_prefix}{}", &id[..15 - bridge_prefix.len()]),
+    };
+    if let Some(other) = state.networks.iter().find(|n| n.bridge == bridge) {
+        return Err(NetdError::Conflict(format!(
+            "bridge name {bridge} is already used by network {}",
+            other.name
+        )));
+    }
+    if links.contains(&bridge) {
+        return Err(NetdError::Conflict(format!(
+            "an interface named {bridge} already exists in the host namespace"
+        )));
+    }
+
+    let taken: Vec<(String, Ipv4Network)> = state
+        .networks
+        .iter()
+        .filter_map(|n| n.subnet.map(|s| (n.name.clone(), s)))
+        .collect();
+    let (subnet, user_subnet) = match spec.subnet.as_deref() {
+        Some(s) => {
+            let n = parse_cidr("subnet", s)?;
+            check_subnet(&n)?;
+            if let Some((name, other)) = taken.iter().find(|(_, t)| model::overlaps(&n, t)) {
+                return Err(NetdError::Conflict(format!(
+                    "subnet {n} overlaps with network {name} ({other})"
+                )));
+            }
+            (n, true)
+        }
+        None => {
+            if spec.gateway.is_some() || spec.ip_range.is_some() || !spec.aux_addresses.is_empty() {
+                return Err(invalid(
+                    "--gateway, --ip-range and --aux-address need --subnet".into(),
+                ));
+            }
+            let mut avoid: Vec<Ipv4Network> = taken.iter().map(|(_, t)| *t).collect();
+            avoid.extend_from_slice(routes);
+            let n = model::pick_subnet(&avoid).ok_or_else(|| {
+                NetdError::Conflict("no free subnet left in the default pools".into())
+            })?;
+            (n, false)
+        }
+    };
+    let gateway = match spec.gateway.as_deref() {
+        Some(g) => {
+            let g = parse_ip("gateway", g)?;
+            if let Some(why) = host_addr_problem(&subnet, g) {
+                return Err(invalid(format!("gateway {g} {why}")));
+            }
+            g
+        }
+        None => subnet
+            .nth(1)
+            .ok_or_else(|| invalid(format!("subnet {subnet} is too small")))?,
+    };
+    let ip_range = spec
+        .ip_range
+        .as_deref()
+        .map(|r| {
+            let r: Ipv4Network = r
+                .parse()
+                .map_err(|_| invalid(format!("invalid ip-range {r:?}: not an IPv4 CIDR")))?;
+            if r.ip() != r.network() {
+                return Err(invalid(format!(
+                    "invalid ip-range {r}: not a network address (did you mean {}/{}?)",
+                    r.network(),
+                    r.prefix()
+                )));
+            }
+            if !(subnet.contains(r.network()) && subnet.contains(r.broadcast())) {
+                return Err(invalid(format!(
+                    "ip-range {r} is not inside subnet {subnet}"
+                )));
+            }
+            // A /31 or /32 at the subnet's edge holds only its network or broadcast
+            // address: every container would fail with "no free address".
+            if !r.iter().take(4).any(|ip| is_host_addr(&subnet, ip)) {
+                return Err(invalid(format!(
+                    "ip-range {r} holds no usable address of subnet {subnet}"
+                )));
+            }
+            Ok(r)
+        })
+        .transpose()?;
+    let mut aux = BTreeMap::new();
+    for (name, ip) in &spec.aux_addresses {
+        if name.is_empty() {
+            return Err(invalid(format!(
+                "invalid aux-address ={ip}: the name is empty"
+            )));
+        }
+        let ip = parse_ip("aux-address", ip)?;
+        if let Some(why) = host_addr_problem(&subnet, ip) {
+            return Err(invalid(format!("aux-address {name}={ip} {why}")));
+        }
+        if ip == gateway {
+            return Err(NetdError::Conflict(format!(
+                "aux-address {name}={ip} is the gateway"
+            )));
+        }
+        if let Some((other, _)) = aux.iter().find(|(_, a)| **a == ip) {
+            return Err(NetdError::Conflict(format!(
+                "aux-address {name}={ip} is already {other}"
+            )));
+        }
+        aux.insert(name.clone(), ip);
+    }
+    let net_id = state.next_net_id.max(1);
+    Ok(Network {
+        id,
+        name: spec.name.clone(),
+        driver: model::DRIVER_BRIDGE.into(),
+        net_id,
+        bridge,
+        bridge_mac: [0; 6],
+        subnet: Some(subnet),
+        gateway: Some(gateway),
+        ip_range,
+        aux_addresses: aux,
+        user_subnet,
+        internal: spec.internal,
+        icc,
+        masquerade,
+        host_binding_ipv4,
+        mtu,
+        labels: spec.labels.clone(),
+        options: spec.options.clone(),
+        builtin: false,
+        created: now,
+        attachable: spec.attachable,
+    })
+}

@@ -1,0 +1,175 @@
+//! The sandbox seam: attach a network namespace to a network, and detach it. Everything
+//! that makes a namespace an endpoint of a network lives here: the address (IPAM), the
+//! interface names, the driver's plumbing (veth, address, routes), the endpoint program
+//! and map entry, the published ports. `netd run` goes through it; the Docker-plugin and
+//! CNI front doors call the same functions with a namespace netd did not create (any
+//! absolute path works where a name under /run/netns does).
+//!
+//! `plan` is pure (it reads the intended state), so the caller commits the attachment to
+//! the store before `attach` touches the kernel, and `detach` undoes `attach` whatever
+//! state the kernel is in.
+use std::net::Ipv4Addr;
+
+use anyhow::anyhow;
+
+use crate::{
+    datapath::Datapath,
+    driver::{self, Join, TeardownErrors},
+    error::Result,
+    ipam,
+    model::{self, Attachment, Network, PortMapping},
+    netlink::Netlink,
+    store::State,
+};
+
+/// What the caller may choose about an attachment; the rest is netd's.
+#[derive(Clone, Debug, Default)]
+pub struct AttachOptions {
+    /// A static address (Docker's --ip: only on networks with a user-chosen subnet).
+    pub ip: Option<Ipv4Addr>,
+    /// The interface name inside the namespace (default: the first free ethN).
+    pub ifname: Option<String>,
+    pub aliases: Vec<String>,
+}
+
+/// Host-side veth name of interface `n` of owner `id` (at most 15 characters).
+pub fn veth_name(prefix: &str, id: &str, n: usize) -> String {
+    let keep = 15usize.saturating_sub(prefix.len() + 2).min(id.len());
+    format!("{prefix}{}{:02}", &id[..keep], n % 100)
+}
+
+/// The attachment of owner `owner_id` (which has `existing` attachments already) to
+/// `net`: an address from the network's IPAM, the next free ethN, a veth name, Docker's
+/// MAC for the address. Nothing is written anywhere.
+pub fn plan(
+    state: &State,
+    net: &Network,
+    owner_id: &str,
+    existing: &[Attachment],
+    opts: AttachOptions,
+    veth_prefix: &str,
+) -> Result<Attachment> {
+    let ip = ipam::allocate(state, net, opts.ip)?;
+    let n = (0..)
+        .find(|i| !existing.iter().any(|a| a.ifname == format!("eth{i}")))
+        .unwrap_or(0);
+    Ok(Attachment {
+        network: net.id.clone(),
+        ifname: opts.ifname.unwrap_or_else(|| format!("eth{n}")),
+        ip,
+        mac: model::mac_for_ip(ip),
+        veth: veth_name(veth_prefix, owner_id, n),
+        aliases: opts.aliases,
+        host_ifindex: 0,
+        requested_ip: opts.ip,
+    })
+}
+
+/// Plumbs `a` into namespace `netns` through the network's driver, puts the endpoint
+/// program on its host side and its entry into the endpoint map. Records the host-side
+/// ifindex in `a`. On failure the caller runs `detach`.
+pub async fn attach(
+    nl: &Netlink,
+    dp: &mut Datapath,
+    netns: &str,
+    net: &Network,
+    a: &mut Attachment,
+    default_route: bool,
+) -> anyhow::Result<()> {
+    let d = driver::for_network(net)
+        .ok_or_else(|| anyhow!("network {} takes no endpoints", net.name))?;
+    let join = Join {
+        netns,
+        attachment: a,
+        default_route,
+    };
+    a.host_ifindex = d.join(nl, net, join).await?;
+    dp.attach_endpoint(&a.veth)?;
+    dp.set_endpoint(a, net)?;
+    Ok(())
+}
+
+/// Publishes `ports` to attachment `a` (Docker publishes to a container's first
+/// network). Returns how many map entries were written.
+pub fn publish(dp: &mut Datapath, ports: &[PortMapping], a: &Attachment) -> anyhow::Result<usize> {
+    for m in ports {
+        dp.publish(m, a.ip)?;
+    }
+    Ok(ports.len())
+}
+
+pub fn unpublish(dp: &mut Datapath, ports: &[PortMapping]) {
+    for m in ports {
+        dp.unpublish(m);
+    }
+}
+
+/// Removes attachment `a` from the kernel: its flows, endpoint entry, program and the
+/// driver's plumbing. Goes on past failures and returns them all.
+pub async fn detach(
+    nl: &Netlink,
+    dp: &mut Datapath,
+    net: Option<&Network>,
+    a: &Attachment,
+) -> TeardownErrors {
+    let mut errs = TeardownErrors::default();
+    match dp.flush_conntrack_of(a.ip) {
+        Ok(0) => {}
+        Ok(n) => log::info!("dropped {n} conntrack entries of {}", a.ip),
+        Err(e) => errs.push(e),
+    }
+    dp.remove_endpoint(a.ip);
+    errs.check(dp.detach_endpoint(&a.veth));
+    // The bridge driver's way is the default: a network that is already gone still
+    // leaves a veth to delete.
+    let d = net
+        .and_then(driver::for_network)
+        .unwrap_or(&driver::BRIDGE_FALLBACK);
+    errs.extend(d.leave(nl, a).await);
+    errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_names_fit_ifnamsiz_and_differ_by_interface() {
+        let id = "0123456789abcdef0123";
+        let a = veth_name("ndv", id, 0);
+        let b = veth_name("ndv", id, 1);
+        assert_eq!(a, "ndv012345678900");
+        assert!(a.len() <= 15 && b.len() <= 15);
+        assert_ne!(a, b);
+        assert!(veth_name("abcde", "x", 3).len() <= 15);
+    }
+
+    #[test]
+    fn plan_takes_the_next_free_interface_and_docker_mac() {
+        let net = model::test_network();
+        let mut state = State::default();
+        state.networks.push(net.clone());
+        let first = plan(
+            &state,
+            &net,
+            "abcdef012345",
+            &[],
+            AttachOptions::default(),
+            "ndv",
+        )
+        .unwrap();
+        assert_eq!(first.ifname, "eth0");
+        assert_eq!(first.mac, model::mac_for_ip(first.ip));
+        let second = plan(
+            &state,
+            &net,
+            "abcdef012345",
+            std::slice::from_ref(&first),
+            AttachOptions::default(),
+            "ndv",
+        )
+        .unwrap();
+        assert_eq!(second.ifname, "eth1");
+        assert_ne!(first.veth, second.veth);
+    }
+}
