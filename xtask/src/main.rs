@@ -22,6 +22,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("busybox", "busybox-static"),
     ("ping", "iputils-ping"),
+    // The trace tests read the datapath's pinned config entry.
+    ("bpftool", "bpftool"),
     // The stock docker CLI drives netd's Docker-compatible API in the tests.
     ("docker", "docker.io"),
     // A real CNI runtime drives netd-cni in the tests (--network-backend cni).

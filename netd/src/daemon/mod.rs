@@ -21,6 +21,7 @@ mod owned;
 mod processes;
 mod reconcile;
 mod rundir;
+mod trace;
 pub mod txn;
 
 use std::{
@@ -37,6 +38,7 @@ pub use args::DaemonArgs;
 pub use endpoints::{Endpoint, EndpointKey, EndpointRequest, GcRequest, Route};
 pub use observe::{ConntrackRow, FlowFilter, PortStats, Stats};
 pub use rundir::{enter_netns, group_id};
+pub use trace::{TraceItem, TraceLine, TraceReader};
 
 use crate::{
     datapath::{self, config_flags, Datapath, Settings, XdpMode},
@@ -50,6 +52,8 @@ use owned::Owned;
 pub struct Daemon {
     args: DaemonArgs,
     inner: Mutex<Inner>,
+    /// The datapath trace (outside the lock: readers come and go without it).
+    trace: trace::Trace,
 }
 
 /// Everything behind the daemon's lock: the intended state and the kernel handles.
@@ -214,6 +218,10 @@ impl Daemon {
             }
             None => warn!("no cgroup2 mount: 127.0.0.1:PORT access from the host is off"),
         }
+        // After configure, which wrote the config entry whole: the switch only flips
+        // its own bit in it.
+        let trace = trace::Trace::start(&args.bpf_dir, args.debug_datapath)
+            .context("starting the datapath trace")?;
         let gc_table = dp.conntrack_handle()?;
         info!(
             "conntrack: {} flows ({} entries)",
@@ -231,6 +239,7 @@ impl Daemon {
                 owned,
             }),
             args,
+            trace,
         });
         daemon.reconcile().await?;
         let timeouts = datapath::Timeouts {
