@@ -12,6 +12,7 @@
 //! cgroup.
 mod bins;
 pub mod cgroup;
+pub mod cluster;
 pub mod cmd;
 pub mod daemon;
 mod error;

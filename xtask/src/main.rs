@@ -28,6 +28,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("docker", "docker.io"),
     // A real CNI runtime drives netd-cni in the tests (--network-backend cni).
     ("podman", "podman"),
+    // etcd-client (netd's cluster store client) compiles etcd's protos with protoc at
+    // build time: installed here, before the first build.
+    ("protoc", "protobuf-compiler"),
+    // The overlay tests run a real etcd (3.4) inside a namespace of their own.
+    ("etcd", "etcd-server"),
+    ("etcdctl", "etcd-client"),
 ];
 
 #[derive(Parser)]
@@ -166,6 +172,11 @@ fn prerequisites() -> Result<()> {
         .is_ok_and(|s| s.success());
     if !docker_py {
         missing.push("python3-docker");
+    }
+    // protoc's well-known types (google/protobuf/*.proto), which etcd's protos import:
+    // a package of their own, not a command.
+    if !Path::new("/usr/include/google/protobuf/descriptor.proto").exists() {
+        missing.push("libprotobuf-dev");
     }
     if !missing.is_empty() {
         let mut pkgs = missing.clone();
