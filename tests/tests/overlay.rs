@@ -105,3 +105,84 @@ fn a_bad_cluster_flag_is_one_clear_error() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// `network ls --format json` of a node (a JSON object a line), as (name, driver, scope).
+fn networks(node: &Lab) -> Vec<(String, String, String)> {
+    let out = node.netd_ok(&["network", "ls", "--format", "json"]);
+    out.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .map(|n| {
+            let s = |k: &str| n[k].as_str().unwrap_or_default().to_string();
+            (s("Name"), s("Driver"), s("Scope"))
+        })
+        .collect()
+}
+
+fn has_overlay(node: &Lab, name: &str) -> bool {
+    networks(node)
+        .iter()
+        .any(|(n, d, s)| n == name && d == "overlay" && s == "global")
+}
+
+#[test]
+fn an_overlay_network_made_on_one_node_is_seen_on_every_node() {
+    let c = Cluster::new(2, &[]);
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    a.netd_ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.60.0.0/24",
+        "ov1",
+    ]);
+    assert!(has_overlay(a, "ov1"), "{:?}", networks(a));
+    eventually(10, "node B sees ov1", || has_overlay(b, "ov1"));
+    let inspect: Value =
+        serde_json::from_str(&b.netd_ok(&["network", "inspect", "ov1"])).expect("JSON");
+    assert_eq!(inspect[0]["IPAM"]["Config"][0]["Subnet"], "10.60.0.0/24");
+
+    // Names and subnets are the cluster's: B may not take them again.
+    let dup = b.netd(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.61.0.0/24",
+        "ov1",
+    ]);
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+    let overlap = b.netd(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.60.0.128/25",
+        "ov2",
+    ]);
+    assert!(!overlap.status.success());
+    assert!(String::from_utf8_lossy(&overlap.stderr).contains("overlaps"));
+    // A second one gets a VNI of its own (and no subnet given: one is picked).
+    b.netd_ok(&["network", "create", "-d", "overlay", "ov2"]);
+    eventually(10, "node A sees ov2", || has_overlay(a, "ov2"));
+    let vnis = c.etcd_keys("/netd/v1/vnis/");
+    assert_eq!(vnis.len(), 2, "{vnis:?}");
+
+    // Removed on B: gone everywhere, with every claim in etcd.
+    b.netd_ok(&["network", "rm", "ov1"]);
+    b.netd_ok(&["network", "rm", "ov2"]);
+    eventually(10, "node A drops them", || {
+        !has_overlay(a, "ov1") && !has_overlay(a, "ov2")
+    });
+    assert!(!has_overlay(b, "ov1"));
+    let left: Vec<String> = c
+        .etcd_keys("/netd/")
+        .into_iter()
+        .filter(|k| !k.starts_with("/netd/v1/nodes/"))
+        .collect();
+    assert!(left.is_empty(), "left in etcd: {left:?}");
+}

@@ -8,6 +8,8 @@
 //! Keys (values are JSON):
 //!     /netd/v1/nodes/<node id>      a node: its underlay (VTEP) address; under its lease,
 //!                                   so a node that dies ages out after LEASE_TTL seconds
+//!     /netd/v1/networks/, names/, subnets/, vnis/   overlay networks (see `networks`)
+pub mod networks;
 mod registry;
 
 use std::net::Ipv4Addr;

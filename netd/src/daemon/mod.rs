@@ -11,12 +11,14 @@
 //! - `processes`: the processes netd runs in sandboxes, and their exits.
 //! - `reconcile`: kernel := store, at start; the maps from the store.
 //! - `observe`: stats and conntrack for the API.
+//! - `overlay`: overlay networks through the cluster store, mirrored here.
 //! - `rundir`: the namespace the daemon enters, its run directory's ownership.
 mod args;
 mod containers;
 mod endpoints;
 mod networks;
 mod observe;
+mod overlay;
 mod owned;
 mod processes;
 mod reconcile;
@@ -281,6 +283,7 @@ impl Daemon {
             cluster,
         });
         daemon.reconcile().await?;
+        daemon.spawn_overlay_mirror();
         let timeouts = datapath::Timeouts {
             udp: Duration::from_secs(daemon.args.ct_udp_timeout),
             ..Default::default()

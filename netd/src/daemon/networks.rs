@@ -76,6 +76,9 @@ impl Daemon {
     /// Creates a network; the second value is Docker's `Warning` (a user subnet that
     /// overlaps a route of the host).
     pub async fn create_network(&self, spec: NetworkSpec) -> Result<(Network, Option<String>)> {
+        if spec.driver.as_deref() == Some(model::DRIVER_OVERLAY) {
+            return Ok((self.create_overlay(spec).await?, None));
+        }
         let mut g = self.inner.lock().await;
         let inner = &mut *g;
         let routes = inner.nl.route_destinations().await?;
@@ -166,6 +169,11 @@ impl Daemon {
                 net.id,
                 users.join(", ")
             )));
+        }
+        if net.is_overlay() {
+            drop(g);
+            self.remove_overlay(&net).await?;
+            return Ok(net.id);
         }
         inner.state.networks.retain(|n| n.id != net.id);
         inner.store.commit(&inner.state)?;
@@ -377,6 +385,7 @@ pub(super) async fn ensure_builtin(
             builtin: true,
             created: now(),
             attachable: false,
+            vni: 0,
         });
         info!("default network bridge: {subnet} via {gateway}");
     }
@@ -414,6 +423,7 @@ pub(super) async fn ensure_builtin(
                 builtin: true,
                 created: now(),
                 attachable: false,
+                vni: 0,
             });
         }
     }

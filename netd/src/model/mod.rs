@@ -15,6 +15,8 @@ pub use publish::{parse_expose, parse_publish, IpProto, PortMapping, Proto};
 pub const DRIVER_BRIDGE: &str = "bridge";
 pub const DRIVER_HOST: &str = "host";
 pub const DRIVER_NULL: &str = "null";
+/// Cluster-scoped networks across nodes (needs `netd daemon --cluster-store`).
+pub const DRIVER_OVERLAY: &str = "overlay";
 
 /// The bridge driver's options netd understands (`-o KEY=VALUE`); any other is an error.
 pub const OPT_BRIDGE_NAME: &str = "com.docker.network.bridge.name";
@@ -66,11 +68,29 @@ pub struct Network {
     /// Docker's --attachable (recorded and shown; every netd network takes containers).
     #[serde(default)]
     pub attachable: bool,
+    /// Overlay only: the VXLAN network identifier, allocated cluster-wide.
+    #[serde(default)]
+    pub vni: u32,
 }
 
 impl Network {
     pub fn is_bridge(&self) -> bool {
         self.driver == DRIVER_BRIDGE
+    }
+
+    /// An overlay network: its record lives in the cluster store, every node mirrors it.
+    pub fn is_overlay(&self) -> bool {
+        self.driver == DRIVER_OVERLAY
+    }
+
+    /// Docker's scope: `global` for overlay networks (pre-Swarm cluster store), `local`
+    /// for the others.
+    pub fn scope(&self) -> &'static str {
+        if self.is_overlay() {
+            "global"
+        } else {
+            "local"
+        }
     }
 }
 
@@ -337,6 +357,7 @@ pub fn test_network() -> Network {
         builtin: false,
         created: 0,
         attachable: false,
+        vni: 0,
     }
 }
 
