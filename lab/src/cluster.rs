@@ -56,6 +56,7 @@ impl Cluster {
         ip(&["-n", &c.switch, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &c.switch, "link", "set", "br0", "up"])?;
         netns::create(&c.etcd_ns)?;
+        let _ = std::fs::remove_dir_all(&c.etcd_dir);
         c.plug(&c.etcd_ns.clone(), "eth0", "e", &c.etcd_ip())?;
         c.start_etcd()?;
         let store = format!("etcd://{}:{ETCD_PORT}", c.etcd_ip());
@@ -132,8 +133,16 @@ impl Cluster {
         Ok(())
     }
 
-    fn start_etcd(&mut self) -> Result<()> {
-        let _ = std::fs::remove_dir_all(&self.etcd_dir);
+    /// Stops etcd (SIGKILL: a crash, its data dir kept).
+    pub fn stop_etcd(&mut self) {
+        if let Some(mut c) = self.etcd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts etcd (again, on the same data) and waits until it is healthy.
+    pub fn start_etcd(&mut self) -> Result<()> {
         std::fs::create_dir_all(&self.etcd_dir)
             .map_err(|e| Error::path("creating", &self.etcd_dir, e))?;
         let client = format!("http://{}:{ETCD_PORT}", self.etcd_ip());
@@ -197,10 +206,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // The nodes first (their daemons leave the cluster while etcd still answers).
         self.nodes.clear();
-        if let Some(mut c) = self.etcd.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop_etcd();
         for ns in [&self.etcd_ns, &self.switch] {
             if netns::exists(ns) {
                 if let Err(e) = netns::delete(ns) {

@@ -186,3 +186,64 @@ fn an_overlay_network_made_on_one_node_is_seen_on_every_node() {
         .collect();
     assert!(left.is_empty(), "left in etcd: {left:?}");
 }
+
+#[test]
+fn etcd_down_fails_changes_clearly_and_they_work_again_when_it_is_back() {
+    let mut c = Cluster::new(2, &[]);
+    c.nodes[0].netd_ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.62.0.0/24",
+        "ov1",
+    ]);
+    eventually(10, "node B sees ov1", || has_overlay(&c.nodes[1], "ov1"));
+
+    // Until the datapath exists, an overlay takes no container, and saying so leaves
+    // nothing behind.
+    let run = c.nodes[0].netd(&[
+        "run",
+        "-d",
+        "--network",
+        "ov1",
+        "--name",
+        "x",
+        "--",
+        "sleep",
+        "9",
+    ]);
+    assert!(!run.status.success());
+    assert_eq!(c.nodes[0].netd_ok(&["ps", "-a", "-q"]).trim(), "");
+
+    c.stop_etcd();
+    let o = c.nodes[1].netd(&["network", "create", "-d", "overlay", "ov2"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cluster store"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    // What the nodes had stays (their state is local).
+    assert!(has_overlay(&c.nodes[1], "ov1"));
+
+    c.start_etcd().expect("restarting etcd");
+    eventually(20, "a change goes through again", || {
+        c.nodes[1]
+            .netd(&["network", "create", "-d", "overlay", "ov2"])
+            .status
+            .success()
+    });
+    eventually(10, "node A sees ov2", || has_overlay(&c.nodes[0], "ov2"));
+    c.nodes[0].netd_ok(&["network", "rm", "ov1", "ov2"]);
+    eventually(10, "node B drops them", || !has_overlay(&c.nodes[1], "ov1"));
+}
+
+#[test]
+fn overlay_networks_need_a_cluster_store() {
+    let lab = Lab::new();
+    let o = lab.netd(&["network", "create", "-d", "overlay", "ov"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--cluster-store"), "{err}");
+    assert!(!lab.netd_ok(&["network", "ls"]).contains("ov"));
+}
