@@ -76,6 +76,16 @@ impl Daemon {
     /// Creates a network; the second value is Docker's `Warning` (a user subnet that
     /// overlaps a route of the host).
     pub async fn create_network(&self, spec: NetworkSpec) -> Result<(Network, Option<String>)> {
+        self.create_network_as(spec, random_id()).await
+    }
+
+    /// `create_network` with the id chosen by the caller (Docker's network id, for the
+    /// plugin front door).
+    pub(super) async fn create_network_as(
+        &self,
+        spec: NetworkSpec,
+        id: String,
+    ) -> Result<(Network, Option<String>)> {
         let mut g = self.inner.lock().await;
         let inner = &mut *g;
         let routes = inner.nl.route_destinations().await?;
@@ -98,7 +108,7 @@ impl Daemon {
                     &routes,
                     &links,
                     &self.args.bridge_prefix,
-                    random_id(),
+                    id,
                     now(),
                 )?;
                 if let Some(d) = driver::for_network(&net) {
