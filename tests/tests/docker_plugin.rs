@@ -113,6 +113,24 @@ fn link_claims(lab: &Lab) -> Vec<String> {
         .collect()
 }
 
+/// A page fetched by a new container on network `net`.
+fn fetch(dk: &Dockerd, net: &str, url: &str) -> String {
+    dk.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        net,
+        IMAGE,
+        "timeout",
+        "5",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        url,
+    ])
+}
+
 fn network_id(dk: &Dockerd, net: &str) -> String {
     dk.docker_ok(&["network", "inspect", "-f", "{{.Id}}", net])
 }
@@ -202,20 +220,8 @@ fn docker_run_on_a_netd_network_gets_netds_datapath() {
     assert!(got.starts_with(&format!("peer={HOST_IP}:")), "{got}");
 
     // Docker's embedded DNS on a netd network: a second container finds `web` by name.
-    let page = dk.docker_ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "dnet",
-        IMAGE,
-        "wget",
-        "-q",
-        "-T",
-        "3",
-        "-O",
-        "-",
-        "http://web/",
-    ]);
+    // (busybox's `wget -T` crashes: `timeout` bounds it instead.)
+    let page = fetch(&dk, "dnet", "http://web/");
     assert_eq!(page.trim(), "hello from docker");
 
     // connect/disconnect: web gets a second interface on another netd network.
@@ -232,20 +238,7 @@ fn docker_run_on_a_netd_network_gets_netds_datapath() {
     let ip2 = container_ip(&dk, "web", "dnet2");
     assert!(ip2.starts_with("10.78.0."), "{ip2}");
     let url2 = format!("http://{ip2}/");
-    let page = dk.docker_ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "dnet2",
-        IMAGE,
-        "wget",
-        "-q",
-        "-T",
-        "3",
-        "-O",
-        "-",
-        &url2,
-    ]);
+    let page = fetch(&dk, "dnet2", &url2);
     assert_eq!(page.trim(), "hello from docker");
     let veths = netd_veths(&lab).len();
     dk.docker_ok(&["network", "disconnect", "dnet2", "web"]);
