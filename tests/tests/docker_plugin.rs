@@ -279,3 +279,93 @@ fn ps_name(ps: &str) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+#[test]
+fn docker_containers_on_netd_survive_restarts_of_netd_and_dockerd() {
+    let (mut lab, mut dk, driver) = lab_with_docker();
+    dk.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--subnet",
+        "10.79.0.0/24",
+        "rnet",
+    ]);
+    dk.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "rnet",
+        "-p",
+        "8082:80",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    eventually("web before any restart", || curl_from_client(&lab, 8082));
+    let ps_before = lab.netd_ok(&["ps", "-q"]);
+
+    // kill -9: the pinned datapath keeps forwarding without the agent; the next agent
+    // adopts the endpoint (and takes over the stale plugin socket).
+    lab.stop_daemon(libc::SIGKILL);
+    assert!(
+        curl_from_client(&lab, 8082).0,
+        "no traffic while netd is down"
+    );
+    lab.start_daemon().expect("netd after kill -9");
+    eventually("web after netd's kill -9", || curl_from_client(&lab, 8082));
+    assert_eq!(lab.netd_ok(&["ps", "-q"]), ps_before);
+    // A clean stop and start too.
+    lab.stop_daemon(libc::SIGTERM);
+    lab.start_daemon().expect("netd after SIGTERM");
+    eventually("web after netd's restart", || curl_from_client(&lab, 8082));
+    assert_eq!(lab.netd_ok(&["ps", "-q"]), ps_before);
+    let port = lab.netd_ok(&["port", ps_name(&lab.netd_ok(&["ps"])).as_str()]);
+    assert!(port.contains("8082"), "{port}");
+
+    // dockerd restarted with live restore: the container keeps running, and what
+    // dockerd sends again is no conflict.
+    dk.restart();
+    eventually("web after dockerd's restart", || {
+        curl_from_client(&lab, 8082)
+    });
+    assert_eq!(lab.netd_ok(&["ps", "-q"]), ps_before);
+    // Both agree afterwards: a new container works, and removing both clears netd.
+    dk.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web2",
+        "--network",
+        "rnet",
+        "-p",
+        "8083:80",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    eventually("web2 after the restarts", || curl_from_client(&lab, 8083));
+    assert_eq!(
+        fetch(&dk, "rnet", "http://web/").trim(),
+        "hello from docker"
+    );
+    dk.docker_ok(&["rm", "-f", "web", "web2"]);
+    dk.docker_ok(&["network", "rm", "rnet"]);
+    assert_eq!(lab.netd_ok(&["ps", "-a", "-q"]).trim(), "");
+    assert!(netd_veths(&lab).is_empty(), "{:?}", netd_veths(&lab));
+    assert!(link_claims(&lab).is_empty(), "{:?}", link_claims(&lab));
+    let st = stats(&lab);
+    assert_eq!(st["port_map_entries"], 0, "{st}");
+    assert_eq!(st["endpoint_entries"], 0, "{st}");
+}

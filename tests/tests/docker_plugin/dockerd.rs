@@ -1,6 +1,7 @@
 //! A real dockerd (Debian's docker.io 20.10) in a lab's host namespace, as
 //! ../shared/PEERS.md shows: `ip netns exec` gives it a private mount namespace where
-//! the cgroup v1 hierarchies are mounted again; it gets its own data, exec and socket
+//! the cgroup v1 hierarchies are mounted again (held by a process of its own, so a
+//! restarted dockerd finds its sandboxes again); it gets its own data, exec and socket
 //! directories and its own cgroup parent, and everything of it is removed on drop.
 use std::{
     path::{Path, PathBuf},
@@ -30,6 +31,7 @@ pub struct Dockerd {
     host: String,
     cgroup_parent: String,
     child: Option<Child>,
+    holder: Option<Child>,
 }
 
 fn which(cmd: &str) -> Option<PathBuf> {
@@ -101,6 +103,7 @@ impl Dockerd {
             host: lab.host.clone(),
             cgroup_parent: format!("{}-docker", lab.name),
             child: None,
+            holder: None,
         };
         dk.spawn();
         let image = build_image(&lab.dir);
@@ -114,7 +117,15 @@ impl Dockerd {
         dk
     }
 
-    fn spawn(&mut self) {
+    /// A process that holds dockerd's mount namespace: `ip netns exec`'s private one,
+    /// with the cgroup v1 hierarchies mounted again. Every dockerd of this test enters
+    /// it, so a restarted dockerd still finds the sandboxes' namespace mounts of the
+    /// one before (live restore needs them).
+    fn hold_mount_namespace(&mut self) -> u32 {
+        if let Some(h) = &self.holder {
+            return h.id();
+        }
+        let ready = self.dir.join("mounts-ready");
         let mut script = String::from("set -e; mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup; ");
         for c in CGROUPS {
             script += &format!(
@@ -122,21 +133,68 @@ impl Dockerd {
             );
         }
         script += "mkdir -p /sys/fs/cgroup/systemd; mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd; ";
-        script += &format!(
-            "exec dockerd --data-root {d}/data --exec-root {d}/exec --pidfile {d}/dockerd.pid \
-             -H unix://{d}/docker.sock --storage-driver vfs --bip 172.29.0.1/24 \
-             --cgroup-parent {cg} --iptables=false --ip-masq=false --userland-proxy=false \
-             --live-restore",
-            d = self.dir.display(),
-            cg = self.cgroup_parent,
+        script += &format!("touch {}; exec sleep 86400", ready.display());
+        let holder = Command::new("ip")
+            .args(["netns", "exec", &self.host, "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting the mount namespace holder");
+        let pid = holder.id();
+        self.holder = Some(holder);
+        let t0 = Instant::now();
+        while !ready.exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the cgroup mounts for dockerd did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        pid
+    }
+
+    fn spawn(&mut self) {
+        let holder = self.hold_mount_namespace().to_string();
+        let d = self.dir.display().to_string();
+        let cgroup_parent = self.cgroup_parent.clone();
+        let mut args: Vec<String> = ["-t", &holder, "-m", "-n", "dockerd"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(
+            [
+                "--data-root".to_string(),
+                format!("{d}/data"),
+                "--exec-root".into(),
+                format!("{d}/exec"),
+                "--pidfile".into(),
+                format!("{d}/dockerd.pid"),
+                "-H".into(),
+                format!("unix://{d}/docker.sock"),
+                "--storage-driver".into(),
+                "vfs".into(),
+                "--bip".into(),
+                "172.29.0.1/24".into(),
+                "--cgroup-parent".into(),
+                cgroup_parent,
+            ]
+            .into_iter()
+            .chain(
+                [
+                    "--iptables=false",
+                    "--ip-masq=false",
+                    "--userland-proxy=false",
+                    "--live-restore",
+                ]
+                .map(String::from),
+            ),
         );
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("dockerd.log"))
             .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.host, "sh", "-c", &script])
+        let child = Command::new("nsenter")
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -239,6 +297,10 @@ impl Drop for Dockerd {
             }
         }
         self.stop_daemon();
+        if let Some(mut h) = self.holder.take() {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
         remove_cgroups(&self.cgroup_dirs());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
