@@ -199,8 +199,9 @@ async fn leave(State(d): D, body: Bytes) -> Reply {
 
 async fn program_external(State(d): D, body: Bytes) -> Reply {
     let req: JoinRequest = decode("ProgramExternalConnectivity", &body)?;
-    let (ports, exposed) = translate::ports(&req.options.unwrap_or_default())?;
-    d.docker_publish(&req.endpoint_id, ports, exposed).await?;
+    let p = translate::ports(&req.options.unwrap_or_default())?;
+    d.docker_publish(&req.endpoint_id, p.ports, p.exposed)
+        .await?;
     ok()
 }
 

@@ -128,10 +128,16 @@ fn proto_number(p: Proto) -> u8 {
     }
 }
 
+/// What ProgramExternalConnectivity publishes: the port bindings and exposed ports.
+pub struct Publish {
+    pub ports: Vec<PortMapping>,
+    pub exposed: Vec<(u16, Proto)>,
+}
+
 /// ProgramExternalConnectivity's options: the port bindings (`-p`) as mappings and
 /// the exposed ports. Bindings to an IPv6 host address are left out (netd's datapath
 /// is IPv4); a host port range gives its first port.
-pub fn ports(options: &Map<String, Value>) -> Result<(Vec<PortMapping>, Vec<(u16, Proto)>)> {
+pub fn ports(options: &Map<String, Value>) -> Result<Publish> {
     let bindings: Vec<PortBinding> = match options.get(OPT_PORTMAP) {
         Some(v) if !v.is_null() => {
             serde_json::from_value(v.clone()).map_err(|e| invalid(format!("{OPT_PORTMAP}: {e}")))?
@@ -166,7 +172,10 @@ pub fn ports(options: &Map<String, Value>) -> Result<(Vec<PortMapping>, Vec<(u16
         .iter()
         .map(|t| Ok((t.port, proto(t.proto)?)))
         .collect::<Result<Vec<_>>>()?;
-    Ok((maps, exposed))
+    Ok(Publish {
+        ports: maps,
+        exposed,
+    })
 }
 
 /// Published mappings as Docker's port bindings (EndpointOperInfo).
@@ -261,7 +270,10 @@ mod tests {
             ],
             "com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}, {"Proto": 17, "Port": 53}]
         });
-        let (maps, exposed) = ports(opts.as_object().unwrap()).unwrap();
+        let Publish {
+            ports: maps,
+            exposed,
+        } = ports(opts.as_object().unwrap()).unwrap();
         assert_eq!(maps.len(), 2);
         assert_eq!(maps[0].host_port, 8080);
         assert_eq!(maps[0].proto, Proto::Tcp);
@@ -272,7 +284,7 @@ mod tests {
         assert_eq!(back[1].host_port, 0);
         let sctp =
             json!({"com.docker.network.portmap": [{"Proto": 132, "Port": 9, "HostPort": 9}]});
-        let e = ports(sctp.as_object().unwrap()).unwrap_err();
+        let e = ports(sctp.as_object().unwrap()).err().unwrap();
         assert!(e.to_string().contains("tcp and udp"), "{e}");
     }
 }
