@@ -113,7 +113,9 @@ fn link_claims(lab: &Lab) -> Vec<String> {
         .collect()
 }
 
-/// A page fetched by a new container on network `net`.
+/// A page fetched by a new container on network `net`. busybox's `wget -T` crashes,
+/// so `timeout` bounds it, under a shell: as the container's pid 1 wget would ignore
+/// the signal (the `exit` keeps the shell from exec'ing it).
 fn fetch(dk: &Dockerd, net: &str, url: &str) -> String {
     dk.docker_ok(&[
         "run",
@@ -121,12 +123,9 @@ fn fetch(dk: &Dockerd, net: &str, url: &str) -> String {
         "--network",
         net,
         IMAGE,
-        "timeout",
-        "5",
-        "wget",
-        "-q",
-        "-O",
-        "-",
+        "sh",
+        "-c",
+        "timeout 5 wget -q -O - \"$0\"; exit $?",
         url,
     ])
 }
@@ -220,7 +219,6 @@ fn docker_run_on_a_netd_network_gets_netds_datapath() {
     assert!(got.starts_with(&format!("peer={HOST_IP}:")), "{got}");
 
     // Docker's embedded DNS on a netd network: a second container finds `web` by name.
-    // (busybox's `wget -T` crashes: `timeout` bounds it instead.)
     let page = fetch(&dk, "dnet", "http://web/");
     assert_eq!(page.trim(), "hello from docker");
 
@@ -246,6 +244,26 @@ fn docker_run_on_a_netd_network_gets_netds_datapath() {
     assert!(
         curl_from_client(&lab, 8080).0,
         "web lost its port on disconnect"
+    );
+    // netd's isolation holds between Docker's networks: from dnet2, web's address on
+    // dnet is unreachable (it answered through its dnet2 interface a moment ago).
+    let target1 = format!("{ip}:80");
+    let o = dk.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "dnet2",
+        "-e",
+        "NETD_TESTER_TIMEOUT_MS=1000",
+        IMAGE,
+        "netd-tester",
+        "tcp",
+        &target1,
+    ]);
+    assert!(
+        !o.status.success(),
+        "dnet2 reached web on dnet: {}",
+        String::from_utf8_lossy(&o.stdout)
     );
 
     // rm -f and network rm leave nothing of netd's behind.
@@ -556,5 +574,54 @@ fn the_plugin_protocol_answers_repeats_alike_and_refuses_bad_input_by_name() {
         assert_eq!(code, 200, "{v}");
     }
     assert!(!lab.netd_ok(&["network", "ls"]).contains(&nid[..12]));
+    assert!(link_claims(&lab).is_empty(), "{:?}", link_claims(&lab));
+}
+
+#[test]
+fn a_crash_between_join_and_its_veth_leaves_an_endpoint_that_joins_again() {
+    use serde_json::json;
+    let mut lab = Lab::without_daemon();
+    let (name, sock) = plugin(&lab);
+    lab.extra_daemon_args = vec!["--docker-plugin".into(), name];
+    lab.start_daemon().expect("starting netd");
+    let nid = "3c".repeat(32);
+    let eid = "4d".repeat(32);
+    let net = json!({"NetworkID": nid, "Options": {},
+                     "IPv4Data": [{"Pool": "10.83.0.0/24", "Gateway": "10.83.0.1/24"}]});
+    assert_eq!(call(&sock, "NetworkDriver.CreateNetwork", &net).0, 200);
+    let ep = json!({"NetworkID": nid, "EndpointID": eid,
+                    "Interface": {"Address": "10.83.0.7/24"}});
+    assert_eq!(call(&sock, "NetworkDriver.CreateEndpoint", &ep).0, 200);
+
+    // The daemon dies right after committing the join, before any veth exists.
+    lab.stop_daemon(libc::SIGTERM);
+    lab.fault = Some("docker-join-committed".into());
+    lab.start_daemon().expect("netd with a fault point");
+    let join = json!({"NetworkID": nid, "EndpointID": eid, "SandboxKey": "/x", "Options": {}});
+    let (code, _, _) = call(&sock, "NetworkDriver.Join", &join);
+    assert_ne!(code, 200, "the join answered although the daemon died");
+    lab.wait_daemon_death();
+    lab.fault = None;
+    lab.start_daemon().expect("netd after the crash");
+    assert!(netd_veths(&lab).is_empty(), "{:?}", netd_veths(&lab));
+    assert_eq!(stats(&lab)["endpoint_entries"], 0);
+
+    // dockerd's retry (or a new Join) plumbs it now; cleanup leaves nothing.
+    let (code, _, v) = call(&sock, "NetworkDriver.Join", &join);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(netd_veths(&lab).len(), 2, "{:?}", netd_veths(&lab));
+    assert_eq!(stats(&lab)["endpoint_entries"], 1);
+    let epref = json!({"NetworkID": nid, "EndpointID": eid});
+    assert_eq!(call(&sock, "NetworkDriver.DeleteEndpoint", &epref).0, 200);
+    assert_eq!(
+        call(
+            &sock,
+            "NetworkDriver.DeleteNetwork",
+            &json!({"NetworkID": nid})
+        )
+        .0,
+        200
+    );
+    assert!(netd_veths(&lab).is_empty(), "{:?}", netd_veths(&lab));
     assert!(link_claims(&lab).is_empty(), "{:?}", link_claims(&lab));
 }

@@ -87,7 +87,6 @@ pub fn network(req: &CreateNetworkRequest) -> Result<DockerNetwork> {
     };
     Ok(DockerNetwork {
         id: req.network_id.clone(),
-        name: None,
         subnet,
         gateway,
         aux_addresses,

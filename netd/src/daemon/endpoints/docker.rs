@@ -25,10 +25,10 @@ use crate::{
 /// CreateNetwork, as the core needs it.
 #[derive(Clone, Debug)]
 pub struct DockerNetwork {
-    /// Docker's network id: netd's id of the network too.
+    /// Docker's network id: netd's id of the network too. Docker does not tell a
+    /// driver the network's name: netd names it by the id's first 12 characters, as
+    /// `docker network ls` shows ids.
     pub id: String,
-    /// Docker's name when Docker tells it; else the id's first 12 characters.
-    pub name: Option<String>,
     /// The pool Docker's IPAM gave the network.
     pub subnet: Ipv4Network,
     pub gateway: Option<Ipv4Addr>,
@@ -106,7 +106,7 @@ impl Daemon {
             }
         }
         let spec = NetworkSpec {
-            name: n.name.clone().unwrap_or_else(|| n.id[..12].to_string()),
+            name: n.id[..12].to_string(),
             driver: None,
             subnet: Some(n.subnet.to_string()),
             gateway: n.gateway.map(|g| g.to_string()),
