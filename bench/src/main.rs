@@ -21,6 +21,7 @@ use netd_lab::{cmd, Lab, LabName, LabOptions};
 
 mod api_latency;
 mod ct_table;
+mod dns;
 mod measure;
 mod peers;
 mod plot;
@@ -30,7 +31,7 @@ use peers::{docker, Datapath, Dp, Env, P_MASQ, UPLINK};
 use report::Cell;
 
 /// Tag of every name the bench makes (`ndb-PID-...`).
-const TAG: &str = "ndb";
+pub(crate) const TAG: &str = "ndb";
 
 #[derive(Parser, Debug)]
 #[command(about = "netd vs iptables vs nftables vs plain routing, side by side")]
@@ -58,6 +59,10 @@ struct Opts {
     /// with --quick).
     #[arg(long)]
     peer_max_ports: Option<usize>,
+    /// Measure name resolution instead of traffic: netd's embedded DNS against
+    /// Docker's and aardvark-dns, from a container, with dnsperf (`dns.rs`).
+    #[arg(long)]
+    dns: bool,
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
     /// Measure nothing: print the tables and draw the plot again from a JSON file of
@@ -176,6 +181,25 @@ fn print_versions() {
     }
 }
 
+/// `--dns`: the DNS comparison alone.
+fn dns_only(opts: &Opts, secs: f64) -> Result<()> {
+    let env = Env {
+        tester: opts.tester.clone(),
+        shared: std::env::temp_dir().join(netd_lab::sweep::unique_name(TAG, Some("shared"))),
+    };
+    std::fs::create_dir_all(&env.shared)?;
+    let servers = dns::Server::ALL;
+    println!("DNS: {} s per run, dnsperf on CPU 0", secs);
+    let all = dns::measure(&servers, &opts.netd, &env, secs);
+    let _ = std::fs::remove_dir_all(&env.shared);
+    print!("{}", dns::report(&all, &servers));
+    let rows: Vec<&dns::DnsFigures> = all.iter().flatten().flatten().collect();
+    let f = opts.out.join("dns.json");
+    std::fs::write(&f, serde_json::to_vec_pretty(&rows)?)?;
+    println!("  (also in {})", f.display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let opts = Opts::parse();
     if let Some(file) = &opts.replot {
@@ -196,6 +220,9 @@ fn main() -> Result<()> {
     let dps = datapaths(opts.only.as_deref())?;
     sweep();
     std::fs::create_dir_all(&opts.out)?;
+    if opts.dns {
+        return dns_only(&opts, secs.max(if opts.quick { 2.0 } else { 5.0 }));
+    }
     let env = Env {
         tester: opts.tester.clone(),
         shared: std::env::temp_dir().join(netd_lab::sweep::unique_name(TAG, Some("shared"))),
