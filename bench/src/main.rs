@@ -20,15 +20,18 @@ use indicatif::{ProgressBar, ProgressStyle};
 use netd_lab::{cmd, Lab, LabName, LabOptions};
 
 mod api_latency;
+mod cell;
 mod ct_table;
 mod dns;
+mod dp;
 mod measure;
 mod peers;
 mod plot;
 mod report;
+mod rss;
 
+use cell::Cell;
 use peers::{docker, Datapath, Dp, Env, P_MASQ, UPLINK};
-use report::Cell;
 
 /// Tag of every name the bench makes (`ndb-PID-...`).
 pub(crate) const TAG: &str = "ndb";
@@ -109,7 +112,7 @@ fn set_up(dp: Dp, n: usize, opts: &Opts, env: &Env) -> Result<(Setup, Duration)>
         Some(0),
         &["sysctl", "-qw", "net.ipv4.ip_forward=1"],
     )?;
-    let dp = dp.open(&mut lab, env)?;
+    let dp = peers::open(dp, &mut lab, env)?;
     let mut s = Setup { dp, lab };
     let took = s.dp.publish(&mut s.lab, n)?;
     // The client's server that the container connects out to (masquerade).

@@ -4,8 +4,8 @@ use std::{collections::BTreeMap, path::Path};
 use anyhow::{anyhow, Result};
 
 use crate::{
-    peers::Dp,
-    report::{med, Cell},
+    cell::{med, Cell},
+    dp::Dp,
 };
 
 pub fn plot(

@@ -20,7 +20,7 @@ use super::{
     fillers, flush_kernel_conntrack, published_ports, servers_script, timed, Datapath, Dp, Env,
     Memory, FILLER_BASE,
 };
-use crate::measure::rss_of;
+use crate::rss::rss_of;
 
 /// Debian's CLI of the same version as the daemon (a newer one may be first on PATH).
 fn cli() -> &'static str {
