@@ -31,19 +31,22 @@ pub enum Dp {
     Nftables,
     Dockerd,
     DockerdNoProxy,
+    /// dockerd with netd as its network driver (`netd daemon --docker-plugin`).
+    DockerdNetd,
     Netavark,
     Cni,
     Plain,
 }
 
 impl Dp {
-    pub const ALL: [Dp; 9] = [
+    pub const ALL: [Dp; 10] = [
         Dp::Netd,
         Dp::IptablesNft,
         Dp::IptablesLegacy,
         Dp::Nftables,
         Dp::Dockerd,
         Dp::DockerdNoProxy,
+        Dp::DockerdNetd,
         Dp::Netavark,
         Dp::Cni,
         Dp::Plain,
@@ -57,6 +60,7 @@ impl Dp {
             Dp::Nftables => "nftables",
             Dp::Dockerd => "dockerd",
             Dp::DockerdNoProxy => "dockerd-no-proxy",
+            Dp::DockerdNetd => "dockerd-netd",
             Dp::Netavark => "netavark",
             Dp::Cni => "cni-portmap",
             Dp::Plain => "plain",
@@ -67,7 +71,7 @@ impl Dp {
     pub fn is_peer(self) -> bool {
         matches!(
             self,
-            Dp::Dockerd | Dp::DockerdNoProxy | Dp::Netavark | Dp::Cni
+            Dp::Dockerd | Dp::DockerdNoProxy | Dp::DockerdNetd | Dp::Netavark | Dp::Cni
         )
     }
 
@@ -80,6 +84,7 @@ impl Dp {
             Dp::Nftables => "nf",
             Dp::Dockerd => "dk",
             Dp::DockerdNoProxy => "dn",
+            Dp::DockerdNetd => "dx",
             Dp::Netavark => "nv",
             Dp::Cni => "cn",
             Dp::Plain => "pl",

@@ -52,7 +52,7 @@ struct Opts {
     #[arg(long)]
     secs: Option<f64>,
     /// Only these datapaths (netd, iptables-nft, iptables-legacy, nftables, dockerd,
-    /// dockerd-no-proxy, netavark, cni-portmap, plain).
+    /// dockerd-no-proxy, dockerd-netd, netavark, cni-portmap, plain).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// The real peers (dockerd, netavark, CNI portmap) publish one rule (and dockerd one

@@ -27,6 +27,7 @@ pub fn plot(
         RGBColor(139, 69, 19),
         CYAN,
         RGBColor(128, 128, 0),
+        RGBColor(0, 128, 128),
         BLACK,
     ];
     let xmax = *ports.iter().max().unwrap_or(&1) as f64;

@@ -26,7 +26,9 @@ pub fn open(dp: Dp, lab: &mut Lab, env: &Env) -> Result<Box<dyn Datapath>> {
         Dp::Netd => Box::new(netd::Netd::new(env)),
         Dp::IptablesNft | Dp::IptablesLegacy => Box::new(iptables::Iptables::new(dp, lab, env)?),
         Dp::Nftables => Box::new(nftables::Nftables::new(lab, env)?),
-        Dp::Dockerd | Dp::DockerdNoProxy => Box::new(docker::DockerPeer::new(dp, env)),
+        Dp::Dockerd | Dp::DockerdNoProxy | Dp::DockerdNetd => {
+            Box::new(docker::DockerPeer::new(dp, env))
+        }
         Dp::Netavark => Box::new(netavark::Netavark::new(lab, env)?),
         Dp::Cni => Box::new(cni::Cni::new(lab, env)?),
         Dp::Plain => Box::new(plain::Plain::new(lab, env)?),
