@@ -500,6 +500,9 @@ fn the_plugin_protocol_answers_repeats_alike_and_refuses_bad_input_by_name() {
         .as_str()
         .unwrap()
         .to_string();
+    // netd shows Docker's endpoint as a record of its own.
+    let inspect = lab.netd_ok(&["inspect", &format!("docker-{}", &eid[..12])]);
+    assert!(inspect.contains("10.81.0.5"), "{inspect}");
     let (_, link) = in_ns(&lab.host, &["ip", "-o", "link", "show", &src]);
     assert!(
         link.contains("mtu 1400") && link.contains("02:42:0a:51:00:05"),
