@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap, IterableMap, Map, MapData};
 use netd_common::{ct_kind, ct_tcp, map_names, CtEntry, CtKey, IPPROTO_TCP};
 
-use crate::peers::{CTR_NET, HOST_IP, P_RR};
+use crate::dp::{CTR_NET, HOST_IP, P_RR};
 
 /// BPF_MAP_UPDATE_BATCH in enum bpf_cmd (include/uapi/linux/bpf.h).
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;

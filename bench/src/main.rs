@@ -20,17 +20,21 @@ use indicatif::{ProgressBar, ProgressStyle};
 use netd_lab::{cmd, Lab, LabName, LabOptions};
 
 mod api_latency;
+mod cell;
 mod ct_table;
+mod dns;
+mod dp;
 mod measure;
 mod peers;
 mod plot;
 mod report;
+mod rss;
 
+use cell::Cell;
 use peers::{docker, Datapath, Dp, Env, P_MASQ, UPLINK};
-use report::Cell;
 
 /// Tag of every name the bench makes (`ndb-PID-...`).
-const TAG: &str = "ndb";
+pub(crate) const TAG: &str = "ndb";
 
 #[derive(Parser, Debug)]
 #[command(about = "netd vs iptables vs nftables vs plain routing, side by side")]
@@ -48,7 +52,7 @@ struct Opts {
     #[arg(long)]
     secs: Option<f64>,
     /// Only these datapaths (netd, iptables-nft, iptables-legacy, nftables, dockerd,
-    /// dockerd-no-proxy, netavark, cni-portmap, plain).
+    /// dockerd-no-proxy, dockerd-netd, netavark, cni-portmap, plain).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// The real peers (dockerd, netavark, CNI portmap) publish one rule (and dockerd one
@@ -58,6 +62,10 @@ struct Opts {
     /// with --quick).
     #[arg(long)]
     peer_max_ports: Option<usize>,
+    /// Measure name resolution instead of traffic: netd's embedded DNS against
+    /// Docker's and aardvark-dns, from a container, with dnsperf (`dns.rs`).
+    #[arg(long)]
+    dns: bool,
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
     /// Measure nothing: print the tables and draw the plot again from a JSON file of
@@ -104,7 +112,7 @@ fn set_up(dp: Dp, n: usize, opts: &Opts, env: &Env) -> Result<(Setup, Duration)>
         Some(0),
         &["sysctl", "-qw", "net.ipv4.ip_forward=1"],
     )?;
-    let dp = dp.open(&mut lab, env)?;
+    let dp = peers::open(dp, &mut lab, env)?;
     let mut s = Setup { dp, lab };
     let took = s.dp.publish(&mut s.lab, n)?;
     // The client's server that the container connects out to (masquerade).
@@ -176,6 +184,25 @@ fn print_versions() {
     }
 }
 
+/// `--dns`: the DNS comparison alone.
+fn dns_only(opts: &Opts, secs: f64) -> Result<()> {
+    let env = Env {
+        tester: opts.tester.clone(),
+        shared: std::env::temp_dir().join(netd_lab::sweep::unique_name(TAG, Some("shared"))),
+    };
+    std::fs::create_dir_all(&env.shared)?;
+    let servers = dns::Server::ALL;
+    println!("DNS: {} s per run, dnsperf on CPU 0", secs);
+    let all = dns::measure(&servers, &opts.netd, &env, secs);
+    let _ = std::fs::remove_dir_all(&env.shared);
+    print!("{}", dns::report(&all, &servers));
+    let rows: Vec<&dns::DnsFigures> = all.iter().flatten().flatten().collect();
+    let f = opts.out.join("dns.json");
+    std::fs::write(&f, serde_json::to_vec_pretty(&rows)?)?;
+    println!("  (also in {})", f.display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let opts = Opts::parse();
     if let Some(file) = &opts.replot {
@@ -196,6 +223,9 @@ fn main() -> Result<()> {
     let dps = datapaths(opts.only.as_deref())?;
     sweep();
     std::fs::create_dir_all(&opts.out)?;
+    if opts.dns {
+        return dns_only(&opts, secs.max(if opts.quick { 2.0 } else { 5.0 }));
+    }
     let env = Env {
         tester: opts.tester.clone(),
         shared: std::env::temp_dir().join(netd_lab::sweep::unique_name(TAG, Some("shared"))),

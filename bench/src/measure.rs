@@ -5,26 +5,13 @@ use std::{path::Path, time::Duration};
 
 use anyhow::{anyhow, Context, Result};
 use netd_lab::{cmd::in_ns, Lab};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::peers::{Datapath, Dp, CLIENT_IP, P_CRR, P_IPERF, P_MASQ, P_RR, P_UDP};
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Sample {
-    pub rr_rate: f64,
-    pub rr_p50_us: u64,
-    pub rr_p99_us: u64,
-    pub crr_rate: f64,
-    pub crr_p50_us: u64,
-    pub crr_p99_us: u64,
-    pub crr_errors: u64,
-    pub udp_rr_rate: f64,
-    pub tput1_gbps: f64,
-    pub tput2_gbps: f64,
-    pub masq_crr_rate: f64,
-}
+use crate::{
+    cell::Sample,
+    dp::{Dp, CLIENT_IP, P_CRR, P_IPERF, P_MASQ, P_RR, P_UDP},
+    peers::Datapath,
+};
 
 fn tester_load(ns: &str, tester: &Path, kind: &str, addr: &str, secs: f64) -> Result<Value> {
     let out = in_ns(
@@ -105,19 +92,4 @@ pub fn measure(lab: &Lab, dp: &dyn Datapath, tester: &Path, secs: f64) -> Result
             f(&masq, "rate")
         },
     })
-}
-
-/// VmRSS of the process at `proc_dir` (/proc/PID), in bytes.
-pub fn rss_of(proc_dir: &Path) -> u64 {
-    std::fs::read_to_string(proc_dir.join("status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|k| k.parse::<u64>().ok())
-            })
-        })
-        .unwrap_or(0)
-        * 1024
 }

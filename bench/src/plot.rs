@@ -4,8 +4,8 @@ use std::{collections::BTreeMap, path::Path};
 use anyhow::{anyhow, Result};
 
 use crate::{
-    peers::Dp,
-    report::{med, Cell},
+    cell::{med, Cell},
+    dp::Dp,
 };
 
 pub fn plot(
@@ -27,6 +27,7 @@ pub fn plot(
         RGBColor(139, 69, 19),
         CYAN,
         RGBColor(128, 128, 0),
+        RGBColor(0, 128, 128),
         BLACK,
     ];
     let xmax = *ports.iter().max().unwrap_or(&1) as f64;

@@ -4,49 +4,15 @@
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use anyhow::{anyhow, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{api_latency::ApiLatency, measure::Sample, peers::Dp, plot::plot};
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Cell {
-    pub samples: Vec<Sample>,
-    pub publish_ms: f64,
-    pub one_more_ms: f64,
-    pub remove_ms: f64,
-    pub rss_bytes: u64,
-    pub map_bytes: u64,
-    /// dockerd's userland proxies.
-    pub proxy_rss_bytes: u64,
-    /// netd: where the time of the '+1 port' container went, from the daemon's log.
-    pub one_more_phases: String,
-    /// netd: of that, the time its port map updates took.
-    pub one_more_ports_us: f64,
-    /// netd: its API's latency with an empty and with a full conntrack table.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub api: Option<ApiLatency>,
-}
-
-/// (median, min, max)
-pub fn stats(v: &[f64]) -> (f64, f64, f64) {
-    if v.is_empty() {
-        return (0.0, 0.0, 0.0);
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let m = if s.len() % 2 == 1 {
-        s[s.len() / 2]
-    } else {
-        (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
-    };
-    (m, s[0], s[s.len() - 1])
-}
-
-pub fn med(cell: &Cell, f: impl Fn(&Sample) -> f64) -> f64 {
-    stats(&cell.samples.iter().map(f).collect::<Vec<_>>()).0
-}
+use crate::{
+    api_latency::ApiLatency,
+    cell::{med, stats, Cell, Sample},
+    dp::Dp,
+    plot::plot,
+};
 
 /// netd's API latency at N: with an empty and with a full conntrack table.
 fn api_table(text: &mut String, n: usize, api: &ApiLatency) {

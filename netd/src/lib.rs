@@ -14,6 +14,7 @@ pub mod ipam;
 pub mod model;
 pub mod netlink;
 pub mod netns;
+pub mod plugin;
 pub mod ports;
 pub mod process;
 pub mod sandbox;

@@ -91,19 +91,23 @@ impl Netlink {
     }
 
     /// Creates a veth pair whose peer is born inside the namespace open as `peer_ns`
-    /// (netavark's way: the container end never appears in the host namespace).
+    /// (netavark's way: the container end never appears in the host namespace), or
+    /// beside the host end when there is none (a runtime moves it itself).
     pub async fn create_veth(
         &self,
         host_name: &str,
         peer_name: &str,
-        peer_ns: &std::fs::File,
+        peer_ns: Option<&std::fs::File>,
         peer_mac: [u8; 6],
     ) -> anyhow::Result<Link> {
-        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer_name.to_string())
-            .address(peer_mac.to_vec())
-            .setns_by_fd(peer_ns.as_raw_fd())
-            .build();
+            .address(peer_mac.to_vec());
+        // Without a namespace the peer is born beside the host end (handed to a runtime).
+        if let Some(ns) = peer_ns {
+            peer = peer.setns_by_fd(ns.as_raw_fd());
+        }
+        let peer = peer.build();
         let mut msg = LinkVeth::new(host_name, peer_name).build();
         for attr in msg.attributes.iter_mut() {
             if let LinkAttribute::LinkInfo(infos) = attr {

@@ -354,6 +354,10 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("/usr/lib/podman/netavark", "netavark"),
     ("/usr/lib/cni/portmap", "containernetworking-plugins"),
     ("dockerd", "docker.io"),
+    // `--dns`: the load tool, Podman's DNS server, and the upstream every server forwards to.
+    ("dnsperf", "dnsperf"),
+    ("/usr/lib/podman/aardvark-dns", "aardvark-dns"),
+    ("dnsmasq", "dnsmasq-base"),
 ];
 
 fn bench(args: &[String]) -> Result<()> {

@@ -2,7 +2,9 @@
 //! proxy, run inside the lab's host namespace as shared/PEERS.md shows: `ip netns exec`
 //! gives it a private mount namespace, where the cgroup v1 hierarchies are mounted again,
 //! and it gets its own data, exec and socket directories and its own cgroup parent, so
-//! nothing of it is shared with the machine or with another run.
+//! nothing of it is shared with the machine or with another run. `dockerd-netd` is the
+//! same dockerd with its container on a network of netd's Docker plugin driver, so
+//! Docker's own port publishing is replaced by netd's eBPF datapath.
 use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
@@ -18,9 +20,9 @@ use netd_lab::{
 
 use super::{
     fillers, flush_kernel_conntrack, published_ports, servers_script, timed, Datapath, Dp, Env,
-    Memory, FILLER_BASE,
+    Memory, CTR_NET, FILLER_BASE,
 };
-use crate::measure::rss_of;
+use crate::rss::rss_of;
 
 /// Debian's CLI of the same version as the daemon (a newer one may be first on PATH).
 fn cli() -> &'static str {
@@ -33,6 +35,8 @@ fn cli() -> &'static str {
 
 /// The image's name in every dockerd of the bench.
 pub const IMAGE: &str = "local/netd-bench";
+/// The Docker network on netd's driver (`dockerd-netd`).
+const NETD_NET: &str = "netdnet";
 /// The tester's path inside the image.
 pub const TESTER: &str = "/bin/netd-tester";
 
@@ -86,6 +90,12 @@ impl Datapath for DockerPeer {
     /// own command, pinned with --cpuset-cpus. Returns the time `docker run` took.
     fn publish(&mut self, lab: &mut Lab, n: usize) -> Result<Duration> {
         let image = build_image(&self.env.shared, &self.env.tester)?;
+        if self.dp == Dp::DockerdNetd {
+            // netd first: dockerd finds the driver by its socket when the network is
+            // created. The lab's name makes the plugin's name (and socket) unique.
+            lab.extra_daemon_args = vec!["--docker-plugin".into(), lab.name.clone()];
+            lab.start_daemon()?;
+        }
         let dk = Dockerd::start(
             &lab.host,
             &lab.dir,
@@ -98,6 +108,13 @@ impl Datapath for DockerPeer {
             .iter()
             .map(|s| s.to_string())
             .collect();
+        if self.dp == Dp::DockerdNetd {
+            let subnet = format!("{CTR_NET}.0/24");
+            dk.docker(&[
+                "network", "create", "-d", &lab.name, "--subnet", &subnet, NETD_NET,
+            ])?;
+            args.extend(["--network".into(), NETD_NET.into()]);
+        }
         let fillers = fillers(n);
         if fillers > 0 {
             let (a, b) = (FILLER_BASE + 1, FILLER_BASE + fillers);
@@ -129,10 +146,12 @@ impl Datapath for DockerPeer {
     fn one_more(&mut self, _lab: &mut Lab) -> Result<Duration> {
         let dk = self.dockerd()?;
         let took = timed(|| {
-            dk.docker(&[
-                "run", "-d", "--name", "extra", "-p", "31000:80", IMAGE, "sleep", "600",
-            ])
-            .map(drop)
+            let mut args = vec!["run", "-d", "--name", "extra", "-p", "31000:80"];
+            if self.dp == Dp::DockerdNetd {
+                args.extend(["--network", NETD_NET]);
+            }
+            args.extend([IMAGE, "sleep", "600"]);
+            dk.docker(&args).map(drop)
         })?;
         dk.docker(&["rm", "-f", "extra"])?;
         Ok(took)
@@ -140,14 +159,20 @@ impl Datapath for DockerPeer {
 
     fn flush_conntrack(&self, lab: &Lab) {
         flush_kernel_conntrack(lab);
+        if self.dp == Dp::DockerdNetd {
+            let _ = lab.cli(&["conntrack", "flush"]);
+        }
     }
 
     fn memory(&self, lab: &Lab) -> Memory {
-        let (agent, proxies) = self
+        let (mut agent, proxies) = self
             .dockerd
             .as_ref()
             .map(|dk| dk.memory(&lab.host))
             .unwrap_or_default();
+        if let Some(pid) = lab.daemon_pid() {
+            agent += rss_of(Path::new(&format!("/proc/{pid}")));
+        }
         Memory {
             agent,
             maps: 0,
@@ -163,6 +188,9 @@ impl Datapath for DockerPeer {
     fn teardown(&mut self, _lab: &mut Lab) {
         if let Some(mut dk) = self.dockerd.take() {
             let _ = dk.docker(&["rm", "-f", "srv", "extra"]);
+            if self.dp == Dp::DockerdNetd {
+                let _ = dk.docker(&["network", "rm", NETD_NET]);
+            }
             dk.stop();
         }
     }

@@ -5,10 +5,9 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Result;
-use netd_lab::{cmd::ip, Lab, Uplink};
-use serde::{Deserialize, Serialize};
+use netd_lab::{cmd::ip, Lab};
 
-use crate::report::Cell;
+use crate::cell::Cell;
 
 mod cni;
 pub mod docker;
@@ -18,115 +17,22 @@ mod netd;
 mod nftables;
 mod plain;
 
-/// Service ports in the container, published last (after N-1 filler ports), so a
-/// linear rule chain walks all N rules before it matches them.
-pub const P_RR: u16 = 30001;
-pub const P_CRR: u16 = 30002;
-pub const P_IPERF: u16 = 30003;
-pub const P_UDP: u16 = 30004;
-/// The client's server that containers connect out to (masquerade).
-pub const P_MASQ: u16 = 40000;
-pub const FILLER_BASE: u16 = 20000;
-/// The bench's uplink: the host's address is where ports are published.
-pub const UPLINK: Uplink = Uplink {
-    host_ip: "10.99.0.1",
-    client_ip: "10.99.0.2",
-};
-pub const HOST_IP: &str = UPLINK.host_ip;
-pub const CLIENT_IP: &str = UPLINK.client_ip;
-/// The container network of the hand-made bridge and of netavark's and CNI's.
-pub const CTR_NET: &str = "172.30.0";
+pub use crate::dp::*;
 
-/// Which datapath: the key of the results, in the order of the tables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Dp {
-    Netd,
-    IptablesNft,
-    IptablesLegacy,
-    Nftables,
-    Dockerd,
-    DockerdNoProxy,
-    Netavark,
-    Cni,
-    Plain,
-}
-
-impl Dp {
-    pub const ALL: [Dp; 9] = [
-        Dp::Netd,
-        Dp::IptablesNft,
-        Dp::IptablesLegacy,
-        Dp::Nftables,
-        Dp::Dockerd,
-        Dp::DockerdNoProxy,
-        Dp::Netavark,
-        Dp::Cni,
-        Dp::Plain,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Dp::Netd => "netd",
-            Dp::IptablesNft => "iptables-nft",
-            Dp::IptablesLegacy => "iptables-legacy",
-            Dp::Nftables => "nftables",
-            Dp::Dockerd => "dockerd",
-            Dp::DockerdNoProxy => "dockerd-no-proxy",
-            Dp::Netavark => "netavark",
-            Dp::Cni => "cni-portmap",
-            Dp::Plain => "plain",
+/// Sets up datapath `dp` in `lab` (bridges, namespaces: what comes before any
+/// port is published).
+pub fn open(dp: Dp, lab: &mut Lab, env: &Env) -> Result<Box<dyn Datapath>> {
+    Ok(match dp {
+        Dp::Netd => Box::new(netd::Netd::new(env)),
+        Dp::IptablesNft | Dp::IptablesLegacy => Box::new(iptables::Iptables::new(dp, lab, env)?),
+        Dp::Nftables => Box::new(nftables::Nftables::new(lab, env)?),
+        Dp::Dockerd | Dp::DockerdNoProxy | Dp::DockerdNetd => {
+            Box::new(docker::DockerPeer::new(dp, env))
         }
-    }
-
-    /// Real peers: set up by their own tools, skipped (with the reason) if unavailable.
-    pub fn is_peer(self) -> bool {
-        matches!(
-            self,
-            Dp::Dockerd | Dp::DockerdNoProxy | Dp::Netavark | Dp::Cni
-        )
-    }
-
-    /// The suffix of its lab's name (`ndb-PID-SHORT-...`).
-    pub fn short(self) -> &'static str {
-        match self {
-            Dp::Netd => "nd",
-            Dp::IptablesNft => "in",
-            Dp::IptablesLegacy => "il",
-            Dp::Nftables => "nf",
-            Dp::Dockerd => "dk",
-            Dp::DockerdNoProxy => "dn",
-            Dp::Netavark => "nv",
-            Dp::Cni => "cn",
-            Dp::Plain => "pl",
-        }
-    }
-
-    /// It publishes ports (plain routing does not).
-    pub fn publishes(self) -> bool {
-        self != Dp::Plain
-    }
-
-    /// "One more port" means something for it (netavark's and CNI's tools set up a
-    /// whole container at a time).
-    pub fn has_one_more(self) -> bool {
-        !matches!(self, Dp::Plain | Dp::Netavark | Dp::Cni)
-    }
-
-    /// Sets up datapath `self` in `lab` (bridges, namespaces: what comes before any
-    /// port is published).
-    pub fn open(self, lab: &mut Lab, env: &Env) -> Result<Box<dyn Datapath>> {
-        Ok(match self {
-            Dp::Netd => Box::new(netd::Netd::new(env)),
-            Dp::IptablesNft | Dp::IptablesLegacy => {
-                Box::new(iptables::Iptables::new(self, lab, env)?)
-            }
-            Dp::Nftables => Box::new(nftables::Nftables::new(lab, env)?),
-            Dp::Dockerd | Dp::DockerdNoProxy => Box::new(docker::DockerPeer::new(self, env)),
-            Dp::Netavark => Box::new(netavark::Netavark::new(lab, env)?),
-            Dp::Cni => Box::new(cni::Cni::new(lab, env)?),
-            Dp::Plain => Box::new(plain::Plain::new(lab, env)?),
-        })
-    }
+        Dp::Netavark => Box::new(netavark::Netavark::new(lab, env)?),
+        Dp::Cni => Box::new(cni::Cni::new(lab, env)?),
+        Dp::Plain => Box::new(plain::Plain::new(lab, env)?),
+    })
 }
 
 /// What every datapath of a run shares.

@@ -9,7 +9,7 @@ use super::{
     fillers, servers_script, timed, Datapath, Dp, Env, Memory, FILLER_BASE, P_CRR, P_IPERF, P_RR,
     P_UDP,
 };
-use crate::{api_latency, ct_table::CtTable, measure::rss_of, report::Cell};
+use crate::{api_latency, cell::Cell, ct_table::CtTable, rss::rss_of};
 
 pub struct Netd {
     ctr: String,

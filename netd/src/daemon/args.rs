@@ -87,6 +87,11 @@ pub struct DaemonArgs {
         value_parser = parse_cluster_advertise
     )]
     pub cluster_advertise: Option<String>,
+    /// Also serve Docker's network plugin protocol on /run/docker/plugins/NAME.sock
+    /// (default NAME: netd), so that `docker network create -d NAME` puts Docker's
+    /// containers on netd's datapath.
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "netd")]
+    pub docker_plugin: Option<String>,
 }
 
 impl DaemonArgs {

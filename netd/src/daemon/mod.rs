@@ -37,7 +37,10 @@ use log::{info, warn};
 use tokio::sync::Mutex;
 
 pub use args::DaemonArgs;
-pub use endpoints::{Endpoint, EndpointKey, EndpointRequest, GcRequest, Route};
+pub use endpoints::{
+    parse_mac, DockerEndpoint, DockerJoin, DockerNetwork, Endpoint, EndpointKey, EndpointRequest,
+    GcRequest, Route,
+};
 pub use observe::{ConntrackRow, FlowFilter, PortStats, Stats};
 pub use rundir::{enter_netns, group_id};
 pub use trace::{TraceItem, TraceLine, TraceReader};

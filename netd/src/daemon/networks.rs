@@ -76,8 +76,18 @@ impl Daemon {
     /// Creates a network; the second value is Docker's `Warning` (a user subnet that
     /// overlaps a route of the host).
     pub async fn create_network(&self, spec: NetworkSpec) -> Result<(Network, Option<String>)> {
+        self.create_network_as(spec, random_id()).await
+    }
+
+    /// `create_network` with the id chosen by the caller (Docker's network id, for the
+    /// plugin front door).
+    pub(super) async fn create_network_as(
+        &self,
+        spec: NetworkSpec,
+        id: String,
+    ) -> Result<(Network, Option<String>)> {
         if spec.driver.as_deref() == Some(model::DRIVER_OVERLAY) {
-            return Ok((self.create_overlay(spec).await?, None));
+            return Ok((self.create_overlay(spec, id).await?, None));
         }
         let mut g = self.inner.lock().await;
         let inner = &mut *g;
@@ -101,7 +111,7 @@ impl Daemon {
                     &routes,
                     &links,
                     &self.args.bridge_prefix,
-                    random_id(),
+                    id,
                     now(),
                 )?;
                 if let Some(d) = driver::for_network(&net) {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use log::{info, warn};
 
-use super::{now, random_id, Daemon, Inner};
+use super::{now, Daemon, Inner};
 use crate::{
     cluster::networks as store,
     error::{NetdError, Result},
@@ -26,7 +26,7 @@ impl Daemon {
 
     /// `network create -d overlay`: planned here (the same checks as a bridge network,
     /// against this node's networks and routes), decided by the cluster store.
-    pub(super) async fn create_overlay(&self, spec: NetworkSpec) -> Result<Network> {
+    pub(super) async fn create_overlay(&self, spec: NetworkSpec, id: String) -> Result<Network> {
         let client = self.cluster_client()?;
         let mut g = self.inner.lock().await;
         let routes = g.nl.route_destinations().await?;
@@ -36,7 +36,7 @@ impl Daemon {
             &routes,
             &HashSet::new(),
             &self.args.bridge_prefix,
-            random_id(),
+            id,
             now(),
         )?;
         let net = store::create(&client, planned).await?;

@@ -178,6 +178,12 @@ pub enum Origin {
         /// netd attachment of that namespace does).
         default_route: bool,
     },
+    /// Docker's libnetwork through the network plugin protocol (`netd daemon
+    /// --docker-plugin`): the record's id is Docker's endpoint id. netd makes the veth
+    /// and hands its container side to dockerd, which moves it into the sandbox and
+    /// configures it; `sandbox_key` (set at Join) is a path in dockerd's mount
+    /// namespace that netd never opens.
+    Docker { sandbox_key: Option<String> },
 }
 
 /// A container's network sandbox and the process netd runs in it.
@@ -234,6 +240,12 @@ pub fn mode_name(mode: &NetMode, containers: &[Container]) -> String {
 }
 
 impl Container {
+    /// Whether the container side of its interfaces is the runtime's to move and
+    /// configure (Docker's Join): netd can neither recreate nor check it.
+    pub fn handed_off(&self) -> bool {
+        matches!(self.origin, Origin::Docker { .. })
+    }
+
     /// Whether the namespace is this container's own (removed with it). A runtime's
     /// namespace (origin CNI) never is.
     pub fn owns_netns(&self) -> bool {
@@ -246,6 +258,8 @@ impl Container {
         match &self.origin {
             Origin::Netd => i == 0,
             Origin::Cni { default_route, .. } => i == 0 && *default_route,
+            // dockerd sets the sandbox's routes itself from Join's gateway.
+            Origin::Docker { .. } => false,
         }
     }
 }
