@@ -11,7 +11,7 @@ use netlink_packet_route::{
     AddressFamily,
 };
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
 };
 
 pub struct Netlink {
@@ -88,6 +88,27 @@ impl Netlink {
         self.link_by_name(name)
             .await?
             .ok_or_else(|| anyhow!("bridge {name} vanished after creation"))
+    }
+
+    /// Creates a VXLAN device in metadata mode (`ip link add NAME type vxlan external
+    /// dstport PORT nolearning`): no VNI and no remote of its own, the eBPF programs set
+    /// both per packet with bpf_skb_set_tunnel_key.
+    pub async fn create_vxlan_external(&self, name: &str, port: u16) -> anyhow::Result<Link> {
+        self.handle
+            .link()
+            .add(
+                LinkMessageBuilder::<LinkVxlan>::new(name)
+                    .port(port)
+                    .collect_metadata(true)
+                    .learning(false)
+                    .build(),
+            )
+            .execute()
+            .await
+            .with_context(|| format!("creating VXLAN device {name}"))?;
+        self.link_by_name(name)
+            .await?
+            .ok_or_else(|| anyhow!("VXLAN device {name} vanished after creation"))
     }
 
     /// Creates a veth pair whose peer is born inside the namespace open as `peer_ns`

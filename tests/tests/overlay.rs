@@ -53,6 +53,24 @@ fn nodes_register_with_a_lease_and_see_each_other() {
         assert!(inf["ClusterStore"].as_str().unwrap().starts_with("etcd://"));
     }
     assert_eq!(c.etcd_keys("/netd/v1/nodes/").len(), 2);
+    // One VXLAN device per node, in metadata mode: no VNI, no remote, no learning.
+    for node in &c.nodes {
+        let o = Command::new("ip")
+            .args(["-n", &node.host, "-d", "link", "show", "ndbr-vxlan"])
+            .output()
+            .expect("running ip");
+        let dev = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            dev.contains("vxlan external")
+                && dev.contains("dstport 4789")
+                && dev.contains("nolearning"),
+            "{dev}"
+        );
+        assert!(
+            dev.contains("state UNKNOWN") || dev.contains(",UP"),
+            "{dev}"
+        );
+    }
 
     // A clean stop leaves the cluster at once (its lease is revoked), and the other
     // node's watch sees it go.
@@ -246,4 +264,28 @@ fn overlay_networks_need_a_cluster_store() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--cluster-store"), "{err}");
     assert!(!lab.netd_ok(&["network", "ls"]).contains("ov"));
+}
+
+#[test]
+fn a_node_killed_ages_out_when_its_lease_ends() {
+    let mut c = Cluster::new(2, &[]);
+    let both = vec![Cluster::node_ip(0), Cluster::node_ip(1)];
+    eventually(10, "both registered", || cluster_nodes(&c.nodes[0]) == both);
+    // kill -9: no revoke; the record lives until the lease's TTL (15 s) runs out.
+    let killed = Instant::now();
+    c.nodes[1].stop_daemon(libc::SIGKILL);
+    assert_eq!(
+        c.etcd_keys("/netd/v1/nodes/").len(),
+        2,
+        "not yet: the lease runs"
+    );
+    eventually(30, "node 0 sees node 1 age out", || {
+        cluster_nodes(&c.nodes[0]) == vec![Cluster::node_ip(0)]
+    });
+    assert!(
+        killed.elapsed() >= Duration::from_secs(5),
+        "aged out after {:?}, before its lease could end",
+        killed.elapsed()
+    );
+    assert_eq!(c.etcd_keys("/netd/v1/nodes/").len(), 1);
 }

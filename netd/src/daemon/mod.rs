@@ -72,6 +72,8 @@ struct Inner {
     nl: Netlink,
     uplink: String,
     owned: Owned,
+    /// The node's VXLAN device (with --cluster-store): kept by reconcile.
+    vxlan: Option<String>,
 }
 
 impl txn::Transactional for Inner {
@@ -272,6 +274,11 @@ impl Daemon {
             None => None,
         };
 
+        let vxlan = match &cluster {
+            Some(_) => Some(overlay::ensure_vxlan(&nl, &owned, &args.bridge_prefix).await?),
+            None => None,
+        };
+
         let daemon = Arc::new(Daemon {
             inner: Mutex::new(Inner {
                 state,
@@ -280,6 +287,7 @@ impl Daemon {
                 nl,
                 uplink: uplink.name,
                 owned,
+                vxlan,
             }),
             args,
             trace,

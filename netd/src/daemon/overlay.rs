@@ -6,12 +6,17 @@ use std::collections::HashSet;
 
 use log::{info, warn};
 
-use super::{now, Daemon, Inner};
+use super::{
+    now,
+    owned::{Kind, Owned},
+    Daemon, Inner,
+};
 use crate::{
     cluster::networks as store,
     error::{NetdError, Result},
     ipam,
     model::{Network, NetworkSpec},
+    netlink::Netlink,
 };
 
 impl Daemon {
@@ -82,6 +87,27 @@ impl Daemon {
             }
         });
     }
+}
+
+/// VXLAN's IANA port.
+pub const VXLAN_PORT: u16 = 4789;
+
+/// The node's one VXLAN device, in metadata mode, made if missing (and claimed, so a
+/// later start without --cluster-store removes it); its name.
+pub(super) async fn ensure_vxlan(
+    nl: &Netlink,
+    owned: &Owned,
+    prefix: &str,
+) -> anyhow::Result<String> {
+    let name = format!("{prefix}vxlan");
+    owned.claim(Kind::Link, &name)?;
+    let link = match nl.link_by_name(&name).await? {
+        Some(l) => l,
+        None => nl.create_vxlan_external(&name, VXLAN_PORT).await?,
+    };
+    nl.set_up(link.index).await?;
+    info!("VXLAN device {name} (external, dstport {VXLAN_PORT})");
+    Ok(name)
 }
 
 /// Adds the overlay networks of `nets` this node lacks; with `complete` (`nets` is the

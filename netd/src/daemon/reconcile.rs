@@ -175,6 +175,7 @@ impl Inner {
             .all(Kind::Link)
             .into_iter()
             .filter(|l| !veths.contains(l) && !bridges.contains(l))
+            .filter(|l| self.vxlan.as_ref() != Some(l))
             .collect();
         if let Ok(links) = self.nl.links().await {
             for l in links.iter().filter(|l| stale_links.contains(&l.name)) {
