@@ -23,6 +23,9 @@ pub struct Cluster {
     peers: Peers,
     /// The current lease of the registration (0: none yet), for revoking at shutdown.
     lease: watch::Receiver<i64>,
+    /// The registration task: stopped before the lease is revoked, or it would
+    /// register the node again.
+    registration: tokio::task::JoinHandle<()>,
 }
 
 impl Cluster {
@@ -36,13 +39,14 @@ impl Cluster {
         let client = Client::connect(endpoints, Some(opts)).await?;
         let peers: Peers = Arc::default();
         let (tx, lease) = watch::channel(0);
-        tokio::spawn(register(client.clone(), node.clone(), tx));
+        let registration = tokio::spawn(register(client.clone(), node.clone(), tx));
         tokio::spawn(watch_nodes(client.clone(), peers.clone()));
         Ok(Cluster {
             client,
             node,
             peers,
             lease,
+            registration,
         })
     }
 
@@ -61,6 +65,7 @@ impl Cluster {
     /// Leaves the cluster at a clean shutdown: revoking the lease removes this node's
     /// record at once instead of after LEASE_TTL.
     pub async fn leave(&self) {
+        self.registration.abort();
         let id = *self.lease.borrow();
         if id != 0 {
             if let Err(e) = self.client.clone().lease_revoke(id).await {
