@@ -181,14 +181,7 @@ fn prerequisites() -> Result<()> {
     if !missing.is_empty() {
         let mut pkgs = missing.clone();
         pkgs.dedup();
-        say(&format!("installing Debian packages: {}", pkgs.join(" ")));
-        cmd_ok(Command::new("apt-get").arg("update").arg("-q"))?;
-        cmd_ok(
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&pkgs)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
+        apt_install(&pkgs)?;
     }
 
     // The eBPF crate is built by aya-build with `rustup run nightly ... -Z build-std=core`.
@@ -343,6 +336,36 @@ fn count_of(summary: &str, what: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Installs Debian packages without starting their services: docker.io and etcd-server
+/// would otherwise start dockerd and etcd as services of the machine on a systemd host,
+/// and netd runs them only inside test namespaces. A policy-rc.d that refuses every
+/// start (Debian's documented switch, honoured by invoke-rc.d and deb-systemd-invoke)
+/// is in place for the install only, unless the machine already has one of its own.
+fn apt_install(pkgs: &[&str]) -> Result<()> {
+    say(&format!("installing Debian packages: {}", pkgs.join(" ")));
+    cmd_ok(Command::new("apt-get").arg("update").arg("-q"))?;
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# cargo xtask: no service starts while it installs\nexit 101\n",
+        )
+        .context("writing /usr/sbin/policy-rc.d")?;
+        std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let installed = cmd_ok(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(pkgs)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    );
+    if ours {
+        let _ = std::fs::remove_file(policy);
+    }
+    installed
+}
+
 /// The bench's own tools, on top of the test prerequisites.
 const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("iperf3", "iperf3"),
@@ -384,17 +407,8 @@ fn bench(args: &[String]) -> Result<()> {
         })
         .collect();
     if !missing.is_empty() {
-        say(&format!(
-            "installing Debian packages for the bench: {}",
-            missing.join(" ")
-        ));
-        cmd_ok(Command::new("apt-get").arg("update").arg("-q"))?;
-        cmd_ok(
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
+        say("the bench needs more Debian packages");
+        apt_install(&missing)?;
     }
     say("building netd, the tester and the bench (release)");
     cmd_ok(&mut cargo(&[
