@@ -1,5 +1,5 @@
 //! The network configuration a runtime passes on stdin (SPEC.md section 1 and 3, and
-//! the capabilities of CONVENTIONS.md), and the protocol versions netd-cni speaks.
+//! the capabilities of CONVENTIONS.md).
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr},
@@ -10,12 +10,11 @@ use netd::model::{PortMapping, Proto};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::{code, CniError};
+use crate::{
+    error::{code, CniError},
+    version::SUPPORTED_VERSIONS,
+};
 
-pub const CURRENT_VERSION: &str = "1.1.0";
-/// Every version whose ADD result netd-cni can write (0.3.0 introduced the result shape
-/// with interfaces; 0.1 and 0.2 results had none).
-pub const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 /// Where `netd daemon` listens unless the configuration says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/netd/netd.sock";
 
@@ -86,18 +85,6 @@ impl Default for Aliases {
     fn default() -> Self {
         Aliases::List(Vec::new())
     }
-}
-
-/// A version as (major, minor, patch); None for anything that is not one.
-pub fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
-    let mut it = v.split('.').map(|p| p.parse::<u32>().ok());
-    let parsed = (it.next()??, it.next()??, it.next().unwrap_or(Some(0))?);
-    it.next().is_none().then_some(parsed)
-}
-
-/// Whether `v` is at least `min` (both versions netd-cni knows).
-pub fn at_least(v: &str, min: &str) -> bool {
-    matches!((parse_version(v), parse_version(min)), (Some(a), Some(b)) if a >= b)
 }
 
 fn invalid(details: String) -> CniError {
@@ -233,6 +220,7 @@ impl NetConf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::at_least;
 
     /// The spec's example configuration as passed to `tuning` (mac capability) and to
     /// `portmap` (portMappings capability), with netd-cni's own keys.

@@ -34,7 +34,7 @@ impl CniError {
     /// An error in the current protocol version; `reply` sets the caller's version.
     pub fn new(code: u32, msg: &str, details: impl Into<String>) -> CniError {
         CniError {
-            cni_version: crate::conf::CURRENT_VERSION.to_string(),
+            cni_version: crate::version::CURRENT_VERSION.to_string(),
             code,
             msg: msg.to_string(),
             details: details.into(),

@@ -13,6 +13,7 @@ mod daemon;
 mod error;
 mod result;
 mod verbs;
+mod version;
 
 use std::io::Read;
 

@@ -3,7 +3,7 @@
 use netd::daemon::Endpoint;
 use serde::{Deserialize, Serialize};
 
-use crate::conf::at_least;
+use crate::version::at_least;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CniResult {

@@ -7,10 +7,11 @@ use netd::daemon::{Endpoint, EndpointKey, EndpointRequest, GcRequest};
 use serde_json::{json, Value};
 
 use crate::{
-    conf::{at_least, NetConf, CURRENT_VERSION, SUPPORTED_VERSIONS},
+    conf::NetConf,
     daemon::{segment, Daemon, DaemonError},
     error::{code, CniError},
     result::CniResult,
+    version::{at_least, CURRENT_VERSION, SUPPORTED_VERSIONS},
 };
 
 /// CNI_COMMAND.

@@ -8,6 +8,7 @@
 extern crate std;
 
 mod counters;
+pub mod trace;
 pub use counters::{drop_reason, event};
 
 // Pod on every map key and value: the derive refuses a type with implicit padding (whose
@@ -36,6 +37,8 @@ pub mod map_names {
     pub const PORT_STATS: &str = "NETD_PORT_STATS";
     pub const SOCK_REVNAT: &str = "NETD_SOCK_RNAT";
     pub const SUBNETS: &str = "NETD_SUBNETS";
+    /// The datapath trace's ring buffer (`trace`).
+    pub const TRACE: &str = "NETD_TRACE";
     /// `--link` exceptions to icc=false.
     pub const LINKS: &str = "NETD_LINKS";
 }
@@ -87,6 +90,8 @@ pub const CONFIG_F_FAST_PATH: u32 = 1;
 /// Run the uplink guard's checks in uplink_ingress (TC) because no XDP guard is
 /// attached (virtual uplinks, where native XDP would cost GRO batching).
 pub const CONFIG_F_GUARD_IN_TC: u32 = 2;
+/// Write a `trace::TraceRecord` for every IPv4 packet the packet programs decide on.
+pub const CONFIG_F_TRACE: u32 = 4;
 
 /// How many source ports masquerade tries (in a row, from a random start) before giving
 /// up on a new flow.

@@ -4,29 +4,25 @@
 //! DNATed (hairpin), new flows leaving through the uplink are masqueraded.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netd_common::{
-    ct_flag, ct_kind, drop_reason, drop_reason::DropReason, event, EP_F_MASQUERADE, IPPROTO_ICMP,
+    ct_flag, ct_kind, drop_reason, drop_reason::DropReason, event, trace::hook, EP_F_MASQUERADE,
+    IPPROTO_ICMP,
 };
 
 use crate::{
     conntrack::{self, Tuple},
     icmp,
     maps::{config, LOCAL_ADDRS},
-    metrics::{count, count_drop},
+    metrics::count,
     nat,
     parse::{self, Parsed, ETH_HLEN},
-    policy,
+    policy, trace,
 };
 
 #[classifier]
 pub fn endpoint_egress(ctx: TcContext) -> i32 {
-    match try_endpoint_egress(&ctx) {
-        Ok(verdict) => verdict,
-        // The single exit for drops: every one is counted with its reason.
-        Err(reason) => {
-            count_drop(reason);
-            aya_ebpf::bindings::TC_ACT_SHOT
-        }
-    }
+    // The single exit: every drop counted with its reason, every verdict traced.
+    let result = try_endpoint_egress(&ctx);
+    trace::tc_exit(&ctx, hook::ENDPOINT_EGRESS, result)
 }
 
 #[inline(always)]

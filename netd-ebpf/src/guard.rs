@@ -15,13 +15,17 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use netd_common::{
-    drop_reason, drop_reason::DropReason, PortKey, IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED,
+    drop_reason,
+    drop_reason::DropReason,
+    trace::{hook, verdict as trace_verdict},
+    PortKey, IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED,
 };
 
 use crate::{
     maps::{PORTS, SUBNETS},
     metrics::count_drop,
     parse::{self, Ipv4, Packet},
+    trace,
 };
 
 const LOOPBACK: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
@@ -39,9 +43,21 @@ pub fn uplink_guard(ctx: XdpContext) -> u32 {
     };
     // The single exit: every drop counted with its reason.
     match verdict {
-        Ok(()) => XDP_PASS,
+        Ok(()) => {
+            if trace::on() {
+                trace::xdp_packet(
+                    ctx.ctx,
+                    trace::meta(hook::UPLINK_GUARD, trace_verdict::PASS, 0),
+                );
+            }
+            XDP_PASS
+        }
         Err(reason) => {
             count_drop(reason);
+            if trace::on() {
+                let m = trace::meta(hook::UPLINK_GUARD, trace_verdict::DROP, reason.0 as u16);
+                trace::xdp_packet(ctx.ctx, m);
+            }
             XDP_DROP
         }
     }

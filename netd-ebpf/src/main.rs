@@ -14,6 +14,7 @@ mod nat;
 mod parse;
 mod policy;
 mod sock;
+mod trace;
 mod uplink;
 
 #[cfg(not(test))]

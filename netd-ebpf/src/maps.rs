@@ -2,7 +2,7 @@
 //! (with their conntrack state) instead of starting from empty ones.
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netd_common::{
     drop_reason, event, Backend, Config, CtEntry, CtKey, Endpoint, LinkKey, PortCounters, PortKey,
@@ -68,3 +68,7 @@ pub fn config() -> Config {
         None => Config::default(),
     }
 }
+
+/// The datapath trace (`netd_common::trace`), written only while CONFIG_F_TRACE is set.
+#[map(name = "NETD_TRACE")]
+pub static TRACE: RingBuf = RingBuf::pinned(netd_common::trace::TRACE_RING_BYTES, 0);

@@ -4,29 +4,25 @@
 //! with bpf_redirect_peer.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netd_common::{
-    ct_flag, ct_kind, drop_reason::DropReason, event, CONFIG_F_GUARD_IN_TC, IPPROTO_ICMP,
+    ct_flag, ct_kind, drop_reason::DropReason, event, trace::hook, CONFIG_F_GUARD_IN_TC,
+    IPPROTO_ICMP,
 };
 
 use crate::{
     conntrack::{self, Tuple},
     guard, icmp,
     maps::{config, LOCAL_ADDRS},
-    metrics::{count, count_drop},
+    metrics::count,
     nat,
     parse::{self, Parsed},
-    policy,
+    policy, trace,
 };
 
 #[classifier]
 pub fn uplink_ingress(ctx: TcContext) -> i32 {
-    match try_uplink_ingress(&ctx) {
-        Ok(verdict) => verdict,
-        // The single exit for drops: every one is counted with its reason.
-        Err(reason) => {
-            count_drop(reason);
-            aya_ebpf::bindings::TC_ACT_SHOT
-        }
-    }
+    // The single exit: every drop counted with its reason, every verdict traced.
+    let result = try_uplink_ingress(&ctx);
+    trace::tc_exit(&ctx, hook::UPLINK_INGRESS, result)
 }
 
 #[inline(always)]

@@ -37,6 +37,64 @@ impl Client {
         serde_json::from_value(v).with_context(|| format!("reading the daemon's answer to {path}"))
     }
 
+    /// GETs a streamed answer (JSON lines) and calls `each` with every line until it
+    /// returns false or the daemon ends the stream.
+    pub async fn stream_lines(
+        &self,
+        path: &str,
+        mut each: impl FnMut(&str) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        let (mut sender, _conn) = self.connect().await?;
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(format!("http://netd{path}"))
+            .header("host", "netd")
+            .body(Full::new(Bytes::new()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .context("talking to the daemon")?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await?.to_bytes();
+            return Err(error_of(status, &bytes));
+        }
+        let mut buf = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                if !each(String::from_utf8_lossy(&line).trim_end())? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn connect(
+        &self,
+    ) -> anyhow::Result<(
+        hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+        tokio::task::JoinHandle<()>,
+    )> {
+        let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| {
+            anyhow!(
+                "cannot connect to the netd daemon at {}: {e} (is `netd daemon` running? pick another socket with -H)",
+                self.socket.display()
+            )
+        })?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok((sender, task))
+    }
+
     /// Sends one request; a non-2xx answer becomes an error carrying the daemon's message.
     pub async fn call(
         &self,
@@ -44,15 +102,7 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| {
-            anyhow!(
-                "cannot connect to the netd daemon at {}: {e} (is `netd daemon` running? pick another socket with -H)",
-                self.socket.display()
-            )
-        })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
+        let (mut sender, _conn) = self.connect().await?;
         let payload = match &body {
             Some(v) => Bytes::from(serde_json::to_vec(v)?),
             None => Bytes::new(),
@@ -76,13 +126,17 @@ impl Client {
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         };
         if !status.is_success() {
-            let msg = value
-                .get("message")
-                .and_then(Value::as_str)
-                .map(String::from)
-                .unwrap_or_else(|| format!("daemon answered {status}"));
-            return Err(anyhow!(msg));
+            return Err(error_of(status, &bytes));
         }
         Ok(value)
     }
+}
+
+/// A non-2xx answer as an error: the daemon's `message`, else the status.
+fn error_of(status: hyper::StatusCode, body: &[u8]) -> anyhow::Error {
+    let msg = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(String::from))
+        .unwrap_or_else(|| format!("daemon answered {status}"));
+    anyhow!(msg)
 }

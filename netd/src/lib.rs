@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod daemon;
 pub mod datapath;
 pub mod dns;
@@ -14,6 +15,7 @@ pub mod ipam;
 pub mod model;
 pub mod netlink;
 pub mod netns;
+pub mod plugin;
 pub mod ports;
 pub mod process;
 pub mod sandbox;

@@ -11,7 +11,7 @@ use netlink_packet_route::{
     AddressFamily,
 };
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
 };
 
 pub struct Netlink {
@@ -90,20 +90,45 @@ impl Netlink {
             .ok_or_else(|| anyhow!("bridge {name} vanished after creation"))
     }
 
+    /// Creates a VXLAN device in metadata mode (`ip link add NAME type vxlan external
+    /// dstport PORT nolearning`): no VNI and no remote of its own, the eBPF programs set
+    /// both per packet with bpf_skb_set_tunnel_key.
+    pub async fn create_vxlan_external(&self, name: &str, port: u16) -> anyhow::Result<Link> {
+        self.handle
+            .link()
+            .add(
+                LinkMessageBuilder::<LinkVxlan>::new(name)
+                    .port(port)
+                    .collect_metadata(true)
+                    .learning(false)
+                    .build(),
+            )
+            .execute()
+            .await
+            .with_context(|| format!("creating VXLAN device {name}"))?;
+        self.link_by_name(name)
+            .await?
+            .ok_or_else(|| anyhow!("VXLAN device {name} vanished after creation"))
+    }
+
     /// Creates a veth pair whose peer is born inside the namespace open as `peer_ns`
-    /// (netavark's way: the container end never appears in the host namespace).
+    /// (netavark's way: the container end never appears in the host namespace), or
+    /// beside the host end when there is none (a runtime moves it itself).
     pub async fn create_veth(
         &self,
         host_name: &str,
         peer_name: &str,
-        peer_ns: &std::fs::File,
+        peer_ns: Option<&std::fs::File>,
         peer_mac: [u8; 6],
     ) -> anyhow::Result<Link> {
-        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer_name.to_string())
-            .address(peer_mac.to_vec())
-            .setns_by_fd(peer_ns.as_raw_fd())
-            .build();
+            .address(peer_mac.to_vec());
+        // Without a namespace the peer is born beside the host end (handed to a runtime).
+        if let Some(ns) = peer_ns {
+            peer = peer.setns_by_fd(ns.as_raw_fd());
+        }
+        let peer = peer.build();
         let mut msg = LinkVeth::new(host_name, peer_name).build();
         for attr in msg.attributes.iter_mut() {
             if let LinkAttribute::LinkInfo(infos) = attr {

@@ -65,6 +65,14 @@ pub fn plan(
     })
 }
 
+/// The name of the container side of host veth `veth` while it waits in the daemon's
+/// namespace for the runtime to move it (`attach_handoff`): host veths end in two
+/// digits, so a letter before the last one never names another host veth.
+pub fn handoff_name(veth: &str) -> String {
+    let cut = veth.len().saturating_sub(2).min(13);
+    format!("{}h{}", &veth[..cut], &veth[veth.len().saturating_sub(1)..])
+}
+
 /// Plumbs `a` into namespace `netns` through the network's driver, puts the endpoint
 /// program on its host side and its entry into the endpoint map. Records the host-side
 /// ifindex in `a`. On failure the caller runs `detach`.
@@ -72,6 +80,30 @@ pub async fn attach(
     nl: &Netlink,
     dp: &mut Datapath,
     netns: &str,
+    net: &Network,
+    a: &mut Attachment,
+    default_route: bool,
+) -> anyhow::Result<()> {
+    plumb(nl, dp, Some(netns), net, a, default_route).await
+}
+
+/// `attach` for a runtime that moves the container side itself (Docker's Join): the
+/// veth's peer stays in the daemon's namespace as `a.ifname` (see `handoff_name`),
+/// down, with the attachment's MAC and the network's MTU and no address; the host side
+/// is wired as by `attach`. The runtime addresses it and sets the routes.
+pub async fn attach_handoff(
+    nl: &Netlink,
+    dp: &mut Datapath,
+    net: &Network,
+    a: &mut Attachment,
+) -> anyhow::Result<()> {
+    plumb(nl, dp, None, net, a, false).await
+}
+
+async fn plumb(
+    nl: &Netlink,
+    dp: &mut Datapath,
+    netns: Option<&str>,
     net: &Network,
     a: &mut Attachment,
     default_route: bool,
@@ -142,6 +174,18 @@ mod tests {
         assert!(a.len() <= 15 && b.len() <= 15);
         assert_ne!(a, b);
         assert!(veth_name("abcde", "x", 3).len() <= 15);
+    }
+
+    #[test]
+    fn handoff_names_fit_and_never_name_a_host_veth() {
+        let id = "0123456789abcdef0123";
+        let (a, b) = (veth_name("ndv", id, 0), veth_name("ndv", id, 1));
+        let (ha, hb) = (handoff_name(&a), handoff_name(&b));
+        assert_eq!(ha, "ndv0123456789h0");
+        assert!(ha.len() <= 15 && hb.len() <= 15);
+        assert_ne!(ha, hb);
+        assert_ne!(ha, a);
+        assert_eq!(handoff_name("ab01"), "abh1");
     }
 
     #[test]

@@ -5,10 +5,19 @@ use anyhow::{anyhow, Context};
 use log::info;
 use nix::unistd::{chown, Gid};
 
-use crate::daemon::{group_id, Daemon, DaemonArgs};
+use crate::{
+    daemon::{group_id, Daemon, DaemonArgs},
+    plugin::PluginSocket,
+};
 
 pub async fn serve(args: DaemonArgs) -> anyhow::Result<()> {
     let gid = group_id(&args)?;
+    // Bound before the daemon starts, so a name another process serves fails at once;
+    // dockerd's calls wait in the backlog until the core is ready.
+    let mut plugin = match &args.docker_plugin {
+        Some(name) => Some(PluginSocket::bind(name, gid)?),
+        None => None,
+    };
     let daemon = Daemon::start(args).await?;
     let sock = daemon.socket_path();
     let listener = bind_socket(&sock, gid)?;
@@ -17,12 +26,20 @@ pub async fn serve(args: DaemonArgs) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let server = axum::serve(listener, app);
+    let plugin_server = async {
+        match plugin.as_mut() {
+            Some(p) => p.serve(daemon.clone()).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = server => r.context("API server")?,
+        r = plugin_server => r?,
         _ = term.recv() => info!("SIGTERM"),
         _ = int.recv() => info!("SIGINT"),
     }
     daemon.shutdown().await?;
+    drop(plugin);
     info!("detached; bye");
     Ok(())
 }
@@ -30,7 +47,10 @@ pub async fn serve(args: DaemonArgs) -> anyhow::Result<()> {
 /// Binds the API socket 0660 root:GROUP. The mode is set before anyone can connect:
 /// the directory is already closed to others, so the moment between bind and chmod
 /// exposes nothing.
-fn bind_socket(path: &Path, gid: Option<Gid>) -> anyhow::Result<tokio::net::UnixListener> {
+pub(crate) fn bind_socket(
+    path: &Path,
+    gid: Option<Gid>,
+) -> anyhow::Result<tokio::net::UnixListener> {
     if path.exists() {
         // A live daemon answers on it; a dead one left a stale file.
         if std::os::unix::net::UnixStream::connect(path).is_ok() {

@@ -22,7 +22,7 @@ fn spawn_daemon_with_prefix(b: &Lab, prefix: &str) -> Child {
         .arg(&b.bpf_dir)
         .args(["--netns-prefix", prefix])
         .arg("--cgroup")
-        .arg(&b.cgroup)
+        .arg(b.cgroup.as_ref().expect("the e2e lab has a cgroup"))
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)

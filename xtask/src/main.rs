@@ -22,10 +22,18 @@ const PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("busybox", "busybox-static"),
     ("ping", "iputils-ping"),
+    // The trace tests read the datapath's pinned config entry.
+    ("bpftool", "bpftool"),
     // The stock docker CLI drives netd's Docker-compatible API in the tests.
     ("docker", "docker.io"),
     // A real CNI runtime drives netd-cni in the tests (--network-backend cni).
     ("podman", "podman"),
+    // etcd-client (netd's cluster store client) compiles etcd's protos with protoc at
+    // build time: installed here, before the first build.
+    ("protoc", "protobuf-compiler"),
+    // The overlay tests run a real etcd (3.4) inside a namespace of their own.
+    ("etcd", "etcd-server"),
+    ("etcdctl", "etcd-client"),
     // The embedded DNS tests: dig queries it, dnsmasq is the upstream a --dns names.
     ("dig", "dnsutils"),
     ("dnsmasq", "dnsmasq"),
@@ -168,17 +176,15 @@ fn prerequisites() -> Result<()> {
     if !docker_py {
         missing.push("python3-docker");
     }
+    // protoc's well-known types (google/protobuf/*.proto), which etcd's protos import:
+    // a package of their own, not a command.
+    if !Path::new("/usr/include/google/protobuf/descriptor.proto").exists() {
+        missing.push("libprotobuf-dev");
+    }
     if !missing.is_empty() {
         let mut pkgs = missing.clone();
         pkgs.dedup();
-        say(&format!("installing Debian packages: {}", pkgs.join(" ")));
-        cmd_ok(Command::new("apt-get").arg("update").arg("-q"))?;
-        cmd_ok(
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&pkgs)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
+        apt_install(&pkgs)?;
     }
 
     // The eBPF crate is built by aya-build with `rustup run nightly ... -Z build-std=core`.
@@ -333,6 +339,36 @@ fn count_of(summary: &str, what: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Installs Debian packages without starting their services: docker.io and etcd-server
+/// would otherwise start dockerd and etcd as services of the machine on a systemd host,
+/// and netd runs them only inside test namespaces. A policy-rc.d that refuses every
+/// start (Debian's documented switch, honoured by invoke-rc.d and deb-systemd-invoke)
+/// is in place for the install only, unless the machine already has one of its own.
+fn apt_install(pkgs: &[&str]) -> Result<()> {
+    say(&format!("installing Debian packages: {}", pkgs.join(" ")));
+    cmd_ok(Command::new("apt-get").arg("update").arg("-q"))?;
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# cargo xtask: no service starts while it installs\nexit 101\n",
+        )
+        .context("writing /usr/sbin/policy-rc.d")?;
+        std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let installed = cmd_ok(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(pkgs)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    );
+    if ours {
+        let _ = std::fs::remove_file(policy);
+    }
+    installed
+}
+
 /// The bench's own tools, on top of the test prerequisites.
 const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("iperf3", "iperf3"),
@@ -344,6 +380,10 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("/usr/lib/podman/netavark", "netavark"),
     ("/usr/lib/cni/portmap", "containernetworking-plugins"),
     ("dockerd", "docker.io"),
+    // `--dns`: the load tool, Podman's DNS server, and the upstream every server forwards to.
+    ("dnsperf", "dnsperf"),
+    ("/usr/lib/podman/aardvark-dns", "aardvark-dns"),
+    ("dnsmasq", "dnsmasq-base"),
 ];
 
 fn bench(args: &[String]) -> Result<()> {
@@ -370,17 +410,8 @@ fn bench(args: &[String]) -> Result<()> {
         })
         .collect();
     if !missing.is_empty() {
-        say(&format!(
-            "installing Debian packages for the bench: {}",
-            missing.join(" ")
-        ));
-        cmd_ok(Command::new("apt-get").arg("update").arg("-q"))?;
-        cmd_ok(
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
+        say("the bench needs more Debian packages");
+        apt_install(&missing)?;
     }
     say("building netd, the tester and the bench (release)");
     cmd_ok(&mut cargo(&[
@@ -421,132 +452,67 @@ fn lint() -> Result<()> {
     ]))
 }
 
+/// The demo lab's name: its namespaces are `netd-lab-host` and `netd-lab-client`, its
+/// containers' `netd-lab-c-NAME`. Fixed (not pid-tagged), because it outlives `lab up`.
 const LAB: &str = "netd-lab";
-
-fn cgroup2_root() -> Option<PathBuf> {
-    std::fs::read_to_string("/proc/mounts")
-        .ok()?
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-        })
-}
 const LAB_DIR: &str = "/tmp/netd-lab";
 
-fn ip(args: &[&str]) -> Result<()> {
-    cmd_ok(Command::new("ip").args(args))
+fn lab_options(bin: PathBuf) -> netd_lab::LabOptions {
+    netd_lab::LabOptions {
+        name: netd_lab::LabName::Fixed(LAB.into()),
+        dir: Some(PathBuf::from(LAB_DIR)),
+        netd: bin,
+        // The daemon outlives `cargo xtask lab up` (and a Ctrl-C in its terminal).
+        detach_daemon: true,
+        ..Default::default()
+    }
 }
 
 fn lab_up() -> Result<()> {
     prerequisites()?;
     let bin = build_release()?;
-    let (host, client) = (format!("{LAB}-host"), format!("{LAB}-client"));
-    if Path::new("/run/netns").join(&host).exists() {
-        bail!("the lab is already up (cargo xtask lab down removes it)");
-    }
+    let up = netd_lab::DEFAULT_UPLINK;
     say(&format!(
-        "creating namespaces {host} and {client} with an uplink 10.199.0.1 <-> 10.199.0.2"
+        "creating namespaces {LAB}-host and {LAB}-client with an uplink {} <-> {}",
+        up.host_ip, up.client_ip
     ));
-    for ns in [&host, &client] {
-        ip(&["netns", "add", ns])?;
-        ip(&["-n", ns, "link", "set", "lo", "up"])?;
-    }
-    ip(&[
-        "-n", &host, "link", "add", "up0", "type", "veth", "peer", "name", "cl0", "netns", &client,
-    ])?;
-    ip(&["-n", &host, "addr", "add", "10.199.0.1/24", "dev", "up0"])?;
-    ip(&["-n", &host, "link", "set", "up0", "up"])?;
-    ip(&["-n", &client, "addr", "add", "10.199.0.2/24", "dev", "cl0"])?;
-    ip(&["-n", &client, "link", "set", "cl0", "up"])?;
-    ip(&["-n", &host, "route", "add", "default", "via", "10.199.0.2"])?;
-    let dir = Path::new(LAB_DIR);
-    std::fs::create_dir_all(dir.join("www"))?;
-    std::fs::write(dir.join("www/index.html"), "hello from a netd container\n")?;
     // The socket programs (host access to published ports) go on a cgroup of the lab's
     // own, never on the machine's root cgroup.
-    let cgroup = cgroup2_root()
-        .ok_or_else(|| anyhow!("no cgroup2 mount found"))?
-        .join(LAB);
-    std::fs::create_dir_all(&cgroup)?;
-    let log = std::fs::File::create(dir.join("daemon.log"))?;
-    say(&format!(
-        "starting netd daemon in {host} (log: {LAB_DIR}/daemon.log)"
-    ));
-    use std::os::unix::process::CommandExt;
-    let child = Command::new(&bin)
-        .args(["daemon", "--netns", &host, "--netns-prefix", "netd-lab-c-"])
-        .args([
-            "--state-dir",
-            &format!("{LAB_DIR}/state"),
-            "--run-dir",
-            &format!("{LAB_DIR}/run"),
-        ])
-        .args(["--bpf-dir", "/sys/fs/bpf/netd-lab"])
-        .arg("--cgroup")
-        .arg(&cgroup)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()?;
-    std::fs::write(dir.join("daemon.pid"), child.id().to_string())?;
-    let sock = dir.join("run/netd.sock");
-    for _ in 0..200 {
-        if sock.exists() {
-            break;
+    let mut lab = match netd_lab::Lab::create(lab_options(bin.clone())) {
+        Err(e @ netd_lab::Error::Exists { .. }) => {
+            bail!("{e}; cargo xtask lab down removes it")
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    if !sock.exists() {
-        bail!("the daemon did not start: see {LAB_DIR}/daemon.log");
-    }
+        r => r?,
+    };
+    let www = lab.dir.join("www");
+    std::fs::create_dir_all(&www)?;
+    std::fs::write(www.join("index.html"), "hello from a netd container\n")?;
+    say(&format!(
+        "starting netd daemon in {} (log: {LAB_DIR}/daemon.log)",
+        lab.host
+    ));
+    lab.start_daemon()?;
+    let (host, client) = (lab.host.clone(), lab.client.clone());
+    let cg = lab.cgroup.clone().unwrap_or_default();
+    lab.persist()?;
     println!(
-        "The lab is up. Try:\n\n  export NETD_HOST={LAB_DIR}/run/netd.sock\n  {bin} run -d --name web -p 8080:80 -- busybox httpd -f -p 80 -h {LAB_DIR}/www\n  ip netns exec {client} curl http://10.199.0.1:8080/\n\nFrom the lab's host namespace (inside the lab's cgroup, where netd's socket programs apply):\n  sh -c 'echo $$ > {cg}/cgroup.procs; exec ip netns exec {host} curl http://127.0.0.1:8080/'\n\nRemove it with: cargo xtask lab down",
+        "The lab is up. Try:\n\n  export NETD_HOST={LAB_DIR}/run/netd.sock\n  {bin} run -d --name web -p 8080:80 -- busybox httpd -f -p 80 -h {LAB_DIR}/www\n  ip netns exec {client} curl http://{ip}:8080/\n\nFrom the lab's host namespace (inside the lab's cgroup, where netd's socket programs apply):\n  sh -c 'echo $$ > {cg}/cgroup.procs; exec ip netns exec {host} curl http://127.0.0.1:8080/'\n\nRemove it with: cargo xtask lab down",
         bin = bin.display(),
-        cg = cgroup.display()
+        ip = up.host_ip,
+        cg = cg.display()
     );
     Ok(())
 }
 
 fn lab_down() -> Result<()> {
-    let dir = Path::new(LAB_DIR);
-    let bin = root_dir().join("target/release/netd");
-    let sock = dir.join("run/netd.sock");
-    if sock.exists() && bin.exists() {
-        say("removing the lab's containers");
-        if let Some(ids) = output(
-            bin.to_str().unwrap_or("netd"),
-            &["-H", sock.to_str().unwrap_or(""), "ps", "-a", "-q"],
-        ) {
-            for id in ids.split_whitespace() {
-                let _ = Command::new(&bin)
-                    .args(["-H", sock.to_str().unwrap_or(""), "rm", "-f", id])
-                    .output();
-            }
-        }
+    let lab = netd_lab::Lab::reopen(LAB, lab_options(root_dir().join("target/release/netd")))?;
+    match lab.daemon_pid() {
+        Some(pid) => say(&format!(
+            "removing the lab's containers, stopping its daemon (pid {pid}), deleting its namespaces"
+        )),
+        None => say("no daemon runs in the lab: deleting its namespaces and directories"),
     }
-    if let Ok(pid) = std::fs::read_to_string(dir.join("daemon.pid")) {
-        say(&format!("stopping the daemon (pid {})", pid.trim()));
-        let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
-        for _ in 0..100 {
-            if !Path::new(&format!("/proc/{}", pid.trim())).exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-    for ns in [format!("{LAB}-host"), format!("{LAB}-client")] {
-        if Path::new("/run/netns").join(&ns).exists() {
-            say(&format!("deleting namespace {ns}"));
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        }
-    }
-    let _ = std::fs::remove_dir_all("/sys/fs/bpf/netd-lab");
-    if let Some(cg) = cgroup2_root() {
-        let _ = std::fs::remove_dir(cg.join(LAB));
-    }
-    let _ = std::fs::remove_dir_all(dir);
+    lab.close()?;
     say("the lab is down");
     Ok(())
 }

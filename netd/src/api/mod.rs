@@ -101,6 +101,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/netd/run", post(netd::run))
         .route("/netd/stats", get(netd::stats))
+        .route("/netd/trace", get(netd::trace))
         .route(
             "/netd/conntrack",
             get(netd::conntrack).delete(netd::flush_conntrack),

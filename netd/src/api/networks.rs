@@ -72,7 +72,7 @@ pub fn network_resource(n: &Network, containers: &[Container]) -> NetworkResourc
         name: n.name.clone(),
         id: n.id.clone(),
         created: rfc3339(n.created),
-        scope: "local".into(),
+        scope: n.scope().into(),
         driver: n.driver.clone(),
         enable_ipv6: false,
         ipam: Ipam {
@@ -104,7 +104,7 @@ fn network_matches(n: &Network, containers: &[Container], f: &Filters) -> Result
             // Docker's id and name filters are regular expressions.
             "id" => f.regex_match("id", &[&n.id])?,
             "name" => f.regex_match("name", &[&n.name])?,
-            "scope" => v == "local",
+            "scope" => v == n.scope(),
             "type" => match v {
                 "builtin" => n.builtin,
                 "custom" => !n.builtin,

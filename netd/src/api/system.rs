@@ -144,6 +144,9 @@ pub async fn info(State(d): D) -> Json<Info> {
             ..Default::default()
         },
         live_restore_enabled: true,
+        cluster_store: d.cluster_store().unwrap_or_default().into(),
+        cluster_advertise: d.cluster_advertise().unwrap_or_default(),
+        cluster_nodes: d.cluster_nodes().await,
         ..Default::default()
     })
 }

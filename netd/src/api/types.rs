@@ -370,6 +370,12 @@ pub struct Info {
     pub warnings: Vec<String>,
     /// Always inactive: clients read an empty state as an active swarm node.
     pub swarm: SwarmInfo,
+    /// `--cluster-store` and the address this node advertises (Docker's pre-Swarm
+    /// fields), empty without a cluster.
+    pub cluster_store: String,
+    pub cluster_advertise: String,
+    /// netd's own: the underlay addresses of the cluster's live nodes, this one included.
+    pub cluster_nodes: Vec<String>,
     /// Containers keep running while the agent restarts (Docker's live restore).
     pub live_restore_enabled: bool,
 }

@@ -106,6 +106,29 @@ pub enum Command {
         #[command(subcommand)]
         command: ConntrackCommand,
     },
+    /// Stream the datapath's decisions, one line per IPv4 packet: program, interface,
+    /// addresses as the packet left (after NAT), verdict and drop reason. The datapath
+    /// records packets only while a trace runs.
+    Trace(TraceArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TraceArgs {
+    /// Only this protocol (tcp, udp, icmp).
+    #[arg(short, long)]
+    pub proto: Option<IpProto>,
+    /// Only packets with this address as source or destination.
+    #[arg(long)]
+    pub addr: Option<Ipv4Addr>,
+    /// Only packets with this port as source or destination.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Stop after this many packets.
+    #[arg(short = 'n', long)]
+    pub count: Option<u64>,
+    /// `json`: the daemon's JSON lines as they come.
+    #[arg(long, value_parser = ["json"])]
+    pub format: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -8,6 +8,7 @@ mod args;
 mod containers;
 mod format;
 mod network;
+mod trace;
 
 use anyhow::{bail, Context};
 use hyper::Method;
@@ -287,6 +288,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 );
             }
         }
+        Command::Trace(a) => trace::trace(&client, a).await?,
         Command::Conntrack {
             command: ConntrackCommand::Flush { proto },
         } => {

@@ -70,9 +70,39 @@ pub struct DaemonArgs {
     /// 0660 root:GROUP and the run directory 0750 root:GROUP. Default: root only.
     #[arg(short = 'G', long)]
     pub group: Option<String>,
+    /// Log every IPv4 packet the datapath decides on (program, interface, addresses
+    /// after any rewrite, verdict and drop reason). Without it the datapath writes no
+    /// trace unless `netd trace` is reading.
+    #[arg(long)]
+    pub debug_datapath: bool,
+    /// The cluster store of overlay networks, etcd://HOST:PORT[,HOST:PORT...]: this node
+    /// registers there and sees the others (Docker's pre-Swarm --cluster-store).
+    #[arg(long, value_name = "URL", value_parser = parse_cluster_store)]
+    pub cluster_store: Option<String>,
+    /// This node's underlay address for the other nodes (IP or interface; default: the
+    /// uplink's address). Only with --cluster-store.
+    #[arg(
+        long,
+        value_name = "IP|IFACE",
+        value_parser = parse_cluster_advertise
+    )]
+    pub cluster_advertise: Option<String>,
+    /// Also serve Docker's network plugin protocol on /run/docker/plugins/NAME.sock
+    /// (default NAME: netd), so that `docker network create -d NAME` puts Docker's
+    /// containers on netd's datapath.
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "netd")]
+    pub docker_plugin: Option<String>,
 }
 
 impl DaemonArgs {
+    /// Checks what clap cannot say in one line: flags that need each other.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.cluster_advertise.is_some() && self.cluster_store.is_none() {
+            anyhow::bail!("--cluster-advertise needs --cluster-store");
+        }
+        Ok(())
+    }
+
     /// Conntrack map entries: two per flow.
     pub fn ct_entries(&self) -> u32 {
         self.ct_max
@@ -121,6 +151,19 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
         ));
     }
     Ok((a, b))
+}
+
+// Checked by clap, so a bad flag stops the daemon before it touches anything.
+fn parse_cluster_store(s: &str) -> Result<String, String> {
+    crate::cluster::parse_store(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_cluster_advertise(s: &str) -> Result<String, String> {
+    crate::cluster::parse_advertise(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// The first cgroup2 mount point, if any.

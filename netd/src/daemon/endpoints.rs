@@ -1,9 +1,12 @@
-//! Endpoints: namespaces a container runtime made (CNI's CNI_NETNS, later the Docker
-//! plugin's sandbox), attached to a netd network through the same sandbox seam as
+//! Endpoints: namespaces a container runtime made (CNI's CNI_NETNS; Docker's sandboxes,
+//! see `docker`), attached to a netd network through the same sandbox seam as
 //! `netd run`. Each is stored as a container record of origin CNI, keyed by the
 //! runtime's (container id, interface name): it survives daemon restarts, `netd ps`
 //! shows it, and netd never deletes its namespace nor kills its processes.
 mod check;
+mod docker;
+
+pub use docker::{DockerEndpoint, DockerJoin, DockerNetwork};
 
 use std::net::Ipv4Addr;
 
@@ -190,7 +193,7 @@ fn cni_key(c: &Container) -> Option<(&str, &str)> {
             ifname,
             ..
         } => Some((container_id, ifname)),
-        Origin::Netd => None,
+        Origin::Netd | Origin::Docker { .. } => None,
     }
 }
 

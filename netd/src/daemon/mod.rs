@@ -11,16 +11,19 @@
 //! - `processes`: the processes netd runs in sandboxes, and their exits.
 //! - `reconcile`: kernel := store, at start; the maps from the store.
 //! - `observe`: stats and conntrack for the API.
+//! - `overlay`: overlay networks through the cluster store, mirrored here.
 //! - `rundir`: the namespace the daemon enters, its run directory's ownership.
 mod args;
 mod containers;
 mod endpoints;
 mod networks;
 mod observe;
+mod overlay;
 mod owned;
 mod processes;
 mod reconcile;
 mod rundir;
+mod trace;
 pub mod txn;
 
 use std::{
@@ -34,11 +37,16 @@ use log::{info, warn};
 use tokio::sync::Mutex;
 
 pub use args::DaemonArgs;
-pub use endpoints::{Endpoint, EndpointKey, EndpointRequest, GcRequest, Route};
+pub use endpoints::{
+    parse_mac, DockerEndpoint, DockerJoin, DockerNetwork, Endpoint, EndpointKey, EndpointRequest,
+    GcRequest, Route,
+};
 pub use observe::{ConntrackRow, FlowFilter, PortStats, Stats};
 pub use rundir::{enter_netns, group_id};
+pub use trace::{TraceItem, TraceLine, TraceReader};
 
 use crate::{
+    cluster::{self, Cluster},
     datapath::{self, config_flags, Datapath, Settings, XdpMode},
     dns,
     error::NetdError,
@@ -51,6 +59,10 @@ use owned::Owned;
 pub struct Daemon {
     args: DaemonArgs,
     inner: Mutex<Inner>,
+    /// The datapath trace (outside the lock: readers come and go without it).
+    trace: trace::Trace,
+    /// The cluster store, with --cluster-store (its own tasks; outside the lock).
+    cluster: Option<Cluster>,
 }
 
 /// Everything behind the daemon's lock: the intended state and the kernel handles.
@@ -61,6 +73,8 @@ struct Inner {
     nl: Netlink,
     uplink: String,
     owned: Owned,
+    /// The node's VXLAN device (with --cluster-store): kept by reconcile.
+    vxlan: Option<String>,
     /// Embedded DNS servers and the resolv.conf/hosts files, fed by `sync` after every
     /// change of containers or attachments.
     dns: dns::Service,
@@ -131,6 +145,26 @@ impl Daemon {
         self.inner.lock().await.state.instance_id.clone()
     }
 
+    pub fn cluster_store(&self) -> Option<&str> {
+        self.args.cluster_store.as_deref()
+    }
+
+    pub fn cluster_advertise(&self) -> Option<String> {
+        self.cluster.as_ref().map(|c| c.node().addr.to_string())
+    }
+
+    /// The underlay addresses of the cluster's live nodes, as the watch sees them.
+    pub async fn cluster_nodes(&self) -> Vec<String> {
+        match &self.cluster {
+            Some(c) => {
+                let peers = c.peers();
+                let p = peers.read().await;
+                p.values().map(|n| n.addr.to_string()).collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.args.run_dir.join("logs").join(format!("{id}.log"))
     }
@@ -143,6 +177,7 @@ impl Daemon {
                 "--veth-prefix and --bridge-prefix must be at most 5 characters"
             ));
         }
+        args.check()?;
         rundir::prepare_run_dir(&args)?;
         sysctl::set("net.ipv4.ip_forward", "1")?;
         let nl = Netlink::current()?;
@@ -229,12 +264,35 @@ impl Daemon {
             }
             None => warn!("no cgroup2 mount: 127.0.0.1:PORT access from the host is off"),
         }
+        // After configure, which wrote the config entry whole: the switch only flips
+        // its own bit in it.
+        let trace = trace::Trace::start(&args.bpf_dir, args.debug_datapath)
+            .context("starting the datapath trace")?;
         let gc_table = dp.conntrack_handle()?;
         info!(
             "conntrack: {} flows ({} entries)",
             gc_table.capacity() / 2,
             gc_table.capacity()
         );
+
+        let cluster = match &args.cluster_store {
+            Some(url) => Some(
+                join_cluster(
+                    &nl,
+                    url,
+                    args.cluster_advertise.as_deref(),
+                    uplink_ip,
+                    &state.instance_id,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+
+        let vxlan = match &cluster {
+            Some(_) => Some(overlay::ensure_vxlan(&nl, &owned, &args.bridge_prefix).await?),
+            None => None,
+        };
 
         let daemon = Arc::new(Daemon {
             inner: Mutex::new(Inner {
@@ -244,11 +302,15 @@ impl Daemon {
                 nl,
                 uplink: uplink.name,
                 owned,
+                vxlan,
                 dns: dns::Service::new(),
             }),
             args,
+            trace,
+            cluster,
         });
         daemon.reconcile().await?;
+        daemon.spawn_overlay_mirror();
         let timeouts = datapath::Timeouts {
             udp: Duration::from_secs(daemon.args.ct_udp_timeout),
             ..Default::default()
@@ -262,9 +324,53 @@ impl Daemon {
     /// SIGTERM: detach every program this agent attached. Containers, networks and the
     /// pinned maps stay, so a restarted agent picks them up.
     pub async fn shutdown(&self) -> anyhow::Result<()> {
+        if let Some(c) = &self.cluster {
+            c.leave().await;
+        }
         let g = self.inner.lock().await;
         g.dp.detach_all()?;
         let _ = std::fs::remove_file(self.socket_path());
         Ok(())
     }
+}
+
+/// Checks the cluster flags, resolves the advertised address in this namespace and
+/// starts registering; etcd itself may still be unreachable (the registration retries).
+async fn join_cluster(
+    nl: &Netlink,
+    url: &str,
+    advertise: Option<&str>,
+    uplink_ip: std::net::Ipv4Addr,
+    id: &str,
+) -> anyhow::Result<Cluster> {
+    let endpoints = cluster::parse_store(url)?;
+    let addr = match advertise.map(cluster::parse_advertise).transpose()? {
+        None => uplink_ip,
+        Some(cluster::Advertise::Addr(ip)) => ip,
+        Some(cluster::Advertise::Iface(name)) => {
+            let bad = |why: &str| {
+                anyhow!(cluster::ClusterError::BadAdvertise(
+                    name.clone(),
+                    why.into()
+                ))
+                .context("--cluster-advertise")
+            };
+            let link = nl
+                .link_by_name(&name)
+                .await?
+                .ok_or_else(|| bad("no such interface"))?;
+            nl.ipv4_addrs()
+                .await?
+                .into_iter()
+                .find(|(i, _)| *i == link.index)
+                .map(|(_, n)| n.ip())
+                .ok_or_else(|| bad("the interface has no IPv4 address"))?
+        }
+    };
+    let node = cluster::Node {
+        id: id.to_string(),
+        addr,
+    };
+    info!("cluster store {url}, advertising {addr}");
+    Ok(Cluster::start(endpoints, node).await?)
 }

@@ -76,6 +76,19 @@ impl Daemon {
     /// Creates a network; the second value is Docker's `Warning` (a user subnet that
     /// overlaps a route of the host).
     pub async fn create_network(&self, spec: NetworkSpec) -> Result<(Network, Option<String>)> {
+        self.create_network_as(spec, random_id()).await
+    }
+
+    /// `create_network` with the id chosen by the caller (Docker's network id, for the
+    /// plugin front door).
+    pub(super) async fn create_network_as(
+        &self,
+        spec: NetworkSpec,
+        id: String,
+    ) -> Result<(Network, Option<String>)> {
+        if spec.driver.as_deref() == Some(model::DRIVER_OVERLAY) {
+            return Ok((self.create_overlay(spec, id).await?, None));
+        }
         let mut g = self.inner.lock().await;
         let inner = &mut *g;
         let routes = inner.nl.route_destinations().await?;
@@ -98,7 +111,7 @@ impl Daemon {
                     &routes,
                     &links,
                     &self.args.bridge_prefix,
-                    random_id(),
+                    id,
                     now(),
                 )?;
                 if let Some(d) = driver::for_network(&net) {
@@ -166,6 +179,11 @@ impl Daemon {
                 net.id,
                 users.join(", ")
             )));
+        }
+        if net.is_overlay() {
+            drop(g);
+            self.remove_overlay(&net).await?;
+            return Ok(net.id);
         }
         inner.state.networks.retain(|n| n.id != net.id);
         inner.store.commit(&inner.state)?;
@@ -381,6 +399,7 @@ pub(super) async fn ensure_builtin(
             builtin: true,
             created: now(),
             attachable: false,
+            vni: 0,
         });
         info!("default network bridge: {subnet} via {gateway}");
     }
@@ -418,6 +437,7 @@ pub(super) async fn ensure_builtin(
                 builtin: true,
                 created: now(),
                 attachable: false,
+                vni: 0,
             });
         }
     }

@@ -62,6 +62,14 @@ pub struct FlowFilter {
 }
 
 impl FlowFilter {
+    /// A traced packet: by protocol, and by an address or port on either side.
+    pub fn matches_trace(&self, l: &super::trace::TraceLine) -> bool {
+        let ends = [l.src, l.dst];
+        self.proto.is_none_or(|p| p.name() == l.proto)
+            && self.addr.is_none_or(|a| ends.iter().any(|e| *e.ip() == a))
+            && self.port.is_none_or(|p| ends.iter().any(|e| e.port() == p))
+    }
+
     fn matches(&self, f: &Flow) -> bool {
         let ends = [f.src, f.dst, f.to_src, f.to_dst];
         self.proto.is_none_or(|p| p == f.proto)

@@ -60,12 +60,22 @@ impl Daemon {
                     .network_by_id(&a.network)
                     .cloned()
                     .ok_or_else(|| anyhow!("container {} on unknown network", c.name))?;
+                if c.handed_off() && a.host_ifindex == 0 {
+                    // Docker's endpoint before Join: nothing plumbed yet.
+                    continue;
+                }
                 inner.owned.claim(Kind::Link, &a.veth)?;
                 let mut a = a.clone();
                 match inner.nl.link_by_name(&a.veth).await? {
                     Some(link) => {
                         a.host_ifindex = link.index;
                         inner.dp.attach_endpoint(&a.veth)?;
+                    }
+                    None if c.handed_off() => {
+                        // Its container side was the runtime's: a new one would never
+                        // reach the sandbox. Unplumbed until Docker joins it again.
+                        warn!("docker endpoint {}: its veth {} is gone", c.name, a.veth);
+                        a.host_ifindex = 0;
                     }
                     None => {
                         warn!(
@@ -166,6 +176,7 @@ impl Inner {
             .all(Kind::Link)
             .into_iter()
             .filter(|l| !veths.contains(l) && !bridges.contains(l))
+            .filter(|l| self.vxlan.as_ref() != Some(l))
             .collect();
         if let Ok(links) = self.nl.links().await {
             for l in links.iter().filter(|l| stale_links.contains(&l.name)) {

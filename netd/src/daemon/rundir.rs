@@ -14,6 +14,8 @@ use crate::netns;
 
 /// Enters `--netns` before the runtime exists, so every thread lives in it.
 pub fn enter_netns(args: &DaemonArgs) -> anyhow::Result<()> {
+    // The first thing the daemon does: flags that contradict each other stop it here.
+    args.check()?;
     if let Some(ns) = &args.netns {
         let f = netns::open(ns)?;
         netns::enter(&f)?;

@@ -11,6 +11,7 @@ mod conntrack;
 mod links;
 mod maps;
 mod testrun;
+mod trace;
 
 use std::{
     fs,
@@ -32,6 +33,7 @@ use netd_common::{
     drop_reason, event, map_names, prog_names, Backend, Config, CtEntry, CtKey, Endpoint,
     PortCounters, PortKey,
 };
+pub use trace::{open_ring as open_trace_ring, PacketTrace, TraceHold, TraceSwitch};
 
 /// The datapath's counter tables (names and meanings), for whoever shows them.
 pub mod counters {
@@ -40,7 +42,10 @@ pub mod counters {
 
 /// Datapath configuration bits (`netd daemon` flags).
 pub mod config_flags {
-    pub use netd_common::{CONFIG_F_FAST_PATH as FAST_PATH, CONFIG_F_GUARD_IN_TC as GUARD_IN_TC};
+    pub use netd_common::{
+        CONFIG_F_FAST_PATH as FAST_PATH, CONFIG_F_GUARD_IN_TC as GUARD_IN_TC,
+        CONFIG_F_TRACE as TRACE,
+    };
 }
 
 /// bpffs's statfs magic.

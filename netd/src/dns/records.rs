@@ -14,10 +14,10 @@ use crate::{
 /// The name of 127.0.0.11: where a namespace's embedded DNS server listens.
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 
-/// Whether containers on `net` get the embedded DNS server (user-defined bridge networks,
+/// Whether containers on `net` get the embedded DNS server (user-defined bridge and overlay networks,
 /// as Docker: the default `bridge` has none).
 pub fn has_embedded_dns(net: &Network) -> bool {
-    net.is_bridge() && !net.builtin
+    (net.is_bridge() || net.driver == crate::model::DRIVER_OVERLAY) && !net.builtin
 }
 
 /// What one client (a network namespace) may resolve and where its other queries go.
@@ -94,6 +94,11 @@ impl Table {
         }
         for c in &state.containers {
             let Some(ns) = &c.netns else { continue };
+            // dockerd serves its own containers' names (its resolver in their namespace):
+            // a second server on 127.0.0.11:53 there would fight it.
+            if matches!(c.origin, model::Origin::Docker { .. }) {
+                continue;
+            }
             let nets: Vec<&Network> = c
                 .attachments
                 .iter()

@@ -85,18 +85,31 @@ impl NetworkDriver for Bridge {
                 .link_by_name(&net.bridge)
                 .await?
                 .ok_or_else(|| anyhow!("bridge {} missing", net.bridge))?;
-            let ns_file = netns::open(j.netns)?;
-            let host = nl.create_veth(&a.veth, &a.ifname, &ns_file, a.mac).await?;
+            let ns_file = j.netns.map(netns::open).transpose()?;
+            let host = nl
+                .create_veth(&a.veth, &a.ifname, ns_file.as_ref(), a.mac)
+                .await?;
             if let Some(mtu) = net.mtu {
                 nl.set_mtu(host.index, mtu).await?;
             }
             nl.set_master(host.index, bridge.index).await?;
             nl.set_up(host.index).await?;
-            let inside = Netlink::in_netns(j.netns)?;
+            let Some(ns) = j.netns else {
+                // Handed to the runtime: the MTU goes with the link when it moves.
+                if let Some(mtu) = net.mtu {
+                    let peer = nl
+                        .link_by_name(&a.ifname)
+                        .await?
+                        .ok_or_else(|| anyhow!("veth peer {} missing", a.ifname))?;
+                    nl.set_mtu(peer.index, mtu).await?;
+                }
+                return Ok(host.index);
+            };
+            let inside = Netlink::in_netns(ns)?;
             let eth = inside
                 .link_by_name(&a.ifname)
                 .await?
-                .ok_or_else(|| anyhow!("{} missing in {}", a.ifname, j.netns))?;
+                .ok_or_else(|| anyhow!("{} missing in {}", a.ifname, ns))?;
             if let Some(mtu) = net.mtu {
                 inside.set_mtu(eth.index, mtu).await?;
             }

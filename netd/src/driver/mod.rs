@@ -58,7 +58,10 @@ impl fmt::Display for TeardownErrors {
 /// Where and how an endpoint joins its network.
 pub struct Join<'a> {
     /// The namespace: a name under /run/netns or any absolute path (see netns::resolve).
-    pub netns: &'a str,
+    /// None: the container side is handed to the runtime (Docker's Join). It stays in
+    /// the daemon's namespace, named `attachment.ifname`, down and without address or
+    /// route, and the runtime moves, renames and configures it.
+    pub netns: Option<&'a str>,
     pub attachment: &'a Attachment,
     /// This endpoint carries the namespace's default route (its first network).
     pub default_route: bool,

@@ -263,7 +263,7 @@ mod tests {
             (spec("bad name"), "invalid network name"),
             (
                 NetworkSpec {
-                    driver: Some("overlay".into()),
+                    driver: Some("macvlan".into()),
                     ..spec("x")
                 },
                 "unsupported network driver",

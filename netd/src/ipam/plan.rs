@@ -118,8 +118,9 @@ pub fn plan_network(
             spec.name
         )));
     }
-    match spec.driver.as_deref().unwrap_or(model::DRIVER_BRIDGE) {
-        model::DRIVER_BRIDGE => {}
+    let driver = spec.driver.as_deref().unwrap_or(model::DRIVER_BRIDGE);
+    match driver {
+        model::DRIVER_BRIDGE | model::DRIVER_OVERLAY => {}
         d @ (model::DRIVER_HOST | model::DRIVER_NULL) => {
             return Err(NetdError::Conflict(format!(
                 "only one instance of \"{d}\" network is allowed (the built-in one)"
@@ -127,7 +128,7 @@ pub fn plan_network(
         }
         d => {
             return Err(invalid(format!(
-                "unsupported network driver {d:?}: netd has only \"bridge\""
+                "unsupported network driver {d:?}: netd has \"bridge\" and \"overlay\""
             )))
         }
     }
@@ -165,7 +166,9 @@ pub fn plan_network(
             ))),
         })
         .transpose()?;
+    // Overlay networks have no bridge: every node's one VXLAN device carries them all.
     let bridge = match opt(OPT_BRIDGE_NAME) {
+        _ if driver == model::DRIVER_OVERLAY => String::new(),
         Some(b) => {
             if b.is_empty()
                 || b.len() > 15
@@ -181,13 +184,17 @@ pub fn plan_network(
         }
         None => format!("{bridge_prefix}{}", &id[..15 - bridge_prefix.len()]),
     };
-    if let Some(other) = state.networks.iter().find(|n| n.bridge == bridge) {
+    if let Some(other) = state
+        .networks
+        .iter()
+        .find(|n| !bridge.is_empty() && n.bridge == bridge)
+    {
         return Err(NetdError::Conflict(format!(
             "bridge name {bridge} is already used by network {}",
             other.name
         )));
     }
-    if links.contains(&bridge) {
+    if !bridge.is_empty() && links.contains(&bridge) {
         return Err(NetdError::Conflict(format!(
             "an interface named {bridge} already exists in the host namespace"
         )));
@@ -291,7 +298,7 @@ pub fn plan_network(
     Ok(Network {
         id,
         name: spec.name.clone(),
-        driver: model::DRIVER_BRIDGE.into(),
+        driver: driver.into(),
         net_id,
         bridge,
         bridge_mac: [0; 6],
@@ -310,5 +317,6 @@ pub fn plan_network(
         builtin: false,
         created: now,
         attachable: spec.attachable,
+        vni: 0,
     })
 }

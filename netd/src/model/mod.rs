@@ -17,6 +17,8 @@ pub use publish::{parse_expose, parse_publish, IpProto, PortMapping, Proto};
 pub const DRIVER_BRIDGE: &str = "bridge";
 pub const DRIVER_HOST: &str = "host";
 pub const DRIVER_NULL: &str = "null";
+/// Cluster-scoped networks across nodes (needs `netd daemon --cluster-store`).
+pub const DRIVER_OVERLAY: &str = "overlay";
 
 /// The bridge driver's options netd understands (`-o KEY=VALUE`); any other is an error.
 pub const OPT_BRIDGE_NAME: &str = "com.docker.network.bridge.name";
@@ -68,11 +70,29 @@ pub struct Network {
     /// Docker's --attachable (recorded and shown; every netd network takes containers).
     #[serde(default)]
     pub attachable: bool,
+    /// Overlay only: the VXLAN network identifier, allocated cluster-wide.
+    #[serde(default)]
+    pub vni: u32,
 }
 
 impl Network {
     pub fn is_bridge(&self) -> bool {
         self.driver == DRIVER_BRIDGE
+    }
+
+    /// An overlay network: its record lives in the cluster store, every node mirrors it.
+    pub fn is_overlay(&self) -> bool {
+        self.driver == DRIVER_OVERLAY
+    }
+
+    /// Docker's scope: `global` for overlay networks (pre-Swarm cluster store), `local`
+    /// for the others.
+    pub fn scope(&self) -> &'static str {
+        if self.is_overlay() {
+            "global"
+        } else {
+            "local"
+        }
     }
 }
 
@@ -160,6 +180,12 @@ pub enum Origin {
         /// netd attachment of that namespace does).
         default_route: bool,
     },
+    /// Docker's libnetwork through the network plugin protocol (`netd daemon
+    /// --docker-plugin`): the record's id is Docker's endpoint id. netd makes the veth
+    /// and hands its container side to dockerd, which moves it into the sandbox and
+    /// configures it; `sandbox_key` (set at Join) is a path in dockerd's mount
+    /// namespace that netd never opens.
+    Docker { sandbox_key: Option<String> },
 }
 
 /// A container's network sandbox and the process netd runs in it.
@@ -222,6 +248,12 @@ pub fn mode_name(mode: &NetMode, containers: &[Container]) -> String {
 }
 
 impl Container {
+    /// Whether the container side of its interfaces is the runtime's to move and
+    /// configure (Docker's Join): netd can neither recreate nor check it.
+    pub fn handed_off(&self) -> bool {
+        matches!(self.origin, Origin::Docker { .. })
+    }
+
     /// Whether the namespace is this container's own (removed with it). A runtime's
     /// namespace (origin CNI) never is.
     pub fn owns_netns(&self) -> bool {
@@ -234,6 +266,8 @@ impl Container {
         match &self.origin {
             Origin::Netd => i == 0,
             Origin::Cni { default_route, .. } => i == 0 && *default_route,
+            // dockerd sets the sandbox's routes itself from Join's gateway.
+            Origin::Docker { .. } => false,
         }
     }
 }
@@ -358,6 +392,7 @@ pub fn test_network() -> Network {
         builtin: false,
         created: 0,
         attachable: false,
+        vni: 0,
     }
 }
 

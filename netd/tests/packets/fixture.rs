@@ -249,6 +249,7 @@ pub fn network(net_id: u32, subnet: &str, flags: u32) -> Network {
         builtin: false,
         created: 0,
         attachable: false,
+        vni: 0,
     }
 }
 

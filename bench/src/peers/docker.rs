@@ -2,7 +2,9 @@
 //! proxy, run inside the lab's host namespace as shared/PEERS.md shows: `ip netns exec`
 //! gives it a private mount namespace, where the cgroup v1 hierarchies are mounted again,
 //! and it gets its own data, exec and socket directories and its own cgroup parent, so
-//! nothing of it is shared with the machine or with another run.
+//! nothing of it is shared with the machine or with another run. `dockerd-netd` is the
+//! same dockerd with its container on a network of netd's Docker plugin driver, so
+//! Docker's own port publishing is replaced by netd's eBPF datapath.
 use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
@@ -10,7 +12,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use netd_lab::{
+    cmd::{ip, run},
+    Lab,
+};
+
+use super::{
+    fillers, flush_kernel_conntrack, published_ports, servers_script, timed, Datapath, Dp, Env,
+    Memory, CTR_NET, FILLER_BASE,
+};
+use crate::rss::rss_of;
 
 /// Debian's CLI of the same version as the daemon (a newer one may be first on PATH).
 fn cli() -> &'static str {
@@ -23,6 +35,8 @@ fn cli() -> &'static str {
 
 /// The image's name in every dockerd of the bench.
 pub const IMAGE: &str = "local/netd-bench";
+/// The Docker network on netd's driver (`dockerd-netd`).
+const NETD_NET: &str = "netdnet";
 /// The tester's path inside the image.
 pub const TESTER: &str = "/bin/netd-tester";
 
@@ -33,8 +47,153 @@ const CGROUPS: &[&str] = &[
 
 /// The cgroup parent of one dockerd: it names the directories dockerd makes in each
 /// hierarchy, so that the bench (or the sweep of a later run) can find and remove them.
-pub fn cgroup_parent(prefix: &str) -> String {
+fn cgroup_parent(prefix: &str) -> String {
     format!("{prefix}-docker")
+}
+
+/// dockerd (with or without its userland proxy) as the bench's peer.
+pub struct DockerPeer {
+    dp: Dp,
+    env: Env,
+    ctr: String,
+    dockerd: Option<Dockerd>,
+}
+
+impl DockerPeer {
+    pub fn new(dp: Dp, env: &Env) -> DockerPeer {
+        DockerPeer {
+            dp,
+            env: env.clone(),
+            ctr: String::new(),
+            dockerd: None,
+        }
+    }
+
+    fn dockerd(&self) -> Result<&Dockerd> {
+        self.dockerd
+            .as_ref()
+            .ok_or_else(|| anyhow!("dockerd is not running"))
+    }
+}
+
+impl Datapath for DockerPeer {
+    fn dp(&self) -> Dp {
+        self.dp
+    }
+
+    fn container_ns(&self) -> &str {
+        &self.ctr
+    }
+
+    /// Starts dockerd, then `docker run -p` with the N ports as a user would write them
+    /// (a range of fillers, then the service ports), the servers being the container's
+    /// own command, pinned with --cpuset-cpus. Returns the time `docker run` took.
+    fn publish(&mut self, lab: &mut Lab, n: usize) -> Result<Duration> {
+        let image = build_image(&self.env.shared, &self.env.tester)?;
+        if self.dp == Dp::DockerdNetd {
+            // netd first: dockerd finds the driver by its socket when the network is
+            // created. The lab's name makes the plugin's name (and socket) unique.
+            lab.extra_daemon_args = vec!["--docker-plugin".into(), lab.name.clone()];
+            lab.start_daemon()?;
+        }
+        let dk = Dockerd::start(
+            &lab.host,
+            &lab.dir,
+            &lab.name,
+            self.dp == Dp::Dockerd,
+            &image,
+        )?;
+        let dk = self.dockerd.insert(dk);
+        let mut args: Vec<String> = ["run", "-d", "--name", "srv", "--cpuset-cpus", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if self.dp == Dp::DockerdNetd {
+            let subnet = format!("{CTR_NET}.0/24");
+            dk.docker(&[
+                "network", "create", "-d", &lab.name, "--subnet", &subnet, NETD_NET,
+            ])?;
+            args.extend(["--network".into(), NETD_NET.into()]);
+        }
+        let fillers = fillers(n);
+        if fillers > 0 {
+            let (a, b) = (FILLER_BASE + 1, FILLER_BASE + fillers);
+            args.push("-p".into());
+            args.push(format!("{a}-{b}:{a}-{b}"));
+        }
+        for (p, proto) in published_ports(0) {
+            args.push("-p".into());
+            args.push(format!("{p}:{p}/{proto}"));
+        }
+        args.extend([
+            IMAGE.to_string(),
+            "sh".into(),
+            "-c".into(),
+            servers_script(TESTER),
+        ]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let took = timed(|| dk.docker(&refs).map(drop))?;
+        // dockerd made the container's namespace; give it a name the lab deletes.
+        let pid = dk.container_pid("srv")?;
+        self.ctr = format!("{}-c", lab.name);
+        ip(&["netns", "attach", &self.ctr, &pid.to_string()])?;
+        lab.adopt_namespace(&self.ctr);
+        Ok(took)
+    }
+
+    /// As for netd: a container with one published port (Docker has no way to add a
+    /// port to a running container).
+    fn one_more(&mut self, _lab: &mut Lab) -> Result<Duration> {
+        let dk = self.dockerd()?;
+        let took = timed(|| {
+            let mut args = vec!["run", "-d", "--name", "extra", "-p", "31000:80"];
+            if self.dp == Dp::DockerdNetd {
+                args.extend(["--network", NETD_NET]);
+            }
+            args.extend([IMAGE, "sleep", "600"]);
+            dk.docker(&args).map(drop)
+        })?;
+        dk.docker(&["rm", "-f", "extra"])?;
+        Ok(took)
+    }
+
+    fn flush_conntrack(&self, lab: &Lab) {
+        flush_kernel_conntrack(lab);
+        if self.dp == Dp::DockerdNetd {
+            let _ = lab.cli(&["conntrack", "flush"]);
+        }
+    }
+
+    fn memory(&self, lab: &Lab) -> Memory {
+        let (mut agent, proxies) = self
+            .dockerd
+            .as_ref()
+            .map(|dk| dk.memory(&lab.host))
+            .unwrap_or_default();
+        if let Some(pid) = lab.daemon_pid() {
+            agent += rss_of(Path::new(&format!("/proc/{pid}")));
+        }
+        Memory {
+            agent,
+            maps: 0,
+            proxies,
+        }
+    }
+
+    fn remove(&mut self, _lab: &mut Lab) -> Result<Duration> {
+        let dk = self.dockerd()?;
+        timed(|| dk.docker(&["rm", "-f", "srv"]).map(drop))
+    }
+
+    fn teardown(&mut self, _lab: &mut Lab) {
+        if let Some(mut dk) = self.dockerd.take() {
+            let _ = dk.docker(&["rm", "-f", "srv", "extra"]);
+            if self.dp == Dp::DockerdNetd {
+                let _ = dk.docker(&["network", "rm", NETD_NET]);
+            }
+            dk.stop();
+        }
+    }
 }
 
 /// A root file system tar with busybox (as PEERS.md), the tester and iperf3 with the
@@ -51,14 +210,14 @@ pub fn build_image(dir: &Path, tester: &Path) -> Result<PathBuf> {
     }
     let busybox = which("busybox").context("busybox-static is needed for the dockerd image")?;
     std::fs::copy(&busybox, root.join("bin/busybox"))?;
-    let list = crate::run(&busybox.display().to_string(), &["--list"])?;
+    let list = run(&busybox.display().to_string(), &["--list"])?;
     for applet in list.split_whitespace().filter(|a| *a != "busybox") {
         let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
     }
     let iperf = which("iperf3").context("iperf3 is needed for the dockerd image")?;
     std::fs::copy(tester, root.join("bin/netd-tester"))?;
     std::fs::copy(&iperf, root.join("bin/iperf3"))?;
-    let ldd = crate::run(
+    let ldd = run(
         "ldd",
         &[&tester.display().to_string(), &iperf.display().to_string()],
     )?;
@@ -73,7 +232,7 @@ pub fn build_image(dir: &Path, tester: &Path) -> Result<PathBuf> {
         // Copies what a symlink points at, under the name the loader asks for.
         std::fs::copy(lib, &dst).with_context(|| format!("copying {lib}"))?;
     }
-    crate::run(
+    run(
         "tar",
         &[
             "-C",
@@ -175,7 +334,7 @@ impl Dockerd {
         let sock = format!("unix://{}", self.dir.join("docker.sock").display());
         let mut full = vec!["-H", &sock];
         full.extend_from_slice(args);
-        crate::run(cli(), &full)
+        Ok(run(cli(), &full)?)
     }
 
     /// The main process of container `name`.
@@ -202,7 +361,7 @@ impl Dockerd {
                 continue;
             }
             let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
-            let rss = crate::rss_of(&p);
+            let rss = rss_of(&p);
             match comm.trim() {
                 "docker-proxy" => proxies += rss,
                 c if c == "dockerd" || c.starts_with("containerd") => agent += rss,
@@ -299,20 +458,13 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Cgroup parents of bench runs whose process is gone.
-pub fn stale_cgroup_parents() -> Vec<String> {
+/// Cgroup parents of dockerds of runs of `tag` whose process is gone.
+pub fn stale_cgroup_parents(tag: &str) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup/pids") else {
         return Vec::new();
     };
     rd.flatten()
         .filter_map(|e| e.file_name().to_str().map(String::from))
-        .filter(|n| n.starts_with("ndb-") && n.ends_with("-docker"))
-        .filter(|n| {
-            n.trim_start_matches("ndb-")
-                .split('-')
-                .next()
-                .and_then(|p| p.parse::<u32>().ok())
-                .is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
-        })
+        .filter(|n| n.ends_with("-docker") && netd_lab::sweep::is_stale(tag, n))
         .collect()
 }

@@ -1,0 +1,179 @@
+//! A netd daemon with its own state, run and bpffs directories, working inside the
+//! lab's host namespace (it enters it itself, so its pins outlive `ip netns exec`).
+use std::{
+    fs::OpenOptions,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{sweep::pid_alive, Error, Result};
+
+/// How long a starting daemon may take to answer its API.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a stopping daemon may take before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything one start of the daemon needs.
+#[derive(Clone, Debug)]
+pub struct DaemonSpec {
+    pub bin: PathBuf,
+    pub netns: String,
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub bpf_dir: PathBuf,
+    /// Prefix of its containers' namespaces: the lab finds (and removes) them by it.
+    pub netns_prefix: String,
+    /// The cgroup for its socket programs; `None` turns them off (`--cgroup none`).
+    pub cgroup: Option<PathBuf>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// NETD_FAULT (the daemon's test-only crash points).
+    pub fault: Option<String>,
+    /// Appended to, stdout and stderr.
+    pub log: PathBuf,
+    /// In a process group of its own, so that it outlives the process that started it
+    /// and a Ctrl-C there (`cargo xtask lab up`).
+    pub detach: bool,
+}
+
+impl DaemonSpec {
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir.join("netd.sock")
+    }
+}
+
+/// Runs the netd CLI against the daemon at `socket`.
+pub fn cli(bin: &Path, socket: &Path, args: &[&str]) -> Result<Output> {
+    Command::new(bin)
+        .arg("-H")
+        .arg(socket)
+        .args(args)
+        .output()
+        .map_err(|e| Error::path("running", bin, e))
+}
+
+/// A running daemon: one this process started, or one adopted by pid.
+pub struct Daemon {
+    pid: u32,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts the daemon and waits until its API answers.
+    pub fn start(spec: &DaemonSpec) -> Result<Daemon> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log)
+            .map_err(|e| Error::path("opening", &spec.log, e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| Error::path("opening", &spec.log, e))?;
+        let mut cmd = Command::new(&spec.bin);
+        cmd.args(["daemon", "--netns", &spec.netns])
+            .arg("--state-dir")
+            .arg(&spec.state_dir)
+            .arg("--run-dir")
+            .arg(&spec.run_dir)
+            .arg("--bpf-dir")
+            .arg(&spec.bpf_dir)
+            .args(["--netns-prefix", &spec.netns_prefix])
+            .arg("--cgroup")
+            .arg(spec.cgroup.as_deref().unwrap_or(Path::new("none")))
+            .args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .env_remove("NETD_FAULT")
+            .stdin(Stdio::null())
+            .stdout(log2)
+            .stderr(log);
+        if let Some(f) = &spec.fault {
+            cmd.env("NETD_FAULT", f);
+        }
+        if spec.detach {
+            cmd.process_group(0);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::path("starting", &spec.bin, e))?;
+        let mut d = Daemon {
+            pid: child.id(),
+            child: Some(child),
+        };
+        let socket = spec.socket();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if cli(&spec.bin, &socket, &["ps"]).is_ok_and(|o| o.status.success()) {
+                return Ok(d);
+            }
+            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(Error::Daemon(format!(
+                    "exited with {st}: {}",
+                    read_log(&spec.log)
+                )));
+            }
+            if Instant::now() > deadline {
+                d.stop(libc::SIGKILL);
+                return Err(Error::Daemon(format!(
+                    "did not answer within {}s: {}",
+                    START_TIMEOUT.as_secs(),
+                    read_log(&spec.log)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// A daemon an earlier process started (`cargo xtask lab down`), if it still runs.
+    pub fn adopt(pid: u32) -> Option<Daemon> {
+        pid_alive(pid).then_some(Daemon { pid, child: None })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends `signal` and waits for the daemon to exit (killing it after 10 s); its
+    /// exit status if this process started it.
+    pub fn stop(&mut self, signal: i32) -> Option<ExitStatus> {
+        // SAFETY: kill(2) on the daemon this lab started or adopted.
+        unsafe { libc::kill(self.pid as i32, signal) };
+        self.wait(STOP_TIMEOUT, true)
+    }
+
+    /// Waits for the daemon to die by itself (a fault point), killing it after 10 s.
+    pub fn wait_death(&mut self) -> Option<ExitStatus> {
+        self.wait(STOP_TIMEOUT, true)
+    }
+
+    fn wait(&mut self, timeout: Duration, kill_after: bool) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let done = match self.child.as_mut() {
+                Some(c) => match c.try_wait() {
+                    Ok(Some(st)) => return Some(st),
+                    Ok(None) => false,
+                    Err(_) => true,
+                },
+                None => !pid_alive(self.pid),
+            };
+            if done {
+                return None;
+            }
+            if Instant::now() > deadline {
+                if kill_after {
+                    // SAFETY: kill(2) on the daemon this lab started or adopted.
+                    unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+                    return self.wait(STOP_TIMEOUT, false);
+                }
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}

@@ -1,0 +1,57 @@
+//! The datapath trace: one record per IPv4 packet a program decided on, written to the
+//! `NETD_TRACE` ring buffer only while the `CONFIG_F_TRACE` bit is set (`netd trace`,
+//! `netd daemon --debug-datapath`). Off, the cost is the one config load and branch the
+//! programs make anyway.
+//!
+//! Not aya-log: its buffer map is created by each load and cannot be adopted from a
+//! pin, so a restarted agent (which keeps the pinned programs running) could never read
+//! what they log. This ring buffer is pinned by name like every other map.
+use bytemuck::{Pod, Zeroable};
+
+/// Bytes of the ring buffer (a power of two and a multiple of the page size): room for
+/// about 6,000 records between two reads of the agent.
+pub const TRACE_RING_BYTES: u32 = 256 * 1024;
+
+/// Which program decided.
+pub mod hook {
+    pub const UPLINK_GUARD: u8 = 0;
+    pub const UPLINK_INGRESS: u8 = 1;
+    pub const ENDPOINT_EGRESS: u8 = 2;
+    pub const NAMES: [&str; 3] = ["uplink_guard", "uplink_ingress", "endpoint_egress"];
+}
+
+/// What became of the packet.
+pub mod verdict {
+    /// Back to the stack (TC_ACT_OK, XDP_PASS).
+    pub const PASS: u8 = 0;
+    /// Dropped; the record's `reason` says why (`drop_reason`).
+    pub const DROP: u8 = 1;
+    /// Sent on by bpf_redirect_* (TC_ACT_REDIRECT).
+    pub const REDIRECT: u8 = 2;
+    pub const NAMES: [&str; 3] = ["pass", "drop", "redirect"];
+}
+
+/// One traced packet, as it leaves the program: after any rewrite for a passed or
+/// redirected packet, as it came for a dropped one. Addresses and ports are in network
+/// byte order; ports are 0 for protocols without them (and the echo id for ICMP echo).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct TraceRecord {
+    /// CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns).
+    pub ts_ns: u64,
+    /// Interface the program runs on.
+    pub ifindex: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    /// Bytes of the whole frame.
+    pub len: u32,
+    /// `drop_reason` index for a drop, else 0.
+    pub reason: u16,
+    pub hook: u8,
+    pub verdict: u8,
+    pub proto: u8,
+    pub _pad: [u8; 7],
+}
+const _: () = assert!(core::mem::size_of::<TraceRecord>() == 40);

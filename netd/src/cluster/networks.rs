@@ -1,0 +1,215 @@
+//! Overlay network records in etcd. Creation is one etcd transaction that claims the
+//! name, the subnet and the VNI at once, so two nodes creating at the same time never
+//! both win; a lost VNI race is retried with the next free one.
+//!
+//! Keys (see the module doc of `cluster`):
+//!     /netd/v1/networks/<id>     the network (JSON; net_id 0: each node numbers its own)
+//!     /netd/v1/names/<name>      -> id
+//!     /netd/v1/subnets/<a.b.c.d-len> -> id
+//!     /netd/v1/vnis/<vni>        -> id
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, WatchOptions};
+use log::warn;
+use tokio::sync::watch;
+
+use super::{ClusterError, KEY_ROOT};
+use crate::{error::NetdError, model::Network};
+
+pub const NETWORKS: &str = "/netd/v1/networks/";
+/// The first VNI netd hands out (below are left to hand-made VXLANs), and the last.
+const VNI_FIRST: u32 = 4096;
+const VNI_LAST: u32 = (1 << 24) - 1;
+/// Attempts when only the VNI was lost to another node.
+const VNI_TRIES: usize = 8;
+
+fn name_key(name: &str) -> String {
+    format!("{KEY_ROOT}names/{name}")
+}
+
+fn subnet_key(net: &Network) -> String {
+    let s = net
+        .subnet
+        .map(|s| format!("{}-{}", s.network(), s.prefix()))
+        .unwrap_or_default();
+    format!("{KEY_ROOT}subnets/{s}")
+}
+
+fn vni_key(vni: u32) -> String {
+    format!("{KEY_ROOT}vnis/{vni}")
+}
+
+fn unreachable(e: etcd_client::Error) -> NetdError {
+    NetdError::Internal(format!("cluster store unreachable: {e}"))
+}
+
+/// Every overlay network in the store, and the store revision of that read.
+pub async fn list(client: &Client) -> Result<(Vec<Network>, i64), ClusterError> {
+    let resp = client
+        .clone()
+        .get(NETWORKS, Some(GetOptions::new().with_prefix()))
+        .await?;
+    let rev = resp.header().map_or(0, |h| h.revision());
+    let nets = resp
+        .kvs()
+        .iter()
+        .map(|kv| {
+            serde_json::from_slice(kv.value()).map_err(|err| ClusterError::BadRecord {
+                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                err,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((nets, rev))
+}
+
+/// The lowest VNI no network holds.
+fn free_vni(nets: &[Network], skip: &[u32]) -> Option<u32> {
+    (VNI_FIRST..=VNI_LAST).find(|v| !skip.contains(v) && !nets.iter().any(|n| n.vni == *v))
+}
+
+/// Stores `net` (planned by this node: name, subnet, gateway...) with a VNI of its own.
+pub async fn create(client: &Client, mut net: Network) -> Result<Network, NetdError> {
+    net.net_id = 0;
+    let mut lost = Vec::new();
+    for _ in 0..VNI_TRIES {
+        let (nets, _) = list(client)
+            .await
+            .map_err(|e| NetdError::Internal(e.to_string()))?;
+        check_unique(&nets, &net)?;
+        net.vni = free_vni(&nets, &lost)
+            .ok_or_else(|| NetdError::Conflict("no free VXLAN network id left".into()))?;
+        let value = serde_json::to_vec(&net).map_err(|e| NetdError::Internal(e.to_string()))?;
+        let keys = [name_key(&net.name), subnet_key(&net), vni_key(net.vni)];
+        let txn = Txn::new()
+            .when(
+                keys.iter()
+                    .map(|k| Compare::create_revision(k.as_str(), CompareOp::Equal, 0))
+                    .collect::<Vec<_>>(),
+            )
+            .and_then(
+                keys.iter()
+                    .map(|k| TxnOp::put(k.as_str(), net.id.as_str(), None))
+                    .chain([TxnOp::put(format!("{NETWORKS}{}", net.id), value, None)])
+                    .collect::<Vec<_>>(),
+            );
+        let resp = client.clone().txn(txn).await.map_err(unreachable)?;
+        if resp.succeeded() {
+            return Ok(net);
+        }
+        // Someone else won a key: the name or subnet is a conflict (the next read says
+        // which), the VNI a retry with another.
+        lost.push(net.vni);
+    }
+    Err(NetdError::Conflict(format!(
+        "creating overlay network {}: lost {VNI_TRIES} races for a VXLAN id, try again",
+        net.name
+    )))
+}
+
+/// Name and subnet unique cluster-wide (the transaction decides exact races; overlaps
+/// are checked against this read).
+fn check_unique(nets: &[Network], net: &Network) -> Result<(), NetdError> {
+    if nets.iter().any(|n| n.name == net.name) {
+        return Err(NetdError::Conflict(format!(
+            "network with name {} already exists",
+            net.name
+        )));
+    }
+    if let (Some(s), Some(other)) = (
+        net.subnet,
+        nets.iter().find(|n| {
+            n.subnet
+                .zip(net.subnet)
+                .is_some_and(|(a, b)| crate::model::overlaps(&a, &b))
+        }),
+    ) {
+        return Err(NetdError::Conflict(format!(
+            "subnet {s} overlaps with network {} ({})",
+            other.name,
+            other.subnet.map(|s| s.to_string()).unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+/// Removes `net`'s record and its claims, if the record is still the one with this id.
+pub async fn remove(client: &Client, net: &Network) -> Result<(), NetdError> {
+    let key = format!("{NETWORKS}{}", net.id);
+    let txn = Txn::new()
+        .when(vec![Compare::create_revision(
+            key.as_str(),
+            CompareOp::Greater,
+            0,
+        )])
+        .and_then(
+            [
+                key.clone(),
+                name_key(&net.name),
+                subnet_key(net),
+                vni_key(net.vni),
+            ]
+            .into_iter()
+            .map(|k| TxnOp::delete(k, None))
+            .collect::<Vec<_>>(),
+        );
+    client.clone().txn(txn).await.map_err(unreachable)?;
+    Ok(())
+}
+
+/// Publishes the full list of overlay networks after every change (None until the
+/// first read), retrying while etcd is unreachable.
+pub fn follow(client: Client) -> watch::Receiver<Option<Vec<Network>>> {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let mut logged = false;
+        loop {
+            match follow_once(&client, &tx).await {
+                Ok(()) => logged = false,
+                Err(e) if !logged => {
+                    warn!("cluster: watching networks: {e} (retrying)");
+                    logged = true;
+                }
+                Err(_) => {}
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    rx
+}
+
+async fn follow_once(
+    client: &Client,
+    tx: &watch::Sender<Option<Vec<Network>>>,
+) -> Result<(), ClusterError> {
+    let (nets, rev) = list(client).await?;
+    tx.send_replace(Some(nets));
+    let mut stream = client
+        .clone()
+        .watch(
+            NETWORKS,
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(rev + 1),
+            ),
+        )
+        .await?;
+    while let Some(resp) = stream.message().await? {
+        if resp.canceled() {
+            break;
+        }
+        let changed = resp
+            .events()
+            .iter()
+            .any(|e| matches!(e.event_type(), EventType::Put | EventType::Delete));
+        if changed {
+            // A full read: simple, and the list stays small (networks, not endpoints).
+            tx.send_replace(Some(list(client).await?.0));
+        }
+    }
+    Ok(())
+}

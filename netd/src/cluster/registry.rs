@@ -1,0 +1,210 @@
+//! This node's registration in etcd, kept alive under a lease, and the view of the
+//! other nodes from a watch. Both run in the background and survive etcd going away:
+//! they retry, re-register (a lease that expired while etcd was unreachable is granted
+//! again) and re-read the node list, so the daemon and its datapath never wait on etcd.
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
+use log::{info, warn};
+use tokio::sync::{watch, RwLock};
+
+use super::{ClusterError, Node, LEASE_TTL, NODES};
+
+/// Every node the watch knows, this one included, by id.
+pub type Peers = Arc<RwLock<BTreeMap<String, Node>>>;
+
+/// Pause between attempts while etcd is unreachable.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// A connection to the cluster store and this node's place in it.
+pub struct Cluster {
+    client: Client,
+    node: Node,
+    peers: Peers,
+    /// The current lease of the registration (0: none yet), for revoking at shutdown.
+    lease: watch::Receiver<i64>,
+    /// The registration task: stopped before the lease is revoked, or it would
+    /// register the node again.
+    registration: tokio::task::JoinHandle<()>,
+}
+
+impl Cluster {
+    /// Connects (the channel is lazy: an unreachable etcd does not stop the daemon from
+    /// starting) and starts the registration and the watch.
+    pub async fn start(endpoints: Vec<String>, node: Node) -> Result<Cluster, ClusterError> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        let client = Client::connect(endpoints, Some(opts)).await?;
+        let peers: Peers = Arc::default();
+        let (tx, lease) = watch::channel(0);
+        let registration = tokio::spawn(register(client.clone(), node.clone(), tx));
+        tokio::spawn(watch_nodes(client.clone(), peers.clone()));
+        Ok(Cluster {
+            client,
+            node,
+            peers,
+            lease,
+            registration,
+        })
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    pub fn peers(&self) -> Peers {
+        self.peers.clone()
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Leaves the cluster at a clean shutdown: revoking the lease removes this node's
+    /// record at once instead of after LEASE_TTL.
+    pub async fn leave(&self) {
+        self.registration.abort();
+        let id = *self.lease.borrow();
+        if id != 0 {
+            if let Err(e) = self.client.clone().lease_revoke(id).await {
+                warn!("cluster: leaving: {e}");
+            }
+        }
+    }
+}
+
+/// Grants a lease, writes the node record under it, and keeps it alive; starts over
+/// whenever that fails (etcd down, lease expired).
+async fn register(client: Client, node: Node, lease: watch::Sender<i64>) {
+    let key = format!("{NODES}{}", node.id);
+    let value = match serde_json::to_vec(&node) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!("cluster: encoding this node's record: {e}");
+            return;
+        }
+    };
+    let mut logged_down = false;
+    loop {
+        match keep_registered(&client, &key, &value, &lease).await {
+            Ok(()) => info!("cluster: lease of {key} ended, registering again"),
+            Err(e) => {
+                if !logged_down {
+                    warn!("cluster: registering {key}: {e} (retrying)");
+                    logged_down = true;
+                }
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        }
+        logged_down = false;
+    }
+}
+
+async fn keep_registered(
+    client: &Client,
+    key: &str,
+    value: &[u8],
+    lease: &watch::Sender<i64>,
+) -> Result<(), ClusterError> {
+    let mut c = client.clone();
+    let id = c.lease_grant(LEASE_TTL, None).await?.id();
+    c.put(key, value, Some(PutOptions::new().with_lease(id)))
+        .await?;
+    lease.send_replace(id);
+    info!("cluster: registered {key} (lease {id:x}, {LEASE_TTL}s)");
+    let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
+    let every = Duration::from_secs((LEASE_TTL / 3).max(1) as u64);
+    loop {
+        keeper.keep_alive().await?;
+        match stream.message().await? {
+            Some(r) if r.ttl() > 0 => {}
+            // TTL 0: the lease is gone (etcd was away longer than the TTL).
+            _ => return Ok(()),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Keeps `peers` equal to the node records in etcd: a full read, then a watch from the
+/// revision after it; both again after any error.
+async fn watch_nodes(client: Client, peers: Peers) {
+    let mut logged_down = false;
+    loop {
+        if let Err(e) = follow(&client, &peers).await {
+            if !logged_down {
+                warn!("cluster: watching nodes: {e} (retrying)");
+                logged_down = true;
+            }
+        } else {
+            logged_down = false;
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+async fn follow(client: &Client, peers: &Peers) -> Result<(), ClusterError> {
+    let mut c = client.clone();
+    let resp = c.get(NODES, Some(GetOptions::new().with_prefix())).await?;
+    let rev = resp.header().map_or(0, |h| h.revision());
+    let mut all = BTreeMap::new();
+    for kv in resp.kvs() {
+        let n = decode(kv.key(), kv.value())?;
+        all.insert(n.id.clone(), n);
+    }
+    {
+        let mut p = peers.write().await;
+        if *p != all {
+            info!(
+                "cluster: nodes {:?}",
+                all.values().map(|n| n.addr).collect::<Vec<_>>()
+            );
+        }
+        *p = all;
+    }
+    let mut stream = c
+        .watch(
+            NODES,
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(rev + 1),
+            ),
+        )
+        .await?;
+    while let Some(resp) = stream.message().await? {
+        if resp.canceled() {
+            break;
+        }
+        let mut p = peers.write().await;
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            match ev.event_type() {
+                EventType::Put => {
+                    let n = decode(kv.key(), kv.value())?;
+                    if p.get(&n.id) != Some(&n) {
+                        info!("cluster: node {} at {} joined", n.id, n.addr);
+                    }
+                    p.insert(n.id.clone(), n);
+                }
+                EventType::Delete => {
+                    let key = String::from_utf8_lossy(kv.key());
+                    let id = key.strip_prefix(NODES).unwrap_or(&key);
+                    if let Some(n) = p.remove(id) {
+                        info!("cluster: node {} at {} left", n.id, n.addr);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decode(key: &[u8], value: &[u8]) -> Result<Node, ClusterError> {
+    serde_json::from_slice(value).map_err(|err| ClusterError::BadRecord {
+        key: String::from_utf8_lossy(key).into_owned(),
+        err,
+    })
+}

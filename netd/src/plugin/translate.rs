@@ -1,0 +1,289 @@
+//! Docker's words to netd's: CreateNetwork's IPAM data and options to a
+//! `DockerNetwork`, an endpoint's CIDR address and MAC, port bindings to
+//! `PortMapping`s and back. Pure functions; every refusal names the field.
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use ipnetwork::Ipv4Network;
+use serde_json::{Map, Value};
+
+use super::wire::{
+    CreateNetworkRequest, PortBinding, TransportPort, OPT_ENABLE_IPV6, OPT_EXPOSED, OPT_GENERIC,
+    OPT_INTERNAL, OPT_PORTMAP,
+};
+use crate::{
+    daemon::{parse_mac, DockerNetwork},
+    error::{NetdError, Result},
+    model::{PortMapping, Proto},
+};
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+fn invalid(m: String) -> NetdError {
+    NetdError::InvalidArgument(m)
+}
+
+/// "172.18.0.1/16" (or a bare address) as an IPv4 address.
+fn cidr_ip(field: &str, s: &str) -> Result<Ipv4Addr> {
+    let ip = s.split('/').next().unwrap_or_default();
+    ip.parse()
+        .map_err(|_| invalid(format!("{field} {s:?} is not an IPv4 address")))
+}
+
+/// An option's value as the string `-o` gave (libnetwork keeps them as strings, but
+/// a JSON number or bool is taken as written).
+fn option_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn is_true(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "true",
+        _ => false,
+    }
+}
+
+/// CreateNetwork as a netd network: one IPv4 pool, its gateway and auxiliary
+/// addresses, `-o` options and `--internal`. IPv6 is refused (netd is IPv4 only).
+pub fn network(req: &CreateNetworkRequest) -> Result<DockerNetwork> {
+    let options = req.options.clone().unwrap_or_default();
+    if is_true(options.get(OPT_ENABLE_IPV6))
+        || req.ipv6_data.as_ref().is_some_and(|v| !v.is_empty())
+    {
+        return Err(invalid(
+            "netd networks are IPv4 only: create the network without --ipv6".into(),
+        ));
+    }
+    let pools = req.ipv4_data.as_deref().unwrap_or_default();
+    let [ipam] = pools else {
+        return Err(invalid(format!(
+            "a netd network has exactly one IPv4 subnet, Docker gave {}",
+            pools.len()
+        )));
+    };
+    let subnet: Ipv4Network = ipam
+        .pool
+        .parse()
+        .map_err(|_| invalid(format!("IPAM pool {:?} is not an IPv4 subnet", ipam.pool)))?;
+    let gateway = match ipam.gateway.as_str() {
+        "" => None,
+        g => Some(cidr_ip("IPAM gateway", g)?),
+    };
+    let mut aux_addresses = BTreeMap::new();
+    for (k, v) in ipam.aux_addresses.iter().flatten() {
+        let s = option_string(v);
+        aux_addresses.insert(k.clone(), cidr_ip("auxiliary address", &s)?);
+    }
+    let generic: BTreeMap<String, String> = match options.get(OPT_GENERIC) {
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| (k.clone(), option_string(v)))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    Ok(DockerNetwork {
+        id: req.network_id.clone(),
+        subnet,
+        gateway,
+        aux_addresses,
+        options: generic,
+        internal: is_true(options.get(OPT_INTERNAL)),
+    })
+}
+
+/// CreateEndpoint's interface: the address Docker's IPAM chose and its MAC, if any.
+pub fn endpoint_address(address: &str, mac: &str) -> Result<(Ipv4Addr, Option<[u8; 6]>)> {
+    if address.is_empty() {
+        return Err(invalid(
+            "the endpoint has no IPv4 address: netd works with Docker's IPAM addresses".into(),
+        ));
+    }
+    let ip = cidr_ip("endpoint address", address)?;
+    let mac = match mac {
+        "" => None,
+        m => Some(parse_mac(m)?),
+    };
+    Ok((ip, mac))
+}
+
+fn proto(n: u8) -> Result<Proto> {
+    match n {
+        TCP => Ok(Proto::Tcp),
+        UDP => Ok(Proto::Udp),
+        other => Err(invalid(format!(
+            "netd publishes tcp and udp ports only, not IP protocol {other}"
+        ))),
+    }
+}
+
+fn proto_number(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => TCP,
+        Proto::Udp => UDP,
+    }
+}
+
+/// What ProgramExternalConnectivity publishes: the port bindings and exposed ports.
+pub struct Publish {
+    pub ports: Vec<PortMapping>,
+    pub exposed: Vec<(u16, Proto)>,
+}
+
+/// ProgramExternalConnectivity's options: the port bindings (`-p`) as mappings and
+/// the exposed ports. Bindings to an IPv6 host address are left out (netd's datapath
+/// is IPv4); a host port range gives its first port.
+pub fn ports(options: &Map<String, Value>) -> Result<Publish> {
+    let bindings: Vec<PortBinding> = match options.get(OPT_PORTMAP) {
+        Some(v) if !v.is_null() => {
+            serde_json::from_value(v.clone()).map_err(|e| invalid(format!("{OPT_PORTMAP}: {e}")))?
+        }
+        _ => Vec::new(),
+    };
+    let exposed: Vec<TransportPort> = match options.get(OPT_EXPOSED) {
+        Some(v) if !v.is_null() => {
+            serde_json::from_value(v.clone()).map_err(|e| invalid(format!("{OPT_EXPOSED}: {e}")))?
+        }
+        _ => Vec::new(),
+    };
+    let mut maps: Vec<PortMapping> = Vec::new();
+    for b in &bindings {
+        let host_ip = match b.host_ip.as_str() {
+            "" => Ipv4Addr::UNSPECIFIED,
+            s if s.contains(':') => continue,
+            s => cidr_ip("host address", s)?,
+        };
+        let m = PortMapping {
+            host_ip,
+            host_port: b.host_port,
+            container_port: b.port,
+            proto: proto(b.proto)?,
+        };
+        // Docker may list a binding twice (one per address family it resolved).
+        if !maps.contains(&m) {
+            maps.push(m);
+        }
+    }
+    let exposed = exposed
+        .iter()
+        .map(|t| Ok((t.port, proto(t.proto)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Publish {
+        ports: maps,
+        exposed,
+    })
+}
+
+/// Published mappings as Docker's port bindings (EndpointOperInfo).
+pub fn bindings(ports: &[PortMapping]) -> Vec<PortBinding> {
+    ports
+        .iter()
+        .map(|m| PortBinding {
+            proto: proto_number(m.proto),
+            ip: String::new(),
+            port: m.container_port,
+            host_ip: m.host_ip.to_string(),
+            host_port: m.host_port,
+            host_port_end: m.host_port,
+        })
+        .collect()
+}
+
+pub fn transport_ports(exposed: &[(u16, Proto)]) -> Vec<TransportPort> {
+    exposed
+        .iter()
+        .map(|(port, p)| TransportPort {
+            proto: proto_number(*p),
+            port: *port,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn create(body: Value) -> Result<DockerNetwork> {
+        network(&serde_json::from_value(body).unwrap())
+    }
+
+    #[test]
+    fn create_network_takes_the_pool_gateway_options_and_internal() {
+        let n = create(json!({
+            "NetworkID": "ab".repeat(32),
+            "Options": {
+                "com.docker.network.enable_ipv6": false,
+                "com.docker.network.generic": {"com.docker.network.bridge.enable_icc": "false"},
+                "com.docker.network.internal": true
+            },
+            "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.55.0.0/24",
+                          "Gateway": "10.55.0.1/24", "AuxAddresses": {"r": "10.55.0.9/24"}}],
+            "IPv6Data": null
+        }))
+        .unwrap();
+        assert_eq!(n.subnet.to_string(), "10.55.0.0/24");
+        assert_eq!(n.gateway, Some(Ipv4Addr::new(10, 55, 0, 1)));
+        assert_eq!(n.aux_addresses["r"], Ipv4Addr::new(10, 55, 0, 9));
+        assert_eq!(n.options["com.docker.network.bridge.enable_icc"], "false");
+        assert!(n.internal);
+    }
+
+    #[test]
+    fn ipv6_and_several_pools_are_refused_by_name() {
+        let e = create(
+            json!({"NetworkID": "x", "Options": {"com.docker.network.enable_ipv6": true},
+                              "IPv4Data": [{"Pool": "10.1.0.0/24"}]}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("IPv4 only"), "{e}");
+        let e = create(json!({"NetworkID": "x", "IPv4Data": [{"Pool": "10.1.0.0/24"}, {"Pool": "10.2.0.0/24"}]}))
+            .unwrap_err();
+        assert!(e.to_string().contains("exactly one IPv4 subnet"), "{e}");
+        let e = create(json!({"NetworkID": "x", "IPv4Data": [{"Pool": "nonsense"}]})).unwrap_err();
+        assert!(e.to_string().contains("IPAM pool"), "{e}");
+    }
+
+    #[test]
+    fn endpoint_addresses_are_cidrs_and_macs_optional() {
+        assert_eq!(
+            endpoint_address("10.55.0.2/24", "").unwrap(),
+            (Ipv4Addr::new(10, 55, 0, 2), None)
+        );
+        let (_, mac) = endpoint_address("10.55.0.2/24", "02:42:0a:37:00:02").unwrap();
+        assert_eq!(mac, Some([2, 0x42, 10, 55, 0, 2]));
+        assert!(endpoint_address("", "").is_err());
+        assert!(endpoint_address("10.55.0.2/24", "zz").is_err());
+    }
+
+    #[test]
+    fn port_bindings_become_mappings_without_ipv6_or_duplicates() {
+        let opts = json!({
+            "com.docker.network.portmap": [
+                {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080},
+                {"Proto": 6, "IP": "", "Port": 80, "HostIP": "::", "HostPort": 8080, "HostPortEnd": 8080},
+                {"Proto": 17, "IP": "", "Port": 53, "HostIP": "127.0.0.1", "HostPort": 0, "HostPortEnd": 0}
+            ],
+            "com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}, {"Proto": 17, "Port": 53}]
+        });
+        let Publish {
+            ports: maps,
+            exposed,
+        } = ports(opts.as_object().unwrap()).unwrap();
+        assert_eq!(maps.len(), 2);
+        assert_eq!(maps[0].host_port, 8080);
+        assert_eq!(maps[0].proto, Proto::Tcp);
+        assert_eq!(maps[1].host_ip, Ipv4Addr::LOCALHOST);
+        assert_eq!(exposed, vec![(80, Proto::Tcp), (53, Proto::Udp)]);
+        let back = bindings(&maps);
+        assert_eq!(back[0].proto, 6);
+        assert_eq!(back[1].host_port, 0);
+        let sctp =
+            json!({"com.docker.network.portmap": [{"Proto": 132, "Port": 9, "HostPort": 9}]});
+        let e = ports(sctp.as_object().unwrap()).err().unwrap();
+        assert!(e.to_string().contains("tcp and udp"), "{e}");
+    }
+}
