@@ -49,11 +49,14 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     let daddr: u32 = ctx
         .load(ETH_HLEN + 16)
         .map_err(|_| drop_reason::REWRITE_FAILED)?;
-    let flow_of = match &parsed {
-        Parsed::Flow(f) => Some(f),
-        _ => None,
+    let to_endpoint = match policy::isolation(&src, daddr) {
+        // icc=false: a --link opens the linked pair on the target's exposed ports.
+        Err(e) if e.0 == drop_reason::ICC.0 => match &parsed {
+            Parsed::Flow(f) if policy::linked(f.saddr, f.daddr, f.sport, f.dport, f.proto) => true,
+            _ => return Err(e),
+        },
+        r => r?,
     };
-    let to_endpoint = policy::isolation(&src, daddr, flow_of)?;
     let flow = match parsed {
         Parsed::Flow(f) => f,
         Parsed::NotOurs => return Ok(TC_ACT_OK),

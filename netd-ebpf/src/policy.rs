@@ -65,17 +65,15 @@ pub fn sender(ctx: &TcContext) -> Result<Option<Endpoint>, DropReason> {
 /// Isolation between containers (Docker's rules, in eBPF): another network's containers
 /// are unreachable, a network with icc=false keeps its containers apart, and an
 /// --internal network reaches nothing beyond its own containers and its gateway.
-/// A `--link` opens icc=false for the linked pair on the target's exposed ports (`flow`
-/// is None for what is not TCP/UDP: never linked).
 /// Ok(true): the destination is a container of the same network.
 #[inline(always)]
-pub fn isolation(src: &Endpoint, daddr: u32, flow: Option<&Flow>) -> Result<bool, DropReason> {
+pub fn isolation(src: &Endpoint, daddr: u32) -> Result<bool, DropReason> {
     // SAFETY: a read-only lookup of a plain-data value.
     if let Some(dst) = unsafe { ENDPOINTS.get(&daddr) } {
         if dst.net_id != src.net_id {
             return Err(drop_reason::OTHER_NETWORK);
         }
-        if src.flags & EP_F_ICC == 0 && !flow.is_some_and(linked) {
+        if src.flags & EP_F_ICC == 0 {
             return Err(drop_reason::ICC);
         }
         return Ok(true);
@@ -86,22 +84,24 @@ pub fn isolation(src: &Endpoint, daddr: u32, flow: Option<&Flow>) -> Result<bool
     Ok(false)
 }
 
-/// Whether a `--link` allows `f` between two containers of an icc=false network: to the
-/// target's port, or the target's reply from it.
-#[inline(always)]
-fn linked(f: &Flow) -> bool {
+/// Whether a `--link` opens icc=false for a flow between two containers of one network:
+/// to the target's exposed port (`dport`), or the target's reply from it (`sport`).
+/// A subprogram of its own taking scalars (`inline(never)`): inlined, or given a pointer
+/// to the parsed packet, it pushed endpoint_egress's frame past the 512-byte limit.
+#[inline(never)]
+pub fn linked(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> bool {
     let mut key = LinkKey {
-        src: f.saddr,
-        dst: f.daddr,
-        port: f.dport,
-        proto: f.proto,
+        src: saddr,
+        dst: daddr,
+        port: dport,
+        proto,
         dir: 0,
     };
     // SAFETY: read-only lookups of plain-data values.
     if unsafe { LINKS.get(&key) }.is_some() {
         return true;
     }
-    key.port = f.sport;
+    key.port = sport;
     key.dir = 1;
     unsafe { LINKS.get(&key) }.is_some()
 }
