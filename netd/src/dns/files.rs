@@ -146,8 +146,9 @@ pub fn hosts(c: &Container, state: &State) -> String {
     out
 }
 
-/// Writes `text` to `path` unless it holds it already (a query never sees a half file:
-/// write aside, then rename).
+/// Writes `text` to `path` unless it holds it already. In place, not write-aside and
+/// rename: running processes see the file through a bind mount, which holds the inode it
+/// was made with, so a renamed-in file would never reach them.
 pub fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
         return Ok(());
@@ -155,9 +156,7 @@ pub fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
-    let tmp = path.with_extension("netd-tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    std::fs::write(path, text)
 }
 
 /// Removes what netd wrote for `c` (and the directory, if nothing else is left there).

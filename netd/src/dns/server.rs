@@ -70,8 +70,10 @@ fn arpa_v4(name: &Name) -> Option<Ipv4Addr> {
 }
 
 /// Answers `query` from the table as namespace `ns` sees it. Several addresses come
-/// shuffled, so clients that take the first one spread over them.
-pub fn answer(table: &Table, ns: &str, query: &[u8], shuffle_seed: u64) -> Reply {
+/// shuffled, so clients that take the first one spread over them. Over UDP an answer
+/// larger than the client takes (512 bytes without EDNS) comes truncated (TC): the
+/// client asks again over TCP.
+pub fn answer(table: &Table, ns: &str, query: &[u8], shuffle_seed: u64, udp: bool) -> Reply {
     let q = match Message::from_vec(query) {
         Ok(q) if q.metadata.message_type == MessageType::Query => q,
         _ => {
@@ -115,7 +117,11 @@ pub fn answer(table: &Table, ns: &str, query: &[u8], shuffle_seed: u64) -> Reply
                     m.add_answer(Record::from_rdata(name.clone(), TTL, RData::A(A(ip))));
                 }
             }
-            Reply::Answer(encode(&m))
+            let a = encode(&m);
+            if udp && a.len() > usize::from(q.max_payload()) {
+                return Reply::Answer(encode(&m.truncate()));
+            }
+            Reply::Answer(a)
         }
     }
 }
@@ -167,9 +173,9 @@ struct Ctx {
 }
 
 impl Ctx {
-    async fn resolve(&self, query: &[u8], seed: u64) -> Vec<u8> {
+    async fn resolve(&self, query: &[u8], seed: u64, udp: bool) -> Vec<u8> {
         let table = self.shared.table();
-        let reply = answer(&table, &self.ns, query, seed);
+        let reply = answer(&table, &self.ns, query, seed, udp);
         match reply {
             Reply::Answer(a) => a,
             Reply::Forward => {
@@ -237,7 +243,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, ctx: Arc<Ctx>) {
         // Local names are answered inline; forwarding goes to a task of its own so a
         // slow upstream never holds up the next query.
         let table = ctx.shared.table();
-        match answer(&table, &ctx.ns, query, seed) {
+        match answer(&table, &ctx.ns, query, seed, true) {
             Reply::Answer(a) => {
                 if !a.is_empty() {
                     let _ = sock.send_to(&a, peer).await;
@@ -247,7 +253,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, ctx: Arc<Ctx>) {
                 drop(table);
                 let (sock, ctx, query) = (sock.clone(), ctx.clone(), query.to_vec());
                 tokio::spawn(async move {
-                    let a = ctx.resolve(&query, seed).await;
+                    let a = ctx.resolve(&query, seed, true).await;
                     if !a.is_empty() {
                         let _ = sock.send_to(&a, peer).await;
                     }
@@ -279,7 +285,7 @@ async fn serve_tcp_conn(mut s: TcpStream, ctx: Arc<Ctx>) {
             return;
         }
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        let a = ctx.resolve(&q, seed).await;
+        let a = ctx.resolve(&q, seed, false).await;
         let Ok(n) = u16::try_from(a.len()) else {
             return;
         };
@@ -309,13 +315,63 @@ mod tests {
             Name::from_ascii("example.com.").unwrap(),
             RecordType::A,
         ));
-        assert!(matches!(answer(&t, "ns", &encode(&q), 1), Reply::Forward));
-        let Reply::Answer(a) = answer(&t, "ns", &[0xab, 0xcd, 0xff], 1) else {
+        assert!(matches!(
+            answer(&t, "ns", &encode(&q), 1, true),
+            Reply::Forward
+        ));
+        let Reply::Answer(a) = answer(&t, "ns", &[0xab, 0xcd, 0xff], 1, true) else {
             panic!("garbage must be answered");
         };
         let m = Message::from_vec(&a).unwrap();
         assert_eq!(m.metadata.id, 0xabcd);
         assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    }
+
+    #[test]
+    fn a_big_udp_answer_is_truncated_and_whole_over_tcp() {
+        use crate::model::{test_attachment, test_network, Attachment, Container, Network};
+        let net = Network {
+            builtin: false,
+            ..test_network()
+        };
+        let mut st = crate::store::State::default();
+        st.networks.push(net.clone());
+        // 60 containers share the alias "pool": 60 A records do not fit 512 bytes.
+        for i in 0..60u8 {
+            let a = Attachment {
+                network: net.id.clone(),
+                ip: [10, 1, 0, i + 2].into(),
+                aliases: vec!["pool".into()],
+                ..test_attachment()
+            };
+            let mut c: Container = serde_json::from_value(serde_json::json!({
+                "id": format!("{i:064}"), "name": format!("c{i}"), "hostname": null,
+                "mode": "bridge", "netns": format!("ns{i}"), "attachments": [], "ports": [],
+                "cmd": [], "state": "running", "pid": null, "pid_start": null,
+                "exit_code": null, "auto_remove": false, "created": 0
+            }))
+            .unwrap();
+            c.attachments.push(a);
+            st.containers.push(c);
+        }
+        let t = Table::build(&st);
+        let mut q = Message::query();
+        q.add_query(Query::query(
+            Name::from_ascii("pool.").unwrap(),
+            RecordType::A,
+        ));
+        let Reply::Answer(udp) = answer(&t, "ns0", &encode(&q), 7, true) else {
+            panic!("pool is a local name");
+        };
+        let m = Message::from_vec(&udp).unwrap();
+        assert!(udp.len() <= 512 && m.metadata.truncation && m.answers.is_empty());
+        let Reply::Answer(tcp) = answer(&t, "ns0", &encode(&q), 7, false) else {
+            panic!("pool is a local name");
+        };
+        let m = Message::from_vec(&tcp).unwrap();
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 60);
+        assert_eq!(m.metadata.id, q.metadata.id);
     }
 
     #[test]
