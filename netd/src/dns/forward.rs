@@ -5,12 +5,16 @@
 //! whole timeout. Here an upstream that timed out is set aside for a while: later queries
 //! try the ones that answered first, and the dead one only when nothing else is left.
 use std::{
+    collections::HashMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    sync::Mutex,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
-use tokio::net::UdpSocket;
+use tokio::{net::UdpSocket, sync::oneshot};
 
 /// How long one upstream gets to answer before the next is tried.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -80,62 +84,130 @@ pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Where a forwarding socket is opened: the daemon's namespace, or a client's.
-#[derive(Clone, Debug)]
-pub enum From {
-    Daemon,
-    Netns(String),
+/// One UDP socket that forwards queries from one namespace (the daemon's or a
+/// client's), with the answers matched back to their queries by a query id of its own.
+/// Made once per namespace: no socket, and no thread to enter the namespace, per query.
+pub struct Forwarder {
+    sock: Arc<UdpSocket>,
+    pending: Arc<Mutex<HashMap<u16, (SocketAddr, oneshot::Sender<Vec<u8>>)>>>,
+    next_id: AtomicU32,
+    reader: tokio::task::JoinHandle<()>,
 }
 
-async fn socket(from: &From, server: SocketAddr) -> std::io::Result<UdpSocket> {
-    let any: SocketAddr = match server {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let std_sock = match from {
-        From::Daemon => std::net::UdpSocket::bind(any)?,
-        // A socket belongs to the namespace it was created in: make it on a thread that
-        // entered the client's namespace, then use it from the runtime as usual.
-        From::Netns(ns) => {
-            let ns = ns.clone();
-            tokio::task::spawn_blocking(move || {
-                crate::netns::run_in(&ns, move || Ok(std::net::UdpSocket::bind(any)?))
-            })
-            .await
-            .map_err(std::io::Error::other)?
-            .map_err(std::io::Error::other)?
-        }
-    };
-    std_sock.set_nonblocking(true)?;
-    let s = UdpSocket::from_std(std_sock)?;
-    s.connect(server).await?;
-    Ok(s)
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
-/// Sends `query` to the upstreams in turn until one answers with the same id; None when
-/// none did.
-pub async fn forward(ups: &Upstreams, from: &From, query: &[u8]) -> Option<Vec<u8>> {
-    let id = query.get(..2)?;
-    for server in ups.order(Instant::now()) {
-        let answer = async {
-            let s = socket(from, server).await.ok()?;
-            s.send(query).await.ok()?;
-            let mut buf = vec![0u8; 65535];
+impl Forwarder {
+    /// A forwarder on `sock` (bound, non-blocking, created in the namespace the queries
+    /// must leave from).
+    pub fn new(sock: std::net::UdpSocket) -> std::io::Result<Forwarder> {
+        sock.set_nonblocking(true)?;
+        let sock = Arc::new(UdpSocket::from_std(sock)?);
+        let pending: Arc<Mutex<HashMap<u16, (SocketAddr, oneshot::Sender<Vec<u8>>)>>> =
+            Arc::default();
+        let reader = tokio::spawn(read_answers(sock.clone(), pending.clone()));
+        // Start the ids somewhere unpredictable (an off-path guess has to hit an id in
+        // flight as well as the port).
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        Ok(Forwarder {
+            sock,
+            pending,
+            next_id: AtomicU32::new(seed),
+            reader,
+        })
+    }
+
+    /// A forwarder in the daemon's own namespace.
+    pub fn in_daemon() -> std::io::Result<Forwarder> {
+        Forwarder::new(std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?)
+    }
+
+    /// Sends `query` to `server` and waits up to `ATTEMPT_TIMEOUT` for its answer.
+    async fn ask(&self, server: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
+        let orig = query.get(..2)?;
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut p = lock(&self.pending);
+            // Bounded in-flight queries (per server) keep this far below 65536 ids.
+            let mut id;
             loop {
-                let n = s.recv(&mut buf).await.ok()?;
-                // A late answer to an earlier query on a reused port is not this one's.
-                if buf.get(..2) == Some(id) {
-                    buf.truncate(n);
-                    return Some(buf);
+                let n = self.next_id.fetch_add(0x9e37, Ordering::Relaxed);
+                id = (n ^ (n >> 16)) as u16;
+                if !p.contains_key(&id) {
+                    break;
                 }
             }
+            p.insert(id, (server, tx));
+            id
         };
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, answer).await {
-            Ok(Some(a)) => {
+        let mut q = query.to_vec();
+        q[..2].copy_from_slice(&id.to_be_bytes());
+        let answer = async {
+            self.sock.send_to(&q, server).await.ok()?;
+            rx.await.ok()
+        };
+        let r = tokio::time::timeout(ATTEMPT_TIMEOUT, answer)
+            .await
+            .ok()
+            .flatten();
+        lock(&self.pending).remove(&id);
+        r.map(|mut a| {
+            a[..2].copy_from_slice(orig);
+            a
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Hands each answer to the query waiting for it: same id, from the server it was sent
+/// to. Anything else is dropped.
+async fn read_answers(
+    sock: Arc<UdpSocket>,
+    pending: Arc<Mutex<HashMap<u16, (SocketAddr, oneshot::Sender<Vec<u8>>)>>>,
+) {
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
+        if n < 12 {
+            continue;
+        }
+        let id = u16::from_be_bytes([buf[0], buf[1]]);
+        let waiter = {
+            let mut p = lock(&pending);
+            match p.get(&id) {
+                Some((server, _)) if *server == from => p.remove(&id),
+                _ => None,
+            }
+        };
+        if let Some((_, tx)) = waiter {
+            let _ = tx.send(buf[..n].to_vec());
+        }
+    }
+}
+
+/// Sends `query` to the upstreams in turn until one answers; None when none did.
+pub async fn forward(ups: &Upstreams, fwd: &Forwarder, query: &[u8]) -> Option<Vec<u8>> {
+    for server in ups.order(Instant::now()) {
+        match fwd.ask(server, query).await {
+            Some(a) => {
                 ups.report(server, true, Instant::now());
                 return Some(a);
             }
-            _ => {
+            None => {
                 log::debug!("dns: upstream {server} did not answer");
                 ups.report(server, false, Instant::now());
             }
@@ -183,13 +255,15 @@ mod tests {
             }
         });
         let ups = Upstreams::new(vec![dead.local_addr().unwrap(), live_addr]);
+        let fwd = Forwarder::in_daemon().unwrap();
         let q = [0x12, 0x34, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         let t = Instant::now();
-        assert_eq!(forward(&ups, &From::Daemon, &q).await.unwrap(), q);
+        // The answer carries the client's id again (the forwarder used one of its own).
+        assert_eq!(forward(&ups, &fwd, &q).await.unwrap(), q);
         assert!(t.elapsed() >= ATTEMPT_TIMEOUT);
         // The second query goes to the live one first: no stall.
         let t = Instant::now();
-        assert_eq!(forward(&ups, &From::Daemon, &q).await.unwrap(), q);
+        assert_eq!(forward(&ups, &fwd, &q).await.unwrap(), q);
         assert!(t.elapsed() < Duration::from_millis(500));
     }
 

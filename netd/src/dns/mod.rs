@@ -35,6 +35,8 @@ const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 pub struct Shared {
     table: RwLock<Arc<Table>>,
     host_upstreams: Upstreams,
+    /// The socket that asks the host upstreams, in the daemon's namespace.
+    host_forwarder: Option<forward::Forwarder>,
 }
 
 impl Shared {
@@ -68,6 +70,9 @@ impl Service {
             shared: Arc::new(Shared {
                 table: RwLock::new(Arc::new(Table::default())),
                 host_upstreams: Upstreams::new(ups),
+                host_forwarder: forward::Forwarder::in_daemon()
+                    .map_err(|e| warn!("dns: no socket for the host upstreams: {e}"))
+                    .ok(),
             }),
             servers: HashMap::new(),
             host_resolv,

@@ -167,8 +167,8 @@ impl Drop for Server {
 struct Ctx {
     ns: String,
     shared: Arc<Shared>,
-    /// The client's `--dns` servers (queried from its namespace), if any.
-    own: Option<Upstreams>,
+    /// The client's `--dns` servers and the socket in its namespace that asks them.
+    own: Option<(Upstreams, forward::Forwarder)>,
     in_flight: Semaphore,
 }
 
@@ -188,13 +188,13 @@ impl Ctx {
                     return servfail(query);
                 };
                 let r = match &self.own {
-                    Some(ups) => {
-                        forward::forward(ups, &forward::From::Netns(self.ns.clone()), query).await
-                    }
-                    None => {
-                        forward::forward(&self.shared.host_upstreams, &forward::From::Daemon, query)
-                            .await
-                    }
+                    Some((ups, fwd)) => forward::forward(ups, fwd, query).await,
+                    None => match &self.shared.host_forwarder {
+                        Some(fwd) => {
+                            forward::forward(&self.shared.host_upstreams, fwd, query).await
+                        }
+                        None => None,
+                    },
                 };
                 r.unwrap_or_else(|| servfail(query))
             }
@@ -205,19 +205,34 @@ impl Ctx {
 /// Opens 127.0.0.11:53 (UDP and TCP) inside namespace `ns` and serves it.
 pub fn start(ns: &str, shared: Arc<Shared>, own: Vec<SocketAddr>) -> anyhow::Result<Server> {
     let addr = SocketAddr::from((SERVER_IP, 53));
-    let (udp, tcp) = crate::netns::run_in(ns, move || {
+    let want_fwd = !own.is_empty();
+    let (udp, tcp, fwd) = crate::netns::run_in(ns, move || {
         let udp = std::net::UdpSocket::bind(addr)?;
         let tcp = std::net::TcpListener::bind(addr)?;
         udp.set_nonblocking(true)?;
         tcp.set_nonblocking(true)?;
-        Ok((udp, tcp))
+        // `--dns` servers are asked from the container's namespace (its routes, its
+        // address): the forwarding socket is made here too.
+        let fwd = if want_fwd {
+            Some(std::net::UdpSocket::bind((
+                std::net::Ipv4Addr::UNSPECIFIED,
+                0,
+            ))?)
+        } else {
+            None
+        };
+        Ok((udp, tcp, fwd))
     })?;
+    let own = match fwd {
+        Some(s) => Some((Upstreams::new(own), forward::Forwarder::new(s)?)),
+        None => None,
+    };
     let udp = Arc::new(UdpSocket::from_std(udp)?);
     let tcp = TcpListener::from_std(tcp)?;
     let ctx = Arc::new(Ctx {
         ns: ns.to_string(),
         shared,
-        own: (!own.is_empty()).then(|| Upstreams::new(own)),
+        own,
         in_flight: Semaphore::new(MAX_IN_FLIGHT),
     });
     let tasks = vec![
