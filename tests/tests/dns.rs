@@ -118,7 +118,7 @@ fn dns_names_aliases_short_ids_and_scope() {
         "store",
     ]);
     lab.netd_ok(&["run", "-d", "--name", "both", "--network", "red"]);
-    lab.netd_ok(&["network", "connect", "blue", "both"]);
+    lab.netd_ok(&["network", "connect", "--link", "db:primary", "blue", "both"]);
     let web = ip_on(&lab, "web", "red");
     let db = ip_on(&lab, "db", "blue");
 
@@ -131,6 +131,9 @@ fn dns_names_aliases_short_ids_and_scope() {
     // Scope: both is on red and blue and sees db; web (red only) does not see it, nor
     // does db (blue only, internal: nothing is forwarded) see web.
     assert_eq!(dig(&lab, "both", &["store"]).answers, vec![db.clone()]);
+    // `network connect --link`: a name for both only.
+    assert_eq!(dig(&lab, "both", &["primary"]).answers, vec![db.clone()]);
+    assert!(dig(&lab, "db", &["primary"]).answers.is_empty());
     let d = dig(&lab, "web", &["db"]);
     assert!(d.answers.is_empty(), "web must not see db: {}", d.raw);
     let d = dig(&lab, "db", &["web"]);
