@@ -84,12 +84,15 @@ pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// Queries in flight on a forwarder: its id -> (the server asked, who waits).
+type Pending = HashMap<u16, (SocketAddr, oneshot::Sender<Vec<u8>>)>;
+
 /// One UDP socket that forwards queries from one namespace (the daemon's or a
 /// client's), with the answers matched back to their queries by a query id of its own.
 /// Made once per namespace: no socket, and no thread to enter the namespace, per query.
 pub struct Forwarder {
     sock: Arc<UdpSocket>,
-    pending: Arc<Mutex<HashMap<u16, (SocketAddr, oneshot::Sender<Vec<u8>>)>>>,
+    pending: Arc<Mutex<Pending>>,
     next_id: AtomicU32,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -106,8 +109,7 @@ impl Forwarder {
     pub fn new(sock: std::net::UdpSocket) -> std::io::Result<Forwarder> {
         sock.set_nonblocking(true)?;
         let sock = Arc::new(UdpSocket::from_std(sock)?);
-        let pending: Arc<Mutex<HashMap<u16, (SocketAddr, oneshot::Sender<Vec<u8>>)>>> =
-            Arc::default();
+        let pending: Arc<Mutex<Pending>> = Arc::default();
         let reader = tokio::spawn(read_answers(sock.clone(), pending.clone()));
         // Start the ids somewhere unpredictable (an off-path guess has to hit an id in
         // flight as well as the port).
@@ -173,10 +175,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Hands each answer to the query waiting for it: same id, from the server it was sent
 /// to. Anything else is dropped.
-async fn read_answers(
-    sock: Arc<UdpSocket>,
-    pending: Arc<Mutex<HashMap<u16, (SocketAddr, oneshot::Sender<Vec<u8>>)>>>,
-) {
+async fn read_answers(sock: Arc<UdpSocket>, pending: Arc<Mutex<Pending>>) {
     let mut buf = vec![0u8; 65535];
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf).await else {
