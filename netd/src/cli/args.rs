@@ -82,6 +82,10 @@ pub enum Command {
     Logs { name: String },
     /// Show containers as JSON.
     Inspect {
+        /// A template over the inspect JSON, as `docker inspect -f`:
+        /// '{{.NetworkSettings.SandboxKey}}'.
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         names: Vec<String>,
     },

@@ -67,6 +67,32 @@ pub(super) fn render_template(tpl: &str, fields: &[(&str, String)]) -> String {
     out
 }
 
+/// `{{.A.B}}` paths over a JSON document, as `docker inspect -f` does for the common
+/// case (strings bare, everything else as JSON, a missing path as `<no value>`).
+pub(super) fn render_json_template(tpl: &str, doc: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let mut rest = tpl.replace("\\t", "\t");
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start..].find("}}") else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        let path = rest[start + 2..start + len].trim().trim_start_matches('.');
+        let v = path
+            .split('.')
+            .filter(|k| !k.is_empty())
+            .try_fold(doc, |v, k| v.get(k));
+        match v {
+            Some(serde_json::Value::String(s)) => out.push_str(s),
+            Some(v) => out.push_str(&v.to_string()),
+            None => out.push_str("<no value>"),
+        }
+        rest = rest[start + len + 2..].to_string();
+    }
+    out.push_str(&rest);
+    out
+}
+
 pub fn socket_path(host: &str) -> PathBuf {
     PathBuf::from(host.strip_prefix("unix://").unwrap_or(host))
 }
@@ -194,6 +220,21 @@ pub(super) fn ports_of(ports: &[Port]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inspect_templates_follow_json_paths() {
+        let v = serde_json::json!({"NetworkSettings": {"SandboxKey": "/run/netns/x",
+            "Networks": {"a": {"IPPrefixLen": 24}}}});
+        assert_eq!(
+            render_json_template("{{.NetworkSettings.SandboxKey}}", &v),
+            "/run/netns/x"
+        );
+        assert_eq!(
+            render_json_template("len={{ .NetworkSettings.Networks.a.IPPrefixLen }}!", &v),
+            "len=24!"
+        );
+        assert_eq!(render_json_template("{{.Nope}}", &v), "<no value>");
+    }
 
     #[test]
     fn ports_fold_into_ranges_like_docker_ps() {

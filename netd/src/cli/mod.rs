@@ -179,7 +179,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .await?;
             print!("{}", s(&logs));
         }
-        Command::Inspect { names } => {
+        Command::Inspect { format, names } => {
             let mut out = Vec::new();
             for n in names {
                 out.push(
@@ -188,7 +188,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                         .await?,
                 );
             }
-            println!("{}", serde_json::to_string_pretty(&Value::Array(out))?);
+            match format {
+                Some(tpl) => {
+                    for v in &out {
+                        println!("{}", format::render_json_template(&tpl, v));
+                    }
+                }
+                None => println!("{}", serde_json::to_string_pretty(&Value::Array(out))?),
+            }
         }
         Command::Exec { name, cmd } => {
             let c: ContainerInspect = client.get(&format!("/containers/{name}/json")).await?;
