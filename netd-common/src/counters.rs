@@ -77,6 +77,11 @@ counter_table! {
         ICC = "drop_icc",
         /// Leaving, or entering, an --internal network.
         INTERNAL = "drop_internal",
+        /// Out of the VXLAN device, but not IPv4 from a container of that VNI on the
+        /// node it came from (another node's container, or not an overlay's at all).
+        OVERLAY_UNKNOWN_PEER = "drop_overlay_unknown_peer",
+        /// Out of the VXLAN device, to an address that is no container of this node.
+        OVERLAY_NO_ENDPOINT = "drop_overlay_no_endpoint",
     }
 }
 
@@ -113,6 +118,12 @@ counter_table! {
         MALFORMED_PASSED = "malformed_passed",
         /// IP fragments: passed untouched (ports are only in the first one).
         FRAGMENT_PASSED = "fragment_passed",
+        /// A packet to a container of an overlay network on another node, tunnelled.
+        OVERLAY_TX = "overlay_tx",
+        /// A tunnelled packet delivered to its container here.
+        OVERLAY_RX = "overlay_rx",
+        /// An ARP request for a container on another node, answered here.
+        OVERLAY_ARP = "overlay_arp_reply",
     }
 }
 
@@ -123,8 +134,8 @@ mod tests {
     #[test]
     fn tables_are_numbered_in_order_and_named_uniquely() {
         assert_eq!(drop_reason::REWRITE_FAILED.0, 0);
-        assert_eq!(drop_reason::INTERNAL.0, drop_reason::COUNT - 1);
-        assert_eq!(event::FRAGMENT_PASSED.0, event::COUNT - 1);
+        assert_eq!(drop_reason::OVERLAY_NO_ENDPOINT.0, drop_reason::COUNT - 1);
+        assert_eq!(event::OVERLAY_ARP.0, event::COUNT - 1);
         assert_eq!(drop_reason::NAMES[drop_reason::ICC.0 as usize], "drop_icc");
         assert_eq!(event::NAMES[event::SNAT.0 as usize], "snat");
         let mut all: std::vec::Vec<&str> = drop_reason::NAMES.to_vec();

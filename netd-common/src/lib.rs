@@ -41,6 +41,8 @@ pub mod map_names {
     pub const TRACE: &str = "NETD_TRACE";
     /// `--link` exceptions to icc=false.
     pub const LINKS: &str = "NETD_LINKS";
+    /// Containers of overlay networks on other nodes (`OverlayPeer`).
+    pub const OVERLAY_PEERS: &str = "NETD_OVERLAY";
 }
 
 /// Names of the programs in the eBPF object.
@@ -51,6 +53,10 @@ pub mod prog_names {
     pub const SOCK_CONNECT4: &str = "sock_connect4";
     pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
     pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
+    /// Overlay endpoints' first program: ARP for remote containers, tunnel to them.
+    pub const OVERLAY_EGRESS: &str = "overlay_egress";
+    /// TC ingress of the node's VXLAN device: decapsulated packets to their container.
+    pub const OVERLAY_INGRESS: &str = "overlay_ingress";
 }
 
 pub const IPPROTO_ICMP: u8 = 1;
@@ -66,6 +72,8 @@ pub const MAX_LOCAL_ADDRS: u32 = 256;
 pub const MAX_ENDPOINTS: u32 = 65536;
 /// `--link` exception entries (two per linked pair and port).
 pub const MAX_LINKS: u32 = 16384;
+/// Containers on overlay networks, cluster-wide, that live on other nodes.
+pub const MAX_OVERLAY_PEERS: u32 = 65536;
 
 /// Runtime configuration of the datapath, one entry in the `NETD_CONFIG` array.
 #[repr(C)]
@@ -280,6 +288,22 @@ pub struct Endpoint {
 }
 const _: () = assert!(core::mem::size_of::<Endpoint>() == 28);
 
+/// A container of an overlay network on another node, keyed by its IPv4 address
+/// (network byte order): where its packets are tunnelled, and as what.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct OverlayPeer {
+    /// The node's underlay (VTEP) address, network byte order.
+    pub vtep: u32,
+    /// The network's VXLAN id (cluster-wide).
+    pub vni: u32,
+    /// This node's number for the network (as `Endpoint::net_id`).
+    pub net_id: u32,
+    /// ifindex of this node's VXLAN device.
+    pub vxlan_ifindex: u32,
+}
+const _: () = assert!(core::mem::size_of::<OverlayPeer>() == 16);
+
 /// The endpoint's network masquerades traffic to outside its networks.
 pub const EP_F_MASQUERADE: u32 = 1;
 /// Containers of the endpoint's network may talk to each other (Docker's enable_icc).
@@ -298,6 +322,7 @@ mod pod {
     // its padding is an explicit field, so any byte pattern is a valid value: each
     // derives bytemuck::Pod, which checks exactly that at compile time.
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::OverlayPeer {}
     unsafe impl aya::Pod for super::PortKey {}
     unsafe impl aya::Pod for super::LinkKey {}
     unsafe impl aya::Pod for super::Backend {}

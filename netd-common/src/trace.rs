@@ -17,7 +17,15 @@ pub mod hook {
     pub const UPLINK_GUARD: u8 = 0;
     pub const UPLINK_INGRESS: u8 = 1;
     pub const ENDPOINT_EGRESS: u8 = 2;
-    pub const NAMES: [&str; 3] = ["uplink_guard", "uplink_ingress", "endpoint_egress"];
+    pub const OVERLAY_EGRESS: u8 = 3;
+    pub const OVERLAY_INGRESS: u8 = 4;
+    pub const NAMES: [&str; 5] = [
+        "uplink_guard",
+        "uplink_ingress",
+        "endpoint_egress",
+        "overlay_egress",
+        "overlay_ingress",
+    ];
 }
 
 /// What became of the packet.

@@ -11,6 +11,7 @@ mod icmp;
 mod maps;
 mod metrics;
 mod nat;
+mod overlay;
 mod parse;
 mod policy;
 mod sock;

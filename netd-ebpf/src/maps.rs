@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netd_common::{
-    drop_reason, event, Backend, Config, CtEntry, CtKey, Endpoint, LinkKey, PortCounters, PortKey,
-    SockRevKey, SockRevValue, MAX_CONNTRACK, MAX_CONNTRACK_NEW, MAX_ENDPOINTS, MAX_LINKS,
-    MAX_LOCAL_ADDRS, MAX_PORT_MAPPINGS,
+    drop_reason, event, Backend, Config, CtEntry, CtKey, Endpoint, LinkKey, OverlayPeer,
+    PortCounters, PortKey, SockRevKey, SockRevValue, MAX_CONNTRACK, MAX_CONNTRACK_NEW,
+    MAX_ENDPOINTS, MAX_LINKS, MAX_LOCAL_ADDRS, MAX_OVERLAY_PEERS, MAX_PORT_MAPPINGS,
 };
 
 #[map(name = "NETD_CONFIG")]
@@ -37,6 +37,10 @@ pub static LOCAL_ADDRS: HashMap<u32, u32> = HashMap::pinned(MAX_LOCAL_ADDRS, 0);
 pub static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
 
 /// `--link` exceptions to icc=false: the linked pair, on the target's exposed ports only.
+/// Containers of overlay networks on other nodes, by address (`overlay.rs`).
+#[map(name = "NETD_OVERLAY")]
+pub static OVERLAY_PEERS: HashMap<u32, OverlayPeer> = HashMap::pinned(MAX_OVERLAY_PEERS, 0);
+
 #[map(name = "NETD_LINKS")]
 pub static LINKS: HashMap<LinkKey, u32> = HashMap::pinned(MAX_LINKS, 0);
 

@@ -117,6 +117,9 @@ async fn plumb(
     };
     a.host_ifindex = d.join(nl, net, join).await?;
     dp.attach_endpoint(&a.veth)?;
+    if net.is_overlay() {
+        dp.attach_overlay_endpoint(&a.veth)?;
+    }
     dp.set_endpoint(a, net)?;
     Ok(())
 }

@@ -22,6 +22,11 @@ pub struct State {
     /// This instance's id (Docker's `ID` in /info), made at its first start.
     #[serde(default)]
     pub instance_id: String,
+    /// Containers of overlay networks on other nodes, as the cluster store's watch
+    /// last said (never written to disk: etcd holds them). IPAM skips their addresses,
+    /// DNS answers their names, the datapath tunnels to them.
+    #[serde(skip)]
+    pub remote: std::sync::Arc<Vec<crate::model::RemoteEndpoint>>,
 }
 
 impl State {

@@ -9,6 +9,9 @@
 //!     /netd/v1/nodes/<node id>      a node: its underlay (VTEP) address; under its lease,
 //!                                   so a node that dies ages out after LEASE_TTL seconds
 //!     /netd/v1/networks/, names/, subnets/, vnis/   overlay networks (see `networks`)
+//!     /netd/v1/endpoints/<vni>/<ip>  overlay endpoints, under their node's lease
+//!                                   (see `endpoints`)
+pub mod endpoints;
 pub mod networks;
 mod registry;
 

@@ -13,6 +13,10 @@ use super::{ClusterError, Node, LEASE_TTL, NODES};
 /// Every node the watch knows, this one included, by id.
 pub type Peers = Arc<RwLock<BTreeMap<String, Node>>>;
 
+/// Records this node keeps under its lease besides its own (its overlay endpoints), by
+/// key: written again under each new lease.
+type Owned = Arc<std::sync::Mutex<BTreeMap<String, Vec<u8>>>>;
+
 /// Pause between attempts while etcd is unreachable.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -23,6 +27,7 @@ pub struct Cluster {
     peers: Peers,
     /// The current lease of the registration (0: none yet), for revoking at shutdown.
     lease: watch::Receiver<i64>,
+    owned: Owned,
     /// The registration task: stopped before the lease is revoked, or it would
     /// register the node again.
     registration: tokio::task::JoinHandle<()>,
@@ -39,15 +44,48 @@ impl Cluster {
         let client = Client::connect(endpoints, Some(opts)).await?;
         let peers: Peers = Arc::default();
         let (tx, lease) = watch::channel(0);
-        let registration = tokio::spawn(register(client.clone(), node.clone(), tx));
+        let owned = Owned::default();
+        let registration = tokio::spawn(register(client.clone(), node.clone(), tx, owned.clone()));
         tokio::spawn(watch_nodes(client.clone(), peers.clone()));
         Ok(Cluster {
             client,
             node,
             peers,
             lease,
+            owned,
             registration,
         })
+    }
+
+    /// The current lease of the registration (0: not registered yet, or etcd away).
+    pub fn lease_id(&self) -> i64 {
+        *self.lease.borrow()
+    }
+
+    fn owned(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+        // A poisoned lock still holds a consistent map (inserts and removes only).
+        self.owned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `key` = `value` under this node's lease from now on: written now (if
+    /// registered) and again under every new lease.
+    pub fn own(&self, key: String, value: Vec<u8>) {
+        self.owned().insert(key.clone(), value.clone());
+        let lease = self.lease_id();
+        if lease != 0 {
+            let mut c = self.client.clone();
+            tokio::spawn(async move {
+                let opts = PutOptions::new().with_lease(lease);
+                if let Err(e) = c.put(key.as_str(), value, Some(opts)).await {
+                    warn!("cluster: writing {key}: {e} (again at the next registration)");
+                }
+            });
+        }
+    }
+
+    /// Stops keeping `key`; its value as it was, if it was kept.
+    pub fn disown(&self, key: &str) -> Option<Vec<u8>> {
+        self.owned().remove(key)
     }
 
     pub fn node(&self) -> &Node {
@@ -77,7 +115,7 @@ impl Cluster {
 
 /// Grants a lease, writes the node record under it, and keeps it alive; starts over
 /// whenever that fails (etcd down, lease expired).
-async fn register(client: Client, node: Node, lease: watch::Sender<i64>) {
+async fn register(client: Client, node: Node, lease: watch::Sender<i64>, owned: Owned) {
     let key = format!("{NODES}{}", node.id);
     let value = match serde_json::to_vec(&node) {
         Ok(v) => v,
@@ -88,7 +126,7 @@ async fn register(client: Client, node: Node, lease: watch::Sender<i64>) {
     };
     let mut logged_down = false;
     loop {
-        match keep_registered(&client, &key, &value, &lease).await {
+        match keep_registered(&client, &key, &value, &lease, &owned).await {
             Ok(()) => info!("cluster: lease of {key} ended, registering again"),
             Err(e) => {
                 if !logged_down {
@@ -108,11 +146,21 @@ async fn keep_registered(
     key: &str,
     value: &[u8],
     lease: &watch::Sender<i64>,
+    owned: &Owned,
 ) -> Result<(), ClusterError> {
     let mut c = client.clone();
     let id = c.lease_grant(LEASE_TTL, None).await?.id();
     c.put(key, value, Some(PutOptions::new().with_lease(id)))
         .await?;
+    let records: Vec<(String, Vec<u8>)> = owned
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (k, v) in records {
+        c.put(k, v, Some(PutOptions::new().with_lease(id))).await?;
+    }
     lease.send_replace(id);
     info!("cluster: registered {key} (lease {id:x}, {LEASE_TTL}s)");
     let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;

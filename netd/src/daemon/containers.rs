@@ -306,6 +306,7 @@ impl Inner {
                 .cloned()
                 .ok_or_else(|| anyhow!("network vanished"))?;
             self.owned.claim(Kind::Link, &c.attachments[i].veth)?;
+            self.claim_overlay(&net, c, &c.attachments[i]).await?;
             sandbox::attach(
                 &self.nl,
                 &mut self.dp,

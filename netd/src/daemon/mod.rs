@@ -62,7 +62,7 @@ pub struct Daemon {
     /// The datapath trace (outside the lock: readers come and go without it).
     trace: trace::Trace,
     /// The cluster store, with --cluster-store (its own tasks; outside the lock).
-    cluster: Option<Cluster>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Everything behind the daemon's lock: the intended state and the kernel handles.
@@ -75,6 +75,8 @@ struct Inner {
     owned: Owned,
     /// The node's VXLAN device (with --cluster-store): kept by reconcile.
     vxlan: Option<String>,
+    /// The cluster store (with --cluster-store), for overlay endpoints' records.
+    cluster: Option<Arc<Cluster>>,
     /// Embedded DNS servers and the resolv.conf/hosts files, fed by `sync` after every
     /// change of containers or attachments.
     dns: dns::Service,
@@ -290,9 +292,14 @@ impl Daemon {
         };
 
         let vxlan = match &cluster {
-            Some(_) => Some(overlay::ensure_vxlan(&nl, &owned, &args.bridge_prefix).await?),
+            Some(_) => {
+                let name = overlay::ensure_vxlan(&nl, &owned, &args.bridge_prefix).await?;
+                dp.attach_vxlan(&name)?;
+                Some(name)
+            }
             None => None,
         };
+        let cluster = cluster.map(Arc::new);
 
         let daemon = Arc::new(Daemon {
             inner: Mutex::new(Inner {
@@ -303,6 +310,7 @@ impl Daemon {
                 uplink: uplink.name,
                 owned,
                 vxlan,
+                cluster: cluster.clone(),
                 dns: dns::Service::new(),
             }),
             args,
@@ -311,6 +319,7 @@ impl Daemon {
         });
         daemon.reconcile().await?;
         daemon.spawn_overlay_mirror();
+        daemon.spawn_overlay_endpoints().await;
         let timeouts = datapath::Timeouts {
             udp: Duration::from_secs(daemon.args.ct_udp_timeout),
             ..Default::default()

@@ -60,7 +60,7 @@ impl Inner {
     }
 
     /// Removes `net` from the host; goes on past failures and returns them all.
-    async fn teardown_network(&mut self, net: &Network) -> driver::TeardownErrors {
+    pub(super) async fn teardown_network(&mut self, net: &Network) -> driver::TeardownErrors {
         let Some(d) = driver::for_network(net) else {
             return driver::TeardownErrors::default();
         };
@@ -292,6 +292,7 @@ impl Daemon {
             },
             async |inner: &mut Inner, att: &Attachment| {
                 inner.owned.claim(Kind::Link, &att.veth)?;
+                inner.claim_overlay(&net, &c, att).await?;
                 let mut a = att.clone();
                 let first = c.attachments.is_empty();
                 sandbox::attach(&inner.nl, &mut inner.dp, &ns, &net, &mut a, first).await?;
@@ -352,6 +353,9 @@ impl Inner {
     /// logged with every error (the store no longer wants it: reconcile retries).
     pub(super) async fn detach(&mut self, owner: &str, a: &Attachment) {
         let net = self.state.network_by_id(&a.network).cloned();
+        if let Some(net) = &net {
+            self.release_overlay(net, a).await;
+        }
         let errs = sandbox::detach(&self.nl, &mut self.dp, net.as_ref(), a).await;
         if errs.is_empty() {
             self.owned.release(Kind::Link, &a.veth);

@@ -12,10 +12,11 @@ use super::{
     Daemon, Inner,
 };
 use crate::{
-    cluster::networks as store,
+    cluster::{endpoints, networks as store},
+    dns::records::names_of,
     error::{NetdError, Result},
     ipam,
-    model::{Network, NetworkSpec},
+    model::{Attachment, Container, Network, NetworkSpec, RemoteEndpoint},
     netlink::Netlink,
 };
 
@@ -64,7 +65,11 @@ impl Daemon {
         let mut g = self.inner.lock().await;
         g.state.networks.retain(|n| n.id != net.id);
         g.store.commit(&g.state)?;
+        let errs = g.teardown_network(net).await;
         g.sync_maps().await?;
+        if !errs.is_empty() {
+            warn!("removing overlay network {} here: {errs}", net.name);
+        }
         info!("removed overlay network {}", net.name);
         Ok(())
     }
@@ -86,6 +91,120 @@ impl Daemon {
                 }
             }
         });
+    }
+}
+
+impl Daemon {
+    /// Follows the overlay endpoints of the other nodes into the state (IPAM, DNS, the
+    /// datapath's overlay map), after keeping this node's own under its lease again.
+    pub(super) async fn spawn_overlay_endpoints(self: &std::sync::Arc<Self>) {
+        let Some(c) = &self.cluster else { return };
+        {
+            let g = self.inner.lock().await;
+            for cont in &g.state.containers {
+                for a in &cont.attachments {
+                    let Some(net) = g.state.network_by_id(&a.network) else {
+                        continue;
+                    };
+                    if let Some(rec) = g.overlay_record(net, cont, a) {
+                        if let Err(e) = endpoints::keep(c, &rec) {
+                            warn!("cluster: {e}");
+                        }
+                    }
+                }
+            }
+        }
+        let me = c.node().id.clone();
+        let mut rx = endpoints::follow(c.client());
+        let d = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let Some(all) = rx.borrow_and_update().clone() else {
+                    continue;
+                };
+                let Some(d) = d.upgrade() else { return };
+                let remote: Vec<RemoteEndpoint> =
+                    all.iter().filter(|r| r.node != me).cloned().collect();
+                let mut g = d.inner.lock().await;
+                if *g.state.remote == remote {
+                    continue;
+                }
+                g.state.remote = std::sync::Arc::new(remote);
+                if let Err(e) = g.sync_maps().await {
+                    warn!("cluster: writing the overlay map: {e:#}");
+                }
+                g.sync_names();
+            }
+        });
+    }
+}
+
+impl Inner {
+    /// The cluster record of attachment `a` of `c`, if `net` is an overlay network
+    /// (and this node is in a cluster).
+    pub(super) fn overlay_record(
+        &self,
+        net: &Network,
+        c: &Container,
+        a: &Attachment,
+    ) -> Option<RemoteEndpoint> {
+        if !net.is_overlay() {
+            return None;
+        }
+        let node = self.cluster.as_ref()?.node();
+        Some(RemoteEndpoint {
+            node: node.id.clone(),
+            vtep: node.addr,
+            network: net.id.clone(),
+            vni: net.vni,
+            ip: a.ip,
+            container: c.name.clone(),
+            names: names_of(c, &a.aliases),
+        })
+    }
+
+    /// Claims `a`'s overlay address cluster-wide before it is plumbed (nothing for
+    /// other networks). Two nodes that handed out the same address in the same instant
+    /// (before either's record reached the other) are told apart here: the second gets
+    /// a conflict, and the holder is remembered at once, so its next try gets another.
+    pub(super) async fn claim_overlay(
+        &mut self,
+        net: &Network,
+        c: &Container,
+        a: &Attachment,
+    ) -> anyhow::Result<()> {
+        if !net.is_overlay() {
+            return Ok(());
+        }
+        let (Some(cluster), Some(rec)) = (self.cluster.clone(), self.overlay_record(net, c, a))
+        else {
+            anyhow::bail!(
+                "network {} is an overlay network: start netd daemon with --cluster-store",
+                net.name
+            );
+        };
+        if let Some(holder) = endpoints::claim(&cluster, &rec).await? {
+            let msg = format!(
+                "address {} of overlay network {} was just taken by {} on node {}: try again",
+                a.ip, net.name, holder.container, holder.vtep
+            );
+            let mut remote = (*self.state.remote).clone();
+            remote.push(holder);
+            self.state.remote = std::sync::Arc::new(remote);
+            return Err(NetdError::Conflict(msg).into());
+        }
+        Ok(())
+    }
+
+    /// Gives `a`'s overlay address back to the cluster (logged on failure: the record
+    /// goes with this node's lease at the latest).
+    pub(super) async fn release_overlay(&self, net: &Network, a: &Attachment) {
+        let (Some(cluster), true) = (&self.cluster, net.is_overlay()) else {
+            return;
+        };
+        if let Err(e) = endpoints::release(cluster, net.vni, a.ip).await {
+            warn!("cluster: releasing {} on {}: {e}", a.ip, net.name);
+        }
     }
 }
 
@@ -130,7 +249,12 @@ async fn mirror(g: &mut Inner, nets: &[Network], complete: bool) -> anyhow::Resu
         n.net_id = g.state.next_net_id.max(1);
         g.state.next_net_id = n.net_id + 1;
         info!("cluster: overlay network {} (VNI {})", n.name, n.vni);
-        g.state.networks.push(n);
+        g.state.networks.push(n.clone());
+        g.store.commit(&g.state)?;
+        // This node's part: the bridge its containers of the network hang on.
+        if let Err(e) = g.setup_network(&n).await {
+            warn!("cluster: setting up overlay network {} here: {e:#}", n.name);
+        }
         changed = true;
     }
     if complete {
@@ -157,6 +281,11 @@ async fn mirror(g: &mut Inner, nets: &[Network], complete: bool) -> anyhow::Resu
             }
             info!("cluster: overlay network {} removed", n.name);
             g.state.networks.retain(|x| x.id != n.id);
+            g.store.commit(&g.state)?;
+            let errs = g.teardown_network(&n).await;
+            if !errs.is_empty() {
+                warn!("cluster: removing overlay network {} here: {errs}", n.name);
+            }
             changed = true;
         }
     }

@@ -70,6 +70,9 @@ impl Daemon {
                     Some(link) => {
                         a.host_ifindex = link.index;
                         inner.dp.attach_endpoint(&a.veth)?;
+                        if net.is_overlay() {
+                            inner.dp.attach_overlay_endpoint(&a.veth)?;
+                        }
                     }
                     None if c.handed_off() => {
                         // Its container side was the runtime's: a new one would never
@@ -141,6 +144,12 @@ impl Inner {
         self.dp.sync_ports(&ports)?;
         self.dp.sync_endpoints(&eps)?;
         self.dp.sync_subnets(&self.state.networks)?;
+        let vxlan_ifindex = match &self.vxlan {
+            Some(name) => self.nl.link_by_name(name).await?.map(|l| l.index),
+            None => None,
+        };
+        self.dp
+            .sync_overlay_peers(&self.state.remote, &self.state.networks, vxlan_ifindex)?;
         let addrs: Vec<Ipv4Addr> = self
             .nl
             .ipv4_addrs()

@@ -5,11 +5,12 @@
 use std::{fs, path::Path};
 
 use anyhow::{anyhow, Context};
+use aya::programs::tc::TcAttachOptions;
 use aya::programs::{
     links::{CgroupAttachMode, FdLink, PinnedLink},
     tc::SchedClassifierLink,
     xdp::{XdpLink, XdpLinkId},
-    CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode,
+    CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
 };
 use netd_common::prog_names;
 
@@ -124,12 +125,34 @@ impl Datapath {
         self.attach_tc(prog_names::ENDPOINT_EGRESS, veth, &format!("ep-{veth}"))
     }
 
+    /// The overlay program on an overlay endpoint's host-side veth, ahead of the
+    /// endpoint program (tcx order: first), which gets what it passes on.
+    pub fn attach_overlay_endpoint(&mut self, veth: &str) -> anyhow::Result<()> {
+        let pin = self.links_dir.join(format!("ov-{veth}"));
+        let prog: &mut SchedClassifier = self.program(prog_names::OVERLAY_EGRESS)?;
+        adopt_or_attach(prog, &pin, |p| {
+            p.attach_with_options(
+                veth,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::first()),
+            )
+            .with_context(|| format!("attaching overlay_egress to {veth}"))
+        })
+    }
+
+    /// The decapsulating program on the node's VXLAN device.
+    pub fn attach_vxlan(&mut self, ifname: &str) -> anyhow::Result<()> {
+        self.attach_tc(prog_names::OVERLAY_INGRESS, ifname, "vxlan")
+    }
+
     /// Whether the endpoint program's pinned link on `veth` exists.
     pub fn endpoint_attached(&self, veth: &str) -> bool {
         self.links_dir.join(format!("ep-{veth}")).exists()
     }
 
+    /// Both programs of an endpoint (the overlay one is there on overlay endpoints).
     pub fn detach_endpoint(&self, veth: &str) -> anyhow::Result<()> {
+        self.detach(&format!("ov-{veth}"))?;
         self.detach(&format!("ep-{veth}"))
     }
 
@@ -168,15 +191,20 @@ impl Datapath {
         let Ok(rd) = fs::read_dir(&self.links_dir) else {
             return Vec::new();
         };
-        rd.flatten()
+        let mut stale: Vec<String> = rd
+            .flatten()
             .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_prefix("ep-")
+                let name = e.file_name();
+                let name = name.to_str()?;
+                name.strip_prefix("ep-")
+                    .or_else(|| name.strip_prefix("ov-"))
                     .map(String::from)
             })
             .filter(|v| !keep.contains(v))
-            .collect()
+            .collect();
+        stale.sort();
+        stale.dedup();
+        stale
     }
 
     /// Detaches everything this agent attached (SIGTERM). Maps stay pinned, so the next

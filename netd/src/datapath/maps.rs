@@ -10,12 +10,12 @@ use aya::maps::{
 };
 use ipnetwork::Ipv4Network;
 use netd_common::{
-    Backend, Endpoint, LinkKey, PortCounters, PortKey, EP_F_ICC, EP_F_INTERNAL, EP_F_MASQUERADE,
-    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED,
+    Backend, Endpoint, LinkKey, OverlayPeer, PortCounters, PortKey, EP_F_ICC, EP_F_INTERNAL,
+    EP_F_MASQUERADE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED,
 };
 
 use super::Datapath;
-use crate::model::{Attachment, IpProto, Network, PortMapping};
+use crate::model::{Attachment, IpProto, Network, PortMapping, RemoteEndpoint};
 
 /// A map as `sync` sees it: list keys, insert or overwrite, remove.
 pub trait SyncMap<K, V> {
@@ -242,6 +242,39 @@ impl Datapath {
             );
         }
         sync(&mut self.links, &m)?;
+        Ok(())
+    }
+
+    /// Makes the overlay map hold exactly the containers of `remote` whose network this
+    /// node has (with its local number), tunnelled through the VXLAN device
+    /// `vxlan_ifindex` (None: no cluster, no entries).
+    pub fn sync_overlay_peers(
+        &mut self,
+        remote: &[RemoteEndpoint],
+        networks: &[Network],
+        vxlan_ifindex: Option<u32>,
+    ) -> anyhow::Result<()> {
+        let mut want = StdHashMap::new();
+        if let Some(ifindex) = vxlan_ifindex {
+            for r in remote {
+                let Some(net) = networks
+                    .iter()
+                    .find(|n| n.id == r.network && n.is_overlay())
+                else {
+                    continue;
+                };
+                want.insert(
+                    ip_key(r.ip),
+                    OverlayPeer {
+                        vtep: ip_key(r.vtep),
+                        vni: r.vni,
+                        net_id: net.net_id,
+                        vxlan_ifindex: ifindex,
+                    },
+                );
+            }
+        }
+        sync(&mut self.overlay_peers, &want)?;
         Ok(())
     }
 

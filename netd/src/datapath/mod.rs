@@ -60,6 +60,7 @@ pub struct Datapath {
     local: HashMap<MapData, u32, u32>,
     endpoints: HashMap<MapData, u32, Endpoint>,
     links: HashMap<MapData, netd_common::LinkKey, u32>,
+    overlay_peers: HashMap<MapData, u32, netd_common::OverlayPeer>,
     config: Array<MapData, Config>,
     /// Per-CPU counters of `drop_reason` and of `event`.
     drops: PerCpuArray<MapData, u64>,
@@ -210,7 +211,12 @@ impl Datapath {
             .map_max_entries(map_names::CONNTRACK_NEW, new_flow_entries(ct_entries))
             .load(OBJECT)
             .context("loading the eBPF object (is this kernel new enough, are you root?)")?;
-        for name in [prog_names::UPLINK_INGRESS, prog_names::ENDPOINT_EGRESS] {
+        for name in [
+            prog_names::UPLINK_INGRESS,
+            prog_names::ENDPOINT_EGRESS,
+            prog_names::OVERLAY_EGRESS,
+            prog_names::OVERLAY_INGRESS,
+        ] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the object"))?
@@ -248,6 +254,7 @@ impl Datapath {
         let local = HashMap::try_from(take(&mut ebpf, map_names::LOCAL_ADDRS)?)?;
         let endpoints = HashMap::try_from(take(&mut ebpf, map_names::ENDPOINTS)?)?;
         let links = HashMap::try_from(take(&mut ebpf, map_names::LINKS)?)?;
+        let overlay_peers = HashMap::try_from(take(&mut ebpf, map_names::OVERLAY_PEERS)?)?;
         let config = Array::try_from(take(&mut ebpf, map_names::CONFIG)?)?;
         let drops = PerCpuArray::try_from(take(&mut ebpf, map_names::DROPS)?)?;
         let events = PerCpuArray::try_from(take(&mut ebpf, map_names::EVENTS)?)?;
@@ -260,6 +267,7 @@ impl Datapath {
             local,
             endpoints,
             links,
+            overlay_peers,
             config,
             drops,
             events,

@@ -54,7 +54,7 @@ pub struct Table {
 
 /// Every name a container answers to on one network: its name, the attachment's
 /// aliases, its short id and its hostname.
-fn names_of(c: &Container, aliases: &[String]) -> Vec<String> {
+pub fn names_of(c: &Container, aliases: &[String]) -> Vec<String> {
     let mut out = vec![c.name.clone()];
     out.extend(aliases.iter().cloned());
     if c.id.len() >= 12 {
@@ -91,6 +91,20 @@ impl Table {
                     .or_default()
                     .insert(a.ip, c.name.to_ascii_lowercase());
             }
+        }
+        // Containers of overlay networks on other nodes, named as their node says.
+        for r in state.remote.iter() {
+            if !dns_nets.contains_key(r.network.as_str()) {
+                continue;
+            }
+            let names = t.names.entry(r.network.clone()).or_default();
+            for n in &r.names {
+                names.entry(n.to_ascii_lowercase()).or_default().push(r.ip);
+            }
+            t.ptrs
+                .entry(r.network.clone())
+                .or_default()
+                .insert(r.ip, r.container.to_ascii_lowercase());
         }
         for c in &state.containers {
             let Some(ns) = &c.netns else { continue };

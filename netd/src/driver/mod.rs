@@ -100,7 +100,9 @@ pub static BRIDGE_FALLBACK: Bridge = Bridge;
 /// nothing to set up.
 pub fn for_network(net: &Network) -> Option<&'static dyn NetworkDriver> {
     match net.driver.as_str() {
-        model::DRIVER_BRIDGE => Some(&BRIDGE),
+        // An overlay network is a bridge on each node; the datapath's overlay programs
+        // carry it between nodes.
+        model::DRIVER_BRIDGE | model::DRIVER_OVERLAY => Some(&BRIDGE),
         _ => None,
     }
 }

@@ -42,6 +42,14 @@ fn used(state: &State, net: &Network) -> HashSet<Ipv4Addr> {
         .filter(|a| a.network == net.id)
         .map(|a| a.ip)
         .collect();
+    // Overlay addresses in use on other nodes.
+    u.extend(
+        state
+            .remote
+            .iter()
+            .filter(|r| r.network == net.id)
+            .map(|r| r.ip),
+    );
     u.extend(net.gateway);
     u.extend(net.aux_addresses.values().copied());
     u

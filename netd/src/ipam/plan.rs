@@ -102,6 +102,10 @@ pub fn route_overlap_warning(n: &Ipv4Network, routes: &[Ipv4Network]) -> Option<
 /// Turns a `network create` request into a network, or says exactly what is wrong.
 /// `routes` are the host namespace's routes (an automatic subnet must avoid them);
 /// `links` the names of its interfaces (a bridge name must be free).
+/// The default MTU of an overlay network's containers: a 1500-byte underlay less the
+/// VXLAN encapsulation (outer IPv4, UDP, VXLAN and inner Ethernet headers: 50 bytes).
+pub const OVERLAY_MTU: u32 = 1450;
+
 pub fn plan_network(
     spec: &NetworkSpec,
     state: &State,
@@ -158,7 +162,7 @@ pub fn plan_network(
         .map(|v| parse_ip(OPT_HOST_BINDING, v))
         .transpose()?
         .unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let mtu = opt(OPT_MTU)
+    let given_mtu = opt(OPT_MTU)
         .map(|v| match v.parse::<u32>() {
             Ok(m) if (68..=65535).contains(&m) => Ok(m),
             _ => Err(invalid(format!(
@@ -166,9 +170,14 @@ pub fn plan_network(
             ))),
         })
         .transpose()?;
-    // Overlay networks have no bridge: every node's one VXLAN device carries them all.
+    // VXLAN costs 50 bytes of the underlay's (usual) 1500.
+    let mtu = match given_mtu {
+        None if driver == model::DRIVER_OVERLAY => Some(OVERLAY_MTU),
+        m => m,
+    };
+    // Overlay networks get a bridge on every node too, for their containers there; the
+    // node's one VXLAN device carries them to the others'.
     let bridge = match opt(OPT_BRIDGE_NAME) {
-        _ if driver == model::DRIVER_OVERLAY => String::new(),
         Some(b) => {
             if b.is_empty()
                 || b.len() > 15

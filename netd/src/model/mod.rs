@@ -96,6 +96,23 @@ impl Network {
     }
 }
 
+/// A container's address on an overlay network, as its node records it in the
+/// cluster store (`cluster::endpoints`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteEndpoint {
+    /// The id of the node that runs the container (its daemon's instance id).
+    pub node: String,
+    /// That node's underlay (VTEP) address.
+    pub vtep: Ipv4Addr,
+    /// The network's id (the same on every node) and VXLAN id.
+    pub network: String,
+    pub vni: u32,
+    pub ip: Ipv4Addr,
+    /// The container's name (what PTR answers) and every name it has on the network.
+    pub container: String,
+    pub names: Vec<String>,
+}
+
 /// What `network create` asks for (Docker's POST /networks/create, flattened).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NetworkSpec {
