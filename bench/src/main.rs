@@ -25,6 +25,7 @@ mod ct_table;
 mod dns;
 mod dp;
 mod measure;
+mod overlay;
 mod peers;
 mod plot;
 mod report;
@@ -66,6 +67,11 @@ struct Opts {
     /// Docker's and aardvark-dns, from a container, with dnsperf (`dns.rs`).
     #[arg(long)]
     dns: bool,
+    /// Measure overlay networks instead: container to container across two nodes,
+    /// netd's overlay against the kernel's VXLAN bridge with static FDB entries and
+    /// the plain underlay (`overlay.rs`).
+    #[arg(long, conflicts_with = "dns")]
+    overlay: bool,
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
     /// Measure nothing: print the tables and draw the plot again from a JSON file of
@@ -203,6 +209,17 @@ fn dns_only(opts: &Opts, secs: f64) -> Result<()> {
     Ok(())
 }
 
+/// `--overlay`: the cross-node comparison alone.
+fn overlay_only(opts: &Opts, rounds: usize, secs: f64) -> Result<()> {
+    println!("overlay: {rounds} round(s), {secs} s per run, client on CPU 0, servers on CPU 1");
+    let all = overlay::measure(&opts.tester, rounds, secs)?;
+    print!("{}", overlay::report(&all));
+    let f = opts.out.join("overlay.json");
+    std::fs::write(&f, serde_json::to_vec_pretty(&all)?)?;
+    println!("  (also in {})", f.display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let opts = Opts::parse();
     if let Some(file) = &opts.replot {
@@ -225,6 +242,9 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&opts.out)?;
     if opts.dns {
         return dns_only(&opts, secs.max(if opts.quick { 2.0 } else { 5.0 }));
+    }
+    if opts.overlay {
+        return overlay_only(&opts, rounds, secs.max(if opts.quick { 1.0 } else { 3.0 }));
     }
     let env = Env {
         tester: opts.tester.clone(),

@@ -146,6 +146,29 @@ fn overlays_are_isolated_from_each_other_and_masquerade_on_their_own_node() {
     c.nodes[0].serve_in_client(&["serve-tcp", "7100"]);
     let out = tcp_from(&c.nodes[0], "a", &format!("{CLIENT_IP}:7100")).expect("a -> outside");
     assert!(out.starts_with(&format!("peer={HOST_IP}:")), "{out}");
+
+    // A port published on the node that runs the container, from that node's outside.
+    let t = tester();
+    let n1 = &c.nodes[1];
+    n1.netd_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "ov2",
+        "-p",
+        "8080:7000",
+        "--name",
+        "pub",
+        "--",
+        &t,
+        "serve-tcp",
+        "7000",
+    ]);
+    n1.wait_listening(&ns_of(n1, "pub"), &["serve-tcp", "7000"]);
+    let out = n1
+        .from_client(&["tcp", &format!("{HOST_IP}:8080")])
+        .expect("published port of an overlay container");
+    assert!(out.starts_with(&format!("peer={CLIENT_IP}:")), "{out}");
 }
 
 #[test]
