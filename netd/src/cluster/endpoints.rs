@@ -6,16 +6,15 @@
 //!
 //! Keys:
 //!     /netd/v1/endpoints/<vni>/<ip>   a `RemoteEndpoint` (JSON)
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions,
-};
-use log::{info, warn};
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::watch;
 
-use super::{Cluster, ClusterError, KEY_ROOT};
+use super::{
+    follow::{self, Follower, Records},
+    Cluster, KEY_ROOT,
+};
 use crate::{error::NetdError, model::RemoteEndpoint};
 
 pub const ENDPOINTS: &str = "/netd/v1/endpoints/";
@@ -108,92 +107,23 @@ pub async fn release(cluster: &Cluster, vni: u32, ip: std::net::Ipv4Addr) -> Res
     Ok(())
 }
 
-/// Every overlay endpoint in the store, by key, after every change (None until the
-/// first read); retried while etcd is unreachable.
+/// Every overlay endpoint in the store, after every change (None until the first
+/// read); retried while etcd is unreachable.
 pub fn follow(client: Client) -> watch::Receiver<Option<Arc<Vec<RemoteEndpoint>>>> {
     let (tx, rx) = watch::channel(None);
-    tokio::spawn(async move {
-        let mut logged = false;
-        loop {
-            match follow_once(&client, &tx).await {
-                Ok(()) => logged = false,
-                Err(e) if !logged => {
-                    warn!("cluster: watching overlay endpoints: {e} (retrying)");
-                    logged = true;
-                }
-                Err(_) => {}
-            }
-            if tx.is_closed() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
+    follow::spawn("overlay endpoints", client, ENDPOINTS, Endpoints(tx));
     rx
 }
 
-fn decode(key: &[u8], value: &[u8]) -> Result<RemoteEndpoint, ClusterError> {
-    serde_json::from_slice(value).map_err(|err| ClusterError::BadRecord {
-        key: String::from_utf8_lossy(key).into_owned(),
-        err,
-    })
-}
+struct Endpoints(watch::Sender<Option<Arc<Vec<RemoteEndpoint>>>>);
 
-type Tx = watch::Sender<Option<Arc<Vec<RemoteEndpoint>>>>;
-
-fn publish(tx: &Tx, all: &BTreeMap<Vec<u8>, RemoteEndpoint>) {
-    tx.send_replace(Some(Arc::new(all.values().cloned().collect())));
-}
-
-/// A full read, then the watch's events applied one by one (records are many, unlike
-/// networks: no full read per change).
-async fn follow_once(client: &Client, tx: &Tx) -> Result<(), ClusterError> {
-    let mut c = client.clone();
-    let resp = c
-        .get(ENDPOINTS, Some(GetOptions::new().with_prefix()))
-        .await?;
-    let rev = resp.header().map_or(0, |h| h.revision());
-    let mut all = BTreeMap::new();
-    for kv in resp.kvs() {
-        match decode(kv.key(), kv.value()) {
-            Ok(r) => {
-                all.insert(kv.key().to_vec(), r);
-            }
-            Err(e) => warn!("{e}"),
-        }
+impl Follower for Endpoints {
+    type Record = RemoteEndpoint;
+    fn changed(&mut self, all: &Records<RemoteEndpoint>) {
+        self.0
+            .send_replace(Some(Arc::new(all.values().cloned().collect())));
     }
-    publish(tx, &all);
-    let mut stream = c
-        .watch(
-            ENDPOINTS,
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(rev + 1),
-            ),
-        )
-        .await?;
-    while let Some(resp) = stream.message().await? {
-        if resp.canceled() {
-            break;
-        }
-        for ev in resp.events() {
-            let Some(kv) = ev.kv() else { continue };
-            match ev.event_type() {
-                EventType::Put => match decode(kv.key(), kv.value()) {
-                    Ok(r) => {
-                        all.insert(kv.key().to_vec(), r);
-                    }
-                    Err(e) => warn!("{e}"),
-                },
-                EventType::Delete => {
-                    if let Some(r) = all.remove(kv.key()) {
-                        info!("cluster: overlay endpoint {} (VNI {}) gone", r.ip, r.vni);
-                    }
-                }
-            }
-        }
-        publish(tx, &all);
+    fn done(&self) -> bool {
+        self.0.is_closed()
     }
-    Ok(())
 }

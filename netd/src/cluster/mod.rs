@@ -12,6 +12,7 @@
 //!     /netd/v1/endpoints/<vni>/<ip>  overlay endpoints, under their node's lease
 //!                                   (see `endpoints`)
 pub mod endpoints;
+mod follow;
 pub mod networks;
 mod registry;
 

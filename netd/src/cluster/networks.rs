@@ -7,13 +7,13 @@
 //!     /netd/v1/names/<name>      -> id
 //!     /netd/v1/subnets/<a.b.c.d-len> -> id
 //!     /netd/v1/vnis/<vni>        -> id
-use std::time::Duration;
-
-use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, WatchOptions};
-use log::warn;
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use tokio::sync::watch;
 
-use super::{ClusterError, KEY_ROOT};
+use super::{
+    follow::{self, Follower, Records},
+    ClusterError, KEY_ROOT,
+};
 use crate::{error::NetdError, model::Network};
 
 pub const NETWORKS: &str = "/netd/v1/networks/";
@@ -161,55 +161,18 @@ pub async fn remove(client: &Client, net: &Network) -> Result<(), NetdError> {
 /// first read), retrying while etcd is unreachable.
 pub fn follow(client: Client) -> watch::Receiver<Option<Vec<Network>>> {
     let (tx, rx) = watch::channel(None);
-    tokio::spawn(async move {
-        let mut logged = false;
-        loop {
-            match follow_once(&client, &tx).await {
-                Ok(()) => logged = false,
-                Err(e) if !logged => {
-                    warn!("cluster: watching networks: {e} (retrying)");
-                    logged = true;
-                }
-                Err(_) => {}
-            }
-            if tx.is_closed() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
+    follow::spawn("networks", client, NETWORKS, Networks(tx));
     rx
 }
 
-async fn follow_once(
-    client: &Client,
-    tx: &watch::Sender<Option<Vec<Network>>>,
-) -> Result<(), ClusterError> {
-    let (nets, rev) = list(client).await?;
-    tx.send_replace(Some(nets));
-    let mut stream = client
-        .clone()
-        .watch(
-            NETWORKS,
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(rev + 1),
-            ),
-        )
-        .await?;
-    while let Some(resp) = stream.message().await? {
-        if resp.canceled() {
-            break;
-        }
-        let changed = resp
-            .events()
-            .iter()
-            .any(|e| matches!(e.event_type(), EventType::Put | EventType::Delete));
-        if changed {
-            // A full read: simple, and the list stays small (networks, not endpoints).
-            tx.send_replace(Some(list(client).await?.0));
-        }
+struct Networks(watch::Sender<Option<Vec<Network>>>);
+
+impl Follower for Networks {
+    type Record = Network;
+    fn changed(&mut self, all: &Records<Network>) {
+        self.0.send_replace(Some(all.values().cloned().collect()));
     }
-    Ok(())
+    fn done(&self) -> bool {
+        self.0.is_closed()
+    }
 }

@@ -4,21 +4,21 @@
 //! again) and re-read the node list, so the daemon and its datapath never wait on etcd.
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
+use etcd_client::{Client, ConnectOptions, PutOptions};
 use log::{info, warn};
-use tokio::sync::{watch, RwLock};
+use tokio::sync::watch;
 
-use super::{ClusterError, Node, LEASE_TTL, NODES};
+use super::{
+    follow::{self, Follower, Records, RETRY},
+    ClusterError, Node, LEASE_TTL, NODES,
+};
 
 /// Every node the watch knows, this one included, by id.
-pub type Peers = Arc<RwLock<BTreeMap<String, Node>>>;
+pub type Peers = Arc<std::sync::RwLock<BTreeMap<String, Node>>>;
 
 /// Records this node keeps under its lease besides its own (its overlay endpoints), by
 /// key: written again under each new lease.
 type Owned = Arc<std::sync::Mutex<BTreeMap<String, Vec<u8>>>>;
-
-/// Pause between attempts while etcd is unreachable.
-const RETRY: Duration = Duration::from_secs(1);
 
 /// A connection to the cluster store and this node's place in it.
 pub struct Cluster {
@@ -46,7 +46,7 @@ impl Cluster {
         let (tx, lease) = watch::channel(0);
         let owned = Owned::default();
         let registration = tokio::spawn(register(client.clone(), node.clone(), tx, owned.clone()));
-        tokio::spawn(watch_nodes(client.clone(), peers.clone()));
+        follow::spawn("nodes", client.clone(), NODES, Nodes(peers.clone()));
         Ok(Cluster {
             client,
             node,
@@ -176,83 +176,20 @@ async fn keep_registered(
     }
 }
 
-/// Keeps `peers` equal to the node records in etcd: a full read, then a watch from the
-/// revision after it; both again after any error.
-async fn watch_nodes(client: Client, peers: Peers) {
-    let mut logged_down = false;
-    loop {
-        if let Err(e) = follow(&client, &peers).await {
-            if !logged_down {
-                warn!("cluster: watching nodes: {e} (retrying)");
-                logged_down = true;
-            }
-        } else {
-            logged_down = false;
-        }
-        tokio::time::sleep(RETRY).await;
-    }
-}
+/// Keeps `peers` equal to the node records in etcd.
+struct Nodes(Peers);
 
-async fn follow(client: &Client, peers: &Peers) -> Result<(), ClusterError> {
-    let mut c = client.clone();
-    let resp = c.get(NODES, Some(GetOptions::new().with_prefix())).await?;
-    let rev = resp.header().map_or(0, |h| h.revision());
-    let mut all = BTreeMap::new();
-    for kv in resp.kvs() {
-        let n = decode(kv.key(), kv.value())?;
-        all.insert(n.id.clone(), n);
-    }
-    {
-        let mut p = peers.write().await;
-        if *p != all {
+impl Follower for Nodes {
+    type Record = Node;
+    fn changed(&mut self, all: &Records<Node>) {
+        let now: BTreeMap<String, Node> = all.values().map(|n| (n.id.clone(), n.clone())).collect();
+        let mut p = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if *p != now {
             info!(
                 "cluster: nodes {:?}",
-                all.values().map(|n| n.addr).collect::<Vec<_>>()
+                now.values().map(|n| n.addr).collect::<Vec<_>>()
             );
-        }
-        *p = all;
-    }
-    let mut stream = c
-        .watch(
-            NODES,
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(rev + 1),
-            ),
-        )
-        .await?;
-    while let Some(resp) = stream.message().await? {
-        if resp.canceled() {
-            break;
-        }
-        let mut p = peers.write().await;
-        for ev in resp.events() {
-            let Some(kv) = ev.kv() else { continue };
-            match ev.event_type() {
-                EventType::Put => {
-                    let n = decode(kv.key(), kv.value())?;
-                    if p.get(&n.id) != Some(&n) {
-                        info!("cluster: node {} at {} joined", n.id, n.addr);
-                    }
-                    p.insert(n.id.clone(), n);
-                }
-                EventType::Delete => {
-                    let key = String::from_utf8_lossy(kv.key());
-                    let id = key.strip_prefix(NODES).unwrap_or(&key);
-                    if let Some(n) = p.remove(id) {
-                        info!("cluster: node {} at {} left", n.id, n.addr);
-                    }
-                }
-            }
+            *p = now;
         }
     }
-    Ok(())
-}
-
-fn decode(key: &[u8], value: &[u8]) -> Result<Node, ClusterError> {
-    serde_json::from_slice(value).map_err(|err| ClusterError::BadRecord {
-        key: String::from_utf8_lossy(key).into_owned(),
-        err,
-    })
 }

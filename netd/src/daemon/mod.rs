@@ -160,7 +160,7 @@ impl Daemon {
         match &self.cluster {
             Some(c) => {
                 let peers = c.peers();
-                let p = peers.read().await;
+                let p = peers.read().unwrap_or_else(|e| e.into_inner());
                 p.values().map(|n| n.addr.to_string()).collect()
             }
             None => Vec::new(),
