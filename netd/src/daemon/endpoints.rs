@@ -460,6 +460,7 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::test_container;
 
     fn req() -> EndpointRequest {
         EndpointRequest {
@@ -531,29 +532,7 @@ mod tests {
             record_name(&st, &long, "eth0", "0123456789"),
             "cni-ffffffffffff-eth0"
         );
-        let mut c = Container {
-            id: "x".repeat(64),
-            name: "cni-ctr1-eth0".into(),
-            hostname: None,
-            mode: NetMode::Bridge,
-            netns: None,
-            attachments: vec![],
-            ports: vec![],
-            cmd: vec![],
-            state: ContainerState::Running,
-            pid: None,
-            pid_start: None,
-            exit_code: None,
-            auto_remove: false,
-            created: 0,
-            started: None,
-            finished: None,
-            labels: Default::default(),
-            exposed: Vec::new(),
-            origin: Origin::Netd,
-            dns: Default::default(),
-            links: Vec::new(),
-        };
+        let mut c = test_container(&"x".repeat(64), "cni-ctr1-eth0");
         c.name = record_name(&st, "ctr1", "eth0", "0123456789");
         assert_eq!(c.name, "cni-ctr1-eth0");
         st.containers.push(c);

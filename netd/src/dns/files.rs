@@ -171,31 +171,13 @@ pub fn remove(c: &Container) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{test_attachment, test_network, DnsConfig, NetMode};
+    use crate::model::{test_attachment, test_container, test_network, DnsConfig};
 
     fn container(net: &Network) -> Container {
         Container {
-            id: "0123456789ab".repeat(5),
-            name: "web".into(),
-            hostname: None,
-            mode: NetMode::Bridge,
             netns: Some("ndt-web".into()),
             attachments: vec![model_att(net)],
-            ports: vec![],
-            cmd: vec![],
-            state: crate::model::ContainerState::Running,
-            pid: None,
-            pid_start: None,
-            exit_code: None,
-            auto_remove: false,
-            created: 0,
-            started: None,
-            finished: None,
-            labels: Default::default(),
-            exposed: vec![],
-            origin: Origin::Netd,
-            dns: DnsConfig::default(),
-            links: vec![],
+            ..test_container(&"0123456789ab".repeat(5), "web")
         }
     }
 

@@ -194,31 +194,13 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{test_attachment, test_network, Link, NetMode};
+    use crate::model::{test_attachment, test_container, test_network, Link};
 
     fn container(name: &str, id: &str, ns: &str, atts: Vec<model::Attachment>) -> Container {
         Container {
-            id: id.repeat(64 / id.len()),
-            name: name.into(),
-            hostname: None,
-            mode: NetMode::Bridge,
             netns: Some(ns.into()),
             attachments: atts,
-            ports: vec![],
-            cmd: vec![],
-            state: model::ContainerState::Running,
-            pid: None,
-            pid_start: None,
-            exit_code: None,
-            auto_remove: false,
-            created: 0,
-            started: None,
-            finished: None,
-            labels: Default::default(),
-            exposed: vec![],
-            origin: Default::default(),
-            dns: Default::default(),
-            links: vec![],
+            ..test_container(&id.repeat(64 / id.len()), name)
         }
     }
 

@@ -427,6 +427,35 @@ pub fn test_attachment() -> Attachment {
     }
 }
 
+/// A running container with every field set (`id`, `name`, no namespace, no
+/// attachment), for unit tests to override.
+#[cfg(test)]
+pub fn test_container(id: &str, name: &str) -> Container {
+    Container {
+        id: id.into(),
+        name: name.into(),
+        hostname: None,
+        mode: NetMode::Bridge,
+        netns: None,
+        attachments: Vec::new(),
+        ports: Vec::new(),
+        cmd: Vec::new(),
+        state: ContainerState::Running,
+        pid: None,
+        pid_start: None,
+        exit_code: None,
+        auto_remove: false,
+        created: 0,
+        started: None,
+        finished: None,
+        labels: BTreeMap::new(),
+        exposed: Vec::new(),
+        origin: Origin::Netd,
+        dns: DnsConfig::default(),
+        links: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
