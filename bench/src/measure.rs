@@ -13,7 +13,13 @@ use crate::{
     peers::Datapath,
 };
 
-fn tester_load(ns: &str, tester: &Path, kind: &str, addr: &str, secs: f64) -> Result<Value> {
+pub(crate) fn tester_load(
+    ns: &str,
+    tester: &Path,
+    kind: &str,
+    addr: &str,
+    secs: f64,
+) -> Result<Value> {
     let out = in_ns(
         ns,
         Some(0),
@@ -27,7 +33,7 @@ fn tester_load(ns: &str, tester: &Path, kind: &str, addr: &str, secs: f64) -> Re
     serde_json::from_str(out.trim()).with_context(|| format!("tester output {out:?}"))
 }
 
-fn iperf(ns: &str, addr: &str, streams: usize, secs: f64) -> Result<f64> {
+pub(crate) fn iperf(ns: &str, addr: &str, streams: usize, secs: f64) -> Result<f64> {
     let t = format!("{}", secs.ceil().max(1.0) as u64);
     let out = in_ns(
         ns,

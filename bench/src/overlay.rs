@@ -23,9 +23,11 @@ use netd_lab::{
 use serde::Serialize;
 use serde_json::Value;
 
-const P_RR: u16 = 7001;
-const P_CRR: u16 = 7002;
-const P_IPERF: u16 = 7003;
+use crate::{
+    dp::{P_CRR, P_IPERF, P_RR},
+    measure::{iperf, tester_load},
+};
+
 /// netd's overlay and the kernel setup's container subnet.
 const NETD_SUBNET: &str = "10.63.0.0/24";
 const KERNEL_NET: &str = "10.64.0";
@@ -251,32 +253,11 @@ fn wait(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Result<()> {
     Ok(())
 }
 
-fn tester_load(ns: &str, tester: &Path, kind: &str, addr: &str, secs: f64) -> Result<Value> {
-    let t = tester.display().to_string();
-    let out = in_ns(ns, Some(0), &[&t, kind, addr, &format!("{secs}")])?;
-    serde_json::from_str(out.trim()).with_context(|| format!("tester output {out:?}"))
-}
-
-fn iperf(ns: &str, addr: &str, secs: f64) -> Result<f64> {
-    let t = format!("{}", secs.ceil().max(1.0) as u64);
-    let p = P_IPERF.to_string();
-    let out = in_ns(
-        ns,
-        Some(0),
-        &["iperf3", "-c", addr, "-p", &p, "-t", &t, "-J"],
-    )?;
-    let v: Value = serde_json::from_str(&out)?;
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .map(|b| b / 1e9)
-        .ok_or_else(|| anyhow!("iperf3 gave no result"))
-}
-
 fn round(p: &Path2, tester: &Path, secs: f64) -> Result<Round> {
     let at = |port: u16| format!("{}:{port}", p.server_ip);
     let rr = tester_load(&p.client_ns, tester, "rr", &at(P_RR), secs)?;
     let crr = tester_load(&p.client_ns, tester, "crr", &at(P_CRR), secs)?;
-    let tput_gbps = iperf(&p.client_ns, &p.server_ip, secs)?;
+    let tput_gbps = iperf(&p.client_ns, &p.server_ip, 1, secs)?;
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
     Ok(Round {
         rr_rate: f(&rr, "rate"),
