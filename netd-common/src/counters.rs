@@ -82,6 +82,14 @@ counter_table! {
         OVERLAY_UNKNOWN_PEER = "drop_overlay_unknown_peer",
         /// Out of the VXLAN device, to an address that is no container of this node.
         OVERLAY_NO_ENDPOINT = "drop_overlay_no_endpoint",
+        /// A container sent a router advertisement or an ICMPv6 redirect: no container
+        /// may become its neighbours' router.
+        ROUTER_ADVERT = "drop_router_advert",
+        /// A container's neighbour advertisement claimed an address that is not its own.
+        SPOOFED_ND = "drop_spoofed_nd",
+        /// IPv6 from a container that has no IPv6 address on this network, or a broken
+        /// IPv6 header.
+        IPV6_REFUSED = "drop_ipv6_refused",
     }
 }
 
@@ -134,7 +142,7 @@ mod tests {
     #[test]
     fn tables_are_numbered_in_order_and_named_uniquely() {
         assert_eq!(drop_reason::REWRITE_FAILED.0, 0);
-        assert_eq!(drop_reason::OVERLAY_NO_ENDPOINT.0, drop_reason::COUNT - 1);
+        assert_eq!(drop_reason::IPV6_REFUSED.0, drop_reason::COUNT - 1);
         assert_eq!(event::OVERLAY_ARP.0, event::COUNT - 1);
         assert_eq!(drop_reason::NAMES[drop_reason::ICC.0 as usize], "drop_icc");
         assert_eq!(event::NAMES[event::SNAT.0 as usize], "snat");

@@ -43,6 +43,9 @@ pub mod map_names {
     pub const LINKS: &str = "NETD_LINKS";
     /// Containers of overlay networks on other nodes (`OverlayPeer`).
     pub const OVERLAY_PEERS: &str = "NETD_OVERLAY";
+    /// IPv6 endpoints by host-side ifindex (`Endpoint6`) and by address (`Addr6`).
+    pub const ENDPOINTS6: &str = "NETD_EP6";
+    pub const ADDRS6: &str = "NETD_ADDR6";
 }
 
 /// Names of the programs in the eBPF object.
@@ -57,6 +60,8 @@ pub mod prog_names {
     pub const OVERLAY_EGRESS: &str = "overlay_egress";
     /// TC ingress of the node's VXLAN device: decapsulated packets to their container.
     pub const OVERLAY_INGRESS: &str = "overlay_ingress";
+    /// IPv6 endpoints' first program: IPv6 anti-spoofing, ND and RA guard, isolation.
+    pub const ENDPOINT_EGRESS6: &str = "endpoint_egress6";
 }
 
 pub const IPPROTO_ICMP: u8 = 1;
@@ -304,6 +309,30 @@ pub struct OverlayPeer {
 }
 const _: () = assert!(core::mem::size_of::<OverlayPeer>() == 16);
 
+/// An IPv6 endpoint (a container's interface on a network with IPv6), keyed by the
+/// ifindex of its host-side veth: what it may send as.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Endpoint6 {
+    /// Its global address (network byte order, as on the wire).
+    pub addr: [u8; 16],
+    pub net_id: u32,
+    /// Bit set of `EP_F_*`.
+    pub flags: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<Endpoint6>() == 32);
+
+/// An IPv6 container address, keyed by the address: whose network it is on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Addr6 {
+    pub net_id: u32,
+    pub ifindex: u32,
+}
+const _: () = assert!(core::mem::size_of::<Addr6>() == 8);
+
 /// The endpoint's network masquerades traffic to outside its networks.
 pub const EP_F_MASQUERADE: u32 = 1;
 /// Containers of the endpoint's network may talk to each other (Docker's enable_icc).
@@ -323,6 +352,8 @@ mod pod {
     // derives bytemuck::Pod, which checks exactly that at compile time.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::OverlayPeer {}
+    unsafe impl aya::Pod for super::Endpoint6 {}
+    unsafe impl aya::Pod for super::Addr6 {}
     unsafe impl aya::Pod for super::PortKey {}
     unsafe impl aya::Pod for super::LinkKey {}
     unsafe impl aya::Pod for super::Backend {}

@@ -8,6 +8,7 @@ mod conntrack;
 mod endpoint;
 mod guard;
 mod icmp;
+mod ipv6;
 mod maps;
 mod metrics;
 mod nat;

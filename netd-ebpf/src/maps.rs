@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netd_common::{
-    drop_reason, event, Backend, Config, CtEntry, CtKey, Endpoint, LinkKey, OverlayPeer,
-    PortCounters, PortKey, SockRevKey, SockRevValue, MAX_CONNTRACK, MAX_CONNTRACK_NEW,
+    drop_reason, event, Addr6, Backend, Config, CtEntry, CtKey, Endpoint, Endpoint6, LinkKey,
+    OverlayPeer, PortCounters, PortKey, SockRevKey, SockRevValue, MAX_CONNTRACK, MAX_CONNTRACK_NEW,
     MAX_ENDPOINTS, MAX_LINKS, MAX_LOCAL_ADDRS, MAX_OVERLAY_PEERS, MAX_PORT_MAPPINGS,
 };
 
@@ -37,6 +37,12 @@ pub static LOCAL_ADDRS: HashMap<u32, u32> = HashMap::pinned(MAX_LOCAL_ADDRS, 0);
 pub static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
 
 /// `--link` exceptions to icc=false: the linked pair, on the target's exposed ports only.
+/// IPv6 endpoints by host-side ifindex, and their addresses (`ipv6.rs`).
+#[map(name = "NETD_EP6")]
+pub static ENDPOINTS6: HashMap<u32, Endpoint6> = HashMap::pinned(MAX_ENDPOINTS, 0);
+#[map(name = "NETD_ADDR6")]
+pub static ADDRS6: HashMap<[u8; 16], Addr6> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
 /// Containers of overlay networks on other nodes, by address (`overlay.rs`).
 #[map(name = "NETD_OVERLAY")]
 pub static OVERLAY_PEERS: HashMap<u32, OverlayPeer> = HashMap::pinned(MAX_OVERLAY_PEERS, 0);

@@ -128,15 +128,27 @@ impl Datapath {
     /// The overlay program on an overlay endpoint's host-side veth, ahead of the
     /// endpoint program (tcx order: first), which gets what it passes on.
     pub fn attach_overlay_endpoint(&mut self, veth: &str) -> anyhow::Result<()> {
-        let pin = self.links_dir.join(format!("ov-{veth}"));
-        let prog: &mut SchedClassifier = self.program(prog_names::OVERLAY_EGRESS)?;
-        adopt_or_attach(prog, &pin, |p| {
+        self.attach_first(prog_names::OVERLAY_EGRESS, veth, &format!("ov-{veth}"))
+    }
+
+    /// The IPv6 policy program on an IPv6 endpoint's host-side veth, ahead of the
+    /// endpoint program (which leaves IPv6 alone).
+    pub fn attach_endpoint6(&mut self, veth: &str) -> anyhow::Result<()> {
+        self.attach_first(prog_names::ENDPOINT_EGRESS6, veth, &format!("v6-{veth}"))
+    }
+
+    /// Attaches `prog` at TC ingress of `ifname` ahead of the programs already there
+    /// (tcx order: first), under the pin name `pin`.
+    fn attach_first(&mut self, prog: &str, ifname: &str, pin: &str) -> anyhow::Result<()> {
+        let pin = self.links_dir.join(pin);
+        let p: &mut SchedClassifier = self.program(prog)?;
+        adopt_or_attach(p, &pin, |p| {
             p.attach_with_options(
-                veth,
+                ifname,
                 TcAttachType::Ingress,
                 TcAttachOptions::TcxOrder(LinkOrder::first()),
             )
-            .with_context(|| format!("attaching overlay_egress to {veth}"))
+            .with_context(|| format!("attaching {prog} to {ifname}"))
         })
     }
 
@@ -150,9 +162,11 @@ impl Datapath {
         self.links_dir.join(format!("ep-{veth}")).exists()
     }
 
-    /// Both programs of an endpoint (the overlay one is there on overlay endpoints).
+    /// Every program of an endpoint (the overlay and IPv6 ones are there on overlay and
+    /// IPv6 endpoints).
     pub fn detach_endpoint(&self, veth: &str) -> anyhow::Result<()> {
         self.detach(&format!("ov-{veth}"))?;
+        self.detach(&format!("v6-{veth}"))?;
         self.detach(&format!("ep-{veth}"))
     }
 
@@ -198,6 +212,7 @@ impl Datapath {
                 let name = name.to_str()?;
                 name.strip_prefix("ep-")
                     .or_else(|| name.strip_prefix("ov-"))
+                    .or_else(|| name.strip_prefix("v6-"))
                     .map(String::from)
             })
             .filter(|v| !keep.contains(v))

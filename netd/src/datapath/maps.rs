@@ -2,7 +2,11 @@
 //! `Attachment` on its `Network`, the host's addresses. This module is the only place
 //! where those become map keys and values (netd-common's `#[repr(C)]` types, network
 //! byte order), and one generic `sync` makes a map hold exactly a wanted set.
-use std::{collections::HashMap as StdHashMap, hash::Hash, net::Ipv4Addr};
+use std::{
+    collections::HashMap as StdHashMap,
+    hash::Hash,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use aya::maps::{
     lpm_trie::{Key as LpmKey, LpmTrie},
@@ -10,8 +14,8 @@ use aya::maps::{
 };
 use ipnetwork::Ipv4Network;
 use netd_common::{
-    Backend, Endpoint, LinkKey, OverlayPeer, PortCounters, PortKey, EP_F_ICC, EP_F_INTERNAL,
-    EP_F_MASQUERADE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED,
+    Addr6, Backend, Endpoint, Endpoint6, LinkKey, OverlayPeer, PortCounters, PortKey, EP_F_ICC,
+    EP_F_INTERNAL, EP_F_MASQUERADE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED,
 };
 
 use super::Datapath;
@@ -242,6 +246,39 @@ impl Datapath {
             );
         }
         sync(&mut self.links, &m)?;
+        Ok(())
+    }
+
+    /// Makes the IPv6 endpoint maps hold exactly `want`: each attachment with its IPv6
+    /// address, by host-side ifindex (what it may send as) and by address (whose it is).
+    pub fn sync_endpoints6(
+        &mut self,
+        want: &[(&Attachment, &Network, Ipv6Addr)],
+    ) -> anyhow::Result<()> {
+        let mut by_if = StdHashMap::new();
+        let mut by_addr = StdHashMap::new();
+        for (a, n, ip6) in want {
+            let v4 = endpoint_value(a, n);
+            by_if.insert(
+                a.host_ifindex,
+                Endpoint6 {
+                    addr: ip6.octets(),
+                    net_id: v4.net_id,
+                    flags: v4.flags,
+                    mac: a.mac,
+                    _pad: [0; 2],
+                },
+            );
+            by_addr.insert(
+                ip6.octets(),
+                Addr6 {
+                    net_id: v4.net_id,
+                    ifindex: a.host_ifindex,
+                },
+            );
+        }
+        sync(&mut self.endpoints6, &by_if)?;
+        sync(&mut self.addrs6, &by_addr)?;
         Ok(())
     }
 

@@ -61,6 +61,8 @@ pub struct Datapath {
     endpoints: HashMap<MapData, u32, Endpoint>,
     links: HashMap<MapData, netd_common::LinkKey, u32>,
     overlay_peers: HashMap<MapData, u32, netd_common::OverlayPeer>,
+    endpoints6: HashMap<MapData, u32, netd_common::Endpoint6>,
+    addrs6: HashMap<MapData, [u8; 16], netd_common::Addr6>,
     config: Array<MapData, Config>,
     /// Per-CPU counters of `drop_reason` and of `event`.
     drops: PerCpuArray<MapData, u64>,
@@ -216,6 +218,7 @@ impl Datapath {
             prog_names::ENDPOINT_EGRESS,
             prog_names::OVERLAY_EGRESS,
             prog_names::OVERLAY_INGRESS,
+            prog_names::ENDPOINT_EGRESS6,
         ] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -255,6 +258,8 @@ impl Datapath {
         let endpoints = HashMap::try_from(take(&mut ebpf, map_names::ENDPOINTS)?)?;
         let links = HashMap::try_from(take(&mut ebpf, map_names::LINKS)?)?;
         let overlay_peers = HashMap::try_from(take(&mut ebpf, map_names::OVERLAY_PEERS)?)?;
+        let endpoints6 = HashMap::try_from(take(&mut ebpf, map_names::ENDPOINTS6)?)?;
+        let addrs6 = HashMap::try_from(take(&mut ebpf, map_names::ADDRS6)?)?;
         let config = Array::try_from(take(&mut ebpf, map_names::CONFIG)?)?;
         let drops = PerCpuArray::try_from(take(&mut ebpf, map_names::DROPS)?)?;
         let events = PerCpuArray::try_from(take(&mut ebpf, map_names::EVENTS)?)?;
@@ -268,6 +273,8 @@ impl Datapath {
             endpoints,
             links,
             overlay_peers,
+            endpoints6,
+            addrs6,
             config,
             drops,
             events,
