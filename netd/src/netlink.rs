@@ -1,11 +1,14 @@
 //! rtnetlink, one handle per namespace, each opened from inside its namespace.
-use std::{net::Ipv4Addr, os::fd::AsRawFd};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::AsRawFd,
+};
 
 use anyhow::{anyhow, Context};
 use futures::TryStreamExt;
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use netlink_packet_route::{
-    address::AddressAttribute,
+    address::{AddressAttribute, AddressFlags},
     link::{InfoData, InfoVeth, LinkAttribute, LinkMessage},
     route::{RouteAddress, RouteAttribute, RouteMessage},
     AddressFamily,
@@ -199,6 +202,24 @@ impl Netlink {
         }
     }
 
+    /// Adds IPv6 address `net` to link `index` without duplicate address detection
+    /// (`nodad`, as Docker): netd's IPAM already made it unique on the link, and DAD
+    /// would hold it tentative, unusable, for a second or more.
+    pub async fn add_addr6(&self, index: u32, net: Ipv6Network) -> anyhow::Result<()> {
+        let mut req = self
+            .handle
+            .address()
+            .add(index, net.ip().into(), net.prefix());
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        match req.execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("adding {net} to link {index}")),
+        }
+    }
+
     /// Every IPv4 address in the namespace, with its link index.
     pub async fn ipv4_addrs(&self) -> anyhow::Result<Vec<(u32, Ipv4Network)>> {
         let msgs: Vec<_> = self.handle.address().get().execute().try_collect().await?;
@@ -226,6 +247,20 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("adding default route via {gw}"))
+    }
+
+    /// `ip -6 route add default via GW dev INDEX`.
+    pub async fn add_default_route6(&self, gw: Ipv6Addr, index: u32) -> anyhow::Result<()> {
+        let r = RouteMessageBuilder::<Ipv6Addr>::new()
+            .gateway(gw)
+            .output_interface(index)
+            .build();
+        self.handle
+            .route()
+            .add(r)
+            .execute()
+            .await
+            .with_context(|| format!("adding IPv6 default route via {gw}"))
     }
 
     async fn routes_v4(&self) -> anyhow::Result<Vec<RouteMessage>> {

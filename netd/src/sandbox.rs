@@ -8,7 +8,7 @@
 //! `plan` is pure (it reads the intended state), so the caller commits the attachment to
 //! the store before `attach` touches the kernel, and `detach` undoes `attach` whatever
 //! state the kernel is in.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::anyhow;
 
@@ -27,6 +27,11 @@ use crate::{
 pub struct AttachOptions {
     /// A static address (Docker's --ip: only on networks with a user-chosen subnet).
     pub ip: Option<Ipv4Addr>,
+    /// A static IPv6 address (--ip6: only on networks with a user-chosen IPv6 subnet).
+    pub ip6: Option<Ipv6Addr>,
+    /// No IPv6 address even on a dual-stack network: for front doors whose protocol
+    /// reports IPv4 only (CNI, the Docker plugin).
+    pub ipv4_only: bool,
     /// The interface name inside the namespace (default: the first free ethN).
     pub ifname: Option<String>,
     pub aliases: Vec<String>,
@@ -50,6 +55,11 @@ pub fn plan(
     veth_prefix: &str,
 ) -> Result<Attachment> {
     let ip = ipam::allocate(state, net, opts.ip)?;
+    let ip6 = if opts.ipv4_only {
+        None
+    } else {
+        ipam::allocate6(state, net, opts.ip6)?
+    };
     let n = (0..)
         .find(|i| !existing.iter().any(|a| a.ifname == format!("eth{i}")))
         .unwrap_or(0);
@@ -62,6 +72,8 @@ pub fn plan(
         aliases: opts.aliases,
         host_ifindex: 0,
         requested_ip: opts.ip,
+        ip6,
+        requested_ip6: opts.ip6,
     })
 }
 

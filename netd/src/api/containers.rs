@@ -100,9 +100,12 @@ fn endpoints(c: &Container, nets: &[Network]) -> BTreeMap<String, EndpointSettin
             Some((
                 n.name.clone(),
                 EndpointSettings {
-                    ipam_config: a.requested_ip.map(|ip| EndpointIpamConfig {
-                        ipv4_address: Some(ip.to_string()),
-                    }),
+                    ipam_config: (a.requested_ip.is_some() || a.requested_ip6.is_some()).then(
+                        || EndpointIpamConfig {
+                            ipv4_address: a.requested_ip.map(|ip| ip.to_string()),
+                            ipv6_address: a.requested_ip6.map(|ip| ip.to_string()),
+                        },
+                    ),
                     links: (!user_links.is_empty()).then(|| user_links.clone()),
                     dns_names,
                     // Docker shows null, not [], for an endpoint without aliases.
@@ -112,6 +115,13 @@ fn endpoints(c: &Container, nets: &[Network]) -> BTreeMap<String, EndpointSettin
                     gateway: n.gateway.map(|g| g.to_string()).unwrap_or_default(),
                     ip_address: a.ip.to_string(),
                     ip_prefix_len: n.subnet.map(|s| s.prefix()).unwrap_or(0),
+                    ipv6_gateway: a
+                        .ip6
+                        .and(n.gateway6)
+                        .map(|g| g.to_string())
+                        .unwrap_or_default(),
+                    global_ipv6_address: a.ip6.map(|ip| ip.to_string()).unwrap_or_default(),
+                    global_ipv6_prefix_len: a.ip6.and(n.subnet6).map(|s| s.prefix()).unwrap_or(0),
                     mac_address: fmt_mac(&a.mac),
                     ..Default::default()
                 },
@@ -287,6 +297,9 @@ pub fn inspect_of(c: &Container, nets: &[Network], all: &[Container]) -> Contain
             gateway: default.gateway,
             ip_address: default.ip_address,
             ip_prefix_len: default.ip_prefix_len,
+            ipv6_gateway: default.ipv6_gateway,
+            global_ipv6_address: default.global_ipv6_address,
+            global_ipv6_prefix_len: default.global_ipv6_prefix_len,
             mac_address: default.mac_address,
             networks,
             ..Default::default()

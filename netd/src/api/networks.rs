@@ -46,7 +46,21 @@ pub fn network_resource(n: &Network, containers: &[Container]) -> NetworkResourc
                 .collect(),
         );
     }
+    let mut configs = Vec::new();
+    if n.subnet.is_some() {
+        configs.push(config);
+    }
+    // Docker lists the IPv6 pool after the IPv4 one.
+    if let Some(s6) = n.subnet6.filter(|_| n.ipv6) {
+        configs.push(IpamConfig {
+            subnet: Some(s6.to_string()),
+            gateway: n.gateway6.map(|g| g.to_string()),
+            ip_range: n.ip_range6.map(|r| r.to_string()),
+            auxiliary_addresses: None,
+        });
+    }
     let prefix = n.subnet.map(|s| s.prefix()).unwrap_or(32);
+    let prefix6 = n.subnet6.map(|s| s.prefix()).unwrap_or(128);
     let members = containers
         .iter()
         .flat_map(|c| {
@@ -63,7 +77,10 @@ pub fn network_resource(n: &Network, containers: &[Container]) -> NetworkResourc
                     endpoint_id: endpoint_id(&c.id, &n.id),
                     mac_address: fmt_mac(&a.mac),
                     ipv4_address: format!("{}/{prefix}", a.ip),
-                    ipv6_address: String::new(),
+                    ipv6_address: a
+                        .ip6
+                        .map(|ip| format!("{ip}/{prefix6}"))
+                        .unwrap_or_default(),
                 },
             )
         })
@@ -74,14 +91,10 @@ pub fn network_resource(n: &Network, containers: &[Container]) -> NetworkResourc
         created: rfc3339(n.created),
         scope: n.scope().into(),
         driver: n.driver.clone(),
-        enable_ipv6: false,
+        enable_ipv6: n.ipv6,
         ipam: Ipam {
             driver: Some("default".into()),
-            config: Some(if n.subnet.is_some() {
-                vec![config]
-            } else {
-                vec![]
-            }),
+            config: Some(configs),
             options: Some(BTreeMap::new()),
         },
         internal: n.internal,
@@ -155,11 +168,6 @@ pub async fn create(
     State(d): D,
     ApiJson(req): ApiJson<NetworkCreate>,
 ) -> Result<(StatusCode, Json<NetworkCreateResponse>), NetdError> {
-    if req.enable_ipv6 {
-        return Err(NetdError::InvalidArgument(
-            "IPv6 networks are not supported by netd yet".into(),
-        ));
-    }
     if req.ingress {
         return Err(NetdError::InvalidArgument(
             "ingress networks are a swarm feature netd does not have".into(),
@@ -175,25 +183,23 @@ pub async fn create(
             "unsupported IPAM driver {drv:?}: netd has only \"default\""
         )));
     }
-    let mut configs = ipam.config.unwrap_or_default();
-    if configs.len() > 1 {
-        return Err(NetdError::InvalidArgument(
-            "netd supports one IPv4 subnet per network".into(),
-        ));
-    }
-    let c = configs.pop().unwrap_or_default();
+    let (v4, v6) = split_families(ipam.config.unwrap_or_default())?;
     let empty = |s: Option<String>| s.filter(|x| !x.is_empty());
     let spec = NetworkSpec {
         name: req.name,
         driver: empty(req.driver),
-        subnet: empty(c.subnet),
-        gateway: empty(c.gateway),
-        ip_range: empty(c.ip_range),
-        aux_addresses: c.auxiliary_addresses.unwrap_or_default(),
+        subnet: empty(v4.subnet),
+        gateway: empty(v4.gateway),
+        ip_range: empty(v4.ip_range),
+        aux_addresses: v4.auxiliary_addresses.unwrap_or_default(),
         internal: req.internal,
         attachable: req.attachable,
         labels: req.labels.unwrap_or_default(),
         options: req.options.unwrap_or_default(),
+        ipv6: req.enable_ipv6,
+        subnet6: empty(v6.subnet),
+        gateway6: empty(v6.gateway),
+        ip_range6: empty(v6.ip_range),
     };
     let (n, warning) = d.create_network(spec).await?;
     Ok((
@@ -203,6 +209,40 @@ pub async fn create(
             warning: warning.unwrap_or_default(),
         }),
     ))
+}
+
+/// Docker's IPAM config list as (IPv4, IPv6) entries: netd networks have at most one
+/// subnet per family. An entry's family is its subnet's, else its gateway's or range's
+/// (an IPv6 literal always holds a ':', an IPv4 one never).
+fn split_families(configs: Vec<IpamConfig>) -> Result<(IpamConfig, IpamConfig), NetdError> {
+    let (mut v4, mut v6): (Option<IpamConfig>, Option<IpamConfig>) = (None, None);
+    for c in configs {
+        let key = [&c.subnet, &c.gateway, &c.ip_range]
+            .into_iter()
+            .find_map(|v| v.as_deref().filter(|s| !s.is_empty()));
+        let is_v6 = key.is_some_and(|k| k.contains(':'));
+        if is_v6
+            && c.auxiliary_addresses
+                .as_ref()
+                .is_some_and(|a| !a.is_empty())
+        {
+            return Err(NetdError::InvalidArgument(
+                "--aux-address is supported for the IPv4 subnet only".into(),
+            ));
+        }
+        let (slot, family) = if is_v6 {
+            (&mut v6, "IPv6")
+        } else {
+            (&mut v4, "IPv4")
+        };
+        if slot.is_some() {
+            return Err(NetdError::InvalidArgument(format!(
+                "netd supports one IPv4 and one IPv6 subnet per network (two {family} IPAM configs given)"
+            )));
+        }
+        *slot = Some(c);
+    }
+    Ok((v4.unwrap_or_default(), v6.unwrap_or_default()))
 }
 
 pub async fn remove(State(d): D, Path(id): Path<String>) -> Result<StatusCode, NetdError> {
@@ -225,20 +265,25 @@ pub async fn connect(
     ApiJson(b): ApiJson<NetworkConnect>,
 ) -> Result<StatusCode, NetdError> {
     let ec = b.endpoint_config.unwrap_or_default();
-    let ip = match ec
-        .ipam_config
-        .and_then(|i| i.ipv4_address)
-        .filter(|s| !s.is_empty())
-    {
+    let ipam = ec.ipam_config.unwrap_or_default();
+    let ip = match ipam.ipv4_address.filter(|s| !s.is_empty()) {
         Some(s) => Some(
             s.parse()
                 .map_err(|_| NetdError::InvalidArgument(format!("invalid IPv4 address {s:?}")))?,
         ),
         None => None,
     };
+    let ip6 = match ipam.ipv6_address.filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| NetdError::InvalidArgument(format!("invalid IPv6 address {s:?}")))?,
+        ),
+        None => None,
+    };
     let req = ConnectRequest {
         container: b.container,
         ip,
+        ip6,
         aliases: ec.aliases.unwrap_or_default(),
         links: ec.links.unwrap_or_default(),
     };

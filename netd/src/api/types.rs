@@ -118,6 +118,12 @@ pub struct EndpointIpamConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub ipv4_address: Option<String>,
+    #[serde(
+        rename = "IPv6Address",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipv6_address: Option<String>,
 }
 
 /// An endpoint as `NetworkSettings.Networks` shows it (also `network connect`'s config).

@@ -1,5 +1,5 @@
 //! The command line's grammar: Docker's words and flags, so users need nothing new.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use clap::{Parser, Subcommand};
 
@@ -153,6 +153,9 @@ pub struct RunArgs {
     /// Static address (networks created with --subnet only).
     #[arg(long)]
     pub ip: Option<Ipv4Addr>,
+    /// Static IPv6 address (networks created with --ipv6 and an IPv6 --subnet only).
+    #[arg(long)]
+    pub ip6: Option<Ipv6Addr>,
     /// Extra names for the container on its network.
     #[arg(long = "alias", visible_alias = "network-alias")]
     pub aliases: Vec<String>,
@@ -193,12 +196,19 @@ pub enum NetworkCommand {
     Create {
         #[arg(short, long, default_value = "bridge")]
         driver: String,
+        /// Dual stack: an IPv6 subnet too (a /64 of this host's ULA pool without an
+        /// IPv6 --subnet).
         #[arg(long)]
-        subnet: Option<String>,
+        ipv6: bool,
+        /// CIDR; once per family (an IPv4 and, with --ipv6, an IPv6 one).
         #[arg(long)]
-        gateway: Option<String>,
+        subnet: Vec<String>,
+        /// Gateway address; once per family.
         #[arg(long)]
-        ip_range: Option<String>,
+        gateway: Vec<String>,
+        /// Where automatic addresses come from (CIDR); once per family.
+        #[arg(long)]
+        ip_range: Vec<String>,
         /// NAME=IP: an address the network must not hand out.
         #[arg(long)]
         aux_address: Vec<String>,
@@ -249,6 +259,8 @@ pub enum NetworkCommand {
     Connect {
         #[arg(long)]
         ip: Option<Ipv4Addr>,
+        #[arg(long)]
+        ip6: Option<Ipv6Addr>,
         #[arg(long = "alias")]
         aliases: Vec<String>,
         /// Link to another container: NAME[:ALIAS].

@@ -66,6 +66,7 @@ pub(super) async fn run_container(client: &Client, a: RunArgs, start: bool) -> a
         hostname: a.hostname.clone(),
         network: a.network.clone(),
         ip: a.ip,
+        ip6: a.ip6,
         aliases: a.aliases.clone(),
         ports,
         cmd: a.cmd.clone(),

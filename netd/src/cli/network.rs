@@ -15,6 +15,7 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
     match cmd {
         NetworkCommand::Create {
             driver,
+            ipv6,
             subnet,
             gateway,
             ip_range,
@@ -26,27 +27,29 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
             name,
         } => {
             let aux = key_values("aux-address", &aux_address, false)?;
-            let config = IpamConfig {
-                subnet,
-                gateway,
-                ip_range,
-                auxiliary_addresses: (!aux.is_empty()).then_some(aux),
-            };
+            let [mut v4, v6] = ipam_by_family(&subnet, &gateway, &ip_range)?;
+            if !aux.is_empty() {
+                v4.auxiliary_addresses = Some(aux);
+            }
+            let config = [v4, v6]
+                .into_iter()
+                .filter(|c| {
+                    c.subnet.is_some()
+                        || c.gateway.is_some()
+                        || c.ip_range.is_some()
+                        || c.auxiliary_addresses.is_some()
+                })
+                .collect();
             let body = NetworkCreate {
                 name,
                 check_duplicate: true,
                 driver: Some(driver),
                 internal,
                 attachable,
+                enable_ipv6: ipv6,
                 ipam: Some(Ipam {
                     driver: Some("default".into()),
-                    config: Some(
-                        if config.subnet.is_some() || config.auxiliary_addresses.is_some() {
-                            vec![config]
-                        } else {
-                            vec![]
-                        },
-                    ),
+                    config: Some(config),
                     options: None,
                 }),
                 options: Some(key_values("option", &opt, false)?),
@@ -166,6 +169,7 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
         }
         NetworkCommand::Connect {
             ip,
+            ip6,
             aliases,
             link,
             network,
@@ -176,8 +180,9 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
                 endpoint_config: Some(EndpointSettings {
                     aliases: Some(aliases),
                     links: (!link.is_empty()).then_some(link),
-                    ipam_config: ip.map(|ip| EndpointIpamConfig {
-                        ipv4_address: Some(ip.to_string()),
+                    ipam_config: (ip.is_some() || ip6.is_some()).then(|| EndpointIpamConfig {
+                        ipv4_address: ip.map(|ip| ip.to_string()),
+                        ipv6_address: ip6.map(|ip| ip.to_string()),
                     }),
                     ..Default::default()
                 }),
@@ -211,4 +216,75 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
         }
     }
     Ok(0)
+}
+
+/// `--subnet`, `--gateway` and `--ip-range` as Docker's IPAM configs, [IPv4, IPv6]: each
+/// value goes to its family (an IPv6 literal always holds a ':', an IPv4 one never),
+/// and each flag may be given once per family. The daemon checks the values.
+fn ipam_by_family(
+    subnets: &[String],
+    gateways: &[String],
+    ranges: &[String],
+) -> anyhow::Result<[IpamConfig; 2]> {
+    let mut out: [IpamConfig; 2] = Default::default();
+    for (flag, values) in [
+        ("subnet", subnets),
+        ("gateway", gateways),
+        ("ip-range", ranges),
+    ] {
+        for v in values {
+            let (i, family) = if v.contains(':') {
+                (1, "IPv6")
+            } else {
+                (0, "IPv4")
+            };
+            let slot = match flag {
+                "subnet" => &mut out[i].subnet,
+                "gateway" => &mut out[i].gateway,
+                _ => &mut out[i].ip_range,
+            };
+            if let Some(first) = slot {
+                anyhow::bail!(
+                    "--{flag} given twice for {family} ({first} and {v}): a network takes one IPv4 and one IPv6 value"
+                );
+            }
+            *slot = Some(v.clone());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_go_to_their_family_once_each() {
+        let [v4, v6] = ipam_by_family(
+            &s(&["fd00:1::/64", "10.1.0.0/24"]),
+            &s(&["10.1.0.254", "fd00:1::fe"]),
+            &s(&["fd00:1::/80"]),
+        )
+        .unwrap();
+        assert_eq!(v4.subnet.as_deref(), Some("10.1.0.0/24"));
+        assert_eq!(v4.gateway.as_deref(), Some("10.1.0.254"));
+        assert_eq!(v4.ip_range, None);
+        assert_eq!(v6.subnet.as_deref(), Some("fd00:1::/64"));
+        assert_eq!(v6.gateway.as_deref(), Some("fd00:1::fe"));
+        assert_eq!(v6.ip_range.as_deref(), Some("fd00:1::/80"));
+        let e = ipam_by_family(&s(&["10.1.0.0/24", "10.2.0.0/24"]), &[], &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("--subnet given twice for IPv4"),
+            "{e}"
+        );
+        let e = ipam_by_family(&[], &s(&["fd00::1", "fd00::2"]), &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("--gateway given twice for IPv6"),
+            "{e}"
+        );
+    }
 }

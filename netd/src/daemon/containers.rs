@@ -46,9 +46,9 @@ impl Daemon {
                     model::mode_name(&mode, &inner.state.containers)
                 )));
             }
-            if req.ip.is_some() || !req.aliases.is_empty() {
+            if req.ip.is_some() || req.ip6.is_some() || !req.aliases.is_empty() {
                 return Err(NetdError::InvalidArgument(format!(
-                    "--ip and --alias need a bridge network, not network mode {}",
+                    "--ip, --ip6 and --alias need a bridge network, not network mode {}",
                     model::mode_name(&mode, &inner.state.containers)
                 )));
             }
@@ -66,8 +66,9 @@ impl Daemon {
             Some(net) => {
                 let opts = AttachOptions {
                     ip: req.ip,
-                    ifname: None,
+                    ip6: req.ip6,
                     aliases: req.aliases.clone(),
+                    ..Default::default()
                 };
                 vec![sandbox::plan(
                     &inner.state,
@@ -293,7 +294,7 @@ impl Inner {
             if let Some(ns) = &c.netns {
                 self.owned.claim(Kind::Netns, ns)?;
                 netns::create(ns)?;
-                set_lo_up(ns).await?;
+                set_lo_up(ns, false).await?;
             }
         }
         phases.mark("netns");
@@ -445,16 +446,31 @@ fn resolve_mode(state: &State, value: &str) -> Result<(NetMode, Option<Network>)
     })
 }
 
-/// Loopback up and IPv6 off in a container namespace: netd's isolation is IPv4, and
-/// link-local IPv6 between containers would otherwise get around it.
-pub(super) async fn set_lo_up(ns: &str) -> anyhow::Result<()> {
+/// Loopback up and IPv6 off in a container namespace, except on the interfaces of
+/// networks created with --ipv6 (the bridge driver turns it on there, and on loopback:
+/// `ipv6_lo` says whether that happened already). netd's isolation of other networks
+/// is IPv4, and link-local IPv6 between their containers would otherwise get around it.
+/// Router advertisements are ignored everywhere: a container's addresses and routes
+/// come from netd alone.
+///
+/// `all.disable_ipv6` is never written: writing it sets every interface, and would strip
+/// the IPv6 addresses of a running container when reconcile calls this again. `default`
+/// covers every interface made after this, and loopback is the only one before.
+pub(super) async fn set_lo_up(ns: &str, ipv6_lo: bool) -> anyhow::Result<()> {
     use anyhow::Context;
-    netns::run_in(ns, || {
-        for key in ["all", "default", "lo"] {
-            let p = format!("/proc/sys/net/ipv6/conf/{key}/disable_ipv6");
+    netns::run_in(ns, move || {
+        let lo = if ipv6_lo { "0" } else { "1" };
+        for (key, value) in [
+            ("all/accept_ra", "0"),
+            ("default/accept_ra", "0"),
+            ("lo/accept_ra", "0"),
+            ("default/disable_ipv6", "1"),
+            ("lo/disable_ipv6", lo),
+        ] {
+            let p = format!("/proc/sys/net/ipv6/conf/{key}");
             // /proc/sys/net is the writing thread's namespace: this one's.
             if std::path::Path::new(&p).exists() {
-                std::fs::write(&p, "1").with_context(|| format!("writing {p}"))?;
+                std::fs::write(&p, value).with_context(|| format!("writing {p}"))?;
             }
         }
         Ok(())

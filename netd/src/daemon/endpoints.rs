@@ -299,6 +299,9 @@ impl Daemon {
             ip: req.ip,
             ifname: Some(req.ifname.clone()),
             aliases: req.aliases.clone(),
+            // CNI results carry IPv4 only: a dual-stack network's IPv6 is not given.
+            ipv4_only: true,
+            ..Default::default()
         };
         let mut att = sandbox::plan(&inner.state, &net, &id, &[], opts, &self.args.veth_prefix)?;
         if let Some(mac) = mac {

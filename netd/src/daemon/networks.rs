@@ -273,8 +273,9 @@ impl Daemon {
             |state| {
                 let opts = AttachOptions {
                     ip: req.ip,
-                    ifname: None,
+                    ip6: req.ip6,
                     aliases: req.aliases.clone(),
+                    ..Default::default()
                 };
                 let att = sandbox::plan(
                     state,
@@ -404,6 +405,11 @@ pub(super) async fn ensure_builtin(
             created: now(),
             attachable: false,
             vni: 0,
+            ipv6: false,
+            subnet6: None,
+            gateway6: None,
+            ip_range6: None,
+            user_subnet6: false,
         });
         info!("default network bridge: {subnet} via {gateway}");
     }
@@ -442,6 +448,11 @@ pub(super) async fn ensure_builtin(
                 created: now(),
                 attachable: false,
                 vni: 0,
+                ipv6: false,
+                subnet6: None,
+                gateway6: None,
+                ip_range6: None,
+                user_subnet6: false,
             });
         }
     }

@@ -51,7 +51,8 @@ impl Daemon {
                 if let Some(ns) = &c.netns {
                     // Claimed again: a store from before ownership markers.
                     inner.owned.claim(Kind::Netns, ns)?;
-                    set_lo_up(ns).await?;
+                    let ipv6_lo = c.attachments.iter().any(|a| a.ip6.is_some());
+                    set_lo_up(ns, ipv6_lo).await?;
                 }
             }
             for (i, a) in c.attachments.iter().enumerate() {

@@ -1,8 +1,10 @@
 //! The bridge driver: a Linux bridge per network holding the gateway address, and a veth
-//! per endpoint whose container end is born inside the container's namespace.
+//! per endpoint whose container end is born inside the container's namespace. A
+//! dual-stack network (`--ipv6`) adds the IPv6 gateway on the bridge and an IPv6
+//! address and default route in the container, on that interface only.
 use anyhow::{anyhow, Context};
 use futures::{future::BoxFuture, FutureExt};
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use super::{Join, NetworkDriver, TeardownErrors};
 use crate::{
@@ -52,6 +54,16 @@ impl NetworkDriver for Bridge {
             }
             nl.add_addr(link.index, Ipv4Network::new(gw, subnet.prefix())?)
                 .await?;
+            if let (true, Some(subnet6), Some(gw6)) = (net.ipv6, net.subnet6, net.gateway6) {
+                // The host never takes a router advertisement from a container (it would
+                // make a container the host's default router); IPv6 forwarding stays off
+                // in the host namespace, so no container's private source leaves the
+                // host before NAT66 exists.
+                sysctl::set_ipv6_conf(&net.bridge, "accept_ra", "0")?;
+                sysctl::set_ipv6_conf(&net.bridge, "disable_ipv6", "0")?;
+                nl.add_addr6(link.index, Ipv6Network::new(gw6, subnet6.prefix())?)
+                    .await?;
+            }
             nl.set_up(link.index).await?;
             // Replies of published services leave the endpoint program with a host
             // address as their source; when they take the stack's path (no fast path),
@@ -116,12 +128,29 @@ impl NetworkDriver for Bridge {
             inside
                 .add_addr(eth.index, Ipv4Network::new(a.ip, subnet.prefix())?)
                 .await?;
+            let v6 = a.ip6.zip(net.subnet6);
+            if v6.is_some() {
+                let ifname = a.ifname.clone();
+                netns::run_in(ns, move || enable_ipv6_on(&ifname))?;
+            }
             inside.set_up(eth.index).await?;
             if j.default_route && !net.internal {
                 inside
                     .add_default_route(gw)
                     .await
                     .context("adding the default route")?;
+            }
+            if let Some((ip6, subnet6)) = v6 {
+                // After the link is up: the default route's gateway must be on-link.
+                inside
+                    .add_addr6(eth.index, Ipv6Network::new(ip6, subnet6.prefix())?)
+                    .await?;
+                if let (true, false, Some(gw6)) = (j.default_route, net.internal, net.gateway6) {
+                    inside
+                        .add_default_route6(gw6, eth.index)
+                        .await
+                        .context("adding the IPv6 default route")?;
+                }
             }
             Ok(host.index)
         }
@@ -132,6 +161,17 @@ impl NetworkDriver for Bridge {
         // Deleting the host end deletes the pair, the container end included.
         delete_link(nl, &a.veth).boxed()
     }
+}
+
+/// IPv6 on for interface `ifname` of the calling thread's namespace and its loopback
+/// (a container namespace starts with IPv6 off everywhere, see `set_lo_up`), with
+/// router advertisements ignored: addresses and routes come from netd alone.
+fn enable_ipv6_on(ifname: &str) -> anyhow::Result<()> {
+    for i in [ifname, "lo"] {
+        sysctl::set_ipv6_conf(i, "accept_ra", "0")?;
+        sysctl::set_ipv6_conf(i, "disable_ipv6", "0")?;
+    }
+    Ok(())
 }
 
 /// Deletes link `name` if it exists.

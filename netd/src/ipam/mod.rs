@@ -1,13 +1,16 @@
 //! Address management: which addresses of a network are free, and Docker's rules for
 //! the one a container asks for. Network validation (what `network create` accepts)
-//! is in `plan`. Both stay free of kernel calls so that every rule has a unit test.
+//! is in `plan`, the IPv6 side of both in `v6`. All stay free of kernel calls so that
+//! every rule has a unit test.
 mod plan;
+mod v6;
 
 use std::{collections::HashSet, net::Ipv4Addr};
 
 use ipnetwork::Ipv4Network;
 
 pub use plan::{check_subnet, plan_network, route_overlap_warning, validate_network_name};
+pub use v6::allocate6;
 
 use crate::{error::NetdError, model::Network, store::State};
 
@@ -369,6 +372,8 @@ mod tests {
                 aliases: vec![],
                 host_ifindex: 0,
                 requested_ip: None,
+                ip6: None,
+                requested_ip6: None,
             }],
             ports: vec![],
             cmd: vec![],

@@ -303,6 +303,7 @@ pub fn plan_network(
         }
         aux.insert(name.clone(), ip);
     }
+    let v6 = super::v6::plan(spec, state, driver)?;
     let net_id = state.next_net_id.max(1);
     Ok(Network {
         id,
@@ -327,5 +328,10 @@ pub fn plan_network(
         created: now,
         attachable: spec.attachable,
         vni: 0,
+        ipv6: v6.ipv6,
+        subnet6: v6.subnet6,
+        gateway6: v6.gateway6,
+        ip_range6: v6.ip_range6,
+        user_subnet6: v6.user_subnet6,
     })
 }

@@ -1,8 +1,12 @@
 //! The agent's domain types: what the store keeps and the API carries. Ports,
 //! protocols and Docker's publish specs are in `publish`.
-use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 
 use crate::error::NetdError;
@@ -73,6 +77,20 @@ pub struct Network {
     /// Overlay only: the VXLAN network identifier, allocated cluster-wide.
     #[serde(default)]
     pub vni: u32,
+    /// Docker's EnableIPv6: dual stack, the IPv6 side below (None without it).
+    #[serde(default)]
+    pub ipv6: bool,
+    #[serde(default)]
+    pub subnet6: Option<Ipv6Network>,
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
+    /// Where automatic IPv6 addresses come from (default: the whole subnet6).
+    #[serde(default)]
+    pub ip_range6: Option<Ipv6Network>,
+    /// The user chose subnet6 (not the ULA pool): only then may containers ask for a
+    /// static --ip6, as for --ip.
+    #[serde(default)]
+    pub user_subnet6: bool,
 }
 
 impl Network {
@@ -126,6 +144,15 @@ pub struct NetworkSpec {
     pub attachable: bool,
     pub labels: BTreeMap<String, String>,
     pub options: BTreeMap<String, String>,
+    /// Docker's --ipv6, and the IPv6 values of --subnet, --gateway and --ip-range.
+    #[serde(default)]
+    pub ipv6: bool,
+    #[serde(default)]
+    pub subnet6: Option<String>,
+    #[serde(default)]
+    pub gateway6: Option<String>,
+    #[serde(default)]
+    pub ip_range6: Option<String>,
 }
 
 /// How a container is networked (`--network`).
@@ -160,6 +187,13 @@ pub struct Attachment {
     /// The address the user asked for (--ip), shown as the endpoint's IPAMConfig.
     #[serde(default)]
     pub requested_ip: Option<Ipv4Addr>,
+    /// Its IPv6 address on a network with IPv6 (None elsewhere, and for the front
+    /// doors that stay IPv4: CNI and the Docker plugin).
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
+    /// The IPv6 address the user asked for (--ip6).
+    #[serde(default)]
+    pub requested_ip6: Option<Ipv6Addr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,6 +344,9 @@ pub struct RunRequest {
     /// NET, host, none or container:NAME (default: bridge).
     pub network: Option<String>,
     pub ip: Option<Ipv4Addr>,
+    /// `--ip6`: a static IPv6 address (networks with a user IPv6 subnet only).
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
     pub aliases: Vec<String>,
     pub ports: Vec<PortMapping>,
     pub cmd: Vec<String>,
@@ -338,6 +375,8 @@ pub struct RunRequest {
 pub struct ConnectRequest {
     pub container: String,
     pub ip: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
     pub aliases: Vec<String>,
     /// `--link NAME[:ALIAS]`.
     #[serde(default)]
@@ -410,6 +449,11 @@ pub fn test_network() -> Network {
         created: 0,
         attachable: false,
         vni: 0,
+        ipv6: false,
+        subnet6: None,
+        gateway6: None,
+        ip_range6: None,
+        user_subnet6: false,
     }
 }
 
@@ -424,6 +468,8 @@ pub fn test_attachment() -> Attachment {
         aliases: Vec::new(),
         host_ifindex: 0,
         requested_ip: None,
+        ip6: None,
+        requested_ip6: None,
     }
 }
 

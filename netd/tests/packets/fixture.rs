@@ -250,6 +250,11 @@ pub fn network(net_id: u32, subnet: &str, flags: u32) -> Network {
         created: 0,
         attachable: false,
         vni: 0,
+        ipv6: false,
+        subnet6: None,
+        gateway6: None,
+        ip_range6: None,
+        user_subnet6: false,
     }
 }
 
@@ -263,6 +268,8 @@ pub fn attachment(ip: [u8; 4], mac: [u8; 6], host_ifindex: u32) -> Attachment {
         aliases: Vec::new(),
         host_ifindex,
         requested_ip: None,
+        ip6: None,
+        requested_ip6: None,
     }
 }
 

@@ -120,6 +120,11 @@ impl Daemon {
             attachable: true,
             labels: BTreeMap::new(),
             options: n.options.clone(),
+            // The plugin front door stays IPv4 (translate refuses --ipv6).
+            ipv6: false,
+            subnet6: None,
+            gateway6: None,
+            ip_range6: None,
         };
         let (net, _) = self.create_network_as(spec, n.id.clone()).await?;
         info!("docker network {} is {}", n.id, net.name);
@@ -163,8 +168,8 @@ impl Daemon {
             .ok_or_else(|| not_found_net(network_id))?;
         let opts = AttachOptions {
             ip: Some(ip),
-            ifname: None,
-            aliases: Vec::new(),
+            ipv4_only: true,
+            ..Default::default()
         };
         let mut att = sandbox::plan(
             &inner.state,

@@ -1,0 +1,541 @@
+//! IPv6 of dual-stack networks (`network create --ipv6`): the ULA pool derived from the
+//! instance id as Docker derives it from its host id, the rules for a user's IPv6
+//! subnet, gateway and ip-range, and the address a container gets. Kernel-free, like
+//! the IPv4 side, so that every rule has a unit test.
+use std::{collections::HashSet, net::Ipv6Addr};
+
+use ipnetwork::Ipv6Network;
+use sha2::{Digest, Sha256};
+
+use super::invalid;
+use crate::{
+    error::NetdError,
+    model::{Network, NetworkSpec, DRIVER_OVERLAY},
+    store::State,
+};
+
+/// The IPv6 side of a network `plan_network` is about to create.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan6 {
+    pub ipv6: bool,
+    pub subnet6: Option<Ipv6Network>,
+    pub gateway6: Option<Ipv6Addr>,
+    pub ip_range6: Option<Ipv6Network>,
+    pub user_subnet6: bool,
+}
+
+/// The size of the automatic subnets handed out of the ULA pool.
+const AUTO_PREFIX: u8 = 64;
+
+/// This instance's ULA /48, Docker's derivation (RFC 4193 section 3.2.2, loosely): the
+/// 40 low bits of the first 8 bytes of SHA-256(instance id) as Global ID after fd00::/8.
+/// Stable for as long as the instance id is (it lives in the store).
+pub fn ula_base(instance_id: &str) -> Result<Ipv6Network, NetdError> {
+    let sha = Sha256::digest(instance_id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&sha[..8]);
+    let global_id = u64::from_be_bytes(first) & ((1 << 40) - 1);
+    let addr = (0xfd_u128 << 120) | (u128::from(global_id) << 80);
+    Ipv6Network::new(Ipv6Addr::from(addr), 48)
+        .map_err(|e| NetdError::Internal(format!("the ULA pool: {e}")))
+}
+
+pub fn overlaps6(a: &Ipv6Network, b: &Ipv6Network) -> bool {
+    a.contains(b.network()) || b.contains(a.network())
+}
+
+/// The first /64 of `base` that overlaps none of `taken`.
+pub fn next_free_64(base: &Ipv6Network, taken: &[Ipv6Network]) -> Option<Ipv6Network> {
+    let count = 1u128 << (AUTO_PREFIX.saturating_sub(base.prefix()));
+    let start = u128::from(base.network());
+    (0..count)
+        .filter_map(|i| Ipv6Network::new(Ipv6Addr::from(start + (i << 64)), AUTO_PREFIX).ok())
+        .find(|c| !taken.iter().any(|t| overlaps6(c, t)))
+}
+
+/// The last address of `n`.
+fn last(n: &Ipv6Network) -> Ipv6Addr {
+    let host_bits = u128::MAX.checked_shr(u32::from(n.prefix())).unwrap_or(0);
+    Ipv6Addr::from(u128::from(n.network()) | host_bits)
+}
+
+/// Ranges an IPv6 container subnet may not touch, and why: the kernel gives them
+/// meanings of their own (the link-local one is on every interface already).
+const RESERVED6: [(&str, &str); 3] = [
+    (
+        "::/8",
+        "the IETF's reserved ::/8 (unspecified, loopback, IPv4-mapped)",
+    ),
+    ("fe80::/10", "link-local (fe80::/10)"),
+    ("ff00::/8", "multicast (ff00::/8)"),
+];
+
+fn check_subnet6(n: &Ipv6Network) -> Result<(), NetdError> {
+    for (range, what) in RESERVED6 {
+        let r: Ipv6Network = range
+            .parse()
+            .map_err(|_| NetdError::Internal(format!("reserved range {range}")))?;
+        if overlaps6(n, &r) {
+            return Err(invalid(format!(
+                "subnet {n} is not usable for containers: it overlaps {what}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn parse_cidr6(what: &str, s: &str) -> Result<Ipv6Network, NetdError> {
+    let n: Ipv6Network = s.parse().map_err(|_| {
+        invalid(format!(
+            "invalid {what} {s:?}: not an IPv6 CIDR such as fd00:1::/64"
+        ))
+    })?;
+    if n.ip() != n.network() {
+        return Err(invalid(format!(
+            "invalid {what} {s}: not a network address (did you mean {}/{}?)",
+            n.network(),
+            n.prefix()
+        )));
+    }
+    Ok(n)
+}
+
+fn parse_ip6(what: &str, s: &str) -> Result<Ipv6Addr, NetdError> {
+    s.parse()
+        .map_err(|_| invalid(format!("invalid {what} {s:?}: not an IPv6 address")))
+}
+
+/// Why `ip` cannot be a host's address in `subnet`, if it cannot: outside it, or its
+/// first address (the Subnet-Router anycast address every router of the link answers).
+fn addr_problem6(subnet: &Ipv6Network, ip: Ipv6Addr) -> Option<String> {
+    if !subnet.contains(ip) {
+        Some(format!("is not a usable address of subnet {subnet}"))
+    } else if ip == subnet.network() {
+        Some(format!(
+            "is the Subnet-Router anycast address of subnet {subnet}"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The IPv6 side of `spec`, or the one error that says what is wrong with it.
+pub fn plan(spec: &NetworkSpec, state: &State, driver: &str) -> Result<Plan6, NetdError> {
+    if !spec.ipv6 {
+        // Docker 27 drops IPv6 values silently without --ipv6; netd does not ignore what
+        // a user asked for.
+        let given = [&spec.subnet6, &spec.gateway6, &spec.ip_range6]
+            .into_iter()
+            .find_map(|v| v.as_deref());
+        return match given {
+            Some(v) => Err(invalid(format!(
+                "IPv6 value {v} needs --ipv6 (EnableIPv6): netd does not ignore it"
+            ))),
+            None => Ok(Plan6::default()),
+        };
+    }
+    if driver == DRIVER_OVERLAY {
+        return Err(invalid(
+            "--ipv6 is not supported on overlay networks yet".into(),
+        ));
+    }
+    let taken: Vec<(&str, Ipv6Network)> = state
+        .networks
+        .iter()
+        .filter_map(|n| n.subnet6.map(|s| (n.name.as_str(), s)))
+        .collect();
+    let (subnet, user_subnet6) = match spec.subnet6.as_deref() {
+        Some(s) => {
+            let n = parse_cidr6("subnet", s)?;
+            if n.prefix() > 126 {
+                return Err(invalid(format!(
+                    "invalid subnet {s}: too small for a gateway and a container"
+                )));
+            }
+            check_subnet6(&n)?;
+            if let Some((name, other)) = taken.iter().find(|(_, t)| overlaps6(&n, t)) {
+                return Err(NetdError::Conflict(format!(
+                    "subnet {n} overlaps with network {name} ({other})"
+                )));
+            }
+            (n, true)
+        }
+        None => {
+            if spec.gateway6.is_some() || spec.ip_range6.is_some() {
+                return Err(invalid(
+                    "an IPv6 --gateway or --ip-range needs an IPv6 --subnet".into(),
+                ));
+            }
+            let base = ula_base(&state.instance_id)?;
+            let used: Vec<Ipv6Network> = taken.iter().map(|(_, t)| *t).collect();
+            let n = next_free_64(&base, &used).ok_or_else(|| {
+                NetdError::Conflict(format!("no free IPv6 /64 left in this host's pool {base}"))
+            })?;
+            (n, false)
+        }
+    };
+    let gateway = match spec.gateway6.as_deref() {
+        Some(g) => {
+            let g = parse_ip6("gateway", g)?;
+            if let Some(why) = addr_problem6(&subnet, g) {
+                return Err(invalid(format!("gateway {g} {why}")));
+            }
+            g
+        }
+        None => Ipv6Addr::from(u128::from(subnet.network()) + 1),
+    };
+    let ip_range = spec
+        .ip_range6
+        .as_deref()
+        .map(|r| {
+            let r = parse_cidr6("ip-range", r)?;
+            if !(subnet.contains(r.network()) && subnet.contains(last(&r))) {
+                return Err(invalid(format!(
+                    "ip-range {r} is not inside subnet {subnet}"
+                )));
+            }
+            if r.prefix() == 128 && r.network() == subnet.network() {
+                return Err(invalid(format!(
+                    "ip-range {r} holds no usable address of subnet {subnet}"
+                )));
+            }
+            Ok(r)
+        })
+        .transpose()?;
+    Ok(Plan6 {
+        ipv6: true,
+        subnet6: Some(subnet),
+        gateway6: Some(gateway),
+        ip_range6: ip_range,
+        user_subnet6,
+    })
+}
+
+/// The IPv6 address of a new attachment to `net`: None on a network without IPv6; the
+/// one asked for (`--ip6`, Docker's rules as for `--ip`); or the lowest free one from
+/// the ip-range (or subnet), which hands them out in order from ::2.
+pub fn allocate6(
+    state: &State,
+    net: &Network,
+    want: Option<Ipv6Addr>,
+) -> Result<Option<Ipv6Addr>, NetdError> {
+    let Some(subnet) = net.subnet6.filter(|_| net.ipv6) else {
+        return match want {
+            Some(ip) => Err(invalid(format!(
+                "--ip6 {ip}: network {} has no IPv6 (it was created without --ipv6)",
+                net.name
+            ))),
+            None => Ok(None),
+        };
+    };
+    let used: HashSet<Ipv6Addr> = state
+        .containers
+        .iter()
+        .flat_map(|c| c.attachments.iter())
+        .filter(|a| a.network == net.id)
+        .filter_map(|a| a.ip6)
+        .chain(net.gateway6)
+        .collect();
+    if let Some(ip) = want {
+        if !net.user_subnet6 {
+            return Err(invalid(format!(
+                "user specified IPv6 address is supported only on networks created with an IPv6 --subnet ({} was not)",
+                net.name
+            )));
+        }
+        if let Some(why) = addr_problem6(&subnet, ip) {
+            return Err(invalid(format!("address {ip} {why} ({})", net.name)));
+        }
+        if used.contains(&ip) {
+            return Err(NetdError::Conflict(format!(
+                "address {ip} is already in use on network {}",
+                net.name
+            )));
+        }
+        return Ok(Some(ip));
+    }
+    let pool = net.ip_range6.unwrap_or(subnet);
+    // Ends after at most used.len() + 2 candidates unless the pool is full.
+    (u128::from(pool.network())..=u128::from(last(&pool)))
+        .map(Ipv6Addr::from)
+        .find(|ip| *ip != subnet.network() && !used.contains(ip))
+        .map(Some)
+        .ok_or_else(|| {
+            NetdError::Conflict(format!(
+                "network {} has no free IPv6 address left",
+                net.name
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        test_attachment, test_network, Attachment, Container, ContainerState, NetMode,
+    };
+
+    fn spec(subnet6: Option<&str>) -> NetworkSpec {
+        NetworkSpec {
+            name: "v6".into(),
+            ipv6: true,
+            subnet6: subnet6.map(String::from),
+            ..Default::default()
+        }
+    }
+
+    fn state_with(instance_id: &str, nets: Vec<Network>) -> State {
+        State {
+            instance_id: instance_id.into(),
+            networks: nets,
+            ..Default::default()
+        }
+    }
+
+    fn net6(name: &str, subnet6: &str) -> Network {
+        Network {
+            id: format!("{name:x<64}"),
+            name: name.into(),
+            ipv6: true,
+            subnet6: Some(subnet6.parse().unwrap()),
+            gateway6: Some(Ipv6Addr::from(
+                u128::from(subnet6.parse::<Ipv6Network>().unwrap().network()) + 1,
+            )),
+            user_subnet6: true,
+            ..test_network()
+        }
+    }
+
+    fn err(r: Result<Plan6, NetdError>) -> NetdError {
+        r.expect_err("should fail")
+    }
+
+    #[test]
+    fn the_ula_pool_is_dockers_derivation_from_the_instance_id() {
+        // sha256("abc") = ba7816bf 8f01cfea ...: the low 40 bits of the first 8 bytes.
+        let ula = |id: &str| ula_base(id).unwrap().to_string();
+        assert_eq!(ula("abc"), "fdbf:8f01:cfea::/48");
+        assert_eq!(ula("netd-test-instance"), "fdc9:ce47:d6a8::/48");
+        assert_eq!(ula("abc"), ula("abc"), "stable");
+        assert_ne!(ula("abc"), ula("abd"));
+    }
+
+    #[test]
+    fn without_a_subnet_the_first_free_64_of_the_pool() {
+        let st = state_with("abc", vec![]);
+        let p = plan(&spec(None), &st, "bridge").unwrap();
+        assert_eq!(p.subnet6, Some("fdbf:8f01:cfea::/64".parse().unwrap()));
+        assert_eq!(p.gateway6, Some("fdbf:8f01:cfea::1".parse().unwrap()));
+        assert!(p.ipv6 && !p.user_subnet6);
+        // Taken /64s (and a user subnet covering one) are skipped.
+        let st = state_with(
+            "abc",
+            vec![
+                net6("a", "fdbf:8f01:cfea::/64"),
+                net6("b", "fdbf:8f01:cfea:1::/64"),
+                net6("c", "fdbf:8f01:cfea:2:8000::/65"),
+            ],
+        );
+        let p = plan(&spec(None), &st, "bridge").unwrap();
+        assert_eq!(p.subnet6, Some("fdbf:8f01:cfea:3::/64".parse().unwrap()));
+        // A user subnet covering the whole pool leaves nothing.
+        let st = state_with("abc", vec![net6("all", "fdbf:8f01:cfea::/48")]);
+        let e = err(plan(&spec(None), &st, "bridge"));
+        assert_eq!(e.status(), 409);
+        assert!(e.to_string().contains("no free IPv6 /64"), "{e}");
+    }
+
+    #[test]
+    fn a_user_subnet_with_gateway_and_range() {
+        let st = state_with("abc", vec![]);
+        let s = NetworkSpec {
+            gateway6: Some("2001:db8:1::fe".into()),
+            ip_range6: Some("2001:db8:1::100/120".into()),
+            ..spec(Some("2001:db8:1::/64"))
+        };
+        let p = plan(&s, &st, "bridge").unwrap();
+        assert_eq!(
+            p,
+            Plan6 {
+                ipv6: true,
+                subnet6: Some("2001:db8:1::/64".parse().unwrap()),
+                gateway6: Some("2001:db8:1::fe".parse().unwrap()),
+                ip_range6: Some("2001:db8:1::100/120".parse().unwrap()),
+                user_subnet6: true,
+            }
+        );
+        // A /48 is a subnet like any other.
+        assert!(plan(&spec(Some("fd12:3456:789a::/48")), &st, "bridge").is_ok());
+    }
+
+    #[test]
+    fn bad_ipv6_input_names_the_problem() {
+        let st = state_with("abc", vec![net6("taken", "fd00:1::/64")]);
+        let without_ipv6 = NetworkSpec {
+            ipv6: false,
+            ..spec(Some("fd00:2::/64"))
+        };
+        let with = |f: fn(&mut NetworkSpec)| {
+            let mut s = spec(Some("fd00:2::/64"));
+            f(&mut s);
+            s
+        };
+        let cases: Vec<(NetworkSpec, &str, u16)> = vec![
+            (without_ipv6, "needs --ipv6", 400),
+            (
+                NetworkSpec {
+                    ipv6: false,
+                    gateway6: Some("fd00:2::1".into()),
+                    ..Default::default()
+                },
+                "fd00:2::1 needs --ipv6",
+                400,
+            ),
+            (
+                spec(Some("fd00:1::/80")),
+                "overlaps with network taken",
+                409,
+            ),
+            (spec(Some("fd00::/16")), "overlaps with network taken", 409),
+            (spec(Some("fd00:2::5/64")), "did you mean fd00:2::/64", 400),
+            (spec(Some("10.0.0.0/24")), "not an IPv6 CIDR", 400),
+            (spec(Some("fd00:2::/127")), "too small", 400),
+            (spec(Some("fe80::/64")), "link-local", 400),
+            (spec(Some("ff02::/16")), "multicast", 400),
+            (spec(Some("::/0")), "::/8", 400),
+            (spec(Some("::ffff:0:0/96")), "IPv4-mapped", 400),
+            (
+                with(|s| s.gateway6 = Some("fd00:3::1".into())),
+                "gateway fd00:3::1 is not a usable address of subnet fd00:2::/64",
+                400,
+            ),
+            (
+                with(|s| s.gateway6 = Some("fd00:2::".into())),
+                "Subnet-Router anycast",
+                400,
+            ),
+            (
+                with(|s| s.gateway6 = Some("10.0.0.1".into())),
+                "not an IPv6 address",
+                400,
+            ),
+            (
+                with(|s| s.ip_range6 = Some("fd00:3::/120".into())),
+                "not inside subnet",
+                400,
+            ),
+            (
+                with(|s| s.ip_range6 = Some("fd00:2::/128".into())),
+                "holds no usable address",
+                400,
+            ),
+            (
+                NetworkSpec {
+                    gateway6: Some("fd00:2::1".into()),
+                    ..spec(None)
+                },
+                "needs an IPv6 --subnet",
+                400,
+            ),
+        ];
+        for (s, want, status) in cases {
+            let e = err(plan(&s, &st, "bridge"));
+            assert!(e.to_string().contains(want), "{s:?}: {e}");
+            assert_eq!(e.status(), status, "{s:?}: {e}");
+        }
+        let e = err(plan(&spec(None), &st, DRIVER_OVERLAY));
+        assert!(e.to_string().contains("overlay"), "{e}");
+        // Without --ipv6 and without IPv6 values: nothing to do.
+        let none = NetworkSpec::default();
+        assert_eq!(plan(&none, &st, "bridge").unwrap(), Plan6::default());
+    }
+
+    fn with_container(st: &mut State, net: &Network, ip6: &str) {
+        let n = st.containers.len();
+        st.containers.push(Container {
+            id: format!("c{n}"),
+            name: format!("c{n}"),
+            hostname: None,
+            mode: NetMode::Bridge,
+            netns: None,
+            attachments: vec![Attachment {
+                network: net.id.clone(),
+                ip6: Some(ip6.parse().unwrap()),
+                ..test_attachment()
+            }],
+            ports: vec![],
+            cmd: vec![],
+            state: ContainerState::Running,
+            pid: None,
+            pid_start: None,
+            exit_code: None,
+            auto_remove: false,
+            created: 0,
+            started: None,
+            finished: None,
+            labels: Default::default(),
+            exposed: vec![],
+            origin: Default::default(),
+            dns: Default::default(),
+            links: vec![],
+        });
+    }
+
+    #[test]
+    fn addresses_are_handed_out_in_order_from_2() {
+        let net = net6("n", "fd00:5::/64");
+        let mut st = state_with("abc", vec![net.clone()]);
+        let first = allocate6(&st, &net, None).unwrap();
+        assert_eq!(first, Some("fd00:5::2".parse().unwrap()));
+        with_container(&mut st, &net, "fd00:5::2");
+        assert_eq!(
+            allocate6(&st, &net, None).unwrap(),
+            Some("fd00:5::3".parse().unwrap())
+        );
+        // From the ip-range when there is one; the gateway inside it is skipped.
+        let ranged = Network {
+            ip_range6: Some("fd00:5::/126".parse().unwrap()),
+            ..net.clone()
+        };
+        assert_eq!(
+            allocate6(&st, &ranged, None).unwrap(),
+            Some("fd00:5::3".parse().unwrap())
+        );
+        with_container(&mut st, &net, "fd00:5::3");
+        let e = allocate6(&st, &ranged, None).unwrap_err();
+        assert_eq!(e.status(), 409);
+        assert!(e.to_string().contains("no free IPv6 address"), "{e}");
+        // A network without IPv6 gives none.
+        assert_eq!(allocate6(&st, &test_network(), None).unwrap(), None);
+    }
+
+    #[test]
+    fn ip6_follows_dockers_rules() {
+        let net = net6("n", "fd00:5::/64");
+        let mut st = state_with("abc", vec![net.clone()]);
+        with_container(&mut st, &net, "fd00:5::2");
+        let ask = |n: &Network, ip: &str| allocate6(&st, n, Some(ip.parse().unwrap()));
+        assert_eq!(
+            ask(&net, "fd00:5::99").unwrap(),
+            Some("fd00:5::99".parse().unwrap())
+        );
+        for (n, ip, want, status) in [
+            (&net, "fd00:5::2", "already in use", 409),
+            (&net, "fd00:5::1", "already in use", 409),
+            (&net, "fd00:6::9", "not a usable address", 400),
+            (&net, "fd00:5::", "Subnet-Router anycast", 400),
+        ] {
+            let e = ask(n, ip).unwrap_err();
+            assert!(e.to_string().contains(want), "{ip}: {e}");
+            assert_eq!(e.status(), status, "{ip}: {e}");
+        }
+        let auto = Network {
+            user_subnet6: false,
+            ..net.clone()
+        };
+        let e = ask(&auto, "fd00:5::9").unwrap_err();
+        assert!(e.to_string().contains("IPv6 --subnet"), "{e}");
+        let e = ask(&test_network(), "fd00:5::9").unwrap_err();
+        assert!(e.to_string().contains("without --ipv6"), "{e}");
+    }
+}
