@@ -4,13 +4,14 @@ use std::path::Path;
 
 use crate::netns;
 
-/// Pinned endpoint links (`ep-*`) under a daemon's bpffs directory.
+/// Pinned endpoint links under a daemon's bpffs directory: the endpoint program
+/// (`ep-*`), the overlay one (`ov-*`) and the IPv6 one (`v6-*`).
 pub fn endpoint_pins(bpf_dir: &Path) -> Vec<String> {
     std::fs::read_dir(bpf_dir.join("links"))
         .map(|rd| {
             rd.flatten()
                 .filter_map(|e| e.file_name().to_str().map(String::from))
-                .filter(|n| n.starts_with("ep-"))
+                .filter(|n| ["ep-", "ov-", "v6-"].iter().any(|p| n.starts_with(p)))
                 .collect()
         })
         .unwrap_or_default()

@@ -128,11 +128,15 @@ async fn plumb(
         default_route,
     };
     a.host_ifindex = d.join(nl, net, join).await?;
+    // Entries first: a program never sees the endpoint's first packets without them.
+    dp.set_endpoint(a, net)?;
     dp.attach_endpoint(&a.veth)?;
     if net.is_overlay() {
         dp.attach_overlay_endpoint(&a.veth)?;
     }
-    dp.set_endpoint(a, net)?;
+    if a.ip6.is_some() {
+        dp.attach_endpoint6(&a.veth)?;
+    }
     Ok(())
 }
 
@@ -165,7 +169,7 @@ pub async fn detach(
         Ok(n) => log::info!("dropped {n} conntrack entries of {}", a.ip),
         Err(e) => errs.push(e),
     }
-    dp.remove_endpoint(a.ip);
+    dp.remove_endpoint(a);
     errs.check(dp.detach_endpoint(&a.veth));
     // The bridge driver's way is the default: a network that is already gone still
     // leaves a veth to delete.

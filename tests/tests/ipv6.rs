@@ -453,3 +453,89 @@ fn ipv6_bad_input_is_one_clear_line_and_changes_nothing() {
     assert_eq!(before, after, "bad input changed something");
     lab.netd_ok(&["rm", "-f", "x"]);
 }
+
+#[test]
+fn ipv6_identity_and_isolation_are_kept_in_ebpf() {
+    let lab = Lab::new();
+    lab.netd_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "fd00:93::/64",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "v6icc",
+    ]);
+    run(&lab, "a", &["--network", "v6icc"]);
+    run(&lab, "b", &["--network", "v6icc"]);
+    let counter = |r: &str| lab.stats()["counters"][r].as_u64().unwrap_or(0);
+    let ip6 = |n: &str| {
+        lab.inspect(n)["NetworkSettings"]["Networks"]["v6icc"]["GlobalIPv6Address"]
+            .as_str()
+            .expect("v6 address")
+            .to_string()
+    };
+    let (a, b) = (ip6("a"), ip6("b"));
+    // The gateway answers; the other container does not (icc=false), and the drop is
+    // the IPv6 program's, counted.
+    assert!(
+        ping6(&lab, "a", "fd00:93::1").status.success(),
+        "a -> gateway"
+    );
+    let icc = counter("drop_icc");
+    assert!(
+        !ping6(&lab, "a", &b).status.success(),
+        "icc=false over IPv6"
+    );
+    assert!(counter("drop_icc") > icc);
+    // Neither do all-nodes multicast pings reach b.
+    let all = in_container(
+        &lab,
+        "a",
+        &["ping", "-6", "-c2", "-W1", "-I", "eth0", "ff02::1"],
+    );
+    assert!(
+        !String::from_utf8_lossy(&all.stdout).contains(&b),
+        "b answered a multicast ping"
+    );
+
+    // An address a gives itself is not its own: dropped and counted.
+    let spoof = "fd00:93::99";
+    ok(
+        &in_container(
+            &lab,
+            "a",
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{spoof}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        ),
+        "adding an address",
+    );
+    let spoofed = counter("drop_spoofed_ip");
+    assert!(!in_container(
+        &lab,
+        "a",
+        &["ping", "-6", "-c1", "-W2", "-I", spoof, "fd00:93::1"]
+    )
+    .status
+    .success());
+    assert!(counter("drop_spoofed_ip") > spoofed);
+    let _ = a;
+
+    // The programs go with the container.
+    lab.netd_ok(&["rm", "-f", "a", "b"]);
+    assert!(
+        lab.endpoint_pins().is_empty(),
+        "pins left: {:?}",
+        lab.endpoint_pins()
+    );
+    let (ipt, nft) = lab.host_rulesets();
+    assert!(ipt.is_empty() && nft.is_empty(), "{ipt}\n{nft}");
+}

@@ -74,6 +74,9 @@ impl Daemon {
                         if net.is_overlay() {
                             inner.dp.attach_overlay_endpoint(&a.veth)?;
                         }
+                        if a.ip6.is_some() {
+                            inner.dp.attach_endpoint6(&a.veth)?;
+                        }
                     }
                     None if c.handed_off() => {
                         // Its container side was the runtime's: a new one would never
@@ -144,6 +147,11 @@ impl Inner {
         }
         self.dp.sync_ports(&ports)?;
         self.dp.sync_endpoints(&eps)?;
+        let eps6: Vec<_> = eps
+            .iter()
+            .filter_map(|(a, n)| a.ip6.map(|ip6| (*a, *n, ip6)))
+            .collect();
+        self.dp.sync_endpoints6(&eps6)?;
         self.dp.sync_subnets(&self.state.networks)?;
         let vxlan_ifindex = match &self.vxlan {
             Some(name) => self.nl.link_by_name(name).await?.map(|l| l.index),

@@ -144,6 +144,25 @@ pub fn endpoint_value(a: &Attachment, net: &Network) -> Endpoint {
     }
 }
 
+/// The IPv6 maps' values for attachment `a` on `net` with address `ip6`: by ifindex
+/// and by address.
+fn endpoint6_values(a: &Attachment, net: &Network, ip6: Ipv6Addr) -> (Endpoint6, Addr6) {
+    let v4 = endpoint_value(a, net);
+    (
+        Endpoint6 {
+            addr: ip6.octets(),
+            net_id: v4.net_id,
+            flags: v4.flags,
+            mac: a.mac,
+            _pad: [0; 2],
+        },
+        Addr6 {
+            net_id: v4.net_id,
+            ifindex: a.host_ifindex,
+        },
+    )
+}
+
 /// The subnet trie's entry of `net`: subnets of masquerading and internal networks are
 /// unreachable from outside (protected); those of networks without masquerade are routed.
 fn subnet_entry(net: &Network) -> Option<((u32, u32), u32)> {
@@ -172,14 +191,24 @@ impl Datapath {
         let _ = self.port_stats.remove(&port_key(m));
     }
 
+    /// Writes `a`'s entries (IPv4, and IPv6 if it has an IPv6 address).
     pub fn set_endpoint(&mut self, a: &Attachment, net: &Network) -> anyhow::Result<()> {
         self.endpoints
             .insert(ip_key(a.ip), endpoint_value(a, net), 0)?;
+        if let Some(ip6) = a.ip6 {
+            let (ep, addr) = endpoint6_values(a, net, ip6);
+            self.endpoints6.insert(a.host_ifindex, ep, 0)?;
+            self.addrs6.insert(ip6.octets(), addr, 0)?;
+        }
         Ok(())
     }
 
-    pub fn remove_endpoint(&mut self, ip: Ipv4Addr) {
-        let _ = self.endpoints.remove(&ip_key(ip));
+    pub fn remove_endpoint(&mut self, a: &Attachment) {
+        let _ = self.endpoints.remove(&ip_key(a.ip));
+        if let Some(ip6) = a.ip6 {
+            let _ = self.endpoints6.remove(&a.host_ifindex);
+            let _ = self.addrs6.remove(&ip6.octets());
+        }
     }
 
     /// Whether the endpoint map holds `a`'s entry on `net` as `set_endpoint` wrote it.
@@ -258,24 +287,9 @@ impl Datapath {
         let mut by_if = StdHashMap::new();
         let mut by_addr = StdHashMap::new();
         for (a, n, ip6) in want {
-            let v4 = endpoint_value(a, n);
-            by_if.insert(
-                a.host_ifindex,
-                Endpoint6 {
-                    addr: ip6.octets(),
-                    net_id: v4.net_id,
-                    flags: v4.flags,
-                    mac: a.mac,
-                    _pad: [0; 2],
-                },
-            );
-            by_addr.insert(
-                ip6.octets(),
-                Addr6 {
-                    net_id: v4.net_id,
-                    ifindex: a.host_ifindex,
-                },
-            );
+            let (ep, addr) = endpoint6_values(a, n, *ip6);
+            by_if.insert(a.host_ifindex, ep);
+            by_addr.insert(ip6.octets(), addr);
         }
         sync(&mut self.endpoints6, &by_if)?;
         sync(&mut self.addrs6, &by_addr)?;
