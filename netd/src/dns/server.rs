@@ -7,11 +7,12 @@ use std::{
 };
 
 use hickory_proto::{
-    op::{Message, MessageType, OpCode, ResponseCode},
+    op::{emit_message_parts, Message, MessageType, Metadata, OpCode, Query, ResponseCode},
     rr::{
         rdata::{A, PTR},
         Name, RData, Record, RecordType,
     },
+    serialize::binary::BinEncoder,
 };
 use tokio::{
     io::{unix::AsyncFd, AsyncReadExt, AsyncWriteExt, Interest},
@@ -40,18 +41,44 @@ pub enum Reply {
     Forward,
 }
 
+/// The header of the answer to `q`.
+fn response_metadata(q: &Metadata, code: ResponseCode) -> Metadata {
+    let mut m = Metadata::new(q.id, MessageType::Response, q.op_code);
+    m.recursion_desired = q.recursion_desired;
+    m.recursion_available = true;
+    m.response_code = code;
+    m
+}
+
 fn response(q: &Message, code: ResponseCode) -> Message {
     let mut m = Message::response(q.metadata.id, q.metadata.op_code);
-    m.metadata.message_type = MessageType::Response;
-    m.metadata.recursion_desired = q.metadata.recursion_desired;
-    m.metadata.recursion_available = true;
-    m.metadata.response_code = code;
+    m.metadata = response_metadata(&q.metadata, code);
     m.queries = q.queries.clone();
     m
 }
 
 fn encode(m: &Message) -> Vec<u8> {
     m.to_vec().unwrap_or_default()
+}
+
+/// Encodes a message of `queries` and `answers` (and nothing else, as `encode` of the
+/// same `Message` would) into `out`, reused from query to query; empty if it cannot.
+fn encode_into(out: &mut Vec<u8>, meta: &Metadata, queries: &[Query], answers: &[Record]) {
+    out.clear();
+    let mut enc = BinEncoder::new(out);
+    let done = emit_message_parts(
+        meta,
+        &mut queries.iter(),
+        &mut answers.iter(),
+        &mut std::iter::empty::<&Record>(),
+        &mut std::iter::empty::<&Record>(),
+        None,
+        None,
+        &mut enc,
+    );
+    if done.is_err() {
+        out.clear();
+    }
 }
 
 /// The IPv4 address of an in-addr.arpa name.
@@ -74,54 +101,90 @@ fn arpa_v4(name: &Name) -> Option<Ipv4Addr> {
 /// larger than the client takes (512 bytes without EDNS) comes truncated (TC): the
 /// client asks again over TCP.
 pub fn answer(table: &Table, ns: &str, query: &[u8], shuffle_seed: u64, udp: bool) -> Reply {
+    let mut out = Vec::new();
+    match answer_into(table, ns, query, shuffle_seed, udp, &mut out) {
+        Handled::Answered => Reply::Answer(out),
+        Handled::Forward => Reply::Forward,
+    }
+}
+
+/// What `answer_into` did with a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// The answer (empty: none to send) is in the caller's buffer.
+    Answered,
+    /// Not a local name: forward (the client may), or refuse.
+    Forward,
+}
+
+/// `answer`, writing into `out` (cleared first) so that a server reuses one buffer.
+pub fn answer_into(
+    table: &Table,
+    ns: &str,
+    query: &[u8],
+    shuffle_seed: u64,
+    udp: bool,
+    out: &mut Vec<u8>,
+) -> Handled {
+    out.clear();
     let q = match Message::from_vec(query) {
         Ok(q) if q.metadata.message_type == MessageType::Query => q,
         _ => {
             // Unparseable: FORMERR with the id, when there is one.
-            if query.len() < 2 {
-                return Reply::Answer(Vec::new());
+            if query.len() >= 2 {
+                let id = u16::from_be_bytes([query[0], query[1]]);
+                let mut m = Metadata::new(id, MessageType::Response, OpCode::Query);
+                m.response_code = ResponseCode::FormErr;
+                encode_into(out, &m, &[], &[]);
             }
-            let id = u16::from_be_bytes([query[0], query[1]]);
-            let m = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
-            return Reply::Answer(encode(&m));
+            return Handled::Answered;
         }
     };
     let Some(question) = q.queries.first() else {
-        return Reply::Answer(encode(&response(&q, ResponseCode::FormErr)));
+        let m = response_metadata(&q.metadata, ResponseCode::FormErr);
+        encode_into(out, &m, &q.queries, &[]);
+        return Handled::Answered;
     };
     if q.metadata.op_code != OpCode::Query || q.queries.len() != 1 {
-        return Reply::Answer(encode(&response(&q, ResponseCode::NotImp)));
+        let m = response_metadata(&q.metadata, ResponseCode::NotImp);
+        encode_into(out, &m, &q.queries, &[]);
+        return Handled::Answered;
     }
     let name = question.name();
     if question.query_type() == RecordType::PTR {
         if let Some(ip) = arpa_v4(name) {
             if let Some(target) = table.reverse(ns, ip) {
-                let mut m = response(&q, ResponseCode::NoError);
-                if let Ok(t) = Name::from_ascii(format!("{target}.")) {
-                    m.add_answer(Record::from_rdata(name.clone(), TTL, RData::PTR(PTR(t))));
-                }
-                return Reply::Answer(encode(&m));
+                let m = response_metadata(&q.metadata, ResponseCode::NoError);
+                let ptr = Name::from_ascii(format!("{target}."))
+                    .ok()
+                    .map(|t| Record::from_rdata(name.clone(), TTL, RData::PTR(PTR(t))));
+                encode_into(out, &m, &q.queries, ptr.as_slice());
+                return Handled::Answered;
             }
         }
-        return Reply::Forward;
+        return Handled::Forward;
     }
     match table.lookup(ns, &name.to_ascii()) {
-        Lookup::Unknown => Reply::Forward,
+        Lookup::Unknown => Handled::Forward,
         Lookup::Found(mut ips) => {
             // A name that exists answers NOERROR, empty for types it has no record of.
-            let mut m = response(&q, ResponseCode::NoError);
-            m.metadata.authoritative = true;
+            let mut m = response_metadata(&q.metadata, ResponseCode::NoError);
+            m.authoritative = true;
+            let mut answers = Vec::new();
             if matches!(question.query_type(), RecordType::A | RecordType::ANY) {
                 shuffle(&mut ips, shuffle_seed);
-                for ip in ips {
-                    m.add_answer(Record::from_rdata(name.clone(), TTL, RData::A(A(ip))));
-                }
+                answers.extend(
+                    ips.into_iter()
+                        .map(|ip| Record::from_rdata(name.clone(), TTL, RData::A(A(ip)))),
+                );
             }
-            let a = encode(&m);
-            if udp && a.len() > usize::from(q.max_payload()) {
-                return Reply::Answer(encode(&m.truncate()));
+            encode_into(out, &m, &q.queries, &answers);
+            if udp && out.len() > usize::from(q.max_payload()) {
+                // What Message::truncate keeps: the header with TC, and the question.
+                m.truncation = true;
+                encode_into(out, &m, &q.queries, &[]);
             }
-            Reply::Answer(a)
+            Handled::Answered
         }
     }
 }
@@ -164,16 +227,16 @@ impl Drop for Server {
 }
 
 /// Per-namespace context of the serving tasks.
-struct Ctx {
-    ns: String,
-    shared: Arc<Shared>,
+pub(super) struct Ctx {
+    pub(super) ns: String,
+    pub(super) shared: Arc<Shared>,
     /// The client's `--dns` servers and the socket in its namespace that asks them.
     own: Option<(Upstreams, forward::Forwarder)>,
     in_flight: Semaphore,
 }
 
 impl Ctx {
-    async fn resolve(&self, query: &[u8], seed: u64, udp: bool) -> Vec<u8> {
+    pub(super) async fn resolve(&self, query: &[u8], seed: u64, udp: bool) -> Vec<u8> {
         let table = self.shared.table();
         let reply = answer(&table, &self.ns, query, seed, udp);
         match reply {
@@ -240,56 +303,10 @@ pub fn start(ns: &str, shared: Arc<Shared>, own: Vec<SocketAddr>) -> anyhow::Res
         in_flight: Semaphore::new(MAX_IN_FLIGHT),
     });
     let tasks = vec![
-        tokio::spawn(serve_udp(udp, ctx.clone())),
+        tokio::spawn(super::udp::serve(udp, ctx.clone())),
         tokio::spawn(serve_tcp(tcp, ctx)),
     ];
     Ok(Server { tasks })
-}
-
-async fn serve_udp(sock: Arc<AsyncFd<std::net::UdpSocket>>, ctx: Arc<Ctx>) {
-    let mut buf = vec![0u8; 4096];
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
-    loop {
-        let mut ready = match sock.readable().await {
-            Ok(r) => r,
-            Err(e) => {
-                log::warn!("dns {}: {e}", ctx.ns);
-                return;
-            }
-        };
-        let (n, peer) = match ready.try_io(|s| s.get_ref().recv_from(&mut buf)) {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => {
-                log::warn!("dns {}: {e}", ctx.ns);
-                continue;
-            }
-            Err(_would_block) => continue,
-        };
-        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let query = &buf[..n];
-        // Local names are answered inline; forwarding goes to a task of its own so a
-        // slow upstream never holds up the next query.
-        let table = ctx.shared.table();
-        match answer(&table, &ctx.ns, query, seed, true) {
-            Reply::Answer(a) => send(&sock, &a, peer),
-            Reply::Forward => {
-                drop(table);
-                let (sock, ctx, query) = (sock.clone(), ctx.clone(), query.to_vec());
-                tokio::spawn(async move {
-                    let a = ctx.resolve(&query, seed, true).await;
-                    send(&sock, &a, peer);
-                });
-            }
-        }
-    }
-}
-
-/// Sends one answer without waiting: a UDP socket whose buffer is full drops it, as the
-/// network would, and the client asks again.
-fn send(sock: &AsyncFd<std::net::UdpSocket>, a: &[u8], peer: SocketAddr) {
-    if !a.is_empty() {
-        let _ = sock.get_ref().send_to(a, peer);
-    }
 }
 
 async fn serve_tcp(listener: TcpListener, ctx: Arc<Ctx>) {
@@ -327,7 +344,6 @@ async fn serve_tcp_conn(mut s: TcpStream, ctx: Arc<Ctx>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::op::Query;
 
     #[test]
     fn arpa_names() {
