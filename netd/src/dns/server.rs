@@ -342,7 +342,7 @@ async fn serve_tcp_conn(mut s: TcpStream, ctx: Arc<Ctx>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -372,8 +372,9 @@ mod tests {
         assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
     }
 
-    #[test]
-    fn a_big_udp_answer_is_truncated_and_whole_over_tcp() {
+    /// `n` containers `c0`, `c1`, ... at 10.1.0.2, 10.1.0.3, ..., each in namespace
+    /// `ns<i>` and all with the alias "pool", on one user network.
+    pub(in crate::dns) fn pool_table(n: u8) -> Table {
         use crate::model::{test_attachment, test_network, Attachment, Container, Network};
         let net = Network {
             builtin: false,
@@ -381,8 +382,7 @@ mod tests {
         };
         let mut st = crate::store::State::default();
         st.networks.push(net.clone());
-        // 60 containers share the alias "pool": 60 A records do not fit 512 bytes.
-        for i in 0..60u8 {
+        for i in 0..n {
             let a = Attachment {
                 network: net.id.clone(),
                 ip: [10, 1, 0, i + 2].into(),
@@ -399,7 +399,95 @@ mod tests {
             c.attachments.push(a);
             st.containers.push(c);
         }
-        let t = Table::build(&st);
+        Table::build(&st)
+    }
+
+    fn query(id: u16, name: &str, t: RecordType) -> Message {
+        let mut q = Message::query();
+        q.metadata.id = id;
+        q.metadata.recursion_desired = true;
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+        q
+    }
+
+    /// The answers as the server built them before it encoded into reused buffers: a
+    /// whole `Message`, encoded with `to_vec`. The bytes must not change.
+    fn reference(q: &Message, found: &[Ipv4Addr], seed: u64, ptr: Option<&str>) -> Vec<u8> {
+        let mut m = response(q, ResponseCode::NoError);
+        let name = q.queries[0].name().clone();
+        if let Some(t) = ptr {
+            let t = Name::from_ascii(format!("{t}.")).unwrap();
+            m.add_answer(Record::from_rdata(name, TTL, RData::PTR(PTR(t))));
+            return encode(&m);
+        }
+        m.metadata.authoritative = true;
+        if matches!(q.queries[0].query_type(), RecordType::A | RecordType::ANY) {
+            let mut ips = found.to_vec();
+            shuffle(&mut ips, seed);
+            for ip in ips {
+                m.add_answer(Record::from_rdata(name.clone(), TTL, RData::A(A(ip))));
+            }
+        }
+        encode(&m)
+    }
+
+    #[test]
+    fn answers_are_byte_for_byte_those_of_a_whole_message() {
+        let t = pool_table(3);
+        let pool: Vec<Ipv4Addr> = (2..5).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect();
+        let mut out = Vec::new();
+        for (q, want) in [
+            (
+                query(1, "pool.", RecordType::A),
+                reference(&query(1, "pool.", RecordType::A), &pool, 9, None),
+            ),
+            (
+                query(2, "C1", RecordType::A),
+                reference(&query(2, "C1", RecordType::A), &pool[1..2], 9, None),
+            ),
+            (
+                query(3, "pool.", RecordType::AAAA),
+                reference(&query(3, "pool.", RecordType::AAAA), &pool, 9, None),
+            ),
+            (
+                query(4, "3.0.1.10.in-addr.arpa.", RecordType::PTR),
+                reference(
+                    &query(4, "3.0.1.10.in-addr.arpa.", RecordType::PTR),
+                    &[],
+                    9,
+                    Some("c1"),
+                ),
+            ),
+        ] {
+            let h = answer_into(&t, "ns0", &encode(&q), 9, true, &mut out);
+            assert_eq!(h, Handled::Answered);
+            assert_eq!(out, want, "{q}");
+        }
+        // No question: FORMERR; a question of another opcode: NOTIMP; both echo the header.
+        let mut none = query(5, "pool.", RecordType::A);
+        none.queries.clear();
+        answer_into(&t, "ns0", &encode(&none), 9, true, &mut out);
+        assert_eq!(out, encode(&response(&none, ResponseCode::FormErr)));
+        let mut notify = query(6, "pool.", RecordType::A);
+        notify.metadata.op_code = OpCode::Notify;
+        answer_into(&t, "ns0", &encode(&notify), 9, true, &mut out);
+        assert_eq!(out, encode(&response(&notify, ResponseCode::NotImp)));
+        // Garbage: FORMERR with its id, as Message::error_msg encodes it.
+        answer_into(&t, "ns0", &[0xab, 0xcd, 0xff], 9, true, &mut out);
+        assert_eq!(
+            out,
+            encode(&Message::error_msg(
+                0xabcd,
+                OpCode::Query,
+                ResponseCode::FormErr
+            ))
+        );
+    }
+
+    #[test]
+    fn a_big_udp_answer_is_truncated_and_whole_over_tcp() {
+        // 60 A records do not fit 512 bytes.
+        let t = pool_table(60);
         let mut q = Message::query();
         q.add_query(Query::query(
             Name::from_ascii("pool.").unwrap(),
@@ -410,6 +498,10 @@ mod tests {
         };
         let m = Message::from_vec(&udp).unwrap();
         assert!(udp.len() <= 512 && m.metadata.truncation && m.answers.is_empty());
+        // The bytes Message::truncate gave before.
+        let mut whole = response(&q, ResponseCode::NoError);
+        whole.metadata.authoritative = true;
+        assert_eq!(udp, encode(&whole.truncate()));
         let Reply::Answer(tcp) = answer(&t, "ns0", &encode(&q), 7, false) else {
             panic!("pool is a local name");
         };

@@ -13,7 +13,10 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
-use super::server::{answer_into, Ctx, Handled};
+use super::{
+    server::{answer_into, Ctx, Handled},
+    Table,
+};
 
 /// Queries taken per recvmmsg.
 const BATCH: usize = 32;
@@ -164,36 +167,131 @@ fn round(
     let fd = sock.get_ref().as_raw_fd();
     let n = b.recv(fd)?;
     let table = ctx.shared.table();
-    b.outgoing.clear();
-    for i in 0..n {
-        *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let query = &b.queries[i * MAX_QUERY..][..b.lens[i].min(MAX_QUERY)];
-        match answer_into(&table, &ctx.ns, query, *seed, true, &mut b.answers[i]) {
-            Handled::Answered => {
-                if !b.answers[i].is_empty() {
-                    b.outgoing.push(i);
-                }
-            }
-            Handled::Forward => {
-                // Forwarding goes to a task of its own so a slow upstream never holds up
-                // the next query.
-                let (sock, ctx, query, peer, seed) =
-                    (sock.clone(), ctx.clone(), query.to_vec(), b.peer(i), *seed);
-                tokio::spawn(async move {
-                    let a = ctx.resolve(&query, seed, true).await;
-                    send_one(&sock, &a, peer);
-                });
-            }
-        }
-    }
+    b.answer(n, &table, &ctx.ns, seed, |query, peer, seed| {
+        // Forwarding goes to a task of its own so a slow upstream never holds up the
+        // next query.
+        let (sock, ctx) = (sock.clone(), ctx.clone());
+        tokio::spawn(async move {
+            let a = ctx.resolve(&query, seed, true).await;
+            send_one(&sock, &a, peer);
+        });
+    });
     drop(table);
     b.send(fd);
     Ok(n)
+}
+
+impl Batch {
+    /// Answers the `n` queries received into the answer buffers and lists those to send;
+    /// hands the ones to forward (query, client, shuffle seed) to `forward`.
+    fn answer(
+        &mut self,
+        n: usize,
+        table: &Table,
+        ns: &str,
+        seed: &mut u64,
+        mut forward: impl FnMut(Vec<u8>, SocketAddr, u64),
+    ) {
+        self.outgoing.clear();
+        for i in 0..n {
+            *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let query = &self.queries[i * MAX_QUERY..][..self.lens[i].min(MAX_QUERY)];
+            match answer_into(table, ns, query, *seed, true, &mut self.answers[i]) {
+                Handled::Answered => {
+                    if !self.answers[i].is_empty() {
+                        self.outgoing.push(i);
+                    }
+                }
+                Handled::Forward => forward(query.to_vec(), self.peer(i), *seed),
+            }
+        }
+    }
 }
 
 /// Sends one answer without waiting (a forwarded one): dropped if the buffer is full.
 fn send_one(sock: &AsyncFd<std::net::UdpSocket>, a: &[u8], peer: SocketAddr) {
     if !a.is_empty() {
         let _ = sock.get_ref().send_to(a, peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::{
+        op::{Message, Query, ResponseCode},
+        rr::{rdata::A, Name, RData, RecordType},
+    };
+    use std::{net::UdpSocket, time::Duration};
+
+    fn query(id: u16, name: &str) -> Vec<u8> {
+        let mut q = Message::query();
+        q.metadata.id = id;
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        q.to_vec().unwrap()
+    }
+
+    #[test]
+    fn a_batch_answers_each_client_at_its_own_address_and_hands_on_the_rest() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        let fd = server.as_raw_fd();
+        let to = server.local_addr().unwrap();
+        let clients: Vec<UdpSocket> = (0..3)
+            .map(|_| {
+                let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                c
+            })
+            .collect();
+        // More queries than one batch takes; every tenth is for a name netd does not know.
+        let total = 2 * BATCH as u16 + 5;
+        let unknown = |i: u16| i % 10 == 9;
+        for i in 0..total {
+            let name = if unknown(i) { "example.com." } else { "c1." };
+            clients[usize::from(i % 3)]
+                .send_to(&query(i, name), to)
+                .unwrap();
+        }
+        let table = crate::dns::server::tests::pool_table(2);
+        let mut b = Batch::new();
+        let (mut seed, mut taken, mut rounds) = (1, 0, 0);
+        let mut forwarded = Vec::new();
+        while taken < usize::from(total) {
+            let n = b.recv(fd).expect("queries are queued");
+            assert!(n <= BATCH);
+            b.answer(n, &table, "ns0", &mut seed, |q, peer, _| {
+                forwarded.push((Message::from_vec(&q).unwrap().metadata.id, peer));
+            });
+            b.send(fd);
+            taken += n;
+            rounds += 1;
+        }
+        assert!(rounds >= 3, "{total} queries in {rounds} batches");
+        assert_eq!(
+            b.recv(fd).map_err(|e| e.kind()).unwrap_err(),
+            io::ErrorKind::WouldBlock
+        );
+        for (k, c) in clients.iter().enumerate() {
+            let want: Vec<u16> = (0..total)
+                .filter(|i| usize::from(i % 3) == k && !unknown(*i))
+                .collect();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 512];
+            for _ in &want {
+                let n = c.recv(&mut buf).expect("an answer for each query");
+                let m = Message::from_vec(&buf[..n]).unwrap();
+                assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+                assert_eq!(m.answers[0].data, RData::A(A::new(10, 1, 0, 3)));
+                got.push(m.metadata.id);
+            }
+            got.sort();
+            assert_eq!(got, want, "client {k}");
+        }
+        let want: Vec<(u16, SocketAddr)> = (0..total)
+            .filter(|i| unknown(*i))
+            .map(|i| (i, clients[usize::from(i % 3)].local_addr().unwrap()))
+            .collect();
+        assert_eq!(forwarded, want);
     }
 }
