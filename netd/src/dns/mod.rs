@@ -3,6 +3,7 @@
 //!
 //! - `records`: who sees which names (the table, derived from the daemon's state).
 //! - `server`: the per-namespace UDP and TCP sockets and the answers.
+//! - `udp`: the UDP loop, a batch of queries per wake (recvmmsg / sendmmsg).
 //! - `forward`: upstreams, failover, timeouts, the namespace a forwarded query leaves from.
 //! - `files`: /etc/netns/<netns>/{resolv.conf,hosts}.
 //!
@@ -14,6 +15,7 @@ pub mod forward;
 pub mod links;
 pub mod records;
 pub mod server;
+mod udp;
 
 use std::{
     collections::HashMap,

@@ -146,6 +146,13 @@ impl Table {
                     .extend(ips);
             }
         }
+        // Sorted and unique once here, so that a lookup finding one list uses it as is.
+        let lists = t.names.values_mut().flat_map(|m| m.values_mut());
+        let links = t.clients.values_mut().flat_map(|c| c.links.values_mut());
+        for ips in lists.chain(links) {
+            ips.sort();
+            ips.dedup();
+        }
         t
     }
 
@@ -163,17 +170,30 @@ impl Table {
         let Some(client) = self.clients.get(ns) else {
             return Lookup::Unknown;
         };
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let mut found: Option<Vec<Ipv4Addr>> = client.links.get(&name).cloned();
+        let name = name.trim_end_matches('.');
+        // Names come lowercase from most resolvers: no copy for them (this is per query).
+        let lower;
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = name.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            name
+        };
+        let mut found: Option<Vec<Ipv4Addr>> = client.links.get(name).cloned();
+        let mut sources = usize::from(found.is_some());
         for net in &client.networks {
-            if let Some(ips) = self.names.get(net).and_then(|m| m.get(&name)) {
+            if let Some(ips) = self.names.get(net).and_then(|m| m.get(name)) {
                 found.get_or_insert_with(Vec::new).extend(ips);
+                sources += 1;
             }
         }
         match found {
             Some(mut ips) => {
-                ips.sort();
-                ips.dedup();
+                // One source's list is sorted and unique already (built so).
+                if sources > 1 {
+                    ips.sort();
+                    ips.dedup();
+                }
                 Lookup::Found(ips)
             }
             None => Lookup::Unknown,

@@ -7,15 +7,16 @@ use std::{
 };
 
 use hickory_proto::{
-    op::{Message, MessageType, OpCode, ResponseCode},
+    op::{emit_message_parts, Message, MessageType, Metadata, OpCode, Query, ResponseCode},
     rr::{
         rdata::{A, PTR},
         Name, RData, Record, RecordType,
     },
+    serialize::binary::BinEncoder,
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream, UdpSocket},
+    io::{unix::AsyncFd, AsyncReadExt, AsyncWriteExt, Interest},
+    net::{TcpListener, TcpStream},
     sync::Semaphore,
     task::JoinHandle,
 };
@@ -40,18 +41,44 @@ pub enum Reply {
     Forward,
 }
 
+/// The header of the answer to `q`.
+fn response_metadata(q: &Metadata, code: ResponseCode) -> Metadata {
+    let mut m = Metadata::new(q.id, MessageType::Response, q.op_code);
+    m.recursion_desired = q.recursion_desired;
+    m.recursion_available = true;
+    m.response_code = code;
+    m
+}
+
 fn response(q: &Message, code: ResponseCode) -> Message {
     let mut m = Message::response(q.metadata.id, q.metadata.op_code);
-    m.metadata.message_type = MessageType::Response;
-    m.metadata.recursion_desired = q.metadata.recursion_desired;
-    m.metadata.recursion_available = true;
-    m.metadata.response_code = code;
+    m.metadata = response_metadata(&q.metadata, code);
     m.queries = q.queries.clone();
     m
 }
 
 fn encode(m: &Message) -> Vec<u8> {
     m.to_vec().unwrap_or_default()
+}
+
+/// Encodes a message of `queries` and `answers` (and nothing else, as `encode` of the
+/// same `Message` would) into `out`, reused from query to query; empty if it cannot.
+fn encode_into(out: &mut Vec<u8>, meta: &Metadata, queries: &[Query], answers: &[Record]) {
+    out.clear();
+    let mut enc = BinEncoder::new(out);
+    let done = emit_message_parts(
+        meta,
+        &mut queries.iter(),
+        &mut answers.iter(),
+        &mut std::iter::empty::<&Record>(),
+        &mut std::iter::empty::<&Record>(),
+        None,
+        None,
+        &mut enc,
+    );
+    if done.is_err() {
+        out.clear();
+    }
 }
 
 /// The IPv4 address of an in-addr.arpa name.
@@ -74,54 +101,90 @@ fn arpa_v4(name: &Name) -> Option<Ipv4Addr> {
 /// larger than the client takes (512 bytes without EDNS) comes truncated (TC): the
 /// client asks again over TCP.
 pub fn answer(table: &Table, ns: &str, query: &[u8], shuffle_seed: u64, udp: bool) -> Reply {
+    let mut out = Vec::new();
+    match answer_into(table, ns, query, shuffle_seed, udp, &mut out) {
+        Handled::Answered => Reply::Answer(out),
+        Handled::Forward => Reply::Forward,
+    }
+}
+
+/// What `answer_into` did with a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// The answer (empty: none to send) is in the caller's buffer.
+    Answered,
+    /// Not a local name: forward (the client may), or refuse.
+    Forward,
+}
+
+/// `answer`, writing into `out` (cleared first) so that a server reuses one buffer.
+pub fn answer_into(
+    table: &Table,
+    ns: &str,
+    query: &[u8],
+    shuffle_seed: u64,
+    udp: bool,
+    out: &mut Vec<u8>,
+) -> Handled {
+    out.clear();
     let q = match Message::from_vec(query) {
         Ok(q) if q.metadata.message_type == MessageType::Query => q,
         _ => {
             // Unparseable: FORMERR with the id, when there is one.
-            if query.len() < 2 {
-                return Reply::Answer(Vec::new());
+            if query.len() >= 2 {
+                let id = u16::from_be_bytes([query[0], query[1]]);
+                let mut m = Metadata::new(id, MessageType::Response, OpCode::Query);
+                m.response_code = ResponseCode::FormErr;
+                encode_into(out, &m, &[], &[]);
             }
-            let id = u16::from_be_bytes([query[0], query[1]]);
-            let m = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
-            return Reply::Answer(encode(&m));
+            return Handled::Answered;
         }
     };
     let Some(question) = q.queries.first() else {
-        return Reply::Answer(encode(&response(&q, ResponseCode::FormErr)));
+        let m = response_metadata(&q.metadata, ResponseCode::FormErr);
+        encode_into(out, &m, &q.queries, &[]);
+        return Handled::Answered;
     };
     if q.metadata.op_code != OpCode::Query || q.queries.len() != 1 {
-        return Reply::Answer(encode(&response(&q, ResponseCode::NotImp)));
+        let m = response_metadata(&q.metadata, ResponseCode::NotImp);
+        encode_into(out, &m, &q.queries, &[]);
+        return Handled::Answered;
     }
     let name = question.name();
     if question.query_type() == RecordType::PTR {
         if let Some(ip) = arpa_v4(name) {
             if let Some(target) = table.reverse(ns, ip) {
-                let mut m = response(&q, ResponseCode::NoError);
-                if let Ok(t) = Name::from_ascii(format!("{target}.")) {
-                    m.add_answer(Record::from_rdata(name.clone(), TTL, RData::PTR(PTR(t))));
-                }
-                return Reply::Answer(encode(&m));
+                let m = response_metadata(&q.metadata, ResponseCode::NoError);
+                let ptr = Name::from_ascii(format!("{target}."))
+                    .ok()
+                    .map(|t| Record::from_rdata(name.clone(), TTL, RData::PTR(PTR(t))));
+                encode_into(out, &m, &q.queries, ptr.as_slice());
+                return Handled::Answered;
             }
         }
-        return Reply::Forward;
+        return Handled::Forward;
     }
     match table.lookup(ns, &name.to_ascii()) {
-        Lookup::Unknown => Reply::Forward,
+        Lookup::Unknown => Handled::Forward,
         Lookup::Found(mut ips) => {
             // A name that exists answers NOERROR, empty for types it has no record of.
-            let mut m = response(&q, ResponseCode::NoError);
-            m.metadata.authoritative = true;
+            let mut m = response_metadata(&q.metadata, ResponseCode::NoError);
+            m.authoritative = true;
+            let mut answers = Vec::new();
             if matches!(question.query_type(), RecordType::A | RecordType::ANY) {
                 shuffle(&mut ips, shuffle_seed);
-                for ip in ips {
-                    m.add_answer(Record::from_rdata(name.clone(), TTL, RData::A(A(ip))));
-                }
+                answers.extend(
+                    ips.into_iter()
+                        .map(|ip| Record::from_rdata(name.clone(), TTL, RData::A(A(ip)))),
+                );
             }
-            let a = encode(&m);
-            if udp && a.len() > usize::from(q.max_payload()) {
-                return Reply::Answer(encode(&m.truncate()));
+            encode_into(out, &m, &q.queries, &answers);
+            if udp && out.len() > usize::from(q.max_payload()) {
+                // What Message::truncate keeps: the header with TC, and the question.
+                m.truncation = true;
+                encode_into(out, &m, &q.queries, &[]);
             }
-            Reply::Answer(a)
+            Handled::Answered
         }
     }
 }
@@ -164,16 +227,16 @@ impl Drop for Server {
 }
 
 /// Per-namespace context of the serving tasks.
-struct Ctx {
-    ns: String,
-    shared: Arc<Shared>,
+pub(super) struct Ctx {
+    pub(super) ns: String,
+    pub(super) shared: Arc<Shared>,
     /// The client's `--dns` servers and the socket in its namespace that asks them.
     own: Option<(Upstreams, forward::Forwarder)>,
     in_flight: Semaphore,
 }
 
 impl Ctx {
-    async fn resolve(&self, query: &[u8], seed: u64, udp: bool) -> Vec<u8> {
+    pub(super) async fn resolve(&self, query: &[u8], seed: u64, udp: bool) -> Vec<u8> {
         let table = self.shared.table();
         let reply = answer(&table, &self.ns, query, seed, udp);
         match reply {
@@ -227,7 +290,11 @@ pub fn start(ns: &str, shared: Arc<Shared>, own: Vec<SocketAddr>) -> anyhow::Res
         Some(s) => Some((Upstreams::new(own), forward::Forwarder::new(s)?)),
         None => None,
     };
-    let udp = Arc::new(UdpSocket::from_std(udp)?);
+    // Readable interest only: a UDP send never waits for room, and a socket registered for
+    // writability makes every send (loopback frees the buffer at once) wake the runtime's
+    // parked worker through epoll, which cost more than the query itself.
+    // SAFETY: the AsyncFd owns the socket, so the fd stays open and the same for its life.
+    let udp = Arc::new(unsafe { AsyncFd::register_with_interest(udp, Interest::READABLE) }?);
     let tcp = TcpListener::from_std(tcp)?;
     let ctx = Arc::new(Ctx {
         ns: ns.to_string(),
@@ -236,46 +303,10 @@ pub fn start(ns: &str, shared: Arc<Shared>, own: Vec<SocketAddr>) -> anyhow::Res
         in_flight: Semaphore::new(MAX_IN_FLIGHT),
     });
     let tasks = vec![
-        tokio::spawn(serve_udp(udp, ctx.clone())),
+        tokio::spawn(super::udp::serve(udp, ctx.clone())),
         tokio::spawn(serve_tcp(tcp, ctx)),
     ];
     Ok(Server { tasks })
-}
-
-async fn serve_udp(sock: Arc<UdpSocket>, ctx: Arc<Ctx>) {
-    let mut buf = vec![0u8; 4096];
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
-    loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                log::warn!("dns {}: {e}", ctx.ns);
-                continue;
-            }
-        };
-        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let query = &buf[..n];
-        // Local names are answered inline; forwarding goes to a task of its own so a
-        // slow upstream never holds up the next query.
-        let table = ctx.shared.table();
-        match answer(&table, &ctx.ns, query, seed, true) {
-            Reply::Answer(a) => {
-                if !a.is_empty() {
-                    let _ = sock.send_to(&a, peer).await;
-                }
-            }
-            Reply::Forward => {
-                drop(table);
-                let (sock, ctx, query) = (sock.clone(), ctx.clone(), query.to_vec());
-                tokio::spawn(async move {
-                    let a = ctx.resolve(&query, seed, true).await;
-                    if !a.is_empty() {
-                        let _ = sock.send_to(&a, peer).await;
-                    }
-                });
-            }
-        }
-    }
 }
 
 async fn serve_tcp(listener: TcpListener, ctx: Arc<Ctx>) {
@@ -311,9 +342,8 @@ async fn serve_tcp_conn(mut s: TcpStream, ctx: Arc<Ctx>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
-    use hickory_proto::op::Query;
 
     #[test]
     fn arpa_names() {
@@ -342,8 +372,9 @@ mod tests {
         assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
     }
 
-    #[test]
-    fn a_big_udp_answer_is_truncated_and_whole_over_tcp() {
+    /// `n` containers `c0`, `c1`, ... at 10.1.0.2, 10.1.0.3, ..., each in namespace
+    /// `ns<i>` and all with the alias "pool", on one user network.
+    pub(in crate::dns) fn pool_table(n: u8) -> Table {
         use crate::model::{test_attachment, test_network, Attachment, Container, Network};
         let net = Network {
             builtin: false,
@@ -351,8 +382,7 @@ mod tests {
         };
         let mut st = crate::store::State::default();
         st.networks.push(net.clone());
-        // 60 containers share the alias "pool": 60 A records do not fit 512 bytes.
-        for i in 0..60u8 {
+        for i in 0..n {
             let a = Attachment {
                 network: net.id.clone(),
                 ip: [10, 1, 0, i + 2].into(),
@@ -369,7 +399,95 @@ mod tests {
             c.attachments.push(a);
             st.containers.push(c);
         }
-        let t = Table::build(&st);
+        Table::build(&st)
+    }
+
+    fn query(id: u16, name: &str, t: RecordType) -> Message {
+        let mut q = Message::query();
+        q.metadata.id = id;
+        q.metadata.recursion_desired = true;
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+        q
+    }
+
+    /// The answers as the server built them before it encoded into reused buffers: a
+    /// whole `Message`, encoded with `to_vec`. The bytes must not change.
+    fn reference(q: &Message, found: &[Ipv4Addr], seed: u64, ptr: Option<&str>) -> Vec<u8> {
+        let mut m = response(q, ResponseCode::NoError);
+        let name = q.queries[0].name().clone();
+        if let Some(t) = ptr {
+            let t = Name::from_ascii(format!("{t}.")).unwrap();
+            m.add_answer(Record::from_rdata(name, TTL, RData::PTR(PTR(t))));
+            return encode(&m);
+        }
+        m.metadata.authoritative = true;
+        if matches!(q.queries[0].query_type(), RecordType::A | RecordType::ANY) {
+            let mut ips = found.to_vec();
+            shuffle(&mut ips, seed);
+            for ip in ips {
+                m.add_answer(Record::from_rdata(name.clone(), TTL, RData::A(A(ip))));
+            }
+        }
+        encode(&m)
+    }
+
+    #[test]
+    fn answers_are_byte_for_byte_those_of_a_whole_message() {
+        let t = pool_table(3);
+        let pool: Vec<Ipv4Addr> = (2..5).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect();
+        let mut out = Vec::new();
+        for (q, want) in [
+            (
+                query(1, "pool.", RecordType::A),
+                reference(&query(1, "pool.", RecordType::A), &pool, 9, None),
+            ),
+            (
+                query(2, "C1", RecordType::A),
+                reference(&query(2, "C1", RecordType::A), &pool[1..2], 9, None),
+            ),
+            (
+                query(3, "pool.", RecordType::AAAA),
+                reference(&query(3, "pool.", RecordType::AAAA), &pool, 9, None),
+            ),
+            (
+                query(4, "3.0.1.10.in-addr.arpa.", RecordType::PTR),
+                reference(
+                    &query(4, "3.0.1.10.in-addr.arpa.", RecordType::PTR),
+                    &[],
+                    9,
+                    Some("c1"),
+                ),
+            ),
+        ] {
+            let h = answer_into(&t, "ns0", &encode(&q), 9, true, &mut out);
+            assert_eq!(h, Handled::Answered);
+            assert_eq!(out, want, "{q}");
+        }
+        // No question: FORMERR; a question of another opcode: NOTIMP; both echo the header.
+        let mut none = query(5, "pool.", RecordType::A);
+        none.queries.clear();
+        answer_into(&t, "ns0", &encode(&none), 9, true, &mut out);
+        assert_eq!(out, encode(&response(&none, ResponseCode::FormErr)));
+        let mut notify = query(6, "pool.", RecordType::A);
+        notify.metadata.op_code = OpCode::Notify;
+        answer_into(&t, "ns0", &encode(&notify), 9, true, &mut out);
+        assert_eq!(out, encode(&response(&notify, ResponseCode::NotImp)));
+        // Garbage: FORMERR with its id, as Message::error_msg encodes it.
+        answer_into(&t, "ns0", &[0xab, 0xcd, 0xff], 9, true, &mut out);
+        assert_eq!(
+            out,
+            encode(&Message::error_msg(
+                0xabcd,
+                OpCode::Query,
+                ResponseCode::FormErr
+            ))
+        );
+    }
+
+    #[test]
+    fn a_big_udp_answer_is_truncated_and_whole_over_tcp() {
+        // 60 A records do not fit 512 bytes.
+        let t = pool_table(60);
         let mut q = Message::query();
         q.add_query(Query::query(
             Name::from_ascii("pool.").unwrap(),
@@ -380,6 +498,10 @@ mod tests {
         };
         let m = Message::from_vec(&udp).unwrap();
         assert!(udp.len() <= 512 && m.metadata.truncation && m.answers.is_empty());
+        // The bytes Message::truncate gave before.
+        let mut whole = response(&q, ResponseCode::NoError);
+        whole.metadata.authoritative = true;
+        assert_eq!(udp, encode(&whole.truncate()));
         let Reply::Answer(tcp) = answer(&t, "ns0", &encode(&q), 7, false) else {
             panic!("pool is a local name");
         };
