@@ -11,11 +11,11 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-use netd_lab::{cmd, Lab, LabName, LabOptions};
+use netd_lab::{cmd, dockerd::Dockerd, Lab, LabName, LabOptions};
 use serde::Serialize;
 
 use crate::peers::{
-    docker::{build_image, Dockerd, IMAGE},
+    docker::{start_dockerd, IMAGE},
     Env, CLIENT_IP, UPLINK,
 };
 
@@ -199,8 +199,7 @@ fn set_up(server: Server, netd: &Path, env: &Env) -> Result<Setup> {
             })
         }
         Server::Dockerd => {
-            let image = build_image(&env.shared, &env.tester)?;
-            let dk = Dockerd::start(&lab.host, &lab.dir, &lab.name, false, &image)?;
+            let dk = start_dockerd(&lab, false, env)?;
             dk.docker(&["network", "create", "--subnet", SUBNET, "dnsnet"])?;
             dk.docker(&[
                 "run",

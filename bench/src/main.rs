@@ -32,7 +32,7 @@ mod report;
 mod rss;
 
 use cell::Cell;
-use peers::{docker, Datapath, Dp, Env, P_MASQ, UPLINK};
+use peers::{Datapath, Dp, Env, P_MASQ, UPLINK};
 
 /// Tag of every name the bench makes (`ndb-PID-...`).
 pub(crate) const TAG: &str = "ndb";
@@ -161,10 +161,7 @@ fn datapaths(only: Option<&[String]>) -> Result<Vec<Dp>> {
 /// Removes what dead runs of the bench left: the lab's names, and dockerd's cgroups.
 fn sweep() {
     netd_lab::sweep::sweep_once(TAG);
-    // dockerd's containers live in cgroups of the run's name, not in its namespaces.
-    for parent in docker::stale_cgroup_parents(TAG) {
-        docker::remove_cgroups(&parent);
-    }
+    netd_lab::dockerd::sweep_stale_cgroups(TAG);
 }
 
 fn print_versions() {

@@ -1,5 +1,8 @@
 //! Running commands, in the caller's namespace or inside a named one.
-use std::process::{Child, Command, Output, Stdio};
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+};
 
 use crate::{Error, Result};
 
@@ -38,6 +41,15 @@ pub fn checked(desc: &str, o: Output) -> Result<String> {
         });
     }
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Where `cmd` is on PATH, if it is.
+pub fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(cmd))
+            .find(|f| f.is_file())
+    })
 }
 
 /// `ip ARGS`.

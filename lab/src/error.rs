@@ -14,6 +14,10 @@ pub enum Error {
     Exists { what: String },
     #[error("the netd daemon {0}")]
     Daemon(String),
+    #[error("dockerd {0}")]
+    Dockerd(String),
+    #[error("{tool} is not installed (not on PATH): {needed_for} needs it")]
+    NotInstalled { tool: String, needed_for: String },
     /// Teardown went on past each problem; these are all of them.
     #[error("lab {lab}: {}", problems.join("; "))]
     Teardown { lab: String, problems: Vec<String> },

@@ -4,9 +4,9 @@
 //! A lab is a "host" namespace (where a netd daemon runs, with its own state, run and
 //! bpffs directories), a "client" namespace on the far end of its uplink standing for
 //! the outside world, a cgroup for the daemon's socket programs, and whatever its user
-//! adds (namespaces, background servers). Every name starts with `TAG-PID-`, so
-//! parallel runs never collide and a later run sweeps what a crashed one left (only its
-//! own tag, only dead pids). Dropping a lab removes everything, even on panic, and
+//! adds (namespaces, background servers, a real dockerd: [`dockerd`]). Every name
+//! starts with `TAG-PID-`, so parallel runs never collide and a later run sweeps what a
+//! crashed one left (only its own tag, only dead pids). Dropping a lab removes everything, even on panic, and
 //! checks that no namespace, pin or cgroup of it is left. Nothing is ever created in
 //! the root namespace except the named namespace files, the bpffs directory and the
 //! cgroup.
@@ -15,6 +15,7 @@ pub mod cgroup;
 pub mod cluster;
 pub mod cmd;
 pub mod daemon;
+pub mod dockerd;
 mod error;
 mod lab;
 pub mod leaks;
