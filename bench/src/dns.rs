@@ -68,6 +68,10 @@ pub struct DnsFigures {
     pub p99_us: f64,
     /// Answers other than NOERROR in the latency run (should be none).
     pub errors: usize,
+    /// CPU time (user + system) the server process spent per answered query in the
+    /// throughput run, microseconds: how much of a host each server costs, whatever the
+    /// load tool on this machine can send.
+    pub cpu_us_per_query: f64,
 }
 
 /// A server set up in its lab, ready to be queried.
@@ -78,6 +82,8 @@ struct Setup {
     server: &'static str,
     /// The name of the container that is asked for.
     target: &'static str,
+    /// The process that answers (netd's daemon, dockerd, aardvark-dns).
+    server_pid: Option<u32>,
     dockerd: Option<Dockerd>,
     netavark_cfg: Option<PathBuf>,
     lab: Lab,
@@ -114,7 +120,15 @@ pub fn measure(
             for (label, qname) in [("container", setup.target), ("forwarded", FORWARDED)] {
                 let file = setup.lab.dir.join(format!("q-{label}.txt"));
                 std::fs::write(&file, format!("{qname} A\n"))?;
-                let (qps, lost_pct) = throughput(&setup, &file, secs)?;
+                let cpu0 = setup.server_pid.and_then(cpu_ticks);
+                let (qps, lost_pct, answered) = throughput(&setup, &file, secs)?;
+                let cpu1 = setup.server_pid.and_then(cpu_ticks);
+                let cpu_us_per_query = match (cpu0, cpu1) {
+                    (Some(a), Some(b)) if answered > 0.0 => {
+                        (b - a) as f64 * 1e6 / ticks_per_sec() / answered
+                    }
+                    _ => f64::NAN,
+                };
                 let (p50_us, p99_us, errors) = latency(&setup, &file, secs)?;
                 out.push(DnsFigures {
                     server: *s,
@@ -124,6 +138,7 @@ pub fn measure(
                     p50_us,
                     p99_us,
                     errors,
+                    cpu_us_per_query,
                 });
             }
             Ok(out)
@@ -193,6 +208,7 @@ fn set_up(server: Server, netd: &Path, env: &Env) -> Result<Setup> {
                 netns: PathBuf::from(key.trim()),
                 server: "127.0.0.11",
                 target: "web",
+                server_pid: lab.daemon_pid(),
                 dockerd: None,
                 netavark_cfg: None,
                 lab,
@@ -230,6 +246,7 @@ fn set_up(server: Server, netd: &Path, env: &Env) -> Result<Setup> {
                 netns: PathBuf::from(format!("/proc/{pid}/ns/net")),
                 server: "127.0.0.11",
                 target: "web",
+                server_pid: dk.pid(),
                 dockerd: Some(dk),
                 netavark_cfg: None,
                 lab,
@@ -254,10 +271,14 @@ fn set_up(server: Server, netd: &Path, env: &Env) -> Result<Setup> {
                 netavark(&lab, &cfg, "setup", name)?;
                 query_ns = PathBuf::from(format!("/run/netns/{ns}"));
             }
+            let server_pid = std::fs::read_to_string(cfg.join("aardvark-dns/aardvark.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok());
             Ok(Setup {
                 netns: query_ns,
                 server: GATEWAY,
                 target: "web",
+                server_pid,
                 dockerd: None,
                 netavark_cfg: Some(cfg),
                 lab,
@@ -328,8 +349,27 @@ fn dnsperf(s: &Setup, file: &Path, secs: f64, args: &[&str]) -> Result<String> {
     Ok(cmd::run("nsenter", &full)?)
 }
 
-/// Queries per second and the lost share, 4 clients with 64 queries in flight.
-fn throughput(s: &Setup, file: &Path, secs: f64) -> Result<(f64, f64)> {
+/// utime + stime of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (in parentheses, which may hold spaces): state is the
+    // 3rd field, utime the 14th and stime the 15th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as f64,
+        _ => 100.0,
+    }
+}
+
+/// Queries per second, the lost share and the queries answered, 4 clients with 64
+/// queries in flight.
+fn throughput(s: &Setup, file: &Path, secs: f64) -> Result<(f64, f64, f64)> {
     let out = dnsperf(s, file, secs, &["-c", "4", "-q", "64"])?;
     let field = |name: &str| -> Result<f64> {
         out.lines()
@@ -348,6 +388,7 @@ fn throughput(s: &Setup, file: &Path, secs: f64) -> Result<(f64, f64)> {
         } else {
             0.0
         },
+        done,
     ))
 }
 
@@ -380,22 +421,23 @@ pub fn report(all: &[Result<Vec<DnsFigures>>], servers: &[Server]) -> String {
         "DNS from a container (qps: 4 clients x 64 in flight; latency: one in flight, us)\n",
     );
     t += &format!(
-        "{:<14}{:<11}{:>10}{:>8}{:>9}{:>9}{:>8}\n",
-        "server", "name", "qps", "lost%", "p50", "p99", "errors"
+        "{:<14}{:<11}{:>10}{:>8}{:>9}{:>9}{:>8}{:>12}\n",
+        "server", "name", "qps", "lost%", "p50", "p99", "errors", "cpu us/q"
     );
     for (s, r) in servers.iter().zip(all) {
         match r {
             Ok(rows) => {
                 for f in rows {
                     t += &format!(
-                        "{:<14}{:<11}{:>10.0}{:>8.2}{:>9.0}{:>9.0}{:>8}\n",
+                        "{:<14}{:<11}{:>10.0}{:>8.2}{:>9.0}{:>9.0}{:>8}{:>12.1}\n",
                         s.name(),
                         f.name,
                         f.qps,
                         f.lost_pct,
                         f.p50_us,
                         f.p99_us,
-                        f.errors
+                        f.errors,
+                        f.cpu_us_per_query
                     );
                 }
             }

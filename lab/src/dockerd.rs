@@ -222,6 +222,15 @@ impl Dockerd {
     }
 
     /// The main process of container `name`.
+    /// dockerd's own pid (from its pidfile), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("dockerd.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     pub fn container_pid(&self, name: &str) -> Result<u32> {
         let out = self.docker(&["inspect", "-f", "{{.State.Pid}}", name])?;
         out.trim().parse().map_err(|_| Error::Command {
