@@ -22,3 +22,4 @@ pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod sysctl;
+pub mod unix_socket;

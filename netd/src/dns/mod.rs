@@ -10,6 +10,7 @@
 //! The daemon calls `Service::sync` after every change of containers or attachments (the
 //! same operations that call sandbox::attach/detach), so the table always follows the
 //! store; a query reads the table current at that moment.
+mod answer;
 pub mod files;
 pub mod forward;
 pub mod links;

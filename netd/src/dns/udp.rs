@@ -14,7 +14,7 @@ use std::{
 use tokio::io::unix::AsyncFd;
 
 use super::{
-    server::{answer_into, Ctx, Handled},
+    answer::{answer_into, Ctx, Handled},
     Table,
 };
 
@@ -253,7 +253,7 @@ mod tests {
                 .send_to(&query(i, name), to)
                 .unwrap();
         }
-        let table = crate::dns::server::tests::pool_table(2);
+        let table = crate::dns::answer::tests::pool_table(2);
         let mut b = Batch::new();
         let (mut seed, mut taken, mut rounds) = (1, 0, 0);
         let mut forwarded = Vec::new();

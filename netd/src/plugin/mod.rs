@@ -65,7 +65,7 @@ impl PluginSocket {
         check_name(name)?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(format!("{name}.sock"));
-        let listener = crate::server::bind_socket(&path, gid).map_err(|e| {
+        let listener = crate::unix_socket::bind_socket(&path, gid).map_err(|e| {
             anyhow!("docker plugin {name}: {e:#} (is another netd serving it? pick another NAME)")
         })?;
         let m = std::fs::metadata(&path).with_context(|| format!("stat {}", path.display()))?;
