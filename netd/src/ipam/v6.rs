@@ -271,9 +271,7 @@ pub fn allocate6(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{
-        test_attachment, test_network, Attachment, Container, ContainerState, NetMode,
-    };
+    use crate::model::{test_attachment, test_container, test_network, Attachment, Container};
 
     fn spec(subnet6: Option<&str>) -> NetworkSpec {
         NetworkSpec {
@@ -453,31 +451,12 @@ mod tests {
     fn with_container(st: &mut State, net: &Network, ip6: &str) {
         let n = st.containers.len();
         st.containers.push(Container {
-            id: format!("c{n}"),
-            name: format!("c{n}"),
-            hostname: None,
-            mode: NetMode::Bridge,
-            netns: None,
             attachments: vec![Attachment {
                 network: net.id.clone(),
                 ip6: Some(ip6.parse().unwrap()),
                 ..test_attachment()
             }],
-            ports: vec![],
-            cmd: vec![],
-            state: ContainerState::Running,
-            pid: None,
-            pid_start: None,
-            exit_code: None,
-            auto_remove: false,
-            created: 0,
-            started: None,
-            finished: None,
-            labels: Default::default(),
-            exposed: vec![],
-            origin: Default::default(),
-            dns: Default::default(),
-            links: vec![],
+            ..test_container(&format!("c{n}"), &format!("c{n}"))
         });
     }
 
