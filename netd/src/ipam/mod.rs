@@ -18,6 +18,19 @@ pub(crate) fn invalid(msg: String) -> NetdError {
     NetdError::InvalidArgument(msg)
 }
 
+/// A CIDR `s` given with host bits set (`10.1.0.5/24`), which either family refuses
+/// with the network it probably meant.
+pub(crate) fn host_bits_set(
+    what: &str,
+    s: &str,
+    network: impl std::fmt::Display,
+    prefix: u8,
+) -> NetdError {
+    invalid(format!(
+        "invalid {what} {s}: not a network address (did you mean {network}/{prefix}?)"
+    ))
+}
+
 /// Whether `ip` is a usable host address of `subnet` (not its network or broadcast).
 pub(crate) fn is_host_addr(subnet: &Ipv4Network, ip: Ipv4Addr) -> bool {
     host_addr_problem(subnet, ip).is_none()

@@ -25,11 +25,7 @@ fn parse_cidr(what: &str, s: &str) -> Result<Ipv4Network, NetdError> {
         ))
     })?;
     if n.ip() != n.network() {
-        return Err(invalid(format!(
-            "invalid {what} {s}: not a network address (did you mean {}/{}?)",
-            n.network(),
-            n.prefix()
-        )));
+        return Err(super::host_bits_set(what, s, n.network(), n.prefix()));
     }
     if n.prefix() > 30 {
         return Err(invalid(format!(
@@ -259,11 +255,12 @@ pub fn plan_network(
                 .parse()
                 .map_err(|_| invalid(format!("invalid ip-range {r:?}: not an IPv4 CIDR")))?;
             if r.ip() != r.network() {
-                return Err(invalid(format!(
-                    "invalid ip-range {r}: not a network address (did you mean {}/{}?)",
+                return Err(super::host_bits_set(
+                    "ip-range",
+                    &r.to_string(),
                     r.network(),
-                    r.prefix()
-                )));
+                    r.prefix(),
+                ));
             }
             if !(subnet.contains(r.network()) && subnet.contains(r.broadcast())) {
                 return Err(invalid(format!(

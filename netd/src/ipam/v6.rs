@@ -91,11 +91,7 @@ fn parse_cidr6(what: &str, s: &str) -> Result<Ipv6Network, NetdError> {
         ))
     })?;
     if n.ip() != n.network() {
-        return Err(invalid(format!(
-            "invalid {what} {s}: not a network address (did you mean {}/{}?)",
-            n.network(),
-            n.prefix()
-        )));
+        return Err(super::host_bits_set(what, s, n.network(), n.prefix()));
     }
     Ok(n)
 }
