@@ -9,7 +9,9 @@ extern crate std;
 
 mod counters;
 pub mod trace;
+mod v6;
 pub use counters::{drop_reason, event};
+pub use v6::*;
 
 // Pod on every map key and value: the derive refuses a type with implicit padding (whose
 // bytes the kernel would hash and compare, and neither side initialises), so a field
@@ -46,6 +48,16 @@ pub mod map_names {
     /// IPv6 endpoints by host-side ifindex (`Endpoint6`) and by address (`Addr6`).
     pub const ENDPOINTS6: &str = "NETD_EP6";
     pub const ADDRS6: &str = "NETD_ADDR6";
+    /// The IPv6 side of the NAT (`v6` module): config, published ports, the host's own
+    /// addresses, container subnets, the two conntrack maps, and UDP sockets of the
+    /// host that sent to a published port.
+    pub const CONFIG6: &str = "NETD_CONFIG6";
+    pub const PORTS6: &str = "NETD_PORTS6";
+    pub const LOCAL_ADDRS6: &str = "NETD_LOCAL6";
+    pub const SUBNETS6: &str = "NETD_SUBNETS6";
+    pub const CONNTRACK6: &str = "NETD_CT6";
+    pub const CONNTRACK6_NEW: &str = "NETD_CT6_NEW";
+    pub const SOCK_REVNAT6: &str = "NETD_SOCK_RNAT6";
 }
 
 /// Names of the programs in the eBPF object.
@@ -62,6 +74,12 @@ pub mod prog_names {
     pub const OVERLAY_INGRESS: &str = "overlay_ingress";
     /// IPv6 endpoints' first program: IPv6 anti-spoofing, ND and RA guard, isolation.
     pub const ENDPOINT_EGRESS6: &str = "endpoint_egress6";
+    /// IPv6 at TC ingress of the uplink, ahead of uplink_ingress (tcx order: first):
+    /// DNAT66 of published ports, replies of NAT66 flows, the guard's IPv6 checks.
+    pub const UPLINK_INGRESS6: &str = "uplink_ingress6";
+    pub const SOCK_CONNECT6: &str = "sock_connect6";
+    pub const SOCK_SENDMSG6: &str = "sock_sendmsg6";
+    pub const SOCK_RECVMSG6: &str = "sock_recvmsg6";
 }
 
 pub const IPPROTO_ICMP: u8 = 1;
@@ -309,30 +327,6 @@ pub struct OverlayPeer {
 }
 const _: () = assert!(core::mem::size_of::<OverlayPeer>() == 16);
 
-/// An IPv6 endpoint (a container's interface on a network with IPv6), keyed by the
-/// ifindex of its host-side veth: what it may send as.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct Endpoint6 {
-    /// Its global address (network byte order, as on the wire).
-    pub addr: [u8; 16],
-    pub net_id: u32,
-    /// Bit set of `EP_F_*`.
-    pub flags: u32,
-    pub mac: [u8; 6],
-    pub _pad: [u8; 2],
-}
-const _: () = assert!(core::mem::size_of::<Endpoint6>() == 32);
-
-/// An IPv6 container address, keyed by the address: whose network it is on.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct Addr6 {
-    pub net_id: u32,
-    pub ifindex: u32,
-}
-const _: () = assert!(core::mem::size_of::<Addr6>() == 8);
-
 /// The endpoint's network masquerades traffic to outside its networks.
 pub const EP_F_MASQUERADE: u32 = 1;
 /// Containers of the endpoint's network may talk to each other (Docker's enable_icc).
@@ -352,8 +346,6 @@ mod pod {
     // derives bytemuck::Pod, which checks exactly that at compile time.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::OverlayPeer {}
-    unsafe impl aya::Pod for super::Endpoint6 {}
-    unsafe impl aya::Pod for super::Addr6 {}
     unsafe impl aya::Pod for super::PortKey {}
     unsafe impl aya::Pod for super::LinkKey {}
     unsafe impl aya::Pod for super::Backend {}

@@ -5,9 +5,10 @@ use aya_ebpf::{
     maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netd_common::{
-    drop_reason, event, Addr6, Backend, Config, CtEntry, CtKey, Endpoint, Endpoint6, LinkKey,
-    OverlayPeer, PortCounters, PortKey, SockRevKey, SockRevValue, MAX_CONNTRACK, MAX_CONNTRACK_NEW,
-    MAX_ENDPOINTS, MAX_LINKS, MAX_LOCAL_ADDRS, MAX_OVERLAY_PEERS, MAX_PORT_MAPPINGS,
+    drop_reason, event, Addr6, Backend, Backend6, Config, Config6, CtEntry, CtEntry6, CtKey,
+    CtKey6, Endpoint, Endpoint6, LinkKey, OverlayPeer, PortCounters, PortKey, PortKey6, SockRevKey,
+    SockRevKey6, SockRevValue, SockRevValue6, MAX_CONNTRACK, MAX_CONNTRACK_NEW, MAX_ENDPOINTS,
+    MAX_LINKS, MAX_LOCAL_ADDRS, MAX_OVERLAY_PEERS, MAX_PORT_MAPPINGS,
 };
 
 #[map(name = "NETD_CONFIG")]
@@ -42,6 +43,34 @@ pub static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0)
 pub static ENDPOINTS6: HashMap<u32, Endpoint6> = HashMap::pinned(MAX_ENDPOINTS, 0);
 #[map(name = "NETD_ADDR6")]
 pub static ADDRS6: HashMap<[u8; 16], Addr6> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+/// The IPv6 side of the NAT, as the IPv4 maps above (`nat6.rs`).
+#[map(name = "NETD_CONFIG6")]
+pub static CONFIG6: Array<Config6> = Array::pinned(1, 0);
+#[map(name = "NETD_PORTS6")]
+pub static PORTS6: HashMap<PortKey6, Backend6> = HashMap::pinned(MAX_PORT_MAPPINGS, 0);
+#[map(name = "NETD_LOCAL6")]
+pub static LOCAL_ADDRS6: HashMap<[u8; 16], u32> = HashMap::pinned(MAX_LOCAL_ADDRS, 0);
+/// IPv6 container subnets (prefix length, address) -> network id | SUBNET_F_PROTECTED.
+#[map(name = "NETD_SUBNETS6")]
+pub static SUBNETS6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(1024, 0);
+#[map(name = "NETD_CT6")]
+pub static CONNTRACK6: HashMap<CtKey6, CtEntry6> =
+    HashMap::pinned(MAX_CONNTRACK, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+#[map(name = "NETD_CT6_NEW")]
+pub static CONNTRACK6_NEW: LruHashMap<CtKey6, CtEntry6> = LruHashMap::pinned(MAX_CONNTRACK_NEW, 0);
+#[map(name = "NETD_CT6_SCRATCH")]
+pub static CT6_SCRATCH: PerCpuArray<[CtEntry6; 2]> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "NETD_SOCK_RNAT6")]
+pub static SOCK_REVNAT6: LruHashMap<SockRevKey6, SockRevValue6> = LruHashMap::pinned(65536, 0);
+
+#[inline(always)]
+pub fn config6() -> Config6 {
+    match CONFIG6.get(0) {
+        Some(c) => *c,
+        None => Config6::default(),
+    }
+}
 
 /// Containers of overlay networks on other nodes, by address (`overlay.rs`).
 #[map(name = "NETD_OVERLAY")]

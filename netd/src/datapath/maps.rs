@@ -145,20 +145,29 @@ pub fn endpoint_value(a: &Attachment, net: &Network) -> Endpoint {
 }
 
 /// The IPv6 maps' values for attachment `a` on `net` with address `ip6`: by ifindex
-/// and by address.
+/// and by address. The policy bits are the IPv4 ones, except that NAT66 follows the
+/// network's IPv6 gateway mode (`routed`: no masquerade).
 fn endpoint6_values(a: &Attachment, net: &Network, ip6: Ipv6Addr) -> (Endpoint6, Addr6) {
     let v4 = endpoint_value(a, net);
+    let mut flags = v4.flags;
+    if net.routed6() {
+        flags &= !EP_F_MASQUERADE;
+    }
     (
         Endpoint6 {
             addr: ip6.octets(),
+            gw: net.gateway6.map(|g| g.octets()).unwrap_or_default(),
             net_id: v4.net_id,
-            flags: v4.flags,
+            flags,
             mac: a.mac,
-            _pad: [0; 2],
+            gw_mac: net.bridge_mac,
         },
         Addr6 {
             net_id: v4.net_id,
             ifindex: a.host_ifindex,
+            flags,
+            mac: a.mac,
+            gw_mac: net.bridge_mac,
         },
     )
 }

@@ -103,6 +103,12 @@ impl Network {
         self.driver == DRIVER_OVERLAY
     }
 
+    /// IPv6 gateway mode `routed` (`-o com.docker.network.bridge.gateway_mode_ipv6`):
+    /// no NAT66, the outside routes the subnet to the host. Default `nat`.
+    pub fn routed6(&self) -> bool {
+        self.options.get(GATEWAY_MODE_IPV6).map(String::as_str) == Some("routed")
+    }
+
     /// Docker's scope: `global` for overlay networks (pre-Swarm cluster store), `local`
     /// for the others.
     pub fn scope(&self) -> &'static str {
@@ -113,6 +119,9 @@ impl Network {
         }
     }
 }
+
+/// The network option that picks IPv6's gateway mode (`nat` or `routed`).
+pub const GATEWAY_MODE_IPV6: &str = "com.docker.network.bridge.gateway_mode_ipv6";
 
 /// A container's address on an overlay network, as its node records it in the
 /// cluster store (`cluster::endpoints`).
