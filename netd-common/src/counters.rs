@@ -90,6 +90,9 @@ counter_table! {
         /// IPv6 from a container that has no IPv6 address on this network, or a broken
         /// IPv6 header.
         IPV6_REFUSED = "drop_ipv6_refused",
+        /// IPv6 from a NAT66 network routed out of the uplink, which has no IPv6
+        /// address to masquerade to: dropped, so no private source leaves the host.
+        NAT66_NO_ADDRESS = "drop_nat66_no_address",
     }
 }
 
@@ -142,7 +145,7 @@ mod tests {
     #[test]
     fn tables_are_numbered_in_order_and_named_uniquely() {
         assert_eq!(drop_reason::REWRITE_FAILED.0, 0);
-        assert_eq!(drop_reason::IPV6_REFUSED.0, drop_reason::COUNT - 1);
+        assert_eq!(drop_reason::NAT66_NO_ADDRESS.0, drop_reason::COUNT - 1);
         assert_eq!(event::OVERLAY_ARP.0, event::COUNT - 1);
         assert_eq!(drop_reason::NAMES[drop_reason::ICC.0 as usize], "drop_icc");
         assert_eq!(event::NAMES[event::SNAT.0 as usize], "snat");

@@ -179,28 +179,35 @@ pub struct PortCounters {
 }
 const _: () = assert!(core::mem::size_of::<PortCounters>() == 16);
 
-/// A connection tracking key: the tuple as the packet carries it. For ICMP echo both
-/// ports hold the echo id. Both directions of a flow are inserted.
+/// A connection tracking key: the tuple as the packet carries it, with addresses of
+/// type `A`: `u32` for IPv4 (`CtKey`), `[u8; 16]` for IPv6 (`CtKey6`). For ICMP echo
+/// both ports hold the echo id. Both directions of a flow are inserted.
+///
+/// Generic so the datapath's conntrack is one piece of code for both families. Pod is
+/// implemented by hand for the two instances (bytemuck cannot derive it for a generic
+/// type): both are laid out without padding, which the size assertions pin down.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct CtKey {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKeyOf<A> {
     /// Source address, network byte order.
-    pub saddr: u32,
+    pub saddr: A,
     /// Destination address, network byte order.
-    pub daddr: u32,
+    pub daddr: A,
     /// Source port (ICMP: echo id), network byte order.
     pub sport: u16,
     /// Destination port (ICMP: echo id), network byte order.
     pub dport: u16,
+    /// IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP or (IPv6) IPPROTO_ICMPV6.
     pub proto: u8,
     pub _pad: [u8; 3],
 }
+pub type CtKey = CtKeyOf<u32>;
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 
-impl CtKey {
+impl<A: Copy> CtKeyOf<A> {
     /// The key of the other direction of a packet carrying this tuple.
-    pub const fn reversed(&self) -> CtKey {
-        CtKey {
+    pub const fn reversed(&self) -> CtKeyOf<A> {
+        CtKeyOf {
             saddr: self.daddr,
             daddr: self.saddr,
             sport: self.dport,
@@ -241,13 +248,14 @@ pub mod ct_tcp {
 
 /// A conntrack entry: the tuple a matching packet is rewritten to, and where it goes.
 /// The other direction's key is this tuple reversed, which is how the agent's garbage
-/// collector pairs entries.
+/// collector pairs entries. Addresses of type `A` as in `CtKeyOf`: `CtEntry` for IPv4,
+/// `CtEntry6` for IPv6.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct CtEntry {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntryOf<A> {
     /// Tuple to write, network byte order (fields equal to the packet's stay untouched).
-    pub saddr: u32,
-    pub daddr: u32,
+    pub saddr: A,
+    pub daddr: A,
     pub sport: u16,
     pub dport: u16,
     /// One of `ct_kind`.
@@ -268,7 +276,20 @@ pub struct CtEntry {
     pub packets: u64,
     pub bytes: u64,
 }
+pub type CtEntry = CtEntryOf<u32>;
 const _: () = assert!(core::mem::size_of::<CtEntry>() == 56);
+
+// SAFETY: #[repr(C)], made only of integers and byte arrays, and for these two address
+// types without any padding (the sizes are the sums of the fields, asserted here and in
+// `v6`), so every byte pattern is a valid value and no byte is uninitialised.
+unsafe impl Zeroable for CtKeyOf<u32> {}
+unsafe impl Pod for CtKeyOf<u32> {}
+unsafe impl Zeroable for CtKeyOf<[u8; 16]> {}
+unsafe impl Pod for CtKeyOf<[u8; 16]> {}
+unsafe impl Zeroable for CtEntryOf<u32> {}
+unsafe impl Pod for CtEntryOf<u32> {}
+unsafe impl Zeroable for CtEntryOf<[u8; 16]> {}
+unsafe impl Pod for CtEntryOf<[u8; 16]> {}
 
 /// A UDP socket of the host namespace that sent to a published port, and the backend
 /// it was sent to: recvmsg4 turns replies from the backend back into the published

@@ -69,59 +69,10 @@ pub struct Backend6 {
 }
 const _: () = assert!(core::mem::size_of::<Backend6>() == 20);
 
-/// An IPv6 connection tracking key: the tuple as the packet carries it. For ICMPv6 echo
-/// both ports hold the echo id.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct CtKey6 {
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
-    pub sport: u16,
-    pub dport: u16,
-    /// IPPROTO_TCP, IPPROTO_UDP or IPPROTO_ICMPV6.
-    pub proto: u8,
-    pub _pad: [u8; 3],
-}
+/// An IPv6 connection tracking key and entry: the IPv4 ones with 16-byte addresses.
+pub type CtKey6 = crate::CtKeyOf<[u8; 16]>;
 const _: () = assert!(core::mem::size_of::<CtKey6>() == 40);
-
-impl CtKey6 {
-    /// The key of the other direction of a packet carrying this tuple.
-    pub const fn reversed(&self) -> CtKey6 {
-        CtKey6 {
-            saddr: self.daddr,
-            daddr: self.saddr,
-            sport: self.dport,
-            dport: self.sport,
-            proto: self.proto,
-            _pad: [0; 3],
-        }
-    }
-}
-
-/// An IPv6 conntrack entry: `CtEntry` with IPv6 addresses.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct CtEntry6 {
-    /// Tuple to write (fields equal to the packet's stay untouched).
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
-    pub sport: u16,
-    pub dport: u16,
-    /// One of `ct_kind`.
-    pub kind: u8,
-    /// Bit set of `ct_tcp` seen in this direction.
-    pub tcp_flags: u8,
-    /// Bit set of `ct_flag`.
-    pub flags: u8,
-    pub _pad: u8,
-    /// Host-side veth of the container the rewritten packet is for; 0: leaves the host.
-    pub ifindex: u32,
-    pub mac: [u8; 6],
-    pub gw_mac: [u8; 6],
-    pub last_seen_ns: u64,
-    pub packets: u64,
-    pub bytes: u64,
-}
+pub type CtEntry6 = crate::CtEntryOf<[u8; 16]>;
 const _: () = assert!(core::mem::size_of::<CtEntry6>() == 80);
 
 /// A UDP socket of the host that sent to an IPv6 published port, and the backend it was

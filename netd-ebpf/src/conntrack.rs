@@ -7,25 +7,165 @@
 //! an attacker can make at will) only churns the LRU map and never evicts an established
 //! flow; when CONNTRACK is full, a new flow keeps working from CONNTRACK_NEW and the
 //! failed move is counted. Established flows cost one lookup, as before.
+//!
+//! One piece of code serves both families: it is generic over the address type (`u32`
+//! for IPv4, `[u8; 16]` for IPv6), and `Family` supplies what differs, as cilium's
+//! conntrack.h serves ipv4.h and ipv6.h.
 use aya_ebpf::programs::TcContext;
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    maps::{HashMap, LruHashMap, PerCpuArray},
 };
 use netd_common::{
-    ct_kind, drop_reason, drop_reason::DropReason, event, CtEntry, CtKey, PortCounters, PortKey,
-    IPPROTO_ICMP, SNAT_TRIES,
+    ct_kind, drop_reason, drop_reason::DropReason, event, CtEntryOf, CtKeyOf, PortCounters,
+    PortKey, IPPROTO_ICMP, IPPROTO_ICMPV6, SNAT_TRIES,
 };
 
 use crate::{
-    maps::{CONNTRACK, CONNTRACK_NEW, CT_SCRATCH, ENDPOINTS, PORT_STATS},
+    maps::{
+        ADDRS6, CONNTRACK, CONNTRACK6, CONNTRACK6_NEW, CONNTRACK_NEW, CT6_KEY_SCRATCH,
+        CT6_SCRATCH, CT_KEY_SCRATCH, CT_SCRATCH, ENDPOINTS, PORT_STATS,
+    },
     metrics::count,
-    parse::Flow,
+    parse::FlowOf,
 };
 
+/// What conntrack needs to know of an address family: its maps, its ICMP, how to
+/// reach a container address, and whether a host socket would take a reply.
+pub trait Family: Copy + PartialEq + Default + 'static {
+    /// The protocol whose echo id stands for both ports.
+    const ICMP: u8;
+    fn confirmed() -> &'static HashMap<CtKeyOf<Self>, CtEntryOf<Self>>;
+    fn new_flows() -> &'static LruHashMap<CtKeyOf<Self>, CtEntryOf<Self>>;
+    /// Per-CPU slots to build a new flow's two entries and two keys in.
+    fn scratch() -> &'static PerCpuArray<[CtEntryOf<Self>; 2]>;
+    fn key_scratch() -> &'static PerCpuArray<[CtKeyOf<Self>; 2]>;
+    /// How to reach `addr` after the rewrite: into its container (host-side veth, its
+    /// MAC, the bridge's MAC), or (0) routed.
+    fn delivery_to(addr: Self) -> (u32, [u8; 6], [u8; 6]);
+    /// Whether a socket of the host namespace would receive the reply of `flow` once
+    /// its source became `new_saddr` with its own port: then that port is not free.
+    fn host_socket_claims(ctx: &TcContext, flow: &FlowOf<Self>, new_saddr: Self) -> bool;
+}
+
+impl Family for u32 {
+    const ICMP: u8 = IPPROTO_ICMP;
+    #[inline(always)]
+    fn confirmed() -> &'static HashMap<CtKeyOf<u32>, CtEntryOf<u32>> {
+        &CONNTRACK
+    }
+    #[inline(always)]
+    fn new_flows() -> &'static LruHashMap<CtKeyOf<u32>, CtEntryOf<u32>> {
+        &CONNTRACK_NEW
+    }
+    #[inline(always)]
+    fn scratch() -> &'static PerCpuArray<[CtEntryOf<u32>; 2]> {
+        &CT_SCRATCH
+    }
+    #[inline(always)]
+    fn key_scratch() -> &'static PerCpuArray<[CtKeyOf<u32>; 2]> {
+        &CT_KEY_SCRATCH
+    }
+    #[inline(always)]
+    fn delivery_to(addr: u32) -> (u32, [u8; 6], [u8; 6]) {
+        // SAFETY: a read-only lookup of a plain-data value.
+        match unsafe { ENDPOINTS.get(&addr) } {
+            Some(ep) => (ep.ifindex, ep.mac, ep.gw_mac),
+            None => (0, [0; 6], [0; 6]),
+        }
+    }
+    #[inline(always)]
+    fn host_socket_claims(ctx: &TcContext, flow: &FlowOf<u32>, new_saddr: u32) -> bool {
+        // SAFETY: a zeroed plain-data union of the kernel's ABI.
+        let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+        // The reply as it would arrive: from the remote, to the host address and port.
+        tuple.__bindgen_anon_1.ipv4.saddr = flow.daddr;
+        tuple.__bindgen_anon_1.ipv4.daddr = new_saddr;
+        tuple.__bindgen_anon_1.ipv4.sport = flow.dport;
+        tuple.__bindgen_anon_1.ipv4.dport = flow.sport;
+        // sizeof(tuple.ipv4)
+        sk_lookup(ctx, flow.proto, &mut tuple, 12)
+    }
+}
+
+impl Family for [u8; 16] {
+    const ICMP: u8 = IPPROTO_ICMPV6;
+    #[inline(always)]
+    fn confirmed() -> &'static HashMap<CtKeyOf<[u8; 16]>, CtEntryOf<[u8; 16]>> {
+        &CONNTRACK6
+    }
+    #[inline(always)]
+    fn new_flows() -> &'static LruHashMap<CtKeyOf<[u8; 16]>, CtEntryOf<[u8; 16]>> {
+        &CONNTRACK6_NEW
+    }
+    #[inline(always)]
+    fn scratch() -> &'static PerCpuArray<[CtEntryOf<[u8; 16]>; 2]> {
+        &CT6_SCRATCH
+    }
+    #[inline(always)]
+    fn key_scratch() -> &'static PerCpuArray<[CtKeyOf<[u8; 16]>; 2]> {
+        &CT6_KEY_SCRATCH
+    }
+    #[inline(always)]
+    fn delivery_to(addr: [u8; 16]) -> (u32, [u8; 6], [u8; 6]) {
+        // SAFETY: a read-only lookup of a plain-data value.
+        match unsafe { ADDRS6.get(&addr) } {
+            Some(a) => (a.ifindex, a.mac, a.gw_mac),
+            None => (0, [0; 6], [0; 6]),
+        }
+    }
+    #[inline(always)]
+    fn host_socket_claims(
+        ctx: &TcContext,
+        flow: &FlowOf<[u8; 16]>,
+        new_saddr: [u8; 16],
+    ) -> bool {
+        // SAFETY: a zeroed plain-data union of the kernel's ABI.
+        let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+        // SAFETY: the kernel's ABI union; the IPv6 member is the one written and passed.
+        unsafe {
+            let t = &mut tuple.__bindgen_anon_1.ipv6;
+            t.saddr = core::mem::transmute::<[u8; 16], [u32; 4]>(flow.daddr);
+            t.daddr = core::mem::transmute::<[u8; 16], [u32; 4]>(new_saddr);
+            t.sport = flow.dport;
+            t.dport = flow.sport;
+        }
+        // sizeof(tuple.ipv6)
+        sk_lookup(ctx, flow.proto, &mut tuple, 36)
+    }
+}
+
+use aya_ebpf::bindings::bpf_sock_tuple;
+
+/// Whether a socket of the current namespace matches `tuple` (of `size` bytes).
 #[inline(always)]
-pub fn key_of(flow: &Flow) -> CtKey {
-    CtKey {
+fn sk_lookup(ctx: &TcContext, proto: u8, tuple: &mut bpf_sock_tuple, size: u32) -> bool {
+    use aya_ebpf::{
+        bindings::BPF_F_CURRENT_NETNS,
+        helpers::{bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
+    };
+    use netd_common::IPPROTO_TCP;
+    let netns = BPF_F_CURRENT_NETNS as u64;
+    // SAFETY: the tuple lives on the caller's stack for the call; a returned socket is
+    // released.
+    unsafe {
+        let sk = if proto == IPPROTO_TCP {
+            bpf_skc_lookup_tcp(ctx.skb.skb as *mut _, tuple, size, netns, 0)
+        } else {
+            bpf_sk_lookup_udp(ctx.skb.skb as *mut _, tuple, size, netns, 0)
+        };
+        if sk.is_null() {
+            return false;
+        }
+        bpf_sk_release(sk as *mut _);
+    }
+    true
+}
+
+#[inline(always)]
+pub fn key_of<A: Family>(flow: &FlowOf<A>) -> CtKeyOf<A> {
+    CtKeyOf {
         saddr: flow.saddr,
         daddr: flow.daddr,
         sport: flow.sport,
@@ -40,19 +180,19 @@ const EEXIST: i32 = 17;
 
 /// The entry of `key`, confirmed or new (ICMP error translation reads it).
 #[inline(always)]
-pub fn get(key: &CtKey) -> Option<CtEntry> {
+pub fn get<A: Family>(key: &CtKeyOf<A>) -> Option<CtEntryOf<A>> {
     // SAFETY: read-only lookups of plain-data values.
     unsafe {
-        match CONNTRACK.get(key) {
+        match A::confirmed().get(key) {
             Some(e) => Some(*e),
-            None => CONNTRACK_NEW.get(key).copied(),
+            None => A::new_flows().get(key).copied(),
         }
     }
 }
 
 /// Accounts a packet to the entry at `entry` and returns a copy of it.
 #[inline(always)]
-fn touch(entry: *mut CtEntry, flow: &Flow) -> CtEntry {
+fn touch<A: Family>(entry: *mut CtEntryOf<A>, flow: &FlowOf<A>) -> CtEntryOf<A> {
     // SAFETY: a pointer into the map value returned by the kernel; racing updates from
     // another CPU only make counters approximate, which is acceptable for statistics.
     unsafe {
@@ -67,11 +207,11 @@ fn touch(entry: *mut CtEntry, flow: &Flow) -> CtEntry {
 /// Looks up the entry for `flow` and accounts the packet to it. A reply to a new flow
 /// confirms it: both entries move to CONNTRACK.
 #[inline(always)]
-pub fn lookup(flow: &Flow) -> Option<CtEntry> {
+pub fn lookup<A: Family>(flow: &FlowOf<A>) -> Option<CtEntryOf<A>> {
     let key = key_of(flow);
-    let (entry, new) = match CONNTRACK.get_ptr_mut(&key) {
+    let (entry, new) = match A::confirmed().get_ptr_mut(&key) {
         Some(e) => (e, false),
-        None => (CONNTRACK_NEW.get_ptr_mut(&key)?, true),
+        None => (A::new_flows().get_ptr_mut(&key)?, true),
     };
     let e = touch(entry, flow);
     if new && (e.kind == ct_kind::DNAT_REPLY || e.kind == ct_kind::SNAT_REPLY) {
@@ -88,58 +228,51 @@ pub fn lookup(flow: &Flow) -> Option<CtEntry> {
 /// near the 512-byte limit. The entries are passed to the map as pointers into
 /// CONNTRACK_NEW, never copied onto the stack.
 #[inline(never)]
-fn confirm(reply: *const CtEntry, proto: u8) {
+fn confirm<A: Family>(reply: *const CtEntryOf<A>, proto: u8) {
+    let (confirmed, new_flows) = (A::confirmed(), A::new_flows());
     // SAFETY: `reply` points into a live map value (the caller's lookup).
     let reply = unsafe { &*reply };
     let orig_key = reverse_key(reply, proto);
-    let Some(orig) = CONNTRACK_NEW.get_ptr(&orig_key) else {
+    let Some(orig) = new_flows.get_ptr(&orig_key) else {
         return;
     };
     // SAFETY: a pointer into a map value returned by the kernel.
     let orig = unsafe { &*orig };
     // Each entry's key is the other's tuple reversed.
     let reply_key = &reverse_key(orig, proto);
-    if CONNTRACK
+    if confirmed
         .insert(&orig_key, orig, BPF_NOEXIST as u64)
         .is_err()
     {
         // Full, or another CPU confirmed it first: either way, nothing to undo.
-        if CONNTRACK.get_ptr(&orig_key).is_none() {
+        if confirmed.get_ptr(&orig_key).is_none() {
             count(event::CT_CONFIRM_FAILED);
         }
         return;
     }
-    if CONNTRACK
+    if confirmed
         .insert(reply_key, reply, BPF_NOEXIST as u64)
         .is_err()
     {
-        let _ = CONNTRACK.remove(&orig_key);
+        let _ = confirmed.remove(&orig_key);
         count(event::CT_CONFIRM_FAILED);
         return;
     }
-    let _ = CONNTRACK_NEW.remove(&orig_key);
-    let _ = CONNTRACK_NEW.remove(reply_key);
+    let _ = new_flows.remove(&orig_key);
+    let _ = new_flows.remove(reply_key);
 }
 
 /// The rewritten tuple of a new flow.
-pub struct Tuple {
-    pub saddr: u32,
-    pub daddr: u32,
+pub struct Tuple<A = u32> {
+    pub saddr: A,
+    pub daddr: A,
     pub sport: u16,
     pub dport: u16,
 }
 
-/// How to reach `addr` after the rewrite: into its container, or (0) routed.
-#[inline(always)]
-fn delivery_to(addr: u32) -> (u32, [u8; 6], [u8; 6]) {
-    // SAFETY: a read-only lookup of a plain-data value.
-    match unsafe { ENDPOINTS.get(&addr) } {
-        Some(ep) => (ep.ifindex, ep.mac, ep.gw_mac),
-        None => (0, [0; 6], [0; 6]),
-    }
-}
-
-/// Creates both entries of a new flow whose packets become `t` (original direction).
+/// Creates both entries of a new flow whose packets become `t` (original direction),
+/// and returns the original direction's (in this CPU's scratch slot, or the map's own
+/// when another CPU won the race: never a copy, the stack has no room for one).
 ///
 /// With `alloc_port`, the new source port (ICMP: echo id) is picked in the masquerade
 /// range: the original one if it is in the range, else at random, at most SNAT_TRIES
@@ -147,26 +280,27 @@ fn delivery_to(addr: u32) -> (u32, [u8; 6], [u8; 6]) {
 /// reply tuple; the forward entry follows with BPF_NOEXIST and, if another CPU created
 /// the same flow meanwhile, ours is rolled back and theirs is used.
 #[inline(always)]
-pub fn create(
+pub fn create<A: Family>(
     ctx: &TcContext,
-    flow: &Flow,
-    t: Tuple,
+    flow: &FlowOf<A>,
+    t: Tuple<A>,
     kinds: (u8, u8),
     flags: u8,
     alloc_port: Option<(u16, u16)>,
-) -> Result<CtEntry, DropReason> {
+) -> Result<&'static CtEntryOf<A>, DropReason> {
+    let new_flows = A::new_flows();
     // SAFETY: helper calls without arguments to check.
     let now = unsafe { bpf_ktime_get_ns() };
-    let (fi, fmac, fgw) = delivery_to(t.daddr);
-    let (ri, rmac, rgw) = delivery_to(flow.saddr);
+    let (fi, fmac, fgw) = A::delivery_to(t.daddr);
+    let (ri, rmac, rgw) = A::delivery_to(flow.saddr);
     // Both entries are built in a per-CPU scratch slot, not on the stack: the entry
     // points sit near the BPF stack limit of 512 bytes.
-    let scratch = CT_SCRATCH
+    let scratch = A::scratch()
         .get_ptr_mut(0)
         .ok_or(drop_reason::CT_INSERT_FAILED)?;
     // SAFETY: this CPU's slot of a per-CPU array, used only while this program runs.
     let (fwd, rev) = unsafe { (&mut (*scratch)[0], &mut (*scratch)[1]) };
-    *fwd = CtEntry {
+    *fwd = CtEntryOf {
         saddr: t.saddr,
         daddr: t.daddr,
         sport: t.sport,
@@ -182,7 +316,7 @@ pub fn create(
         packets: 1,
         bytes: flow.len as u64,
     };
-    *rev = CtEntry {
+    *rev = CtEntryOf {
         saddr: flow.daddr,
         daddr: flow.saddr,
         sport: flow.dport,
@@ -198,15 +332,19 @@ pub fn create(
         packets: 0,
         bytes: 0,
     };
-    let icmp = flow.proto == IPPROTO_ICMP;
-    let fwd_key = key_of(flow);
+    let icmp = flow.proto == A::ICMP;
+    // The two keys live in a per-CPU slot too: IPv6's are 40 bytes each.
+    let keys = A::key_scratch()
+        .get_ptr_mut(0)
+        .ok_or(drop_reason::CT_INSERT_FAILED)?;
+    // SAFETY: this CPU's slot of a per-CPU array, used only while this program runs.
+    let (fwd_key, rkey) = unsafe { (&mut (*keys)[0], &mut (*keys)[1]) };
+    *fwd_key = key_of(flow);
     match alloc_port {
         None => {
-            let rkey = reverse_key(fwd, flow.proto);
-            if CONNTRACK_NEW.insert(&rkey, &*rev, BPF_ANY as u64).is_err()
-                || CONNTRACK_NEW
-                    .insert(&fwd_key, &*fwd, BPF_ANY as u64)
-                    .is_err()
+            *rkey = reverse_key(fwd, flow.proto);
+            if new_flows.insert(&*rkey, &*rev, BPF_ANY as u64).is_err()
+                || new_flows.insert(&*fwd_key, &*fwd, BPF_ANY as u64).is_err()
             {
                 return Err(drop_reason::CT_INSERT_FAILED);
             }
@@ -217,17 +355,15 @@ pub fn create(
             let (min, max) = (min as u32, max as u32);
             let range = if max >= min { max - min + 1 } else { 1 };
             let orig = u16::from_be(flow.sport) as u32;
-            let mut chosen: Option<CtKey> = None;
+            let mut chosen = false;
             // Like the kernel's MASQUERADE: keep the original port when nothing else
             // uses the resulting tuple. "Else" includes the host's own sockets, which
             // netd's conntrack does not see: a host socket that would receive the
             // reply (a listener on the port, or a connection with that remote) makes
             // the port taken.
-            if !icmp && orig >= 1024 && !host_socket_claims(ctx, flow, t.saddr) {
-                let rkey = reverse_key(fwd, flow.proto);
-                if claim_reply_tuple(&rkey, rev)? {
-                    chosen = Some(rkey);
-                }
+            if !icmp && orig >= 1024 && !A::host_socket_claims(ctx, flow, t.saddr) {
+                *rkey = reverse_key(fwd, flow.proto);
+                chosen = claim_reply_tuple(&*rkey, rev)?;
             }
             // Otherwise the reserved range: a random start, then the following ports
             // in turn (a run of taken ports is far rarer than one taken port, so this
@@ -241,7 +377,7 @@ pub fn create(
                 (unsafe { bpf_get_prandom_u32() }) % range
             };
             for i in 0..SNAT_TRIES {
-                if chosen.is_some() {
+                if chosen {
                     break;
                 }
                 let port = min + (start + i) % range;
@@ -250,26 +386,29 @@ pub fn create(
                 if icmp {
                     fwd.dport = p;
                 }
-                let rkey = reverse_key(fwd, flow.proto);
-                if claim_reply_tuple(&rkey, rev)? {
-                    chosen = Some(rkey);
-                }
+                *rkey = reverse_key(fwd, flow.proto);
+                chosen = claim_reply_tuple(&*rkey, rev)?;
             }
-            let Some(rkey) = chosen else {
+            if !chosen {
                 return Err(drop_reason::SNAT_EXHAUSTED);
-            };
-            if let Err(e) = CONNTRACK_NEW.insert(&fwd_key, &*fwd, BPF_NOEXIST as u64) {
-                let _ = CONNTRACK_NEW.remove(&rkey);
+            }
+            if let Err(e) = new_flows.insert(&*fwd_key, &*fwd, BPF_NOEXIST as u64) {
+                let _ = new_flows.remove(&*rkey);
                 if e != -EEXIST {
                     return Err(drop_reason::CT_INSERT_FAILED);
                 }
                 // Another CPU tracked the same flow meanwhile: its entries stand.
                 count(event::CT_RACE_LOST);
-                return lookup(flow).ok_or(drop_reason::CT_INSERT_FAILED);
+                let theirs = new_flows
+                    .get_ptr(&*fwd_key)
+                    .or_else(|| A::confirmed().get_ptr(&*fwd_key))
+                    .ok_or(drop_reason::CT_INSERT_FAILED)?;
+                // SAFETY: a map value, alive while the program runs.
+                return Ok(unsafe { &*theirs });
             }
         }
     }
-    Ok(*fwd)
+    Ok(fwd)
 }
 
 /// Takes the reply tuple `rkey` for a new flow: Ok(false) if a flow, answered or new,
@@ -277,12 +416,15 @@ pub fn create(
 /// reason, which no other port fixes. The NOEXIST insert makes two CPUs racing for it
 /// in CONNTRACK_NEW agree.
 #[inline(always)]
-fn claim_reply_tuple(rkey: &CtKey, rev: &CtEntry) -> Result<bool, DropReason> {
-    if CONNTRACK.get_ptr(rkey).is_some() {
+fn claim_reply_tuple<A: Family>(
+    rkey: &CtKeyOf<A>,
+    rev: &CtEntryOf<A>,
+) -> Result<bool, DropReason> {
+    if A::confirmed().get_ptr(rkey).is_some() {
         count(event::CT_PORT_TAKEN);
         return Ok(false);
     }
-    match CONNTRACK_NEW.insert(rkey, rev, BPF_NOEXIST as u64) {
+    match A::new_flows().insert(rkey, rev, BPF_NOEXIST as u64) {
         Ok(()) => Ok(true),
         Err(e) if e == -EEXIST => {
             count(event::CT_PORT_TAKEN);
@@ -292,43 +434,9 @@ fn claim_reply_tuple(rkey: &CtKey, rev: &CtEntry) -> Result<bool, DropReason> {
     }
 }
 
-/// Whether a socket of the host namespace would receive the reply of `flow` once its
-/// source became `new_saddr` with its own port: then that port is not free.
 #[inline(always)]
-fn host_socket_claims(ctx: &TcContext, flow: &Flow, new_saddr: u32) -> bool {
-    use aya_ebpf::{
-        bindings::{bpf_sock_tuple, BPF_F_CURRENT_NETNS},
-        helpers::{bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
-    };
-    use netd_common::IPPROTO_TCP;
-    // SAFETY: a zeroed plain-data union of the kernel's ABI.
-    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
-    // The reply as it would arrive: from the remote, to the host address and port.
-    tuple.__bindgen_anon_1.ipv4.saddr = flow.daddr;
-    tuple.__bindgen_anon_1.ipv4.daddr = new_saddr;
-    tuple.__bindgen_anon_1.ipv4.sport = flow.dport;
-    tuple.__bindgen_anon_1.ipv4.dport = flow.sport;
-    // sizeof(tuple.ipv4)
-    let size = 12u32;
-    let netns = BPF_F_CURRENT_NETNS as u64;
-    // SAFETY: the tuple lives on the stack for the call; a returned socket is released.
-    unsafe {
-        let sk = if flow.proto == IPPROTO_TCP {
-            bpf_skc_lookup_tcp(ctx.skb.skb as *mut _, &mut tuple, size, netns, 0)
-        } else {
-            bpf_sk_lookup_udp(ctx.skb.skb as *mut _, &mut tuple, size, netns, 0)
-        };
-        if sk.is_null() {
-            return false;
-        }
-        bpf_sk_release(sk as *mut _);
-    }
-    true
-}
-
-#[inline(always)]
-fn reverse_key(fwd: &CtEntry, proto: u8) -> CtKey {
-    CtKey {
+fn reverse_key<A: Family>(fwd: &CtEntryOf<A>, proto: u8) -> CtKeyOf<A> {
+    CtKeyOf {
         saddr: fwd.daddr,
         daddr: fwd.saddr,
         sport: fwd.dport,
@@ -356,7 +464,7 @@ pub fn count_port(key: &PortKey, len: u32) {
     let _ = PORT_STATS.insert(key, &first, BPF_NOEXIST as u64);
 }
 
-impl Flow {
+impl<A> FlowOf<A> {
     /// TCP flags as conntrack state bits (`ct_tcp`).
     #[inline(always)]
     pub fn tcp_flags_bits(&self) -> u8 {

@@ -39,7 +39,11 @@ pub fn uplink_guard(ctx: XdpContext) -> u32 {
     // anywhere.
     let verdict = match parse::ipv4(&ctx) {
         Ok(Some(ip)) => check(&ctx, &ip),
-        _ => Ok(()),
+        Ok(None) => match crate::parse6::ipv6(&ctx) {
+            Ok(Some(ip)) => crate::guard6::check(&ctx, &ip),
+            _ => Ok(()),
+        },
+        Err(()) => Ok(()),
     };
     // The single exit: every drop counted with its reason.
     match verdict {

@@ -11,21 +11,26 @@
 //!   network with icc=false (their addresses, link-local and multicast), only the
 //!   link's housekeeping passes (neighbour and router solicitation, MLD).
 //!
+//! - Internal networks: nothing but their own containers, the gateway and the link.
+//! - NAT66 (`egress6::nat`), for what leaves the network: replies of published ports,
+//!   hairpin to a host address's published port, masquerade out of the uplink.
+//!
 //! The rest goes on to the next program (TCX_NEXT) and the bridge.
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
     macros::classifier,
     programs::TcContext,
 };
-use netd_common::{drop_reason, drop_reason::DropReason, EP_F_ICC};
+use netd_common::{drop_reason, drop_reason::DropReason, EP_F_ICC, EP_F_INTERNAL};
 
 use crate::{
+    egress6,
     maps::{ADDRS6, ENDPOINTS6},
     metrics::count_drop,
     parse::ETH_HLEN,
+    parse6::{link_local, multicast, ETH_P_IPV6, IP6_DADDR, IP6_HLEN, IP6_SADDR},
 };
 
-const ETH_P_IPV6: u16 = 0x86dd;
 const NEXTHDR_HOP: u8 = 0;
 const NEXTHDR_ICMP6: u8 = 58;
 const MLD_QUERY: u8 = 130;
@@ -37,26 +42,25 @@ const ND_NEIGHBOUR_SOLICIT: u8 = 135;
 const ND_NEIGHBOUR_ADVERT: u8 = 136;
 const ND_REDIRECT: u8 = 137;
 const MLD2_REPORT: u8 = 143;
-/// Offsets in the IPv6 header.
+/// The next-header field of the IPv6 header.
 const IP6_NEXTHDR: usize = ETH_HLEN + 6;
-const IP6_SADDR: usize = ETH_HLEN + 8;
-const IP6_DADDR: usize = ETH_HLEN + 24;
-const IP6_HLEN: usize = 40;
 
 #[classifier]
 pub fn endpoint_egress6(ctx: TcContext) -> i32 {
-    match try_egress6(&ctx) {
-        Ok(()) => TC_ACT_UNSPEC,
+    // The checks and NAT66 run one after the other, each in its own stack frame: the
+    // two together would not fit in one.
+    let result = match check(&ctx) {
+        Ok(Checked::Nat) => egress6::nat(&ctx),
+        Ok(Checked::Done(verdict)) => Ok(verdict),
+        Err(reason) => Err(reason),
+    };
+    match result {
+        Ok(verdict) => verdict,
         Err(reason) => {
             count_drop(reason);
             TC_ACT_SHOT
         }
     }
-}
-
-#[inline(always)]
-fn link_local(a: &[u8; 16]) -> bool {
-    a[0] == 0xfe && a[1] & 0xc0 == 0x80
 }
 
 /// The ICMPv6 type of the packet, if it is ICMPv6 (directly, or after one hop-by-hop
@@ -79,20 +83,31 @@ fn icmp6(ctx: &TcContext) -> Result<Option<(u8, usize)>, DropReason> {
     Ok(Some((ty, off)))
 }
 
-#[inline(always)]
-fn try_egress6(ctx: &TcContext) -> Result<(), DropReason> {
+/// What the checks leave to do.
+enum Checked {
+    /// The verdict.
+    Done(i32),
+    /// Leaving the network: NAT66's turn. (It looks the endpoint up again: a map
+    /// pointer returned through the stack reaches it as a mere number.)
+    Nat,
+}
+
+#[inline(never)]
+fn check(ctx: &TcContext) -> Result<Checked, DropReason> {
+    let done = Ok(Checked::Done(TC_ACT_UNSPEC));
     let Ok(ethertype) = ctx.load::<u16>(12) else {
-        return Ok(());
+        return done;
     };
     if u16::from_be(ethertype) != ETH_P_IPV6 {
-        return Ok(());
+        return done;
     }
     // SAFETY: ctx wraps a valid __sk_buff for the duration of the program.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    // SAFETY: a read-only lookup of a plain-data value.
-    let Some(ep) = (unsafe { ENDPOINTS6.get(&ifindex) }).copied() else {
+    let Some(ep) = ENDPOINTS6.get_ptr(&ifindex) else {
         return Err(drop_reason::IPV6_REFUSED);
     };
+    // SAFETY: a map value, alive while the program runs.
+    let e = unsafe { &*ep };
     let (Ok(smac), Ok(saddr), Ok(daddr)) = (
         ctx.load::<[u8; 6]>(6),
         ctx.load::<[u8; 16]>(IP6_SADDR),
@@ -100,11 +115,11 @@ fn try_egress6(ctx: &TcContext) -> Result<(), DropReason> {
     ) else {
         return Err(drop_reason::IPV6_REFUSED);
     };
-    if smac != ep.mac {
+    if smac != e.mac {
         return Err(drop_reason::SPOOFED_MAC);
     }
     let unspecified = saddr == [0; 16];
-    if saddr != ep.addr && !link_local(&saddr) && !unspecified {
+    if saddr != e.addr && !link_local(&saddr) && !unspecified {
         return Err(drop_reason::SPOOFED_IP);
     }
     let icmp = icmp6(ctx)?;
@@ -113,7 +128,7 @@ fn try_egress6(ctx: &TcContext) -> Result<(), DropReason> {
         Some((ND_NEIGHBOUR_ADVERT, off)) => {
             // The target address follows the type, code, checksum and flags.
             let target: [u8; 16] = ctx.load(off + 8).map_err(|_| drop_reason::IPV6_REFUSED)?;
-            if target != ep.addr && !link_local(&target) {
+            if target != e.addr && !link_local(&target) {
                 return Err(drop_reason::SPOOFED_ND);
             }
             true
@@ -135,18 +150,34 @@ fn try_egress6(ctx: &TcContext) -> Result<(), DropReason> {
     if unspecified && !nd {
         return Err(drop_reason::SPOOFED_IP);
     }
+    let on_link = link_local(&daddr) || multicast(&daddr);
     // SAFETY: a read-only lookup of a plain-data value.
     if let Some(dst) = unsafe { ADDRS6.get(&daddr) } {
-        if dst.net_id != ep.net_id {
+        if dst.net_id != e.net_id {
             return Err(drop_reason::OTHER_NETWORK);
         }
-        if ep.flags & EP_F_ICC == 0 && !housekeeping && dst.ifindex != ifindex {
+        if e.flags & EP_F_ICC == 0 && !housekeeping && dst.ifindex != ifindex {
             return Err(drop_reason::ICC);
         }
-    } else if ep.flags & EP_F_ICC == 0 && !housekeeping && (link_local(&daddr) || daddr[0] == 0xff)
-    {
-        // Link-local and multicast reach the other containers of the bridge too.
-        return Err(drop_reason::ICC);
+        // Bridged to a container of the network: nothing to rewrite.
+        return done;
     }
-    Ok(())
+    if on_link {
+        // Link-local and multicast reach the other containers of the bridge too.
+        if e.flags & EP_F_ICC == 0 && !housekeeping {
+            return Err(drop_reason::ICC);
+        }
+        return done;
+    }
+    if link_local(&saddr) || unspecified {
+        return done;
+    }
+    if e.flags & EP_F_INTERNAL != 0 {
+        // Beyond the network: only its gateway.
+        if daddr != e.gw {
+            return Err(drop_reason::INTERNAL);
+        }
+        return done;
+    }
+    Ok(Checked::Nat)
 }

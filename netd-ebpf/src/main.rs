@@ -5,19 +5,27 @@
 #![no_main]
 
 mod conntrack;
+mod egress6;
 mod endpoint;
 mod guard;
+mod guard6;
 mod icmp;
+mod icmp6;
 mod ipv6;
 mod maps;
 mod metrics;
 mod nat;
+mod nat6;
 mod overlay;
 mod parse;
+mod parse6;
 mod policy;
+mod policy6;
 mod sock;
+mod sock6;
 mod trace;
 mod uplink;
+mod uplink6;
 
 #[cfg(not(test))]
 #[panic_handler]

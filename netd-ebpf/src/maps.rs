@@ -26,6 +26,10 @@ pub static CONNTRACK: HashMap<CtKey, CtEntry> =
 #[map(name = "NETD_CT_SCRATCH")]
 pub static CT_SCRATCH: PerCpuArray<[CtEntry; 2]> = PerCpuArray::with_max_entries(1, 0);
 
+/// The keys of a new flow's two entries, built off the stack as well.
+#[map(name = "NETD_CT_KEY_SCRATCH")]
+pub static CT_KEY_SCRATCH: PerCpuArray<[CtKey; 2]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Flows until their first reply (see conntrack.rs).
 #[map(name = "NETD_CT2_NEW")]
 pub static CONNTRACK_NEW: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CONNTRACK_NEW, 0);
@@ -61,6 +65,8 @@ pub static CONNTRACK6: HashMap<CtKey6, CtEntry6> =
 pub static CONNTRACK6_NEW: LruHashMap<CtKey6, CtEntry6> = LruHashMap::pinned(MAX_CONNTRACK_NEW, 0);
 #[map(name = "NETD_CT6_SCRATCH")]
 pub static CT6_SCRATCH: PerCpuArray<[CtEntry6; 2]> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "NETD_CT6_KEY_SCRATCH")]
+pub static CT6_KEY_SCRATCH: PerCpuArray<[CtKey6; 2]> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "NETD_SOCK_RNAT6")]
 pub static SOCK_REVNAT6: LruHashMap<SockRevKey6, SockRevValue6> = LruHashMap::pinned(65536, 0);
 

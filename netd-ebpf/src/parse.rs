@@ -114,24 +114,28 @@ pub fn ipv4<C: Packet>(ctx: &C) -> Result<Option<Ipv4>, ()> {
     }))
 }
 
-/// An IPv4 TCP, UDP or ICMP echo packet's tuple and the offsets needed to rewrite it.
-/// Addresses and ports are raw (network byte order), as in the packet and in the maps.
-/// For ICMP echo both ports are the echo id.
-pub struct Flow {
+/// A TCP, UDP or ICMP echo packet's tuple and the offsets needed to rewrite it, with
+/// addresses of type `A` (`u32` for IPv4, `[u8; 16]` for IPv6: `parse6`). Addresses and
+/// ports are raw (network byte order), as in the packet and in the maps. For ICMP echo
+/// both ports are the echo id.
+pub struct FlowOf<A> {
     pub l4_off: usize,
     pub proto: u8,
     pub tcp_flags: u8,
-    pub saddr: u32,
-    pub daddr: u32,
+    pub saddr: A,
+    pub daddr: A,
     pub sport: u16,
     pub dport: u16,
     pub len: u32,
 }
 
-/// What the parser makes of a packet.
-pub enum Parsed {
-    /// TCP, UDP or ICMP echo over IPv4, unfragmented.
-    Flow(Flow),
+/// An IPv4 flow.
+pub type Flow = FlowOf<u32>;
+
+/// What the parser makes of a packet (`Parsed` for IPv4, `parse6::Parsed6` for IPv6).
+pub enum ParsedOf<A> {
+    /// TCP, UDP or ICMP echo, unfragmented.
+    Flow(FlowOf<A>),
     /// An ICMP error (unreachable, time exceeded, parameter problem); the ICMP header
     /// starts at the offset given.
     IcmpError(usize),
@@ -141,6 +145,8 @@ pub enum Parsed {
     /// the packet passes untouched so the stack's own checks judge it.
     Skip(Event),
 }
+
+pub type Parsed = ParsedOf<u32>;
 
 /// Parses the whole frame.
 #[inline(always)]

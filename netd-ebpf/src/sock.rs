@@ -15,7 +15,7 @@ use netd_common::{Backend, PortKey, SockRevKey, SockRevValue, IPPROTO_TCP, IPPRO
 use crate::maps::{config, LOCAL_ADDRS, PORTS, SOCK_REVNAT};
 
 /// The verdict that lets the syscall go on.
-const ALLOW: i32 = 1;
+pub const ALLOW: i32 = 1;
 
 #[cgroup_sock_addr(connect4)]
 pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
@@ -53,7 +53,7 @@ pub fn sock_recvmsg4(ctx: SockAddrContext) -> i32 {
 }
 
 #[inline(always)]
-fn in_host_netns(ctx: &SockAddrContext) -> bool {
+pub fn in_host_netns(ctx: &SockAddrContext) -> bool {
     let want = config().netns_cookie;
     // SAFETY: a helper call on the program's own context.
     want != 0 && unsafe { bpf_get_netns_cookie(ctx.sock_addr as *mut _) } == want

@@ -107,6 +107,8 @@ impl Datapath {
     /// TC on the uplink, and the XDP guard in `xdp` mode (None: no guard).
     pub fn attach_uplink(&mut self, ifname: &str, xdp: Option<XdpMode>) -> anyhow::Result<()> {
         self.attach_tc(prog_names::UPLINK_INGRESS, ifname, "uplink")?;
+        // IPv6 first in the chain: uplink_ingress leaves IPv6 to it.
+        self.attach_first(prog_names::UPLINK_INGRESS6, ifname, "uplink6")?;
         match xdp {
             Some(mode) => {
                 let pin = self.links_dir.join("uplink-xdp");
@@ -180,6 +182,9 @@ impl Datapath {
             prog_names::SOCK_CONNECT4,
             prog_names::SOCK_SENDMSG4,
             prog_names::SOCK_RECVMSG4,
+            prog_names::SOCK_CONNECT6,
+            prog_names::SOCK_SENDMSG6,
+            prog_names::SOCK_RECVMSG6,
         ] {
             let pin_path = self.links_dir.join(format!("cgroup-{name}"));
             let old = PinnedLink::from_pin(&pin_path).ok();

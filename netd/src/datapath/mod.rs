@@ -207,7 +207,15 @@ impl Datapath {
         // would stay behind forever (programs still holding it keep it alive until
         // their links are swapped below).
         let _ = fs::remove_file(bpf_dir.join("NETD_STATS"));
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        // NETD_VERIFIER_LOG=1: the verifier's whole log in a refusal, for whoever is
+        // changing the programs (the default keeps only its verdict).
+        if std::env::var_os("NETD_VERIFIER_LOG").is_some() {
+            loader.verifier_log_level(
+                aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS,
+            );
+        }
+        let mut ebpf = loader
             .default_map_pin_directory(bpf_dir)
             .map_max_entries(map_names::CONNTRACK, ct_entries)
             .map_max_entries(map_names::CONNTRACK_NEW, new_flow_entries(ct_entries))
@@ -219,6 +227,7 @@ impl Datapath {
             prog_names::OVERLAY_EGRESS,
             prog_names::OVERLAY_INGRESS,
             prog_names::ENDPOINT_EGRESS6,
+            prog_names::UPLINK_INGRESS6,
         ] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -235,6 +244,9 @@ impl Datapath {
             prog_names::SOCK_CONNECT4,
             prog_names::SOCK_SENDMSG4,
             prog_names::SOCK_RECVMSG4,
+            prog_names::SOCK_CONNECT6,
+            prog_names::SOCK_SENDMSG6,
+            prog_names::SOCK_RECVMSG6,
         ] {
             let prog: &mut CgroupSockAddr = ebpf
                 .program_mut(name)

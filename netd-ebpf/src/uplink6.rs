@@ -1,0 +1,93 @@
+//! `uplink_ingress6`: IPv6 at TC ingress of the uplink, first in the tcx chain (ahead
+//! of `uplink_ingress`, which leaves IPv6 alone). The guard's IPv6 checks, then as for
+//! IPv4: packets of known flows get their entry's rewrite (DNAT66 of published ports,
+//! replies of NAT66 flows) and go straight into their container; new flows to a
+//! published port on a host address are DNATed and tracked, the client's source kept.
+//! Everything else goes on untouched (TCX_NEXT).
+use aya_ebpf::{
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
+    macros::classifier,
+    programs::TcContext,
+};
+use netd_common::{
+    ct_flag, ct_kind, drop_reason::DropReason, event, CONFIG_F_GUARD_IN_TC, IPPROTO_ICMPV6,
+};
+
+use crate::{
+    conntrack::{self, Tuple},
+    icmp6,
+    maps::{config, LOCAL_ADDRS6},
+    metrics::{count, count_drop},
+    nat6::{self, Kind},
+    parse6::Flow6,
+    policy6,
+};
+
+/// Hand the packet to the next program, or the stack if none.
+const NEXT: i32 = TC_ACT_UNSPEC;
+
+#[classifier]
+pub fn uplink_ingress6(ctx: TcContext) -> i32 {
+    // The single exit: every drop counted with its reason.
+    match try_uplink_ingress6(&ctx) {
+        Ok(v) => v,
+        Err(reason) => {
+            count_drop(reason);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+#[inline(always)]
+fn try_uplink_ingress6(ctx: &TcContext) -> Result<i32, DropReason> {
+    let guard = config().flags & CONFIG_F_GUARD_IN_TC != 0;
+    // SAFETY: a plain-data struct of integers; all zeroes is a valid value.
+    let mut flow: Flow6 = unsafe { core::mem::zeroed() };
+    match nat6::parse_into(ctx, &mut flow, guard)? {
+        Kind::Flow => {}
+        Kind::IcmpError(off) => {
+            icmp6::translate_error(ctx, off)?;
+            return Ok(NEXT);
+        }
+        Kind::Pass => return Ok(NEXT),
+    }
+    if let Some(verdict) = nat6::known(ctx, &flow, false) {
+        return verdict;
+    }
+    publish(ctx, &flow)
+}
+
+/// A new flow to a published port: only packets addressed to the host itself qualify.
+#[inline(never)]
+fn publish(ctx: &TcContext, flow: &Flow6) -> Result<i32, DropReason> {
+    if flow.proto == IPPROTO_ICMPV6 {
+        return Ok(NEXT);
+    }
+    // SAFETY: read-only lookup of a plain-data value.
+    if unsafe { LOCAL_ADDRS6.get(&flow.daddr) }.is_none() {
+        return Ok(NEXT);
+    }
+    let Some((backend, wildcard)) = policy6::published(flow) else {
+        return Ok(NEXT);
+    };
+    policy6::backend_allowed(&backend)?;
+    let t = Tuple {
+        saddr: flow.saddr,
+        sport: flow.sport,
+        daddr: backend.ip,
+        dport: backend.port,
+    };
+    let flags = if wildcard { ct_flag::WILDCARD_PORT } else { 0 };
+    let ct = conntrack::create(
+        ctx,
+        flow,
+        t,
+        (ct_kind::DNAT, ct_kind::DNAT_REPLY),
+        flags,
+        None,
+    )?;
+    count(event::CT_NEW);
+    nat6::apply(ctx, flow, ct)?;
+    policy6::account(ct);
+    Ok(nat6::deliver(ctx, ct, false))
+}
