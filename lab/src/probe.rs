@@ -55,7 +55,7 @@ impl Lab {
     /// listens in `ns`.
     pub fn wait_listening(&self, ns: &str, server: &[&str]) {
         let port = server.last().copied().unwrap_or("0");
-        let proto = if server.first() == Some(&"serve-udp") {
+        let proto = if server.first().is_some_and(|s| s.starts_with("serve-udp")) {
             "-uln"
         } else {
             "-tln"

@@ -4,6 +4,8 @@
 //!
 //!   netd-tester serve-tcp PORT          answer each connection with "peer=IP:PORT\n"
 //!   netd-tester serve-udp PORT          answer each datagram with "peer=IP:PORT <data>"
+//!   netd-tester serve-tcp6|serve-udp6|serve-crr6|serve-echo6 PORT
+//!                                       the same servers on [::] (IPv6, and IPv4 too)
 //!   netd-tester tcp ADDR:PORT           print what the server says (exit 1 on failure)
 //!   netd-tester udp ADDR:PORT MSG [SPORT]  send MSG (from SPORT), print the answer
 //!   netd-tester serve-push PORT MS      on each connection: "1\n", then after MS "2\n"
@@ -32,14 +34,19 @@ fn timeout() -> Duration {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["serve-tcp", port] => serve_tcp(port),
-        ["serve-udp", port] => serve_udp(port),
+        ["serve-tcp", port] => serve_tcp(&any4(port)),
+        ["serve-udp", port] => serve_udp(&any4(port)),
+        // IPv6 servers, on [::] (which takes IPv4 too, as ::ffff:a.b.c.d).
+        ["serve-tcp6", port] => serve_tcp(&any6(port)),
+        ["serve-udp6", port] => serve_udp(&any6(port)),
+        ["serve-crr6", port] => serve_crr(&any6(port)),
+        ["serve-echo6", port] => serve_echo(&any6(port)),
         ["tcp", addr] => tcp(addr),
         ["udp", addr, msg] => udp(addr, msg, "0"),
         ["udp", addr, msg, sport] => udp(addr, msg, sport),
         ["udp-connected", addr, msg] => udp_connected(addr, msg),
-        ["serve-echo", port] => serve_echo(port),
-        ["serve-crr", port] => serve_crr(port),
+        ["serve-echo", port] => serve_echo(&any4(port)),
+        ["serve-crr", port] => serve_crr(&any4(port)),
         ["rr", addr, secs] => load(addr, secs, Load::TcpRr),
         ["crr", addr, secs] => load(addr, secs, Load::TcpCrr),
         ["udprr", addr, secs] => load(addr, secs, Load::UdpRr),
@@ -55,8 +62,26 @@ fn main() {
     }
 }
 
-fn serve_tcp(port: &str) -> Result<(), String> {
-    let l = TcpListener::bind(format!("0.0.0.0:{port}")).map_err(|e| e.to_string())?;
+/// The wildcard addresses servers bind to.
+fn any4(port: &str) -> String {
+    format!("0.0.0.0:{port}")
+}
+
+fn any6(port: &str) -> String {
+    format!("[::]:{port}")
+}
+
+/// The unspecified address of `a`'s family, port `port`: a client socket's bind.
+fn local_for(a: &SocketAddr, port: &str) -> String {
+    if a.is_ipv6() {
+        any6(port)
+    } else {
+        any4(port)
+    }
+}
+
+fn serve_tcp(bind: &str) -> Result<(), String> {
+    let l = TcpListener::bind(bind).map_err(|e| e.to_string())?;
     for s in l.incoming() {
         let Ok(mut s) = s else { continue };
         std::thread::spawn(move || {
@@ -67,8 +92,8 @@ fn serve_tcp(port: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn serve_udp(port: &str) -> Result<(), String> {
-    let s = UdpSocket::bind(format!("0.0.0.0:{port}")).map_err(|e| e.to_string())?;
+fn serve_udp(bind: &str) -> Result<(), String> {
+    let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
     let mut buf = [0u8; 2048];
     loop {
         let (n, peer) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
@@ -92,8 +117,8 @@ fn tcp(addr: &str) -> Result<(), String> {
 
 /// One thread, one connection at a time: accept, read a byte, answer it, close. No
 /// fork or thread per connection, so a connection-rate test measures the network path.
-fn serve_crr(port: &str) -> Result<(), String> {
-    let l = TcpListener::bind(format!("0.0.0.0:{port}")).map_err(|e| e.to_string())?;
+fn serve_crr(bind: &str) -> Result<(), String> {
+    let l = TcpListener::bind(bind).map_err(|e| e.to_string())?;
     let mut b = [0u8; 1];
     for s in l.incoming() {
         let Ok(mut s) = s else { continue };
@@ -158,7 +183,7 @@ fn load(addr: &str, secs: &str, kind: Load) -> Result<(), String> {
             }
         }
         Load::UdpRr => {
-            let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+            let s = UdpSocket::bind(local_for(&a, "0")).map_err(|e| e.to_string())?;
             s.connect(a).map_err(|e| e.to_string())?;
             s.set_read_timeout(Some(Duration::from_millis(200)))
                 .map_err(|e| e.to_string())?;
@@ -191,8 +216,8 @@ fn load(addr: &str, secs: &str, kind: Load) -> Result<(), String> {
 }
 
 /// Echoes every byte back, per connection.
-fn serve_echo(port: &str) -> Result<(), String> {
-    let l = TcpListener::bind(format!("0.0.0.0:{port}")).map_err(|e| e.to_string())?;
+fn serve_echo(bind: &str) -> Result<(), String> {
+    let l = TcpListener::bind(bind).map_err(|e| e.to_string())?;
     for s in l.incoming() {
         let Ok(mut s) = s else { continue };
         std::thread::spawn(move || {
@@ -234,7 +259,8 @@ fn hold(addr: &str, secs: &str) -> Result<(), String> {
 }
 
 fn udp_connected(addr: &str, msg: &str) -> Result<(), String> {
-    let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+    let a: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let s = UdpSocket::bind(local_for(&a, "0")).map_err(|e| e.to_string())?;
     s.connect(addr)
         .map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_read_timeout(Some(timeout().min(Duration::from_millis(700))))
@@ -259,7 +285,8 @@ fn udp_connected(addr: &str, msg: &str) -> Result<(), String> {
 }
 
 fn udp(addr: &str, msg: &str, sport: &str) -> Result<(), String> {
-    let s = UdpSocket::bind(format!("0.0.0.0:{sport}")).map_err(|e| e.to_string())?;
+    let a: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let s = UdpSocket::bind(local_for(&a, sport)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(timeout().min(Duration::from_millis(700))))
         .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 2048];
@@ -326,7 +353,7 @@ fn udp_flood(addr: &str, n: &str) -> Result<(), String> {
     let n: usize = n.parse().map_err(|_| format!("{n:?} is not a number"))?;
     let mut sent = 0;
     for _ in 0..n {
-        let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+        let s = UdpSocket::bind(local_for(&a, "0")).map_err(|e| e.to_string())?;
         if s.send_to(b"x", a).is_ok() {
             sent += 1;
         }
