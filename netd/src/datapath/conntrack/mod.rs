@@ -1,20 +1,22 @@
 //! The agent's side of conntrack: listing, flushing and expiring flows in the pinned
-//! LRU map. The table can hold hundreds of thousands of entries, so every walk is
-//! batched (BPF_MAP_LOOKUP_BATCH / BPF_MAP_DELETE_BATCH: a few syscalls per 4,096
-//! entries instead of two per entry), and the garbage collector runs on a thread of its
-//! own with a handle of its own on the pinned map: it never takes the daemon's lock, so
-//! API latency does not grow with the table.
+//! maps, IPv4's pair and IPv6's pair, with one copy of the logic for both (`family`:
+//! what it needs of a key and entry type). The table can hold hundreds of thousands of
+//! entries, so every walk is batched (`batch`), and the garbage collector runs on a
+//! thread of its own with a handle of its own on the pinned maps: it never takes the
+//! daemon's lock, so API latency does not grow with the table.
+mod batch;
+mod family;
+
 use std::{
-    collections::HashMap,
-    net::{Ipv4Addr, SocketAddrV4},
-    os::fd::{AsFd, AsRawFd},
+    collections::{HashMap, HashSet},
+    net::{IpAddr, SocketAddr},
     path::Path,
     time::Duration,
 };
 
-use anyhow::Context;
-use aya::maps::MapData;
-use netd_common::{ct_kind, ct_tcp, CtEntry, CtKey, IPPROTO_TCP, IPPROTO_UDP};
+pub use batch::CtMap;
+pub use family::{CtEntryOf, CtKeyOf, Stamp};
+use netd_common::{ct_kind, ct_tcp, map_names, CtKey, CtKey6, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::model::IpProto;
 
@@ -55,20 +57,8 @@ pub fn monotonic_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// The key of the other direction of the flow `(k, e)` belongs to.
-pub fn peer_key(k: &CtKey, e: &CtEntry) -> CtKey {
-    CtKey {
-        saddr: e.daddr,
-        daddr: e.saddr,
-        sport: e.dport,
-        dport: e.sport,
-        proto: k.proto,
-        _pad: [0; 3],
-    }
-}
-
-/// The idle timeout of a flow whose two directions are `a` and `b`.
-pub fn timeout_of(proto: u8, a: &CtEntry, b: Option<&CtEntry>, t: &Timeouts) -> Duration {
+/// The idle timeout of a flow of protocol `proto` whose two directions are `a` and `b`.
+pub fn timeout_of(proto: u8, a: &Stamp, b: Option<&Stamp>, t: &Timeouts) -> Duration {
     let flags_b = b.map(|b| b.tcp_flags).unwrap_or(0);
     let replied = b.is_some_and(|b| b.packets > 0) && a.packets > 0;
     match proto {
@@ -93,13 +83,14 @@ pub fn timeout_of(proto: u8, a: &CtEntry, b: Option<&CtEntry>, t: &Timeouts) -> 
 
 /// The keys of the flows in `all` that have been idle past their timeout at `now_ns`.
 /// A flow's idle time is that of its most recent direction.
-pub fn expired(all: &HashMap<CtKey, CtEntry>, now_ns: u64, t: &Timeouts) -> Vec<CtKey> {
+pub fn expired<K: CtKeyOf>(all: &HashMap<K, K::Entry>, now_ns: u64, t: &Timeouts) -> Vec<K> {
     all.iter()
         .filter(|(k, e)| {
-            let peer = all.get(&peer_key(k, e));
+            let peer = all.get(&k.peer(e)).map(|p| p.stamp());
+            let e = e.stamp();
             let last = peer.map_or(e.last_seen_ns, |p| p.last_seen_ns.max(e.last_seen_ns));
             let idle = Duration::from_nanos(now_ns.saturating_sub(last));
-            idle > timeout_of(k.proto, e, peer, t)
+            idle > timeout_of(k.proto(), &e, peer.as_ref(), t)
         })
         .map(|(k, _)| *k)
         .collect()
@@ -110,13 +101,13 @@ pub fn expired(all: &HashMap<CtKey, CtEntry>, now_ns: u64, t: &Timeouts) -> Vec<
 pub struct Flow {
     pub proto: IpProto,
     /// The tuple as packets carry it.
-    pub src: SocketAddrV4,
-    pub dst: SocketAddrV4,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
     /// "dnat", "dnat-reply", "snat", "snat-reply".
     pub kind: &'static str,
     /// The tuple packets are rewritten to.
-    pub to_src: SocketAddrV4,
-    pub to_dst: SocketAddrV4,
+    pub to_src: SocketAddr,
+    pub to_dst: SocketAddr,
     /// TCP flags seen in this direction: "syn", "syn-ack", "established", "fin", "rst".
     pub tcp: Vec<&'static str>,
     pub packets: u64,
@@ -124,14 +115,11 @@ pub struct Flow {
     pub idle: Duration,
 }
 
-fn endpoint(addr: u32, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::from(u32::from_be(addr)), u16::from_be(port))
-}
-
 impl Flow {
-    /// The flow direction an entry records; None for a protocol netd does not track
-    /// (the datapath inserts none).
-    pub fn new(k: &CtKey, v: &CtEntry, now_ns: u64) -> Option<Flow> {
+    /// The flow direction an entry of either family records; None for a protocol netd
+    /// does not track (the datapath inserts none).
+    pub fn new<K: CtKeyOf>(k: &K, v: &K::Entry, now_ns: u64) -> Option<Flow> {
+        let st = v.stamp();
         let tcp = [
             (ct_tcp::SYN, "syn"),
             (ct_tcp::SYN_ACK, "syn-ack"),
@@ -140,244 +128,176 @@ impl Flow {
             (ct_tcp::RST, "rst"),
         ]
         .into_iter()
-        .filter(|(bit, _)| v.tcp_flags & bit != 0)
+        .filter(|(bit, _)| st.tcp_flags & bit != 0)
         .map(|(_, name)| name)
         .collect();
+        let (src, dst) = k.ends();
+        let (to_src, to_dst) = v.rewrite();
         Some(Flow {
-            proto: super::maps::ipproto_of(k.proto)?,
-            src: endpoint(k.saddr, k.sport),
-            dst: endpoint(k.daddr, k.dport),
-            kind: match v.kind {
+            proto: k.ip_proto()?,
+            src,
+            dst,
+            kind: match st.kind {
                 ct_kind::DNAT => "dnat",
                 ct_kind::DNAT_REPLY => "dnat-reply",
                 ct_kind::SNAT => "snat",
                 ct_kind::SNAT_REPLY => "snat-reply",
                 _ => "other",
             },
-            to_src: endpoint(v.saddr, v.sport),
-            to_dst: endpoint(v.daddr, v.dport),
+            to_src,
+            to_dst,
             tcp,
-            packets: v.packets,
-            bytes: v.bytes,
-            idle: Duration::from_nanos(now_ns.saturating_sub(v.last_seen_ns)),
-        })
-    }
-}
-
-/// How many entries one batch syscall moves.
-const BATCH: usize = 4096;
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
-
-/// The `batch` member of union bpf_attr.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
-    // SAFETY: attr points at buffers the caller sized for `count` keys and values (and
-    // 8-byte batch cursors); the kernel writes only within them and into attr.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>(),
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// One conntrack map, walked and pruned in batches.
-pub struct CtMap {
-    map: MapData,
-    capacity: u32,
-}
-
-/// The conntrack table: confirmed flows and new ones (see netd-ebpf's conntrack.rs for
-/// why there are two maps). Each holder (the API's datapath, the GC thread) opens its
-/// own handles, so none waits for another.
-pub struct CtTable {
-    confirmed: CtMap,
-    new: CtMap,
-}
-
-impl CtTable {
-    /// Opens the two maps pinned at `confirmed` and `new`.
-    pub fn open(confirmed: &Path, new: &Path) -> anyhow::Result<CtTable> {
-        Ok(CtTable {
-            confirmed: CtMap::open(confirmed)?,
-            new: CtMap::open(new)?,
+            packets: st.packets,
+            bytes: st.bytes,
+            idle: Duration::from_nanos(now_ns.saturating_sub(st.last_seen_ns)),
         })
     }
 
-    /// Confirmed entries the table can hold (both directions of a flow take one each):
-    /// --ct-max flows.
-    pub fn capacity(&self) -> u32 {
-        self.confirmed.capacity
+    /// Whether `ip` is on either side of this flow or of its rewrite.
+    pub fn involves(&self, ip: IpAddr) -> bool {
+        [self.src, self.dst, self.to_src, self.to_dst]
+            .iter()
+            .any(|e| e.ip() == ip)
     }
+}
 
-    /// Entries the map of new, unanswered flows holds at most.
-    pub fn new_capacity(&self) -> u32 {
-        self.new.capacity
-    }
+/// One family's conntrack maps: confirmed flows and new ones (see netd-ebpf's
+/// conntrack.rs for why there are two).
+pub struct CtPair<K> {
+    confirmed: CtMap<K>,
+    new: CtMap<K>,
+}
 
-    /// How many entries the table holds now (a full walk of both maps).
-    pub fn count(&self) -> anyhow::Result<usize> {
-        Ok(self.confirmed.entries()?.len() + self.new.entries()?.len())
+impl<K: CtKeyOf> CtPair<K> {
+    fn open(bpf_dir: &Path, confirmed: &str, new: &str) -> anyhow::Result<CtPair<K>> {
+        Ok(CtPair {
+            confirmed: CtMap::open(&bpf_dir.join(confirmed))?,
+            new: CtMap::open(&bpf_dir.join(new))?,
+        })
     }
 
     /// Every entry of both maps.
-    pub fn entries(&self) -> anyhow::Result<Vec<(CtKey, CtEntry)>> {
+    pub fn entries(&self) -> anyhow::Result<Vec<(K, K::Entry)>> {
         let mut all = self.confirmed.entries()?;
         all.extend(self.new.entries()?);
         Ok(all)
     }
 
     /// Deletes `keys` wherever they are; returns how many entries went.
-    pub fn delete(&self, keys: &[CtKey]) -> usize {
+    pub fn delete(&self, keys: &[K]) -> usize {
         self.confirmed.delete(keys) + self.new.delete(keys)
     }
-}
 
-impl CtMap {
-    pub fn new(map: MapData) -> anyhow::Result<CtMap> {
-        let capacity = map.info().context("conntrack map info")?.max_entries();
-        Ok(CtMap { map, capacity })
-    }
-
-    pub fn open(pin: &Path) -> anyhow::Result<CtMap> {
-        let map = MapData::from_pin(pin)
-            .with_context(|| format!("opening the conntrack map {}", pin.display()))?;
-        CtMap::new(map)
-    }
-
-    pub fn capacity(&self) -> u32 {
-        self.capacity
-    }
-
-    fn fd(&self) -> u32 {
-        self.map.fd().as_fd().as_raw_fd() as u32
-    }
-
-    /// Every entry, read in batches.
-    pub fn entries(&self) -> anyhow::Result<Vec<(CtKey, CtEntry)>> {
-        let mut out = Vec::new();
-        let mut keys = vec![CtKey::default(); BATCH];
-        let mut vals = vec![CtEntry::default(); BATCH];
-        let (mut cursor_in, mut cursor_out) = (0u64, 0u64);
-        let mut first = true;
-        loop {
-            let mut attr = BatchAttr {
-                in_batch: if first {
-                    0
-                } else {
-                    &mut cursor_in as *mut u64 as u64
-                },
-                out_batch: &mut cursor_out as *mut u64 as u64,
-                keys: keys.as_mut_ptr() as u64,
-                values: vals.as_mut_ptr() as u64,
-                count: BATCH as u32,
-                map_fd: self.fd(),
-                ..Default::default()
-            };
-            let r = bpf_batch(BPF_MAP_LOOKUP_BATCH, &mut attr);
-            let n = attr.count as usize;
-            out.extend(keys[..n].iter().copied().zip(vals[..n].iter().copied()));
-            match r {
-                Ok(()) => {}
-                // ENOENT: the walk reached the end (with `n` entries in this last call).
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
-                Err(e) => return Err(e).context("BPF_MAP_LOOKUP_BATCH on conntrack"),
-            }
-            cursor_in = cursor_out;
-            first = false;
-        }
-        Ok(out)
-    }
-
-    /// Deletes `keys` in batches; keys not in this map (evicted, deleted by another
-    /// handle, or in the other map) are skipped. Returns how many this call removed.
-    pub fn delete(&self, keys: &[CtKey]) -> usize {
-        let mut removed = 0;
-        let mut rest = keys;
-        while !rest.is_empty() {
-            let chunk = &rest[..rest.len().min(BATCH)];
-            let mut attr = BatchAttr {
-                keys: chunk.as_ptr() as u64,
-                count: chunk.len() as u32,
-                map_fd: self.fd(),
-                ..Default::default()
-            };
-            let r = bpf_batch(BPF_MAP_DELETE_BATCH, &mut attr);
-            let done = attr.count as usize;
-            removed += done;
-            match r {
-                Ok(()) => rest = &rest[chunk.len()..],
-                // The key at `done` was not there: step over it and go on.
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => rest = &rest[done + 1..],
-                Err(e) => {
-                    log::warn!("BPF_MAP_DELETE_BATCH on conntrack: {e}");
-                    break;
-                }
-            }
-        }
-        removed
-    }
-}
-
-impl CtTable {
-    /// Every flow direction, for listings.
-    pub fn flows(&self) -> anyhow::Result<Vec<Flow>> {
-        let now = monotonic_ns();
+    fn flows(&self, now_ns: u64) -> anyhow::Result<Vec<Flow>> {
         Ok(self
             .entries()?
             .iter()
-            .filter_map(|(k, v)| Flow::new(k, v, now))
+            .filter_map(|(k, v)| Flow::new(k, v, now_ns))
             .collect())
     }
 
-    /// Removes the flows of protocol `proto` (IPPROTO_*), or all of them.
-    pub fn flush_proto(&self, proto: Option<u8>) -> anyhow::Result<usize> {
-        self.flush(|k, _| proto.is_none_or(|p| p == k.proto))
-    }
-
     /// Removes every flow (both directions) one of whose entries `pred` selects.
-    pub fn flush(&self, pred: impl Fn(&CtKey, &CtEntry) -> bool) -> anyhow::Result<usize> {
-        let mut doomed: Vec<CtKey> = Vec::new();
+    fn flush(&self, pred: impl Fn(&K, &K::Entry) -> bool) -> anyhow::Result<usize> {
+        let mut doomed: HashSet<K> = HashSet::new();
         for (k, e) in self.entries()? {
             if pred(&k, &e) {
-                doomed.push(k);
-                doomed.push(peer_key(&k, &e));
+                doomed.insert(k.peer(&e));
+                doomed.insert(k);
             }
         }
-        doomed.sort_unstable_by_key(|k| (k.saddr, k.daddr, k.sport, k.dport, k.proto));
-        doomed.dedup();
+        let doomed: Vec<K> = doomed.into_iter().collect();
         Ok(self.delete(&doomed))
     }
 
-    /// Removes flows idle for longer than their timeout; returns how many entries went.
-    pub fn gc(&self, now_ns: u64, t: &Timeouts) -> anyhow::Result<usize> {
-        let all: HashMap<CtKey, CtEntry> = self.entries()?.into_iter().collect();
+    fn gc(&self, now_ns: u64, t: &Timeouts) -> anyhow::Result<usize> {
+        let all: HashMap<K, K::Entry> = self.entries()?.into_iter().collect();
         let doomed = expired(&all, now_ns, t);
         drop(all);
         Ok(self.delete(&doomed))
     }
 }
 
+/// The conntrack table, both families. Each holder (the API's datapath, the GC thread)
+/// opens its own handles, so none waits for another.
+pub struct CtTable {
+    v4: CtPair<CtKey>,
+    v6: CtPair<CtKey6>,
+}
+
+impl CtTable {
+    /// Opens the four maps pinned under `bpf_dir`.
+    pub fn open(bpf_dir: &Path) -> anyhow::Result<CtTable> {
+        Ok(CtTable {
+            v4: CtPair::open(bpf_dir, map_names::CONNTRACK, map_names::CONNTRACK_NEW)?,
+            v6: CtPair::open(bpf_dir, map_names::CONNTRACK6, map_names::CONNTRACK6_NEW)?,
+        })
+    }
+
+    /// Confirmed entries a family's table can hold (both directions of a flow take one
+    /// each): --ct-max flows, for IPv4 and again for IPv6.
+    pub fn capacity(&self) -> u32 {
+        self.v4.confirmed.capacity()
+    }
+
+    /// Entries a family's map of new, unanswered flows holds at most.
+    pub fn new_capacity(&self) -> u32 {
+        self.v4.new.capacity()
+    }
+
+    /// How many entries the table holds now, both families (a full walk of the maps).
+    pub fn count(&self) -> anyhow::Result<usize> {
+        Ok(self.v4.entries()?.len() + self.v6.entries()?.len())
+    }
+
+    /// Every IPv4 entry (both maps), as the maps hold them.
+    pub fn entries(&self) -> anyhow::Result<Vec<(CtKey, netd_common::CtEntry)>> {
+        self.v4.entries()
+    }
+
+    /// Every IPv6 entry (both maps), as the maps hold them.
+    pub fn entries6(&self) -> anyhow::Result<Vec<(CtKey6, netd_common::CtEntry6)>> {
+        self.v6.entries()
+    }
+
+    /// Every flow direction of both families, for listings.
+    pub fn flows(&self) -> anyhow::Result<Vec<Flow>> {
+        let now = monotonic_ns();
+        let mut all = self.v4.flows(now)?;
+        all.extend(self.v6.flows(now)?);
+        Ok(all)
+    }
+
+    /// Removes the flows of protocol `proto`, or all of them, in both families.
+    pub fn flush_proto(&self, proto: Option<IpProto>) -> anyhow::Result<usize> {
+        Ok(self
+            .v4
+            .flush(|k, _| proto.is_none_or(|p| k.ip_proto() == Some(p)))?
+            + self
+                .v6
+                .flush(|k, _| proto.is_none_or(|p| k.ip_proto() == Some(p)))?)
+    }
+
+    /// Removes every flow that has `ip` on either side or as a rewrite target.
+    pub fn flush_involving(&self, ip: IpAddr) -> anyhow::Result<usize> {
+        let hit = |ends: [SocketAddr; 4]| ends.iter().any(|e| e.ip() == ip);
+        match ip {
+            IpAddr::V4(_) => self.v4.flush(|k, e| hit(ends_of(k, e))),
+            IpAddr::V6(_) => self.v6.flush(|k, e| hit(ends_of(k, e))),
+        }
+    }
+
+    /// Removes flows idle for longer than their timeout, both families; returns how
+    /// many entries went.
+    pub fn gc(&self, now_ns: u64, t: &Timeouts) -> anyhow::Result<usize> {
+        Ok(self.v4.gc(now_ns, t)? + self.v6.gc(now_ns, t)?)
+    }
+}
+
+/// The four addresses of an entry: the tuple, then its rewrite.
+fn ends_of<K: CtKeyOf>(k: &K, e: &K::Entry) -> [SocketAddr; 4] {
+    let ((a, b), (c, d)) = (k.ends(), e.rewrite());
+    [a, b, c, d]
+}
 /// Runs the garbage collector every `every` on a thread of its own, until the process
 /// ends. It holds its own map handle and no lock of the daemon's.
 pub fn spawn_gc(table: CtTable, every: Duration, timeouts: Timeouts) -> std::io::Result<()> {
@@ -396,6 +316,10 @@ pub fn spawn_gc(table: CtTable, every: Duration, timeouts: Timeouts) -> std::io:
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
+    use netd_common::{CtEntry, CtEntry6};
+
     use super::*;
 
     fn entry(last_seen_s: u64, packets: u64, tcp_flags: u8) -> CtEntry {
@@ -407,7 +331,7 @@ mod tests {
         }
     }
 
-    /// A flow a->b rewritten to c: its two keys point at each other through peer_key.
+    /// A flow a->b rewritten to c: its two keys point at each other through `peer`.
     fn flow(proto: u8, fwd: CtEntry, rev: CtEntry) -> [(CtKey, CtEntry); 2] {
         let k = CtKey {
             saddr: 1,
@@ -424,7 +348,7 @@ mod tests {
             dport: 30,
             ..fwd
         };
-        let rk = peer_key(&k, &fwd);
+        let rk = k.peer(&fwd);
         let rev = CtEntry {
             saddr: 2,
             daddr: 1,
@@ -432,7 +356,7 @@ mod tests {
             dport: 10,
             ..rev
         };
-        assert_eq!(peer_key(&rk, &rev), k, "the pair must point at each other");
+        assert_eq!(rk.peer(&rev), k, "the pair must point at each other");
         [(k, fwd), (rk, rev)]
     }
 
@@ -472,5 +396,91 @@ mod tests {
         .into_iter()
         .collect();
         assert_eq!(expired(&all, 11 * 1_000_000_000, &t).len(), 2);
+    }
+
+    /// An IPv6 flow from a client to a published port, DNATed to a container.
+    fn flow6() -> [(CtKey6, CtEntry6); 2] {
+        let client: Ipv6Addr = "fd00:199::2".parse().unwrap();
+        let host: Ipv6Addr = "fd00:199::1".parse().unwrap();
+        let ctr: Ipv6Addr = "fd00:1::2".parse().unwrap();
+        let k = CtKey6 {
+            saddr: client.octets(),
+            daddr: host.octets(),
+            sport: 40000u16.to_be(),
+            dport: 8080u16.to_be(),
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        let fwd = CtEntry6 {
+            saddr: client.octets(),
+            daddr: ctr.octets(),
+            sport: 40000u16.to_be(),
+            dport: 80u16.to_be(),
+            kind: ct_kind::DNAT,
+            tcp_flags: ct_tcp::SYN | ct_tcp::ESTABLISHED,
+            packets: 3,
+            last_seen_ns: 1_000_000_000,
+            ..Default::default()
+        };
+        let rk = k.peer(&fwd);
+        let rev = CtEntry6 {
+            saddr: host.octets(),
+            daddr: client.octets(),
+            sport: 8080u16.to_be(),
+            dport: 40000u16.to_be(),
+            kind: ct_kind::DNAT_REPLY,
+            packets: 2,
+            last_seen_ns: 1_000_000_000,
+            ..Default::default()
+        };
+        assert_eq!(rk.peer(&rev), k, "the pair must point at each other");
+        [(k, fwd), (rk, rev)]
+    }
+
+    #[test]
+    fn ipv6_keys_become_flows_with_bracketed_addresses() {
+        let [(k, fwd), (rk, _)] = flow6();
+        let f = Flow::new(&k, &fwd, 3_000_000_000).unwrap();
+        assert_eq!(f.proto, IpProto::Tcp);
+        assert_eq!(f.src.to_string(), "[fd00:199::2]:40000");
+        assert_eq!(f.dst.to_string(), "[fd00:199::1]:8080");
+        assert_eq!(f.to_dst.to_string(), "[fd00:1::2]:80");
+        assert_eq!(f.kind, "dnat");
+        assert_eq!(f.tcp, ["syn", "established"]);
+        assert_eq!(f.idle, Duration::from_secs(2));
+        assert!(f.involves("fd00:1::2".parse().unwrap()));
+        assert!(!f.involves("10.0.0.2".parse().unwrap()));
+        // The reply direction's key: from the container to the client.
+        assert_eq!(
+            rk.ends().0.to_string(),
+            "[fd00:1::2]:80",
+            "reply key starts at the container"
+        );
+        // ICMPv6 is netd's icmp; an untracked protocol is no flow.
+        let icmp = CtKey6 {
+            proto: netd_common::IPPROTO_ICMPV6,
+            ..k
+        };
+        assert_eq!(icmp.ip_proto(), Some(IpProto::Icmp));
+        assert_eq!(
+            CtKey6::proto_number(IpProto::Icmp),
+            netd_common::IPPROTO_ICMPV6
+        );
+        let v4_icmp = CtKey {
+            proto: netd_common::IPPROTO_ICMP,
+            ..Default::default()
+        };
+        assert_eq!(v4_icmp.ip_proto(), Some(IpProto::Icmp));
+        let other = CtKey6 { proto: 47, ..k };
+        assert!(Flow::new(&other, &fwd, 0).is_none());
+    }
+
+    #[test]
+    fn ipv6_flows_expire_as_ipv4_ones() {
+        let t = Timeouts::default();
+        let all: HashMap<_, _> = flow6().into_iter().collect();
+        // Established and answered: a day.
+        assert!(expired(&all, 3_600 * 1_000_000_000, &t).is_empty());
+        assert_eq!(expired(&all, 86_402 * 1_000_000_000, &t).len(), 2);
     }
 }
