@@ -6,7 +6,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use netd_common::{CtEntry, CtEntry6, CtKey, CtKey6, IPPROTO_ICMPV6};
+use netd_common::{CtEntry, CtEntry6, CtKey, CtKey6, IPPROTO_ICMP, IPPROTO_ICMPV6};
 
 use crate::model::IpProto;
 
@@ -59,81 +59,52 @@ fn v6(addr: [u8; 16], port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V6(Ipv6Addr::from(addr)), u16::from_be(port))
 }
 
-impl CtEntryOf for CtEntry {
-    fn stamp(&self) -> Stamp {
-        Stamp {
-            kind: self.kind,
-            tcp_flags: self.tcp_flags,
-            last_seen_ns: self.last_seen_ns,
-            packets: self.packets,
-            bytes: self.bytes,
+/// The two families' types have the same fields but for the address width: one body
+/// serves both, with `$addr` turning a field's address and port into a `SocketAddr`.
+macro_rules! family {
+    ($key:ty, $entry:ty, $addr:ident, $icmp:expr) => {
+        impl CtEntryOf for $entry {
+            fn stamp(&self) -> Stamp {
+                Stamp {
+                    kind: self.kind,
+                    tcp_flags: self.tcp_flags,
+                    last_seen_ns: self.last_seen_ns,
+                    packets: self.packets,
+                    bytes: self.bytes,
+                }
+            }
+            fn rewrite(&self) -> (SocketAddr, SocketAddr) {
+                ($addr(self.saddr, self.sport), $addr(self.daddr, self.dport))
+            }
         }
-    }
-    fn rewrite(&self) -> (SocketAddr, SocketAddr) {
-        (v4(self.saddr, self.sport), v4(self.daddr, self.dport))
-    }
+
+        impl CtKeyOf for $key {
+            type Entry = $entry;
+            fn peer(&self, e: &$entry) -> $key {
+                Self {
+                    saddr: e.daddr,
+                    daddr: e.saddr,
+                    sport: e.dport,
+                    dport: e.sport,
+                    proto: self.proto,
+                    _pad: [0; 3],
+                }
+            }
+            fn proto(&self) -> u8 {
+                self.proto
+            }
+            fn ends(&self) -> (SocketAddr, SocketAddr) {
+                ($addr(self.saddr, self.sport), $addr(self.daddr, self.dport))
+            }
+            fn proto_number(p: IpProto) -> u8 {
+                match p {
+                    IpProto::Icmp => $icmp,
+                    p => super::super::maps::ipproto(p),
+                }
+            }
+        }
+    };
 }
 
-impl CtEntryOf for CtEntry6 {
-    fn stamp(&self) -> Stamp {
-        Stamp {
-            kind: self.kind,
-            tcp_flags: self.tcp_flags,
-            last_seen_ns: self.last_seen_ns,
-            packets: self.packets,
-            bytes: self.bytes,
-        }
-    }
-    fn rewrite(&self) -> (SocketAddr, SocketAddr) {
-        (v6(self.saddr, self.sport), v6(self.daddr, self.dport))
-    }
-}
-
-impl CtKeyOf for CtKey {
-    type Entry = CtEntry;
-    fn peer(&self, e: &CtEntry) -> CtKey {
-        CtKey {
-            saddr: e.daddr,
-            daddr: e.saddr,
-            sport: e.dport,
-            dport: e.sport,
-            proto: self.proto,
-            _pad: [0; 3],
-        }
-    }
-    fn proto(&self) -> u8 {
-        self.proto
-    }
-    fn ends(&self) -> (SocketAddr, SocketAddr) {
-        (v4(self.saddr, self.sport), v4(self.daddr, self.dport))
-    }
-    fn proto_number(p: IpProto) -> u8 {
-        super::super::maps::ipproto(p)
-    }
-}
-
-impl CtKeyOf for CtKey6 {
-    type Entry = CtEntry6;
-    fn peer(&self, e: &CtEntry6) -> CtKey6 {
-        CtKey6 {
-            saddr: e.daddr,
-            daddr: e.saddr,
-            sport: e.dport,
-            dport: e.sport,
-            proto: self.proto,
-            _pad: [0; 3],
-        }
-    }
-    fn proto(&self) -> u8 {
-        self.proto
-    }
-    fn ends(&self) -> (SocketAddr, SocketAddr) {
-        (v6(self.saddr, self.sport), v6(self.daddr, self.dport))
-    }
-    fn proto_number(p: IpProto) -> u8 {
-        match p {
-            IpProto::Icmp => IPPROTO_ICMPV6,
-            p => super::super::maps::ipproto(p),
-        }
-    }
-}
+family!(CtKey, CtEntry, v4, IPPROTO_ICMP);
+family!(CtKey6, CtEntry6, v6, IPPROTO_ICMPV6);
