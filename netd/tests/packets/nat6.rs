@@ -283,7 +283,7 @@ fn in_snat_range(port: u16, range: (u16, u16)) -> bool {
 
 #[test]
 fn without_an_uplink_ipv6_address_nothing_leaves_with_a_private_source() {
-    let f = fixture6("noaddr66", false);
+    let mut f = fixture6("noaddr66", false);
     f.dp.set_uplink_ip6(None).unwrap();
     let (v, _) = egress6(&f, &frame6(V6, CLIENT6, 6, &tcp(45000, 443)));
     assert_eq!(v, TC_ACT_SHOT);
