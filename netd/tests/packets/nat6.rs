@@ -355,3 +355,20 @@ fn the_guard_drops_ipv6_to_protected_subnets_spoofed_and_loopback_only() {
     let ok = frame6(CLIENT6, HOST6, 6, &tcp(40000, 8080));
     assert_eq!(f.dp.test_run_on(UPLINK_GUARD, &ok, None).unwrap().0, XDP_PASS);
 }
+
+#[test]
+fn an_internal_networks_ipv6_reaches_only_its_gateway() {
+    let mut f = fixture6("internal66", false);
+    let mut net = network(1, "172.17.0.0/16", netd_common::EP_F_INTERNAL | EP_F_ICC);
+    net.ipv6 = true;
+    net.subnet6 = Some("fd00:17::/64".parse().unwrap());
+    net.gateway6 = Some(ip6(V6_GW));
+    let ve1 = ifindex_of(&f.netns.0, "ve1");
+    f.dp.sync_endpoints6(&[(&attachment(CONTAINER, CONTAINER_MAC, ve1), &net, ip6(V6))])
+        .unwrap();
+    let (v, _) = egress6(&f, &frame6(V6, CLIENT6, 6, &tcp(45000, 443)));
+    assert_eq!(v, TC_ACT_SHOT);
+    assert_eq!(counter(&f.dp, "drop_internal"), 1);
+    let (v, _) = egress6(&f, &frame6(V6, V6_GW, 6, &tcp(45000, 53)));
+    assert_eq!(v, TC_NEXT, "the gateway is within reach");
+}
