@@ -534,8 +534,13 @@ pub(super) mod tests {
         );
         // Without IPv6 on the network: AAAA is NOERROR and empty, the name exists.
         let t = pool_table(3);
-        let Reply::Answer(a) = answer(&t, "ns0", &encode(&query(6, "c1.", RecordType::AAAA)), 5, true)
-        else {
+        let Reply::Answer(a) = answer(
+            &t,
+            "ns0",
+            &encode(&query(6, "c1.", RecordType::AAAA)),
+            5,
+            true,
+        ) else {
             panic!("c1 is a local name");
         };
         let m = Message::from_vec(&a).unwrap();
@@ -545,7 +550,13 @@ pub(super) mod tests {
         let other = "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.0.0.d.f.ip6.arpa.";
         let t = pool_table_v6(3, true);
         assert!(matches!(
-            answer(&t, "ns0", &encode(&query(7, other, RecordType::PTR)), 5, true),
+            answer(
+                &t,
+                "ns0",
+                &encode(&query(7, other, RecordType::PTR)),
+                5,
+                true
+            ),
             Reply::Forward
         ));
     }

@@ -227,7 +227,10 @@ mod tests {
             h.ends_with("10.1.0.2\t0123456789ab web\nfd00:1::2\t0123456789ab web\n"),
             "{h}"
         );
-        assert!(h.contains("::1\tlocalhost ip6-localhost ip6-loopback\n"), "{h}");
+        assert!(
+            h.contains("::1\tlocalhost ip6-localhost ip6-loopback\n"),
+            "{h}"
+        );
     }
 
     #[test]

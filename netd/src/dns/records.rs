@@ -156,7 +156,11 @@ impl Table {
             }
             let names = t.names.entry(r.network.clone()).or_default();
             for n in &r.names {
-                names.entry(n.to_ascii_lowercase()).or_default().v4.push(r.ip);
+                names
+                    .entry(n.to_ascii_lowercase())
+                    .or_default()
+                    .v4
+                    .push(r.ip);
             }
             t.ptrs
                 .entry(r.network.clone())
@@ -407,7 +411,10 @@ mod tests {
             t.lookup("ns-web", "primary", Families::BOTH),
             found4(vec![[10, 0, 1, 3].into()])
         );
-        assert_eq!(t.lookup("ns-both", "primary", Families::BOTH), Lookup::Unknown);
+        assert_eq!(
+            t.lookup("ns-both", "primary", Families::BOTH),
+            Lookup::Unknown
+        );
     }
 
     #[test]
@@ -438,12 +445,7 @@ mod tests {
                 vec![six([10, 0, 6, 3], "fd00:6::3", &["shared"])],
             ),
             // On the network without an IPv6 address (an IPv4-only front door).
-            container(
-                "z",
-                "9",
-                "ns-z",
-                vec![six([10, 0, 6, 4], "", &["shared"])],
-            ),
+            container("z", "9", "ns-z", vec![six([10, 0, 6, 4], "", &["shared"])]),
         ]);
         let t = Table::build(&s);
         let x6: Ipv6Addr = "fd00:6::2".parse().unwrap();
