@@ -8,7 +8,8 @@ use aya_ebpf::{
     bindings::{
         bpf_fib_lookup as FibParams, bpf_redir_neigh as RedirNeigh,
         bpf_redir_neigh__bindgen_ty_1 as RedirNeighAddr, BPF_FIB_LKUP_RET_FRAG_NEEDED,
-        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_REDIRECT,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_F_PSEUDO_HDR, TC_ACT_OK,
+        TC_ACT_REDIRECT,
     },
     helpers::{
         bpf_check_mtu, bpf_csum_diff, bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh,

@@ -105,7 +105,11 @@ fn containers_reach_outside_over_ipv6_masqueraded_to_the_uplink() {
     let got = lab
         .from_container("app", &["tcp", &format!("[{CLIENT6}]:7000")])
         .expect("tcp out over IPv6");
-    assert_eq!(peer_ip(&got), HOST6, "the client sees the uplink's address: {got}");
+    assert_eq!(
+        peer_ip(&got),
+        HOST6,
+        "the client sees the uplink's address: {got}"
+    );
     let got = lab
         .from_container("app", &["udp", &format!("[{CLIENT6}]:7001"), "x"])
         .expect("udp out over IPv6");
@@ -169,7 +173,10 @@ fn routed_gateway_mode_keeps_addresses_and_nat_networks_stay_unreachable() {
     let (_, natted) = run6(&lab, "n", "nat6", &[], &["serve-tcp6", "80"]);
     // The outside routes both /64s to the host, as a routed deployment would.
     for subnet in ["fd00:96::/64", "fd00:97::/64"] {
-        let o = lab.exec_in(&lab.client, &["ip", "-6", "route", "add", subnet, "via", HOST6]);
+        let o = lab.exec_in(
+            &lab.client,
+            &["ip", "-6", "route", "add", subnet, "via", HOST6],
+        );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let got = lab
