@@ -195,3 +195,27 @@ fn routed_gateway_mode_keeps_addresses_and_nat_networks_stay_unreachable() {
     assert!(counter(&lab, "guard_drop_to_container") > before);
     assert_rulesets_empty(&lab);
 }
+
+#[test]
+fn packet_too_big_at_the_uplink_reaches_the_container_so_path_mtu_discovery_works() {
+    let mut lab = Lab::new();
+    lab.serve_in_client(&["serve-udp6", "7001"]);
+    v6_network(&lab, "mtu6", "10.98.0.0/24", "fd00:98::/64", &[]);
+    run6(&lab, "app", "mtu6", &[], &["serve-tcp6", "80"]);
+    // The uplink is narrower than the bridge: the host must say so to the container.
+    let o = lab.exec_in(&lab.host, &["ip", "link", "set", "up0", "mtu", "1280"]);
+    assert!(o.status.success());
+    let big = "x".repeat(1400);
+    // The first datagram is too big; the container's kernel learns the path MTU from
+    // the host's "packet too big" (the send may then fail with EMSGSIZE: either way).
+    let _ = lab.from_container("app", &["udp", &format!("[{CLIENT6}]:7001"), &big]);
+    let ns = format!("{}app", lab.container_prefix());
+    let route = lab.exec_in(&ns, &["ip", "-6", "route", "get", CLIENT6]);
+    let route = String::from_utf8_lossy(&route.stdout).into_owned();
+    assert!(route.contains("mtu 1280"), "no path MTU learned: {route}");
+    // Datagrams that fit still leave masqueraded.
+    let got = lab
+        .from_container("app", &["udp", &format!("[{CLIENT6}]:7001"), "small"])
+        .expect("a small datagram");
+    assert_eq!(peer_ip(&got), HOST6);
+}

@@ -410,3 +410,31 @@ fn an_internal_networks_ipv6_reaches_only_its_gateway() {
     let (v, _) = egress6(&f, &frame6(V6, V6_GW, 6, &tcp(45000, 53)));
     assert_eq!(v, TC_NEXT, "the gateway is within reach");
 }
+
+#[test]
+fn too_big_for_the_uplink_is_left_for_the_stack_to_answer_the_container() {
+    let f = fixture6("mtu66", false);
+    ip(&["-n", &f.netns.0, "link", "set", "up0", "mtu", "1280"]);
+    let mut big = tcp(45000, 443);
+    big.resize(1400, 0);
+    // A new flow: not masqueraded, so the stack's "packet too big" goes to the
+    // container's address, not to the host's.
+    let mut fr = frame6(V6, CLIENT6, 6, &big);
+    fr[6..12].copy_from_slice(&CONTAINER_MAC);
+    let (v, out) = egress6(&f, &fr);
+    assert!(
+        v == TC_NEXT && out == fr,
+        "verdict {v}, rewritten: {}",
+        out != fr
+    );
+    assert!(f.dp.conntrack().flows().unwrap().is_empty());
+    // An established flow: the same for its big packets; small ones are NATed.
+    let (_, out) = egress6(&f, &frame6(V6, CLIENT6, 6, &tcp(45000, 443)));
+    assert_eq!(seen(&out).0, ip6(HOST6));
+    let (v, out) = egress6(&f, &fr);
+    assert!(
+        v == TC_NEXT && out == fr,
+        "verdict {v}, rewritten: {}",
+        out != fr
+    );
+}
