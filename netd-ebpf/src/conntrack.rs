@@ -18,14 +18,14 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray},
 };
 use netd_common::{
-    ct_kind, drop_reason, drop_reason::DropReason, event, CtEntryOf, CtKeyOf, PortCounters,
-    PortKey, IPPROTO_ICMP, IPPROTO_ICMPV6, SNAT_TRIES,
+    ct_flag, ct_kind, drop_reason, drop_reason::DropReason, event, CtEntryOf, CtKeyOf,
+    PortCounters, PortKey, IPPROTO_ICMP, IPPROTO_ICMPV6, SNAT_TRIES,
 };
 
 use crate::{
     maps::{
-        ADDRS6, CONNTRACK, CONNTRACK6, CONNTRACK6_NEW, CONNTRACK_NEW, CT6_KEY_SCRATCH, CT6_SCRATCH,
-        CT_KEY_SCRATCH, CT_SCRATCH, ENDPOINTS, PORT_STATS,
+        config, ADDRS6, CONNTRACK, CONNTRACK6, CONNTRACK6_NEW, CONNTRACK_NEW, CT6_KEY_SCRATCH,
+        CT6_SCRATCH, CT_KEY_SCRATCH, CT_SCRATCH, ENDPOINTS, PORT_STATS,
     },
     metrics::count,
     parse::FlowOf,
@@ -405,6 +405,51 @@ pub fn create<A: Family>(
         }
     }
     Ok(fwd)
+}
+
+/// Tracks a new flow to a published port, whose backend is (`ip`, `port`): DNAT, the
+/// client's source kept. A hairpin (`hairpin_gw`: the container's gateway) to the
+/// container itself comes from the gateway instead, with a fresh port as masquerade
+/// would pick: the packet must not arrive with its own address as source.
+#[inline(always)]
+pub fn track_published<A: Family>(
+    ctx: &TcContext,
+    flow: &FlowOf<A>,
+    ip: A,
+    port: u16,
+    wildcard: bool,
+    hairpin_gw: Option<A>,
+) -> Result<&'static CtEntryOf<A>, DropReason> {
+    let to_self = hairpin_gw.is_some() && ip == flow.saddr;
+    let t = Tuple {
+        saddr: match hairpin_gw {
+            Some(gw) if to_self => gw,
+            _ => flow.saddr,
+        },
+        sport: flow.sport,
+        daddr: ip,
+        dport: port,
+    };
+    let flags = if wildcard { ct_flag::WILDCARD_PORT } else { 0 };
+    let alloc = if to_self {
+        let cfg = config();
+        Some((cfg.snat_port_min, cfg.snat_port_max))
+    } else {
+        None
+    };
+    let ct = create(
+        ctx,
+        flow,
+        t,
+        (ct_kind::DNAT, ct_kind::DNAT_REPLY),
+        flags,
+        alloc,
+    )?;
+    count(event::CT_NEW);
+    if hairpin_gw.is_some() {
+        count(event::HAIRPIN);
+    }
+    Ok(ct)
 }
 
 /// Takes the reply tuple `rkey` for a new flow: Ok(false) if a flow, answered or new,

@@ -6,7 +6,7 @@
 //! address. Routed networks' flows go out as they are: the outside routes their subnet.
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
 use netd_common::{
-    ct_flag, ct_kind, drop_reason, drop_reason::DropReason, event, Endpoint6, EP_F_MASQUERADE,
+    ct_kind, drop_reason, drop_reason::DropReason, event, Endpoint6, EP_F_MASQUERADE,
     IPPROTO_ICMPV6,
 };
 
@@ -101,9 +101,9 @@ fn masquerade(ctx: &TcContext, ep: &Endpoint6, flow: &Flow6) -> Result<i32, Drop
         Some((cfg.snat_port_min, cfg.snat_port_max)),
     )?;
     count(event::CT_NEW);
-    nat6::apply(ctx, flow, &ct)?;
-    policy6::account(&ct);
-    Ok(nat6::deliver(ctx, &ct, true))
+    nat6::apply(ctx, flow, ct)?;
+    policy6::account(ct);
+    Ok(nat6::deliver(ctx, ct, true))
 }
 
 /// A container reaching a published port through a host address.
@@ -116,33 +116,9 @@ fn hairpin(ctx: &TcContext, ep: &Endpoint6, flow: &Flow6) -> Result<i32, DropRea
         return Ok(NEXT);
     };
     policy6::backend_allowed(&backend)?;
-    // To itself: the packet must not arrive with its own address as source, so the
-    // source becomes the gateway (with a fresh port, as masquerade would pick).
-    let to_self = backend.ip == flow.saddr;
-    let t = Tuple {
-        saddr: if to_self { ep.gw } else { flow.saddr },
-        sport: flow.sport,
-        daddr: backend.ip,
-        dport: backend.port,
-    };
-    let cfg = config();
-    let flags = if wildcard { ct_flag::WILDCARD_PORT } else { 0 };
-    let alloc = if to_self {
-        Some((cfg.snat_port_min, cfg.snat_port_max))
-    } else {
-        None
-    };
-    let ct = conntrack::create(
-        ctx,
-        flow,
-        t,
-        (ct_kind::DNAT, ct_kind::DNAT_REPLY),
-        flags,
-        alloc,
-    )?;
-    count(event::CT_NEW);
-    count(event::HAIRPIN);
-    nat6::apply(ctx, flow, &ct)?;
-    policy6::account(&ct);
-    Ok(nat6::deliver(ctx, &ct, true))
+    let gw = Some(ep.gw);
+    let ct = conntrack::track_published(ctx, flow, backend.ip, backend.port, wildcard, gw)?;
+    nat6::apply(ctx, flow, ct)?;
+    policy6::account(ct);
+    Ok(nat6::deliver(ctx, ct, true))
 }

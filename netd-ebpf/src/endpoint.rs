@@ -4,7 +4,7 @@
 //! DNATed (hairpin), new flows leaving through the uplink are masqueraded.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netd_common::{
-    ct_flag, ct_kind, drop_reason, drop_reason::DropReason, event, trace::hook, EP_F_MASQUERADE,
+    ct_kind, drop_reason, drop_reason::DropReason, event, trace::hook, EP_F_MASQUERADE,
     IPPROTO_ICMP,
 };
 
@@ -80,32 +80,8 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, DropReason> {
             return Ok(TC_ACT_OK);
         };
         policy::backend_allowed(&backend)?;
-        // To itself: the packet must not arrive with its own address as source, so the
-        // source becomes the gateway (with a fresh port, as masquerade would pick).
-        let to_self = backend.ip == flow.saddr;
-        let t = Tuple {
-            saddr: if to_self { src.gw_ip } else { flow.saddr },
-            sport: flow.sport,
-            daddr: backend.ip,
-            dport: backend.port,
-        };
-        let cfg = config();
-        let flags = if wildcard { ct_flag::WILDCARD_PORT } else { 0 };
-        let alloc = if to_self {
-            Some((cfg.snat_port_min, cfg.snat_port_max))
-        } else {
-            None
-        };
-        let ct = conntrack::create(
-            ctx,
-            &flow,
-            t,
-            (ct_kind::DNAT, ct_kind::DNAT_REPLY),
-            flags,
-            alloc,
-        )?;
-        count(event::CT_NEW);
-        count(event::HAIRPIN);
+        let gw = Some(src.gw_ip);
+        let ct = conntrack::track_published(ctx, &flow, backend.ip, backend.port, wildcard, gw)?;
         nat::apply(ctx, &flow, &ct)?;
         policy::account(&flow, &ct);
         return Ok(nat::deliver(ctx, &ct, &flow, true));

@@ -12,14 +12,14 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netd_common::{
-    drop_reason, drop_reason::DropReason, event, CtEntry, CONFIG_F_FAST_PATH, IPPROTO_ICMP,
-    IPPROTO_TCP,
+    drop_reason, drop_reason::DropReason, event, CtEntry, CtEntryOf, CONFIG_F_FAST_PATH,
+    IPPROTO_ICMP, IPPROTO_TCP,
 };
 
 use crate::{
     maps::config,
     metrics::count,
-    parse::{Flow, ETH_HLEN},
+    parse::{Flow, FlowOf, ETH_HLEN},
 };
 
 const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
@@ -63,8 +63,21 @@ fn apply_inner(ctx: &TcContext, flow: &Flow, ct: &CtEntry) -> Result<(), i64> {
             ctx.store(off, &new, 0)?;
         }
     }
-    if icmp {
-        // One echo id, stored once.
+    rewrite_ports(ctx, flow, ct, csum_off, icmp, mangled)
+}
+
+/// The port half of a rewrite, the same for both families: the echo id (stored once,
+/// `echo`) or the two ports, each change folded into the checksum at `csum_off`.
+#[inline(always)]
+pub fn rewrite_ports<A>(
+    ctx: &TcContext,
+    flow: &FlowOf<A>,
+    ct: &CtEntryOf<A>,
+    csum_off: usize,
+    echo: bool,
+    mangled: u64,
+) -> Result<(), i64> {
+    if echo {
         if flow.sport != ct.sport {
             ctx.l4_csum_replace(csum_off, flow.sport as u64, ct.sport as u64, 2)?;
             ctx.store(flow.l4_off + 4, &ct.sport, 0)?;
@@ -92,16 +105,7 @@ pub fn deliver(ctx: &TcContext, ct: &CtEntry, flow: &Flow, may_route: bool) -> i
         return TC_ACT_OK as i32;
     }
     if ct.ifindex != 0 {
-        if ctx.store(0, &ct.mac, 0).is_ok() && ctx.store(6, &ct.gw_mac, 0).is_ok() {
-            // SAFETY: a plain helper call; the kernel checks the ifindex.
-            let r = unsafe { bpf_redirect_peer(ct.ifindex, 0) };
-            if r == TC_ACT_REDIRECT as i64 {
-                count(event::REDIRECT);
-                return TC_ACT_REDIRECT as i32;
-            }
-        }
-        count(event::REDIRECT_FAILED);
-        return TC_ACT_OK as i32;
+        return redirect_into(ctx, ct.ifindex, &ct.mac, &ct.gw_mac);
     }
     if may_route {
         if let Some(v) = redirect_routed(ctx, flow.proto, ct.saddr, ct.daddr) {
@@ -109,6 +113,71 @@ pub fn deliver(ctx: &TcContext, ct: &CtEntry, flow: &Flow, may_route: bool) -> i
         }
     }
     TC_ACT_OK as i32
+}
+
+/// Into a container, past its veth (bpf_redirect_peer), with its MAC and its gateway's:
+/// TC_ACT_REDIRECT, or TC_ACT_OK (the stack delivers it) if that fails.
+#[inline(always)]
+pub fn redirect_into(ctx: &TcContext, ifindex: u32, mac: &[u8; 6], gw_mac: &[u8; 6]) -> i32 {
+    if ctx.store(0, mac, 0).is_ok() && ctx.store(6, gw_mac, 0).is_ok() {
+        // SAFETY: a plain helper call; the kernel checks the ifindex.
+        let r = unsafe { bpf_redirect_peer(ifindex, 0) };
+        if r == TC_ACT_REDIRECT as i64 {
+            count(event::REDIRECT);
+            return TC_ACT_REDIRECT as i32;
+        }
+    }
+    count(event::REDIRECT_FAILED);
+    TC_ACT_OK as i32
+}
+
+/// Out of device `ifindex`: with (source, destination) MACs when the next hop is
+/// resolved, else through bpf_redirect_neigh to `nh`, which resolves it (queueing the
+/// packet on the neighbour entry, as the stack would). None: the stack should send it.
+#[inline(always)]
+pub fn redirect_out(
+    ctx: &TcContext,
+    ifindex: u32,
+    macs: Option<([u8; 6], [u8; 6])>,
+    nh: &mut RedirNeigh,
+) -> Option<i32> {
+    let r = match macs {
+        Some((smac, dmac)) => {
+            if ctx.store(0, &dmac, 0).is_err() || ctx.store(6, &smac, 0).is_err() {
+                count(event::REDIRECT_FAILED);
+                return None;
+            }
+            // SAFETY: a plain helper call; the kernel checks the ifindex.
+            unsafe { bpf_redirect(ifindex, 0) }
+        }
+        None => {
+            // The lookup checked no MTU for an unresolved next hop: a packet that does
+            // not fit goes to the stack, which fragments it or answers.
+            let mut mtu_len: u32 = 0;
+            // SAFETY: mtu_len lives on the stack for the call.
+            let fits =
+                unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, ifindex, &mut mtu_len, 0, 0) } == 0;
+            if !fits {
+                count(event::REDIRECT_FAILED);
+                return None;
+            }
+            // SAFETY: nh is a valid bpf_redir_neigh of the size passed.
+            let r = unsafe {
+                bpf_redirect_neigh(ifindex, nh, core::mem::size_of::<RedirNeigh>() as i32, 0)
+            };
+            if r == TC_ACT_REDIRECT as i64 {
+                count(event::REDIRECT_NEIGH);
+            }
+            r
+        }
+    };
+    if r == TC_ACT_REDIRECT as i64 {
+        count(event::REDIRECT);
+        Some(TC_ACT_REDIRECT as i32)
+    } else {
+        count(event::REDIRECT_FAILED);
+        None
+    }
 }
 
 /// Where the routing table sends a packet.
@@ -186,55 +255,17 @@ fn redirect_routed(ctx: &TcContext, proto: u8, saddr: u32, daddr: u32) -> Option
         count(event::REDIRECT_FAILED);
         return None;
     };
-    let r = match route.next_hop {
-        NextHop::Resolved(smac, dmac) => {
-            if ctx.store(0, &dmac, 0).is_err() || ctx.store(6, &smac, 0).is_err() {
-                count(event::REDIRECT_FAILED);
-                return None;
-            }
-            // SAFETY: a plain helper call; the kernel checks the ifindex.
-            unsafe { bpf_redirect(route.ifindex, 0) }
-        }
-        NextHop::Unresolved(next_hop) => {
-            // The lookup checked no MTU for an unresolved next hop: a packet that does
-            // not fit goes to the stack, which fragments it or answers.
-            let mut mtu_len: u32 = 0;
-            // SAFETY: mtu_len lives on the stack for the call.
-            let fits =
-                unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, route.ifindex, &mut mtu_len, 0, 0) }
-                    == 0;
-            if !fits {
-                count(event::REDIRECT_FAILED);
-                return None;
-            }
-            let mut nh = RedirNeigh {
-                nh_family: AF_INET as u32,
-                __bindgen_anon_1: RedirNeighAddr { ipv4_nh: next_hop },
-            };
-            // SAFETY: nh is a valid bpf_redir_neigh of the size passed.
-            let r = unsafe {
-                bpf_redirect_neigh(
-                    route.ifindex,
-                    &mut nh,
-                    core::mem::size_of::<RedirNeigh>() as i32,
-                    0,
-                )
-            };
-            if r == TC_ACT_REDIRECT as i64 {
-                count(event::REDIRECT_NEIGH);
-            }
-            r
-        }
+    let (macs, next_hop) = match route.next_hop {
+        NextHop::Resolved(smac, dmac) => (Some((smac, dmac)), 0),
+        NextHop::Unresolved(next_hop) => (None, next_hop),
         NextHop::TooBig => {
             count(event::REDIRECT_FAILED);
             return None;
         }
     };
-    if r == TC_ACT_REDIRECT as i64 {
-        count(event::REDIRECT);
-        Some(TC_ACT_REDIRECT as i32)
-    } else {
-        count(event::REDIRECT_FAILED);
-        None
-    }
+    let mut nh = RedirNeigh {
+        nh_family: AF_INET as u32,
+        __bindgen_anon_1: RedirNeighAddr { ipv4_nh: next_hop },
+    };
+    redirect_out(ctx, route.ifindex, macs, &mut nh)
 }

@@ -9,12 +9,9 @@ use aya_ebpf::{
         bpf_fib_lookup as FibParams, bpf_redir_neigh as RedirNeigh,
         bpf_redir_neigh__bindgen_ty_1 as RedirNeighAddr, BPF_FIB_LKUP_RET_FRAG_NEEDED,
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_F_PSEUDO_HDR, TC_ACT_OK,
-        TC_ACT_REDIRECT, TC_ACT_UNSPEC,
+        TC_ACT_UNSPEC,
     },
-    helpers::{
-        bpf_check_mtu, bpf_csum_diff, bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh,
-        bpf_redirect_peer,
-    },
+    helpers::{bpf_check_mtu, bpf_csum_diff, bpf_fib_lookup},
     programs::TcContext,
 };
 use netd_common::{
@@ -26,6 +23,7 @@ use crate::{
     conntrack, guard6,
     maps::config,
     metrics::count,
+    nat,
     parse::ParsedOf,
     parse6::{self, Flow6, IP6_DADDR, IP6_SADDR},
     policy6,
@@ -225,24 +223,7 @@ fn apply_inner(ctx: &TcContext, flow: &Flow6, ct: &CtEntry6) -> Result<(), i64> 
     if flow.daddr != ct.daddr {
         store_addr(ctx, IP6_DADDR, &flow.daddr, &ct.daddr, csum, pseudo)?;
     }
-    if flow.proto == IPPROTO_ICMPV6 {
-        // One echo id, stored once.
-        if flow.sport != ct.sport {
-            ctx.l4_csum_replace(csum, flow.sport as u64, ct.sport as u64, 2)?;
-            ctx.store(flow.l4_off + 4, &ct.sport, 0)?;
-        }
-        return Ok(());
-    }
-    for (old, new, off) in [
-        (flow.sport, ct.sport, flow.l4_off),
-        (flow.dport, ct.dport, flow.l4_off + 2),
-    ] {
-        if old != new {
-            ctx.l4_csum_replace(csum, old as u64, new as u64, 2 | mangled)?;
-            ctx.store(off, &new, 0)?;
-        }
-    }
-    Ok(())
+    nat::rewrite_ports(ctx, flow, ct, csum, flow.proto == IPPROTO_ICMPV6, mangled)
 }
 
 /// Sends a rewritten packet on: into the container with bpf_redirect_peer, or out along
@@ -254,16 +235,7 @@ pub fn deliver(ctx: &TcContext, ct: &CtEntry6, may_route: bool) -> i32 {
         return TC_ACT_OK as i32;
     }
     if ct.ifindex != 0 {
-        if ctx.store(0, &ct.mac, 0).is_ok() && ctx.store(6, &ct.gw_mac, 0).is_ok() {
-            // SAFETY: a plain helper call; the kernel checks the ifindex.
-            let r = unsafe { bpf_redirect_peer(ct.ifindex, 0) };
-            if r == TC_ACT_REDIRECT as i64 {
-                count(event::REDIRECT);
-                return TC_ACT_REDIRECT as i32;
-            }
-        }
-        count(event::REDIRECT_FAILED);
-        return TC_ACT_OK as i32;
+        return nat::redirect_into(ctx, ct.ifindex, &ct.mac, &ct.gw_mac);
     }
     if may_route {
         if let Some(v) = redirect_routed(ctx, &ct.saddr, &ct.daddr) {
@@ -328,53 +300,11 @@ fn redirect_routed(ctx: &TcContext, saddr: &[u8; 16], daddr: &[u8; 16]) -> Optio
         count(event::REDIRECT_FAILED);
         return None;
     };
-    let r = match route.macs {
-        Some((smac, dmac)) => {
-            if ctx.store(0, &dmac, 0).is_err() || ctx.store(6, &smac, 0).is_err() {
-                count(event::REDIRECT_FAILED);
-                return None;
-            }
-            // SAFETY: a plain helper call; the kernel checks the ifindex.
-            unsafe { bpf_redirect(route.ifindex, 0) }
-        }
-        None => {
-            // No MTU was checked for an unresolved next hop: a packet that does not fit
-            // goes to the stack, which answers "packet too big".
-            let mut mtu_len: u32 = 0;
-            // SAFETY: mtu_len lives on the stack for the call.
-            let fits =
-                unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, route.ifindex, &mut mtu_len, 0, 0) }
-                    == 0;
-            if !fits {
-                count(event::REDIRECT_FAILED);
-                return None;
-            }
-            let mut nh = RedirNeigh {
-                nh_family: AF_INET6 as u32,
-                __bindgen_anon_1: RedirNeighAddr {
-                    ipv6_nh: route.next_hop,
-                },
-            };
-            // SAFETY: nh is a valid bpf_redir_neigh of the size passed.
-            let r = unsafe {
-                bpf_redirect_neigh(
-                    route.ifindex,
-                    &mut nh,
-                    core::mem::size_of::<RedirNeigh>() as i32,
-                    0,
-                )
-            };
-            if r == TC_ACT_REDIRECT as i64 {
-                count(event::REDIRECT_NEIGH);
-            }
-            r
-        }
+    let mut nh = RedirNeigh {
+        nh_family: AF_INET6 as u32,
+        __bindgen_anon_1: RedirNeighAddr {
+            ipv6_nh: route.next_hop,
+        },
     };
-    if r == TC_ACT_REDIRECT as i64 {
-        count(event::REDIRECT);
-        Some(TC_ACT_REDIRECT as i32)
-    } else {
-        count(event::REDIRECT_FAILED);
-        None
-    }
+    nat::redirect_out(ctx, route.ifindex, route.macs, &mut nh)
 }

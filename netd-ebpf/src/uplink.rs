@@ -4,13 +4,11 @@
 //! with bpf_redirect_peer.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netd_common::{
-    ct_flag, ct_kind, drop_reason::DropReason, event, trace::hook, CONFIG_F_GUARD_IN_TC,
-    IPPROTO_ICMP,
+    drop_reason::DropReason, event, trace::hook, CONFIG_F_GUARD_IN_TC, IPPROTO_ICMP,
 };
 
 use crate::{
-    conntrack::{self, Tuple},
-    guard, icmp,
+    conntrack, guard, icmp,
     maps::{config, LOCAL_ADDRS},
     metrics::count,
     nat,
@@ -67,22 +65,7 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, DropReason> {
         return Ok(TC_ACT_OK);
     };
     policy::backend_allowed(&backend)?;
-    let t = Tuple {
-        saddr: flow.saddr,
-        sport: flow.sport,
-        daddr: backend.ip,
-        dport: backend.port,
-    };
-    let flags = if wildcard { ct_flag::WILDCARD_PORT } else { 0 };
-    let ct = conntrack::create(
-        ctx,
-        &flow,
-        t,
-        (ct_kind::DNAT, ct_kind::DNAT_REPLY),
-        flags,
-        None,
-    )?;
-    count(event::CT_NEW);
+    let ct = conntrack::track_published(ctx, &flow, backend.ip, backend.port, wildcard, None)?;
     nat::apply(ctx, &flow, &ct)?;
     policy::account(&flow, &ct);
     Ok(nat::deliver(ctx, &ct, &flow, false))

@@ -9,15 +9,12 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use netd_common::{
-    ct_flag, ct_kind, drop_reason::DropReason, event, CONFIG_F_GUARD_IN_TC, IPPROTO_ICMPV6,
-};
+use netd_common::{drop_reason::DropReason, CONFIG_F_GUARD_IN_TC, IPPROTO_ICMPV6};
 
 use crate::{
-    conntrack::{self, Tuple},
-    icmp6,
+    conntrack, icmp6,
     maps::{config, LOCAL_ADDRS6},
-    metrics::{count, count_drop},
+    metrics::count_drop,
     nat6::{self, Kind},
     parse6::Flow6,
     policy6,
@@ -71,22 +68,7 @@ fn publish(ctx: &TcContext, flow: &Flow6) -> Result<i32, DropReason> {
         return Ok(NEXT);
     };
     policy6::backend_allowed(&backend)?;
-    let t = Tuple {
-        saddr: flow.saddr,
-        sport: flow.sport,
-        daddr: backend.ip,
-        dport: backend.port,
-    };
-    let flags = if wildcard { ct_flag::WILDCARD_PORT } else { 0 };
-    let ct = conntrack::create(
-        ctx,
-        flow,
-        t,
-        (ct_kind::DNAT, ct_kind::DNAT_REPLY),
-        flags,
-        None,
-    )?;
-    count(event::CT_NEW);
+    let ct = conntrack::track_published(ctx, flow, backend.ip, backend.port, wildcard, None)?;
     nat6::apply(ctx, flow, ct)?;
     policy6::account(ct);
     Ok(nat6::deliver(ctx, ct, false))
