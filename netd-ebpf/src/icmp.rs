@@ -14,21 +14,32 @@ use crate::{conntrack, metrics::count, parse::ETH_HLEN};
 /// netd does not track pass untouched.
 #[inline(always)]
 pub fn translate_error(ctx: &TcContext, icmp_off: usize) -> Result<i32, DropReason> {
-    match try_translate(ctx, icmp_off) {
-        Ok(()) => Ok(TC_ACT_OK as i32),
-        Err(Skip::Untracked) => Ok(TC_ACT_OK as i32),
+    settle(try_translate(ctx, icmp_off)).map(|_| TC_ACT_OK as i32)
+}
+
+/// Why an ICMP error was left as it is.
+pub enum Skip {
+    /// Not about a flow netd tracks.
+    Untracked,
+    /// Too short or broken: counted, and left to the stack.
+    Malformed,
+    /// A rewrite failed half-way: dropped rather than sent half-translated.
+    Failed,
+}
+
+/// A translation's outcome, for both families: Ok(true) translated, Ok(false) left
+/// untouched, Err for a drop.
+#[inline(always)]
+pub fn settle(r: Result<(), Skip>) -> Result<bool, DropReason> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(Skip::Untracked) => Ok(false),
         Err(Skip::Malformed) => {
             count(event::MALFORMED_PASSED);
-            Ok(TC_ACT_OK as i32)
+            Ok(false)
         }
         Err(Skip::Failed) => Err(drop_reason::REWRITE_FAILED),
     }
-}
-
-enum Skip {
-    Untracked,
-    Malformed,
-    Failed,
 }
 
 #[inline(always)]

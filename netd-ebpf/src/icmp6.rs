@@ -5,13 +5,11 @@
 //! addresses count too). Packet too big must reach the container: IPv6 routers never
 //! fragment, so path-MTU discovery through the NAT depends on it.
 use aya_ebpf::{bindings::BPF_F_PSEUDO_HDR, programs::TcContext};
-use netd_common::{
-    drop_reason, drop_reason::DropReason, event, CtKey6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
-};
+use netd_common::{drop_reason::DropReason, CtKey6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::{
     conntrack,
-    metrics::count,
+    icmp::{self, Skip},
     nat6::store_addr,
     parse6::{IP6_DADDR, IP6_HLEN, IP6_SADDR},
 };
@@ -22,21 +20,7 @@ use crate::{
 /// Not inlined: its own stack frame, apart from the caller's.
 #[inline(never)]
 pub fn translate_error(ctx: &TcContext, icmp_off: usize) -> Result<bool, DropReason> {
-    match try_translate(ctx, icmp_off) {
-        Ok(()) => Ok(true),
-        Err(Skip::Untracked) => Ok(false),
-        Err(Skip::Malformed) => {
-            count(event::MALFORMED_PASSED);
-            Ok(false)
-        }
-        Err(Skip::Failed) => Err(drop_reason::REWRITE_FAILED),
-    }
-}
-
-enum Skip {
-    Untracked,
-    Malformed,
-    Failed,
+    icmp::settle(try_translate(ctx, icmp_off))
 }
 
 #[inline(always)]

@@ -186,7 +186,7 @@ fn try_l4<C: Packet>(ctx: &C, ip: &Ipv4) -> Result<Parsed, ()> {
     if ip.tot_len < ip.ihl + l4_min {
         return Err(());
     }
-    let (sport, dport, tcp_flags) = if proto == IPPROTO_ICMP {
+    if proto == IPPROTO_ICMP {
         let ty: u8 = ctx.load(l4_off)?;
         if ty == ICMP_DEST_UNREACH || ty == ICMP_TIME_EXCEEDED || ty == ICMP_PARAMETER_PROB {
             return Ok(Parsed::IcmpError(l4_off));
@@ -194,6 +194,29 @@ fn try_l4<C: Packet>(ctx: &C, ip: &Ipv4) -> Result<Parsed, ()> {
         if ty != ICMP_ECHO_REQUEST && ty != ICMP_ECHO_REPLY {
             return Ok(Parsed::NotOurs);
         }
+    }
+    flow(
+        ctx,
+        l4_off,
+        proto,
+        proto == IPPROTO_ICMP,
+        ip.saddr,
+        ip.daddr,
+    )
+}
+
+/// The flow of a packet whose upper-layer header (`proto`) is at `l4_off`, for both
+/// families: an echo's id stands for both ports; TCP's flags are read.
+#[inline(always)]
+pub fn flow<C: Packet, A>(
+    ctx: &C,
+    l4_off: usize,
+    proto: u8,
+    echo: bool,
+    saddr: A,
+    daddr: A,
+) -> Result<ParsedOf<A>, ()> {
+    let (sport, dport, tcp_flags) = if echo {
         let id: u16 = ctx.load(l4_off + 4)?;
         (id, id, 0)
     } else {
@@ -206,12 +229,12 @@ fn try_l4<C: Packet>(ctx: &C, ip: &Ipv4) -> Result<Parsed, ()> {
         };
         (sport, dport, flags)
     };
-    Ok(Parsed::Flow(Flow {
+    Ok(ParsedOf::Flow(FlowOf {
         l4_off,
         proto,
         tcp_flags,
-        saddr: ip.saddr,
-        daddr: ip.daddr,
+        saddr,
+        daddr,
         sport,
         dport,
         len: ctx.len(),

@@ -5,7 +5,7 @@
 //! not reassemble, so fragments pass untouched and counted, as IPv4's do.
 use netd_common::{event, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
-use crate::parse::{FlowOf, Packet, ParsedOf, ETH_HLEN};
+use crate::parse::{self, FlowOf, Packet, ParsedOf, ETH_HLEN};
 
 pub const ETH_P_IPV6: u16 = 0x86dd;
 /// Offsets in the frame.
@@ -141,7 +141,7 @@ fn try_l4<C: Packet>(ctx: &C, ip: &Ipv6) -> Result<Parsed6, ()> {
     if l4_off + l4_min > ip.end {
         return Err(());
     }
-    let (sport, dport, tcp_flags) = if proto == IPPROTO_ICMPV6 {
+    if proto == IPPROTO_ICMPV6 {
         let ty: u8 = ctx.load(l4_off)?;
         match ty {
             ICMP6_DEST_UNREACH | ICMP6_PACKET_TOO_BIG | ICMP6_TIME_EXCEEDED | ICMP6_PARAM_PROB => {
@@ -151,28 +151,15 @@ fn try_l4<C: Packet>(ctx: &C, ip: &Ipv6) -> Result<Parsed6, ()> {
             // Neighbour discovery, MLD, router messages: the link's, not a flow.
             _ => return Ok(ParsedOf::NotOurs),
         }
-        let id: u16 = ctx.load(l4_off + 4)?;
-        (id, id, 0)
-    } else {
-        let sport: u16 = ctx.load(l4_off)?;
-        let dport: u16 = ctx.load(l4_off + 2)?;
-        let flags: u8 = if proto == IPPROTO_TCP {
-            ctx.load(l4_off + 13)?
-        } else {
-            0
-        };
-        (sport, dport, flags)
-    };
-    Ok(ParsedOf::Flow(FlowOf {
+    }
+    parse::flow(
+        ctx,
         l4_off,
         proto,
-        tcp_flags,
-        saddr: ip.saddr,
-        daddr: ip.daddr,
-        sport,
-        dport,
-        len: ctx.len(),
-    }))
+        proto == IPPROTO_ICMPV6,
+        ip.saddr,
+        ip.daddr,
+    )
 }
 
 /// fe80::/10: never routed, never NATed.

@@ -4,3 +4,56 @@ pub use netd_lab::{
     cgroup::cgroup2_root, netd_bin, tester_bin, Lab, CLIENT_IP, CLIENT_IP6, HOST_IP, HOST_IP6,
     TEST_TAG as PREFIX,
 };
+
+/// The stdout of a command that must have succeeded (else the test fails with `what`
+/// and all it printed).
+pub fn ok(o: &std::process::Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `out` as JSON (else the test fails, showing it).
+pub fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// What `dig` said: the status (NOERROR, NXDOMAIN, ...), the answers' data, all of it.
+pub struct Dig {
+    pub status: String,
+    pub answers: Vec<String>,
+    pub raw: String,
+}
+
+/// `dig @127.0.0.11 ARGS` from inside namespace `ns` (a container's).
+pub fn dig(lab: &Lab, ns: &str, args: &[&str]) -> Dig {
+    let mut full = vec!["dig", "@127.0.0.11", "+tries=1", "+time=5"];
+    full.extend_from_slice(args);
+    let o = lab.exec_in(ns, &full);
+    let raw = String::from_utf8_lossy(&o.stdout).into_owned();
+    let status = raw
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("NO ANSWER")
+        .to_string();
+    let answers = raw
+        .split(";; ANSWER SECTION:\n")
+        .nth(1)
+        .map(|s| {
+            s.lines()
+                .take_while(|l| !l.trim().is_empty())
+                .filter_map(|l| l.split_whitespace().last().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    Dig {
+        status,
+        answers,
+        raw,
+    }
+}

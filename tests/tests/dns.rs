@@ -9,40 +9,9 @@ fn ns_of(lab: &Lab, name: &str) -> String {
     format!("{}{name}", lab.container_prefix())
 }
 
-/// What `dig` printed, as (status, answers' data).
-struct Dig {
-    status: String,
-    answers: Vec<String>,
-    raw: String,
-}
-
 /// `dig @127.0.0.11 ARGS` from inside container `from`'s namespace.
-fn dig(lab: &Lab, from: &str, args: &[&str]) -> Dig {
-    let mut full = vec!["dig", "@127.0.0.11", "+tries=1", "+time=5"];
-    full.extend_from_slice(args);
-    let o = lab.exec_in(&ns_of(lab, from), &full);
-    let raw = String::from_utf8_lossy(&o.stdout).into_owned();
-    let status = raw
-        .split("status: ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap_or("NO ANSWER")
-        .to_string();
-    let answers = raw
-        .split(";; ANSWER SECTION:\n")
-        .nth(1)
-        .map(|s| {
-            s.lines()
-                .take_while(|l| !l.trim().is_empty())
-                .filter_map(|l| l.split_whitespace().last().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    Dig {
-        status,
-        answers,
-        raw,
-    }
+fn dig(lab: &Lab, from: &str, args: &[&str]) -> netd_tests::Dig {
+    netd_tests::dig(lab, &ns_of(lab, from), args)
 }
 
 fn ip_on(lab: &Lab, name: &str, net: &str) -> String {

@@ -1,23 +1,7 @@
 //! End-to-end: dual-stack networks (`network create --ipv6`), the control plane's half
 //! of issue #12: IPv6 addresses, interfaces and routes in containers, the gateway on the
-//! bridge, `--ip6`, inspect, and bad input. Traffic stays on the network's bridge (the
-//! host does not forward IPv6 until NAT66 exists).
-use netd_tests::Lab;
-use serde_json::Value;
-
-fn json(out: &str) -> Value {
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
-fn ok(o: &std::process::Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+//! bridge, `--ip6`, inspect, and bad input. The IPv6 NAT's traffic is in ipv6_nat.rs.
+use netd_tests::{json, ok, Lab};
 
 /// The namespace of container `name`.
 fn ns(lab: &Lab, name: &str) -> String {

@@ -5,46 +5,18 @@
 //! `bridge` dual stack, and a restart with other flags rebuilds it without leftovers.
 use std::{collections::BTreeSet, path::Path, process::Command, process::Stdio};
 
-use netd_tests::{Lab, CLIENT_IP};
+use netd_tests::{ok, Lab, CLIENT_IP};
 use serde_json::Value;
 
 fn ns_of(lab: &Lab, name: &str) -> String {
     format!("{}{name}", lab.container_prefix())
 }
 
-fn ok(o: &std::process::Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// `dig @127.0.0.11 ARGS` from container `from`'s namespace: (status, answers' data).
+/// `dig @127.0.0.11 ARGS` from container `from`'s namespace: (status, answers' data,
+/// all of it).
 fn dig(lab: &Lab, from: &str, args: &[&str]) -> (String, Vec<String>, String) {
-    let mut full = vec!["dig", "@127.0.0.11", "+tries=1", "+time=5"];
-    full.extend_from_slice(args);
-    let o = lab.exec_in(&ns_of(lab, from), &full);
-    let raw = String::from_utf8_lossy(&o.stdout).into_owned();
-    let status = raw
-        .split("status: ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap_or("NO ANSWER")
-        .to_string();
-    let answers = raw
-        .split(";; ANSWER SECTION:\n")
-        .nth(1)
-        .map(|s| {
-            s.lines()
-                .take_while(|l| !l.trim().is_empty())
-                .filter_map(|l| l.split_whitespace().last().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    (status, answers, raw)
+    let d = netd_tests::dig(lab, &ns_of(lab, from), args);
+    (d.status, d.answers, d.raw)
 }
 
 fn endpoint(lab: &Lab, name: &str, net: &str) -> Value {

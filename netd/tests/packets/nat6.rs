@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use netd::model::{PortMapping, Proto};
 use netd_common::{prog_names::*, EP_F_ICC, EP_F_MASQUERADE};
 
-use crate::fixture::*;
+use crate::{fixture::*, frame::csum};
 
 const TC_NEXT: u32 = u32::MAX;
 const V6: &str = "fd00:17::2";
@@ -21,34 +21,14 @@ fn a6(s: &str) -> [u8; 16] {
     s.parse::<Ipv6Addr>().unwrap().octets()
 }
 
-/// The ones' complement sum of `data` added to `sum` (not folded).
-fn add(mut sum: u32, data: &[u8]) -> u32 {
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        sum += w as u32;
-    }
-    sum
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// The upper-layer checksum of `l4` (checksum field included as it is) over the IPv6
 /// pseudo-header: 0 means it verifies.
 fn verify6(src: &[u8], dst: &[u8], next: u8, l4: &[u8]) -> u16 {
-    let mut s = add(0, src);
-    s = add(s, dst);
-    s = add(s, &(l4.len() as u32).to_be_bytes());
-    s = add(s, &[0, 0, 0, next]);
-    fold(add(s, l4))
+    let mut data = [src, dst].concat();
+    data.extend_from_slice(&(l4.len() as u32).to_be_bytes());
+    data.extend_from_slice(&[0, 0, 0, next]);
+    data.extend_from_slice(l4);
+    csum(&data, 0)
 }
 
 /// The checksum field's offset in an upper-layer header of protocol `next`.
