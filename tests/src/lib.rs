@@ -57,3 +57,32 @@ pub fn dig(lab: &Lab, ns: &str, args: &[&str]) -> Dig {
         raw,
     }
 }
+
+/// dnsmasq in the client namespace (the outside world's DNS server) on the client's
+/// address, with `extra` arguments (its answers, its log); stopped at teardown.
+pub fn dnsmasq_in_client(lab: &mut Lab, extra: &[String]) {
+    use std::process::{Command, Stdio};
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.client,
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--user=root",
+            "--pid-file=",
+        ])
+        .arg(format!("--listen-address={CLIENT_IP}"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting dnsmasq in the client namespace");
+    lab.adopt_background(child);
+    let client = lab.client.clone();
+    lab.wait_listening(&client, &["serve-udp", "53"]);
+}

@@ -1,7 +1,7 @@
 //! End-to-end names: the embedded DNS server on 127.0.0.11 in each container namespace
 //! (resolution, scope, shuffle, empty answers, forwarding), the resolv.conf and hosts
 //! files under /etc/netns, and --link on the default bridge.
-use std::{collections::BTreeSet, path::Path, process::Command, process::Stdio};
+use std::{collections::BTreeSet, path::Path};
 
 use netd_tests::{Lab, CLIENT_IP};
 
@@ -23,32 +23,14 @@ fn ip_on(lab: &Lab, name: &str, net: &str) -> String {
 
 fn dnsmasq_in_client(lab: &mut Lab, log: &Path) {
     // The outside world's DNS server: answers outside.test, logs every query.
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.client,
-            "dnsmasq",
-            "--keep-in-foreground",
-        ])
-        .args([
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--user=root",
-        ])
-        .arg(format!("--listen-address={CLIENT_IP}"))
-        .args(["--address=/outside.test/198.51.100.7", "--log-queries"])
-        .arg(format!("--log-facility={}", log.display()))
-        .arg("--pid-file=")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting dnsmasq in the client namespace");
-    lab.adopt_background(child);
-    let client = lab.client.clone();
-    lab.wait_listening(&client, &["serve-udp", "53"]);
+    netd_tests::dnsmasq_in_client(
+        lab,
+        &[
+            "--address=/outside.test/198.51.100.7".into(),
+            "--log-queries".into(),
+            format!("--log-facility={}", log.display()),
+        ],
+    );
 }
 
 #[test]

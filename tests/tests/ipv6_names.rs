@@ -3,7 +3,7 @@
 //! NOERROR-empty AAAA for those without, and still forwards AAAA of other names; a
 //! name resolves for `ping -6`. `netd daemon --ipv6 --fixed-cidr-v6` makes the default
 //! `bridge` dual stack, and a restart with other flags rebuilds it without leftovers.
-use std::{collections::BTreeSet, path::Path, process::Command, process::Stdio};
+use std::{collections::BTreeSet, path::Path};
 
 use netd_tests::{ok, Lab, CLIENT_IP};
 use serde_json::Value;
@@ -32,30 +32,7 @@ fn run(lab: &Lab, name: &str, extra: &[&str]) {
 
 /// dnsmasq in the client namespace (the outside world) with an AAAA for outside.test.
 fn dnsmasq_in_client(lab: &mut Lab) {
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.client,
-            "dnsmasq",
-            "--keep-in-foreground",
-        ])
-        .args([
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--user=root",
-        ])
-        .arg(format!("--listen-address={CLIENT_IP}"))
-        .args(["--address=/outside.test/2001:db8::7", "--pid-file="])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting dnsmasq in the client namespace");
-    lab.adopt_background(child);
-    let client = lab.client.clone();
-    lab.wait_listening(&client, &["serve-udp", "53"]);
+    netd_tests::dnsmasq_in_client(lab, &["--address=/outside.test/2001:db8::7".into()]);
 }
 
 #[test]
