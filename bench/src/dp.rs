@@ -16,6 +16,8 @@ pub const FILLER_BASE: u16 = 20000;
 pub const UPLINK: Uplink = Uplink {
     host_ip: "10.99.0.1",
     client_ip: "10.99.0.2",
+    host_ip6: None,
+    client_ip6: None,
 };
 pub const HOST_IP: &str = UPLINK.host_ip;
 pub const CLIENT_IP: &str = UPLINK.client_ip;

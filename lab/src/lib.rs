@@ -32,3 +32,6 @@ pub use topology::{Uplink, DEFAULT_UPLINK};
 /// The e2e lab's uplink addresses: the host's, and the client's (the outside world).
 pub const HOST_IP: &str = DEFAULT_UPLINK.host_ip;
 pub const CLIENT_IP: &str = DEFAULT_UPLINK.client_ip;
+/// The default uplink's IPv6 addresses (fd00:199::/64).
+pub const HOST_IP6: &str = DEFAULT_UPLINK.host_ip6.unwrap();
+pub const CLIENT_IP6: &str = DEFAULT_UPLINK.client_ip6.unwrap();

@@ -8,18 +8,23 @@ pub const UPLINK_IF: &str = "up0";
 /// Its peer's name in the client namespace.
 pub const CLIENT_IF: &str = "cl0";
 
-/// The uplink's addresses (one /24): the host's, and the client's, which is also the
-/// host's default gateway.
+/// The uplink's addresses (one /24, and optionally one IPv6 /64): the host's, and the
+/// client's, which is also the host's default gateway (of each family).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Uplink {
     pub host_ip: &'static str,
     pub client_ip: &'static str,
+    /// IPv6 (unique-local, /64); None: the uplink carries IPv4 only.
+    pub host_ip6: Option<&'static str>,
+    pub client_ip6: Option<&'static str>,
 }
 
 /// The e2e tests' and the demo lab's addresses.
 pub const DEFAULT_UPLINK: Uplink = Uplink {
     host_ip: "10.199.0.1",
     client_ip: "10.199.0.2",
+    host_ip6: Some("fd00:199::1"),
+    client_ip6: Some("fd00:199::2"),
 };
 
 /// Wires existing namespaces `host` and `client` together.
@@ -35,5 +40,13 @@ pub fn build(host: &str, client: &str, up: &Uplink) -> Result<()> {
     ip(&["-n", client, "addr", "add", &client_cidr, "dev", CLIENT_IF])?;
     ip(&["-n", client, "link", "set", CLIENT_IF, "up"])?;
     ip(&["-n", host, "route", "add", "default", "via", up.client_ip])?;
+    if let (Some(h6), Some(c6)) = (up.host_ip6, up.client_ip6) {
+        // nodad: the addresses are usable at once (no tentative second of duplicate
+        // address detection on a link with exactly two ends).
+        let (h, c) = (format!("{h6}/64"), format!("{c6}/64"));
+        ip(&["-n", host, "addr", "add", &h, "dev", UPLINK_IF, "nodad"])?;
+        ip(&["-n", client, "addr", "add", &c, "dev", CLIENT_IF, "nodad"])?;
+        ip(&["-n", host, "-6", "route", "add", "default", "via", c6])?;
+    }
     Ok(())
 }

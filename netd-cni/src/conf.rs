@@ -166,7 +166,7 @@ impl NetConf {
                     )));
                 }
                 Ok(PortMapping {
-                    host_ip,
+                    host_ip: host_ip.into(),
                     host_port: p.host_port,
                     container_port: p.container_port,
                     proto,
@@ -251,13 +251,13 @@ mod tests {
             ports,
             vec![
                 PortMapping {
-                    host_ip: Ipv4Addr::UNSPECIFIED,
+                    host_ip: Ipv4Addr::UNSPECIFIED.into(),
                     host_port: 8080,
                     container_port: 80,
                     proto: Proto::Tcp
                 },
                 PortMapping {
-                    host_ip: Ipv4Addr::new(10, 0, 0, 1),
+                    host_ip: Ipv4Addr::new(10, 0, 0, 1).into(),
                     host_port: 8000,
                     container_port: 8001,
                     proto: Proto::Udp

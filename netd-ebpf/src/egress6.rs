@@ -53,6 +53,20 @@ pub fn nat(ctx: &TcContext) -> Result<i32, DropReason> {
     masquerade(ctx, ep, &flow)
 }
 
+/// To a container of the same network: the reply of a hairpin flow (its entry says
+/// so) is rewritten back to the published address; anything else is bridged as it is.
+#[inline(never)]
+pub fn bridged(ctx: &TcContext) -> Result<i32, DropReason> {
+    // SAFETY: a plain-data struct of integers; all zeroes is a valid value.
+    let mut flow: Flow6 = unsafe { core::mem::zeroed() };
+    if let Kind::Flow = nat6::parse_into(ctx, &mut flow, false)? {
+        if let Some(verdict) = nat6::known(ctx, &flow, true) {
+            return verdict;
+        }
+    }
+    Ok(NEXT)
+}
+
 /// A new flow routed out of the uplink from a NAT66 network: masqueraded.
 #[inline(never)]
 fn masquerade(ctx: &TcContext, ep: &Endpoint6, flow: &Flow6) -> Result<i32, DropReason> {

@@ -51,6 +51,7 @@ pub fn endpoint_egress6(ctx: TcContext) -> i32 {
     // two together would not fit in one.
     let result = match check(&ctx) {
         Ok(Checked::Nat) => egress6::nat(&ctx),
+        Ok(Checked::Bridged) => egress6::bridged(&ctx),
         Ok(Checked::Done(verdict)) => Ok(verdict),
         Err(reason) => Err(reason),
     };
@@ -90,6 +91,9 @@ enum Checked {
     /// Leaving the network: NAT66's turn. (It looks the endpoint up again: a map
     /// pointer returned through the stack reaches it as a mere number.)
     Nat,
+    /// To a container of the same network: only a tracked flow (a hairpin's reply)
+    /// has a rewrite; the rest is bridged.
+    Bridged,
 }
 
 #[inline(never)]
@@ -159,8 +163,7 @@ fn check(ctx: &TcContext) -> Result<Checked, DropReason> {
         if e.flags & EP_F_ICC == 0 && !housekeeping && dst.ifindex != ifindex {
             return Err(drop_reason::ICC);
         }
-        // Bridged to a container of the network: nothing to rewrite.
-        return done;
+        return Ok(Checked::Bridged);
     }
     if on_link {
         // Link-local and multicast reach the other containers of the bridge too.

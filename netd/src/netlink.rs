@@ -220,23 +220,60 @@ impl Netlink {
         }
     }
 
-    /// Every IPv4 address in the namespace, with its link index.
-    pub async fn ipv4_addrs(&self) -> anyhow::Result<Vec<(u32, Ipv4Network)>> {
+    /// Every address of the namespace: (link index, address, prefix length).
+    async fn addrs(&self) -> anyhow::Result<Vec<(u32, std::net::IpAddr, u8)>> {
         let msgs: Vec<_> = self.handle.address().get().execute().try_collect().await?;
         let mut out = Vec::new();
         for m in msgs {
-            if m.header.family != AddressFamily::Inet {
-                continue;
-            }
             for a in &m.attributes {
-                if let AddressAttribute::Local(std::net::IpAddr::V4(ip)) = a {
-                    if let Ok(n) = Ipv4Network::new(*ip, m.header.prefix_len) {
-                        out.push((m.header.index, n));
+                // IPv4 addresses carry Local; IPv6 ones only Address.
+                match (m.header.family, a) {
+                    (AddressFamily::Inet, AddressAttribute::Local(ip))
+                    | (AddressFamily::Inet6, AddressAttribute::Address(ip)) => {
+                        out.push((m.header.index, *ip, m.header.prefix_len))
                     }
+                    _ => {}
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Every IPv4 address in the namespace, with its link index.
+    pub async fn ipv4_addrs(&self) -> anyhow::Result<Vec<(u32, Ipv4Network)>> {
+        Ok(self
+            .addrs()
+            .await?
+            .into_iter()
+            .filter_map(|(i, ip, plen)| match ip {
+                std::net::IpAddr::V4(ip) => Some((i, Ipv4Network::new(ip, plen).ok()?)),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// Every IPv6 address in the namespace, with its link index, in the kernel's order
+    /// (per link, the most recently added first).
+    pub async fn ipv6_addrs_of_links(&self) -> anyhow::Result<Vec<(u32, Ipv6Addr)>> {
+        Ok(self
+            .addrs()
+            .await?
+            .into_iter()
+            .filter_map(|(i, ip, _)| match ip {
+                std::net::IpAddr::V6(ip) => Some((i, ip)),
+                std::net::IpAddr::V4(_) => None,
+            })
+            .collect())
+    }
+
+    /// Every IPv6 address in the namespace.
+    pub async fn ipv6_addrs(&self) -> anyhow::Result<Vec<Ipv6Addr>> {
+        Ok(self
+            .ipv6_addrs_of_links()
+            .await?
+            .into_iter()
+            .map(|(_, ip)| ip)
+            .collect())
     }
 
     pub async fn add_default_route(&self, gw: Ipv4Addr) -> anyhow::Result<()> {

@@ -1,5 +1,8 @@
 //! Host ports: which ones host processes use, and picking free ones for `-p CP` / `-P`.
-use std::{collections::HashSet, net::Ipv4Addr};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use crate::{
     error::NetdError,
@@ -11,29 +14,54 @@ use crate::{
 /// process's namespace: the daemon's).
 #[derive(Default)]
 pub struct HostSockets {
-    /// (proto, local address, port) of listening TCP and bound UDP sockets.
-    bound: Vec<(Proto, Ipv4Addr, u16)>,
+    /// (proto, local address, port) of listening TCP and bound UDP sockets, both
+    /// families.
+    bound: Vec<(Proto, IpAddr, u16)>,
     /// Every local port in use, any state.
     any: HashSet<(Proto, u16)>,
 }
 
 impl HostSockets {
-    /// The address a host socket listens on that `m` would take traffic from.
+    /// The address a host socket of `m`'s family listens on that `m` would take
+    /// traffic from.
     pub fn listening(&self, m: &PortMapping) -> Option<String> {
         self.bound
             .iter()
             .find(|(p, ip, port)| {
                 *p == m.proto
                     && *port == m.host_port
+                    && ip.is_ipv4() == m.host_ip.is_ipv4()
                     && (*ip == m.host_ip || ip.is_unspecified() || m.host_ip.is_unspecified())
             })
-            .map(|(_, ip, port)| format!("{ip}:{port}"))
+            .map(|(_, ip, port)| std::net::SocketAddr::new(*ip, *port).to_string())
+    }
+}
+
+/// An address as /proc/net/{tcp,udp}[6] print it: the network-order bytes read as
+/// native u32s, one for IPv4, four for IPv6.
+fn proc_net_addr(hex: &str) -> Option<IpAddr> {
+    let word = |h: &str| u32::from_str_radix(h, 16).ok().map(u32::to_ne_bytes);
+    match hex.len() {
+        8 => Some(IpAddr::V4(Ipv4Addr::from(word(hex)?))),
+        32 => {
+            let mut b = [0u8; 16];
+            for i in 0..4 {
+                b[i * 4..i * 4 + 4].copy_from_slice(&word(hex.get(i * 8..i * 8 + 8)?)?);
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(b)))
+        }
+        _ => None,
     }
 }
 
 pub fn host_sockets() -> HostSockets {
     let mut hs = HostSockets::default();
-    for (proto, file) in [(Proto::Tcp, "/proc/net/tcp"), (Proto::Udp, "/proc/net/udp")] {
+    for (proto, file) in [
+        (Proto::Tcp, "/proc/net/tcp"),
+        (Proto::Udp, "/proc/net/udp"),
+        (Proto::Tcp, "/proc/net/tcp6"),
+        (Proto::Udp, "/proc/net/udp6"),
+    ] {
         let Ok(text) = std::fs::read_to_string(file) else {
             continue;
         };
@@ -45,14 +73,10 @@ pub fn host_sockets() -> HostSockets {
             let Some((ip_hex, port_hex)) = local.split_once(':') else {
                 continue;
             };
-            let (Ok(ip), Ok(port)) = (
-                u32::from_str_radix(ip_hex, 16),
-                u16::from_str_radix(port_hex, 16),
-            ) else {
+            let (Some(ip), Ok(port)) = (proc_net_addr(ip_hex), u16::from_str_radix(port_hex, 16))
+            else {
                 continue;
             };
-            // /proc/net prints the network-order address as a native u32.
-            let ip = Ipv4Addr::from(ip.to_ne_bytes());
             hs.any.insert((proto, port));
             // TCP_LISTEN is 0A; an unconnected bound UDP socket is 07 (TCP_CLOSE).
             let bound = match proto {
@@ -79,7 +103,9 @@ fn ephemeral_range() -> (u16, u16) {
 }
 
 /// Gives every mapping with host port 0 a free port: not published by any container
-/// (same protocol), not used by a host socket, not in the masquerade range.
+/// (same protocol, either family), not used by a host socket, not in the masquerade
+/// range. The IPv6 half of a both-families pair (`model::is_twin`) gets its IPv4
+/// half's port.
 pub fn assign_random(
     ports: &mut [PortMapping],
     state: &State,
@@ -101,7 +127,15 @@ pub fn assign_random(
     taken.extend(host.any.iter().copied());
     let span = (hi - lo) as u32 + 1;
     let start = (std::process::id() ^ nanos()) % span;
-    for m in ports.iter_mut().filter(|m| m.host_port == 0) {
+    for i in 0..ports.len() {
+        if ports[i].host_port != 0 {
+            continue;
+        }
+        if i > 0 && crate::model::is_twin(&ports[i - 1], &ports[i]) {
+            ports[i].host_port = ports[i - 1].host_port;
+            continue;
+        }
+        let m = &mut ports[i];
         let found = (0..span)
             .map(|i| lo + ((start + i) % span) as u16)
             .find(|p| !taken.contains(&(m.proto, *p)) && !(snat.0..=snat.1).contains(p));
@@ -122,4 +156,53 @@ fn nanos() -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{expand_specs, parse_publish};
+
+    #[test]
+    fn proc_net_addresses_of_both_families() {
+        assert_eq!(
+            proc_net_addr("0100007F"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            proc_net_addr("00000000000000000000000001000000"),
+            Some("::1".parse().unwrap())
+        );
+        assert_eq!(
+            proc_net_addr("000000000000000000000000000000000"),
+            None,
+            "33 digits"
+        );
+    }
+
+    #[test]
+    fn a_random_port_serves_both_families_of_a_pair() {
+        let specs = parse_publish("80").unwrap();
+        let mut ports = expand_specs(&specs, Ipv4Addr::UNSPECIFIED, true);
+        let state = State::default();
+        assign_random(&mut ports, &state, &HostSockets::default(), (1, 2)).unwrap();
+        assert_ne!(ports[0].host_port, 0);
+        assert_eq!(ports[0].host_port, ports[1].host_port);
+        assert!(ports[1].host_ip.is_ipv6());
+    }
+
+    #[test]
+    fn host_sockets_block_their_own_family_only() {
+        let hs = HostSockets {
+            bound: vec![(Proto::Tcp, "::".parse().unwrap(), 8080)],
+            any: HashSet::new(),
+        };
+        let m = expand_specs(
+            &parse_publish("8080:80").unwrap(),
+            Ipv4Addr::UNSPECIFIED,
+            true,
+        );
+        assert_eq!(hs.listening(&m[0]), None);
+        assert_eq!(hs.listening(&m[1]).as_deref(), Some("[::]:8080"));
+    }
 }

@@ -8,7 +8,7 @@
 //! `plan` is pure (it reads the intended state), so the caller commits the attachment to
 //! the store before `attach` touches the kernel, and `detach` undoes `attach` whatever
 //! state the kernel is in.
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::anyhow;
 
@@ -143,10 +143,24 @@ async fn plumb(
 /// Publishes `ports` to attachment `a` (Docker publishes to a container's first
 /// network). Returns how many map entries were written.
 pub fn publish(dp: &mut Datapath, ports: &[PortMapping], a: &Attachment) -> anyhow::Result<usize> {
+    let mut n = 0;
     for m in ports {
-        dp.publish(m, a.ip)?;
+        if let Some(to) = backend_ip(m, a) {
+            dp.publish(m, to)?;
+            n += 1;
+        }
     }
-    Ok(ports.len())
+    Ok(n)
+}
+
+/// The address of `a` that mapping `m` leads to: of the host address's family. None for
+/// an IPv6 mapping to an attachment without IPv6 (the daemon refuses to make one; a
+/// container moved to another first network can leave one behind).
+pub fn backend_ip(m: &PortMapping, a: &Attachment) -> Option<IpAddr> {
+    match m.host_ip {
+        IpAddr::V4(_) => Some(IpAddr::V4(a.ip)),
+        IpAddr::V6(_) => a.ip6.map(IpAddr::V6),
+    }
 }
 
 pub fn unpublish(dp: &mut Datapath, ports: &[PortMapping]) {
@@ -164,10 +178,13 @@ pub async fn detach(
     a: &Attachment,
 ) -> TeardownErrors {
     let mut errs = TeardownErrors::default();
-    match dp.flush_conntrack_of(a.ip) {
-        Ok(0) => {}
-        Ok(n) => log::info!("dropped {n} conntrack entries of {}", a.ip),
-        Err(e) => errs.push(e),
+    let ips = std::iter::once(IpAddr::V4(a.ip)).chain(a.ip6.map(IpAddr::V6));
+    for ip in ips {
+        match dp.flush_conntrack_of(ip) {
+            Ok(0) => {}
+            Ok(n) => log::info!("dropped {n} conntrack entries of {ip}"),
+            Err(e) => errs.push(e),
+        }
     }
     dp.remove_endpoint(a);
     errs.check(dp.detach_endpoint(&a.veth));

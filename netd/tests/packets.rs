@@ -6,7 +6,7 @@
 //! the programs make see a known table and never the machine's. Needs root.
 //!
 //! This file holds the NAT fixtures; `packets/policy.rs` the guard, isolation and
-//! counters; `packets/overlay.rs` the overlay programs; `packets/ipv6.rs` the IPv6 policy; `packets/fixture.rs` and `packets/frame.rs` what they share.
+//! counters; `packets/overlay.rs` the overlay programs; `packets/ipv6.rs` the IPv6 policy; `packets/nat6.rs` the IPv6 NAT; `packets/fixture.rs` and `packets/frame.rs` what they share.
 // A test crate's root resolves modules beside itself: these live in packets/.
 #[path = "packets/fixture.rs"]
 mod fixture;
@@ -14,6 +14,8 @@ mod fixture;
 mod frame;
 #[path = "packets/ipv6.rs"]
 mod ipv6;
+#[path = "packets/nat6.rs"]
+mod nat6;
 #[path = "packets/overlay.rs"]
 mod overlay;
 #[path = "packets/policy.rs"]

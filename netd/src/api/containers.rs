@@ -154,7 +154,21 @@ fn port_map(c: &Container, requested: bool) -> PortMap {
             m.insert(format!("{port}/{proto}"), None);
         }
     }
-    for p in &c.ports {
+    for (i, p) in c.ports.iter().enumerate() {
+        // One request without a host address made the 0.0.0.0 and :: pair (Docker's
+        // "both families"): the request is one binding with HostIp "".
+        let second_half = i > 0 && {
+            let prev = &c.ports[i - 1];
+            prev.host_ip.is_ipv4()
+                && prev.host_ip.is_unspecified()
+                && p.host_ip.is_ipv6()
+                && p.host_ip.is_unspecified()
+                && (prev.host_port, prev.container_port, prev.proto)
+                    == (p.host_port, p.container_port, p.proto)
+        };
+        if requested && second_half {
+            continue;
+        }
         let host_ip = if requested && p.host_ip.is_unspecified() {
             String::new()
         } else {

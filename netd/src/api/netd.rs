@@ -67,7 +67,7 @@ fn flow_filter(q: &HashMap<String, String>, what: &str) -> Result<FlowFilter, Ne
         proto: q.get("proto").map(|p| p.parse()).transpose()?,
         addr: q
             .get("addr")
-            .map(|a| a.parse().map_err(|_| bad("IPv4 address", a)))
+            .map(|a| a.parse().map_err(|_| bad("IP address", a)))
             .transpose()?,
         port: q
             .get("port")

@@ -287,9 +287,9 @@ pub enum ConntrackCommand {
         /// Only this protocol (tcp, udp, icmp).
         #[arg(short, long)]
         proto: Option<IpProto>,
-        /// Only entries with this address anywhere in their tuples.
+        /// Only entries with this address (IPv4 or IPv6) anywhere in their tuples.
         #[arg(long)]
-        addr: Option<Ipv4Addr>,
+        addr: Option<std::net::IpAddr>,
         /// Only entries with this port anywhere in their tuples.
         #[arg(long)]
         port: Option<u16>,

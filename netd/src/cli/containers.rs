@@ -1,6 +1,4 @@
 //! `netd run` and `netd create`, and commands applied to several containers.
-use std::net::Ipv4Addr;
-
 use anyhow::bail;
 use hyper::Method;
 use serde_json::Value;
@@ -49,8 +47,8 @@ pub(super) async fn run_container(client: &Client, a: RunArgs, start: bool) -> a
                 .iter()
                 .any(|m| m.container_port == port && m.proto == proto)
             {
-                ports.push(model::PortMapping {
-                    host_ip: Ipv4Addr::UNSPECIFIED,
+                ports.push(model::PortSpec {
+                    host_ip: None,
                     host_port: 0,
                     container_port: port,
                     proto,

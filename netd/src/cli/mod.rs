@@ -141,7 +141,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     for (key, bindings) in &ports {
                         let num = key.split('/').next().and_then(|p| p.parse().ok());
                         for b in bindings.iter().flatten() {
-                            let line = format!("{key} -> {}:{}", b.host_ip, b.host_port);
+                            let line = format!("{key} -> {}", host_port(b));
                             lines.push((num.unwrap_or(0), key, line));
                         }
                     }
@@ -168,7 +168,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                             anyhow::anyhow!("no public port '{key}' published for {name}")
                         })?;
                     for b in bindings {
-                        println!("{}:{}", b.host_ip, b.host_port);
+                        println!("{}", host_port(b));
                     }
                 }
             }
@@ -309,4 +309,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// A binding's host side as `docker port` prints it: `0.0.0.0:8080`, `[::]:8080`
+/// (Go's net.JoinHostPort).
+fn host_port(b: &crate::api::types::PortBinding) -> String {
+    if b.host_ip.contains(':') {
+        format!("[{}]:{}", b.host_ip, b.host_port)
+    } else {
+        format!("{}:{}", b.host_ip, b.host_port)
+    }
 }

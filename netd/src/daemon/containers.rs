@@ -1,6 +1,7 @@
 //! netd's own sandboxes (`netd run|create|start|stop|rm`): a namespace, attachments
 //! through the sandbox seam, published ports, and optionally a process.
 use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -22,7 +23,7 @@ use crate::{
 };
 
 impl Daemon {
-    pub async fn run(self: &Arc<Self>, mut req: RunRequest) -> Result<Container> {
+    pub async fn run(self: &Arc<Self>, req: RunRequest) -> Result<Container> {
         let mut g = self.inner.lock().await;
         let mut phases = Phases::start();
         let inner = &mut *g;
@@ -55,12 +56,6 @@ impl Daemon {
         }
         let dns = model::DnsConfig::parse(&req.dns, &req.dns_search, &req.dns_options)?;
         let links = resolve_links(&inner.state, &req.links)?;
-        prepare_ports(
-            &inner.state,
-            net.as_ref(),
-            &mut req.ports,
-            self.args.snat_port_range,
-        )?;
         let id = random_id();
         let attachments = match &net {
             Some(net) => {
@@ -81,6 +76,23 @@ impl Daemon {
             }
             None => Vec::new(),
         };
+        // Docker publishes to the container's first network: the both-families rule
+        // looks at its IPv6 address there.
+        let ip6 = attachments.first().and_then(|a| a.ip6);
+        let default_v4 = net
+            .as_ref()
+            .map_or(Ipv4Addr::UNSPECIFIED, |n| n.host_binding_ipv4);
+        let mut ports = model::expand_specs(&req.ports, default_v4, ip6.is_some());
+        if ports.iter().any(|m| m.host_ip.is_ipv6()) {
+            let local6 = inner.nl.ipv6_addrs().await?;
+            check_ipv6_ports(&ports, ip6, &local6, net.as_ref())?;
+        }
+        prepare_ports(
+            &inner.state,
+            net.as_ref(),
+            &mut ports,
+            self.args.snat_port_range,
+        )?;
         let netns = match &mode {
             NetMode::Bridge | NetMode::None => Some(format!("{}{}", self.args.netns_prefix, name)),
             NetMode::Host => None,
@@ -107,7 +119,7 @@ impl Daemon {
             mode,
             netns,
             attachments,
-            ports: req.ports.clone(),
+            ports,
             cmd: req.cmd.clone(),
             state: ContainerState::Created,
             pid: None,
@@ -365,8 +377,8 @@ pub(super) fn prepare_ports(
 ) -> Result<()> {
     if let Some(net) = net {
         for m in ports.iter_mut() {
-            if m.host_ip.is_unspecified() {
-                m.host_ip = net.host_binding_ipv4;
+            if m.host_ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
+                m.host_ip = IpAddr::V4(net.host_binding_ipv4);
             }
         }
     }
@@ -377,8 +389,9 @@ pub(super) fn prepare_ports(
         }
         if let Some(b) = host_sockets.listening(m) {
             return Err(NetdError::Conflict(format!(
-                "host port {}:{}/{} is in use by a process in the host namespace (bound to {b})",
-                m.host_ip, m.host_port, m.proto
+                "host port {}/{} is in use by a process in the host namespace (bound to {b})",
+                m.host(),
+                m.proto
             )));
         }
         if ports[..i].iter().any(|o| o.collides_with(m)) {
@@ -390,13 +403,49 @@ pub(super) fn prepare_ports(
         for c in &state.containers {
             if let Some(o) = c.ports.iter().find(|o| o.collides_with(m)) {
                 return Err(NetdError::Conflict(format!(
-                    "host port {}:{}/{} is already published by container {} ({})",
-                    o.host_ip, o.host_port, o.proto, c.name, o
+                    "host port {}/{} is already published by container {} ({})",
+                    o.host(),
+                    o.proto,
+                    c.name,
+                    o
                 )));
             }
         }
     }
     ports::assign_random(ports, state, &host_sockets, snat_port_range)
+}
+
+/// The IPv6 mappings a container may have: it needs an IPv6 address on the network it
+/// is published through (`ip6`), and a specific host address must be one of the
+/// host's (`local6`). Docker, whose docker-proxy could carry IPv6 to an IPv4-only
+/// container, skips such a mapping with a log line when the proxy is off; netd has no
+/// proxy and says so instead of publishing less than was asked.
+fn check_ipv6_ports(
+    ports: &[PortMapping],
+    ip6: Option<Ipv6Addr>,
+    local6: &[Ipv6Addr],
+    net: Option<&Network>,
+) -> Result<()> {
+    for m in ports.iter().filter(|m| m.host_ip.is_ipv6()) {
+        if ip6.is_none() {
+            let net = net.map_or("its network", |n| n.name.as_str());
+            return Err(NetdError::InvalidArgument(format!(
+                "cannot publish {}/{} on IPv6: the container has no IPv6 address on {net} (create the network with --ipv6, or publish on an IPv4 address)",
+                m.host(),
+                m.proto
+            )));
+        }
+        if let IpAddr::V6(h) = m.host_ip {
+            if !h.is_unspecified() && !local6.contains(&h) {
+                return Err(NetdError::InvalidArgument(format!(
+                    "cannot publish {}/{}: {h} is not an address of this host (cannot assign requested address)",
+                    m.host(),
+                    m.proto
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `--link NAME[:ALIAS]`s as links to existing containers (by name or id).

@@ -208,6 +208,14 @@ impl Daemon {
             "uplink {} (ifindex {}, {uplink_ip})",
             uplink.name, uplink.index
         );
+        let uplink_ip6 = uplink_ipv6(&nl, uplink.index).await?;
+        match uplink_ip6 {
+            Some(ip6) => info!("uplink {} IPv6 {ip6}: the NAT66 source", uplink.name),
+            None => warn!(
+                "uplink {} has no global or unique-local IPv6 address: NAT66 cannot masquerade, IPv6 from containers of NAT66 networks stays on the host",
+                uplink.name
+            ),
+        }
 
         let (store, mut state) = Store::open(&args.state_dir)?;
         let owned = Owned::new(&args.state_dir)?;
@@ -240,6 +248,7 @@ impl Daemon {
             flags,
             snat_ports: args.snat_port_range,
         })?;
+        dp.set_uplink_ip6(uplink_ip6)?;
         dp.attach_uplink(&uplink.name, native_xdp.then_some(XdpMode::Driver))?;
         info!(
             "uplink guard: {}",
@@ -341,6 +350,17 @@ impl Daemon {
         let _ = std::fs::remove_file(self.socket_path());
         Ok(())
     }
+}
+
+/// The uplink's first global or unique-local IPv6 address (the kernel lists the most
+/// recently added first; `ip -6 addr` shows the same order), or None.
+async fn uplink_ipv6(nl: &Netlink, index: u32) -> anyhow::Result<Option<std::net::Ipv6Addr>> {
+    Ok(nl
+        .ipv6_addrs_of_links()
+        .await?
+        .into_iter()
+        .find(|(i, ip)| *i == index && datapath::is_local6_candidate(ip))
+        .map(|(_, ip)| ip))
 }
 
 /// Checks the cluster flags, resolves the advertised address in this namespace and

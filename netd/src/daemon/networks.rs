@@ -49,6 +49,9 @@ impl Inner {
         if !net.bridge.is_empty() {
             self.owned.claim(Kind::Link, &net.bridge)?;
         }
+        if net.ipv6 && crate::sysctl::enable_ipv6_forwarding(&self.uplink)? {
+            info!("IPv6 forwarding on (network {} has IPv6)", net.name);
+        }
         let set = d.setup(&self.nl, net).await?;
         if let Some(n) = self.state.networks.iter_mut().find(|n| n.id == net.id) {
             if *n != set {

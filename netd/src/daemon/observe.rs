@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Daemon;
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::{datapath::Flow, error::NetdError, error::Result, model::IpProto};
 
@@ -25,7 +25,7 @@ pub struct Stats {
     pub ports: Vec<PortStats>,
     pub port_map_entries: usize,
     pub endpoint_entries: usize,
-    /// Conntrack entries (two a flow).
+    /// Conntrack entries (two a flow), IPv4 and IPv6.
     pub conntrack_entries: u64,
     /// Answered flows' entries the table holds at most (2 x --ct-max).
     pub conntrack_capacity: u32,
@@ -40,12 +40,12 @@ pub struct Stats {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConntrackRow {
     pub proto: IpProto,
-    /// `IP:PORT` on the wire; for ICMP the port is the echo id.
-    pub src: SocketAddrV4,
-    pub dst: SocketAddrV4,
+    /// `IP:PORT` (`[IPv6]:PORT`) on the wire; for ICMP the port is the echo id.
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
     pub kind: String,
-    pub to_src: SocketAddrV4,
-    pub to_dst: SocketAddrV4,
+    pub to_src: SocketAddr,
+    pub to_dst: SocketAddr,
     pub tcp: String,
     pub packets: u64,
     pub bytes: u64,
@@ -57,7 +57,8 @@ pub struct ConntrackRow {
 #[derive(Clone, Debug, Default)]
 pub struct FlowFilter {
     pub proto: Option<IpProto>,
-    pub addr: Option<std::net::Ipv4Addr>,
+    /// Either family.
+    pub addr: Option<IpAddr>,
     pub port: Option<u16>,
 }
 
@@ -66,14 +67,16 @@ impl FlowFilter {
     pub fn matches_trace(&self, l: &super::trace::TraceLine) -> bool {
         let ends = [l.src, l.dst];
         self.proto.is_none_or(|p| p.name() == l.proto)
-            && self.addr.is_none_or(|a| ends.iter().any(|e| *e.ip() == a))
+            && self
+                .addr
+                .is_none_or(|a| ends.iter().any(|e| IpAddr::V4(*e.ip()) == a))
             && self.port.is_none_or(|p| ends.iter().any(|e| e.port() == p))
     }
 
     fn matches(&self, f: &Flow) -> bool {
         let ends = [f.src, f.dst, f.to_src, f.to_dst];
         self.proto.is_none_or(|p| p == f.proto)
-            && self.addr.is_none_or(|a| ends.iter().any(|e| *e.ip() == a))
+            && self.addr.is_none_or(|a| f.involves(a))
             && self.port.is_none_or(|p| ends.iter().any(|e| e.port() == p))
     }
 }
@@ -165,10 +168,9 @@ impl Daemon {
             .collect())
     }
 
-    /// Removes flows, all or those of one protocol (tcp, udp, icmp); returns how many
-    /// entries went.
+    /// Removes flows of both families, all or those of one protocol (tcp, udp, icmp
+    /// and ICMPv6); returns how many entries went.
     pub async fn flush_conntrack(&self, proto: Option<IpProto>) -> Result<usize> {
-        let proto = proto.map(crate::datapath::ipproto);
         let table = {
             let g = self.inner.lock().await;
             g.dp.conntrack_handle()?

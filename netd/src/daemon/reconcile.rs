@@ -1,6 +1,10 @@
 //! Makes the kernel match the store: at start (after a restart or a crash) and, for the
 //! maps, after changes that touch networks or several containers.
-use std::{collections::HashSet, net::Ipv4Addr, sync::Arc};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+};
 
 use anyhow::anyhow;
 use log::warn;
@@ -128,7 +132,7 @@ impl Inner {
     /// that touch networks or several containers). Attachments not plumbed yet (no
     /// recorded ifindex) have no entries.
     pub(super) async fn sync_maps(&mut self) -> anyhow::Result<()> {
-        let mut ports: Vec<(&PortMapping, Ipv4Addr)> = Vec::new();
+        let mut ports: Vec<(&PortMapping, IpAddr)> = Vec::new();
         let mut eps: Vec<(&Attachment, &Network)> = Vec::new();
         for c in &self.state.containers {
             for (i, a) in c.attachments.iter().enumerate() {
@@ -140,7 +144,11 @@ impl Inner {
                 };
                 if i == 0 {
                     // Published ports lead to the first network, as in Docker.
-                    ports.extend(c.ports.iter().map(|m| (m, a.ip)));
+                    ports.extend(
+                        c.ports
+                            .iter()
+                            .filter_map(|m| Some((m, sandbox::backend_ip(m, a)?))),
+                    );
                 }
                 eps.push((a, net));
             }
@@ -153,6 +161,7 @@ impl Inner {
             .collect();
         self.dp.sync_endpoints6(&eps6)?;
         self.dp.sync_subnets(&self.state.networks)?;
+        self.dp.sync_subnets6(&self.state.networks)?;
         let vxlan_ifindex = match &self.vxlan {
             Some(name) => self.nl.link_by_name(name).await?.map(|l| l.index),
             None => None,
@@ -167,6 +176,7 @@ impl Inner {
             .map(|(_, n)| n.ip())
             .collect();
         self.dp.sync_local_addrs(&addrs)?;
+        self.dp.sync_local_addrs6(&self.nl.ipv6_addrs().await?)?;
         Ok(())
     }
 

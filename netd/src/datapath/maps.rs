@@ -5,8 +5,10 @@
 use std::{
     collections::HashMap as StdHashMap,
     hash::Hash,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
+
+use anyhow::anyhow;
 
 use aya::maps::{
     lpm_trie::{Key as LpmKey, LpmTrie},
@@ -41,17 +43,18 @@ impl<K: aya::Pod, V: aya::Pod> SyncMap<K, V> for HashMap<MapData, K, V> {
 }
 
 /// LPM keys are compared as (prefix length, data): the trie's own key type has no Hash.
-impl SyncMap<(u32, u32), u32> for LpmTrie<MapData, u32, u32> {
-    fn keys_now(&self) -> Vec<(u32, u32)> {
+/// `K` is the address (u32 for IPv4, [u8; 16] for IPv6).
+impl<K: aya::Pod> SyncMap<(u32, K), u32> for LpmTrie<MapData, K, u32> {
+    fn keys_now(&self) -> Vec<(u32, K)> {
         self.keys()
             .flatten()
             .map(|k| (k.prefix_len(), k.data()))
             .collect()
     }
-    fn put(&mut self, k: &(u32, u32), v: &u32) -> anyhow::Result<()> {
+    fn put(&mut self, k: &(u32, K), v: &u32) -> anyhow::Result<()> {
         Ok(self.insert(&LpmKey::new(k.0, k.1), v, 0)?)
     }
-    fn del(&mut self, k: &(u32, u32)) {
+    fn del(&mut self, k: &(u32, K)) {
         let _ = self.remove(&LpmKey::new(k.0, k.1));
     }
 }
@@ -100,9 +103,15 @@ pub struct LinkRule {
     pub proto: crate::model::Proto,
 }
 
+/// The IPv4 port map's key of `m` (see `maps6::port_key6` for IPv6 host addresses).
 pub fn port_key(m: &PortMapping) -> PortKey {
+    let host = match m.host_ip {
+        IpAddr::V4(ip) => ip,
+        // Not reached: IPv6 mappings go to the IPv6 map (`publish` sorts them).
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    };
     PortKey {
-        host_ip: u32::from(m.host_ip).to_be(),
+        host_ip: u32::from(host).to_be(),
         host_port: m.host_port.to_be(),
         proto: ipproto(m.proto.into()),
         _pad: 0,
@@ -188,14 +197,30 @@ fn subnet_entry(net: &Network) -> Option<((u32, u32), u32)> {
 }
 
 impl Datapath {
-    /// Publishes `m`, leading to `container_ip`.
-    pub fn publish(&mut self, m: &PortMapping, container_ip: Ipv4Addr) -> anyhow::Result<()> {
-        self.ports
-            .insert(port_key(m), backend(m, container_ip), 0)?;
-        Ok(())
+    /// Publishes `m`, leading to `container_ip`, in the port map of `m`'s host address
+    /// family; the container address must be of the same family.
+    pub fn publish(
+        &mut self,
+        m: &PortMapping,
+        container_ip: impl Into<IpAddr>,
+    ) -> anyhow::Result<()> {
+        let container_ip = container_ip.into();
+        match (m.host_ip, container_ip) {
+            (IpAddr::V4(_), IpAddr::V4(c)) => {
+                self.ports.insert(port_key(m), backend(m, c), 0)?;
+                Ok(())
+            }
+            (IpAddr::V6(_), IpAddr::V6(c)) => self.publish6(m, c),
+            _ => Err(anyhow!(
+                "port mapping {m} cannot lead to {container_ip}: another address family"
+            )),
+        }
     }
 
     pub fn unpublish(&mut self, m: &PortMapping) {
+        if m.host_ip.is_ipv6() {
+            return self.unpublish6(m);
+        }
         let _ = self.ports.remove(&port_key(m));
         let _ = self.port_stats.remove(&port_key(m));
     }
@@ -227,21 +252,34 @@ impl Datapath {
             .is_ok_and(|v| v == endpoint_value(a, net))
     }
 
-    /// Whether the port map leads `m` to `container_ip`.
-    pub fn has_port(&self, m: &PortMapping, container_ip: Ipv4Addr) -> bool {
-        self.ports
-            .get(&port_key(m), 0)
-            .is_ok_and(|v| v == backend(m, container_ip))
+    /// Whether the port map of `m`'s family leads `m` to `container_ip`.
+    pub fn has_port(&self, m: &PortMapping, container_ip: impl Into<IpAddr>) -> bool {
+        match (m.host_ip, container_ip.into()) {
+            (IpAddr::V4(_), IpAddr::V4(c)) => self
+                .ports
+                .get(&port_key(m), 0)
+                .is_ok_and(|v| v == backend(m, c)),
+            (IpAddr::V6(_), IpAddr::V6(c)) => self.has_port6(m, c),
+            _ => false,
+        }
     }
 
-    /// Makes the port map hold exactly `want` (mapping, container address).
-    pub fn sync_ports(&mut self, want: &[(&PortMapping, Ipv4Addr)]) -> anyhow::Result<()> {
-        let want = want
-            .iter()
-            .map(|(m, ip)| (port_key(m), backend(m, *ip)))
-            .collect();
-        sync(&mut self.ports, &want)?;
-        Ok(())
+    /// Makes both port maps hold exactly `want` (mapping, container address of the
+    /// mapping's family; pairs of mixed families are left out).
+    pub fn sync_ports(&mut self, want: &[(&PortMapping, IpAddr)]) -> anyhow::Result<()> {
+        let mut v4 = StdHashMap::new();
+        let mut v6 = Vec::new();
+        for (m, ip) in want {
+            match (m.host_ip, ip) {
+                (IpAddr::V4(_), IpAddr::V4(c)) => {
+                    v4.insert(port_key(m), backend(m, *c));
+                }
+                (IpAddr::V6(_), IpAddr::V6(c)) => v6.push((*m, *c)),
+                _ => {}
+            }
+        }
+        sync(&mut self.ports, &v4)?;
+        self.sync_ports6(&v6)
     }
 
     pub fn sync_endpoints(&mut self, want: &[(&Attachment, &Network)]) -> anyhow::Result<()> {
@@ -352,9 +390,13 @@ impl Datapath {
         Ok(())
     }
 
-    /// Packets and bytes through `m` so far (both directions, all CPUs).
+    /// Packets and bytes through `m` so far (both directions, all CPUs). IPv6
+    /// mappings have no counters (the IPv6 datapath keeps none per port).
     pub fn port_counters(&self, m: &PortMapping) -> PortCounters {
         let mut total = PortCounters::default();
+        if m.host_ip.is_ipv6() {
+            return total;
+        }
         if let Ok(per_cpu) = self.port_stats.get(&port_key(m), 0) {
             for c in per_cpu.iter() {
                 total.packets += c.packets;
@@ -364,8 +406,9 @@ impl Datapath {
         total
     }
 
+    /// Entries of both port maps.
     pub fn port_entries(&self) -> usize {
-        self.ports.keys().flatten().count()
+        self.ports.keys().flatten().count() + self.port_entries6()
     }
 
     pub fn endpoint_entries(&self) -> usize {

@@ -10,12 +10,13 @@
 mod conntrack;
 mod links;
 mod maps;
+mod maps6;
 mod testrun;
 mod trace;
 
 use std::{
     fs,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
 };
 
@@ -26,12 +27,13 @@ use aya::{
     programs::{CgroupSockAddr, SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
-use conntrack::CtMap;
 pub use conntrack::{monotonic_ns, spawn_gc, CtTable, Flow, Timeouts};
+use conntrack::{CtKeyOf, CtMap};
 pub use maps::{ipproto, ipproto_of, LinkRule};
+pub use maps6::is_local6_candidate;
 use netd_common::{
-    drop_reason, event, map_names, prog_names, Backend, Config, CtEntry, CtKey, Endpoint,
-    PortCounters, PortKey,
+    drop_reason, event, map_names, prog_names, Backend, Backend6, Config, Config6, CtKey, CtKey6,
+    Endpoint, PortCounters, PortKey, PortKey6,
 };
 pub use trace::{open_ring as open_trace_ring, PacketTrace, TraceHold, TraceSwitch};
 
@@ -57,18 +59,22 @@ pub struct Datapath {
     ebpf: Ebpf,
     links_dir: PathBuf,
     ports: HashMap<MapData, PortKey, Backend>,
+    ports6: HashMap<MapData, PortKey6, Backend6>,
     local: HashMap<MapData, u32, u32>,
+    local6: HashMap<MapData, [u8; 16], u32>,
     endpoints: HashMap<MapData, u32, Endpoint>,
     links: HashMap<MapData, netd_common::LinkKey, u32>,
     overlay_peers: HashMap<MapData, u32, netd_common::OverlayPeer>,
     endpoints6: HashMap<MapData, u32, netd_common::Endpoint6>,
     addrs6: HashMap<MapData, [u8; 16], netd_common::Addr6>,
     config: Array<MapData, Config>,
+    config6: Array<MapData, Config6>,
     /// Per-CPU counters of `drop_reason` and of `event`.
     drops: PerCpuArray<MapData, u64>,
     events: PerCpuArray<MapData, u64>,
     port_stats: PerCpuHashMap<MapData, PortKey, PortCounters>,
     subnets: LpmTrie<MapData, u32, u32>,
+    subnets6: LpmTrie<MapData, [u8; 16], u32>,
     ct: CtTable,
     bpf_dir: PathBuf,
 }
@@ -161,18 +167,18 @@ fn new_flow_entries(ct_entries: u32) -> u32 {
 /// read out and the pins removed, so the load makes maps of the new shape;
 /// `carry_flows` then writes the flows into the confirmed map. Flows that start between
 /// the two steps are lost, which is why this happens only when the shape changes.
-fn take_reshaped_conntrack(bpf_dir: &Path, entries: u32) -> anyhow::Result<Vec<(CtKey, CtEntry)>> {
+/// `maps` are one family's pins with the capacity wanted (None: always replaced).
+fn take_reshaped_conntrack<K: CtKeyOf>(
+    bpf_dir: &Path,
+    maps: &[(&str, Option<u32>)],
+) -> anyhow::Result<Vec<(K, K::Entry)>> {
     let mut flows = Vec::new();
-    for (name, want) in [
-        (map_names::CONNTRACK_V1, None),
-        (map_names::CONNTRACK, Some(entries)),
-        (map_names::CONNTRACK_NEW, Some(new_flow_entries(entries))),
-    ] {
+    for &(name, want) in maps {
         let pin = bpf_dir.join(name);
         let Ok(old) = MapData::from_pin(&pin) else {
             continue;
         };
-        let old = CtMap::new(old)?;
+        let old = CtMap::<K>::new(old)?;
         if Some(old.capacity()) == want {
             continue;
         }
@@ -188,11 +194,28 @@ fn take_reshaped_conntrack(bpf_dir: &Path, entries: u32) -> anyhow::Result<Vec<(
     Ok(flows)
 }
 
+/// Writes flows `take_reshaped_conntrack` read out into the confirmed map pinned as
+/// `name`, up to `max` of them.
+fn carry_flows<K: CtKeyOf>(
+    bpf_dir: &Path,
+    name: &str,
+    flows: &[(K, K::Entry)],
+    max: u32,
+) -> anyhow::Result<()> {
+    if flows.is_empty() {
+        return Ok(());
+    }
+    let mut confirmed: HashMap<MapData, K, K::Entry> = HashMap::try_from(aya::maps::Map::HashMap(
+        MapData::from_pin(bpf_dir.join(name))?,
+    ))?;
+    for (k, v) in flows.iter().take(max as usize) {
+        let _ = confirmed.insert(k, v, 0);
+    }
+    Ok(())
+}
+
 fn open_conntrack(bpf_dir: &Path) -> anyhow::Result<CtTable> {
-    CtTable::open(
-        &bpf_dir.join(map_names::CONNTRACK),
-        &bpf_dir.join(map_names::CONNTRACK_NEW),
-    )
+    CtTable::open(bpf_dir)
 }
 
 impl Datapath {
@@ -202,7 +225,22 @@ impl Datapath {
         ensure_bpffs(bpf_dir)?;
         let links_dir = bpf_dir.join("links");
         fs::create_dir_all(&links_dir)?;
-        let carried = take_reshaped_conntrack(bpf_dir, ct_entries)?;
+        let new_entries = new_flow_entries(ct_entries);
+        let carried = take_reshaped_conntrack::<CtKey>(
+            bpf_dir,
+            &[
+                (map_names::CONNTRACK_V1, None),
+                (map_names::CONNTRACK, Some(ct_entries)),
+                (map_names::CONNTRACK_NEW, Some(new_entries)),
+            ],
+        )?;
+        let carried6 = take_reshaped_conntrack::<CtKey6>(
+            bpf_dir,
+            &[
+                (map_names::CONNTRACK6, Some(ct_entries)),
+                (map_names::CONNTRACK6_NEW, Some(new_entries)),
+            ],
+        )?;
         // netd 1's single counter array, replaced by NETD_DROPS and NETD_EVENTS: its pin
         // would stay behind forever (programs still holding it keep it alive until
         // their links are swapped below).
@@ -218,7 +256,9 @@ impl Datapath {
         let mut ebpf = loader
             .default_map_pin_directory(bpf_dir)
             .map_max_entries(map_names::CONNTRACK, ct_entries)
-            .map_max_entries(map_names::CONNTRACK_NEW, new_flow_entries(ct_entries))
+            .map_max_entries(map_names::CONNTRACK_NEW, new_entries)
+            .map_max_entries(map_names::CONNTRACK6, ct_entries)
+            .map_max_entries(map_names::CONNTRACK6_NEW, new_entries)
             .load(OBJECT)
             .context("loading the eBPF object (is this kernel new enough, are you root?)")?;
         for name in [
@@ -255,18 +295,16 @@ impl Datapath {
             with_retries(|| prog.load()).with_context(|| format!("verifying {name}"))?;
         }
         let take = |e: &mut Ebpf, n: &str| e.take_map(n).ok_or_else(|| anyhow!("map {n} missing"));
-        if !carried.is_empty() {
-            let mut confirmed: HashMap<MapData, CtKey, CtEntry> = HashMap::try_from(
-                aya::maps::Map::HashMap(MapData::from_pin(bpf_dir.join(map_names::CONNTRACK))?),
-            )?;
-            for (k, v) in carried.iter().take(ct_entries as usize) {
-                let _ = confirmed.insert(k, v, 0);
-            }
-        }
-        // Both conntrack maps are pinned by now: the table opens them by their pins.
+        carry_flows(bpf_dir, map_names::CONNTRACK, &carried, ct_entries)?;
+        carry_flows(bpf_dir, map_names::CONNTRACK6, &carried6, ct_entries)?;
+        // The conntrack maps are pinned by now: the table opens them by their pins.
         let ct = open_conntrack(bpf_dir)?;
         let ports = HashMap::try_from(take(&mut ebpf, map_names::PORTS)?)?;
         let local = HashMap::try_from(take(&mut ebpf, map_names::LOCAL_ADDRS)?)?;
+        let ports6 = HashMap::try_from(take(&mut ebpf, map_names::PORTS6)?)?;
+        let local6 = HashMap::try_from(take(&mut ebpf, map_names::LOCAL_ADDRS6)?)?;
+        let subnets6 = LpmTrie::try_from(take(&mut ebpf, map_names::SUBNETS6)?)?;
+        let config6 = Array::try_from(take(&mut ebpf, map_names::CONFIG6)?)?;
         let endpoints = HashMap::try_from(take(&mut ebpf, map_names::ENDPOINTS)?)?;
         let links = HashMap::try_from(take(&mut ebpf, map_names::LINKS)?)?;
         let overlay_peers = HashMap::try_from(take(&mut ebpf, map_names::OVERLAY_PEERS)?)?;
@@ -281,17 +319,21 @@ impl Datapath {
             ebpf,
             links_dir,
             ports,
+            ports6,
             local,
+            local6,
             endpoints,
             links,
             overlay_peers,
             endpoints6,
             addrs6,
             config,
+            config6,
             drops,
             events,
             port_stats,
             subnets,
+            subnets6,
             ct,
             bpf_dir: bpf_dir.to_path_buf(),
         })
@@ -320,12 +362,10 @@ impl Datapath {
         open_conntrack(&self.bpf_dir)
     }
 
-    /// Removes every flow that involves `ip` on either side or as a rewrite target, so a
-    /// removed container leaves no flow state behind.
-    pub fn flush_conntrack_of(&self, ip: Ipv4Addr) -> anyhow::Result<usize> {
-        let ip = u32::from(ip).to_be();
-        self.ct
-            .flush(|k, e| k.saddr == ip || k.daddr == ip || e.saddr == ip || e.daddr == ip)
+    /// Removes every flow (of `ip`'s family) that involves `ip` on either side or as a
+    /// rewrite target, so a removed container leaves no flow state behind.
+    pub fn flush_conntrack_of(&self, ip: IpAddr) -> anyhow::Result<usize> {
+        self.ct.flush_involving(ip)
     }
 
     /// Counter totals over all CPUs, by name: the events, then the drop reasons (their

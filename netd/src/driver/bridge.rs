@@ -56,9 +56,9 @@ impl NetworkDriver for Bridge {
                 .await?;
             if let (true, Some(subnet6), Some(gw6)) = (net.ipv6, net.subnet6, net.gateway6) {
                 // The host never takes a router advertisement from a container (it would
-                // make a container the host's default router); IPv6 forwarding stays off
-                // in the host namespace, so no container's private source leaves the
-                // host before NAT66 exists.
+                // make a container the host's default router). IPv6 forwarding is the
+                // daemon's to turn on (`sysctl::enable_ipv6_forwarding`), not the
+                // driver's.
                 sysctl::set_ipv6_conf(&net.bridge, "accept_ra", "0")?;
                 sysctl::set_ipv6_conf(&net.bridge, "disable_ipv6", "0")?;
                 nl.add_addr6(link.index, Ipv6Network::new(gw6, subnet6.prefix())?)

@@ -66,6 +66,21 @@ const RESERVED: [(&str, &str); 5] = [
 
 /// Checks that `n` (a network address, at most /30: see parse_cidr) can be a container
 /// subnet: it touches no reserved range.
+/// `gateway_mode_ipv6`: netd has Docker's `nat` (NAT66, the default) and `routed`.
+/// Docker's own text for a mode it does not know; its other modes are named as such.
+fn check_gateway_mode(mode: &str) -> Result<(), NetdError> {
+    let key = model::GATEWAY_MODE_IPV6;
+    match mode {
+        "nat" | "routed" => Ok(()),
+        "nat-unprotected" | "isolated" => Err(NetdError::InvalidArgument(format!(
+            "gateway mode {mode} of {key} is not supported by netd (use nat or routed)"
+        ))),
+        _ => Err(NetdError::InvalidArgument(format!(
+            "failed to parse {key} value: {mode} (unknown gateway mode {mode})"
+        ))),
+    }
+}
+
 pub fn check_subnet(n: &Ipv4Network) -> Result<(), NetdError> {
     for (range, what) in RESERVED {
         let r: Ipv4Network = range.parse().expect("a valid reserved range");
@@ -158,6 +173,9 @@ pub fn plan_network(
         .map(|v| parse_ip(OPT_HOST_BINDING, v))
         .transpose()?
         .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    if let Some(mode) = opt(model::GATEWAY_MODE_IPV6) {
+        check_gateway_mode(mode)?;
+    }
     let given_mtu = opt(OPT_MTU)
         .map(|v| match v.parse::<u32>() {
             Ok(m) if (68..=65535).contains(&m) => Ok(m),
@@ -331,4 +349,23 @@ pub fn plan_network(
         ip_range6: v6.ip_range6,
         user_subnet6: v6.user_subnet6,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_mode_ipv6_is_nat_or_routed() {
+        assert!(check_gateway_mode("nat").is_ok());
+        assert!(check_gateway_mode("routed").is_ok());
+        let e = check_gateway_mode("bogus").unwrap_err();
+        assert!(matches!(e, NetdError::InvalidArgument(_)));
+        assert_eq!(e.to_string().lines().count(), 1, "one line: {e}");
+        assert!(e.to_string().contains("unknown gateway mode bogus"), "{e}");
+        assert!(check_gateway_mode("isolated")
+            .unwrap_err()
+            .to_string()
+            .contains("not supported by netd"));
+    }
 }

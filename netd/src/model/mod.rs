@@ -15,7 +15,9 @@ mod names;
 mod publish;
 
 pub use names::{is_dns_name, parse_link, DnsConfig, Link};
-pub use publish::{parse_expose, parse_publish, IpProto, PortMapping, Proto};
+pub use publish::{
+    expand_specs, is_twin, parse_expose, parse_publish, IpProto, PortMapping, PortSpec, Proto,
+};
 
 /// Network drivers, as Docker names them.
 pub const DRIVER_BRIDGE: &str = "bridge";
@@ -30,12 +32,13 @@ pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
 pub const OPT_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
 pub const OPT_HOST_BINDING: &str = "com.docker.network.bridge.host_binding_ipv4";
 pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
-pub const KNOWN_OPTIONS: [&str; 5] = [
+pub const KNOWN_OPTIONS: [&str; 6] = [
     OPT_BRIDGE_NAME,
     OPT_ICC,
     OPT_MASQUERADE,
     OPT_HOST_BINDING,
     OPT_MTU,
+    GATEWAY_MODE_IPV6,
 ];
 
 /// A network: a bridge with a subnet (driver bridge), or Docker's built-in `host` and
@@ -357,7 +360,8 @@ pub struct RunRequest {
     #[serde(default)]
     pub ip6: Option<Ipv6Addr>,
     pub aliases: Vec<String>,
-    pub ports: Vec<PortMapping>,
+    /// `-p` as given; the daemon turns them into mappings (`expand_specs`).
+    pub ports: Vec<PortSpec>,
     pub cmd: Vec<String>,
     /// Start the command now (run) or only create the sandbox (create).
     pub start: bool,

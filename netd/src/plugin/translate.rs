@@ -157,7 +157,7 @@ pub fn ports(options: &Map<String, Value>) -> Result<Publish> {
             s => cidr_ip("host address", s)?,
         };
         let m = PortMapping {
-            host_ip,
+            host_ip: host_ip.into(),
             host_port: b.host_port,
             container_port: b.port,
             proto: proto(b.proto)?,
@@ -276,7 +276,7 @@ mod tests {
         assert_eq!(maps.len(), 2);
         assert_eq!(maps[0].host_port, 8080);
         assert_eq!(maps[0].proto, Proto::Tcp);
-        assert_eq!(maps[1].host_ip, Ipv4Addr::LOCALHOST);
+        assert_eq!(maps[1].host_ip, std::net::IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(exposed, vec![(80, Proto::Tcp), (53, Proto::Udp)]);
         let back = bindings(&maps);
         assert_eq!(back[0].proto, 6);

@@ -204,7 +204,7 @@ pub fn egress(f: &Fixture, frame: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
 
 pub fn publish(f: &mut Fixture, host_ip: [u8; 4], host_port: u16, cport: u16, proto: Proto) {
     let m = PortMapping {
-        host_ip: Ipv4Addr::from(host_ip),
+        host_ip: Ipv4Addr::from(host_ip).into(),
         host_port,
         container_port: cport,
         proto,

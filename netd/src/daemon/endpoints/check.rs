@@ -48,7 +48,8 @@ impl Daemon {
             problems.push(format!("the endpoint map has no entry for {}", a.ip));
         }
         for m in &c.ports {
-            if !g.dp.has_port(m, a.ip) {
+            let to = crate::sandbox::backend_ip(m, a);
+            if !to.is_some_and(|ip| g.dp.has_port(m, ip)) {
                 problems.push(format!("published port {m} is not in the port map"));
             }
         }

@@ -1,0 +1,147 @@
+//! One conntrack map, walked and pruned in batches (BPF_MAP_LOOKUP_BATCH /
+//! BPF_MAP_DELETE_BATCH: a few syscalls per 4,096 entries instead of two per entry).
+//! Generic over the key type, so both families' maps share it.
+use std::{
+    marker::PhantomData,
+    os::fd::{AsFd, AsRawFd},
+    path::Path,
+};
+
+use anyhow::Context;
+use aya::maps::MapData;
+
+use super::family::CtKeyOf;
+
+/// How many entries one batch syscall moves.
+const BATCH: usize = 4096;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+/// The `batch` member of union bpf_attr.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
+    // SAFETY: attr points at buffers the caller sized for `count` keys and values (and
+    // 8-byte batch cursors); the kernel writes only within them and into attr.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// One conntrack map of key type `K` (`CtKey` or `CtKey6`).
+pub struct CtMap<K> {
+    map: MapData,
+    capacity: u32,
+    _key: PhantomData<K>,
+}
+
+impl<K: CtKeyOf> CtMap<K> {
+    pub fn new(map: MapData) -> anyhow::Result<CtMap<K>> {
+        let capacity = map.info().context("conntrack map info")?.max_entries();
+        Ok(CtMap {
+            map,
+            capacity,
+            _key: PhantomData,
+        })
+    }
+
+    pub fn open(pin: &Path) -> anyhow::Result<CtMap<K>> {
+        let map = MapData::from_pin(pin)
+            .with_context(|| format!("opening the conntrack map {}", pin.display()))?;
+        CtMap::new(map)
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    fn fd(&self) -> u32 {
+        self.map.fd().as_fd().as_raw_fd() as u32
+    }
+
+    /// Every entry, read in batches.
+    pub fn entries(&self) -> anyhow::Result<Vec<(K, K::Entry)>> {
+        let mut out = Vec::new();
+        let mut keys = vec![K::default(); BATCH];
+        let mut vals = vec![K::Entry::default(); BATCH];
+        let (mut cursor_in, mut cursor_out) = (0u64, 0u64);
+        let mut first = true;
+        loop {
+            let mut attr = BatchAttr {
+                in_batch: if first {
+                    0
+                } else {
+                    &mut cursor_in as *mut u64 as u64
+                },
+                out_batch: &mut cursor_out as *mut u64 as u64,
+                keys: keys.as_mut_ptr() as u64,
+                values: vals.as_mut_ptr() as u64,
+                count: BATCH as u32,
+                map_fd: self.fd(),
+                ..Default::default()
+            };
+            let r = bpf_batch(BPF_MAP_LOOKUP_BATCH, &mut attr);
+            let n = attr.count as usize;
+            out.extend(keys[..n].iter().copied().zip(vals[..n].iter().copied()));
+            match r {
+                Ok(()) => {}
+                // ENOENT: the walk reached the end (with `n` entries in this last call).
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+                Err(e) => return Err(e).context("BPF_MAP_LOOKUP_BATCH on conntrack"),
+            }
+            cursor_in = cursor_out;
+            first = false;
+        }
+        Ok(out)
+    }
+
+    /// Deletes `keys` in batches; keys not in this map (evicted, deleted by another
+    /// handle, or in the other map) are skipped. Returns how many this call removed.
+    pub fn delete(&self, keys: &[K]) -> usize {
+        let mut removed = 0;
+        let mut rest = keys;
+        while !rest.is_empty() {
+            let chunk = &rest[..rest.len().min(BATCH)];
+            let mut attr = BatchAttr {
+                keys: chunk.as_ptr() as u64,
+                count: chunk.len() as u32,
+                map_fd: self.fd(),
+                ..Default::default()
+            };
+            let r = bpf_batch(BPF_MAP_DELETE_BATCH, &mut attr);
+            let done = attr.count as usize;
+            removed += done;
+            match r {
+                Ok(()) => rest = &rest[chunk.len()..],
+                // The key at `done` was not there: step over it and go on.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => rest = &rest[done + 1..],
+                Err(e) => {
+                    log::warn!("BPF_MAP_DELETE_BATCH on conntrack: {e}");
+                    break;
+                }
+            }
+        }
+        removed
+    }
+}
