@@ -18,8 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use netd_lab::{
     cmd::{in_ns, ip},
-    topology::{CLIENT_IF, UPLINK_IF},
-    Lab, LabName, LabOptions,
+    Lab, LabName, LabOptions, Uplink,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -140,39 +139,23 @@ impl Setup {
     }
 }
 
-/// TEMPORARY, until branch pub6 (the lab's uplink with IPv6) is merged: the uplink's
-/// IPv6 addresses, which lab/src/topology.rs then adds itself from `Uplink`.
-fn add_uplink6_until_pub6(lab: &Lab) -> Result<()> {
-    let (h, c) = (format!("{HOST6}/64"), format!("{CLIENT6}/64"));
-    ip(&[
-        "-n", &lab.host, "addr", "add", &h, "dev", UPLINK_IF, "nodad",
-    ])?;
-    ip(&[
-        "-n",
-        &lab.client,
-        "addr",
-        "add",
-        &c,
-        "dev",
-        CLIENT_IF,
-        "nodad",
-    ])?;
-    Ok(())
-}
-
 fn lab(way: Way, netd: &std::path::Path) -> Result<Lab> {
     let lab = Lab::create(LabOptions {
         name: LabName::Unique {
             tag: crate::TAG,
             suffix: Some(way.short().into()),
         },
-        uplink: UPLINK,
+        // The main bench's uplink with the e2e lab's IPv6 /64 on top.
+        uplink: Uplink {
+            host_ip6: Some(HOST6),
+            client_ip6: Some(CLIENT6),
+            ..UPLINK
+        },
         // netd's socket programs are not what the bench measures.
         cgroup: false,
         netd: netd.to_path_buf(),
         ..Default::default()
     })?;
-    add_uplink6_until_pub6(&lab)?;
     for sysctl in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
         in_ns(&lab.host, Some(0), &["sysctl", "-qw", sysctl])?;
     }
