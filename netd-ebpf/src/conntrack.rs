@@ -24,8 +24,8 @@ use netd_common::{
 
 use crate::{
     maps::{
-        ADDRS6, CONNTRACK, CONNTRACK6, CONNTRACK6_NEW, CONNTRACK_NEW, CT6_KEY_SCRATCH,
-        CT6_SCRATCH, CT_KEY_SCRATCH, CT_SCRATCH, ENDPOINTS, PORT_STATS,
+        ADDRS6, CONNTRACK, CONNTRACK6, CONNTRACK6_NEW, CONNTRACK_NEW, CT6_KEY_SCRATCH, CT6_SCRATCH,
+        CT_KEY_SCRATCH, CT_SCRATCH, ENDPOINTS, PORT_STATS,
     },
     metrics::count,
     parse::FlowOf,
@@ -116,11 +116,7 @@ impl Family for [u8; 16] {
         }
     }
     #[inline(always)]
-    fn host_socket_claims(
-        ctx: &TcContext,
-        flow: &FlowOf<[u8; 16]>,
-        new_saddr: [u8; 16],
-    ) -> bool {
+    fn host_socket_claims(ctx: &TcContext, flow: &FlowOf<[u8; 16]>, new_saddr: [u8; 16]) -> bool {
         // SAFETY: a zeroed plain-data union of the kernel's ABI.
         let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
         // SAFETY: the kernel's ABI union; the IPv6 member is the one written and passed.
@@ -416,10 +412,7 @@ pub fn create<A: Family>(
 /// reason, which no other port fixes. The NOEXIST insert makes two CPUs racing for it
 /// in CONNTRACK_NEW agree.
 #[inline(always)]
-fn claim_reply_tuple<A: Family>(
-    rkey: &CtKeyOf<A>,
-    rev: &CtEntryOf<A>,
-) -> Result<bool, DropReason> {
+fn claim_reply_tuple<A: Family>(rkey: &CtKeyOf<A>, rev: &CtEntryOf<A>) -> Result<bool, DropReason> {
     if A::confirmed().get_ptr(rkey).is_some() {
         count(event::CT_PORT_TAKEN);
         return Ok(false);

@@ -73,7 +73,9 @@ fn masquerade(ctx: &TcContext, ep: &Endpoint6, flow: &Flow6) -> Result<i32, Drop
     // Leaving the host? Decided by the route alone (as for IPv4).
     let cfg = config();
     match nat6::route(ctx, &flow.saddr, &flow.daddr) {
-        Some(r) if r.ifindex == cfg.uplink_ifindex => {}
+        Some(r) if r.ifindex == cfg.uplink_ifindex && !r.too_big => {}
+        // Too big for the uplink: untouched, so that the stack's "packet too big" goes
+        // to the container (see nat6::known_stage).
         _ => return Ok(NEXT),
     }
     if ep.flags & EP_F_MASQUERADE == 0 {

@@ -101,13 +101,27 @@ fn try_translate(ctx: &TcContext, icmp_off: usize) -> Result<(), Skip> {
     // are in the pseudo-header.
     let o_daddr: [u8; 16] = ctx.load(IP6_DADDR).map_err(m)?;
     if o_daddr == i_saddr && o_daddr != n_saddr {
-        store_addr(ctx, IP6_DADDR, &o_daddr, &n_saddr, csum, BPF_F_PSEUDO_HDR as u64)
-            .map_err(f)?;
+        store_addr(
+            ctx,
+            IP6_DADDR,
+            &o_daddr,
+            &n_saddr,
+            csum,
+            BPF_F_PSEUDO_HDR as u64,
+        )
+        .map_err(f)?;
     }
     let o_saddr: [u8; 16] = ctx.load(IP6_SADDR).map_err(m)?;
     if o_saddr == i_daddr && o_saddr != n_daddr {
-        store_addr(ctx, IP6_SADDR, &o_saddr, &n_daddr, csum, BPF_F_PSEUDO_HDR as u64)
-            .map_err(f)?;
+        store_addr(
+            ctx,
+            IP6_SADDR,
+            &o_saddr,
+            &n_daddr,
+            csum,
+            BPF_F_PSEUDO_HDR as u64,
+        )
+        .map_err(f)?;
     }
     Ok(())
 }

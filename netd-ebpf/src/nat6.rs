@@ -8,7 +8,8 @@ use aya_ebpf::{
     bindings::{
         bpf_fib_lookup as FibParams, bpf_redir_neigh as RedirNeigh,
         bpf_redir_neigh__bindgen_ty_1 as RedirNeighAddr, BPF_FIB_LKUP_RET_FRAG_NEEDED,
-        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_REDIRECT,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_F_PSEUDO_HDR, TC_ACT_OK,
+        TC_ACT_REDIRECT, TC_ACT_UNSPEC,
     },
     helpers::{
         bpf_check_mtu, bpf_csum_diff, bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh,
@@ -129,6 +130,13 @@ fn known_stage(ctx: &TcContext, flow: &Flow6, may_route: bool) -> Outcome {
     let Some(ct) = conntrack::lookup(flow) else {
         return Outcome::none();
     };
+    if ct.ifindex == 0 && may_route && too_big_for_uplink(ctx) {
+        // Left as it is for the stack, which answers "packet too big" to its sender
+        // and drops it (IPv6 routers never fragment). Rewritten first, the answer
+        // would go to the host's own address and the sender would never learn the
+        // path MTU.
+        return Outcome::of(Ok(TC_ACT_UNSPEC));
+    }
     if let Err(e) = apply(ctx, flow, &ct) {
         return Outcome::of(Err(e));
     }
@@ -137,6 +145,22 @@ fn known_stage(ctx: &TcContext, flow: &Flow6, may_route: bool) -> Outcome {
 }
 
 const AF_INET6: u8 = 10;
+
+/// Whether the packet is larger than the uplink's MTU (GSO packets by their segments).
+#[inline(always)]
+pub fn too_big_for_uplink(ctx: &TcContext) -> bool {
+    let mut mtu_len: u32 = 0;
+    // SAFETY: mtu_len lives on the stack for the call.
+    unsafe {
+        bpf_check_mtu(
+            ctx.skb.skb as *mut _,
+            config().uplink_ifindex,
+            &mut mtu_len,
+            0,
+            0,
+        ) != 0
+    }
+}
 
 /// The offset of the upper-layer checksum of `proto` whose header is at `l4_off`.
 #[inline(always)]

@@ -144,8 +144,9 @@ fn try_l4<C: Packet>(ctx: &C, ip: &Ipv6) -> Result<Parsed6, ()> {
     let (sport, dport, tcp_flags) = if proto == IPPROTO_ICMPV6 {
         let ty: u8 = ctx.load(l4_off)?;
         match ty {
-            ICMP6_DEST_UNREACH | ICMP6_PACKET_TOO_BIG | ICMP6_TIME_EXCEEDED
-            | ICMP6_PARAM_PROB => return Ok(ParsedOf::IcmpError(l4_off)),
+            ICMP6_DEST_UNREACH | ICMP6_PACKET_TOO_BIG | ICMP6_TIME_EXCEEDED | ICMP6_PARAM_PROB => {
+                return Ok(ParsedOf::IcmpError(l4_off))
+            }
             ICMP6_ECHO_REQUEST | ICMP6_ECHO_REPLY => {}
             // Neighbour discovery, MLD, router messages: the link's, not a flow.
             _ => return Ok(ParsedOf::NotOurs),

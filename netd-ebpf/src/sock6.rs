@@ -4,9 +4,7 @@
 //! This goes beyond Docker and netavark: the kernel has no route_localnet for IPv6, so
 //! they need a proxy for [::1]; a socket-level rewrite needs no route at all.
 use aya_ebpf::{
-    bindings::BPF_ANY,
-    helpers::bpf_get_socket_cookie,
-    macros::cgroup_sock_addr,
+    bindings::BPF_ANY, helpers::bpf_get_socket_cookie, macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
 use netd_common::{Backend6, PortKey6, SockRevKey6, SockRevValue6, IPPROTO_TCP, IPPROTO_UDP};

@@ -105,7 +105,11 @@ fn containers_reach_outside_over_ipv6_masqueraded_to_the_uplink() {
     let got = lab
         .from_container("app", &["tcp", &format!("[{CLIENT6}]:7000")])
         .expect("tcp out over IPv6");
-    assert_eq!(peer_ip(&got), HOST6, "the client sees the uplink's address: {got}");
+    assert_eq!(
+        peer_ip(&got),
+        HOST6,
+        "the client sees the uplink's address: {got}"
+    );
     let got = lab
         .from_container("app", &["udp", &format!("[{CLIENT6}]:7001"), "x"])
         .expect("udp out over IPv6");
@@ -169,7 +173,10 @@ fn routed_gateway_mode_keeps_addresses_and_nat_networks_stay_unreachable() {
     let (_, natted) = run6(&lab, "n", "nat6", &[], &["serve-tcp6", "80"]);
     // The outside routes both /64s to the host, as a routed deployment would.
     for subnet in ["fd00:96::/64", "fd00:97::/64"] {
-        let o = lab.exec_in(&lab.client, &["ip", "-6", "route", "add", subnet, "via", HOST6]);
+        let o = lab.exec_in(
+            &lab.client,
+            &["ip", "-6", "route", "add", subnet, "via", HOST6],
+        );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let got = lab
@@ -187,4 +194,28 @@ fn routed_gateway_mode_keeps_addresses_and_nat_networks_stay_unreachable() {
         .is_err());
     assert!(counter(&lab, "guard_drop_to_container") > before);
     assert_rulesets_empty(&lab);
+}
+
+#[test]
+fn packet_too_big_at_the_uplink_reaches_the_container_so_path_mtu_discovery_works() {
+    let mut lab = Lab::new();
+    lab.serve_in_client(&["serve-udp6", "7001"]);
+    v6_network(&lab, "mtu6", "10.98.0.0/24", "fd00:98::/64", &[]);
+    run6(&lab, "app", "mtu6", &[], &["serve-tcp6", "80"]);
+    // The uplink is narrower than the bridge: the host must say so to the container.
+    let o = lab.exec_in(&lab.host, &["ip", "link", "set", "up0", "mtu", "1280"]);
+    assert!(o.status.success());
+    let big = "x".repeat(1400);
+    // The first datagram is too big; the container's kernel learns the path MTU from
+    // the host's "packet too big" (the send may then fail with EMSGSIZE: either way).
+    let _ = lab.from_container("app", &["udp", &format!("[{CLIENT6}]:7001"), &big]);
+    let ns = format!("{}app", lab.container_prefix());
+    let route = lab.exec_in(&ns, &["ip", "-6", "route", "get", CLIENT6]);
+    let route = String::from_utf8_lossy(&route.stdout).into_owned();
+    assert!(route.contains("mtu 1280"), "no path MTU learned: {route}");
+    // Datagrams that fit still leave masqueraded.
+    let got = lab
+        .from_container("app", &["udp", &format!("[{CLIENT6}]:7001"), "small"])
+        .expect("a small datagram");
+    assert_eq!(peer_ip(&got), HOST6);
 }

@@ -1,6 +1,8 @@
 //! `netd daemon`'s flags.
 use std::path::PathBuf;
 
+use ipnetwork::Ipv6Network;
+
 #[derive(Clone, Debug, clap::Args)]
 pub struct DaemonArgs {
     /// Work inside this named network namespace (/run/netns/NAME), entered before any
@@ -31,6 +33,14 @@ pub struct DaemonArgs {
     /// isolates its containers from each other, as Docker's daemon option does).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub icc: bool,
+    /// Dual stack on the default `bridge` network (dockerd's --ipv6): its containers get
+    /// an IPv6 address too, from --fixed-cidr-v6 or else a /64 of this host's ULA pool.
+    #[arg(long)]
+    pub ipv6: bool,
+    /// The default `bridge` network's IPv6 subnet (dockerd's --fixed-cidr-v6); needs
+    /// --ipv6.
+    #[arg(long, value_name = "CIDR", value_parser = parse_fixed_cidr_v6)]
+    pub fixed_cidr_v6: Option<Ipv6Network>,
     /// Prefix of host-side veth names (at most 5 characters).
     #[arg(long, default_value = "ndv")]
     pub veth_prefix: String,
@@ -100,6 +110,10 @@ impl DaemonArgs {
         if self.cluster_advertise.is_some() && self.cluster_store.is_none() {
             anyhow::bail!("--cluster-advertise needs --cluster-store");
         }
+        if let (Some(cidr), false) = (self.fixed_cidr_v6, self.ipv6) {
+            // dockerd ignores it silently; a subnet asked for and not given is a surprise.
+            anyhow::bail!("--fixed-cidr-v6 {cidr} needs --ipv6: netd does not ignore it");
+        }
         Ok(())
     }
 
@@ -154,6 +168,10 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
 }
 
 // Checked by clap, so a bad flag stops the daemon before it touches anything.
+fn parse_fixed_cidr_v6(s: &str) -> Result<Ipv6Network, String> {
+    crate::ipam::parse_fixed_cidr_v6(s).map_err(|e| e.to_string())
+}
+
 fn parse_cluster_store(s: &str) -> Result<String, String> {
     crate::cluster::parse_store(s)
         .map(|_| s.to_string())

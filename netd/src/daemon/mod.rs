@@ -222,7 +222,7 @@ impl Daemon {
         if state.instance_id.is_empty() {
             state.instance_id = random_id();
         }
-        networks::ensure_builtin(&mut state, &nl, &args).await?;
+        networks::ensure_builtin(&mut state, &nl, &owned, &args).await?;
         store.commit(&state)?;
 
         let (lo, hi) = args.snat_port_range;

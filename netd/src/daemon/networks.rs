@@ -9,7 +9,9 @@ use anyhow::anyhow;
 use log::{info, warn};
 
 use super::{
-    not_found_container, not_found_net, now, owned::Kind, random_id, txn, Daemon, DaemonArgs, Inner,
+    not_found_container, not_found_net, now,
+    owned::{Kind, Owned},
+    random_id, txn, Daemon, DaemonArgs, Inner,
 };
 use crate::{
     driver,
@@ -373,6 +375,7 @@ impl Inner {
 pub(super) async fn ensure_builtin(
     state: &mut State,
     nl: &Netlink,
+    owned: &Owned,
     args: &DaemonArgs,
 ) -> anyhow::Result<()> {
     if state.network("bridge").is_none() {
@@ -426,6 +429,7 @@ pub(super) async fn ensure_builtin(
         n.options
             .insert(model::OPT_ICC.into(), args.icc.to_string());
     }
+    default_bridge_v6(state, nl, owned, args).await?;
     for (name, driver) in [("host", model::DRIVER_HOST), ("none", model::DRIVER_NULL)] {
         if state.network(name).is_none() {
             state.networks.push(Network {
@@ -459,5 +463,77 @@ pub(super) async fn ensure_builtin(
             });
         }
     }
+    Ok(())
+}
+
+/// The default bridge's IPv6 follows the daemon's `--ipv6` and `--fixed-cidr-v6` at
+/// every start, as dockerd's default network does: dockerd deletes it and creates it
+/// again from its flags. Here a change deletes the bridge device (this instance's), so
+/// that reconcile builds it again with the new gateway and nothing of the old; the
+/// change is made in `state` before it is committed, so a crash in between only does
+/// it again. With containers on the network the settings stay and a warning says why,
+/// as dockerd with live restore ("there are running containers, updated network
+/// configuration will not take affect"): their addresses come from them.
+async fn default_bridge_v6(
+    state: &mut State,
+    nl: &Netlink,
+    owned: &Owned,
+    args: &DaemonArgs,
+) -> anyhow::Result<()> {
+    let Some(br) = state
+        .networks
+        .iter()
+        .find(|n| n.name == "bridge" && n.builtin)
+        .cloned()
+    else {
+        return Ok(());
+    };
+    let want = ipam::plan_default_bridge(state, &br.id, args.ipv6, args.fixed_cidr_v6)?;
+    let have = ipam::Plan6 {
+        ipv6: br.ipv6,
+        subnet6: br.subnet6,
+        gateway6: br.gateway6,
+        ip_range6: br.ip_range6,
+        user_subnet6: br.user_subnet6,
+    };
+    if want == have {
+        return Ok(());
+    }
+    let describe = |p: &ipam::Plan6| match p.subnet6.filter(|_| p.ipv6) {
+        Some(s) => format!("IPv6 {s}"),
+        None => "no IPv6".to_string(),
+    };
+    let users: Vec<&str> = state
+        .containers
+        .iter()
+        .filter(|c| c.attachments.iter().any(|a| a.network == br.id))
+        .map(|c| c.name.as_str())
+        .collect();
+    if !users.is_empty() {
+        warn!(
+            "default network bridge keeps {} (the flags ask for {}): containers are on it ({}); remove them and restart for the change",
+            describe(&have),
+            describe(&want),
+            users.join(", ")
+        );
+        return Ok(());
+    }
+    if br.ipv6 && owned.all(Kind::Link).contains(&br.bridge) {
+        if let Some(link) = nl.link_by_name(&br.bridge).await? {
+            nl.del_link(link.index).await?;
+        }
+    }
+    if let Some(n) = state.networks.iter_mut().find(|n| n.id == br.id) {
+        n.ipv6 = want.ipv6;
+        n.subnet6 = want.subnet6;
+        n.gateway6 = want.gateway6;
+        n.ip_range6 = want.ip_range6;
+        n.user_subnet6 = want.user_subnet6;
+    }
+    info!(
+        "default network bridge: {} (was {})",
+        describe(&want),
+        describe(&have)
+    );
     Ok(())
 }

@@ -249,9 +249,8 @@ impl Datapath {
         // NETD_VERIFIER_LOG=1: the verifier's whole log in a refusal, for whoever is
         // changing the programs (the default keeps only its verdict).
         if std::env::var_os("NETD_VERIFIER_LOG").is_some() {
-            loader.verifier_log_level(
-                aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS,
-            );
+            loader
+                .verifier_log_level(aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS);
         }
         let mut ebpf = loader
             .default_map_pin_directory(bpf_dir)

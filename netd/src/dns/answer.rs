@@ -1,12 +1,15 @@
 //! Answers from the record table, as one namespace's server gives them: the DNS
 //! messages (hickory-proto), and `Ctx`, which forwards what the table does not know.
 //! The sockets that carry them are `server` (TCP, start) and `udp`.
-use std::{net::Ipv4Addr, sync::Arc};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
 
 use hickory_proto::{
     op::{emit_message_parts, Message, MessageType, Metadata, OpCode, Query, ResponseCode},
     rr::{
-        rdata::{A, PTR},
+        rdata::{A, AAAA, PTR},
         Name, RData, Record, RecordType,
     },
     serialize::binary::BinEncoder,
@@ -15,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use super::{
     forward::{self, Upstreams},
-    records::{Lookup, Table},
+    records::{Families, Lookup, Table},
     Shared,
 };
 
@@ -88,6 +91,31 @@ fn arpa_v4(name: &Name) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::new(o[0], o[1], o[2], o[3]))
 }
 
+/// The IPv6 address of an ip6.arpa name: 32 nibbles, least significant first.
+fn arpa_v6(name: &Name) -> Option<Ipv6Addr> {
+    let s = name.to_ascii().to_ascii_lowercase();
+    let rest = s.trim_end_matches('.').strip_suffix(".ip6.arpa")?;
+    let mut addr = 0u128;
+    let mut n = 0;
+    for (i, nibble) in rest.split('.').enumerate() {
+        // One hex digit a label: "a" is a nibble, "0a" or "" is not.
+        let &[c] = nibble.as_bytes() else {
+            return None;
+        };
+        let v = char::from(c).to_digit(16)?;
+        addr |= u128::from(v) << (4 * i);
+        n = i + 1;
+    }
+    (n == 32).then(|| Ipv6Addr::from(addr))
+}
+
+/// The address a reverse (PTR) name stands for, of either family.
+fn arpa(name: &Name) -> Option<IpAddr> {
+    arpa_v4(name)
+        .map(IpAddr::V4)
+        .or_else(|| arpa_v6(name).map(IpAddr::V6))
+}
+
 /// Answers `query` from the table as namespace `ns` sees it. Several addresses come
 /// shuffled, so clients that take the first one spread over them. Over UDP an answer
 /// larger than the client takes (512 bytes without EDNS) comes truncated (TC): the
@@ -144,7 +172,7 @@ pub fn answer_into(
     }
     let name = question.name();
     if question.query_type() == RecordType::PTR {
-        if let Some(ip) = arpa_v4(name) {
+        if let Some(ip) = arpa(name) {
             if let Some(target) = table.reverse(ns, ip) {
                 let m = response_metadata(&q.metadata, ResponseCode::NoError);
                 let ptr = Name::from_ascii(format!("{target}."))
@@ -156,20 +184,32 @@ pub fn answer_into(
         }
         return Handled::Forward;
     }
-    match table.lookup(ns, &name.to_ascii()) {
+    let want = match question.query_type() {
+        RecordType::A => Families::V4,
+        RecordType::AAAA => Families::V6,
+        RecordType::ANY => Families::BOTH,
+        _ => Families::NONE,
+    };
+    match table.lookup(ns, &name.to_ascii(), want) {
         Lookup::Unknown => Handled::Forward,
         Lookup::Found(mut ips) => {
-            // A name that exists answers NOERROR, empty for types it has no record of.
+            // A name that exists answers NOERROR, empty for types it has no record of
+            // (an IPv4-only container's AAAA, as Docker).
             let mut m = response_metadata(&q.metadata, ResponseCode::NoError);
             m.authoritative = true;
             let mut answers = Vec::new();
-            if matches!(question.query_type(), RecordType::A | RecordType::ANY) {
-                shuffle(&mut ips, shuffle_seed);
-                answers.extend(
-                    ips.into_iter()
-                        .map(|ip| Record::from_rdata(name.clone(), TTL, RData::A(A(ip)))),
-                );
-            }
+            shuffle(&mut ips.v4, shuffle_seed);
+            shuffle(&mut ips.v6, shuffle_seed);
+            answers.extend(
+                ips.v4
+                    .into_iter()
+                    .map(|ip| Record::from_rdata(name.clone(), TTL, RData::A(A(ip)))),
+            );
+            answers.extend(
+                ips.v6
+                    .into_iter()
+                    .map(|ip| Record::from_rdata(name.clone(), TTL, RData::AAAA(AAAA(ip)))),
+            );
             encode_into(out, &m, &q.queries, &answers);
             if udp && out.len() > usize::from(q.max_payload()) {
                 // What Message::truncate keeps: the header with TC, and the question.
@@ -266,6 +306,22 @@ pub(super) mod tests {
         let n = Name::from_ascii("4.3.2.10.in-addr.arpa.").unwrap();
         assert_eq!(arpa_v4(&n), Some(Ipv4Addr::new(10, 2, 3, 4)));
         assert_eq!(arpa_v4(&Name::from_ascii("example.com.").unwrap()), None);
+        let n6 = Name::from_ascii(
+            "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.0.0.d.f.ip6.arpa.",
+        )
+        .unwrap();
+        assert_eq!(arpa(&n6), Some("fd00:1::2".parse().unwrap()));
+        // Upper case is the same name; a short, padded or non-hex name is not an address.
+        let upper = Name::from_ascii(n6.to_ascii().to_uppercase()).unwrap();
+        assert_eq!(arpa_v6(&upper), Some("fd00:1::2".parse().unwrap()));
+        for bad in [
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.ip6.arpa.",
+            "02.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.0.0.d.f.ip6.arpa.",
+            "g.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.0.0.d.f.ip6.arpa.",
+            "ip6.arpa.",
+        ] {
+            assert_eq!(arpa(&Name::from_ascii(bad).unwrap()), None, "{bad}");
+        }
     }
 
     #[test]
@@ -291,9 +347,15 @@ pub(super) mod tests {
     /// `n` containers `c0`, `c1`, ... at 10.1.0.2, 10.1.0.3, ..., each in namespace
     /// `ns<i>` and all with the alias "pool", on one user network.
     pub(in crate::dns) fn pool_table(n: u8) -> Table {
+        pool_table_v6(n, false)
+    }
+
+    /// `pool_table`, with `ipv6`: dual stack, c<i> also at fd00:1::<i + 2>.
+    fn pool_table_v6(n: u8, ipv6: bool) -> Table {
         use crate::model::{test_attachment, test_network, Attachment, Container, Network};
         let net = Network {
             builtin: false,
+            ipv6,
             ..test_network()
         };
         let mut st = crate::store::State::default();
@@ -302,6 +364,7 @@ pub(super) mod tests {
             let a = Attachment {
                 network: net.id.clone(),
                 ip: [10, 1, 0, i + 2].into(),
+                ip6: ipv6.then(|| Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, u16::from(i) + 2)),
                 aliases: vec!["pool".into()],
                 ..test_attachment()
             };
@@ -425,6 +488,77 @@ pub(super) mod tests {
         assert!(!m.metadata.truncation);
         assert_eq!(m.answers.len(), 60);
         assert_eq!(m.metadata.id, q.metadata.id);
+    }
+
+    /// The data of the answers of `q` as `ns0` of a dual-stack pool of 3 gets them.
+    fn answers6(q: &Message) -> (ResponseCode, Vec<String>) {
+        let t = pool_table_v6(3, true);
+        let Reply::Answer(a) = answer(&t, "ns0", &encode(q), 5, true) else {
+            panic!("{q} must be answered here");
+        };
+        let m = Message::from_vec(&a).unwrap();
+        let mut data: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+        data.sort();
+        (m.metadata.response_code, data)
+    }
+
+    #[test]
+    fn aaaa_any_and_ptr6_on_a_dual_stack_network() {
+        let ok = ResponseCode::NoError;
+        assert_eq!(
+            answers6(&query(1, "c1.", RecordType::AAAA)),
+            (ok, vec!["fd00:1::3".to_string()])
+        );
+        assert_eq!(
+            answers6(&query(2, "c1.", RecordType::A)),
+            (ok, vec!["10.1.0.3".to_string()])
+        );
+        assert_eq!(
+            answers6(&query(3, "C1", RecordType::ANY)),
+            (ok, vec!["10.1.0.3".to_string(), "fd00:1::3".to_string()])
+        );
+        // The shared alias: every IPv6 address.
+        assert_eq!(
+            answers6(&query(4, "pool.", RecordType::AAAA)),
+            (
+                ok,
+                ["fd00:1::2", "fd00:1::3", "fd00:1::4"]
+                    .map(String::from)
+                    .to_vec()
+            )
+        );
+        let ptr = "4.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.0.0.d.f.ip6.arpa.";
+        assert_eq!(
+            answers6(&query(5, ptr, RecordType::PTR)),
+            (ok, vec!["c2.".to_string()])
+        );
+        // Without IPv6 on the network: AAAA is NOERROR and empty, the name exists.
+        let t = pool_table(3);
+        let Reply::Answer(a) = answer(
+            &t,
+            "ns0",
+            &encode(&query(6, "c1.", RecordType::AAAA)),
+            5,
+            true,
+        ) else {
+            panic!("c1 is a local name");
+        };
+        let m = Message::from_vec(&a).unwrap();
+        assert_eq!(m.metadata.response_code, ok);
+        assert!(m.answers.is_empty());
+        // A PTR of an address no container has is not ours to answer.
+        let other = "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.0.0.d.f.ip6.arpa.";
+        let t = pool_table_v6(3, true);
+        assert!(matches!(
+            answer(
+                &t,
+                "ns0",
+                &encode(&query(7, other, RecordType::PTR)),
+                5,
+                true
+            ),
+            Reply::Forward
+        ));
     }
 
     #[test]

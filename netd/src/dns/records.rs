@@ -1,9 +1,11 @@
 //! Who sees which names: the record table, derived from the daemon's state every time an
 //! attachment is made or removed. Names are scoped per network: a client (a namespace)
-//! sees the names of every network it is attached to, and its links' aliases.
+//! sees the names of every network it is attached to, and its links' aliases. A name
+//! holds the addresses of both families (A and AAAA records): a container's IPv6
+//! address counts on the networks where it has one (`--ipv6`).
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use crate::{
@@ -26,18 +28,68 @@ pub struct Client {
     /// Ids of the networks with embedded DNS it is attached to.
     pub networks: Vec<String>,
     /// `--link` aliases of this namespace's containers: lowercased name -> addresses.
-    pub links: HashMap<String, Vec<Ipv4Addr>>,
+    pub links: HashMap<String, Addrs>,
     /// `--dns` servers, queried from the client's namespace.
     pub servers: Vec<IpAddr>,
     /// Whether names netd does not know leave the host at all (not on internal-only).
     pub forward: bool,
 }
 
+/// The addresses of one name, per family: what its A and AAAA records give.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Addrs {
+    pub v4: Vec<Ipv4Addr>,
+    pub v6: Vec<Ipv6Addr>,
+}
+
+impl Addrs {
+    fn extend(&mut self, other: &Addrs, want: Families) {
+        if want.v4 {
+            self.v4.extend_from_slice(&other.v4);
+        }
+        if want.v6 {
+            self.v6.extend_from_slice(&other.v6);
+        }
+    }
+
+    fn sort_dedup(&mut self) {
+        self.v4.sort();
+        self.v4.dedup();
+        self.v6.sort();
+        self.v6.dedup();
+    }
+}
+
+/// Which families of addresses a lookup copies out (a query of type A needs no IPv6
+/// list, and this is per query). A name is found, or not, whatever they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Families {
+    pub v4: bool,
+    pub v6: bool,
+}
+
+impl Families {
+    pub const V4: Families = Families {
+        v4: true,
+        v6: false,
+    };
+    pub const V6: Families = Families {
+        v4: false,
+        v6: true,
+    };
+    pub const BOTH: Families = Families { v4: true, v6: true };
+    pub const NONE: Families = Families {
+        v4: false,
+        v6: false,
+    };
+}
+
 /// The outcome of a local lookup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
-    /// The name is a container's: its addresses (possibly none of the asked type).
-    Found(Vec<Ipv4Addr>),
+    /// The name is a container's: its addresses of the families asked for (possibly
+    /// none: a name with only the other family answers NOERROR, empty).
+    Found(Addrs),
     /// Not a name netd knows.
     Unknown,
 }
@@ -45,9 +97,9 @@ pub enum Lookup {
 #[derive(Debug, Default)]
 pub struct Table {
     /// Per network id: lowercased name -> addresses.
-    names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>,
-    /// Per network id: address -> the name its PTR gives.
-    ptrs: HashMap<String, HashMap<Ipv4Addr, String>>,
+    names: HashMap<String, HashMap<String, Addrs>>,
+    /// Per network id: address (either family) -> the name its PTR gives.
+    ptrs: HashMap<String, HashMap<IpAddr, String>>,
     /// Per namespace (a name under /run/netns or an absolute path).
     clients: HashMap<String, Client>,
 }
@@ -84,27 +136,36 @@ impl Table {
                 }
                 let names = t.names.entry(a.network.clone()).or_default();
                 for n in names_of(c, &a.aliases) {
-                    names.entry(n).or_default().push(a.ip);
+                    let e = names.entry(n).or_default();
+                    e.v4.push(a.ip);
+                    e.v6.extend(a.ip6);
                 }
-                t.ptrs
-                    .entry(a.network.clone())
-                    .or_default()
-                    .insert(a.ip, c.name.to_ascii_lowercase());
+                let ptrs = t.ptrs.entry(a.network.clone()).or_default();
+                let target = c.name.to_ascii_lowercase();
+                if let Some(ip6) = a.ip6 {
+                    ptrs.insert(ip6.into(), target.clone());
+                }
+                ptrs.insert(a.ip.into(), target);
             }
         }
-        // Containers of overlay networks on other nodes, named as their node says.
+        // Containers of overlay networks on other nodes, named as their node says
+        // (overlay networks are IPv4 only).
         for r in state.remote.iter() {
             if !dns_nets.contains_key(r.network.as_str()) {
                 continue;
             }
             let names = t.names.entry(r.network.clone()).or_default();
             for n in &r.names {
-                names.entry(n.to_ascii_lowercase()).or_default().push(r.ip);
+                names
+                    .entry(n.to_ascii_lowercase())
+                    .or_default()
+                    .v4
+                    .push(r.ip);
             }
             t.ptrs
                 .entry(r.network.clone())
                 .or_default()
-                .insert(r.ip, r.container.to_ascii_lowercase());
+                .insert(r.ip.into(), r.container.to_ascii_lowercase());
         }
         for c in &state.containers {
             let Some(ns) = &c.netns else { continue };
@@ -133,25 +194,25 @@ impl Table {
                 let Some(target) = state.containers.iter().find(|x| x.id == l.target) else {
                     continue;
                 };
-                let ips: Vec<Ipv4Addr> = target
+                let e = client
+                    .links
+                    .entry(l.alias.to_ascii_lowercase())
+                    .or_default();
+                for a in target
                     .attachments
                     .iter()
                     .filter(|a| nets.iter().any(|n| n.id == a.network))
-                    .map(|a| a.ip)
-                    .collect();
-                client
-                    .links
-                    .entry(l.alias.to_ascii_lowercase())
-                    .or_default()
-                    .extend(ips);
+                {
+                    e.v4.push(a.ip);
+                    e.v6.extend(a.ip6);
+                }
             }
         }
         // Sorted and unique once here, so that a lookup finding one list uses it as is.
         let lists = t.names.values_mut().flat_map(|m| m.values_mut());
         let links = t.clients.values_mut().flat_map(|c| c.links.values_mut());
         for ips in lists.chain(links) {
-            ips.sort();
-            ips.dedup();
+            ips.sort_dedup();
         }
         t
     }
@@ -165,8 +226,9 @@ impl Table {
         self.clients.keys()
     }
 
-    /// Looks `name` (any case, with or without the final dot) up as namespace `ns` sees it.
-    pub fn lookup(&self, ns: &str, name: &str) -> Lookup {
+    /// Looks `name` (any case, with or without the final dot) up as namespace `ns` sees
+    /// it, copying out the addresses of the families `want`s.
+    pub fn lookup(&self, ns: &str, name: &str, want: Families) -> Lookup {
         let Some(client) = self.clients.get(ns) else {
             return Lookup::Unknown;
         };
@@ -179,20 +241,23 @@ impl Table {
         } else {
             name
         };
-        let mut found: Option<Vec<Ipv4Addr>> = client.links.get(name).cloned();
-        let mut sources = usize::from(found.is_some());
-        for net in &client.networks {
-            if let Some(ips) = self.names.get(net).and_then(|m| m.get(name)) {
-                found.get_or_insert_with(Vec::new).extend(ips);
-                sources += 1;
-            }
+        let mut found: Option<Addrs> = None;
+        let mut sources = 0usize;
+        let lists = client.links.get(name).into_iter().chain(
+            client
+                .networks
+                .iter()
+                .filter_map(|net| self.names.get(net).and_then(|m| m.get(name))),
+        );
+        for ips in lists {
+            found.get_or_insert_with(Addrs::default).extend(ips, want);
+            sources += 1;
         }
         match found {
             Some(mut ips) => {
-                // One source's list is sorted and unique already (built so).
+                // One source's lists are sorted and unique already (built so).
                 if sources > 1 {
-                    ips.sort();
-                    ips.dedup();
+                    ips.sort_dedup();
                 }
                 Lookup::Found(ips)
             }
@@ -200,8 +265,8 @@ impl Table {
         }
     }
 
-    /// The container name of address `ip`, as namespace `ns` sees it.
-    pub fn reverse(&self, ns: &str, ip: Ipv4Addr) -> Option<&str> {
+    /// The container name of address `ip` (either family), as namespace `ns` sees it.
+    pub fn reverse(&self, ns: &str, ip: IpAddr) -> Option<&str> {
         let client = self.clients.get(ns)?;
         client
             .networks
@@ -215,6 +280,17 @@ impl Table {
 mod tests {
     use super::*;
     use crate::model::{test_attachment, test_container, test_network, Link};
+
+    fn found4(ips: Vec<Ipv4Addr>) -> Lookup {
+        Lookup::Found(Addrs {
+            v4: ips,
+            v6: vec![],
+        })
+    }
+
+    fn v4(o: [u8; 4]) -> IpAddr {
+        Ipv4Addr::from(o).into()
+    }
 
     fn container(name: &str, id: &str, ns: &str, atts: Vec<model::Attachment>) -> Container {
         Container {
@@ -281,34 +357,34 @@ mod tests {
     fn names_are_scoped_per_network() {
         let t = Table::build(&state());
         assert_eq!(
-            t.lookup("ns-web", "both"),
-            Lookup::Found(vec![[10, 0, 1, 3].into()])
+            t.lookup("ns-web", "both", Families::BOTH),
+            found4(vec![[10, 0, 1, 3].into()])
         );
         // db is on n2 only: web (n1) does not see it, both (n1+n2) does.
-        assert_eq!(t.lookup("ns-web", "db"), Lookup::Unknown);
+        assert_eq!(t.lookup("ns-web", "db", Families::BOTH), Lookup::Unknown);
         assert_eq!(
-            t.lookup("ns-both", "DB."),
-            Lookup::Found(vec![[10, 0, 2, 2].into()])
+            t.lookup("ns-both", "DB.", Families::BOTH),
+            found4(vec![[10, 0, 2, 2].into()])
         );
         assert_eq!(
-            t.lookup("ns-both", "store"),
-            Lookup::Found(vec![[10, 0, 2, 2].into()])
+            t.lookup("ns-both", "store", Families::BOTH),
+            found4(vec![[10, 0, 2, 2].into()])
         );
         // A shared alias gives every address; the short id and the name work too.
         assert_eq!(
-            t.lookup("ns-db", "both"),
-            Lookup::Found(vec![[10, 0, 2, 3].into()])
+            t.lookup("ns-db", "both", Families::BOTH),
+            found4(vec![[10, 0, 2, 3].into()])
         );
         assert_eq!(
-            t.lookup("ns-both", "front"),
-            Lookup::Found(vec![[10, 0, 1, 2].into(), [10, 0, 1, 3].into()])
+            t.lookup("ns-both", "front", Families::BOTH),
+            found4(vec![[10, 0, 1, 2].into(), [10, 0, 1, 3].into()])
         );
         assert_eq!(
-            t.lookup("ns-web", "aaaaaaaaaaaa"),
-            Lookup::Found(vec![[10, 0, 1, 2].into()])
+            t.lookup("ns-web", "aaaaaaaaaaaa", Families::BOTH),
+            found4(vec![[10, 0, 1, 2].into()])
         );
-        assert_eq!(t.reverse("ns-both", [10, 0, 2, 2].into()), Some("db"));
-        assert_eq!(t.reverse("ns-web", [10, 0, 2, 2].into()), None);
+        assert_eq!(t.reverse("ns-both", v4([10, 0, 2, 2])), Some("db"));
+        assert_eq!(t.reverse("ns-web", v4([10, 0, 2, 2])), None);
     }
 
     #[test]
@@ -316,7 +392,7 @@ mod tests {
         let t = Table::build(&state());
         // The default bridge has no embedded DNS: no client, and its names are unknown.
         assert!(t.client("ns-old").is_none());
-        assert_eq!(t.lookup("ns-web", "old"), Lookup::Unknown);
+        assert_eq!(t.lookup("ns-web", "old", Families::BOTH), Lookup::Unknown);
         // Internal-only clients do not forward; one with any non-internal network does.
         assert!(!t.client("ns-db").unwrap().forward);
         assert!(t.client("ns-both").unwrap().forward);
@@ -332,9 +408,79 @@ mod tests {
         });
         let t = Table::build(&s);
         assert_eq!(
-            t.lookup("ns-web", "primary"),
-            Lookup::Found(vec![[10, 0, 1, 3].into()])
+            t.lookup("ns-web", "primary", Families::BOTH),
+            found4(vec![[10, 0, 1, 3].into()])
         );
-        assert_eq!(t.lookup("ns-both", "primary"), Lookup::Unknown);
+        assert_eq!(
+            t.lookup("ns-both", "primary", Families::BOTH),
+            Lookup::Unknown
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_answer_aaaa_and_ptr() {
+        let mut s = state();
+        s.networks.push(Network {
+            id: "n6".into(),
+            name: "n6".into(),
+            builtin: false,
+            ipv6: true,
+            ..test_network()
+        });
+        let six = |ip: [u8; 4], ip6: &str, aliases: &[&str]| model::Attachment {
+            ip6: ip6.parse().ok(),
+            ..att("n6", ip, aliases)
+        };
+        s.containers.extend([
+            container(
+                "x",
+                "e",
+                "ns-x",
+                vec![six([10, 0, 6, 2], "fd00:6::2", &["shared"])],
+            ),
+            container(
+                "y",
+                "f",
+                "ns-y",
+                vec![six([10, 0, 6, 3], "fd00:6::3", &["shared"])],
+            ),
+            // On the network without an IPv6 address (an IPv4-only front door).
+            container("z", "9", "ns-z", vec![six([10, 0, 6, 4], "", &["shared"])]),
+        ]);
+        let t = Table::build(&s);
+        let x6: Ipv6Addr = "fd00:6::2".parse().unwrap();
+        let y6: Ipv6Addr = "fd00:6::3".parse().unwrap();
+        let both = |v4: Vec<[u8; 4]>, v6: Vec<Ipv6Addr>| {
+            Lookup::Found(Addrs {
+                v4: v4.into_iter().map(Ipv4Addr::from).collect(),
+                v6,
+            })
+        };
+        // Each family on its own, or both (ANY); the short id too.
+        assert_eq!(t.lookup("ns-y", "x", Families::V6), both(vec![], vec![x6]));
+        assert_eq!(
+            t.lookup("ns-y", "x", Families::V4),
+            both(vec![[10, 0, 6, 2]], vec![])
+        );
+        assert_eq!(
+            t.lookup("ns-y", "EEEEEEEEEEEE.", Families::BOTH),
+            both(vec![[10, 0, 6, 2]], vec![x6])
+        );
+        // A name with no address of the asked family is found, with nothing in it.
+        assert_eq!(t.lookup("ns-x", "z", Families::V6), both(vec![], vec![]));
+        assert_eq!(t.lookup("ns-x", "nope", Families::V6), Lookup::Unknown);
+        assert_eq!(t.lookup("ns-x", "z", Families::NONE), both(vec![], vec![]));
+        // A shared alias holds every address of each family, sorted.
+        assert_eq!(
+            t.lookup("ns-z", "shared", Families::BOTH),
+            both(
+                vec![[10, 0, 6, 2], [10, 0, 6, 3], [10, 0, 6, 4]],
+                vec![x6, y6]
+            )
+        );
+        // PTR for both families, scoped like the names.
+        assert_eq!(t.reverse("ns-z", x6.into()), Some("x"));
+        assert_eq!(t.reverse("ns-z", v4([10, 0, 6, 3])), Some("y"));
+        assert_eq!(t.reverse("ns-web", x6.into()), None);
     }
 }

@@ -1,7 +1,9 @@
 //! Address management: which addresses of a network are free, and Docker's rules for
 //! the one a container asks for. Network validation (what `network create` accepts)
-//! is in `plan`, the IPv6 side of both in `v6`. All stay free of kernel calls so that
+//! is in `plan`, the IPv6 side of both in `v6`, the default bridge's IPv6 (the
+//! daemon's `--ipv6`, `--fixed-cidr-v6`) in `bridge6`. All stay free of kernel calls so that
 //! every rule has a unit test.
+mod bridge6;
 mod plan;
 mod v6;
 
@@ -9,8 +11,9 @@ use std::{collections::HashSet, net::Ipv4Addr};
 
 use ipnetwork::Ipv4Network;
 
+pub use bridge6::{parse_fixed_cidr_v6, plan_default_bridge};
 pub use plan::{check_subnet, plan_network, route_overlap_warning, validate_network_name};
-pub use v6::allocate6;
+pub use v6::{allocate6, Plan6};
 
 use crate::{error::NetdError, model::Network, store::State};
 

@@ -25,7 +25,7 @@ pub struct Plan6 {
 }
 
 /// The size of the automatic subnets handed out of the ULA pool.
-const AUTO_PREFIX: u8 = 64;
+pub(super) const AUTO_PREFIX: u8 = 64;
 
 /// This instance's ULA /48, Docker's derivation (RFC 4193 section 3.2.2, loosely): the
 /// 40 low bits of the first 8 bytes of SHA-256(instance id) as Global ID after fd00::/8.
@@ -70,7 +70,7 @@ const RESERVED6: [(&str, &str); 3] = [
     ("ff00::/8", "multicast (ff00::/8)"),
 ];
 
-fn check_subnet6(n: &Ipv6Network) -> Result<(), NetdError> {
+pub(super) fn check_subnet6(n: &Ipv6Network) -> Result<(), NetdError> {
     for (range, what) in RESERVED6 {
         let r: Ipv6Network = range
             .parse()
@@ -84,7 +84,7 @@ fn check_subnet6(n: &Ipv6Network) -> Result<(), NetdError> {
     Ok(())
 }
 
-fn parse_cidr6(what: &str, s: &str) -> Result<Ipv6Network, NetdError> {
+pub(super) fn parse_cidr6(what: &str, s: &str) -> Result<Ipv6Network, NetdError> {
     let n: Ipv6Network = s.parse().map_err(|_| {
         invalid(format!(
             "invalid {what} {s:?}: not an IPv6 CIDR such as fd00:1::/64"

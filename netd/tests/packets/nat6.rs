@@ -69,7 +69,9 @@ fn frame6_ext(src: &str, dst: &str, next: u8, l4: &[u8], ext: Option<(u8, &[u8])
     l4[c + 1] = 0;
     let sum = verify6(&a6(src), &a6(dst), next, &l4);
     l4[c..c + 2].copy_from_slice(&sum.to_be_bytes());
-    let mut f = vec![2, 0, 0, 0, 0, 9, 2, 0, 0, 0, 0, 2, 0x86, 0xdd, 0x60, 0, 0, 0];
+    let mut f = vec![
+        2, 0, 0, 0, 0, 9, 2, 0, 0, 0, 0, 2, 0x86, 0xdd, 0x60, 0, 0, 0,
+    ];
     let (first, ext) = ext.unwrap_or((next, &[]));
     f.extend_from_slice(&((ext.len() + l4.len()) as u16).to_be_bytes());
     f.extend_from_slice(&[first, 64]);
@@ -138,10 +140,28 @@ fn ip6(s: &str) -> Ipv6Addr {
 fn fixture6(name: &str, fast_path: bool) -> Fixture {
     let mut f = fixture(name, fast_path);
     let ns = f.netns.0.clone();
-    ip(&["-n", &ns, "addr", "add", "2001:db8::1/64", "dev", "up0", "nodad"]);
+    ip(&[
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        "2001:db8::1/64",
+        "dev",
+        "up0",
+        "nodad",
+    ]);
     ip(&["-n", &ns, "-6", "route", "add", "default", "via", ROUTER6]);
     ip(&[
-        "-n", &ns, "neigh", "add", ROUTER6, "lladdr", "02:00:00:00:00:02", "dev", "up0", "nud",
+        "-n",
+        &ns,
+        "neigh",
+        "add",
+        ROUTER6,
+        "lladdr",
+        "02:00:00:00:00:02",
+        "dev",
+        "up0",
+        "nud",
         "permanent",
     ]);
     // /proc/sys/net follows the writer's namespace: this thread is in the fixture's.
@@ -177,7 +197,8 @@ fn egress6(f: &Fixture, frame: &[u8]) -> (u32, Vec<u8>) {
     let mut frame = frame.to_vec();
     frame[6..12].copy_from_slice(&CONTAINER_MAC);
     let ve1 = ifindex_of(&f.netns.0, "ve1");
-    f.dp.test_run_on(ENDPOINT_EGRESS6, &frame, Some(ve1)).unwrap()
+    f.dp.test_run_on(ENDPOINT_EGRESS6, &frame, Some(ve1))
+        .unwrap()
 }
 
 #[test]
@@ -221,7 +242,11 @@ fn a_hop_by_hop_header_does_not_hide_a_flow_and_fragments_pass_untouched() {
         &frame6_ext(CLIENT6, HOST6, 6, &tcp(40000, 8080), Some((0, &hbh))),
     );
     assert_eq!(v, 0);
-    assert_eq!(&out[38..54], &a6(V6), "destination rewritten past the option");
+    assert_eq!(
+        &out[38..54],
+        &a6(V6),
+        "destination rewritten past the option"
+    );
     let l4 = &out[62..];
     assert_eq!(verify6(&out[22..38], &out[38..54], 6, l4), 0);
     assert_eq!(u16::from_be_bytes([l4[2], l4[3]]), 80);
@@ -303,7 +328,11 @@ fn packet_too_big_for_a_masqueraded_flow_reaches_the_container() {
     assert_eq!(v, TC_NEXT, "translated, then routed by the stack");
     assert_eq!(&err[38..54], &a6(V6), "the error goes to the container");
     let l4 = &err[54..];
-    assert_eq!(verify6(&err[22..38], &err[38..54], 58, l4), 0, "ICMPv6 checksum");
+    assert_eq!(
+        verify6(&err[22..38], &err[38..54], 58, l4),
+        0,
+        "ICMPv6 checksum"
+    );
     let inner = &l4[8..];
     assert_eq!(&inner[8..24], &a6(V6), "quoted source restored");
     assert_eq!(&inner[24..40], &a6(CLIENT6));
@@ -348,10 +377,64 @@ fn the_guard_drops_ipv6_to_protected_subnets_spoofed_and_loopback_only() {
     };
     f.dp.publish(&m, ip6(V6)).unwrap();
     let fr = frame6(CLIENT6, HOST6, 6, &tcp(40000, 9090));
-    assert_eq!(f.dp.test_run_on(UPLINK_GUARD, &fr, None).unwrap().0, XDP_DROP);
+    assert_eq!(
+        f.dp.test_run_on(UPLINK_GUARD, &fr, None).unwrap().0,
+        XDP_DROP
+    );
     // Neighbour discovery and the published port pass.
     let ns = frame6("fe80::2", "ff02::1:ff00:1", 58, &[135, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(f.dp.test_run_on(UPLINK_GUARD, &ns, None).unwrap().0, XDP_PASS);
+    assert_eq!(
+        f.dp.test_run_on(UPLINK_GUARD, &ns, None).unwrap().0,
+        XDP_PASS
+    );
     let ok = frame6(CLIENT6, HOST6, 6, &tcp(40000, 8080));
-    assert_eq!(f.dp.test_run_on(UPLINK_GUARD, &ok, None).unwrap().0, XDP_PASS);
+    assert_eq!(
+        f.dp.test_run_on(UPLINK_GUARD, &ok, None).unwrap().0,
+        XDP_PASS
+    );
+}
+
+#[test]
+fn an_internal_networks_ipv6_reaches_only_its_gateway() {
+    let mut f = fixture6("internal66", false);
+    let mut net = network(1, "172.17.0.0/16", netd_common::EP_F_INTERNAL | EP_F_ICC);
+    net.ipv6 = true;
+    net.subnet6 = Some("fd00:17::/64".parse().unwrap());
+    net.gateway6 = Some(ip6(V6_GW));
+    let ve1 = ifindex_of(&f.netns.0, "ve1");
+    f.dp.sync_endpoints6(&[(&attachment(CONTAINER, CONTAINER_MAC, ve1), &net, ip6(V6))])
+        .unwrap();
+    let (v, _) = egress6(&f, &frame6(V6, CLIENT6, 6, &tcp(45000, 443)));
+    assert_eq!(v, TC_ACT_SHOT);
+    assert_eq!(counter(&f.dp, "drop_internal"), 1);
+    let (v, _) = egress6(&f, &frame6(V6, V6_GW, 6, &tcp(45000, 53)));
+    assert_eq!(v, TC_NEXT, "the gateway is within reach");
+}
+
+#[test]
+fn too_big_for_the_uplink_is_left_for_the_stack_to_answer_the_container() {
+    let f = fixture6("mtu66", false);
+    ip(&["-n", &f.netns.0, "link", "set", "up0", "mtu", "1280"]);
+    let mut big = tcp(45000, 443);
+    big.resize(1400, 0);
+    // A new flow: not masqueraded, so the stack's "packet too big" goes to the
+    // container's address, not to the host's.
+    let mut fr = frame6(V6, CLIENT6, 6, &big);
+    fr[6..12].copy_from_slice(&CONTAINER_MAC);
+    let (v, out) = egress6(&f, &fr);
+    assert!(
+        v == TC_NEXT && out == fr,
+        "verdict {v}, rewritten: {}",
+        out != fr
+    );
+    assert!(f.dp.conntrack().flows().unwrap().is_empty());
+    // An established flow: the same for its big packets; small ones are NATed.
+    let (_, out) = egress6(&f, &frame6(V6, CLIENT6, 6, &tcp(45000, 443)));
+    assert_eq!(seen(&out).0, ip6(HOST6));
+    let (v, out) = egress6(&f, &fr);
+    assert!(
+        v == TC_NEXT && out == fr,
+        "verdict {v}, rewritten: {}",
+        out != fr
+    );
 }
