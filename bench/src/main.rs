@@ -9,6 +9,8 @@
 //! datapath is set up once, then measured round by round, interleaved (A B C D A B C D
 //! ...), and medians with min-max are reported (report.rs, plot.rs). netd also reports
 //! its API latency with a full conntrack table (api_latency.rs, ct_table.rs).
+//! Special modes measure one thing alone: `--dns` (dns.rs), `--overlay` (overlay.rs),
+//! `--ipv6` (ipv6.rs).
 //!
 //! Nothing touches the root namespace: every name carries the `ndb-<pid>` prefix and is
 //! removed at the end (or by the next run, if this one dies).
@@ -24,6 +26,7 @@ mod cell;
 mod ct_table;
 mod dns;
 mod dp;
+mod ipv6;
 mod measure;
 mod overlay;
 mod peers;
@@ -72,6 +75,12 @@ struct Opts {
     /// the plain underlay (`overlay.rs`).
     #[arg(long, conflicts_with = "dns")]
     overlay: bool,
+    /// Measure a published port over IPv6 instead: netd's DNAT66 against Docker's
+    /// ip6tables rules (nft backend) and plain IPv6 routing, request/response and
+    /// connection rate at N=1 and 10,000 (N=1 with --quick; `ipv6.rs`). --only takes
+    /// netd, ip6tables-nft, plain here.
+    #[arg(long, conflicts_with_all = ["dns", "overlay"])]
+    ipv6: bool,
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
     /// Measure nothing: print the tables and draw the plot again from a JSON file of
@@ -217,6 +226,32 @@ fn overlay_only(opts: &Opts, rounds: usize, secs: f64) -> Result<()> {
     Ok(())
 }
 
+/// `--ipv6`: a published port over IPv6 alone.
+fn ipv6_only(opts: &Opts, rounds: usize, secs: f64) -> Result<()> {
+    let ways = ipv6::ways(opts.only.as_deref())?;
+    let ports = opts
+        .ports
+        .clone()
+        .unwrap_or(if opts.quick { vec![1] } else { vec![1, 10000] });
+    println!(
+        "IPv6 published port: {rounds} round(s), N = {ports:?}, {secs} s per run, client on CPU 0, servers on CPU 1"
+    );
+    let run = ipv6::Run {
+        netd: &opts.netd,
+        tester: &opts.tester,
+        ways: &ways,
+        ports: &ports,
+        rounds,
+        secs,
+    };
+    let all = ipv6::measure(&run, |what| eprintln!("  {what}"))?;
+    print!("{}", ipv6::report(&all));
+    let f = opts.out.join("ipv6.json");
+    std::fs::write(&f, serde_json::to_vec_pretty(&all)?)?;
+    println!("  (also in {})", f.display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let opts = Opts::parse();
     if let Some(file) = &opts.replot {
@@ -234,7 +269,6 @@ fn main() -> Result<()> {
     let peer_max_ports = opts
         .peer_max_ports
         .unwrap_or(if opts.quick { 100 } else { 1000 });
-    let dps = datapaths(opts.only.as_deref())?;
     sweep();
     std::fs::create_dir_all(&opts.out)?;
     if opts.dns {
@@ -243,6 +277,10 @@ fn main() -> Result<()> {
     if opts.overlay {
         return overlay_only(&opts, rounds, secs.max(if opts.quick { 1.0 } else { 3.0 }));
     }
+    if opts.ipv6 {
+        return ipv6_only(&opts, rounds, secs.max(if opts.quick { 1.0 } else { 2.0 }));
+    }
+    let dps = datapaths(opts.only.as_deref())?;
     let env = Env {
         tester: opts.tester.clone(),
         shared: std::env::temp_dir().join(netd_lab::sweep::unique_name(TAG, Some("shared"))),

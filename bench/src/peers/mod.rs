@@ -11,6 +11,7 @@ use crate::cell::Cell;
 
 mod cni;
 pub mod docker;
+pub mod ip6tables;
 mod iptables;
 mod netavark;
 mod netd;
