@@ -269,6 +269,9 @@ fn main() -> Result<()> {
     let peer_max_ports = opts
         .peer_max_ports
         .unwrap_or(if opts.quick { 100 } else { 1000 });
+    if (opts.dns || opts.overlay) && opts.only.is_some() {
+        bail!("--only picks datapaths of the traffic and --ipv6 benches; --dns and --overlay always compare all theirs");
+    }
     sweep();
     std::fs::create_dir_all(&opts.out)?;
     if opts.dns {
