@@ -525,3 +525,61 @@ fn ipv6_identity_and_isolation_are_kept_in_ebpf() {
     let (ipt, nft) = lab.host_rulesets();
     assert!(ipt.is_empty() && nft.is_empty(), "{ipt}\n{nft}");
 }
+
+/// Sends, from a container's eth0 (a raw ICMPv6 socket: the kernel fills in the
+/// checksum), a router advertisement and a neighbour advertisement for `target`.
+const SEND_RA_AND_NA: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+to = ("ff02::1", 0, 0, socket.if_nametoindex("eth0"))
+# Router advertisement: hop limit 64, router lifetime 1800 s.
+s.sendto(bytes([134, 0, 0, 0, 64, 0, 0x07, 0x08]) + bytes(8), to)
+# Neighbour advertisement (override) for someone else's address.
+s.sendto(bytes([136, 0, 0, 0, 0x20, 0, 0, 0]) + socket.inet_pton(socket.AF_INET6, sys.argv[1]), to)
+"#;
+
+#[test]
+fn a_containers_router_and_foreign_neighbour_advertisements_are_dropped_and_counted() {
+    let lab = Lab::new();
+    lab.netd_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.99.0.0/24",
+        "--subnet",
+        "fd00:99::/64",
+        "-o",
+        "com.docker.network.bridge.name=ndt-v6ra",
+        "v6ra",
+    ]);
+    run(&lab, "a", &["--network", "v6ra"]);
+    run(&lab, "b", &["--network", "v6ra"]);
+    let b6 = lab.inspect("b")["NetworkSettings"]["Networks"]["v6ra"]["GlobalIPv6Address"]
+        .as_str()
+        .expect("b's IPv6 address")
+        .to_string();
+    let counter = |r: &str| lab.stats()["counters"][r].as_u64().unwrap_or(0);
+    let (ra, nd) = (counter("drop_router_advert"), counter("drop_spoofed_nd"));
+    ok(
+        &in_container(&lab, "a", &["python3", "-c", SEND_RA_AND_NA, &b6]),
+        "sending an RA and an NA from a",
+    );
+    assert!(counter("drop_router_advert") > ra, "the RA was not dropped");
+    assert!(
+        counter("drop_spoofed_nd") > nd,
+        "the NA for b was not dropped"
+    );
+    // b still reaches a: its neighbour entry for a was not poisoned, its routes are its own.
+    let a6 = lab.inspect("a")["NetworkSettings"]["Networks"]["v6ra"]["GlobalIPv6Address"]
+        .as_str()
+        .expect("a's IPv6 address")
+        .to_string();
+    ok(&ping6(&lab, "b", &a6), "b pings a");
+    let routes = ok(
+        &in_container(&lab, "b", &["ip", "-6", "route"]),
+        "b's routes",
+    );
+    assert!(!routes.contains("proto ra"), "{routes}");
+}

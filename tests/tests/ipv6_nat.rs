@@ -139,6 +139,20 @@ fn host_reaches_v6_published_ports_on_loopback_without_a_proxy_and_hairpin_works
             .unwrap_or_else(|e| panic!("{target} from the host: {e}"));
         assert!(got.starts_with("peer="), "{target}: {got}");
     }
+    // UDP: replies appear to come from the address the application sent to.
+    // (Not on 53: the network's embedded DNS holds 127.0.0.11:53 in the container, and
+    // a dual-stack [::]:53 socket would collide with it.)
+    run6(
+        &lab,
+        "dns",
+        "lo6",
+        &["5353:5300/udp"],
+        &["serve-udp6", "5300"],
+    );
+    let got = lab
+        .from_lab_cgroup(&lab.host, &["udp", "[::1]:5353", "q"])
+        .expect("udp to [::1] from the host");
+    assert!(got.trim_end().ends_with("from=[::1]:5353"), "{got}");
     // No proxy: nothing listens in the host namespace.
     let l = lab.exec_in(&lab.host, &["ss", "-H", "-tlnp"]);
     assert!(String::from_utf8_lossy(&l.stdout).trim().is_empty());
