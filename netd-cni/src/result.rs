@@ -203,6 +203,8 @@ mod tests {
             network_id: "n".repeat(64),
             address: "10.1.0.5/16".parse().unwrap(),
             gateway: Some("10.1.0.1".parse().unwrap()),
+            address6: None,
+            gateway6: None,
             mac: "99:88:77:66:55:44".into(),
             mtu: None,
             host_veth: "veth3243".into(),

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use hyper::{Method, StatusCode};
 use netd::daemon::{Endpoint, EndpointKey, EndpointRequest, GcRequest};
+use netd::model::PortSpec;
 use serde_json::{json, Value};
 
 use crate::{
@@ -162,8 +163,18 @@ pub async fn add(conf: &NetConf, env: &Env) -> Result<String, CniError> {
         netns: env.netns()?.to_string(),
         network: conf.network()?,
         ip: conf.static_ip()?,
+        ip6: None,
         mac: conf.runtime_config.mac.clone(),
-        port_mappings: conf.port_mappings()?,
+        port_mappings: conf
+            .port_mappings()?
+            .into_iter()
+            .map(|m| PortSpec {
+                host_ip: Some(m.host_ip),
+                host_port: m.host_port,
+                container_port: m.container_port,
+                proto: m.proto,
+            })
+            .collect(),
         aliases: conf.aliases(),
     };
     let prev = decode_prev(conf)?;
@@ -389,6 +400,8 @@ mod tests {
             network_id: "n".repeat(64),
             address: "10.1.0.5/16".parse().unwrap(),
             gateway: Some("10.1.0.1".parse().unwrap()),
+            address6: None,
+            gateway6: None,
             mac: "02:42:0a:01:00:05".into(),
             mtu: None,
             host_veth: "ndv0123".into(),
