@@ -8,8 +8,8 @@ mod docker;
 mod request;
 
 pub use docker::{DockerEndpoint, DockerJoin, DockerNetwork};
-pub use request::{parse_mac, Endpoint, EndpointKey, EndpointRequest, GcRequest, Route};
 use request::validate;
+pub use request::{parse_mac, Endpoint, EndpointKey, EndpointRequest, GcRequest, Route};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -100,7 +100,10 @@ fn endpoint_of(c: &Container, nets: &[Network]) -> Option<Endpoint> {
     if c.default_route_on(0) && !net.internal {
         // The routes the bridge driver adds: a default route per family.
         let defaults = [
-            (IpAddr::V4(Ipv4Addr::UNSPECIFIED), net.gateway.map(IpAddr::V4)),
+            (
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                net.gateway.map(IpAddr::V4),
+            ),
             (IpAddr::V6(Ipv6Addr::UNSPECIFIED), gateway6.map(IpAddr::V6)),
         ];
         for (any, gw) in defaults {
@@ -380,7 +383,6 @@ impl Daemon {
 mod tests {
     use super::*;
     use crate::model::test_container;
-
 
     #[test]
     fn a_dual_stack_endpoint_reports_both_addresses_and_default_routes() {
