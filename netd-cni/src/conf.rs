@@ -2,11 +2,11 @@
 //! the capabilities of CONVENTIONS.md).
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
 };
 
-use netd::model::{PortMapping, Proto};
+use netd::model::{PortSpec, Proto};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -134,8 +134,11 @@ impl NetConf {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
     }
 
-    /// The runtime's `portMappings` as netd's published ports.
-    pub fn port_mappings(&self) -> Result<Vec<PortMapping>, CniError> {
+    /// The runtime's `portMappings` as netd's published ports. A mapping without
+    /// `hostIP` publishes on both families when the endpoint has IPv6 (as netd's own
+    /// `-p` and the portmap plugin on a dual-stack container); one with an IPv4 or
+    /// IPv6 `hostIP` on that address only.
+    pub fn port_mappings(&self) -> Result<Vec<PortSpec>, CniError> {
         self.runtime_config
             .port_mappings
             .iter()
@@ -151,13 +154,18 @@ impl NetConf {
                     }
                 };
                 let host_ip = match p.host_ip.as_deref().unwrap_or("") {
-                    "" => Ipv4Addr::UNSPECIFIED,
-                    s => s.parse::<Ipv4Addr>().map_err(|_| {
-                        invalid(format!(
-                            "portMappings: hostIP {s:?} of host port {} is not an IPv4 address (netd has no IPv6 yet)",
-                            p.host_port
-                        ))
-                    })?,
+                    "" => None,
+                    s => Some(
+                        s.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .parse::<IpAddr>()
+                            .map_err(|_| {
+                                invalid(format!(
+                                    "portMappings: hostIP {s:?} of host port {} is not an IP address",
+                                    p.host_port
+                                ))
+                            })?,
+                    ),
                 };
                 if p.container_port == 0 {
                     return Err(invalid(format!(
@@ -165,8 +173,8 @@ impl NetConf {
                         p.host_port
                     )));
                 }
-                Ok(PortMapping {
-                    host_ip: host_ip.into(),
+                Ok(PortSpec {
+                    host_ip,
                     host_port: p.host_port,
                     container_port: p.container_port,
                     proto,
@@ -175,9 +183,10 @@ impl NetConf {
             .collect()
     }
 
-    /// The static address asked for: the `ips` capability, else `args.cni.ips`. netd
-    /// has one IPv4 address per endpoint; anything else is refused, not ignored.
-    pub fn static_ip(&self) -> Result<Option<Ipv4Addr>, CniError> {
+    /// The static addresses asked for: the `ips` capability, else `args.cni.ips`. netd
+    /// gives an endpoint one IPv4 address and, on a network with IPv6, one IPv6
+    /// address: at most one of each family; anything else is refused, not ignored.
+    pub fn static_ips(&self) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), CniError> {
         let from_args: Vec<String> = self
             .args
             .as_ref()
@@ -189,23 +198,28 @@ impl NetConf {
         } else {
             &self.runtime_config.ips
         };
-        match ips.as_slice() {
-            [] => Ok(None),
-            [one] => {
-                let addr = one.split('/').next().unwrap_or(one);
-                match addr.parse::<IpAddr>() {
-                    Ok(IpAddr::V4(ip)) => Ok(Some(ip)),
-                    Ok(IpAddr::V6(_)) => Err(invalid(format!(
-                        "ips: {one} is IPv6, which netd does not support yet"
-                    ))),
-                    Err(_) => Err(invalid(format!("ips: {one:?} is not an IP address"))),
+        let (mut v4, mut v6) = (None, None);
+        for one in ips {
+            let addr = one.split('/').next().unwrap_or(one);
+            match addr.parse::<IpAddr>() {
+                Ok(IpAddr::V4(ip)) => {
+                    if let Some(first) = v4.replace(ip) {
+                        return Err(invalid(format!(
+                            "ips: two IPv4 addresses ({first} and {ip}): netd gives an endpoint one IPv4 and one IPv6 address"
+                        )));
+                    }
                 }
+                Ok(IpAddr::V6(ip)) => {
+                    if let Some(first) = v6.replace(ip) {
+                        return Err(invalid(format!(
+                            "ips: two IPv6 addresses ({first} and {ip}): netd gives an endpoint one IPv4 and one IPv6 address"
+                        )));
+                    }
+                }
+                Err(_) => return Err(invalid(format!("ips: {one:?} is not an IP address"))),
             }
-            many => Err(invalid(format!(
-                "ips: {} addresses asked for, netd gives an endpoint one IPv4 address",
-                many.len()
-            ))),
         }
+        Ok((v4, v6))
     }
 
     /// The aliases of this network's endpoint.
@@ -250,14 +264,14 @@ mod tests {
         assert_eq!(
             ports,
             vec![
-                PortMapping {
-                    host_ip: Ipv4Addr::UNSPECIFIED.into(),
+                PortSpec {
+                    host_ip: None,
                     host_port: 8080,
                     container_port: 80,
                     proto: Proto::Tcp
                 },
-                PortMapping {
-                    host_ip: Ipv4Addr::new(10, 0, 0, 1).into(),
+                PortSpec {
+                    host_ip: Some(Ipv4Addr::new(10, 0, 0, 1).into()),
                     host_port: 8000,
                     container_port: 8001,
                     proto: Proto::Udp
@@ -291,15 +305,43 @@ mod tests {
             .unwrap()
         };
         assert_eq!(
-            conf(r#"{"ips":["10.2.2.42/24"]}"#).static_ip().unwrap(),
-            Some(Ipv4Addr::new(10, 2, 2, 42))
+            conf(r#"{"ips":["10.2.2.42/24"]}"#).static_ips().unwrap(),
+            (Some(Ipv4Addr::new(10, 2, 2, 42)), None)
         );
-        let e = conf(r#"{"ips":["2001:db8::5"]}"#).static_ip().unwrap_err();
-        assert!(e.details.contains("IPv6"), "{e}");
+        // One address of each family: a dual-stack endpoint's.
+        assert_eq!(
+            conf(r#"{"ips":["fd00:5::42/64","10.2.2.42/24"]}"#)
+                .static_ips()
+                .unwrap(),
+            (
+                Some(Ipv4Addr::new(10, 2, 2, 42)),
+                Some("fd00:5::42".parse().unwrap())
+            )
+        );
         let e = conf(r#"{"ips":["10.0.0.1","10.0.0.2"]}"#)
-            .static_ip()
+            .static_ips()
             .unwrap_err();
         assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.details.contains("two IPv4 addresses"), "{e}");
+        let e = conf(r#"{"ips":["fd00::1","fd00::2"]}"#)
+            .static_ips()
+            .unwrap_err();
+        assert!(e.details.contains("two IPv6 addresses"), "{e}");
+        let e = conf(r#"{"ips":["nonsense"]}"#).static_ips().unwrap_err();
+        assert!(e.details.contains("not an IP address"), "{e}");
+        // portMappings on IPv6: a hostIP of that family, or none (both families).
+        let six = conf(
+            r#"{"portMappings":[{"hostPort":8080,"containerPort":80,"hostIP":"::"},
+                                {"hostPort":8081,"containerPort":80,"hostIP":"fd00:199::1"}]}"#,
+        )
+        .port_mappings()
+        .unwrap();
+        assert_eq!(six[0].host_ip, Some(Ipv6Addr::UNSPECIFIED.into()));
+        assert_eq!(six[1].host_ip, Some("fd00:199::1".parse().unwrap()));
+        let e = conf(r#"{"portMappings":[{"hostPort":1,"containerPort":2,"hostIP":"x::y"}]}"#)
+            .port_mappings()
+            .unwrap_err();
+        assert!(e.details.contains("not an IP address"), "{e}");
         let e = conf(r#"{"portMappings":[{"hostPort":1,"containerPort":2,"protocol":"sctp"}]}"#)
             .port_mappings()
             .unwrap_err();
@@ -317,8 +359,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            with_args.static_ip().unwrap(),
-            Some(Ipv4Addr::new(10, 2, 2, 42))
+            with_args.static_ips().unwrap(),
+            (Some(Ipv4Addr::new(10, 2, 2, 42)), None)
         );
     }
 

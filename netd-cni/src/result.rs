@@ -90,7 +90,7 @@ impl Dns {
 
 impl CniResult {
     /// The result of attaching `ep`: the bridge and the veth on the host, the interface
-    /// in the namespace (index 2, which the address points to), the default route.
+    /// in the namespace (index 2, which the addresses point to), the default routes.
     pub fn of_endpoint(ep: &Endpoint) -> CniResult {
         CniResult {
             cni_version: String::new(),
@@ -112,12 +112,21 @@ impl CniResult {
                     ..Default::default()
                 },
             ],
-            ips: vec![IpConfig {
+            // As the bridge plugin with host-local ranges of both families: the IPv4
+            // address first, then the IPv6 one, both on the interface in the sandbox.
+            ips: std::iter::once(IpConfig {
                 version: None,
                 address: ep.address.to_string(),
                 gateway: ep.gateway.map(|g| g.to_string()),
                 interface: Some(2),
-            }],
+            })
+            .chain(ep.address6.map(|a| IpConfig {
+                version: None,
+                address: a.to_string(),
+                gateway: ep.gateway6.map(|g| g.to_string()),
+                interface: Some(2),
+            }))
+            .collect(),
             routes: ep
                 .routes
                 .iter()
@@ -203,6 +212,8 @@ mod tests {
             network_id: "n".repeat(64),
             address: "10.1.0.5/16".parse().unwrap(),
             gateway: Some("10.1.0.1".parse().unwrap()),
+            address6: None,
+            gateway6: None,
             mac: "99:88:77:66:55:44".into(),
             mtu: None,
             host_veth: "veth3243".into(),
@@ -242,6 +253,33 @@ mod tests {
                 "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}]
             })
         );
+    }
+
+    /// What the bridge plugin with host-local ranges of both families returns.
+    #[test]
+    fn a_dual_stack_endpoint_gives_two_ips_and_two_default_routes() {
+        let mut ep = endpoint();
+        ep.address6 = Some("fd00:1::5/64".parse().unwrap());
+        ep.gateway6 = Some("fd00:1::1".parse().unwrap());
+        ep.routes.push(EpRoute {
+            dst: "::/0".parse().unwrap(),
+            gw: Some("fd00:1::1".parse().unwrap()),
+        });
+        let r = CniResult::of_endpoint(&ep).in_version("1.1.0");
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["ips"],
+            json!([
+                {"address": "10.1.0.5/16", "gateway": "10.1.0.1", "interface": 2},
+                {"address": "fd00:1::5/64", "gateway": "fd00:1::1", "interface": 2}
+            ])
+        );
+        assert_eq!(
+            v["routes"],
+            json!([{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}, {"dst": "::/0", "gw": "fd00:1::1"}])
+        );
+        let old = CniResult::of_endpoint(&ep).in_version("0.4.0");
+        assert_eq!(old.ips[1].version.as_deref(), Some("6"));
     }
 
     #[test]

@@ -156,12 +156,14 @@ pub fn version(stdin: &[u8]) -> String {
 }
 
 pub async fn add(conf: &NetConf, env: &Env) -> Result<String, CniError> {
+    let (ip, ip6) = conf.static_ips()?;
     let req = EndpointRequest {
         container_id: env.container_id()?.to_string(),
         ifname: env.ifname()?.to_string(),
         netns: env.netns()?.to_string(),
         network: conf.network()?,
-        ip: conf.static_ip()?,
+        ip,
+        ip6,
         mac: conf.runtime_config.mac.clone(),
         port_mappings: conf.port_mappings()?,
         aliases: conf.aliases(),
@@ -274,25 +276,26 @@ pub fn compare(prev: &CniResult, ep: &Endpoint, netns: &str, network: &str) -> V
             ep.ifname, ep.mac, iface.mac
         ));
     }
-    let address = ep.address.to_string();
-    match prev
-        .ips
-        .iter()
-        .find(|ip| ip.interface == Some(idx) && ip.address.parse().ok() == Some(ep.address))
-    {
-        None => drift.push(format!(
-            "{} has address {address}, which prevResult does not list",
-            ep.ifname
-        )),
-        Some(ip) => {
-            let gw = ep.gateway.map(|g| g.to_string());
-            if ip.gateway.is_some() && ip.gateway != gw {
-                drift.push(format!(
-                    "gateway of {address} is {}, prevResult says {}",
-                    gw.unwrap_or_default(),
-                    ip.gateway.clone().unwrap_or_default()
-                ));
-            }
+    let v4 = (ep.address.to_string(), ep.gateway.map(|g| g.to_string()));
+    let v6 = ep
+        .address6
+        .map(|a| (a.to_string(), ep.gateway6.map(|g| g.to_string())));
+    for (address, gw) in std::iter::once(v4).chain(v6) {
+        let listed = prev.ips.iter().find(|ip| {
+            ip.interface == Some(idx)
+                && ip.address.parse::<ipnetwork::IpNetwork>().ok() == address.parse().ok()
+        });
+        match listed {
+            None => drift.push(format!(
+                "{} has address {address}, which prevResult does not list",
+                ep.ifname
+            )),
+            Some(ip) if ip.gateway.is_some() && ip.gateway != gw => drift.push(format!(
+                "gateway of {address} is {}, prevResult says {}",
+                gw.unwrap_or_default(),
+                ip.gateway.clone().unwrap_or_default()
+            )),
+            Some(_) => {}
         }
     }
     for r in &ep.routes {
@@ -389,6 +392,8 @@ mod tests {
             network_id: "n".repeat(64),
             address: "10.1.0.5/16".parse().unwrap(),
             gateway: Some("10.1.0.1".parse().unwrap()),
+            address6: None,
+            gateway6: None,
             mac: "02:42:0a:01:00:05".into(),
             mtu: None,
             host_veth: "ndv0123".into(),
@@ -436,6 +441,24 @@ mod tests {
         let d = compare(&prev, &ep, "/run/netns/red", "othernet");
         assert!(d.iter().any(|x| x.contains("othernet")), "{d:?}");
         assert!(d.iter().any(|x| x.contains("no interface eth0")), "{d:?}");
+    }
+
+    #[test]
+    fn check_compares_the_ipv6_address_too() {
+        let mut ep = endpoint();
+        ep.address6 = Some("fd00:1::5/64".parse().unwrap());
+        ep.gateway6 = Some("fd00:1::1".parse().unwrap());
+        let prev = CniResult::of_endpoint(&ep).in_version("1.1.0");
+        assert!(compare(&prev, &ep, "/run/netns/blue", "dbnet").is_empty());
+        let mut moved = prev.clone();
+        moved.ips[1].address = "fd00:1::9/64".into();
+        let d = compare(&moved, &ep, "/run/netns/blue", "dbnet");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].contains("fd00:1::5/64"), "{d:?}");
+        let mut gw = prev;
+        gw.ips[1].gateway = Some("fd00:1::fe".into());
+        let d = compare(&gw, &ep, "/run/netns/blue", "dbnet");
+        assert!(d[0].contains("gateway of fd00:1::5/64"), "{d:?}");
     }
 
     #[test]

@@ -320,6 +320,23 @@ impl Netlink {
         Ok(None)
     }
 
+    /// The gateway of the main table's IPv6 default route, if there is one.
+    pub async fn default_gateway6(&self) -> anyhow::Result<Option<Ipv6Addr>> {
+        let q = RouteMessageBuilder::<Ipv6Addr>::new().build();
+        let routes: Vec<RouteMessage> = self.handle.route().get(q).execute().try_collect().await?;
+        for r in routes {
+            if r.header.destination_prefix_length != 0 || r.header.table != 254 {
+                continue;
+            }
+            for a in &r.attributes {
+                if let RouteAttribute::Gateway(RouteAddress::Inet6(gw)) = a {
+                    return Ok(Some(*gw));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The interface of the default route (the uplink), if there is one.
     pub async fn default_route_oif(&self) -> anyhow::Result<Option<u32>> {
         for r in self.routes_v4().await? {

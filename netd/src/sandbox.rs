@@ -29,8 +29,9 @@ pub struct AttachOptions {
     pub ip: Option<Ipv4Addr>,
     /// A static IPv6 address (--ip6: only on networks with a user-chosen IPv6 subnet).
     pub ip6: Option<Ipv6Addr>,
-    /// No IPv6 address even on a dual-stack network: for front doors whose protocol
-    /// reports IPv4 only (CNI, the Docker plugin).
+    /// No IPv6 address even on a dual-stack network: for a front door whose runtime
+    /// picks the addresses and gave no IPv6 one (the Docker plugin: dockerd sets only
+    /// the addresses of its IPAM in the sandbox).
     pub ipv4_only: bool,
     /// The interface name inside the namespace (default: the first free ethN).
     pub ifname: Option<String>,

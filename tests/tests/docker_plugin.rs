@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netd_tests::{Lab, CLIENT_IP, HOST_IP};
+use netd_tests::{Lab, CLIENT_IP, HOST_IP, HOST_IP6};
 use serde_json::Value;
 
 #[path = "docker_plugin/dockerd.rs"]
@@ -89,11 +89,18 @@ fn port_packets(lab: &Lab, port: u16) -> u64 {
         .sum()
 }
 
-/// The host namespace's firewall rules, both families of tools.
+/// GET http://[HOST_IP6]:port/ from the client namespace, over IPv6.
+fn curl6_from_client(lab: &Lab, port: u16) -> (bool, String) {
+    let url = format!("http://[{HOST_IP6}]:{port}/");
+    in_ns(&lab.client, &["curl", "-s", "-g", "--max-time", "3", &url])
+}
+
+/// The host namespace's firewall rules, both families of tools (and ip6tables).
 fn host_rules(lab: &Lab) -> String {
     let (_, ipt) = in_ns(&lab.host, &["iptables-save"]);
+    let (_, ip6t) = in_ns(&lab.host, &["ip6tables-save"]);
     let (_, nft) = in_ns(&lab.host, &["nft", "list", "ruleset"]);
-    format!("{ipt}\n{nft}")
+    format!("{ipt}\n{ip6t}\n{nft}")
 }
 
 /// Links in the host namespace that netd made for endpoints (its veth prefix).
@@ -289,6 +296,118 @@ fn docker_run_on_a_netd_network_gets_netds_datapath() {
     drop(lab);
     assert!(!sock.exists(), "the plugin socket outlived netd");
     assert!(cgroups.iter().all(|c| !c.exists()), "{cgroups:?}");
+}
+
+#[test]
+fn docker_run_on_a_dual_stack_netd_network_publishes_over_ipv6() {
+    let (lab, dk, driver) = lab_with_docker();
+    dk.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--ipv6",
+        "--subnet",
+        "10.77.6.0/24",
+        "--subnet",
+        "fd00:77:6::/64",
+        "d6net",
+    ]);
+    let id = network_id(&dk, "d6net");
+    let net: Value = serde_json::from_str(&lab.netd_ok(&["network", "inspect", &id]))
+        .expect("network inspect JSON");
+    let net = if net.is_array() { &net[0] } else { &net };
+    assert_eq!(net["EnableIPv6"], true, "{net}");
+
+    dk.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web6",
+        "--network",
+        "d6net",
+        "-p",
+        "8086:80",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    // Docker's IPAM picked the addresses; netd used exactly those.
+    let f = "{{(index .NetworkSettings.Networks \"d6net\").GlobalIPv6Address}}";
+    let ip6 = dk.docker_ok(&["inspect", "-f", f, "web6"]);
+    assert!(ip6.starts_with("fd00:77:6::"), "{ip6}");
+    let ps: Value =
+        serde_json::from_str(&lab.netd_ok(&["inspect", &ps_name(&lab.netd_ok(&["ps"]))]))
+            .expect("inspect JSON");
+    let ps = if ps.is_array() { &ps[0] } else { &ps };
+    let netd_ip6 = ps["NetworkSettings"]["Networks"]
+        .as_object()
+        .and_then(|m| m.values().next())
+        .and_then(|n| n["GlobalIPv6Address"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(netd_ip6, ip6, "{ps}");
+    let a = dk.docker_ok(&["exec", "web6", "ip", "-6", "addr", "show", "eth0"]);
+    assert!(a.contains(&format!("{ip6}/64")), "{a}");
+    let gw = eventually("ping -6 the gateway from web6", || {
+        let o = dk.docker(&[
+            "exec",
+            "web6",
+            "ping",
+            "-6",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "fd00:77:6::1",
+        ]);
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    });
+    assert!(gw.contains("1 packets received"), "{gw}");
+
+    // One -p, both families: IPv6 from the outside through netd's DNAT66, IPv4 as ever.
+    let body = eventually("the published port over IPv6", || {
+        curl6_from_client(&lab, 8086)
+    });
+    assert_eq!(body.trim(), "hello from docker");
+    let body = eventually("the published port over IPv4", || {
+        curl_from_client(&lab, 8086)
+    });
+    assert_eq!(body.trim(), "hello from docker");
+    let port = lab.netd_ok(&["port", &ps_name(&lab.netd_ok(&["ps"]))]);
+    assert!(
+        port.contains("[::]:8086") && port.contains("0.0.0.0:8086"),
+        "{port}"
+    );
+    let rules = host_rules(&lab);
+    assert!(
+        !rules
+            .lines()
+            .any(|l| l.contains("8086") && l.to_lowercase().contains("dnat")),
+        "a DNAT rule for 8086 in the host namespace:\n{rules}"
+    );
+    let ct = lab.netd_ok(&["conntrack", "ls"]);
+    assert!(ct.contains(netd_tests::CLIENT_IP6), "{ct}");
+
+    dk.docker_ok(&["rm", "-f", "web6"]);
+    assert!(
+        !curl6_from_client(&lab, 8086).0,
+        "the port answers after rm"
+    );
+    dk.docker_ok(&["network", "rm", "d6net"]);
+    assert!(netd_veths(&lab).is_empty(), "{:?}", netd_veths(&lab));
+    assert!(link_claims(&lab).is_empty(), "{:?}", link_claims(&lab));
+    let st = stats(&lab);
+    assert_eq!(st["port_map_entries"], 0, "{st}");
+    assert_eq!(st["endpoint_entries"], 0, "{st}");
+    assert_eq!(lab.netd_ok(&["ps", "-a", "-q"]).trim(), "");
 }
 
 /// The NAMES column of the first container line of `netd ps`.

@@ -420,7 +420,7 @@ pub(super) fn prepare_ports(
 /// host's (`local6`). Docker, whose docker-proxy could carry IPv6 to an IPv4-only
 /// container, skips such a mapping with a log line when the proxy is off; netd has no
 /// proxy and says so instead of publishing less than was asked.
-fn check_ipv6_ports(
+pub(super) fn check_ipv6_ports(
     ports: &[PortMapping],
     ip6: Option<Ipv6Addr>,
     local6: &[Ipv6Addr],

@@ -5,160 +5,35 @@
 //! shows it, and netd never deletes its namespace nor kills its processes.
 mod check;
 mod docker;
+mod request;
 
 pub use docker::{DockerEndpoint, DockerJoin, DockerNetwork};
+use request::validate;
+pub use request::{parse_mac, Endpoint, EndpointKey, EndpointRequest, GcRequest, Route};
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use log::{info, warn};
-use serde::{Deserialize, Serialize};
 
-use super::{containers::prepare_ports, not_found_net, now, owned::Kind, random_id, txn};
+use super::{
+    containers::{check_ipv6_ports, prepare_ports},
+    not_found_net, now,
+    owned::Kind,
+    random_id, txn,
+};
 use super::{Daemon, Inner};
 use crate::{
     error::{NetdError, Result},
-    model::{fmt_mac, Container, ContainerState, NetMode, Network, Origin, PortMapping},
+    model::{
+        expand_specs, fmt_mac, Attachment, Container, ContainerState, NetMode, Network, Origin,
+        PortMapping, PortSpec,
+    },
     netlink::Netlink,
     netns,
     sandbox::{self, AttachOptions},
     store::State,
 };
-
-/// POST /netd/endpoints: attach the runtime's namespace `netns` to `network` as
-/// interface `ifname`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct EndpointRequest {
-    /// The runtime's id of the container (CNI_CONTAINERID).
-    pub container_id: String,
-    /// The interface inside the namespace (CNI_IFNAME).
-    pub ifname: String,
-    /// The namespace, an absolute path (CNI_NETNS).
-    pub netns: String,
-    /// A netd network, by name or id.
-    pub network: String,
-    /// A static address (the `ips` capability); else IPAM picks one.
-    pub ip: Option<Ipv4Addr>,
-    /// A static MAC, "aa:bb:cc:dd:ee:ff" (the `mac` capability); else Docker's scheme.
-    pub mac: Option<String>,
-    pub port_mappings: Vec<PortMapping>,
-    /// Names of the endpoint on its network (recorded for netd's DNS).
-    pub aliases: Vec<String>,
-}
-
-/// A route inside the namespace.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Route {
-    pub dst: Ipv4Network,
-    pub gw: Option<Ipv4Addr>,
-}
-
-/// An endpoint: what a runtime needs to report the attachment (a CNI result).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoint {
-    pub container_id: String,
-    pub ifname: String,
-    pub netns: String,
-    /// netd's record of it (the NAMES column of `netd ps`).
-    pub container: String,
-    pub network: String,
-    pub network_id: String,
-    /// The address with the network's prefix length.
-    pub address: Ipv4Network,
-    pub gateway: Option<Ipv4Addr>,
-    pub mac: String,
-    pub mtu: Option<u32>,
-    /// The host side: the veth on the network's bridge.
-    pub host_veth: String,
-    pub bridge: String,
-    pub bridge_mac: String,
-    pub routes: Vec<Route>,
-    pub port_mappings: Vec<PortMapping>,
-    pub aliases: Vec<String>,
-}
-
-/// One attachment a runtime still wants (CNI's `cni.dev/valid-attachments`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndpointKey {
-    pub container_id: String,
-    pub ifname: String,
-}
-
-/// POST /netd/endpoints/gc: remove the endpoints of `network` not in `keep`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct GcRequest {
-    pub network: String,
-    pub keep: Vec<EndpointKey>,
-}
-
-/// Parses "aa:bb:cc:dd:ee:ff" (or with '-'): a unicast MAC.
-pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let bad = || NetdError::InvalidArgument(format!("invalid MAC address {s:?}"));
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut mac = [0u8; 6];
-    for (b, p) in mac.iter_mut().zip(parts) {
-        if p.len() != 2 {
-            return Err(bad());
-        }
-        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    if mac[0] & 1 == 1 {
-        return Err(NetdError::InvalidArgument(format!(
-            "MAC address {s} is a multicast address: an interface needs a unicast one"
-        )));
-    }
-    Ok(mac)
-}
-
-/// The checks of a request that need no state: one error naming the field.
-fn validate(req: &EndpointRequest) -> Result<()> {
-    let bad = |m: String| Err(NetdError::InvalidArgument(m));
-    let id_ok = req
-        .container_id
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
-        && req
-            .container_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !id_ok {
-        return bad(format!(
-            "invalid container id {:?}: [a-zA-Z0-9][a-zA-Z0-9_.-]* expected",
-            req.container_id
-        ));
-    }
-    // The kernel's rule for interface names (dev_valid_name).
-    let ifname_ok = !req.ifname.is_empty()
-        && req.ifname.len() <= 15
-        && req.ifname != "."
-        && req.ifname != ".."
-        && !req
-            .ifname
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace());
-    if !ifname_ok {
-        return bad(format!(
-            "invalid interface name {:?}: 1-15 characters without '/', ':' or spaces",
-            req.ifname
-        ));
-    }
-    if !req.netns.starts_with('/') {
-        return bad(format!(
-            "invalid network namespace {:?}: an absolute path expected",
-            req.netns
-        ));
-    }
-    if req.network.is_empty() {
-        return bad("no network given".into());
-    }
-    Ok(())
-}
 
 /// The record's name: readable in `netd ps`, unique among the containers.
 fn record_name(state: &State, container_id: &str, ifname: &str, id: &str) -> String {
@@ -216,13 +91,30 @@ fn endpoint_of(c: &Container, nets: &[Network]) -> Option<Endpoint> {
     let a = c.attachments.first()?;
     let net = nets.iter().find(|n| n.id == a.network)?;
     let prefix = net.subnet.map(|s| s.prefix()).unwrap_or(32);
-    let routes = match net.gateway {
-        Some(gw) if c.default_route_on(0) && !net.internal => vec![Route {
-            dst: Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).ok()?,
-            gw: Some(gw),
-        }],
-        _ => Vec::new(),
+    let address6 = match (a.ip6, net.subnet6) {
+        (Some(ip6), Some(s6)) => Some(Ipv6Network::new(ip6, s6.prefix()).ok()?),
+        _ => None,
     };
+    let gateway6 = net.gateway6.filter(|_| address6.is_some());
+    let mut routes = Vec::new();
+    if c.default_route_on(0) && !net.internal {
+        // The routes the bridge driver adds: a default route per family.
+        let defaults = [
+            (
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                net.gateway.map(IpAddr::V4),
+            ),
+            (IpAddr::V6(Ipv6Addr::UNSPECIFIED), gateway6.map(IpAddr::V6)),
+        ];
+        for (any, gw) in defaults {
+            if let Some(gw) = gw {
+                routes.push(Route {
+                    dst: IpNetwork::new(any, 0).ok()?,
+                    gw: Some(gw),
+                });
+            }
+        }
+    }
     Some(Endpoint {
         container_id: container_id.to_string(),
         ifname: ifname.to_string(),
@@ -232,6 +124,8 @@ fn endpoint_of(c: &Container, nets: &[Network]) -> Option<Endpoint> {
         network_id: net.id.clone(),
         address: Ipv4Network::new(a.ip, prefix).ok()?,
         gateway: net.gateway,
+        address6,
+        gateway6,
         mac: fmt_mac(&a.mac),
         mtu: net.mtu,
         host_veth: a.veth.clone(),
@@ -243,10 +137,27 @@ fn endpoint_of(c: &Container, nets: &[Network]) -> Option<Endpoint> {
     })
 }
 
+/// The mappings `specs` publish to attachment `a` on `net`, by `netd run`'s rules: a
+/// spec without a host address on both families when `a` has IPv6; an IPv6 one needs
+/// IPv6 on `a` and an address of the host.
+async fn mappings_for(
+    nl: &Netlink,
+    net: &Network,
+    a: &Attachment,
+    specs: &[PortSpec],
+) -> Result<Vec<PortMapping>> {
+    let ports = expand_specs(specs, net.host_binding_ipv4, a.ip6.is_some());
+    if ports.iter().any(|m| m.host_ip.is_ipv6()) {
+        let local6 = nl.ipv6_addrs().await?;
+        check_ipv6_ports(&ports, a.ip6, &local6, Some(net))?;
+    }
+    Ok(ports)
+}
+
 impl Daemon {
     /// Attaches a runtime's namespace (see the module doc). A second attachment with the
     /// same (container id, interface) is a conflict: the runtime removes the first.
-    pub async fn add_endpoint(&self, mut req: EndpointRequest) -> Result<Endpoint> {
+    pub async fn add_endpoint(&self, req: EndpointRequest) -> Result<Endpoint> {
         validate(&req)?;
         let mac = req.mac.as_deref().map(parse_mac).transpose()?;
         if !netns::exists(&req.netns) {
@@ -281,12 +192,12 @@ impl Daemon {
                 req.ifname, req.netns
             )));
         }
-        prepare_ports(
-            &inner.state,
-            Some(&net),
-            &mut req.port_mappings,
-            self.args.snat_port_range,
-        )?;
+        if let (Some(ip6), false) = (req.ip6, net.ipv6) {
+            return Err(NetdError::InvalidArgument(format!(
+                "static IPv6 address {ip6}: network {} has no IPv6 (create it with --ipv6)",
+                net.name
+            )));
+        }
         // The runtime's first netd interface in a namespace carries its default route;
         // a second one (another network) would clash with it.
         let default_route = !inner
@@ -297,16 +208,22 @@ impl Daemon {
         let id = random_id();
         let opts = AttachOptions {
             ip: req.ip,
+            ip6: req.ip6,
             ifname: Some(req.ifname.clone()),
             aliases: req.aliases.clone(),
-            // CNI results carry IPv4 only: a dual-stack network's IPv6 is not given.
-            ipv4_only: true,
             ..Default::default()
         };
         let mut att = sandbox::plan(&inner.state, &net, &id, &[], opts, &self.args.veth_prefix)?;
         if let Some(mac) = mac {
             att.mac = mac;
         }
+        let mut ports = mappings_for(&inner.nl, &net, &att, &req.port_mappings).await?;
+        prepare_ports(
+            &inner.state,
+            Some(&net),
+            &mut ports,
+            self.args.snat_port_range,
+        )?;
         let c = Container {
             name: record_name(&inner.state, &req.container_id, &req.ifname, &id),
             id,
@@ -314,7 +231,7 @@ impl Daemon {
             mode: NetMode::Bridge,
             netns: Some(req.netns.clone()),
             attachments: vec![att],
-            ports: req.port_mappings.clone(),
+            ports,
             cmd: Vec::new(),
             // Its processes are the runtime's: "running" is the attachment's state.
             state: ContainerState::Running,
@@ -360,9 +277,11 @@ impl Daemon {
         )
         .await?;
         inner.sync_names();
+        let a = &c.attachments[0];
+        let ip6 = a.ip6.map(|ip| format!(" {ip}")).unwrap_or_default();
         info!(
-            "endpoint {} {} of {} on {}: {}",
-            req.container_id, req.ifname, req.netns, net.name, c.attachments[0].ip
+            "endpoint {} {} of {} on {}: {}{ip6}",
+            req.container_id, req.ifname, req.netns, net.name, a.ip
         );
         endpoint_of(&c, &inner.state.networks)
             .ok_or_else(|| NetdError::Internal("endpoint without attachment".into()))
@@ -465,66 +384,36 @@ mod tests {
     use super::*;
     use crate::model::test_container;
 
-    fn req() -> EndpointRequest {
-        EndpointRequest {
-            container_id: "abc123".into(),
+    #[test]
+    fn a_dual_stack_endpoint_reports_both_addresses_and_default_routes() {
+        let mut net = crate::model::test_network();
+        net.ipv6 = true;
+        net.subnet6 = Some("fd00:1::/64".parse().unwrap());
+        net.gateway6 = Some("fd00:1::1".parse().unwrap());
+        let mut c = test_container(&"c".repeat(64), "cni-ctr-eth0");
+        c.origin = Origin::Cni {
+            container_id: "ctr".into(),
             ifname: "eth0".into(),
-            netns: "/run/netns/x".into(),
-            network: "bridge".into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn requests_are_checked_field_by_field() {
-        assert!(validate(&req()).is_ok());
-        for (r, what) in [
-            (
-                EndpointRequest {
-                    container_id: "-x".into(),
-                    ..req()
-                },
-                "container id",
-            ),
-            (
-                EndpointRequest {
-                    ifname: "a/b".into(),
-                    ..req()
-                },
-                "interface name",
-            ),
-            (
-                EndpointRequest {
-                    ifname: "0123456789abcdef".into(),
-                    ..req()
-                },
-                "interface name",
-            ),
-            (
-                EndpointRequest {
-                    netns: "x".into(),
-                    ..req()
-                },
-                "absolute path",
-            ),
-        ] {
-            let e = validate(&r).unwrap_err().to_string();
-            assert!(e.contains(what), "{e}");
-        }
-    }
-
-    #[test]
-    fn macs_parse_and_multicast_is_refused() {
-        assert_eq!(
-            parse_mac("c2:11:22:33:44:55").unwrap(),
-            [0xc2, 0x11, 0x22, 0x33, 0x44, 0x55]
-        );
-        assert!(parse_mac("c2:11:22:33:44").is_err());
-        assert!(parse_mac("zz:11:22:33:44:55").is_err());
-        assert!(parse_mac("01:00:5e:00:00:01")
-            .unwrap_err()
-            .to_string()
-            .contains("multicast"));
+            default_route: true,
+        };
+        c.attachments.push(crate::model::test_attachment());
+        c.attachments[0].ip6 = Some("fd00:1::2".parse().unwrap());
+        let ep = endpoint_of(&c, std::slice::from_ref(&net)).unwrap();
+        assert_eq!(ep.address.to_string(), "10.1.0.2/24");
+        assert_eq!(ep.address6.unwrap().to_string(), "fd00:1::2/64");
+        assert_eq!(ep.gateway6, net.gateway6);
+        let routes: Vec<String> = ep
+            .routes
+            .iter()
+            .map(|r| format!("{} via {}", r.dst, r.gw.unwrap()))
+            .collect();
+        assert_eq!(routes, ["0.0.0.0/0 via 10.1.0.1", "::/0 via fd00:1::1"]);
+        // The same network without IPv6: one address, one route, no IPv6 in the JSON.
+        c.attachments[0].ip6 = None;
+        let ep = endpoint_of(&c, std::slice::from_ref(&net)).unwrap();
+        assert_eq!((ep.address6, ep.gateway6, ep.routes.len()), (None, None, 1));
+        let json = serde_json::to_value(&ep).unwrap();
+        assert!(json.get("address6").is_none(), "{json}");
     }
 
     #[test]

@@ -199,8 +199,8 @@ pub struct Attachment {
     /// The address the user asked for (--ip), shown as the endpoint's IPAMConfig.
     #[serde(default)]
     pub requested_ip: Option<Ipv4Addr>,
-    /// Its IPv6 address on a network with IPv6 (None elsewhere, and for the front
-    /// doors that stay IPv4: CNI and the Docker plugin).
+    /// Its IPv6 address on a network with IPv6 (None elsewhere, and for a Docker
+    /// endpoint to which Docker's IPAM gave none).
     #[serde(default)]
     pub ip6: Option<Ipv6Addr>,
     /// The IPv6 address the user asked for (--ip6).

@@ -138,14 +138,22 @@ async fn delete_network(State(d): D, body: Bytes) -> Reply {
 async fn create_endpoint(State(d): D, body: Bytes) -> Reply {
     let req: CreateEndpointRequest = decode("CreateEndpoint", &body)?;
     let iface = req.interface.unwrap_or_default();
-    let (ip, mac) = translate::endpoint_address(&iface.address, &iface.mac_address)?;
+    let addrs =
+        translate::endpoint_address(&iface.address, &iface.address_ipv6, &iface.mac_address)?;
     let chosen = d
-        .docker_create_endpoint(&req.network_id, &req.endpoint_id, ip, mac)
+        .docker_create_endpoint(
+            &req.network_id,
+            &req.endpoint_id,
+            addrs.ip,
+            addrs.ip6,
+            addrs.mac,
+        )
         .await?;
-    // Docker sets the MAC we name on the interface in the sandbox; naming the address
-    // too would be a change of Docker's IPAM choice, which libnetwork refuses.
+    // Docker sets the MAC we name on the interface in the sandbox; naming the
+    // addresses too (either family) would be a change of Docker's IPAM choice, which
+    // libnetwork refuses.
     let interface = EndpointInterface {
-        mac_address: if mac.is_some() {
+        mac_address: if addrs.mac.is_some() {
             String::new()
         } else {
             fmt_mac(&chosen)
@@ -186,6 +194,7 @@ async fn join(State(d): D, body: Bytes) -> Reply {
             dst_prefix: "eth".into(),
         },
         gateway: j.gateway.map(|g| g.to_string()).unwrap_or_default(),
+        gateway_ipv6: j.gateway6.map(|g| g.to_string()).unwrap_or_default(),
         static_routes: Vec::new(),
         disable_gateway_service: false,
     })

@@ -138,6 +138,8 @@ pub struct JoinResponse {
     pub interface_name: InterfaceName,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub gateway: String,
+    #[serde(rename = "GatewayIPv6", skip_serializing_if = "String::is_empty")]
+    pub gateway_ipv6: String,
     pub static_routes: Vec<Value>,
     pub disable_gateway_service: bool,
 }

@@ -57,13 +57,16 @@ fn the_plugin_protocol_answers_repeats_alike_and_refuses_bad_input_by_name() {
                "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": pool,
                              "Gateway": "10.81.0.1/24"}], "IPv6Data": []})
     };
-    // IPv6 is refused with its reason, and nothing is made.
+    // A bad IPv6 pool is refused with its reason, and nothing is made.
     let mut v6 = create("10.81.0.0/24");
-    v6["IPv6Data"] = json!([{"Pool": "fd00::/64"}]);
+    v6["IPv6Data"] = json!([{"Pool": "10.99.0.0/24"}]);
     let (code, _, v) = call(&sock, "NetworkDriver.CreateNetwork", &v6);
     assert_eq!(code, 400, "{v}");
     assert!(
-        v["Err"].as_str().unwrap_or_default().contains("IPv4 only"),
+        v["Err"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"10.99.0.0/24\" is not an IPv6 subnet"),
         "{v}"
     );
     assert!(!lab.netd_ok(&["network", "ls"]).contains(&nid[..12]));

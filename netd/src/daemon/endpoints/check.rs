@@ -95,5 +95,22 @@ async fn check_inside(
             None => problems.push(format!("the default route via {gw} is missing")),
         }
     }
+    if let Some(ip6) = a.ip6 {
+        let has_addr6 = inside
+            .ipv6_addrs_of_links()
+            .await?
+            .iter()
+            .any(|(i, ip)| *i == link.index && *ip == ip6);
+        if !has_addr6 {
+            problems.push(format!("interface {} lacks address {ip6}", a.ifname));
+        }
+        if let (true, false, Some(gw6)) = (default_route, net.internal, net.gateway6) {
+            match inside.default_gateway6().await? {
+                Some(g) if g == gw6 => {}
+                Some(g) => problems.push(format!("the IPv6 default route is via {g}, not {gw6}")),
+                None => problems.push(format!("the IPv6 default route via {gw6} is missing")),
+            }
+        }
+    }
     Ok(())
 }

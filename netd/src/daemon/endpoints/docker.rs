@@ -8,16 +8,21 @@
 //! Leave: dockerd moves the interface back out of the sandbox after Leave, as it does
 //! for its own bridge driver). Every call is idempotent, because a restarted dockerd
 //! sends what it knows again and a lost reply makes it retry.
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use log::info;
 
 use super::super::{containers::prepare_ports, not_found_net, now, owned::Kind, txn};
 use super::super::{Daemon, Inner};
 use crate::{
     error::{NetdError, Result},
-    model::{Container, ContainerState, NetMode, NetworkSpec, Origin, PortMapping, Proto},
+    model::{
+        Container, ContainerState, NetMode, NetworkSpec, Origin, PortMapping, PortSpec, Proto,
+    },
     sandbox::{self, AttachOptions},
     store::State,
 };
@@ -36,14 +41,19 @@ pub struct DockerNetwork {
     /// `docker network create -o`: netd's (Docker's bridge driver's) options.
     pub options: BTreeMap<String, String>,
     pub internal: bool,
+    /// `--ipv6`: the IPv6 pool Docker's IPAM gave the network, and its gateway.
+    pub subnet6: Option<Ipv6Network>,
+    pub gateway6: Option<Ipv6Addr>,
 }
 
-/// What Join answers: the interface dockerd moves into the sandbox, and the gateway
-/// (none on an internal network, so Docker sets no default route).
+/// What Join answers: the interface dockerd moves into the sandbox, and the gateways
+/// (none on an internal network, so Docker sets no default route; no IPv6 one for an
+/// endpoint without IPv6).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DockerJoin {
     pub ifname: String,
     pub gateway: Option<Ipv4Addr>,
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 /// An endpoint as EndpointOperInfo reports it.
@@ -94,14 +104,21 @@ impl Daemon {
         {
             let g = self.inner.lock().await;
             if let Some(have) = g.state.network_by_id(&n.id) {
-                if have.subnet == Some(n.subnet) {
+                if have.subnet == Some(n.subnet) && have.subnet6 == n.subnet6 {
                     return Ok(());
                 }
+                let show = |v4: Option<Ipv4Network>, v6: Option<Ipv6Network>| {
+                    v4.map(|s| s.to_string())
+                        .into_iter()
+                        .chain(v6.map(|s| s.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                };
                 return Err(NetdError::Conflict(format!(
                     "network {} already exists with subnet {}, not {}",
                     n.id,
-                    have.subnet.map(|s| s.to_string()).unwrap_or_default(),
-                    n.subnet
+                    show(have.subnet, have.subnet6),
+                    show(Some(n.subnet), n.subnet6)
                 )));
             }
         }
@@ -120,10 +137,9 @@ impl Daemon {
             attachable: true,
             labels: BTreeMap::new(),
             options: n.options.clone(),
-            // The plugin front door stays IPv4 (translate refuses --ipv6).
-            ipv6: false,
-            subnet6: None,
-            gateway6: None,
+            ipv6: n.subnet6.is_some(),
+            subnet6: n.subnet6.map(|s| s.to_string()),
+            gateway6: n.gateway6.map(|g| g.to_string()),
             ip_range6: None,
         };
         let (net, _) = self.create_network_as(spec, n.id.clone()).await?;
@@ -140,14 +156,15 @@ impl Daemon {
         Ok(())
     }
 
-    /// CreateEndpoint: records the endpoint with the address Docker's IPAM chose and
-    /// the MAC Docker gave (else Docker's own 02:42 scheme); returns the MAC. Nothing
-    /// is plumbed before Join.
+    /// CreateEndpoint: records the endpoint with the addresses Docker's IPAM chose
+    /// (`ip6` on a network with IPv6) and the MAC Docker gave (else Docker's own 02:42
+    /// scheme); returns the MAC. Nothing is plumbed before Join.
     pub async fn docker_create_endpoint(
         &self,
         network_id: &str,
         endpoint_id: &str,
         ip: Ipv4Addr,
+        ip6: Option<Ipv6Addr>,
         mac: Option<[u8; 6]>,
     ) -> Result<[u8; 6]> {
         check_id("endpoint", endpoint_id)?;
@@ -155,7 +172,7 @@ impl Daemon {
         let inner = &mut *g;
         if let Some(c) = find(&inner.state, endpoint_id) {
             return match c.attachments.first() {
-                Some(a) if a.network == network_id && a.ip == ip => Ok(a.mac),
+                Some(a) if a.network == network_id && a.ip == ip && a.ip6 == ip6 => Ok(a.mac),
                 _ => Err(NetdError::Conflict(format!(
                     "endpoint {endpoint_id} already exists with another network or address"
                 ))),
@@ -166,9 +183,18 @@ impl Daemon {
             .network_by_id(network_id)
             .cloned()
             .ok_or_else(|| not_found_net(network_id))?;
+        if let (Some(ip6), false) = (ip6, net.ipv6) {
+            return Err(NetdError::InvalidArgument(format!(
+                "endpoint IPv6 address {ip6}: network {} has no IPv6",
+                net.name
+            )));
+        }
         let opts = AttachOptions {
             ip: Some(ip),
-            ipv4_only: true,
+            ip6,
+            // Docker configures the sandbox with the addresses its IPAM gave: without
+            // an IPv6 one, netd must not pick one Docker never sets.
+            ipv4_only: ip6.is_none(),
             ..Default::default()
         };
         let mut att = sandbox::plan(
@@ -212,7 +238,8 @@ impl Daemon {
             inner.state.containers.retain(|c| c.id != endpoint_id);
             return Err(e.into());
         }
-        info!("docker endpoint {endpoint_id} on {}: {ip}", net.name);
+        let ip6 = ip6.map(|ip| format!(" {ip}")).unwrap_or_default();
+        info!("docker endpoint {endpoint_id} on {}: {ip}{ip6}", net.name);
         Ok(mac)
     }
 
@@ -236,6 +263,7 @@ impl Daemon {
         let reply = DockerJoin {
             ifname: a.ifname.clone(),
             gateway: net.gateway.filter(|_| !net.internal),
+            gateway6: net.gateway6.filter(|_| !net.internal && a.ip6.is_some()),
         };
         if a.host_ifindex != 0 {
             if inner.nl.link_by_name(&a.ifname).await?.is_some() {
@@ -312,13 +340,13 @@ impl Daemon {
         Ok(())
     }
 
-    /// ProgramExternalConnectivity: publishes `ports` (Docker's port bindings) to the
-    /// joined endpoint through the port map, replacing what it published before;
-    /// returns them with host ports and addresses filled in.
+    /// ProgramExternalConnectivity: publishes `specs` (Docker's port bindings) to the
+    /// joined endpoint through the port maps of both families, replacing what it
+    /// published before; returns the mappings with host ports and addresses filled in.
     pub async fn docker_publish(
         &self,
         endpoint_id: &str,
-        mut ports: Vec<PortMapping>,
+        mut specs: Vec<PortSpec>,
         exposed: Vec<(u16, Proto)>,
     ) -> Result<Vec<PortMapping>> {
         let mut g = self.inner.lock().await;
@@ -334,13 +362,39 @@ impl Daemon {
                 "endpoint {endpoint_id} has not joined a sandbox: nothing to publish to"
             )));
         }
-        let net = inner.state.network_by_id(&a.network).cloned();
+        let net = inner
+            .state
+            .network_by_id(&a.network)
+            .cloned()
+            .ok_or_else(|| not_found_net(&a.network))?;
+        if a.ip6.is_none() {
+            // What Docker's bridge driver does without its proxy: an IPv6 binding of a
+            // container without IPv6 is skipped with a log line.
+            specs.retain(|s| {
+                let v6 = s.host_ip.is_some_and(|ip| ip.is_ipv6());
+                if v6 {
+                    info!(
+                        "docker endpoint {endpoint_id} has no IPv6 address: not publishing {}/{} on IPv6",
+                        s.container_port, s.proto
+                    );
+                }
+                !v6
+            });
+        }
+        let mut ports = super::mappings_for(&inner.nl, &net, &a, &specs).await?;
+        // Docker may list a binding twice (once per address family it resolved).
+        let mut seen = Vec::new();
+        ports.retain(|m| {
+            let new = !seen.contains(m);
+            seen.push(m.clone());
+            new
+        });
         // A repeat replaces this endpoint's own ports: they are no conflict.
         let mut others = inner.state.clone();
         if let Some(m) = others.container_mut(endpoint_id) {
             m.ports.clear();
         }
-        prepare_ports(&others, net.as_ref(), &mut ports, self.args.snat_port_range)?;
+        prepare_ports(&others, Some(&net), &mut ports, self.args.snat_port_range)?;
         let old = c.ports.clone();
         let published = ports.clone();
         txn::transact(
