@@ -2,12 +2,12 @@
 //! `--ip6tables`, the v4 shapes of iptables.rs with IPv6 addresses), loaded with
 //! ip6tables-nft-restore: the datapath `cargo xtask bench --ipv6` compares netd's
 //! DNAT66 with.
-use std::{fmt::Write as _, time::Duration};
+use std::time::Duration;
 
 use anyhow::Result;
 use netd_lab::{cmd::in_ns, Lab};
 
-use super::{published_ports, timed};
+use super::timed;
 
 pub const RESTORE: &str = "ip6tables-nft-restore";
 
@@ -23,27 +23,7 @@ pub fn publish(lab: &Lab, fillers: u16, ctr: &str, subnet: &str) -> Result<Durat
 /// Docker's rules as an ip6tables-restore file: a DOCKER nat chain with one DNAT per
 /// port (IPv6 destinations in brackets) and one FORWARD accept per port.
 pub fn rules(fillers: u16, ctr: &str, subnet: &str) -> String {
-    let mut nat = String::from("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n");
-    nat += "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n";
-    nat += "-A OUTPUT ! -d ::1/128 -m addrtype --dst-type LOCAL -j DOCKER\n";
-    let _ = writeln!(nat, "-A POSTROUTING -s {subnet} -o up0 -j MASQUERADE");
-    nat += "-A DOCKER -i br0 -j RETURN\n";
-    let mut fwd = String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER - [0:0]\n");
-    fwd += "-A FORWARD -i br0 -o br0 -j DROP\n";
-    fwd += "-A FORWARD -o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n";
-    fwd += "-A FORWARD -o br0 -j DOCKER\n";
-    fwd += "-A FORWARD -i br0 ! -o br0 -j ACCEPT\n";
-    for (p, proto) in published_ports(fillers) {
-        let _ = writeln!(
-            nat,
-            "-A DOCKER ! -i br0 -p {proto} --dport {p} -j DNAT --to-destination [{ctr}]:{p}"
-        );
-        let _ = writeln!(
-            fwd,
-            "-A DOCKER -d {ctr}/128 ! -i br0 -o br0 -p {proto} --dport {p} -j ACCEPT"
-        );
-    }
-    format!("{nat}COMMIT\n{fwd}COMMIT\n")
+    super::iptables::docker_rules(fillers, ctr, subnet)
 }
 
 #[cfg(test)]

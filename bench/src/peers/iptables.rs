@@ -129,11 +129,25 @@ impl Datapath for Iptables {
 /// Docker's rules as an iptables-restore file: a DOCKER nat chain with one DNAT per
 /// port and one FORWARD accept per port.
 fn rules(fillers: u16) -> String {
-    let c = format!("{CTR_NET}.2");
+    docker_rules(fillers, &format!("{CTR_NET}.2"), &format!("{CTR_NET}.0/24"))
+}
+
+/// Docker's rules for container `ctr` (IPv4 or IPv6: the same shapes in
+/// iptables-restore and ip6tables-restore files) on `subnet` behind `br0`.
+pub fn docker_rules(fillers: u16, ctr: &str, subnet: &str) -> String {
+    let v6 = ctr.contains(':');
+    let (loopback, host, to) = if v6 {
+        ("::1/128", format!("{ctr}/128"), format!("[{ctr}]"))
+    } else {
+        ("127.0.0.0/8", format!("{ctr}/32"), ctr.to_string())
+    };
     let mut nat = String::from("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n");
     nat += "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n";
-    nat += "-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER\n";
-    let _ = writeln!(nat, "-A POSTROUTING -s {CTR_NET}.0/24 -o up0 -j MASQUERADE");
+    let _ = writeln!(
+        nat,
+        "-A OUTPUT ! -d {loopback} -m addrtype --dst-type LOCAL -j DOCKER"
+    );
+    let _ = writeln!(nat, "-A POSTROUTING -s {subnet} -o up0 -j MASQUERADE");
     nat += "-A DOCKER -i br0 -j RETURN\n";
     let mut fwd = String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER - [0:0]\n");
     fwd += "-A FORWARD -i br0 -o br0 -j DROP\n";
@@ -143,11 +157,11 @@ fn rules(fillers: u16) -> String {
     for (p, proto) in published_ports(fillers) {
         let _ = writeln!(
             nat,
-            "-A DOCKER ! -i br0 -p {proto} --dport {p} -j DNAT --to-destination {c}:{p}"
+            "-A DOCKER ! -i br0 -p {proto} --dport {p} -j DNAT --to-destination {to}:{p}"
         );
         let _ = writeln!(
             fwd,
-            "-A DOCKER -d {c}/32 ! -i br0 -o br0 -p {proto} --dport {p} -j ACCEPT"
+            "-A DOCKER -d {host} ! -i br0 -o br0 -p {proto} --dport {p} -j ACCEPT"
         );
     }
     format!("{nat}COMMIT\n{fwd}COMMIT\n")
