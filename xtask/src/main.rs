@@ -11,34 +11,9 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-/// See shared/TOOLCHAIN.md: 0.10.1 emits BTF the kernel rejects, 0.11+ needs LLVM 23.
-const BPF_LINKER_VERSION: &str = "0.10.4";
-/// Commands the tests and the lab use, and the Debian package that brings each.
-const PACKAGES: &[(&str, &str)] = &[
-    ("ip", "iproute2"),
-    ("ss", "iproute2"),
-    ("iptables-save", "iptables"),
-    ("nft", "nftables"),
-    ("curl", "curl"),
-    ("busybox", "busybox-static"),
-    ("ping", "iputils-ping"),
-    // The trace tests read the datapath's pinned config entry.
-    ("bpftool", "bpftool"),
-    // The stock docker CLI drives netd's Docker-compatible API in the tests.
-    ("docker", "docker.io"),
-    // A real CNI runtime drives netd-cni in the tests (--network-backend cni).
-    ("podman", "podman"),
-    // etcd-client (netd's cluster store client) compiles etcd's protos with protoc at
-    // build time: installed here, before the first build.
-    ("protoc", "protobuf-compiler"),
-    // The overlay tests run a real etcd (3.4) inside a namespace of their own.
-    ("etcd", "etcd-server"),
-    ("etcdctl", "etcd-client"),
-    // The embedded DNS tests: dig queries it, dnsmasq is the upstream a --dns names.
-    ("dig", "dnsutils"),
-    ("dnsmasq", "dnsmasq"),
-];
+mod prereq;
 
+use prereq::prerequisites;
 #[derive(Parser)]
 #[command(name = "xtask")]
 struct Cli {
@@ -129,108 +104,6 @@ fn output(prog: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn is_root() -> bool {
-    output("id", &["-u"]).is_some_and(|s| s.trim() == "0")
-}
-
-/// Everything netd needs to build and run, installed where missing.
-fn prerequisites() -> Result<()> {
-    if !is_root() {
-        bail!("netd needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): run as root, e.g. sudo -E cargo xtask ...");
-    }
-    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        bail!("this kernel has no BTF (/sys/kernel/btf/vmlinux): netd needs a kernel built with CONFIG_DEBUG_INFO_BTF");
-    }
-    // bpffs, where the daemon pins maps and links.
-    let mounted = std::fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "));
-    if !mounted {
-        say("mounting bpffs at /sys/fs/bpf");
-        cmd_ok(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
-            .context("no bpf filesystem could be mounted (is the bpf syscall available?)")?;
-    }
-
-    let mut missing: Vec<&str> = PACKAGES
-        .iter()
-        .filter(|(c, _)| !have(c))
-        .map(|(_, p)| *p)
-        .collect();
-    // docker-py (a Python module, not a command): the Docker API tests call it as
-    // Testcontainers and scripts do, with Debian's own interpreter.
-    let docker_py = Command::new("/usr/bin/python3")
-        .args(["-c", "import docker"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !docker_py {
-        missing.push("python3-docker");
-    }
-    // protoc's well-known types (google/protobuf/*.proto), which etcd's protos import:
-    // a package of their own, not a command.
-    if !Path::new("/usr/include/google/protobuf/descriptor.proto").exists() {
-        missing.push("libprotobuf-dev");
-    }
-    if !missing.is_empty() {
-        let mut pkgs = missing.clone();
-        pkgs.dedup();
-        apt_install(&pkgs)?;
-    }
-
-    // The eBPF crate is built by aya-build with `rustup run nightly ... -Z build-std=core`.
-    let toolchains =
-        output("rustup", &["toolchain", "list"]).ok_or_else(|| anyhow!("rustup not found"))?;
-    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
-        say("installing the nightly toolchain (for the eBPF build)");
-        cmd_ok(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))?;
-    }
-    let comps = output(
-        "rustup",
-        &["component", "list", "--installed", "--toolchain", "nightly"],
-    )
-    .unwrap_or_default();
-    if !comps.lines().any(|l| l.starts_with("rust-src")) {
-        say("installing rust-src for nightly (build-std=core for the eBPF target)");
-        cmd_ok(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
-    }
-    let linker_ok =
-        output("bpf-linker", &["--version"]).is_some_and(|v| v.contains(BPF_LINKER_VERSION));
-    if !linker_ok {
-        say(&format!(
-            "installing bpf-linker {BPF_LINKER_VERSION} (about 2-3 minutes)"
-        ));
-        cmd_ok(Command::new("cargo").args([
-            "install",
-            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
-            "--locked",
-            "--force",
-        ]))?;
-    }
-    Ok(())
-}
-
 fn cargo(args: &[&str]) -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.args(args).current_dir(root_dir());
@@ -293,7 +166,15 @@ fn test(args: &[String]) -> Result<()> {
     ]))?;
     let target = root_dir().join("target/debug");
     say("running unit, BPF_PROG_TEST_RUN and end-to-end tests");
-    let mut c = cargo(&["test", "--workspace", "--exclude", "netd-ebpf", "--"]);
+    // Every test binary runs, so one failure does not hide the others' results.
+    let mut c = cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        "netd-ebpf",
+        "--no-fail-fast",
+        "--",
+    ]);
     c.args(args)
         .env("NETD_BIN", target.join("netd"))
         .env("NETD_TESTER", target.join("netd-tester"))
@@ -339,80 +220,9 @@ fn count_of(summary: &str, what: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Installs Debian packages without starting their services: docker.io and etcd-server
-/// would otherwise start dockerd and etcd as services of the machine on a systemd host,
-/// and netd runs them only inside test namespaces. A policy-rc.d that refuses every
-/// start (Debian's documented switch, honoured by invoke-rc.d and deb-systemd-invoke)
-/// is in place for the install only, unless the machine already has one of its own.
-fn apt_install(pkgs: &[&str]) -> Result<()> {
-    say(&format!("installing Debian packages: {}", pkgs.join(" ")));
-    cmd_ok(Command::new("apt-get").arg("update").arg("-q"))?;
-    let policy = Path::new("/usr/sbin/policy-rc.d");
-    let ours = !policy.exists();
-    if ours {
-        std::fs::write(
-            policy,
-            "#!/bin/sh\n# cargo xtask: no service starts while it installs\nexit 101\n",
-        )
-        .context("writing /usr/sbin/policy-rc.d")?;
-        std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    }
-    let installed = cmd_ok(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(pkgs)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    );
-    if ours {
-        let _ = std::fs::remove_file(policy);
-    }
-    installed
-}
-
-/// The bench's own tools, on top of the test prerequisites.
-const BENCH_PACKAGES: &[(&str, &str)] = &[
-    ("iperf3", "iperf3"),
-    ("conntrack", "conntrack"),
-    ("iptables-legacy", "iptables"),
-    ("taskset", "util-linux"),
-    ("bpftool", "bpftool"),
-    // Real peers, run by their own tools inside the bench's namespaces.
-    ("/usr/lib/podman/netavark", "netavark"),
-    ("/usr/lib/cni/portmap", "containernetworking-plugins"),
-    ("dockerd", "docker.io"),
-    // `--dns`: the load tool, Podman's DNS server, and the upstream every server forwards to.
-    ("dnsperf", "dnsperf"),
-    ("/usr/lib/podman/aardvark-dns", "aardvark-dns"),
-    ("dnsmasq", "dnsmasq-base"),
-];
-
 fn bench(args: &[String]) -> Result<()> {
     prerequisites()?;
-    let missing: Vec<&str> = BENCH_PACKAGES
-        .iter()
-        .filter(|(c, _)| {
-            if c.starts_with('/') {
-                !Path::new(c).exists()
-            } else {
-                !have(c)
-            }
-        })
-        .map(|(_, p)| *p)
-        // Where systemd runs, installing docker.io starts dockerd in the machine's own
-        // namespace, with its iptables rules: the bench never does that. dockerd is then
-        // skipped, and says why.
-        .filter(|p| {
-            let refuse = *p == "docker.io" && Path::new("/run/systemd/system").exists();
-            if refuse {
-                say("not installing docker.io: under systemd its package starts dockerd in the machine's own namespace");
-            }
-            !refuse
-        })
-        .collect();
-    if !missing.is_empty() {
-        say("the bench needs more Debian packages");
-        apt_install(&missing)?;
-    }
+    prereq::ensure_packages(prereq::BENCH_PACKAGES)?;
     say("building netd, the tester and the bench (release)");
     cmd_ok(&mut cargo(&[
         "build",

@@ -42,6 +42,8 @@ impl Podman {
             format!(
                 "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\"]\nnetwork_config_dir = \"{}\"\n\
                  [engine]\nevents_logger = \"file\"\ncgroup_manager = \"cgroupfs\"\n\
+                 # Debian's default, crun, refuses this machine kind's hybrid cgroups.\n\
+                 runtime = \"runc\"\n\
                  [containers]\n# Podman's defaults exceed this machine's hard limits.\n\
                  default_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n",
                 bin.display(),
