@@ -72,8 +72,15 @@ impl Daemon {
             .try_clone()
             .map_err(|e| Error::path("opening", &spec.log, e))?;
         let mut cmd = Command::new(&spec.bin);
-        cmd.args(["daemon", "--netns", &spec.netns])
-            .arg("--state-dir")
+        cmd.args(["daemon", "--netns", &spec.netns]);
+        if !spec.args.iter().any(|a| a.starts_with("--config-file")) {
+            // A config file of the lab's own: the machine's /etc/netd/daemon.json (an
+            // installed package's) never reaches a lab's daemon.
+            let empty = spec.log.with_file_name("daemon.json");
+            std::fs::write(&empty, "{}\n").map_err(|e| Error::path("writing", &empty, e))?;
+            cmd.arg("--config-file").arg(&empty);
+        }
+        cmd.arg("--state-dir")
             .arg(&spec.state_dir)
             .arg("--run-dir")
             .arg(&spec.run_dir)

@@ -16,10 +16,17 @@ pub async fn serve(args: DaemonArgs) -> anyhow::Result<()> {
         Some(name) => Some(PluginSocket::bind(name, gid)?),
         None => None,
     };
+    let metrics_addr = args.metrics_addr;
+    let state_dir = args.state_dir.clone();
     let daemon = Daemon::start(args).await?;
+    let restarts = crate::metrics::count_start(&state_dir);
+    if let Some(addr) = metrics_addr {
+        crate::metrics::serve(addr, daemon.clone(), restarts).await?;
+    }
     let sock = daemon.socket_path();
     let listener = bind_socket(&sock, gid)?;
     info!("listening on {}", sock.display());
+    crate::notify::ready();
     let app = crate::api::service(daemon.clone());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -36,6 +43,7 @@ pub async fn serve(args: DaemonArgs) -> anyhow::Result<()> {
         _ = term.recv() => info!("SIGTERM"),
         _ = int.recv() => info!("SIGINT"),
     }
+    crate::notify::stopping();
     daemon.shutdown().await?;
     drop(plugin);
     info!("detached; bye");

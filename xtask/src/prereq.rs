@@ -58,6 +58,16 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
         "docker-py drives netd's Docker API as tools do",
     ),
     ("tar", "images for dockerd and podman"),
+    (
+        "prometheus",
+        "a real Prometheus scrapes netd's metrics; promtool checks them",
+    ),
+    (
+        "systemd",
+        "systemd-analyze verifies the packaged netd.service",
+    ),
+    ("openssl", "the certificates of the etcd-over-TLS tests"),
+    ("xz-utils", "cargo-deb compresses the .deb with xz"),
 ];
 
 /// The bench's own tools, on top of the test packages.

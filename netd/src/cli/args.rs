@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the agent (owns the kernel state, serves the API).
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Create a container's network sandbox and run a command in it.
     Run(RunArgs),
     /// Create a container's network sandbox without starting its command.
@@ -306,8 +306,20 @@ pub fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
+/// The command line, with the daemon's flags noted as given there (so its config file
+/// can tell a flag from a default).
+fn parse_noting_daemon_flags() -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let m = Cli::command().try_get_matches()?;
+    let mut cli = Cli::from_arg_matches(&m)?;
+    if let (Command::Daemon(args), Some(("daemon", sub))) = (&mut cli.command, m.subcommand()) {
+        crate::daemon::config_file::note_command_line(args, sub);
+    }
+    Ok(cli)
+}
+
 pub fn parse_args() -> Result<Cli, i32> {
-    match Cli::try_parse() {
+    match parse_noting_daemon_flags() {
         Ok(c) => Ok(c),
         Err(e) => {
             use clap::error::ErrorKind;

@@ -14,6 +14,7 @@
 //! - `overlay`: overlay networks through the cluster store, mirrored here.
 //! - `rundir`: the namespace the daemon enters, its run directory's ownership.
 mod args;
+pub mod config_file;
 mod containers;
 mod endpoints;
 mod networks;
@@ -22,6 +23,7 @@ mod overlay;
 mod owned;
 mod processes;
 mod reconcile;
+mod reload;
 mod rundir;
 mod trace;
 pub mod txn;
@@ -41,7 +43,8 @@ pub use endpoints::{
     parse_mac, DockerEndpoint, DockerJoin, DockerNetwork, Endpoint, EndpointKey, EndpointRequest,
     GcRequest, Route,
 };
-pub use observe::{ConntrackRow, FlowFilter, PortStats, Stats};
+pub use observe::{Census, ConntrackRow, FlowFilter, PortStats, Stats};
+pub use reload::Reloader;
 pub use rundir::{enter_netns, group_id};
 pub use trace::{TraceItem, TraceLine, TraceReader};
 
@@ -180,6 +183,10 @@ impl Daemon {
             ));
         }
         args.check()?;
+        let store_opts = cluster::StoreOpts::parse(&args.cluster_store_opt)?;
+        if let Some(url) = &args.cluster_store {
+            cluster::check_store(url, &store_opts).await?;
+        }
         rundir::prepare_run_dir(&args)?;
         sysctl::set("net.ipv4.ip_forward", "1")?;
         let nl = Netlink::current()?;
@@ -291,6 +298,7 @@ impl Daemon {
                 join_cluster(
                     &nl,
                     url,
+                    &store_opts,
                     args.cluster_advertise.as_deref(),
                     uplink_ip,
                     &state.instance_id,
@@ -368,11 +376,11 @@ async fn uplink_ipv6(nl: &Netlink, index: u32) -> anyhow::Result<Option<std::net
 async fn join_cluster(
     nl: &Netlink,
     url: &str,
+    store_opts: &cluster::StoreOpts,
     advertise: Option<&str>,
     uplink_ip: std::net::Ipv4Addr,
     id: &str,
 ) -> anyhow::Result<Cluster> {
-    let endpoints = cluster::parse_store(url)?;
     let addr = match advertise.map(cluster::parse_advertise).transpose()? {
         None => uplink_ip,
         Some(cluster::Advertise::Addr(ip)) => ip,
@@ -401,5 +409,5 @@ async fn join_cluster(
         addr,
     };
     info!("cluster store {url}, advertising {addr}");
-    Ok(Cluster::start(endpoints, node).await?)
+    Ok(Cluster::start(url, store_opts, node).await?)
 }

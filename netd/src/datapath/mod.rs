@@ -11,6 +11,7 @@ mod conntrack;
 mod links;
 mod maps;
 mod maps6;
+mod readings;
 mod testrun;
 mod trace;
 
@@ -35,6 +36,7 @@ use netd_common::{
     drop_reason, event, map_names, prog_names, Backend, Backend6, Config, Config6, CtKey, CtKey6,
     Endpoint, PortCounters, PortKey, PortKey6,
 };
+pub use readings::{Counted, CtCensus, Readings};
 pub use trace::{open_ring as open_trace_ring, PacketTrace, TraceHold, TraceSwitch};
 
 /// The datapath's counter tables (names and meanings), for whoever shows them.
