@@ -54,6 +54,35 @@ pub fn cli(bin: &Path, socket: &Path, args: &[&str]) -> Result<Output> {
         .map_err(|e| Error::path("running", bin, e))
 }
 
+/// `netd daemon --cleanup` on the instance of `spec`: what it printed and its status.
+pub fn cleanup_output(spec: &DaemonSpec) -> Result<Output> {
+    Command::new(&spec.bin)
+        .args(["daemon", "--cleanup", "--netns", &spec.netns])
+        .arg("--state-dir")
+        .arg(&spec.state_dir)
+        .arg("--run-dir")
+        .arg(&spec.run_dir)
+        .arg("--bpf-dir")
+        .arg(&spec.bpf_dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::path("running", &spec.bin, e))
+}
+
+/// The same, as a Result: an error carries everything it printed.
+pub fn cleanup(spec: &DaemonSpec) -> Result<()> {
+    let o = cleanup_output(spec)?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Daemon(format!(
+            "--cleanup failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )))
+    }
+}
+
 /// A running daemon: one this process started, or one adopted by pid.
 pub struct Daemon {
     pid: u32,

@@ -12,7 +12,7 @@ use super::{
     containers::summary,
     filters::Filters,
     now, rfc3339,
-    types::{DiskUsage, Info, SwarmInfo, Version},
+    types::{Component, DiskUsage, Info, SwarmInfo, Version},
     Json, API_VERSION, D, Q,
 };
 use crate::{error::NetdError, model::ContainerState};
@@ -69,12 +69,15 @@ pub async fn version() -> Json<Version> {
         os: "linux".into(),
         arch: go_arch().into(),
         kernel_version: kernel_version(),
-        components: vec![[
-            ("Name".to_string(), "netd".to_string()),
-            ("Version".to_string(), v),
-        ]
-        .into_iter()
-        .collect()],
+        git_commit: crate::version::GIT_COMMIT.into(),
+        components: vec![Component {
+            name: "netd".into(),
+            version: v,
+            details: crate::version::details()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }],
     })
 }
 

@@ -129,6 +129,12 @@ pub struct DaemonArgs {
     /// the config file's conflicts.
     #[arg(skip)]
     pub from_command_line: std::collections::BTreeMap<String, Vec<String>>,
+    /// Instead of serving: remove everything this instance made (the processes netd
+    /// started and its namespaces, veths, bridges, VXLAN device, programs, pinned maps
+    /// and its state) and exit. A stop (SIGTERM) keeps all of it, so the datapath
+    /// forwards while no agent runs; this removes it. Refused while the daemon runs.
+    #[arg(long)]
+    pub cleanup: bool,
 }
 
 impl DaemonArgs {

@@ -226,24 +226,39 @@ impl Datapath {
         stale.dedup();
         stale
     }
+}
 
-    /// Detaches everything this agent attached (SIGTERM). Maps stay pinned, so the next
-    /// agent keeps the conntrack table. Every link is tried; all failures are returned.
-    pub fn detach_all(&self) -> anyhow::Result<()> {
-        let mut errors = Vec::new();
-        if let Ok(rd) = fs::read_dir(&self.links_dir) {
-            for e in rd.flatten() {
-                if let Some(name) = e.file_name().to_str() {
-                    if let Err(err) = self.detach(name) {
-                        errors.push(format!("{name}: {err:#}"));
-                    }
-                }
-            }
+/// Removes a datapath whole (`netd daemon --cleanup`): every pinned link (which detaches
+/// its program: the pin holds the last reference), then every pinned map, then the
+/// directory. Returns how many pins went. Needs no loaded object, so it removes a
+/// datapath of any layout.
+pub fn remove_all(bpf_dir: &Path) -> anyhow::Result<usize> {
+    let pins = |dir: &Path| -> Vec<std::path::PathBuf> {
+        fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut removed = 0;
+    for pin in pins(&bpf_dir.join("links")) {
+        match PinnedLink::from_pin(&pin) {
+            Ok(p) => drop(p.unpin()?),
+            Err(_) => fs::remove_file(&pin)?,
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(anyhow!("detaching: {}", errors.join("; ")))
+        removed += 1;
+    }
+    for dir in [bpf_dir.join("old-layout"), bpf_dir.to_path_buf()] {
+        for pin in pins(&dir) {
+            fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+            removed += 1;
         }
     }
+    if bpf_dir.exists() {
+        fs::remove_dir_all(bpf_dir).with_context(|| format!("removing {}", bpf_dir.display()))?;
+    }
+    Ok(removed)
 }
