@@ -96,7 +96,8 @@ fn table(
         .enumerate()
         .map(|(i, (name, help))| Counted {
             name,
-            help,
+            // Doc comments keep the space after `///`.
+            help: help.trim(),
             value: array
                 .get(&(i as u32), 0)
                 .map(|v| v.iter().sum())

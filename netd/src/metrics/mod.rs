@@ -115,6 +115,9 @@ fn gather(ep: &Endpoint, census: &crate::daemon::Census) -> anyhow::Result<Strin
     families.extend(scrape::datapath(&ep.readings, census)?);
     families.extend(scrape::state(census, ep.restarts)?);
     families.extend(ep.process.collect());
+    // A family without series (no published port yet) is not written: the format
+    // has no way to say "none", and the encoder refuses it.
+    families.retain(|f| !f.get_metric().is_empty());
     families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut out = Vec::new();
     TextEncoder::new().encode(&families, &mut out)?;
