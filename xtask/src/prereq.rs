@@ -68,6 +68,10 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ),
     ("openssl", "the certificates of the etcd-over-TLS tests"),
     ("xz-utils", "cargo-deb compresses the .deb with xz"),
+    (
+        "dpkg-dev",
+        "cargo-deb finds the package's library dependencies with dpkg-shlibdeps",
+    ),
 ];
 
 /// The bench's own tools, on top of the test packages.

@@ -120,6 +120,12 @@ pub enum Command {
     /// addresses as the packet left (after NAT), verdict and drop reason. The datapath
     /// records packets only while a trace runs.
     Trace(TraceArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell (e.g.
+    /// `netd completion bash > /etc/bash_completion.d/netd`).
+    Completion { shell: clap_complete::Shell },
+    /// Write netd's man pages into DIR (for packaging).
+    #[command(hide = true)]
+    ManPages { dir: std::path::PathBuf },
 }
 
 #[derive(clap::Args, Debug)]
