@@ -31,12 +31,15 @@ pub async fn serve(args: DaemonArgs) -> anyhow::Result<()> {
         Some(name) => Some(PluginSocket::bind(name, gid)?),
         None => None,
     };
-    let metrics_addr = args.metrics_addr;
+    let metrics = match args.metrics_addr {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
     let state_dir = args.state_dir.clone();
     let daemon = Daemon::start(args).await?;
     let restarts = crate::metrics::count_start(&state_dir);
-    if let Some(addr) = metrics_addr {
-        crate::metrics::serve(addr, daemon.clone(), restarts).await?;
+    if let Some(listener) = metrics {
+        crate::metrics::serve(listener, daemon.clone(), restarts)?;
     }
     let sock = daemon.socket_path();
     let listener = bind_socket(&sock, gid)?;

@@ -115,6 +115,8 @@ fn prometheus_scrapes_netd_and_promql_counts_the_packets_of_a_published_port() {
     assert!(api >= 2.0, "API requests timed: {api}");
     assert!(promql(&lab, "process_resident_memory_bytes").unwrap_or(0.0) > 1e6);
 
+    dashboard_queries_run(&lab);
+
     // The exposition: Prometheus' text format as promtool checks it, the counter
     // table's own words as help.
     let text = get(&lab, &format!("http://{METRICS}/metrics"));
@@ -169,5 +171,48 @@ fn dns_queries_and_answers_are_counted() {
         r#"netd_dns_answer_duration_seconds_count{source="local"} 4"#,
     ] {
         assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+}
+
+/// Every query of the Grafana dashboard in docs/ runs in Prometheus (Grafana's
+/// variables given their widest values) and names only metrics netd exposes.
+fn dashboard_queries_run(lab: &Lab) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana/netd.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("dashboard JSON");
+    let text = get(lab, &format!("http://{METRICS}/metrics"));
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10);
+    for p in panels {
+        let expr = p["targets"][0]["expr"].as_str().expect("expr");
+        let q = expr
+            .replace("$__rate_interval", "1m")
+            .replace(r#"=~"$job""#, r#"=~".*""#);
+        let url = format!("http://{PROMETHEUS}/api/v1/query");
+        let arg = format!("query={q}");
+        let o = lab.exec_in(
+            &lab.host,
+            &[
+                "curl",
+                "-s",
+                "--max-time",
+                "5",
+                &url,
+                "--data-urlencode",
+                &arg,
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("Prometheus JSON");
+        assert_eq!(v["status"], "success", "{}: {q}: {v}", p["title"]);
+        for name in q
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("netd_") || w.starts_with("process_"))
+        {
+            assert!(
+                text.contains(&format!("\n{name}")),
+                "{}: {name} is not exposed",
+                p["title"]
+            );
+        }
     }
 }

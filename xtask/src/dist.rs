@@ -65,9 +65,8 @@ pub fn dist() -> Result<()> {
         "-p",
         "netd-cni",
     ]))?;
-    let deb = Dist { debug: false }.package()?;
-    println!("{}", deb.display());
-    Ok(())
+    // cargo-deb prints the package's path.
+    Dist { debug: false }.package().map(|_| ())
 }
 
 /// cargo-deb at the pinned version, installed with `cargo install --locked` if missing.

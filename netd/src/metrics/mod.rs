@@ -53,13 +53,22 @@ struct Endpoint {
     process: prometheus::process_collector::ProcessCollector,
 }
 
-/// Binds ADDR:PORT and serves /metrics in the background. The bind happens now, so a
-/// taken port stops the start with its address.
-pub async fn serve(addr: SocketAddr, daemon: Arc<Daemon>, restarts: u64) -> anyhow::Result<()> {
-    let readings = Readings::open(daemon.bpf_dir()).context("metrics: the pinned maps")?;
-    let listener = tokio::net::TcpListener::bind(addr)
+/// Binds ADDR:PORT, before the daemon starts: a taken port stops the start with its
+/// address, before anything is touched.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("--metrics-addr {addr}"))?;
+        .with_context(|| format!("--metrics-addr {addr}"))
+}
+
+/// Serves /metrics on `listener` in the background.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    daemon: Arc<Daemon>,
+    restarts: u64,
+) -> anyhow::Result<()> {
+    let readings = Readings::open(daemon.bpf_dir()).context("metrics: the pinned maps")?;
+    let addr = listener.local_addr()?;
     let ep = Arc::new(Endpoint {
         daemon,
         readings,
