@@ -71,7 +71,8 @@ pub async fn cleanup(args: &DaemonArgs) -> anyhow::Result<Removed> {
     Ok(out)
 }
 
-/// The state file (and the originals kept by migrations) and the claims.
+/// The state file (and the originals kept by migrations), the claims and the count of
+/// starts (the metrics' restarts).
 fn remove_state(dir: &Path, out: &mut Removed) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -81,7 +82,7 @@ fn remove_state(dir: &Path, out: &mut Removed) {
         let name = name.to_string_lossy();
         let r = if name == "owned" {
             std::fs::remove_dir_all(e.path())
-        } else if name.starts_with("state.json") {
+        } else if name.starts_with("state.json") || name == crate::metrics::STARTS_FILE {
             std::fs::remove_file(e.path())
         } else {
             continue;

@@ -53,7 +53,7 @@ fn instruments() -> prometheus::Result<Instruments> {
     let api = HistogramVec::new(
         HistogramOpts::new(
             "netd_api_request_duration_seconds",
-            "Time to answer an API request (the socket's HTTP/JSON API and the Docker plugin's), by method, route and status code.",
+            "Time to answer a request of the API socket (netd's CLI, the docker CLI, netd-cni), by method, route template and status code.",
         )
         .buckets(exponential_buckets(0.000_25, 2.0, 16)?),
         &["method", "route", "code"],

@@ -26,7 +26,7 @@ pub use instruments::{api_latency, dns_answer, dns_query, Source, Transport};
 use crate::{daemon::Daemon, datapath::Readings};
 
 /// The file under the state directory that counts the agent's starts.
-const STARTS_FILE: &str = "starts";
+pub const STARTS_FILE: &str = "starts";
 
 /// Counts this start of the agent on `state_dir`; returns how many starts came before
 /// (the restarts). Kept in a file of its own (one decimal number), so it survives
