@@ -189,8 +189,8 @@ pub struct Census {
     /// Networks by driver (bridge, overlay, host, null).
     pub networks: std::collections::BTreeMap<String, u64>,
     /// Containers by (driver, origin): a container counts once for each driver of its
-    /// networks; `host` and `none` modes count as the host and null drivers. Origin is
-    /// who made it: netd, cni or docker.
+    /// networks; `host`, `none` and `container:NAME` modes count as the host, null and
+    /// container drivers. Origin is who made it: netd, cni or docker.
     pub containers: std::collections::BTreeMap<(String, String), u64>,
     /// (container name, published port).
     pub ports: Vec<(String, crate::model::PortMapping)>,
@@ -214,7 +214,8 @@ impl Daemon {
             let mut drivers: Vec<String> = match &k.mode {
                 NetMode::Host => vec!["host".into()],
                 NetMode::None => vec!["null".into()],
-                _ => k
+                NetMode::Container(_) => vec!["container".into()],
+                NetMode::Bridge => k
                     .attachments
                     .iter()
                     .filter_map(|a| g.state.network(&a.network).map(|n| n.driver.clone()))
