@@ -24,6 +24,7 @@ mod overlay;
 mod owned;
 mod processes;
 mod reconcile;
+mod replace;
 mod rundir;
 mod start;
 mod trace;
@@ -45,8 +46,9 @@ pub use endpoints::{
     GcRequest, Route,
 };
 pub use observe::{ConntrackRow, FlowFilter, PortStats, Stats};
+pub use replace::take_over;
 pub use rundir::{enter_netns, group_id};
-pub use start::{preflight, InstanceLock};
+pub use start::{check_compatible, preflight, InstanceLock};
 pub use trace::{TraceItem, TraceLine, TraceReader};
 
 use crate::{
