@@ -176,7 +176,7 @@ impl Daemon {
                     read_log(&spec.log)
                 )));
             }
-            std::thread::sleep(Duration::from_millis(25));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -224,7 +224,7 @@ impl Daemon {
                 }
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
