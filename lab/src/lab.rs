@@ -249,6 +249,13 @@ impl Lab {
         Ok(())
     }
 
+    /// The running daemon, taken out of the lab (which then runs none): for a test
+    /// that starts another beside it (`netd daemon --replace`) and waits for the old
+    /// one to exit.
+    pub fn take_daemon(&mut self) -> Option<Daemon> {
+        self.daemon.take()
+    }
+
     pub fn daemon_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(Daemon::pid)
     }

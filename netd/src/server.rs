@@ -22,6 +22,12 @@ pub async fn serve(args: DaemonArgs) -> anyhow::Result<()> {
             )),
         };
     }
+    if args.replace {
+        // The old agent holds the instance lock until it stops: the rest of the checks
+        // follow then.
+        daemon::check_compatible(&args)?;
+        daemon::take_over(&args)?;
+    }
     // Held until the process ends: one agent per state.
     let _lock = preflight(&args)?;
     let gid = group_id(&args)?;

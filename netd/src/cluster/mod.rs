@@ -13,6 +13,7 @@
 //!                                   (see `endpoints`)
 pub mod endpoints;
 mod follow;
+mod leave;
 pub mod networks;
 mod registry;
 mod tls;
@@ -22,6 +23,7 @@ use std::{net::Ipv4Addr, path::PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use leave::leave;
 pub use registry::{check_store, Cluster, Peers};
 pub use tls::StoreOpts;
 

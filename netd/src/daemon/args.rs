@@ -135,6 +135,12 @@ pub struct DaemonArgs {
     /// forwards while no agent runs; this removes it. Refused while the daemon runs.
     #[arg(long)]
     pub cleanup: bool,
+    /// Take over from the netd daemon serving this instance's socket: hold its program
+    /// links, stop it (SIGTERM), pin again what it removed, then start. For upgrades
+    /// from netd 0.1.0, which detached its programs at SIGTERM; later releases keep
+    /// them, so a plain stop and start loses nothing.
+    #[arg(long, conflicts_with = "cleanup")]
+    pub replace: bool,
 }
 
 impl DaemonArgs {

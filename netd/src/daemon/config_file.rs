@@ -26,7 +26,7 @@ use super::DaemonArgs;
 pub const DEFAULT_PATH: &str = "/etc/netd/daemon.json";
 
 /// Flags that only make sense on the command line.
-const NOT_IN_FILE: &[&str] = &["config-file", "validate", "cleanup"];
+const NOT_IN_FILE: &[&str] = &["config-file", "validate", "cleanup", "replace"];
 
 /// The file's key for a flag whose value may be given several times (dockerd's plural).
 const PLURALS: &[(&str, &str)] = &[("cluster-store-opts", "cluster-store-opt")];

@@ -26,6 +26,7 @@ mod owned;
 mod processes;
 mod reconcile;
 mod reload;
+mod replace;
 mod rundir;
 mod start;
 mod trace;
@@ -48,8 +49,9 @@ pub use endpoints::{
 };
 pub use observe::{Census, ConntrackRow, FlowFilter, PortStats, Stats};
 pub use reload::Reloader;
+pub use replace::take_over;
 pub use rundir::{enter_netns, group_id};
-pub use start::{preflight, InstanceLock};
+pub use start::{check_compatible, preflight, InstanceLock};
 pub use trace::{TraceItem, TraceLine, TraceReader};
 
 use crate::{

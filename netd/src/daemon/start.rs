@@ -63,6 +63,13 @@ impl InstanceLock {
 /// daemon changes anything: contradicting flags, another agent on this state, a state
 /// file or pinned datapath of a newer release (a downgrade).
 pub fn preflight(args: &DaemonArgs) -> anyhow::Result<InstanceLock> {
+    check_compatible(args)?;
+    InstanceLock::take(&args.state_dir)
+}
+
+/// The checks of `preflight` that need no lock: the flags, and that this release can
+/// read the state and the pinned datapath it would take over.
+pub fn check_compatible(args: &DaemonArgs) -> anyhow::Result<()> {
     args.check()?;
     if args.veth_prefix.len() > 5 || args.bridge_prefix.len() > 5 {
         return Err(anyhow!(
@@ -71,7 +78,7 @@ pub fn preflight(args: &DaemonArgs) -> anyhow::Result<InstanceLock> {
     }
     Store::check(&args.state_dir)?;
     datapath::check_layout(&args.bpf_dir)?;
-    InstanceLock::take(&args.state_dir)
+    Ok(())
 }
 
 /// The uplink: its link and addresses.

@@ -262,3 +262,46 @@ pub fn remove_all(bpf_dir: &Path) -> anyhow::Result<usize> {
     }
     Ok(removed)
 }
+
+/// Every pinned program link of a datapath, held open by this process: while held, a
+/// link stays attached even if another process removes its pin.
+pub struct HeldLinks(Vec<(std::path::PathBuf, FdLink)>);
+
+/// Opens every pinned link under `bpf_dir` (`netd daemon --replace`, before it stops
+/// the agent it replaces).
+pub fn hold_links(bpf_dir: &Path) -> anyhow::Result<HeldLinks> {
+    let mut held = Vec::new();
+    if let Ok(rd) = fs::read_dir(bpf_dir.join("links")) {
+        for e in rd.flatten() {
+            let link = PinnedLink::from_pin(e.path())
+                .with_context(|| format!("opening {}", e.path().display()))?;
+            held.push((e.path(), FdLink::from(link)));
+        }
+    }
+    Ok(HeldLinks(held))
+}
+
+impl HeldLinks {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Pins again every link whose pin is gone (an agent that unpinned its links when
+    /// it stopped), so the next agent adopts it; returns how many. The others are just
+    /// let go: their pins hold them.
+    pub fn repin_missing(self) -> anyhow::Result<usize> {
+        let mut n = 0;
+        for (path, link) in self.0 {
+            if !path.exists() {
+                link.pin(&path)
+                    .with_context(|| format!("pinning {} again", path.display()))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}

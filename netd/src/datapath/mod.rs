@@ -33,7 +33,7 @@ use aya::{
 };
 pub use conntrack::{monotonic_ns, spawn_gc, CtTable, Flow, Timeouts};
 pub use error::DatapathError;
-pub use links::remove_all;
+pub use links::{hold_links, remove_all, HeldLinks};
 pub use maps::{ipproto, ipproto_of, LinkRule};
 pub use maps6::is_local6_candidate;
 /// The layout of the pinned datapath this release reads and writes.
