@@ -67,6 +67,10 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
         "systemd-analyze verifies the packaged netd.service",
     ),
     ("openssl", "the certificates of the etcd-over-TLS tests"),
+    (
+        "man-db",
+        "systemd-analyze verify runs man for the unit's Documentation=man: page",
+    ),
     ("xz-utils", "cargo-deb compresses the .deb with xz"),
     (
         "dpkg-dev",
