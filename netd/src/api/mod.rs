@@ -5,9 +5,12 @@
 //! `{"message": ...}` with Docker's status code.
 mod containers;
 mod endpoints;
+mod events;
 mod filters;
+mod info;
 mod netd;
 mod networks;
+mod prune;
 mod select;
 mod system;
 pub mod types;
@@ -81,12 +84,15 @@ pub fn router(d: Arc<Daemon>) -> Router {
     Router::new()
         .route("/_ping", get(system::ping).head(system::ping))
         .route("/version", get(system::version))
-        .route("/info", get(system::info))
-        .route("/events", get(system::events))
+        .route("/info", get(info::info))
+        .route("/events", get(events::events))
         .route("/system/df", get(system::df))
         .route("/networks", get(networks::list))
         .route("/networks/create", post(networks::create))
-        .route("/networks/prune", post(networks::prune))
+        .route("/networks/prune", post(prune::networks))
+        .route("/containers/prune", post(prune::containers))
+        .route("/images/prune", post(prune::images))
+        .route("/build/prune", post(prune::build_cache))
         .route(
             "/networks/{id}",
             get(networks::inspect).delete(networks::remove),
@@ -98,6 +104,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/containers/{id}", delete(containers::remove))
         .route("/containers/{id}/start", post(containers::start))
         .route("/containers/{id}/stop", post(containers::stop))
+        .route("/containers/{id}/restart", post(containers::restart))
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/netd/run", post(netd::run))
         .route("/netd/stats", get(netd::stats))

@@ -1,5 +1,5 @@
 //! The command line's grammar: Docker's words and flags, so users need nothing new.
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use clap::{Parser, Subcommand};
 
@@ -156,6 +156,10 @@ pub struct RunArgs {
     /// Static IPv6 address (networks created with --ipv6 and an IPv6 --subnet only).
     #[arg(long)]
     pub ip6: Option<Ipv6Addr>,
+    /// A further link-local address on the container's interface (169.254.0.0/16,
+    /// or fe80::/10 on a network with IPv6).
+    #[arg(long)]
+    pub link_local_ip: Vec<IpAddr>,
     /// Extra names for the container on its network.
     #[arg(long = "alias", visible_alias = "network-alias")]
     pub aliases: Vec<String>,
@@ -190,43 +194,57 @@ pub struct RunArgs {
     pub cmd: Vec<String>,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct NetworkCreateArgs {
+    #[arg(short, long, default_value = "bridge")]
+    pub driver: String,
+    /// Dual stack: an IPv6 subnet too (a /64 of this host's ULA pool without an
+    /// IPv6 --subnet).
+    #[arg(long)]
+    pub ipv6: bool,
+    /// CIDR; one IPv4 and one IPv6 (an overlay network takes several IPv4 ones).
+    #[arg(long)]
+    pub subnet: Vec<String>,
+    /// Gateway address; one per subnet (the subnet that holds it).
+    #[arg(long)]
+    pub gateway: Vec<String>,
+    /// Where automatic addresses come from (CIDR); one per subnet.
+    #[arg(long)]
+    pub ip_range: Vec<String>,
+    /// NAME=IP: an address the network must not hand out (in any of its IPv4 subnets).
+    #[arg(long)]
+    pub aux_address: Vec<String>,
+    /// The IPAM driver: netd has Docker's `default` only.
+    #[arg(long, default_value = "default")]
+    pub ipam_driver: String,
+    /// An IPAM option KEY=VALUE: com.docker.network.ipam.serial=true|false (hand out
+    /// addresses in turn rather than the lowest free).
+    #[arg(long)]
+    pub ipam_opt: Vec<String>,
+    /// local (bridge) or global (overlay); Docker's swarm scope is refused.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// No traffic leaves the network, nothing gets in.
+    #[arg(long)]
+    pub internal: bool,
+    /// Docker's --attachable: recorded and shown (every netd network takes containers).
+    #[arg(long)]
+    pub attachable: bool,
+    /// KEY[=VALUE]
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// Driver option KEY=VALUE (com.docker.network.bridge.*, com.docker.network.driver.mtu).
+    #[arg(short, long = "opt")]
+    pub opt: Vec<String>,
+    pub name: String,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum NetworkCommand {
     /// Create a network.
-    Create {
-        #[arg(short, long, default_value = "bridge")]
-        driver: String,
-        /// Dual stack: an IPv6 subnet too (a /64 of this host's ULA pool without an
-        /// IPv6 --subnet).
-        #[arg(long)]
-        ipv6: bool,
-        /// CIDR; once per family (an IPv4 and, with --ipv6, an IPv6 one).
-        #[arg(long)]
-        subnet: Vec<String>,
-        /// Gateway address; once per family.
-        #[arg(long)]
-        gateway: Vec<String>,
-        /// Where automatic addresses come from (CIDR); once per family.
-        #[arg(long)]
-        ip_range: Vec<String>,
-        /// NAME=IP: an address the network must not hand out.
-        #[arg(long)]
-        aux_address: Vec<String>,
-        /// No traffic leaves the network, nothing gets in.
-        #[arg(long)]
-        internal: bool,
-        /// Docker's --attachable: recorded and shown (every netd network takes containers).
-        #[arg(long)]
-        attachable: bool,
-        /// KEY[=VALUE]
-        #[arg(long)]
-        label: Vec<String>,
-        /// Driver option KEY=VALUE (com.docker.network.bridge.*, com.docker.network.driver.mtu).
-        #[arg(short, long = "opt")]
-        opt: Vec<String>,
-        name: String,
-    },
+    Create(NetworkCreateArgs),
     /// List networks.
+    #[command(visible_alias = "list")]
     Ls {
         #[arg(short, long)]
         quiet: bool,
@@ -261,6 +279,10 @@ pub enum NetworkCommand {
         ip: Option<Ipv4Addr>,
         #[arg(long)]
         ip6: Option<Ipv6Addr>,
+        /// A further link-local address on the container's interface (169.254.0.0/16,
+        /// or fe80::/10 on a network with IPv6).
+        #[arg(long)]
+        link_local_ip: Vec<IpAddr>,
         #[arg(long = "alias")]
         aliases: Vec<String>,
         /// Link to another container: NAME[:ALIAS].

@@ -76,6 +76,8 @@ pub(super) async fn run_container(client: &Client, a: RunArgs, start: bool) -> a
         dns_search: a.dns_search.clone(),
         dns_options: a.dns_options.clone(),
         links: a.link.clone(),
+        link_local_ips: a.link_local_ip.clone(),
+        ..Default::default()
     };
     let c: ContainerInspect = client.send(Method::POST, "/netd/run", &req).await?;
     let id = c.id;

@@ -22,6 +22,14 @@ use crate::{
     store::State,
 };
 
+/// What a container's inspect shows beyond its record: the daemon's paths and the
+/// execs running in it.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerExtras {
+    pub log_path: std::path::PathBuf,
+    pub exec_ids: Vec<String>,
+}
+
 impl Daemon {
     pub async fn run(self: &Arc<Self>, req: RunRequest) -> Result<Container> {
         let mut g = self.inner.lock().await;
@@ -47,9 +55,13 @@ impl Daemon {
                     model::mode_name(&mode, &inner.state.containers)
                 )));
             }
-            if req.ip.is_some() || req.ip6.is_some() || !req.aliases.is_empty() {
+            if req.ip.is_some()
+                || req.ip6.is_some()
+                || !req.aliases.is_empty()
+                || !req.link_local_ips.is_empty()
+            {
                 return Err(NetdError::InvalidArgument(format!(
-                    "--ip, --ip6 and --alias need a bridge network, not network mode {}",
+                    "--ip, --ip6, --alias and --link-local-ip need a bridge network, not network mode {}",
                     model::mode_name(&mode, &inner.state.containers)
                 )));
             }
@@ -63,6 +75,7 @@ impl Daemon {
                     ip: req.ip,
                     ip6: req.ip6,
                     aliases: req.aliases.clone(),
+                    link_local_ips: req.link_local_ips.clone(),
                     ..Default::default()
                 };
                 vec![sandbox::plan(
@@ -134,6 +147,12 @@ impl Daemon {
             exposed: req.exposed.clone(),
             dns,
             links,
+            config: model::CreateConfig {
+                network_mode: net.as_ref().map(|n| n.name.clone()),
+                tty: req.tty,
+                open_stdin: req.open_stdin,
+                attached: req.attached,
+            },
         };
         // Where the time of a `run` goes, logged at the end: publishing ports is one map
         // update each, and the rest is the sandbox (namespace, veth, program, process).
@@ -154,7 +173,7 @@ impl Daemon {
                 inner.sync_names();
                 phases.mark("dns");
                 if req.start {
-                    let env = crate::dns::links::env(&c, &inner.state);
+                    let env = crate::dns::links::env(&c, &inner.state.containers);
                     processes::start(self, &mut c, &env)?;
                 }
                 phases.mark("process");
@@ -170,6 +189,15 @@ impl Daemon {
             },
         )
         .await?;
+        self.emit_container(&c, "create", &[]);
+        for a in &c.attachments {
+            if let Some(n) = g.state.network_by_id(&a.network) {
+                self.emit_network(n, "connect", Some(&c.id));
+            }
+        }
+        if c.state == ContainerState::Running {
+            self.emit_container(&c, "start", &[]);
+        }
         info!(
             "container {} ({}) {}: created in {}",
             c.name,
@@ -195,49 +223,109 @@ impl Daemon {
         if c.state == ContainerState::Running {
             return Ok(());
         }
-        let env = crate::dns::links::env(&c, &inner.state);
+        let env = crate::dns::links::env(&c, &inner.state.containers);
         processes::start(self, &mut c, &env).map_err(|e| match e.downcast::<NetdError>() {
             Ok(ne) => ne,
             Err(e) => NetdError::Internal(format!("{e:#}")),
         })?;
         if let Some(m) = inner.state.container_mut(&c.id) {
-            *m = c;
+            *m = c.clone();
         }
         inner.store.commit(&inner.state)?;
+        drop(g);
+        self.emit_container(&c, "start", &[]);
         Ok(())
     }
 
     /// SIGTERM, then SIGKILL after `timeout`, as `docker stop -t` does.
     pub async fn stop_container(&self, name: &str, timeout: Duration) -> Result<()> {
-        let (id, pid, start) = {
+        let c = {
             let g = self.inner.lock().await;
-            let c = g
-                .state
+            g.state
                 .container(name)
-                .ok_or_else(|| not_found_container(name))?;
-            (c.id.clone(), c.pid, c.pid_start)
+                .cloned()
+                .ok_or_else(|| not_found_container(name))?
         };
-        if let Some(pid) = pid {
+        if c.state == ContainerState::Running {
+            self.emit_container(&c, "kill", &[("signal", "15".into())]);
+        }
+        if let Some(pid) = c.pid {
             process::kill(pid, Signal::SIGTERM);
             let deadline = tokio::time::Instant::now() + timeout;
-            while process::alive(pid, start) && tokio::time::Instant::now() < deadline {
+            while process::alive(pid, c.pid_start) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if process::alive(pid, start) {
+            if process::alive(pid, c.pid_start) {
+                self.emit_container(&c, "kill", &[("signal", "9".into())]);
                 process::kill(pid, Signal::SIGKILL);
+            }
+            // The process's watcher records its exit code (and says it died): a moment
+            // for it, before this records the exit without one.
+            for _ in 0..20 {
+                let g = self.inner.lock().await;
+                if g.state
+                    .container(&c.id)
+                    .is_none_or(|x| x.state != ContainerState::Running)
+                {
+                    break;
+                }
+                drop(g);
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
         let mut g = self.inner.lock().await;
         let inner = &mut *g;
-        if let Some(c) = inner.state.container_mut(&id) {
-            if c.state == ContainerState::Running {
-                c.state = ContainerState::Exited;
-                c.pid = None;
-                c.finished = Some(now());
+        let died = inner
+            .state
+            .container_mut(&c.id)
+            .and_then(|x| processes::record_exit(x, None));
+        inner.store.commit(&inner.state)?;
+        drop(g);
+        if let Some(d) = died {
+            let code = d.exit_code.unwrap_or(0).to_string();
+            self.emit_container(&d, "die", &[("exitCode", code)]);
+        }
+        if c.state == ContainerState::Running {
+            self.emit_container(&c, "stop", &[]);
+        }
+        Ok(())
+    }
+
+    /// `docker restart`: stop (if running), then start again.
+    pub async fn restart_container(self: &Arc<Self>, name: &str, timeout: Duration) -> Result<()> {
+        self.stop_container(name, timeout).await?;
+        self.start_container(name).await?;
+        let (c, _, _) = self.container(name).await?;
+        self.emit_container(&c, "restart", &[]);
+        Ok(())
+    }
+
+    /// Removes netd's own containers that are not running and that `select` picks
+    /// (`docker container prune`); returns their ids.
+    pub async fn prune_containers(
+        &self,
+        select: impl Fn(&Container) -> bool,
+    ) -> Result<Vec<String>> {
+        let doomed: Vec<String> = {
+            let g = self.inner.lock().await;
+            g.state
+                .containers
+                .iter()
+                .filter(|c| c.origin == model::Origin::Netd && c.state != ContainerState::Running)
+                .filter(|c| select(c))
+                .map(|c| c.id.clone())
+                .collect()
+        };
+        let mut removed = Vec::new();
+        for id in doomed {
+            match self.remove(&id, false).await {
+                Ok(id) => removed.push(id),
+                // Started, or removed, since the list was made: not prunable now.
+                Err(NetdError::Conflict(_) | NetdError::NotFound(_)) => {}
+                Err(e) => return Err(e),
             }
         }
-        inner.store.commit(&inner.state)?;
-        Ok(())
+        Ok(removed)
     }
 
     pub async fn remove(&self, name: &str, force: bool) -> Result<String> {
@@ -266,6 +354,15 @@ impl Daemon {
                 user.name, c.name, c.name
             )));
         }
+        if running {
+            self.emit_container(&c, "kill", &[("signal", "9".into())]);
+            self.emit_container(&c, "die", &[("exitCode", "137".into())]);
+        }
+        for a in &c.attachments {
+            if let Some(n) = inner.state.network_by_id(&a.network) {
+                self.emit_network(n, "disconnect", Some(&c.id));
+            }
+        }
         inner.state.containers.retain(|x| x.id != c.id);
         inner.store.commit(&inner.state)?;
         txn::fault("rm-committed");
@@ -274,6 +371,7 @@ impl Daemon {
         inner.teardown(&c).await;
         inner.sync_names();
         let _ = std::fs::remove_file(self.log_path(&c.id));
+        self.emit_container(&c, "destroy", &[]);
         info!("removed container {}", c.name);
         Ok(c.id)
     }
@@ -281,6 +379,14 @@ impl Daemon {
     pub async fn containers(&self) -> (Vec<Container>, Vec<Network>) {
         let g = self.inner.lock().await;
         (g.state.containers.clone(), g.state.networks.clone())
+    }
+
+    /// What an inspect of container `id` shows beyond its record.
+    pub async fn inspect_extras(&self, id: &str) -> ContainerExtras {
+        ContainerExtras {
+            log_path: self.log_path(id),
+            exec_ids: Vec::new(),
+        }
     }
 
     pub async fn container(&self, name: &str) -> Result<(Container, Vec<Network>, Vec<Container>)> {
@@ -455,7 +561,7 @@ pub(super) fn resolve_links(state: &State, specs: &[String]) -> Result<Vec<model
         .map(|spec| {
             let (name, alias) = model::parse_link(spec)?;
             let t = state.container(&name).ok_or_else(|| {
-                NetdError::NotFound(format!("--link {spec}: no such container: {name}"))
+                NetdError::NotFound(format!("--link {spec}: No such container: {name}"))
             })?;
             Ok(model::Link {
                 target: t.id.clone(),

@@ -16,6 +16,7 @@
 mod args;
 mod containers;
 mod endpoints;
+pub mod events;
 mod networks;
 mod observe;
 mod overlay;
@@ -37,6 +38,7 @@ use log::{info, warn};
 use tokio::sync::Mutex;
 
 pub use args::DaemonArgs;
+pub use containers::ContainerExtras;
 pub use endpoints::{
     parse_mac, DockerEndpoint, DockerJoin, DockerNetwork, Endpoint, EndpointKey, EndpointRequest,
     GcRequest, Route,
@@ -63,6 +65,8 @@ pub struct Daemon {
     trace: trace::Trace,
     /// The cluster store, with --cluster-store (its own tasks; outside the lock).
     cluster: Option<Arc<Cluster>>,
+    /// Docker's event stream (outside the lock: readers never wait for operations).
+    events: events::Hub,
 }
 
 /// Everything behind the daemon's lock: the intended state and the kernel handles.
@@ -131,7 +135,7 @@ fn not_found_net(name: &str) -> NetdError {
 }
 
 fn not_found_container(name: &str) -> NetdError {
-    NetdError::NotFound(format!("no such container: {name}"))
+    NetdError::NotFound(format!("No such container: {name}"))
 }
 
 impl Daemon {
@@ -165,6 +169,42 @@ impl Daemon {
             }
             None => Vec::new(),
         }
+    }
+
+    /// A reader of the event stream: the history and the live feed.
+    pub fn subscribe_events(&self) -> events::Subscription {
+        self.events.subscribe()
+    }
+
+    pub fn events_listeners(&self) -> usize {
+        self.events.listeners()
+    }
+
+    /// A container event with Docker's attributes (name, image, labels) and `extra`.
+    fn emit_container(&self, c: &crate::model::Container, action: &str, extra: &[(&str, String)]) {
+        let mut e = events::Event::new("container", action, &c.id)
+            .with("name", c.name.clone())
+            .with("image", "netd");
+        for (k, v) in c.labels.iter() {
+            e = e.with(k, v.clone());
+        }
+        for (k, v) in extra {
+            e = e.with(k, v.clone());
+        }
+        self.events.emit(e);
+    }
+
+    /// A network event (Docker's attributes: the network's name and driver, and the
+    /// container of a connect or disconnect).
+    fn emit_network(&self, n: &crate::model::Network, action: &str, container: Option<&str>) {
+        let mut e = events::Event::new("network", action, &n.id)
+            .with("name", n.name.clone())
+            .with("type", n.driver.clone());
+        e.scope = n.scope();
+        if let Some(c) = container {
+            e = e.with("container", c);
+        }
+        self.events.emit(e);
     }
 
     pub fn log_path(&self, id: &str) -> PathBuf {
@@ -325,6 +365,7 @@ impl Daemon {
             args,
             trace,
             cluster,
+            events: events::Hub::default(),
         });
         daemon.reconcile().await?;
         daemon.spawn_overlay_mirror();

@@ -69,29 +69,40 @@ pub(super) fn watch_adopted(d: &Arc<Daemon>, id: String, pid: u32, start: Option
 }
 
 async fn mark_exited(d: &Arc<Daemon>, id: &str, code: i32) {
-    let auto_remove = {
+    let (auto_remove, died) = {
         let mut g = d.inner.lock().await;
         let inner = &mut *g;
         let Some(c) = inner.state.container_mut(id) else {
             return;
         };
-        if c.state == ContainerState::Running {
-            c.state = ContainerState::Exited;
-            c.exit_code = Some(code);
-            c.pid = None;
-            c.finished = Some(super::now());
-        }
+        let died = record_exit(c, Some(code));
         let auto = c.auto_remove;
         if let Err(e) = inner.store.commit(&inner.state) {
             warn!("recording exit of {id}: {e:#}");
         }
-        auto
+        (auto, died)
     };
+    if let Some(c) = died {
+        d.emit_container(&c, "die", &[("exitCode", code.to_string())]);
+    }
     if auto_remove {
         if let Err(e) = d.remove(id, true).await {
             warn!("--rm of {id}: {e}");
         }
     }
+}
+
+/// Records that `c`'s process ended (with `code`, when known); the container as it
+/// was, if it was running until now (the caller tells the event stream).
+pub(super) fn record_exit(c: &mut Container, code: Option<i32>) -> Option<Container> {
+    if c.state != ContainerState::Running {
+        return None;
+    }
+    c.state = ContainerState::Exited;
+    c.exit_code = code.or(c.exit_code);
+    c.pid = None;
+    c.finished = Some(super::now());
+    Some(c.clone())
 }
 
 /// Kills every process whose network namespace is `name` (what the container started,
