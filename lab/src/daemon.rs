@@ -54,6 +54,58 @@ pub fn cli(bin: &Path, socket: &Path, args: &[&str]) -> Result<Output> {
         .map_err(|e| Error::path("running", bin, e))
 }
 
+/// `netd daemon --cleanup` on the instance of `spec`: what it printed and its status.
+pub fn cleanup_output(spec: &DaemonSpec) -> Result<Output> {
+    Command::new(&spec.bin)
+        .args(["daemon", "--cleanup", "--netns", &spec.netns])
+        .arg("--state-dir")
+        .arg(&spec.state_dir)
+        .arg("--run-dir")
+        .arg(&spec.run_dir)
+        .arg("--bpf-dir")
+        .arg(&spec.bpf_dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::path("running", &spec.bin, e))
+}
+
+/// The same, as a Result: an error carries everything it printed.
+pub fn cleanup(spec: &DaemonSpec) -> Result<()> {
+    let o = cleanup_output(spec)?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Daemon(format!(
+            "--cleanup failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )))
+    }
+}
+
+/// The pid of the process listening on the unix socket `path` (SO_PEERCRED).
+pub fn socket_pid(path: &Path) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let s = std::os::unix::net::UnixStream::connect(path).ok()?;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (r == 0 && cred.pid > 0).then_some(cred.pid as u32)
+}
+
 /// A running daemon: one this process started, or one adopted by pid.
 pub struct Daemon {
     pid: u32,
@@ -104,7 +156,10 @@ impl Daemon {
         let socket = spec.socket();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if cli(&spec.bin, &socket, &["ps"]).is_ok_and(|o| o.status.success()) {
+            // This daemon's socket (not one it is replacing) answers.
+            if socket_pid(&socket) == Some(d.pid)
+                && cli(&spec.bin, &socket, &["ps"]).is_ok_and(|o| o.status.success())
+            {
                 return Ok(d);
             }
             if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {

@@ -23,3 +23,4 @@ pub mod server;
 pub mod store;
 pub mod sysctl;
 pub mod unix_socket;
+pub mod version;

@@ -3,12 +3,33 @@ use anyhow::Context;
 use log::info;
 
 use crate::{
-    daemon::{group_id, Daemon, DaemonArgs},
+    daemon::{self, group_id, preflight, Daemon, DaemonArgs},
     plugin::PluginSocket,
     unix_socket::bind_socket,
 };
 
 pub async fn serve(args: DaemonArgs) -> anyhow::Result<()> {
+    if args.cleanup {
+        let removed = daemon::cleanup(&args).await?;
+        for p in &removed.problems {
+            log::warn!("cleanup: {p}");
+        }
+        println!("{removed}");
+        return match removed.problems.len() {
+            0 => Ok(()),
+            n => Err(anyhow::anyhow!(
+                "cleanup left {n} things behind (see above)"
+            )),
+        };
+    }
+    if args.replace {
+        // The old agent holds the instance lock until it stops: the rest of the checks
+        // follow then.
+        daemon::check_compatible(&args)?;
+        daemon::take_over(&args)?;
+    }
+    // Held until the process ends: one agent per state.
+    let _lock = preflight(&args)?;
     let gid = group_id(&args)?;
     // Bound before the daemon starts, so a name another process serves fails at once;
     // dockerd's calls wait in the backlog until the core is ready.
@@ -38,6 +59,6 @@ pub async fn serve(args: DaemonArgs) -> anyhow::Result<()> {
     }
     daemon.shutdown().await?;
     drop(plugin);
-    info!("detached; bye");
+    info!("stopped; the datapath keeps forwarding (netd daemon --cleanup removes it)");
     Ok(())
 }

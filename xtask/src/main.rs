@@ -12,6 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod prereq;
+mod previous;
 
 use prereq::prerequisites;
 #[derive(Parser)]
@@ -153,6 +154,8 @@ fn install_cni_plugin() -> Result<()> {
 
 fn test(args: &[String]) -> Result<()> {
     prerequisites()?;
+    // Before this build: both link target/debug/netd, and this one must be last.
+    let previous = previous::build()?;
     say("building netd and the test tools");
     cmd_ok(&mut cargo(&[
         "build",
@@ -179,6 +182,7 @@ fn test(args: &[String]) -> Result<()> {
         .env("NETD_BIN", target.join("netd"))
         .env("NETD_TESTER", target.join("netd-tester"))
         .env("NETD_CNI_BIN", target.join("netd-cni"))
+        .env("NETD_PREVIOUS_BIN", &previous)
         // Each e2e test runs a daemon and several namespaces; two cores.
         .env("RUST_TEST_THREADS", "2")
         .stdout(Stdio::piped());

@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use crate::{daemon::Daemon, error::NetdError};
 
 /// The Docker Engine API version netd speaks (docker CLIs negotiate down to it).
-pub const API_VERSION: &str = "1.41";
+pub use crate::version::API_VERSION;
 
 impl IntoResponse for NetdError {
     fn into_response(self) -> Response {

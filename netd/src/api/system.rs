@@ -10,7 +10,7 @@ use super::{
     containers::summary,
     info::{go_arch, kernel_version},
     now,
-    types::{DiskUsage, Version},
+    types::{Component, DiskUsage, Version},
     Json, API_VERSION, D,
 };
 
@@ -32,12 +32,15 @@ pub async fn version() -> Json<Version> {
         os: "linux".into(),
         arch: go_arch().into(),
         kernel_version: kernel_version(),
-        components: vec![[
-            ("Name".to_string(), "netd".to_string()),
-            ("Version".to_string(), v),
-        ]
-        .into_iter()
-        .collect()],
+        git_commit: crate::version::GIT_COMMIT.into(),
+        components: vec![Component {
+            name: "netd".into(),
+            version: v,
+            details: crate::version::details()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }],
     })
 }
 

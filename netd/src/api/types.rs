@@ -414,7 +414,17 @@ pub struct Version {
     pub os: String,
     pub arch: String,
     pub kernel_version: String,
-    pub components: Vec<BTreeMap<String, String>>,
+    pub git_commit: String,
+    pub components: Vec<Component>,
+}
+
+/// One part of the server in `GET /version` (docker version prints each).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Component {
+    pub name: String,
+    pub version: String,
+    pub details: BTreeMap<String, String>,
 }
 
 /// `GET /info`: what `docker info`, docker-py and Testcontainers read.

@@ -8,7 +8,7 @@ use crate::{daemon::DaemonArgs, model::IpProto};
 #[derive(Parser, Debug)]
 #[command(
     name = "netd",
-    version,
+    version = crate::version::SHORT,
     about = "Container networking with an eBPF datapath"
 )]
 pub struct Cli {
@@ -99,6 +99,12 @@ pub enum Command {
     Network {
         #[command(subcommand)]
         command: NetworkCommand,
+    },
+    /// This client's and the daemon's release, commit and layouts.
+    Version {
+        /// `json` for scripts.
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Datapath counters.
     Stats {

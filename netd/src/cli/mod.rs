@@ -9,6 +9,7 @@ mod containers;
 mod format;
 mod network;
 mod trace;
+mod version;
 
 use anyhow::{bail, Context};
 use hyper::Method;
@@ -219,6 +220,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             bail!("running {:?}: {err}", cmd[0]);
         }
         Command::Network { command } => return network(&client, command).await,
+        Command::Version { format } => version::print(&client, format.as_deref()).await?,
         Command::Stats { format } => {
             let st: Stats = client.get("/netd/stats").await?;
             if format.as_deref() == Some("json") {

@@ -102,6 +102,18 @@ pub struct DaemonArgs {
     /// containers on netd's datapath.
     #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "netd")]
     pub docker_plugin: Option<String>,
+    /// Instead of serving: remove everything this instance made (the processes netd
+    /// started and its namespaces, veths, bridges, VXLAN device, programs, pinned maps
+    /// and its state) and exit. A stop (SIGTERM) keeps all of it, so the datapath
+    /// forwards while no agent runs; this removes it. Refused while the daemon runs.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// Take over from the netd daemon serving this instance's socket: hold its program
+    /// links, stop it (SIGTERM), pin again what it removed, then start. For upgrades
+    /// from netd 0.1.0, which detached its programs at SIGTERM; later releases keep
+    /// them, so a plain stop and start loses nothing.
+    #[arg(long, conflicts_with = "cleanup")]
+    pub replace: bool,
 }
 
 impl DaemonArgs {

@@ -251,6 +251,7 @@ impl Daemon {
                 container_id: req.container_id.clone(),
                 ifname: req.ifname.clone(),
                 default_route,
+                netns_ino: netns::inode(&req.netns),
             },
         };
         let c = txn::transact(
@@ -396,6 +397,7 @@ mod tests {
             container_id: "ctr".into(),
             ifname: "eth0".into(),
             default_route: true,
+            netns_ino: None,
         };
         c.attachments.push(crate::model::test_attachment());
         c.attachments[0].ip6 = Some("fd00:1::2".parse().unwrap());

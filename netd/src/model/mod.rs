@@ -321,6 +321,10 @@ pub enum Origin {
         /// This attachment carries the namespace's default route (the runtime's first
         /// netd attachment of that namespace does).
         default_route: bool,
+        /// The namespace's inode (nsfs), to tell when no process and no mount holds
+        /// it any more: the runtime is gone without a DEL.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netns_ino: Option<u64>,
     },
     /// Docker's libnetwork through the network plugin protocol (`netd daemon
     /// --docker-plugin`): the record's id is Docker's endpoint id. netd makes the veth

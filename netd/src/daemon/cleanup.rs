@@ -1,0 +1,93 @@
+//! `netd daemon --cleanup`: removes everything this instance made, and nothing else
+//! (what it made is what it holds a claim on, see `owned`): the processes netd started
+//! in its own namespaces and those namespaces, every veth, bridge and VXLAN device, the
+//! programs (their pinned links) and the pinned maps, the state. A graceful stop keeps
+//! all of it, so that the datapath forwards while no agent runs; this is the explicit
+//! act that removes it (a host leaving netd, a package purged).
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::{owned::Kind, processes::kill_netns_processes, DaemonArgs, InstanceLock, Owned};
+use crate::{datapath, netlink::Netlink, netns};
+
+/// What was removed, for the one line the command prints.
+#[derive(Debug, Default)]
+pub struct Removed {
+    pub namespaces: usize,
+    pub links: usize,
+    pub pins: usize,
+    pub problems: Vec<String>,
+}
+
+impl std::fmt::Display for Removed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "removed {} namespaces, {} links and {} pinned programs and maps, and the state",
+            self.namespaces, self.links, self.pins
+        )
+    }
+}
+
+/// Removes what the instance of `args` made. Refused while its daemon runs (it holds
+/// the instance lock). Goes on past each problem and reports them all.
+pub async fn cleanup(args: &DaemonArgs) -> anyhow::Result<Removed> {
+    let lock = InstanceLock::take(&args.state_dir)?;
+    let owned = Owned::new(&args.state_dir)?;
+    let mut out = Removed::default();
+    for ns in owned.all(Kind::Netns) {
+        // Only namespaces netd made hold processes netd started.
+        kill_netns_processes(&ns);
+        match netns::delete(&ns) {
+            Ok(()) => out.namespaces += 1,
+            Err(e) if netns::exists(&ns) => out.problems.push(format!("namespace {ns}: {e:#}")),
+            Err(_) => {}
+        }
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&ns));
+        owned.release(Kind::Netns, &ns);
+    }
+    let nl = Netlink::current()?;
+    for name in owned.all(Kind::Link) {
+        match nl.link_by_name(&name).await {
+            Ok(Some(l)) => match nl.del_link(l.index).await {
+                Ok(()) => out.links += 1,
+                Err(e) => out.problems.push(format!("link {name}: {e:#}")),
+            },
+            Ok(None) => {}
+            Err(e) => out.problems.push(format!("link {name}: {e:#}")),
+        }
+        owned.release(Kind::Link, &name);
+    }
+    match datapath::remove_all(&args.bpf_dir) {
+        Ok(n) => out.pins = n,
+        Err(e) => out.problems.push(format!("{e:#}")),
+    }
+    remove_state(&args.state_dir, &mut out);
+    let _ = std::fs::remove_file(args.run_dir.join("netd.sock"));
+    let _ = std::fs::remove_dir_all(args.run_dir.join("logs"));
+    drop(lock);
+    let _ = std::fs::remove_file(args.state_dir.join("netd.lock"));
+    Ok(out)
+}
+
+/// The state file (and the originals kept by migrations) and the claims.
+fn remove_state(dir: &Path, out: &mut Removed) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let r = if name == "owned" {
+            std::fs::remove_dir_all(e.path())
+        } else if name.starts_with("state.json") {
+            std::fs::remove_file(e.path())
+        } else {
+            continue;
+        };
+        if let Err(err) = r.with_context(|| format!("removing {}", e.path().display())) {
+            out.problems.push(format!("{err:#}"));
+        }
+    }
+}
