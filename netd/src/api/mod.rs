@@ -3,9 +3,11 @@
 //! Requests may carry Docker's version prefix (`/v1.41/networks`); it is stripped before
 //! routing. Every error, a malformed body and an unknown path included, is Docker's
 //! `{"message": ...}` with Docker's status code.
+mod attach;
 mod containers;
 mod endpoints;
 mod events;
+mod exec;
 mod filters;
 mod info;
 mod netd;
@@ -105,6 +107,13 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/containers/{id}/start", post(containers::start))
         .route("/containers/{id}/stop", post(containers::stop))
         .route("/containers/{id}/restart", post(containers::restart))
+        .route("/containers/{id}/attach", post(attach::attach))
+        .route("/containers/{id}/resize", post(attach::resize))
+        .route("/containers/{id}/wait", post(attach::wait))
+        .route("/containers/{id}/exec", post(exec::create))
+        .route("/exec/{id}/start", post(exec::start))
+        .route("/exec/{id}/resize", post(attach::exec_resize))
+        .route("/exec/{id}/json", get(exec::inspect))
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/netd/run", post(netd::run))
         .route("/netd/stats", get(netd::stats))

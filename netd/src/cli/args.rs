@@ -89,11 +89,19 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Run a command inside a container's network namespace.
-    Exec {
+    /// Run a command inside a container's network namespace, in this process (so with
+    /// this terminal: -i and -t are what it does anyway).
+    Exec(ExecArgs),
+    /// Attach this terminal to a container run with -i or -t (the detach keys leave it
+    /// running).
+    Attach {
+        /// Do not send this terminal's input.
+        #[arg(long)]
+        no_stdin: bool,
+        /// The keys that leave the container running (Docker's notation).
+        #[arg(long, default_value = crate::model::DEFAULT_DETACH_KEYS)]
+        detach_keys: String,
         name: String,
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-        cmd: Vec<String>,
     },
     /// Manage networks.
     Network {
@@ -123,6 +131,28 @@ pub enum Command {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct ExecArgs {
+    /// Accepted for Docker's `exec -it`: stdin is this process's.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Accepted for Docker's `exec -it`: the terminal is this process's.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// KEY=VALUE on top of this environment.
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// The working directory.
+    #[arg(short, long)]
+    pub workdir: Option<std::path::PathBuf>,
+    /// UID[:GID] or NAME[:GROUP].
+    #[arg(short, long)]
+    pub user: Option<String>,
+    pub name: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct TraceArgs {
     /// Only this protocol (tcp, udp, icmp).
     #[arg(short, long)]
@@ -146,6 +176,16 @@ pub struct RunArgs {
     /// Run in the background and print the container id (run only).
     #[arg(short, long)]
     pub detach: bool,
+    /// Keep the command's stdin open (attached to this terminal's in the foreground;
+    /// for `netd attach` later with -d).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the command a pseudo-terminal (in the foreground: this terminal, raw).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// The keys that leave an attached container running (Docker's notation).
+    #[arg(long, default_value = crate::model::DEFAULT_DETACH_KEYS)]
+    pub detach_keys: String,
     /// Remove the container when its command exits.
     #[arg(long)]
     pub rm: bool,

@@ -1,11 +1,15 @@
 //! `netd run` and `netd create`, and commands applied to several containers.
-use anyhow::bail;
+use anyhow::{bail, Context};
 use hyper::Method;
 use serde_json::Value;
 
 use crate::{client::Client, model};
 
-use super::{args::*, format::*};
+use super::{
+    args::*,
+    attach::{self, Attach, Outcome},
+    format::*,
+};
 use crate::api::types::ContainerInspect;
 
 /// Runs `op` for each name, printing the name on success and one error line per failure
@@ -59,6 +63,10 @@ pub(super) async fn run_container(client: &Client, a: RunArgs, start: bool) -> a
     if a.rm && a.detach && a.cmd.is_empty() {
         bail!("--rm needs a command: a sandbox without one never exits");
     }
+    model::parse_detach_keys(&a.detach_keys)?;
+    if (a.interactive || a.tty) && a.cmd.is_empty() {
+        bail!("-i and -t need a command: a sandbox without one has no streams");
+    }
     let req = model::RunRequest {
         name: a.name.clone(),
         hostname: a.hostname.clone(),
@@ -78,6 +86,24 @@ pub(super) async fn run_container(client: &Client, a: RunArgs, start: bool) -> a
         links: a.link.clone(),
         link_local_ips: a.link_local_ip.clone(),
         ..Default::default()
+    };
+    let interactive = (a.interactive || a.tty) && !a.detach && start && !a.cmd.is_empty();
+    if interactive {
+        // Docker's order: created, attached, started: the first output is not missed.
+        let req = model::RunRequest {
+            start: false,
+            tty: a.tty,
+            open_stdin: a.interactive,
+            attached: true,
+            ..req
+        };
+        let c: ContainerInspect = client.send(Method::POST, "/netd/run", &req).await?;
+        return attached_run(client, c.id, &a).await;
+    }
+    let req = model::RunRequest {
+        tty: a.tty,
+        open_stdin: a.interactive,
+        ..req
     };
     let c: ContainerInspect = client.send(Method::POST, "/netd/run", &req).await?;
     let id = c.id;
@@ -107,4 +133,95 @@ pub(super) async fn run_container(client: &Client, a: RunArgs, start: bool) -> a
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// `run -i`/`-t` in the foreground: attached before the start, this terminal's until
+/// the command exits (its exit code is ours) or the detach keys leave it running.
+async fn attached_run(client: &Client, id: String, a: &RunArgs) -> anyhow::Result<i32> {
+    let at = Attach {
+        id: id.clone(),
+        tty: a.tty,
+        stdin: a.interactive,
+        detach_keys: model::parse_detach_keys(&a.detach_keys)?,
+        detach_spec: a.detach_keys.clone(),
+    };
+    let conn = attach::open(client, &at).await?;
+    let since = attach::now();
+    client
+        .call(Method::POST, &format!("/containers/{id}/start"), None)
+        .await?;
+    match attach::session(client, &at, conn).await? {
+        Outcome::Detached => Ok(0),
+        // From the event history: there even after --rm removed the container.
+        Outcome::Ended => attach::exit_code(client, &id, since).await,
+    }
+}
+
+/// `netd attach NAME`: this terminal to a container run with -i or -t.
+pub(super) async fn attach(
+    client: &Client,
+    name: &str,
+    stdin: bool,
+    detach_keys: &str,
+) -> anyhow::Result<i32> {
+    let c: ContainerInspect = client.get(&format!("/containers/{name}/json")).await?;
+    if !c.state.running {
+        bail!("You cannot attach to a stopped container, start it first");
+    }
+    let at = Attach {
+        id: c.id.clone(),
+        tty: c.config.tty,
+        stdin: stdin && c.config.open_stdin,
+        detach_keys: model::parse_detach_keys(detach_keys)?,
+        detach_spec: detach_keys.to_string(),
+    };
+    let since = attach::now();
+    let conn = attach::open(client, &at).await?;
+    match attach::session(client, &at, conn).await? {
+        Outcome::Detached => Ok(0),
+        Outcome::Ended => attach::exit_code(client, &c.id, since).await,
+    }
+}
+
+/// `netd exec`: this process enters the container's namespaces and becomes the
+/// command, so it has the caller's terminal, stdin and exit code.
+pub(super) async fn exec_here(client: &Client, a: ExecArgs) -> anyhow::Result<()> {
+    let c: ContainerInspect = client.get(&format!("/containers/{}/json", a.name)).await?;
+    let user = match &a.user {
+        Some(u) => crate::process::resolve_user(u).map_err(|e| anyhow::anyhow!(e))?,
+        None => None,
+    };
+    let mut env = Vec::new();
+    for e in &a.env {
+        let (k, v) = e
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("invalid --env {e:?}: KEY=VALUE"))?;
+        env.push((k.to_string(), v.to_string()));
+    }
+    let ns = &c.netns;
+    let f = std::fs::File::open(ns).with_context(|| format!("opening {ns}"))?;
+    // The CLI runs a current-thread runtime: this thread is the process.
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+        .context("entering the container's namespace")?;
+    // Its resolv.conf and hosts, as `ip netns exec` shows them.
+    crate::process::enter_etc_binds(&crate::process::etc_binds(ns))
+        .context("bind-mounting the container's /etc/netns files")?;
+    // With --hostname, the command runs in a UTS namespace of its own: join the
+    // process's (without one, that is the host's, which changes nothing).
+    if c.state.pid != 0 {
+        if let Ok(uts) = std::fs::File::open(format!("/proc/{}/ns/uts", c.state.pid)) {
+            let _ = nix::sched::setns(uts, nix::sched::CloneFlags::CLONE_NEWUTS);
+        }
+    }
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(&a.cmd[0]);
+    cmd.args(&a.cmd[1..]).envs(env);
+    if let Some(dir) = &a.workdir {
+        cmd.current_dir(dir);
+    }
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+    let err = cmd.exec();
+    bail!("running {:?}: {err}", a.cmd[0]);
 }

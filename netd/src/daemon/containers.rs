@@ -22,6 +22,16 @@ use crate::{
     store::State,
 };
 
+use super::stdio::Hub;
+
+/// What Docker's wait waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitCondition {
+    NotRunning,
+    NextExit,
+    Removed,
+}
+
 /// What a container's inspect shows beyond its record: the daemon's paths and the
 /// execs running in it.
 #[derive(Clone, Debug, Default)]
@@ -174,7 +184,7 @@ impl Daemon {
                 phases.mark("dns");
                 if req.start {
                     let env = crate::dns::links::env(&c, &inner.state.containers);
-                    processes::start(self, &mut c, &env)?;
+                    processes::start(self, &mut c, &env).await?;
                 }
                 phases.mark("process");
                 if let Some(m) = inner.state.container_mut(&c.id) {
@@ -224,9 +234,11 @@ impl Daemon {
             return Ok(());
         }
         let env = crate::dns::links::env(&c, &inner.state.containers);
-        processes::start(self, &mut c, &env).map_err(|e| match e.downcast::<NetdError>() {
-            Ok(ne) => ne,
-            Err(e) => NetdError::Internal(format!("{e:#}")),
+        processes::start(self, &mut c, &env).await.map_err(|e| {
+            match e.downcast::<NetdError>() {
+                Ok(ne) => ne,
+                Err(e) => NetdError::Internal(format!("{e:#}")),
+            }
         })?;
         if let Some(m) = inner.state.container_mut(&c.id) {
             *m = c.clone();
@@ -371,6 +383,7 @@ impl Daemon {
         inner.teardown(&c).await;
         inner.sync_names();
         let _ = std::fs::remove_file(self.log_path(&c.id));
+        self.forget_streams(&c.id);
         self.emit_container(&c, "destroy", &[]);
         info!("removed container {}", c.name);
         Ok(c.id)
@@ -385,7 +398,63 @@ impl Daemon {
     pub async fn inspect_extras(&self, id: &str) -> ContainerExtras {
         ContainerExtras {
             log_path: self.log_path(id),
-            exec_ids: Vec::new(),
+            exec_ids: self.execs.running_in(id),
+        }
+    }
+
+    /// The streams of a container run with -i or -t, to attach to: before its process
+    /// starts (the client sees it from its first output), or while this daemon holds
+    /// its process's streams.
+    pub async fn attach_container(&self, name: &str) -> Result<(Container, Arc<Hub>)> {
+        let (c, _, _) = self.container(name).await?;
+        if !(c.config.tty || c.config.open_stdin) {
+            return Err(NetdError::Conflict(format!(
+                "container {} was not created with -i or -t: its output is in its log (netd logs {})",
+                c.name, c.name
+            )));
+        }
+        let hub = self.hub(&c.id);
+        if c.state == ContainerState::Running && !hub.wired() {
+            return Err(NetdError::Conflict(format!(
+                "container {}'s terminal ended with the netd daemon that started it: it cannot be attached to",
+                c.name
+            )));
+        }
+        Ok((c, hub))
+    }
+
+    /// Docker's wait: until the container is not running (`next-exit`: until its next
+    /// exit; `removed`: until it is gone); its exit code.
+    pub async fn wait_container(&self, name: &str, until: WaitCondition) -> Result<i32> {
+        // Subscribed before the state is read: no exit falls in between.
+        let mut sub = self.subscribe_events();
+        let (c, _, _) = self.container(name).await?;
+        if until == WaitCondition::NotRunning && c.state != ContainerState::Running {
+            return Ok(c.exit_code.unwrap_or(0));
+        }
+        let mut code = c.exit_code.unwrap_or(0);
+        loop {
+            match sub.live.recv().await {
+                Ok(e) if e.kind == "container" && e.actor == c.id => {
+                    if e.action == "die" {
+                        code = e
+                            .attributes
+                            .get("exitCode")
+                            .and_then(|x| x.parse().ok())
+                            .unwrap_or(0);
+                        if until != WaitCondition::Removed {
+                            return Ok(code);
+                        }
+                    }
+                    if e.action == "destroy" {
+                        return Ok(code);
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err(NetdError::Internal("the event stream ended".into()))
+                }
+            }
         }
     }
 

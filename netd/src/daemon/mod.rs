@@ -18,6 +18,7 @@ mod cleanup;
 mod containers;
 mod endpoints;
 pub mod events;
+mod exec;
 mod networks;
 mod observe;
 mod orphans;
@@ -28,6 +29,7 @@ mod reconcile;
 mod replace;
 mod rundir;
 mod start;
+pub mod stdio;
 mod trace;
 pub mod txn;
 
@@ -42,11 +44,12 @@ use tokio::sync::Mutex;
 
 pub use args::DaemonArgs;
 pub use cleanup::{cleanup, Removed};
-pub use containers::ContainerExtras;
+pub use containers::{ContainerExtras, WaitCondition};
 pub use endpoints::{
     parse_mac, DockerEndpoint, DockerJoin, DockerNetwork, Endpoint, EndpointKey, EndpointRequest,
     GcRequest, Route,
 };
+pub use exec::{ExecConfig, ExecInfo, ExecStarted};
 pub use observe::{ConntrackRow, FlowFilter, PortStats, Stats};
 pub use replace::take_over;
 pub use rundir::{enter_netns, group_id};
@@ -72,6 +75,11 @@ pub struct Daemon {
     cluster: Option<Arc<Cluster>>,
     /// Docker's event stream (outside the lock: readers never wait for operations).
     events: events::Hub,
+    /// The streams of containers run with -i or -t, by container id (outside the
+    /// lock: attached clients come and go without it).
+    hubs: std::sync::Mutex<std::collections::HashMap<String, Arc<stdio::Hub>>>,
+    /// Execs, by id (in memory, as dockerd keeps them).
+    execs: exec::Execs,
 }
 
 /// Everything behind the daemon's lock: the intended state and the kernel handles.
@@ -174,6 +182,23 @@ impl Daemon {
             }
             None => Vec::new(),
         }
+    }
+
+    /// The streams of container `id` (made on first use).
+    pub fn hub(&self, id: &str) -> Arc<stdio::Hub> {
+        let mut h = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
+        h.entry(id.to_string())
+            .or_insert_with(stdio::Hub::new)
+            .clone()
+    }
+
+    /// Forgets container `id`'s streams and execs (it is gone).
+    fn forget_streams(&self, id: &str) {
+        self.hubs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.execs.forget_container(id);
     }
 
     /// A reader of the event stream: the history and the live feed.

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use log::warn;
 use nix::sys::signal::Signal;
 
-use super::Daemon;
+use super::{stdio::Hub, Daemon};
 use crate::{
     error::NetdError,
     model::{Container, ContainerState},
@@ -13,8 +13,10 @@ use crate::{
 };
 
 /// Starts the container's command (or, with none, marks the sandbox running). A command
-/// that cannot start is the caller's error (400), carried as a NetdError.
-pub(super) fn start(
+/// that cannot start is the caller's error (400), carried as a NetdError. With `-t` or
+/// `-i` its streams are the container's hub's (clients attach there); otherwise its
+/// output goes to its log file alone.
+pub(super) async fn start(
     d: &Arc<Daemon>,
     c: &mut Container,
     env: &[(String, String)],
@@ -25,23 +27,42 @@ pub(super) fn start(
         return Ok(());
     }
     let log = d.log_path(&c.id);
-    match process::spawn_in_netns(c.netns.as_deref(), c.hostname.as_deref(), &c.cmd, env, &log) {
-        Ok((pid, child)) => {
-            c.pid = Some(pid);
-            c.pid_start = process::start_time(pid);
-            c.state = ContainerState::Running;
-            c.exit_code = None;
-            c.started = Some(super::now());
-            watch_child(d, c.id.clone(), child);
-            Ok(())
-        }
-        Err(e) => Err(NetdError::InvalidArgument(format!(
+    let interactive = c.config.tty || c.config.open_stdin;
+    let (io, master) = if interactive {
+        Hub::prepare(c.config.tty, c.config.open_stdin)?
+    } else {
+        (process::ChildIo::Log(log.clone()), None)
+    };
+    let spawned = process::spawn(process::Spawn {
+        netns: c.netns.as_deref(),
+        hostname: c.hostname.as_deref(),
+        uts_of: None,
+        cmd: &c.cmd,
+        env,
+        user: None,
+        workdir: None,
+        io,
+    });
+    let mut child = spawned.map_err(|e| {
+        NetdError::InvalidArgument(format!(
             "starting {:?} in container {}: {e:#}",
             c.cmd.join(" "),
             c.name
         ))
-        .into()),
+    })?;
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow::anyhow!("child has no pid"))?;
+    if interactive {
+        d.hub(&c.id).wire(master, &mut child, Some(log)).await?;
     }
+    c.pid = Some(pid);
+    c.pid_start = process::start_time(pid);
+    c.state = ContainerState::Running;
+    c.exit_code = None;
+    c.started = Some(super::now());
+    watch_child(d, c.id.clone(), child);
+    Ok(())
 }
 
 fn watch_child(d: &Arc<Daemon>, id: String, mut child: tokio::process::Child) {

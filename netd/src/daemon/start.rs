@@ -218,6 +218,8 @@ impl Daemon {
             trace,
             cluster,
             events: super::events::Hub::default(),
+            hubs: Default::default(),
+            execs: Default::default(),
         });
         daemon.attach(&up).await?;
         daemon.reconcile().await?;

@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::NetdError;
 
+mod detach;
 mod names;
 mod publish;
 
+pub use detach::{parse_detach_keys, DetachScanner, Scanned, DEFAULT_DETACH_KEYS};
 pub use names::{is_dns_name, parse_link, DnsConfig, Link};
 pub use publish::{
     expand_specs, is_twin, parse_expose, parse_publish, IpProto, PortMapping, PortSpec, Proto,
