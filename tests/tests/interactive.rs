@@ -199,7 +199,16 @@ fn run_it_gives_the_command_this_terminal_and_the_detach_keys_leave_it_running()
     t.type_keys("\x01x");
     assert_eq!(t.wait(), 0);
     assert!(status(&lab, "later").starts_with("Up"));
-    lab.netd_ok(&["rm", "-f", "later", "bg", "alpine01"]);
+    // The stock docker CLI attaches too, and takes the exit code.
+    let sock = format!("unix://{}", lab.socket().display());
+    let docker = std::path::PathBuf::from("docker");
+    let mut t = Terminal::spawn(&docker, &["-H", &sock, "attach", "later"], &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    t.type_keys("echo docker-$((3*3))\r");
+    t.expect("docker-9");
+    t.type_keys("exit 6\r");
+    assert_eq!(t.wait(), 6);
+    lab.netd_ok(&["rm", "-f", "later", "alpine01"]);
 }
 
 #[test]
@@ -353,6 +362,20 @@ fn docker_exec_and_docker_py_exec_against_netds_socket() {
         ),
         "{v}"
     );
+    // docker-py's wait, and the docker CLI's.
+    lab.netd_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "w",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.3; exit 4",
+    ]);
+    let py = docker_py(&lab, "print(c.containers.get('w').wait()['StatusCode'])");
+    assert_eq!(py.trim(), "4");
+    assert_eq!(ok(&lab.docker(&["wait", "w"]), "docker wait").trim(), "4");
     // A command that does not exist: why on stderr, Docker's exit code.
     let o = lab.docker(&["exec", "web", "/no/such/command"]);
     assert_eq!(o.status.code(), Some(127), "{o:?}");
@@ -372,4 +395,108 @@ fn docker_exec_and_docker_py_exec_against_netds_socket() {
         String::from_utf8_lossy(&o.stderr).contains("No such container: nosuch"),
         "{o:?}"
     );
+}
+
+/// Docker's networking tutorials (standalone containers on the default bridge, then a
+/// user-defined bridge), their commands as written but for the image (`--` and a host
+/// shell instead of `alpine ash`).
+#[test]
+fn the_networking_tutorials_run_verbatim() {
+    let lab = Lab::new();
+    lab.netd_ok(&["network", "ls"]);
+    for n in ["alpine1", "alpine2"] {
+        lab.netd_ok(&["run", "-dit", "--name", n, "--", "sh"]);
+    }
+    let listed = lab.netd_ok(&["container", "ls"]);
+    assert!(
+        listed.contains("alpine1") && listed.contains("alpine2"),
+        "{listed}"
+    );
+    let bridge = json(&lab.netd_ok(&["network", "inspect", "bridge"]));
+    assert_eq!(bridge[0]["Containers"].as_object().unwrap().len(), 2);
+    let ip2 = lab.inspect("alpine2")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut t = Terminal::netd(&lab, &["attach", "alpine1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.type_keys(&format!("ip addr show eth0; ping -c 2 {ip2}\r"));
+    t.expect("2 packets transmitted, 2 received");
+    t.type_keys("\x10\x11");
+    assert_eq!(t.wait(), 0);
+    lab.netd_ok(&["container", "stop", "alpine1", "alpine2"]);
+    lab.netd_ok(&["container", "rm", "alpine1", "alpine2"]);
+
+    lab.netd_ok(&["network", "create", "--driver", "bridge", "alpine-net"]);
+    lab.netd_ok(&[
+        "run",
+        "-dit",
+        "--name",
+        "alpine1",
+        "--network",
+        "alpine-net",
+        "--",
+        "sh",
+    ]);
+    lab.netd_ok(&[
+        "run",
+        "-dit",
+        "--name",
+        "alpine2",
+        "--network",
+        "alpine-net",
+        "--",
+        "sh",
+    ]);
+    lab.netd_ok(&["run", "-dit", "--name", "alpine3", "--", "sh"]);
+    lab.netd_ok(&[
+        "run",
+        "-dit",
+        "--name",
+        "alpine4",
+        "--network",
+        "alpine-net",
+        "--",
+        "sh",
+    ]);
+    lab.netd_ok(&["network", "connect", "bridge", "alpine4"]);
+    let ip3 = lab.inspect("alpine3")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Names on the user-defined network; alpine3 is on the default bridge only.
+    let mut t = Terminal::netd(&lab, &["container", "attach", "alpine1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.type_keys("ping -c 2 alpine2 && ping -c 2 alpine4 && echo names-ok\r");
+    t.expect("names-ok");
+    t.type_keys("ping -c 1 -W 1 alpine3 || echo no-alpine3\r");
+    t.expect("no-alpine3");
+    t.type_keys("\x10\x11");
+    assert_eq!(t.wait(), 0);
+    // alpine4 is on both networks: it reaches alpine1 by name and alpine3 by address.
+    let mut t = Terminal::netd(&lab, &["container", "attach", "alpine4"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.type_keys(&format!(
+        "ping -c 2 alpine1 && ping -c 2 {ip3} && echo both-ok\r"
+    ));
+    t.expect("both-ok");
+    t.type_keys("\x10\x11");
+    assert_eq!(t.wait(), 0);
+    lab.netd_ok(&[
+        "container",
+        "stop",
+        "alpine1",
+        "alpine2",
+        "alpine3",
+        "alpine4",
+    ]);
+    lab.netd_ok(&[
+        "container",
+        "rm",
+        "alpine1",
+        "alpine2",
+        "alpine3",
+        "alpine4",
+    ]);
+    lab.netd_ok(&["network", "rm", "alpine-net"]);
 }

@@ -19,7 +19,7 @@ use tokio::{
     sync::{broadcast, watch},
 };
 
-use super::{filters::query_flag, Json, D, Q};
+use super::{filters::query_flag, D, Q};
 use crate::{
     daemon::{
         stdio::{Frame, Hub, STDERR, STDOUT},
@@ -261,11 +261,7 @@ pub async fn exec_resize(
 }
 
 /// `POST /containers/{id}/wait[?condition=not-running|next-exit|removed]`.
-pub async fn wait(
-    State(d): D,
-    Path(id): Path<String>,
-    Query(q): Q,
-) -> Result<Json<serde_json::Value>, NetdError> {
+pub async fn wait(State(d): D, Path(id): Path<String>, Query(q): Q) -> Result<Response, NetdError> {
     let until = match q.get("condition").map(String::as_str) {
         None | Some("") | Some("not-running") => WaitCondition::NotRunning,
         Some("next-exit") => WaitCondition::NextExit,
@@ -276,6 +272,21 @@ pub async fn wait(
             )))
         }
     };
-    let code = d.wait_container(&id, until).await?;
-    Ok(Json(json!({"StatusCode": code, "Error": null})))
+    let waiter = d.wait_container(&id, until).await?;
+    // The answer's head goes out now, its body at the exit: Docker's clients return
+    // from the call on the head and read the body later (docker attach waits for it
+    // before it attaches).
+    let body = futures::stream::once(async move {
+        let v = match waiter.wait().await {
+            Ok(code) => json!({"StatusCode": code, "Error": null}),
+            Err(e) => json!({"StatusCode": -1, "Error": {"Message": e.to_string()}}),
+        };
+        Ok::<_, std::io::Error>(format!("{v}\n"))
+    });
+    let mut r = Body::from_stream(body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
 }

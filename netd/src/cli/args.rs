@@ -45,7 +45,15 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Stop containers (as `stop`) and start them again.
+    Restart {
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// List containers, newest first.
+    #[command(visible_aliases = ["ls", "list"])]
     Ps {
         #[arg(short, long)]
         all: bool,
@@ -374,8 +382,31 @@ pub fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
+/// Docker's management form of container commands (`docker container ls`,
+/// `docker container stop ...`, as the tutorials write them) as netd's short one
+/// (`netd ps`, `netd stop ...`): `container` is dropped where it is the command.
+pub fn management_form(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "-H" || a == "--host" {
+            i += 2;
+            continue;
+        }
+        if a.starts_with('-') {
+            i += 1;
+            continue;
+        }
+        if a == "container" && i + 1 < args.len() {
+            args.remove(i);
+        }
+        break;
+    }
+    args
+}
+
 pub fn parse_args() -> Result<Cli, i32> {
-    match Cli::try_parse() {
+    match Cli::try_parse_from(management_form(std::env::args_os().collect())) {
         Ok(c) => Ok(c),
         Err(e) => {
             use clap::error::ErrorKind;
@@ -402,5 +433,36 @@ pub fn parse_args() -> Result<Cli, i32> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<std::ffi::OsString> {
+        s.split_whitespace().map(Into::into).collect()
+    }
+
+    #[test]
+    fn dockers_management_form_is_the_short_one() {
+        assert_eq!(
+            management_form(argv("netd container ls -a")),
+            argv("netd ls -a")
+        );
+        assert_eq!(
+            management_form(argv("netd -H /s container stop a b")),
+            argv("netd -H /s stop a b")
+        );
+        assert_eq!(
+            management_form(argv("netd run --name container")),
+            argv("netd run --name container")
+        );
+        assert_eq!(
+            management_form(argv("netd container")),
+            argv("netd container")
+        );
+        let cli = Cli::try_parse_from(management_form(argv("netd container attach web"))).unwrap();
+        assert!(matches!(cli.command, Command::Attach { .. }));
     }
 }

@@ -32,6 +32,28 @@ where
     Ok(if failed { 1 } else { 0 })
 }
 
+/// `each`, with the operations under way at once (stop and restart wait for each
+/// process up to its timeout, as the docker CLI's do in parallel); the results in
+/// the order of `names`.
+pub(super) async fn each_at_once<F, Fut>(names: &[String], op: F) -> anyhow::Result<i32>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Value>>,
+{
+    let results = futures::future::join_all(names.iter().map(|n| op(n.clone()))).await;
+    let mut failed = false;
+    for (n, r) in names.iter().zip(results) {
+        match r {
+            Ok(_) => println!("{n}"),
+            Err(e) => {
+                eprintln!("Error: {}", one_line(&e));
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
 pub(super) async fn run_container(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<i32> {
     if let Some(n) = &a.name {
         model::validate_name(n)?;

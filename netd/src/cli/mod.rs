@@ -23,7 +23,7 @@ use crate::{
     api::types::{ContainerInspect, ContainerSummary, Flushed},
     daemon::{ConntrackRow, Stats},
 };
-use containers::{each, run_container};
+use containers::{each, each_at_once, run_container};
 use format::*;
 use network::network;
 
@@ -43,8 +43,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             })
             .await
         }
+        Command::Restart { time, names } => {
+            return each_at_once(&names, |n| {
+                let c = &client;
+                async move {
+                    c.call(
+                        Method::POST,
+                        &format!("/containers/{n}/restart?t={time}"),
+                        None,
+                    )
+                    .await
+                }
+            })
+            .await
+        }
         Command::Stop { time, names } => {
-            return each(&names, |n| {
+            return each_at_once(&names, |n| {
                 let c = &client;
                 async move {
                     c.call(

@@ -24,6 +24,46 @@ use crate::{
 
 use super::stdio::Hub;
 
+/// A wait under way: its container's exit code once `until` holds.
+pub struct Waiter {
+    id: String,
+    until: WaitCondition,
+    code: i32,
+    done: Option<i32>,
+    sub: super::events::Subscription,
+}
+
+impl Waiter {
+    pub async fn wait(mut self) -> Result<i32> {
+        if let Some(code) = self.done {
+            return Ok(code);
+        }
+        loop {
+            match self.sub.live.recv().await {
+                Ok(e) if e.kind == "container" && e.actor == self.id => {
+                    if e.action == "die" {
+                        self.code = e
+                            .attributes
+                            .get("exitCode")
+                            .and_then(|x| x.parse().ok())
+                            .unwrap_or(0);
+                        if self.until != WaitCondition::Removed {
+                            return Ok(self.code);
+                        }
+                    }
+                    if e.action == "destroy" {
+                        return Ok(self.code);
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err(NetdError::Internal("the event stream ended".into()))
+                }
+            }
+        }
+    }
+}
+
 /// What Docker's wait waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitCondition {
@@ -424,38 +464,21 @@ impl Daemon {
     }
 
     /// Docker's wait: until the container is not running (`next-exit`: until its next
-    /// exit; `removed`: until it is gone); its exit code.
-    pub async fn wait_container(&self, name: &str, until: WaitCondition) -> Result<i32> {
+    /// exit; `removed`: until it is gone). An unknown container is the error; the
+    /// waiting, the returned `Waiter`'s.
+    pub async fn wait_container(&self, name: &str, until: WaitCondition) -> Result<Waiter> {
         // Subscribed before the state is read: no exit falls in between.
-        let mut sub = self.subscribe_events();
+        let sub = self.subscribe_events();
         let (c, _, _) = self.container(name).await?;
-        if until == WaitCondition::NotRunning && c.state != ContainerState::Running {
-            return Ok(c.exit_code.unwrap_or(0));
-        }
-        let mut code = c.exit_code.unwrap_or(0);
-        loop {
-            match sub.live.recv().await {
-                Ok(e) if e.kind == "container" && e.actor == c.id => {
-                    if e.action == "die" {
-                        code = e
-                            .attributes
-                            .get("exitCode")
-                            .and_then(|x| x.parse().ok())
-                            .unwrap_or(0);
-                        if until != WaitCondition::Removed {
-                            return Ok(code);
-                        }
-                    }
-                    if e.action == "destroy" {
-                        return Ok(code);
-                    }
-                }
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                    return Err(NetdError::Internal("the event stream ended".into()))
-                }
-            }
-        }
+        let done = (until == WaitCondition::NotRunning && c.state != ContainerState::Running)
+            .then(|| c.exit_code.unwrap_or(0));
+        Ok(Waiter {
+            id: c.id,
+            until,
+            code: c.exit_code.unwrap_or(0),
+            done,
+            sub,
+        })
     }
 
     pub async fn container(&self, name: &str) -> Result<(Container, Vec<Network>, Vec<Container>)> {

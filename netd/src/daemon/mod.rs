@@ -44,7 +44,7 @@ use tokio::sync::Mutex;
 
 pub use args::DaemonArgs;
 pub use cleanup::{cleanup, Removed};
-pub use containers::{ContainerExtras, WaitCondition};
+pub use containers::{ContainerExtras, WaitCondition, Waiter};
 pub use endpoints::{
     parse_mac, DockerEndpoint, DockerJoin, DockerNetwork, Endpoint, EndpointKey, EndpointRequest,
     GcRequest, Route,
