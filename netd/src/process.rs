@@ -132,28 +132,7 @@ pub fn spawn(spec: Spawn) -> anyhow::Result<tokio::process::Child> {
         c.uid(uid).gid(gid);
     }
     let tty = matches!(spec.io, ChildIo::Tty(_));
-    match spec.io {
-        ChildIo::Log(log) => {
-            let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-            let err = out.try_clone()?;
-            c.stdin(Stdio::null()).stdout(out).stderr(err);
-        }
-        ChildIo::Tty(slave) => {
-            c.stdin(slave.try_clone()?)
-                .stdout(slave.try_clone()?)
-                .stderr(slave);
-        }
-        ChildIo::Pipes { stdin } => {
-            c.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-        }
-        ChildIo::Null => {
-            c.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-        }
-    }
+    set_io(&mut c, spec.io)?;
     if !tty {
         c.process_group(0);
     }
@@ -197,6 +176,32 @@ pub fn spawn(spec: Spawn) -> anyhow::Result<tokio::process::Child> {
     Ok(child)
 }
 
+fn set_io(c: &mut std::process::Command, io: ChildIo) -> anyhow::Result<()> {
+    match io {
+        ChildIo::Log(log) => {
+            let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+            let err = out.try_clone()?;
+            c.stdin(Stdio::null()).stdout(out).stderr(err);
+        }
+        ChildIo::Tty(slave) => {
+            c.stdin(slave.try_clone()?)
+                .stdout(slave.try_clone()?)
+                .stderr(slave);
+        }
+        ChildIo::Pipes { stdin } => {
+            c.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+        ChildIo::Null => {
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        }
+    }
+    Ok(())
+}
+
 /// `--user` as a uid and gid: `UID[:GID]` or `NAME[:GROUP]` (names from the host's
 /// /etc/passwd and /etc/group, which netd's containers share); a user without a group
 /// gets its primary one.
@@ -235,6 +240,13 @@ pub fn resolve_user(spec: &str) -> Result<Option<(u32, u32)>, String> {
         },
     };
     Ok(Some((user.0, gid)))
+}
+
+/// A process's exit code as a shell (and Docker) reports it: its status, or 128 plus
+/// the signal that ended it.
+pub fn exit_code(s: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    s.code().unwrap_or(128 + s.signal().unwrap_or(0))
 }
 
 /// Start time of a process (field 22 of /proc/PID/stat), to tell a pid from its reuse.

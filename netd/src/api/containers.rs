@@ -310,56 +310,8 @@ pub fn inspect_of(
         platform: "linux".into(),
         exec_ids: (!x.exec_ids.is_empty()).then_some(x.exec_ids),
         mounts: Vec::new(),
-        host_config: HostConfig {
-            network_mode: network_mode(c, nets, all),
-            port_bindings: port_map(c, true),
-            restart_policy: RestartPolicy {
-                name: "no".into(),
-                maximum_retry_count: 0,
-            },
-            log_config: LogConfig {
-                kind: "json-file".into(),
-                config: BTreeMap::new(),
-            },
-            auto_remove: c.auto_remove,
-            dns: c.dns.servers.iter().map(|s| s.to_string()).collect(),
-            dns_search: c.dns.search.clone(),
-            dns_options: c.dns.options.clone(),
-            links: (!c.links.is_empty()).then(|| {
-                c.links
-                    .iter()
-                    .map(|l| {
-                        let target = all
-                            .iter()
-                            .find(|x| x.id == l.target)
-                            .map(|x| x.name.as_str())
-                            .unwrap_or(&l.target);
-                        format!("/{target}:/{}/{}", c.name, l.alias)
-                    })
-                    .collect()
-            }),
-        },
-        config: ContainerConfig {
-            hostname: c.hostname.clone().unwrap_or_else(|| c.id[..12].to_string()),
-            exposed_ports: container_ports(c)
-                .into_iter()
-                .map(|(port, proto)| (format!("{port}/{proto}"), serde_json::json!({})))
-                .collect(),
-            cmd: c.cmd.clone(),
-            image: "netd".into(),
-            labels: c.labels.clone(),
-            tty: c.config.tty,
-            open_stdin: c.config.open_stdin,
-            stdin_once: c.config.stdin_once(),
-            attach_stdin: c.config.stdin_once(),
-            attach_stdout: c.config.attached,
-            attach_stderr: c.config.attached,
-            env: crate::dns::links::env(c, all)
-                .into_iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect(),
-            ..Default::default()
-        },
+        host_config: host_config_of(c, nets, all),
+        config: config_of(c, all),
         network_settings: NetworkSettings {
             sandbox_id: c.id.clone(),
             sandbox_key: netns_path(c),
@@ -377,6 +329,65 @@ pub fn inspect_of(
         },
         netns: netns_path(c),
         host_veths: c.attachments.iter().map(|a| a.veth.clone()).collect(),
+    }
+}
+
+/// HostConfig as Docker shows it: the network mode and port bindings as asked, no
+/// restart policy, the log, DNS and links.
+fn host_config_of(c: &Container, nets: &[Network], all: &[Container]) -> HostConfig {
+    HostConfig {
+        network_mode: network_mode(c, nets, all),
+        port_bindings: port_map(c, true),
+        restart_policy: RestartPolicy {
+            name: "no".into(),
+            maximum_retry_count: 0,
+        },
+        log_config: LogConfig {
+            kind: "json-file".into(),
+            config: BTreeMap::new(),
+        },
+        auto_remove: c.auto_remove,
+        dns: c.dns.servers.iter().map(|s| s.to_string()).collect(),
+        dns_search: c.dns.search.clone(),
+        dns_options: c.dns.options.clone(),
+        links: (!c.links.is_empty()).then(|| {
+            c.links
+                .iter()
+                .map(|l| {
+                    let target = all
+                        .iter()
+                        .find(|x| x.id == l.target)
+                        .map(|x| x.name.as_str())
+                        .unwrap_or(&l.target);
+                    format!("/{target}:/{}/{}", c.name, l.alias)
+                })
+                .collect()
+        }),
+    }
+}
+
+/// Config as Docker shows it: what the process was given.
+fn config_of(c: &Container, all: &[Container]) -> ContainerConfig {
+    ContainerConfig {
+        hostname: c.hostname.clone().unwrap_or_else(|| c.id[..12].to_string()),
+        exposed_ports: container_ports(c)
+            .into_iter()
+            .map(|(port, proto)| (format!("{port}/{proto}"), serde_json::json!({})))
+            .collect(),
+        cmd: c.cmd.clone(),
+        image: "netd".into(),
+        labels: c.labels.clone(),
+        tty: c.config.tty,
+        open_stdin: c.config.open_stdin,
+        stdin_once: c.config.stdin_once(),
+        attach_stdin: c.config.stdin_once(),
+        attach_stdout: c.config.attached,
+        attach_stderr: c.config.attached,
+        env: crate::dns::links::env(c, all)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        ..Default::default()
     }
 }
 

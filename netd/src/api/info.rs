@@ -84,6 +84,19 @@ fn address_pools(instance_id: &str) -> Vec<AddressPool> {
     pools
 }
 
+/// The drivers netd has, by Docker's plugin kinds.
+fn plugins() -> std::collections::BTreeMap<String, Vec<String>> {
+    [
+        ("Network", vec!["bridge", "host", "null", "overlay"]),
+        ("Volume", vec![]),
+        ("Log", vec!["json-file"]),
+        ("Authorization", vec![]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+    .collect()
+}
+
 pub async fn info(State(d): D) -> Json<Info> {
     let (cs, _) = d.containers().await;
     let running = cs
@@ -116,17 +129,7 @@ pub async fn info(State(d): D) -> Json<Info> {
         images: 0,
         driver: "none".into(),
         driver_status: Vec::new(),
-        plugins: [
-            (
-                "Network".to_string(),
-                vec!["bridge".into(), "host".into(), "null".into()],
-            ),
-            ("Volume".to_string(), Vec::new()),
-            ("Log".to_string(), vec!["json-file".into()]),
-            ("Authorization".to_string(), Vec::new()),
-        ]
-        .into_iter()
-        .collect(),
+        plugins: plugins(),
         ipv4_forwarding: sysctl_on("/proc/sys/net/ipv4/ip_forward"),
         bridge_nf_iptables: sysctl_on("/proc/sys/net/bridge/bridge-nf-call-iptables"),
         bridge_nf_ip6tables: sysctl_on("/proc/sys/net/bridge/bridge-nf-call-ip6tables"),

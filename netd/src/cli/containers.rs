@@ -55,6 +55,52 @@ where
 }
 
 pub(super) async fn run_container(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<i32> {
+    let req = run_request(&a, start)?;
+    let interactive = (a.interactive || a.tty) && !a.detach && start;
+    if interactive {
+        // Docker's order: created, attached, started: the first output is not missed.
+        let req = model::RunRequest {
+            start: false,
+            attached: true,
+            ..req
+        };
+        let c: ContainerInspect = client.send(Method::POST, "/netd/run", &req).await?;
+        return attached_run(client, c.id, &a).await;
+    }
+    let c: ContainerInspect = client.send(Method::POST, "/netd/run", &req).await?;
+    let id = c.id;
+    if !start || a.detach || a.cmd.is_empty() {
+        println!("{id}");
+        return Ok(0);
+    }
+    // In the foreground without -i or -t: wait for the command to finish, then show
+    // its output.
+    loop {
+        let c: ContainerInspect = match client.get(&format!("/containers/{id}/json")).await {
+            Ok(c) => c,
+            // --rm removed it already: the output went with it.
+            Err(_) if a.rm => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        if !c.state.running {
+            match client
+                .call(Method::GET, &format!("/containers/{id}/logs"), None)
+                .await
+            {
+                Ok(logs) => print!("{}", s(&logs)),
+                // --rm may have removed it (and its log) in the meantime.
+                Err(_) if a.rm => {}
+                Err(e) => return Err(e),
+            }
+            return Ok(c.state.exit_code);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The daemon's request for `run`/`create` with `a`'s flags, checked as far as the CLI
+/// can (ports, names, keys); the daemon checks the rest.
+fn run_request(a: &RunArgs, start: bool) -> anyhow::Result<model::RunRequest> {
     if let Some(n) = &a.name {
         model::validate_name(n)?;
     }
@@ -89,7 +135,7 @@ pub(super) async fn run_container(client: &Client, a: RunArgs, start: bool) -> a
     if (a.interactive || a.tty) && a.cmd.is_empty() {
         bail!("-i and -t need a command: a sandbox without one has no streams");
     }
-    let req = model::RunRequest {
+    Ok(model::RunRequest {
         name: a.name.clone(),
         hostname: a.hostname.clone(),
         network: a.network.clone(),
@@ -107,54 +153,10 @@ pub(super) async fn run_container(client: &Client, a: RunArgs, start: bool) -> a
         dns_options: a.dns_options.clone(),
         links: a.link.clone(),
         link_local_ips: a.link_local_ip.clone(),
-        ..Default::default()
-    };
-    let interactive = (a.interactive || a.tty) && !a.detach && start && !a.cmd.is_empty();
-    if interactive {
-        // Docker's order: created, attached, started: the first output is not missed.
-        let req = model::RunRequest {
-            start: false,
-            tty: a.tty,
-            open_stdin: a.interactive,
-            attached: true,
-            ..req
-        };
-        let c: ContainerInspect = client.send(Method::POST, "/netd/run", &req).await?;
-        return attached_run(client, c.id, &a).await;
-    }
-    let req = model::RunRequest {
         tty: a.tty,
         open_stdin: a.interactive,
-        ..req
-    };
-    let c: ContainerInspect = client.send(Method::POST, "/netd/run", &req).await?;
-    let id = c.id;
-    if !start || a.detach || a.cmd.is_empty() {
-        println!("{id}");
-        return Ok(0);
-    }
-    // Attached: wait for the command to finish, then show its output.
-    loop {
-        let c: ContainerInspect = match client.get(&format!("/containers/{id}/json")).await {
-            Ok(c) => c,
-            // --rm removed it already: the output went with it.
-            Err(_) if a.rm => return Ok(0),
-            Err(e) => return Err(e),
-        };
-        if !c.state.running {
-            match client
-                .call(Method::GET, &format!("/containers/{id}/logs"), None)
-                .await
-            {
-                Ok(logs) => print!("{}", s(&logs)),
-                // --rm may have removed it (and its log) in the meantime.
-                Err(_) if a.rm => {}
-                Err(e) => return Err(e),
-            }
-            return Ok(c.state.exit_code);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        attached: false,
+    })
 }
 
 /// `run -i`/`-t` in the foreground: attached before the start, this terminal's until

@@ -64,6 +64,48 @@ impl Waiter {
     }
 }
 
+/// The name `run` gives the new container: the one asked for (Docker's rule, unused)
+/// or a made-up one.
+fn new_name(state: &State, req: &RunRequest) -> Result<String> {
+    let name = match &req.name {
+        Some(n) => {
+            model::validate_name(n)?;
+            n.clone()
+        }
+        None => format!("netd_{}", &random_id()[..8]),
+    };
+    if state.containers.iter().any(|c| c.name == name) {
+        return Err(NetdError::Conflict(format!(
+            "container name {name:?} is already in use: remove it or pick another name"
+        )));
+    }
+    Ok(name)
+}
+
+/// Options that only a container with networks of its own can have.
+fn check_mode_options(req: &RunRequest, mode: &NetMode, all: &[Container]) -> Result<()> {
+    if *mode == NetMode::Bridge {
+        return Ok(());
+    }
+    if !req.ports.is_empty() {
+        return Err(NetdError::InvalidArgument(format!(
+            "port publishing needs a bridge network, not network mode {}",
+            model::mode_name(mode, all)
+        )));
+    }
+    if req.ip.is_some()
+        || req.ip6.is_some()
+        || !req.aliases.is_empty()
+        || !req.link_local_ips.is_empty()
+    {
+        return Err(NetdError::InvalidArgument(format!(
+            "--ip, --ip6, --alias and --link-local-ip need a bridge network, not network mode {}",
+            model::mode_name(mode, all)
+        )));
+    }
+    Ok(())
+}
+
 /// What Docker's wait waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitCondition {
@@ -85,37 +127,9 @@ impl Daemon {
         let mut g = self.inner.lock().await;
         let mut phases = Phases::start();
         let inner = &mut *g;
-        let name = match &req.name {
-            Some(n) => {
-                model::validate_name(n)?;
-                n.clone()
-            }
-            None => format!("netd_{}", &random_id()[..8]),
-        };
-        if inner.state.containers.iter().any(|c| c.name == name) {
-            return Err(NetdError::Conflict(format!(
-                "container name {name:?} is already in use: remove it or pick another name"
-            )));
-        }
+        let name = new_name(&inner.state, &req)?;
         let (mode, net) = resolve_mode(&inner.state, req.network.as_deref().unwrap_or("bridge"))?;
-        if mode != NetMode::Bridge {
-            if !req.ports.is_empty() {
-                return Err(NetdError::InvalidArgument(format!(
-                    "port publishing needs a bridge network, not network mode {}",
-                    model::mode_name(&mode, &inner.state.containers)
-                )));
-            }
-            if req.ip.is_some()
-                || req.ip6.is_some()
-                || !req.aliases.is_empty()
-                || !req.link_local_ips.is_empty()
-            {
-                return Err(NetdError::InvalidArgument(format!(
-                    "--ip, --ip6, --alias and --link-local-ip need a bridge network, not network mode {}",
-                    model::mode_name(&mode, &inner.state.containers)
-                )));
-            }
-        }
+        check_mode_options(&req, &mode, &inner.state.containers)?;
         let dns = model::DnsConfig::parse(&req.dns, &req.dns_search, &req.dns_options)?;
         let links = resolve_links(&inner.state, &req.links)?;
         let id = random_id();
@@ -239,15 +253,7 @@ impl Daemon {
             },
         )
         .await?;
-        self.emit_container(&c, "create", &[]);
-        for a in &c.attachments {
-            if let Some(n) = g.state.network_by_id(&a.network) {
-                self.emit_network(n, "connect", Some(&c.id));
-            }
-        }
-        if c.state == ContainerState::Running {
-            self.emit_container(&c, "start", &[]);
-        }
+        self.emit_created(&c, &g.state);
         info!(
             "container {} ({}) {}: created in {}",
             c.name,
@@ -341,6 +347,19 @@ impl Daemon {
             self.emit_container(&c, "stop", &[]);
         }
         Ok(())
+    }
+
+    /// The events of a new container: created, connected to its networks, started.
+    fn emit_created(&self, c: &Container, state: &State) {
+        self.emit_container(c, "create", &[]);
+        for a in &c.attachments {
+            if let Some(n) = state.network_by_id(&a.network) {
+                self.emit_network(n, "connect", Some(&c.id));
+            }
+        }
+        if c.state == ContainerState::Running {
+            self.emit_container(c, "start", &[]);
+        }
     }
 
     /// `docker restart`: stop (if running), then start again.

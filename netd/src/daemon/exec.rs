@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::{not_found_container, random_id, stdio::Hub, Daemon};
 use crate::{
     error::{NetdError, Result},
-    model::{parse_detach_keys, ContainerState, NetMode, DEFAULT_DETACH_KEYS},
+    model::{parse_detach_keys, Container, ContainerState, NetMode, DEFAULT_DETACH_KEYS},
     process,
 };
 
@@ -196,24 +196,7 @@ impl Daemon {
             let r = execs.get(id).ok_or_else(|| no_such_exec(id))?;
             (r.info.clone(), r.hub.clone(), r.exit.subscribe())
         };
-        let (c, env) = {
-            let g = self.inner.lock().await;
-            let c = g
-                .state
-                .container(&info.container_id)
-                .cloned()
-                .ok_or_else(|| not_found_container(&info.container_id))?;
-            let env = crate::dns::links::env(&c, &g.state.containers);
-            (c, env)
-        };
-        if c.state != ContainerState::Running {
-            return Err(NetdError::Conflict(format!(
-                "container {} is not running",
-                c.id
-            )));
-        }
-        let mut env = env;
-        env.extend(env_pairs(&info.config.env));
+        let (c, env) = self.exec_target(&info).await?;
         let cfg = &info.config;
         let (io, master) = if detach {
             (process::ChildIo::Null, None)
@@ -267,15 +250,40 @@ impl Daemon {
             &[("execID", id.to_string())],
         );
         info!("exec {} in {}: {}", &id[..12], c.name, cfg.cmd.join(" "));
+        self.watch_exec(c, id.to_string(), child);
+        Ok(ExecStarted {
+            hub,
+            out,
+            exit,
+            info,
+        })
+    }
+
+    /// The running container exec `info` runs in, and the environment it gets: the
+    /// container's (`--link`) variables and its own.
+    async fn exec_target(&self, info: &ExecInfo) -> Result<(Container, Vec<(String, String)>)> {
+        let g = self.inner.lock().await;
+        let c = g
+            .state
+            .container(&info.container_id)
+            .cloned()
+            .ok_or_else(|| not_found_container(&info.container_id))?;
+        if c.state != ContainerState::Running {
+            return Err(NetdError::Conflict(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        let mut env = crate::dns::links::env(&c, &g.state.containers);
+        env.extend(env_pairs(&info.config.env));
+        Ok((c, env))
+    }
+
+    /// Records the exec's exit code when its process ends, and tells the event stream.
+    fn watch_exec(self: &Arc<Self>, c: Container, id: String, mut child: tokio::process::Child) {
         let d = self.clone();
-        let id = id.to_string();
         tokio::spawn(async move {
-            let code = match child.wait().await {
-                Ok(s) => s.code().unwrap_or(
-                    128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0),
-                ),
-                Err(_) => -1,
-            };
+            let code = child.wait().await.map_or(-1, |s| process::exit_code(&s));
             d.exec_exited(&id, code);
             d.emit_container(
                 &c,
@@ -283,12 +291,6 @@ impl Daemon {
                 &[("execID", id.clone()), ("exitCode", code.to_string())],
             );
         });
-        Ok(ExecStarted {
-            hub,
-            out,
-            exit,
-            info,
-        })
     }
 
     fn exec_running(&self, id: &str, pid: Option<u32>) -> ExecInfo {

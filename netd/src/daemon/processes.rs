@@ -68,12 +68,7 @@ pub(super) async fn start(
 fn watch_child(d: &Arc<Daemon>, id: String, mut child: tokio::process::Child) {
     let d = d.clone();
     tokio::spawn(async move {
-        let code = match child.wait().await {
-            Ok(s) => s
-                .code()
-                .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)),
-            Err(_) => -1,
-        };
+        let code = child.wait().await.map_or(-1, |s| process::exit_code(&s));
         mark_exited(&d, &id, code).await;
     });
 }

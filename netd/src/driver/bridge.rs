@@ -133,14 +133,7 @@ impl NetworkDriver for Bridge {
             inside
                 .add_addr(eth.index, Ipv4Network::new(a.ip, subnet.prefix())?)
                 .await?;
-            for ll in a.link_local_ips.iter().filter_map(|ip| match ip {
-                std::net::IpAddr::V4(v4) => Some(*v4),
-                std::net::IpAddr::V6(_) => None,
-            }) {
-                inside
-                    .add_addr(eth.index, Ipv4Network::new(ll, 16)?)
-                    .await?;
-            }
+            add_link_local(&inside, eth.index, a, false).await?;
             let v6 = a.ip6.zip(net.subnet6);
             if v6.is_some() {
                 let ifname = a.ifname.clone();
@@ -158,14 +151,7 @@ impl NetworkDriver for Bridge {
                 inside
                     .add_addr6(eth.index, Ipv6Network::new(ip6, subnet6.prefix())?)
                     .await?;
-                for ll in a.link_local_ips.iter().filter_map(|ip| match ip {
-                    std::net::IpAddr::V6(v6) => Some(*v6),
-                    std::net::IpAddr::V4(_) => None,
-                }) {
-                    inside
-                        .add_addr6(eth.index, Ipv6Network::new(ll, 64)?)
-                        .await?;
-                }
+                add_link_local(&inside, eth.index, a, true).await?;
                 if let (true, false, Some(gw6)) = (j.default_route, net.internal, net.gateway6) {
                     inside
                         .add_default_route6(gw6, eth.index)
@@ -182,6 +168,28 @@ impl NetworkDriver for Bridge {
         // Deleting the host end deletes the pair, the container end included.
         delete_link(nl, &a.veth).boxed()
     }
+}
+
+/// `--link-local-ip`s of one family on the container's interface: /16 for IPv4, /64
+/// for IPv6, the masks Docker gives them.
+async fn add_link_local(
+    inside: &Netlink,
+    index: u32,
+    a: &Attachment,
+    v6: bool,
+) -> anyhow::Result<()> {
+    for ip in &a.link_local_ips {
+        match ip {
+            std::net::IpAddr::V4(v4) if !v6 => {
+                inside.add_addr(index, Ipv4Network::new(*v4, 16)?).await?
+            }
+            std::net::IpAddr::V6(ip6) if v6 => {
+                inside.add_addr6(index, Ipv6Network::new(*ip6, 64)?).await?
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// IPv6 on for interface `ifname` of the calling thread's namespace and its loopback
