@@ -64,6 +64,8 @@ pub fn cleanup_output(spec: &DaemonSpec) -> Result<Output> {
         .arg(&spec.run_dir)
         .arg("--bpf-dir")
         .arg(&spec.bpf_dir)
+        // The flags it ran with: with a cluster store, the node leaves it.
+        .args(&spec.args)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| Error::path("running", &spec.bin, e))
@@ -176,7 +178,7 @@ impl Daemon {
                     read_log(&spec.log)
                 )));
             }
-            std::thread::sleep(Duration::from_millis(25));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -224,7 +226,7 @@ impl Daemon {
                 }
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

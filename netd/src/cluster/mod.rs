@@ -13,6 +13,7 @@
 //!                                   (see `endpoints`)
 pub mod endpoints;
 mod follow;
+mod leave;
 pub mod networks;
 mod registry;
 
@@ -21,6 +22,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use leave::leave;
 pub use registry::{Cluster, Peers};
 
 /// The root of every key netd writes.

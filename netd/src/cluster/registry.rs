@@ -25,12 +25,12 @@ pub struct Cluster {
     client: Client,
     node: Node,
     peers: Peers,
-    /// The current lease of the registration (0: none yet), for revoking at shutdown.
+    /// The current lease of the registration (0: none yet). A stopping agent keeps it:
+    /// peers go on tunnelling to this node's containers while it restarts.
     lease: watch::Receiver<i64>,
     owned: Owned,
-    /// The registration task: stopped before the lease is revoked, or it would
-    /// register the node again.
-    registration: tokio::task::JoinHandle<()>,
+    /// The registration task, which runs as long as the agent.
+    _registration: tokio::task::JoinHandle<()>,
 }
 
 impl Cluster {
@@ -53,7 +53,7 @@ impl Cluster {
             peers,
             lease,
             owned,
-            registration,
+            _registration: registration,
         })
     }
 
@@ -98,18 +98,6 @@ impl Cluster {
 
     pub fn client(&self) -> Client {
         self.client.clone()
-    }
-
-    /// Leaves the cluster at a clean shutdown: revoking the lease removes this node's
-    /// record at once instead of after LEASE_TTL.
-    pub async fn leave(&self) {
-        self.registration.abort();
-        let id = *self.lease.borrow();
-        if id != 0 {
-            if let Err(e) = self.client.clone().lease_revoke(id).await {
-                warn!("cluster: leaving: {e}");
-            }
-        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::{owned::Kind, processes::kill_netns_processes, DaemonArgs, InstanceLock, Owned};
-use crate::{datapath, netlink::Netlink, netns};
+use crate::{cluster, datapath, netlink::Netlink, netns};
 
 /// What was removed, for the one line the command prints.
 #[derive(Debug, Default)]
@@ -63,12 +63,32 @@ pub async fn cleanup(args: &DaemonArgs) -> anyhow::Result<Removed> {
         Ok(n) => out.pins = n,
         Err(e) => out.problems.push(format!("{e:#}")),
     }
+    if let Some(url) = &args.cluster_store {
+        if let Err(e) = leave_cluster(url, &args.state_dir).await {
+            out.problems
+                .push(format!("leaving the cluster store {url}: {e:#}"));
+        }
+    }
     remove_state(&args.state_dir, &mut out);
     let _ = std::fs::remove_file(args.run_dir.join("netd.sock"));
     let _ = std::fs::remove_dir_all(args.run_dir.join("logs"));
     drop(lock);
     let _ = std::fs::remove_file(args.state_dir.join("netd.lock"));
     Ok(out)
+}
+
+/// Revokes this node's registration (the instance id is the node id), so its record
+/// and its overlay endpoints leave the cluster store now rather than at the lease's end.
+async fn leave_cluster(url: &str, state_dir: &Path) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(state_dir.join("state.json")) else {
+        return Ok(());
+    };
+    let doc: serde_json::Value = serde_json::from_str(&text).context("reading state.json")?;
+    let Some(id) = doc["instance_id"].as_str().filter(|s| !s.is_empty()) else {
+        return Ok(());
+    };
+    cluster::leave(cluster::parse_store(url)?, id).await?;
+    Ok(())
 }
 
 /// The state file (and the originals kept by migrations) and the claims.

@@ -11,8 +11,9 @@
 //!   netd-tester serve-push PORT MS      on each connection: "1\n", then after MS "2\n"
 //!   netd-tester read-push ADDR:PORT MS  read both lines of serve-push within MS
 //!   netd-tester udp-flood ADDR:PORT N   one datagram from each of N new source ports
-//!   netd-tester connect-every ADDR:PORT SECS MS  a new connection every MS for SECS,
-//!                                       each read to its end; prints
+//!   netd-tester connect-every ADDR:PORT SECS MS [SEND]  a new connection every MS
+//!                                       for SECS, each sent SEND (if given) and read
+//!                                       to its end; prints
 //!                                       {"ok":N,"failed":F,"first_error":".."}
 //!   netd-tester udp-connected ADDR:PORT MSG  the same on a connected socket; prints
 //!                                            "refused" when an ICMP port-unreachable
@@ -57,7 +58,8 @@ fn main() {
         ["serve-push", port, ms] => serve_push(port, ms),
         ["read-push", addr, ms] => read_push(addr, ms),
         ["udp-flood", addr, n] => udp_flood(addr, n),
-        ["connect-every", addr, secs, ms] => connect_every(addr, secs, ms),
+        ["connect-every", addr, secs, ms] => connect_every(addr, secs, ms, ""),
+        ["connect-every", addr, secs, ms, send] => connect_every(addr, secs, ms, send),
         _ => Err("usage: netd-tester serve-tcp PORT | serve-udp PORT | tcp ADDR:PORT | udp ADDR:PORT MSG".into()),
     };
     if let Err(e) = r {
@@ -265,7 +267,7 @@ fn hold(addr: &str, secs: &str) -> Result<(), String> {
 /// New connections at a steady pace (not back to back: a restart test wants to know
 /// that every connection attempted while the agent was away got through, not a rate).
 /// Each one must answer (serve-tcp's greeting) within the client timeout.
-fn connect_every(addr: &str, secs: &str, ms: &str) -> Result<(), String> {
+fn connect_every(addr: &str, secs: &str, ms: &str, send: &str) -> Result<(), String> {
     let a: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     let secs: f64 = secs
         .parse()
@@ -277,6 +279,7 @@ fn connect_every(addr: &str, secs: &str, ms: &str) -> Result<(), String> {
         let r = (|| -> std::io::Result<usize> {
             let mut s = TcpStream::connect_timeout(&a, timeout())?;
             s.set_read_timeout(Some(timeout()))?;
+            s.write_all(send.as_bytes())?;
             let mut out = Vec::new();
             s.read_to_end(&mut out)
         })();
