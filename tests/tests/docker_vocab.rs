@@ -147,6 +147,10 @@ fn restart_and_prune_through_the_docker_cli_and_docker_py() {
         "a new process"
     );
     assert_ne!(after["State"]["StartedAt"], before["State"]["StartedAt"]);
+    // netd's own restart.
+    let pid = lab.inspect("web")["State"]["Pid"].clone();
+    assert_eq!(lab.netd_ok(&["restart", "-t", "1", "web"]).trim(), "web");
+    assert_ne!(lab.inspect("web")["State"]["Pid"], pid);
     // docker-py's restart of a stopped container starts it.
     lab.netd_ok(&["stop", "-t", "0", "web"]);
     docker_py(&lab, "c.api.restart('web', timeout=1)");

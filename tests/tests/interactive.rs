@@ -267,6 +267,26 @@ fn run_i_attaches_stdin_and_bad_flags_are_one_line() {
     lab.netd_ok(&["run", "-d", "--name", "plain", "--", "sleep", "60"]);
     let (_, _, err) = run("", &["attach", "plain"]);
     assert!(err.contains("was not created with -i or -t"), "{err}");
+    // `netd exec` takes Docker's -i, -t, -e, -w, -u.
+    let (code, out, err) = run(
+        "typed\n",
+        &[
+            "exec",
+            "-i",
+            "-t",
+            "-e",
+            "A=b",
+            "-w",
+            "/tmp",
+            "-u",
+            "nobody",
+            "plain",
+            "sh",
+            "-c",
+            "read x; echo $x $A $(pwd) $(id -un)",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (0, "typed b /tmp nobody\n"), "{err}");
 }
 
 #[test]
