@@ -19,6 +19,7 @@ mod containers;
 mod endpoints;
 pub mod events;
 mod exec;
+mod lifecycle;
 mod networks;
 mod observe;
 mod orphans;
@@ -44,12 +45,12 @@ use tokio::sync::Mutex;
 
 pub use args::DaemonArgs;
 pub use cleanup::{cleanup, Removed};
-pub use containers::{ContainerExtras, WaitCondition, Waiter};
 pub use endpoints::{
     parse_mac, DockerEndpoint, DockerJoin, DockerNetwork, Endpoint, EndpointKey, EndpointRequest,
     GcRequest, Route,
 };
 pub use exec::{ExecConfig, ExecInfo, ExecStarted};
+pub use lifecycle::{ContainerExtras, WaitCondition, Waiter};
 pub use observe::{ConntrackRow, FlowFilter, PortStats, Stats};
 pub use replace::take_over;
 pub use rundir::{enter_netns, group_id};

@@ -13,10 +13,12 @@ use crate::error::NetdError;
 
 mod detach;
 mod names;
+mod pool;
 mod publish;
 
 pub use detach::{parse_detach_keys, DetachScanner, Scanned, DEFAULT_DETACH_KEYS};
 pub use names::{is_dns_name, parse_link, DnsConfig, Link};
+pub use pool::{Pool4, PoolSpec, IPAM_OPTIONS, IPAM_SERIAL};
 pub use publish::{
     expand_specs, is_twin, parse_expose, parse_publish, IpProto, PortMapping, PortSpec, Proto,
 };
@@ -104,23 +106,6 @@ pub struct Network {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ipam_options: BTreeMap<String, String>,
 }
-
-/// One IPv4 subnet of a network, with its gateway (on the network's bridge) and the
-/// range automatic addresses come from (default: the whole subnet).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pool4 {
-    pub subnet: Ipv4Network,
-    pub gateway: Ipv4Addr,
-    #[serde(default)]
-    pub ip_range: Option<Ipv4Network>,
-}
-
-/// Docker's default IPAM option for serial allocation: with `true`, a new address is
-/// the next free one after the last handed out (wrapping around), so an address a
-/// container just gave back is not reused at once; default `false`: the lowest free.
-pub const IPAM_SERIAL: &str = "com.docker.network.ipam.serial";
-/// The `--ipam-opt`s netd's (default) IPAM takes; any other is an error.
-pub const IPAM_OPTIONS: [&str; 1] = [IPAM_SERIAL];
 
 impl Network {
     pub fn is_bridge(&self) -> bool {
@@ -234,14 +219,6 @@ pub struct NetworkSpec {
     /// `--ipam-opt KEY=VALUE`.
     #[serde(default)]
     pub ipam_options: BTreeMap<String, String>,
-}
-
-/// A further subnet as `network create` gives it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PoolSpec {
-    pub subnet: String,
-    pub gateway: Option<String>,
-    pub ip_range: Option<String>,
 }
 
 /// How a container is networked (`--network`).
