@@ -148,10 +148,16 @@ impl Daemon {
             net.subnet.map(|s| s.to_string()).unwrap_or_default(),
             net.bridge
         );
-        let warning = net
-            .subnet
-            .filter(|_| net.user_subnet)
-            .and_then(|s| ipam::route_overlap_warning(&s, &routes));
+        let warnings: Vec<String> = [
+            net.subnet
+                .filter(|_| net.user_subnet)
+                .and_then(|s| ipam::route_overlap_warning(&s, &routes)),
+            ipam::unused_ipam_options(&net),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let warning = (!warnings.is_empty()).then(|| warnings.join("; "));
         if let Some(w) = &warning {
             warn!("network {}: {w}", net.name);
         }

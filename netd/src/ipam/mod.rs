@@ -12,7 +12,9 @@ use std::{collections::HashSet, net::Ipv4Addr};
 use ipnetwork::Ipv4Network;
 
 pub use bridge6::{parse_fixed_cidr_v6, plan_default_bridge};
-pub use plan::{check_subnet, plan_network, route_overlap_warning, validate_network_name};
+pub use plan::{
+    check_subnet, plan_network, route_overlap_warning, unused_ipam_options, validate_network_name,
+};
 pub use v6::{allocate6, ula_base, Plan6};
 
 use crate::{error::NetdError, model::Network, store::State};
@@ -602,6 +604,15 @@ mod tests {
         assert_eq!(allocate(&st, &net, None).unwrap().octets()[3], 2);
         let mut bad = with_subnet("x", "10.8.0.0/24");
         bad.ipam_options.insert("foo".into(), "bar".into());
-        assert!(err(plan(&bad, &State::default())).contains("unsupported --ipam-opt \"foo\""));
+        let kept = plan(&bad, &State::default()).expect("kept, as Docker keeps it");
+        assert_eq!(
+            kept.ipam_options.get("foo").map(String::as_str),
+            Some("bar")
+        );
+        let w = unused_ipam_options(&kept).expect("a warning");
+        assert!(
+            w.contains("--ipam-opt foo") && w.contains("without effect"),
+            "{w}"
+        );
     }
 }

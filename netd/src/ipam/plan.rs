@@ -261,22 +261,38 @@ pub fn plan_network(
 }
 
 /// `--ipam-opt`s: netd's IPAM is Docker's default, whose one option is serial
-/// allocation (`IPAM_SERIAL`, true or false); any other is refused, naming it.
+/// allocation (`IPAM_SERIAL`, true or false, checked). Others are kept as given and
+/// shown by inspect, as Docker does, but have no effect: `unused_ipam_options` names
+/// them for the create's warning (Docker ignores them without a word).
 fn check_ipam_options(
     opts: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, NetdError> {
-    for (k, v) in opts {
-        if !IPAM_OPTIONS.contains(&k.as_str()) {
-            return Err(invalid(format!(
-                "unsupported --ipam-opt {k:?}: the default IPAM driver takes {IPAM_SERIAL}=true|false"
-            )));
-        }
-        parse_bool_opt(k, v)?;
-    }
-    Ok(opts
-        .iter()
-        .map(|(k, v)| (k.clone(), matches!(v.as_str(), "true" | "1").to_string()))
-        .collect())
+    opts.iter()
+        .map(|(k, v)| {
+            if IPAM_OPTIONS.contains(&k.as_str()) {
+                parse_bool_opt(k, v)?;
+                Ok((k.clone(), matches!(v.as_str(), "true" | "1").to_string()))
+            } else {
+                Ok((k.clone(), v.clone()))
+            }
+        })
+        .collect()
+}
+
+/// Docker's `Warning` for `--ipam-opt`s the default IPAM driver does not use.
+pub fn unused_ipam_options(net: &Network) -> Option<String> {
+    let unused: Vec<&str> = net
+        .ipam_options
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !IPAM_OPTIONS.contains(k))
+        .collect();
+    (!unused.is_empty()).then(|| {
+        format!(
+            "the default IPAM driver does not use --ipam-opt {}: kept (inspect shows it) without effect; it takes {IPAM_SERIAL}=true|false",
+            unused.join(", ")
+        )
+    })
 }
 
 /// A network's IPv4 addressing as planned: its subnets, whether the user chose them,
