@@ -237,14 +237,14 @@ fn bad_input_is_one_clear_line_and_changes_nothing() {
         ),
         (
             vec!["run", "-d", "--network", "container:nosuch", "--", t],
-            "no such container: nosuch",
+            "No such container: nosuch",
         ),
         (
             vec!["run", "-d", "--", "/nonexistent/binary"],
             "No such file",
         ),
-        (vec!["rm", "-f", "nosuch"], "no such container: nosuch"),
-        (vec!["port", "nosuch"], "no such container: nosuch"),
+        (vec!["rm", "-f", "nosuch"], "No such container: nosuch"),
+        (vec!["port", "nosuch"], "No such container: nosuch"),
     ];
     for (args, want) in cases {
         let o = lab.netd(&args);

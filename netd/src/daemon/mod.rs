@@ -18,6 +18,9 @@ mod cleanup;
 pub mod config_file;
 mod containers;
 mod endpoints;
+pub mod events;
+mod exec;
+mod lifecycle;
 mod networks;
 mod observe;
 mod orphans;
@@ -29,6 +32,7 @@ mod reload;
 mod replace;
 mod rundir;
 mod start;
+pub mod stdio;
 mod trace;
 pub mod txn;
 
@@ -47,6 +51,8 @@ pub use endpoints::{
     parse_mac, DockerEndpoint, DockerJoin, DockerNetwork, Endpoint, EndpointKey, EndpointRequest,
     GcRequest, Route,
 };
+pub use exec::{ExecConfig, ExecInfo, ExecStarted};
+pub use lifecycle::{ContainerExtras, WaitCondition, Waiter};
 pub use observe::{Census, ConntrackRow, FlowFilter, PortStats, Stats};
 pub use reload::Reloader;
 pub use replace::take_over;
@@ -71,6 +77,13 @@ pub struct Daemon {
     trace: trace::Trace,
     /// The cluster store, with --cluster-store (its own tasks; outside the lock).
     cluster: Option<Arc<Cluster>>,
+    /// Docker's event stream (outside the lock: readers never wait for operations).
+    events: events::Hub,
+    /// The streams of containers run with -i or -t, by container id (outside the
+    /// lock: attached clients come and go without it).
+    hubs: std::sync::Mutex<std::collections::HashMap<String, Arc<stdio::Hub>>>,
+    /// Execs, by id (in memory, as dockerd keeps them).
+    execs: exec::Execs,
 }
 
 /// Everything behind the daemon's lock: the intended state and the kernel handles.
@@ -139,7 +152,7 @@ fn not_found_net(name: &str) -> NetdError {
 }
 
 fn not_found_container(name: &str) -> NetdError {
-    NetdError::NotFound(format!("no such container: {name}"))
+    NetdError::NotFound(format!("No such container: {name}"))
 }
 
 impl Daemon {
@@ -173,6 +186,59 @@ impl Daemon {
             }
             None => Vec::new(),
         }
+    }
+
+    /// The streams of container `id` (made on first use).
+    pub fn hub(&self, id: &str) -> Arc<stdio::Hub> {
+        let mut h = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
+        h.entry(id.to_string())
+            .or_insert_with(stdio::Hub::new)
+            .clone()
+    }
+
+    /// Forgets container `id`'s streams and execs (it is gone).
+    fn forget_streams(&self, id: &str) {
+        self.hubs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.execs.forget_container(id);
+    }
+
+    /// A reader of the event stream: the history and the live feed.
+    pub fn subscribe_events(&self) -> events::Subscription {
+        self.events.subscribe()
+    }
+
+    pub fn events_listeners(&self) -> usize {
+        self.events.listeners()
+    }
+
+    /// A container event with Docker's attributes (name, image, labels) and `extra`.
+    fn emit_container(&self, c: &crate::model::Container, action: &str, extra: &[(&str, String)]) {
+        let mut e = events::Event::new("container", action, &c.id)
+            .with("name", c.name.clone())
+            .with("image", "netd");
+        for (k, v) in c.labels.iter() {
+            e = e.with(k, v.clone());
+        }
+        for (k, v) in extra {
+            e = e.with(k, v.clone());
+        }
+        self.events.emit(e);
+    }
+
+    /// A network event (Docker's attributes: the network's name and driver, and the
+    /// container of a connect or disconnect).
+    fn emit_network(&self, n: &crate::model::Network, action: &str, container: Option<&str>) {
+        let mut e = events::Event::new("network", action, &n.id)
+            .with("name", n.name.clone())
+            .with("type", n.driver.clone());
+        e.scope = n.scope();
+        if let Some(c) = container {
+            e = e.with("container", c);
+        }
+        self.events.emit(e);
     }
 
     pub fn log_path(&self, id: &str) -> PathBuf {

@@ -231,6 +231,9 @@ impl Daemon {
             args,
             trace,
             cluster,
+            events: super::events::Hub::default(),
+            hubs: Default::default(),
+            execs: Default::default(),
         });
         daemon.attach(&up).await?;
         daemon.reconcile().await?;

@@ -38,6 +38,12 @@ pub struct State {
     /// DNS answers their names, the datapath tunnels to them.
     #[serde(skip)]
     pub remote: std::sync::Arc<Vec<crate::model::RemoteEndpoint>>,
+    /// Where serial allocation (`--ipam-opt com.docker.network.ipam.serial=true`)
+    /// goes on, by network id: the last address handed out. In memory, as dockerd
+    /// keeps it for local networks: after a restart it starts again at the lowest.
+    #[serde(skip)]
+    pub ipam_cursor:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::net::Ipv4Addr>>>,
 }
 
 /// The state file's version, `STATE_VERSION` from the start.
