@@ -25,5 +25,6 @@ pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod sysctl;
+pub mod terminal;
 pub mod unix_socket;
 pub mod version;

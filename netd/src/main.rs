@@ -7,6 +7,15 @@ fn main() {
     };
     let code = match cli.command {
         Command::Daemon(args) => daemon(*args),
+        Command::HoldTerminal {
+            run_dir,
+            id,
+            pid,
+            start,
+        } => match netd::terminal::hold(&run_dir, &id, pid, start) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        },
         _ => {
             // A client piped into head, grep -q or less must end quietly when the reader
             // goes away, as ip and docker do: the default action of SIGPIPE (Rust

@@ -520,3 +520,69 @@ fn the_networking_tutorials_run_verbatim() {
     ]);
     lab.netd_ok(&["network", "rm", "alpine-net"]);
 }
+
+/// A `-t` container's terminal outlives the agent: the shell is not hung up when the
+/// agent stops (SIGTERM, or kill -9), and the next agent attaches to the same shell.
+#[test]
+fn a_terminal_survives_restarts_of_the_agent() {
+    let mut lab = Lab::new();
+    lab.netd_ok(&["run", "-dit", "--name", "t", "--", "sh"]);
+    let mut t = Terminal::netd(&lab, &["attach", "t"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.type_keys("echo pid=$$.\r");
+    t.expect(".\r\n");
+    let pid = |text: &str| -> String {
+        text.split("pid=")
+            .filter_map(|s| s.split('.').next())
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let first = pid(&t.text());
+    assert!(!first.is_empty(), "{}", t.text());
+    t.type_keys("\x10\x11");
+    assert_eq!(t.wait(), 0);
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        lab.stop_daemon(signal);
+        // Typed while no agent runs: the shell reads it when one is back.
+        lab.start_daemon().expect("restart");
+        assert!(status(&lab, "t").starts_with("Up"), "{}", status(&lab, "t"));
+        let mut t = Terminal::netd(&lab, &["attach", "t"]);
+        std::thread::sleep(Duration::from_millis(300));
+        t.type_keys("echo pid=$$.\r");
+        t.expect(".\r\n");
+        assert_eq!(pid(&t.text()), first, "another shell:\n{}", t.text());
+        t.type_keys("\x10\x11");
+        assert_eq!(t.wait(), 0);
+    }
+    // The stock docker CLI attaches to it as well. (The shell's exit code went to the
+    // first agent, its parent: an agent that adopted a process cannot learn it.)
+    let sock = format!("unix://{}", lab.socket().display());
+    let mut t = Terminal::spawn(
+        &std::path::PathBuf::from("docker"),
+        &["-H", &sock, "attach", "t"],
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    t.type_keys("echo docker-$((2*3))\r");
+    t.expect("docker-6");
+    t.type_keys("exit 4\r");
+    t.wait();
+    assert!(
+        status(&lab, "t").starts_with("Exited"),
+        "{}",
+        status(&lab, "t")
+    );
+    // Its holder went with it.
+    let t0 = Instant::now();
+    while lab
+        .dir
+        .join("run/terminals")
+        .read_dir()
+        .is_ok_and(|mut d| d.next().is_some())
+    {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the holder stayed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

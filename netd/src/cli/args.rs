@@ -142,6 +142,18 @@ pub enum Command {
     /// Write netd's man pages into DIR (for packaging).
     #[command(hide = true)]
     ManPages { dir: std::path::PathBuf },
+    /// Keeps a `-t` container's terminal while no agent does (started by the agent).
+    #[command(hide = true)]
+    HoldTerminal {
+        #[arg(long)]
+        run_dir: std::path::PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        pid: u32,
+        #[arg(long)]
+        start: u64,
+    },
 }
 
 #[derive(clap::Args, Debug)]

@@ -31,7 +31,7 @@ use network::network;
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let client = Client::new(&socket_path(&cli.host));
     match cli.command {
-        Command::Daemon(_) => unreachable!("handled in main"),
+        Command::Daemon(_) | Command::HoldTerminal { .. } => unreachable!("handled in main"),
         Command::Completion { shell } => docs::completion(shell),
         Command::ManPages { dir } => docs::man_pages(&dir)?,
         Command::Run(a) => return run_container(&client, a, true).await,

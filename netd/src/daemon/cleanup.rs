@@ -72,6 +72,8 @@ pub async fn cleanup(args: &DaemonArgs) -> anyhow::Result<Removed> {
     remove_state(&args.state_dir, &mut out);
     let _ = std::fs::remove_file(args.run_dir.join("netd.sock"));
     let _ = std::fs::remove_dir_all(args.run_dir.join("logs"));
+    // The terminal holders went with their containers' processes.
+    let _ = std::fs::remove_dir_all(args.run_dir.join("terminals"));
     drop(lock);
     let _ = std::fs::remove_file(args.state_dir.join("netd.lock"));
     Ok(out)

@@ -53,11 +53,19 @@ pub(super) async fn start(
     let pid = child
         .id()
         .ok_or_else(|| anyhow::anyhow!("child has no pid"))?;
+    let pid_start = process::start_time(pid);
+    if let Some(m) = &master {
+        let run_dir = &d.args.run_dir;
+        if let Err(e) = crate::terminal::spawn_holder(run_dir, &c.id, pid, pid_start, m.fd()) {
+            // The container runs; its terminal just does not outlive this agent.
+            warn!("container {}: {e:#}", c.name);
+        }
+    }
     if interactive {
         d.hub(&c.id).wire(master, &mut child, Some(log)).await?;
     }
     c.pid = Some(pid);
-    c.pid_start = process::start_time(pid);
+    c.pid_start = pid_start;
     c.state = ContainerState::Running;
     c.exit_code = None;
     c.started = Some(super::now());
@@ -73,8 +81,10 @@ fn watch_child(d: &Arc<Daemon>, id: String, mut child: tokio::process::Child) {
     });
 }
 
-/// A process started by an earlier agent is not our child: poll it.
-pub(super) fn watch_adopted(d: &Arc<Daemon>, id: String, pid: u32, start: Option<u64>) {
+/// A process started by an earlier agent is not our child: poll it. Its terminal (a
+/// `-t` container's) comes back from its holder first, before the API serves attach.
+pub(super) async fn watch_adopted(d: &Arc<Daemon>, id: String, pid: u32, start: Option<u64>) {
+    rewire_terminal(d, &id).await;
     let d = d.clone();
     tokio::spawn(async move {
         while process::alive(pid, start) {
@@ -82,6 +92,23 @@ pub(super) fn watch_adopted(d: &Arc<Daemon>, id: String, pid: u32, start: Option
         }
         mark_exited(&d, &id, -1).await;
     });
+}
+
+/// Takes a `-t` container's terminal back from its holder (see `crate::terminal`); a
+/// container without one has no holder, and nothing happens.
+async fn rewire_terminal(d: &Arc<Daemon>, id: &str) {
+    let (run_dir, cid) = (d.args.run_dir.clone(), id.to_string());
+    let held = tokio::task::spawn_blocking(move || crate::terminal::take(&run_dir, &cid)).await;
+    let Ok(Ok(fd)) = held else { return };
+    let log = tokio::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(d.log_path(id))
+        .await
+        .ok();
+    if let Err(e) = d.hub(id).wire_terminal(fd, log).await {
+        warn!("container {id}: its terminal: {e}");
+    }
 }
 
 async fn mark_exited(d: &Arc<Daemon>, id: &str, code: i32) {

@@ -3,8 +3,10 @@
 //! side (with `-t`) or the pipes, copies what the process writes to every attached
 //! client (and to the container's log), and what a client types to the process.
 //!
-//! These streams live in the daemon: a daemon that stops closes them, and the process
-//! sees its terminal hang up (or its stdin end), as when a terminal window closes.
+//! A terminal outlives the agent: a holder process keeps its master side while no agent
+//! does (`crate::terminal`), and the next agent wires it in again. Pipes (`-i` without
+//! `-t`) live in the agent: one that stops closes them, and the process sees its stdin
+//! end, as when the other side of a pipe goes away.
 use std::{
     io,
     os::fd::{AsRawFd, OwnedFd},
@@ -55,6 +57,13 @@ pub struct Hub {
 /// The master side of a new pseudo-terminal, kept until the process is spawned.
 pub struct Master(OwnedFd);
 
+impl Master {
+    /// The master side itself (for its holder: see `crate::terminal`).
+    pub fn fd(&self) -> &OwnedFd {
+        &self.0
+    }
+}
+
 impl Hub {
     pub fn new() -> Arc<Hub> {
         Arc::new(Hub {
@@ -91,35 +100,15 @@ impl Hub {
         child: &mut Child,
         log: Option<PathBuf>,
     ) -> io::Result<()> {
-        let mut log = match log {
+        let log = match log {
             Some(p) => Some(tokio::fs::File::create(p).await?),
             None => None,
         };
-        self.wired.store(true, Ordering::Release);
-        let hub = self.clone();
         match master {
-            Some(Master(fd)) => {
-                set_nonblocking(&fd)?;
-                // SAFETY: an OwnedFd returns the fd it owns for as long as it lives,
-                // which is as long as the AsyncFd that owns it.
-                let fd = unsafe { AsyncFd::register(fd) }
-                    .map_err(|e| io::Error::other(format!("watching the terminal: {e}")))?;
-                let fd = Arc::new(fd);
-                *self.sink.lock().await = Some(Sink::Tty(fd.clone()));
-                *self.tty.lock().unwrap_or_else(|p| p.into_inner()) = Some(fd.clone());
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    // EIO once the terminal's last user is gone: the end.
-                    while let Ok(n) = read_fd(&fd, &mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        hub.send(STDOUT, &buf[..n], log.as_mut()).await;
-                    }
-                    hub.end();
-                });
-            }
+            Some(Master(fd)) => self.wire_terminal(fd, log).await,
             None => {
+                self.wired.store(true, Ordering::Release);
+                let hub = self.clone();
                 *self.sink.lock().await = child.stdin.take().map(Sink::Pipe);
                 let (out, err) = (child.stdout.take(), child.stderr.take());
                 tokio::spawn(async move {
@@ -127,8 +116,40 @@ impl Hub {
                     tokio::join!(hub.copy(out, STDOUT, &log), hub.copy(err, STDERR, &log));
                     hub.end();
                 });
+                Ok(())
             }
         }
+    }
+
+    /// Wires a terminal's master side in: what the process writes goes to the clients
+    /// and to `log`, what they type to the process. After a restart, the master side
+    /// comes from the terminal's holder (see `crate::terminal`).
+    pub async fn wire_terminal(
+        self: &Arc<Self>,
+        fd: OwnedFd,
+        mut log: Option<tokio::fs::File>,
+    ) -> io::Result<()> {
+        set_nonblocking(&fd)?;
+        // SAFETY: an OwnedFd returns the fd it owns for as long as it lives, which is as
+        // long as the AsyncFd that owns it.
+        let fd = unsafe { AsyncFd::register(fd) }
+            .map_err(|e| io::Error::other(format!("watching the terminal: {e}")))?;
+        let fd = Arc::new(fd);
+        *self.sink.lock().await = Some(Sink::Tty(fd.clone()));
+        *self.tty.lock().unwrap_or_else(|p| p.into_inner()) = Some(fd.clone());
+        self.wired.store(true, Ordering::Release);
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            // EIO once the terminal's last user is gone: the end.
+            while let Ok(n) = read_fd(&fd, &mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                hub.send(STDOUT, &buf[..n], log.as_mut()).await;
+            }
+            hub.end();
+        });
         Ok(())
     }
 
