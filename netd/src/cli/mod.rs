@@ -7,6 +7,7 @@
 mod args;
 mod attach;
 mod containers;
+mod endpoint;
 mod format;
 mod network;
 mod trace;

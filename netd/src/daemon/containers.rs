@@ -1,6 +1,7 @@
 //! netd's own sandboxes (`netd run|create|start|stop|rm`): a namespace, attachments
 //! through the sandbox seam, published ports, and optionally a process.
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
     time::{Duration, Instant},
@@ -15,7 +16,10 @@ use super::{
 };
 use crate::{
     error::{NetdError, Result},
-    model::{self, Container, ContainerState, NetMode, Network, PortMapping, RunRequest},
+    model::{
+        self, Attachment, Container, ContainerState, EndpointRequest, NetMode, Network,
+        PortMapping, RunRequest,
+    },
     netlink::Netlink,
     netns, ports, process,
     sandbox::{self, AttachOptions},
@@ -41,27 +45,103 @@ fn new_name(state: &State, req: &RunRequest) -> Result<String> {
 }
 
 /// Options that only a container with networks of its own can have.
-fn check_mode_options(req: &RunRequest, mode: &NetMode, all: &[Container]) -> Result<()> {
+fn check_mode_options(
+    req: &RunRequest,
+    eps: &[EndpointRequest],
+    mode: &NetMode,
+    all: &[Container],
+) -> Result<()> {
     if *mode == NetMode::Bridge {
         return Ok(());
     }
-    if !req.ports.is_empty() {
+    let name = model::mode_name(mode, all);
+    if eps.len() > 1 {
         return Err(NetdError::InvalidArgument(format!(
-            "port publishing needs a bridge network, not network mode {}",
-            model::mode_name(mode, all)
+            "network mode {name} cannot be combined with other networks"
         )));
     }
-    if req.ip.is_some()
-        || req.ip6.is_some()
-        || !req.aliases.is_empty()
-        || !req.link_local_ips.is_empty()
+    if !req.ports.is_empty() {
+        return Err(NetdError::InvalidArgument(format!(
+            "port publishing needs a bridge network, not network mode {name}"
+        )));
+    }
+    let e = &eps[0];
+    if e.ip.is_some()
+        || e.ip6.is_some()
+        || !e.aliases.is_empty()
+        || !e.link_local_ips.is_empty()
+        || e.mac_address.is_some()
+        || !e.driver_opts.is_empty()
+        || e.gw_priority != 0
     {
         return Err(NetdError::InvalidArgument(format!(
-            "--ip, --ip6, --alias and --link-local-ip need a bridge network, not network mode {}",
-            model::mode_name(mode, all)
+            "--ip, --ip6, --alias, --link-local-ip, --mac-address, driver-opt and gw-priority need a bridge network, not network mode {name}"
+        )));
+    }
+    // Host and container: modes use a namespace that is not the container's own.
+    if !req.sysctls.is_empty() && matches!(mode, NetMode::Host | NetMode::Container(_)) {
+        return Err(NetdError::InvalidArgument(format!(
+            "--sysctl needs a network namespace of the container's own, not network mode {name}"
         )));
     }
     Ok(())
+}
+
+/// The networks of a new container in bridge mode, planned in the order asked:
+/// addresses, interface names, MACs, host veths.
+fn plan_attachments(
+    state: &State,
+    eps: &[EndpointRequest],
+    nets: &[Network],
+    id: &str,
+    veth_prefix: &str,
+) -> Result<Vec<Attachment>> {
+    let mut atts: Vec<Attachment> = Vec::new();
+    for (e, net) in eps.iter().zip(nets) {
+        let opts = AttachOptions {
+            ip: e.ip,
+            ip6: e.ip6,
+            aliases: e.aliases.clone(),
+            link_local_ips: e.link_local_ips.clone(),
+            mac: e.mac_address.as_deref().map(model::parse_mac).transpose()?,
+            gw_priority: e.gw_priority,
+            driver_opts: e.driver_opts.clone(),
+            ..Default::default()
+        };
+        let a = sandbox::plan(state, net, id, &atts, opts, veth_prefix)?;
+        atts.push(a);
+    }
+    Ok(atts)
+}
+
+/// `--network`s as a mode and, in bridge mode, their networks (one per endpoint).
+fn resolve_networks(state: &State, eps: &[EndpointRequest]) -> Result<(NetMode, Vec<Network>)> {
+    let (mode, first) = resolve_mode(state, &eps[0].network)?;
+    let mut nets: Vec<Network> = first.into_iter().collect();
+    if mode == NetMode::Bridge {
+        for e in &eps[1..] {
+            match resolve_mode(state, &e.network)? {
+                (NetMode::Bridge, Some(n)) => nets.push(n),
+                (m, _) => {
+                    return Err(NetdError::InvalidArgument(format!(
+                        "network mode {} cannot be combined with other networks",
+                        model::mode_name(&m, &state.containers)
+                    )))
+                }
+            }
+        }
+        if let Some((_, n)) = nets
+            .iter()
+            .enumerate()
+            .find(|(i, n)| nets[..*i].iter().any(|o| o.id == n.id))
+        {
+            return Err(NetdError::InvalidArgument(format!(
+                "network {:?} is specified multiple times",
+                n.name
+            )));
+        }
+    }
+    Ok((mode, nets))
 }
 
 impl Daemon {
@@ -70,34 +150,27 @@ impl Daemon {
         let mut phases = Phases::start();
         let inner = &mut *g;
         let name = new_name(&inner.state, &req)?;
-        let (mode, net) = resolve_mode(&inner.state, req.network.as_deref().unwrap_or("bridge"))?;
-        check_mode_options(&req, &mode, &inner.state.containers)?;
+        let eps = req.endpoints()?;
+        let (mode, nets) = resolve_networks(&inner.state, &eps)?;
+        check_mode_options(&req, &eps, &mode, &inner.state.containers)?;
+        model::check_ns_sysctls(&req.sysctls, model::sysctl_exists)?;
         let dns = model::DnsConfig::parse(&req.dns, &req.dns_search, &req.dns_options)?;
-        let links = resolve_links(&inner.state, &req.links)?;
+        let links: Vec<String> = req
+            .links
+            .iter()
+            .chain(eps.iter().flat_map(|e| &e.links))
+            .cloned()
+            .collect();
+        let links = resolve_links(&inner.state, &links)?;
         let id = random_id();
-        let attachments = match &net {
-            Some(net) => {
-                let opts = AttachOptions {
-                    ip: req.ip,
-                    ip6: req.ip6,
-                    aliases: req.aliases.clone(),
-                    link_local_ips: req.link_local_ips.clone(),
-                    ..Default::default()
-                };
-                vec![sandbox::plan(
-                    &inner.state,
-                    net,
-                    &id,
-                    &[],
-                    opts,
-                    &self.args.veth_prefix,
-                )?]
-            }
-            None => Vec::new(),
-        };
-        // Docker publishes to the container's first network: the both-families rule
-        // looks at its IPv6 address there.
-        let ip6 = attachments.first().and_then(|a| a.ip6);
+        let attachments = plan_attachments(&inner.state, &eps, &nets, &id, &self.args.veth_prefix)?;
+        // Docker publishes to the gateway endpoint: the both-families rule looks at
+        // its IPv6 address there.
+        let primary = model::gateways(&attachments, |a| nets.iter().find(|n| n.id == a.network))
+            .0
+            .or((!attachments.is_empty()).then_some(0));
+        let net = primary.map(|p| nets[p].clone());
+        let ip6 = primary.and_then(|p| attachments[p].ip6);
         let default_v4 = net
             .as_ref()
             .map_or(Ipv4Addr::UNSPECIFIED, |n| n.host_binding_ipv4);
@@ -154,7 +227,8 @@ impl Daemon {
             dns,
             links,
             config: model::CreateConfig {
-                network_mode: net.as_ref().map(|n| n.name.clone()),
+                network_mode: nets.first().map(|n| n.name.clone()),
+                sysctls: req.sysctls.clone(),
                 tty: req.tty,
                 open_stdin: req.open_stdin,
                 attached: req.attached,
@@ -301,6 +375,7 @@ impl Inner {
                 self.owned.claim(Kind::Netns, ns)?;
                 netns::create(ns)?;
                 set_lo_up(ns, false).await?;
+                set_ns_sysctls(ns, &c.config.sysctls)?;
             }
         }
         phases.mark("netns");
@@ -314,19 +389,20 @@ impl Inner {
                 .ok_or_else(|| anyhow!("network vanished"))?;
             self.owned.claim(Kind::Link, &c.attachments[i].veth)?;
             self.claim_overlay(&net, c, &c.attachments[i]).await?;
+            let routes = c.default_routes(i, &self.state.networks);
             sandbox::attach(
                 &self.nl,
                 &mut self.dp,
                 &ns,
                 &net,
                 &mut c.attachments[i],
-                i == 0,
+                routes,
             )
             .await?;
             phases.mark("sandbox");
         }
-        let n = match c.attachments.first() {
-            Some(first) => sandbox::publish(&mut self.dp, &c.ports, first)?,
+        let n = match c.primary(&self.state.networks) {
+            Some(p) => sandbox::publish(&mut self.dp, &c.ports, &c.attachments[p])?,
             None => 0,
         };
         phases.mark(&format!("ports/{n}"));
@@ -523,6 +599,21 @@ pub(super) async fn set_lo_up(ns: &str, ipv6_lo: bool) -> anyhow::Result<()> {
         inside.set_up(lo.index).await?;
     }
     Ok(())
+}
+
+/// `--sysctl`s in namespace `ns` (checked by `model::check_ns_sysctls`), before its
+/// interfaces exist: `default` keys apply to them too.
+fn set_ns_sysctls(ns: &str, sysctls: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    if sysctls.is_empty() {
+        return Ok(());
+    }
+    let sysctls = sysctls.clone();
+    netns::run_in(ns, move || {
+        for (k, v) in &sysctls {
+            crate::sysctl::set(k, v)?;
+        }
+        Ok(())
+    })
 }
 
 /// Wall-clock time of the steps of one operation, for the log.

@@ -270,7 +270,8 @@ impl Daemon {
                 let ns = req.netns.as_str();
                 let a = &mut c.attachments[0];
                 inner.owned.claim(Kind::Link, &a.veth)?;
-                sandbox::attach(&inner.nl, &mut inner.dp, ns, &net, a, default_route).await?;
+                let routes = (default_route, default_route);
+                sandbox::attach(&inner.nl, &mut inner.dp, ns, &net, a, routes).await?;
                 inner.record_attachment(&c.id, a)?;
                 sandbox::publish(&mut inner.dp, &c.ports, a)?;
                 Ok(c)
