@@ -399,3 +399,120 @@ fn interface_names_and_sysctls_from_endpoint_driver_options() {
     ];
     refused(&lab, &dup, &["interface name x"], "bad");
 }
+
+/// The stock docker CLI's output and errors, as (success, stdout, stderr).
+fn docker(lab: &Lab, args: &[&str]) -> (bool, String, String) {
+    let o = lab.docker(args);
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn docker_run_and_docker_py_with_several_networks_macs_and_driver_options() {
+    let lab = Lab::new();
+    networks(&lab);
+    // docker run as Docker 28's CLI sends it (API 1.48: EndpointsConfig of every
+    // network, per-network MAC addresses and GwPriority).
+    let (good, _, err) = docker(
+        &lab,
+        &[
+            "run", "-d", "--name", "dr",
+            "--network", "name=zeta,gw-priority=3",
+            "--network", "name=alpha,mac-address=92:d0:c6:0a:29:66,driver-opt=com.docker.network.endpoint.ifname=front",
+            "--sysctl", "net.ipv4.ip_unprivileged_port_start=77",
+            "netd", "sleep", "600",
+        ],
+    );
+    assert!(good, "docker run: {err}");
+    assert_eq!(
+        default_route(&lab, "dr"),
+        ("10.81.2.1".into(), "eth0".into())
+    );
+    let link = inside(&lab, "dr", &["ip", "-o", "link", "show", "front"]);
+    assert!(link.contains("link/ether 92:d0:c6:0a:29:66"), "{link}");
+    let port_start = inside(
+        &lab,
+        "dr",
+        &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"],
+    );
+    assert_eq!(port_start.trim(), "77");
+    let (_, fmt, _) = docker(
+        &lab,
+        &["inspect", "-f", "{{.NetworkSettings.Networks.zeta.GwPriority}} {{.NetworkSettings.Networks.alpha.MacAddress}}", "dr"],
+    );
+    assert_eq!(fmt.trim(), "3 92:d0:c6:0a:29:66");
+    // --mac-address alone, and in the foreground: the command's output is docker's.
+    let (good, out, err) = docker(
+        &lab,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "mid",
+            "--mac-address",
+            "92:d0:c6:0a:29:77",
+            "netd",
+            "ip",
+            "-o",
+            "link",
+            "show",
+            "eth0",
+        ],
+    );
+    assert!(good, "docker run --mac-address: {err}");
+    assert!(out.contains("link/ether 92:d0:c6:0a:29:77"), "{out}");
+    // Bad values: one error line from netd naming the option.
+    let (good, _, err) = docker(
+        &lab,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "mid",
+            "--mac-address",
+            "01:00:5e:00:00:01",
+            "netd",
+            "sleep",
+            "1",
+        ],
+    );
+    assert!(
+        !good && err.contains("--mac-address") && err.contains("multicast"),
+        "{err}"
+    );
+    let (good, _, err) = docker(
+        &lab,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "name=mid,driver-opt=com.docker.network.endpoint.colour=red",
+            "netd",
+            "sleep",
+            "1",
+        ],
+    );
+    assert!(
+        !good && err.contains("colour") && err.contains("com.docker.network.endpoint.ifname"),
+        "{err}"
+    );
+    let (good, _, err) = docker(
+        &lab,
+        &["run", "-d", "--pull", "never", "alpine", "sleep", "1"],
+    );
+    assert!(!good && err.contains("No such image: alpine"), "{err}");
+    let (good, _, err) = docker(&lab, &["run", "-d", "-e", "A=1", "netd", "sleep", "1"]);
+    assert!(!good && err.contains("Config.Env"), "{err}");
+
+    // docker-py: the container-wide mac_address (the field of API < 1.44) goes to the
+    // first network, as dockerd moves it.
+    docker_py(
+        &lab,
+        "c.containers.run('netd', 'sleep 600', detach=True, name='py', network='zeta', mac_address='92:d0:c6:0a:29:88')",
+    );
+    let link = inside(&lab, "py", &["ip", "-o", "link", "show", "eth0"]);
+    assert!(link.contains("link/ether 92:d0:c6:0a:29:88"), "{link}");
+}
