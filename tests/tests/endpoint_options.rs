@@ -278,7 +278,7 @@ fn mac_address_is_what_peers_see_and_what_the_datapath_lets_out() {
 
 #[test]
 fn interface_names_and_sysctls_from_endpoint_driver_options() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     networks(&lab);
     let sysctls = "driver-opt=com.docker.network.endpoint.sysctls=net.ipv4.conf.IFNAME.log_martians=1,net.ipv4.conf.IFNAME.arp_ignore=2";
     lab.netd_ok(&[
@@ -299,15 +299,15 @@ fn interface_names_and_sysctls_from_endpoint_driver_options() {
     let addrs = inside(&lab, "c", &["ip", "-o", "-4", "addr"]);
     assert!(addrs.contains("backend    inet 10.81.2.2/24"), "{addrs}");
     assert!(addrs.contains("eth0    inet 10.81.1.2/24"), "{addrs}");
-    let read = |k: &str| {
-        inside(&lab, "c", &["cat", &format!("/proc/sys/{k}")])
+    let read = |lab: &Lab, k: &str| {
+        inside(lab, "c", &["cat", &format!("/proc/sys/{k}")])
             .trim()
             .to_string()
     };
-    assert_eq!(read("net/ipv4/conf/eth0/log_martians"), "1");
-    assert_eq!(read("net/ipv4/conf/eth0/arp_ignore"), "2");
-    assert_eq!(read("net/ipv4/conf/backend/log_martians"), "0");
-    assert_eq!(read("net/ipv4/ip_unprivileged_port_start"), "99");
+    assert_eq!(read(&lab, "net/ipv4/conf/eth0/log_martians"), "1");
+    assert_eq!(read(&lab, "net/ipv4/conf/eth0/arp_ignore"), "2");
+    assert_eq!(read(&lab, "net/ipv4/conf/backend/log_martians"), "0");
+    assert_eq!(read(&lab, "net/ipv4/ip_unprivileged_port_start"), "99");
     // The default route comes through the named interface (alpha sorts first).
     assert_eq!(
         default_route(&lab, "c"),
@@ -337,7 +337,23 @@ fn interface_names_and_sysctls_from_endpoint_driver_options() {
         ]),
         "docker network connect --driver-opt",
     );
-    assert_eq!(read("net/ipv4/conf/mid0/forwarding"), "1");
+    assert_eq!(read(&lab, "net/ipv4/conf/mid0/forwarding"), "1");
+    // An interface lost while no agent ran comes back at the next start with its name,
+    // its sysctls and the default route it gives.
+    let veths = lab.inspect("c")["HostVeths"].clone();
+    let alpha_veth = veths[1].as_str().expect("alpha's host veth").to_string();
+    lab.stop_daemon(libc::SIGTERM);
+    ok(
+        &lab.exec_in(&lab.host, &["ip", "link", "del", &alpha_veth]),
+        "deleting a host veth",
+    );
+    lab.start_daemon().expect("restarting the daemon");
+    assert_eq!(read(&lab, "net/ipv4/conf/eth0/log_martians"), "1");
+    assert_eq!(read(&lab, "net/ipv4/conf/eth0/arp_ignore"), "2");
+    assert_eq!(
+        default_route(&lab, "c"),
+        ("10.81.1.1".into(), "eth0".into())
+    );
 
     let run = |net: String| {
         vec![

@@ -164,27 +164,15 @@ impl Daemon {
         let links = resolve_links(&inner.state, &links)?;
         let id = random_id();
         let attachments = plan_attachments(&inner.state, &eps, &nets, &id, &self.args.veth_prefix)?;
-        // Docker publishes to the gateway endpoint: the both-families rule looks at
-        // its IPv6 address there.
-        let primary = model::gateways(&attachments, |a| nets.iter().find(|n| n.id == a.network))
-            .0
-            .or((!attachments.is_empty()).then_some(0));
-        let net = primary.map(|p| nets[p].clone());
-        let ip6 = primary.and_then(|p| attachments[p].ip6);
-        let default_v4 = net
-            .as_ref()
-            .map_or(Ipv4Addr::UNSPECIFIED, |n| n.host_binding_ipv4);
-        let mut ports = model::expand_specs(&req.ports, default_v4, ip6.is_some());
-        if ports.iter().any(|m| m.host_ip.is_ipv6()) {
-            let local6 = inner.nl.ipv6_addrs().await?;
-            check_ipv6_ports(&ports, ip6, &local6, net.as_ref())?;
-        }
-        prepare_ports(
+        let ports = plan_ports(
             &inner.state,
-            net.as_ref(),
-            &mut ports,
+            &inner.nl,
+            &req,
+            &nets,
+            &attachments,
             self.args.snat_port_range,
-        )?;
+        )
+        .await?;
         let netns = match &mode {
             NetMode::Bridge | NetMode::None => Some(format!("{}{}", self.args.netns_prefix, name)),
             NetMode::Host => None,
@@ -433,6 +421,32 @@ impl Inner {
             }
         }
     }
+}
+
+/// The published ports of a new container: `req`'s `-p` specs expanded and checked
+/// (`prepare_ports`) for its gateway endpoint, where Docker publishes (the
+/// both-families rule looks at its IPv6 address there).
+async fn plan_ports(
+    state: &State,
+    nl: &Netlink,
+    req: &RunRequest,
+    nets: &[Network],
+    attachments: &[Attachment],
+    snat_port_range: (u16, u16),
+) -> Result<Vec<PortMapping>> {
+    let primary = model::gateways(attachments, |a| nets.iter().find(|n| n.id == a.network))
+        .0
+        .or((!attachments.is_empty()).then_some(0));
+    let net = primary.map(|p| &nets[p]);
+    let ip6 = primary.and_then(|p| attachments[p].ip6);
+    let default_v4 = net.map_or(Ipv4Addr::UNSPECIFIED, |n| n.host_binding_ipv4);
+    let mut ports = model::expand_specs(&req.ports, default_v4, ip6.is_some());
+    if ports.iter().any(|m| m.host_ip.is_ipv6()) {
+        let local6 = nl.ipv6_addrs().await?;
+        check_ipv6_ports(&ports, ip6, &local6, net)?;
+    }
+    prepare_ports(state, net, &mut ports, snat_port_range)?;
+    Ok(ports)
 }
 
 /// Docker's rules for the ports a new sandbox publishes: a mapping without a host

@@ -124,38 +124,43 @@ impl RunRequest {
 /// A MAC address in any of the notations Go's net.ParseMAC (Docker's) takes for 6 bytes
 /// (`92:d0:c6:0a:29:33`, `92-d0-c6-0a-29-33`, `92d0.c60a.2933`), unicast and not all
 /// zeros: the kernel refuses those on a veth, and a multicast source is never a host.
+/// The error says what is wrong with it.
+pub fn mac_bytes(s: &str) -> Result<[u8; 6], &'static str> {
+    let t = s.trim();
+    let b = t.as_bytes();
+    let hex: String = if t.len() == 14 && b[4] == b'.' && b[9] == b'.' {
+        t.split('.').collect()
+    } else if t.len() == 17 && (b[2] == b':' || b[2] == b'-') {
+        if b.iter().skip(2).step_by(3).any(|x| *x != b[2]) {
+            return Err("not a MAC address");
+        }
+        t.split(b[2] as char).collect()
+    } else {
+        return Err("not a MAC address");
+    };
+    if hex.len() != 12 || !hex.bytes().all(|x| x.is_ascii_hexdigit()) {
+        return Err("not a MAC address");
+    }
+    let mut mac = [0u8; 6];
+    for (i, x) in mac.iter_mut().enumerate() {
+        *x = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| "not a MAC address")?;
+    }
+    if mac[0] & 1 == 1 {
+        return Err("a multicast address: an interface needs a unicast one");
+    }
+    if mac == [0; 6] {
+        return Err("all zeros");
+    }
+    Ok(mac)
+}
+
+/// `--mac-address` (or a network's `mac-address=`) as bytes (`mac_bytes`).
 pub fn parse_mac(s: &str) -> Result<[u8; 6], NetdError> {
-    let bad = |why: &str| {
+    mac_bytes(s).map_err(|why| {
         invalid(format!(
             "invalid --mac-address {s:?}: {why} (a unicast MAC address such as 92:d0:c6:0a:29:33)"
         ))
-    };
-    let t = s.trim();
-    let hex: String = if t.len() == 14 && t.as_bytes()[4] == b'.' && t.as_bytes()[9] == b'.' {
-        t.split('.').collect()
-    } else if t.len() == 17 {
-        let sep = t.as_bytes()[2];
-        if !(sep == b':' || sep == b'-') || t.bytes().skip(2).step_by(3).any(|b| b != sep) {
-            return Err(bad("not a MAC address"));
-        }
-        t.split(sep as char).collect()
-    } else {
-        return Err(bad("not a MAC address"));
-    };
-    let mut mac = [0u8; 6];
-    if hex.len() != 12 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad("not a MAC address"));
-    }
-    for (i, b) in mac.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad("not hex"))?;
-    }
-    if mac[0] & 1 == 1 {
-        return Err(bad("a multicast address"));
-    }
-    if mac == [0; 6] {
-        return Err(bad("all zeros"));
-    }
-    Ok(mac)
+    })
 }
 
 /// An interface name the kernel takes (dev_valid_name): 1-15 bytes, no '/', ':' or
