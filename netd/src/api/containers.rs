@@ -137,7 +137,6 @@ fn endpoints(c: &Container, nets: &[Network]) -> BTreeMap<String, EndpointSettin
                     mac_address: fmt_mac(&a.mac),
                     driver_opts: (!a.driver_opts.is_empty()).then(|| a.driver_opts.clone()),
                     gw_priority: a.gw_priority,
-                    ..Default::default()
                 },
             ))
         })

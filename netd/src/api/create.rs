@@ -110,16 +110,16 @@ fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn text<'a>(v: Option<&'a Value>) -> Option<&'a str> {
+fn text(v: Option<&Value>) -> Option<&str> {
     v.and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
 /// `80/tcp` as a port and protocol.
 fn port_key(k: &str) -> Result<(u16, Proto), NetdError> {
-    Ok(model::parse_expose(k)?
+    model::parse_expose(k)?
         .first()
         .copied()
-        .ok_or_else(|| invalid(format!("invalid port {k:?}")))?)
+        .ok_or_else(|| invalid(format!("invalid port {k:?}")))
 }
 
 /// HostConfig.PortBindings as `-p` specs.
