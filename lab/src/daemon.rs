@@ -108,6 +108,23 @@ pub fn socket_pid(path: &Path) -> Option<u32> {
     (r == 0 && cred.pid > 0).then_some(cred.pid as u32)
 }
 
+/// Whether `bin` reads a config file (releases before 0.2 do not, and have no
+/// --config-file flag); asked once per binary.
+fn reads_config(bin: &Path) -> bool {
+    use std::{collections::HashMap, sync::Mutex};
+    static KNOWN: Mutex<Option<HashMap<PathBuf, bool>>> = Mutex::new(None);
+    let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+    *known
+        .get_or_insert_with(HashMap::new)
+        .entry(bin.to_path_buf())
+        .or_insert_with(|| {
+            Command::new(bin)
+                .args(["daemon", "--help"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--config-file"))
+        })
+}
+
 /// A running daemon: one this process started, or one adopted by pid.
 pub struct Daemon {
     pid: u32,
@@ -126,8 +143,15 @@ impl Daemon {
             .try_clone()
             .map_err(|e| Error::path("opening", &spec.log, e))?;
         let mut cmd = Command::new(&spec.bin);
-        cmd.args(["daemon", "--netns", &spec.netns])
-            .arg("--state-dir")
+        cmd.args(["daemon", "--netns", &spec.netns]);
+        if !spec.args.iter().any(|a| a.starts_with("--config-file")) && reads_config(&spec.bin) {
+            // A config file of the lab's own: the machine's /etc/netd/daemon.json (an
+            // installed package's) never reaches a lab's daemon.
+            let empty = spec.log.with_file_name("daemon.json");
+            std::fs::write(&empty, "{}\n").map_err(|e| Error::path("writing", &empty, e))?;
+            cmd.arg("--config-file").arg(&empty);
+        }
+        cmd.arg("--state-dir")
             .arg(&spec.state_dir)
             .arg("--run-dir")
             .arg(&spec.run_dir)

@@ -37,10 +37,20 @@ pub async fn serve(args: DaemonArgs) -> anyhow::Result<()> {
         Some(name) => Some(PluginSocket::bind(name, gid)?),
         None => None,
     };
+    let metrics = match args.metrics_addr {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
+    let state_dir = args.state_dir.clone();
     let daemon = Daemon::start(args).await?;
+    let restarts = crate::metrics::count_start(&state_dir);
+    if let Some(listener) = metrics {
+        crate::metrics::serve(listener, daemon.clone(), restarts)?;
+    }
     let sock = daemon.socket_path();
     let listener = bind_socket(&sock, gid)?;
     info!("listening on {}", sock.display());
+    crate::notify::ready();
     let app = crate::api::service(daemon.clone());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -57,6 +67,7 @@ pub async fn serve(args: DaemonArgs) -> anyhow::Result<()> {
         _ = term.recv() => info!("SIGTERM"),
         _ = int.recv() => info!("SIGINT"),
     }
+    crate::notify::stopping();
     daemon.shutdown().await?;
     drop(plugin);
     info!("stopped; the datapath keeps forwarding (netd daemon --cleanup removes it)");

@@ -10,6 +10,8 @@ use netd_lab::cluster::Cluster;
 use netd_tests::Lab;
 use serde_json::Value;
 
+#[path = "overlay/tls.rs"]
+mod tls;
 #[path = "overlay/traffic.rs"]
 mod traffic;
 

@@ -148,6 +148,7 @@ async fn method_not_allowed(uri: Uri) -> Response {
 /// The router behind a rewrite that drops Docker's `/vX.Y` path prefix.
 pub fn service(d: Arc<Daemon>) -> axum::routing::IntoMakeService<Router> {
     let versioned = router(d)
+        .route_layer(axum::middleware::from_fn(crate::metrics::api_latency))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::map_response(give_back_memory));
     Router::new()

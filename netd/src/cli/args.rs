@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the agent (owns the kernel state, serves the API).
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Create a container's network sandbox and run a command in it.
     Run(RunArgs),
     /// Create a container's network sandbox without starting its command.
@@ -136,6 +136,12 @@ pub enum Command {
     /// addresses as the packet left (after NAT), verdict and drop reason. The datapath
     /// records packets only while a trace runs.
     Trace(TraceArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell (e.g.
+    /// `netd completion bash > /etc/bash_completion.d/netd`).
+    Completion { shell: clap_complete::Shell },
+    /// Write netd's man pages into DIR (for packaging).
+    #[command(hide = true)]
+    ManPages { dir: std::path::PathBuf },
 }
 
 #[derive(clap::Args, Debug)]
@@ -421,8 +427,20 @@ pub fn management_form(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStr
     args
 }
 
+/// The command line, with the daemon's flags noted as given there (so its config file
+/// can tell a flag from a default).
+fn parse_noting_daemon_flags() -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let m = Cli::command().try_get_matches_from(management_form(std::env::args_os().collect()))?;
+    let mut cli = Cli::from_arg_matches(&m)?;
+    if let (Command::Daemon(args), Some(("daemon", sub))) = (&mut cli.command, m.subcommand()) {
+        crate::daemon::config_file::note_command_line(args, sub);
+    }
+    Ok(cli)
+}
+
 pub fn parse_args() -> Result<Cli, i32> {
-    match Cli::try_parse_from(management_form(std::env::args_os().collect())) {
+    match parse_noting_daemon_flags() {
         Ok(c) => Ok(c),
         Err(e) => {
             use clap::error::ErrorKind;

@@ -7,6 +7,7 @@
 mod args;
 mod attach;
 mod containers;
+mod docs;
 mod endpoint;
 mod format;
 mod network;
@@ -32,6 +33,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let client = Client::new(&socket_path(&cli.host));
     match cli.command {
         Command::Daemon(_) => unreachable!("handled in main"),
+        Command::Completion { shell } => docs::completion(shell),
+        Command::ManPages { dir } => docs::man_pages(&dir)?,
         Command::Run(a) => return run_container(&client, a, true).await,
         Command::Create(a) => return run_container(&client, a, false).await,
         Command::Start { names } => {

@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
 
-use super::{ClusterError, NODES};
+use super::{ClusterError, StoreOpts, NODES};
 
-/// Revokes the lease of node `id`'s record; Ok(false) when it has none left.
-pub async fn leave(endpoints: Vec<String>, id: &str) -> Result<bool, ClusterError> {
+/// Revokes the lease of node `id`'s record in the store at `url` (over TLS as `tls`
+/// says); Ok(false) when it has none left.
+pub async fn leave(url: &str, tls: &StoreOpts, id: &str) -> Result<bool, ClusterError> {
+    let endpoints = super::parse_store(url, tls.wants_tls())?;
+    let over_tls = endpoints.iter().any(|e| e.starts_with("https://"));
     let opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_timeout(Duration::from_secs(5));
+    let opts = tls.apply(over_tls, opts)?;
     let mut client = Client::connect(endpoints, Some(opts)).await?;
     let resp = client.get(format!("{NODES}{id}"), None).await?;
     match resp.kvs().first().map(|kv| kv.lease()) {

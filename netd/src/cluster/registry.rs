@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::{
     follow::{self, Follower, Records, RETRY},
-    ClusterError, Node, LEASE_TTL, NODES,
+    tls, ClusterError, Node, StoreOpts, LEASE_TTL, NODES,
 };
 
 /// Every node the watch knows, this one included, by id.
@@ -36,11 +36,18 @@ pub struct Cluster {
 impl Cluster {
     /// Connects (the channel is lazy: an unreachable etcd does not stop the daemon from
     /// starting) and starts the registration and the watch.
-    pub async fn start(endpoints: Vec<String>, node: Node) -> Result<Cluster, ClusterError> {
+    pub async fn start(
+        url: &str,
+        store_opts: &StoreOpts,
+        node: Node,
+    ) -> Result<Cluster, ClusterError> {
+        let endpoints = super::parse_store(url, store_opts.wants_tls())?;
+        let tls = endpoints.iter().any(|e| e.starts_with("https://"));
         let opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        let opts = store_opts.apply(tls, opts)?;
         let client = Client::connect(endpoints, Some(opts)).await?;
         let peers: Peers = Arc::default();
         let (tx, lease) = watch::channel(0);
@@ -99,6 +106,31 @@ impl Cluster {
     pub fn client(&self) -> Client {
         self.client.clone()
     }
+}
+
+/// Over TLS, one handshake with each endpoint until one answers, before the daemon
+/// touches anything: a certificate etcd refuses, or one of etcd's that kv.cacertfile
+/// did not sign, is an error saying what to fix; etcd away is only a warning (the
+/// registration retries).
+pub async fn check_store(url: &str, opts: &StoreOpts) -> Result<(), ClusterError> {
+    let endpoints = super::parse_store(url, opts.wants_tls())?;
+    for ep in endpoints.iter().filter_map(|e| e.strip_prefix("https://")) {
+        let host_port = ep;
+        match opts.probe(host_port).await? {
+            tls::Probe::Ok => return Ok(()),
+            tls::Probe::Refused(err) => {
+                return Err(ClusterError::Tls {
+                    url: url.to_string(),
+                    advice: tls::explain(&err, opts.cert.is_some()),
+                    err,
+                })
+            }
+            tls::Probe::Unreachable(why) => {
+                warn!("cluster store {url}: {host_port}: {why} (retrying in the background)")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Grants a lease, writes the node record under it, and keeps it alive; starts over

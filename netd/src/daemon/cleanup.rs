@@ -64,7 +64,7 @@ pub async fn cleanup(args: &DaemonArgs) -> anyhow::Result<Removed> {
         Err(e) => out.problems.push(format!("{e:#}")),
     }
     if let Some(url) = &args.cluster_store {
-        if let Err(e) = leave_cluster(url, &args.state_dir).await {
+        if let Err(e) = leave_cluster(url, &args.cluster_store_opt, &args.state_dir).await {
             out.problems
                 .push(format!("leaving the cluster store {url}: {e:#}"));
         }
@@ -79,7 +79,7 @@ pub async fn cleanup(args: &DaemonArgs) -> anyhow::Result<Removed> {
 
 /// Revokes this node's registration (the instance id is the node id), so its record
 /// and its overlay endpoints leave the cluster store now rather than at the lease's end.
-async fn leave_cluster(url: &str, state_dir: &Path) -> anyhow::Result<()> {
+async fn leave_cluster(url: &str, opts: &[String], state_dir: &Path) -> anyhow::Result<()> {
     let Ok(text) = std::fs::read_to_string(state_dir.join("state.json")) else {
         return Ok(());
     };
@@ -87,11 +87,12 @@ async fn leave_cluster(url: &str, state_dir: &Path) -> anyhow::Result<()> {
     let Some(id) = doc["instance_id"].as_str().filter(|s| !s.is_empty()) else {
         return Ok(());
     };
-    cluster::leave(cluster::parse_store(url)?, id).await?;
+    cluster::leave(url, &cluster::StoreOpts::parse(opts)?, id).await?;
     Ok(())
 }
 
-/// The state file (and the originals kept by migrations) and the claims.
+/// The state file (and the originals kept by migrations), the claims and the count of
+/// starts (the metrics' restarts).
 fn remove_state(dir: &Path, out: &mut Removed) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -101,7 +102,7 @@ fn remove_state(dir: &Path, out: &mut Removed) {
         let name = name.to_string_lossy();
         let r = if name == "owned" {
             std::fs::remove_dir_all(e.path())
-        } else if name.starts_with("state.json") {
+        } else if name.starts_with("state.json") || name == crate::metrics::STARTS_FILE {
             std::fs::remove_file(e.path())
         } else {
             continue;

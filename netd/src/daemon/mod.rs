@@ -15,6 +15,7 @@
 //! - `rundir`: the namespace the daemon enters, its run directory's ownership.
 mod args;
 mod cleanup;
+pub mod config_file;
 mod containers;
 mod endpoints;
 pub mod events;
@@ -27,6 +28,7 @@ mod overlay;
 mod owned;
 mod processes;
 mod reconcile;
+mod reload;
 mod replace;
 mod rundir;
 mod start;
@@ -51,7 +53,8 @@ pub use endpoints::{
 };
 pub use exec::{ExecConfig, ExecInfo, ExecStarted};
 pub use lifecycle::{ContainerExtras, WaitCondition, Waiter};
-pub use observe::{ConntrackRow, FlowFilter, PortStats, Stats};
+pub use observe::{Census, ConntrackRow, FlowFilter, PortStats, Stats};
+pub use reload::Reloader;
 pub use replace::take_over;
 pub use rundir::{enter_netns, group_id};
 pub use start::{check_compatible, preflight, InstanceLock};

@@ -179,6 +179,12 @@ impl Daemon {
     /// Finds the uplink, loads the datapath, creates the built-in networks, swaps the
     /// programs in, reconciles, and starts the conntrack collector.
     pub async fn start(args: DaemonArgs) -> anyhow::Result<Arc<Daemon>> {
+        // A cluster store whose TLS does not work stops the start before anything is
+        // touched.
+        let store_opts = cluster::StoreOpts::parse(&args.cluster_store_opt)?;
+        if let Some(url) = &args.cluster_store {
+            cluster::check_store(url, &store_opts).await?;
+        }
         rundir::prepare_run_dir(&args)?;
         sysctl::set("net.ipv4.ip_forward", "1")?;
         let nl = Netlink::current()?;
@@ -198,7 +204,15 @@ impl Daemon {
         );
         let cluster = match &args.cluster_store {
             Some(url) => Some(Arc::new(
-                join_cluster(&nl, url, args.cluster_advertise.as_deref(), up.ip, &state).await?,
+                join_cluster(
+                    &nl,
+                    url,
+                    &store_opts,
+                    args.cluster_advertise.as_deref(),
+                    up.ip,
+                    &state,
+                )
+                .await?,
             )),
             None => None,
         };
@@ -290,11 +304,11 @@ impl Daemon {
 async fn join_cluster(
     nl: &Netlink,
     url: &str,
+    store_opts: &cluster::StoreOpts,
     advertise: Option<&str>,
     uplink_ip: Ipv4Addr,
     state: &State,
 ) -> anyhow::Result<Cluster> {
-    let endpoints = cluster::parse_store(url)?;
     let addr = match advertise.map(cluster::parse_advertise).transpose()? {
         None => uplink_ip,
         Some(cluster::Advertise::Addr(ip)) => ip,
@@ -323,5 +337,5 @@ async fn join_cluster(
         addr,
     };
     info!("cluster store {url}, advertising {addr}");
-    Ok(Cluster::start(endpoints, node).await?)
+    Ok(Cluster::start(url, store_opts, node).await?)
 }

@@ -14,6 +14,7 @@ mod links;
 mod maps;
 mod maps6;
 mod rawmap;
+mod readings;
 mod testrun;
 mod trace;
 
@@ -41,6 +42,7 @@ use netd_common::{
     drop_reason, event, map_names, prog_names, Backend, Backend6, Config, Config6, Endpoint,
     PortCounters, PortKey, PortKey6,
 };
+pub use readings::{Counted, CtCensus, Readings};
 pub use trace::{open_ring as open_trace_ring, PacketTrace, TraceHold, TraceSwitch};
 
 /// The datapath's counter tables (names and meanings), for whoever shows them.
