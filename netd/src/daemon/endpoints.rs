@@ -17,10 +17,11 @@ use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use log::{info, warn};
 
 use super::{
-    containers::{check_ipv6_ports, prepare_ports},
     not_found_net, now,
     owned::Kind,
-    random_id, txn,
+    random_id,
+    run_plan::{check_ipv6_ports, prepare_ports},
+    txn,
 };
 use super::{Daemon, Inner};
 use crate::{

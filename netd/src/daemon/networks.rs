@@ -41,6 +41,32 @@ fn network_and_container(
     Ok((n, c))
 }
 
+/// Whether container `c` may join `net`: a bridge network, a container
+/// with networks of its own, not on it already (Docker's 403, which scripts and SDKs
+/// tell from other errors).
+fn check_connect(net: &Network, c: &Container, all: &[Container]) -> Result<()> {
+    if !net.is_bridge() {
+        return Err(NetdError::InvalidArgument(format!(
+            "container cannot be connected to the {} network: it is not a bridge network",
+            net.name
+        )));
+    }
+    if c.mode != NetMode::Bridge {
+        return Err(NetdError::InvalidArgument(format!(
+            "container {} uses network mode {}: it cannot be connected to other networks",
+            c.name,
+            model::mode_name(&c.mode, all)
+        )));
+    }
+    if c.attachments.iter().any(|a| a.network == net.id) {
+        return Err(NetdError::Forbidden(format!(
+            "endpoint with name {} already exists in network {}",
+            c.name, net.name
+        )));
+    }
+    Ok(())
+}
+
 impl Inner {
     /// Sets up `net` on the host through its driver and records what the driver found
     /// (the bridge's MAC) in the state, committed.
@@ -259,31 +285,12 @@ impl Daemon {
         let mut g = self.inner.lock().await;
         let inner = &mut *g;
         let (net, c) = network_and_container(&inner.state, name, &req.container)?;
-        if !net.is_bridge() {
-            return Err(NetdError::InvalidArgument(format!(
-                "container cannot be connected to the {} network: it is not a bridge network",
-                net.name
-            )));
-        }
-        if c.mode != NetMode::Bridge {
-            return Err(NetdError::InvalidArgument(format!(
-                "container {} uses network mode {}: it cannot be connected to other networks",
-                c.name,
-                model::mode_name(&c.mode, &inner.state.containers)
-            )));
-        }
-        // Docker's 403 (Forbidden), which scripts and SDKs tell from other errors.
-        if c.attachments.iter().any(|a| a.network == net.id) {
-            return Err(NetdError::Forbidden(format!(
-                "endpoint with name {} already exists in network {}",
-                c.name, net.name
-            )));
-        }
+        check_connect(&net, &c, &inner.state.containers)?;
         let ns = c
             .netns
             .clone()
             .ok_or_else(|| NetdError::Internal(format!("container {} has no namespace", c.name)))?;
-        let links = super::containers::resolve_links(&inner.state, &req.links)?;
+        let links = super::run_plan::resolve_links(&inner.state, &req.links)?;
         model::check_driver_opts(&req.driver_opts)?;
         let opts = AttachOptions {
             ip: req.ip,
