@@ -338,6 +338,30 @@ fn interface_names_and_sysctls_from_endpoint_driver_options() {
         "docker network connect --driver-opt",
     );
     assert_eq!(read(&lab, "net/ipv4/conf/mid0/forwarding"), "1");
+    // A default route left elsewhere (as a release that kept it on the first network
+    // did) goes back to the gateway endpoint at the next start.
+    lab.stop_daemon(libc::SIGTERM);
+    ok(
+        &lab.exec_in(
+            &ns(&lab, "c"),
+            &[
+                "ip",
+                "route",
+                "replace",
+                "default",
+                "via",
+                "10.81.2.1",
+                "dev",
+                "backend",
+            ],
+        ),
+        "moving the default route",
+    );
+    lab.start_daemon().expect("restarting the daemon");
+    assert_eq!(
+        default_route(&lab, "c"),
+        ("10.81.1.1".into(), "eth0".into())
+    );
     // An interface lost while no agent ran comes back at the next start with its name,
     // its sysctls and the default route it gives.
     let veths = lab.inspect("c")["HostVeths"].clone();

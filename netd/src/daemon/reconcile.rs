@@ -101,6 +101,14 @@ impl Daemon {
                 }
                 inner.record_attachment(&c.id, &a)?;
             }
+            if c.attachments.len() > 1 {
+                // The default routes as Docker 28 picks the gateway endpoint, whatever a
+                // release that kept them on the first network left (the published
+                // ports follow the same choice in `sync_maps`).
+                if let Some(ns) = &c.netns {
+                    inner.route_gateways(&c.id, ns).await;
+                }
+            }
             if c.state == ContainerState::Running {
                 match c.pid {
                     Some(pid) if process::alive(pid, c.pid_start) => {
