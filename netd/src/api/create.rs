@@ -172,12 +172,17 @@ fn endpoint(network: &str, v: &Value) -> Result<EndpointRequest, NetdError> {
             .collect::<Result<_, _>>()?,
         mac_address: text(v.get("MacAddress")).map(String::from),
         driver_opts: string_map(v.get("DriverOpts")),
-        gw_priority: v
-            .get("GwPriority")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            .try_into()
-            .map_err(|_| invalid(format!("GwPriority of network {network} is out of range")))?,
+        gw_priority: match v.get("GwPriority") {
+            None | Some(Value::Null) => 0,
+            Some(p) => p
+                .as_i64()
+                .and_then(|p| i32::try_from(p).ok())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "invalid GwPriority {p} for network {network}: an integer"
+                    ))
+                })?,
+        },
         links: strings(v.get("Links")),
     })
 }
