@@ -276,18 +276,24 @@ impl Netlink {
             .collect())
     }
 
-    pub async fn add_default_route(&self, gw: Ipv4Addr) -> anyhow::Result<()> {
-        let r = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
+    /// `ip route replace default via GW dev INDEX`: the namespace's one IPv4 default
+    /// route, wherever it was before (a container's gateway endpoint may change).
+    pub async fn replace_default_route(&self, gw: Ipv4Addr, index: u32) -> anyhow::Result<()> {
+        let r = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gw)
+            .output_interface(index)
+            .build();
         self.handle
             .route()
             .add(r)
+            .replace()
             .execute()
             .await
-            .with_context(|| format!("adding default route via {gw}"))
+            .with_context(|| format!("setting the default route via {gw}"))
     }
 
-    /// `ip -6 route add default via GW dev INDEX`.
-    pub async fn add_default_route6(&self, gw: Ipv6Addr, index: u32) -> anyhow::Result<()> {
+    /// `ip -6 route replace default via GW dev INDEX`.
+    pub async fn replace_default_route6(&self, gw: Ipv6Addr, index: u32) -> anyhow::Result<()> {
         let r = RouteMessageBuilder::<Ipv6Addr>::new()
             .gateway(gw)
             .output_interface(index)
@@ -295,9 +301,10 @@ impl Netlink {
         self.handle
             .route()
             .add(r)
+            .replace()
             .execute()
             .await
-            .with_context(|| format!("adding IPv6 default route via {gw}"))
+            .with_context(|| format!("setting the IPv6 default route via {gw}"))
     }
 
     async fn routes_v4(&self) -> anyhow::Result<Vec<RouteMessage>> {

@@ -38,6 +38,13 @@ pub struct AttachOptions {
     pub aliases: Vec<String>,
     /// `--link-local-ip`s (checked by `plan`).
     pub link_local_ips: Vec<IpAddr>,
+    /// `--mac-address` (checked by `model::parse_mac`): Docker's `02:42:<ip>` without.
+    pub mac: Option<[u8; 6]>,
+    /// Docker 28's gw-priority (see `model::gateways`).
+    pub gw_priority: i32,
+    /// Endpoint driver options (checked by `model::check_driver_opts`); the interface
+    /// name among them is `ifname`'s.
+    pub driver_opts: std::collections::BTreeMap<String, String>,
 }
 
 /// Host-side veth name of interface `n` of owner `id` (at most 15 characters).
@@ -58,28 +65,73 @@ pub fn plan(
     veth_prefix: &str,
 ) -> Result<Attachment> {
     check_link_local(state, net, &opts.link_local_ips)?;
+    let ifname = match opts
+        .ifname
+        .or_else(|| opts.driver_opts.get(model::ENDPOINT_IFNAME).cloned())
+    {
+        Some(name) => {
+            model::check_ifname(&name)?;
+            if name == "lo" || existing.iter().any(|a| a.ifname == name) {
+                return Err(NetdError::Conflict(format!(
+                    "interface name {name} is already in use in the container"
+                )));
+            }
+            name
+        }
+        None => (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !existing.iter().any(|a| &a.ifname == n))
+            .unwrap_or_default(),
+    };
+    if let Some(mac) = opts.mac {
+        check_mac(state, net, mac)?;
+    }
     let ip = ipam::allocate(state, net, opts.ip)?;
     let ip6 = if opts.ipv4_only {
         None
     } else {
         ipam::allocate6(state, net, opts.ip6)?
     };
-    let n = (0..)
-        .find(|i| !existing.iter().any(|a| a.ifname == format!("eth{i}")))
-        .unwrap_or(0);
+    // Host veths are numbered apart from interface names, which the user may choose.
+    let veth = (0..)
+        .map(|i| veth_name(veth_prefix, owner_id, i))
+        .find(|v| !existing.iter().any(|a| &a.veth == v))
+        .unwrap_or_default();
     Ok(Attachment {
         network: net.id.clone(),
-        ifname: opts.ifname.unwrap_or_else(|| format!("eth{n}")),
+        ifname,
         ip,
-        mac: model::mac_for_ip(ip),
-        veth: veth_name(veth_prefix, owner_id, n),
+        mac: opts.mac.unwrap_or_else(|| model::mac_for_ip(ip)),
+        veth,
         aliases: opts.aliases,
         host_ifindex: 0,
         requested_ip: opts.ip,
         ip6,
         requested_ip6: opts.ip6,
         link_local_ips: opts.link_local_ips,
+        gw_priority: opts.gw_priority,
+        driver_opts: opts.driver_opts,
+        user_mac: opts.mac.is_some(),
     })
+}
+
+/// A MAC the user chose: not one another endpoint of the network has (two would take
+/// each other's frames on the bridge).
+fn check_mac(state: &State, net: &Network, mac: [u8; 6]) -> Result<()> {
+    for c in &state.containers {
+        if c.attachments
+            .iter()
+            .any(|a| a.network == net.id && a.mac == mac)
+        {
+            return Err(NetdError::Conflict(format!(
+                "--mac-address {}: container {} has it on network {} already",
+                model::fmt_mac(&mac),
+                c.name,
+                net.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `--link-local-ip`s: link-local addresses (169.254.0.0/16 but its first and last
@@ -155,9 +207,20 @@ pub async fn attach(
     netns: &str,
     net: &Network,
     a: &mut Attachment,
-    default_route: bool,
+    routes: (bool, bool),
 ) -> anyhow::Result<()> {
-    plumb(nl, dp, Some(netns), net, a, default_route).await
+    plumb(nl, dp, Some(netns), net, a, routes).await
+}
+
+/// Makes attachment `a`, plumbed already, give namespace `netns` its default routes
+/// (`routes`: IPv4's, IPv6's) in place of another attachment's.
+pub async fn route_through(
+    netns: &str,
+    net: &Network,
+    a: &Attachment,
+    routes: (bool, bool),
+) -> anyhow::Result<()> {
+    driver::route_through(netns, net, a, routes).await
 }
 
 /// `attach` for a runtime that moves the container side itself (Docker's Join): the
@@ -170,7 +233,7 @@ pub async fn attach_handoff(
     net: &Network,
     a: &mut Attachment,
 ) -> anyhow::Result<()> {
-    plumb(nl, dp, None, net, a, false).await
+    plumb(nl, dp, None, net, a, (false, false)).await
 }
 
 async fn plumb(
@@ -179,14 +242,15 @@ async fn plumb(
     netns: Option<&str>,
     net: &Network,
     a: &mut Attachment,
-    default_route: bool,
+    routes: (bool, bool),
 ) -> anyhow::Result<()> {
     let d = driver::for_network(net)
         .ok_or_else(|| anyhow!("network {} takes no endpoints", net.name))?;
     let join = Join {
         netns,
         attachment: a,
-        default_route,
+        default_route: routes.0,
+        default_route6: routes.1,
     };
     a.host_ifindex = d.join(nl, net, join).await?;
     // Entries first: a program never sees the endpoint's first packets without them.

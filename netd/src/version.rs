@@ -4,8 +4,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_COMMIT: &str = env!("NETD_GIT_COMMIT");
 pub use crate::{datapath::LAYOUT as DATAPATH_LAYOUT, store::STATE_VERSION};
 
-/// The Docker Engine API version netd's API follows.
-pub const API_VERSION: &str = "1.41";
+/// The Docker Engine API version netd's API follows: 1.48 (Docker 28.0), the first
+/// with gw-priority; the docker CLI sends per-network MAC addresses from 1.44 on.
+pub const API_VERSION: &str = "1.48";
 
 /// `netd --version`, in docker's words ("Docker version 28.2.2, build e6534b4").
 pub const SHORT: &str = concat!(

@@ -213,17 +213,25 @@ fn ipv6_automatic_subnets_and_networks_without_ipv6() {
         "p's v6",
     );
     assert!(none.trim().is_empty(), "{none}");
-    // Connected to a v6 network as well: IPv6 on that interface only; the default
-    // route stays with eth0's network, which has no IPv6.
+    // Connected to a v6 network as well: IPv6 on that interface only. A dual-stack
+    // endpoint comes before an IPv4-only one in Docker 28's choice of the gateway
+    // endpoint: both default routes move to it.
     run(&lab, "q", &["--network", "auto1"]);
     lab.netd_ok(&["network", "connect", "auto1", "p"]);
     assert_eq!(sysctl_in(&lab, "p", "eth0/disable_ipv6"), "1");
     assert_eq!(sysctl_in(&lab, "p", "eth1/disable_ipv6"), "0");
-    let route = ok(
-        &in_container(&lab, "p", &["ip", "-6", "route", "show", "default"]),
-        "routes",
+    let route = |family: &str| {
+        ok(
+            &in_container(&lab, "p", &["ip", family, "route", "show", "default"]),
+            "routes",
+        )
+    };
+    let (r6, r4) = (route("-6"), route("-4"));
+    assert!(
+        r6.starts_with(&format!("default via {gw1} dev eth1")),
+        "{r6}"
     );
-    assert!(route.trim().is_empty(), "{route}");
+    assert!(r4.contains("dev eth1") && r4.lines().count() == 1, "{r4}");
     let q = json(&lab.netd_ok(&["inspect", "q"]));
     let q6 = q[0]["NetworkSettings"]["Networks"]["auto1"]["GlobalIPv6Address"]
         .as_str()

@@ -135,7 +135,8 @@ fn endpoints(c: &Container, nets: &[Network]) -> BTreeMap<String, EndpointSettin
                     global_ipv6_address: a.ip6.map(|ip| ip.to_string()).unwrap_or_default(),
                     global_ipv6_prefix_len: a.ip6.and(n.subnet6).map(|s| s.prefix()).unwrap_or(0),
                     mac_address: fmt_mac(&a.mac),
-                    ..Default::default()
+                    driver_opts: (!a.driver_opts.is_empty()).then(|| a.driver_opts.clone()),
+                    gw_priority: a.gw_priority,
                 },
             ))
         })
@@ -347,6 +348,7 @@ fn host_config_of(c: &Container, nets: &[Network], all: &[Container]) -> HostCon
             config: BTreeMap::new(),
         },
         auto_remove: c.auto_remove,
+        sysctls: (!c.config.sysctls.is_empty()).then(|| c.config.sysctls.clone()),
         dns: c.dns.servers.iter().map(|s| s.to_string()).collect(),
         dns_search: c.dns.search.clone(),
         dns_options: c.dns.options.clone(),

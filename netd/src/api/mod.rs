@@ -5,6 +5,7 @@
 //! `{"message": ...}` with Docker's status code.
 mod attach;
 mod containers;
+mod create;
 mod endpoints;
 mod events;
 mod exec;
@@ -101,6 +102,8 @@ pub fn router(d: Arc<Daemon>) -> Router {
         )
         .route("/networks/{id}/connect", post(networks::connect))
         .route("/networks/{id}/disconnect", post(networks::disconnect))
+        .route("/containers/create", post(create::create))
+        .route("/images/create", post(create::pull))
         .route("/containers/json", get(containers::list))
         .route("/containers/{id}/json", get(containers::inspect))
         .route("/containers/{id}", delete(containers::remove))

@@ -350,6 +350,9 @@ pub async fn connect(
         aliases: ec.aliases.unwrap_or_default(),
         links: ec.links.unwrap_or_default(),
         link_local_ips,
+        mac_address: (!ec.mac_address.is_empty()).then_some(ec.mac_address),
+        driver_opts: ec.driver_opts.unwrap_or_default(),
+        gw_priority: ec.gw_priority,
     };
     d.connect(&id, req).await?;
     Ok(StatusCode::OK)

@@ -159,6 +159,8 @@ pub struct EndpointSettings {
     pub global_ipv6_prefix_len: u8,
     pub mac_address: String,
     pub driver_opts: Option<BTreeMap<String, String>>,
+    /// Docker 28's: the endpoint with the highest gives the container's default routes.
+    pub gw_priority: i32,
     /// Every name the embedded DNS answers with this endpoint's address (user-defined
     /// networks only; null elsewhere, as Docker).
     #[serde(rename = "DNSNames")]
@@ -281,6 +283,9 @@ pub struct HostConfig {
     #[serde(default)]
     pub log_config: LogConfig,
     pub auto_remove: bool,
+    /// `--sysctl`s of its namespace (left out without any, as Docker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sysctls: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub dns: Vec<String>,
     #[serde(default)]

@@ -219,9 +219,18 @@ pub struct RunArgs {
     pub name: Option<String>,
     #[arg(long)]
     pub hostname: Option<String>,
-    /// NETWORK, host, none or container:NAME.
+    /// NETWORK, host, none or container:NAME; again for each further network, or in
+    /// Docker's long form name=N,alias=A,ip=IP,ip6=IP,mac-address=MAC,
+    /// link-local-ip=IP,driver-opt=K=V,gw-priority=N.
     #[arg(long, visible_alias = "net")]
-    pub network: Option<String>,
+    pub network: Vec<String>,
+    /// The container's MAC on its first network (e.g. 92:d0:c6:0a:29:33).
+    #[arg(long)]
+    pub mac_address: Option<String>,
+    /// A sysctl of the container's network namespace: net.*=VALUE (an interface's goes
+    /// in the long form's driver-opt=com.docker.network.endpoint.sysctls=...).
+    #[arg(long)]
+    pub sysctl: Vec<String>,
     /// Static address (networks created with --subnet only).
     #[arg(long)]
     pub ip: Option<Ipv4Addr>,
@@ -360,6 +369,13 @@ pub enum NetworkCommand {
         /// Link to another container: NAME[:ALIAS].
         #[arg(long)]
         link: Vec<String>,
+        /// An endpoint driver option KEY=VALUE: com.docker.network.endpoint.ifname,
+        /// com.docker.network.endpoint.sysctls.
+        #[arg(long)]
+        driver_opt: Vec<String>,
+        /// The endpoint with the highest gives the container its default routes.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        gw_priority: i32,
         network: String,
         container: String,
     },

@@ -135,10 +135,15 @@ fn run_request(a: &RunArgs, start: bool) -> anyhow::Result<model::RunRequest> {
     if (a.interactive || a.tty) && a.cmd.is_empty() {
         bail!("-i and -t need a command: a sandbox without one has no streams");
     }
+    let networks = a
+        .network
+        .iter()
+        .map(|n| super::endpoint::parse_network(n))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(model::RunRequest {
         name: a.name.clone(),
         hostname: a.hostname.clone(),
-        network: a.network.clone(),
+        network: networks.first().map(|e| e.network.clone()),
         ip: a.ip,
         ip6: a.ip6,
         aliases: a.aliases.clone(),
@@ -156,6 +161,9 @@ fn run_request(a: &RunArgs, start: bool) -> anyhow::Result<model::RunRequest> {
         tty: a.tty,
         open_stdin: a.interactive,
         attached: false,
+        mac_address: a.mac_address.clone(),
+        networks,
+        sysctls: key_values("sysctl", &a.sysctl, false)?,
     })
 }
 

@@ -8,6 +8,7 @@ mod args;
 mod attach;
 mod containers;
 mod docs;
+mod endpoint;
 mod format;
 mod network;
 mod trace;

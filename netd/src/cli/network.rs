@@ -125,6 +125,8 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
             link_local_ip,
             aliases,
             link,
+            driver_opt,
+            gw_priority,
             network,
             container,
         } => {
@@ -141,6 +143,10 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
                                 .then(|| link_local_ip.iter().map(|ip| ip.to_string()).collect()),
                         },
                     ),
+                    driver_opts: (!driver_opt.is_empty())
+                        .then(|| key_values("driver-opt", &driver_opt, false))
+                        .transpose()?,
+                    gw_priority,
                     ..Default::default()
                 }),
                 force: false,

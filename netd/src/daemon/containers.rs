@@ -1,7 +1,7 @@
 //! netd's own sandboxes (`netd run|create|start|stop|rm`): a namespace, attachments
 //! through the sandbox seam, published ports, and optionally a process.
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -11,58 +11,21 @@ use log::{info, warn};
 use nix::sys::signal::Signal;
 
 use super::{
-    not_found_container, not_found_net, now, owned::Kind, processes, random_id, txn, Daemon, Inner,
+    not_found_container, now,
+    owned::Kind,
+    processes, random_id,
+    run_plan::{
+        check_mode_options, new_name, plan_attachments, plan_ports, resolve_links, resolve_networks,
+    },
+    txn, Daemon, Inner,
 };
 use crate::{
     error::{NetdError, Result},
-    model::{self, Container, ContainerState, NetMode, Network, PortMapping, RunRequest},
+    model::{self, Container, ContainerState, NetMode, Network, RunRequest},
     netlink::Netlink,
-    netns, ports, process,
-    sandbox::{self, AttachOptions},
+    netns, process, sandbox,
     store::State,
 };
-
-/// The name `run` gives the new container: the one asked for (Docker's rule, unused)
-/// or a made-up one.
-fn new_name(state: &State, req: &RunRequest) -> Result<String> {
-    let name = match &req.name {
-        Some(n) => {
-            model::validate_name(n)?;
-            n.clone()
-        }
-        None => format!("netd_{}", &random_id()[..8]),
-    };
-    if state.containers.iter().any(|c| c.name == name) {
-        return Err(NetdError::Conflict(format!(
-            "container name {name:?} is already in use: remove it or pick another name"
-        )));
-    }
-    Ok(name)
-}
-
-/// Options that only a container with networks of its own can have.
-fn check_mode_options(req: &RunRequest, mode: &NetMode, all: &[Container]) -> Result<()> {
-    if *mode == NetMode::Bridge {
-        return Ok(());
-    }
-    if !req.ports.is_empty() {
-        return Err(NetdError::InvalidArgument(format!(
-            "port publishing needs a bridge network, not network mode {}",
-            model::mode_name(mode, all)
-        )));
-    }
-    if req.ip.is_some()
-        || req.ip6.is_some()
-        || !req.aliases.is_empty()
-        || !req.link_local_ips.is_empty()
-    {
-        return Err(NetdError::InvalidArgument(format!(
-            "--ip, --ip6, --alias and --link-local-ip need a bridge network, not network mode {}",
-            model::mode_name(mode, all)
-        )));
-    }
-    Ok(())
-}
 
 impl Daemon {
     pub async fn run(self: &Arc<Self>, req: RunRequest) -> Result<Container> {
@@ -70,48 +33,29 @@ impl Daemon {
         let mut phases = Phases::start();
         let inner = &mut *g;
         let name = new_name(&inner.state, &req)?;
-        let (mode, net) = resolve_mode(&inner.state, req.network.as_deref().unwrap_or("bridge"))?;
-        check_mode_options(&req, &mode, &inner.state.containers)?;
+        let eps = req.endpoints()?;
+        let (mode, nets) = resolve_networks(&inner.state, &eps)?;
+        check_mode_options(&req, &eps, &mode, &inner.state.containers)?;
+        model::check_ns_sysctls(&req.sysctls, model::sysctl_exists)?;
         let dns = model::DnsConfig::parse(&req.dns, &req.dns_search, &req.dns_options)?;
-        let links = resolve_links(&inner.state, &req.links)?;
+        let links: Vec<String> = req
+            .links
+            .iter()
+            .chain(eps.iter().flat_map(|e| &e.links))
+            .cloned()
+            .collect();
+        let links = resolve_links(&inner.state, &links)?;
         let id = random_id();
-        let attachments = match &net {
-            Some(net) => {
-                let opts = AttachOptions {
-                    ip: req.ip,
-                    ip6: req.ip6,
-                    aliases: req.aliases.clone(),
-                    link_local_ips: req.link_local_ips.clone(),
-                    ..Default::default()
-                };
-                vec![sandbox::plan(
-                    &inner.state,
-                    net,
-                    &id,
-                    &[],
-                    opts,
-                    &self.args.veth_prefix,
-                )?]
-            }
-            None => Vec::new(),
-        };
-        // Docker publishes to the container's first network: the both-families rule
-        // looks at its IPv6 address there.
-        let ip6 = attachments.first().and_then(|a| a.ip6);
-        let default_v4 = net
-            .as_ref()
-            .map_or(Ipv4Addr::UNSPECIFIED, |n| n.host_binding_ipv4);
-        let mut ports = model::expand_specs(&req.ports, default_v4, ip6.is_some());
-        if ports.iter().any(|m| m.host_ip.is_ipv6()) {
-            let local6 = inner.nl.ipv6_addrs().await?;
-            check_ipv6_ports(&ports, ip6, &local6, net.as_ref())?;
-        }
-        prepare_ports(
+        let attachments = plan_attachments(&inner.state, &eps, &nets, &id, &self.args.veth_prefix)?;
+        let ports = plan_ports(
             &inner.state,
-            net.as_ref(),
-            &mut ports,
+            &inner.nl,
+            &req,
+            &nets,
+            &attachments,
             self.args.snat_port_range,
-        )?;
+        )
+        .await?;
         let netns = match &mode {
             NetMode::Bridge | NetMode::None => Some(format!("{}{}", self.args.netns_prefix, name)),
             NetMode::Host => None,
@@ -154,7 +98,8 @@ impl Daemon {
             dns,
             links,
             config: model::CreateConfig {
-                network_mode: net.as_ref().map(|n| n.name.clone()),
+                network_mode: nets.first().map(|n| n.name.clone()),
+                sysctls: req.sysctls.clone(),
                 tty: req.tty,
                 open_stdin: req.open_stdin,
                 attached: req.attached,
@@ -301,6 +246,7 @@ impl Inner {
                 self.owned.claim(Kind::Netns, ns)?;
                 netns::create(ns)?;
                 set_lo_up(ns, false).await?;
+                set_ns_sysctls(ns, &c.config.sysctls)?;
             }
         }
         phases.mark("netns");
@@ -314,19 +260,20 @@ impl Inner {
                 .ok_or_else(|| anyhow!("network vanished"))?;
             self.owned.claim(Kind::Link, &c.attachments[i].veth)?;
             self.claim_overlay(&net, c, &c.attachments[i]).await?;
+            let routes = c.default_routes(i, &self.state.networks);
             sandbox::attach(
                 &self.nl,
                 &mut self.dp,
                 &ns,
                 &net,
                 &mut c.attachments[i],
-                i == 0,
+                routes,
             )
             .await?;
             phases.mark("sandbox");
         }
-        let n = match c.attachments.first() {
-            Some(first) => sandbox::publish(&mut self.dp, &c.ports, first)?,
+        let n = match c.primary(&self.state.networks) {
+            Some(p) => sandbox::publish(&mut self.dp, &c.ports, &c.attachments[p])?,
             None => 0,
         };
         phases.mark(&format!("ports/{n}"));
@@ -357,136 +304,6 @@ impl Inner {
             }
         }
     }
-}
-
-/// Docker's rules for the ports a new sandbox publishes: a mapping without a host
-/// address takes the network's default one; a host port may be neither bound by a
-/// process of the host namespace, nor published twice, nor published by another
-/// container; host port 0 gets a free port.
-pub(super) fn prepare_ports(
-    state: &State,
-    net: Option<&Network>,
-    ports: &mut [PortMapping],
-    snat_port_range: (u16, u16),
-) -> Result<()> {
-    if let Some(net) = net {
-        for m in ports.iter_mut() {
-            if m.host_ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
-                m.host_ip = IpAddr::V4(net.host_binding_ipv4);
-            }
-        }
-    }
-    let host_sockets = ports::host_sockets();
-    for (i, m) in ports.iter().enumerate() {
-        if m.host_port == 0 {
-            continue;
-        }
-        if let Some(b) = host_sockets.listening(m) {
-            return Err(NetdError::Conflict(format!(
-                "host port {}/{} is in use by a process in the host namespace (bound to {b})",
-                m.host(),
-                m.proto
-            )));
-        }
-        if ports[..i].iter().any(|o| o.collides_with(m)) {
-            return Err(NetdError::InvalidArgument(format!(
-                "host port {}/{} is published twice in this request",
-                m.host_port, m.proto
-            )));
-        }
-        for c in &state.containers {
-            if let Some(o) = c.ports.iter().find(|o| o.collides_with(m)) {
-                return Err(NetdError::Conflict(format!(
-                    "host port {}/{} is already published by container {} ({})",
-                    o.host(),
-                    o.proto,
-                    c.name,
-                    o
-                )));
-            }
-        }
-    }
-    ports::assign_random(ports, state, &host_sockets, snat_port_range)
-}
-
-/// The IPv6 mappings a container may have: it needs an IPv6 address on the network it
-/// is published through (`ip6`), and a specific host address must be one of the
-/// host's (`local6`). Docker, whose docker-proxy could carry IPv6 to an IPv4-only
-/// container, skips such a mapping with a log line when the proxy is off; netd has no
-/// proxy and says so instead of publishing less than was asked.
-pub(super) fn check_ipv6_ports(
-    ports: &[PortMapping],
-    ip6: Option<Ipv6Addr>,
-    local6: &[Ipv6Addr],
-    net: Option<&Network>,
-) -> Result<()> {
-    for m in ports.iter().filter(|m| m.host_ip.is_ipv6()) {
-        if ip6.is_none() {
-            let net = net.map_or("its network", |n| n.name.as_str());
-            return Err(NetdError::InvalidArgument(format!(
-                "cannot publish {}/{} on IPv6: the container has no IPv6 address on {net} (create the network with --ipv6, or publish on an IPv4 address)",
-                m.host(),
-                m.proto
-            )));
-        }
-        if let IpAddr::V6(h) = m.host_ip {
-            if !h.is_unspecified() && !local6.contains(&h) {
-                return Err(NetdError::InvalidArgument(format!(
-                    "cannot publish {}/{}: {h} is not an address of this host (cannot assign requested address)",
-                    m.host(),
-                    m.proto
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `--link NAME[:ALIAS]`s as links to existing containers (by name or id).
-pub(super) fn resolve_links(state: &State, specs: &[String]) -> Result<Vec<model::Link>> {
-    specs
-        .iter()
-        .map(|spec| {
-            let (name, alias) = model::parse_link(spec)?;
-            let t = state.container(&name).ok_or_else(|| {
-                NetdError::NotFound(format!("--link {spec}: No such container: {name}"))
-            })?;
-            Ok(model::Link {
-                target: t.id.clone(),
-                alias,
-            })
-        })
-        .collect()
-}
-
-/// `--network VALUE` as a mode and, for bridge mode, the network.
-fn resolve_mode(state: &State, value: &str) -> Result<(NetMode, Option<Network>)> {
-    if let Some(target) = value.strip_prefix("container:") {
-        let t = state
-            .container(target)
-            .ok_or_else(|| not_found_container(target))?;
-        if t.netns.is_none() || t.mode == NetMode::Host {
-            return Err(NetdError::InvalidArgument(format!(
-                "container {} has no network namespace of its own to join",
-                t.name
-            )));
-        }
-        let id = match &t.mode {
-            // Joining a joiner joins the namespace's owner.
-            NetMode::Container(owner) => owner.clone(),
-            _ => t.id.clone(),
-        };
-        return Ok((NetMode::Container(id), None));
-    }
-    let net = state
-        .network(value)
-        .cloned()
-        .ok_or_else(|| not_found_net(value))?;
-    Ok(match net.driver.as_str() {
-        model::DRIVER_HOST => (NetMode::Host, None),
-        model::DRIVER_NULL => (NetMode::None, None),
-        _ => (NetMode::Bridge, Some(net)),
-    })
 }
 
 /// Loopback up and IPv6 off in a container namespace, except on the interfaces of
@@ -523,6 +340,21 @@ pub(super) async fn set_lo_up(ns: &str, ipv6_lo: bool) -> anyhow::Result<()> {
         inside.set_up(lo.index).await?;
     }
     Ok(())
+}
+
+/// `--sysctl`s in namespace `ns` (checked by `model::check_ns_sysctls`), before its
+/// interfaces exist: `default` keys apply to them too.
+fn set_ns_sysctls(ns: &str, sysctls: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    if sysctls.is_empty() {
+        return Ok(());
+    }
+    let sysctls = sysctls.clone();
+    netns::run_in(ns, move || {
+        for (k, v) in &sysctls {
+            crate::sysctl::set(k, v)?;
+        }
+        Ok(())
+    })
 }
 
 /// Wall-clock time of the steps of one operation, for the log.

@@ -17,10 +17,11 @@ use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use log::{info, warn};
 
 use super::{
-    containers::{check_ipv6_ports, prepare_ports},
     not_found_net, now,
     owned::Kind,
-    random_id, txn,
+    random_id,
+    run_plan::{check_ipv6_ports, prepare_ports},
+    txn,
 };
 use super::{Daemon, Inner};
 use crate::{
@@ -270,7 +271,8 @@ impl Daemon {
                 let ns = req.netns.as_str();
                 let a = &mut c.attachments[0];
                 inner.owned.claim(Kind::Link, &a.veth)?;
-                sandbox::attach(&inner.nl, &mut inner.dp, ns, &net, a, default_route).await?;
+                let routes = (default_route, default_route);
+                sandbox::attach(&inner.nl, &mut inner.dp, ns, &net, a, routes).await?;
                 inner.record_attachment(&c.id, a)?;
                 sandbox::publish(&mut inner.dp, &c.ports, a)?;
                 Ok(c)

@@ -199,9 +199,9 @@ impl Daemon {
     /// its process's streams.
     pub async fn attach_container(&self, name: &str) -> Result<(Container, Arc<Hub>)> {
         let (c, _, _) = self.container(name).await?;
-        if !(c.config.tty || c.config.open_stdin) {
+        if !(c.config.tty || c.config.open_stdin || c.config.attached) {
             return Err(NetdError::Conflict(format!(
-                "container {} was not created with -i or -t: its output is in its log (netd logs {})",
+                "container {} was not created with -i or -t or for an attached client: its output is in its log (netd logs {})",
                 c.name, c.name
             )));
         }

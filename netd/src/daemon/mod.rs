@@ -30,6 +30,7 @@ mod processes;
 mod reconcile;
 mod reload;
 mod replace;
+mod run_plan;
 mod rundir;
 mod start;
 pub mod stdio;

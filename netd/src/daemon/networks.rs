@@ -41,6 +41,32 @@ fn network_and_container(
     Ok((n, c))
 }
 
+/// Whether container `c` may join `net`: a bridge network, a container
+/// with networks of its own, not on it already (Docker's 403, which scripts and SDKs
+/// tell from other errors).
+fn check_connect(net: &Network, c: &Container, all: &[Container]) -> Result<()> {
+    if !net.is_bridge() {
+        return Err(NetdError::InvalidArgument(format!(
+            "container cannot be connected to the {} network: it is not a bridge network",
+            net.name
+        )));
+    }
+    if c.mode != NetMode::Bridge {
+        return Err(NetdError::InvalidArgument(format!(
+            "container {} uses network mode {}: it cannot be connected to other networks",
+            c.name,
+            model::mode_name(&c.mode, all)
+        )));
+    }
+    if c.attachments.iter().any(|a| a.network == net.id) {
+        return Err(NetdError::Forbidden(format!(
+            "endpoint with name {} already exists in network {}",
+            c.name, net.name
+        )));
+    }
+    Ok(())
+}
+
 impl Inner {
     /// Sets up `net` on the host through its driver and records what the driver found
     /// (the bridge's MAC) in the state, committed.
@@ -259,43 +285,32 @@ impl Daemon {
         let mut g = self.inner.lock().await;
         let inner = &mut *g;
         let (net, c) = network_and_container(&inner.state, name, &req.container)?;
-        if !net.is_bridge() {
-            return Err(NetdError::InvalidArgument(format!(
-                "container cannot be connected to the {} network: it is not a bridge network",
-                net.name
-            )));
-        }
-        if c.mode != NetMode::Bridge {
-            return Err(NetdError::InvalidArgument(format!(
-                "container {} uses network mode {}: it cannot be connected to other networks",
-                c.name,
-                model::mode_name(&c.mode, &inner.state.containers)
-            )));
-        }
-        // Docker's 403 (Forbidden), which scripts and SDKs tell from other errors.
-        if c.attachments.iter().any(|a| a.network == net.id) {
-            return Err(NetdError::Forbidden(format!(
-                "endpoint with name {} already exists in network {}",
-                c.name, net.name
-            )));
-        }
+        check_connect(&net, &c, &inner.state.containers)?;
         let ns = c
             .netns
             .clone()
             .ok_or_else(|| NetdError::Internal(format!("container {} has no namespace", c.name)))?;
-        let links = super::containers::resolve_links(&inner.state, &req.links)?;
+        let links = super::run_plan::resolve_links(&inner.state, &req.links)?;
+        model::check_driver_opts(&req.driver_opts)?;
+        let opts = AttachOptions {
+            ip: req.ip,
+            ip6: req.ip6,
+            aliases: req.aliases.clone(),
+            link_local_ips: req.link_local_ips.clone(),
+            mac: req
+                .mac_address
+                .as_deref()
+                .map(model::parse_mac)
+                .transpose()?,
+            gw_priority: req.gw_priority,
+            driver_opts: req.driver_opts.clone(),
+            ..Default::default()
+        };
         let att = txn::transact(
             inner,
             &format!("connecting {} to {}", c.name, net.name),
             "connect-committed",
             |state| {
-                let opts = AttachOptions {
-                    ip: req.ip,
-                    ip6: req.ip6,
-                    aliases: req.aliases.clone(),
-                    link_local_ips: req.link_local_ips.clone(),
-                    ..Default::default()
-                };
                 let att = sandbox::plan(
                     state,
                     &net,
@@ -314,16 +329,17 @@ impl Daemon {
                 inner.owned.claim(Kind::Link, &att.veth)?;
                 inner.claim_overlay(&net, &c, att).await?;
                 let mut a = att.clone();
-                let first = c.attachments.is_empty();
-                sandbox::attach(&inner.nl, &mut inner.dp, &ns, &net, &mut a, first).await?;
-                inner.record_attachment(&c.id, &a)?;
-                if first {
-                    sandbox::publish(&mut inner.dp, &c.ports, &a)?;
-                }
+                inner.join_more(&c, &ns, &net, &mut a).await?;
                 Ok(a)
             },
             async |inner: &mut Inner, att: &Attachment| {
                 inner.detach(&c.name, att).await;
+                // The routes and ports it took (if any) go back where they were (the
+                // state is put back after this).
+                if let Some(m) = inner.state.container_mut(&c.id) {
+                    m.attachments.retain(|x| x.network != att.network);
+                }
+                inner.route_gateways(&c.id, &ns).await;
             },
         )
         .await?;
@@ -351,7 +367,11 @@ impl Daemon {
         }
         inner.store.commit(&inner.state)?;
         inner.detach(&c.name, &att).await;
-        // Published ports lead to the first network: that may now be another one.
+        if let Some(ns) = &c.netns {
+            // Its default routes went with its interface: another endpoint gives them.
+            inner.route_gateways(&c.id, ns).await;
+        }
+        // Published ports lead to the gateway endpoint: that may now be another one.
         inner.sync_maps().await?;
         inner.sync_names();
         self.emit_network(&net, "disconnect", Some(&c.id));
@@ -361,6 +381,65 @@ impl Daemon {
 }
 
 impl Inner {
+    /// Plumbs attachment `a` of container `c` (committed, the last of its record) into
+    /// namespace `ns`. When it becomes the gateway endpoint (Docker 28's rule,
+    /// `model::gateways`), it takes the default routes it gives and the published
+    /// ports over from the one before.
+    async fn join_more(
+        &mut self,
+        c: &Container,
+        ns: &str,
+        net: &Network,
+        a: &mut Attachment,
+    ) -> anyhow::Result<()> {
+        let now = self
+            .state
+            .container(&c.id)
+            .cloned()
+            .ok_or_else(|| anyhow!("container {} vanished", c.name))?;
+        let i = now.attachments.len() - 1;
+        let routes = now.default_routes(i, &self.state.networks);
+        sandbox::attach(&self.nl, &mut self.dp, ns, net, a, routes).await?;
+        self.record_attachment(&c.id, a)?;
+        if now.primary(&self.state.networks) == Some(i) {
+            sandbox::publish(&mut self.dp, &c.ports, a)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the gateway endpoints of container `id` (Docker 28's rule) give namespace
+    /// `ns` its default routes and its published ports lead to the IPv4 one, after an
+    /// endpoint left. Failures are logged: the endpoint is gone either way.
+    pub(super) async fn route_gateways(&mut self, id: &str, ns: &str) {
+        let Some(c) = self.state.container(id).cloned() else {
+            return;
+        };
+        if c.origin != model::Origin::Netd {
+            return;
+        }
+        let (g4, g6) = c.gateways(&self.state.networks);
+        for (i, a) in c.attachments.iter().enumerate() {
+            let routes = (g4 == Some(i), g6 == Some(i));
+            if routes == (false, false) {
+                continue;
+            }
+            let Some(net) = self.state.network_by_id(&a.network).cloned() else {
+                continue;
+            };
+            if let Err(e) = sandbox::route_through(ns, &net, a, routes).await {
+                warn!("{}: default route through {}: {e:#}", c.name, a.ifname);
+            }
+        }
+        if let Some(p) = c.primary(&self.state.networks) {
+            if let Err(e) = sandbox::publish(&mut self.dp, &c.ports, &c.attachments[p]) {
+                warn!(
+                    "{}: publishing through {}: {e:#}",
+                    c.name, c.attachments[p].ifname
+                );
+            }
+        }
+    }
+
     /// Stores what plumbing recorded about an attachment (its host-side ifindex).
     pub(super) fn record_attachment(&mut self, id: &str, a: &Attachment) -> anyhow::Result<()> {
         if let Some(m) = self.state.container_mut(id) {

@@ -14,8 +14,8 @@ use crate::{
 
 /// Starts the container's command (or, with none, marks the sandbox running). A command
 /// that cannot start is the caller's error (400), carried as a NetdError. With `-t` or
-/// `-i` its streams are the container's hub's (clients attach there); otherwise its
-/// output goes to its log file alone.
+/// `-i`, or created for a client that attached, its streams are the container's hub's
+/// (clients attach there); otherwise its output goes to its log file alone.
 pub(super) async fn start(
     d: &Arc<Daemon>,
     c: &mut Container,
@@ -27,7 +27,9 @@ pub(super) async fn start(
         return Ok(());
     }
     let log = d.log_path(&c.id);
-    let interactive = c.config.tty || c.config.open_stdin;
+    // A client attached at creation (docker run in the foreground) reads the output
+    // from the hub too.
+    let interactive = c.config.tty || c.config.open_stdin || c.config.attached;
     let (io, master) = if interactive {
         Hub::prepare(c.config.tty, c.config.open_stdin)?
     } else {

@@ -94,11 +94,20 @@ impl Daemon {
                             c.name, a.ifname
                         );
                         let ns = c.netns.clone().unwrap_or_default();
-                        let route = c.default_route_on(i);
-                        sandbox::attach(&inner.nl, &mut inner.dp, &ns, &net, &mut a, route).await?;
+                        let routes = c.default_routes(i, &inner.state.networks);
+                        sandbox::attach(&inner.nl, &mut inner.dp, &ns, &net, &mut a, routes)
+                            .await?;
                     }
                 }
                 inner.record_attachment(&c.id, &a)?;
+            }
+            if c.attachments.len() > 1 {
+                // The default routes as Docker 28 picks the gateway endpoint, whatever a
+                // release that kept them on the first network left (the published
+                // ports follow the same choice in `sync_maps`).
+                if let Some(ns) = &c.netns {
+                    inner.route_gateways(&c.id, ns).await;
+                }
             }
             if c.state == ContainerState::Running {
                 match c.pid {
@@ -135,6 +144,7 @@ impl Inner {
         let mut ports: Vec<(&PortMapping, IpAddr)> = Vec::new();
         let mut eps: Vec<(&Attachment, &Network)> = Vec::new();
         for c in &self.state.containers {
+            let primary = c.primary(&self.state.networks);
             for (i, a) in c.attachments.iter().enumerate() {
                 if a.host_ifindex == 0 {
                     continue;
@@ -142,8 +152,8 @@ impl Inner {
                 let Some(net) = self.state.network_by_id(&a.network) else {
                     continue;
                 };
-                if i == 0 {
-                    // Published ports lead to the first network, as in Docker.
+                if Some(i) == primary {
+                    // Published ports lead to the gateway endpoint, as in Docker.
                     ports.extend(
                         c.ports
                             .iter()

@@ -8,7 +8,7 @@ use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use super::{Join, NetworkDriver, TeardownErrors};
 use crate::{
-    model::{Attachment, Network},
+    model::{self, Attachment, Network},
     netlink::Netlink,
     netns, sysctl,
 };
@@ -97,7 +97,7 @@ impl NetworkDriver for Bridge {
             let pool = net
                 .pool_of(a.ip)
                 .ok_or_else(|| anyhow!("{} is in no subnet of network {}", a.ip, net.name))?;
-            let (subnet, gw) = (pool.subnet, pool.gateway);
+            let subnet = pool.subnet;
             let bridge = nl
                 .link_by_name(&net.bridge)
                 .await?
@@ -122,43 +122,15 @@ impl NetworkDriver for Bridge {
                 }
                 return Ok(host.index);
             };
-            let inside = Netlink::in_netns(ns)?;
-            let eth = inside
-                .link_by_name(&a.ifname)
-                .await?
-                .ok_or_else(|| anyhow!("{} missing in {}", a.ifname, ns))?;
-            if let Some(mtu) = net.mtu {
-                inside.set_mtu(eth.index, mtu).await?;
-            }
-            inside
-                .add_addr(eth.index, Ipv4Network::new(a.ip, subnet.prefix())?)
-                .await?;
-            add_link_local(&inside, eth.index, a, false).await?;
-            let v6 = a.ip6.zip(net.subnet6);
-            if v6.is_some() {
-                let ifname = a.ifname.clone();
-                netns::run_in(ns, move || enable_ipv6_on(&ifname))?;
-            }
-            inside.set_up(eth.index).await?;
-            if j.default_route && !net.internal {
-                inside
-                    .add_default_route(gw)
-                    .await
-                    .context("adding the default route")?;
-            }
-            if let Some((ip6, subnet6)) = v6 {
-                // After the link is up: the default route's gateway must be on-link.
-                inside
-                    .add_addr6(eth.index, Ipv6Network::new(ip6, subnet6.prefix())?)
-                    .await?;
-                add_link_local(&inside, eth.index, a, true).await?;
-                if let (true, false, Some(gw6)) = (j.default_route, net.internal, net.gateway6) {
-                    inside
-                        .add_default_route6(gw6, eth.index)
-                        .await
-                        .context("adding the IPv6 default route")?;
-                }
-            }
+            configure_inside(
+                ns,
+                net,
+                a,
+                subnet.prefix(),
+                (j.default_route, j.default_route6),
+            )
+            .await
+            .with_context(|| format!("configuring {} in {ns}", a.ifname))?;
             Ok(host.index)
         }
         .boxed()
@@ -168,6 +140,86 @@ impl NetworkDriver for Bridge {
         // Deleting the host end deletes the pair, the container end included.
         delete_link(nl, &a.veth).boxed()
     }
+}
+
+/// The container side of endpoint `a`, born in namespace `ns`: the network's MTU, its
+/// addresses (IPv6 on for it on a network with IPv6), the endpoint's sysctls, link up,
+/// then the default routes it gives (`routes`: IPv4's, IPv6's) through its gateways.
+async fn configure_inside(
+    ns: &str,
+    net: &Network,
+    a: &Attachment,
+    prefix: u8,
+    routes: (bool, bool),
+) -> anyhow::Result<()> {
+    let inside = Netlink::in_netns(ns)?;
+    let eth = inside
+        .link_by_name(&a.ifname)
+        .await?
+        .ok_or_else(|| anyhow!("{} missing in {}", a.ifname, ns))?;
+    if let Some(mtu) = net.mtu {
+        inside.set_mtu(eth.index, mtu).await?;
+    }
+    inside
+        .add_addr(eth.index, Ipv4Network::new(a.ip, prefix)?)
+        .await?;
+    add_link_local(&inside, eth.index, a, false).await?;
+    let v6 = a.ip6.zip(net.subnet6);
+    let (ifname, sysctls) = (a.ifname.clone(), model::if_sysctls_of(a));
+    let ipv6 = v6.is_some();
+    netns::run_in(ns, move || {
+        if ipv6 {
+            enable_ipv6_on(&ifname)?;
+        }
+        // After netd's own settings, before the link is up (as Docker sets them).
+        for s in &sysctls {
+            let p = s.path(&ifname);
+            std::fs::write(&p, &s.value).with_context(|| format!("setting {p}={}", s.value))?;
+        }
+        Ok(())
+    })?;
+    inside.set_up(eth.index).await?;
+    if routes.0 && !net.internal {
+        if let Some(gw) = net.gateway_for(a.ip) {
+            inside.replace_default_route(gw, eth.index).await?;
+        }
+    }
+    if let Some((ip6, subnet6)) = v6 {
+        // After the link is up: the default route's gateway must be on-link.
+        inside
+            .add_addr6(eth.index, Ipv6Network::new(ip6, subnet6.prefix())?)
+            .await?;
+        add_link_local(&inside, eth.index, a, true).await?;
+        if let (true, false, Some(gw6)) = (routes.1, net.internal, net.gateway6) {
+            inside.replace_default_route6(gw6, eth.index).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes endpoint `a` (up already) give namespace `ns` its default routes (`routes`:
+/// IPv4's, IPv6's), replacing those of another endpoint: the gateway endpoint changed.
+pub async fn route_through(
+    ns: &str,
+    net: &Network,
+    a: &Attachment,
+    routes: (bool, bool),
+) -> anyhow::Result<()> {
+    if net.internal {
+        return Ok(());
+    }
+    let inside = Netlink::in_netns(ns)?;
+    let eth = inside
+        .link_by_name(&a.ifname)
+        .await?
+        .ok_or_else(|| anyhow!("{} missing in {}", a.ifname, ns))?;
+    if let (true, Some(gw)) = (routes.0, net.gateway_for(a.ip)) {
+        inside.replace_default_route(gw, eth.index).await?;
+    }
+    if let (true, Some(_), Some(gw6)) = (routes.1, a.ip6, net.gateway6) {
+        inside.replace_default_route6(gw6, eth.index).await?;
+    }
+    Ok(())
 }
 
 /// `--link-local-ip`s of one family on the container's interface: /16 for IPv4, /64

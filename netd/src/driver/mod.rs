@@ -9,7 +9,7 @@ use std::fmt;
 
 use futures::future::BoxFuture;
 
-pub use bridge::Bridge;
+pub use bridge::{route_through, Bridge};
 
 use crate::{
     model::{self, Attachment, Network},
@@ -63,8 +63,10 @@ pub struct Join<'a> {
     /// route, and the runtime moves, renames and configures it.
     pub netns: Option<&'a str>,
     pub attachment: &'a Attachment,
-    /// This endpoint carries the namespace's default route (its first network).
+    /// This endpoint gives the namespace its IPv4 default route (see
+    /// `model::gateways`), and its IPv6 one.
     pub default_route: bool,
+    pub default_route6: bool,
 }
 
 /// A network driver. Methods return boxed futures so drivers can sit behind `dyn`.

@@ -432,6 +432,7 @@ mod tests {
                 ip6: None,
                 requested_ip6: None,
                 link_local_ips: Vec::new(),
+                ..crate::model::test_attachment()
             }],
             ports: vec![],
             cmd: vec![],

@@ -12,16 +12,24 @@ use serde::{Deserialize, Serialize};
 use crate::error::NetdError;
 
 mod detach;
+mod endpoint;
 mod names;
 mod pool;
 mod publish;
+mod request;
 
 pub use detach::{parse_detach_keys, DetachScanner, Scanned, DEFAULT_DETACH_KEYS};
+pub use endpoint::{
+    check_driver_opts, check_ifname, check_ns_sysctls, gateways, if_sysctls_of, mac_bytes,
+    parse_if_sysctls, parse_mac, sysctl_exists, EndpointRequest, IfSysctl, ENDPOINT_IFNAME,
+    ENDPOINT_OPTIONS, ENDPOINT_SYSCTLS,
+};
 pub use names::{is_dns_name, parse_link, DnsConfig, Link};
 pub use pool::{Pool4, PoolSpec, IPAM_OPTIONS, IPAM_SERIAL};
 pub use publish::{
     expand_specs, is_twin, parse_expose, parse_publish, IpProto, PortMapping, PortSpec, Proto,
 };
+pub use request::{ConnectRequest, RunRequest};
 
 /// Network drivers, as Docker names them.
 pub const DRIVER_BRIDGE: &str = "bridge";
@@ -264,6 +272,21 @@ pub struct Attachment {
     /// fe80::/10 as /64, as Docker adds them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub link_local_ips: Vec<IpAddr>,
+    /// Docker 28's gw-priority: the endpoint with the highest gives the container its
+    /// default routes (see `gateways`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gw_priority: i32,
+    /// Endpoint driver options as given (`ENDPOINT_OPTIONS`: the interface name is
+    /// `ifname` already; the sysctls are applied at every plumbing).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, String>,
+    /// The MAC was the user's (`--mac-address`), not Docker's `02:42:<ip>`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub user_mac: bool,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -377,6 +400,9 @@ pub struct CreateConfig {
     /// input ends.
     #[serde(default)]
     pub attached: bool,
+    /// `--sysctl`s of its namespace (applied when it was made).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
 }
 
 impl CreateConfig {
@@ -415,8 +441,8 @@ impl Container {
         self.origin == Origin::Netd && matches!(self.mode, NetMode::Bridge | NetMode::None)
     }
 
-    /// Whether attachment `i` carries the namespace's default route: a netd sandbox's
-    /// first network does; a runtime's attachment does if it got it when it was made.
+    /// Whether a runtime's attachment `i` carries the namespace's default routes: its
+    /// first does if it got them when it was made (a netd sandbox: `default_routes`).
     pub fn default_route_on(&self, i: usize) -> bool {
         match &self.origin {
             Origin::Netd => i == 0,
@@ -424,6 +450,38 @@ impl Container {
             // dockerd sets the sandbox's routes itself from Join's gateway.
             Origin::Docker { .. } => false,
         }
+    }
+
+    /// The attachments that give a netd sandbox its IPv4 and IPv6 default routes, as
+    /// Docker 28 picks them (`gateways`).
+    pub fn gateways(&self, nets: &[Network]) -> (Option<usize>, Option<usize>) {
+        gateways(&self.attachments, |a| {
+            nets.iter().find(|n| n.id == a.network)
+        })
+    }
+
+    /// Which default routes attachment `i` gives the namespace (IPv4's, IPv6's).
+    pub fn default_routes(&self, i: usize, nets: &[Network]) -> (bool, bool) {
+        match &self.origin {
+            Origin::Netd => {
+                let (g4, g6) = self.gateways(nets);
+                (g4 == Some(i), g6 == Some(i))
+            }
+            _ => {
+                let r = self.default_route_on(i);
+                (r, r)
+            }
+        }
+    }
+
+    /// The attachment published ports lead to: Docker's gateway endpoint, which gives
+    /// the IPv4 default route (replies leave through it), else the first one.
+    pub fn primary(&self, nets: &[Network]) -> Option<usize> {
+        let gw = match self.origin {
+            Origin::Netd => self.gateways(nets).0,
+            _ => None,
+        };
+        gw.or((!self.attachments.is_empty()).then_some(0))
     }
 }
 
@@ -438,67 +496,6 @@ pub fn fmt_mac(mac: &[u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-/// What `netd run` / `netd create` asks the daemon for.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct RunRequest {
-    pub name: Option<String>,
-    pub hostname: Option<String>,
-    /// NET, host, none or container:NAME (default: bridge).
-    pub network: Option<String>,
-    pub ip: Option<Ipv4Addr>,
-    /// `--ip6`: a static IPv6 address (networks with a user IPv6 subnet only).
-    #[serde(default)]
-    pub ip6: Option<Ipv6Addr>,
-    pub aliases: Vec<String>,
-    /// `-p` as given; the daemon turns them into mappings (`expand_specs`).
-    pub ports: Vec<PortSpec>,
-    pub cmd: Vec<String>,
-    /// Start the command now (run) or only create the sandbox (create).
-    pub start: bool,
-    pub auto_remove: bool,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// `--expose`: ports the container serves, published or not.
-    #[serde(default)]
-    pub exposed: Vec<(u16, Proto)>,
-    /// `--dns`, `--dns-search`, `--dns-option` as given (checked by the daemon).
-    #[serde(default)]
-    pub dns: Vec<String>,
-    #[serde(default)]
-    pub dns_search: Vec<String>,
-    #[serde(default)]
-    pub dns_options: Vec<String>,
-    /// `--link NAME[:ALIAS]`.
-    #[serde(default)]
-    pub links: Vec<String>,
-    /// `--link-local-ip`s on the first network.
-    #[serde(default)]
-    pub link_local_ips: Vec<IpAddr>,
-    /// `-t`, `-i`, and whether a client attaches (`run` without `-d`).
-    #[serde(default)]
-    pub tty: bool,
-    #[serde(default)]
-    pub open_stdin: bool,
-    #[serde(default)]
-    pub attached: bool,
-}
-
-/// What `network connect` asks for.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct ConnectRequest {
-    pub container: String,
-    pub ip: Option<Ipv4Addr>,
-    #[serde(default)]
-    pub ip6: Option<Ipv6Addr>,
-    pub aliases: Vec<String>,
-    /// `--link NAME[:ALIAS]`.
-    #[serde(default)]
-    pub links: Vec<String>,
-    /// `--link-local-ip`s.
-    #[serde(default)]
-    pub link_local_ips: Vec<IpAddr>,
 }
 
 /// Container names follow Docker's rule.
@@ -609,6 +606,9 @@ pub fn test_attachment() -> Attachment {
         ip6: None,
         requested_ip6: None,
         link_local_ips: Vec::new(),
+        gw_priority: 0,
+        driver_opts: BTreeMap::new(),
+        user_mac: false,
     }
 }
 

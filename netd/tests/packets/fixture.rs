@@ -273,6 +273,9 @@ pub fn attachment(ip: [u8; 4], mac: [u8; 6], host_ifindex: u32) -> Attachment {
         ip6: None,
         requested_ip6: None,
         link_local_ips: Vec::new(),
+        gw_priority: 0,
+        driver_opts: Default::default(),
+        user_mac: false,
     }
 }
 

@@ -16,7 +16,7 @@ use std::{
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use log::info;
 
-use super::super::{containers::prepare_ports, not_found_net, now, owned::Kind, txn};
+use super::super::{not_found_net, now, owned::Kind, run_plan::prepare_ports, txn};
 use super::super::{Daemon, Inner};
 use crate::{
     error::{NetdError, Result},

@@ -90,24 +90,8 @@ pub struct GcRequest {
 
 /// Parses "aa:bb:cc:dd:ee:ff" (or with '-'): a unicast MAC.
 pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let bad = || NetdError::InvalidArgument(format!("invalid MAC address {s:?}"));
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut mac = [0u8; 6];
-    for (b, p) in mac.iter_mut().zip(parts) {
-        if p.len() != 2 {
-            return Err(bad());
-        }
-        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    if mac[0] & 1 == 1 {
-        return Err(NetdError::InvalidArgument(format!(
-            "MAC address {s} is a multicast address: an interface needs a unicast one"
-        )));
-    }
-    Ok(mac)
+    crate::model::mac_bytes(s)
+        .map_err(|why| NetdError::InvalidArgument(format!("invalid MAC address {s:?}: {why}")))
 }
 
 /// The checks of a request that need no state: one error naming the field.
