@@ -6,10 +6,15 @@
 //! the programs make see a known table and never the machine's. Needs root.
 //!
 //! This file holds the NAT fixtures; `packets/policy.rs` the guard, isolation and
-//! counters; `packets/overlay.rs` the overlay programs; `packets/ipv6.rs` the IPv6 policy; `packets/nat6.rs` the IPv6 NAT; `packets/fixture.rs` and `packets/frame.rs` what they share.
+//! counters; `packets/overlay.rs` the overlay programs; `packets/ipv6.rs` the IPv6
+//! policy; `packets/nat6.rs` the IPv6 NAT; `packets/frag.rs` fragments of both
+//! families; `packets/protocols.rs` every other IP protocol and what cannot be
+//! translated; `packets/fixture.rs` and `packets/frame.rs` what they share.
 // A test crate's root resolves modules beside itself: these live in packets/.
 #[path = "packets/fixture.rs"]
 mod fixture;
+#[path = "packets/frag.rs"]
+mod frag;
 #[path = "packets/frame.rs"]
 mod frame;
 #[path = "packets/ipv6.rs"]
@@ -20,6 +25,8 @@ mod nat6;
 mod overlay;
 #[path = "packets/policy.rs"]
 mod policy;
+#[path = "packets/protocols.rs"]
+mod protocols;
 
 use netd::model::Proto;
 use netd_common::{ct_kind, prog_names::*};
