@@ -2,7 +2,7 @@
 //! shared by the measuring, the peers, the report and the plot).
 use serde::{Deserialize, Serialize};
 
-use crate::api_latency::ApiLatency;
+use crate::{api_latency::ApiLatency, restart::RestartWindow};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -38,6 +38,9 @@ pub struct Cell {
     /// netd: its API's latency with an empty and with a full conntrack table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api: Option<ApiLatency>,
+    /// netd: SIGTERM to serving the API again, and new connections meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartWindow>,
 }
 
 /// (median, min, max)

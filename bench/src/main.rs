@@ -32,6 +32,7 @@ mod overlay;
 mod peers;
 mod plot;
 mod report;
+mod restart;
 mod rss;
 
 use cell::Cell;

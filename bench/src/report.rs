@@ -188,6 +188,16 @@ pub fn report(
             if let Some(api) = &c.api {
                 api_table(&mut text, n, api);
             }
+            if let Some(r) = &c.restart {
+                let ((w, wlo, whi), (st, _, _)) = (stats(&r.window_ms), stats(&r.stop_ms));
+                let _ = writeln!(
+                    text,
+                    "netd restart at N={n}: SIGTERM to serving the API again {w:.0} ms (min {wlo:.0}, max {whi:.0}; of it the old agent's exit {st:.0} ms), {} restarts; new connections to a published port meanwhile: {} of {} failed",
+                    r.window_ms.len(),
+                    r.failed,
+                    r.connections
+                );
+            }
         }
     }
     print!("{text}");

@@ -54,6 +54,77 @@ pub fn cli(bin: &Path, socket: &Path, args: &[&str]) -> Result<Output> {
         .map_err(|e| Error::path("running", bin, e))
 }
 
+/// `netd daemon --cleanup` on the instance of `spec`: what it printed and its status.
+pub fn cleanup_output(spec: &DaemonSpec) -> Result<Output> {
+    Command::new(&spec.bin)
+        .args(["daemon", "--cleanup", "--netns", &spec.netns])
+        .arg("--state-dir")
+        .arg(&spec.state_dir)
+        .arg("--run-dir")
+        .arg(&spec.run_dir)
+        .arg("--bpf-dir")
+        .arg(&spec.bpf_dir)
+        // The flags it ran with: with a cluster store, the node leaves it.
+        .args(&spec.args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::path("running", &spec.bin, e))
+}
+
+/// The same, as a Result: an error carries everything it printed.
+pub fn cleanup(spec: &DaemonSpec) -> Result<()> {
+    let o = cleanup_output(spec)?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Daemon(format!(
+            "--cleanup failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )))
+    }
+}
+
+/// The pid of the process listening on the unix socket `path` (SO_PEERCRED).
+pub fn socket_pid(path: &Path) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let s = std::os::unix::net::UnixStream::connect(path).ok()?;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (r == 0 && cred.pid > 0).then_some(cred.pid as u32)
+}
+
+/// Whether `bin` reads a config file (releases before 0.2 do not, and have no
+/// --config-file flag); asked once per binary.
+fn reads_config(bin: &Path) -> bool {
+    use std::{collections::HashMap, sync::Mutex};
+    static KNOWN: Mutex<Option<HashMap<PathBuf, bool>>> = Mutex::new(None);
+    let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+    *known
+        .get_or_insert_with(HashMap::new)
+        .entry(bin.to_path_buf())
+        .or_insert_with(|| {
+            Command::new(bin)
+                .args(["daemon", "--help"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--config-file"))
+        })
+}
+
 /// A running daemon: one this process started, or one adopted by pid.
 pub struct Daemon {
     pid: u32,
@@ -72,8 +143,15 @@ impl Daemon {
             .try_clone()
             .map_err(|e| Error::path("opening", &spec.log, e))?;
         let mut cmd = Command::new(&spec.bin);
-        cmd.args(["daemon", "--netns", &spec.netns])
-            .arg("--state-dir")
+        cmd.args(["daemon", "--netns", &spec.netns]);
+        if !spec.args.iter().any(|a| a.starts_with("--config-file")) && reads_config(&spec.bin) {
+            // A config file of the lab's own: the machine's /etc/netd/daemon.json (an
+            // installed package's) never reaches a lab's daemon.
+            let empty = spec.log.with_file_name("daemon.json");
+            std::fs::write(&empty, "{}\n").map_err(|e| Error::path("writing", &empty, e))?;
+            cmd.arg("--config-file").arg(&empty);
+        }
+        cmd.arg("--state-dir")
             .arg(&spec.state_dir)
             .arg("--run-dir")
             .arg(&spec.run_dir)
@@ -104,7 +182,10 @@ impl Daemon {
         let socket = spec.socket();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if cli(&spec.bin, &socket, &["ps"]).is_ok_and(|o| o.status.success()) {
+            // This daemon's socket (not one it is replacing) answers.
+            if socket_pid(&socket) == Some(d.pid)
+                && cli(&spec.bin, &socket, &["ps"]).is_ok_and(|o| o.status.success())
+            {
                 return Ok(d);
             }
             if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -121,7 +202,7 @@ impl Daemon {
                     read_log(&spec.log)
                 )));
             }
-            std::thread::sleep(Duration::from_millis(25));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -169,7 +250,7 @@ impl Daemon {
                 }
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

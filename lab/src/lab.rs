@@ -249,6 +249,13 @@ impl Lab {
         Ok(())
     }
 
+    /// The running daemon, taken out of the lab (which then runs none): for a test
+    /// that starts another beside it (`netd daemon --replace`) and waits for the old
+    /// one to exit.
+    pub fn take_daemon(&mut self) -> Option<Daemon> {
+        self.daemon.take()
+    }
+
     pub fn daemon_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(Daemon::pid)
     }
@@ -337,6 +344,49 @@ impl Lab {
         leaks::leftovers(&self.name, &self.bpf_dir, self.cgroup.as_deref())
     }
 
+    /// Runs `netd daemon --cleanup` on the lab's instance (its daemon must be stopped).
+    pub fn netd_cleanup(&self) -> Result<Output> {
+        crate::daemon::cleanup_output(&self.daemon_spec())
+    }
+
+    /// `netd daemon --cleanup`, then what it left of what the daemon had claimed (its
+    /// links and namespaces), of its container namespaces and of its pins.
+    fn cleanup_netd(&self) -> Vec<String> {
+        let claims = |kind: &str| -> Vec<String> {
+            std::fs::read_dir(self.dir.join("state/owned").join(kind))
+                .map(|rd| {
+                    rd.flatten()
+                        .filter_map(|e| e.file_name().to_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (links, namespaces) = (claims("links"), claims("netns"));
+        let mut problems = Vec::new();
+        if let Err(e) = crate::daemon::cleanup(&self.daemon_spec()) {
+            problems.push(e.to_string());
+        }
+        let host_links = self.host_links();
+        let left = links
+            .into_iter()
+            .filter(|l| host_links.contains(l))
+            .map(|l| format!("link {l}"))
+            .chain(
+                namespaces
+                    .into_iter()
+                    .chain(self.container_namespaces())
+                    .filter(|n| netns::exists(n))
+                    .map(|n| format!("namespace {n}")),
+            )
+            .chain(
+                self.bpf_dir
+                    .exists()
+                    .then(|| format!("pins under {}", self.bpf_dir.display())),
+            );
+        problems.extend(left.map(|l| format!("left behind by netd daemon --cleanup: {l}")));
+        problems
+    }
+
     /// Removes everything, going on past each problem, then checks that nothing of
     /// the lab's is left.
     fn teardown(&mut self) -> Result<()> {
@@ -356,6 +406,11 @@ impl Lab {
                 }
             }
             self.stop_daemon(libc::SIGTERM);
+        }
+        // A stopped daemon leaves its datapath forwarding; the explicit cleanup removes
+        // it, and the leak check below proves it removed everything.
+        if self.dir.join("state").exists() {
+            problems.extend(self.cleanup_netd());
         }
         let mut doomed = self.container_namespaces();
         doomed.extend(self.namespaces.drain(..).rev());

@@ -22,6 +22,7 @@ pub mod leaks;
 pub mod netns;
 mod probe;
 pub mod sweep;
+pub mod tls;
 pub mod topology;
 
 pub use bins::{netd_bin, tester_bin};

@@ -10,6 +10,7 @@ extern crate std;
 mod counters;
 pub mod crc32c;
 mod frag;
+pub mod layout;
 pub mod trace;
 mod v6;
 pub use counters::{drop_reason, event};
@@ -23,6 +24,9 @@ use bytemuck::{Pod, Zeroable};
 
 /// Names of the maps, as the eBPF object declares them and as they are pinned.
 pub mod map_names {
+    /// The datapath layout the pins beside it have (see `layout`): an array of one
+    /// `u32`, made and written by the agent (no program reads it).
+    pub const LAYOUT: &str = "NETD_LAYOUT";
     pub const CONFIG: &str = "NETD_CONFIG";
     pub const PORTS: &str = "NETD_PORTS";
     /// Confirmed flows (a reply was seen): a plain hash, so a flood of new flows can

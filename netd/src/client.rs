@@ -95,6 +95,51 @@ impl Client {
         Ok((sender, task))
     }
 
+    /// POSTs `path` asking to take the connection over (Docker's hijack, HTTP upgrade
+    /// to `tcp`): the raw connection once the daemon answers 101, or its error.
+    pub async fn hijack(
+        &self,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<TokioIo<hyper::upgrade::Upgraded>> {
+        let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| {
+            anyhow!(
+                "cannot connect to the netd daemon at {}: {e} (is `netd daemon` running? pick another socket with -H)",
+                self.socket.display()
+            )
+        })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let payload = match &body {
+            Some(v) => Bytes::from(serde_json::to_vec(v)?),
+            None => Bytes::new(),
+        };
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("http://netd{path}"))
+            .header("host", "netd")
+            .header("connection", "Upgrade")
+            .header("upgrade", "tcp")
+            .header("content-type", "application/json")
+            .body(Full::new(payload))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .context("talking to the daemon")?;
+        let status = resp.status();
+        if status != hyper::StatusCode::SWITCHING_PROTOCOLS {
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            return Err(error_of(status, &bytes));
+        }
+        let up = hyper::upgrade::on(resp)
+            .await
+            .context("taking the connection over")?;
+        Ok(TokioIo::new(up))
+    }
+
     /// Sends one request; a non-2xx answer becomes an error carrying the daemon's message.
     pub async fn call(
         &self,

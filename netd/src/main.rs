@@ -6,31 +6,16 @@ fn main() {
         Err(code) => std::process::exit(code),
     };
     let code = match cli.command {
-        Command::Daemon(args) => {
-            // Two malloc arenas instead of one per thread: the daemon's work is small
-            // and bursty, and per-thread arenas keep freed memory around.
-            // SAFETY: a glibc tuning call made before any thread exists.
-            unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
-            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-                .init();
-            // The namespace is entered before the runtime starts any thread: namespaces
-            // are per thread, and every netlink socket, interface name and sysctl the
-            // daemon touches must be the ones of that namespace.
-            let result = netd::daemon::enter_netns(&args).and_then(|()| {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()?
-                    .block_on(netd::server::serve(args))
-            });
-            match result {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("Error: {}", cli::one_line(&e));
-                    1
-                }
-            }
-        }
+        Command::Daemon(args) => daemon(*args),
+        Command::HoldTerminal {
+            run_dir,
+            id,
+            pid,
+            start,
+        } => match netd::terminal::hold(&run_dir, &id, pid, start) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        },
         _ => {
             // A client piped into head, grep -q or less must end quietly when the reader
             // goes away, as ip and docker do: the default action of SIGPIPE (Rust
@@ -57,4 +42,48 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// `netd daemon`: the config file, then the logger, the namespace and the runtime.
+fn daemon(cli_args: netd::daemon::DaemonArgs) -> i32 {
+    let fail = |e: anyhow::Error| {
+        eprintln!("Error: {}", cli::one_line(&e));
+        1
+    };
+    let (args, config) = match netd::daemon::config_file::apply(cli_args.clone()) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if args.validate {
+        return match args.check_all() {
+            Ok(()) => {
+                println!("configuration OK");
+                0
+            }
+            Err(e) => fail(e),
+        };
+    }
+    // Two malloc arenas instead of one per thread: the daemon's work is small and
+    // bursty, and per-thread arenas keep freed memory around.
+    // SAFETY: a glibc tuning call made before any thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    netd::logging::init(args.log_level);
+    // The namespace is entered before the runtime starts any thread: namespaces are per
+    // thread, and every netlink socket, interface name and sysctl the daemon touches
+    // must be the ones of that namespace.
+    let reload = netd::daemon::Reloader::new(config, cli_args);
+    let result = netd::daemon::enter_netns(&args).and_then(|()| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(async {
+                reload.spawn()?;
+                netd::server::serve(args).await
+            })
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => fail(e),
+    }
 }

@@ -33,6 +33,62 @@ pub fn exists(ns: &str) -> bool {
     resolve(ns).exists()
 }
 
+/// The inode of the namespace `ns` (a name or an absolute path): its identity, which
+/// outlives the path a runtime named it by.
+pub fn inode(ns: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(resolve(ns)).ok().map(|m| m.ino())
+}
+
+/// Of the namespaces `wanted` (inodes), those that a process other than this one is in
+/// or that a mount (`ip netns add`, a runtime's bind mount) names. A namespace in
+/// neither is kept alive only by what this process holds in it.
+pub fn held_by_others(wanted: &std::collections::HashSet<u64>) -> std::collections::HashSet<u64> {
+    let mut held = std::collections::HashSet::new();
+    let me = std::process::id().to_string();
+    for pid in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = pid.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name == me || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        // Every thread: a process's main thread may have left while others stayed.
+        for task in fs::read_dir(pid.path().join("task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Some(ino) = nsfs_inode(&task.path().join("ns/net")) {
+                if wanted.contains(&ino) {
+                    held.insert(ino);
+                }
+            }
+        }
+    }
+    // Mount points of nsfs show their namespace as their root: "net:[INODE]".
+    for line in fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+    {
+        let mut f = line.split_whitespace();
+        if let Some(ino) = f.nth(3).and_then(parse_nsfs_name) {
+            if wanted.contains(&ino) {
+                held.insert(ino);
+            }
+        }
+    }
+    held
+}
+
+fn nsfs_inode(link: &Path) -> Option<u64> {
+    parse_nsfs_name(fs::read_link(link).ok()?.to_str()?)
+}
+
+/// The inode in "net:[4026532281]".
+fn parse_nsfs_name(s: &str) -> Option<u64> {
+    s.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+}
+
 /// Makes /run/netns a shared mount point (as `ip netns add` does), so bind mounts of
 /// namespaces made here propagate to other mount namespaces.
 fn prepare_run_dir() -> anyhow::Result<()> {

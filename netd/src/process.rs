@@ -1,8 +1,11 @@
-//! Starting a container's command inside its namespace and watching it.
+//! Starting a container's command (or an exec) inside its namespaces and watching it.
 use std::{
     fs::File,
-    os::{fd::AsRawFd, unix::process::CommandExt},
-    path::Path,
+    os::{
+        fd::{AsRawFd, OwnedFd},
+        unix::process::CommandExt,
+    },
+    path::{Path, PathBuf},
     process::Stdio,
 };
 
@@ -77,36 +80,66 @@ pub fn enter_etc_binds(binds: &[(std::ffi::CString, std::ffi::CString)]) -> std:
     Ok(())
 }
 
-/// Starts `cmd` in network namespace `netns` (None: the daemon's own, for --network
-/// host), detached from netd's session so it outlives a daemon restart; stdout and
-/// stderr go to `log`. It sees the namespace's /etc/netns files over /etc and gets `env`
-/// (the `--link` variables) on top of netd's environment.
-pub fn spawn_in_netns(
-    netns: Option<&str>,
-    hostname: Option<&str>,
-    cmd: &[String],
-    env: &[(String, String)],
-    log: &Path,
-) -> anyhow::Result<(u32, tokio::process::Child)> {
-    let hostname = hostname.map(std::ffi::CString::new).transpose()?;
-    let binds = netns.map(etc_binds).unwrap_or_default();
-    let (prog, args) = cmd.split_first().context("empty command")?;
-    let ns = match netns {
-        Some(n) => Some(crate::netns::open(n)?),
-        None => None,
-    };
-    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let err = out.try_clone()?;
+/// Where a process's standard streams go.
+pub enum ChildIo {
+    /// stdin from /dev/null, stdout and stderr to this log file.
+    Log(PathBuf),
+    /// All three on this slave side of a pseudo-terminal, which becomes the controlling
+    /// terminal of the process's own session.
+    Tty(OwnedFd),
+    /// stdout and stderr to pipes the caller reads; stdin a pipe it writes (`true`) or
+    /// /dev/null.
+    Pipes { stdin: bool },
+    /// Nothing in, nothing kept (an exec started detached).
+    Null,
+}
+
+/// A process to start in a container's namespaces.
+pub struct Spawn<'a> {
+    /// Network namespace (None: the daemon's own, for --network host).
+    pub netns: Option<&'a str>,
+    /// `--hostname`: a UTS namespace of its own with this name.
+    pub hostname: Option<&'a str>,
+    /// Join the UTS namespace of this process instead (an exec joins its container's).
+    pub uts_of: Option<u32>,
+    pub cmd: &'a [String],
+    /// Set on top of netd's environment.
+    pub env: &'a [(String, String)],
+    /// `--user`: uid and gid (None: root, the daemon's).
+    pub user: Option<(u32, u32)>,
+    /// `--workdir` (None: the daemon's working directory).
+    pub workdir: Option<&'a Path>,
+    pub io: ChildIo,
+}
+
+/// Starts a process as `spec` says, detached from netd's session so it outlives a
+/// daemon restart (one on a terminal leads a session of its own, the terminal's). It
+/// sees the namespace's /etc/netns files over /etc.
+pub fn spawn(spec: Spawn) -> anyhow::Result<tokio::process::Child> {
+    let hostname = spec.hostname.map(std::ffi::CString::new).transpose()?;
+    let binds = spec.netns.map(etc_binds).unwrap_or_default();
+    let (prog, args) = spec.cmd.split_first().context("empty command")?;
+    let ns = spec.netns.map(crate::netns::open).transpose()?;
+    let uts = spec
+        .uts_of
+        .and_then(|pid| File::open(format!("/proc/{pid}/ns/uts")).ok());
     let mut c = std::process::Command::new(prog);
-    c.args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .process_group(0);
+    c.args(args).envs(spec.env.iter().map(|(k, v)| (k, v)));
+    if let Some(dir) = spec.workdir {
+        c.current_dir(dir);
+    }
+    if let Some((uid, gid)) = spec.user {
+        c.uid(uid).gid(gid);
+    }
+    let tty = matches!(spec.io, ChildIo::Tty(_));
+    set_io(&mut c, spec.io)?;
+    if !tty {
+        c.process_group(0);
+    }
     let fd = ns.as_ref().map(|f| f.as_raw_fd());
-    // SAFETY: only async-signal-safe calls between fork and exec (setns, unshare and
-    // sethostname via libc, on memory prepared before the fork).
+    let uts_fd = uts.as_ref().map(|f| f.as_raw_fd());
+    // SAFETY: only async-signal-safe calls between fork and exec (setns, unshare,
+    // setsid, ioctl and sethostname via libc, on memory prepared before the fork).
     unsafe {
         c.pre_exec(move || {
             if let Some(fd) = fd {
@@ -115,6 +148,11 @@ pub fn spawn_in_netns(
                 }
             }
             enter_etc_binds(&binds)?;
+            if let Some(fd) = uts_fd {
+                // A process without a UTS namespace of its own shares the host's:
+                // joining it changes nothing then.
+                let _ = libc::setns(fd, libc::CLONE_NEWUTS);
+            }
             // --hostname: a UTS namespace of its own; `netd exec` joins it by pid.
             if let Some(h) = &hostname {
                 if libc::unshare(libc::CLONE_NEWUTS) != 0
@@ -123,6 +161,10 @@ pub fn spawn_in_netns(
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            // The terminal (fd 0 by now) becomes the controlling one of a new session.
+            if tty && (libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) != 0) {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
@@ -130,9 +172,81 @@ pub fn spawn_in_netns(
         .kill_on_drop(false)
         .spawn()
         .with_context(|| format!("starting {prog:?}"))?;
-    let pid = child.id().context("child has no pid")?;
     drop(ns);
-    Ok((pid, child))
+    Ok(child)
+}
+
+fn set_io(c: &mut std::process::Command, io: ChildIo) -> anyhow::Result<()> {
+    match io {
+        ChildIo::Log(log) => {
+            let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+            let err = out.try_clone()?;
+            c.stdin(Stdio::null()).stdout(out).stderr(err);
+        }
+        ChildIo::Tty(slave) => {
+            c.stdin(slave.try_clone()?)
+                .stdout(slave.try_clone()?)
+                .stderr(slave);
+        }
+        ChildIo::Pipes { stdin } => {
+            c.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+        ChildIo::Null => {
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        }
+    }
+    Ok(())
+}
+
+/// `--user` as a uid and gid: `UID[:GID]` or `NAME[:GROUP]` (names from the host's
+/// /etc/passwd and /etc/group, which netd's containers share); a user without a group
+/// gets its primary one.
+pub fn resolve_user(spec: &str) -> Result<Option<(u32, u32)>, String> {
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let user = match u.parse::<u32>() {
+        Ok(uid) => nix::unistd::User::from_uid(uid.into())
+            .ok()
+            .flatten()
+            .map_or((uid, uid), |x| (uid, x.gid.as_raw())),
+        Err(_) => nix::unistd::User::from_name(u)
+            .ok()
+            .flatten()
+            .map(|x| (x.uid.as_raw(), x.gid.as_raw()))
+            .ok_or_else(|| {
+                format!("unable to find user {u}: no matching entries in passwd file")
+            })?,
+    };
+    let gid = match g {
+        None => user.1,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()
+                .map(|x| x.gid.as_raw())
+                .ok_or_else(|| {
+                    format!("unable to find group {g}: no matching entries in group file")
+                })?,
+        },
+    };
+    Ok(Some((user.0, gid)))
+}
+
+/// A process's exit code as a shell (and Docker) reports it: its status, or 128 plus
+/// the signal that ended it.
+pub fn exit_code(s: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    s.code().unwrap_or(128 + s.signal().unwrap_or(0))
 }
 
 /// Start time of a process (field 22 of /proc/PID/stat), to tell a pid from its reuse.

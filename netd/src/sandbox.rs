@@ -15,7 +15,7 @@ use anyhow::anyhow;
 use crate::{
     datapath::Datapath,
     driver::{self, Join, TeardownErrors},
-    error::Result,
+    error::{NetdError, Result},
     ipam,
     model::{self, Attachment, Network, PortMapping},
     netlink::Netlink,
@@ -36,6 +36,8 @@ pub struct AttachOptions {
     /// The interface name inside the namespace (default: the first free ethN).
     pub ifname: Option<String>,
     pub aliases: Vec<String>,
+    /// `--link-local-ip`s (checked by `plan`).
+    pub link_local_ips: Vec<IpAddr>,
 }
 
 /// Host-side veth name of interface `n` of owner `id` (at most 15 characters).
@@ -55,6 +57,7 @@ pub fn plan(
     opts: AttachOptions,
     veth_prefix: &str,
 ) -> Result<Attachment> {
+    check_link_local(state, net, &opts.link_local_ips)?;
     let ip = ipam::allocate(state, net, opts.ip)?;
     let ip6 = if opts.ipv4_only {
         None
@@ -75,7 +78,64 @@ pub fn plan(
         requested_ip: opts.ip,
         ip6,
         requested_ip6: opts.ip6,
+        link_local_ips: opts.link_local_ips,
     })
+}
+
+/// `--link-local-ip`s: link-local addresses (169.254.0.0/16 but its first and last
+/// /24, which RFC 3927 reserves; fe80::/10 on a network with IPv6), none on the host
+/// already. The datapath knows IPv4 endpoints by address, so no two containers may
+/// share one, whatever their networks (Docker does not check).
+fn check_link_local(state: &State, net: &Network, ips: &[IpAddr]) -> Result<()> {
+    let bad = |ip: &IpAddr, why: &str| {
+        Err(NetdError::InvalidArgument(format!(
+            "invalid --link-local-ip {ip}: {why}"
+        )))
+    };
+    for ip in ips {
+        match ip {
+            IpAddr::V4(v4) => {
+                let o = v4.octets();
+                if !v4.is_link_local() || o[2] == 0 || o[2] == 255 {
+                    return bad(
+                        ip,
+                        "not a link-local address (169.254.1.0-169.254.254.255, or fe80::/10)",
+                    );
+                }
+            }
+            IpAddr::V6(v6) => {
+                if v6.segments()[0] & 0xffc0 != 0xfe80 {
+                    return bad(
+                        ip,
+                        "not a link-local address (169.254.1.0-169.254.254.255, or fe80::/10)",
+                    );
+                }
+                if !net.ipv6 {
+                    return bad(
+                        ip,
+                        &format!("network {} has no IPv6 (create it with --ipv6)", net.name),
+                    );
+                }
+            }
+        }
+        if net.is_overlay() {
+            return bad(
+                ip,
+                "overlay networks carry their containers' subnet addresses only",
+            );
+        }
+        if let Some(c) = state
+            .containers
+            .iter()
+            .find(|c| c.attachments.iter().any(|a| a.link_local_ips.contains(ip)))
+        {
+            return Err(NetdError::Conflict(format!(
+                "--link-local-ip {ip} is already used by container {}",
+                c.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The name of the container side of host veth `veth` while it waits in the daemon's

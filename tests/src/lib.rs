@@ -86,3 +86,50 @@ pub fn dnsmasq_in_client(lab: &mut Lab, extra: &[String]) {
     let client = lab.client.clone();
     lab.wait_listening(&client, &["serve-udp", "53"]);
 }
+
+/// `curl` against the lab daemon's socket: (status, body as JSON, or as a string when
+/// it is not JSON).
+pub fn http(lab: &Lab, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let sock = lab.socket();
+    let mut args = vec![
+        "-s".to_string(),
+        "--unix-socket".into(),
+        sock.display().to_string(),
+        "-X".into(),
+        method.into(),
+        "-w".into(),
+        "\n%{http_code}".into(),
+        format!("http://netd{path}"),
+    ];
+    if let Some(b) = body {
+        args.extend([
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "-d".into(),
+            b.into(),
+        ]);
+    }
+    let o = std::process::Command::new("curl")
+        .args(&args)
+        .output()
+        .expect("curl");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').expect("status line");
+    let v = serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.into()));
+    (code.trim().parse().expect("status"), v)
+}
+
+/// docker-py against the lab daemon: runs `script` (Python, with `c`, a
+/// docker.DockerClient on the lab's socket, and `json` imported) with Debian's
+/// interpreter, where `cargo xtask test` installs python3-docker; returns its stdout.
+pub fn docker_py(lab: &Lab, script: &str) -> String {
+    let full = format!(
+        "import docker, json\nc = docker.DockerClient(base_url='unix://{}', version='auto')\n{script}",
+        lab.socket().display()
+    );
+    let o = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", &full])
+        .output()
+        .expect("python3");
+    ok(&o, "docker-py (needs python3-docker)")
+}

@@ -12,6 +12,8 @@ use std::{
 use netd_tests::{tester_bin, Lab, CLIENT_IP, HOST_IP};
 use serde_json::{json, Value};
 
+#[path = "cni/containerd.rs"]
+mod containerd;
 #[path = "cni/dual_stack.rs"]
 mod dual_stack;
 #[path = "cni/podman.rs"]

@@ -296,7 +296,7 @@ fn dns_bad_flags_are_one_clear_error() {
         (vec!["--dns", "not-an-ip"], "not an IP address"),
         (vec!["--dns-search", "bad domain"], "not a domain name"),
         (vec!["--dns-option", "a b"], "not a resolv.conf option"),
-        (vec!["--link", "ghost:x"], "no such container"),
+        (vec!["--link", "ghost:x"], "No such container"),
         (vec!["--link", "db:"], "NAME[:ALIAS]"),
     ] {
         let mut full = vec!["run", "-d", "--name", "x"];

@@ -1,7 +1,7 @@
 //! The Docker Engine API as the stock `docker` CLI and SDKs use it: filters that are
 //! honoured or refused (never ignored), /info, /events, /system/df, inspect's fields,
 //! Docker's statuses and JSON error bodies. Run as root (cargo xtask test does).
-use netd_tests::Lab;
+use netd_tests::{http, Lab};
 
 fn ok(o: &std::process::Output, what: &str) -> String {
     assert!(
@@ -10,37 +10,6 @@ fn ok(o: &std::process::Output, what: &str) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// `curl` against the daemon's socket: (status, body).
-fn http(lab: &Lab, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-    let sock = lab.socket();
-    let mut args = vec![
-        "-s".to_string(),
-        "--unix-socket".into(),
-        sock.display().to_string(),
-        "-X".into(),
-        method.into(),
-        "-w".into(),
-        "\n%{http_code}".into(),
-        format!("http://netd{path}"),
-    ];
-    if let Some(b) = body {
-        args.extend([
-            "-H".into(),
-            "Content-Type: application/json".into(),
-            "-d".into(),
-            b.into(),
-        ]);
-    }
-    let o = std::process::Command::new("curl")
-        .args(&args)
-        .output()
-        .expect("curl");
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (body, code) = out.rsplit_once('\n').expect("status line");
-    let v = serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.into()));
-    (code.trim().parse().expect("status"), v)
 }
 
 #[test]

@@ -204,6 +204,13 @@ fn docker_run_on_a_netd_network_gets_netds_datapath() {
     assert!(ps.contains("docker-"), "netd ps lacks the endpoint:\n{ps}");
     let port = lab.netd_ok(&["port", ps_name(&ps).as_str()]);
     assert!(port.contains("8080"), "{port}");
+    // What the README says a plugin cannot change: dockerd reads published ports only
+    // from its built-in drivers, so its own `docker port` shows none of a remote
+    // driver's (`netd port` above does).
+    let docker_port = dk.docker_ok(&["port", "web"]);
+    assert!(docker_port.trim().is_empty(), "{docker_port}");
+    let ports = dk.docker_ok(&["inspect", "-f", "{{json .NetworkSettings.Ports}}", "web"]);
+    assert!(!ports.contains("8080"), "{ports}");
 
     // The container reaches the outside with the host's address (masquerade).
     let mut lab = lab;

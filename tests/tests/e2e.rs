@@ -237,14 +237,14 @@ fn bad_input_is_one_clear_line_and_changes_nothing() {
         ),
         (
             vec!["run", "-d", "--network", "container:nosuch", "--", t],
-            "no such container: nosuch",
+            "No such container: nosuch",
         ),
         (
             vec!["run", "-d", "--", "/nonexistent/binary"],
             "No such file",
         ),
-        (vec!["rm", "-f", "nosuch"], "no such container: nosuch"),
-        (vec!["port", "nosuch"], "no such container: nosuch"),
+        (vec!["rm", "-f", "nosuch"], "No such container: nosuch"),
+        (vec!["port", "nosuch"], "No such container: nosuch"),
     ];
     for (args, want) in cases {
         let o = lab.netd(&args);
@@ -312,7 +312,7 @@ fn datapath_keeps_forwarding_through_an_agent_crash_and_restart() {
 }
 
 #[test]
-fn sigterm_detaches_and_exits_zero_and_restart_reattaches() {
+fn sigterm_keeps_the_datapath_forwarding_and_the_next_agent_adopts_it() {
     let mut lab = Lab::new();
     lab.run_server("web", &["8080:80"], &["serve-tcp", "80"]);
     lab.from_client(&["tcp", &published(8080)])
@@ -320,16 +320,74 @@ fn sigterm_detaches_and_exits_zero_and_restart_reattaches() {
     let st = lab.stop_daemon(libc::SIGTERM).expect("daemon status");
     assert!(st.success(), "daemon exit: {st}");
     assert!(!lab.socket().exists(), "socket file left behind");
-    let links = std::fs::read_dir(lab.bpf_dir.join("links"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(links, 0, "links still pinned after SIGTERM");
-    // Detached: nothing DNATs the port any more.
-    assert!(lab.from_client(&["tcp", &published(8080)]).is_err());
+    assert!(
+        lab.daemon_log().contains("the datapath keeps forwarding"),
+        "{}",
+        lab.daemon_log()
+    );
+    // No agent: the pinned programs still publish the port.
+    let body = lab
+        .from_client(&["tcp", &published(8080)])
+        .expect("answers with the agent stopped");
+    assert!(body.starts_with(&format!("peer={CLIENT_IP}:")), "{body}");
+    assert_eq!(
+        lab.endpoint_pins().len(),
+        1,
+        "the endpoint's link stays pinned"
+    );
     lab.start_daemon().expect("restart");
-    std::thread::sleep(Duration::from_millis(100));
+    assert!(lab.netd_ok(&["ps"]).contains("web"));
     lab.from_client(&["tcp", &published(8080)])
         .expect("answers after restart");
+    // The new agent swapped its program into the same link.
+    assert_eq!(lab.endpoint_pins().len(), 1);
+    assert_rulesets_empty(&lab);
+}
+
+#[test]
+fn cleanup_removes_what_the_instance_made_and_is_refused_while_its_daemon_runs() {
+    let mut lab = Lab::new();
+    lab.netd_ok(&["network", "create", "--subnet", "10.77.0.0/24", "appnet"]);
+    lab.run_server("web", &["8080:80"], &["serve-tcp", "80"]);
+    lab.netd_ok(&["network", "connect", "appnet", "web"]);
+    let links_before = lab.host_links();
+    assert!(links_before.len() > 2, "{links_before:?}");
+    // While the daemon runs: refused, nothing changed.
+    let o = lab.netd_cleanup().expect("cleanup runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "cleanup ran beside a live daemon");
+    assert!(
+        err.contains("another netd daemon (pid ") && err.lines().count() == 1,
+        "{err}"
+    );
+    lab.from_client(&["tcp", &published(8080)])
+        .expect("still answers");
+    assert_eq!(lab.host_links(), links_before);
+
+    lab.stop_daemon(libc::SIGTERM);
+    let o = lab.netd_cleanup().expect("cleanup runs");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.starts_with("removed 1 namespaces, "), "{out}");
+    assert!(lab.from_client(&["tcp", &published(8080)]).is_err());
+    assert!(lab.container_namespaces().is_empty());
+    assert!(
+        !lab.bpf_dir.exists(),
+        "pins left under {}",
+        lab.bpf_dir.display()
+    );
+    let mut left = lab.host_links();
+    left.sort();
+    assert_eq!(left, ["lo", "up0"], "links left in the host namespace");
+    assert!(!lab.dir.join("state/state.json").exists());
+    assert_rulesets_empty(&lab);
+    // And the next start begins from nothing.
+    lab.start_daemon().expect("start after cleanup");
+    assert_eq!(lab.netd_ok(&["ps", "-a", "-q"]).trim(), "");
 }
 
 #[test]

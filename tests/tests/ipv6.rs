@@ -406,7 +406,7 @@ fn ipv6_bad_input_is_one_clear_line_and_changes_nothing() {
         (
             r#"{"Name":"n2","EnableIPv6":true,"IPAM":{"Config":[{"Subnet":"fd00:95::/64"},{"Subnet":"fd00:96::/64"}]}}"#,
             "400",
-            "one IPv4 and one IPv6 subnet",
+            "one IPv6 subnet per network",
         ),
     ] {
         let o = std::process::Command::new("curl")

@@ -443,7 +443,7 @@ fn bad_network_input_is_one_clear_line_and_changes_nothing() {
         ),
         (
             vec!["network", "connect", "used", "nosuch"],
-            "no such container: nosuch",
+            "No such container: nosuch",
         ),
         (
             vec!["network", "disconnect", "auto", "x"],

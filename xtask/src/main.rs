@@ -1,4 +1,4 @@
-//! `cargo xtask run | test | lint | bench | lab up|down`: prerequisites, build, orchestration.
+//! `cargo xtask run | test | lint | bench | dist | lab up|down`: prerequisites, build, orchestration.
 //!
 //! Every command installs what it is missing (nightly rust-src, bpf-linker 0.10.4, the
 //! Debian packages the tests use, a bpffs mount) and says what it does. What it cannot
@@ -11,7 +11,9 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod dist;
 mod prereq;
+mod previous;
 
 use prereq::prerequisites;
 #[derive(Parser)]
@@ -44,6 +46,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The Debian package (target/debian/netd.deb): netd, netd-cni, the systemd unit,
+    /// /etc/netd/daemon.json, completions and man pages.
+    Dist,
     /// A demo lab: a host namespace running netd and a client namespace on its uplink.
     Lab {
         #[command(subcommand)]
@@ -63,6 +68,7 @@ fn main() {
         Cmd::Run { args } => run(&args),
         Cmd::Test { args } => test(&args),
         Cmd::Lint => lint(),
+        Cmd::Dist => dist::dist(),
         Cmd::Bench { args } => bench(&args),
         Cmd::Lab { cmd: LabCmd::Up } => lab_up(),
         Cmd::Lab { cmd: LabCmd::Down } => lab_down(),
@@ -153,6 +159,8 @@ fn install_cni_plugin() -> Result<()> {
 
 fn test(args: &[String]) -> Result<()> {
     prerequisites()?;
+    // Before this build: both link target/debug/netd, and this one must be last.
+    let previous = previous::build()?;
     say("building netd and the test tools");
     cmd_ok(&mut cargo(&[
         "build",
@@ -165,6 +173,7 @@ fn test(args: &[String]) -> Result<()> {
         "--bins",
     ]))?;
     let target = root_dir().join("target/debug");
+    let deb = dist::package_for_tests(args)?;
     say("running unit, BPF_PROG_TEST_RUN and end-to-end tests");
     // Every test binary runs, so one failure does not hide the others' results.
     let mut c = cargo(&[
@@ -179,6 +188,8 @@ fn test(args: &[String]) -> Result<()> {
         .env("NETD_BIN", target.join("netd"))
         .env("NETD_TESTER", target.join("netd-tester"))
         .env("NETD_CNI_BIN", target.join("netd-cni"))
+        .env("NETD_PREVIOUS_BIN", &previous)
+        .envs(deb.iter().map(|d| ("NETD_DEB", d)))
         // Each e2e test runs a daemon and several namespaces; two cores.
         .env("RUST_TEST_THREADS", "2")
         .stdout(Stdio::piped());

@@ -58,6 +58,24 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
         "docker-py drives netd's Docker API as tools do",
     ),
     ("tar", "images for dockerd and podman"),
+    (
+        "prometheus",
+        "a real Prometheus scrapes netd's metrics; promtool checks them",
+    ),
+    (
+        "systemd",
+        "systemd-analyze verifies the packaged netd.service",
+    ),
+    ("openssl", "the certificates of the etcd-over-TLS tests"),
+    (
+        "man-db",
+        "systemd-analyze verify runs man for the unit's Documentation=man: page",
+    ),
+    ("xz-utils", "cargo-deb compresses the .deb with xz"),
+    (
+        "dpkg-dev",
+        "cargo-deb finds the package's library dependencies with dpkg-shlibdeps",
+    ),
 ];
 
 /// The bench's own tools, on top of the test packages.

@@ -177,6 +177,10 @@ impl Datapath for Netd {
             self.api_under_pressure(lab)
                 .context("netd's API latency under a full conntrack table")?,
         );
+        cell.restart = Some(
+            crate::restart::measure(lab, &self.env.tester, P_CRR)
+                .context("netd's restart window")?,
+        );
         Ok(())
     }
 

@@ -12,12 +12,13 @@ use super::{
     now, rfc3339, select,
     types::{
         ContainerConfig, ContainerInspect, ContainerState as ApiState, ContainerSummary,
-        EndpointIpamConfig, EndpointSettings, HostConfig, NetworkSettings, Port, PortBinding,
-        PortMap, SummaryHostConfig, SummaryNetworkSettings,
+        EndpointIpamConfig, EndpointSettings, HostConfig, LogConfig, NetworkSettings, Port,
+        PortBinding, PortMap, RestartPolicy, SummaryHostConfig, SummaryNetworkSettings,
     },
     Json, D, Q,
 };
 use crate::{
+    daemon::ContainerExtras,
     error::NetdError,
     model::{fmt_mac, mode_name, Container, ContainerState, NetMode, Network, Proto},
 };
@@ -63,9 +64,14 @@ pub fn status_of(c: &Container, now: u64) -> String {
     }
 }
 
-/// Docker's HostConfig.NetworkMode: the network it was started on, by name.
+/// Docker's HostConfig.NetworkMode: the network it was created on, by name, whatever
+/// was connected or disconnected since (a record older than that field: its first
+/// network).
 fn network_mode(c: &Container, nets: &[Network], all: &[Container]) -> String {
     match &c.mode {
+        NetMode::Bridge if c.config.network_mode.is_some() => {
+            c.config.network_mode.clone().unwrap_or_default()
+        }
         NetMode::Bridge => c
             .attachments
             .first()
@@ -100,21 +106,27 @@ fn endpoints(c: &Container, nets: &[Network]) -> BTreeMap<String, EndpointSettin
             Some((
                 n.name.clone(),
                 EndpointSettings {
-                    ipam_config: (a.requested_ip.is_some() || a.requested_ip6.is_some()).then(
-                        || EndpointIpamConfig {
-                            ipv4_address: a.requested_ip.map(|ip| ip.to_string()),
-                            ipv6_address: a.requested_ip6.map(|ip| ip.to_string()),
-                        },
-                    ),
+                    ipam_config: (a.requested_ip.is_some()
+                        || a.requested_ip6.is_some()
+                        || !a.link_local_ips.is_empty())
+                    .then(|| EndpointIpamConfig {
+                        ipv4_address: a.requested_ip.map(|ip| ip.to_string()),
+                        ipv6_address: a.requested_ip6.map(|ip| ip.to_string()),
+                        link_local_ips: (!a.link_local_ips.is_empty())
+                            .then(|| a.link_local_ips.iter().map(|ip| ip.to_string()).collect()),
+                    }),
                     links: (!user_links.is_empty()).then(|| user_links.clone()),
                     dns_names,
                     // Docker shows null, not [], for an endpoint without aliases.
                     aliases: (!aliases.is_empty()).then_some(aliases),
                     network_id: n.id.clone(),
                     endpoint_id: endpoint_id(&c.id, &n.id),
-                    gateway: n.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                    gateway: n
+                        .gateway_for(a.ip)
+                        .map(|g| g.to_string())
+                        .unwrap_or_default(),
                     ip_address: a.ip.to_string(),
-                    ip_prefix_len: n.subnet.map(|s| s.prefix()).unwrap_or(0),
+                    ip_prefix_len: n.pool_of(a.ip).map_or(0, |p| p.subnet.prefix()),
                     ipv6_gateway: a
                         .ip6
                         .and(n.gateway6)
@@ -242,7 +254,27 @@ pub fn summary(c: &Container, nets: &[Network], all: &[Container], now: u64) -> 
     }
 }
 
-pub fn inspect_of(c: &Container, nets: &[Network], all: &[Container]) -> ContainerInspect {
+/// The path of the container's `/etc/FILE` as its processes see it: netd's
+/// /etc/netns file for its own namespaces (a `container:` joiner's is its owner's), the
+/// host's for --network host, none for a runtime's namespace.
+fn etc_path(c: &Container, all: &[Container], file: &str) -> String {
+    let owner = match &c.mode {
+        NetMode::Container(id) => all.iter().find(|o| &o.id == id).unwrap_or(c),
+        _ => c,
+    };
+    match (&owner.mode, crate::dns::files::dir_of(owner)) {
+        (NetMode::Host, _) => format!("/etc/{file}"),
+        (_, Some(dir)) => dir.join(file).display().to_string(),
+        _ => String::new(),
+    }
+}
+
+pub fn inspect_of(
+    c: &Container,
+    nets: &[Network],
+    all: &[Container],
+    x: ContainerExtras,
+) -> ContainerInspect {
     let networks = endpoints(c, nets);
     // Docker's legacy top-level fields describe the default `bridge` network's endpoint.
     let default = nets
@@ -270,39 +302,16 @@ pub fn inspect_of(c: &Container, nets: &[Network], all: &[Container]) -> Contain
             ..Default::default()
         },
         image: "netd".into(),
+        resolv_conf_path: etc_path(c, all, "resolv.conf"),
+        hosts_path: etc_path(c, all, "hosts"),
+        log_path: x.log_path.display().to_string(),
         name: format!("/{}", c.name),
         restart_count: 0,
-        host_config: HostConfig {
-            network_mode: network_mode(c, nets, all),
-            port_bindings: port_map(c, true),
-            auto_remove: c.auto_remove,
-            dns: c.dns.servers.iter().map(|s| s.to_string()).collect(),
-            dns_search: c.dns.search.clone(),
-            dns_options: c.dns.options.clone(),
-            links: (!c.links.is_empty()).then(|| {
-                c.links
-                    .iter()
-                    .map(|l| {
-                        let target = all
-                            .iter()
-                            .find(|x| x.id == l.target)
-                            .map(|x| x.name.as_str())
-                            .unwrap_or(&l.target);
-                        format!("/{target}:/{}/{}", c.name, l.alias)
-                    })
-                    .collect()
-            }),
-        },
-        config: ContainerConfig {
-            hostname: c.hostname.clone().unwrap_or_else(|| c.id[..12].to_string()),
-            exposed_ports: container_ports(c)
-                .into_iter()
-                .map(|(port, proto)| (format!("{port}/{proto}"), serde_json::json!({})))
-                .collect(),
-            cmd: c.cmd.clone(),
-            image: "netd".into(),
-            labels: c.labels.clone(),
-        },
+        platform: "linux".into(),
+        exec_ids: (!x.exec_ids.is_empty()).then_some(x.exec_ids),
+        mounts: Vec::new(),
+        host_config: host_config_of(c, nets, all),
+        config: config_of(c, all),
         network_settings: NetworkSettings {
             sandbox_id: c.id.clone(),
             sandbox_key: netns_path(c),
@@ -323,6 +332,65 @@ pub fn inspect_of(c: &Container, nets: &[Network], all: &[Container]) -> Contain
     }
 }
 
+/// HostConfig as Docker shows it: the network mode and port bindings as asked, no
+/// restart policy, the log, DNS and links.
+fn host_config_of(c: &Container, nets: &[Network], all: &[Container]) -> HostConfig {
+    HostConfig {
+        network_mode: network_mode(c, nets, all),
+        port_bindings: port_map(c, true),
+        restart_policy: RestartPolicy {
+            name: "no".into(),
+            maximum_retry_count: 0,
+        },
+        log_config: LogConfig {
+            kind: "json-file".into(),
+            config: BTreeMap::new(),
+        },
+        auto_remove: c.auto_remove,
+        dns: c.dns.servers.iter().map(|s| s.to_string()).collect(),
+        dns_search: c.dns.search.clone(),
+        dns_options: c.dns.options.clone(),
+        links: (!c.links.is_empty()).then(|| {
+            c.links
+                .iter()
+                .map(|l| {
+                    let target = all
+                        .iter()
+                        .find(|x| x.id == l.target)
+                        .map(|x| x.name.as_str())
+                        .unwrap_or(&l.target);
+                    format!("/{target}:/{}/{}", c.name, l.alias)
+                })
+                .collect()
+        }),
+    }
+}
+
+/// Config as Docker shows it: what the process was given.
+fn config_of(c: &Container, all: &[Container]) -> ContainerConfig {
+    ContainerConfig {
+        hostname: c.hostname.clone().unwrap_or_else(|| c.id[..12].to_string()),
+        exposed_ports: container_ports(c)
+            .into_iter()
+            .map(|(port, proto)| (format!("{port}/{proto}"), serde_json::json!({})))
+            .collect(),
+        cmd: c.cmd.clone(),
+        image: "netd".into(),
+        labels: c.labels.clone(),
+        tty: c.config.tty,
+        open_stdin: c.config.open_stdin,
+        stdin_once: c.config.stdin_once(),
+        attach_stdin: c.config.stdin_once(),
+        attach_stdout: c.config.attached,
+        attach_stderr: c.config.attached,
+        env: crate::dns::links::env(c, all)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        ..Default::default()
+    }
+}
+
 pub async fn list(State(d): D, Query(q): Q) -> Result<Json<Vec<ContainerSummary>>, NetdError> {
     let q = select::ListQuery::parse(&q)?;
     let (cs, nets) = d.containers().await;
@@ -339,7 +407,8 @@ pub async fn inspect(
     Path(id): Path<String>,
 ) -> Result<Json<ContainerInspect>, NetdError> {
     let (c, nets, all) = d.container(&id).await?;
-    Ok(Json(inspect_of(&c, &nets, &all)))
+    let x = d.inspect_extras(&c.id).await;
+    Ok(Json(inspect_of(&c, &nets, &all, x)))
 }
 
 pub async fn remove(
@@ -361,13 +430,30 @@ pub async fn stop(
     Path(id): Path<String>,
     Query(q): Q,
 ) -> Result<StatusCode, NetdError> {
-    let t = match q.get("t") {
-        None => 10,
+    let t = stop_timeout(&q)?;
+    d.stop_container(&id, std::time::Duration::from_secs(t))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Docker's `t` (seconds before SIGKILL), 10 without it.
+fn stop_timeout(q: &std::collections::HashMap<String, String>) -> Result<u64, NetdError> {
+    match q.get("t") {
+        None => Ok(10),
         Some(t) => t
             .parse()
-            .map_err(|_| NetdError::InvalidArgument(format!("invalid timeout {t:?}: seconds")))?,
-    };
-    d.stop_container(&id, std::time::Duration::from_secs(t))
+            .map_err(|_| NetdError::InvalidArgument(format!("invalid timeout {t:?}: seconds"))),
+    }
+}
+
+/// `POST /containers/{id}/restart`: stop (as `stop`, if running), then start.
+pub async fn restart(
+    State(d): D,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<StatusCode, NetdError> {
+    let t = stop_timeout(&q)?;
+    d.restart_container(&id, std::time::Duration::from_secs(t))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,11 +3,16 @@
 //! Requests may carry Docker's version prefix (`/v1.41/networks`); it is stripped before
 //! routing. Every error, a malformed body and an unknown path included, is Docker's
 //! `{"message": ...}` with Docker's status code.
+mod attach;
 mod containers;
 mod endpoints;
+mod events;
+mod exec;
 mod filters;
+mod info;
 mod netd;
 mod networks;
+mod prune;
 mod select;
 mod system;
 pub mod types;
@@ -28,7 +33,7 @@ use serde::de::DeserializeOwned;
 use crate::{daemon::Daemon, error::NetdError};
 
 /// The Docker Engine API version netd speaks (docker CLIs negotiate down to it).
-pub const API_VERSION: &str = "1.41";
+pub use crate::version::API_VERSION;
 
 impl IntoResponse for NetdError {
     fn into_response(self) -> Response {
@@ -81,12 +86,15 @@ pub fn router(d: Arc<Daemon>) -> Router {
     Router::new()
         .route("/_ping", get(system::ping).head(system::ping))
         .route("/version", get(system::version))
-        .route("/info", get(system::info))
-        .route("/events", get(system::events))
+        .route("/info", get(info::info))
+        .route("/events", get(events::events))
         .route("/system/df", get(system::df))
         .route("/networks", get(networks::list))
         .route("/networks/create", post(networks::create))
-        .route("/networks/prune", post(networks::prune))
+        .route("/networks/prune", post(prune::networks))
+        .route("/containers/prune", post(prune::containers))
+        .route("/images/prune", post(prune::images))
+        .route("/build/prune", post(prune::build_cache))
         .route(
             "/networks/{id}",
             get(networks::inspect).delete(networks::remove),
@@ -98,6 +106,14 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/containers/{id}", delete(containers::remove))
         .route("/containers/{id}/start", post(containers::start))
         .route("/containers/{id}/stop", post(containers::stop))
+        .route("/containers/{id}/restart", post(containers::restart))
+        .route("/containers/{id}/attach", post(attach::attach))
+        .route("/containers/{id}/resize", post(attach::resize))
+        .route("/containers/{id}/wait", post(attach::wait))
+        .route("/containers/{id}/exec", post(exec::create))
+        .route("/exec/{id}/start", post(exec::start))
+        .route("/exec/{id}/resize", post(attach::exec_resize))
+        .route("/exec/{id}/json", get(exec::inspect))
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/netd/run", post(netd::run))
         .route("/netd/stats", get(netd::stats))
@@ -129,6 +145,7 @@ async fn method_not_allowed(uri: Uri) -> Response {
 /// The router behind a rewrite that drops Docker's `/vX.Y` path prefix.
 pub fn service(d: Arc<Daemon>) -> axum::routing::IntoMakeService<Router> {
     let versioned = router(d)
+        .route_layer(axum::middleware::from_fn(crate::metrics::api_latency))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::map_response(give_back_memory));
     Router::new()

@@ -21,7 +21,8 @@ pub async fn run(
 ) -> Result<(StatusCode, Json<ContainerInspect>), NetdError> {
     let c = d.run(req).await?;
     let (c, nets, all) = d.container(&c.id).await?;
-    Ok((StatusCode::CREATED, Json(inspect_of(&c, &nets, &all))))
+    let x = d.inspect_extras(&c.id).await;
+    Ok((StatusCode::CREATED, Json(inspect_of(&c, &nets, &all, x))))
 }
 
 pub async fn stats(State(d): D) -> Result<Json<Stats>, NetdError> {

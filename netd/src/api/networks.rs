@@ -11,13 +11,13 @@ use super::{
     rfc3339,
     types::{
         ConfigReference, Ipam, IpamConfig, NetworkConnect, NetworkContainer, NetworkCreate,
-        NetworkCreateResponse, NetworkResource, PrunedNetworks,
+        NetworkCreateResponse, NetworkResource,
     },
     ApiJson, Json, D, Q,
 };
 use crate::{
     error::NetdError,
-    model::{fmt_mac, ConnectRequest, Container, Network, NetworkSpec},
+    model::{self, fmt_mac, ConnectRequest, Container, Network, NetworkSpec, PoolSpec},
 };
 
 /// Stable and unique per attachment; Docker's are random, nobody parses them.
@@ -32,25 +32,26 @@ fn in_use(n: &Network, containers: &[Container]) -> bool {
 }
 
 pub fn network_resource(n: &Network, containers: &[Container]) -> NetworkResource {
-    let mut config = IpamConfig {
-        subnet: n.subnet.map(|s| s.to_string()),
-        gateway: n.gateway.map(|g| g.to_string()),
-        ip_range: n.ip_range.map(|r| r.to_string()),
-        auxiliary_addresses: None,
-    };
-    if !n.aux_addresses.is_empty() {
-        config.auxiliary_addresses = Some(
-            n.aux_addresses
+    // One entry per IPv4 subnet, in order, with the aux addresses it holds.
+    let mut configs: Vec<IpamConfig> = n
+        .pools4()
+        .iter()
+        .map(|p| {
+            let aux: BTreeMap<String, String> = n
+                .aux_addresses
                 .iter()
+                .filter(|(_, ip)| p.subnet.contains(**ip))
                 .map(|(k, v)| (k.clone(), v.to_string()))
-                .collect(),
-        );
-    }
-    let mut configs = Vec::new();
-    if n.subnet.is_some() {
-        configs.push(config);
-    }
-    // Docker lists the IPv6 pool after the IPv4 one.
+                .collect();
+            IpamConfig {
+                subnet: Some(p.subnet.to_string()),
+                gateway: Some(p.gateway.to_string()),
+                ip_range: p.ip_range.map(|r| r.to_string()),
+                auxiliary_addresses: (!aux.is_empty()).then_some(aux),
+            }
+        })
+        .collect();
+    // Docker lists the IPv6 pool after the IPv4 ones.
     if let Some(s6) = n.subnet6.filter(|_| n.ipv6) {
         configs.push(IpamConfig {
             subnet: Some(s6.to_string()),
@@ -59,7 +60,6 @@ pub fn network_resource(n: &Network, containers: &[Container]) -> NetworkResourc
             auxiliary_addresses: None,
         });
     }
-    let prefix = n.subnet.map(|s| s.prefix()).unwrap_or(32);
     let prefix6 = n.subnet6.map(|s| s.prefix()).unwrap_or(128);
     let members = containers
         .iter()
@@ -76,7 +76,7 @@ pub fn network_resource(n: &Network, containers: &[Container]) -> NetworkResourc
                     name: c.name.clone(),
                     endpoint_id: endpoint_id(&c.id, &n.id),
                     mac_address: fmt_mac(&a.mac),
-                    ipv4_address: format!("{}/{prefix}", a.ip),
+                    ipv4_address: format!("{}/{}", a.ip, n.prefix_for(a.ip)),
                     ipv6_address: a
                         .ip6
                         .map(|ip| format!("{ip}/{prefix6}"))
@@ -95,7 +95,7 @@ pub fn network_resource(n: &Network, containers: &[Container]) -> NetworkResourc
         ipam: Ipam {
             driver: Some("default".into()),
             config: Some(configs),
-            options: Some(BTreeMap::new()),
+            options: Some(n.ipam_options.clone()),
         },
         internal: n.internal,
         attachable: n.attachable,
@@ -103,9 +103,31 @@ pub fn network_resource(n: &Network, containers: &[Container]) -> NetworkResourc
         config_from: ConfigReference::default(),
         config_only: false,
         containers: members,
-        options: n.options.clone(),
+        options: options_of(n),
         labels: n.labels.clone(),
     }
+}
+
+/// A network's options as inspect shows them: as given, and for the default `bridge`
+/// the whole set dockerd shows for its own (from the daemon's flags).
+fn options_of(n: &Network) -> BTreeMap<String, String> {
+    let mut o = n.options.clone();
+    if n.builtin && n.is_bridge() {
+        for (k, v) in [
+            (
+                "com.docker.network.bridge.default_bridge",
+                "true".to_string(),
+            ),
+            (model::OPT_ICC, n.icc.to_string()),
+            (model::OPT_MASQUERADE, n.masquerade.to_string()),
+            (model::OPT_HOST_BINDING, n.host_binding_ipv4.to_string()),
+            (model::OPT_BRIDGE_NAME, n.bridge.clone()),
+            (model::OPT_MTU, n.mtu.unwrap_or(1500).to_string()),
+        ] {
+            o.insert(k.to_string(), v);
+        }
+    }
+    o
 }
 
 const NETWORK_FILTERS: &[&str] = &["dangling", "driver", "id", "label", "name", "scope", "type"];
@@ -173,6 +195,7 @@ pub async fn create(
             "ingress networks are a swarm feature netd does not have".into(),
         ));
     }
+    check_scope(req.scope.as_deref(), req.driver.as_deref())?;
     let ipam = req.ipam.unwrap_or_default();
     if let Some(drv) = ipam
         .driver
@@ -180,18 +203,34 @@ pub async fn create(
         .filter(|d| !d.is_empty() && *d != "default")
     {
         return Err(NetdError::InvalidArgument(format!(
-            "unsupported IPAM driver {drv:?}: netd has only \"default\""
+            "unsupported --ipam-driver {drv:?}: netd has Docker's \"default\" only"
         )));
     }
     let (v4, v6) = split_families(ipam.config.unwrap_or_default())?;
     let empty = |s: Option<String>| s.filter(|x| !x.is_empty());
+    let mut v4 = v4.into_iter();
+    let first = v4.next().unwrap_or_default();
+    let mut aux = first.auxiliary_addresses.unwrap_or_default();
+    let mut more_subnets = Vec::new();
+    for c in v4 {
+        aux.extend(c.auxiliary_addresses.unwrap_or_default());
+        more_subnets.push(PoolSpec {
+            subnet: empty(c.subnet).ok_or_else(|| {
+                NetdError::InvalidArgument(
+                    "every IPv4 IPAM config after the first needs a subnet".into(),
+                )
+            })?,
+            gateway: empty(c.gateway),
+            ip_range: empty(c.ip_range),
+        });
+    }
     let spec = NetworkSpec {
         name: req.name,
         driver: empty(req.driver),
-        subnet: empty(v4.subnet),
-        gateway: empty(v4.gateway),
-        ip_range: empty(v4.ip_range),
-        aux_addresses: v4.auxiliary_addresses.unwrap_or_default(),
+        subnet: empty(first.subnet),
+        gateway: empty(first.gateway),
+        ip_range: empty(first.ip_range),
+        aux_addresses: aux,
         internal: req.internal,
         attachable: req.attachable,
         labels: req.labels.unwrap_or_default(),
@@ -200,6 +239,8 @@ pub async fn create(
         subnet6: empty(v6.subnet),
         gateway6: empty(v6.gateway),
         ip_range6: empty(v6.ip_range),
+        more_subnets,
+        ipam_options: ipam.options.unwrap_or_default(),
     };
     let (n, warning) = d.create_network(spec).await?;
     Ok((
@@ -211,52 +252,62 @@ pub async fn create(
     ))
 }
 
-/// Docker's IPAM config list as (IPv4, IPv6) entries: netd networks have at most one
-/// subnet per family. An entry's family is its subnet's, else its gateway's or range's
-/// (an IPv6 literal always holds a ':', an IPv4 one never).
-fn split_families(configs: Vec<IpamConfig>) -> Result<(IpamConfig, IpamConfig), NetdError> {
-    let (mut v4, mut v6): (Option<IpamConfig>, Option<IpamConfig>) = (None, None);
+/// Docker's `--scope`, which must agree with the driver: a bridge network is `local`,
+/// an overlay network `global` (cluster-wide through the cluster store). `swarm`
+/// would need a Docker swarm: refused, rather than quietly made local.
+fn check_scope(scope: Option<&str>, driver: Option<&str>) -> Result<(), NetdError> {
+    let overlay = driver == Some(model::DRIVER_OVERLAY);
+    let bad = |msg: String| Err(NetdError::InvalidArgument(msg));
+    match scope.unwrap_or("") {
+        "" => Ok(()),
+        "local" if !overlay => Ok(()),
+        "global" if overlay => Ok(()),
+        "local" => bad("invalid --scope local: an overlay network is cluster-wide (scope global)".into()),
+        "global" => bad(
+            "invalid --scope global: a bridge network is local to its host (global needs -d overlay)".into(),
+        ),
+        "swarm" => bad(
+            "invalid --scope swarm: netd has no Docker swarm (use local, or global with -d overlay and `netd daemon --cluster-store`)".into(),
+        ),
+        s => bad(format!("invalid --scope {s:?}: local or global")),
+    }
+}
+
+/// Docker's IPAM config list as its IPv4 entries (in order; several only for an
+/// overlay network, which `plan_network` checks) and its IPv6 entry (one at most). An
+/// entry's family is its subnet's, else its gateway's or range's (an IPv6 literal
+/// always holds a ':', an IPv4 one never).
+fn split_families(configs: Vec<IpamConfig>) -> Result<(Vec<IpamConfig>, IpamConfig), NetdError> {
+    let (mut v4, mut v6): (Vec<IpamConfig>, Option<IpamConfig>) = (Vec::new(), None);
     for c in configs {
         let key = [&c.subnet, &c.gateway, &c.ip_range]
             .into_iter()
             .find_map(|v| v.as_deref().filter(|s| !s.is_empty()));
-        let is_v6 = key.is_some_and(|k| k.contains(':'));
-        if is_v6
-            && c.auxiliary_addresses
-                .as_ref()
-                .is_some_and(|a| !a.is_empty())
+        if !key.is_some_and(|k| k.contains(':')) {
+            v4.push(c);
+            continue;
+        }
+        if c.auxiliary_addresses
+            .as_ref()
+            .is_some_and(|a| !a.is_empty())
         {
             return Err(NetdError::InvalidArgument(
-                "--aux-address is supported for the IPv4 subnet only".into(),
+                "--aux-address is supported for IPv4 subnets only".into(),
             ));
         }
-        let (slot, family) = if is_v6 {
-            (&mut v6, "IPv6")
-        } else {
-            (&mut v4, "IPv4")
-        };
-        if slot.is_some() {
-            return Err(NetdError::InvalidArgument(format!(
-                "netd supports one IPv4 and one IPv6 subnet per network (two {family} IPAM configs given)"
-            )));
+        if v6.is_some() {
+            return Err(NetdError::InvalidArgument(
+                "netd supports one IPv6 subnet per network (two IPv6 IPAM configs given)".into(),
+            ));
         }
-        *slot = Some(c);
+        v6 = Some(c);
     }
-    Ok((v4.unwrap_or_default(), v6.unwrap_or_default()))
+    Ok((v4, v6.unwrap_or_default()))
 }
 
 pub async fn remove(State(d): D, Path(id): Path<String>) -> Result<StatusCode, NetdError> {
     d.remove_network(&id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-pub async fn prune(State(d): D, Query(q): Q) -> Result<Json<PrunedNetworks>, NetdError> {
-    // Docker's prune takes until= and label= filters; netd has no use for them yet, and
-    // an ignored filter would prune what the user meant to keep.
-    Filters::parse(q.get("filters").map(String::as_str), "network prune", &[])?;
-    Ok(Json(PrunedNetworks {
-        networks_deleted: d.prune_networks().await?,
-    }))
 }
 
 pub async fn connect(
@@ -280,12 +331,25 @@ pub async fn connect(
         ),
         None => None,
     };
+    let link_local_ips = ipam
+        .link_local_ips
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            s.parse().map_err(|_| {
+                NetdError::InvalidArgument(format!(
+                    "invalid --link-local-ip {s:?}: not an IP address"
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
     let req = ConnectRequest {
         container: b.container,
         ip,
         ip6,
         aliases: ec.aliases.unwrap_or_default(),
         links: ec.links.unwrap_or_default(),
+        link_local_ips,
     };
     d.connect(&id, req).await?;
     Ok(StatusCode::OK)

@@ -120,7 +120,7 @@ pub fn containers<'a>(
             .position(|c| c.name == *v)
             .or_else(|| cs.iter().position(|c| c.id.starts_with(v.as_str())))
             .map(Some)
-            .ok_or_else(|| NetdError::NotFound(format!("no such container: {v}")))
+            .ok_or_else(|| NetdError::NotFound(format!("No such container: {v}")))
     };
     let (before, since) = (position("before")?, position("since")?);
     let (published, exposed) = (ports(f, "publish")?, ports(f, "expose")?);
@@ -194,6 +194,7 @@ mod tests {
             origin: Default::default(),
             dns: Default::default(),
             links: Vec::new(),
+            config: Default::default(),
         }
     }
 

@@ -42,6 +42,8 @@ pub struct NetworkCreate {
     pub name: String,
     pub check_duplicate: bool,
     pub driver: Option<String>,
+    /// Docker's `--scope`: `local` (bridge) or `global` (overlay); `swarm` is refused.
+    pub scope: Option<String>,
     pub internal: bool,
     pub attachable: bool,
     pub ingress: bool,
@@ -124,6 +126,12 @@ pub struct EndpointIpamConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub ipv6_address: Option<String>,
+    #[serde(
+        rename = "LinkLocalIPs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub link_local_ips: Option<Vec<String>>,
 }
 
 /// An endpoint as `NetworkSettings.Networks` shows it (also `network connect`'s config).
@@ -246,11 +254,32 @@ pub struct ContainerState {
     pub finished_at: String,
 }
 
+/// Docker's restart policy: netd restarts nothing by itself (`no`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RestartPolicy {
+    pub name: String,
+    pub maximum_retry_count: u32,
+}
+
+/// Where a container's output goes (`netd logs` reads it back).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LogConfig {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub config: BTreeMap<String, String>,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct HostConfig {
     pub network_mode: String,
     pub port_bindings: PortMap,
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    #[serde(default)]
+    pub log_config: LogConfig,
     pub auto_remove: bool,
     #[serde(default)]
     pub dns: Vec<String>,
@@ -267,9 +296,35 @@ pub struct HostConfig {
 #[serde(rename_all = "PascalCase")]
 pub struct ContainerConfig {
     pub hostname: String,
+    #[serde(default)]
+    pub domainname: String,
+    /// The user the process runs as: empty, Docker's word for the default (root).
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub attach_stdin: bool,
+    #[serde(default)]
+    pub attach_stdout: bool,
+    #[serde(default)]
+    pub attach_stderr: bool,
     pub exposed_ports: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub open_stdin: bool,
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// The variables netd sets for the process (`--link`'s), as KEY=VALUE.
+    #[serde(default)]
+    pub env: Vec<String>,
     pub cmd: Vec<String>,
     pub image: String,
+    /// Empty: the process starts in the daemon's working directory.
+    #[serde(default)]
+    pub working_dir: String,
+    /// null: netd runs the command as given, with no entrypoint before it.
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -281,8 +336,22 @@ pub struct NetworkSettings {
     pub bridge: String,
     #[serde(rename = "SandboxID")]
     pub sandbox_id: String,
+    /// netd's datapath turns back a container's own traffic to its published ports
+    /// itself, with no hairpin mode on the bridge port (false, as Docker without the
+    /// userland proxy's hairpin).
+    #[serde(default)]
+    pub hairpin_mode: bool,
+    #[serde(rename = "LinkLocalIPv6Address", default)]
+    pub link_local_ipv6_address: String,
+    #[serde(rename = "LinkLocalIPv6PrefixLen", default)]
+    pub link_local_ipv6_prefix_len: u8,
     pub sandbox_key: String,
     pub ports: PortMap,
+    /// Docker's legacy secondary addresses: null (netd gives one address per family).
+    #[serde(rename = "SecondaryIPAddresses", default)]
+    pub secondary_ip_addresses: Option<Vec<serde_json::Value>>,
+    #[serde(rename = "SecondaryIPv6Addresses", default)]
+    pub secondary_ipv6_addresses: Option<Vec<serde_json::Value>>,
     #[serde(rename = "EndpointID")]
     pub endpoint_id: String,
     pub gateway: String,
@@ -310,8 +379,23 @@ pub struct ContainerInspect {
     pub args: Vec<String>,
     pub state: ContainerState,
     pub image: String,
+    /// The files netd writes for the container's namespace (bind-mounted over /etc).
+    #[serde(default)]
+    pub resolv_conf_path: String,
+    #[serde(default)]
+    pub hosts_path: String,
+    #[serde(default)]
+    pub log_path: String,
     pub name: String,
     pub restart_count: u32,
+    #[serde(default)]
+    pub platform: String,
+    /// The execs that run in the container now (null without any, as Docker).
+    #[serde(rename = "ExecIDs", default)]
+    pub exec_ids: Option<Vec<String>>,
+    /// netd mounts nothing into containers (they see the host's filesystem).
+    #[serde(default)]
+    pub mounts: Vec<serde_json::Value>,
     pub host_config: HostConfig,
     pub config: ContainerConfig,
     pub network_settings: NetworkSettings,
@@ -330,7 +414,17 @@ pub struct Version {
     pub os: String,
     pub arch: String,
     pub kernel_version: String,
-    pub components: Vec<BTreeMap<String, String>>,
+    pub git_commit: String,
+    pub components: Vec<Component>,
+}
+
+/// One part of the server in `GET /version` (docker version prints each).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Component {
+    pub name: String,
+    pub version: String,
+    pub details: BTreeMap<String, String>,
 }
 
 /// `GET /info`: what `docker info`, docker-py and Testcontainers read.
@@ -348,10 +442,27 @@ pub struct Info {
     pub driver: String,
     pub driver_status: Vec<[String; 2]>,
     pub plugins: BTreeMap<String, Vec<String>>,
+    /// Resource limits: netd sets none (false, so clients do not count on them).
     pub memory_limit: bool,
     pub swap_limit: bool,
+    pub kernel_memory: bool,
+    #[serde(rename = "KernelMemoryTCP")]
+    pub kernel_memory_tcp: bool,
+    pub cpu_cfs_period: bool,
+    pub cpu_cfs_quota: bool,
+    #[serde(rename = "CPUShares")]
+    pub cpu_shares: bool,
+    #[serde(rename = "CPUSet")]
+    pub cpu_set: bool,
+    pub pids_limit: bool,
+    pub oom_kill_disable: bool,
     #[serde(rename = "IPv4Forwarding")]
     pub ipv4_forwarding: bool,
+    /// The daemon namespace's `net.bridge.bridge-nf-call-ip(6)tables` (netd's datapath
+    /// does not need them).
+    pub bridge_nf_iptables: bool,
+    #[serde(rename = "BridgeNfIp6tables")]
+    pub bridge_nf_ip6tables: bool,
     pub debug: bool,
     #[serde(rename = "NFd")]
     pub n_fd: usize,
@@ -360,19 +471,46 @@ pub struct Info {
     pub logging_driver: String,
     pub cgroup_driver: String,
     pub cgroup_version: String,
+    /// Clients reading `/events` now.
+    pub n_events_listener: usize,
     pub kernel_version: String,
     pub operating_system: String,
+    #[serde(rename = "OSVersion")]
+    pub os_version: String,
     #[serde(rename = "OSType")]
     pub os_type: String,
     pub architecture: String,
+    /// netd pulls no images: no registry, none configured.
+    pub index_server_address: String,
+    pub registry_config: RegistryConfig,
     #[serde(rename = "NCPU")]
     pub ncpu: usize,
     pub mem_total: u64,
+    pub generic_resources: Option<Vec<serde_json::Value>>,
     pub docker_root_dir: String,
+    /// The daemon's proxy environment (what its own outgoing connections use).
+    pub http_proxy: String,
+    pub https_proxy: String,
+    pub no_proxy: String,
     pub server_version: String,
     pub labels: Vec<String>,
     pub experimental_build: bool,
+    /// The process starter: netd itself forks and execs container commands, with no
+    /// OCI runtime in between.
+    pub runtimes: BTreeMap<String, Runtime>,
+    pub default_runtime: String,
+    /// Docker's container isolation (Windows only): empty on Linux.
+    pub isolation: String,
+    pub init_binary: String,
+    pub containerd_commit: Commit,
+    pub runc_commit: Commit,
+    pub init_commit: Commit,
     pub security_options: Vec<String>,
+    pub product_license: String,
+    /// Where subnets of networks created without --subnet come from.
+    pub default_address_pools: Vec<AddressPool>,
+    #[serde(rename = "CDISpecDirs")]
+    pub cdi_spec_dirs: Vec<String>,
     pub warnings: Vec<String>,
     /// Always inactive: clients read an empty state as an active swarm node.
     pub swarm: SwarmInfo,
@@ -384,6 +522,40 @@ pub struct Info {
     pub cluster_nodes: Vec<String>,
     /// Containers keep running while the agent restarts (Docker's live restore).
     pub live_restore_enabled: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RegistryConfig {
+    #[serde(rename = "AllowNondistributableArtifactsCIDRs")]
+    pub allow_nondistributable_artifacts_cidrs: Vec<String>,
+    pub allow_nondistributable_artifacts_hostnames: Vec<String>,
+    #[serde(rename = "InsecureRegistryCIDRs")]
+    pub insecure_registry_cidrs: Vec<String>,
+    pub index_configs: BTreeMap<String, serde_json::Value>,
+    pub mirrors: Vec<String>,
+}
+
+/// An entry of /info's `Runtimes` (Docker spells its key `path`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Runtime {
+    pub path: String,
+}
+
+/// A component's version as Docker reports containerd's, runc's and init's.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Commit {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub expected: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AddressPool {
+    pub base: String,
+    pub size: u8,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

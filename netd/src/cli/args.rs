@@ -1,5 +1,5 @@
 //! The command line's grammar: Docker's words and flags, so users need nothing new.
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use clap::{Parser, Subcommand};
 
@@ -8,7 +8,7 @@ use crate::{daemon::DaemonArgs, model::IpProto};
 #[derive(Parser, Debug)]
 #[command(
     name = "netd",
-    version,
+    version = crate::version::SHORT,
     about = "Container networking with an eBPF datapath"
 )]
 pub struct Cli {
@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the agent (owns the kernel state, serves the API).
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Create a container's network sandbox and run a command in it.
     Run(RunArgs),
     /// Create a container's network sandbox without starting its command.
@@ -45,7 +45,15 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Stop containers (as `stop`) and start them again.
+    Restart {
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// List containers, newest first.
+    #[command(visible_aliases = ["ls", "list"])]
     Ps {
         #[arg(short, long)]
         all: bool,
@@ -89,16 +97,30 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Run a command inside a container's network namespace.
-    Exec {
+    /// Run a command inside a container's network namespace, in this process (so with
+    /// this terminal: -i and -t are what it does anyway).
+    Exec(ExecArgs),
+    /// Attach this terminal to a container run with -i or -t (the detach keys leave it
+    /// running).
+    Attach {
+        /// Do not send this terminal's input.
+        #[arg(long)]
+        no_stdin: bool,
+        /// The keys that leave the container running (Docker's notation).
+        #[arg(long, default_value = crate::model::DEFAULT_DETACH_KEYS)]
+        detach_keys: String,
         name: String,
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-        cmd: Vec<String>,
     },
     /// Manage networks.
     Network {
         #[command(subcommand)]
         command: NetworkCommand,
+    },
+    /// This client's and the daemon's release, commit and layouts.
+    Version {
+        /// `json` for scripts.
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Datapath counters.
     Stats {
@@ -114,6 +136,46 @@ pub enum Command {
     /// addresses as the packet left (after NAT), verdict and drop reason. The datapath
     /// records packets only while a trace runs.
     Trace(TraceArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell (e.g.
+    /// `netd completion bash > /etc/bash_completion.d/netd`).
+    Completion { shell: clap_complete::Shell },
+    /// Write netd's man pages into DIR (for packaging).
+    #[command(hide = true)]
+    ManPages { dir: std::path::PathBuf },
+    /// Keeps a `-t` container's terminal while no agent does (started by the agent).
+    #[command(hide = true)]
+    HoldTerminal {
+        #[arg(long)]
+        run_dir: std::path::PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        pid: u32,
+        #[arg(long)]
+        start: u64,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExecArgs {
+    /// Accepted for Docker's `exec -it`: stdin is this process's.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Accepted for Docker's `exec -it`: the terminal is this process's.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// KEY=VALUE on top of this environment.
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// The working directory.
+    #[arg(short, long)]
+    pub workdir: Option<std::path::PathBuf>,
+    /// UID[:GID] or NAME[:GROUP].
+    #[arg(short, long)]
+    pub user: Option<String>,
+    pub name: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -140,6 +202,16 @@ pub struct RunArgs {
     /// Run in the background and print the container id (run only).
     #[arg(short, long)]
     pub detach: bool,
+    /// Keep the command's stdin open (attached to this terminal's in the foreground;
+    /// for `netd attach` later with -d).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the command a pseudo-terminal (in the foreground: this terminal, raw).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// The keys that leave an attached container running (Docker's notation).
+    #[arg(long, default_value = crate::model::DEFAULT_DETACH_KEYS)]
+    pub detach_keys: String,
     /// Remove the container when its command exits.
     #[arg(long)]
     pub rm: bool,
@@ -156,6 +228,10 @@ pub struct RunArgs {
     /// Static IPv6 address (networks created with --ipv6 and an IPv6 --subnet only).
     #[arg(long)]
     pub ip6: Option<Ipv6Addr>,
+    /// A further link-local address on the container's interface (169.254.0.0/16,
+    /// or fe80::/10 on a network with IPv6).
+    #[arg(long)]
+    pub link_local_ip: Vec<IpAddr>,
     /// Extra names for the container on its network.
     #[arg(long = "alias", visible_alias = "network-alias")]
     pub aliases: Vec<String>,
@@ -190,43 +266,57 @@ pub struct RunArgs {
     pub cmd: Vec<String>,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct NetworkCreateArgs {
+    #[arg(short, long, default_value = "bridge")]
+    pub driver: String,
+    /// Dual stack: an IPv6 subnet too (a /64 of this host's ULA pool without an
+    /// IPv6 --subnet).
+    #[arg(long)]
+    pub ipv6: bool,
+    /// CIDR; one IPv4 and one IPv6 (an overlay network takes several IPv4 ones).
+    #[arg(long)]
+    pub subnet: Vec<String>,
+    /// Gateway address; one per subnet (the subnet that holds it).
+    #[arg(long)]
+    pub gateway: Vec<String>,
+    /// Where automatic addresses come from (CIDR); one per subnet.
+    #[arg(long)]
+    pub ip_range: Vec<String>,
+    /// NAME=IP: an address the network must not hand out (in any of its IPv4 subnets).
+    #[arg(long)]
+    pub aux_address: Vec<String>,
+    /// The IPAM driver: netd has Docker's `default` only.
+    #[arg(long, default_value = "default")]
+    pub ipam_driver: String,
+    /// An IPAM option KEY=VALUE: com.docker.network.ipam.serial=true|false (hand out
+    /// addresses in turn rather than the lowest free).
+    #[arg(long)]
+    pub ipam_opt: Vec<String>,
+    /// local (bridge) or global (overlay); Docker's swarm scope is refused.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// No traffic leaves the network, nothing gets in.
+    #[arg(long)]
+    pub internal: bool,
+    /// Docker's --attachable: recorded and shown (every netd network takes containers).
+    #[arg(long)]
+    pub attachable: bool,
+    /// KEY[=VALUE]
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// Driver option KEY=VALUE (com.docker.network.bridge.*, com.docker.network.driver.mtu).
+    #[arg(short, long = "opt")]
+    pub opt: Vec<String>,
+    pub name: String,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum NetworkCommand {
     /// Create a network.
-    Create {
-        #[arg(short, long, default_value = "bridge")]
-        driver: String,
-        /// Dual stack: an IPv6 subnet too (a /64 of this host's ULA pool without an
-        /// IPv6 --subnet).
-        #[arg(long)]
-        ipv6: bool,
-        /// CIDR; once per family (an IPv4 and, with --ipv6, an IPv6 one).
-        #[arg(long)]
-        subnet: Vec<String>,
-        /// Gateway address; once per family.
-        #[arg(long)]
-        gateway: Vec<String>,
-        /// Where automatic addresses come from (CIDR); once per family.
-        #[arg(long)]
-        ip_range: Vec<String>,
-        /// NAME=IP: an address the network must not hand out.
-        #[arg(long)]
-        aux_address: Vec<String>,
-        /// No traffic leaves the network, nothing gets in.
-        #[arg(long)]
-        internal: bool,
-        /// Docker's --attachable: recorded and shown (every netd network takes containers).
-        #[arg(long)]
-        attachable: bool,
-        /// KEY[=VALUE]
-        #[arg(long)]
-        label: Vec<String>,
-        /// Driver option KEY=VALUE (com.docker.network.bridge.*, com.docker.network.driver.mtu).
-        #[arg(short, long = "opt")]
-        opt: Vec<String>,
-        name: String,
-    },
+    Create(NetworkCreateArgs),
     /// List networks.
+    #[command(visible_alias = "list")]
     Ls {
         #[arg(short, long)]
         quiet: bool,
@@ -261,6 +351,10 @@ pub enum NetworkCommand {
         ip: Option<Ipv4Addr>,
         #[arg(long)]
         ip6: Option<Ipv6Addr>,
+        /// A further link-local address on the container's interface (169.254.0.0/16,
+        /// or fe80::/10 on a network with IPv6).
+        #[arg(long)]
+        link_local_ip: Vec<IpAddr>,
         #[arg(long = "alias")]
         aliases: Vec<String>,
         /// Link to another container: NAME[:ALIAS].
@@ -306,8 +400,43 @@ pub fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
+/// Docker's management form of container commands (`docker container ls`,
+/// `docker container stop ...`, as the tutorials write them) as netd's short one
+/// (`netd ps`, `netd stop ...`): `container` is dropped where it is the command.
+pub fn management_form(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "-H" || a == "--host" {
+            i += 2;
+            continue;
+        }
+        if a.starts_with('-') {
+            i += 1;
+            continue;
+        }
+        if a == "container" && i + 1 < args.len() {
+            args.remove(i);
+        }
+        break;
+    }
+    args
+}
+
+/// The command line, with the daemon's flags noted as given there (so its config file
+/// can tell a flag from a default).
+fn parse_noting_daemon_flags() -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let m = Cli::command().try_get_matches_from(management_form(std::env::args_os().collect()))?;
+    let mut cli = Cli::from_arg_matches(&m)?;
+    if let (Command::Daemon(args), Some(("daemon", sub))) = (&mut cli.command, m.subcommand()) {
+        crate::daemon::config_file::note_command_line(args, sub);
+    }
+    Ok(cli)
+}
+
 pub fn parse_args() -> Result<Cli, i32> {
-    match Cli::try_parse() {
+    match parse_noting_daemon_flags() {
         Ok(c) => Ok(c),
         Err(e) => {
             use clap::error::ErrorKind;
@@ -334,5 +463,36 @@ pub fn parse_args() -> Result<Cli, i32> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<std::ffi::OsString> {
+        s.split_whitespace().map(Into::into).collect()
+    }
+
+    #[test]
+    fn dockers_management_form_is_the_short_one() {
+        assert_eq!(
+            management_form(argv("netd container ls -a")),
+            argv("netd ls -a")
+        );
+        assert_eq!(
+            management_form(argv("netd -H /s container stop a b")),
+            argv("netd -H /s stop a b")
+        );
+        assert_eq!(
+            management_form(argv("netd run --name container")),
+            argv("netd run --name container")
+        );
+        assert_eq!(
+            management_form(argv("netd container")),
+            argv("netd container")
+        );
+        let cli = Cli::try_parse_from(management_form(argv("netd container attach web"))).unwrap();
+        assert!(matches!(cli.command, Command::Attach { .. }));
     }
 }

@@ -206,6 +206,12 @@ pub(super) fn ports_of(ports: &[Port]) -> Vec<String> {
             }
         }
         let (h1, c1) = (ps[j].2, ps[j].3);
+        // Go's JoinHostPort, as Docker 27+ prints them: `[::]:8080`.
+        let ip = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip
+        };
         out.push(if j == i {
             format!("{ip}:{h0}->{c0}/{proto}")
         } else {
@@ -256,6 +262,8 @@ mod tests {
                 ..Default::default()
             },
             p("127.0.0.1", 8004, 84, "tcp"),
+            p("::", 8000, 80, "tcp"),
+            p("::", 8001, 81, "tcp"),
         ];
         assert_eq!(
             ports_of(&c),
@@ -264,6 +272,7 @@ mod tests {
                 "0.0.0.0:9000->90/tcp",
                 "0.0.0.0:8003->83/udp",
                 "127.0.0.1:8004->84/tcp",
+                "[::]:8000-8001->80-81/tcp",
                 "53/udp"
             ]
         );

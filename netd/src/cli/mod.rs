@@ -5,12 +5,14 @@
 //! - `containers`: run/create.
 //! - `network`: the `network` subcommands.
 mod args;
+mod attach;
 mod containers;
+mod docs;
 mod format;
 mod network;
 mod trace;
+mod version;
 
-use anyhow::{bail, Context};
 use hyper::Method;
 use serde_json::Value;
 
@@ -22,14 +24,16 @@ use crate::{
     api::types::{ContainerInspect, ContainerSummary, Flushed},
     daemon::{ConntrackRow, Stats},
 };
-use containers::{each, run_container};
+use containers::{each, each_at_once, run_container};
 use format::*;
 use network::network;
 
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let client = Client::new(&socket_path(&cli.host));
     match cli.command {
-        Command::Daemon(_) => unreachable!("handled in main"),
+        Command::Daemon(_) | Command::HoldTerminal { .. } => unreachable!("handled in main"),
+        Command::Completion { shell } => docs::completion(shell),
+        Command::ManPages { dir } => docs::man_pages(&dir)?,
         Command::Run(a) => return run_container(&client, a, true).await,
         Command::Create(a) => return run_container(&client, a, false).await,
         Command::Start { names } => {
@@ -42,8 +46,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             })
             .await
         }
+        Command::Restart { time, names } => {
+            return each_at_once(&names, |n| {
+                let c = &client;
+                async move {
+                    c.call(
+                        Method::POST,
+                        &format!("/containers/{n}/restart?t={time}"),
+                        None,
+                    )
+                    .await
+                }
+            })
+            .await
+        }
         Command::Stop { time, names } => {
-            return each(&names, |n| {
+            return each_at_once(&names, |n| {
                 let c = &client;
                 async move {
                     c.call(
@@ -197,28 +215,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 None => println!("{}", serde_json::to_string_pretty(&Value::Array(out))?),
             }
         }
-        Command::Exec { name, cmd } => {
-            let c: ContainerInspect = client.get(&format!("/containers/{name}/json")).await?;
-            let ns = &c.netns;
-            let f = std::fs::File::open(ns).with_context(|| format!("opening {ns}"))?;
-            // The CLI runs a current-thread runtime: this thread is the process.
-            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
-                .context("entering the container's namespace")?;
-            // Its resolv.conf and hosts, as `ip netns exec` shows them.
-            crate::process::enter_etc_binds(&crate::process::etc_binds(ns))
-                .context("bind-mounting the container's /etc/netns files")?;
-            // With --hostname, the command runs in a UTS namespace of its own: join the
-            // process's (without one, that is the host's, which changes nothing).
-            if c.state.pid != 0 {
-                if let Ok(uts) = std::fs::File::open(format!("/proc/{}/ns/uts", c.state.pid)) {
-                    let _ = nix::sched::setns(uts, nix::sched::CloneFlags::CLONE_NEWUTS);
-                }
-            }
-            use std::os::unix::process::CommandExt;
-            let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
-            bail!("running {:?}: {err}", cmd[0]);
-        }
+        Command::Exec(a) => containers::exec_here(&client, a).await?,
+        Command::Attach {
+            no_stdin,
+            detach_keys,
+            name,
+        } => return containers::attach(&client, &name, !no_stdin, &detach_keys).await,
         Command::Network { command } => return network(&client, command).await,
+        Command::Version { format } => version::print(&client, format.as_deref()).await?,
         Command::Stats { format } => {
             let st: Stats = client.get("/netd/stats").await?;
             if format.as_deref() == Some("json") {

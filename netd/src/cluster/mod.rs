@@ -13,15 +13,19 @@
 //!                                   (see `endpoints`)
 pub mod endpoints;
 mod follow;
+mod leave;
 pub mod networks;
 mod registry;
+mod tls;
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use registry::{Cluster, Peers};
+pub use leave::leave;
+pub use registry::{check_store, Cluster, Peers};
+pub use tls::StoreOpts;
 
 /// The root of every key netd writes.
 pub const KEY_ROOT: &str = "/netd/v1/";
@@ -32,8 +36,18 @@ pub const LEASE_TTL: i64 = 15;
 
 #[derive(Debug, Error)]
 pub enum ClusterError {
-    #[error("{0:?} is not etcd://HOST:PORT[,HOST:PORT...]")]
+    #[error("{0:?} is not etcd://HOST:PORT[,HOST:PORT...] (or https://, etcds:// for TLS)")]
     BadStore(String),
+    #[error("--cluster-store-opt {0}: {1}")]
+    BadOpt(String, String),
+    #[error("--cluster-store-opt: {0}: {1}")]
+    File(PathBuf, String),
+    #[error("cluster store {url}: {advice} ({err})")]
+    Tls {
+        url: String,
+        advice: &'static str,
+        err: String,
+    },
     #[error("{0:?}: {1}")]
     BadAdvertise(String, String),
     #[error("cluster store: {0}")]
@@ -51,10 +65,22 @@ pub struct Node {
     pub addr: Ipv4Addr,
 }
 
-/// Parses `etcd://HOST:PORT[,HOST:PORT...]` into gRPC endpoints (`http://HOST:PORT`).
-pub fn parse_store(s: &str) -> Result<Vec<String>, ClusterError> {
+/// Parses `etcd://HOST:PORT[,HOST:PORT...]` into gRPC endpoints (`http://HOST:PORT`);
+/// `https://` and `etcds://` stores are TLS (`https://HOST:PORT`), and so is any store
+/// when `tls` (the options asked for it).
+pub fn parse_store(s: &str, tls: bool) -> Result<Vec<String>, ClusterError> {
     let bad = || ClusterError::BadStore(s.to_string());
-    let rest = s.strip_prefix("etcd://").ok_or_else(bad)?;
+    let (rest, tls) = if let Some(r) = s.strip_prefix("etcd://") {
+        (r, tls)
+    } else if let Some(r) = s
+        .strip_prefix("etcds://")
+        .or_else(|| s.strip_prefix("https://"))
+    {
+        (r, true)
+    } else {
+        return Err(bad());
+    };
+    let scheme = if tls { "https" } else { "http" };
     let eps: Vec<String> = rest
         .split(',')
         .map(|hp| {
@@ -62,7 +88,7 @@ pub fn parse_store(s: &str) -> Result<Vec<String>, ClusterError> {
             if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
                 return Err(bad());
             }
-            Ok(format!("http://{hp}"))
+            Ok(format!("{scheme}://{hp}"))
         })
         .collect::<Result<_, _>>()?;
     if eps.is_empty() {
@@ -116,9 +142,16 @@ mod tests {
     #[test]
     fn store_urls() {
         assert_eq!(
-            parse_store("etcd://10.0.0.9:2379,e2:2380").unwrap(),
+            parse_store("etcd://10.0.0.9:2379,e2:2380", false).unwrap(),
             vec!["http://10.0.0.9:2379", "http://e2:2380"]
         );
+        assert_eq!(
+            parse_store("etcd://10.0.0.9:2379", true).unwrap(),
+            vec!["https://10.0.0.9:2379"]
+        );
+        for tls in ["etcds://e:2379", "https://e:2379"] {
+            assert_eq!(parse_store(tls, false).unwrap(), vec!["https://e:2379"]);
+        }
         for bad in [
             "consul://a:1",
             "etcd://",
@@ -127,7 +160,7 @@ mod tests {
             "etcd://:1",
             "etcd://a:1,",
         ] {
-            assert!(parse_store(bad).is_err(), "{bad}");
+            assert!(parse_store(bad, false).is_err(), "{bad}");
         }
     }
 

@@ -5,7 +5,7 @@
 //! Keys (see the module doc of `cluster`):
 //!     /netd/v1/networks/<id>     the network (JSON; net_id 0: each node numbers its own)
 //!     /netd/v1/names/<name>      -> id
-//!     /netd/v1/subnets/<a.b.c.d-len> -> id
+//!     /netd/v1/subnets/<a.b.c.d-len> -> id   (one per IPv4 subnet of the network)
 //!     /netd/v1/vnis/<vni>        -> id
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use tokio::sync::watch;
@@ -27,12 +27,18 @@ fn name_key(name: &str) -> String {
     format!("{KEY_ROOT}names/{name}")
 }
 
-fn subnet_key(net: &Network) -> String {
-    let s = net
-        .subnet
-        .map(|s| format!("{}-{}", s.network(), s.prefix()))
-        .unwrap_or_default();
-    format!("{KEY_ROOT}subnets/{s}")
+/// The claim of each of `net`'s IPv4 subnets.
+fn subnet_keys(net: &Network) -> Vec<String> {
+    net.pools4()
+        .iter()
+        .map(|p| {
+            format!(
+                "{KEY_ROOT}subnets/{}-{}",
+                p.subnet.network(),
+                p.subnet.prefix()
+            )
+        })
+        .collect()
 }
 
 fn vni_key(vni: u32) -> String {
@@ -80,7 +86,8 @@ pub async fn create(client: &Client, mut net: Network) -> Result<Network, NetdEr
         net.vni = free_vni(&nets, &lost)
             .ok_or_else(|| NetdError::Conflict("no free VXLAN network id left".into()))?;
         let value = serde_json::to_vec(&net).map_err(|e| NetdError::Internal(e.to_string()))?;
-        let keys = [name_key(&net.name), subnet_key(&net), vni_key(net.vni)];
+        let mut keys = vec![name_key(&net.name), vni_key(net.vni)];
+        keys.extend(subnet_keys(&net));
         let txn = Txn::new()
             .when(
                 keys.iter()
@@ -116,19 +123,20 @@ fn check_unique(nets: &[Network], net: &Network) -> Result<(), NetdError> {
             net.name
         )));
     }
-    if let (Some(s), Some(other)) = (
-        net.subnet,
-        nets.iter().find(|n| {
-            n.subnet
-                .zip(net.subnet)
-                .is_some_and(|(a, b)| crate::model::overlaps(&a, &b))
-        }),
-    ) {
-        return Err(NetdError::Conflict(format!(
-            "subnet {s} overlaps with network {} ({})",
-            other.name,
-            other.subnet.map(|s| s.to_string()).unwrap_or_default()
-        )));
+    for s in net.pools4().iter().map(|p| p.subnet) {
+        for other in nets {
+            if let Some(o) = other
+                .pools4()
+                .iter()
+                .map(|p| p.subnet)
+                .find(|o| crate::model::overlaps(&s, o))
+            {
+                return Err(NetdError::Conflict(format!(
+                    "subnet {s} overlaps with network {} ({o})",
+                    other.name
+                )));
+            }
+        }
     }
     Ok(())
 }
@@ -143,15 +151,11 @@ pub async fn remove(client: &Client, net: &Network) -> Result<(), NetdError> {
             0,
         )])
         .and_then(
-            [
-                key.clone(),
-                name_key(&net.name),
-                subnet_key(net),
-                vni_key(net.vni),
-            ]
-            .into_iter()
-            .map(|k| TxnOp::delete(k, None))
-            .collect::<Vec<_>>(),
+            [key.clone(), name_key(&net.name), vni_key(net.vni)]
+                .into_iter()
+                .chain(subnet_keys(net))
+                .map(|k| TxnOp::delete(k, None))
+                .collect::<Vec<_>>(),
         );
     client.clone().txn(txn).await.map_err(unreachable)?;
     Ok(())

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::{
     follow::{self, Follower, Records, RETRY},
-    ClusterError, Node, LEASE_TTL, NODES,
+    tls, ClusterError, Node, StoreOpts, LEASE_TTL, NODES,
 };
 
 /// Every node the watch knows, this one included, by id.
@@ -25,22 +25,29 @@ pub struct Cluster {
     client: Client,
     node: Node,
     peers: Peers,
-    /// The current lease of the registration (0: none yet), for revoking at shutdown.
+    /// The current lease of the registration (0: none yet). A stopping agent keeps it:
+    /// peers go on tunnelling to this node's containers while it restarts.
     lease: watch::Receiver<i64>,
     owned: Owned,
-    /// The registration task: stopped before the lease is revoked, or it would
-    /// register the node again.
-    registration: tokio::task::JoinHandle<()>,
+    /// The registration task, which runs as long as the agent.
+    _registration: tokio::task::JoinHandle<()>,
 }
 
 impl Cluster {
     /// Connects (the channel is lazy: an unreachable etcd does not stop the daemon from
     /// starting) and starts the registration and the watch.
-    pub async fn start(endpoints: Vec<String>, node: Node) -> Result<Cluster, ClusterError> {
+    pub async fn start(
+        url: &str,
+        store_opts: &StoreOpts,
+        node: Node,
+    ) -> Result<Cluster, ClusterError> {
+        let endpoints = super::parse_store(url, store_opts.wants_tls())?;
+        let tls = endpoints.iter().any(|e| e.starts_with("https://"));
         let opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        let opts = store_opts.apply(tls, opts)?;
         let client = Client::connect(endpoints, Some(opts)).await?;
         let peers: Peers = Arc::default();
         let (tx, lease) = watch::channel(0);
@@ -53,7 +60,7 @@ impl Cluster {
             peers,
             lease,
             owned,
-            registration,
+            _registration: registration,
         })
     }
 
@@ -99,18 +106,31 @@ impl Cluster {
     pub fn client(&self) -> Client {
         self.client.clone()
     }
+}
 
-    /// Leaves the cluster at a clean shutdown: revoking the lease removes this node's
-    /// record at once instead of after LEASE_TTL.
-    pub async fn leave(&self) {
-        self.registration.abort();
-        let id = *self.lease.borrow();
-        if id != 0 {
-            if let Err(e) = self.client.clone().lease_revoke(id).await {
-                warn!("cluster: leaving: {e}");
+/// Over TLS, one handshake with each endpoint until one answers, before the daemon
+/// touches anything: a certificate etcd refuses, or one of etcd's that kv.cacertfile
+/// did not sign, is an error saying what to fix; etcd away is only a warning (the
+/// registration retries).
+pub async fn check_store(url: &str, opts: &StoreOpts) -> Result<(), ClusterError> {
+    let endpoints = super::parse_store(url, opts.wants_tls())?;
+    for ep in endpoints.iter().filter_map(|e| e.strip_prefix("https://")) {
+        let host_port = ep;
+        match opts.probe(host_port).await? {
+            tls::Probe::Ok => return Ok(()),
+            tls::Probe::Refused(err) => {
+                return Err(ClusterError::Tls {
+                    url: url.to_string(),
+                    advice: tls::explain(&err, opts.cert.is_some()),
+                    err,
+                })
+            }
+            tls::Probe::Unreachable(why) => {
+                warn!("cluster store {url}: {host_port}: {why} (retrying in the background)")
             }
         }
     }
+    Ok(())
 }
 
 /// Grants a lease, writes the node record under it, and keeps it alive; starts over

@@ -85,8 +85,9 @@ pub struct DaemonArgs {
     /// trace unless `netd trace` is reading.
     #[arg(long)]
     pub debug_datapath: bool,
-    /// The cluster store of overlay networks, etcd://HOST:PORT[,HOST:PORT...]: this node
-    /// registers there and sees the others (Docker's pre-Swarm --cluster-store).
+    /// The cluster store of overlay networks, etcd://HOST:PORT[,HOST:PORT...] (etcds://
+    /// or https:// for TLS, see --cluster-store-opt): this node registers there and sees
+    /// the others (Docker's pre-Swarm --cluster-store).
     #[arg(long, value_name = "URL", value_parser = parse_cluster_store)]
     pub cluster_store: Option<String>,
     /// This node's underlay address for the other nodes (IP or interface; default: the
@@ -102,6 +103,44 @@ pub struct DaemonArgs {
     /// containers on netd's datapath.
     #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "netd")]
     pub docker_plugin: Option<String>,
+    /// TLS (and user) options of the cluster store, Docker's KEY=VALUE: kv.cacertfile
+    /// (the CA that signed etcd's certificate), kv.certfile and kv.keyfile (this node's
+    /// client certificate and key, PEM), kv.username and kv.password; repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_store_opt)]
+    pub cluster_store_opt: Vec<String>,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (dockerd's flag; Docker's
+    /// port is 9323). Off without it.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The least severe messages logged: debug, info, warn, error or fatal (dockerd's
+    /// levels). SIGHUP applies a new value from the config file.
+    #[arg(short = 'l', long, default_value = "info", value_parser = crate::logging::parse_level)]
+    pub log_level: log::LevelFilter,
+    /// Settings as JSON keys named like these flags, dockerd's daemon.json style
+    /// (`{"icc": false, "metrics-addr": "127.0.0.1:9323"}`); default
+    /// /etc/netd/daemon.json if it exists. A setting may not be both a flag and a key.
+    #[arg(long, value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
+    /// Check the flags and the config file, print "configuration OK" and exit (as
+    /// dockerd --validate).
+    #[arg(long)]
+    pub validate: bool,
+    /// The flags given on the command line (by id, with their values as typed), for
+    /// the config file's conflicts.
+    #[arg(skip)]
+    pub from_command_line: std::collections::BTreeMap<String, Vec<String>>,
+    /// Instead of serving: remove everything this instance made (the processes netd
+    /// started and its namespaces, veths, bridges, VXLAN device, programs, pinned maps
+    /// and its state) and exit. A stop (SIGTERM) keeps all of it, so the datapath
+    /// forwards while no agent runs; this removes it. Refused while the daemon runs.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// Take over from the netd daemon serving this instance's socket: hold its program
+    /// links, stop it (SIGTERM), pin again what it removed, then start. For upgrades
+    /// from netd 0.1.0, which detached its programs at SIGTERM; later releases keep
+    /// them, so a plain stop and start loses nothing.
+    #[arg(long, conflicts_with = "cleanup")]
+    pub replace: bool,
 }
 
 impl DaemonArgs {
@@ -110,9 +149,28 @@ impl DaemonArgs {
         if self.cluster_advertise.is_some() && self.cluster_store.is_none() {
             anyhow::bail!("--cluster-advertise needs --cluster-store");
         }
+        if !self.cluster_store_opt.is_empty() && self.cluster_store.is_none() {
+            anyhow::bail!("--cluster-store-opt needs --cluster-store");
+        }
         if let (Some(cidr), false) = (self.fixed_cidr_v6, self.ipv6) {
             // dockerd ignores it silently; a subnet asked for and not given is a surprise.
             anyhow::bail!("--fixed-cidr-v6 {cidr} needs --ipv6: netd does not ignore it");
+        }
+        Ok(())
+    }
+
+    /// Everything `--validate` checks without touching the system: the flags that need
+    /// each other, and the cluster store's options and certificate files.
+    pub fn check_all(&self) -> anyhow::Result<()> {
+        self.check()?;
+        if self.veth_prefix.len() > 5 || self.bridge_prefix.len() > 5 {
+            anyhow::bail!("--veth-prefix and --bridge-prefix must be at most 5 characters");
+        }
+        let opts = crate::cluster::StoreOpts::parse(&self.cluster_store_opt)?;
+        if let Some(url) = &self.cluster_store {
+            let eps = crate::cluster::parse_store(url, opts.wants_tls())?;
+            let tls = eps.iter().any(|e| e.starts_with("https://"));
+            opts.apply(tls, etcd_client::ConnectOptions::new())?;
         }
         Ok(())
     }
@@ -173,8 +231,14 @@ fn parse_fixed_cidr_v6(s: &str) -> Result<Ipv6Network, String> {
 }
 
 fn parse_cluster_store(s: &str) -> Result<String, String> {
-    crate::cluster::parse_store(s)
+    crate::cluster::parse_store(s, false)
         .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_store_opt(s: &str) -> Result<String, String> {
+    crate::cluster::StoreOpts::check_one(s)
+        .map(|()| s.to_string())
         .map_err(|e| e.to_string())
 }
 

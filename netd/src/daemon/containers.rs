@@ -22,38 +22,56 @@ use crate::{
     store::State,
 };
 
+/// The name `run` gives the new container: the one asked for (Docker's rule, unused)
+/// or a made-up one.
+fn new_name(state: &State, req: &RunRequest) -> Result<String> {
+    let name = match &req.name {
+        Some(n) => {
+            model::validate_name(n)?;
+            n.clone()
+        }
+        None => format!("netd_{}", &random_id()[..8]),
+    };
+    if state.containers.iter().any(|c| c.name == name) {
+        return Err(NetdError::Conflict(format!(
+            "container name {name:?} is already in use: remove it or pick another name"
+        )));
+    }
+    Ok(name)
+}
+
+/// Options that only a container with networks of its own can have.
+fn check_mode_options(req: &RunRequest, mode: &NetMode, all: &[Container]) -> Result<()> {
+    if *mode == NetMode::Bridge {
+        return Ok(());
+    }
+    if !req.ports.is_empty() {
+        return Err(NetdError::InvalidArgument(format!(
+            "port publishing needs a bridge network, not network mode {}",
+            model::mode_name(mode, all)
+        )));
+    }
+    if req.ip.is_some()
+        || req.ip6.is_some()
+        || !req.aliases.is_empty()
+        || !req.link_local_ips.is_empty()
+    {
+        return Err(NetdError::InvalidArgument(format!(
+            "--ip, --ip6, --alias and --link-local-ip need a bridge network, not network mode {}",
+            model::mode_name(mode, all)
+        )));
+    }
+    Ok(())
+}
+
 impl Daemon {
     pub async fn run(self: &Arc<Self>, req: RunRequest) -> Result<Container> {
         let mut g = self.inner.lock().await;
         let mut phases = Phases::start();
         let inner = &mut *g;
-        let name = match &req.name {
-            Some(n) => {
-                model::validate_name(n)?;
-                n.clone()
-            }
-            None => format!("netd_{}", &random_id()[..8]),
-        };
-        if inner.state.containers.iter().any(|c| c.name == name) {
-            return Err(NetdError::Conflict(format!(
-                "container name {name:?} is already in use: remove it or pick another name"
-            )));
-        }
+        let name = new_name(&inner.state, &req)?;
         let (mode, net) = resolve_mode(&inner.state, req.network.as_deref().unwrap_or("bridge"))?;
-        if mode != NetMode::Bridge {
-            if !req.ports.is_empty() {
-                return Err(NetdError::InvalidArgument(format!(
-                    "port publishing needs a bridge network, not network mode {}",
-                    model::mode_name(&mode, &inner.state.containers)
-                )));
-            }
-            if req.ip.is_some() || req.ip6.is_some() || !req.aliases.is_empty() {
-                return Err(NetdError::InvalidArgument(format!(
-                    "--ip, --ip6 and --alias need a bridge network, not network mode {}",
-                    model::mode_name(&mode, &inner.state.containers)
-                )));
-            }
-        }
+        check_mode_options(&req, &mode, &inner.state.containers)?;
         let dns = model::DnsConfig::parse(&req.dns, &req.dns_search, &req.dns_options)?;
         let links = resolve_links(&inner.state, &req.links)?;
         let id = random_id();
@@ -63,6 +81,7 @@ impl Daemon {
                     ip: req.ip,
                     ip6: req.ip6,
                     aliases: req.aliases.clone(),
+                    link_local_ips: req.link_local_ips.clone(),
                     ..Default::default()
                 };
                 vec![sandbox::plan(
@@ -134,6 +153,12 @@ impl Daemon {
             exposed: req.exposed.clone(),
             dns,
             links,
+            config: model::CreateConfig {
+                network_mode: net.as_ref().map(|n| n.name.clone()),
+                tty: req.tty,
+                open_stdin: req.open_stdin,
+                attached: req.attached,
+            },
         };
         // Where the time of a `run` goes, logged at the end: publishing ports is one map
         // update each, and the rest is the sandbox (namespace, veth, program, process).
@@ -154,8 +179,8 @@ impl Daemon {
                 inner.sync_names();
                 phases.mark("dns");
                 if req.start {
-                    let env = crate::dns::links::env(&c, &inner.state);
-                    processes::start(self, &mut c, &env)?;
+                    let env = crate::dns::links::env(&c, &inner.state.containers);
+                    processes::start(self, &mut c, &env).await?;
                 }
                 phases.mark("process");
                 if let Some(m) = inner.state.container_mut(&c.id) {
@@ -170,6 +195,7 @@ impl Daemon {
             },
         )
         .await?;
+        self.emit_created(&c, &g.state);
         info!(
             "container {} ({}) {}: created in {}",
             c.name,
@@ -184,60 +210,17 @@ impl Daemon {
         Ok(c)
     }
 
-    pub async fn start_container(self: &Arc<Self>, name: &str) -> Result<()> {
-        let mut g = self.inner.lock().await;
-        let inner = &mut *g;
-        let mut c = inner
-            .state
-            .container(name)
-            .cloned()
-            .ok_or_else(|| not_found_container(name))?;
+    /// The events of a new container: created, connected to its networks, started.
+    fn emit_created(&self, c: &Container, state: &State) {
+        self.emit_container(c, "create", &[]);
+        for a in &c.attachments {
+            if let Some(n) = state.network_by_id(&a.network) {
+                self.emit_network(n, "connect", Some(&c.id));
+            }
+        }
         if c.state == ContainerState::Running {
-            return Ok(());
+            self.emit_container(c, "start", &[]);
         }
-        let env = crate::dns::links::env(&c, &inner.state);
-        processes::start(self, &mut c, &env).map_err(|e| match e.downcast::<NetdError>() {
-            Ok(ne) => ne,
-            Err(e) => NetdError::Internal(format!("{e:#}")),
-        })?;
-        if let Some(m) = inner.state.container_mut(&c.id) {
-            *m = c;
-        }
-        inner.store.commit(&inner.state)?;
-        Ok(())
-    }
-
-    /// SIGTERM, then SIGKILL after `timeout`, as `docker stop -t` does.
-    pub async fn stop_container(&self, name: &str, timeout: Duration) -> Result<()> {
-        let (id, pid, start) = {
-            let g = self.inner.lock().await;
-            let c = g
-                .state
-                .container(name)
-                .ok_or_else(|| not_found_container(name))?;
-            (c.id.clone(), c.pid, c.pid_start)
-        };
-        if let Some(pid) = pid {
-            process::kill(pid, Signal::SIGTERM);
-            let deadline = tokio::time::Instant::now() + timeout;
-            while process::alive(pid, start) && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            if process::alive(pid, start) {
-                process::kill(pid, Signal::SIGKILL);
-            }
-        }
-        let mut g = self.inner.lock().await;
-        let inner = &mut *g;
-        if let Some(c) = inner.state.container_mut(&id) {
-            if c.state == ContainerState::Running {
-                c.state = ContainerState::Exited;
-                c.pid = None;
-                c.finished = Some(now());
-            }
-        }
-        inner.store.commit(&inner.state)?;
-        Ok(())
     }
 
     pub async fn remove(&self, name: &str, force: bool) -> Result<String> {
@@ -266,6 +249,15 @@ impl Daemon {
                 user.name, c.name, c.name
             )));
         }
+        if running {
+            self.emit_container(&c, "kill", &[("signal", "9".into())]);
+            self.emit_container(&c, "die", &[("exitCode", "137".into())]);
+        }
+        for a in &c.attachments {
+            if let Some(n) = inner.state.network_by_id(&a.network) {
+                self.emit_network(n, "disconnect", Some(&c.id));
+            }
+        }
         inner.state.containers.retain(|x| x.id != c.id);
         inner.store.commit(&inner.state)?;
         txn::fault("rm-committed");
@@ -274,6 +266,8 @@ impl Daemon {
         inner.teardown(&c).await;
         inner.sync_names();
         let _ = std::fs::remove_file(self.log_path(&c.id));
+        self.forget_streams(&c.id);
+        self.emit_container(&c, "destroy", &[]);
         info!("removed container {}", c.name);
         Ok(c.id)
     }
@@ -455,7 +449,7 @@ pub(super) fn resolve_links(state: &State, specs: &[String]) -> Result<Vec<model
         .map(|spec| {
             let (name, alias) = model::parse_link(spec)?;
             let t = state.container(&name).ok_or_else(|| {
-                NetdError::NotFound(format!("--link {spec}: no such container: {name}"))
+                NetdError::NotFound(format!("--link {spec}: No such container: {name}"))
             })?;
             Ok(model::Link {
                 target: t.id.clone(),

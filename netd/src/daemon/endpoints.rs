@@ -90,7 +90,7 @@ fn endpoint_of(c: &Container, nets: &[Network]) -> Option<Endpoint> {
     let (container_id, ifname) = cni_key(c)?;
     let a = c.attachments.first()?;
     let net = nets.iter().find(|n| n.id == a.network)?;
-    let prefix = net.subnet.map(|s| s.prefix()).unwrap_or(32);
+    let prefix = net.prefix_for(a.ip);
     let address6 = match (a.ip6, net.subnet6) {
         (Some(ip6), Some(s6)) => Some(Ipv6Network::new(ip6, s6.prefix()).ok()?),
         _ => None,
@@ -102,7 +102,7 @@ fn endpoint_of(c: &Container, nets: &[Network]) -> Option<Endpoint> {
         let defaults = [
             (
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                net.gateway.map(IpAddr::V4),
+                net.gateway_for(a.ip).map(IpAddr::V4),
             ),
             (IpAddr::V6(Ipv6Addr::UNSPECIFIED), gateway6.map(IpAddr::V6)),
         ];
@@ -123,7 +123,7 @@ fn endpoint_of(c: &Container, nets: &[Network]) -> Option<Endpoint> {
         network: net.name.clone(),
         network_id: net.id.clone(),
         address: Ipv4Network::new(a.ip, prefix).ok()?,
-        gateway: net.gateway,
+        gateway: net.gateway_for(a.ip),
         address6,
         gateway6,
         mac: fmt_mac(&a.mac),
@@ -246,10 +246,12 @@ impl Daemon {
             exposed: Vec::new(),
             dns: Default::default(),
             links: Vec::new(),
+            config: Default::default(),
             origin: Origin::Cni {
                 container_id: req.container_id.clone(),
                 ifname: req.ifname.clone(),
                 default_route,
+                netns_ino: netns::inode(&req.netns),
             },
         };
         let c = txn::transact(
@@ -395,6 +397,7 @@ mod tests {
             container_id: "ctr".into(),
             ifname: "eth0".into(),
             default_route: true,
+            netns_ino: None,
         };
         c.attachments.push(crate::model::test_attachment());
         c.attachments[0].ip6 = Some("fd00:1::2".parse().unwrap());

@@ -92,7 +92,9 @@ impl Daemon {
         id: String,
     ) -> Result<(Network, Option<String>)> {
         if spec.driver.as_deref() == Some(model::DRIVER_OVERLAY) {
-            return Ok((self.create_overlay(spec, id).await?, None));
+            let net = self.create_overlay(spec, id).await?;
+            self.emit_network(&net, "create", None);
+            return Ok((net, None));
         }
         let mut g = self.inner.lock().await;
         let inner = &mut *g;
@@ -146,13 +148,20 @@ impl Daemon {
             net.subnet.map(|s| s.to_string()).unwrap_or_default(),
             net.bridge
         );
-        let warning = net
-            .subnet
-            .filter(|_| net.user_subnet)
-            .and_then(|s| ipam::route_overlap_warning(&s, &routes));
+        let warnings: Vec<String> = [
+            net.subnet
+                .filter(|_| net.user_subnet)
+                .and_then(|s| ipam::route_overlap_warning(&s, &routes)),
+            ipam::unused_ipam_options(&net),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let warning = (!warnings.is_empty()).then(|| warnings.join("; "));
         if let Some(w) = &warning {
             warn!("network {}: {w}", net.name);
         }
+        self.emit_network(&net, "create", None);
         Ok((net, warning))
     }
 
@@ -188,6 +197,7 @@ impl Daemon {
         if net.is_overlay() {
             drop(g);
             self.remove_overlay(&net).await?;
+            self.emit_network(&net, "destroy", None);
             return Ok(net.id);
         }
         inner.state.networks.retain(|n| n.id != net.id);
@@ -197,20 +207,22 @@ impl Daemon {
         inner.sync_maps().await?;
         // The network is gone from the store: what could not be removed now is a
         // leftover that reconcile retries at the next start.
+        self.emit_network(&net, "destroy", None);
         errs.into_result()
             .map_err(|e| NetdError::Internal(format!("removing network {}: {e:#}", net.name)))?;
         info!("removed network {}", net.name);
         Ok(net.id)
     }
 
-    /// Removes every user network no container uses; returns their names.
-    pub async fn prune_networks(&self) -> Result<Vec<String>> {
+    /// Removes every user network no container uses that `select` picks; returns
+    /// their names.
+    pub async fn prune_networks(&self, select: impl Fn(&Network) -> bool) -> Result<Vec<String>> {
         let unused: Vec<String> = {
             let g = self.inner.lock().await;
             g.state
                 .networks
                 .iter()
-                .filter(|n| !n.builtin)
+                .filter(|n| !n.builtin && select(n))
                 .filter(|n| {
                     !g.state
                         .containers
@@ -260,8 +272,9 @@ impl Daemon {
                 model::mode_name(&c.mode, &inner.state.containers)
             )));
         }
+        // Docker's 403 (Forbidden), which scripts and SDKs tell from other errors.
         if c.attachments.iter().any(|a| a.network == net.id) {
-            return Err(NetdError::Conflict(format!(
+            return Err(NetdError::Forbidden(format!(
                 "endpoint with name {} already exists in network {}",
                 c.name, net.name
             )));
@@ -280,6 +293,7 @@ impl Daemon {
                     ip: req.ip,
                     ip6: req.ip6,
                     aliases: req.aliases.clone(),
+                    link_local_ips: req.link_local_ips.clone(),
                     ..Default::default()
                 };
                 let att = sandbox::plan(
@@ -314,6 +328,7 @@ impl Daemon {
         )
         .await?;
         inner.sync_names();
+        self.emit_network(&net, "connect", Some(&c.id));
         info!(
             "connected {} to {} as {} ({})",
             c.name, net.name, att.ifname, att.ip
@@ -339,6 +354,7 @@ impl Daemon {
         // Published ports lead to the first network: that may now be another one.
         inner.sync_maps().await?;
         inner.sync_names();
+        self.emit_network(&net, "disconnect", Some(&c.id));
         info!("disconnected {} from {}", c.name, net.name);
         Ok(())
     }
@@ -380,7 +396,12 @@ pub(super) async fn ensure_builtin(
 ) -> anyhow::Result<()> {
     if state.network("bridge").is_none() {
         let mut avoid = nl.route_destinations().await?;
-        avoid.extend(state.networks.iter().filter_map(|n| n.subnet));
+        avoid.extend(
+            state
+                .networks
+                .iter()
+                .flat_map(|n| n.pools4().into_iter().map(|p| p.subnet)),
+        );
         let subnet = model::pick_subnet(&avoid)
             .ok_or_else(|| anyhow!("no free subnet for the default network"))?;
         let gateway = subnet
@@ -416,6 +437,8 @@ pub(super) async fn ensure_builtin(
             gateway6: None,
             ip_range6: None,
             user_subnet6: false,
+            more_subnets: Vec::new(),
+            ipam_options: BTreeMap::new(),
         });
         info!("default network bridge: {subnet} via {gateway}");
     }
@@ -460,6 +483,8 @@ pub(super) async fn ensure_builtin(
                 gateway6: None,
                 ip_range6: None,
                 user_subnet6: false,
+                more_subnets: Vec::new(),
+                ipam_options: BTreeMap::new(),
             });
         }
     }

@@ -189,3 +189,59 @@ impl Daemon {
         Ok(n)
     }
 }
+
+/// What the metrics endpoint counts in the state: networks and containers by driver,
+/// and every published port with its container.
+#[derive(Clone, Debug, Default)]
+pub struct Census {
+    /// Networks by driver (bridge, overlay, host, null).
+    pub networks: std::collections::BTreeMap<String, u64>,
+    /// Containers by (driver, origin): a container counts once for each driver of its
+    /// networks; `host`, `none` and `container:NAME` modes count as the host, null and
+    /// container drivers. Origin is who made it: netd, cni or docker.
+    pub containers: std::collections::BTreeMap<(String, String), u64>,
+    /// (container name, published port).
+    pub ports: Vec<(String, crate::model::PortMapping)>,
+}
+
+impl Daemon {
+    /// Counts the state under the lock, briefly: no map is read here.
+    pub async fn census(&self) -> Census {
+        use crate::model::{NetMode, Origin};
+        let g = self.inner.lock().await;
+        let mut c = Census::default();
+        for n in &g.state.networks {
+            *c.networks.entry(n.driver.clone()).or_default() += 1;
+        }
+        for k in &g.state.containers {
+            let origin = match k.origin {
+                Origin::Netd => "netd",
+                Origin::Cni { .. } => "cni",
+                Origin::Docker { .. } => "docker",
+            };
+            let mut drivers: Vec<String> = match &k.mode {
+                NetMode::Host => vec!["host".into()],
+                NetMode::None => vec!["null".into()],
+                NetMode::Container(_) => vec!["container".into()],
+                NetMode::Bridge => k
+                    .attachments
+                    .iter()
+                    .filter_map(|a| g.state.network(&a.network).map(|n| n.driver.clone()))
+                    .collect(),
+            };
+            drivers.sort();
+            drivers.dedup();
+            for d in drivers {
+                *c.containers.entry((d, origin.to_string())).or_default() += 1;
+            }
+            c.ports
+                .extend(k.ports.iter().map(|m| (k.name.clone(), m.clone())));
+        }
+        c
+    }
+
+    /// The bpf dir whose pinned maps readers outside the core open.
+    pub fn bpf_dir(&self) -> &std::path::Path {
+        &self.args.bpf_dir
+    }
+}

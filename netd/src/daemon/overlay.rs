@@ -49,7 +49,11 @@ impl Daemon {
         info!(
             "overlay network {} ({}, VNI {})",
             net.name,
-            net.subnet.map(|s| s.to_string()).unwrap_or_default(),
+            net.pools4()
+                .iter()
+                .map(|p| p.subnet.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             net.vni
         );
         // At once, not only when the watch brings it: the caller inspects it next.

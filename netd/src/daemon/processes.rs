@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use log::warn;
 use nix::sys::signal::Signal;
 
-use super::Daemon;
+use super::{stdio::Hub, Daemon};
 use crate::{
     error::NetdError,
     model::{Container, ContainerState},
@@ -13,8 +13,10 @@ use crate::{
 };
 
 /// Starts the container's command (or, with none, marks the sandbox running). A command
-/// that cannot start is the caller's error (400), carried as a NetdError.
-pub(super) fn start(
+/// that cannot start is the caller's error (400), carried as a NetdError. With `-t` or
+/// `-i` its streams are the container's hub's (clients attach there); otherwise its
+/// output goes to its log file alone.
+pub(super) async fn start(
     d: &Arc<Daemon>,
     c: &mut Container,
     env: &[(String, String)],
@@ -25,40 +27,64 @@ pub(super) fn start(
         return Ok(());
     }
     let log = d.log_path(&c.id);
-    match process::spawn_in_netns(c.netns.as_deref(), c.hostname.as_deref(), &c.cmd, env, &log) {
-        Ok((pid, child)) => {
-            c.pid = Some(pid);
-            c.pid_start = process::start_time(pid);
-            c.state = ContainerState::Running;
-            c.exit_code = None;
-            c.started = Some(super::now());
-            watch_child(d, c.id.clone(), child);
-            Ok(())
-        }
-        Err(e) => Err(NetdError::InvalidArgument(format!(
+    let interactive = c.config.tty || c.config.open_stdin;
+    let (io, master) = if interactive {
+        Hub::prepare(c.config.tty, c.config.open_stdin)?
+    } else {
+        (process::ChildIo::Log(log.clone()), None)
+    };
+    let spawned = process::spawn(process::Spawn {
+        netns: c.netns.as_deref(),
+        hostname: c.hostname.as_deref(),
+        uts_of: None,
+        cmd: &c.cmd,
+        env,
+        user: None,
+        workdir: None,
+        io,
+    });
+    let mut child = spawned.map_err(|e| {
+        NetdError::InvalidArgument(format!(
             "starting {:?} in container {}: {e:#}",
             c.cmd.join(" "),
             c.name
         ))
-        .into()),
+    })?;
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow::anyhow!("child has no pid"))?;
+    let pid_start = process::start_time(pid);
+    if let Some(m) = &master {
+        let run_dir = &d.args.run_dir;
+        if let Err(e) = crate::terminal::spawn_holder(run_dir, &c.id, pid, pid_start, m.fd()) {
+            // The container runs; its terminal just does not outlive this agent.
+            warn!("container {}: {e:#}", c.name);
+        }
     }
+    if interactive {
+        d.hub(&c.id).wire(master, &mut child, Some(log)).await?;
+    }
+    c.pid = Some(pid);
+    c.pid_start = pid_start;
+    c.state = ContainerState::Running;
+    c.exit_code = None;
+    c.started = Some(super::now());
+    watch_child(d, c.id.clone(), child);
+    Ok(())
 }
 
 fn watch_child(d: &Arc<Daemon>, id: String, mut child: tokio::process::Child) {
     let d = d.clone();
     tokio::spawn(async move {
-        let code = match child.wait().await {
-            Ok(s) => s
-                .code()
-                .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)),
-            Err(_) => -1,
-        };
+        let code = child.wait().await.map_or(-1, |s| process::exit_code(&s));
         mark_exited(&d, &id, code).await;
     });
 }
 
-/// A process started by an earlier agent is not our child: poll it.
-pub(super) fn watch_adopted(d: &Arc<Daemon>, id: String, pid: u32, start: Option<u64>) {
+/// A process started by an earlier agent is not our child: poll it. Its terminal (a
+/// `-t` container's) comes back from its holder first, before the API serves attach.
+pub(super) async fn watch_adopted(d: &Arc<Daemon>, id: String, pid: u32, start: Option<u64>) {
+    rewire_terminal(d, &id).await;
     let d = d.clone();
     tokio::spawn(async move {
         while process::alive(pid, start) {
@@ -68,30 +94,58 @@ pub(super) fn watch_adopted(d: &Arc<Daemon>, id: String, pid: u32, start: Option
     });
 }
 
+/// Takes a `-t` container's terminal back from its holder (see `crate::terminal`); a
+/// container without one has no holder, and nothing happens.
+async fn rewire_terminal(d: &Arc<Daemon>, id: &str) {
+    let (run_dir, cid) = (d.args.run_dir.clone(), id.to_string());
+    let held = tokio::task::spawn_blocking(move || crate::terminal::take(&run_dir, &cid)).await;
+    let Ok(Ok(fd)) = held else { return };
+    let log = tokio::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(d.log_path(id))
+        .await
+        .ok();
+    if let Err(e) = d.hub(id).wire_terminal(fd, log).await {
+        warn!("container {id}: its terminal: {e}");
+    }
+}
+
 async fn mark_exited(d: &Arc<Daemon>, id: &str, code: i32) {
-    let auto_remove = {
+    let (auto_remove, died) = {
         let mut g = d.inner.lock().await;
         let inner = &mut *g;
         let Some(c) = inner.state.container_mut(id) else {
             return;
         };
-        if c.state == ContainerState::Running {
-            c.state = ContainerState::Exited;
-            c.exit_code = Some(code);
-            c.pid = None;
-            c.finished = Some(super::now());
-        }
+        let died = record_exit(c, Some(code));
         let auto = c.auto_remove;
         if let Err(e) = inner.store.commit(&inner.state) {
             warn!("recording exit of {id}: {e:#}");
         }
-        auto
+        (auto, died)
     };
+    if let Some(c) = died {
+        d.emit_container(&c, "die", &[("exitCode", code.to_string())]);
+    }
     if auto_remove {
         if let Err(e) = d.remove(id, true).await {
             warn!("--rm of {id}: {e}");
         }
     }
+}
+
+/// Records that `c`'s process ended (with `code`, when known); the container as it
+/// was, if it was running until now (the caller tells the event stream).
+pub(super) fn record_exit(c: &mut Container, code: Option<i32>) -> Option<Container> {
+    if c.state != ContainerState::Running {
+        return None;
+    }
+    c.state = ContainerState::Exited;
+    c.exit_code = code.or(c.exit_code);
+    c.pid = None;
+    c.finished = Some(super::now());
+    Some(c.clone())
 }
 
 /// Kills every process whose network namespace is `name` (what the container started,

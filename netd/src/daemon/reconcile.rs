@@ -121,7 +121,7 @@ impl Daemon {
         inner.sync_names();
         drop(g);
         for (id, pid, start) in adopt {
-            processes::watch_adopted(self, id, pid, start);
+            processes::watch_adopted(self, id, pid, start).await;
         }
         Ok(())
     }

@@ -226,24 +226,82 @@ impl Datapath {
         stale.dedup();
         stale
     }
+}
 
-    /// Detaches everything this agent attached (SIGTERM). Maps stay pinned, so the next
-    /// agent keeps the conntrack table. Every link is tried; all failures are returned.
-    pub fn detach_all(&self) -> anyhow::Result<()> {
-        let mut errors = Vec::new();
-        if let Ok(rd) = fs::read_dir(&self.links_dir) {
-            for e in rd.flatten() {
-                if let Some(name) = e.file_name().to_str() {
-                    if let Err(err) = self.detach(name) {
-                        errors.push(format!("{name}: {err:#}"));
-                    }
-                }
+/// Removes a datapath whole (`netd daemon --cleanup`): every pinned link (which detaches
+/// its program: the pin holds the last reference), then every pinned map, then the
+/// directory. Returns how many pins went. Needs no loaded object, so it removes a
+/// datapath of any layout.
+pub fn remove_all(bpf_dir: &Path) -> anyhow::Result<usize> {
+    let pins = |dir: &Path| -> Vec<std::path::PathBuf> {
+        fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut removed = 0;
+    for pin in pins(&bpf_dir.join("links")) {
+        match PinnedLink::from_pin(&pin) {
+            Ok(p) => drop(p.unpin()?),
+            Err(_) => fs::remove_file(&pin)?,
+        }
+        removed += 1;
+    }
+    for dir in [bpf_dir.join("old-layout"), bpf_dir.to_path_buf()] {
+        for pin in pins(&dir) {
+            fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+            removed += 1;
+        }
+    }
+    if bpf_dir.exists() {
+        fs::remove_dir_all(bpf_dir).with_context(|| format!("removing {}", bpf_dir.display()))?;
+    }
+    Ok(removed)
+}
+
+/// Every pinned program link of a datapath, held open by this process: while held, a
+/// link stays attached even if another process removes its pin.
+pub struct HeldLinks(Vec<(std::path::PathBuf, FdLink)>);
+
+/// Opens every pinned link under `bpf_dir` (`netd daemon --replace`, before it stops
+/// the agent it replaces).
+pub fn hold_links(bpf_dir: &Path) -> anyhow::Result<HeldLinks> {
+    let mut held = Vec::new();
+    if let Ok(rd) = fs::read_dir(bpf_dir.join("links")) {
+        for e in rd.flatten() {
+            let link = PinnedLink::from_pin(e.path())
+                .with_context(|| format!("opening {}", e.path().display()))?;
+            held.push((e.path(), FdLink::from(link)));
+        }
+    }
+    Ok(HeldLinks(held))
+}
+
+impl HeldLinks {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Pins again every link whose pin is gone (an agent that unpinned its links when
+    /// it stopped), so the next agent adopts it; returns how many. The others are just
+    /// let go: their pins hold them.
+    pub fn repin_missing(self) -> anyhow::Result<usize> {
+        let mut n = 0;
+        for (path, link) in self.0 {
+            if !path.exists() {
+                link.pin(&path)
+                    .with_context(|| format!("pinning {} again", path.display()))?;
+                n += 1;
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(anyhow!("detaching: {}", errors.join("; ")))
-        }
+        Ok(n)
     }
 }

@@ -154,7 +154,7 @@ pub fn endpoint_value(a: &Attachment, net: &Network) -> Endpoint {
     Endpoint {
         ifindex: a.host_ifindex,
         net_id: net.net_id,
-        gw_ip: net.gateway.map(ip_key).unwrap_or(0),
+        gw_ip: net.gateway_for(a.ip).map(ip_key).unwrap_or(0),
         flags,
         mac: a.mac,
         gw_mac: net.bridge_mac,
@@ -189,19 +189,35 @@ fn endpoint6_values(a: &Attachment, net: &Network, ip6: Ipv6Addr) -> (Endpoint6,
     )
 }
 
-/// The subnet trie's entry of `net`: subnets of masquerading and internal networks are
-/// unreachable from outside (protected); those of networks without masquerade are routed.
-fn subnet_entry(net: &Network) -> Option<((u32, u32), u32)> {
-    let s: Ipv4Network = net.subnet?;
+/// The subnet trie's entries of `net`, one per subnet: subnets of masquerading and
+/// internal networks are unreachable from outside (protected); those of networks
+/// without masquerade are routed.
+fn subnet_entries(net: &Network) -> Vec<((u32, u32), u32)> {
     let protected = if net.masquerade || net.internal {
         SUBNET_F_PROTECTED
     } else {
         0
     };
-    Some((
-        (s.prefix() as u32, ip_key(s.network())),
-        net.net_id | protected,
-    ))
+    net.pools4()
+        .iter()
+        .map(|p| {
+            let s: Ipv4Network = p.subnet;
+            (
+                (s.prefix() as u32, ip_key(s.network())),
+                net.net_id | protected,
+            )
+        })
+        .collect()
+}
+
+/// The IPv4 addresses the endpoint map knows attachment `a` by: its address and its
+/// IPv4 `--link-local-ip`s (the same endpoint: it may send with them, and others reach
+/// it there).
+fn endpoint_keys(a: &Attachment) -> impl Iterator<Item = u32> + '_ {
+    std::iter::once(ip_key(a.ip)).chain(a.link_local_ips.iter().filter_map(|ip| match ip {
+        IpAddr::V4(v4) => Some(ip_key(*v4)),
+        IpAddr::V6(_) => None,
+    }))
 }
 
 impl Datapath {
@@ -235,8 +251,9 @@ impl Datapath {
 
     /// Writes `a`'s entries (IPv4, and IPv6 if it has an IPv6 address).
     pub fn set_endpoint(&mut self, a: &Attachment, net: &Network) -> anyhow::Result<()> {
-        self.endpoints
-            .insert(ip_key(a.ip), endpoint_value(a, net), 0)?;
+        for k in endpoint_keys(a) {
+            self.endpoints.insert(k, endpoint_value(a, net), 0)?;
+        }
         if let Some(ip6) = a.ip6 {
             let (ep, addr) = endpoint6_values(a, net, ip6);
             self.endpoints6.insert(a.host_ifindex, ep, 0)?;
@@ -246,7 +263,9 @@ impl Datapath {
     }
 
     pub fn remove_endpoint(&mut self, a: &Attachment) {
-        let _ = self.endpoints.remove(&ip_key(a.ip));
+        for k in endpoint_keys(a) {
+            let _ = self.endpoints.remove(&k);
+        }
         if let Some(ip6) = a.ip6 {
             let _ = self.endpoints6.remove(&a.host_ifindex);
             let _ = self.addrs6.remove(&ip6.octets());
@@ -293,7 +312,7 @@ impl Datapath {
     pub fn sync_endpoints(&mut self, want: &[(&Attachment, &Network)]) -> anyhow::Result<()> {
         let want = want
             .iter()
-            .map(|(a, n)| (ip_key(a.ip), endpoint_value(a, n)))
+            .flat_map(|(a, n)| endpoint_keys(a).map(|k| (k, endpoint_value(a, n))))
             .collect();
         sync(&mut self.endpoints, &want)?;
         Ok(())
@@ -386,7 +405,7 @@ impl Datapath {
 
     /// The subnet trie (what the uplink guard protects) from the networks.
     pub fn sync_subnets(&mut self, networks: &[Network]) -> anyhow::Result<()> {
-        let want = networks.iter().filter_map(subnet_entry).collect();
+        let want = networks.iter().flat_map(subnet_entries).collect();
         sync(&mut self.subnets, &want)?;
         Ok(())
     }
@@ -508,18 +527,18 @@ mod tests {
             masquerade: false,
             ..crate::model::test_network()
         };
-        let ((plen, addr), v) = subnet_entry(&routed).unwrap();
+        let ((plen, addr), v) = subnet_entries(&routed)[0];
         assert_eq!((plen, v), (24, 3));
         assert_eq!(addr, u32::from(Ipv4Addr::new(10, 9, 0, 0)).to_be());
         let nat = Network {
             masquerade: true,
             ..routed.clone()
         };
-        assert_eq!(subnet_entry(&nat).unwrap().1, 3 | SUBNET_F_PROTECTED);
+        assert_eq!(subnet_entries(&nat)[0].1, 3 | SUBNET_F_PROTECTED);
         let none = Network {
             subnet: None,
             ..routed
         };
-        assert!(subnet_entry(&none).is_none());
+        assert!(subnet_entries(&none).is_empty());
     }
 }

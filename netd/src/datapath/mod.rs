@@ -8,9 +8,13 @@
 //! datapath keeps forwarding while the agent is down; a restarted agent swaps its freshly
 //! loaded program into the pinned link (an atomic bpf_link_update).
 mod conntrack;
+mod error;
+mod layout;
 mod links;
 mod maps;
 mod maps6;
+mod rawmap;
+mod readings;
 mod testrun;
 mod trace;
 
@@ -28,13 +32,17 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 pub use conntrack::{monotonic_ns, spawn_gc, CtTable, Flow, Timeouts};
-use conntrack::{CtKeyOf, CtMap};
+pub use error::DatapathError;
+pub use links::{hold_links, remove_all, HeldLinks};
 pub use maps::{ipproto, ipproto_of, LinkRule};
 pub use maps6::is_local6_candidate;
+/// The layout of the pinned datapath this release reads and writes.
+pub use netd_common::layout::DATAPATH_LAYOUT as LAYOUT;
 use netd_common::{
-    drop_reason, event, map_names, prog_names, Backend, Backend6, Config, Config6, CtKey, CtKey6,
-    Endpoint, PortCounters, PortKey, PortKey6,
+    drop_reason, event, map_names, prog_names, Backend, Backend6, Config, Config6, Endpoint,
+    PortCounters, PortKey, PortKey6,
 };
+pub use readings::{Counted, CtCensus, Readings};
 pub use trace::{open_ring as open_trace_ring, PacketTrace, TraceHold, TraceSwitch};
 
 /// The datapath's counter tables (names and meanings), for whoever shows them.
@@ -77,6 +85,8 @@ pub struct Datapath {
     subnets6: LpmTrie<MapData, [u8; 16], u32>,
     ct: CtTable,
     bpf_dir: PathBuf,
+    /// Pins of an earlier layout, until the programs using them were swapped out.
+    migration: Option<layout::Migration>,
 }
 
 /// What the datapath is told at start.
@@ -176,56 +186,35 @@ fn new_flow_entries(ct_entries: u32) -> u32 {
     (ct_entries / 4).max(4096)
 }
 
-/// Conntrack maps an earlier agent pinned in a shape this one does not load: netd 1's
-/// single LRU map, or maps of another capacity (`--ct-max` changed). Their flows are
-/// read out and the pins removed, so the load makes maps of the new shape;
-/// `carry_flows` then writes the flows into the confirmed map. Flows that start between
-/// the two steps are lost, which is why this happens only when the shape changes.
-/// `maps` are one family's pins with the capacity wanted (None: always replaced).
-fn take_reshaped_conntrack<K: CtKeyOf>(
-    bpf_dir: &Path,
-    maps: &[(&str, Option<u32>)],
-) -> anyhow::Result<Vec<(K, K::Entry)>> {
-    let mut flows = Vec::new();
-    for &(name, want) in maps {
-        let pin = bpf_dir.join(name);
-        let Ok(old) = MapData::from_pin(&pin) else {
-            continue;
-        };
-        let old = CtMap::<K>::new(old)?;
-        if Some(old.capacity()) == want {
-            continue;
-        }
-        let before = flows.len();
-        flows.extend(old.entries()?);
-        log::info!(
-            "conntrack map {name} ({} entries) is replaced: carrying {} entries over",
-            old.capacity(),
-            flows.len() - before
-        );
-        fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
-    }
-    Ok(flows)
+/// The maps of the object that are pinned, in the shape this agent loads them with
+/// (`capacity` overrides the object's max_entries, as the loader is told to).
+fn pinned_maps(capacity: &[(&str, u32)]) -> anyhow::Result<Vec<layout::Wanted>> {
+    let obj = aya_obj::Object::parse(OBJECT).context("parsing the eBPF object")?;
+    Ok(obj
+        .maps
+        .iter()
+        .filter(|(_, m)| m.pinning() == aya_obj::maps::PinningType::ByName)
+        .map(|(name, m)| layout::Wanted {
+            name: name.clone(),
+            shape: rawmap::Shape {
+                map_type: m.map_type(),
+                key_size: m.key_size(),
+                value_size: m.value_size(),
+                max_entries: capacity
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, c)| *c)
+                    .unwrap_or_else(|| m.max_entries()),
+                flags: m.map_flags(),
+            },
+        })
+        .collect())
 }
 
-/// Writes flows `take_reshaped_conntrack` read out into the confirmed map pinned as
-/// `name`, up to `max` of them.
-fn carry_flows<K: CtKeyOf>(
-    bpf_dir: &Path,
-    name: &str,
-    flows: &[(K, K::Entry)],
-    max: u32,
-) -> anyhow::Result<()> {
-    if flows.is_empty() {
-        return Ok(());
-    }
-    let mut confirmed: HashMap<MapData, K, K::Entry> = HashMap::try_from(aya::maps::Map::HashMap(
-        MapData::from_pin(bpf_dir.join(name))?,
-    ))?;
-    for (k, v) in flows.iter().take(max as usize) {
-        let _ = confirmed.insert(k, v, 0);
-    }
-    Ok(())
+/// The layout of the datapath pinned in `bpf_dir` (a newer one than this release's is
+/// an error): checked before the daemon changes anything.
+pub fn check_layout(bpf_dir: &Path) -> Result<u32, DatapathError> {
+    layout::check(bpf_dir)
 }
 
 fn open_conntrack(bpf_dir: &Path) -> anyhow::Result<CtTable> {
@@ -240,25 +229,13 @@ impl Datapath {
         let links_dir = bpf_dir.join("links");
         fs::create_dir_all(&links_dir)?;
         let new_entries = new_flow_entries(ct_entries);
-        let carried = take_reshaped_conntrack::<CtKey>(
-            bpf_dir,
-            &[
-                (map_names::CONNTRACK_V1, None),
-                (map_names::CONNTRACK, Some(ct_entries)),
-                (map_names::CONNTRACK_NEW, Some(new_entries)),
-            ],
-        )?;
-        let carried6 = take_reshaped_conntrack::<CtKey6>(
-            bpf_dir,
-            &[
-                (map_names::CONNTRACK6, Some(ct_entries)),
-                (map_names::CONNTRACK6_NEW, Some(new_entries)),
-            ],
-        )?;
-        // netd 1's single counter array, replaced by NETD_DROPS and NETD_EVENTS: its pin
-        // would stay behind forever (programs still holding it keep it alive until
-        // their links are swapped below).
-        let _ = fs::remove_file(bpf_dir.join("NETD_STATS"));
+        let capacity = [
+            (map_names::CONNTRACK, ct_entries),
+            (map_names::CONNTRACK_NEW, new_entries),
+            (map_names::CONNTRACK6, ct_entries),
+            (map_names::CONNTRACK6_NEW, new_entries),
+        ];
+        let migration = layout::Migration::prepare(bpf_dir, &pinned_maps(&capacity)?)?;
         let mut loader = EbpfLoader::new();
         // NETD_VERIFIER_LOG=1: the verifier's whole log in a refusal, for whoever is
         // changing the programs (the default keeps only its verdict).
@@ -310,8 +287,7 @@ impl Datapath {
             with_retries(|| prog.load()).with_context(|| format!("verifying {name}"))?;
         }
         let take = |e: &mut Ebpf, n: &str| e.take_map(n).ok_or_else(|| anyhow!("map {n} missing"));
-        carry_flows(bpf_dir, map_names::CONNTRACK, &carried, ct_entries)?;
-        carry_flows(bpf_dir, map_names::CONNTRACK6, &carried6, ct_entries)?;
+        migration.carry()?;
         // The conntrack maps are pinned by now: the table opens them by their pins.
         let ct = open_conntrack(bpf_dir)?;
         let ports = HashMap::try_from(take(&mut ebpf, map_names::PORTS)?)?;
@@ -351,6 +327,7 @@ impl Datapath {
             subnets6,
             ct,
             bpf_dir: bpf_dir.to_path_buf(),
+            migration: Some(migration),
         })
     }
 
@@ -365,6 +342,22 @@ impl Datapath {
         };
         self.config.set(0, cfg, 0)?;
         Ok(())
+    }
+
+    /// Whether fresh maps wait for the store's entries: `reconcile`'s map sync must run
+    /// before the programs are swapped in.
+    pub fn needs_store(&self) -> bool {
+        self.migration.as_ref().is_some_and(|m| m.needs_store())
+    }
+
+    /// Once the programs of this agent are in every link: the last entries the old
+    /// programs made are carried, the pins of the old layout removed and the layout
+    /// recorded.
+    pub fn finish_migration(&mut self) -> Result<(), DatapathError> {
+        match self.migration.take() {
+            Some(m) => m.finish(),
+            None => Ok(()),
+        }
     }
 
     /// The conntrack table (listing, flush).

@@ -268,19 +268,34 @@ impl Ctx {
         }
     }
 
+    /// Answers a query that may need an upstream (every TCP query, and the UDP ones
+    /// the table does not answer), and counts the answer.
     pub(super) async fn resolve(&self, query: &[u8], seed: u64, udp: bool) -> Vec<u8> {
+        let t0 = std::time::Instant::now();
+        let (source, a) = self.resolve_from(query, seed, udp).await;
+        crate::metrics::dns_answer(source, &a, t0.elapsed());
+        a
+    }
+
+    async fn resolve_from(
+        &self,
+        query: &[u8],
+        seed: u64,
+        udp: bool,
+    ) -> (crate::metrics::Source, Vec<u8>) {
+        use crate::metrics::Source;
         let table = self.shared.table();
         let reply = answer(&table, &self.ns, query, seed, udp);
         match reply {
-            Reply::Answer(a) => a,
+            Reply::Answer(a) => (Source::Local, a),
             Reply::Forward => {
                 let forward = table.client(&self.ns).is_some_and(|c| c.forward);
                 drop(table);
                 if !forward {
-                    return refuse(query);
+                    return (Source::Local, refuse(query));
                 }
                 let Ok(_permit) = self.in_flight.try_acquire() else {
-                    return servfail(query);
+                    return (Source::Local, servfail(query));
                 };
                 let r = match &self.own {
                     Some((ups, fwd)) => forward::forward(ups, fwd, query).await,
@@ -291,7 +306,7 @@ impl Ctx {
                         None => None,
                     },
                 };
-                r.unwrap_or_else(|| servfail(query))
+                (Source::Forwarded, r.unwrap_or_else(|| servfail(query)))
             }
         }
     }

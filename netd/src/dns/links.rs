@@ -33,10 +33,10 @@ pub fn exposed_ports(c: &Container) -> Vec<(u16, Proto)> {
 }
 
 /// The variables of every link of `c` whose target shares a network with it.
-pub fn env(c: &Container, state: &State) -> Vec<(String, String)> {
+pub fn env(c: &Container, all: &[Container]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for l in &c.links {
-        let Some(t) = state.containers.iter().find(|x| x.id == l.target) else {
+        let Some(t) = all.iter().find(|x| x.id == l.target) else {
             continue;
         };
         let Some(ip) = t

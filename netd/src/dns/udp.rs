@@ -13,6 +13,8 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
+use crate::metrics;
+
 use super::{
     answer::{answer_into, Ctx, Handled},
     Table,
@@ -193,11 +195,14 @@ impl Batch {
         mut forward: impl FnMut(Vec<u8>, SocketAddr, u64),
     ) {
         self.outgoing.clear();
+        let t0 = std::time::Instant::now();
         for i in 0..n {
             *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
             let query = &self.queries[i * MAX_QUERY..][..self.lens[i].min(MAX_QUERY)];
+            metrics::dns_query(metrics::Transport::Udp);
             match answer_into(table, ns, query, *seed, true, &mut self.answers[i]) {
                 Handled::Answered => {
+                    metrics::dns_answer(metrics::Source::Local, &self.answers[i], t0.elapsed());
                     if !self.answers[i].is_empty() {
                         self.outgoing.push(i);
                     }

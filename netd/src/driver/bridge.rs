@@ -42,9 +42,10 @@ impl NetworkDriver for Bridge {
         net: &'a Network,
     ) -> BoxFuture<'a, anyhow::Result<Network>> {
         async move {
-            let (Some(subnet), Some(gw)) = (net.subnet, net.gateway) else {
+            let pools = net.pools4();
+            if pools.is_empty() {
                 return Ok(net.clone());
-            };
+            }
             let link = match nl.link_by_name(&net.bridge).await? {
                 Some(l) => l,
                 None => nl.create_bridge(&net.bridge).await?,
@@ -52,8 +53,11 @@ impl NetworkDriver for Bridge {
             if let Some(mtu) = net.mtu {
                 nl.set_mtu(link.index, mtu).await?;
             }
-            nl.add_addr(link.index, Ipv4Network::new(gw, subnet.prefix())?)
-                .await?;
+            // Every subnet's gateway: containers of each subnet route through theirs.
+            for p in &pools {
+                nl.add_addr(link.index, Ipv4Network::new(p.gateway, p.subnet.prefix())?)
+                    .await?;
+            }
             if let (true, Some(subnet6), Some(gw6)) = (net.ipv6, net.subnet6, net.gateway6) {
                 // The host never takes a router advertisement from a container (it would
                 // make a container the host's default router). IPv6 forwarding is the
@@ -90,9 +94,10 @@ impl NetworkDriver for Bridge {
     ) -> BoxFuture<'a, anyhow::Result<u32>> {
         async move {
             let a = j.attachment;
-            let (Some(subnet), Some(gw)) = (net.subnet, net.gateway) else {
-                return Err(anyhow!("network {} has no subnet", net.name));
-            };
+            let pool = net
+                .pool_of(a.ip)
+                .ok_or_else(|| anyhow!("{} is in no subnet of network {}", a.ip, net.name))?;
+            let (subnet, gw) = (pool.subnet, pool.gateway);
             let bridge = nl
                 .link_by_name(&net.bridge)
                 .await?
@@ -128,6 +133,7 @@ impl NetworkDriver for Bridge {
             inside
                 .add_addr(eth.index, Ipv4Network::new(a.ip, subnet.prefix())?)
                 .await?;
+            add_link_local(&inside, eth.index, a, false).await?;
             let v6 = a.ip6.zip(net.subnet6);
             if v6.is_some() {
                 let ifname = a.ifname.clone();
@@ -145,6 +151,7 @@ impl NetworkDriver for Bridge {
                 inside
                     .add_addr6(eth.index, Ipv6Network::new(ip6, subnet6.prefix())?)
                     .await?;
+                add_link_local(&inside, eth.index, a, true).await?;
                 if let (true, false, Some(gw6)) = (j.default_route, net.internal, net.gateway6) {
                     inside
                         .add_default_route6(gw6, eth.index)
@@ -161,6 +168,28 @@ impl NetworkDriver for Bridge {
         // Deleting the host end deletes the pair, the container end included.
         delete_link(nl, &a.veth).boxed()
     }
+}
+
+/// `--link-local-ip`s of one family on the container's interface: /16 for IPv4, /64
+/// for IPv6, the masks Docker gives them.
+async fn add_link_local(
+    inside: &Netlink,
+    index: u32,
+    a: &Attachment,
+    v6: bool,
+) -> anyhow::Result<()> {
+    for ip in &a.link_local_ips {
+        match ip {
+            std::net::IpAddr::V4(v4) if !v6 => {
+                inside.add_addr(index, Ipv4Network::new(*v4, 16)?).await?
+            }
+            std::net::IpAddr::V6(ip6) if v6 => {
+                inside.add_addr6(index, Ipv6Network::new(*ip6, 64)?).await?
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// IPv6 on for interface `ifname` of the calling thread's namespace and its loopback

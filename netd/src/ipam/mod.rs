@@ -12,8 +12,10 @@ use std::{collections::HashSet, net::Ipv4Addr};
 use ipnetwork::Ipv4Network;
 
 pub use bridge6::{parse_fixed_cidr_v6, plan_default_bridge};
-pub use plan::{check_subnet, plan_network, route_overlap_warning, validate_network_name};
-pub use v6::{allocate6, Plan6};
+pub use plan::{
+    check_subnet, plan_network, route_overlap_warning, unused_ipam_options, validate_network_name,
+};
+pub use v6::{allocate6, ula_base, Plan6};
 
 use crate::{error::NetdError, model::Network, store::State};
 
@@ -52,7 +54,7 @@ pub(crate) fn host_addr_problem(subnet: &Ipv4Network, ip: Ipv4Addr) -> Option<St
     }
 }
 
-/// Addresses of `net` that are not free: gateway, aux addresses, containers'.
+/// Addresses of `net` that are not free: gateways, aux addresses, containers'.
 fn used(state: &State, net: &Network) -> HashSet<Ipv4Addr> {
     let mut u: HashSet<Ipv4Addr> = state
         .containers
@@ -69,50 +71,89 @@ fn used(state: &State, net: &Network) -> HashSet<Ipv4Addr> {
             .filter(|r| r.network == net.id)
             .map(|r| r.ip),
     );
-    u.extend(net.gateway);
+    u.extend(net.pools4().iter().map(|p| p.gateway));
     u.extend(net.aux_addresses.values().copied());
     u
 }
 
-/// An address on `net`: the one asked for (Docker's rules), or the lowest free one in
-/// the ip-range (or subnet).
+/// An address on `net`: the one asked for (Docker's rules), or a free one from the
+/// first subnet with room (its ip-range, or the whole subnet): the lowest, or with
+/// serial allocation the next after the last one handed out.
 pub fn allocate(
     state: &State,
     net: &Network,
     want: Option<Ipv4Addr>,
 ) -> Result<Ipv4Addr, NetdError> {
-    let subnet = net
-        .subnet
-        .ok_or_else(|| invalid(format!("network {} has no addresses to give", net.name)))?;
+    let pools = net.pools4();
+    if pools.is_empty() {
+        return Err(invalid(format!(
+            "network {} has no addresses to give",
+            net.name
+        )));
+    }
     let used = used(state, net);
     if let Some(ip) = want {
-        if !net.user_subnet {
-            return Err(invalid(format!(
-                "user specified IP address is supported only on networks created with --subnet ({} was not)",
-                net.name
-            )));
-        }
-        if !is_host_addr(&subnet, ip) {
-            return Err(invalid(format!(
-                "address {ip} is not a usable address of {} ({subnet})",
-                net.name
-            )));
-        }
-        if used.contains(&ip) {
-            return Err(NetdError::Conflict(format!(
-                "address {ip} is already in use on network {}",
-                net.name
-            )));
-        }
-        return Ok(ip);
+        return check_wanted(net, &pools, &used, ip);
     }
-    let pool = net.ip_range.unwrap_or(subnet);
-    pool.iter()
-        .filter(|ip| is_host_addr(&subnet, *ip))
-        .find(|ip| !used.contains(ip))
-        .ok_or_else(|| {
-            NetdError::Conflict(format!("network {} has no free address left", net.name))
-        })
+    // Every automatic address in order, one pool after the other.
+    let ring = pools.iter().flat_map(|p| {
+        let subnet = p.subnet;
+        p.ip_range
+            .unwrap_or(subnet)
+            .iter()
+            .filter(move |ip| is_host_addr(&subnet, *ip))
+    });
+    let free = |ip: &Ipv4Addr| !used.contains(ip);
+    let mut cursor = state.ipam_cursor.lock().unwrap_or_else(|p| p.into_inner());
+    let found = match cursor.get(&net.id).filter(|_| net.serial_ipam()) {
+        Some(last) => {
+            let after = ring.clone().skip_while(|ip| ip != last).skip(1);
+            after.chain(ring).find(free)
+        }
+        None => ring.clone().find(free),
+    };
+    let ip = found.ok_or_else(|| {
+        NetdError::Conflict(format!("network {} has no free address left", net.name))
+    })?;
+    if net.serial_ipam() {
+        cursor.insert(net.id.clone(), ip);
+    }
+    Ok(ip)
+}
+
+/// Docker's rules for a static address: a network with user subnets, an address of
+/// one of them that no one holds.
+fn check_wanted(
+    net: &Network,
+    pools: &[crate::model::Pool4],
+    used: &HashSet<Ipv4Addr>,
+    ip: Ipv4Addr,
+) -> Result<Ipv4Addr, NetdError> {
+    if !net.user_subnet {
+        return Err(invalid(format!(
+            "user specified IP address is supported only on networks created with --subnet ({} was not)",
+            net.name
+        )));
+    }
+    let pool = pools
+        .iter()
+        .find(|p| p.subnet.contains(ip))
+        .unwrap_or(&pools[0]);
+    if !is_host_addr(&pool.subnet, ip) {
+        let subnets: Vec<String> = pools.iter().map(|p| p.subnet.to_string()).collect();
+        return Err(invalid(format!(
+            "address {ip} is not a usable address of {} ({})",
+            net.name,
+            subnets.join(", ")
+        )));
+    }
+    if used.contains(&ip) {
+        return Err(NetdError::Conflict(format!(
+            "address {ip} is already in use on network {}",
+            net.name
+        )));
+    }
+    Ok(ip)
 }
 
 #[cfg(test)]
@@ -390,6 +431,7 @@ mod tests {
                 requested_ip: None,
                 ip6: None,
                 requested_ip6: None,
+                link_local_ips: Vec::new(),
             }],
             ports: vec![],
             cmd: vec![],
@@ -401,6 +443,7 @@ mod tests {
             origin: Default::default(),
             dns: Default::default(),
             links: Vec::new(),
+            config: Default::default(),
             created: 0,
             started: None,
             finished: None,
@@ -433,5 +476,143 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--subnet"));
+    }
+
+    fn overlay_spec() -> NetworkSpec {
+        NetworkSpec {
+            driver: Some("overlay".into()),
+            subnet: Some("192.168.10.0/25".into()),
+            gateway: Some("192.168.10.100".into()),
+            more_subnets: vec![crate::model::PoolSpec {
+                subnet: "192.168.20.0/25".into(),
+                gateway: Some("192.168.20.100".into()),
+                ip_range: None,
+            }],
+            aux_addresses: [
+                ("my-router".to_string(), "192.168.10.5".to_string()),
+                ("my-nas".to_string(), "192.168.20.6".to_string()),
+            ]
+            .into(),
+            ..spec("multi")
+        }
+    }
+
+    fn with_attachment(st: &mut State, net: &Network, ip: Ipv4Addr) {
+        let mut c = crate::model::test_container(&format!("{ip}"), &format!("c{ip}"));
+        c.attachments.push(Attachment {
+            network: net.id.clone(),
+            ip,
+            ..crate::model::test_attachment()
+        });
+        st.containers.push(c);
+    }
+
+    /// Docker's overlay example: addresses come from the first subnet with room, a
+    /// static one from any; gateways and aux addresses are skipped in each.
+    #[test]
+    fn several_subnets_fill_in_order_and_take_static_addresses_in_any() {
+        let net = plan(&overlay_spec(), &State::default()).unwrap();
+        assert_eq!(net.pools4().len(), 2);
+        assert_eq!(
+            net.gateway_for("192.168.20.9".parse().unwrap()),
+            Some("192.168.20.100".parse().unwrap())
+        );
+        assert_eq!(net.prefix_for("192.168.20.9".parse().unwrap()), 25);
+        let mut st = State::default();
+        st.networks.push(net.clone());
+        // Fill the first subnet: 126 hosts less its gateway and aux address.
+        let mut n = 0;
+        loop {
+            let ip = allocate(&st, &net, None).unwrap();
+            if !"192.168.10.0/25"
+                .parse::<Ipv4Network>()
+                .unwrap()
+                .contains(ip)
+            {
+                assert_eq!(
+                    ip,
+                    "192.168.20.1".parse::<Ipv4Addr>().unwrap(),
+                    "then the second"
+                );
+                break;
+            }
+            assert!(
+                ip != "192.168.10.100".parse::<Ipv4Addr>().unwrap()
+                    && ip != "192.168.10.5".parse::<Ipv4Addr>().unwrap()
+            );
+            with_attachment(&mut st, &net, ip);
+            n += 1;
+        }
+        assert_eq!(n, 124);
+        let want: Ipv4Addr = "192.168.20.50".parse().unwrap();
+        assert_eq!(allocate(&st, &net, Some(want)).unwrap(), want);
+        for (bad, why) in [
+            ("192.168.20.6", "already in use"),
+            ("192.168.20.100", "already in use"),
+            ("192.168.30.1", "192.168.10.0/25, 192.168.20.0/25"),
+        ] {
+            let e = allocate(&st, &net, Some(bad.parse().unwrap()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn several_subnets_are_for_overlay_networks_and_checked_each() {
+        let mut bridge = overlay_spec();
+        bridge.driver = None;
+        let e = err(plan(&bridge, &State::default()));
+        assert!(
+            e.contains("--subnet given 2 times for IPv4: the bridge driver takes one"),
+            "{e}"
+        );
+        let mut s = overlay_spec();
+        s.more_subnets[0].subnet = "192.168.10.64/26".into();
+        assert!(err(plan(&s, &State::default())).contains("overlaps"));
+        let mut s = overlay_spec();
+        s.more_subnets[0].gateway = Some("192.168.10.1".into());
+        assert!(err(plan(&s, &State::default()))
+            .contains("gateway 192.168.10.1 is not a usable address of subnet 192.168.20.0/25"));
+        let mut s = overlay_spec();
+        s.aux_addresses.insert("far".into(), "192.168.30.1".into());
+        assert!(err(plan(&s, &State::default())).contains("aux-address far=192.168.30.1"));
+        let mut s = overlay_spec();
+        s.aux_addresses
+            .insert("gw2".into(), "192.168.20.100".into());
+        assert!(err(plan(&s, &State::default())).contains("is the gateway"));
+    }
+
+    #[test]
+    fn serial_allocation_goes_on_after_the_last_address() {
+        let mut s = with_subnet("ser", "10.9.0.0/29");
+        s.ipam_options
+            .insert(crate::model::IPAM_SERIAL.into(), "true".into());
+        let net = plan(&s, &State::default()).unwrap();
+        assert!(net.serial_ipam());
+        let mut st = State::default();
+        st.networks.push(net.clone());
+        let a = allocate(&st, &net, None).unwrap();
+        with_attachment(&mut st, &net, a);
+        let b = allocate(&st, &net, None).unwrap();
+        assert_eq!((a.octets()[3], b.octets()[3]), (2, 3));
+        st.containers.retain(|c| c.attachments[0].ip != a);
+        // .2 is free again, but the next is .4; then .5, .6, and round to .2.
+        assert_eq!(allocate(&st, &net, None).unwrap().octets()[3], 4);
+        assert_eq!(allocate(&st, &net, None).unwrap().octets()[3], 5);
+        assert_eq!(allocate(&st, &net, None).unwrap().octets()[3], 6);
+        assert_eq!(allocate(&st, &net, None).unwrap().octets()[3], 2);
+        let mut bad = with_subnet("x", "10.8.0.0/24");
+        bad.ipam_options.insert("foo".into(), "bar".into());
+        let kept = plan(&bad, &State::default()).expect("kept, as Docker keeps it");
+        assert_eq!(
+            kept.ipam_options.get("foo").map(String::as_str),
+            Some("bar")
+        );
+        let w = unused_ipam_options(&kept).expect("a warning");
+        assert!(
+            w.contains("--ipam-opt foo") && w.contains("without effect"),
+            "{w}"
+        );
     }
 }

@@ -8,8 +8,8 @@ use super::{host_addr_problem, invalid, is_host_addr};
 use crate::{
     error::NetdError,
     model::{
-        self, Network, NetworkSpec, KNOWN_OPTIONS, OPT_BRIDGE_NAME, OPT_HOST_BINDING, OPT_ICC,
-        OPT_MASQUERADE, OPT_MTU,
+        self, Network, NetworkSpec, Pool4, IPAM_OPTIONS, IPAM_SERIAL, KNOWN_OPTIONS,
+        OPT_BRIDGE_NAME, OPT_HOST_BINDING, OPT_ICC, OPT_MASQUERADE, OPT_MTU,
     },
     store::State,
 };
@@ -223,101 +223,8 @@ pub fn plan_network(
         )));
     }
 
-    let taken: Vec<(String, Ipv4Network)> = state
-        .networks
-        .iter()
-        .filter_map(|n| n.subnet.map(|s| (n.name.clone(), s)))
-        .collect();
-    let (subnet, user_subnet) = match spec.subnet.as_deref() {
-        Some(s) => {
-            let n = parse_cidr("subnet", s)?;
-            check_subnet(&n)?;
-            if let Some((name, other)) = taken.iter().find(|(_, t)| model::overlaps(&n, t)) {
-                return Err(NetdError::Conflict(format!(
-                    "subnet {n} overlaps with network {name} ({other})"
-                )));
-            }
-            (n, true)
-        }
-        None => {
-            if spec.gateway.is_some() || spec.ip_range.is_some() || !spec.aux_addresses.is_empty() {
-                return Err(invalid(
-                    "--gateway, --ip-range and --aux-address need --subnet".into(),
-                ));
-            }
-            let mut avoid: Vec<Ipv4Network> = taken.iter().map(|(_, t)| *t).collect();
-            avoid.extend_from_slice(routes);
-            let n = model::pick_subnet(&avoid).ok_or_else(|| {
-                NetdError::Conflict("no free subnet left in the default pools".into())
-            })?;
-            (n, false)
-        }
-    };
-    let gateway = match spec.gateway.as_deref() {
-        Some(g) => {
-            let g = parse_ip("gateway", g)?;
-            if let Some(why) = host_addr_problem(&subnet, g) {
-                return Err(invalid(format!("gateway {g} {why}")));
-            }
-            g
-        }
-        None => subnet
-            .nth(1)
-            .ok_or_else(|| invalid(format!("subnet {subnet} is too small")))?,
-    };
-    let ip_range = spec
-        .ip_range
-        .as_deref()
-        .map(|r| {
-            let r: Ipv4Network = r
-                .parse()
-                .map_err(|_| invalid(format!("invalid ip-range {r:?}: not an IPv4 CIDR")))?;
-            if r.ip() != r.network() {
-                return Err(super::host_bits_set(
-                    "ip-range",
-                    &r.to_string(),
-                    r.network(),
-                    r.prefix(),
-                ));
-            }
-            if !(subnet.contains(r.network()) && subnet.contains(r.broadcast())) {
-                return Err(invalid(format!(
-                    "ip-range {r} is not inside subnet {subnet}"
-                )));
-            }
-            // A /31 or /32 at the subnet's edge holds only its network or broadcast
-            // address: every container would fail with "no free address".
-            if !r.iter().take(4).any(|ip| is_host_addr(&subnet, ip)) {
-                return Err(invalid(format!(
-                    "ip-range {r} holds no usable address of subnet {subnet}"
-                )));
-            }
-            Ok(r)
-        })
-        .transpose()?;
-    let mut aux = BTreeMap::new();
-    for (name, ip) in &spec.aux_addresses {
-        if name.is_empty() {
-            return Err(invalid(format!(
-                "invalid aux-address ={ip}: the name is empty"
-            )));
-        }
-        let ip = parse_ip("aux-address", ip)?;
-        if let Some(why) = host_addr_problem(&subnet, ip) {
-            return Err(invalid(format!("aux-address {name}={ip} {why}")));
-        }
-        if ip == gateway {
-            return Err(NetdError::Conflict(format!(
-                "aux-address {name}={ip} is the gateway"
-            )));
-        }
-        if let Some((other, _)) = aux.iter().find(|(_, a)| **a == ip) {
-            return Err(NetdError::Conflict(format!(
-                "aux-address {name}={ip} is already {other}"
-            )));
-        }
-        aux.insert(name.clone(), ip);
-    }
+    let (pools, user_subnet, aux) = plan_pools(spec, state, routes, driver)?;
+    let ipam_options = check_ipam_options(&spec.ipam_options)?;
     let v6 = super::v6::plan(spec, state, driver)?;
     let net_id = state.next_net_id.max(1);
     Ok(Network {
@@ -327,9 +234,9 @@ pub fn plan_network(
         net_id,
         bridge,
         bridge_mac: [0; 6],
-        subnet: Some(subnet),
-        gateway: Some(gateway),
-        ip_range,
+        subnet: Some(pools[0].subnet),
+        gateway: Some(pools[0].gateway),
+        ip_range: pools[0].ip_range,
         aux_addresses: aux,
         user_subnet,
         internal: spec.internal,
@@ -348,7 +255,205 @@ pub fn plan_network(
         gateway6: v6.gateway6,
         ip_range6: v6.ip_range6,
         user_subnet6: v6.user_subnet6,
+        more_subnets: pools[1..].to_vec(),
+        ipam_options,
     })
+}
+
+/// `--ipam-opt`s: netd's IPAM is Docker's default, whose one option is serial
+/// allocation (`IPAM_SERIAL`, true or false, checked). Others are kept as given and
+/// shown by inspect, as Docker does, but have no effect: `unused_ipam_options` names
+/// them for the create's warning (Docker ignores them without a word).
+fn check_ipam_options(
+    opts: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, NetdError> {
+    opts.iter()
+        .map(|(k, v)| {
+            if IPAM_OPTIONS.contains(&k.as_str()) {
+                parse_bool_opt(k, v)?;
+                Ok((k.clone(), matches!(v.as_str(), "true" | "1").to_string()))
+            } else {
+                Ok((k.clone(), v.clone()))
+            }
+        })
+        .collect()
+}
+
+/// Docker's `Warning` for `--ipam-opt`s the default IPAM driver does not use.
+pub fn unused_ipam_options(net: &Network) -> Option<String> {
+    let unused: Vec<&str> = net
+        .ipam_options
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !IPAM_OPTIONS.contains(k))
+        .collect();
+    (!unused.is_empty()).then(|| {
+        format!(
+            "the default IPAM driver does not use --ipam-opt {}: kept (inspect shows it) without effect; it takes {IPAM_SERIAL}=true|false",
+            unused.join(", ")
+        )
+    })
+}
+
+/// A network's IPv4 addressing as planned: its subnets, whether the user chose them,
+/// its aux addresses.
+type Pools = (Vec<Pool4>, bool, BTreeMap<String, Ipv4Addr>);
+
+/// The network's IPv4 subnets (the first from `subnet`, `gateway`, `ip_range`, then
+/// `more_subnets`, which only overlay networks take, as in Docker), whether the user
+/// chose them, and the aux addresses, each in one of them.
+fn plan_pools(
+    spec: &NetworkSpec,
+    state: &State,
+    routes: &[Ipv4Network],
+    driver: &str,
+) -> Result<Pools, NetdError> {
+    if !spec.more_subnets.is_empty() && driver != model::DRIVER_OVERLAY {
+        return Err(invalid(format!(
+            "--subnet given {} times for IPv4: the {driver} driver takes one IPv4 subnet (several are for -d overlay)",
+            spec.more_subnets.len() + 1
+        )));
+    }
+    let taken: Vec<(String, Ipv4Network)> = state
+        .networks
+        .iter()
+        .flat_map(|n| n.pools4().into_iter().map(|p| (n.name.clone(), p.subnet)))
+        .collect();
+    let mut pools: Vec<Pool4> = Vec::new();
+    let user_subnet = spec.subnet.is_some();
+    let first = match spec.subnet.as_deref() {
+        Some(s) => plan_pool(s, spec.gateway.as_deref(), spec.ip_range.as_deref(), &taken)?,
+        None => {
+            if spec.gateway.is_some() || spec.ip_range.is_some() || !spec.aux_addresses.is_empty() {
+                return Err(invalid(
+                    "--gateway, --ip-range and --aux-address need --subnet".into(),
+                ));
+            }
+            let mut avoid: Vec<Ipv4Network> = taken.iter().map(|(_, t)| *t).collect();
+            avoid.extend_from_slice(routes);
+            let subnet = model::pick_subnet(&avoid).ok_or_else(|| {
+                NetdError::Conflict("no free subnet left in the default pools".into())
+            })?;
+            let gateway = subnet
+                .nth(1)
+                .ok_or_else(|| invalid(format!("subnet {subnet} is too small")))?;
+            Pool4 {
+                subnet,
+                gateway,
+                ip_range: None,
+            }
+        }
+    };
+    pools.push(first);
+    for p in &spec.more_subnets {
+        let mut taken = taken.clone();
+        taken.extend(pools.iter().map(|q| (spec.name.clone(), q.subnet)));
+        pools.push(plan_pool(
+            &p.subnet,
+            p.gateway.as_deref(),
+            p.ip_range.as_deref(),
+            &taken,
+        )?);
+    }
+    let aux = plan_aux(&spec.aux_addresses, &pools)?;
+    Ok((pools, user_subnet, aux))
+}
+
+/// One user subnet with its gateway (default: its first address) and ip-range.
+fn plan_pool(
+    subnet: &str,
+    gateway: Option<&str>,
+    ip_range: Option<&str>,
+    taken: &[(String, Ipv4Network)],
+) -> Result<Pool4, NetdError> {
+    let subnet = parse_cidr("subnet", subnet)?;
+    check_subnet(&subnet)?;
+    if let Some((name, other)) = taken.iter().find(|(_, t)| model::overlaps(&subnet, t)) {
+        return Err(NetdError::Conflict(format!(
+            "subnet {subnet} overlaps with network {name} ({other})"
+        )));
+    }
+    let gateway = match gateway {
+        Some(g) => {
+            let g = parse_ip("gateway", g)?;
+            if let Some(why) = host_addr_problem(&subnet, g) {
+                return Err(invalid(format!("gateway {g} {why}")));
+            }
+            g
+        }
+        None => subnet
+            .nth(1)
+            .ok_or_else(|| invalid(format!("subnet {subnet} is too small")))?,
+    };
+    let ip_range = ip_range.map(|r| plan_range(r, &subnet)).transpose()?;
+    Ok(Pool4 {
+        subnet,
+        gateway,
+        ip_range,
+    })
+}
+
+fn plan_range(r: &str, subnet: &Ipv4Network) -> Result<Ipv4Network, NetdError> {
+    let r: Ipv4Network = r
+        .parse()
+        .map_err(|_| invalid(format!("invalid ip-range {r:?}: not an IPv4 CIDR")))?;
+    if r.ip() != r.network() {
+        return Err(super::host_bits_set(
+            "ip-range",
+            &r.to_string(),
+            r.network(),
+            r.prefix(),
+        ));
+    }
+    if !(subnet.contains(r.network()) && subnet.contains(r.broadcast())) {
+        return Err(invalid(format!(
+            "ip-range {r} is not inside subnet {subnet}"
+        )));
+    }
+    // A /31 or /32 at the subnet's edge holds only its network or broadcast address:
+    // every container would fail with "no free address".
+    if !r.iter().take(4).any(|ip| is_host_addr(subnet, ip)) {
+        return Err(invalid(format!(
+            "ip-range {r} holds no usable address of subnet {subnet}"
+        )));
+    }
+    Ok(r)
+}
+
+/// Aux addresses: each a host address of one of the subnets, none a gateway, none
+/// given twice.
+fn plan_aux(
+    given: &BTreeMap<String, String>,
+    pools: &[Pool4],
+) -> Result<BTreeMap<String, Ipv4Addr>, NetdError> {
+    let mut aux = BTreeMap::new();
+    for (name, ip) in given {
+        if name.is_empty() {
+            return Err(invalid(format!(
+                "invalid aux-address ={ip}: the name is empty"
+            )));
+        }
+        let ip = parse_ip("aux-address", ip)?;
+        let pool = pools
+            .iter()
+            .find(|p| p.subnet.contains(ip))
+            .unwrap_or(&pools[0]);
+        if let Some(why) = host_addr_problem(&pool.subnet, ip) {
+            return Err(invalid(format!("aux-address {name}={ip} {why}")));
+        }
+        if pools.iter().any(|p| p.gateway == ip) {
+            return Err(NetdError::Conflict(format!(
+                "aux-address {name}={ip} is the gateway"
+            )));
+        }
+        if let Some((other, _)) = aux.iter().find(|(_, a)| **a == ip) {
+            return Err(NetdError::Conflict(format!(
+                "aux-address {name}={ip} is already {other}"
+            )));
+        }
+        aux.insert(name.clone(), ip);
+    }
+    Ok(aux)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
@@ -11,10 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::NetdError;
 
+mod detach;
 mod names;
+mod pool;
 mod publish;
 
+pub use detach::{parse_detach_keys, DetachScanner, Scanned, DEFAULT_DETACH_KEYS};
 pub use names::{is_dns_name, parse_link, DnsConfig, Link};
+pub use pool::{Pool4, PoolSpec, IPAM_OPTIONS, IPAM_SERIAL};
 pub use publish::{
     expand_specs, is_twin, parse_expose, parse_publish, IpProto, PortMapping, PortSpec, Proto,
 };
@@ -94,6 +98,13 @@ pub struct Network {
     /// static --ip6, as for --ip.
     #[serde(default)]
     pub user_subnet6: bool,
+    /// IPv4 subnets after the first (`subnet`, `gateway`, `ip_range`): overlay networks
+    /// take several, as Docker's do. Addresses come from the first with room.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_subnets: Vec<Pool4>,
+    /// `--ipam-opt`s of Docker's default IPAM driver (see `IPAM_OPTIONS`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ipam_options: BTreeMap<String, String>,
 }
 
 impl Network {
@@ -110,6 +121,42 @@ impl Network {
     /// no NAT66, the outside routes the subnet to the host. Default `nat`.
     pub fn routed6(&self) -> bool {
         self.options.get(GATEWAY_MODE_IPV6).map(String::as_str) == Some("routed")
+    }
+
+    /// Every IPv4 subnet, the first one first.
+    pub fn pools4(&self) -> Vec<Pool4> {
+        let first = self
+            .subnet
+            .zip(self.gateway)
+            .map(|(subnet, gateway)| Pool4 {
+                subnet,
+                gateway,
+                ip_range: self.ip_range,
+            });
+        first
+            .into_iter()
+            .chain(self.more_subnets.iter().copied())
+            .collect()
+    }
+
+    /// The subnet `ip` is in (None: in none of them).
+    pub fn pool_of(&self, ip: Ipv4Addr) -> Option<Pool4> {
+        self.pools4().into_iter().find(|p| p.subnet.contains(ip))
+    }
+
+    /// The gateway of an endpoint with address `ip`: its own subnet's.
+    pub fn gateway_for(&self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.pool_of(ip).map(|p| p.gateway).or(self.gateway)
+    }
+
+    /// The prefix length of `ip`'s subnet (32 when it is in none).
+    pub fn prefix_for(&self, ip: Ipv4Addr) -> u8 {
+        self.pool_of(ip).map_or(32, |p| p.subnet.prefix())
+    }
+
+    /// Whether addresses are handed out serially (`IPAM_SERIAL`).
+    pub fn serial_ipam(&self) -> bool {
+        self.ipam_options.get(IPAM_SERIAL).map(String::as_str) == Some("true")
     }
 
     /// Docker's scope: `global` for overlay networks (pre-Swarm cluster store), `local`
@@ -165,6 +212,13 @@ pub struct NetworkSpec {
     pub gateway6: Option<String>,
     #[serde(default)]
     pub ip_range6: Option<String>,
+    /// IPv4 subnets after the first (overlay networks only); their aux addresses are in
+    /// `aux_addresses` with the first's.
+    #[serde(default)]
+    pub more_subnets: Vec<PoolSpec>,
+    /// `--ipam-opt KEY=VALUE`.
+    #[serde(default)]
+    pub ipam_options: BTreeMap<String, String>,
 }
 
 /// How a container is networked (`--network`).
@@ -206,6 +260,10 @@ pub struct Attachment {
     /// The IPv6 address the user asked for (--ip6).
     #[serde(default)]
     pub requested_ip6: Option<Ipv6Addr>,
+    /// `--link-local-ip`s: further addresses on the interface (169.254.0.0/16 as /16,
+    /// fe80::/10 as /64, as Docker adds them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_local_ips: Vec<IpAddr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,6 +300,10 @@ pub enum Origin {
         /// This attachment carries the namespace's default route (the runtime's first
         /// netd attachment of that namespace does).
         default_route: bool,
+        /// The namespace's inode (nsfs), to tell when no process and no mount holds
+        /// it any more: the runtime is gone without a DEL.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netns_ino: Option<u64>,
     },
     /// Docker's libnetwork through the network plugin protocol (`netd daemon
     /// --docker-plugin`): the record's id is Docker's endpoint id. netd makes the veth
@@ -291,6 +353,36 @@ pub struct Container {
     /// `--link`s (default bridge: hosts entries, env, the icc=false exception).
     #[serde(default)]
     pub links: Vec<Link>,
+    /// What `run`/`create` asked for beyond the network (Docker's Config and
+    /// HostConfig fields that netd keeps).
+    #[serde(default)]
+    pub config: CreateConfig,
+}
+
+/// A container's settings from `run`/`create` that its inspect shows as asked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateConfig {
+    /// Docker's HostConfig.NetworkMode as created (`--network`, by name): connecting
+    /// and disconnecting networks later does not change it.
+    #[serde(default)]
+    pub network_mode: Option<String>,
+    /// `-t`: the process gets a pseudo-terminal (the daemon holds its master side).
+    #[serde(default)]
+    pub tty: bool,
+    /// `-i`: the process's stdin stays open for `attach`.
+    #[serde(default)]
+    pub open_stdin: bool,
+    /// Created by a `run` in the foreground (no `-d`): its client attached. With `-i`
+    /// that is Docker's StdinOnce: the process's stdin closes when that client's
+    /// input ends.
+    #[serde(default)]
+    pub attached: bool,
+}
+
+impl CreateConfig {
+    pub fn stdin_once(&self) -> bool {
+        self.attached && self.open_stdin
+    }
 }
 
 /// Docker's name of a network mode: `bridge`, `host`, `none` or `container:NAME`.
@@ -381,6 +473,16 @@ pub struct RunRequest {
     /// `--link NAME[:ALIAS]`.
     #[serde(default)]
     pub links: Vec<String>,
+    /// `--link-local-ip`s on the first network.
+    #[serde(default)]
+    pub link_local_ips: Vec<IpAddr>,
+    /// `-t`, `-i`, and whether a client attaches (`run` without `-d`).
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub open_stdin: bool,
+    #[serde(default)]
+    pub attached: bool,
 }
 
 /// What `network connect` asks for.
@@ -394,6 +496,9 @@ pub struct ConnectRequest {
     /// `--link NAME[:ALIAS]`.
     #[serde(default)]
     pub links: Vec<String>,
+    /// `--link-local-ip`s.
+    #[serde(default)]
+    pub link_local_ips: Vec<IpAddr>,
 }
 
 /// Container names follow Docker's rule.
@@ -421,14 +526,32 @@ pub fn validate_docker_name(what: &str, name: &str) -> Result<(), NetdError> {
     }
 }
 
-/// Picks the default bridge subnet: the first /16 of Docker's pool (172.17-31.0.0/16, then
-/// 192.168.0-240.0/20) that overlaps none of `taken` (routes of the host namespace).
+/// Docker's default address pools, in order: each base is cut into subnets of the
+/// given prefix length (172.17-31.0.0/16, then 192.168.0-240.0/20).
+pub fn default_pools() -> Vec<(Ipv4Network, u8)> {
+    (17..=31)
+        .filter_map(|b| Ipv4Network::new(Ipv4Addr::new(172, b, 0, 0), 16).ok())
+        .map(|n| (n, 16))
+        .chain(
+            Ipv4Network::new(Ipv4Addr::new(192, 168, 0, 0), 16)
+                .ok()
+                .map(|n| (n, 20)),
+        )
+        .collect()
+}
+
+/// Picks a subnet for a network created without --subnet: the first of the default
+/// pools' subnets that overlaps none of `taken` (other networks, routes of the host).
 pub fn pick_subnet(taken: &[Ipv4Network]) -> Option<Ipv4Network> {
-    let candidates = (17..=31)
-        .map(|b| Ipv4Network::new(Ipv4Addr::new(172, b, 0, 0), 16))
-        .chain((0..16).map(|i| Ipv4Network::new(Ipv4Addr::new(192, 168, i * 16, 0), 20)));
-    candidates
-        .flatten()
+    default_pools()
+        .into_iter()
+        .flat_map(|(base, size)| {
+            let step = 1u32 << (32 - u32::from(size));
+            let count = 1u32 << (u32::from(size) - u32::from(base.prefix()));
+            (0..count).filter_map(move |i| {
+                Ipv4Network::new(Ipv4Addr::from(u32::from(base.network()) + i * step), size).ok()
+            })
+        })
         .find(|c| !taken.iter().any(|t| overlaps(c, t)))
 }
 
@@ -467,6 +590,8 @@ pub fn test_network() -> Network {
         gateway6: None,
         ip_range6: None,
         user_subnet6: false,
+        more_subnets: Vec::new(),
+        ipam_options: BTreeMap::new(),
     }
 }
 
@@ -483,6 +608,7 @@ pub fn test_attachment() -> Attachment {
         requested_ip: None,
         ip6: None,
         requested_ip6: None,
+        link_local_ips: Vec::new(),
     }
 }
 
@@ -512,6 +638,7 @@ pub fn test_container(id: &str, name: &str) -> Container {
         origin: Origin::Netd,
         dns: DnsConfig::default(),
         links: Vec::new(),
+        config: Default::default(),
     }
 }
 

@@ -255,6 +255,8 @@ pub fn network(net_id: u32, subnet: &str, flags: u32) -> Network {
         gateway6: None,
         ip_range6: None,
         user_subnet6: false,
+        more_subnets: Vec::new(),
+        ipam_options: Default::default(),
     }
 }
 
@@ -270,6 +272,7 @@ pub fn attachment(ip: [u8; 4], mac: [u8; 6], host_ifindex: u32) -> Attachment {
         requested_ip: None,
         ip6: None,
         requested_ip6: None,
+        link_local_ips: Vec::new(),
     }
 }
 

@@ -11,6 +11,10 @@
 //!   netd-tester serve-push PORT MS      on each connection: "1\n", then after MS "2\n"
 //!   netd-tester read-push ADDR:PORT MS  read both lines of serve-push within MS
 //!   netd-tester udp-flood ADDR:PORT N   one datagram from each of N new source ports
+//!   netd-tester connect-every ADDR:PORT SECS MS [SEND]  a new connection every MS
+//!                                       for SECS, each sent SEND (if given) and read
+//!                                       to its end; prints
+//!                                       {"ok":N,"failed":F,"first_error":".."}
 //!   netd-tester udp-connected ADDR:PORT MSG  the same on a connected socket; prints
 //!                                            "refused" when an ICMP port-unreachable
 //!                                            for that exact peer comes back
@@ -54,6 +58,8 @@ fn main() {
         ["serve-push", port, ms] => serve_push(port, ms),
         ["read-push", addr, ms] => read_push(addr, ms),
         ["udp-flood", addr, n] => udp_flood(addr, n),
+        ["connect-every", addr, secs, ms] => connect_every(addr, secs, ms, ""),
+        ["connect-every", addr, secs, ms, send] => connect_every(addr, secs, ms, send),
         _ => Err("usage: netd-tester serve-tcp PORT | serve-udp PORT | tcp ADDR:PORT | udp ADDR:PORT MSG".into()),
     };
     if let Err(e) = r {
@@ -255,6 +261,43 @@ fn hold(addr: &str, secs: &str) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(100));
     }
     println!("held {n}");
+    Ok(())
+}
+
+/// New connections at a steady pace (not back to back: a restart test wants to know
+/// that every connection attempted while the agent was away got through, not a rate).
+/// Each one must answer (serve-tcp's greeting) within the client timeout.
+fn connect_every(addr: &str, secs: &str, ms: &str, send: &str) -> Result<(), String> {
+    let a: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let secs: f64 = secs
+        .parse()
+        .map_err(|_| format!("{secs:?} is not a number"))?;
+    let ms: u64 = ms.parse().map_err(|_| format!("{ms:?} is not a number"))?;
+    let end = std::time::Instant::now() + Duration::from_secs_f64(secs);
+    let (mut ok, mut failed, mut first_error) = (0u64, 0u64, String::new());
+    while std::time::Instant::now() < end {
+        let r = (|| -> std::io::Result<usize> {
+            let mut s = TcpStream::connect_timeout(&a, timeout())?;
+            s.set_read_timeout(Some(timeout()))?;
+            s.write_all(send.as_bytes())?;
+            let mut out = Vec::new();
+            s.read_to_end(&mut out)
+        })();
+        match r {
+            Ok(n) if n > 0 => ok += 1,
+            other => {
+                failed += 1;
+                if first_error.is_empty() {
+                    first_error = match other {
+                        Ok(_) => "closed without a greeting".into(),
+                        Err(e) => e.to_string(),
+                    };
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    println!("{{\"ok\":{ok},\"failed\":{failed},\"first_error\":{first_error:?}}}");
     Ok(())
 }
 

@@ -78,8 +78,7 @@ async fn check_inside(
             fmt_mac(&a.mac)
         ));
     }
-    let prefix = net.subnet.map(|s| s.prefix()).unwrap_or(32);
-    let want = Ipv4Network::new(a.ip, prefix)?;
+    let want = Ipv4Network::new(a.ip, net.prefix_for(a.ip))?;
     let has_addr = inside
         .ipv4_addrs()
         .await?
@@ -88,7 +87,7 @@ async fn check_inside(
     if !has_addr {
         problems.push(format!("interface {} lacks address {want}", a.ifname));
     }
-    if let (true, false, Some(gw)) = (default_route, net.internal, net.gateway) {
+    if let (true, false, Some(gw)) = (default_route, net.internal, net.gateway_for(a.ip)) {
         match inside.default_gateway().await? {
             Some(g) if g == gw => {}
             Some(g) => problems.push(format!("the default route is via {g}, not {gw}")),

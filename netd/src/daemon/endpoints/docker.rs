@@ -141,6 +141,7 @@ impl Daemon {
             subnet6: n.subnet6.map(|s| s.to_string()),
             gateway6: n.gateway6.map(|g| g.to_string()),
             ip_range6: None,
+            ..Default::default()
         };
         let (net, _) = self.create_network_as(spec, n.id.clone()).await?;
         info!("docker network {} is {}", n.id, net.name);
@@ -232,6 +233,7 @@ impl Daemon {
             origin: Origin::Docker { sandbox_key: None },
             dns: Default::default(),
             links: Vec::new(),
+            config: Default::default(),
         };
         inner.state.containers.push(c);
         if let Err(e) = inner.store.commit(&inner.state) {
@@ -262,7 +264,7 @@ impl Daemon {
             .ok_or_else(|| not_found_net(&a.network))?;
         let reply = DockerJoin {
             ifname: a.ifname.clone(),
-            gateway: net.gateway.filter(|_| !net.internal),
+            gateway: net.gateway_for(a.ip).filter(|_| !net.internal),
             gateway6: net.gateway6.filter(|_| !net.internal && a.ip6.is_some()),
         };
         if a.host_ifindex != 0 {

@@ -83,6 +83,12 @@ impl<K: CtKeyOf> CtMap<K> {
     /// Every entry, read in batches.
     pub fn entries(&self) -> anyhow::Result<Vec<(K, K::Entry)>> {
         let mut out = Vec::new();
+        self.walk(|keys, vals| out.extend(keys.iter().copied().zip(vals.iter().copied())))?;
+        Ok(out)
+    }
+
+    /// Hands each batch of entries to `f`, reusing one buffer.
+    fn walk(&self, mut f: impl FnMut(&[K], &[K::Entry])) -> anyhow::Result<()> {
         let mut keys = vec![K::default(); BATCH];
         let mut vals = vec![K::Entry::default(); BATCH];
         let (mut cursor_in, mut cursor_out) = (0u64, 0u64);
@@ -103,7 +109,7 @@ impl<K: CtKeyOf> CtMap<K> {
             };
             let r = bpf_batch(BPF_MAP_LOOKUP_BATCH, &mut attr);
             let n = attr.count as usize;
-            out.extend(keys[..n].iter().copied().zip(vals[..n].iter().copied()));
+            f(&keys[..n], &vals[..n]);
             match r {
                 Ok(()) => {}
                 // ENOENT: the walk reached the end (with `n` entries in this last call).
@@ -113,7 +119,7 @@ impl<K: CtKeyOf> CtMap<K> {
             cursor_in = cursor_out;
             first = false;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Deletes `keys` in batches; keys not in this map (evicted, deleted by another
@@ -143,5 +149,24 @@ impl<K: CtKeyOf> CtMap<K> {
             }
         }
         removed
+    }
+}
+
+/// What a census needs of a conntrack map of either family.
+pub trait CtMapCount {
+    /// Entries now (a walk that keeps nothing).
+    fn count(&self) -> anyhow::Result<u64>;
+    fn capacity(&self) -> u32;
+}
+
+impl<K: CtKeyOf> CtMapCount for CtMap<K> {
+    fn count(&self) -> anyhow::Result<u64> {
+        let mut n = 0u64;
+        self.walk(|keys, _| n += keys.len() as u64)?;
+        Ok(n)
+    }
+
+    fn capacity(&self) -> u32 {
+        self.capacity
     }
 }

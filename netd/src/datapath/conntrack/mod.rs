@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-pub use batch::CtMap;
+pub use batch::{CtMap, CtMapCount};
 pub use family::{CtEntryOf, CtKeyOf, Stamp};
 use netd_common::{
     ct_kind, ct_tcp, map_names, CtKey, CtKey6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP,
@@ -253,6 +253,24 @@ impl CtTable {
     /// Entries a family's map of new, unanswered flows holds at most.
     pub fn new_capacity(&self) -> u32 {
         self.v4.new.capacity()
+    }
+
+    /// Entries of each map now, IPv4's then IPv6's, and the maps' capacities (a walk
+    /// of the maps that keeps nothing).
+    pub fn census(&self) -> anyhow::Result<[super::CtCensus; 2]> {
+        let of =
+            |answered: &dyn CtMapCount, new: &dyn CtMapCount| -> anyhow::Result<super::CtCensus> {
+                Ok(super::CtCensus {
+                    answered: answered.count()?,
+                    new: new.count()?,
+                    answered_capacity: answered.capacity(),
+                    new_capacity: new.capacity(),
+                })
+            };
+        Ok([
+            of(&self.v4.confirmed, &self.v4.new)?,
+            of(&self.v6.confirmed, &self.v6.new)?,
+        ])
     }
 
     /// How many entries the table holds now, both families (a full walk of the maps).

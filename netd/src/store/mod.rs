@@ -3,6 +3,13 @@
 //! is fsynced), so a crash at any point leaves either the old or the new state, whole.
 //! Changes are committed here before the kernel is touched; reconcile makes the kernel
 //! match afterwards.
+//!
+//! The document carries its layout version (`STATE_VERSION`). A file of an older
+//! release is brought up to date by `migrate` when it is opened (the original is kept
+//! beside it as `state.json.vN`); one of a newer release is refused before anything is
+//! touched.
+mod migrate;
+
 use std::{
     fs::{self, File},
     io::Write,
@@ -13,9 +20,13 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Container, Network};
+pub use migrate::{StoreError, STATE_VERSION};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {
+    /// The layout of this document: always this release's (`migrate` brought an older
+    /// file up to it before it became a `State`).
+    pub version: Version,
     pub networks: Vec<Network>,
     pub containers: Vec<Container>,
     pub next_net_id: u32,
@@ -27,6 +38,23 @@ pub struct State {
     /// DNS answers their names, the datapath tunnels to them.
     #[serde(skip)]
     pub remote: std::sync::Arc<Vec<crate::model::RemoteEndpoint>>,
+    /// Where serial allocation (`--ipam-opt com.docker.network.ipam.serial=true`)
+    /// goes on, by network id: the last address handed out. In memory, as dockerd
+    /// keeps it for local networks: after a restart it starts again at the lowest.
+    #[serde(skip)]
+    pub ipam_cursor:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::net::Ipv4Addr>>>,
+}
+
+/// The state file's version, `STATE_VERSION` from the start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Version(pub u32);
+
+impl Default for Version {
+    fn default() -> Self {
+        Version(STATE_VERSION)
+    }
 }
 
 impl State {
@@ -79,12 +107,17 @@ impl Store {
         // so the old state is the committed one.
         let _ = fs::remove_file(path.with_extension("json.tmp"));
         let state = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("parsing {}", path.display()))?,
+            Ok(bytes) => migrate::read(&path, &bytes)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         Ok((Store { path }, state))
+    }
+
+    /// The version of the state in `state_dir` if this release can read it (none yet:
+    /// this release's), without changing anything.
+    pub fn check(state_dir: &Path) -> Result<u32, StoreError> {
+        migrate::check(&state_dir.join("state.json"))
     }
 
     pub fn commit(&self, state: &State) -> anyhow::Result<()> {
