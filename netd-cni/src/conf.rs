@@ -146,9 +146,10 @@ impl NetConf {
                 let proto = match p.protocol.as_deref().unwrap_or("tcp") {
                     "tcp" | "TCP" | "" => Proto::Tcp,
                     "udp" | "UDP" => Proto::Udp,
+                    "sctp" | "SCTP" => Proto::Sctp,
                     other => {
                         return Err(invalid(format!(
-                            "portMappings: protocol {other:?} of host port {} is not supported (tcp or udp)",
+                            "portMappings: protocol {other:?} of host port {} is not supported (tcp, udp or sctp)",
                             p.host_port
                         )))
                     }

@@ -93,6 +93,28 @@ counter_table! {
         /// IPv6 from a NAT66 network routed out of the uplink, which has no IPv6
         /// address to masquerade to: dropped, so no private source leaves the host.
         NAT66_NO_ADDRESS = "drop_nat66_no_address",
+        /// A later fragment from a container whose first fragment netd did not see
+        /// translated (out of order, or dropped): it cannot be translated, so it does
+        /// not leave with the container's address.
+        FRAG_UNKNOWN = "drop_frag_unknown",
+        /// From a container of a masquerading network and routed out of the uplink,
+        /// but nothing netd can translate (an ICMP message that is neither a query nor
+        /// an error about a tracked flow, an IPv6 header chain too long to follow):
+        /// dropped, so that no private source leaves the host.
+        UNTRANSLATABLE = "drop_untranslatable",
+        /// Broken headers from a container of a masquerading network, routed out of the
+        /// uplink: dropped (the stack would forward whatever its IP checks accept).
+        MALFORMED = "drop_malformed",
+        /// A new masqueraded flow of a protocol without ports (GRE, ESP, ...) to a peer
+        /// another container already reaches with that protocol: dropped, as the
+        /// kernel's NAT drops it, since the replies could not be told apart.
+        SNAT_CLASH = "drop_snat_clash",
+        /// A fragmented SCTP packet whose port must change: its CRC32c covers the whole
+        /// reassembled packet, whose length the first fragment does not tell.
+        SCTP_FRAGMENT = "drop_sctp_fragment",
+        /// A container's frame with a VLAN tag inside another: the kernel strips
+        /// priority tags and would route what is inside past netd's checks.
+        STACKED_VLAN = "drop_stacked_vlan",
     }
 }
 
@@ -127,7 +149,8 @@ counter_table! {
         REDIRECT_FAILED = "redirect_failed",
         /// Broken headers: passed untouched, for the stack's own checks to judge.
         MALFORMED_PASSED = "malformed_passed",
-        /// IP fragments: passed untouched (ports are only in the first one).
+        /// A later IP fragment netd saw no first fragment of (the host's own traffic,
+        /// or one that came out of order): passed untouched to the stack.
         FRAGMENT_PASSED = "fragment_passed",
         /// A packet to a container of an overlay network on another node, tunnelled.
         OVERLAY_TX = "overlay_tx",
@@ -135,6 +158,15 @@ counter_table! {
         OVERLAY_RX = "overlay_rx",
         /// An ARP request for a container on another node, answered here.
         OVERLAY_ARP = "overlay_arp_reply",
+        /// The first fragment of a datagram netd translated: its ports are remembered
+        /// for the fragments that follow.
+        FRAGMENT_FIRST = "fragment_first",
+        /// A later fragment, matched to its datagram's flow and translated alike.
+        FRAGMENT_FOLLOWED = "fragment_followed",
+        /// Too big for the uplink and not to be fragmented (IPv4 with DF, any IPv6):
+        /// handed untranslated to the stack, which drops it and tells the container
+        /// the path MTU ("fragmentation needed", "packet too big").
+        PMTU_PASSED = "pmtu_passed",
     }
 }
 
@@ -145,8 +177,11 @@ mod tests {
     #[test]
     fn tables_are_numbered_in_order_and_named_uniquely() {
         assert_eq!(drop_reason::REWRITE_FAILED.0, 0);
-        assert_eq!(drop_reason::NAT66_NO_ADDRESS.0, drop_reason::COUNT - 1);
-        assert_eq!(event::OVERLAY_ARP.0, event::COUNT - 1);
+        // Appended, never renumbered: the pinned arrays keep their counts by index.
+        assert_eq!(drop_reason::NAT66_NO_ADDRESS.0, 17);
+        assert_eq!(drop_reason::STACKED_VLAN.0, drop_reason::COUNT - 1);
+        assert_eq!(event::OVERLAY_ARP.0, 16);
+        assert_eq!(event::PMTU_PASSED.0, event::COUNT - 1);
         assert_eq!(drop_reason::NAMES[drop_reason::ICC.0 as usize], "drop_icc");
         assert_eq!(event::NAMES[event::SNAT.0 as usize], "snat");
         let mut all: std::vec::Vec<&str> = drop_reason::NAMES.to_vec();

@@ -8,10 +8,13 @@
 extern crate std;
 
 mod counters;
+pub mod crc32c;
+mod frag;
 pub mod layout;
 pub mod trace;
 mod v6;
 pub use counters::{drop_reason, event};
+pub use frag::*;
 pub use v6::*;
 
 // Pod on every map key and value: the derive refuses a type with implicit padding (whose
@@ -62,6 +65,9 @@ pub mod map_names {
     pub const CONNTRACK6: &str = "NETD_CT6";
     pub const CONNTRACK6_NEW: &str = "NETD_CT6_NEW";
     pub const SOCK_REVNAT6: &str = "NETD_SOCK_RNAT6";
+    /// Datagrams in fragments: the ports of their first fragment (`frag`), per family.
+    pub const FRAGS: &str = "NETD_FRAGS";
+    pub const FRAGS6: &str = "NETD_FRAGS6";
 }
 
 /// Names of the programs in the eBPF object.
@@ -89,6 +95,21 @@ pub mod prog_names {
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_DCCP: u8 = 33;
+pub const IPPROTO_GRE: u8 = 47;
+pub const IPPROTO_ESP: u8 = 50;
+pub const IPPROTO_SCTP: u8 = 132;
+pub const IPPROTO_UDPLITE: u8 = 136;
+
+/// Whether packets of `proto` carry a source and a destination port in their first four
+/// bytes, which the NAT tracks and rewrites (as the kernel's NAT does for these); other
+/// protocols but ICMP are tracked by address alone, with both ports 0.
+pub const fn has_ports(proto: u8) -> bool {
+    matches!(
+        proto,
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE | IPPROTO_DCCP
+    )
+}
 
 pub const MAX_PORT_MAPPINGS: u32 = 65536;
 /// Default capacities of the two conntrack maps (entries, two a flow); the agent sets
@@ -156,7 +177,7 @@ pub struct PortKey {
     pub host_ip: u32,
     /// Published host port, network byte order.
     pub host_port: u16,
-    /// IPPROTO_TCP or IPPROTO_UDP.
+    /// IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP.
     pub proto: u8,
     pub _pad: u8,
 }
@@ -201,7 +222,8 @@ pub struct CtKeyOf<A> {
     pub sport: u16,
     /// Destination port (ICMP: echo id), network byte order.
     pub dport: u16,
-    /// IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP or (IPv6) IPPROTO_ICMPV6.
+    /// The IP protocol. Protocols without ports (`has_ports`, ICMP aside) have both
+    /// ports 0: a flow of theirs is (protocol, addresses).
     pub proto: u8,
     pub _pad: [u8; 3],
 }

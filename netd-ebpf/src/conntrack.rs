@@ -18,17 +18,20 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray},
 };
 use netd_common::{
-    ct_flag, ct_kind, drop_reason, drop_reason::DropReason, event, CtEntryOf, CtKeyOf,
-    PortCounters, PortKey, IPPROTO_ICMP, IPPROTO_ICMPV6, SNAT_TRIES,
+    ct_flag, ct_kind, drop_reason, drop_reason::DropReason, event, CtEntryOf, CtKeyOf, FragEntry,
+    FragKeyOf, PortCounters, PortKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+    SNAT_TRIES,
 };
 
 use crate::{
     maps::{
         config, ADDRS6, CONNTRACK, CONNTRACK6, CONNTRACK6_NEW, CONNTRACK_NEW, CT6_KEY_SCRATCH,
-        CT6_SCRATCH, CT_KEY_SCRATCH, CT_SCRATCH, ENDPOINTS, PORT_STATS,
+        CT6_SCRATCH, CT_KEY_SCRATCH, CT_SCRATCH, ENDPOINTS, FLOW6_SCRATCH, FLOW_SCRATCH, FRAGS,
+        FRAGS6, PORT_STATS,
     },
     metrics::count,
     parse::FlowOf,
+    proto::has_ports,
 };
 
 /// What conntrack needs to know of an address family: its maps, its ICMP, how to
@@ -38,6 +41,10 @@ pub trait Family: Copy + PartialEq + Default + 'static {
     const ICMP: u8;
     fn confirmed() -> &'static HashMap<CtKeyOf<Self>, CtEntryOf<Self>>;
     fn new_flows() -> &'static LruHashMap<CtKeyOf<Self>, CtEntryOf<Self>>;
+    /// Datagrams in fragments (`frag`).
+    fn frags() -> &'static LruHashMap<FragKeyOf<Self>, FragEntry>;
+    /// This CPU's slot for the packet's flow (`parse::flow_slot`).
+    fn flow_scratch() -> &'static PerCpuArray<FlowOf<Self>>;
     /// Per-CPU slots to build a new flow's two entries and two keys in.
     fn scratch() -> &'static PerCpuArray<[CtEntryOf<Self>; 2]>;
     fn key_scratch() -> &'static PerCpuArray<[CtKeyOf<Self>; 2]>;
@@ -58,6 +65,14 @@ impl Family for u32 {
     #[inline(always)]
     fn new_flows() -> &'static LruHashMap<CtKeyOf<u32>, CtEntryOf<u32>> {
         &CONNTRACK_NEW
+    }
+    #[inline(always)]
+    fn frags() -> &'static LruHashMap<FragKeyOf<u32>, FragEntry> {
+        &FRAGS
+    }
+    #[inline(always)]
+    fn flow_scratch() -> &'static PerCpuArray<FlowOf<u32>> {
+        &FLOW_SCRATCH
     }
     #[inline(always)]
     fn scratch() -> &'static PerCpuArray<[CtEntryOf<u32>; 2]> {
@@ -100,6 +115,14 @@ impl Family for [u8; 16] {
         &CONNTRACK6_NEW
     }
     #[inline(always)]
+    fn frags() -> &'static LruHashMap<FragKeyOf<[u8; 16]>, FragEntry> {
+        &FRAGS6
+    }
+    #[inline(always)]
+    fn flow_scratch() -> &'static PerCpuArray<FlowOf<[u8; 16]>> {
+        &FLOW6_SCRATCH
+    }
+    #[inline(always)]
     fn scratch() -> &'static PerCpuArray<[CtEntryOf<[u8; 16]>; 2]> {
         &CT6_SCRATCH
     }
@@ -134,14 +157,17 @@ impl Family for [u8; 16] {
 
 use aya_ebpf::bindings::bpf_sock_tuple;
 
-/// Whether a socket of the current namespace matches `tuple` (of `size` bytes).
+/// Whether a socket of the current namespace matches `tuple` (of `size` bytes). Only
+/// TCP and UDP sockets can be looked up; other protocols' never claim a port.
 #[inline(always)]
 fn sk_lookup(ctx: &TcContext, proto: u8, tuple: &mut bpf_sock_tuple, size: u32) -> bool {
     use aya_ebpf::{
         bindings::BPF_F_CURRENT_NETNS,
         helpers::{bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
     };
-    use netd_common::IPPROTO_TCP;
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return false;
+    }
     let netns = BPF_F_CURRENT_NETNS as u64;
     // SAFETY: the tuple lives on the caller's stack for the call; a returned socket is
     // released.
@@ -270,11 +296,13 @@ pub struct Tuple<A = u32> {
 /// and returns the original direction's (in this CPU's scratch slot, or the map's own
 /// when another CPU won the race: never a copy, the stack has no room for one).
 ///
-/// With `alloc_port`, the new source port (ICMP: echo id) is picked in the masquerade
-/// range: the original one if it is in the range, else at random, at most SNAT_TRIES
-/// times. The reply entry goes in first with BPF_NOEXIST, so two flows can never share a
-/// reply tuple; the forward entry follows with BPF_NOEXIST and, if another CPU created
-/// the same flow meanwhile, ours is rolled back and theirs is used.
+/// With `alloc_port`, the new source port (ICMP: query id) is picked in the masquerade
+/// range: the original one if it is free, else from a random start in the range, at
+/// most SNAT_TRIES ports; a protocol without ports has no choice, and a reply tuple
+/// another flow holds is a clash (`drop_snat_clash`). The reply entry goes in first
+/// with BPF_NOEXIST, so two flows can never share a reply tuple; the forward entry
+/// follows with BPF_NOEXIST and, if another CPU created the same flow meanwhile, ours
+/// is rolled back and theirs is used.
 #[inline(always)]
 pub fn create<A: Family>(
     ctx: &TcContext,
@@ -348,44 +376,15 @@ pub fn create<A: Family>(
         // The range travels by value: a reference to a stack copy of the config was
         // lowered to a scalar the verifier rejected.
         Some((min, max)) => {
-            let (min, max) = (min as u32, max as u32);
-            let range = if max >= min { max - min + 1 } else { 1 };
-            let orig = u16::from_be(flow.sport) as u32;
-            let mut chosen = false;
-            // Like the kernel's MASQUERADE: keep the original port when nothing else
-            // uses the resulting tuple. "Else" includes the host's own sockets, which
-            // netd's conntrack does not see: a host socket that would receive the
-            // reply (a listener on the port, or a connection with that remote) makes
-            // the port taken.
-            if !icmp && orig >= 1024 && !A::host_socket_claims(ctx, flow, t.saddr) {
+            if !icmp && !has_ports(flow.proto) {
+                // Nothing to choose: the flow is (protocol, addresses), and the reply
+                // tuple is either free or another container's (the kernel's NAT drops
+                // such a clash too).
                 *rkey = reverse_key(fwd, flow.proto);
-                chosen = claim_reply_tuple(&*rkey, rev)?;
-            }
-            // Otherwise the reserved range: a random start, then the following ports
-            // in turn (a run of taken ports is far rarer than one taken port, so this
-            // finds room in a nearly full range where random picks fail and cost the
-            // client a SYN retransmit). Tuples are not reused while their flow's
-            // entries live: the far end may hold them in TIME_WAIT.
-            // SAFETY: a helper call without arguments.
-            let start = if orig >= min && orig <= max {
-                orig - min
-            } else {
-                (unsafe { bpf_get_prandom_u32() }) % range
-            };
-            for i in 0..SNAT_TRIES {
-                if chosen {
-                    break;
+                if !claim_reply_tuple(&*rkey, rev)? {
+                    return Err(drop_reason::SNAT_CLASH);
                 }
-                let port = min + (start + i) % range;
-                let p = (port as u16).to_be();
-                fwd.sport = p;
-                if icmp {
-                    fwd.dport = p;
-                }
-                *rkey = reverse_key(fwd, flow.proto);
-                chosen = claim_reply_tuple(&*rkey, rev)?;
-            }
-            if !chosen {
+            } else if !claim_port(ctx, flow, t.saddr, fwd, rev, rkey, (min, max))? {
                 return Err(drop_reason::SNAT_EXHAUSTED);
             }
             if let Err(e) = new_flows.insert(&*fwd_key, &*fwd, BPF_NOEXIST as u64) {
@@ -405,6 +404,59 @@ pub fn create<A: Family>(
         }
     }
     Ok(fwd)
+}
+
+/// Picks the new source port (ICMP: query id) of a masqueraded flow in [min, max] and
+/// takes its reply tuple: Ok(false) when every port tried was taken.
+#[inline(always)]
+fn claim_port<A: Family>(
+    ctx: &TcContext,
+    flow: &FlowOf<A>,
+    new_saddr: A,
+    fwd: &mut CtEntryOf<A>,
+    rev: &CtEntryOf<A>,
+    rkey: &mut CtKeyOf<A>,
+    (min, max): (u16, u16),
+) -> Result<bool, DropReason> {
+    let icmp = flow.proto == A::ICMP;
+    let (min, max) = (min as u32, max as u32);
+    let range = if max >= min { max - min + 1 } else { 1 };
+    let orig = u16::from_be(flow.sport) as u32;
+    let mut chosen = false;
+    // Like the kernel's MASQUERADE: keep the original port when nothing else
+    // uses the resulting tuple. "Else" includes the host's own sockets, which
+    // netd's conntrack does not see: a host socket that would receive the
+    // reply (a listener on the port, or a connection with that remote) makes
+    // the port taken.
+    if !icmp && orig >= 1024 && !A::host_socket_claims(ctx, flow, new_saddr) {
+        *rkey = reverse_key(fwd, flow.proto);
+        chosen = claim_reply_tuple(rkey, rev)?;
+    }
+    // Otherwise the reserved range: a random start, then the following ports
+    // in turn (a run of taken ports is far rarer than one taken port, so this
+    // finds room in a nearly full range where random picks fail and cost the
+    // client a SYN retransmit). Tuples are not reused while their flow's
+    // entries live: the far end may hold them in TIME_WAIT.
+    // SAFETY: a helper call without arguments.
+    let start = if orig >= min && orig <= max {
+        orig - min
+    } else {
+        (unsafe { bpf_get_prandom_u32() }) % range
+    };
+    for i in 0..SNAT_TRIES {
+        if chosen {
+            break;
+        }
+        let port = min + (start + i) % range;
+        let p = (port as u16).to_be();
+        fwd.sport = p;
+        if icmp {
+            fwd.dport = p;
+        }
+        *rkey = reverse_key(fwd, flow.proto);
+        chosen = claim_reply_tuple(rkey, rev)?;
+    }
+    Ok(chosen)
 }
 
 /// Tracks a new flow to a published port, whose backend is (`ip`, `port`): DNAT, the

@@ -7,17 +7,18 @@
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
 use netd_common::{
     ct_kind, drop_reason, drop_reason::DropReason, event, Endpoint6, EP_F_MASQUERADE,
-    IPPROTO_ICMPV6,
 };
 
 use crate::{
     conntrack::{self, Tuple},
-    icmp6,
+    frag, icmp6,
     maps::{config, config6, ENDPOINTS6, LOCAL_ADDRS6},
-    metrics::count,
-    nat6::{self, Kind},
-    parse6::Flow6,
+    metrics::{count, count_passed},
+    nat, nat6,
+    parse::{self, Kind},
+    parse6::{Flow6, IP6_DADDR, IP6_SADDR},
     policy6,
+    proto::has_ports,
 };
 
 const NEXT: i32 = TC_ACT_UNSPEC;
@@ -32,35 +33,66 @@ pub fn nat(ctx: &TcContext) -> Result<i32, DropReason> {
     };
     // SAFETY: a map value, alive while the program runs.
     let ep = unsafe { &*ep };
-    // SAFETY: a plain-data struct of integers; all zeroes is a valid value.
-    let mut flow: Flow6 = unsafe { core::mem::zeroed() };
-    match nat6::parse_into(ctx, &mut flow, false)? {
+    let Some(flow) = parse::flow_slot::<[u8; 16]>() else {
+        return Ok(NEXT);
+    };
+    match nat6::parse_into(ctx, flow, false)? {
         Kind::Flow => {}
         Kind::IcmpError(off) => {
-            // An error about a flow that came in through a published port.
-            icmp6::translate_error(ctx, off)?;
-            return Ok(NEXT);
+            // An error about a flow that came in through a published port: translated,
+            // it speaks with the published address.
+            if icmp6::translate_error(ctx, off)? && !from_container(ctx, ep) {
+                return Ok(NEXT);
+            }
+            return untranslated(ctx, ep, drop_reason::UNTRANSLATABLE);
         }
-        Kind::Pass => return Ok(NEXT),
+        Kind::Pass(reason) => return untranslated(ctx, ep, reason),
     }
-    if let Some(verdict) = nat6::known(ctx, &flow, true) {
+    if let Some(verdict) = nat6::known(ctx, flow, true) {
         return verdict;
     }
     // SAFETY: a read-only lookup of a plain-data value.
     if unsafe { LOCAL_ADDRS6.get(&flow.daddr) }.is_some() {
-        return hairpin(ctx, ep, &flow);
+        return hairpin(ctx, ep, flow);
     }
-    masquerade(ctx, ep, &flow)
+    masquerade(ctx, ep, flow)
+}
+
+/// Whether the packet still carries the endpoint's own address as its source.
+#[inline(always)]
+fn from_container(ctx: &TcContext, ep: &Endpoint6) -> bool {
+    ctx.load::<[u8; 16]>(IP6_SADDR).is_ok_and(|s| s == ep.addr)
+}
+
+/// A packet NAT66 does not translate: it must not leave a NAT66 network through the
+/// uplink (dropped for `reason`); anything else goes on as it is (a routed network's,
+/// or one routed elsewhere).
+#[inline(never)]
+fn untranslated(ctx: &TcContext, ep: &Endpoint6, reason: DropReason) -> Result<i32, DropReason> {
+    if ep.flags & EP_F_MASQUERADE != 0 {
+        let (Ok(saddr), Ok(daddr)) = (
+            ctx.load::<[u8; 16]>(IP6_SADDR),
+            ctx.load::<[u8; 16]>(IP6_DADDR),
+        ) else {
+            return Err(drop_reason::MALFORMED);
+        };
+        if nat6::route(ctx, &saddr, &daddr).is_some_and(|r| r.ifindex == config().uplink_ifindex) {
+            return Err(reason);
+        }
+    }
+    count_passed(reason);
+    Ok(NEXT)
 }
 
 /// To a container of the same network: the reply of a hairpin flow (its entry says
 /// so) is rewritten back to the published address; anything else is bridged as it is.
 #[inline(never)]
 pub fn bridged(ctx: &TcContext) -> Result<i32, DropReason> {
-    // SAFETY: a plain-data struct of integers; all zeroes is a valid value.
-    let mut flow: Flow6 = unsafe { core::mem::zeroed() };
-    if let Kind::Flow = nat6::parse_into(ctx, &mut flow, false)? {
-        if let Some(verdict) = nat6::known(ctx, &flow, true) {
+    let Some(flow) = parse::flow_slot::<[u8; 16]>() else {
+        return Ok(NEXT);
+    };
+    if let Kind::Flow = nat6::parse_into(ctx, flow, false)? {
+        if let Some(verdict) = nat6::known(ctx, flow, true) {
             return verdict;
         }
     }
@@ -73,13 +105,24 @@ fn masquerade(ctx: &TcContext, ep: &Endpoint6, flow: &Flow6) -> Result<i32, Drop
     // Leaving the host? Decided by the route alone (as for IPv4).
     let cfg = config();
     match nat6::route(ctx, &flow.saddr, &flow.daddr) {
-        Some(r) if r.ifindex == cfg.uplink_ifindex && !r.too_big => {}
-        // Too big for the uplink: untouched, so that the stack's "packet too big" goes
-        // to the container (see nat6::known_stage).
+        Some(r) if r.ifindex == cfg.uplink_ifindex => {}
         _ => return Ok(NEXT),
     }
     if ep.flags & EP_F_MASQUERADE == 0 {
         return Ok(NEXT);
+    }
+    if nat::too_big_for_uplink(ctx) {
+        // Untouched, so that the stack's "packet too big" goes to the container (see
+        // nat6::known_stage). By the uplink's own MTU, which is what the stack's
+        // forwarding checks, not by a path MTU the FIB may know: the stack would
+        // forward, untranslated, what fits the device.
+        count(event::PMTU_PASSED);
+        return Ok(NEXT);
+    }
+    if !frag::has_l4(flow.frag) {
+        // A later fragment of a flow that expired meanwhile: nothing to rewrite its
+        // ports by.
+        return Err(drop_reason::FRAG_UNKNOWN);
     }
     let src = config6().uplink_ip6;
     if src == [0; 16] {
@@ -109,7 +152,7 @@ fn masquerade(ctx: &TcContext, ep: &Endpoint6, flow: &Flow6) -> Result<i32, Drop
 /// A container reaching a published port through a host address.
 #[inline(never)]
 fn hairpin(ctx: &TcContext, ep: &Endpoint6, flow: &Flow6) -> Result<i32, DropReason> {
-    if flow.proto == IPPROTO_ICMPV6 {
+    if !has_ports(flow.proto) {
         return Ok(NEXT);
     }
     let Some((backend, wildcard)) = policy6::published(flow) else {

@@ -1,22 +1,33 @@
 //! `endpoint_egress`: TC ingress of a container's host-side veth, i.e. traffic leaving a
 //! container. Known flows get their entry's rewrite (replies of published services,
 //! masqueraded flows, hairpin); new flows to a host address's published port are
-//! DNATed (hairpin), new flows leaving through the uplink are masqueraded.
+//! DNATed (hairpin), new flows leaving through the uplink are masqueraded, whatever
+//! their protocol.
+//!
+//! No private source leaves: on a masquerading network, a packet routed out of the
+//! uplink is either translated or dropped with its reason (`untranslated`), never
+//! handed to the stack as it came. The one exception keeps path-MTU discovery working:
+//! a packet with DF too big for the uplink goes to the stack as it is, which drops it
+//! and answers the container (`nat::keep_for_pmtu`).
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netd_common::{
     ct_kind, drop_reason, drop_reason::DropReason, event, trace::hook, EP_F_MASQUERADE,
-    IPPROTO_ICMP,
 };
 
 use crate::{
     conntrack::{self, Tuple},
-    icmp,
+    frag, icmp,
     maps::{config, LOCAL_ADDRS},
-    metrics::count,
+    metrics::{count, count_passed},
     nat,
-    parse::{self, Parsed, ETH_HLEN},
-    policy, trace,
+    parse::{self, Flow, Kind, ETH_HLEN},
+    policy,
+    proto::has_ports,
+    trace,
 };
+
+const IP_SRC_OFF: usize = ETH_HLEN + 12;
+const IP_DST_OFF: usize = ETH_HLEN + 16;
 
 #[classifier]
 pub fn endpoint_egress(ctx: TcContext) -> i32 {
@@ -30,74 +41,130 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     // Anti-spoofing first: whatever a container sends must carry its own identity, so
     // no container can borrow another's to get around isolation.
     let Some(src) = policy::sender(ctx)? else {
-        // Not IPv4 (IPv6 is off in netd's namespaces; ARP was checked): nothing to do.
+        // Not IPv4 (ARP was checked, IPv6 and other frames judged by `sender`).
         return Ok(TC_ACT_OK);
     };
-    let parsed = parse::parse(ctx);
+    let Some(flow) = parse::flow_slot::<u32>() else {
+        return Ok(TC_ACT_OK);
+    };
+    let kind = parse::parse_stage(ctx, flow, false).kind()?;
     // Flows netd NATs (published ports, hairpin across networks, masquerade) were
     // allowed when they started: their packets go on.
-    if let Parsed::Flow(flow) = &parsed {
-        if let Some(ct) = conntrack::lookup(flow) {
-            nat::apply(ctx, flow, &ct)?;
-            policy::account(flow, &ct);
-            return Ok(nat::deliver(ctx, &ct, flow, true));
+    if let Kind::Flow = kind {
+        if let Some(verdict) = nat::known(ctx, flow, true).get() {
+            return verdict;
         }
     }
     // Everything else is checked on every packet, whatever its protocol: there is no
     // conntrack for bridged traffic, so a change of policy applies to established
     // connections at once.
-    let daddr: u32 = ctx
-        .load(ETH_HLEN + 16)
-        .map_err(|_| drop_reason::REWRITE_FAILED)?;
+    let daddr: u32 = ctx.load(IP_DST_OFF).map_err(|_| drop_reason::MALFORMED)?;
     let to_endpoint = match policy::isolation(&src, daddr) {
         // icc=false: a --link opens the linked pair on the target's exposed ports.
-        Err(e) if e.0 == drop_reason::ICC.0 => match &parsed {
-            Parsed::Flow(f) if policy::linked(f.saddr, f.daddr, f.sport, f.dport, f.proto) => true,
+        Err(e) if e.0 == drop_reason::ICC.0 => match kind {
+            Kind::Flow
+                if policy::linked(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto) =>
+            {
+                true
+            }
             _ => return Err(e),
         },
         r => r?,
     };
-    let flow = match parsed {
-        Parsed::Flow(f) => f,
-        Parsed::NotOurs => return Ok(TC_ACT_OK),
-        Parsed::IcmpError(off) => return icmp::translate_error(ctx, off),
-        Parsed::Skip(e) => {
-            count(e);
-            return Ok(TC_ACT_OK);
+    match kind {
+        Kind::Flow => {}
+        Kind::IcmpError(off) => {
+            let saddr: u32 = ctx.load(IP_SRC_OFF).map_err(|_| drop_reason::MALFORMED)?;
+            // Translated, an error about a published port's flow speaks with the
+            // published address; one that still carries the container's is not done.
+            if icmp::translate_error(ctx, off)? && ctx.load::<u32>(IP_SRC_OFF) != Ok(saddr) {
+                return Ok(TC_ACT_OK);
+            }
+            return untranslated(ctx, src.flags, to_endpoint, drop_reason::UNTRANSLATABLE);
         }
-    };
+        Kind::Pass(reason) => return untranslated(ctx, src.flags, to_endpoint, reason),
+    }
     if to_endpoint {
         // Bridged to another container of the network: nothing to rewrite.
         return Ok(TC_ACT_OK);
     }
-
+    // SAFETY: a read-only lookup of a plain-data value.
     if unsafe { LOCAL_ADDRS.get(&flow.daddr) }.is_some() {
-        // Hairpin: a container reaching a published port through a host address.
-        if flow.proto == IPPROTO_ICMP {
-            return Ok(TC_ACT_OK);
-        }
-        let Some((backend, wildcard)) = policy::published(&flow) else {
-            return Ok(TC_ACT_OK);
-        };
-        policy::backend_allowed(&backend)?;
-        let gw = Some(src.gw_ip);
-        let ct = conntrack::track_published(ctx, &flow, backend.ip, backend.port, wildcard, gw)?;
-        nat::apply(ctx, &flow, &ct)?;
-        policy::account(&flow, &ct);
-        return Ok(nat::deliver(ctx, &ct, &flow, true));
+        return hairpin(ctx, src.gw_ip, flow);
     }
+    masquerade(ctx, src.flags, flow)
+}
 
-    // Leaving the host? Masquerade to the uplink address, as Docker's
-    // `-s SUBNET ! -o BRIDGE -j MASQUERADE` does, when the route goes out the uplink.
-    if src.flags & EP_F_MASQUERADE == 0 {
+/// A packet netd does not translate (counted as passed, or dropped for `reason`): it
+/// must not leave a masquerading network (`flags`) through the uplink. To another
+/// container of the network, to the host, out of a routed network or along another
+/// route, it goes on as it is.
+#[inline(never)]
+fn untranslated(
+    ctx: &TcContext,
+    flags: u32,
+    to_endpoint: bool,
+    reason: DropReason,
+) -> Result<i32, DropReason> {
+    if !to_endpoint && flags & EP_F_MASQUERADE != 0 {
+        let (Ok(saddr), Ok(daddr), Ok(proto)) = (
+            ctx.load::<u32>(IP_SRC_OFF),
+            ctx.load::<u32>(IP_DST_OFF),
+            ctx.load::<u8>(ETH_HLEN + 9),
+        ) else {
+            return Err(drop_reason::MALFORMED);
+        };
+        if nat::route(ctx, proto, saddr, daddr)
+            .is_some_and(|r| r.ifindex == config().uplink_ifindex)
+        {
+            return Err(reason);
+        }
+    }
+    count_passed(reason);
+    Ok(TC_ACT_OK)
+}
+
+/// A container reaching a published port through a host address (`gw_ip`: its
+/// gateway, the source of a hairpin to itself). Anything else to a host address is
+/// the host's.
+#[inline(never)]
+fn hairpin(ctx: &TcContext, gw_ip: u32, flow: &Flow) -> Result<i32, DropReason> {
+    if !has_ports(flow.proto) || !frag::has_l4(flow.frag) {
+        return Ok(TC_ACT_OK);
+    }
+    let Some((backend, wildcard)) = policy::published(flow) else {
+        return Ok(TC_ACT_OK);
+    };
+    policy::backend_allowed(&backend)?;
+    let gw = Some(gw_ip);
+    let ct = conntrack::track_published(ctx, flow, backend.ip, backend.port, wildcard, gw)?;
+    nat::apply(ctx, flow, ct)?;
+    policy::account(flow, ct);
+    Ok(nat::deliver(ctx, ct, flow, true))
+}
+
+/// A new flow leaving the host: masqueraded to the uplink's address, as Docker's
+/// `-s SUBNET ! -o BRIDGE -j MASQUERADE` does, when its network masquerades (`flags`)
+/// and its route goes out of the uplink; any IP protocol (those without ports by
+/// address alone).
+#[inline(never)]
+fn masquerade(ctx: &TcContext, flags: u32, flow: &Flow) -> Result<i32, DropReason> {
+    if flags & EP_F_MASQUERADE == 0 {
+        return Ok(TC_ACT_OK);
+    }
+    // Decided by the route alone: whether the next hop has answered ARP yet is no
+    // business of masquerade (delivery resolves it).
+    if !nat::routes_out(ctx, flow.proto, flow.saddr, flow.daddr) {
         return Ok(TC_ACT_OK);
     }
     let cfg = config();
-    // Decided by the route alone: whether the next hop has answered ARP yet is no
-    // business of masquerade (delivery resolves it).
-    match nat::route(ctx, flow.proto, flow.saddr, flow.daddr) {
-        Some(r) if r.ifindex == cfg.uplink_ifindex => {}
-        _ => return Ok(TC_ACT_OK),
+    if nat::keep_for_pmtu(ctx) {
+        count(event::PMTU_PASSED);
+        return Ok(TC_ACT_OK);
+    }
+    if !frag::has_l4(flow.frag) {
+        // A later fragment of a flow that expired meanwhile: its ports cannot change.
+        return Err(drop_reason::FRAG_UNKNOWN);
     }
     let t = Tuple {
         saddr: cfg.uplink_ip,
@@ -108,14 +175,14 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     let range = (cfg.snat_port_min, cfg.snat_port_max);
     let ct = conntrack::create(
         ctx,
-        &flow,
+        flow,
         t,
         (ct_kind::SNAT, ct_kind::SNAT_REPLY),
         0,
         Some(range),
     )?;
     count(event::CT_NEW);
-    nat::apply(ctx, &flow, &ct)?;
-    policy::account(&flow, &ct);
-    Ok(nat::deliver(ctx, &ct, &flow, true))
+    nat::apply(ctx, flow, ct)?;
+    policy::account(flow, ct);
+    Ok(nat::deliver(ctx, ct, flow, true))
 }

@@ -18,13 +18,14 @@ use netd_common::{
     drop_reason,
     drop_reason::DropReason,
     trace::{hook, verdict as trace_verdict},
-    PortKey, IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED,
+    PortKey, SUBNET_F_PROTECTED,
 };
 
 use crate::{
     maps::{PORTS, SUBNETS},
     metrics::count_drop,
     parse::{self, Ipv4, Packet},
+    proto::has_ports,
     trace,
 };
 
@@ -71,7 +72,7 @@ pub fn uplink_guard(ctx: XdpContext) -> u32 {
 #[inline(always)]
 pub fn check<C: Packet>(ctx: &C, ip: &Ipv4) -> Result<(), DropReason> {
     // The destination port, where the packet carries one.
-    let dport = if (ip.proto == IPPROTO_TCP || ip.proto == IPPROTO_UDP) && ip.has_l4_header() {
+    let dport = if has_ports(ip.proto) && ip.has_l4_header() {
         ctx.load::<u16>(ip.l4_off + 2).ok()
     } else {
         None

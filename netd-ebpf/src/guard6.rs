@@ -3,14 +3,13 @@
 //! or loopback source, or to loopback or a port published only on [::1]. Neighbour
 //! discovery on the uplink is none of these and passes.
 use aya_ebpf::maps::lpm_trie::Key;
-use netd_common::{
-    drop_reason, drop_reason::DropReason, PortKey6, IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED,
-};
+use netd_common::{drop_reason, drop_reason::DropReason, PortKey6, SUBNET_F_PROTECTED};
 
 use crate::{
     maps::{PORTS6, SUBNETS6},
     parse::Packet,
     parse6::{loopback, Ipv6},
+    proto::has_ports,
 };
 
 const LOOPBACK6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
@@ -28,7 +27,7 @@ pub fn check<C: Packet>(ctx: &C, ip: &Ipv6) -> Result<(), DropReason> {
         return Err(drop_reason::GUARD_TO_CONTAINER);
     }
     let proto = ip.proto;
-    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) || !ip.has_l4_header() {
+    if !has_ports(proto) || !ip.has_l4_header() {
         return Ok(());
     }
     let Ok(dport) = ctx.load::<u16>(ip.l4_off + 2) else {

@@ -3,18 +3,31 @@
 //! the quoted tuple's reverse direction says what that was: the quoted header is put
 //! back to it, and the outer addresses follow, so path-MTU discovery and "port
 //! unreachable" work through netd as through the kernel's NAT.
-use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
-use netd_common::{
-    drop_reason, drop_reason::DropReason, event, CtKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-};
+use aya_ebpf::programs::TcContext;
+use netd_common::{drop_reason, drop_reason::DropReason, event, CtKey, IPPROTO_ICMP};
 
-use crate::{conntrack, metrics::count, parse::ETH_HLEN};
+use crate::{conntrack, metrics::count, parse::ETH_HLEN, proto::has_ports};
 
-/// Translates the ICMP error whose ICMP header is at `icmp_off`. Errors about flows
-/// netd does not track pass untouched.
+/// Translates the ICMP error whose ICMP header is at `icmp_off`: Ok(true) if it was
+/// about a tracked flow and translated. Errors about flows netd does not track are left
+/// untouched (Ok(false)). Not inlined: its own stack frame, apart from the caller's.
+#[inline(never)]
+pub fn translate_error(ctx: &TcContext, icmp_off: usize) -> Result<bool, DropReason> {
+    settle(try_translate(ctx, icmp_off))
+}
+
+/// Where the ports of a quoted packet of protocol `proto` are, for both families: an
+/// ICMP query's id stands for both (`query_proto`: ICMP or ICMPv6), protocols without
+/// ports have none (their flows are keyed with both 0).
 #[inline(always)]
-pub fn translate_error(ctx: &TcContext, icmp_off: usize) -> Result<i32, DropReason> {
-    settle(try_translate(ctx, icmp_off)).map(|_| TC_ACT_OK as i32)
+pub fn quoted_ports(proto: u8, query_proto: u8, l4: usize) -> Option<(usize, usize)> {
+    if proto == query_proto {
+        Some((l4 + 4, l4 + 4))
+    } else if has_ports(proto) {
+        Some((l4, l4 + 2))
+    } else {
+        None
+    }
 }
 
 /// Why an ICMP error was left as it is.
@@ -55,15 +68,11 @@ fn try_translate(ctx: &TcContext, icmp_off: usize) -> Result<(), Skip> {
     let proto: u8 = ctx.load(inner + 9).map_err(m)?;
     let i_saddr: u32 = ctx.load(inner + 12).map_err(m)?;
     let i_daddr: u32 = ctx.load(inner + 16).map_err(m)?;
-    let l4 = inner + ihl;
-    let (sport_off, dport_off) = match proto {
-        IPPROTO_TCP | IPPROTO_UDP => (l4, l4 + 2),
-        // A quoted echo: the id stands for both ports.
-        IPPROTO_ICMP => (l4 + 4, l4 + 4),
-        _ => return Err(Skip::Untracked),
+    let ports = quoted_ports(proto, IPPROTO_ICMP, inner + ihl);
+    let (i_sport, i_dport): (u16, u16) = match ports {
+        Some((s, d)) => (ctx.load(s).map_err(m)?, ctx.load(d).map_err(m)?),
+        None => (0, 0),
     };
-    let i_sport: u16 = ctx.load(sport_off).map_err(m)?;
-    let i_dport: u16 = ctx.load(dport_off).map_err(m)?;
     let key = CtKey {
         saddr: i_daddr,
         daddr: i_saddr,
@@ -102,19 +111,18 @@ fn try_translate(ctx: &TcContext, icmp_off: usize) -> Result<(), Skip> {
             .map_err(f)?;
     }
     // Ports: the quoted L4 checksum is usually cut off, so only the ICMP sum follows.
-    if proto == IPPROTO_ICMP {
-        if i_sport != n_sport {
-            ctx.l4_csum_replace(icmp_csum, i_sport as u64, n_sport as u64, 2)
+    if let Some((sport_off, dport_off)) = ports {
+        let port = |off: usize, old: u16, new: u16| -> Result<(), Skip> {
+            ctx.l4_csum_replace(icmp_csum, old as u64, new as u64, 2)
                 .map_err(f)?;
-            ctx.store(sport_off, &n_sport, 0).map_err(f)?;
+            ctx.store(off, &new, 0).map_err(f)
+        };
+        if i_sport != n_sport {
+            port(sport_off, i_sport, n_sport)?;
         }
-    } else {
-        for (old, new, off) in [(i_sport, n_sport, sport_off), (i_dport, n_dport, dport_off)] {
-            if old != new {
-                ctx.l4_csum_replace(icmp_csum, old as u64, new as u64, 2)
-                    .map_err(f)?;
-                ctx.store(off, &new, 0).map_err(f)?;
-            }
+        // A quoted query's id is both ports: written once.
+        if dport_off != sport_off && i_dport != n_dport {
+            port(dport_off, i_dport, n_dport)?;
         }
     }
 

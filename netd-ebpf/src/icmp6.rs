@@ -5,7 +5,7 @@
 //! addresses count too). Packet too big must reach the container: IPv6 routers never
 //! fragment, so path-MTU discovery through the NAT depends on it.
 use aya_ebpf::{bindings::BPF_F_PSEUDO_HDR, programs::TcContext};
-use netd_common::{drop_reason::DropReason, CtKey6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+use netd_common::{drop_reason::DropReason, CtKey6, IPPROTO_ICMPV6};
 
 use crate::{
     conntrack,
@@ -37,15 +37,11 @@ fn try_translate(ctx: &TcContext, icmp_off: usize) -> Result<(), Skip> {
     let proto: u8 = ctx.load(inner + 6).map_err(m)?;
     let i_saddr: [u8; 16] = ctx.load(inner + 8).map_err(m)?;
     let i_daddr: [u8; 16] = ctx.load(inner + 24).map_err(m)?;
-    let l4 = inner + IP6_HLEN;
-    let (sport_off, dport_off) = match proto {
-        IPPROTO_TCP | IPPROTO_UDP => (l4, l4 + 2),
-        // A quoted echo: the id stands for both ports.
-        IPPROTO_ICMPV6 => (l4 + 4, l4 + 4),
-        _ => return Err(Skip::Untracked),
+    let ports = icmp::quoted_ports(proto, IPPROTO_ICMPV6, inner + IP6_HLEN);
+    let (i_sport, i_dport): (u16, u16) = match ports {
+        Some((s, d)) => (ctx.load(s).map_err(m)?, ctx.load(d).map_err(m)?),
+        None => (0, 0),
     };
-    let i_sport: u16 = ctx.load(sport_off).map_err(m)?;
-    let i_dport: u16 = ctx.load(dport_off).map_err(m)?;
     let key = CtKey6 {
         saddr: i_daddr,
         daddr: i_saddr,
@@ -70,15 +66,18 @@ fn try_translate(ctx: &TcContext, icmp_off: usize) -> Result<(), Skip> {
     }
     // Ports: the quoted transport checksum is left (the error's receiver does not check
     // it); the ICMPv6 one follows.
-    if i_sport != n_sport {
-        ctx.l4_csum_replace(csum, i_sport as u64, n_sport as u64, 2)
-            .map_err(f)?;
-        ctx.store(sport_off, &n_sport, 0).map_err(f)?;
-    }
-    if proto != IPPROTO_ICMPV6 && i_dport != n_dport {
-        ctx.l4_csum_replace(csum, i_dport as u64, n_dport as u64, 2)
-            .map_err(f)?;
-        ctx.store(dport_off, &n_dport, 0).map_err(f)?;
+    if let Some((sport_off, dport_off)) = ports {
+        if i_sport != n_sport {
+            ctx.l4_csum_replace(csum, i_sport as u64, n_sport as u64, 2)
+                .map_err(f)?;
+            ctx.store(sport_off, &n_sport, 0).map_err(f)?;
+        }
+        // A quoted query's id is both ports: written once.
+        if dport_off != sport_off && i_dport != n_dport {
+            ctx.l4_csum_replace(csum, i_dport as u64, n_dport as u64, 2)
+                .map_err(f)?;
+            ctx.store(dport_off, &n_dport, 0).map_err(f)?;
+        }
     }
     // The outer header: the error goes to the quoted packet's sender, and when the quoted
     // destination itself complained, it speaks with that destination's address. Both

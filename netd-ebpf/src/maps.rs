@@ -6,9 +6,10 @@ use aya_ebpf::{
 };
 use netd_common::{
     drop_reason, event, Addr6, Backend, Backend6, Config, Config6, CtEntry, CtEntry6, CtKey,
-    CtKey6, Endpoint, Endpoint6, LinkKey, OverlayPeer, PortCounters, PortKey, PortKey6, SockRevKey,
-    SockRevKey6, SockRevValue, SockRevValue6, MAX_CONNTRACK, MAX_CONNTRACK_NEW, MAX_ENDPOINTS,
-    MAX_LINKS, MAX_LOCAL_ADDRS, MAX_OVERLAY_PEERS, MAX_PORT_MAPPINGS,
+    CtKey6, Endpoint, Endpoint6, FragEntry, FragKey, FragKey6, LinkKey, OverlayPeer, PortCounters,
+    PortKey, PortKey6, SockRevKey, SockRevKey6, SockRevValue, SockRevValue6, MAX_CONNTRACK,
+    MAX_CONNTRACK_NEW, MAX_ENDPOINTS, MAX_FRAGS, MAX_LINKS, MAX_LOCAL_ADDRS, MAX_OVERLAY_PEERS,
+    MAX_PORT_MAPPINGS,
 };
 
 #[map(name = "NETD_CONFIG")]
@@ -33,6 +34,18 @@ pub static CT_KEY_SCRATCH: PerCpuArray<[CtKey; 2]> = PerCpuArray::with_max_entri
 /// Flows until their first reply (see conntrack.rs).
 #[map(name = "NETD_CT2_NEW")]
 pub static CONNTRACK_NEW: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CONNTRACK_NEW, 0);
+
+/// The packet's flow as the parser leaves it (`parse::flow_slot`), per family.
+#[map(name = "NETD_FLOW_SCRATCH")]
+pub static FLOW_SCRATCH: PerCpuArray<crate::parse::Flow> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "NETD_FLOW6_SCRATCH")]
+pub static FLOW6_SCRATCH: PerCpuArray<crate::parse6::Flow6> = PerCpuArray::with_max_entries(1, 0);
+
+/// Datagrams in fragments whose first fragment the NAT translated (`frag.rs`).
+#[map(name = "NETD_FRAGS")]
+pub static FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::pinned(MAX_FRAGS, 0);
+#[map(name = "NETD_FRAGS6")]
+pub static FRAGS6: LruHashMap<FragKey6, FragEntry> = LruHashMap::pinned(MAX_FRAGS, 0);
 
 /// The host namespace's own IPv4 addresses: a published port on 0.0.0.0 answers on each.
 #[map(name = "NETD_LOCAL")]

@@ -5,21 +5,25 @@ use aya_ebpf::{
     bindings::{
         bpf_fib_lookup as FibParams, bpf_redir_neigh as RedirNeigh,
         bpf_redir_neigh__bindgen_ty_1 as RedirNeighAddr, BPF_FIB_LKUP_RET_FRAG_NEEDED,
-        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_F_PSEUDO_HDR, TC_ACT_OK,
-        TC_ACT_REDIRECT,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_F_PSEUDO_HDR,
+        BPF_F_RECOMPUTE_CSUM, TC_ACT_OK, TC_ACT_REDIRECT,
     },
     helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
 use netd_common::{
-    drop_reason, drop_reason::DropReason, event, CtEntry, CtEntryOf, CONFIG_F_FAST_PATH,
-    IPPROTO_ICMP, IPPROTO_TCP,
+    crc32c, drop_reason, drop_reason::DropReason, event, CtEntry, CtEntryOf, CONFIG_F_FAST_PATH,
+    IPPROTO_DCCP, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+    IPPROTO_UDPLITE,
 };
 
 use crate::{
+    conntrack, frag,
     maps::config,
     metrics::count,
+    outcome::Outcome,
     parse::{Flow, FlowOf, ETH_HLEN},
+    policy,
 };
 
 const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
@@ -27,61 +31,154 @@ const IP_CSUM_OFF: usize = ETH_HLEN + 10;
 const IP_SRC_OFF: usize = ETH_HLEN + 12;
 const IP_DST_OFF: usize = ETH_HLEN + 16;
 const AF_INET: u8 = 2;
+/// Below this, a packet fits any uplink netd supports (IPv6's minimum MTU), so the
+/// path-MTU check skips the helper call.
+const MIN_UPLINK_MTU: u32 = 1280;
 
-/// Makes the packet carry the entry's tuple. Only fields that differ are written.
-#[inline(always)]
+/// A packet of a tracked flow (`may_route`: leaving a container, so possibly routed
+/// out): its entry's rewrite and delivery; none if the flow is not tracked. A stage of
+/// its own (a BPF subprogram): the entry, the FIB lookup and the rewrite's temporaries
+/// stay off the entry point's frame.
+#[inline(never)]
+pub fn known(ctx: &TcContext, flow: &Flow, may_route: bool) -> Outcome {
+    let Some(ct) = conntrack::lookup(flow) else {
+        return Outcome::none();
+    };
+    if ct.ifindex == 0 && may_route && keep_for_pmtu(ctx) {
+        count(event::PMTU_PASSED);
+        return Outcome::of(Ok(TC_ACT_OK as i32));
+    }
+    if let Err(e) = apply(ctx, flow, &ct) {
+        return Outcome::of(Err(e));
+    }
+    policy::account(flow, &ct);
+    Outcome::of(Ok(deliver(ctx, &ct, flow, may_route)))
+}
+
+/// Makes the packet carry the entry's tuple. Only fields that differ are written; a
+/// later fragment (no upper-layer header) gets its addresses only. A first fragment's
+/// ports are recorded for the fragments that follow.
+/// A subprogram of its own: its branches (protocols, fragments, checksums) end at
+/// its return instead of multiplying the paths the verifier walks after it, and its
+/// temporaries stay off its callers' frames.
+#[inline(never)]
 pub fn apply(ctx: &TcContext, flow: &Flow, ct: &CtEntry) -> Result<(), DropReason> {
-    apply_inner(ctx, flow, ct).map_err(|_| drop_reason::REWRITE_FAILED)
+    settle_fragments(flow, ct)?;
+    apply_inner(ctx, flow, ct).map_err(|_| drop_reason::REWRITE_FAILED)?;
+    after_rewrite(flow);
+    Ok(())
+}
+
+/// Refuses what cannot be rewritten in pieces: SCTP's CRC32c covers the whole packet,
+/// so a fragment of one whose ports change is dropped (rare: SCTP sizes its packets to
+/// the path MTU).
+#[inline(always)]
+pub fn settle_fragments<A>(flow: &FlowOf<A>, ct: &CtEntryOf<A>) -> Result<(), DropReason> {
+    if flow.frag != 0
+        && flow.proto == IPPROTO_SCTP
+        && (flow.sport != ct.sport || flow.dport != ct.dport)
+    {
+        return Err(drop_reason::SCTP_FRAGMENT);
+    }
+    Ok(())
+}
+
+/// The fragment bookkeeping of a rewritten packet, for both families.
+#[inline(always)]
+pub fn after_rewrite<A: crate::conntrack::Family>(flow: &FlowOf<A>) {
+    if flow.frag == 0 {
+        return;
+    }
+    if frag::has_l4(flow.frag) {
+        frag::note(flow);
+    } else {
+        count(event::FRAGMENT_FOLLOWED);
+    }
 }
 
 #[inline(always)]
 fn apply_inner(ctx: &TcContext, flow: &Flow, ct: &CtEntry) -> Result<(), i64> {
-    let icmp = flow.proto == IPPROTO_ICMP;
-    // The L4 checksum: TCP and UDP cover a pseudo-header with both addresses, ICMP only
-    // its own bytes. UDP's zero ("no checksum") must stay zero: MARK_MANGLED_0.
-    let (csum_off, mangled) = if flow.proto == IPPROTO_TCP {
-        (flow.l4_off + 16, 0)
-    } else if icmp {
-        (flow.l4_off + 2, 0)
+    let csum = if frag::has_l4(flow.frag) {
+        l4_csum(flow.proto, flow.l4_off)
     } else {
-        (flow.l4_off + 6, BPF_F_MARK_MANGLED_0)
+        None
     };
     for (old, new, off) in [
         (flow.saddr, ct.saddr, IP_SRC_OFF),
         (flow.daddr, ct.daddr, IP_DST_OFF),
     ] {
         if old != new {
-            if !icmp {
-                ctx.l4_csum_replace(
-                    csum_off,
-                    old as u64,
-                    new as u64,
-                    BPF_F_PSEUDO_HDR as u64 | 4 | mangled,
-                )?;
+            // ICMP's checksum covers only its own bytes; TCP's, UDP's and their kin's
+            // a pseudo-header with both addresses.
+            if let Some(c) = &csum {
+                if flow.proto != IPPROTO_ICMP {
+                    ctx.l4_csum_replace(
+                        c.off,
+                        old as u64,
+                        new as u64,
+                        BPF_F_PSEUDO_HDR as u64 | 4 | c.mangled,
+                    )?;
+                }
             }
             ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new as u64, 4)?;
             ctx.store(off, &new, 0)?;
         }
     }
-    rewrite_ports(ctx, flow, ct, csum_off, icmp, mangled)
+    if !frag::has_l4(flow.frag) {
+        return Ok(());
+    }
+    rewrite_ports(ctx, flow, ct, csum)
 }
 
-/// The port half of a rewrite, the same for both families: the echo id (stored once,
-/// `echo`) or the two ports, each change folded into the checksum at `csum_off`.
+/// The upper-layer checksum the NAT keeps right: where it is, and the flags its
+/// updates take.
+pub struct L4Csum {
+    pub off: usize,
+    /// BPF_F_MARK_MANGLED_0 for UDP, whose zero means "no checksum" and must stay so.
+    pub mangled: u64,
+}
+
+/// The checksum of `proto` whose header is at `l4_off`, for both families (the offsets
+/// agree; ICMP's is ICMPv6's). None for SCTP, whose CRC `sctp_ports` keeps, and for the
+/// protocols netd translates by address alone (the kernel's NAT leaves theirs too).
+#[inline(always)]
+pub fn l4_csum(proto: u8, l4_off: usize) -> Option<L4Csum> {
+    let (off, mangled) = match proto {
+        IPPROTO_TCP => (16, 0),
+        IPPROTO_UDP => (6, BPF_F_MARK_MANGLED_0),
+        IPPROTO_UDPLITE | IPPROTO_DCCP => (6, 0),
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => (2, 0),
+        _ => return None,
+    };
+    Some(L4Csum {
+        off: l4_off + off,
+        mangled,
+    })
+}
+
+/// The port half of a rewrite, the same for both families: an ICMP query's id (stored
+/// once), SCTP's ports (`sctp_ports`), or the two ports of the others with ports, each
+/// change folded into the checksum `csum`.
 #[inline(always)]
 pub fn rewrite_ports<A>(
     ctx: &TcContext,
     flow: &FlowOf<A>,
     ct: &CtEntryOf<A>,
-    csum_off: usize,
-    echo: bool,
-    mangled: u64,
+    csum: Option<L4Csum>,
 ) -> Result<(), i64> {
-    if echo {
-        if flow.sport != ct.sport {
-            ctx.l4_csum_replace(csum_off, flow.sport as u64, ct.sport as u64, 2)?;
-            ctx.store(flow.l4_off + 4, &ct.sport, 0)?;
-        }
+    if flow.sport == ct.sport && flow.dport == ct.dport {
+        return Ok(());
+    }
+    if flow.proto == IPPROTO_SCTP {
+        return sctp_ports(ctx, flow, ct);
+    }
+    let Some(c) = csum else {
+        // No ports to rewrite.
+        return Ok(());
+    };
+    if flow.proto == IPPROTO_ICMP || flow.proto == IPPROTO_ICMPV6 {
+        ctx.l4_csum_replace(c.off, flow.sport as u64, ct.sport as u64, 2)?;
+        ctx.store(flow.l4_off + 4, &ct.sport, 0)?;
         return Ok(());
     }
     for (old, new, off) in [
@@ -89,17 +186,87 @@ pub fn rewrite_ports<A>(
         (flow.dport, ct.dport, flow.l4_off + 2),
     ] {
         if old != new {
-            ctx.l4_csum_replace(csum_off, old as u64, new as u64, 2 | mangled)?;
+            ctx.l4_csum_replace(c.off, old as u64, new as u64, 2 | c.mangled)?;
             ctx.store(off, &new, 0)?;
         }
     }
     Ok(())
 }
 
+/// SCTP's ports, and its CRC32c by the change they make (`netd_common::crc32c`): the
+/// CRC covers the SCTP packet from its header to the end of the IP packet. A zero CRC
+/// is one the stack has yet to compute (CHECKSUM_PARTIAL: the SCTP stack leaves the
+/// field zero for the device to fill in) and stays zero, as the kernel's NAT leaves
+/// such packets. The stores keep skb->csum right for CHECKSUM_COMPLETE packets.
+#[inline(always)]
+fn sctp_ports<A>(ctx: &TcContext, flow: &FlowOf<A>, ct: &CtEntryOf<A>) -> Result<(), i64> {
+    // The IP packet's end: IPv4's total length, or IPv6's payload length after its
+    // 40-byte header (the address width tells the family).
+    let end = if core::mem::size_of::<A>() == 16 {
+        let payload: u16 = ctx.load(ETH_HLEN + 4).map_err(|_| -1i64)?;
+        ETH_HLEN + 40 + u16::from_be(payload) as usize
+    } else {
+        let tot: u16 = ctx.load(ETH_HLEN + 2).map_err(|_| -1i64)?;
+        ETH_HLEN + u16::from_be(tot) as usize
+    };
+    // The four port bytes as a little-endian word, the CRC's own convention.
+    let word = |s: u16, d: u16| s as u32 | (d as u32) << 16;
+    let (old, new) = (word(flow.sport, flow.dport), word(ct.sport, ct.dport));
+    let crc: u32 = ctx.load(flow.l4_off + 8).map_err(|_| -1i64)?;
+    if crc != 0 && end > flow.l4_off {
+        let crc = crc ^ crc32c_delta(old ^ new, (end - flow.l4_off) as u32);
+        ctx.store(flow.l4_off + 8, &crc, BPF_F_RECOMPUTE_CSUM as u64)?;
+    }
+    ctx.store(flow.l4_off, &new, BPF_F_RECOMPUTE_CSUM as u64)?;
+    Ok(())
+}
+
+/// `crc32c::delta` in a subprogram of its own: its loops stay out of the callers.
+#[inline(never)]
+fn crc32c_delta(d: u32, len: u32) -> u32 {
+    crc32c::delta(d, len)
+}
+
+/// Whether an IPv4 packet leaving through the uplink should go to the stack as it is,
+/// for path-MTU discovery: it has DF and does not fit the uplink (GSO packets by their
+/// segments). The stack drops it and tells the sender "fragmentation needed", as the
+/// kernel's NAT lets it (its NAT comes after the forwarding MTU check). Translated
+/// first, the answer would go to the host's own address and the container would never
+/// learn the path MTU; and a packet with DF never leaves in pieces, so nothing private
+/// gets out. A subprogram returning one bit: its branches end at its return (see
+/// `apply`).
+#[inline(never)]
+pub fn keep_for_pmtu(ctx: &TcContext) -> bool {
+    if ctx.len() <= MIN_UPLINK_MTU {
+        return false;
+    }
+    let Ok(frag) = ctx.load::<u16>(ETH_HLEN + 6) else {
+        return false;
+    };
+    u16::from_be(frag) & 0x4000 != 0 && too_big_for_uplink(ctx)
+}
+
+/// Whether the packet is larger than the uplink's MTU (GSO packets by their segments).
+#[inline(always)]
+pub fn too_big_for_uplink(ctx: &TcContext) -> bool {
+    let mut mtu_len: u32 = 0;
+    // SAFETY: mtu_len lives on the stack for the call.
+    unsafe {
+        bpf_check_mtu(
+            ctx.skb.skb as *mut _,
+            config().uplink_ifindex,
+            &mut mtu_len,
+            0,
+            0,
+        ) != 0
+    }
+}
+
 /// Sends a rewritten packet on: into the container with bpf_redirect_peer, or out of the
 /// host along its route, or (no fast path, or anything the stack must handle) back to
 /// the stack. A failed redirect is never a drop.
-#[inline(always)]
+/// A subprogram of its own, as `apply`.
+#[inline(never)]
 pub fn deliver(ctx: &TcContext, ct: &CtEntry, flow: &Flow, may_route: bool) -> i32 {
     if config().flags & CONFIG_F_FAST_PATH == 0 {
         return TC_ACT_OK as i32;
@@ -244,6 +411,13 @@ pub fn route(ctx: &TcContext, proto: u8, saddr: u32, daddr: u32) -> Option<Route
         ifindex: p.ifindex,
         next_hop,
     })
+}
+
+/// Whether the route of (saddr -> daddr) goes out of the uplink, in a subprogram of its
+/// own (see `apply`): masquerade and the untranslated path decide by it.
+#[inline(never)]
+pub fn routes_out(ctx: &TcContext, proto: u8, saddr: u32, daddr: u32) -> bool {
+    route(ctx, proto, saddr, daddr).is_some_and(|r| r.ifindex == config().uplink_ifindex)
 }
 
 /// Redirects a packet out along its route: with the neighbour's MAC when the kernel has

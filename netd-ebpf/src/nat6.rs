@@ -8,113 +8,48 @@ use aya_ebpf::{
     bindings::{
         bpf_fib_lookup as FibParams, bpf_redir_neigh as RedirNeigh,
         bpf_redir_neigh__bindgen_ty_1 as RedirNeighAddr, BPF_FIB_LKUP_RET_FRAG_NEEDED,
-        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_F_PSEUDO_HDR, TC_ACT_OK,
-        TC_ACT_UNSPEC,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_F_PSEUDO_HDR,
+        BPF_F_RECOMPUTE_CSUM, TC_ACT_OK, TC_ACT_UNSPEC,
     },
-    helpers::{bpf_check_mtu, bpf_csum_diff, bpf_fib_lookup},
+    helpers::{bpf_csum_diff, bpf_fib_lookup},
     programs::TcContext,
 };
-use netd_common::{
-    drop_reason, drop_reason::DropReason, event, CtEntry6, CONFIG_F_FAST_PATH, IPPROTO_ICMPV6,
-    IPPROTO_TCP,
-};
+use netd_common::{drop_reason, drop_reason::DropReason, event, CtEntry6, CONFIG_F_FAST_PATH};
 
 use crate::{
-    conntrack, guard6,
+    conntrack, frag, guard6,
     maps::config,
     metrics::count,
     nat,
-    parse::ParsedOf,
+    outcome::Outcome,
+    parse::Kind,
     parse6::{self, Flow6, IP6_DADDR, IP6_SADDR},
     policy6,
 };
-
-const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
 
 // The stages both hook points share. Each is a BPF subprogram with a frame of its own,
 // so only one stage's temporaries are on the stack at a time: IPv6's tuples and
 // entries are too wide for one frame to hold them all within the 512-byte limit.
 
-/// What the parser made of the packet.
-pub enum Kind {
-    /// A flow, written to the caller's `Flow6`.
-    Flow,
-    /// An ICMPv6 error; its header is at the offset.
-    IcmpError(usize),
-    /// Not NAT66's (counted where it is worth it): on to the next program.
-    Pass,
-}
-
-/// A stage's outcome in one register. An enum with a payload comes back from a BPF
-/// subprogram through the stack, with the bytes its variant leaves undefined, and the
-/// verifier refuses to let them be read: a single integer has none.
-#[derive(Clone, Copy)]
-pub struct Outcome(i64);
-
-const OUTCOME_NONE: i64 = i64::MIN;
-/// Drops are encoded below this, verdicts (TC_ACT_*, -1 and up) above.
-const OUTCOME_DROP: i64 = -1_000;
-
-impl Outcome {
-    fn none() -> Outcome {
-        Outcome(OUTCOME_NONE)
-    }
-    fn of(r: Result<i32, DropReason>) -> Outcome {
-        match r {
-            Ok(v) => Outcome(v as i64),
-            Err(reason) => Outcome(OUTCOME_DROP - reason.0 as i64),
-        }
-    }
-    /// None: the stage did not apply.
-    #[inline(always)]
-    pub fn get(self) -> Option<Result<i32, DropReason>> {
-        match self.0 {
-            OUTCOME_NONE => None,
-            v if v <= OUTCOME_DROP => Some(Err(DropReason((OUTCOME_DROP - v) as u32))),
-            v => Some(Ok(v as i32)),
-        }
-    }
-}
-
 /// Parses the packet into `out`; with `guard`, the uplink guard judges it first.
 #[inline(always)]
 pub fn parse_into(ctx: &TcContext, out: &mut Flow6, guard: bool) -> Result<Kind, DropReason> {
-    // Flow: Ok(0); ICMPv6 error: Ok(its offset); not ours: none.
-    match parse_stage(ctx, out, guard).get() {
-        None => Ok(Kind::Pass),
-        Some(Ok(0)) => Ok(Kind::Flow),
-        Some(Ok(off)) => Ok(Kind::IcmpError(off as usize)),
-        Some(Err(e)) => Err(e),
-    }
+    parse_stage(ctx, out, guard).kind()
 }
 
 #[inline(never)]
 fn parse_stage(ctx: &TcContext, out: &mut Flow6, guard: bool) -> Outcome {
     let ip = match parse6::ipv6(ctx) {
         Ok(Some(ip)) => ip,
-        Ok(None) => return Outcome::none(),
-        Err(()) => {
-            count(event::MALFORMED_PASSED);
-            return Outcome::none();
-        }
+        Ok(None) => return Outcome::of_kind(Kind::Pass(drop_reason::UNTRANSLATABLE)),
+        Err(()) => return Outcome::of_kind(Kind::Pass(drop_reason::MALFORMED)),
     };
     if guard {
         if let Err(e) = guard6::check(ctx, &ip) {
             return Outcome::of(Err(e));
         }
     }
-    match parse6::l4(ctx, &ip) {
-        ParsedOf::Flow(f) => {
-            *out = f;
-            Outcome::of(Ok(0))
-        }
-        ParsedOf::IcmpError(off) => Outcome::of(Ok(off as i32)),
-        ParsedOf::NotOurs => Outcome::none(),
-        ParsedOf::Skip(e) => {
-            count(e);
-            Outcome::none()
-        }
-    }
+    Outcome::of_kind(parse6::l4(ctx, &ip, out))
 }
 
 /// A packet of a tracked flow: its entry's rewrite and delivery. None: not tracked.
@@ -128,11 +63,12 @@ fn known_stage(ctx: &TcContext, flow: &Flow6, may_route: bool) -> Outcome {
     let Some(ct) = conntrack::lookup(flow) else {
         return Outcome::none();
     };
-    if ct.ifindex == 0 && may_route && too_big_for_uplink(ctx) {
+    if ct.ifindex == 0 && may_route && nat::too_big_for_uplink(ctx) {
         // Left as it is for the stack, which answers "packet too big" to its sender
         // and drops it (IPv6 routers never fragment). Rewritten first, the answer
         // would go to the host's own address and the sender would never learn the
         // path MTU.
+        count(event::PMTU_PASSED);
         return Outcome::of(Ok(TC_ACT_UNSPEC));
     }
     if let Err(e) = apply(ctx, flow, &ct) {
@@ -143,32 +79,6 @@ fn known_stage(ctx: &TcContext, flow: &Flow6, may_route: bool) -> Outcome {
 }
 
 const AF_INET6: u8 = 10;
-
-/// Whether the packet is larger than the uplink's MTU (GSO packets by their segments).
-#[inline(always)]
-pub fn too_big_for_uplink(ctx: &TcContext) -> bool {
-    let mut mtu_len: u32 = 0;
-    // SAFETY: mtu_len lives on the stack for the call.
-    unsafe {
-        bpf_check_mtu(
-            ctx.skb.skb as *mut _,
-            config().uplink_ifindex,
-            &mut mtu_len,
-            0,
-            0,
-        ) != 0
-    }
-}
-
-/// The offset of the upper-layer checksum of `proto` whose header is at `l4_off`.
-#[inline(always)]
-pub fn csum_off(proto: u8, l4_off: usize) -> usize {
-    match proto {
-        IPPROTO_TCP => l4_off + 16,
-        IPPROTO_ICMPV6 => l4_off + 2,
-        _ => l4_off + 6,
-    }
-}
 
 /// Replaces the 16-byte address at `off` (`old` there now) with `new`, folding the
 /// change into the checksum at `csum` (`flags`: BPF_F_PSEUDO_HDR when the address is
@@ -200,36 +110,63 @@ pub fn store_addr(
     Ok(())
 }
 
-/// Makes the packet carry the entry's tuple. Only fields that differ are written.
-#[inline(always)]
+/// Makes the packet carry the entry's tuple. Only fields that differ are written; a
+/// later fragment (no upper-layer header) gets its addresses only. A first fragment's
+/// ports are recorded for the fragments that follow.
+/// A subprogram of its own: its branches (protocols, fragments, checksums) end at
+/// its return instead of multiplying the paths the verifier walks after it, and its
+/// temporaries stay off its callers' frames.
+#[inline(never)]
 pub fn apply(ctx: &TcContext, flow: &Flow6, ct: &CtEntry6) -> Result<(), DropReason> {
-    apply_inner(ctx, flow, ct).map_err(|_| drop_reason::REWRITE_FAILED)
+    nat::settle_fragments(flow, ct)?;
+    apply_inner(ctx, flow, ct).map_err(|_| drop_reason::REWRITE_FAILED)?;
+    nat::after_rewrite(flow);
+    Ok(())
 }
 
 #[inline(always)]
 fn apply_inner(ctx: &TcContext, flow: &Flow6, ct: &CtEntry6) -> Result<(), i64> {
-    let csum = csum_off(flow.proto, flow.l4_off);
-    // A zero UDP checksum is illegal over IPv6, but one that comes must stay zero rather
-    // than turn into a wrong non-zero one.
-    let mangled = if flow.proto == IPPROTO_TCP || flow.proto == IPPROTO_ICMPV6 {
-        0
+    let l4 = frag::has_l4(flow.frag);
+    let csum = if l4 {
+        nat::l4_csum(flow.proto, flow.l4_off)
     } else {
-        BPF_F_MARK_MANGLED_0
+        None
     };
-    let pseudo = BPF_F_PSEUDO_HDR as u64 | mangled;
-    if flow.saddr != ct.saddr {
-        store_addr(ctx, IP6_SADDR, &flow.saddr, &ct.saddr, csum, pseudo)?;
+    for (old, new, off) in [
+        (&flow.saddr, &ct.saddr, IP6_SADDR),
+        (&flow.daddr, &ct.daddr, IP6_DADDR),
+    ] {
+        if old == new {
+            continue;
+        }
+        match &csum {
+            // A zero UDP checksum is illegal over IPv6, but one that comes must stay
+            // zero rather than turn into a wrong non-zero one.
+            Some(c) => store_addr(
+                ctx,
+                off,
+                old,
+                new,
+                c.off,
+                BPF_F_PSEUDO_HDR as u64 | c.mangled,
+            )?,
+            // No checksum netd knows covers the addresses (a later fragment, a protocol
+            // translated by address alone): IPv6 has no header checksum, so only
+            // skb->csum follows (CHECKSUM_COMPLETE).
+            None => ctx.store(off, new, BPF_F_RECOMPUTE_CSUM as u64)?,
+        }
     }
-    if flow.daddr != ct.daddr {
-        store_addr(ctx, IP6_DADDR, &flow.daddr, &ct.daddr, csum, pseudo)?;
+    if !l4 {
+        return Ok(());
     }
-    nat::rewrite_ports(ctx, flow, ct, csum, flow.proto == IPPROTO_ICMPV6, mangled)
+    nat::rewrite_ports(ctx, flow, ct, csum)
 }
 
 /// Sends a rewritten packet on: into the container with bpf_redirect_peer, or out along
 /// its route, or (no fast path, or what the stack must handle) back to the stack. A
 /// failed redirect is never a drop.
-#[inline(always)]
+/// A subprogram of its own, as `apply`.
+#[inline(never)]
 pub fn deliver(ctx: &TcContext, ct: &CtEntry6, may_route: bool) -> i32 {
     if config().flags & CONFIG_F_FAST_PATH == 0 {
         return TC_ACT_OK as i32;

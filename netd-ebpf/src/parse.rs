@@ -6,15 +6,28 @@ use aya_ebpf::{
     helpers::bpf_xdp_get_buff_len,
     programs::{TcContext, XdpContext},
 };
-use netd_common::{event, event::Event, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use netd_common::{drop_reason, drop_reason::DropReason, IPPROTO_ICMP, IPPROTO_TCP};
+
+use crate::{
+    conntrack::Family,
+    frag,
+    outcome::Outcome,
+    proto::{has_ports, l4_min},
+};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
 pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_SOURCE_QUENCH: u8 = 4;
+pub const ICMP_REDIRECT: u8 = 5;
 pub const ICMP_TIME_EXCEEDED: u8 = 11;
 pub const ICMP_PARAMETER_PROB: u8 = 12;
+/// Queries answered by the type below them, identified like echo (the kernel's
+/// conntrack tracks these): timestamp, information, address mask requests.
+const ICMP_TIMESTAMP: u8 = 13;
+const ICMP_ADDRESS_REPLY: u8 = 18;
 
 /// What the parser needs from a program's context.
 pub trait Packet {
@@ -114,11 +127,12 @@ pub fn ipv4<C: Packet>(ctx: &C) -> Result<Option<Ipv4>, ()> {
     }))
 }
 
-/// A TCP, UDP or ICMP echo packet's tuple and the offsets needed to rewrite it, with
-/// addresses of type `A` (`u32` for IPv4, `[u8; 16]` for IPv6: `parse6`). Addresses and
-/// ports are raw (network byte order), as in the packet and in the maps. For ICMP echo
-/// both ports are the echo id.
+/// A packet's tuple and the offsets needed to rewrite it, with addresses of type `A`
+/// (`u32` for IPv4, `[u8; 16]` for IPv6: `parse6`). Addresses and ports are raw
+/// (network byte order), as in the packet and in the maps. For ICMP queries both ports
+/// are the query's id; for protocols without ports (`has_ports`) both are 0.
 pub struct FlowOf<A> {
+    /// The upper-layer header; in a later fragment, where its payload starts.
     pub l4_off: usize,
     pub proto: u8,
     pub tcp_flags: u8,
@@ -127,99 +141,167 @@ pub struct FlowOf<A> {
     pub sport: u16,
     pub dport: u16,
     pub len: u32,
+    /// Fragment state (`frag`): 0 for a whole packet. A later fragment's ports are its
+    /// first fragment's.
+    pub frag: u64,
 }
 
 /// An IPv4 flow.
 pub type Flow = FlowOf<u32>;
 
-/// What the parser makes of a packet (`Parsed` for IPv4, `parse6::Parsed6` for IPv6).
-pub enum ParsedOf<A> {
-    /// TCP, UDP or ICMP echo, unfragmented.
-    Flow(FlowOf<A>),
-    /// An ICMP error (unreachable, time exceeded, parameter problem); the ICMP header
-    /// starts at the offset given.
+/// This CPU's slot for the packet's flow, which the parser fills and every stage reads.
+/// In a map rather than on the stack: a flow in the entry point's frame came back from
+/// each parser path with different contents the verifier knew of (constants here,
+/// loaded values there), and each such state walked the rest of the program again; in
+/// map memory every field is simply unknown to it. It also keeps the flow (40 bytes,
+/// 56 for IPv6) off the frames of programs near the 512-byte limit. One program runs
+/// per CPU at a time, and none of them uses the slot across a packet.
+#[inline(always)]
+pub fn flow_slot<A: Family>() -> Option<&'static mut FlowOf<A>> {
+    // SAFETY: this CPU's slot of a per-CPU array, used only while this program runs.
+    A::flow_scratch().get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// What the parser made of a packet, for both families. A flow is written to the
+/// caller's `FlowOf` rather than carried here: an enum with a flow inside was built
+/// from registers some paths leave undefined, which the verifier refuses to read.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    /// Any IP protocol but ICMP's other messages, whole or in fragments whose first
+    /// fragment was seen.
+    Flow,
+    /// An ICMP error (unreachable, time exceeded, ...); its header is at the offset.
     IcmpError(usize),
-    /// Not something netd rewrites (ARP, IPv6, other ICMP, other protocols): untouched.
-    NotOurs,
-    /// Broken or unsupported (bad header lengths, fragments); the event says which, and
-    /// the packet passes untouched so the stack's own checks judge it.
-    Skip(Event),
+    /// Not translated, for the reason given: UNTRANSLATABLE (not IP; ICMP messages
+    /// that are neither queries by id nor errors; an IPv6 header chain too long to
+    /// follow), MALFORMED, or FRAG_UNKNOWN (a later fragment whose first fragment was
+    /// not seen). Left to the stack, unless it is leaving a masquerading network, which
+    /// drops it for that reason (`metrics::count_passed` counts the ones that pass).
+    Pass(DropReason),
 }
 
-pub type Parsed = ParsedOf<u32>;
-
-/// Parses the whole frame.
-#[inline(always)]
-pub fn parse<C: Packet>(ctx: &C) -> Parsed {
-    match ipv4(ctx) {
-        Ok(Some(ip)) => l4(ctx, &ip),
-        Ok(None) => Parsed::NotOurs,
-        Err(()) => Parsed::Skip(event::MALFORMED_PASSED),
+/// Parses the frame into `out`; with `guard`, the uplink guard judges it first. A BPF
+/// subprogram with one integer for a result (`Outcome::kind`): its temporaries stay off
+/// the entry points' frames.
+#[inline(never)]
+pub fn parse_stage(ctx: &TcContext, out: &mut Flow, guard: bool) -> Outcome {
+    let ip = match ipv4(ctx) {
+        Ok(Some(ip)) => ip,
+        Ok(None) => return Outcome::of_kind(Kind::Pass(drop_reason::UNTRANSLATABLE)),
+        Err(()) => return Outcome::of_kind(Kind::Pass(drop_reason::MALFORMED)),
+    };
+    if guard {
+        if let Err(e) = crate::guard::check(ctx, &ip) {
+            return Outcome::of(Err(e));
+        }
     }
+    Outcome::of_kind(l4(ctx, &ip, out))
 }
 
-/// Parses what follows an IPv4 header `ipv4` returned.
+/// Parses what follows an IPv4 header `ipv4` returned, into `out`.
 #[inline(always)]
-pub fn l4<C: Packet>(ctx: &C, ip: &Ipv4) -> Parsed {
-    match try_l4(ctx, ip) {
-        Ok(p) => p,
-        Err(()) => Parsed::Skip(event::MALFORMED_PASSED),
-    }
+pub fn l4<C: Packet>(ctx: &C, ip: &Ipv4, out: &mut Flow) -> Kind {
+    try_l4(ctx, ip, out).unwrap_or(Kind::Pass(drop_reason::MALFORMED))
 }
 
 #[inline(always)]
-fn try_l4<C: Packet>(ctx: &C, ip: &Ipv4) -> Result<Parsed, ()> {
+fn try_l4<C: Packet>(ctx: &C, ip: &Ipv4, out: &mut Flow) -> Result<Kind, ()> {
     if ip.tot_len < ip.ihl || ip.tot_len + ETH_HLEN > ctx.len() as usize {
         return Err(());
     }
     let proto = ip.proto;
-    if proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP {
-        return Ok(Parsed::NotOurs);
-    }
-    // Only the first fragment carries ports; the others cannot be matched to a flow
-    // without reassembly, so they are left to the stack rather than mis-NATed.
+    let mut frag = 0;
     if ip.is_fragment() {
-        return Ok(Parsed::Skip(event::FRAGMENT_PASSED));
+        let id: u16 = ctx.load(ETH_HLEN + 4)?;
+        frag = frag::info(id as u32, proto, ip.has_l4_header());
+        if !ip.has_l4_header() {
+            return Ok(later_fragment(
+                ctx, ip.l4_off, ip.saddr, ip.daddr, frag, out,
+            ));
+        }
     }
     let l4_off = ip.l4_off;
-    let l4_min = if proto == IPPROTO_TCP { 20 } else { 8 };
-    if ip.tot_len < ip.ihl + l4_min {
+    if ip.tot_len < ip.ihl + l4_min(proto) {
         return Err(());
     }
     if proto == IPPROTO_ICMP {
         let ty: u8 = ctx.load(l4_off)?;
-        if ty == ICMP_DEST_UNREACH || ty == ICMP_TIME_EXCEEDED || ty == ICMP_PARAMETER_PROB {
-            return Ok(Parsed::IcmpError(l4_off));
+        if icmp_error(ty) {
+            return Ok(Kind::IcmpError(l4_off));
         }
-        if ty != ICMP_ECHO_REQUEST && ty != ICMP_ECHO_REPLY {
-            return Ok(Parsed::NotOurs);
+        if !icmp_query(ty) {
+            return Ok(Kind::Pass(drop_reason::UNTRANSLATABLE));
         }
     }
-    flow(
-        ctx,
-        l4_off,
-        proto,
-        proto == IPPROTO_ICMP,
-        ip.saddr,
-        ip.daddr,
+    let at = (l4_off, proto, proto == IPPROTO_ICMP, frag);
+    flow(ctx, at, ip.saddr, ip.daddr, out)?;
+    Ok(Kind::Flow)
+}
+
+/// ICMP errors (the kernel's list): they quote a packet of a flow.
+#[inline(always)]
+fn icmp_error(ty: u8) -> bool {
+    matches!(
+        ty,
+        ICMP_DEST_UNREACH
+            | ICMP_SOURCE_QUENCH
+            | ICMP_REDIRECT
+            | ICMP_TIME_EXCEEDED
+            | ICMP_PARAMETER_PROB
     )
 }
 
-/// The flow of a packet whose upper-layer header (`proto`) is at `l4_off`, for both
-/// families: an echo's id stands for both ports; TCP's flags are read.
+/// ICMP queries and answers with an id, tracked like echo.
+#[inline(always)]
+fn icmp_query(ty: u8) -> bool {
+    ty == ICMP_ECHO_REQUEST
+        || ty == ICMP_ECHO_REPLY
+        || (ICMP_TIMESTAMP..=ICMP_ADDRESS_REPLY).contains(&ty)
+}
+
+/// A later fragment (`frag`, its payload at `off`): the flow of its datagram, with the
+/// ports its first fragment recorded, into `out`; without a record, FRAG_UNKNOWN.
+#[inline(always)]
+pub fn later_fragment<C: Packet, A: Family>(
+    ctx: &C,
+    off: usize,
+    saddr: A,
+    daddr: A,
+    frag: u64,
+    out: &mut FlowOf<A>,
+) -> Kind {
+    let Some((sport, dport, proto)) = frag::unpack(frag::first_of(&saddr, &daddr, frag)) else {
+        return Kind::Pass(drop_reason::FRAG_UNKNOWN);
+    };
+    *out = FlowOf {
+        l4_off: off,
+        proto,
+        tcp_flags: 0,
+        saddr,
+        daddr,
+        sport,
+        dport,
+        len: ctx.len(),
+        frag,
+    };
+    Kind::Flow
+}
+
+/// The flow of a packet into `out`, for both families, given where its upper-layer
+/// header is: (offset, protocol, whether it is an ICMP query, fraginfo). A query's id
+/// stands for both ports; protocols without ports have both 0; TCP's flags are read.
 #[inline(always)]
 pub fn flow<C: Packet, A>(
     ctx: &C,
-    l4_off: usize,
-    proto: u8,
-    echo: bool,
+    (l4_off, proto, query, frag): (usize, u8, bool, u64),
     saddr: A,
     daddr: A,
-) -> Result<ParsedOf<A>, ()> {
-    let (sport, dport, tcp_flags) = if echo {
+    out: &mut FlowOf<A>,
+) -> Result<(), ()> {
+    let (sport, dport, tcp_flags) = if query {
         let id: u16 = ctx.load(l4_off + 4)?;
         (id, id, 0)
-    } else {
+    } else if has_ports(proto) {
         let sport: u16 = ctx.load(l4_off)?;
         let dport: u16 = ctx.load(l4_off + 2)?;
         let flags: u8 = if proto == IPPROTO_TCP {
@@ -228,8 +310,10 @@ pub fn flow<C: Packet, A>(
             0
         };
         (sport, dport, flags)
+    } else {
+        (0, 0, 0)
     };
-    Ok(ParsedOf::Flow(FlowOf {
+    *out = FlowOf {
         l4_off,
         proto,
         tcp_flags,
@@ -238,5 +322,7 @@ pub fn flow<C: Packet, A>(
         sport,
         dport,
         len: ctx.len(),
-    }))
+        frag,
+    };
+    Ok(())
 }

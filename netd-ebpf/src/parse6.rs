@@ -1,11 +1,15 @@
 //! IPv6 header parsing, for TC and XDP alike (through `Packet`, as `parse`). The chain
-//! of extension headers is walked (hop-by-hop, routing, destination options) to the
-//! upper-layer header, so a hop-by-hop option cannot hide a flow from the NAT. A
-//! fragment header ends the walk: only the first fragment carries ports, and netd does
-//! not reassemble, so fragments pass untouched and counted, as IPv4's do.
-use netd_common::{event, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+//! of extension headers is walked (hop-by-hop, routing, destination options, fragment)
+//! to the upper-layer header, so a hop-by-hop option cannot hide a flow from the NAT. A
+//! later fragment ends the walk (`frag`: its flow comes from its first fragment); a
+//! first fragment's walk goes on past the fragment header.
+use netd_common::{drop_reason, IPPROTO_ICMPV6};
 
-use crate::parse::{self, FlowOf, Packet, ParsedOf, ETH_HLEN};
+use crate::{
+    frag,
+    parse::{self, FlowOf, Kind, Packet, ETH_HLEN},
+    proto::l4_min,
+};
 
 pub const ETH_P_IPV6: u16 = 0x86dd;
 /// Offsets in the frame.
@@ -17,8 +21,8 @@ const NEXTHDR_HOP: u8 = 0;
 const NEXTHDR_ROUTING: u8 = 43;
 const NEXTHDR_FRAGMENT: u8 = 44;
 const NEXTHDR_DEST: u8 = 60;
-/// Extension headers walked before giving up (and passing the packet on untouched).
-const MAX_EXT_HEADERS: usize = 4;
+/// Extension headers walked before giving up (the packet is then not the NAT's).
+const MAX_EXT_HEADERS: usize = 5;
 
 pub const ICMP6_DEST_UNREACH: u8 = 1;
 pub const ICMP6_PACKET_TOO_BIG: u8 = 2;
@@ -29,7 +33,6 @@ pub const ICMP6_ECHO_REPLY: u8 = 129;
 
 /// An IPv6 flow: addresses as on the wire.
 pub type Flow6 = FlowOf<[u8; 16]>;
-pub type Parsed6 = ParsedOf<[u8; 16]>;
 
 /// An IPv6 header and where its upper-layer header is.
 pub struct Ipv6 {
@@ -41,8 +44,9 @@ pub struct Ipv6 {
     pub l4_off: usize,
     /// Where the packet ends by its payload length (0 for a jumbogram: not ours).
     end: usize,
-    /// A fragment header was found.
-    fragment: bool,
+    /// Fragment state (`frag`), 0 for a whole packet; the key's protocol is the
+    /// fragment header's next header.
+    pub frag: u64,
     /// More extension headers than walked.
     too_deep: bool,
 }
@@ -51,7 +55,7 @@ impl Ipv6 {
     /// Whether this packet carries its upper-layer header where `l4_off` says.
     #[inline(always)]
     pub fn has_l4_header(&self) -> bool {
-        !self.fragment && !self.too_deep
+        frag::has_l4(self.frag) && !self.too_deep
     }
 }
 
@@ -69,7 +73,7 @@ pub fn ipv6<C: Packet>(ctx: &C) -> Result<Option<Ipv6>, ()> {
     let payload_len = u16::from_be(ctx.load::<u16>(ETH_HLEN + 4)?) as usize;
     let mut next: u8 = ctx.load(ETH_HLEN + 6)?;
     let mut off = ETH_HLEN + IP6_HLEN;
-    let mut fragment = false;
+    let mut frag = 0;
     let mut too_deep = true;
     for _ in 0..MAX_EXT_HEADERS {
         match next {
@@ -81,12 +85,21 @@ pub fn ipv6<C: Packet>(ctx: &C) -> Result<Option<Ipv6>, ()> {
                 next = nh;
             }
             NEXTHDR_FRAGMENT => {
-                // Two bytes, not one: XDP's verifier follows a 2-byte bounds check,
-                // while LLVM turns a 1-byte one into a form it does not.
-                let [nh, _]: [u8; 2] = ctx.load(off)?;
-                next = nh;
+                // The whole header in one read (next header, reserved, offset and M
+                // flag, id): one bounds check for XDP's verifier.
+                let h: [u8; 8] = ctx.load(off)?;
+                next = h[0];
                 off += 8;
-                fragment = true;
+                let offset_m = u16::from_be_bytes([h[2], h[3]]);
+                // Offset 0 and no M: an atomic fragment, a whole packet.
+                if offset_m & 0xfff9 != 0 {
+                    let later = offset_m & 0xfff8 != 0;
+                    let id = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
+                    frag = frag::info(id, next, !later);
+                }
+                // The fragmentable part follows: the upper-layer header in a first
+                // fragment (a destination option ahead of it is not followed), the
+                // payload in a later one.
                 too_deep = false;
                 break;
             }
@@ -106,60 +119,51 @@ pub fn ipv6<C: Packet>(ctx: &C) -> Result<Option<Ipv6>, ()> {
         } else {
             ETH_HLEN + IP6_HLEN + payload_len
         },
-        fragment,
+        frag,
         too_deep,
     }))
 }
 
-/// Parses what follows an IPv6 header `ipv6` returned.
+/// Parses what follows an IPv6 header `ipv6` returned, into `out`.
 #[inline(always)]
-pub fn l4<C: Packet>(ctx: &C, ip: &Ipv6) -> Parsed6 {
-    match try_l4(ctx, ip) {
-        Ok(p) => p,
-        Err(()) => ParsedOf::Skip(event::MALFORMED_PASSED),
-    }
+pub fn l4<C: Packet>(ctx: &C, ip: &Ipv6, out: &mut Flow6) -> Kind {
+    try_l4(ctx, ip, out).unwrap_or(Kind::Pass(drop_reason::MALFORMED))
 }
 
 #[inline(always)]
-fn try_l4<C: Packet>(ctx: &C, ip: &Ipv6) -> Result<Parsed6, ()> {
+fn try_l4<C: Packet>(ctx: &C, ip: &Ipv6, out: &mut Flow6) -> Result<Kind, ()> {
     let proto = ip.proto;
     if ip.too_deep {
-        return Ok(ParsedOf::NotOurs);
-    }
-    if proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMPV6 {
-        return Ok(ParsedOf::NotOurs);
+        return Ok(Kind::Pass(drop_reason::UNTRANSLATABLE));
     }
     // A jumbogram (payload length 0) or a frame shorter than its payload length.
     if ip.end == 0 || ip.end > ctx.len() as usize {
         return Err(());
     }
-    if ip.fragment {
-        return Ok(ParsedOf::Skip(event::FRAGMENT_PASSED));
+    if !frag::has_l4(ip.frag) {
+        let (off, frag) = (ip.l4_off, ip.frag);
+        return Ok(parse::later_fragment(
+            ctx, off, ip.saddr, ip.daddr, frag, out,
+        ));
     }
     let l4_off = ip.l4_off;
-    let l4_min = if proto == IPPROTO_TCP { 20 } else { 8 };
-    if l4_off + l4_min > ip.end {
+    if l4_off + l4_min(proto) > ip.end {
         return Err(());
     }
     if proto == IPPROTO_ICMPV6 {
         let ty: u8 = ctx.load(l4_off)?;
         match ty {
             ICMP6_DEST_UNREACH | ICMP6_PACKET_TOO_BIG | ICMP6_TIME_EXCEEDED | ICMP6_PARAM_PROB => {
-                return Ok(ParsedOf::IcmpError(l4_off))
+                return Ok(Kind::IcmpError(l4_off))
             }
             ICMP6_ECHO_REQUEST | ICMP6_ECHO_REPLY => {}
             // Neighbour discovery, MLD, router messages: the link's, not a flow.
-            _ => return Ok(ParsedOf::NotOurs),
+            _ => return Ok(Kind::Pass(drop_reason::UNTRANSLATABLE)),
         }
     }
-    parse::flow(
-        ctx,
-        l4_off,
-        proto,
-        proto == IPPROTO_ICMPV6,
-        ip.saddr,
-        ip.daddr,
-    )
+    let at = (l4_off, proto, proto == IPPROTO_ICMPV6, ip.frag);
+    parse::flow(ctx, at, ip.saddr, ip.daddr, out)?;
+    Ok(Kind::Flow)
 }
 
 /// fe80::/10: never routed, never NATed.

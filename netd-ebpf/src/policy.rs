@@ -7,17 +7,20 @@ use netd_common::{
 
 use crate::{
     conntrack::count_port,
-    maps::{ENDPOINTS, LINKS, PORTS},
+    maps::{ENDPOINTS, ENDPOINTS6, LINKS, PORTS},
     metrics::count,
     parse::{Flow, ETH_HLEN, ETH_P_IP},
+    parse6::{link_local, multicast, ETH_P_IPV6, IP6_DADDR},
 };
 
 const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
 
 /// Checks that a frame leaving a container carries that container's identity: for IPv4,
 /// its source address is an endpoint of this very veth and the source MAC is that
 /// endpoint's; for ARP, the sender address and MAC are its own (0.0.0.0 probes pass).
-/// Returns the endpoint for IPv4 packets, None for other frames.
+/// Returns the endpoint for IPv4 packets, None for other frames (`other_frame`).
 #[inline(always)]
 pub fn sender(ctx: &TcContext) -> Result<Option<Endpoint>, DropReason> {
     // SAFETY: ctx wraps a valid __sk_buff for the duration of the program.
@@ -30,7 +33,7 @@ pub fn sender(ctx: &TcContext) -> Result<Option<Endpoint>, DropReason> {
         ETH_P_IP => (ETH_HLEN + 12, true),
         // ARP: sender hardware address at 8, sender protocol address at 14.
         ETH_P_ARP => (ETH_HLEN + 14, true),
-        _ => return Ok(None),
+        _ => return other_frame(ctx, ethertype, ifindex).map(|()| None),
     };
     let ip: u32 = match ctx.load(ip_off) {
         Ok(ip) => ip,
@@ -60,6 +63,28 @@ pub fn sender(ctx: &TcContext) -> Result<Option<Endpoint>, DropReason> {
         }
     }
     Ok(Some(ep))
+}
+
+/// Frames other than IPv4 and ARP. IPv6 of an endpoint with IPv6 was judged by
+/// `endpoint_egress6` ahead of this program; from one without, only the link's own
+/// (link-local and multicast destinations) goes on: netd gave it no address to be
+/// routed with. A VLAN tag inside another would reach the stack with both stripped
+/// (the kernel drops priority tags), past these checks. The rest is the bridge's.
+#[inline(never)]
+fn other_frame(ctx: &TcContext, ethertype: u16, ifindex: u32) -> Result<(), DropReason> {
+    match ethertype {
+        ETH_P_IPV6 => {
+            if ENDPOINTS6.get_ptr(&ifindex).is_some() {
+                return Ok(());
+            }
+            match ctx.load::<[u8; 16]>(IP6_DADDR) {
+                Ok(d) if link_local(&d) || multicast(&d) => Ok(()),
+                _ => Err(drop_reason::IPV6_REFUSED),
+            }
+        }
+        ETH_P_8021Q | ETH_P_8021AD => Err(drop_reason::STACKED_VLAN),
+        _ => Ok(()),
+    }
 }
 
 /// Isolation between containers (Docker's rules, in eBPF): another network's containers

@@ -3,17 +3,17 @@
 //! published port get DNATed and tracked. Delivery goes straight into the container
 //! with bpf_redirect_peer.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use netd_common::{
-    drop_reason::DropReason, event, trace::hook, CONFIG_F_GUARD_IN_TC, IPPROTO_ICMP,
-};
+use netd_common::{drop_reason::DropReason, trace::hook, CONFIG_F_GUARD_IN_TC};
 
 use crate::{
-    conntrack, guard, icmp,
+    conntrack, frag, icmp,
     maps::{config, LOCAL_ADDRS},
-    metrics::count,
+    metrics::count_passed,
     nat,
-    parse::{self, Parsed},
-    policy, trace,
+    parse::{self, Flow, Kind},
+    policy,
+    proto::has_ports,
+    trace,
 };
 
 #[classifier]
@@ -25,48 +25,48 @@ pub fn uplink_ingress(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, DropReason> {
-    let ip = match parse::ipv4(ctx) {
-        Ok(Some(ip)) => ip,
-        Ok(None) => return Ok(TC_ACT_OK),
-        Err(()) => {
-            count(event::MALFORMED_PASSED);
+    let guard = config().flags & CONFIG_F_GUARD_IN_TC != 0;
+    let Some(flow) = parse::flow_slot::<u32>() else {
+        return Ok(TC_ACT_OK);
+    };
+    match parse::parse_stage(ctx, flow, guard).kind()? {
+        Kind::Flow => {}
+        Kind::IcmpError(off) => {
+            icmp::translate_error(ctx, off)?;
             return Ok(TC_ACT_OK);
         }
-    };
-    if config().flags & CONFIG_F_GUARD_IN_TC != 0 {
-        guard::check(ctx, &ip)?;
-    }
-    let flow = match parse::l4(ctx, &ip) {
-        Parsed::Flow(f) => f,
-        Parsed::NotOurs => return Ok(TC_ACT_OK),
-        Parsed::IcmpError(off) => return icmp::translate_error(ctx, off),
-        Parsed::Skip(e) => {
-            count(e);
+        Kind::Pass(reason) => {
+            // Not ARP or IPv6, the host's own fragments (or ones out of order), broken
+            // headers: the stack judges or reassembles them.
+            count_passed(reason);
             return Ok(TC_ACT_OK);
         }
-    };
-
-    if let Some(ct) = conntrack::lookup(&flow) {
-        nat::apply(ctx, &flow, &ct)?;
-        policy::account(&flow, &ct);
-        return Ok(nat::deliver(ctx, &ct, &flow, false));
+    }
+    if let Some(verdict) = nat::known(ctx, flow, false).get() {
+        return verdict;
     }
 
-    // A new flow to a published port? Only packets addressed to the host itself qualify
-    // (Docker's `--dst-type LOCAL`); forwarded traffic is not ours.
-    if flow.proto == IPPROTO_ICMP {
+    publish(ctx, flow)
+}
+
+/// A new flow to a published port? Only packets addressed to the host itself qualify
+/// (Docker's `--dst-type LOCAL`); forwarded traffic is not ours. A subprogram of its
+/// own: the new flow's temporaries stay off the entry point's frame.
+#[inline(never)]
+fn publish(ctx: &TcContext, flow: &Flow) -> Result<i32, DropReason> {
+    if !has_ports(flow.proto) || !frag::has_l4(flow.frag) {
         return Ok(TC_ACT_OK);
     }
     // SAFETY: read-only lookup of a plain-data value.
     if unsafe { LOCAL_ADDRS.get(&flow.daddr) }.is_none() {
         return Ok(TC_ACT_OK);
     }
-    let Some((backend, wildcard)) = policy::published(&flow) else {
+    let Some((backend, wildcard)) = policy::published(flow) else {
         return Ok(TC_ACT_OK);
     };
     policy::backend_allowed(&backend)?;
-    let ct = conntrack::track_published(ctx, &flow, backend.ip, backend.port, wildcard, None)?;
-    nat::apply(ctx, &flow, &ct)?;
-    policy::account(&flow, &ct);
-    Ok(nat::deliver(ctx, &ct, &flow, false))
+    let ct = conntrack::track_published(ctx, flow, backend.ip, backend.port, wildcard, None)?;
+    nat::apply(ctx, flow, ct)?;
+    policy::account(flow, ct);
+    Ok(nat::deliver(ctx, ct, flow, false))
 }

@@ -9,15 +9,17 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use netd_common::{drop_reason::DropReason, CONFIG_F_GUARD_IN_TC, IPPROTO_ICMPV6};
+use netd_common::{drop_reason::DropReason, CONFIG_F_GUARD_IN_TC};
 
 use crate::{
-    conntrack, icmp6,
+    conntrack, frag, icmp6,
     maps::{config, LOCAL_ADDRS6},
-    metrics::count_drop,
-    nat6::{self, Kind},
+    metrics::{count_drop, count_passed},
+    nat6,
+    parse::{self, Kind},
     parse6::Flow6,
     policy6,
+    proto::has_ports,
 };
 
 /// Hand the packet to the next program, or the stack if none.
@@ -38,26 +40,30 @@ pub fn uplink_ingress6(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn try_uplink_ingress6(ctx: &TcContext) -> Result<i32, DropReason> {
     let guard = config().flags & CONFIG_F_GUARD_IN_TC != 0;
-    // SAFETY: a plain-data struct of integers; all zeroes is a valid value.
-    let mut flow: Flow6 = unsafe { core::mem::zeroed() };
-    match nat6::parse_into(ctx, &mut flow, guard)? {
+    let Some(flow) = parse::flow_slot::<[u8; 16]>() else {
+        return Ok(NEXT);
+    };
+    match nat6::parse_into(ctx, flow, guard)? {
         Kind::Flow => {}
         Kind::IcmpError(off) => {
             icmp6::translate_error(ctx, off)?;
             return Ok(NEXT);
         }
-        Kind::Pass => return Ok(NEXT),
+        Kind::Pass(reason) => {
+            count_passed(reason);
+            return Ok(NEXT);
+        }
     }
-    if let Some(verdict) = nat6::known(ctx, &flow, false) {
+    if let Some(verdict) = nat6::known(ctx, flow, false) {
         return verdict;
     }
-    publish(ctx, &flow)
+    publish(ctx, flow)
 }
 
 /// A new flow to a published port: only packets addressed to the host itself qualify.
 #[inline(never)]
 fn publish(ctx: &TcContext, flow: &Flow6) -> Result<i32, DropReason> {
-    if flow.proto == IPPROTO_ICMPV6 {
+    if !has_ports(flow.proto) || !frag::has_l4(flow.frag) {
         return Ok(NEXT);
     }
     // SAFETY: read-only lookup of a plain-data value.

@@ -81,14 +81,35 @@ pub fn host_sockets() -> HostSockets {
             // TCP_LISTEN is 0A; an unconnected bound UDP socket is 07 (TCP_CLOSE).
             let bound = match proto {
                 Proto::Tcp => *state == "0A",
-                Proto::Udp => *state == "07",
+                _ => *state == "07",
             };
             if bound {
                 hs.bound.push((proto, ip, port));
             }
         }
     }
+    if let Ok(text) = std::fs::read_to_string("/proc/net/sctp/eps") {
+        sctp_endpoints(&text, &mut hs);
+    }
     hs
+}
+
+/// The SCTP endpoints of /proc/net/sctp/eps (only there when the kernel has SCTP):
+/// `ENDPT SOCK STY SST HBKT LPORT UID INODE LADDRS...`, the port in decimal and each
+/// local address in its text form.
+fn sctp_endpoints(text: &str, hs: &mut HostSockets) {
+    for line in text.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let Some(Ok(port)) = cols.get(5).map(|p| p.parse::<u16>()) else {
+            continue;
+        };
+        hs.any.insert((Proto::Sctp, port));
+        for a in cols.iter().skip(8) {
+            if let Ok(ip) = a.parse::<IpAddr>() {
+                hs.bound.push((Proto::Sctp, ip, port));
+            }
+        }
+    }
 }
 
 /// The namespace's ephemeral range: Docker picks random host ports from it.
@@ -162,6 +183,26 @@ fn nanos() -> u32 {
 mod tests {
     use super::*;
     use crate::model::{expand_specs, parse_publish};
+
+    #[test]
+    fn sctp_endpoints_are_host_sockets_of_their_own_protocol() {
+        let eps = " ENDPT     SOCK   STY SST HBKT LPORT   UID INODE LADDRS\n\
+            ffff8881 ffff8882 2   10  29   9000      0 31337 10.0.0.1 fd00::1\n";
+        let mut hs = HostSockets::default();
+        sctp_endpoints(eps, &mut hs);
+        let m = |ip: &str, proto| PortMapping {
+            host_ip: ip.parse().unwrap(),
+            host_port: 9000,
+            container_port: 9000,
+            proto,
+        };
+        assert_eq!(
+            hs.listening(&m("0.0.0.0", Proto::Sctp)).as_deref(),
+            Some("10.0.0.1:9000")
+        );
+        assert!(hs.listening(&m("::", Proto::Sctp)).is_some());
+        assert!(hs.listening(&m("0.0.0.0", Proto::Tcp)).is_none());
+    }
 
     #[test]
     fn proc_net_addresses_of_both_families() {

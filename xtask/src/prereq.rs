@@ -59,6 +59,14 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ),
     ("tar", "images for dockerd and podman"),
     (
+        "python3-scapy",
+        "the fuzz test's random and malformed packets (scapy's fuzz())",
+    ),
+    (
+        "tcpdump",
+        "the fuzz test captures what leaves the host on the uplink",
+    ),
+    (
         "prometheus",
         "a real Prometheus scrapes netd's metrics; promtool checks them",
     ),

@@ -5,7 +5,12 @@ use serde::{Deserialize, Serialize};
 use super::Daemon;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::{datapath::Flow, error::NetdError, error::Result, model::IpProto};
+use crate::{
+    datapath::{self, Flow},
+    error::NetdError,
+    error::Result,
+    model::IpProto,
+};
 
 /// Packets and bytes through one published port.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -66,7 +71,8 @@ impl FlowFilter {
     /// A traced packet: by protocol, and by an address or port on either side.
     pub fn matches_trace(&self, l: &super::trace::TraceLine) -> bool {
         let ends = [l.src, l.dst];
-        self.proto.is_none_or(|p| p.name() == l.proto)
+        self.proto
+            .is_none_or(|p| datapath::ipproto_of(datapath::ipproto(p)).to_string() == l.proto)
             && self
                 .addr
                 .is_none_or(|a| ends.iter().any(|e| IpAddr::V4(*e.ip()) == a))
@@ -75,7 +81,9 @@ impl FlowFilter {
 
     fn matches(&self, f: &Flow) -> bool {
         let ends = [f.src, f.dst, f.to_src, f.to_dst];
-        self.proto.is_none_or(|p| p == f.proto)
+        // By number: `--proto 47` is gre.
+        self.proto
+            .is_none_or(|p| datapath::ipproto(p) == datapath::ipproto(f.proto))
             && self.addr.is_none_or(|a| f.involves(a))
             && self.port.is_none_or(|p| ends.iter().any(|e| e.port() == p))
     }

@@ -201,9 +201,7 @@ fn line_of(p: &PacketTrace, clock: &Clock, names: &mut IfNames) -> TraceLine {
         iface: names.get(p.ifindex),
         verdict: p.verdict.into(),
         reason: p.reason.map(String::from),
-        proto: datapath::ipproto_of(p.proto)
-            .map(|p| p.name().to_string())
-            .unwrap_or_else(|| p.proto.to_string()),
+        proto: datapath::ipproto_of(p.proto).to_string(),
         src: p.src,
         dst: p.dst,
         len: p.len,

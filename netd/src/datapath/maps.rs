@@ -17,7 +17,8 @@ use aya::maps::{
 use ipnetwork::Ipv4Network;
 use netd_common::{
     Addr6, Backend, Endpoint, Endpoint6, LinkKey, OverlayPeer, PortCounters, PortKey, EP_F_ICC,
-    EP_F_INTERNAL, EP_F_MASQUERADE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED,
+    EP_F_INTERNAL, EP_F_MASQUERADE, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_SCTP,
+    IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED,
 };
 
 use super::Datapath;
@@ -86,12 +87,19 @@ pub fn ipproto(p: IpProto) -> u8 {
         IpProto::Tcp => IPPROTO_TCP,
         IpProto::Udp => IPPROTO_UDP,
         IpProto::Icmp => IPPROTO_ICMP,
+        IpProto::Sctp => IPPROTO_SCTP,
+        IpProto::Gre => IPPROTO_GRE,
+        IpProto::Esp => IPPROTO_ESP,
+        IpProto::Other(n) => n,
     }
 }
 
-/// The protocol of an IP protocol number, if netd tracks it.
-pub fn ipproto_of(n: u8) -> Option<IpProto> {
-    IpProto::ALL.into_iter().find(|p| ipproto(*p) == n)
+/// The protocol of an IP protocol number: its name if it has one.
+pub fn ipproto_of(n: u8) -> IpProto {
+    IpProto::ALL
+        .into_iter()
+        .find(|p| ipproto(*p) == n)
+        .unwrap_or(IpProto::Other(n))
 }
 
 /// One `--link` exception: `from` may reach `to` on `port`/`proto` (and get replies).

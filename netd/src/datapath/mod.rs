@@ -114,6 +114,20 @@ fn with_retries<T, E: std::fmt::Display>(mut f: impl FnMut() -> Result<T, E>) ->
     f()
 }
 
+/// NETD_VERIFIER_STATS=1: how many instructions the verifier walked for program `name`,
+/// for whoever changes the programs (one near the kernel's limit of a million will not
+/// survive the next change). Apart from NETD_VERIFIER_LOG, whose log makes a big
+/// program's load take minutes.
+fn report_verified(name: &str, info: Option<aya::programs::ProgramInfo>) {
+    if std::env::var_os("NETD_VERIFIER_STATS").is_none() {
+        return;
+    }
+    if let Some(n) = info.and_then(|i| i.verified_instruction_count()) {
+        log::info!("{name}: {n} instructions verified");
+        eprintln!("netd: {name}: {n} instructions verified");
+    }
+}
+
 /// The cookie of the calling thread's network namespace (SO_NETNS_COOKIE, Linux 5.14+).
 pub fn netns_cookie() -> anyhow::Result<u64> {
     use std::os::fd::AsRawFd;
@@ -250,12 +264,14 @@ impl Datapath {
                 .ok_or_else(|| anyhow!("program {name} missing from the object"))?
                 .try_into()?;
             with_retries(|| prog.load()).with_context(|| format!("verifying {name}"))?;
+            report_verified(name, prog.info().ok());
         }
         let guard: &mut Xdp = ebpf
             .program_mut(prog_names::UPLINK_GUARD)
             .ok_or_else(|| anyhow!("program uplink_guard missing from the object"))?
             .try_into()?;
         with_retries(|| guard.load()).context("verifying uplink_guard")?;
+        report_verified(prog_names::UPLINK_GUARD, guard.info().ok());
         for name in [
             prog_names::SOCK_CONNECT4,
             prog_names::SOCK_SENDMSG4,

@@ -12,49 +12,75 @@ use crate::error::NetdError;
 
 /// The IP protocols netd tracks, and the one table of their names: what users type
 /// (`-p 53/udp`, `conntrack ls --proto icmp`), what the API and the store carry. Their
-/// numbers belong to the datapath.
+/// numbers belong to the datapath (`datapath::ipproto`). The NAT tracks every IP
+/// protocol; those without a name here travel as their number (`Other`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IpProto {
     Tcp,
     Udp,
     Icmp,
+    Sctp,
+    Gre,
+    Esp,
+    /// Any other IP protocol, by its number.
+    Other(u8),
 }
 
 impl IpProto {
-    pub const ALL: [IpProto; 3] = [IpProto::Tcp, IpProto::Udp, IpProto::Icmp];
+    /// The protocols with a name.
+    pub const ALL: [IpProto; 6] = [
+        IpProto::Tcp,
+        IpProto::Udp,
+        IpProto::Icmp,
+        IpProto::Sctp,
+        IpProto::Gre,
+        IpProto::Esp,
+    ];
 
+    /// The name (`Other`'s is "ip": its number is in `Display`).
     pub fn name(self) -> &'static str {
         match self {
             IpProto::Tcp => "tcp",
             IpProto::Udp => "udp",
             IpProto::Icmp => "icmp",
+            IpProto::Sctp => "sctp",
+            IpProto::Gre => "gre",
+            IpProto::Esp => "esp",
+            IpProto::Other(_) => "ip",
         }
     }
 }
 
 impl fmt::Display for IpProto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        match self {
+            IpProto::Other(n) => write!(f, "{n}"),
+            p => f.write_str(p.name()),
+        }
     }
 }
 
 impl FromStr for IpProto {
     type Err = NetdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        IpProto::ALL
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| {
-                NetdError::InvalidArgument(format!("unknown protocol {s:?}: use tcp, udp or icmp"))
-            })
+        if let Some(p) = IpProto::ALL.into_iter().find(|p| p.name() == s) {
+            return Ok(p);
+        }
+        s.parse::<u8>().map(IpProto::Other).map_err(|_| {
+            NetdError::InvalidArgument(format!(
+                "unknown protocol {s:?}: use tcp, udp, icmp, sctp, gre, esp or a protocol number"
+            ))
+        })
     }
 }
 
-/// The protocols a port is published for: the part of [`IpProto`] with ports.
+/// The protocols a port is published for: the part of [`IpProto`] with ports (as
+/// Docker's `-p PORT/tcp|udp|sctp`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
     Tcp,
     Udp,
+    Sctp,
 }
 
 impl From<Proto> for IpProto {
@@ -62,6 +88,7 @@ impl From<Proto> for IpProto {
         match p {
             Proto::Tcp => IpProto::Tcp,
             Proto::Udp => IpProto::Udp,
+            Proto::Sctp => IpProto::Sctp,
         }
     }
 }
@@ -78,8 +105,9 @@ impl FromStr for Proto {
         match s.parse::<IpProto>() {
             Ok(IpProto::Tcp) => Ok(Proto::Tcp),
             Ok(IpProto::Udp) => Ok(Proto::Udp),
+            Ok(IpProto::Sctp) => Ok(Proto::Sctp),
             _ => Err(NetdError::InvalidArgument(format!(
-                "unknown protocol {s:?} (use tcp or udp)"
+                "unknown protocol {s:?} (use tcp, udp or sctp)"
             ))),
         }
     }
@@ -323,7 +351,7 @@ mod tests {
             assert_eq!(p.name().parse::<IpProto>().unwrap(), p);
             assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{p}\""));
         }
-        for p in [Proto::Tcp, Proto::Udp] {
+        for p in [Proto::Tcp, Proto::Udp, Proto::Sctp] {
             assert_eq!(p.to_string().parse::<Proto>().unwrap(), p);
             assert_eq!(IpProto::from(p).name(), p.to_string());
         }
@@ -331,12 +359,18 @@ mod tests {
             .parse::<Proto>()
             .unwrap_err()
             .to_string()
-            .contains("use tcp or udp"));
-        assert!("sctp"
+            .contains("use tcp, udp or sctp"));
+        assert!("ospf"
             .parse::<IpProto>()
             .unwrap_err()
             .to_string()
             .contains("unknown protocol"));
+        // A protocol without a name travels as its number, both ways.
+        assert_eq!("89".parse::<IpProto>().unwrap(), IpProto::Other(89));
+        assert_eq!(
+            serde_json::to_string(&IpProto::Other(89)).unwrap(),
+            "\"89\""
+        );
         // The store's form is unchanged: a name.
         assert_eq!(
             serde_json::from_str::<Proto>("\"udp\"").unwrap(),
@@ -476,7 +510,7 @@ mod tests {
             ("0:80", "out of range"),
             ("70000:80", "out of range"),
             ("abc:80", "not a port"),
-            ("8080:80/sctp", "unknown protocol"),
+            ("8080:80/dccp", "unknown protocol"),
             ("1.2.3:8080:80", "not an IPv4"),
             ("8000-8001:80", "differ in length"),
             ("8002-8001:80-81", "ends before"),
@@ -487,6 +521,18 @@ mod tests {
             assert!(e.contains(why), "{spec}: {e}");
             assert!(e.contains(spec), "{spec}: {e}");
         }
+    }
+
+    #[test]
+    fn sctp_is_published_as_in_docker() {
+        assert_eq!(
+            parse_publish("8132:132/sctp").unwrap(),
+            vec![spec(None, 8132, 132, Proto::Sctp)]
+        );
+        assert_eq!(
+            parse_expose("9000-9001/sctp").unwrap(),
+            vec![(9000, Proto::Sctp), (9001, Proto::Sctp)]
+        );
     }
 
     #[test]

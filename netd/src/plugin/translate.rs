@@ -21,6 +21,7 @@ use crate::{
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
+const SCTP: u8 = 132;
 
 fn invalid(m: String) -> NetdError {
     NetdError::InvalidArgument(m)
@@ -155,8 +156,9 @@ fn proto(n: u8) -> Result<Proto> {
     match n {
         TCP => Ok(Proto::Tcp),
         UDP => Ok(Proto::Udp),
+        SCTP => Ok(Proto::Sctp),
         other => Err(invalid(format!(
-            "netd publishes tcp and udp ports only, not IP protocol {other}"
+            "netd publishes tcp, udp and sctp ports only, not IP protocol {other}"
         ))),
     }
 }
@@ -165,6 +167,7 @@ fn proto_number(p: Proto) -> u8 {
     match p {
         Proto::Tcp => TCP,
         Proto::Udp => UDP,
+        Proto::Sctp => SCTP,
     }
 }
 
@@ -357,9 +360,17 @@ mod tests {
         assert_eq!(back[0].proto, 6);
         assert_eq!(back[1].host_ip, "::");
         assert_eq!(back[2].host_port, 0);
+        // SCTP publishes as in Docker; other protocols have no ports to publish.
         let sctp =
             json!({"com.docker.network.portmap": [{"Proto": 132, "Port": 9, "HostPort": 9}]});
-        let e = ports(sctp.as_object().unwrap()).err().unwrap();
-        assert!(e.to_string().contains("tcp and udp"), "{e}");
+        let specs = ports(sctp.as_object().unwrap()).unwrap().ports;
+        assert_eq!((specs[0].proto, specs[0].host_port), (Proto::Sctp, 9));
+        assert_eq!(
+            bindings(&[specs[0].on(IpAddr::V4(Ipv4Addr::UNSPECIFIED))])[0].proto,
+            132
+        );
+        let gre = json!({"com.docker.network.portmap": [{"Proto": 47, "Port": 9, "HostPort": 9}]});
+        let e = ports(gre.as_object().unwrap()).err().unwrap();
+        assert!(e.to_string().contains("tcp, udp and sctp"), "{e}");
     }
 }

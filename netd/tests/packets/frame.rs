@@ -16,6 +16,7 @@ pub fn csum(data: &[u8], initial: u32) -> u16 {
     !(sum as u16)
 }
 
+#[derive(Clone)]
 pub struct Pkt {
     pub proto: u8,
     pub src: [u8; 4],
@@ -58,10 +59,36 @@ impl Pkt {
         }
     }
 
+    /// An SCTP packet (an INIT chunk) with a valid CRC32c.
+    pub fn sctp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Pkt {
+        Pkt {
+            proto: 132,
+            ..Pkt::tcp(src, sport, dst, dport)
+        }
+    }
+
+    /// A packet of protocol `proto` with no ports netd knows (GRE, ESP, ...).
+    pub fn other(src: [u8; 4], dst: [u8; 4], proto: u8) -> Pkt {
+        Pkt {
+            proto,
+            ..Pkt::tcp(src, 0, dst, 0)
+        }
+    }
+
     pub fn build(&self) -> Vec<u8> {
         let mut payload = b"netd fixture payload".to_vec();
         payload.resize(payload.len() + self.extra, b'.');
         let payload = payload.as_slice();
+        if self.proto == 132 {
+            return self.frame(sctp_packet(self.sport, self.dport, payload));
+        }
+        if ![1, 6, 17].contains(&self.proto) {
+            // GRE's 4-byte header (no checksum, IPv4 inside) or ESP's SPI and
+            // sequence number, then opaque bytes.
+            let mut l4 = vec![0, 0, 0x08, 0x00, 0, 0, 0, 7];
+            l4.extend_from_slice(payload);
+            return self.frame(l4);
+        }
         let mut l4 = Vec::new();
         if self.proto == 1 {
             l4.extend_from_slice(&[self.dport as u8, 0, 0, 0]);
@@ -113,6 +140,87 @@ impl Pkt {
     }
 }
 
+/// An SCTP packet: ports, a verification tag, the CRC32c, an INIT-like chunk carrying
+/// `payload`.
+pub fn sctp_packet(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]); // vtag 0 (INIT), CRC
+    let len = 4 + payload.len();
+    l4.extend_from_slice(&[1, 0]);
+    l4.extend_from_slice(&(len as u16).to_be_bytes());
+    l4.extend_from_slice(payload);
+    while l4.len() % 4 != 0 {
+        l4.push(0);
+    }
+    let c = crc32c(&l4);
+    l4[8..12].copy_from_slice(&c.to_le_bytes());
+    l4
+}
+
+/// SCTP's CRC32c of `data` (the checksum field counts as zero), bit by bit.
+pub fn crc32c(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for (i, &b) in data.iter().enumerate() {
+        let b = if (8..12).contains(&i) { 0 } else { b };
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82f6_3b78
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// Whether an SCTP packet's CRC32c is right.
+pub fn sctp_crc_ok(l4: &[u8]) -> bool {
+    u32::from_le_bytes(l4[8..12].try_into().unwrap()) == crc32c(l4)
+}
+
+/// `p` cut into two IPv4 fragments after `first` bytes (a multiple of 8) of its IP
+/// payload: the first with more-fragments set, the second at offset `first`.
+pub fn fragments(p: &Pkt, first: usize) -> (Vec<u8>, Vec<u8>) {
+    let whole = p.build();
+    let ihl = ((whole[14] & 0xf) * 4) as usize;
+    let payload = &whole[14 + ihl..];
+    let piece = |data: &[u8], frag: u16| {
+        let mut q = p.clone();
+        q.frag = frag;
+        q.frame(data.to_vec())
+    };
+    (
+        piece(&payload[..first], 0x2000),
+        piece(&payload[first..], (first / 8) as u16),
+    )
+}
+
+/// The datagram two IPv4 fragments make, as one frame (the header of the first, its
+/// lengths and checksum made whole), after checking both headers' checksums and that
+/// the two carry the same addresses, protocol and id.
+pub fn reassemble(first: &[u8], second: &[u8]) -> Vec<u8> {
+    for f in [first, second] {
+        assert_eq!(csum(&f[14..34], 0), 0, "fragment IP checksum invalid");
+    }
+    assert_eq!(&first[18..20], &second[18..20], "ids differ");
+    assert_eq!(first[23], second[23], "protocols differ");
+    assert_eq!(&first[26..34], &second[26..34], "addresses differ");
+    let offset = (u16::from_be_bytes([second[20], second[21]]) & 0x1fff) as usize * 8;
+    let ihl = ((first[14] & 0xf) * 4) as usize;
+    let mut whole = first[..14 + ihl + offset].to_vec();
+    whole.extend_from_slice(&second[14 + ihl..]);
+    let tot = (whole.len() - 14) as u16;
+    whole[16..18].copy_from_slice(&tot.to_be_bytes());
+    whole[20..22].copy_from_slice(&[0, 0]);
+    whole[24..26].copy_from_slice(&[0, 0]);
+    let c = csum(&whole[14..14 + ihl], 0);
+    whole[24..26].copy_from_slice(&c.to_be_bytes());
+    whole
+}
+
 pub fn l4_csum(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> u16 {
     let mut pseudo = Vec::new();
     pseudo.extend_from_slice(&src);
@@ -151,6 +259,25 @@ pub fn inspect(frame: &[u8]) -> Seen {
             sport: id,
             dport: id,
             l4_csum: u16::from_be_bytes([l4[2], l4[3]]),
+        };
+    }
+    if proto == 132 {
+        assert!(sctp_crc_ok(l4), "SCTP CRC32c invalid");
+    }
+    if ![6, 17].contains(&proto) {
+        let port = |o: usize| {
+            if proto == 132 {
+                u16::from_be_bytes([l4[o], l4[o + 1]])
+            } else {
+                0
+            }
+        };
+        return Seen {
+            src,
+            dst,
+            sport: port(0),
+            dport: port(2),
+            l4_csum: 0,
         };
     }
     let csum_off = if proto == 6 { 16 } else { 6 };

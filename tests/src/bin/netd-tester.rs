@@ -18,6 +18,12 @@
 //!   netd-tester udp-connected ADDR:PORT MSG  the same on a connected socket; prints
 //!                                            "refused" when an ICMP port-unreachable
 //!                                            for that exact peer comes back
+//!   netd-tester udp-size, serve-udp-size     datagrams of a given size (`datagrams`)
+//!   netd-tester udprr ADDR SECS [SIZE]       UDP request/response of SIZE bytes (1)
+// Beside this file: a crate root finds its modules in its own directory.
+#[path = "netd-tester/datagrams.rs"]
+mod datagrams;
+
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
@@ -53,7 +59,14 @@ fn main() {
         ["serve-crr", port] => serve_crr(&any4(port)),
         ["rr", addr, secs] => load(addr, secs, Load::TcpRr),
         ["crr", addr, secs] => load(addr, secs, Load::TcpCrr),
-        ["udprr", addr, secs] => load(addr, secs, Load::UdpRr),
+        ["udprr", addr, secs] => load(addr, secs, Load::UdpRr(1)),
+        ["udprr", addr, secs, size] => match size.parse() {
+            Ok(n) if n > 0 && n <= datagrams::MAX => load(addr, secs, Load::UdpRr(n)),
+            _ => Err(format!("{size:?} is not a datagram size")),
+        },
+        ["udp-size", addr, size] => datagrams::send(addr, size, "0", timeout()),
+        ["udp-size", addr, size, sport] => datagrams::send(addr, size, sport, timeout()),
+        ["serve-udp-size", size, port] => datagrams::serve(port, size),
         ["hold", addr, secs] => hold(addr, secs),
         ["serve-push", port, ms] => serve_push(port, ms),
         ["read-push", addr, ms] => read_push(addr, ms),
@@ -100,7 +113,7 @@ fn serve_tcp(bind: &str) -> Result<(), String> {
 
 fn serve_udp(bind: &str) -> Result<(), String> {
     let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 2048];
+    let mut buf = vec![0u8; datagrams::MAX];
     loop {
         let (n, peer) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
         let reply = format!("peer={peer} {}", String::from_utf8_lossy(&buf[..n]));
@@ -142,8 +155,8 @@ enum Load {
     TcpRr,
     /// Connect, 1-byte request and response, close; again.
     TcpCrr,
-    /// One UDP socket, 1-byte request and response.
-    UdpRr,
+    /// One UDP socket, a request of this many bytes, any answer.
+    UdpRr(usize),
 }
 
 /// Runs `kind` against `addr` for `secs` seconds and prints one JSON line:
@@ -188,15 +201,15 @@ fn load(addr: &str, secs: &str, kind: Load) -> Result<(), String> {
                 }
             }
         }
-        Load::UdpRr => {
+        Load::UdpRr(size) => {
             let s = UdpSocket::bind(local_for(&a, "0")).map_err(|e| e.to_string())?;
             s.connect(a).map_err(|e| e.to_string())?;
             s.set_read_timeout(Some(Duration::from_millis(200)))
                 .map_err(|e| e.to_string())?;
-            let mut buf = [0u8; 256];
+            let (msg, mut buf) = (vec![b'x'; size], vec![0u8; datagrams::MAX]);
             while std::time::Instant::now() < end {
                 let t = std::time::Instant::now();
-                if s.send(b"x").is_err() || s.recv(&mut buf).is_err() {
+                if s.send(&msg).is_err() || s.recv(&mut buf).is_err() {
                     errors += 1;
                     continue;
                 }

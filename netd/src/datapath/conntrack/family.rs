@@ -40,11 +40,13 @@ pub trait CtKeyOf: aya::Pod + Default + Eq + Hash + Send + 'static {
     /// The protocol number `p` has in this family (ICMP is 58 over IPv6).
     fn proto_number(p: IpProto) -> u8;
 
-    /// The protocol of this key, if netd tracks it.
-    fn ip_proto(&self) -> Option<IpProto> {
-        IpProto::ALL
-            .into_iter()
-            .find(|p| Self::proto_number(*p) == self.proto())
+    /// The protocol of this key (this family's ICMP is `Icmp`).
+    fn ip_proto(&self) -> IpProto {
+        if self.proto() == Self::proto_number(IpProto::Icmp) {
+            IpProto::Icmp
+        } else {
+            super::super::maps::ipproto_of(self.proto())
+        }
     }
 }
 

@@ -16,7 +16,10 @@ use std::{
 
 pub use batch::{CtMap, CtMapCount};
 pub use family::{CtEntryOf, CtKeyOf, Stamp};
-use netd_common::{ct_kind, ct_tcp, map_names, CtKey, CtKey6, IPPROTO_TCP, IPPROTO_UDP};
+use netd_common::{
+    ct_kind, ct_tcp, map_names, CtKey, CtKey6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP,
+    IPPROTO_TCP, IPPROTO_UDP,
+};
 
 use crate::model::IpProto;
 
@@ -34,6 +37,10 @@ pub struct Timeouts {
     /// UDP with replies (a "stream").
     pub udp_stream: Duration,
     pub icmp: Duration,
+    /// SCTP with replies (the kernel's ESTABLISHED; netd does not follow SCTP's states).
+    pub sctp: Duration,
+    /// Other protocols with replies (GRE, ESP, ...: the kernel's generic timeout).
+    pub other: Duration,
 }
 
 impl Default for Timeouts {
@@ -46,6 +53,8 @@ impl Default for Timeouts {
             udp: Duration::from_secs(30),
             udp_stream: Duration::from_secs(120),
             icmp: Duration::from_secs(30),
+            sctp: Duration::from_secs(210),
+            other: Duration::from_secs(600),
         }
     }
 }
@@ -76,8 +85,11 @@ pub fn timeout_of(proto: u8, a: &Stamp, b: Option<&Stamp>, t: &Timeouts) -> Dura
             }
         }
         IPPROTO_UDP if replied => t.udp_stream,
-        IPPROTO_UDP => t.udp,
-        _ => t.icmp,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => t.icmp,
+        IPPROTO_SCTP if replied => t.sctp,
+        _ if replied => t.other,
+        // Unanswered, any other protocol waits as long as unanswered UDP.
+        _ => t.udp,
     }
 }
 
@@ -116,9 +128,8 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// The flow direction an entry of either family records; None for a protocol netd
-    /// does not track (the datapath inserts none).
-    pub fn new<K: CtKeyOf>(k: &K, v: &K::Entry, now_ns: u64) -> Option<Flow> {
+    /// The flow direction an entry of either family records.
+    pub fn new<K: CtKeyOf>(k: &K, v: &K::Entry, now_ns: u64) -> Flow {
         let st = v.stamp();
         let tcp = [
             (ct_tcp::SYN, "syn"),
@@ -133,8 +144,8 @@ impl Flow {
         .collect();
         let (src, dst) = k.ends();
         let (to_src, to_dst) = v.rewrite();
-        Some(Flow {
-            proto: k.ip_proto()?,
+        Flow {
+            proto: k.ip_proto(),
             src,
             dst,
             kind: match st.kind {
@@ -150,7 +161,7 @@ impl Flow {
             packets: st.packets,
             bytes: st.bytes,
             idle: Duration::from_nanos(now_ns.saturating_sub(st.last_seen_ns)),
-        })
+        }
     }
 
     /// Whether `ip` is on either side of this flow or of its rewrite.
@@ -192,7 +203,7 @@ impl<K: CtKeyOf> CtPair<K> {
         Ok(self
             .entries()?
             .iter()
-            .filter_map(|(k, v)| Flow::new(k, v, now_ns))
+            .map(|(k, v)| Flow::new(k, v, now_ns))
             .collect())
     }
 
@@ -289,10 +300,10 @@ impl CtTable {
     pub fn flush_proto(&self, proto: Option<IpProto>) -> anyhow::Result<usize> {
         Ok(self
             .v4
-            .flush(|k, _| proto.is_none_or(|p| k.ip_proto() == Some(p)))?
+            .flush(|k, _| proto.is_none_or(|p| k.proto() == CtKey::proto_number(p)))?
             + self
                 .v6
-                .flush(|k, _| proto.is_none_or(|p| k.ip_proto() == Some(p)))?)
+                .flush(|k, _| proto.is_none_or(|p| k.proto() == CtKey6::proto_number(p)))?)
     }
 
     /// Removes every flow that has `ip` on either side or as a rewrite target.
@@ -458,7 +469,7 @@ mod tests {
     #[test]
     fn ipv6_keys_become_flows_with_bracketed_addresses() {
         let [(k, fwd), (rk, _)] = flow6();
-        let f = Flow::new(&k, &fwd, 3_000_000_000).unwrap();
+        let f = Flow::new(&k, &fwd, 3_000_000_000);
         assert_eq!(f.proto, IpProto::Tcp);
         assert_eq!(f.src.to_string(), "[fd00:199::2]:40000");
         assert_eq!(f.dst.to_string(), "[fd00:199::1]:8080");
@@ -474,12 +485,12 @@ mod tests {
             "[fd00:1::2]:80",
             "reply key starts at the container"
         );
-        // ICMPv6 is netd's icmp; an untracked protocol is no flow.
+        // ICMPv6 is netd's icmp; any other protocol is a flow too, by name or number.
         let icmp = CtKey6 {
             proto: netd_common::IPPROTO_ICMPV6,
             ..k
         };
-        assert_eq!(icmp.ip_proto(), Some(IpProto::Icmp));
+        assert_eq!(icmp.ip_proto(), IpProto::Icmp);
         assert_eq!(
             CtKey6::proto_number(IpProto::Icmp),
             netd_common::IPPROTO_ICMPV6
@@ -488,9 +499,28 @@ mod tests {
             proto: netd_common::IPPROTO_ICMP,
             ..Default::default()
         };
-        assert_eq!(v4_icmp.ip_proto(), Some(IpProto::Icmp));
-        let other = CtKey6 { proto: 47, ..k };
-        assert!(Flow::new(&other, &fwd, 0).is_none());
+        assert_eq!(v4_icmp.ip_proto(), IpProto::Icmp);
+        let gre = CtKey6 { proto: 47, ..k };
+        assert_eq!(Flow::new(&gre, &fwd, 0).proto, IpProto::Gre);
+        let ospf = CtKey6 { proto: 89, ..k };
+        assert_eq!(Flow::new(&ospf, &fwd, 0).proto, IpProto::Other(89));
+    }
+
+    #[test]
+    fn every_protocol_has_an_idle_timeout_of_its_own_kind() {
+        let t = Timeouts::default();
+        let stamp = |packets| Stamp {
+            packets,
+            ..Default::default()
+        };
+        let (one_way, answered) = (stamp(1), stamp(1));
+        let timeout = |p, b: Option<&Stamp>| timeout_of(p, &one_way, b, &t);
+        assert_eq!(timeout(IPPROTO_SCTP, Some(&answered)), t.sctp);
+        assert_eq!(timeout(47, Some(&answered)), t.other);
+        // Unanswered, a GRE or SCTP flow holds its tuple no longer than UDP's.
+        assert_eq!(timeout(47, Some(&stamp(0))), t.udp);
+        assert_eq!(timeout(IPPROTO_SCTP, None), t.udp);
+        assert_eq!(timeout(IPPROTO_ICMPV6, Some(&answered)), t.icmp);
     }
 
     #[test]
