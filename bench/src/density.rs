@@ -1,11 +1,13 @@
 //! `--density`: what one more container costs as the host fills up. One netd in a lab,
-//! a user network with a /16 (embedded DNS, as Docker users run it), and containers
-//! made the way users make them (`netd run -d --name cN --network dense -- sleep ..`),
-//! one after another, up to the largest count. At each count, `PROBES` more containers
-//! (each publishing one port) are timed end to end (the CLI's whole `netd run`), and
-//! the daemon's own log line for each says where its time went (`created in T us
-//! (checks .., store .., netns .., ..)`): the agent's time, and the store's part of it
-//! (its phases named `store`). The agent's RSS is read at each count.
+//! user networks (embedded DNS, as Docker users run them), and containers made the way
+//! users make them (`netd run -d --name cN --network denseK -- sleep ..`), one after
+//! another, up to the largest count. A Linux bridge takes at most 1,024 ports (the
+//! kernel's BR_MAX_PORTS; Docker's networks meet the same "exchange full"), so every
+//! `PER_NETWORK` containers go on a network of their own. At each count, `PROBES` more
+//! containers (each publishing one port) are timed end to end (the CLI's whole `netd
+//! run`), and the daemon's own log line for each says where its time went (`created in
+//! T us (checks .., store .., netns .., ..)`): the agent's time, and the store's part
+//! of it (its phases named `store`). The agent's RSS is read at each count.
 //!
 //! Teardown: the daemon is stopped and `netd daemon --cleanup` removes every
 //! container, namespace, link and pin (the lab checks that nothing is left).
@@ -19,9 +21,13 @@ use crate::{peers::UPLINK, rss::rss_of};
 
 /// Containers timed at each count.
 pub const PROBES: usize = 7;
-/// The network every container is on: a /16 holds 65,534 of them.
-const SUBNET: &str = "10.128.0.0/16";
-const NETWORK: &str = "dense";
+/// Containers per network (a bridge's ports are limited to 1,024).
+const PER_NETWORK: usize = 1000;
+
+/// Network `k`'s name and subnet (a /16 each: 10.128.0.0/16, 10.129.0.0/16, ..).
+fn network(k: usize) -> (String, String) {
+    (format!("dense{k}"), format!("10.{}.0.0/16", 128 + k))
+}
 /// The first host port a probe publishes (one each).
 const PROBE_PORT: u16 = 31000;
 
@@ -71,12 +77,30 @@ fn median(v: &[f64]) -> f64 {
     s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Creates `containers` from `have` on; returns how many there are now.
+/// The network of the container made when `have` exist, created with its first.
+fn network_for(lab: &Lab, have: usize) -> Result<String> {
+    let (name, subnet) = network(have / PER_NETWORK);
+    if have % PER_NETWORK == 0 {
+        lab.cli(&["network", "create", "--subnet", &subnet, &name])?;
+    }
+    Ok(name)
+}
+
+/// Creates containers from `have` on up to `to`; returns how many there are now.
 fn fill(lab: &Lab, have: usize, to: usize, progress: &dyn Fn(&str)) -> Result<usize> {
     for i in have..to {
         let name = format!("c{i}");
+        let net = network_for(lab, i)?;
         lab.cli(&[
-            "run", "-d", "--name", &name, "--network", NETWORK, "--", "sleep", "100000",
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            &net,
+            "--",
+            "sleep",
+            "100000",
         ])?;
         if (i + 1) % 500 == 0 {
             progress(&format!("{} containers", i + 1));
@@ -95,9 +119,19 @@ fn probe(lab: &Lab, have: &mut usize, probes: &mut usize) -> Result<Point> {
     for _ in 0..PROBES {
         let name = format!("probe{probes}");
         let port = format!("{}:80", PROBE_PORT + *probes as u16);
+        let net = network_for(lab, *have)?;
         let t0 = Instant::now();
         lab.cli(&[
-            "run", "-d", "--name", &name, "--network", NETWORK, "-p", &port, "--", "sleep",
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            &net,
+            "-p",
+            &port,
+            "--",
+            "sleep",
             "100000",
         ])?;
         p.end_to_end_ms.push(t0.elapsed().as_secs_f64() * 1e3);
@@ -135,7 +169,6 @@ pub fn measure(netd: &Path, counts: &[usize], progress: &dyn Fn(&str)) -> Result
     })?;
     cmd::in_ns(&lab.host, None, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     lab.start_daemon()?;
-    lab.cli(&["network", "create", "--subnet", SUBNET, NETWORK])?;
     let (mut have, mut probes) = (0, 0);
     let mut out = Vec::new();
     let result = (|| -> Result<()> {
@@ -147,6 +180,12 @@ pub fn measure(netd: &Path, counts: &[usize], progress: &dyn Fn(&str)) -> Result
             progress(&format!("{have} containers: probing"));
             let mut p = probe(&lab, &mut have, &mut probes)?;
             p.fill_ms = fill_ms;
+            progress(
+                report(std::slice::from_ref(&p))
+                    .lines()
+                    .nth(2)
+                    .unwrap_or(""),
+            );
             out.push(p);
         }
         Ok(())
@@ -170,7 +209,7 @@ pub fn measure(netd: &Path, counts: &[usize], progress: &dyn Fn(&str)) -> Result
 
 pub fn report(points: &[Point]) -> String {
     let mut s = format!(
-        "density: one more `netd run -d -p PORT:80` on user network {NETWORK} ({SUBNET}), {PROBES} probes each, median (min-max)\n"
+        "density: one more `netd run -d -p PORT:80` on a user network ({PER_NETWORK} containers per network), {PROBES} probes each, median (min-max)\n"
     );
     s += &format!(
         "{:>7}  {:>22}  {:>22}  {:>20}  {:>8}  {:>8}\n",
