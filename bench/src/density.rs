@@ -80,7 +80,7 @@ fn median(v: &[f64]) -> f64 {
 /// The network of the container made when `have` exist, created with its first.
 fn network_for(lab: &Lab, have: usize) -> Result<String> {
     let (name, subnet) = network(have / PER_NETWORK);
-    if have % PER_NETWORK == 0 {
+    if have.is_multiple_of(PER_NETWORK) {
         lab.cli(&["network", "create", "--subnet", &subnet, &name])?;
     }
     Ok(name)
@@ -102,7 +102,7 @@ fn fill(lab: &Lab, have: usize, to: usize, progress: &dyn Fn(&str)) -> Result<us
             "sleep",
             "100000",
         ])?;
-        if (i + 1) % 500 == 0 {
+        if (i + 1).is_multiple_of(500) {
             progress(&format!("{} containers", i + 1));
         }
     }

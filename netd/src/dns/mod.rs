@@ -55,7 +55,10 @@ impl Shared {
 pub struct Service {
     shared: Arc<Shared>,
     servers: HashMap<String, server::Server>,
-    host_resolv: String,
+    host_resolv: files::HostResolv,
+    /// What each namespace's files hold (resolv.conf, hosts), as last written: a sync
+    /// writes those that changed without reading every container's files again.
+    written: HashMap<std::path::PathBuf, (String, String)>,
 }
 
 impl Default for Service {
@@ -78,7 +81,8 @@ impl Service {
                     .ok(),
             }),
             servers: HashMap::new(),
-            host_resolv,
+            host_resolv: files::parse_host(&host_resolv),
+            written: HashMap::new(),
         }
     }
 
@@ -88,8 +92,8 @@ impl Service {
     /// undo one.
     pub fn sync(&mut self, state: &State) {
         let table = Arc::new(Table::build(state));
-        self.servers
-            .retain(|ns, _| table.client(ns).is_some() && crate::netns::exists(ns));
+        // A namespace that went lost its client (its attachments went with it).
+        self.servers.retain(|ns, _| table.client(ns).is_some());
         let wanted: Vec<(String, Vec<SocketAddr>)> = table
             .namespaces()
             .filter(|ns| !self.servers.contains_key(*ns) && crate::netns::exists(ns))
@@ -123,20 +127,33 @@ impl Service {
         }
     }
 
-    fn write_files(&self, c: &Container, state: &State) {
+    fn write_files(&mut self, c: &Container, state: &State) {
         let Some(dir) = files::dir_of(c) else { return };
-        let resolv = files::resolv_conf(c, state, &self.host_resolv);
-        let hosts = files::hosts(c, state);
-        for (f, text) in [("resolv.conf", resolv), ("hosts", hosts)] {
+        let texts = (
+            files::resolv_conf(c, state, &self.host_resolv),
+            files::hosts(c, state),
+        );
+        if self.written.get(&dir) == Some(&texts) {
+            return;
+        }
+        let mut ok = true;
+        for (f, text) in [("resolv.conf", &texts.0), ("hosts", &texts.1)] {
             let p = dir.join(f);
-            if let Err(e) = files::write_if_changed(&p, &text) {
+            if let Err(e) = files::write_if_changed(&p, text) {
                 warn!("dns: writing {}: {e}", p.display());
+                ok = false;
             }
+        }
+        if ok {
+            self.written.insert(dir, texts);
         }
     }
 
     /// Removes `c`'s files (called when it is removed; its server goes at the next sync).
     pub fn forget(&mut self, c: &Container) {
+        if let Some(dir) = files::dir_of(c) {
+            self.written.remove(&dir);
+        }
         files::remove(c);
         if let Some(ns) = &c.netns {
             if c.owns_netns() {
