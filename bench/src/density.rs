@@ -153,8 +153,14 @@ fn probe(lab: &Lab, have: &mut usize, probes: &mut usize) -> Result<Point> {
     Ok(p)
 }
 
-/// Fills one lab's host up to each of `counts` (ascending) and probes there.
-pub fn measure(netd: &Path, counts: &[usize], progress: &dyn Fn(&str)) -> Result<Vec<Point>> {
+/// Fills one lab's host up to each of `counts` (ascending) and probes there. The
+/// daemon's log (a `created in` line per container) is copied to `log`.
+pub fn measure(
+    netd: &Path,
+    counts: &[usize],
+    log: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<Point>> {
     let mut lab = Lab::create(LabOptions {
         name: LabName::Unique {
             tag: crate::TAG,
@@ -196,6 +202,7 @@ pub fn measure(netd: &Path, counts: &[usize], progress: &dyn Fn(&str)) -> Result
     // `rm` of each would take the daemon's removal path thousands of times; the
     // explicit cleanup removes what the instance made in one pass.
     lab.stop_daemon(libc::SIGTERM);
+    let _ = std::fs::write(log, lab.daemon_log());
     let t0 = Instant::now();
     let closed = lab.close();
     progress(&format!(

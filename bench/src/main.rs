@@ -272,7 +272,8 @@ fn density_only(opts: &Opts) -> Result<()> {
     });
     counts.sort_unstable();
     println!("density: containers up to {:?}", counts.last());
-    let all = density::measure(&opts.netd, &counts, &|what| eprintln!("  {what}"))?;
+    let log = opts.out.join("density-daemon.log");
+    let all = density::measure(&opts.netd, &counts, &log, &|what| eprintln!("  {what}"))?;
     print!("{}", density::report(&all));
     let f = opts.out.join("density.json");
     std::fs::write(&f, serde_json::to_vec_pretty(&all)?)?;
