@@ -1,5 +1,6 @@
 //! Host ports: which ones host processes use, and picking free ones for `-p CP` / `-P`.
 use std::{
+    cell::OnceCell,
     collections::HashSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
@@ -10,15 +11,16 @@ use crate::{
     store::State,
 };
 
-/// Sockets of the host namespace, read from /proc/net (which shows the reading
-/// process's namespace: the daemon's).
+/// Sockets of the host namespace (the daemon's), from sock_diag (`sockdiag`), or from
+/// /proc/net if that fails.
 #[derive(Default)]
 pub struct HostSockets {
     /// (proto, local address, port) of listening TCP and bound UDP sockets, both
     /// families.
     bound: Vec<(Proto, IpAddr, u16)>,
-    /// Every local port in use, any state.
-    any: HashSet<(Proto, u16)>,
+    /// Every local port in use, any state: read only when a port is picked at random
+    /// (it takes the whole connection table).
+    any: OnceCell<HashSet<(Proto, u16)>>,
 }
 
 impl HostSockets {
@@ -35,6 +37,44 @@ impl HostSockets {
             })
             .map(|(_, ip, port)| std::net::SocketAddr::new(*ip, *port).to_string())
     }
+
+    fn any(&self) -> &HashSet<(Proto, u16)> {
+        self.any.get_or_init(|| match diag_any() {
+            Ok(any) => any,
+            Err(e) => {
+                log::debug!("sock_diag: {e}; reading /proc/net");
+                proc_sockets().any.take().unwrap_or_default()
+            }
+        })
+    }
+}
+
+/// Listening TCP and bound UDP sockets, from sock_diag.
+fn diag_bound() -> std::io::Result<Vec<(Proto, IpAddr, u16)>> {
+    use crate::sockdiag::{sockets, States, UDP_BOUND};
+    let tcp = sockets(false, States::LISTEN)?;
+    let udp = sockets(true, States::CLOSE)?;
+    Ok(tcp
+        .into_iter()
+        .map(|s| (Proto::Tcp, s.ip, s.port))
+        .chain(
+            udp.into_iter()
+                .filter(|s| s.state == UDP_BOUND)
+                .map(|s| (Proto::Udp, s.ip, s.port)),
+        )
+        .collect())
+}
+
+/// Every local port in use, any state, from sock_diag.
+fn diag_any() -> std::io::Result<HashSet<(Proto, u16)>> {
+    use crate::sockdiag::{sockets, States};
+    let tcp = sockets(false, States::all())?;
+    let udp = sockets(true, States::all())?;
+    Ok(tcp
+        .into_iter()
+        .map(|s| (Proto::Tcp, s.port))
+        .chain(udp.into_iter().map(|s| (Proto::Udp, s.port)))
+        .collect())
 }
 
 /// An address as /proc/net/{tcp,udp}[6] print it: the network-order bytes read as
@@ -55,6 +95,20 @@ fn proc_net_addr(hex: &str) -> Option<IpAddr> {
 }
 
 pub fn host_sockets() -> HostSockets {
+    match diag_bound() {
+        Ok(bound) => HostSockets {
+            bound,
+            any: OnceCell::new(),
+        },
+        Err(e) => {
+            log::debug!("sock_diag: {e}; reading /proc/net");
+            proc_sockets()
+        }
+    }
+}
+
+fn proc_sockets() -> HostSockets {
+    let mut any = HashSet::new();
     let mut hs = HostSockets::default();
     for (proto, file) in [
         (Proto::Tcp, "/proc/net/tcp"),
@@ -77,7 +131,7 @@ pub fn host_sockets() -> HostSockets {
             else {
                 continue;
             };
-            hs.any.insert((proto, port));
+            any.insert((proto, port));
             // TCP_LISTEN is 0A; an unconnected bound UDP socket is 07 (TCP_CLOSE).
             let bound = match proto {
                 Proto::Tcp => *state == "0A",
@@ -88,6 +142,7 @@ pub fn host_sockets() -> HostSockets {
             }
         }
     }
+    hs.any = OnceCell::from(any);
     hs
 }
 
@@ -124,7 +179,9 @@ pub fn assign_random(
                 .map(|m| (m.proto, m.host_port)),
         )
         .collect();
-    taken.extend(host.any.iter().copied());
+    if ports.iter().any(|m| m.host_port == 0) {
+        taken.extend(host.any().iter().copied());
+    }
     let span = (hi - lo) as u32 + 1;
     let start = (std::process::id() ^ nanos()) % span;
     for i in 0..ports.len() {
@@ -195,7 +252,7 @@ mod tests {
     fn host_sockets_block_their_own_family_only() {
         let hs = HostSockets {
             bound: vec![(Proto::Tcp, "::".parse().unwrap(), 8080)],
-            any: HashSet::new(),
+            any: OnceCell::from(HashSet::new()),
         };
         let m = expand_specs(
             &parse_publish("8080:80").unwrap(),

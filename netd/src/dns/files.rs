@@ -23,7 +23,12 @@ const FALLBACK_SERVERS: [&str; 2] = ["8.8.8.8", "8.8.4.4"];
 pub fn dir_of(c: &Container) -> Option<PathBuf> {
     let ns = c.netns.as_deref()?;
     (c.origin == Origin::Netd && c.owns_netns() && !ns.starts_with('/') && !ns.contains('/'))
-        .then(|| Path::new(ETC_NETNS).join(ns))
+        .then(|| dir_of_netns(ns))
+}
+
+/// Where the files of netd's own namespace `ns` are.
+pub fn dir_of_netns(ns: &str) -> PathBuf {
+    Path::new(ETC_NETNS).join(ns)
 }
 
 /// The host resolv.conf's settings, split by kind.

@@ -196,7 +196,7 @@ pub fn rows<T: Record>(records: &[T], seqs: &[i64]) -> Rows<T> {
             .zip(seqs)
             .map(|(rec, &seq)| Row {
                 seq,
-                rec: rec.clone(),
+                rec: std::sync::Arc::new(rec.clone()),
             })
             .collect(),
     )

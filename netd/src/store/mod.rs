@@ -209,8 +209,62 @@ impl Store {
         Ok(())
     }
 
+    /// The state as last committed, to put back with `rollback` if an operation fails.
+    /// Cheap: it shares the committed records (a copy of `state` after a failed commit,
+    /// when what the database holds is not known).
+    pub fn savepoint(&self, state: &State) -> Savepoint {
+        let g = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        match &g.last {
+            Some(c) => Savepoint::Committed {
+                networks: c.networks.shared(),
+                containers: c.containers.shared(),
+                next_net_id: c.next_net_id,
+                instance_id: c.instance_id.clone(),
+            },
+            None => Savepoint::Copy(Box::new(state.clone())),
+        }
+    }
+
     fn what(&self) -> String {
         format!("writing {}", self.path.display())
+    }
+}
+
+/// What `Store::savepoint` kept. The daemon commits every change it makes, so the
+/// committed state is the state before the next operation; keeping it costs a pointer
+/// per record where a copy of the state would cost the whole state, every operation.
+pub enum Savepoint {
+    Committed {
+        networks: Vec<std::sync::Arc<Network>>,
+        containers: Vec<std::sync::Arc<Container>>,
+        next_net_id: u32,
+        instance_id: String,
+    },
+    Copy(Box<State>),
+}
+
+impl Savepoint {
+    /// Puts `state` back as it was at the savepoint (`remote`, which is not stored,
+    /// stays as it is now).
+    pub fn rollback(self, state: &mut State) {
+        match self {
+            Savepoint::Committed {
+                networks,
+                containers,
+                next_net_id,
+                instance_id,
+            } => {
+                state.networks = networks.iter().map(|n| (**n).clone()).collect();
+                state.containers = containers.iter().map(|c| (**c).clone()).collect();
+                state.next_net_id = next_net_id;
+                state.instance_id = instance_id;
+            }
+            Savepoint::Copy(before) => {
+                let remote = std::mem::take(&mut state.remote);
+                *state = *before;
+                state.remote = remote;
+            }
+        }
     }
 }
 

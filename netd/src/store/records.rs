@@ -7,7 +7,13 @@
 //! state's list: a record keeps its row while its place in the list keeps the order
 //! (appending, removing and editing, what the daemon does), and gets a new one after
 //! the last when something was put before it.
-use std::collections::{HashMap, VecDeque};
+//!
+//! Committed records are shared (`Arc`), so that a savepoint of the committed state
+//! (what a failed operation puts back) costs a pointer per record, not a copy.
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use crate::model::{Container, Network};
 
@@ -29,10 +35,19 @@ impl Record for Container {
 }
 
 /// One committed record and its row.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Row<T> {
     pub seq: i64,
-    pub rec: T,
+    pub rec: Arc<T>,
+}
+
+impl<T> Clone for Row<T> {
+    fn clone(&self) -> Self {
+        Row {
+            seq: self.seq,
+            rec: self.rec.clone(),
+        }
+    }
 }
 
 /// A table's committed rows, in the state's order (`seq` ascending).
@@ -97,14 +112,19 @@ impl<T: Record> Rows<T> {
                 .enumerate()
                 .map(|(i, rec)| Row {
                     seq: i as i64,
-                    rec: rec.clone(),
+                    rec: Arc::new(rec.clone()),
                 })
                 .collect(),
         )
     }
 
     pub fn records(&self) -> impl Iterator<Item = &T> {
-        self.rows.iter().map(|r| &r.rec)
+        self.rows.iter().map(|r| &*r.rec)
+    }
+
+    /// The committed records, shared.
+    pub fn shared(&self) -> Vec<Arc<T>> {
+        self.rows.iter().map(|r| r.rec.clone()).collect()
     }
 
     pub fn seqs(&self) -> impl Iterator<Item = i64> + '_ {
@@ -144,7 +164,7 @@ impl<T: Record> Rows<T> {
             let source = match found {
                 Some(i) if old[i].seq > last_seq => {
                     last_seq = old[i].seq;
-                    if old[i].rec == *rec {
+                    if *old[i].rec == *rec {
                         Source::Same(i)
                     } else {
                         Source::Changed(i)
@@ -173,6 +193,26 @@ impl<T: Record> Rows<T> {
     /// The rows once `diff` (made from `new`) is committed: kept rows are moved, not
     /// copied; changed and new records are copied from `new`.
     pub fn apply(&mut self, diff: Diff, new: &[T]) {
+        self.next_seq = diff.next_seq;
+        // The daemon's usual change: records edited in place, others added at the end.
+        let in_place = diff.deletes.is_empty()
+            && diff.plan.iter().enumerate().all(|(j, s)| match *s {
+                Source::Same(i) | Source::Changed(i) => i == j,
+                Source::New(_) => j >= self.rows.len(),
+            });
+        if in_place {
+            for (j, source) in diff.plan.into_iter().enumerate() {
+                match source {
+                    Source::Same(_) => {}
+                    Source::Changed(i) => self.rows[i].rec = Arc::new(new[j].clone()),
+                    Source::New(seq) => self.rows.push(Row {
+                        seq,
+                        rec: Arc::new(new[j].clone()),
+                    }),
+                }
+            }
+            return;
+        }
         let mut old = std::mem::take(&mut self.rows).into_iter().enumerate();
         let mut rows = Vec::with_capacity(new.len());
         for (source, rec) in diff.plan.into_iter().zip(new) {
@@ -183,19 +223,18 @@ impl<T: Record> Rows<T> {
                         continue;
                     };
                     if matches!(source, Source::Changed(_)) {
-                        row.rec = rec.clone();
+                        row.rec = Arc::new(rec.clone());
                     }
                     row
                 }
                 Source::New(seq) => Row {
                     seq,
-                    rec: rec.clone(),
+                    rec: Arc::new(rec.clone()),
                 },
             };
             rows.push(row);
         }
         self.rows = rows;
-        self.next_seq = diff.next_seq;
     }
 }
 

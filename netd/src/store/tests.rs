@@ -218,3 +218,23 @@ fn an_older_database_is_kept_and_written_again() {
     assert_eq!(kept, Some(2));
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_savepoint_puts_the_committed_state_back() {
+    let dir = tmp("savepoint");
+    let (store, _) = Store::open(&dir).unwrap();
+    let mut st = sample();
+    store.commit(&st).unwrap();
+    let before = store.savepoint(&st);
+    // An operation's change, committed, then its kernel work fails.
+    st.containers.pop();
+    st.networks[0].labels.insert("k".into(), "v".into());
+    st.next_net_id = 99;
+    store.commit(&st).unwrap();
+    before.rollback(&mut st);
+    assert_eq!(st, sample());
+    store.commit(&st).unwrap();
+    drop(store);
+    assert_eq!(Store::open(&dir).unwrap().1, sample());
+    fs::remove_dir_all(&dir).unwrap();
+}
