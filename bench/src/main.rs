@@ -10,7 +10,7 @@
 //! ...), and medians with min-max are reported (report.rs, plot.rs). netd also reports
 //! its API latency with a full conntrack table (api_latency.rs, ct_table.rs).
 //! Special modes measure one thing alone: `--dns` (dns.rs), `--overlay` (overlay.rs),
-//! `--ipv6` (ipv6.rs).
+//! `--ipv6` (ipv6.rs), `--density` (density.rs).
 //!
 //! Nothing touches the root namespace: every name carries the `ndb-<pid>` prefix and is
 //! removed at the end (or by the next run, if this one dies).
@@ -24,6 +24,7 @@ use netd_lab::{cmd, Lab, LabName, LabOptions};
 mod api_latency;
 mod cell;
 mod ct_table;
+mod density;
 mod dns;
 mod dp;
 mod ipv6;
@@ -82,6 +83,15 @@ struct Opts {
     /// netd, ip6tables-nft, plain here.
     #[arg(long, conflicts_with_all = ["dns", "overlay"])]
     ipv6: bool,
+    /// Measure what one more container costs as the host fills up instead: one netd,
+    /// containers on one user network up to the largest of --containers, probed at
+    /// each (`density.rs`).
+    #[arg(long, conflicts_with_all = ["dns", "overlay", "ipv6"])]
+    density: bool,
+    /// --density: the container counts to probe at (default 100,1000,5000; 100,1000
+    /// with --quick).
+    #[arg(long, value_delimiter = ',', requires = "density")]
+    containers: Option<Vec<usize>>,
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
     /// Measure nothing: print the tables and draw the plot again from a JSON file of
@@ -253,6 +263,24 @@ fn ipv6_only(opts: &Opts, rounds: usize, secs: f64) -> Result<()> {
     Ok(())
 }
 
+/// `--density`: the cost of one more container as the host fills up.
+fn density_only(opts: &Opts) -> Result<()> {
+    let mut counts = opts.containers.clone().unwrap_or(if opts.quick {
+        vec![100, 1000]
+    } else {
+        vec![100, 1000, 5000]
+    });
+    counts.sort_unstable();
+    println!("density: containers up to {:?}", counts.last());
+    let log = opts.out.join("density-daemon.log");
+    let all = density::measure(&opts.netd, &counts, &log, &|what| eprintln!("  {what}"))?;
+    print!("{}", density::report(&all));
+    let f = opts.out.join("density.json");
+    std::fs::write(&f, serde_json::to_vec_pretty(&all)?)?;
+    println!("  (also in {})", f.display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let opts = Opts::parse();
     if let Some(file) = &opts.replot {
@@ -270,8 +298,8 @@ fn main() -> Result<()> {
     let peer_max_ports = opts
         .peer_max_ports
         .unwrap_or(if opts.quick { 100 } else { 1000 });
-    if (opts.dns || opts.overlay) && opts.only.is_some() {
-        bail!("--only picks datapaths of the traffic and --ipv6 benches; --dns and --overlay always compare all theirs");
+    if (opts.dns || opts.overlay || opts.density) && opts.only.is_some() {
+        bail!("--only picks datapaths of the traffic and --ipv6 benches; --dns, --overlay and --density always measure all theirs");
     }
     sweep();
     std::fs::create_dir_all(&opts.out)?;
@@ -280,6 +308,9 @@ fn main() -> Result<()> {
     }
     if opts.overlay {
         return overlay_only(&opts, rounds, secs.max(if opts.quick { 1.0 } else { 3.0 }));
+    }
+    if opts.density {
+        return density_only(&opts);
     }
     if opts.ipv6 {
         return ipv6_only(&opts, rounds, secs.max(if opts.quick { 1.0 } else { 2.0 }));

@@ -343,10 +343,14 @@ mod tests {
             .port_mappings()
             .unwrap_err();
         assert!(e.details.contains("not an IP address"), "{e}");
-        let e = conf(r#"{"portMappings":[{"hostPort":1,"containerPort":2,"protocol":"sctp"}]}"#)
+        let e = conf(r#"{"portMappings":[{"hostPort":1,"containerPort":2,"protocol":"icmp"}]}"#)
             .port_mappings()
             .unwrap_err();
-        assert!(e.details.contains("sctp"), "{e}");
+        assert!(e.details.contains("icmp"), "{e}");
+        let sctp = conf(r#"{"portMappings":[{"hostPort":1,"containerPort":2,"protocol":"SCTP"}]}"#)
+            .port_mappings()
+            .unwrap();
+        assert_eq!(sctp[0].proto, Proto::Sctp);
         assert_eq!(
             conf(r#"{"aliases":["db","primary-db"]}"#).aliases(),
             ["db", "primary-db"]

@@ -23,6 +23,7 @@ pub mod ports;
 pub mod process;
 pub mod sandbox;
 pub mod server;
+pub mod sockdiag;
 pub mod store;
 pub mod sysctl;
 pub mod terminal;

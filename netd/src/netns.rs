@@ -92,6 +92,12 @@ fn parse_nsfs_name(s: &str) -> Option<u64> {
 /// Makes /run/netns a shared mount point (as `ip netns add` does), so bind mounts of
 /// namespaces made here propagate to other mount namespaces.
 fn prepare_run_dir() -> anyhow::Result<()> {
+    // Once per process: MS_REC walks every namespace mounted there, a cost per
+    // namespace that would grow with the namespaces.
+    static PREPARED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if PREPARED.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
     fs::create_dir_all(NETNS_RUN_DIR)?;
     let shared = |flags| {
         mount(
@@ -113,6 +119,7 @@ fn prepare_run_dir() -> anyhow::Result<()> {
         .context("bind-mounting /run/netns")?;
         shared(MsFlags::MS_SHARED | MsFlags::MS_REC).context("making /run/netns shared")?;
     }
+    PREPARED.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Host ports: which ones host processes use, and picking free ones for `-p CP` / `-P`.
 use std::{
+    cell::OnceCell,
     collections::HashSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
@@ -10,15 +11,16 @@ use crate::{
     store::State,
 };
 
-/// Sockets of the host namespace, read from /proc/net (which shows the reading
-/// process's namespace: the daemon's).
+/// Sockets of the host namespace (the daemon's), from sock_diag (`sockdiag`), or from
+/// /proc/net if that fails.
 #[derive(Default)]
 pub struct HostSockets {
     /// (proto, local address, port) of listening TCP and bound UDP sockets, both
     /// families.
     bound: Vec<(Proto, IpAddr, u16)>,
-    /// Every local port in use, any state.
-    any: HashSet<(Proto, u16)>,
+    /// Every local port in use, any state: read only when a port is picked at random
+    /// (it takes the whole connection table).
+    any: OnceCell<HashSet<(Proto, u16)>>,
 }
 
 impl HostSockets {
@@ -35,6 +37,48 @@ impl HostSockets {
             })
             .map(|(_, ip, port)| std::net::SocketAddr::new(*ip, *port).to_string())
     }
+
+    fn any(&self) -> &HashSet<(Proto, u16)> {
+        self.any.get_or_init(|| {
+            let mut any = match diag_any() {
+                Ok(any) => any,
+                Err(e) => {
+                    log::debug!("sock_diag: {e}; reading /proc/net");
+                    proc_sockets().any.take().unwrap_or_default()
+                }
+            };
+            any.extend(sctp_bound().into_iter().map(|(p, _, port)| (p, port)));
+            any
+        })
+    }
+}
+
+/// Listening TCP and bound UDP sockets, from sock_diag.
+fn diag_bound() -> std::io::Result<Vec<(Proto, IpAddr, u16)>> {
+    use crate::sockdiag::{sockets, States, UDP_BOUND};
+    let tcp = sockets(false, States::LISTEN)?;
+    let udp = sockets(true, States::CLOSE)?;
+    Ok(tcp
+        .into_iter()
+        .map(|s| (Proto::Tcp, s.ip, s.port))
+        .chain(
+            udp.into_iter()
+                .filter(|s| s.state == UDP_BOUND)
+                .map(|s| (Proto::Udp, s.ip, s.port)),
+        )
+        .collect())
+}
+
+/// Every local port in use, any state, from sock_diag.
+fn diag_any() -> std::io::Result<HashSet<(Proto, u16)>> {
+    use crate::sockdiag::{sockets, States};
+    let tcp = sockets(false, States::all())?;
+    let udp = sockets(true, States::all())?;
+    Ok(tcp
+        .into_iter()
+        .map(|s| (Proto::Tcp, s.port))
+        .chain(udp.into_iter().map(|s| (Proto::Udp, s.port)))
+        .collect())
 }
 
 /// An address as /proc/net/{tcp,udp}[6] print it: the network-order bytes read as
@@ -55,6 +99,22 @@ fn proc_net_addr(hex: &str) -> Option<IpAddr> {
 }
 
 pub fn host_sockets() -> HostSockets {
+    let mut hs = match diag_bound() {
+        Ok(bound) => HostSockets {
+            bound,
+            any: OnceCell::new(),
+        },
+        Err(e) => {
+            log::debug!("sock_diag: {e}; reading /proc/net");
+            proc_sockets()
+        }
+    };
+    hs.bound.extend(sctp_bound());
+    hs
+}
+
+fn proc_sockets() -> HostSockets {
+    let mut any = HashSet::new();
     let mut hs = HostSockets::default();
     for (proto, file) in [
         (Proto::Tcp, "/proc/net/tcp"),
@@ -77,7 +137,7 @@ pub fn host_sockets() -> HostSockets {
             else {
                 continue;
             };
-            hs.any.insert((proto, port));
+            any.insert((proto, port));
             // TCP_LISTEN is 0A; an unconnected bound UDP socket is 07 (TCP_CLOSE).
             let bound = match proto {
                 Proto::Tcp => *state == "0A",
@@ -88,28 +148,34 @@ pub fn host_sockets() -> HostSockets {
             }
         }
     }
-    if let Ok(text) = std::fs::read_to_string("/proc/net/sctp/eps") {
-        sctp_endpoints(&text, &mut hs);
-    }
+    hs.any = OnceCell::from(any);
     hs
 }
 
 /// The SCTP endpoints of /proc/net/sctp/eps (only there when the kernel has SCTP):
 /// `ENDPT SOCK STY SST HBKT LPORT UID INODE LADDRS...`, the port in decimal and each
 /// local address in its text form.
-fn sctp_endpoints(text: &str, hs: &mut HostSockets) {
+fn sctp_endpoints(text: &str) -> Vec<(Proto, IpAddr, u16)> {
+    let mut bound = Vec::new();
     for line in text.lines().skip(1) {
         let cols: Vec<&str> = line.split_whitespace().collect();
         let Some(Ok(port)) = cols.get(5).map(|p| p.parse::<u16>()) else {
             continue;
         };
-        hs.any.insert((Proto::Sctp, port));
         for a in cols.iter().skip(8) {
             if let Ok(ip) = a.parse::<IpAddr>() {
-                hs.bound.push((Proto::Sctp, ip, port));
+                bound.push((Proto::Sctp, ip, port));
             }
         }
     }
+    bound
+}
+
+/// The host's SCTP endpoints (sock_diag would need the sctp_diag module loaded).
+fn sctp_bound() -> Vec<(Proto, IpAddr, u16)> {
+    std::fs::read_to_string("/proc/net/sctp/eps")
+        .map(|text| sctp_endpoints(&text))
+        .unwrap_or_default()
 }
 
 /// The namespace's ephemeral range: Docker picks random host ports from it.
@@ -145,7 +211,9 @@ pub fn assign_random(
                 .map(|m| (m.proto, m.host_port)),
         )
         .collect();
-    taken.extend(host.any.iter().copied());
+    if ports.iter().any(|m| m.host_port == 0) {
+        taken.extend(host.any().iter().copied());
+    }
     let span = (hi - lo) as u32 + 1;
     let start = (std::process::id() ^ nanos()) % span;
     for i in 0..ports.len() {
@@ -188,8 +256,10 @@ mod tests {
     fn sctp_endpoints_are_host_sockets_of_their_own_protocol() {
         let eps = " ENDPT     SOCK   STY SST HBKT LPORT   UID INODE LADDRS\n\
             ffff8881 ffff8882 2   10  29   9000      0 31337 10.0.0.1 fd00::1\n";
-        let mut hs = HostSockets::default();
-        sctp_endpoints(eps, &mut hs);
+        let hs = HostSockets {
+            bound: sctp_endpoints(eps),
+            any: OnceCell::new(),
+        };
         let m = |ip: &str, proto| PortMapping {
             host_ip: ip.parse().unwrap(),
             host_port: 9000,
@@ -236,7 +306,7 @@ mod tests {
     fn host_sockets_block_their_own_family_only() {
         let hs = HostSockets {
             bound: vec![(Proto::Tcp, "::".parse().unwrap(), 8080)],
-            any: HashSet::new(),
+            any: OnceCell::from(HashSet::new()),
         };
         let m = expand_specs(
             &parse_publish("8080:80").unwrap(),

@@ -52,18 +52,7 @@ pub fn enter_etc_binds(binds: &[(std::ffi::CString, std::ffi::CString)]) -> std:
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        // Slave, so our binds never propagate back to the host's mount namespace.
-        let root = c"/";
-        if libc::mount(
-            std::ptr::null(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_SLAVE | libc::MS_REC,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
+        slave_without_netns_mounts()?;
         for (src, dst) in binds {
             if libc::mount(
                 src.as_ptr(),
@@ -78,6 +67,68 @@ pub fn enter_etc_binds(binds: &[(std::ffi::CString, std::ffi::CString)]) -> std:
         }
     }
     Ok(())
+}
+
+/// Makes the calling thread's (new) mount namespace a slave of the one it was copied
+/// from, so its mounts never propagate back to the host's, and drops its copy of
+/// /run/netns: that copy holds a mount per network namespace on the host and, as a
+/// slave, would receive every later one, so that each container's process would hold
+/// as many mounts as there are containers (kernel memory and namespace creation time
+/// growing with the square of the containers). Nothing in a container uses them.
+///
+/// # Safety
+/// Only raw syscalls: callable between fork and exec.
+unsafe fn slave_without_netns_mounts() -> std::io::Result<()> {
+    // SAFETY: plain syscalls on NUL-terminated strings that outlive the calls.
+    unsafe {
+        let root = c"/";
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_SLAVE | libc::MS_REC,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Not a mount point (no namespace made yet, or a template without it): fine.
+        libc::umount2(c"/run/netns".as_ptr(), libc::MNT_DETACH);
+    }
+    Ok(())
+}
+
+/// A mount namespace like the daemon's without /run/netns, made once and kept open: a
+/// process netd starts enters it before it makes its own, so making its own copies the
+/// host's few mounts, not one per container (see `slave_without_netns_mounts`). None if
+/// it cannot be made (the process then copies the daemon's and drops the extra mounts).
+fn mount_template() -> Option<&'static File> {
+    static TEMPLATE: std::sync::OnceLock<Option<File>> = std::sync::OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            // unshare() moves the calling thread: a throwaway one.
+            let made = std::thread::spawn(|| -> std::io::Result<File> {
+                // SAFETY: plain syscalls; this thread's filesystem context is its own
+                // after unshare(CLONE_FS).
+                unsafe {
+                    if libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    slave_without_netns_mounts()?;
+                }
+                File::open("/proc/thread-self/ns/mnt")
+            })
+            .join();
+            match made {
+                Ok(Ok(f)) => Some(f),
+                Ok(Err(e)) => {
+                    log::warn!("a mount namespace for container processes: {e}");
+                    None
+                }
+                Err(_) => None,
+            }
+        })
+        .as_ref()
 }
 
 /// Where a process's standard streams go.
@@ -138,13 +189,33 @@ pub fn spawn(spec: Spawn) -> anyhow::Result<tokio::process::Child> {
     }
     let fd = ns.as_ref().map(|f| f.as_raw_fd());
     let uts_fd = uts.as_ref().map(|f| f.as_raw_fd());
-    // SAFETY: only async-signal-safe calls between fork and exec (setns, unshare,
+    // Entering a mount namespace needs the privileges a --user process has given up by
+    // then: that one copies the daemon's mounts and drops the extra ones itself.
+    let template = match binds.is_empty() || spec.user.is_some() {
+        true => None,
+        false => mount_template().map(|f| f.as_raw_fd()),
+    };
+    // Entering a mount namespace moves the process to its root: back to where it was.
+    let cwd = spec
+        .workdir
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::current_dir().ok())
+        .and_then(|d| std::ffi::CString::new(d.into_os_string().into_encoded_bytes()).ok());
+    // SAFETY: only async-signal-safe calls between fork and exec (setns, unshare, chdir,
     // setsid, ioctl and sethostname via libc, on memory prepared before the fork).
     unsafe {
         c.pre_exec(move || {
             if let Some(fd) = fd {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(t) = template {
+                if libc::setns(t, libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(d) = &cwd {
+                    libc::chdir(d.as_ptr());
                 }
             }
             enter_etc_binds(&binds)?;

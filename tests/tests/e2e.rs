@@ -383,7 +383,15 @@ fn cleanup_removes_what_the_instance_made_and_is_refused_while_its_daemon_runs()
     let mut left = lab.host_links();
     left.sort();
     assert_eq!(left, ["lo", "up0"], "links left in the host namespace");
-    assert!(!lab.dir.join("state/state.json").exists());
+    let state: Vec<String> = std::fs::read_dir(lab.dir.join("state"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("state."))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(state.is_empty(), "state left: {state:?}");
     assert_rulesets_empty(&lab);
     // And the next start begins from nothing.
     lab.start_daemon().expect("start after cleanup");

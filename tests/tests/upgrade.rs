@@ -252,6 +252,10 @@ fn under_load(first: PathBuf, how: Replace) {
     let v = json(&lab.netd_ok(&["version", "--format", "json"]));
     assert_eq!(v["Server"]["GitCommit"], v["Client"]["GitCommit"], "{v}");
     manage(&mut lab);
+    // The previous release's state file is in the database now, kept as it was.
+    let state = lab.dir.join("state");
+    assert!(state.join("state.db").exists());
+    assert!(!state.join("state.json").exists());
 }
 
 #[test]
@@ -312,7 +316,7 @@ fn tree(dir: &std::path::Path) -> Vec<(String, u64)> {
 struct Snapshot {
     pins: Vec<(String, u64)>,
     state_files: Vec<(String, u64)>,
-    state: String,
+    state: Vec<u8>,
     links: Vec<String>,
 }
 
@@ -320,9 +324,25 @@ fn snapshot(lab: &Lab) -> Snapshot {
     Snapshot {
         pins: tree(&lab.bpf_dir),
         state_files: tree(&lab.dir.join("state")),
-        state: std::fs::read_to_string(lab.dir.join("state/state.json")).expect("state"),
+        state: std::fs::read(lab.dir.join("state/state.db")).expect("state"),
         links: lab.host_links(),
     }
+}
+
+/// The layout version the state database records.
+fn state_version(db: &std::path::Path) -> u32 {
+    let c = rusqlite::Connection::open(db).expect("the state database");
+    c.query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| {
+        r.get(0)
+    })
+    .expect("its version")
+}
+
+/// Records layout version `v` in the state database, as a release of that version would.
+fn set_state_version(db: &std::path::Path, v: u32) {
+    let c = rusqlite::Connection::open(db).expect("the state database");
+    c.execute("UPDATE meta SET value = ?1 WHERE key = 'version'", [v])
+        .expect("setting its version");
 }
 
 /// Starts the lab's daemon expecting a refusal; returns the one line it printed.
@@ -382,22 +402,20 @@ fn a_downgrade_is_refused_before_anything_changes() {
     set_layout(2);
 
     // As if a release with state version 99 had written the state.
-    let path = lab.dir.join("state/state.json");
-    let text = std::fs::read_to_string(&path).expect("state");
-    let newer = text.replacen("\"version\": 2", "\"version\": 99", 1);
-    assert_ne!(newer, text);
-    std::fs::write(&path, &newer).expect("state");
+    let db = lab.dir.join("state/state.db");
+    assert_eq!(state_version(&db), 3);
+    set_state_version(&db, 99);
     let before = snapshot(&lab);
     let line = refused(&mut lab);
     assert!(
-        line.contains("state version 99") && line.contains("reads up to 2"),
+        line.contains("state version 99") && line.contains("reads up to 3"),
         "{line}"
     );
     assert!(
         before == snapshot(&lab),
         "a refused start changed something"
     );
-    std::fs::write(&path, &text).expect("state");
+    set_state_version(&db, 3);
     lab.start_daemon()
         .expect("this release's own state and datapath");
     assert!(lab.netd_ok(&["ps"]).contains("web"));

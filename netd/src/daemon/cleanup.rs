@@ -8,8 +8,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::{owned::Kind, processes::kill_netns_processes, DaemonArgs, InstanceLock, Owned};
-use crate::{cluster, datapath, netlink::Netlink, netns};
+use super::{owned::Kind, processes::kill_netns_processes_of, DaemonArgs, InstanceLock, Owned};
+use crate::{cluster, datapath, netlink::Netlink, netns, store};
 
 /// What was removed, for the one line the command prints.
 #[derive(Debug, Default)]
@@ -36,9 +36,10 @@ pub async fn cleanup(args: &DaemonArgs) -> anyhow::Result<Removed> {
     let lock = InstanceLock::take(&args.state_dir)?;
     let owned = Owned::new(&args.state_dir)?;
     let mut out = Removed::default();
-    for ns in owned.all(Kind::Netns) {
-        // Only namespaces netd made hold processes netd started.
-        kill_netns_processes(&ns);
+    let namespaces: Vec<String> = owned.all(Kind::Netns).into_iter().collect();
+    // Only namespaces netd made hold processes netd started.
+    kill_netns_processes_of(&namespaces);
+    for ns in namespaces {
         match netns::delete(&ns) {
             Ok(()) => out.namespaces += 1,
             Err(e) if netns::exists(&ns) => out.problems.push(format!("namespace {ns}: {e:#}")),
@@ -82,19 +83,16 @@ pub async fn cleanup(args: &DaemonArgs) -> anyhow::Result<Removed> {
 /// Revokes this node's registration (the instance id is the node id), so its record
 /// and its overlay endpoints leave the cluster store now rather than at the lease's end.
 async fn leave_cluster(url: &str, opts: &[String], state_dir: &Path) -> anyhow::Result<()> {
-    let Ok(text) = std::fs::read_to_string(state_dir.join("state.json")) else {
+    let Some(id) = store::peek_instance_id(state_dir)? else {
         return Ok(());
     };
-    let doc: serde_json::Value = serde_json::from_str(&text).context("reading state.json")?;
-    let Some(id) = doc["instance_id"].as_str().filter(|s| !s.is_empty()) else {
-        return Ok(());
-    };
-    cluster::leave(url, &cluster::StoreOpts::parse(opts)?, id).await?;
+    cluster::leave(url, &cluster::StoreOpts::parse(opts)?, &id).await?;
     Ok(())
 }
 
-/// The state file (and the originals kept by migrations), the claims and the count of
-/// starts (the metrics' restarts).
+/// The state (the database with its WAL, the state file of an earlier release, the
+/// originals kept by migrations), the claims and the count of starts (the metrics'
+/// restarts).
 fn remove_state(dir: &Path, out: &mut Removed) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -104,7 +102,10 @@ fn remove_state(dir: &Path, out: &mut Removed) {
         let name = name.to_string_lossy();
         let r = if name == "owned" {
             std::fs::remove_dir_all(e.path())
-        } else if name.starts_with("state.json") || name == crate::metrics::STARTS_FILE {
+        } else if name.starts_with(store::DB_FILE)
+            || name.starts_with(store::JSON_FILE)
+            || name == crate::metrics::STARTS_FILE
+        {
             std::fs::remove_file(e.path())
         } else {
             continue;

@@ -111,6 +111,9 @@ impl txn::Transactional for Inner {
     fn commit(&mut self) -> anyhow::Result<()> {
         self.store.commit(&self.state)
     }
+    fn savepoint(&mut self) -> crate::store::Savepoint {
+        self.store.savepoint(&self.state)
+    }
 }
 
 impl Inner {

@@ -153,10 +153,21 @@ pub(super) fn record_exit(c: &mut Container, code: Option<i32>) -> Option<Contai
 /// Kills every process whose network namespace is `name` (what the container started,
 /// its children and `netd exec` sessions included).
 pub(super) fn kill_netns_processes(name: &str) {
+    kill_netns_processes_of(&[name.to_string()]);
+}
+
+/// `kill_netns_processes` of each of `names`, in one walk of /proc (a walk per
+/// namespace would cost processes times namespaces).
+pub(super) fn kill_netns_processes_of(names: &[String]) {
     use std::os::unix::fs::MetadataExt;
-    let Ok(target) = std::fs::metadata(netns::resolve(name)) else {
+    let targets: std::collections::HashSet<(u64, u64)> = names
+        .iter()
+        .filter_map(|n| std::fs::metadata(netns::resolve(n)).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
+    if targets.is_empty() {
         return;
-    };
+    }
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return;
     };
@@ -165,7 +176,7 @@ pub(super) fn kill_netns_processes(name: &str) {
             continue;
         };
         if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
-            if m.ino() == target.ino() && m.dev() == target.dev() {
+            if targets.contains(&(m.dev(), m.ino())) {
                 process::kill(pid, Signal::SIGKILL);
             }
         }

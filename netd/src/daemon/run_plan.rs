@@ -178,6 +178,9 @@ pub(super) fn prepare_ports(
             }
         }
     }
+    if ports.is_empty() {
+        return Ok(());
+    }
     let host_sockets = ports::host_sockets();
     for (i, m) in ports.iter().enumerate() {
         if m.host_port == 0 {

@@ -5,17 +5,23 @@
 //!
 //! Why commit first: a crash after the commit leaves a state that reconcile completes
 //! (or cleans up) at the next start; a crash before it leaves nothing to repair.
+//!
+//! What is put back on failure is the state as last committed (`Store::savepoint`):
+//! every change is committed, so that is the state before the operation, kept without
+//! copying it.
 use log::warn;
 
 use crate::{
     error::{NetdError, Result},
-    store::{State, Store},
+    store::{Savepoint, State, Store},
 };
 
 /// The state and where it is committed.
 pub trait Transactional {
     fn state_mut(&mut self) -> &mut State;
     fn commit(&mut self) -> anyhow::Result<()>;
+    /// The state as last committed, to put back if the operation fails.
+    fn savepoint(&mut self) -> Savepoint;
 }
 
 /// Test-only fault injection: with NETD_FAULT=<point> the daemon dies (like kill -9)
@@ -38,17 +44,17 @@ pub async fn transact<X: Transactional, C, T>(
     work: impl AsyncFnOnce(&mut X, &C) -> anyhow::Result<T>,
     undo: impl AsyncFnOnce(&mut X, &C),
 ) -> Result<T> {
-    let before = ctx.state_mut().clone();
+    let before = ctx.savepoint();
     let planned = match change(ctx.state_mut()) {
         Ok(p) => p,
         Err(e) => {
             // A refused change may have edited the state half-way.
-            *ctx.state_mut() = before;
+            before.rollback(ctx.state_mut());
             return Err(e);
         }
     };
     if let Err(e) = ctx.commit() {
-        *ctx.state_mut() = before;
+        before.rollback(ctx.state_mut());
         return Err(NetdError::Internal(format!("{operation}: {e:#}")));
     }
     fault(fault_point);
@@ -56,7 +62,7 @@ pub async fn transact<X: Transactional, C, T>(
         Ok(t) => Ok(t),
         Err(e) => {
             undo(ctx, &planned).await;
-            *ctx.state_mut() = before;
+            before.rollback(ctx.state_mut());
             ctx.commit()?;
             // A NetdError from the work keeps its kind (a bad command is the user's
             // fault, not the daemon's); anything else is internal.
@@ -81,6 +87,9 @@ impl Transactional for Committed<'_> {
     fn commit(&mut self) -> anyhow::Result<()> {
         self.store.commit(self.state)
     }
+    fn savepoint(&mut self) -> Savepoint {
+        self.store.savepoint(self.state)
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +109,9 @@ mod tests {
         }
         fn commit(&mut self) -> anyhow::Result<()> {
             self.store.commit(&self.state)
+        }
+        fn savepoint(&mut self) -> Savepoint {
+            self.store.savepoint(&self.state)
         }
     }
 
@@ -154,6 +166,7 @@ mod tests {
     fn failed_kernel_work_is_undone_and_the_state_restored_on_disk() {
         let (mut c, dir) = ctx("fail");
         c.state.next_net_id = 1;
+        c.store.commit(&c.state).unwrap();
         let r = run(transact(
             &mut c,
             "creating thing",

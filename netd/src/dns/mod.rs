@@ -11,6 +11,7 @@
 //! same operations that call sandbox::attach/detach), so the table always follows the
 //! store; a query reads the table current at that moment.
 mod answer;
+mod delta;
 pub mod files;
 pub mod forward;
 pub mod links;
@@ -55,7 +56,14 @@ impl Shared {
 pub struct Service {
     shared: Arc<Shared>,
     servers: HashMap<String, server::Server>,
-    host_resolv: String,
+    host_resolv: files::HostResolv,
+    /// What each namespace's files hold (resolv.conf, hosts), as last written: a sync
+    /// writes those that changed without reading every container's files again.
+    written: HashMap<std::path::PathBuf, (String, String)>,
+    /// What the last sync saw, so the next rebuilds only what changed.
+    tracker: delta::Tracker,
+    /// Namespaces whose server failed to start (tried again at every sync).
+    failed: std::collections::HashSet<String>,
 }
 
 impl Default for Service {
@@ -78,65 +86,128 @@ impl Service {
                     .ok(),
             }),
             servers: HashMap::new(),
-            host_resolv,
+            host_resolv: files::parse_host(&host_resolv),
+            written: HashMap::new(),
+            tracker: delta::Tracker::default(),
+            failed: Default::default(),
         }
     }
 
-    /// Rebuilds the table from `state`, opens servers in namespaces that newly need one,
-    /// closes those of namespaces that no longer do, and rewrites changed files. Failures
-    /// are logged: names are a service on top of a working network, never a reason to
-    /// undo one.
+    /// Brings the table up to `state`, opens servers in namespaces that newly need one,
+    /// closes those of namespaces that no longer do, and rewrites changed files. Only
+    /// what the containers that changed since the last sync touch is rebuilt (`delta`).
+    /// Failures are logged: names are a service on top of a working network, never a
+    /// reason to undo one.
     pub fn sync(&mut self, state: &State) {
-        let table = Arc::new(Table::build(state));
-        self.servers
-            .retain(|ns, _| table.client(ns).is_some() && crate::netns::exists(ns));
-        let wanted: Vec<(String, Vec<SocketAddr>)> = table
-            .namespaces()
-            .filter(|ns| !self.servers.contains_key(*ns) && crate::netns::exists(ns))
-            .map(|ns| {
-                let own = table
-                    .client(ns)
-                    .map(|c| {
-                        c.servers
-                            .iter()
-                            .map(|ip| SocketAddr::new(*ip, 53))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (ns.clone(), own)
-            })
-            .collect();
-        match self.shared.table.write() {
-            Ok(mut g) => *g = table,
-            Err(p) => *p.into_inner() = table,
-        }
-        for (ns, own) in wanted {
-            match server::start(&ns, self.shared.clone(), own) {
-                Ok(s) => {
-                    self.servers.insert(ns, s);
+        match self.tracker.changes(state) {
+            delta::Changes::All => self.sync_all(state),
+            delta::Changes::Some { changed, gone } => {
+                if !changed.is_empty() || !gone.is_empty() || !self.failed.is_empty() {
+                    self.sync_some(state, &changed, &gone);
                 }
-                Err(e) => warn!("dns: serving 127.0.0.11:53 in {ns}: {e:#}"),
             }
+        }
+    }
+
+    /// The table built from `state` whole, and every server and file checked.
+    fn sync_all(&mut self, state: &State) {
+        let table = Arc::new(Table::build(state));
+        // A namespace that went lost its client (its attachments went with it).
+        self.servers.retain(|ns, _| table.client(ns).is_some());
+        match self.shared.table.write() {
+            Ok(mut g) => *g = table.clone(),
+            Err(p) => *p.into_inner() = table.clone(),
+        }
+        for ns in table.namespaces() {
+            self.ensure_server(ns, &table);
         }
         for c in &state.containers {
             self.write_files(c, state);
         }
     }
 
-    fn write_files(&self, c: &Container, state: &State) {
-        let Some(dir) = files::dir_of(c) else { return };
-        let resolv = files::resolv_conf(c, state, &self.host_resolv);
-        let hosts = files::hosts(c, state);
-        for (f, text) in [("resolv.conf", resolv), ("hosts", hosts)] {
-            let p = dir.join(f);
-            if let Err(e) = files::write_if_changed(&p, &text) {
-                warn!("dns: writing {}: {e}", p.display());
+    /// The table patched with what `changed` and `gone` took out and put in.
+    fn sync_some(&mut self, state: &State, changed: &[delta::Changed], gone: &[delta::Gone]) {
+        let (mut namespaces, files) = delta::touched(state, changed, gone);
+        {
+            let mut g = self
+                .shared
+                .table
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // In place unless a query holds the table right now (then it is copied).
+            delta::patch(Arc::make_mut(&mut g), state, changed, gone, &namespaces);
+        }
+        let table = self.shared.table();
+        namespaces.extend(std::mem::take(&mut self.failed));
+        for ns in &namespaces {
+            if table.client(ns).is_none() {
+                self.servers.remove(ns);
+            } else {
+                self.ensure_server(ns, &table);
             }
+        }
+        for c in files {
+            self.write_files(c, state);
+        }
+        for ns in gone.iter().filter_map(|g| g.netns.as_deref()) {
+            self.written.remove(&files::dir_of_netns(ns));
+        }
+    }
+
+    /// A server in namespace `ns` (which has a client in `table`) unless it has one.
+    fn ensure_server(&mut self, ns: &str, table: &Table) {
+        if self.servers.contains_key(ns) || !crate::netns::exists(ns) {
+            return;
+        }
+        let own: Vec<SocketAddr> = table
+            .client(ns)
+            .map(|c| {
+                c.servers
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, 53))
+                    .collect()
+            })
+            .unwrap_or_default();
+        match server::start(ns, self.shared.clone(), own) {
+            Ok(s) => {
+                self.servers.insert(ns.to_string(), s);
+            }
+            Err(e) => {
+                warn!("dns: serving 127.0.0.11:53 in {ns}: {e:#}");
+                // Tried again at the next sync.
+                self.failed.insert(ns.to_string());
+            }
+        }
+    }
+
+    fn write_files(&mut self, c: &Container, state: &State) {
+        let Some(dir) = files::dir_of(c) else { return };
+        let texts = (
+            files::resolv_conf(c, state, &self.host_resolv),
+            files::hosts(c, state),
+        );
+        if self.written.get(&dir) == Some(&texts) {
+            return;
+        }
+        let mut ok = true;
+        for (f, text) in [("resolv.conf", &texts.0), ("hosts", &texts.1)] {
+            let p = dir.join(f);
+            if let Err(e) = files::write_if_changed(&p, text) {
+                warn!("dns: writing {}: {e}", p.display());
+                ok = false;
+            }
+        }
+        if ok {
+            self.written.insert(dir, texts);
         }
     }
 
     /// Removes `c`'s files (called when it is removed; its server goes at the next sync).
     pub fn forget(&mut self, c: &Container) {
+        if let Some(dir) = files::dir_of(c) {
+            self.written.remove(&dir);
+        }
         files::remove(c);
         if let Some(ns) = &c.netns {
             if c.owns_netns() {

@@ -94,7 +94,7 @@ pub enum Lookup {
     Unknown,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Table {
     /// Per network id: lowercased name -> addresses.
     names: HashMap<String, HashMap<String, Addrs>>,
@@ -102,6 +102,17 @@ pub struct Table {
     ptrs: HashMap<String, HashMap<IpAddr, String>>,
     /// Per namespace (a name under /run/netns or an absolute path).
     clients: HashMap<String, Client>,
+}
+
+/// What one attachment of a container puts in its network's names: the names, the
+/// addresses they give and the PTR target. Kept (`delta`) to take it out again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub network: String,
+    pub names: Vec<String>,
+    pub ip: Ipv4Addr,
+    pub ip6: Option<Ipv6Addr>,
+    pub ptr: String,
 }
 
 /// Every name a container answers to on one network: its name, the attachment's
@@ -120,32 +131,92 @@ pub fn names_of(c: &Container, aliases: &[String]) -> Vec<String> {
     out
 }
 
+/// The networks with embedded DNS, by id.
+pub fn dns_networks(state: &State) -> HashMap<&str, &Network> {
+    state
+        .networks
+        .iter()
+        .filter(|n| has_embedded_dns(n))
+        .map(|n| (n.id.as_str(), n))
+        .collect()
+}
+
+/// What container `c` puts in the names of the networks with embedded DNS.
+pub fn entries(c: &Container, dns_nets: &HashMap<&str, &Network>) -> Vec<Entry> {
+    c.attachments
+        .iter()
+        .filter(|a| dns_nets.contains_key(a.network.as_str()))
+        .map(|a| Entry {
+            network: a.network.clone(),
+            names: names_of(c, &a.aliases),
+            ip: a.ip,
+            ip6: a.ip6,
+            ptr: c.name.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Inserts `v` into sorted `list` unless it is there.
+fn insert_sorted<T: Ord>(list: &mut Vec<T>, v: T) {
+    if let Err(i) = list.binary_search(&v) {
+        list.insert(i, v);
+    }
+}
+
+fn remove_sorted<T: Ord>(list: &mut Vec<T>, v: &T) {
+    if let Ok(i) = list.binary_search(v) {
+        list.remove(i);
+    }
+}
+
+/// The networks of `c` a server in its namespace answers for (none for a container of
+/// Docker's: dockerd serves its own containers' names with its resolver in their
+/// namespace, and a second server on 127.0.0.11:53 there would fight it).
+fn client_networks<'a>(c: &Container, dns_nets: &HashMap<&str, &'a Network>) -> Vec<&'a Network> {
+    if matches!(c.origin, model::Origin::Docker { .. }) {
+        return Vec::new();
+    }
+    c.attachments
+        .iter()
+        .filter_map(|a| dns_nets.get(a.network.as_str()).copied())
+        .collect()
+}
+
+/// Adds what container `c` on networks `nets` gives the client of its namespace.
+fn add_to_client(client: &mut Client, c: &Container, nets: &[&Network], state: &State) {
+    for n in nets {
+        if !client.networks.contains(&n.id) {
+            client.networks.push(n.id.clone());
+        }
+    }
+    client.forward |= nets.iter().any(|n| !n.internal);
+    client.servers.extend(c.dns.servers.iter().copied());
+    for l in &c.links {
+        let Some(target) = state.containers.iter().find(|x| x.id == l.target) else {
+            continue;
+        };
+        let e = client
+            .links
+            .entry(l.alias.to_ascii_lowercase())
+            .or_default();
+        for a in target
+            .attachments
+            .iter()
+            .filter(|a| nets.iter().any(|n| n.id == a.network))
+        {
+            e.v4.push(a.ip);
+            e.v6.extend(a.ip6);
+        }
+    }
+}
+
 impl Table {
     pub fn build(state: &State) -> Table {
         let mut t = Table::default();
-        let dns_nets: HashMap<&str, &Network> = state
-            .networks
-            .iter()
-            .filter(|n| has_embedded_dns(n))
-            .map(|n| (n.id.as_str(), n))
-            .collect();
+        let dns_nets = dns_networks(state);
         for c in &state.containers {
-            for a in &c.attachments {
-                if !dns_nets.contains_key(a.network.as_str()) {
-                    continue;
-                }
-                let names = t.names.entry(a.network.clone()).or_default();
-                for n in names_of(c, &a.aliases) {
-                    let e = names.entry(n).or_default();
-                    e.v4.push(a.ip);
-                    e.v6.extend(a.ip6);
-                }
-                let ptrs = t.ptrs.entry(a.network.clone()).or_default();
-                let target = c.name.to_ascii_lowercase();
-                if let Some(ip6) = a.ip6 {
-                    ptrs.insert(ip6.into(), target.clone());
-                }
-                ptrs.insert(a.ip.into(), target);
+            for e in entries(c, &dns_nets) {
+                t.add(&e);
             }
         }
         // Containers of overlay networks on other nodes, named as their node says
@@ -156,11 +227,10 @@ impl Table {
             }
             let names = t.names.entry(r.network.clone()).or_default();
             for n in &r.names {
-                names
-                    .entry(n.to_ascii_lowercase())
-                    .or_default()
-                    .v4
-                    .push(r.ip);
+                insert_sorted(
+                    &mut names.entry(n.to_ascii_lowercase()).or_default().v4,
+                    r.ip,
+                );
             }
             t.ptrs
                 .entry(r.network.clone())
@@ -169,52 +239,90 @@ impl Table {
         }
         for c in &state.containers {
             let Some(ns) = &c.netns else { continue };
-            // dockerd serves its own containers' names (its resolver in their namespace):
-            // a second server on 127.0.0.11:53 there would fight it.
-            if matches!(c.origin, model::Origin::Docker { .. }) {
-                continue;
-            }
-            let nets: Vec<&Network> = c
-                .attachments
-                .iter()
-                .filter_map(|a| dns_nets.get(a.network.as_str()).copied())
-                .collect();
+            let nets = client_networks(c, &dns_nets);
             if nets.is_empty() {
                 continue;
             }
-            let client = t.clients.entry(ns.clone()).or_default();
-            for n in &nets {
-                if !client.networks.contains(&n.id) {
-                    client.networks.push(n.id.clone());
-                }
-            }
-            client.forward |= nets.iter().any(|n| !n.internal);
-            client.servers.extend(c.dns.servers.iter().copied());
-            for l in &c.links {
-                let Some(target) = state.containers.iter().find(|x| x.id == l.target) else {
-                    continue;
-                };
-                let e = client
-                    .links
-                    .entry(l.alias.to_ascii_lowercase())
-                    .or_default();
-                for a in target
-                    .attachments
-                    .iter()
-                    .filter(|a| nets.iter().any(|n| n.id == a.network))
-                {
-                    e.v4.push(a.ip);
-                    e.v6.extend(a.ip6);
-                }
-            }
+            add_to_client(t.clients.entry(ns.clone()).or_default(), c, &nets, state);
         }
         // Sorted and unique once here, so that a lookup finding one list uses it as is.
-        let lists = t.names.values_mut().flat_map(|m| m.values_mut());
-        let links = t.clients.values_mut().flat_map(|c| c.links.values_mut());
-        for ips in lists.chain(links) {
+        for ips in t.clients.values_mut().flat_map(|c| c.links.values_mut()) {
             ips.sort_dedup();
         }
         t
+    }
+
+    /// Puts `e`'s names and PTRs in (kept sorted and unique).
+    pub fn add(&mut self, e: &Entry) {
+        let names = self.names.entry(e.network.clone()).or_default();
+        for n in &e.names {
+            let ips = names.entry(n.clone()).or_default();
+            insert_sorted(&mut ips.v4, e.ip);
+            if let Some(ip6) = e.ip6 {
+                insert_sorted(&mut ips.v6, ip6);
+            }
+        }
+        let ptrs = self.ptrs.entry(e.network.clone()).or_default();
+        if let Some(ip6) = e.ip6 {
+            ptrs.insert(ip6.into(), e.ptr.clone());
+        }
+        ptrs.insert(e.ip.into(), e.ptr.clone());
+    }
+
+    /// Takes `e` (as `add` put it in) out again.
+    pub fn remove(&mut self, e: &Entry) {
+        if let Some(names) = self.names.get_mut(&e.network) {
+            for n in &e.names {
+                let Some(ips) = names.get_mut(n) else {
+                    continue;
+                };
+                remove_sorted(&mut ips.v4, &e.ip);
+                if let Some(ip6) = e.ip6 {
+                    remove_sorted(&mut ips.v6, &ip6);
+                }
+                if ips.v4.is_empty() && ips.v6.is_empty() {
+                    names.remove(n);
+                }
+            }
+            if names.is_empty() {
+                self.names.remove(&e.network);
+            }
+        }
+        if let Some(ptrs) = self.ptrs.get_mut(&e.network) {
+            for ip in std::iter::once(IpAddr::from(e.ip)).chain(e.ip6.map(IpAddr::from)) {
+                if ptrs.get(&ip) == Some(&e.ptr) {
+                    ptrs.remove(&ip);
+                }
+            }
+            if ptrs.is_empty() {
+                self.ptrs.remove(&e.network);
+            }
+        }
+    }
+
+    /// Makes the client of namespace `ns` what the containers in it give (none if no
+    /// container there gets a server).
+    pub fn refresh_client(&mut self, ns: &str, state: &State, dns_nets: &HashMap<&str, &Network>) {
+        let mut client: Option<Client> = None;
+        for c in state
+            .containers
+            .iter()
+            .filter(|c| c.netns.as_deref() == Some(ns))
+        {
+            let nets = client_networks(c, dns_nets);
+            if !nets.is_empty() {
+                add_to_client(client.get_or_insert_default(), c, &nets, state);
+            }
+        }
+        match client {
+            Some(mut c) => {
+                c.links.values_mut().for_each(Addrs::sort_dedup);
+                self.clients.insert(ns.to_string(), c);
+            }
+            None => {
+                self.clients.remove(ns);
+            }
+        }
     }
 
     pub fn client(&self, ns: &str) -> Option<&Client> {

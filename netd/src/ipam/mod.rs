@@ -104,7 +104,11 @@ pub fn allocate(
             .filter(move |ip| is_host_addr(&subnet, *ip))
     });
     let free = |ip: &Ipv4Addr| !used.contains(ip);
-    let mut cursor = state.ipam_cursor.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cursor = state
+        .ipam_cursor
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let found = match cursor.get(&net.id).filter(|_| net.serial_ipam()) {
         Some(last) => {
             let after = ring.clone().skip_while(|ip| ip != last).skip(1);

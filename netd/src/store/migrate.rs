@@ -1,21 +1,22 @@
-//! State files of older releases brought up to this release's layout; newer ones
-//! refused. Each step rewrites the JSON document of one version into the next, so a file
-//! of any earlier release reaches `STATE_VERSION` by the steps in order.
+//! State of older releases brought up to this release's layout; newer state refused.
+//! Each step rewrites the state document of one version into the next, so state of any
+//! earlier release reaches `STATE_VERSION` by the steps in order. The document is the
+//! state file's JSON for versions 1 and 2 (`state.json`), and the database's records
+//! gathered in the same shape from version 3 on (`db::read_doc`).
 use std::{
-    fs::{self, File},
-    io::Write,
+    fs,
     path::{Path, PathBuf},
 };
 
-use log::info;
 use serde_json::{Map, Value};
 
 use super::State;
 
-/// The layout of the state file. Bumped when `State` changes in a way an older file
-/// does not deserialize into as it is (a field renamed, moved or restructured; a new
-/// field with a serde default needs no bump), with a step added to `STEPS`.
-pub const STATE_VERSION: u32 = 2;
+/// The layout of the state. Bumped when `State` changes in a way older records do not
+/// deserialize into as they are (a field renamed, moved or restructured; a new field
+/// with a serde default needs no bump), with a step added to `STEPS`; or when the
+/// database's tables change. Version 3 is the first kept in the database.
+pub const STATE_VERSION: u32 = 3;
 
 /// The version of a file without one: every release before versions existed (0.1.0).
 const UNVERSIONED: u32 = 1;
@@ -23,10 +24,15 @@ const UNVERSIONED: u32 = 1;
 type Step = fn(&mut Map<String, Value>) -> Result<(), String>;
 
 /// `STEPS[i]` takes a document of version `i + 1` to version `i + 2`.
-const STEPS: &[Step] = &[v1_to_v2];
+const STEPS: &[Step] = &[v1_to_v2, v2_to_v3];
 
-/// netd 0.1.0's document is this one without its version (which `read` adds).
+/// netd 0.1.0's document is this one without its version (which `upgrade` adds).
 fn v1_to_v2(_doc: &mut Map<String, Value>) -> Result<(), String> {
+    Ok(())
+}
+
+/// Version 3 moves the records into the database as they are: one row each.
+fn v2_to_v3(_doc: &mut Map<String, Value>) -> Result<(), String> {
     Ok(())
 }
 
@@ -48,12 +54,7 @@ pub enum StoreError {
     },
 }
 
-fn invalid(path: &Path, why: impl std::fmt::Display) -> StoreError {
-    StoreError::Invalid {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    }
-}
+use super::db::invalid;
 
 /// The document's version, refusing one newer than this release's.
 fn version_of(path: &Path, doc: &Map<String, Value>) -> Result<u32, StoreError> {
@@ -82,7 +83,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Map<String, Value>, StoreError> {
     }
 }
 
-/// The version of the state file at `path` (this release's when there is none yet),
+/// The version of the state file at `path` (this release's when there is none),
 /// refusing a newer one; changes nothing.
 pub fn check(path: &Path) -> Result<u32, StoreError> {
     match fs::read(path) {
@@ -111,43 +112,24 @@ pub fn upgrade(path: &Path, doc: &mut Map<String, Value>) -> Result<u32, StoreEr
     Ok(found)
 }
 
-/// The state in `bytes` (read from `path`), migrated if it is older; the original file
-/// is kept as `state.json.vN` before the first commit replaces it.
-pub fn read(path: &Path, bytes: &[u8]) -> Result<State, StoreError> {
-    let mut doc = parse(path, bytes)?;
+/// The state in document `doc` (read from `path`) and the version it had, migrated if
+/// it is older.
+pub fn state_of(path: &Path, mut doc: Map<String, Value>) -> Result<(State, u32), StoreError> {
     let found = upgrade(path, &mut doc)?;
-    if found < STATE_VERSION {
-        let keep = path.with_extension(format!("json.v{found}"));
-        keep_original(&keep, bytes).map_err(|source| StoreError::Io {
-            what: "keeping the original state as",
-            path: keep.clone(),
-            source,
-        })?;
-        info!(
-            "{}: migrated from state version {found} to {STATE_VERSION} (the original is kept as {})",
-            path.display(),
-            keep.display()
-        );
-    }
-    serde_json::from_value(Value::Object(doc)).map_err(|e| invalid(path, e))
+    let state = serde_json::from_value(Value::Object(doc)).map_err(|e| invalid(path, e))?;
+    Ok((state, found))
 }
 
-fn keep_original(keep: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if keep.exists() {
-        return Ok(());
-    }
-    let mut f = File::create(keep)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+/// The state in the state file's `bytes` (read from `path`) and its version.
+pub fn read(path: &Path, bytes: &[u8]) -> Result<(State, u32), StoreError> {
+    state_of(path, parse(path, bytes)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A state file as netd 0.1.0 (77bdce0) wrote it: a user network with IPv6, a
-    /// container of netd's own with a published port, and a CNI endpoint.
-    const V1: &str = include_str!("testdata/state-v1.json");
+    use super::super::tests::V1;
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("netd-migrate-{}-{name}", std::process::id()));
@@ -157,11 +139,9 @@ mod tests {
     }
 
     #[test]
-    fn a_v1_file_reads_whole_and_is_kept_as_it_was() {
-        let path = tmp("v1");
-        fs::write(&path, V1).unwrap();
-        let state = read(&path, V1.as_bytes()).unwrap();
-        assert_eq!(state.version.0, STATE_VERSION);
+    fn a_v1_document_reads_whole() {
+        let (state, found) = read(Path::new("state.json"), V1.as_bytes()).unwrap();
+        assert_eq!((found, state.version.0), (1, STATE_VERSION));
         let names: Vec<&str> = state.networks.iter().map(|n| n.name.as_str()).collect();
         assert!(
             names.contains(&"appnet") && names.contains(&"bridge"),
@@ -173,9 +153,6 @@ mod tests {
         assert_eq!(web.attachments.len(), 1);
         assert!(state.containers.iter().any(|c| c.name.starts_with("cni-")));
         assert!(!state.instance_id.is_empty());
-        let kept = fs::read_to_string(path.with_extension("json.v1")).unwrap();
-        assert_eq!(kept, V1);
-        fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]

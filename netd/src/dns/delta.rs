@@ -1,0 +1,335 @@
+//! What changed in the state since the last sync, so that a sync rebuilds the names,
+//! clients and files of the containers that changed, not of every container on the
+//! host. Each container is remembered by a fingerprint of what names depend on (its
+//! names, addresses, namespace, resolver settings, links) and by the entries it put in
+//! the table. A change of the networks or of the remote endpoints (rare: they reshape
+//! who sees what) rebuilds everything.
+use std::{
+    collections::{HashMap, HashSet},
+    hash::{BuildHasher, Hash, Hasher},
+    sync::Arc,
+};
+
+use super::records::{dns_networks, entries, Entry, Table};
+use crate::{
+    model::{Container, RemoteEndpoint},
+    store::State,
+};
+
+/// What one container last gave the table.
+struct Seen {
+    fingerprint: u64,
+    entries: Vec<Entry>,
+    netns: Option<String>,
+    /// The sync that last saw it (one that did not is removed).
+    generation: u64,
+}
+
+/// A container gone since the last sync: what to take out of the table.
+pub struct Gone {
+    pub id: String,
+    pub entries: Vec<Entry>,
+    pub netns: Option<String>,
+}
+
+/// One changed container: what it gave before (if anything) and gives now.
+pub struct Changed<'a> {
+    pub container: &'a Container,
+    pub before: Option<Vec<Entry>>,
+    pub before_netns: Option<String>,
+    pub entries: Vec<Entry>,
+}
+
+pub enum Changes<'a> {
+    /// The first sync, or the networks or remote endpoints changed.
+    All,
+    Some {
+        changed: Vec<Changed<'a>>,
+        gone: Vec<Gone>,
+    },
+}
+
+#[derive(Default)]
+pub struct Tracker {
+    seen: HashMap<String, Seen>,
+    networks: Option<u64>,
+    remote: Option<Arc<Vec<RemoteEndpoint>>>,
+    generation: u64,
+    hasher: foldhash::quality::RandomState,
+}
+
+impl Tracker {
+    /// What changed in `state` since the last call (and remembers `state`).
+    pub fn changes<'a>(&mut self, state: &'a State) -> Changes<'a> {
+        let networks = self.networks_fingerprint(state);
+        let same_remote = self
+            .remote
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(r, &state.remote));
+        if self.networks != Some(networks) || !same_remote {
+            self.networks = Some(networks);
+            self.remote = Some(state.remote.clone());
+            self.remember_all(state);
+            return Changes::All;
+        }
+        self.generation += 1;
+        let dns_nets = dns_networks(state);
+        let mut changed = Vec::new();
+        let mut found = 0;
+        for c in &state.containers {
+            let fp = self.fingerprint(c);
+            match self.seen.get_mut(c.id.as_str()) {
+                Some(s) => {
+                    found += 1;
+                    s.generation = self.generation;
+                    if s.fingerprint == fp {
+                        continue;
+                    }
+                    let entries = entries(c, &dns_nets);
+                    s.fingerprint = fp;
+                    let before = std::mem::replace(&mut s.entries, entries.clone());
+                    let before_netns = std::mem::replace(&mut s.netns, c.netns.clone());
+                    changed.push(Changed {
+                        container: c,
+                        before: Some(before),
+                        before_netns,
+                        entries,
+                    });
+                }
+                None => {
+                    let entries = entries(c, &dns_nets);
+                    self.seen.insert(
+                        c.id.clone(),
+                        Seen {
+                            fingerprint: fp,
+                            entries: entries.clone(),
+                            netns: c.netns.clone(),
+                            generation: self.generation,
+                        },
+                    );
+                    changed.push(Changed {
+                        container: c,
+                        before: None,
+                        before_netns: None,
+                        entries,
+                    });
+                }
+            }
+        }
+        let mut gone = Vec::new();
+        if found + changed.iter().filter(|c| c.before.is_none()).count() < self.seen.len() {
+            let g = self.generation;
+            let ids: Vec<String> = self
+                .seen
+                .iter()
+                .filter(|(_, s)| s.generation != g)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in ids {
+                if let Some(s) = self.seen.remove(&id) {
+                    gone.push(Gone {
+                        id,
+                        entries: s.entries,
+                        netns: s.netns,
+                    });
+                }
+            }
+        }
+        Changes::Some { changed, gone }
+    }
+
+    fn remember_all(&mut self, state: &State) {
+        let dns_nets = dns_networks(state);
+        self.generation += 1;
+        let generation = self.generation;
+        let seen = state
+            .containers
+            .iter()
+            .map(|c| {
+                let s = Seen {
+                    fingerprint: self.fingerprint(c),
+                    entries: entries(c, &dns_nets),
+                    netns: c.netns.clone(),
+                    generation,
+                };
+                (c.id.clone(), s)
+            })
+            .collect();
+        self.seen = seen;
+    }
+
+    /// What names and files of `c` depend on.
+    fn fingerprint(&self, c: &Container) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        (&c.id, &c.name, &c.hostname, &c.netns).hash(&mut h);
+        std::mem::discriminant(&c.origin).hash(&mut h);
+        std::mem::discriminant(&c.mode).hash(&mut h);
+        for a in &c.attachments {
+            (&a.network, a.ip, a.ip6, &a.aliases).hash(&mut h);
+        }
+        (&c.dns.servers, &c.dns.search, &c.dns.options).hash(&mut h);
+        for l in &c.links {
+            (&l.target, &l.alias).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// What of the networks names depend on: which exist, and which have a server.
+    fn networks_fingerprint(&self, state: &State) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        for n in &state.networks {
+            (&n.id, &n.driver, n.builtin, n.internal).hash(&mut h);
+        }
+        h.finish()
+    }
+}
+
+/// The namespaces whose clients `changes` touch, and the containers whose files may
+/// have changed: the changed ones, and those linking to a changed or gone one.
+pub fn touched<'a>(
+    state: &'a State,
+    changed: &[Changed<'a>],
+    gone: &[Gone],
+) -> (HashSet<String>, Vec<&'a Container>) {
+    let mut namespaces = HashSet::new();
+    let mut files: Vec<&Container> = changed.iter().map(|c| c.container).collect();
+    for c in changed {
+        namespaces.extend(c.container.netns.iter().cloned());
+        namespaces.extend(c.before_netns.iter().cloned());
+    }
+    namespaces.extend(gone.iter().filter_map(|g| g.netns.clone()));
+    let ids: HashSet<&str> = changed
+        .iter()
+        .map(|c| c.container.id.as_str())
+        .chain(gone.iter().map(|g| g.id.as_str()))
+        .collect();
+    if !ids.is_empty() {
+        for c in state.containers.iter().filter(|c| !c.links.is_empty()) {
+            if c.links.iter().any(|l| ids.contains(l.target.as_str())) {
+                namespaces.extend(c.netns.iter().cloned());
+                files.push(c);
+            }
+        }
+    }
+    (namespaces, files)
+}
+
+/// Takes what `changed` and `gone` gave `table` out, puts what `changed` give now in,
+/// and rebuilds the clients of `namespaces` (from `touched`).
+pub fn patch(
+    table: &mut Table,
+    state: &State,
+    changed: &[Changed],
+    gone: &[Gone],
+    namespaces: &HashSet<String>,
+) {
+    for e in gone.iter().flat_map(|g| &g.entries) {
+        table.remove(e);
+    }
+    for e in changed.iter().filter_map(|c| c.before.as_ref()).flatten() {
+        table.remove(e);
+    }
+    for e in changed.iter().flat_map(|c| &c.entries) {
+        table.add(e);
+    }
+    let dns_nets = dns_networks(state);
+    for ns in namespaces {
+        table.refresh_client(ns, state, &dns_nets);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{test_attachment, test_container, test_network, Link, NetMode, Network};
+
+    fn net(id: &str, builtin: bool) -> Network {
+        Network {
+            id: id.into(),
+            name: id.into(),
+            builtin,
+            ..test_network()
+        }
+    }
+
+    fn ctr(name: &str, n: u8, nets: &[(&str, u8)]) -> Container {
+        Container {
+            netns: Some(format!("ns-{name}")),
+            attachments: nets
+                .iter()
+                .map(|(net, host)| crate::model::Attachment {
+                    network: net.to_string(),
+                    ip: [10, 0, n, *host].into(),
+                    aliases: vec![format!("{name}-alias"), "shared".into()],
+                    ..test_attachment()
+                })
+                .collect(),
+            ..test_container(&format!("{n:02x}").repeat(32), name)
+        }
+    }
+
+    /// Syncs `t` with `state` as the service does; the table must equal a fresh build.
+    fn sync(tracker: &mut Tracker, t: &mut Table, state: &State) {
+        match tracker.changes(state) {
+            Changes::All => *t = Table::build(state),
+            Changes::Some { changed, gone } => {
+                let (namespaces, _) = touched(state, &changed, &gone);
+                patch(t, state, &changed, &gone, &namespaces);
+            }
+        }
+        assert_eq!(*t, Table::build(state));
+    }
+
+    #[test]
+    fn a_patched_table_is_the_table_built_whole() {
+        let mut s = State {
+            networks: vec![net("n1", false), net("n2", false), net("def", true)],
+            ..Default::default()
+        };
+        let (mut tracker, mut t) = (Tracker::default(), Table::default());
+        sync(&mut tracker, &mut t, &s);
+        for i in 1..=6u8 {
+            let nets: &[(&str, u8)] = match i % 3 {
+                0 => &[("n1", i), ("n2", i)],
+                1 => &[("n1", i)],
+                _ => &[("def", i)],
+            };
+            s.containers.push(ctr(&format!("c{i}"), i, nets));
+            sync(&mut tracker, &mut t, &s);
+        }
+        // Nothing changed: nothing to do.
+        assert!(
+            matches!(tracker.changes(&s), Changes::Some { changed, gone }
+            if changed.is_empty() && gone.is_empty())
+        );
+        // An address and an alias change; a link to it; its target changes and goes.
+        s.containers[0].attachments[0].ip = [10, 0, 9, 9].into();
+        s.containers[2].attachments[0].aliases.push("extra".into());
+        sync(&mut tracker, &mut t, &s);
+        let target = s.containers[2].id.clone();
+        s.containers[3].links.push(Link {
+            target: target.clone(),
+            alias: "db".into(),
+        });
+        sync(&mut tracker, &mut t, &s);
+        s.containers[2].attachments[1].ip = [10, 0, 8, 8].into();
+        sync(&mut tracker, &mut t, &s);
+        s.containers.retain(|c| c.id != target);
+        sync(&mut tracker, &mut t, &s);
+        // A container joining another's namespace, then the owner goes.
+        let mut joiner = ctr("joiner", 7, &[("n2", 7)]);
+        joiner.netns = s.containers[0].netns.clone();
+        joiner.mode = NetMode::Container(s.containers[0].id.clone());
+        s.containers.push(joiner);
+        sync(&mut tracker, &mut t, &s);
+        s.containers.remove(0);
+        sync(&mut tracker, &mut t, &s);
+        // A network changes: everything again.
+        s.networks[1].internal = true;
+        assert!(matches!(tracker.changes(&s), Changes::All));
+        t = Table::build(&s);
+        s.containers.clear();
+        sync(&mut tracker, &mut t, &s);
+        assert_eq!(t, Table::default());
+    }
+}

@@ -1,0 +1,240 @@
+//! The store's unit tests: round trips, per-record writes, the import of 0.1.0's state
+//! file, the refusal of a newer database.
+use super::*;
+
+/// A state file as netd 0.1.0 (77bdce0) wrote it: a user network with IPv6, a
+/// container of netd's own with a published port, and a CNI endpoint.
+pub const V1: &str = include_str!("testdata/state-v1.json");
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("netd-store-{tag}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The 0.1.0 sample as this release's state.
+fn sample() -> State {
+    migrate::read(Path::new("state.json"), V1.as_bytes())
+        .unwrap()
+        .0
+}
+
+/// Every file in `dir`, with its bytes.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Rows inserted, changed or deleted by this store's connection so far.
+fn row_writes(store: &Store) -> u64 {
+    store.open.lock().unwrap().conn.total_changes()
+}
+
+fn set_version(dir: &Path, v: u32) {
+    let c = Connection::open(dir.join(DB_FILE)).unwrap();
+    c.execute("UPDATE meta SET value = ?1 WHERE key = 'version'", [v])
+        .unwrap();
+}
+
+#[test]
+fn the_state_round_trips_through_the_database() {
+    let dir = tmp("round-trip");
+    let (store, empty) = Store::open(&dir).unwrap();
+    assert_eq!(empty, State::default());
+    let mut st = sample();
+    st.next_net_id = 7;
+    store.commit(&st).unwrap();
+    drop(store);
+    let (_, again) = Store::open(&dir).unwrap();
+    assert_eq!(again, st);
+    assert_eq!(Store::check(&dir).unwrap(), STATE_VERSION);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_commit_writes_only_the_records_that_changed() {
+    let dir = tmp("per-record");
+    let (store, _) = Store::open(&dir).unwrap();
+    let mut st = sample();
+    store.commit(&st).unwrap();
+    let writes = |st: &State| {
+        let before = row_writes(&store);
+        store.commit(st).unwrap();
+        row_writes(&store) - before
+    };
+    assert_eq!(writes(&st), 0, "nothing changed, nothing written");
+    let mut c = st.containers[0].clone();
+    c.id = "f".repeat(64);
+    c.name = "another".into();
+    st.containers.push(c);
+    assert_eq!(writes(&st), 1, "a container added: its row");
+    st.containers[0].labels.insert("k".into(), "v".into());
+    assert_eq!(writes(&st), 1, "a container changed: its row");
+    st.containers.remove(0);
+    assert_eq!(writes(&st), 1, "a container removed: its row");
+    st.next_net_id += 1;
+    assert_eq!(writes(&st), 2, "the scalars");
+    drop(store);
+    assert_eq!(Store::open(&dir).unwrap().1, st);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_order_of_records_survives_insertion_and_removal() {
+    let dir = tmp("order");
+    let (store, _) = Store::open(&dir).unwrap();
+    let mut st = sample();
+    store.commit(&st).unwrap();
+    let mut first = st.networks[0].clone();
+    first.id = "0".repeat(64);
+    first.name = "first".into();
+    st.networks.insert(0, first);
+    st.containers.reverse();
+    store.commit(&st).unwrap();
+    st.networks.remove(1);
+    store.commit(&st).unwrap();
+    drop(store);
+    assert_eq!(Store::open(&dir).unwrap().1, st);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn after_a_failed_commit_the_next_writes_the_state_whole() {
+    let dir = tmp("whole");
+    let (store, _) = Store::open(&dir).unwrap();
+    let mut st = sample();
+    store.commit(&st).unwrap();
+    store.open.lock().unwrap().last = None;
+    st.containers.pop();
+    store.commit(&st).unwrap();
+    drop(store);
+    assert_eq!(Store::open(&dir).unwrap().1, st);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_v1_state_file_is_imported_and_kept_as_it_was() {
+    let dir = tmp("import");
+    fs::write(dir.join(JSON_FILE), V1).unwrap();
+    assert_eq!(Store::check(&dir).unwrap(), 1);
+    let (store, st) = Store::open(&dir).unwrap();
+    assert_eq!(st, sample());
+    assert_eq!(st.version.0, STATE_VERSION);
+    let web = st.container("web").expect("web");
+    assert_eq!((web.ports.len(), web.attachments.len()), (2, 1));
+    assert!(!dir.join(JSON_FILE).exists());
+    assert_eq!(fs::read_to_string(dir.join("state.json.v1")).unwrap(), V1);
+    assert_eq!(Store::check(&dir).unwrap(), STATE_VERSION);
+    drop(store);
+    assert_eq!(Store::open(&dir).unwrap().1, st, "from the database alone");
+    assert_eq!(
+        peek_instance_id(&dir).unwrap().as_deref(),
+        Some(st.instance_id.as_str())
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_v2_state_file_is_kept_as_v2() {
+    let dir = tmp("import-v2");
+    let v2 = serde_json::to_string(&serde_json::json!({
+        "version": 2, "networks": [], "containers": [], "next_net_id": 4,
+        "instance_id": "abc"
+    }))
+    .unwrap();
+    fs::write(dir.join(JSON_FILE), &v2).unwrap();
+    let (_, st) = Store::open(&dir).unwrap();
+    assert_eq!((st.next_net_id, st.instance_id.as_str()), (4, "abc"));
+    assert_eq!(fs::read_to_string(dir.join("state.json.v2")).unwrap(), v2);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_state_file_left_beside_its_database_is_not_imported_again() {
+    let dir = tmp("leftover");
+    fs::write(dir.join(JSON_FILE), V1).unwrap();
+    let (store, mut st) = Store::open(&dir).unwrap();
+    st.next_net_id = 42;
+    store.commit(&st).unwrap();
+    drop(store);
+    // As if the agent died between the import's commit and moving the file aside.
+    fs::write(dir.join(JSON_FILE), V1).unwrap();
+    assert_eq!(Store::check(&dir).unwrap(), STATE_VERSION);
+    let (_, again) = Store::open(&dir).unwrap();
+    assert_eq!(again.next_net_id, 42);
+    assert!(!dir.join(JSON_FILE).exists());
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_newer_database_is_refused_before_anything_is_touched() {
+    let dir = tmp("newer");
+    let (store, _) = Store::open(&dir).unwrap();
+    store.commit(&sample()).unwrap();
+    drop(store);
+    set_version(&dir, STATE_VERSION + 1);
+    let before = files(&dir);
+    let e = Store::check(&dir).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&dir.join(DB_FILE).display().to_string())
+            && e.contains(&format!("state version {}", STATE_VERSION + 1))
+            && e.contains(&format!("up to {STATE_VERSION}"))
+            && e.contains("--cleanup")
+            && !e.contains('\n'),
+        "{e}"
+    );
+    let e = Store::open(&dir).err().expect("refused").to_string();
+    assert!(
+        e.contains(&format!("state version {}", STATE_VERSION + 1)),
+        "{e}"
+    );
+    assert!(before == files(&dir), "a refused state was changed");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_older_database_is_kept_and_written_again() {
+    let dir = tmp("older");
+    let (store, _) = Store::open(&dir).unwrap();
+    let st = sample();
+    store.commit(&st).unwrap();
+    drop(store);
+    set_version(&dir, 2);
+    let (_, again) = Store::open(&dir).unwrap();
+    assert_eq!(again, st);
+    assert_eq!(Store::check(&dir).unwrap(), STATE_VERSION);
+    let kept = db::peek_version(&dir.join("state.db.v2")).unwrap();
+    assert_eq!(kept, Some(2));
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_savepoint_puts_the_committed_state_back() {
+    let dir = tmp("savepoint");
+    let (store, _) = Store::open(&dir).unwrap();
+    let mut st = sample();
+    store.commit(&st).unwrap();
+    let before = store.savepoint(&st);
+    // An operation's change, committed, then its kernel work fails.
+    st.containers.pop();
+    st.networks[0].labels.insert("k".into(), "v".into());
+    st.next_net_id = 99;
+    store.commit(&st).unwrap();
+    before.rollback(&mut st);
+    assert_eq!(st, sample());
+    store.commit(&st).unwrap();
+    drop(store);
+    assert_eq!(Store::open(&dir).unwrap().1, sample());
+    fs::remove_dir_all(&dir).unwrap();
+}
