@@ -18,6 +18,10 @@ pub struct Sample {
     pub tput1_gbps: f64,
     pub tput2_gbps: f64,
     pub masq_crr_rate: f64,
+    /// `BIG_DATAGRAM`-byte UDP request/response through the published port.
+    pub big_udp_rr_rate: f64,
+    /// The same from the container to the client's server (masquerade).
+    pub masq_big_udp_rr_rate: f64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

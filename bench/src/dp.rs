@@ -11,6 +11,11 @@ pub const P_IPERF: u16 = 30003;
 pub const P_UDP: u16 = 30004;
 /// The client's server that containers connect out to (masquerade).
 pub const P_MASQ: u16 = 40000;
+/// The client's UDP server for large datagrams from containers (masquerade).
+pub const P_MASQ_UDP: u16 = 40001;
+/// A large datagram: twice the uplink's MTU, so IP carries it in three fragments each
+/// way (a big DNS answer, a game or VPN server's datagram).
+pub const BIG_DATAGRAM: usize = 3000;
 pub const FILLER_BASE: u16 = 20000;
 /// The bench's uplink: the host's address is where ports are published.
 pub const UPLINK: Uplink = Uplink {

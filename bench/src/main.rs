@@ -37,7 +37,7 @@ mod restart;
 mod rss;
 
 use cell::Cell;
-use peers::{Datapath, Dp, Env, P_MASQ, UPLINK};
+use peers::{Datapath, Dp, Env, P_MASQ, P_MASQ_UDP, UPLINK};
 
 /// Tag of every name the bench makes (`ndb-PID-...`).
 pub(crate) const TAG: &str = "ndb";
@@ -149,6 +149,13 @@ fn set_up(dp: Dp, n: usize, opts: &Opts, env: &Env) -> Result<(Setup, Duration)>
         Some(0),
         &[&tester, "serve-crr", &P_MASQ.to_string()],
     )?;
+    s.lab.spawn_in(
+        &client,
+        Some(0),
+        &[&tester, "serve-udp", &P_MASQ_UDP.to_string()],
+    )?;
+    measure::reuse_time_wait(&client)?;
+    measure::reuse_time_wait(s.dp.container_ns())?;
     std::thread::sleep(Duration::from_millis(300));
     Ok((s, took))
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{
     cell::Sample,
-    dp::{Dp, CLIENT_IP, P_CRR, P_IPERF, P_MASQ, P_RR, P_UDP},
+    dp::{Dp, BIG_DATAGRAM, CLIENT_IP, P_CRR, P_IPERF, P_MASQ, P_MASQ_UDP, P_RR, P_UDP},
     peers::Datapath,
 };
 
@@ -20,17 +20,25 @@ pub(crate) fn tester_load(
     addr: &str,
     secs: f64,
 ) -> Result<Value> {
-    let out = in_ns(
-        ns,
-        Some(0),
-        &[
-            &tester.display().to_string(),
-            kind,
-            addr,
-            &format!("{secs}"),
-        ],
-    )?;
+    tester_json(ns, tester, &[kind, addr, &format!("{secs}")])
+}
+
+/// Runs the tester with `args` in `ns` on CPU 0 and reads its one JSON line.
+fn tester_json(ns: &str, tester: &Path, args: &[&str]) -> Result<Value> {
+    let tester = tester.display().to_string();
+    let mut argv = vec![tester.as_str()];
+    argv.extend_from_slice(args);
+    let out = in_ns(ns, Some(0), &argv)?;
     serde_json::from_str(out.trim()).with_context(|| format!("tester output {out:?}"))
+}
+
+/// Lets connections from `ns` reuse a local port whose earlier connection waits in
+/// TIME_WAIT (after a second), as a busy client host is set up: a connection-rate run
+/// leaves tens of thousands of them for a minute, and the next run in that minute would
+/// otherwise measure the client's exhausted ephemeral ports, not the datapath.
+pub(crate) fn reuse_time_wait(ns: &str) -> Result<()> {
+    in_ns(ns, None, &["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])?;
+    Ok(())
 }
 
 pub(crate) fn iperf(ns: &str, addr: &str, streams: usize, secs: f64) -> Result<f64> {
@@ -68,6 +76,7 @@ pub fn measure(lab: &Lab, dp: &dyn Datapath, tester: &Path, secs: f64) -> Result
     std::thread::sleep(Duration::from_millis(500));
     let crr = tester_load(&lab.client, tester, "crr", &t(P_CRR), secs)?;
     let udp = tester_load(&lab.client, tester, "udprr", &t(P_UDP), secs)?;
+    let big = big_udp_rr(&lab.client, tester, &t(P_UDP), secs)?;
     let tput1 = iperf(&lab.client, target, 1, secs)?;
     let tput2 = iperf(&lab.client, target, 2, secs)?;
     dp.flush_conntrack(lab);
@@ -79,6 +88,15 @@ pub fn measure(lab: &Lab, dp: &dyn Datapath, tester: &Path, secs: f64) -> Result
         &format!("{CLIENT_IP}:{P_MASQ}"),
         secs,
     )?;
+    let masq_big = match dp.dp() {
+        Dp::Plain => Value::Null,
+        _ => big_udp_rr(
+            dp.container_ns(),
+            tester,
+            &format!("{CLIENT_IP}:{P_MASQ_UDP}"),
+            secs,
+        )?,
+    };
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
     let u = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
     Ok(Sample {
@@ -97,5 +115,13 @@ pub fn measure(lab: &Lab, dp: &dyn Datapath, tester: &Path, secs: f64) -> Result
         } else {
             f(&masq, "rate")
         },
+        big_udp_rr_rate: f(&big, "rate"),
+        masq_big_udp_rr_rate: f(&masq_big, "rate"),
     })
+}
+
+/// UDP request/response of `BIG_DATAGRAM` bytes each way, from `ns` to `addr`.
+fn big_udp_rr(ns: &str, tester: &Path, addr: &str, secs: f64) -> Result<Value> {
+    let (secs, size) = (format!("{secs}"), BIG_DATAGRAM.to_string());
+    tester_json(ns, tester, &["udprr", addr, &secs, &size])
 }

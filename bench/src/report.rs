@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::{
     api_latency::ApiLatency,
     cell::{med, stats, Cell, Sample},
-    dp::Dp,
+    dp::{Dp, BIG_DATAGRAM},
     plot::plot,
 };
 
@@ -42,6 +42,54 @@ fn api_table(text: &mut String, n: usize, api: &ApiLatency) {
             ms(c.p50_us),
             ms(c.p99_us),
             ms(c.max_us)
+        );
+    }
+}
+
+/// Large datagrams at N: `BIG_DATAGRAM`-byte UDP request/response, which IP carries in
+/// fragments over the 1500-byte uplink, through the published port and out through
+/// masquerade.
+fn big_table<'a>(
+    text: &mut String,
+    n: usize,
+    dps: &[Dp],
+    get: &dyn Fn(usize, Dp) -> Option<&'a Cell>,
+) {
+    let _ = writeln!(
+        text,
+        "\nN = {n}: {BIG_DATAGRAM}-byte UDP request/response, in IP fragments (medians; /nft, /plain as above)"
+    );
+    let _ = writeln!(
+        text,
+        "{:16} {:>13} {:>5} {:>6} {:>13} {:>5}",
+        "datapath", "published/s", "/nft", "/plain", "masquerade/s", "/nft"
+    );
+    for &dp in dps {
+        let Some(c) = get(n, dp) else { continue };
+        let ratio = |mine: f64, d: Dp, f: fn(&Sample) -> f64| {
+            get(n, d)
+                .map(|b| med(b, f))
+                .filter(|b| *b > 0.0 && mine > 0.0)
+                .map(|b| format!("{:.2}", mine / b))
+                .unwrap_or_else(|| "-".into())
+        };
+        let (publ, masq) = (
+            med(c, |s| s.big_udp_rr_rate),
+            med(c, |s| s.masq_big_udp_rr_rate),
+        );
+        let masq_cell = match dp {
+            Dp::Plain => "-".to_string(),
+            _ => format!("{masq:.0}"),
+        };
+        let _ = writeln!(
+            text,
+            "{:16} {:>13.0} {:>5} {:>6} {:>13} {:>5}",
+            dp.name(),
+            publ,
+            ratio(publ, Dp::IptablesNft, |s| s.big_udp_rr_rate),
+            ratio(publ, Dp::Plain, |s| s.big_udp_rr_rate),
+            masq_cell,
+            ratio(masq, Dp::IptablesNft, |s| s.masq_big_udp_rr_rate),
         );
     }
 }
@@ -137,6 +185,7 @@ pub fn report(
                 masq,
             );
         }
+        big_table(&mut text, n, dps, &get);
         let _ = writeln!(text, "\nN = {n}: control plane and memory (latencies in us; agent = netd, or dockerd+containerd+shims)");
         let _ = writeln!(
             text,
