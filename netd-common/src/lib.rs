@@ -44,6 +44,7 @@ pub mod map_names {
     pub const DROPS: &str = "NETD_DROPS";
     pub const EVENTS: &str = "NETD_EVENTS";
     pub const PORT_STATS: &str = "NETD_PORT_STATS";
+    pub const PORT_STATS6: &str = "NETD_PORT_STATS6";
     pub const SOCK_REVNAT: &str = "NETD_SOCK_RNAT";
     pub const SUBNETS: &str = "NETD_SUBNETS";
     /// The datapath trace's ring buffer (`trace`).

@@ -15,7 +15,7 @@ use aya_ebpf::programs::TcContext;
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use netd_common::{
     ct_flag, ct_kind, drop_reason, drop_reason::DropReason, event, CtEntryOf, CtKeyOf, FragEntry,
@@ -27,7 +27,7 @@ use crate::{
     maps::{
         config, ADDRS6, CONNTRACK, CONNTRACK6, CONNTRACK6_NEW, CONNTRACK_NEW, CT6_KEY_SCRATCH,
         CT6_SCRATCH, CT_KEY_SCRATCH, CT_SCRATCH, ENDPOINTS, FLOW6_SCRATCH, FLOW_SCRATCH, FRAGS,
-        FRAGS6, PORT_STATS,
+        FRAGS6, PORT6_KEY_SCRATCH, PORT_STATS, PORT_STATS6,
     },
     metrics::count,
     parse::FlowOf,
@@ -54,10 +54,23 @@ pub trait Family: Copy + PartialEq + Default + 'static {
     /// Whether a socket of the host namespace would receive the reply of `flow` once
     /// its source became `new_saddr` with its own port: then that port is not free.
     fn host_socket_claims(ctx: &TcContext, flow: &FlowOf<Self>, new_saddr: Self) -> bool;
+    /// Accounts `len` bytes to the published port `ip`:`port` (the unspecified address
+    /// instead of `ip` for a wildcard one).
+    fn count_port(ip: &Self, port: u16, proto: u8, wildcard: bool, len: u32);
 }
 
 impl Family for u32 {
     const ICMP: u8 = IPPROTO_ICMP;
+    #[inline(always)]
+    fn count_port(ip: &u32, host_port: u16, proto: u8, wildcard: bool, len: u32) {
+        let key = PortKey {
+            host_ip: if wildcard { 0 } else { *ip },
+            host_port,
+            proto,
+            _pad: 0,
+        };
+        bump_port(&PORT_STATS, &key, len);
+    }
     #[inline(always)]
     fn confirmed() -> &'static HashMap<CtKeyOf<u32>, CtEntryOf<u32>> {
         &CONNTRACK
@@ -106,6 +119,23 @@ impl Family for u32 {
 
 impl Family for [u8; 16] {
     const ICMP: u8 = IPPROTO_ICMPV6;
+    // A subprogram of its own: inlined, its copies of the address would go on the
+    // IPv6 hooks' stacks, which have no room left.
+    #[inline(never)]
+    fn count_port(ip: &[u8; 16], host_port: u16, proto: u8, wildcard: bool, len: u32) {
+        let Some(key) = PORT6_KEY_SCRATCH.get_ptr_mut(0) else {
+            return;
+        };
+        // SAFETY: this CPU's slot, used by nothing else until the lookup returns.
+        let key = unsafe {
+            (*key).host_ip = if wildcard { [0; 16] } else { *ip };
+            (*key).host_port = host_port;
+            (*key).proto = proto;
+            (*key)._pad = 0;
+            &*key
+        };
+        bump_port(&PORT_STATS6, key, len);
+    }
     #[inline(always)]
     fn confirmed() -> &'static HashMap<CtKeyOf<[u8; 16]>, CtEntryOf<[u8; 16]>> {
         &CONNTRACK6
@@ -536,10 +566,29 @@ fn reverse_key<A: Family>(fwd: &CtEntryOf<A>, proto: u8) -> CtKeyOf<A> {
     }
 }
 
-/// Accounts a packet to the published port `key`.
+/// Counts a rewritten packet by kind, and against its published port where it has one.
 #[inline(always)]
-pub fn count_port(key: &PortKey, len: u32) {
-    if let Some(c) = PORT_STATS.get_ptr_mut(key) {
+pub fn account<A: Family>(flow: &FlowOf<A>, ct: &CtEntryOf<A>) {
+    let wildcard = ct.flags & ct_flag::WILDCARD_PORT != 0;
+    match ct.kind {
+        // Original direction: the published address is the packet's destination.
+        ct_kind::DNAT => {
+            count(event::DNAT);
+            A::count_port(&flow.daddr, flow.dport, flow.proto, wildcard, flow.len);
+        }
+        // Reply: it is the rewritten source.
+        ct_kind::DNAT_REPLY => {
+            count(event::DNAT_REPLY);
+            A::count_port(&ct.saddr, ct.sport, flow.proto, wildcard, flow.len);
+        }
+        ct_kind::SNAT => count(event::SNAT),
+        _ => count(event::SNAT_REPLY),
+    }
+}
+/// Adds a packet of `len` bytes to this CPU's counters of `key`.
+#[inline(always)]
+fn bump_port<K>(stats: &PerCpuHashMap<K, PortCounters>, key: &K, len: u32) {
+    if let Some(c) = stats.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of a per-CPU value.
         unsafe {
             (*c).packets += 1;
@@ -551,7 +600,7 @@ pub fn count_port(key: &PortKey, len: u32) {
         packets: 1,
         bytes: len as u64,
     };
-    let _ = PORT_STATS.insert(key, &first, BPF_NOEXIST as u64);
+    let _ = stats.insert(key, &first, BPF_NOEXIST as u64);
 }
 
 impl<A> FlowOf<A> {

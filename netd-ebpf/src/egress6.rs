@@ -145,7 +145,7 @@ fn masquerade(ctx: &TcContext, ep: &Endpoint6, flow: &Flow6) -> Result<i32, Drop
     )?;
     count(event::CT_NEW);
     nat6::apply(ctx, flow, ct)?;
-    policy6::account(ct);
+    conntrack::account(flow, ct);
     Ok(nat6::deliver(ctx, ct, true))
 }
 
@@ -162,6 +162,6 @@ fn hairpin(ctx: &TcContext, ep: &Endpoint6, flow: &Flow6) -> Result<i32, DropRea
     let gw = Some(ep.gw);
     let ct = conntrack::track_published(ctx, flow, backend.ip, backend.port, wildcard, gw)?;
     nat6::apply(ctx, flow, ct)?;
-    policy6::account(ct);
+    conntrack::account(flow, ct);
     Ok(nat6::deliver(ctx, ct, true))
 }

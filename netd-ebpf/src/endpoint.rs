@@ -139,7 +139,7 @@ fn hairpin(ctx: &TcContext, gw_ip: u32, flow: &Flow) -> Result<i32, DropReason> 
     let gw = Some(gw_ip);
     let ct = conntrack::track_published(ctx, flow, backend.ip, backend.port, wildcard, gw)?;
     nat::apply(ctx, flow, ct)?;
-    policy::account(flow, ct);
+    conntrack::account(flow, ct);
     Ok(nat::deliver(ctx, ct, flow, true))
 }
 
@@ -183,6 +183,6 @@ fn masquerade(ctx: &TcContext, flags: u32, flow: &Flow) -> Result<i32, DropReaso
     )?;
     count(event::CT_NEW);
     nat::apply(ctx, flow, ct)?;
-    policy::account(flow, ct);
+    conntrack::account(flow, ct);
     Ok(nat::deliver(ctx, ct, flow, true))
 }

@@ -80,6 +80,9 @@ pub static CONNTRACK6_NEW: LruHashMap<CtKey6, CtEntry6> = LruHashMap::pinned(MAX
 pub static CT6_SCRATCH: PerCpuArray<[CtEntry6; 2]> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "NETD_CT6_KEY_SCRATCH")]
 pub static CT6_KEY_SCRATCH: PerCpuArray<[CtKey6; 2]> = PerCpuArray::with_max_entries(1, 0);
+/// Where the IPv6 per-port key is built: the IPv6 hooks' stacks have no 20 bytes left.
+#[map(name = "NETD_PORT6_KEY_SCRATCH")]
+pub static PORT6_KEY_SCRATCH: PerCpuArray<PortKey6> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "NETD_SOCK_RNAT6")]
 pub static SOCK_REVNAT6: LruHashMap<SockRevKey6, SockRevValue6> = LruHashMap::pinned(65536, 0);
 
@@ -101,6 +104,9 @@ pub static LINKS: HashMap<LinkKey, u32> = HashMap::pinned(MAX_LINKS, 0);
 /// Per published port: packets and bytes in both directions.
 #[map(name = "NETD_PORT_STATS")]
 pub static PORT_STATS: PerCpuHashMap<PortKey, PortCounters> =
+    PerCpuHashMap::pinned(MAX_PORT_MAPPINGS, 0);
+#[map(name = "NETD_PORT_STATS6")]
+pub static PORT_STATS6: PerCpuHashMap<PortKey6, PortCounters> =
     PerCpuHashMap::pinned(MAX_PORT_MAPPINGS, 0);
 
 /// UDP sockets of the host that sent to a published port (for recvmsg4).

@@ -23,7 +23,6 @@ use crate::{
     metrics::count,
     outcome::Outcome,
     parse::{Flow, FlowOf, ETH_HLEN},
-    policy,
 };
 
 const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
@@ -51,7 +50,7 @@ pub fn known(ctx: &TcContext, flow: &Flow, may_route: bool) -> Outcome {
     if let Err(e) = apply(ctx, flow, &ct) {
         return Outcome::of(Err(e));
     }
-    policy::account(flow, &ct);
+    conntrack::account(flow, &ct);
     Outcome::of(Ok(deliver(ctx, &ct, flow, may_route)))
 }
 

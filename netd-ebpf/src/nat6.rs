@@ -24,7 +24,6 @@ use crate::{
     outcome::Outcome,
     parse::Kind,
     parse6::{self, Flow6, IP6_DADDR, IP6_SADDR},
-    policy6,
 };
 
 // The stages both hook points share. Each is a BPF subprogram with a frame of its own,
@@ -74,7 +73,7 @@ fn known_stage(ctx: &TcContext, flow: &Flow6, may_route: bool) -> Outcome {
     if let Err(e) = apply(ctx, flow, &ct) {
         return Outcome::of(Err(e));
     }
-    policy6::account(&ct);
+    conntrack::account(flow, &ct);
     Outcome::of(Ok(deliver(ctx, &ct, may_route)))
 }
 

@@ -1,14 +1,12 @@
-//! Lookups shared by the hook points: published ports and per-kind accounting.
+//! Lookups shared by the hook points: published ports, links and isolation.
 use aya_ebpf::programs::TcContext;
 use netd_common::{
-    ct_flag, ct_kind, drop_reason, drop_reason::DropReason, event, Backend, CtEntry, Endpoint,
-    LinkKey, PortKey, EP_F_ICC, EP_F_INTERNAL,
+    drop_reason, drop_reason::DropReason, Backend, Endpoint, LinkKey, PortKey, EP_F_ICC,
+    EP_F_INTERNAL,
 };
 
 use crate::{
-    conntrack::count_port,
     maps::{ENDPOINTS, ENDPOINTS6, LINKS, PORTS},
-    metrics::count,
     parse::{Flow, ETH_HLEN, ETH_P_IP},
     parse6::{link_local, multicast, ETH_P_IPV6, IP6_DADDR},
 };
@@ -157,31 +155,4 @@ pub fn published(flow: &Flow) -> Option<(Backend, bool)> {
     }
     key.host_ip = 0;
     unsafe { PORTS.get(&key) }.map(|b| (*b, true))
-}
-
-/// Counts a rewritten packet by kind, and against its published port where it has one.
-#[inline(always)]
-pub fn account(flow: &Flow, ct: &CtEntry) {
-    let (what, port) = match ct.kind {
-        // Original direction: the published address is the packet's destination.
-        ct_kind::DNAT => (event::DNAT, Some((flow.daddr, flow.dport))),
-        // Reply: it is the rewritten source.
-        ct_kind::DNAT_REPLY => (event::DNAT_REPLY, Some((ct.saddr, ct.sport))),
-        ct_kind::SNAT => (event::SNAT, None),
-        _ => (event::SNAT_REPLY, None),
-    };
-    count(what);
-    if let Some((ip, port)) = port {
-        let key = PortKey {
-            host_ip: if ct.flags & ct_flag::WILDCARD_PORT != 0 {
-                0
-            } else {
-                ip
-            },
-            host_port: port,
-            proto: flow.proto,
-            _pad: 0,
-        };
-        count_port(&key, flow.len);
-    }
 }

@@ -1,13 +1,8 @@
-//! IPv6 lookups shared by the hook points (`policy.rs` for IPv4): published ports, and
-//! accounting by kind.
-use netd_common::{
-    ct_kind, drop_reason, drop_reason::DropReason, event, Backend6, CtEntry6, PortKey6,
-    EP_F_INTERNAL,
-};
+//! IPv6 lookups shared by the hook points (`policy.rs` for IPv4): published ports.
+use netd_common::{drop_reason, drop_reason::DropReason, Backend6, PortKey6, EP_F_INTERNAL};
 
 use crate::{
     maps::{ADDRS6, PORTS6},
-    metrics::count,
     parse6::Flow6,
 };
 
@@ -37,15 +32,4 @@ pub fn backend_allowed(b: &Backend6) -> Result<(), DropReason> {
         Some(a) if a.flags & EP_F_INTERNAL != 0 => Err(drop_reason::INTERNAL),
         _ => Ok(()),
     }
-}
-
-/// Counts a rewritten packet by kind (per-port counters are IPv4's only).
-#[inline(always)]
-pub fn account(ct: &CtEntry6) {
-    count(match ct.kind {
-        ct_kind::DNAT => event::DNAT,
-        ct_kind::DNAT_REPLY => event::DNAT_REPLY,
-        ct_kind::SNAT => event::SNAT,
-        _ => event::SNAT_REPLY,
-    });
 }

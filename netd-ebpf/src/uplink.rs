@@ -67,6 +67,6 @@ fn publish(ctx: &TcContext, flow: &Flow) -> Result<i32, DropReason> {
     policy::backend_allowed(&backend)?;
     let ct = conntrack::track_published(ctx, flow, backend.ip, backend.port, wildcard, None)?;
     nat::apply(ctx, flow, ct)?;
-    policy::account(flow, ct);
+    conntrack::account(flow, ct);
     Ok(nat::deliver(ctx, ct, flow, false))
 }

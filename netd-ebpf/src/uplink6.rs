@@ -76,6 +76,6 @@ fn publish(ctx: &TcContext, flow: &Flow6) -> Result<i32, DropReason> {
     policy6::backend_allowed(&backend)?;
     let ct = conntrack::track_published(ctx, flow, backend.ip, backend.port, wildcard, None)?;
     nat6::apply(ctx, flow, ct)?;
-    policy6::account(ct);
+    conntrack::account(flow, ct);
     Ok(nat6::deliver(ctx, ct, false))
 }

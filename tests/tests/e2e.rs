@@ -191,7 +191,7 @@ fn bad_input_is_one_clear_line_and_changes_nothing() {
             "port 0 is out of range",
         ),
         (
-            vec!["conntrack", "flush", "--proto", "sctp"],
+            vec!["conntrack", "flush", "--proto", "bogus"],
             "unknown protocol",
         ),
         (
@@ -207,7 +207,7 @@ fn bad_input_is_one_clear_line_and_changes_nothing() {
             "port 70000 is out of range",
         ),
         (
-            vec!["run", "-d", "-p", "8080:80/sctp", "--", t],
+            vec!["run", "-d", "-p", "8080:80/dccp", "--", t],
             "unknown protocol",
         ),
         (

@@ -81,6 +81,20 @@ fn a_3000_byte_datagram_reaches_a_published_port_and_its_answer_comes_back() {
     }
     assert!(counter(&lab, "fragment_first") >= 4, "{}", lab.stats());
     assert!(counter(&lab, "fragment_followed") >= 4);
+    // Each family's published port counts its own packets (a request and its answer at
+    // least), the IPv6 one as the IPv4 one.
+    let st = lab.stats();
+    let ports: Vec<&Value> = st["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter(|p| p["container"] == "dns")
+        .collect();
+    assert_eq!(ports.len(), 2, "{st}");
+    for p in ports {
+        assert!(p["packets"].as_u64().unwrap_or(0) >= 2, "{st}");
+        assert!(p["bytes"].as_u64().unwrap_or(0) > 2000, "{st}");
+    }
 }
 
 #[test]

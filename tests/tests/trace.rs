@@ -188,7 +188,7 @@ fn debug_datapath_logs_every_decision_and_keeps_the_bit_on() {
 #[test]
 fn trace_rejects_an_unknown_filter() {
     let lab = Lab::new();
-    let o = lab.netd(&["trace", "--proto", "sctp"]);
+    let o = lab.netd(&["trace", "--proto", "bogus"]);
     assert!(!o.status.success());
     let o = Command::new("curl")
         .args(["-s", "--unix-socket"])

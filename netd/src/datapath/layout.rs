@@ -51,6 +51,7 @@ const CARRIED: &[&str] = &[
     map_names::DROPS,
     map_names::EVENTS,
     map_names::PORT_STATS,
+    map_names::PORT_STATS6,
 ];
 
 /// The datapath layout of the pins in `bpf_dir`, refusing one newer than this release.

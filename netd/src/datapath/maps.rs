@@ -243,10 +243,11 @@ impl Datapath {
 
     pub fn unpublish(&mut self, m: &PortMapping) {
         if m.host_ip.is_ipv6() {
+            self.port_stats.remove(m);
             return self.unpublish6(m);
         }
         let _ = self.ports.remove(&port_key(m));
-        let _ = self.port_stats.remove(&port_key(m));
+        self.port_stats.remove(m);
     }
 
     /// Writes `a`'s entries (IPv4, and IPv6 if it has an IPv6 address).
@@ -417,20 +418,9 @@ impl Datapath {
         Ok(())
     }
 
-    /// Packets and bytes through `m` so far (both directions, all CPUs). IPv6
-    /// mappings have no counters (the IPv6 datapath keeps none per port).
+    /// Packets and bytes through `m` so far (both directions, all CPUs).
     pub fn port_counters(&self, m: &PortMapping) -> PortCounters {
-        let mut total = PortCounters::default();
-        if m.host_ip.is_ipv6() {
-            return total;
-        }
-        if let Ok(per_cpu) = self.port_stats.get(&port_key(m), 0) {
-            for c in per_cpu.iter() {
-                total.packets += c.packets;
-                total.bytes += c.bytes;
-            }
-        }
-        total
+        self.port_stats.get(m)
     }
 
     /// Entries of both port maps.

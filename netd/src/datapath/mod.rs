@@ -13,6 +13,8 @@ mod layout;
 mod links;
 mod maps;
 mod maps6;
+mod port_stats;
+use port_stats::PortStats;
 mod rawmap;
 mod readings;
 mod testrun;
@@ -27,7 +29,7 @@ use std::{
 use anyhow::{anyhow, Context};
 pub use aya::programs::XdpMode;
 use aya::{
-    maps::{lpm_trie::LpmTrie, Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{lpm_trie::LpmTrie, Array, HashMap, MapData, PerCpuArray},
     programs::{CgroupSockAddr, SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
@@ -40,7 +42,7 @@ pub use maps6::is_local6_candidate;
 pub use netd_common::layout::DATAPATH_LAYOUT as LAYOUT;
 use netd_common::{
     drop_reason, event, map_names, prog_names, Backend, Backend6, Config, Config6, Endpoint,
-    PortCounters, PortKey, PortKey6,
+    PortKey, PortKey6,
 };
 pub use readings::{Counted, CtCensus, Readings};
 pub use trace::{open_ring as open_trace_ring, PacketTrace, TraceHold, TraceSwitch};
@@ -80,7 +82,7 @@ pub struct Datapath {
     /// Per-CPU counters of `drop_reason` and of `event`.
     drops: PerCpuArray<MapData, u64>,
     events: PerCpuArray<MapData, u64>,
-    port_stats: PerCpuHashMap<MapData, PortKey, PortCounters>,
+    port_stats: PortStats,
     subnets: LpmTrie<MapData, u32, u32>,
     subnets6: LpmTrie<MapData, [u8; 16], u32>,
     ct: CtTable,
@@ -304,7 +306,10 @@ impl Datapath {
         let config = Array::try_from(take(&mut ebpf, map_names::CONFIG)?)?;
         let drops = PerCpuArray::try_from(take(&mut ebpf, map_names::DROPS)?)?;
         let events = PerCpuArray::try_from(take(&mut ebpf, map_names::EVENTS)?)?;
-        let port_stats = PerCpuHashMap::try_from(take(&mut ebpf, map_names::PORT_STATS)?)?;
+        let port_stats = PortStats::new(
+            take(&mut ebpf, map_names::PORT_STATS)?,
+            take(&mut ebpf, map_names::PORT_STATS6)?,
+        )?;
         let subnets = LpmTrie::try_from(take(&mut ebpf, map_names::SUBNETS)?)?;
         Ok(Datapath {
             ebpf,

@@ -6,10 +6,10 @@
 use std::path::Path;
 
 use anyhow::Context;
-use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap};
-use netd_common::{drop_reason, event, map_names, PortCounters, PortKey};
+use aya::maps::{Map, MapData, PerCpuArray};
+use netd_common::{drop_reason, event, map_names};
 
-use super::{maps::port_key, CtTable};
+use super::{port_stats::PortStats, CtTable};
 use crate::model::PortMapping;
 
 /// One counter of a table: its name in `netd stats`, what it means, its total.
@@ -32,7 +32,7 @@ pub struct CtCensus {
 pub struct Readings {
     drops: PerCpuArray<MapData, u64>,
     events: PerCpuArray<MapData, u64>,
-    port_stats: PerCpuHashMap<MapData, PortKey, PortCounters>,
+    port_stats: PortStats,
     ct: CtTable,
 }
 
@@ -48,10 +48,10 @@ impl Readings {
         Ok(Readings {
             drops: PerCpuArray::try_from(Map::PerCpuArray(pinned(bpf_dir, map_names::DROPS)?))?,
             events: PerCpuArray::try_from(Map::PerCpuArray(pinned(bpf_dir, map_names::EVENTS)?))?,
-            port_stats: PerCpuHashMap::try_from(Map::PerCpuHashMap(pinned(
-                bpf_dir,
-                map_names::PORT_STATS,
-            )?))?,
+            port_stats: PortStats::new(
+                Map::PerCpuHashMap(pinned(bpf_dir, map_names::PORT_STATS)?),
+                Map::PerCpuHashMap(pinned(bpf_dir, map_names::PORT_STATS6)?),
+            )?,
             ct: CtTable::open(bpf_dir)?,
         })
     }
@@ -66,17 +66,10 @@ impl Readings {
         table(&self.events, &event::NAMES, &event::DOCS)
     }
 
-    /// Packets and bytes through a published port (IPv4 ports: the IPv6 programs keep
-    /// no per-port counters); None for an IPv6 one.
-    pub fn port(&self, m: &PortMapping) -> Option<(u64, u64)> {
-        if m.host_ip.is_ipv6() {
-            return None;
-        }
-        let per_cpu = self.port_stats.get(&port_key(m), 0).ok();
-        Some(per_cpu.map_or((0, 0), |v| {
-            v.iter()
-                .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes))
-        }))
+    /// Packets and bytes through a published port of either family.
+    pub fn port(&self, m: &PortMapping) -> (u64, u64) {
+        let c = self.port_stats.get(m);
+        (c.packets, c.bytes)
     }
 
     /// Conntrack entries of IPv4 and of IPv6.

@@ -100,7 +100,7 @@ fn ports(r: &Readings, census: &Census) -> prometheus::Result<Families> {
     let labels = ["container", "proto", "host_ip", "host_port"];
     let packets = counter_vec(
         "netd_published_port_packets_total",
-        "Packets of a published port's flows, both directions, by container and the host address, port and protocol it is published on (IPv4: the IPv6 datapath keeps no per-port counters).",
+        "Packets of a published port's flows, both directions, by container and the host address, port and protocol it is published on.",
         &labels,
     )?;
     let bytes = counter_vec(
@@ -109,7 +109,7 @@ fn ports(r: &Readings, census: &Census) -> prometheus::Result<Families> {
         &labels,
     )?;
     for (container, m) in &census.ports {
-        let Some((p, b)) = r.port(m) else { continue };
+        let (p, b) = r.port(m);
         let (proto, ip, port) = (
             m.proto.to_string(),
             m.host_ip.to_string(),
