@@ -30,8 +30,9 @@ pub mod map_names {
     pub const CONFIG: &str = "NETD_CONFIG";
     pub const PORTS: &str = "NETD_PORTS";
     /// Confirmed flows (a reply was seen): a plain hash, so a flood of new flows can
-    /// never evict them (the kernel's "assured" conntrack entries). Version 2: it was
-    /// one LRU map for every flow before.
+    /// never evict them (the kernel's "assured" conntrack entries). A name of its own,
+    /// apart from `CONNTRACK_V1`'s single LRU table of layout 1, so that the agent's
+    /// layout migration carries that table's flows here by name.
     pub const CONNTRACK: &str = "NETD_CT2";
     /// Flows not answered yet: an LRU hash, where floods churn without harm.
     pub const CONNTRACK_NEW: &str = "NETD_CT2_NEW";
@@ -40,7 +41,8 @@ pub mod map_names {
     pub const LOCAL_ADDRS: &str = "NETD_LOCAL";
     pub const ENDPOINTS: &str = "NETD_ENDPOINTS";
     /// Per-CPU counters of `drop_reason` and of `event` (two arrays: the tables'
-    /// indexes overlap). Named anew when they replaced the single NETD_STATS array.
+    /// indexes overlap). Layout 1 kept both in one array, NETD_STATS, which the layout
+    /// migration removes as a map this release no longer has.
     pub const DROPS: &str = "NETD_DROPS";
     pub const EVENTS: &str = "NETD_EVENTS";
     pub const PORT_STATS: &str = "NETD_PORT_STATS";

@@ -6,7 +6,8 @@
 //! entries into CONNTRACK, a plain hash sized by --ct-max. A flood of new flows (which
 //! an attacker can make at will) only churns the LRU map and never evicts an established
 //! flow; when CONNTRACK is full, a new flow keeps working from CONNTRACK_NEW and the
-//! failed move is counted. Established flows cost one lookup, as before.
+//! failed move is counted. Established flows cost one lookup: CONNTRACK is searched
+//! first, and their entries are there.
 //!
 //! One piece of code serves both families: it is generic over the address type (`u32`
 //! for IPv4, `[u8; 16]` for IPv6), and `Family` supplies what differs, as cilium's

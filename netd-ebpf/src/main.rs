@@ -1,6 +1,7 @@
-//! netd's datapath: NAT, conntrack and (later) isolation for containers, attached at TC.
-//! One module per hook point (`uplink`, `endpoint`), shared libraries for parsing,
-//! checksummed rewrites, conntrack and counters.
+//! netd's datapath: NAT, conntrack and isolation for containers, attached at TC, XDP
+//! and cgroup socket hooks. A module per entry program (`uplink`, `uplink6`, `endpoint`,
+//! `ipv6`, `guard`, `overlay`, `sock`, `sock6`) and shared libraries for parsing,
+//! checksummed rewrites, conntrack, fragments, policy, tracing and counters.
 #![no_std]
 #![no_main]
 

@@ -1,4 +1,4 @@
-//! Overlay networks (VXLAN between nodes, issue #15), in two programs of their own so
+//! Overlay networks (VXLAN between nodes), in two programs of their own so
 //! that `endpoint_egress`, whose stack is nearly full, stays as it is.
 //!
 //! - `overlay_egress` runs first at TC ingress of an overlay container's host veth

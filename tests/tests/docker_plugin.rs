@@ -204,7 +204,7 @@ fn docker_run_on_a_netd_network_gets_netds_datapath() {
     assert!(ps.contains("docker-"), "netd ps lacks the endpoint:\n{ps}");
     let port = lab.netd_ok(&["port", ps_name(&ps).as_str()]);
     assert!(port.contains("8080"), "{port}");
-    // What the README says a plugin cannot change: dockerd reads published ports only
+    // What docs/docker-plugin.md says a plugin cannot change: dockerd reads published ports only
     // from its built-in drivers, so its own `docker port` shows none of a remote
     // driver's (`netd port` above does).
     let docker_port = dk.docker_ok(&["port", "web"]);

@@ -1,6 +1,7 @@
-//! netd's endpoint API, the front door of container runtimes (the CNI plugin, later the
-//! Docker network plugin): attach a namespace the runtime made, detach it, list, check
-//! and garbage-collect. Routes are under /netd/endpoints; the core does the work.
+//! netd's endpoint API, the front door of container runtimes (the CNI plugin, and any
+//! runtime that speaks it; the Docker network plugin has a protocol of its own,
+//! `plugin/`): attach a namespace the runtime made, detach it, list, check and
+//! garbage-collect. Routes are under /netd/endpoints; the core does the work.
 use std::{collections::HashMap, sync::Arc};
 
 use axum::{

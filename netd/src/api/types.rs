@@ -1,6 +1,6 @@
-//! The wire contract: Docker Engine API 1.41 shapes (field names as Docker spells them)
-//! and netd's own, as serde structs the server writes and the CLI reads. Presentation
-//! (tables, "Up 3 minutes") belongs to the CLI, not here.
+//! The wire contract: Docker Engine API shapes (`version::API_VERSION`; field names as
+//! Docker spells them) and netd's own, as serde structs the server writes and the CLI
+//! reads. Presentation (tables, "Up 3 minutes") belongs to the CLI, not here.
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -17,8 +17,8 @@ impl Reloader {
         Reloader { config, cli }
     }
 
-    /// Handles SIGHUP from now on (the handler is installed before this returns, so a
-    /// SIGHUP no longer ends the daemon).
+    /// Handles SIGHUP from now on (the handler is installed before this returns, so from
+    /// then on a SIGHUP reloads instead of ending the daemon, its default action).
     pub fn spawn(mut self) -> anyhow::Result<()> {
         let mut hup = signal(SignalKind::hangup())?;
         tokio::spawn(async move {

@@ -22,8 +22,9 @@ use super::{
 
 /// Queries taken per recvmmsg.
 const BATCH: usize = 32;
-/// The largest query read, as before batching; a longer datagram is cut, does not parse
-/// and gets FORMERR.
+/// The largest query read: a query is a name of at most 255 bytes and a few EDNS0
+/// options, so 4 KiB holds any real one while a batch's buffers stay at 128 KiB; a
+/// longer datagram is cut, does not parse and gets FORMERR.
 const MAX_QUERY: usize = 4096;
 
 /// Buffers of one batch. They live per runtime thread, not per namespace (128 KiB a

@@ -170,7 +170,7 @@ fn podman_runs_a_container_on_a_netd_network_through_netd_cni() {
     let mut lab = Lab::new();
     lab.netd_ok(&["network", "create", "--subnet", "10.88.11.0/24", "cninet"]);
     // Podman 4.3 bundles libcni 1.1, which speaks CNI up to 1.0.0 (and ignores the
-    // newer runtimes' `cniVersions`): the README's conflist.
+    // newer runtimes' `cniVersions`): docs/cni.md's conflist.
     let conflist = serde_json::json!({
         "cniVersion": "1.0.0",
         "cniVersions": ["1.0.0", "1.1.0"],
