@@ -1,35 +1,27 @@
 //! netd's datapath: NAT, conntrack and isolation for containers, attached at TC, XDP
-//! and cgroup socket hooks. A module per entry program (`uplink`, `uplink6`, `endpoint`,
-//! `ipv6`, `guard`, `overlay`, `sock`, `sock6`) and shared libraries for parsing,
-//! checksummed rewrites, conntrack, fragments, policy, tracing and counters.
+//! and cgroup socket hooks. The files beside this one are the entry programs, one per
+//! hook and named after it (`overlay` holds the overlay device's pair, `sock4` and
+//! `sock6` the socket-address hooks of each family); `shared/` is the library they share:
+//! parsing, the constants, checksummed rewrites, conntrack, fragments, policy, the
+//! guard, tracing and counters.
 #![no_std]
 #![no_main]
 
-mod conntrack;
-mod egress6;
-mod endpoint;
-mod frag;
-mod guard;
-mod guard6;
-mod icmp;
-mod icmp6;
-mod ipv6;
-mod maps;
-mod metrics;
-mod nat;
-mod nat6;
-mod outcome;
+mod endpoint_egress;
+mod endpoint_egress6;
 mod overlay;
-mod parse;
-mod parse6;
-mod policy;
-mod policy6;
-mod proto;
-mod sock;
+mod shared;
+mod sock4;
 mod sock6;
-mod trace;
-mod uplink;
-mod uplink6;
+mod uplink_guard;
+mod uplink_ingress;
+mod uplink_ingress6;
+
+// The library's modules by their own names (`crate::parse`, `crate::nat`, ...).
+use shared::{
+    conntrack, consts, egress6, frag, guard, guard6, icmp, icmp6, maps, metrics, nat, nat6,
+    outcome, parse, parse6, policy, policy6, proto, sockaddr, trace,
+};
 
 #[cfg(not(test))]
 #[panic_handler]

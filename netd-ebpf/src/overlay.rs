@@ -34,9 +34,7 @@ use crate::{
     policy, trace,
 };
 
-const ETH_P_ARP: u16 = 0x0806;
-const ARPOP_REQUEST: u16 = 1;
-const ARPOP_REPLY: u16 = 2;
+use crate::consts::{ARPOP_REPLY, ARPOP_REQUEST, ETH_P_ARP};
 /// The outer TTL of tunnelled packets (the kernel's default for IP).
 const TUNNEL_TTL: u8 = 64;
 

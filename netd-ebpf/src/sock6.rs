@@ -1,4 +1,4 @@
-//! `sock_connect6` / `sock_sendmsg6` / `sock_recvmsg6`: `sock.rs` for IPv6. Processes of
+//! `sock_connect6` / `sock_sendmsg6` / `sock_recvmsg6`: `sock4.rs` for IPv6. Processes of
 //! the host namespace reach published ports on [::1] or a host IPv6 address with no
 //! userland proxy: the destination becomes the container at connect()/sendmsg() time.
 //! This goes beyond Docker and netavark: the kernel has no route_localnet for IPv6, so
@@ -12,7 +12,7 @@ use netd_common::{Backend6, PortKey6, SockRevKey6, SockRevValue6, IPPROTO_TCP, I
 use crate::{
     maps::{LOCAL_ADDRS6, PORTS6, SOCK_REVNAT6},
     parse6::loopback,
-    sock::{in_host_netns, ALLOW},
+    sockaddr::{in_host_netns, ALLOW},
 };
 
 #[cgroup_sock_addr(connect6)]

@@ -26,8 +26,7 @@ use crate::{
     trace,
 };
 
-const IP_SRC_OFF: usize = ETH_HLEN + 12;
-const IP_DST_OFF: usize = ETH_HLEN + 16;
+use crate::consts::{IP_DST_OFF, IP_SRC_OFF};
 
 #[classifier]
 pub fn endpoint_egress(ctx: TcContext) -> i32 {

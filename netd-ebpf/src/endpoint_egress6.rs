@@ -31,19 +31,11 @@ use crate::{
     parse6::{link_local, multicast, ETH_P_IPV6, IP6_DADDR, IP6_HLEN, IP6_SADDR},
 };
 
-const NEXTHDR_HOP: u8 = 0;
-const NEXTHDR_ICMP6: u8 = 58;
-const MLD_QUERY: u8 = 130;
-const MLD_REPORT: u8 = 131;
-const MLD_DONE: u8 = 132;
-const ND_ROUTER_SOLICIT: u8 = 133;
-const ND_ROUTER_ADVERT: u8 = 134;
-const ND_NEIGHBOUR_SOLICIT: u8 = 135;
-const ND_NEIGHBOUR_ADVERT: u8 = 136;
-const ND_REDIRECT: u8 = 137;
-const MLD2_REPORT: u8 = 143;
-/// The next-header field of the IPv6 header.
-const IP6_NEXTHDR: usize = ETH_HLEN + 6;
+use crate::consts::{
+    IP6_NEXTHDR, MLD2_REPORT, MLD_DONE, MLD_QUERY, MLD_REPORT, ND_NEIGHBOUR_ADVERT,
+    ND_NEIGHBOUR_SOLICIT, ND_REDIRECT, ND_ROUTER_ADVERT, ND_ROUTER_SOLICIT, NEXTHDR_HOP,
+    NEXTHDR_ICMP6,
+};
 
 #[classifier]
 pub fn endpoint_egress6(ctx: TcContext) -> i32 {

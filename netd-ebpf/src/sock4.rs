@@ -5,17 +5,15 @@
 //! sockets of the host namespace (checked by netns cookie), whatever cgroup they are
 //! attached to.
 use aya_ebpf::{
-    bindings::BPF_ANY,
-    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
-    macros::cgroup_sock_addr,
+    bindings::BPF_ANY, helpers::bpf_get_socket_cookie, macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
 use netd_common::{Backend, PortKey, SockRevKey, SockRevValue, IPPROTO_TCP, IPPROTO_UDP};
 
-use crate::maps::{config, LOCAL_ADDRS, PORTS, SOCK_REVNAT};
-
-/// The verdict that lets the syscall go on.
-pub const ALLOW: i32 = 1;
+use crate::{
+    maps::{LOCAL_ADDRS, PORTS, SOCK_REVNAT},
+    sockaddr::{in_host_netns, ALLOW},
+};
 
 #[cgroup_sock_addr(connect4)]
 pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
@@ -50,13 +48,6 @@ pub fn sock_recvmsg4(ctx: SockAddrContext) -> i32 {
         }
     }
     ALLOW
-}
-
-#[inline(always)]
-pub fn in_host_netns(ctx: &SockAddrContext) -> bool {
-    let want = config().netns_cookie;
-    // SAFETY: a helper call on the program's own context.
-    want != 0 && unsafe { bpf_get_netns_cookie(ctx.sock_addr as *mut _) } == want
 }
 
 #[inline(always)]

@@ -15,19 +15,11 @@ use crate::{
     proto::{has_ports, l4_min},
 };
 
-pub const ETH_HLEN: usize = 14;
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ICMP_ECHO_REPLY: u8 = 0;
-pub const ICMP_ECHO_REQUEST: u8 = 8;
-pub const ICMP_DEST_UNREACH: u8 = 3;
-pub const ICMP_SOURCE_QUENCH: u8 = 4;
-pub const ICMP_REDIRECT: u8 = 5;
-pub const ICMP_TIME_EXCEEDED: u8 = 11;
-pub const ICMP_PARAMETER_PROB: u8 = 12;
-/// Queries answered by the type below them, identified like echo (the kernel's
-/// conntrack tracks these): timestamp, information, address mask requests.
-const ICMP_TIMESTAMP: u8 = 13;
-const ICMP_ADDRESS_REPLY: u8 = 18;
+pub use crate::consts::{
+    ETH_HLEN, ETH_P_IP, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROB,
+    ICMP_REDIRECT, ICMP_SOURCE_QUENCH, ICMP_TIME_EXCEEDED,
+};
+use crate::consts::{ICMP_ADDRESS_REPLY, ICMP_TIMESTAMP};
 
 /// What the parser needs from a program's context.
 pub trait Packet {

@@ -11,9 +11,7 @@ use crate::{
     parse6::{link_local, multicast, ETH_P_IPV6, IP6_DADDR},
 };
 
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
+use crate::consts::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP};
 
 /// Checks that a frame leaving a container carries that container's identity: for IPv4,
 /// its source address is an endpoint of this very veth and the source MAC is that

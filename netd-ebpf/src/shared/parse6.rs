@@ -11,25 +11,15 @@ use crate::{
     proto::l4_min,
 };
 
-pub const ETH_P_IPV6: u16 = 0x86dd;
-/// Offsets in the frame.
-pub const IP6_SADDR: usize = ETH_HLEN + 8;
-pub const IP6_DADDR: usize = ETH_HLEN + 24;
-pub const IP6_HLEN: usize = 40;
-
-const NEXTHDR_HOP: u8 = 0;
-const NEXTHDR_ROUTING: u8 = 43;
-const NEXTHDR_FRAGMENT: u8 = 44;
-const NEXTHDR_DEST: u8 = 60;
+pub use crate::consts::{ETH_P_IPV6, IP6_DADDR, IP6_HLEN, IP6_SADDR};
+use crate::consts::{NEXTHDR_DEST, NEXTHDR_FRAGMENT, NEXTHDR_HOP, NEXTHDR_ROUTING};
 /// Extension headers walked before giving up (the packet is then not the NAT's).
 const MAX_EXT_HEADERS: usize = 5;
 
-pub const ICMP6_DEST_UNREACH: u8 = 1;
-pub const ICMP6_PACKET_TOO_BIG: u8 = 2;
-pub const ICMP6_TIME_EXCEEDED: u8 = 3;
-pub const ICMP6_PARAM_PROB: u8 = 4;
-pub const ICMP6_ECHO_REQUEST: u8 = 128;
-pub const ICMP6_ECHO_REPLY: u8 = 129;
+pub use crate::consts::{
+    ICMP6_DEST_UNREACH, ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, ICMP6_PACKET_TOO_BIG,
+    ICMP6_PARAM_PROB, ICMP6_TIME_EXCEEDED,
+};
 
 /// An IPv6 flow: addresses as on the wire.
 pub type Flow6 = FlowOf<[u8; 16]>;

@@ -26,9 +26,7 @@ use crate::{
 };
 
 const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
-const IP_CSUM_OFF: usize = ETH_HLEN + 10;
-const IP_SRC_OFF: usize = ETH_HLEN + 12;
-const IP_DST_OFF: usize = ETH_HLEN + 16;
+use crate::consts::{IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF};
 const AF_INET: u8 = 2;
 /// Below this, a packet fits any uplink netd supports (IPv6's minimum MTU), so the
 /// path-MTU check skips the helper call.

@@ -1,0 +1,21 @@
+//! What the entry programs share (see `main.rs`).
+pub mod conntrack;
+pub mod consts;
+pub mod egress6;
+pub mod frag;
+pub mod guard;
+pub mod guard6;
+pub mod icmp;
+pub mod icmp6;
+pub mod maps;
+pub mod metrics;
+pub mod nat;
+pub mod nat6;
+pub mod outcome;
+pub mod parse;
+pub mod parse6;
+pub mod policy;
+pub mod policy6;
+pub mod proto;
+pub mod sockaddr;
+pub mod trace;
