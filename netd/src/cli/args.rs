@@ -355,30 +355,7 @@ pub enum NetworkCommand {
         force: bool,
     },
     /// Connect a container to a network.
-    Connect {
-        #[arg(long)]
-        ip: Option<Ipv4Addr>,
-        #[arg(long)]
-        ip6: Option<Ipv6Addr>,
-        /// A further link-local address on the container's interface (169.254.0.0/16,
-        /// or fe80::/10 on a network with IPv6).
-        #[arg(long)]
-        link_local_ip: Vec<IpAddr>,
-        #[arg(long = "alias")]
-        aliases: Vec<String>,
-        /// Link to another container: NAME[:ALIAS].
-        #[arg(long)]
-        link: Vec<String>,
-        /// An endpoint driver option KEY=VALUE: com.docker.network.endpoint.ifname,
-        /// com.docker.network.endpoint.sysctls.
-        #[arg(long)]
-        driver_opt: Vec<String>,
-        /// The endpoint with the highest gives the container its default routes.
-        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-        gw_priority: i32,
-        network: String,
-        container: String,
-    },
+    Connect(ConnectArgs),
     /// Disconnect a container from a network.
     Disconnect {
         #[arg(short, long)]
@@ -386,6 +363,33 @@ pub enum NetworkCommand {
         network: String,
         container: String,
     },
+}
+
+/// `network connect`'s options, as Docker's.
+#[derive(clap::Args, Debug)]
+pub struct ConnectArgs {
+    #[arg(long)]
+    pub ip: Option<Ipv4Addr>,
+    #[arg(long)]
+    pub ip6: Option<Ipv6Addr>,
+    /// A further link-local address on the container's interface (169.254.0.0/16,
+    /// or fe80::/10 on a network with IPv6).
+    #[arg(long)]
+    pub link_local_ip: Vec<IpAddr>,
+    #[arg(long = "alias")]
+    pub aliases: Vec<String>,
+    /// Link to another container: NAME[:ALIAS].
+    #[arg(long)]
+    pub link: Vec<String>,
+    /// An endpoint driver option KEY=VALUE: com.docker.network.endpoint.ifname,
+    /// com.docker.network.endpoint.sysctls.
+    #[arg(long)]
+    pub driver_opt: Vec<String>,
+    /// The endpoint with the highest gives the container its default routes.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub gw_priority: i32,
+    pub network: String,
+    pub container: String,
 }
 
 #[derive(Subcommand, Debug)]

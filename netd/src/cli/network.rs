@@ -21,67 +21,7 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
             no_trunc,
             filter,
             format,
-        } => {
-            let path = format!(
-                "/networks?{}",
-                filters_param(&filter)?.trim_start_matches('&')
-            );
-            let list: Vec<NetworkResource> = client.get(&path).await?;
-            let id = |n: &NetworkResource| -> String {
-                if no_trunc {
-                    n.id.clone()
-                } else {
-                    n.id.chars().take(12).collect()
-                }
-            };
-            match format.as_deref() {
-                Some("json") => {
-                    for n in &list {
-                        println!("{}", serde_json::to_string(n)?);
-                    }
-                }
-                _ if quiet => {
-                    for n in &list {
-                        println!("{}", id(n));
-                    }
-                }
-                Some(tpl) if tpl != "table" => {
-                    for n in &list {
-                        let fields = [
-                            ("ID", id(n)),
-                            ("Name", n.name.clone()),
-                            ("Driver", n.driver.clone()),
-                            ("Scope", n.scope.clone()),
-                            ("Internal", n.internal.to_string()),
-                            ("CreatedAt", n.created.clone()),
-                        ];
-                        println!("{}", render_template(tpl, &fields));
-                    }
-                }
-                _ => {
-                    let rows: Vec<Vec<String>> = list
-                        .iter()
-                        .map(|n| {
-                            let subnet = n
-                                .ipam
-                                .config
-                                .as_ref()
-                                .and_then(|c| c.first())
-                                .and_then(|c| c.subnet.clone())
-                                .unwrap_or_default();
-                            vec![
-                                id(n),
-                                n.name.clone(),
-                                n.driver.clone(),
-                                n.scope.clone(),
-                                subnet,
-                            ]
-                        })
-                        .collect();
-                    print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET"], &rows);
-                }
-            }
-        }
+        } => ls(client, quiet, no_trunc, &filter, format.as_deref()).await?,
         NetworkCommand::Inspect { names } => {
             let mut out = Vec::new();
             for n in names {
@@ -101,64 +41,8 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
             })
             .await
         }
-        NetworkCommand::Prune { force } => {
-            if !force {
-                eprint!("WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] ");
-                let mut answer = String::new();
-                let _ = std::io::stdin().read_line(&mut answer);
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    return Ok(0);
-                }
-            }
-            let v = client.call(Method::POST, "/networks/prune", None).await?;
-            let pruned: PrunedNetworks = serde_json::from_value(v)?;
-            if !pruned.networks_deleted.is_empty() {
-                println!("Deleted Networks:");
-                for d in pruned.networks_deleted {
-                    println!("{d}");
-                }
-            }
-        }
-        NetworkCommand::Connect {
-            ip,
-            ip6,
-            link_local_ip,
-            aliases,
-            link,
-            driver_opt,
-            gw_priority,
-            network,
-            container,
-        } => {
-            let body = NetworkConnect {
-                container,
-                endpoint_config: Some(EndpointSettings {
-                    aliases: Some(aliases),
-                    links: (!link.is_empty()).then_some(link),
-                    ipam_config: (ip.is_some() || ip6.is_some() || !link_local_ip.is_empty()).then(
-                        || EndpointIpamConfig {
-                            ipv4_address: ip.map(|ip| ip.to_string()),
-                            ipv6_address: ip6.map(|ip| ip.to_string()),
-                            link_local_ips: (!link_local_ip.is_empty())
-                                .then(|| link_local_ip.iter().map(|ip| ip.to_string()).collect()),
-                        },
-                    ),
-                    driver_opts: (!driver_opt.is_empty())
-                        .then(|| key_values("driver-opt", &driver_opt, false))
-                        .transpose()?,
-                    gw_priority,
-                    ..Default::default()
-                }),
-                force: false,
-            };
-            client
-                .call(
-                    Method::POST,
-                    &format!("/networks/{network}/connect"),
-                    Some(serde_json::to_value(&body)?),
-                )
-                .await?;
-        }
+        NetworkCommand::Prune { force } => prune(client, force).await?,
+        NetworkCommand::Connect(a) => connect(client, a).await?,
         NetworkCommand::Disconnect {
             force,
             network,
@@ -179,6 +63,141 @@ pub(super) async fn network(client: &Client, cmd: NetworkCommand) -> anyhow::Res
         }
     }
     Ok(0)
+}
+
+/// `network ls`: Docker's columns, `-q`, `--format json|table|TEMPLATE`.
+async fn ls(
+    client: &Client,
+    quiet: bool,
+    no_trunc: bool,
+    filter: &[String],
+    format: Option<&str>,
+) -> anyhow::Result<()> {
+    let path = format!(
+        "/networks?{}",
+        filters_param(filter)?.trim_start_matches('&')
+    );
+    let list: Vec<NetworkResource> = client.get(&path).await?;
+    let id = |n: &NetworkResource| -> String {
+        if no_trunc {
+            n.id.clone()
+        } else {
+            n.id.chars().take(12).collect()
+        }
+    };
+    match format {
+        Some("json") => {
+            for n in &list {
+                println!("{}", serde_json::to_string(n)?);
+            }
+        }
+        _ if quiet => {
+            for n in &list {
+                println!("{}", id(n));
+            }
+        }
+        Some(tpl) if tpl != "table" => {
+            for n in &list {
+                let fields = [
+                    ("ID", id(n)),
+                    ("Name", n.name.clone()),
+                    ("Driver", n.driver.clone()),
+                    ("Scope", n.scope.clone()),
+                    ("Internal", n.internal.to_string()),
+                    ("CreatedAt", n.created.clone()),
+                ];
+                println!("{}", render_template(tpl, &fields));
+            }
+        }
+        _ => {
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|n| {
+                    let subnet = n
+                        .ipam
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.first())
+                        .and_then(|c| c.subnet.clone())
+                        .unwrap_or_default();
+                    vec![
+                        id(n),
+                        n.name.clone(),
+                        n.driver.clone(),
+                        n.scope.clone(),
+                        subnet,
+                    ]
+                })
+                .collect();
+            print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET"], &rows);
+        }
+    }
+    Ok(())
+}
+
+/// `network prune`: asks first unless `--force`, as Docker.
+async fn prune(client: &Client, force: bool) -> anyhow::Result<()> {
+    if !force {
+        eprint!("WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] ");
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(());
+        }
+    }
+    let v = client.call(Method::POST, "/networks/prune", None).await?;
+    let pruned: PrunedNetworks = serde_json::from_value(v)?;
+    if !pruned.networks_deleted.is_empty() {
+        println!("Deleted Networks:");
+        for d in pruned.networks_deleted {
+            println!("{d}");
+        }
+    }
+    Ok(())
+}
+
+/// `network connect` with the endpoint's settings.
+async fn connect(client: &Client, a: ConnectArgs) -> anyhow::Result<()> {
+    let ConnectArgs {
+        ip,
+        ip6,
+        link_local_ip,
+        aliases,
+        link,
+        driver_opt,
+        gw_priority,
+        network,
+        container,
+    } = a;
+    let body = NetworkConnect {
+        container,
+        endpoint_config: Some(EndpointSettings {
+            aliases: Some(aliases),
+            links: (!link.is_empty()).then_some(link),
+            ipam_config: (ip.is_some() || ip6.is_some() || !link_local_ip.is_empty()).then(|| {
+                EndpointIpamConfig {
+                    ipv4_address: ip.map(|ip| ip.to_string()),
+                    ipv6_address: ip6.map(|ip| ip.to_string()),
+                    link_local_ips: (!link_local_ip.is_empty())
+                        .then(|| link_local_ip.iter().map(|ip| ip.to_string()).collect()),
+                }
+            }),
+            driver_opts: (!driver_opt.is_empty())
+                .then(|| key_values("driver-opt", &driver_opt, false))
+                .transpose()?,
+            gw_priority,
+            ..Default::default()
+        }),
+        force: false,
+    };
+    client
+        .call(
+            Method::POST,
+            &format!("/networks/{network}/connect"),
+            Some(serde_json::to_value(&body)?),
+        )
+        .await?;
+    Ok(())
 }
 
 async fn create(client: &Client, a: NetworkCreateArgs) -> anyhow::Result<()> {
