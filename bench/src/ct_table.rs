@@ -8,12 +8,13 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap, IterableMap, Map, MapData};
-use netd_common::{ct_kind, ct_tcp, map_names, CtEntry, CtKey, IPPROTO_TCP};
+use netd_common::{
+    batch::{bpf_batch, BatchAttr, BPF_MAP_UPDATE_BATCH},
+    ct_kind, ct_tcp, map_names, CtEntry, CtKey, IPPROTO_TCP,
+};
 
 use crate::dp::{CTR_NET, HOST_IP, P_RR};
 
-/// BPF_MAP_UPDATE_BATCH in enum bpf_cmd (include/uapi/linux/bpf.h).
-const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 /// Entries per batch syscall.
 const BATCH: usize = 8192;
 /// The fake clients' addresses: 198.18.0.0/15, the range set aside for benchmarks
@@ -21,20 +22,6 @@ const BATCH: usize = 8192;
 const CLIENTS: u32 = u32::from_be_bytes([198, 18, 0, 0]);
 /// Source ports per fake client.
 const PORTS_PER_CLIENT: u32 = 60_000;
-
-/// The `batch` member of `union bpf_attr` for the *_BATCH commands.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
 
 pub struct CtTable {
     map: HashMap<MapData, CtKey, CtEntry>,
@@ -150,22 +137,11 @@ impl CtTable {
             map_fd: fd as u32,
             ..Default::default()
         };
-        // SAFETY: `attr` is the batch layout of union bpf_attr, its size passed along;
-        // keys and values point at `count` initialised #[repr(C)] elements of the
-        // map's key and value sizes, alive for the call; the kernel only reads them
-        // and writes `attr.count` back.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        if r != 0 {
+        // SAFETY: keys and values point at `count` initialised #[repr(C)] elements of
+        // the map's key and value sizes, alive for the call; the kernel only reads them.
+        if let Err(e) = unsafe { bpf_batch(BPF_MAP_UPDATE_BATCH, &mut attr) } {
             bail!(
-                "BPF_MAP_UPDATE_BATCH on netd's conntrack map: {} (after {} entries)",
-                std::io::Error::last_os_error(),
+                "BPF_MAP_UPDATE_BATCH on netd's conntrack map: {e} (after {} entries)",
                 attr.count
             );
         }

@@ -7,6 +7,8 @@
 #[cfg(test)]
 extern crate std;
 
+#[cfg(feature = "user")]
+pub mod batch;
 mod counters;
 pub mod crc32c;
 mod frag;

@@ -10,45 +10,12 @@ use std::{
 use anyhow::Context;
 use aya::maps::MapData;
 
+use netd_common::batch::{bpf_batch, BatchAttr, BPF_MAP_DELETE_BATCH, BPF_MAP_LOOKUP_BATCH};
+
 use super::family::CtKeyOf;
 
 /// How many entries one batch syscall moves.
 const BATCH: usize = 4096;
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
-
-/// The `batch` member of union bpf_attr.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
-    // SAFETY: attr points at buffers the caller sized for `count` keys and values (and
-    // 8-byte batch cursors); the kernel writes only within them and into attr.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>(),
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 /// One conntrack map of key type `K` (`CtKey` or `CtKey6`).
 pub struct CtMap<K> {
     map: MapData,
@@ -107,7 +74,9 @@ impl<K: CtKeyOf> CtMap<K> {
                 map_fd: self.fd(),
                 ..Default::default()
             };
-            let r = bpf_batch(BPF_MAP_LOOKUP_BATCH, &mut attr);
+            // SAFETY: keys and vals hold BATCH entries of the map's sizes and the
+            // cursors 8 bytes each, all alive for the call.
+            let r = unsafe { bpf_batch(BPF_MAP_LOOKUP_BATCH, &mut attr) };
             let n = attr.count as usize;
             f(&keys[..n], &vals[..n]);
             match r {
@@ -135,7 +104,8 @@ impl<K: CtKeyOf> CtMap<K> {
                 map_fd: self.fd(),
                 ..Default::default()
             };
-            let r = bpf_batch(BPF_MAP_DELETE_BATCH, &mut attr);
+            // SAFETY: chunk holds `count` keys of the map's key size, alive for the call.
+            let r = unsafe { bpf_batch(BPF_MAP_DELETE_BATCH, &mut attr) };
             let done = attr.count as usize;
             removed += done;
             match r {
