@@ -1,25 +1,38 @@
 //! The plugin's side of netd's endpoint API: HTTP/1.1 over the daemon's unix socket.
 //! netd's CLI client turns every failure into a message; CNI needs to tell "daemon not
 //! there" (try again, STATUS 50) and "not found" (DEL succeeds) from a refusal.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use http_body_util::{BodyExt, Full};
-use hyper::{body::Bytes, Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{body::Bytes, Method};
+use netd::client::{Client, ClientError};
 use serde::{de::DeserializeOwned, Serialize};
 
+/// Why a call failed; the plugin's own words for an unreachable daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("netd daemon not reachable at {socket}: {why} (is `netd daemon` running? the configuration's \"socket\" names its API socket)")]
-    Unreachable { socket: String, why: String },
+    #[error("{0} (is `netd daemon` running? the configuration's \"socket\" names its API socket)")]
+    Unreachable(ClientError),
     #[error("{message}")]
-    Refused { status: StatusCode, message: String },
+    Refused {
+        status: hyper::StatusCode,
+        message: String,
+    },
     #[error("talking to the netd daemon: {0}")]
     Protocol(String),
 }
 
+impl From<ClientError> for DaemonError {
+    fn from(e: ClientError) -> DaemonError {
+        match e {
+            ClientError::Refused { status, message } => DaemonError::Refused { status, message },
+            ClientError::Protocol(p) => DaemonError::Protocol(p),
+            e @ ClientError::Unreachable { .. } => DaemonError::Unreachable(e),
+        }
+    }
+}
+
 pub struct Daemon {
-    socket: PathBuf,
+    client: Client,
 }
 
 /// Percent-encodes a path segment (container ids are safe; interface names may not be).
@@ -38,65 +51,27 @@ pub fn segment(s: &str) -> String {
 impl Daemon {
     pub fn new(socket: &Path) -> Daemon {
         Daemon {
-            socket: socket.to_path_buf(),
+            client: Client::new(socket),
         }
     }
 
-    /// Sends one request; returns the status and the body, or the daemon's message for
-    /// a non-2xx answer.
+    /// Sends one request; the answer's body read as `T` (None when empty), or why not.
     pub async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
     ) -> Result<Option<T>, DaemonError> {
-        let unreachable = |why: String| DaemonError::Unreachable {
-            socket: self.socket.display().to_string(),
-            why,
-        };
-        let proto = |e: &dyn std::fmt::Display| DaemonError::Protocol(e.to_string());
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        tokio::spawn(conn);
+        let proto = |e: serde_json::Error| DaemonError::Protocol(e.to_string());
         let payload = match body {
-            Some(b) => Bytes::from(serde_json::to_vec(b).map_err(|e| proto(&e))?),
+            Some(b) => Bytes::from(serde_json::to_vec(b).map_err(proto)?),
             None => Bytes::new(),
         };
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("http://netd{path}"))
-            .header("host", "netd")
-            .header("content-type", "application/json")
-            .body(Full::new(payload))
-            .map_err(|e| proto(&e))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| proto(&e))?
-            .to_bytes();
-        if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("message")?.as_str().map(String::from))
-                .unwrap_or_else(|| format!("the daemon answered {status}"));
-            return Err(DaemonError::Refused { status, message });
-        }
+        let bytes = self.client.request(method, path, payload).await?;
         if bytes.is_empty() {
             return Ok(None);
         }
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| proto(&e))
+        serde_json::from_slice(&bytes).map(Some).map_err(proto)
     }
 }
 

@@ -1,14 +1,30 @@
-//! The CLI's side of the API: HTTP/1.1 over the daemon's unix socket.
+//! The clients' side of the API: HTTP/1.1 over the daemon's unix socket, for netd's CLI
+//! and the CNI plugin (`request` with its typed errors: a plugin must tell "no daemon"
+//! and "not found" from a refusal).
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use http_body_util::{BodyExt, Full};
-use hyper::{body::Bytes, Method, Request};
+use hyper::{body::Bytes, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 pub struct Client {
     socket: PathBuf,
+}
+
+/// Why a request got no 2xx answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No daemon at the socket, or the connection broke.
+    #[error("netd daemon not reachable at {socket}: {why}")]
+    Unreachable { socket: String, why: String },
+    /// The daemon's answer was not 2xx: its status and `message`.
+    #[error("{message}")]
+    Refused { status: StatusCode, message: String },
+    /// Something neither side should send.
+    #[error("talking to the netd daemon: {0}")]
+    Protocol(String),
 }
 
 impl Client {
@@ -84,7 +100,7 @@ impl Client {
     )> {
         let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| {
             anyhow!(
-                "cannot connect to the netd daemon at {}: {e} (is `netd daemon` running? pick another socket with -H)",
+                "netd daemon not reachable at {}: {e} (is `netd daemon` running? pick another socket with -H)",
                 self.socket.display()
             )
         })?;
@@ -104,7 +120,7 @@ impl Client {
     ) -> anyhow::Result<TokioIo<hyper::upgrade::Upgraded>> {
         let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| {
             anyhow!(
-                "cannot connect to the netd daemon at {}: {e} (is `netd daemon` running? pick another socket with -H)",
+                "netd daemon not reachable at {}: {e} (is `netd daemon` running? pick another socket with -H)",
                 self.socket.display()
             )
         })?;
@@ -140,6 +156,52 @@ impl Client {
         Ok(TokioIo::new(up))
     }
 
+    /// Sends one request with a JSON body; the body of a 2xx answer, else why not.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Bytes, ClientError> {
+        let unreachable = |why: String| ClientError::Unreachable {
+            socket: self.socket.display().to_string(),
+            why,
+        };
+        let proto = |e: &dyn std::fmt::Display| ClientError::Protocol(e.to_string());
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://netd{path}"))
+            .header("host", "netd")
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .map_err(|e| proto(&e))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| proto(&e))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(ClientError::Refused {
+                status,
+                message: message_of(status, &bytes),
+            });
+        }
+        Ok(bytes)
+    }
+
     /// Sends one request; a non-2xx answer becomes an error carrying the daemon's message.
     pub async fn call(
         &self,
@@ -147,41 +209,37 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let (mut sender, _conn) = self.connect().await?;
         let payload = match &body {
             Some(v) => Bytes::from(serde_json::to_vec(v)?),
             None => Bytes::new(),
         };
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("http://netd{path}"))
-            .header("host", "netd")
-            .header("content-type", "application/json")
-            .body(Full::new(payload))?;
-        let resp = sender
-            .send_request(req)
+        let bytes = self
+            .request(method, path, payload)
             .await
-            .context("talking to the daemon")?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        let value: Value = if bytes.is_empty() {
+            .map_err(|e| match e {
+                ClientError::Unreachable { .. } => {
+                    anyhow!("{e} (is `netd daemon` running? pick another socket with -H)")
+                }
+                e => anyhow!(e),
+            })?;
+        Ok(if bytes.is_empty() {
             Value::Null
         } else {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        if !status.is_success() {
-            return Err(error_of(status, &bytes));
-        }
-        Ok(value)
+        })
     }
 }
 
-/// A non-2xx answer as an error: the daemon's `message`, else the status.
-fn error_of(status: hyper::StatusCode, body: &[u8]) -> anyhow::Error {
-    let msg = serde_json::from_slice::<Value>(body)
+/// The daemon's `message` in a non-2xx answer, else the status.
+fn message_of(status: StatusCode, body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get("message").and_then(Value::as_str).map(String::from))
-        .unwrap_or_else(|| format!("daemon answered {status}"));
-    anyhow!(msg)
+        .unwrap_or_else(|| format!("the daemon answered {status}"))
+}
+
+/// A non-2xx answer as an error: the daemon's `message`, else the status.
+fn error_of(status: StatusCode, body: &[u8]) -> anyhow::Error {
+    anyhow!(message_of(status, body))
 }
