@@ -30,10 +30,33 @@ impl NetdError {
     }
 }
 
+/// Kernel work and helpers speak anyhow: a NetdError inside (a bad request found deep
+/// down, with context added on the way up) keeps its kind; anything else is internal.
 impl From<anyhow::Error> for NetdError {
     fn from(e: anyhow::Error) -> Self {
-        NetdError::Internal(format!("{e:#}"))
+        match e.downcast::<NetdError>() {
+            Ok(ne) => ne,
+            Err(e) => NetdError::Internal(format!("{e:#}")),
+        }
     }
 }
 
 pub type Result<T, E = NetdError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context;
+
+    use super::*;
+
+    #[test]
+    fn a_kind_survives_anyhow_and_its_context() {
+        let bad: anyhow::Result<()> = Err(NetdError::Conflict("in use".into()).into());
+        let e = NetdError::from(bad.context("removing network n").unwrap_err());
+        assert_eq!((e.status(), e.to_string().as_str()), (409, "in use"));
+        let io = anyhow::anyhow!("netlink: busy").context("creating bridge b");
+        let e = NetdError::from(io);
+        assert_eq!(e.status(), 500);
+        assert_eq!(e.to_string(), "creating bridge b: netlink: busy");
+    }
+}

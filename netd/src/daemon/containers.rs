@@ -11,17 +11,11 @@ use log::{info, warn};
 use nix::sys::signal::Signal;
 
 use super::{
-    not_found_container, now,
-    owned::Kind,
-    processes, random_id,
-    run_plan::{
-        check_mode_options, new_name, plan_attachments, plan_ports, resolve_links, resolve_networks,
-    },
-    txn, Daemon, Inner,
+    not_found_container, owned::Kind, processes, run_plan::plan_container, txn, Daemon, Inner,
 };
 use crate::{
     error::{NetdError, Result},
-    model::{self, Container, ContainerState, NetMode, Network, RunRequest},
+    model::{Container, ContainerState, NetMode, Network, RunRequest},
     netlink::Netlink,
     netns, process, sandbox,
     store::State,
@@ -32,79 +26,8 @@ impl Daemon {
         let mut g = self.inner.lock().await;
         let mut phases = Phases::start();
         let inner = &mut *g;
-        let name = new_name(&inner.state, &req)?;
-        let eps = req.endpoints()?;
-        let (mode, nets) = resolve_networks(&inner.state, &eps)?;
-        check_mode_options(&req, &eps, &mode, &inner.state.containers)?;
-        model::check_ns_sysctls(&req.sysctls, model::sysctl_exists)?;
-        let dns = model::DnsConfig::parse(&req.dns, &req.dns_search, &req.dns_options)?;
-        let links: Vec<String> = req
-            .links
-            .iter()
-            .chain(eps.iter().flat_map(|e| &e.links))
-            .cloned()
-            .collect();
-        let links = resolve_links(&inner.state, &links)?;
-        let id = random_id();
-        let attachments = plan_attachments(&inner.state, &eps, &nets, &id, &self.args.veth_prefix)?;
-        let ports = plan_ports(
-            &inner.state,
-            &inner.nl,
-            &req,
-            &nets,
-            &attachments,
-            self.args.snat_port_range,
-        )
-        .await?;
-        let netns = match &mode {
-            NetMode::Bridge | NetMode::None => Some(format!("{}{}", self.args.netns_prefix, name)),
-            NetMode::Host => None,
-            NetMode::Container(t) => inner
-                .state
-                .containers
-                .iter()
-                .find(|c| &c.id == t)
-                .and_then(|c| c.netns.clone()),
-        };
-        if matches!(mode, NetMode::Bridge | NetMode::None) {
-            if let Some(ns) = &netns {
-                if netns::exists(ns) {
-                    return Err(NetdError::Conflict(format!(
-                        "network namespace {ns} already exists (not made by this netd?): remove it first"
-                    )));
-                }
-            }
-        }
-        let c = Container {
-            id,
-            name: name.clone(),
-            hostname: req.hostname.clone(),
-            mode,
-            netns,
-            attachments,
-            ports,
-            cmd: req.cmd.clone(),
-            state: ContainerState::Created,
-            pid: None,
-            pid_start: None,
-            exit_code: None,
-            auto_remove: req.auto_remove,
-            origin: model::Origin::Netd,
-            created: now(),
-            started: None,
-            finished: None,
-            labels: req.labels.clone(),
-            exposed: req.exposed.clone(),
-            dns,
-            links,
-            config: model::CreateConfig {
-                network_mode: nets.first().map(|n| n.name.clone()),
-                sysctls: req.sysctls.clone(),
-                tty: req.tty,
-                open_stdin: req.open_stdin,
-                attached: req.attached,
-            },
-        };
+        let c = plan_container(&inner.state, &inner.nl, &self.args, &req).await?;
+        let name = c.name.clone();
         // Where the time of a `run` goes, logged at the end: publishing ports is one map
         // update each, and the rest is the sandbox (namespace, veth, program, process).
         phases.mark("checks");
@@ -203,13 +126,22 @@ impl Daemon {
                 self.emit_network(n, "disconnect", Some(&c.id));
             }
         }
-        inner.state.containers.retain(|x| x.id != c.id);
-        inner.store.commit(&inner.state)?;
-        txn::fault("rm-committed");
         // Teardown removes the container's own ports and endpoints; nothing else in the
         // maps depends on it, so there is no full resync (which would cost O(all ports)).
-        inner.teardown(&c).await;
-        inner.sync_names();
+        txn::remove(
+            inner,
+            &format!("removing container {}", c.name),
+            "rm-committed",
+            |state| {
+                state.containers.retain(|x| x.id != c.id);
+                Ok(())
+            },
+            async |inner: &mut Inner, ()| {
+                inner.teardown(&c).await;
+                inner.sync_names();
+            },
+        )
+        .await?;
         let _ = std::fs::remove_file(self.log_path(&c.id));
         self.forget_streams(&c.id);
         self.emit_container(&c, "destroy", &[]);

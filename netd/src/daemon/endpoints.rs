@@ -169,34 +169,12 @@ impl Daemon {
         }
         let mut g = self.inner.lock().await;
         let inner = &mut *g;
-        if let Some(c) = find(&inner.state, &req.container_id, &req.ifname) {
-            return Err(NetdError::Conflict(format!(
-                "container {} already has interface {} on netd (record {}): remove it first",
-                req.container_id, req.ifname, c.name
-            )));
-        }
-        let net = inner
-            .state
-            .network(&req.network)
-            .cloned()
-            .ok_or_else(|| not_found_net(&req.network))?;
-        if !net.is_bridge() {
-            return Err(NetdError::InvalidArgument(format!(
-                "network {} (driver {}) takes no endpoints: use a bridge network",
-                net.name, net.driver
-            )));
-        }
+        let net = endpoint_network(&inner.state, &req)?;
         let inside = Netlink::in_netns(&req.netns)?;
         if inside.link_by_name(&req.ifname).await?.is_some() {
             return Err(NetdError::Conflict(format!(
                 "interface {} already exists in network namespace {}",
                 req.ifname, req.netns
-            )));
-        }
-        if let (Some(ip6), false) = (req.ip6, net.ipv6) {
-            return Err(NetdError::InvalidArgument(format!(
-                "static IPv6 address {ip6}: network {} has no IPv6 (create it with --ipv6)",
-                net.name
             )));
         }
         // The runtime's first netd interface in a namespace carries its default route;
@@ -225,36 +203,8 @@ impl Daemon {
             &mut ports,
             self.args.snat_port_range,
         )?;
-        let c = Container {
-            name: record_name(&inner.state, &req.container_id, &req.ifname, &id),
-            id,
-            hostname: None,
-            mode: NetMode::Bridge,
-            netns: Some(req.netns.clone()),
-            attachments: vec![att],
-            ports,
-            cmd: Vec::new(),
-            // Its processes are the runtime's: "running" is the attachment's state.
-            state: ContainerState::Running,
-            pid: None,
-            pid_start: None,
-            exit_code: None,
-            auto_remove: false,
-            created: now(),
-            started: Some(now()),
-            finished: None,
-            labels: Default::default(),
-            exposed: Vec::new(),
-            dns: Default::default(),
-            links: Vec::new(),
-            config: Default::default(),
-            origin: Origin::Cni {
-                container_id: req.container_id.clone(),
-                ifname: req.ifname.clone(),
-                default_route,
-                netns_ino: netns::inode(&req.netns),
-            },
-        };
+        let name = record_name(&inner.state, &req.container_id, &req.ifname, &id);
+        let c = cni_record(&req, name, id, att, ports, default_route);
         let c = txn::transact(
             inner,
             &format!(
@@ -299,11 +249,20 @@ impl Daemon {
         let Some(c) = find(&inner.state, container_id, ifname).cloned() else {
             return Ok(false);
         };
-        inner.state.containers.retain(|x| x.id != c.id);
-        inner.store.commit(&inner.state)?;
-        txn::fault("endpoint-rm-committed");
-        inner.teardown(&c).await;
-        inner.sync_names();
+        txn::remove(
+            inner,
+            &format!("removing endpoint {container_id} {ifname}"),
+            "endpoint-rm-committed",
+            |state| {
+                state.containers.retain(|x| x.id != c.id);
+                Ok(())
+            },
+            async |inner: &mut Inner, ()| {
+                inner.teardown(&c).await;
+                inner.sync_names();
+            },
+        )
+        .await?;
         info!("endpoint {container_id} {ifname} removed");
         Ok(true)
     }
@@ -380,6 +339,76 @@ impl Daemon {
             }
         }
         Ok(removed)
+    }
+}
+
+/// The network a runtime's endpoint request may join: a bridge network, the
+/// container's interface not already netd's, a static IPv6 address only with IPv6.
+fn endpoint_network(state: &State, req: &EndpointRequest) -> Result<Network> {
+    if let Some(c) = find(state, &req.container_id, &req.ifname) {
+        return Err(NetdError::Conflict(format!(
+            "container {} already has interface {} on netd (record {}): remove it first",
+            req.container_id, req.ifname, c.name
+        )));
+    }
+    let net = state
+        .network(&req.network)
+        .cloned()
+        .ok_or_else(|| not_found_net(&req.network))?;
+    if !net.is_bridge() {
+        return Err(NetdError::InvalidArgument(format!(
+            "network {} (driver {}) takes no endpoints: use a bridge network",
+            net.name, net.driver
+        )));
+    }
+    if let (Some(ip6), false) = (req.ip6, net.ipv6) {
+        return Err(NetdError::InvalidArgument(format!(
+            "static IPv6 address {ip6}: network {} has no IPv6 (create it with --ipv6)",
+            net.name
+        )));
+    }
+    Ok(net)
+}
+
+/// The record of a runtime's endpoint: a container of origin CNI whose processes are
+/// the runtime's.
+fn cni_record(
+    req: &EndpointRequest,
+    name: String,
+    id: String,
+    att: Attachment,
+    ports: Vec<PortMapping>,
+    default_route: bool,
+) -> Container {
+    Container {
+        name,
+        id,
+        hostname: None,
+        mode: NetMode::Bridge,
+        netns: Some(req.netns.clone()),
+        attachments: vec![att],
+        ports,
+        cmd: Vec::new(),
+        // Its processes are the runtime's: "running" is the attachment's state.
+        state: ContainerState::Running,
+        pid: None,
+        pid_start: None,
+        exit_code: None,
+        auto_remove: false,
+        created: now(),
+        started: Some(now()),
+        finished: None,
+        labels: Default::default(),
+        exposed: Vec::new(),
+        dns: Default::default(),
+        links: Vec::new(),
+        config: Default::default(),
+        origin: Origin::Cni {
+            container_id: req.container_id.clone(),
+            ifname: req.ifname.clone(),
+            default_route,
+            netns_ino: netns::inode(&req.netns),
+        },
     }
 }
 

@@ -80,12 +80,7 @@ impl Daemon {
             return Ok(());
         }
         let env = crate::dns::links::env(&c, &inner.state.containers);
-        processes::start(self, &mut c, &env).await.map_err(|e| {
-            match e.downcast::<NetdError>() {
-                Ok(ne) => ne,
-                Err(e) => NetdError::Internal(format!("{e:#}")),
-            }
-        })?;
+        processes::start(self, &mut c, &env).await?;
         if let Some(m) = inner.state.container_mut(&c.id) {
             *m = c.clone();
         }

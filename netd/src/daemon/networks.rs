@@ -226,11 +226,22 @@ impl Daemon {
             self.emit_network(&net, "destroy", None);
             return Ok(net.id);
         }
-        inner.state.networks.retain(|n| n.id != net.id);
-        inner.store.commit(&inner.state)?;
-        txn::fault("network-rm-committed");
-        let errs = inner.teardown_network(&net).await;
-        inner.sync_maps().await?;
+        let errs = txn::remove(
+            inner,
+            &format!("removing network {}", net.name),
+            "network-rm-committed",
+            |state| {
+                state.networks.retain(|n| n.id != net.id);
+                Ok(())
+            },
+            async |inner: &mut Inner, ()| {
+                let errs = inner.teardown_network(&net).await;
+                (errs, inner.sync_maps().await)
+            },
+        )
+        .await?;
+        let (errs, synced) = errs;
+        synced?;
         // The network is gone from the store: what could not be removed now is a
         // leftover that reconcile retries at the next start.
         self.emit_network(&net, "destroy", None);
@@ -489,35 +500,14 @@ pub(super) async fn ensure_builtin(
         let net_id = state.next_net_id.max(1);
         state.next_net_id = net_id + 1;
         state.networks.push(Network {
-            id: random_id(),
-            name: "bridge".into(),
-            driver: model::DRIVER_BRIDGE.into(),
             net_id,
             bridge: args.bridge_name.clone(),
-            bridge_mac: [0; 6],
             subnet: Some(subnet),
             gateway: Some(gateway),
-            ip_range: None,
-            aux_addresses: BTreeMap::new(),
-            user_subnet: false,
-            internal: false,
             icc: args.icc,
             masquerade: true,
-            host_binding_ipv4: Ipv4Addr::UNSPECIFIED,
-            mtu: None,
-            labels: BTreeMap::new(),
             options: [(model::OPT_BRIDGE_NAME.to_string(), args.bridge_name.clone())].into(),
-            builtin: true,
-            created: now(),
-            attachable: false,
-            vni: 0,
-            ipv6: false,
-            subnet6: None,
-            gateway6: None,
-            ip_range6: None,
-            user_subnet6: false,
-            more_subnets: Vec::new(),
-            ipam_options: BTreeMap::new(),
+            ..builtin_network("bridge", model::DRIVER_BRIDGE)
         });
         info!("default network bridge: {subnet} via {gateway}");
     }
@@ -534,40 +524,45 @@ pub(super) async fn ensure_builtin(
     default_bridge_v6(state, nl, owned, args).await?;
     for (name, driver) in [("host", model::DRIVER_HOST), ("none", model::DRIVER_NULL)] {
         if state.network(name).is_none() {
-            state.networks.push(Network {
-                id: random_id(),
-                name: name.into(),
-                driver: driver.into(),
-                net_id: 0,
-                bridge: String::new(),
-                bridge_mac: [0; 6],
-                subnet: None,
-                gateway: None,
-                ip_range: None,
-                aux_addresses: BTreeMap::new(),
-                user_subnet: false,
-                internal: false,
-                icc: true,
-                masquerade: false,
-                host_binding_ipv4: Ipv4Addr::UNSPECIFIED,
-                mtu: None,
-                labels: BTreeMap::new(),
-                options: BTreeMap::new(),
-                builtin: true,
-                created: now(),
-                attachable: false,
-                vni: 0,
-                ipv6: false,
-                subnet6: None,
-                gateway6: None,
-                ip_range6: None,
-                user_subnet6: false,
-                more_subnets: Vec::new(),
-                ipam_options: BTreeMap::new(),
-            });
+            state.networks.push(builtin_network(name, driver));
         }
     }
     Ok(())
+}
+
+/// A built-in network of `driver`: no bridge, no subnet, nothing of a user's.
+fn builtin_network(name: &str, driver: &str) -> Network {
+    Network {
+        id: random_id(),
+        name: name.into(),
+        driver: driver.into(),
+        net_id: 0,
+        bridge: String::new(),
+        bridge_mac: [0; 6],
+        subnet: None,
+        gateway: None,
+        ip_range: None,
+        aux_addresses: BTreeMap::new(),
+        user_subnet: false,
+        internal: false,
+        icc: true,
+        masquerade: false,
+        host_binding_ipv4: Ipv4Addr::UNSPECIFIED,
+        mtu: None,
+        labels: BTreeMap::new(),
+        options: BTreeMap::new(),
+        builtin: true,
+        created: now(),
+        attachable: false,
+        vni: 0,
+        ipv6: false,
+        subnet6: None,
+        gateway6: None,
+        ip_range6: None,
+        user_subnet6: false,
+        more_subnets: Vec::new(),
+        ipam_options: BTreeMap::new(),
+    }
 }
 
 /// The default bridge's IPv6 follows the daemon's `--ipv6` and `--fixed-cidr-v6` at

@@ -16,7 +16,7 @@ use super::{
     Daemon, Inner,
 };
 use crate::{
-    model::{Attachment, ContainerState, NetMode, Network, PortMapping},
+    model::{Attachment, Container, ContainerState, NetMode, Network, PortMapping},
     netns, process, sandbox,
 };
 
@@ -30,25 +30,7 @@ impl Daemon {
         for net in inner.state.networks.clone() {
             inner.setup_network(&net).await?;
         }
-        // Containers whose namespace is gone cannot be brought back: drop them, and the
-        // ones that shared it.
-        let before = inner.state.containers.len();
-        let lost: HashSet<String> = inner
-            .state
-            .containers
-            .iter()
-            .filter(|c| c.netns.as_deref().is_some_and(|n| !netns::exists(n)))
-            .map(|c| {
-                warn!("container {} lost its namespace: dropping it", c.name);
-                c.id.clone()
-            })
-            .collect();
-        inner.state.containers.retain(|c| {
-            !lost.contains(&c.id) && !matches!(&c.mode, NetMode::Container(t) if lost.contains(t))
-        });
-        if inner.state.containers.len() != before {
-            inner.store.commit(&inner.state)?;
-        }
+        inner.drop_lost_containers()?;
         let mut adopt = Vec::new();
         for c in inner.state.containers.clone() {
             if c.owns_netns() {
@@ -59,47 +41,8 @@ impl Daemon {
                     set_lo_up(ns, ipv6_lo).await?;
                 }
             }
-            for (i, a) in c.attachments.iter().enumerate() {
-                let net = inner
-                    .state
-                    .network_by_id(&a.network)
-                    .cloned()
-                    .ok_or_else(|| anyhow!("container {} on unknown network", c.name))?;
-                if c.handed_off() && a.host_ifindex == 0 {
-                    // Docker's endpoint before Join: nothing plumbed yet.
-                    continue;
-                }
-                inner.owned.claim(Kind::Link, &a.veth)?;
-                let mut a = a.clone();
-                match inner.nl.link_by_name(&a.veth).await? {
-                    Some(link) => {
-                        a.host_ifindex = link.index;
-                        inner.dp.attach_endpoint(&a.veth)?;
-                        if net.is_overlay() {
-                            inner.dp.attach_overlay_endpoint(&a.veth)?;
-                        }
-                        if a.ip6.is_some() {
-                            inner.dp.attach_endpoint6(&a.veth)?;
-                        }
-                    }
-                    None if c.handed_off() => {
-                        // Its container side was the runtime's: a new one would never
-                        // reach the sandbox. Unplumbed until Docker joins it again.
-                        warn!("docker endpoint {}: its veth {} is gone", c.name, a.veth);
-                        a.host_ifindex = 0;
-                    }
-                    None => {
-                        warn!(
-                            "container {}: recreating its interface {}",
-                            c.name, a.ifname
-                        );
-                        let ns = c.netns.clone().unwrap_or_default();
-                        let routes = c.default_routes(i, &inner.state.networks);
-                        sandbox::attach(&inner.nl, &mut inner.dp, &ns, &net, &mut a, routes)
-                            .await?;
-                    }
-                }
-                inner.record_attachment(&c.id, &a)?;
+            for i in 0..c.attachments.len() {
+                inner.reconcile_attachment(&c, i).await?;
             }
             if c.attachments.len() > 1 {
                 // The default routes as Docker 28 picks the gateway endpoint, whatever a
@@ -109,19 +52,8 @@ impl Daemon {
                     inner.route_gateways(&c.id, ns).await;
                 }
             }
-            if c.state == ContainerState::Running {
-                match c.pid {
-                    Some(pid) if process::alive(pid, c.pid_start) => {
-                        adopt.push((c.id.clone(), pid, c.pid_start))
-                    }
-                    Some(_) => {
-                        if let Some(m) = inner.state.container_mut(&c.id) {
-                            m.state = ContainerState::Exited;
-                            m.pid = None;
-                        }
-                    }
-                    None => {}
-                }
+            if let Some(p) = inner.running_process(&c) {
+                adopt.push(p);
             }
         }
         inner.store.commit(&inner.state)?;
@@ -137,6 +69,91 @@ impl Daemon {
 }
 
 impl Inner {
+    /// Containers whose namespace is gone cannot be brought back: dropped, with the
+    /// ones that shared it.
+    fn drop_lost_containers(&mut self) -> anyhow::Result<()> {
+        let before = self.state.containers.len();
+        let lost: HashSet<String> = self
+            .state
+            .containers
+            .iter()
+            .filter(|c| c.netns.as_deref().is_some_and(|n| !netns::exists(n)))
+            .map(|c| {
+                warn!("container {} lost its namespace: dropping it", c.name);
+                c.id.clone()
+            })
+            .collect();
+        self.state.containers.retain(|c| {
+            !lost.contains(&c.id) && !matches!(&c.mode, NetMode::Container(t) if lost.contains(t))
+        });
+        if self.state.containers.len() != before {
+            self.store.commit(&self.state)?;
+        }
+        Ok(())
+    }
+
+    /// Attachment `i` of `c` as the kernel has it now: its veth found (programs on it
+    /// again), recreated if it was lost, or left unplumbed for Docker to join again.
+    async fn reconcile_attachment(&mut self, c: &Container, i: usize) -> anyhow::Result<()> {
+        let mut a = c.attachments[i].clone();
+        let net = self
+            .state
+            .network_by_id(&a.network)
+            .cloned()
+            .ok_or_else(|| anyhow!("container {} on unknown network", c.name))?;
+        if c.handed_off() && a.host_ifindex == 0 {
+            // Docker's endpoint before Join: nothing plumbed yet.
+            return Ok(());
+        }
+        self.owned.claim(Kind::Link, &a.veth)?;
+        match self.nl.link_by_name(&a.veth).await? {
+            Some(link) => {
+                a.host_ifindex = link.index;
+                self.dp.attach_endpoint(&a.veth)?;
+                if net.is_overlay() {
+                    self.dp.attach_overlay_endpoint(&a.veth)?;
+                }
+                if a.ip6.is_some() {
+                    self.dp.attach_endpoint6(&a.veth)?;
+                }
+            }
+            None if c.handed_off() => {
+                // Its container side was the runtime's: a new one would never reach
+                // the sandbox. Unplumbed until Docker joins it again.
+                warn!("docker endpoint {}: its veth {} is gone", c.name, a.veth);
+                a.host_ifindex = 0;
+            }
+            None => {
+                warn!(
+                    "container {}: recreating its interface {}",
+                    c.name, a.ifname
+                );
+                let ns = c.netns.clone().unwrap_or_default();
+                let routes = c.default_routes(i, &self.state.networks);
+                sandbox::attach(&self.nl, &mut self.dp, &ns, &net, &mut a, routes).await?;
+            }
+        }
+        self.record_attachment(&c.id, &a)?;
+        Ok(())
+    }
+
+    /// A running container's process (id, pid, start time), to watch while it is
+    /// alive; one that died while no agent ran leaves its container exited.
+    fn running_process(&mut self, c: &Container) -> Option<(String, u32, Option<u64>)> {
+        if c.state != ContainerState::Running {
+            return None;
+        }
+        let pid = c.pid?;
+        if process::alive(pid, c.pid_start) {
+            return Some((c.id.clone(), pid, c.pid_start));
+        }
+        if let Some(m) = self.state.container_mut(&c.id) {
+            m.state = ContainerState::Exited;
+            m.pid = None;
+        }
+        None
+    }
+
     /// Makes every map hold exactly what the store wants (start, reconcile, and changes
     /// that touch networks or several containers). Attachments not plumbed yet (no
     /// recorded ifindex) have no entries.

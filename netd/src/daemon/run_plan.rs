@@ -2,14 +2,15 @@
 //! its name, network mode and networks (one attachment each), published ports, links.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{not_found_container, not_found_net, random_id};
+use super::{not_found_container, not_found_net, now, random_id, DaemonArgs};
 use crate::{
     error::{NetdError, Result},
     model::{
-        self, Attachment, Container, EndpointRequest, NetMode, Network, PortMapping, RunRequest,
+        self, Attachment, Container, ContainerState, EndpointRequest, NetMode, Network,
+        PortMapping, RunRequest,
     },
     netlink::Netlink,
-    ports,
+    netns, ports,
     sandbox::{self, AttachOptions},
     store::State,
 };
@@ -30,6 +31,80 @@ pub(super) fn new_name(state: &State, req: &RunRequest) -> Result<String> {
         )));
     }
     Ok(name)
+}
+
+/// A new container's record as `req` asks: name, mode and networks checked, one
+/// attachment per network planned, ports and links resolved. Nothing is made yet.
+pub(super) async fn plan_container(
+    state: &State,
+    nl: &Netlink,
+    args: &DaemonArgs,
+    req: &RunRequest,
+) -> Result<Container> {
+    let name = new_name(state, req)?;
+    let eps = req.endpoints()?;
+    let (mode, nets) = resolve_networks(state, &eps)?;
+    check_mode_options(req, &eps, &mode, &state.containers)?;
+    model::check_ns_sysctls(&req.sysctls, model::sysctl_exists)?;
+    let dns = model::DnsConfig::parse(&req.dns, &req.dns_search, &req.dns_options)?;
+    let links: Vec<String> = req
+        .links
+        .iter()
+        .chain(eps.iter().flat_map(|e| &e.links))
+        .cloned()
+        .collect();
+    let links = resolve_links(state, &links)?;
+    let id = random_id();
+    let attachments = plan_attachments(state, &eps, &nets, &id, &args.veth_prefix)?;
+    let ports = plan_ports(state, nl, req, &nets, &attachments, args.snat_port_range).await?;
+    let netns = match &mode {
+        NetMode::Bridge | NetMode::None => Some(format!("{}{}", args.netns_prefix, name)),
+        NetMode::Host => None,
+        NetMode::Container(t) => state
+            .containers
+            .iter()
+            .find(|c| &c.id == t)
+            .and_then(|c| c.netns.clone()),
+    };
+    if matches!(mode, NetMode::Bridge | NetMode::None) {
+        if let Some(ns) = &netns {
+            if netns::exists(ns) {
+                return Err(NetdError::Conflict(format!(
+                    "network namespace {ns} already exists (not made by this netd?): remove it first"
+                )));
+            }
+        }
+    }
+    Ok(Container {
+        id,
+        name: name.clone(),
+        hostname: req.hostname.clone(),
+        mode,
+        netns,
+        attachments,
+        ports,
+        cmd: req.cmd.clone(),
+        state: ContainerState::Created,
+        pid: None,
+        pid_start: None,
+        exit_code: None,
+        auto_remove: req.auto_remove,
+        origin: model::Origin::Netd,
+        created: now(),
+        started: None,
+        finished: None,
+        labels: req.labels.clone(),
+        exposed: req.exposed.clone(),
+        dns,
+        links,
+        config: model::CreateConfig {
+            network_mode: nets.first().map(|n| n.name.clone()),
+            sysctls: req.sysctls.clone(),
+            tty: req.tty,
+            open_stdin: req.open_stdin,
+            attached: req.attached,
+        },
+    })
 }
 
 /// Options that only a container with networks of its own can have.

@@ -66,12 +66,37 @@ pub async fn transact<X: Transactional, C, T>(
             ctx.commit()?;
             // A NetdError from the work keeps its kind (a bad command is the user's
             // fault, not the daemon's); anything else is internal.
-            Err(match e.downcast::<NetdError>() {
-                Ok(ne) => ne,
-                Err(e) => NetdError::Internal(format!("{operation}: {e:#}")),
-            })
+            Err(NetdError::from(e.context(operation.to_string())))
         }
     }
+}
+
+/// Runs one removal: `change` takes the object out of the state, which is committed
+/// first (past the fault point a crash leaves a store without it, and a start removes
+/// what the kernel still has of it); then `work` removes the kernel's objects, best
+/// effort, and nothing is undone: what it cannot remove now is a leftover that
+/// reconcile removes at the next start, since the store no longer wants it.
+pub async fn remove<X: Transactional, C, T>(
+    ctx: &mut X,
+    operation: &str,
+    fault_point: &str,
+    change: impl FnOnce(&mut State) -> Result<C>,
+    work: impl AsyncFnOnce(&mut X, C) -> T,
+) -> Result<T> {
+    let before = ctx.savepoint();
+    let planned = match change(ctx.state_mut()) {
+        Ok(p) => p,
+        Err(e) => {
+            before.rollback(ctx.state_mut());
+            return Err(e);
+        }
+    };
+    if let Err(e) = ctx.commit() {
+        before.rollback(ctx.state_mut());
+        return Err(NetdError::Internal(format!("{operation}: {e:#}")));
+    }
+    fault(fault_point);
+    Ok(work(ctx, planned).await)
 }
 
 /// A store and its state: the plain `Transactional`.

@@ -219,6 +219,47 @@ pub fn check_layout(bpf_dir: &Path) -> Result<u32, DatapathError> {
     layout::check(bpf_dir)
 }
 
+/// Loads every program of the object into the kernel, which verifies each (the
+/// verdict and, with NETD_VERIFIER_LOG, the log in the error of a refused one).
+fn verify_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    for name in [
+        prog_names::UPLINK_INGRESS,
+        prog_names::ENDPOINT_EGRESS,
+        prog_names::OVERLAY_EGRESS,
+        prog_names::OVERLAY_INGRESS,
+        prog_names::ENDPOINT_EGRESS6,
+        prog_names::UPLINK_INGRESS6,
+    ] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+            .try_into()?;
+        with_retries(|| prog.load()).with_context(|| format!("verifying {name}"))?;
+        report_verified(name, prog.info().ok());
+    }
+    let guard: &mut Xdp = ebpf
+        .program_mut(prog_names::UPLINK_GUARD)
+        .ok_or_else(|| anyhow!("program uplink_guard missing from the object"))?
+        .try_into()?;
+    with_retries(|| guard.load()).context("verifying uplink_guard")?;
+    report_verified(prog_names::UPLINK_GUARD, guard.info().ok());
+    for name in [
+        prog_names::SOCK_CONNECT4,
+        prog_names::SOCK_SENDMSG4,
+        prog_names::SOCK_RECVMSG4,
+        prog_names::SOCK_CONNECT6,
+        prog_names::SOCK_SENDMSG6,
+        prog_names::SOCK_RECVMSG6,
+    ] {
+        let prog: &mut CgroupSockAddr = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+            .try_into()?;
+        with_retries(|| prog.load()).with_context(|| format!("verifying {name}"))?;
+    }
+    Ok(())
+}
+
 fn open_conntrack(bpf_dir: &Path) -> anyhow::Result<CtTable> {
     CtTable::open(bpf_dir)
 }
@@ -253,41 +294,7 @@ impl Datapath {
             .map_max_entries(map_names::CONNTRACK6_NEW, new_entries)
             .load(OBJECT)
             .context("loading the eBPF object (is this kernel new enough, are you root?)")?;
-        for name in [
-            prog_names::UPLINK_INGRESS,
-            prog_names::ENDPOINT_EGRESS,
-            prog_names::OVERLAY_EGRESS,
-            prog_names::OVERLAY_INGRESS,
-            prog_names::ENDPOINT_EGRESS6,
-            prog_names::UPLINK_INGRESS6,
-        ] {
-            let prog: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
-                .try_into()?;
-            with_retries(|| prog.load()).with_context(|| format!("verifying {name}"))?;
-            report_verified(name, prog.info().ok());
-        }
-        let guard: &mut Xdp = ebpf
-            .program_mut(prog_names::UPLINK_GUARD)
-            .ok_or_else(|| anyhow!("program uplink_guard missing from the object"))?
-            .try_into()?;
-        with_retries(|| guard.load()).context("verifying uplink_guard")?;
-        report_verified(prog_names::UPLINK_GUARD, guard.info().ok());
-        for name in [
-            prog_names::SOCK_CONNECT4,
-            prog_names::SOCK_SENDMSG4,
-            prog_names::SOCK_RECVMSG4,
-            prog_names::SOCK_CONNECT6,
-            prog_names::SOCK_SENDMSG6,
-            prog_names::SOCK_RECVMSG6,
-        ] {
-            let prog: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
-                .try_into()?;
-            with_retries(|| prog.load()).with_context(|| format!("verifying {name}"))?;
-        }
+        verify_programs(&mut ebpf)?;
         let take = |e: &mut Ebpf, n: &str| e.take_map(n).ok_or_else(|| anyhow!("map {n} missing"));
         migration.carry()?;
         // The conntrack maps are pinned by now: the table opens them by their pins.

@@ -110,13 +110,13 @@ pub fn route_overlap_warning(n: &Ipv4Network, routes: &[Ipv4Network]) -> Option<
     })
 }
 
-/// Turns a `network create` request into a network, or says exactly what is wrong.
-/// `routes` are the host namespace's routes (an automatic subnet must avoid them);
-/// `links` the names of its interfaces (a bridge name must be free).
 /// The default MTU of an overlay network's containers: a 1500-byte underlay less the
 /// VXLAN encapsulation (outer IPv4, UDP, VXLAN and inner Ethernet headers: 50 bytes).
 pub const OVERLAY_MTU: u32 = 1450;
 
+/// Turns a `network create` request into a network, or says exactly what is wrong.
+/// `routes` are the host namespace's routes (an automatic subnet must avoid them);
+/// `links` the names of its interfaces (a bridge name must be free).
 pub fn plan_network(
     spec: &NetworkSpec,
     state: &State,
@@ -126,40 +126,7 @@ pub fn plan_network(
     id: String,
     now: u64,
 ) -> Result<Network, NetdError> {
-    validate_network_name(&spec.name)?;
-    if state.networks.iter().any(|n| n.name == spec.name) {
-        return Err(NetdError::Conflict(format!(
-            "network with name {} already exists",
-            spec.name
-        )));
-    }
-    let driver = spec.driver.as_deref().unwrap_or(model::DRIVER_BRIDGE);
-    match driver {
-        model::DRIVER_BRIDGE | model::DRIVER_OVERLAY => {}
-        d @ (model::DRIVER_HOST | model::DRIVER_NULL) => {
-            return Err(NetdError::Conflict(format!(
-                "only one instance of \"{d}\" network is allowed (the built-in one)"
-            )))
-        }
-        d => {
-            return Err(invalid(format!(
-                "unsupported network driver {d:?}: netd has \"bridge\" and \"overlay\""
-            )))
-        }
-    }
-    for k in spec.options.keys() {
-        if !KNOWN_OPTIONS.contains(&k.as_str()) {
-            return Err(invalid(format!(
-                "unsupported network option {k:?} (netd knows {})",
-                KNOWN_OPTIONS.join(", ")
-            )));
-        }
-    }
-    for k in spec.labels.keys() {
-        if k.is_empty() {
-            return Err(invalid("invalid label: the key is empty".into()));
-        }
-    }
+    let driver = check_request(spec, state)?;
     let opt = |k: &str| spec.options.get(k).map(String::as_str);
     let icc = opt(OPT_ICC)
         .map(|v| parse_bool_opt(OPT_ICC, v))
@@ -176,53 +143,8 @@ pub fn plan_network(
     if let Some(mode) = opt(model::GATEWAY_MODE_IPV6) {
         check_gateway_mode(mode)?;
     }
-    let given_mtu = opt(OPT_MTU)
-        .map(|v| match v.parse::<u32>() {
-            Ok(m) if (68..=65535).contains(&m) => Ok(m),
-            _ => Err(invalid(format!(
-                "invalid value {v:?} for option {OPT_MTU}: an MTU from 68 to 65535"
-            ))),
-        })
-        .transpose()?;
-    // VXLAN costs 50 bytes of the underlay's (usual) 1500.
-    let mtu = match given_mtu {
-        None if driver == model::DRIVER_OVERLAY => Some(OVERLAY_MTU),
-        m => m,
-    };
-    // Overlay networks get a bridge on every node too, for their containers there; the
-    // node's one VXLAN device carries them to the others'.
-    let bridge = match opt(OPT_BRIDGE_NAME) {
-        Some(b) => {
-            if b.is_empty()
-                || b.len() > 15
-                || !b
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-            {
-                return Err(invalid(format!(
-                    "invalid bridge name {b:?}: at most 15 of [a-zA-Z0-9_.-]"
-                )));
-            }
-            b.to_string()
-        }
-        None => format!("{bridge_prefix}{}", &id[..15 - bridge_prefix.len()]),
-    };
-    if let Some(other) = state
-        .networks
-        .iter()
-        .find(|n| !bridge.is_empty() && n.bridge == bridge)
-    {
-        return Err(NetdError::Conflict(format!(
-            "bridge name {bridge} is already used by network {}",
-            other.name
-        )));
-    }
-    if !bridge.is_empty() && links.contains(&bridge) {
-        return Err(NetdError::Conflict(format!(
-            "an interface named {bridge} already exists in the host namespace"
-        )));
-    }
-
+    let mtu = mtu_of(opt(OPT_MTU), driver)?;
+    let bridge = bridge_name(opt(OPT_BRIDGE_NAME), state, links, bridge_prefix, &id)?;
     let (pools, user_subnet, aux) = plan_pools(spec, state, routes, driver)?;
     let ipam_options = check_ipam_options(&spec.ipam_options)?;
     let v6 = super::v6::plan(spec, state, driver)?;
@@ -258,6 +180,107 @@ pub fn plan_network(
         more_subnets: pools[1..].to_vec(),
         ipam_options,
     })
+}
+
+/// The request's name, driver, option keys and labels, checked; the driver's name.
+fn check_request<'a>(spec: &'a NetworkSpec, state: &State) -> Result<&'a str, NetdError> {
+    validate_network_name(&spec.name)?;
+    if state.networks.iter().any(|n| n.name == spec.name) {
+        return Err(NetdError::Conflict(format!(
+            "network with name {} already exists",
+            spec.name
+        )));
+    }
+    let driver = spec.driver.as_deref().unwrap_or(model::DRIVER_BRIDGE);
+    match driver {
+        model::DRIVER_BRIDGE | model::DRIVER_OVERLAY => {}
+        d @ (model::DRIVER_HOST | model::DRIVER_NULL) => {
+            return Err(NetdError::Conflict(format!(
+                "only one instance of \"{d}\" network is allowed (the built-in one)"
+            )))
+        }
+        d => {
+            return Err(invalid(format!(
+                "unsupported network driver {d:?}: netd has \"bridge\" and \"overlay\""
+            )))
+        }
+    }
+    for k in spec.options.keys() {
+        if !KNOWN_OPTIONS.contains(&k.as_str()) {
+            return Err(invalid(format!(
+                "unsupported network option {k:?} (netd knows {})",
+                KNOWN_OPTIONS.join(", ")
+            )));
+        }
+    }
+    for k in spec.labels.keys() {
+        if k.is_empty() {
+            return Err(invalid("invalid label: the key is empty".into()));
+        }
+    }
+    Ok(driver)
+}
+
+/// `com.docker.network.driver.mtu`, or the driver's default (VXLAN costs 50 bytes of
+/// the underlay's usual 1500).
+fn mtu_of(given: Option<&str>, driver: &str) -> Result<Option<u32>, NetdError> {
+    let given = given
+        .map(|v| match v.parse::<u32>() {
+            Ok(m) if (68..=65535).contains(&m) => Ok(m),
+            _ => Err(invalid(format!(
+                "invalid value {v:?} for option {OPT_MTU}: an MTU from 68 to 65535"
+            ))),
+        })
+        .transpose()?;
+    Ok(match given {
+        None if driver == model::DRIVER_OVERLAY => Some(OVERLAY_MTU),
+        m => m,
+    })
+}
+
+/// The network's bridge: the name asked for (Linux's rules) or one made from the id,
+/// used by no other network and by no interface of the host namespace.
+fn bridge_name(
+    asked: Option<&str>,
+    state: &State,
+    links: &HashSet<String>,
+    bridge_prefix: &str,
+    id: &str,
+) -> Result<String, NetdError> {
+    // Overlay networks get a bridge on every node too, for their containers there; the
+    // node's one VXLAN device carries them to the others'.
+    let bridge = match asked {
+        Some(b) => {
+            if b.is_empty()
+                || b.len() > 15
+                || !b
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            {
+                return Err(invalid(format!(
+                    "invalid bridge name {b:?}: at most 15 of [a-zA-Z0-9_.-]"
+                )));
+            }
+            b.to_string()
+        }
+        None => format!("{bridge_prefix}{}", &id[..15 - bridge_prefix.len()]),
+    };
+    if let Some(other) = state
+        .networks
+        .iter()
+        .find(|n| !bridge.is_empty() && n.bridge == bridge)
+    {
+        return Err(NetdError::Conflict(format!(
+            "bridge name {bridge} is already used by network {}",
+            other.name
+        )));
+    }
+    if !bridge.is_empty() && links.contains(&bridge) {
+        return Err(NetdError::Conflict(format!(
+            "an interface named {bridge} already exists in the host namespace"
+        )));
+    }
+    Ok(bridge)
 }
 
 /// `--ipam-opt`s: netd's IPAM is Docker's default, whose one option is serial

@@ -21,7 +21,8 @@ use super::super::{Daemon, Inner};
 use crate::{
     error::{NetdError, Result},
     model::{
-        Container, ContainerState, NetMode, NetworkSpec, Origin, PortMapping, PortSpec, Proto,
+        Attachment, Container, ContainerState, NetMode, Network, NetworkSpec, Origin, PortMapping,
+        PortSpec, Proto,
     },
     sandbox::{self, AttachOptions},
     store::State,
@@ -353,35 +354,9 @@ impl Daemon {
     ) -> Result<Vec<PortMapping>> {
         let mut g = self.inner.lock().await;
         let inner = &mut *g;
-        let c = find(&inner.state, endpoint_id)
-            .cloned()
-            .ok_or_else(|| not_found_endpoint(endpoint_id))?;
-        let Some(a) = c.attachments.first().cloned() else {
-            return Err(NetdError::Internal(format!("record {} is empty", c.name)));
-        };
-        if a.host_ifindex == 0 {
-            return Err(NetdError::Conflict(format!(
-                "endpoint {endpoint_id} has not joined a sandbox: nothing to publish to"
-            )));
-        }
-        let net = inner
-            .state
-            .network_by_id(&a.network)
-            .cloned()
-            .ok_or_else(|| not_found_net(&a.network))?;
+        let (c, a, net) = joined(&inner.state, endpoint_id)?;
         if a.ip6.is_none() {
-            // What Docker's bridge driver does without its proxy: an IPv6 binding of a
-            // container without IPv6 is skipped with a log line.
-            specs.retain(|s| {
-                let v6 = s.host_ip.is_some_and(|ip| ip.is_ipv6());
-                if v6 {
-                    info!(
-                        "docker endpoint {endpoint_id} has no IPv6 address: not publishing {}/{} on IPv6",
-                        s.container_port, s.proto
-                    );
-                }
-                !v6
-            });
+            skip_ipv6(endpoint_id, &mut specs);
         }
         let mut ports = super::mappings_for(&inner.nl, &net, &a, &specs).await?;
         // Docker may list a binding twice (once per address family it resolved).
@@ -449,12 +424,19 @@ impl Daemon {
         if c.ports.is_empty() {
             return Ok(());
         }
-        if let Some(m) = inner.state.container_mut(endpoint_id) {
-            m.ports.clear();
-        }
-        inner.store.commit(&inner.state)?;
-        sandbox::unpublish(&mut inner.dp, &c.ports);
-        Ok(())
+        txn::remove(
+            inner,
+            &format!("unpublishing the ports of docker endpoint {endpoint_id}"),
+            "docker-unpublish-committed",
+            |state| {
+                if let Some(m) = state.container_mut(endpoint_id) {
+                    m.ports.clear();
+                }
+                Ok(())
+            },
+            async |inner: &mut Inner, ()| sandbox::unpublish(&mut inner.dp, &c.ports),
+        )
+        .await
     }
 
     /// EndpointOperInfo.
@@ -467,6 +449,41 @@ impl Daemon {
             exposed: c.exposed.clone(),
         })
     }
+}
+
+/// A Docker endpoint that joined a sandbox: its record, attachment and network.
+fn joined(state: &State, endpoint_id: &str) -> Result<(Container, Attachment, Network)> {
+    let c = find(state, endpoint_id)
+        .cloned()
+        .ok_or_else(|| not_found_endpoint(endpoint_id))?;
+    let Some(a) = c.attachments.first().cloned() else {
+        return Err(NetdError::Internal(format!("record {} is empty", c.name)));
+    };
+    if a.host_ifindex == 0 {
+        return Err(NetdError::Conflict(format!(
+            "endpoint {endpoint_id} has not joined a sandbox: nothing to publish to"
+        )));
+    }
+    let net = state
+        .network_by_id(&a.network)
+        .cloned()
+        .ok_or_else(|| not_found_net(&a.network))?;
+    Ok((c, a, net))
+}
+
+/// What Docker's bridge driver does without its proxy: an IPv6 binding of a container
+/// without IPv6 is skipped with a log line.
+fn skip_ipv6(endpoint_id: &str, specs: &mut Vec<PortSpec>) {
+    specs.retain(|s| {
+        let v6 = s.host_ip.is_some_and(|ip| ip.is_ipv6());
+        if v6 {
+            info!(
+                "docker endpoint {endpoint_id} has no IPv6 address: not publishing {}/{} on IPv6",
+                s.container_port, s.proto
+            );
+        }
+        !v6
+    });
 }
 
 #[cfg(test)]
