@@ -128,20 +128,8 @@ impl Daemon {
         }
         // Teardown removes the container's own ports and endpoints; nothing else in the
         // maps depends on it, so there is no full resync (which would cost O(all ports)).
-        txn::remove(
-            inner,
-            &format!("removing container {}", c.name),
-            "rm-committed",
-            |state| {
-                state.containers.retain(|x| x.id != c.id);
-                Ok(())
-            },
-            async |inner: &mut Inner, ()| {
-                inner.teardown(&c).await;
-                inner.sync_names();
-            },
-        )
-        .await?;
+        let what = format!("removing container {}", c.name);
+        inner.remove_record(&c, &what, "rm-committed").await?;
         let _ = std::fs::remove_file(self.log_path(&c.id));
         self.forget_streams(&c.id);
         self.emit_container(&c, "destroy", &[]);
@@ -210,6 +198,30 @@ impl Inner {
         };
         phases.mark(&format!("ports/{n}"));
         Ok(())
+    }
+
+    /// Removes `c`'s record (through `txn::remove`), then what it has in the kernel
+    /// (ports, endpoints, veths) and its names.
+    pub(super) async fn remove_record(
+        &mut self,
+        c: &Container,
+        operation: &str,
+        fault_point: &str,
+    ) -> Result<()> {
+        txn::remove(
+            self,
+            operation,
+            fault_point,
+            |state| {
+                state.containers.retain(|x| x.id != c.id);
+                Ok(())
+            },
+            async |inner: &mut Inner, ()| {
+                inner.teardown(c).await;
+                inner.sync_names();
+            },
+        )
+        .await
     }
 
     /// Removes everything of `c` from the kernel: its process, ports, attachments and

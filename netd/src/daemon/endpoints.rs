@@ -249,20 +249,10 @@ impl Daemon {
         let Some(c) = find(&inner.state, container_id, ifname).cloned() else {
             return Ok(false);
         };
-        txn::remove(
-            inner,
-            &format!("removing endpoint {container_id} {ifname}"),
-            "endpoint-rm-committed",
-            |state| {
-                state.containers.retain(|x| x.id != c.id);
-                Ok(())
-            },
-            async |inner: &mut Inner, ()| {
-                inner.teardown(&c).await;
-                inner.sync_names();
-            },
-        )
-        .await?;
+        let what = format!("removing endpoint {container_id} {ifname}");
+        inner
+            .remove_record(&c, &what, "endpoint-rm-committed")
+            .await?;
         info!("endpoint {container_id} {ifname} removed");
         Ok(true)
     }

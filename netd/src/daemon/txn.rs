@@ -44,20 +44,7 @@ pub async fn transact<X: Transactional, C, T>(
     work: impl AsyncFnOnce(&mut X, &C) -> anyhow::Result<T>,
     undo: impl AsyncFnOnce(&mut X, &C),
 ) -> Result<T> {
-    let before = ctx.savepoint();
-    let planned = match change(ctx.state_mut()) {
-        Ok(p) => p,
-        Err(e) => {
-            // A refused change may have edited the state half-way.
-            before.rollback(ctx.state_mut());
-            return Err(e);
-        }
-    };
-    if let Err(e) = ctx.commit() {
-        before.rollback(ctx.state_mut());
-        return Err(NetdError::Internal(format!("{operation}: {e:#}")));
-    }
-    fault(fault_point);
+    let (before, planned) = commit_change(ctx, operation, fault_point, change)?;
     match work(ctx, &planned).await {
         Ok(t) => Ok(t),
         Err(e) => {
@@ -83,10 +70,24 @@ pub async fn remove<X: Transactional, C, T>(
     change: impl FnOnce(&mut State) -> Result<C>,
     work: impl AsyncFnOnce(&mut X, C) -> T,
 ) -> Result<T> {
+    let (_, planned) = commit_change(ctx, operation, fault_point, change)?;
+    Ok(work(ctx, planned).await)
+}
+
+/// The first half of every operation: `change` applied and committed (a refused change
+/// or a failed commit puts the state back as it was), then the fault point. The
+/// savepoint is what an undo goes back to.
+fn commit_change<X: Transactional, C>(
+    ctx: &mut X,
+    operation: &str,
+    fault_point: &str,
+    change: impl FnOnce(&mut State) -> Result<C>,
+) -> Result<(Savepoint, C)> {
     let before = ctx.savepoint();
     let planned = match change(ctx.state_mut()) {
         Ok(p) => p,
         Err(e) => {
+            // A refused change may have edited the state half-way.
             before.rollback(ctx.state_mut());
             return Err(e);
         }
@@ -96,7 +97,7 @@ pub async fn remove<X: Transactional, C, T>(
         return Err(NetdError::Internal(format!("{operation}: {e:#}")));
     }
     fault(fault_point);
-    Ok(work(ctx, planned).await)
+    Ok((before, planned))
 }
 
 /// A store and its state: the plain `Transactional`.

@@ -135,12 +135,40 @@ pub fn plan(spec: &NetworkSpec, state: &State, driver: &str) -> Result<Plan6, Ne
             "--ipv6 is not supported on overlay networks yet".into(),
         ));
     }
+    let (subnet, user_subnet6) = subnet6(spec, state)?;
+    let gateway = match spec.gateway6.as_deref() {
+        Some(g) => {
+            let g = parse_ip6("gateway", g)?;
+            if let Some(why) = addr_problem6(&subnet, g) {
+                return Err(invalid(format!("gateway {g} {why}")));
+            }
+            g
+        }
+        None => Ipv6Addr::from(u128::from(subnet.network()) + 1),
+    };
+    let ip_range = spec
+        .ip_range6
+        .as_deref()
+        .map(|r| ip_range6(&subnet, r))
+        .transpose()?;
+    Ok(Plan6 {
+        ipv6: true,
+        subnet6: Some(subnet),
+        gateway6: Some(gateway),
+        ip_range6: ip_range,
+        user_subnet6,
+    })
+}
+
+/// The subnet asked for (checked: big enough, not overlapping another network's), or
+/// the next free /64 of the host's ULA pool; and whether it was the user's.
+fn subnet6(spec: &NetworkSpec, state: &State) -> Result<(Ipv6Network, bool), NetdError> {
     let taken: Vec<(&str, Ipv6Network)> = state
         .networks
         .iter()
         .filter_map(|n| n.subnet6.map(|s| (n.name.as_str(), s)))
         .collect();
-    let (subnet, user_subnet6) = match spec.subnet6.as_deref() {
+    Ok(match spec.subnet6.as_deref() {
         Some(s) => {
             let n = parse_cidr6("subnet", s)?;
             if n.prefix() > 126 {
@@ -169,42 +197,23 @@ pub fn plan(spec: &NetworkSpec, state: &State, driver: &str) -> Result<Plan6, Ne
             })?;
             (n, false)
         }
-    };
-    let gateway = match spec.gateway6.as_deref() {
-        Some(g) => {
-            let g = parse_ip6("gateway", g)?;
-            if let Some(why) = addr_problem6(&subnet, g) {
-                return Err(invalid(format!("gateway {g} {why}")));
-            }
-            g
-        }
-        None => Ipv6Addr::from(u128::from(subnet.network()) + 1),
-    };
-    let ip_range = spec
-        .ip_range6
-        .as_deref()
-        .map(|r| {
-            let r = parse_cidr6("ip-range", r)?;
-            if !(subnet.contains(r.network()) && subnet.contains(last(&r))) {
-                return Err(invalid(format!(
-                    "ip-range {r} is not inside subnet {subnet}"
-                )));
-            }
-            if r.prefix() == 128 && r.network() == subnet.network() {
-                return Err(invalid(format!(
-                    "ip-range {r} holds no usable address of subnet {subnet}"
-                )));
-            }
-            Ok(r)
-        })
-        .transpose()?;
-    Ok(Plan6 {
-        ipv6: true,
-        subnet6: Some(subnet),
-        gateway6: Some(gateway),
-        ip_range6: ip_range,
-        user_subnet6,
     })
+}
+
+/// `--ip-range` on IPv6: inside the subnet, holding a usable address.
+fn ip_range6(subnet: &Ipv6Network, r: &str) -> Result<Ipv6Network, NetdError> {
+    let r = parse_cidr6("ip-range", r)?;
+    if !(subnet.contains(r.network()) && subnet.contains(last(&r))) {
+        return Err(invalid(format!(
+            "ip-range {r} is not inside subnet {subnet}"
+        )));
+    }
+    if r.prefix() == 128 && r.network() == subnet.network() {
+        return Err(invalid(format!(
+            "ip-range {r} holds no usable address of subnet {subnet}"
+        )));
+    }
+    Ok(r)
 }
 
 /// The IPv6 address of a new attachment to `net`: None on a network without IPv6; the
