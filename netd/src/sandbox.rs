@@ -170,7 +170,7 @@ fn check_link_local(state: &State, net: &Network, ips: &[IpAddr]) -> Result<()> 
                 }
             }
         }
-        if net.is_overlay() {
+        if net.is_multi_host() {
             return bad(
                 ip,
                 "overlay networks carry their containers' subnet addresses only",
@@ -256,7 +256,7 @@ async fn plumb(
     // Entries first: a program never sees the endpoint's first packets without them.
     dp.set_endpoint(a, net)?;
     dp.attach_endpoint(&a.veth)?;
-    if net.is_overlay() {
+    if net.is_multi_host() {
         dp.attach_overlay_endpoint(&a.veth)?;
     }
     if a.ip6.is_some() {

@@ -112,7 +112,7 @@ pub fn network_resource(n: &Network, containers: &[Container]) -> NetworkResourc
 /// the whole set dockerd shows for its own (from the daemon's flags).
 fn options_of(n: &Network) -> BTreeMap<String, String> {
     let mut o = n.options.clone();
-    if n.builtin && n.is_bridge() {
+    if n.builtin && n.traits().plumbing == model::Plumbing::Bridge {
         for (k, v) in [
             (
                 "com.docker.network.bridge.default_bridge",
@@ -256,7 +256,8 @@ pub async fn create(
 /// an overlay network `global` (cluster-wide through the cluster store). `swarm`
 /// would need a Docker swarm: refused, rather than quietly made local.
 fn check_scope(scope: Option<&str>, driver: Option<&str>) -> Result<(), NetdError> {
-    let overlay = driver == Some(model::DRIVER_OVERLAY);
+    let overlay =
+        model::driver_traits(driver.unwrap_or(model::DRIVER_BRIDGE)).is_some_and(|t| t.multi_host);
     let bad = |msg: String| Err(NetdError::InvalidArgument(msg));
     match scope.unwrap_or("") {
         "" => Ok(()),

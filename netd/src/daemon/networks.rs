@@ -45,7 +45,7 @@ fn network_and_container(
 /// with networks of its own, not on it already (Docker's 403, which scripts and SDKs
 /// tell from other errors).
 fn check_connect(net: &Network, c: &Container, all: &[Container]) -> Result<()> {
-    if !net.is_bridge() {
+    if !net.traits().connect {
         return Err(NetdError::InvalidArgument(format!(
             "container cannot be connected to the {} network: it is not a bridge network",
             net.name
@@ -117,7 +117,8 @@ impl Daemon {
         spec: NetworkSpec,
         id: String,
     ) -> Result<(Network, Option<String>)> {
-        if spec.driver.as_deref() == Some(model::DRIVER_OVERLAY) {
+        let driver = spec.driver.as_deref().unwrap_or(model::DRIVER_BRIDGE);
+        if model::driver_traits(driver).is_some_and(|t| t.multi_host) {
             let net = self.create_overlay(spec, id).await?;
             self.emit_network(&net, "create", None);
             return Ok((net, None));
@@ -220,7 +221,7 @@ impl Daemon {
                 users.join(", ")
             )));
         }
-        if net.is_overlay() {
+        if net.is_multi_host() {
             drop(g);
             self.remove_overlay(&net).await?;
             self.emit_network(&net, "destroy", None);

@@ -152,7 +152,7 @@ impl Inner {
         c: &Container,
         a: &Attachment,
     ) -> Option<RemoteEndpoint> {
-        if !net.is_overlay() {
+        if !net.is_multi_host() {
             return None;
         }
         let node = self.cluster.as_ref()?.node();
@@ -177,7 +177,7 @@ impl Inner {
         c: &Container,
         a: &Attachment,
     ) -> anyhow::Result<()> {
-        if !net.is_overlay() {
+        if !net.is_multi_host() {
             return Ok(());
         }
         let (Some(cluster), Some(rec)) = (self.cluster.clone(), self.overlay_record(net, c, a))
@@ -203,7 +203,7 @@ impl Inner {
     /// Gives `a`'s overlay address back to the cluster (logged on failure: the record
     /// goes with this node's lease at the latest).
     pub(super) async fn release_overlay(&self, net: &Network, a: &Attachment) {
-        let (Some(cluster), true) = (&self.cluster, net.is_overlay()) else {
+        let (Some(cluster), true) = (&self.cluster, net.is_multi_host()) else {
             return;
         };
         if let Err(e) = endpoints::release(cluster, net.vni, a.ip).await {
@@ -267,7 +267,7 @@ async fn mirror(g: &mut Inner, nets: &[Network], complete: bool) -> anyhow::Resu
             .state
             .networks
             .iter()
-            .filter(|n| n.is_overlay() && !live.contains(n.id.as_str()))
+            .filter(|n| n.is_multi_host() && !live.contains(n.id.as_str()))
             .cloned()
             .collect();
         for n in gone {

@@ -110,7 +110,7 @@ impl Inner {
             Some(link) => {
                 a.host_ifindex = link.index;
                 self.dp.attach_endpoint(&a.veth)?;
-                if net.is_overlay() {
+                if net.is_multi_host() {
                     self.dp.attach_overlay_endpoint(&a.veth)?;
                 }
                 if a.ip6.is_some() {

@@ -362,9 +362,9 @@ fn resolve_mode(state: &State, value: &str) -> Result<(NetMode, Option<Network>)
         .network(value)
         .cloned()
         .ok_or_else(|| not_found_net(value))?;
-    Ok(match net.driver.as_str() {
-        model::DRIVER_HOST => (NetMode::Host, None),
-        model::DRIVER_NULL => (NetMode::None, None),
-        _ => (NetMode::Bridge, Some(net)),
+    Ok(match net.traits().joins {
+        model::Joins::HostNamespace => (NetMode::Host, None),
+        model::Joins::Nothing => (NetMode::None, None),
+        model::Joins::Endpoint => (NetMode::Bridge, Some(net)),
     })
 }

@@ -385,7 +385,7 @@ impl Datapath {
             for r in remote {
                 let Some(net) = networks
                     .iter()
-                    .find(|n| n.id == r.network && n.is_overlay())
+                    .find(|n| n.id == r.network && n.is_multi_host())
                 else {
                     continue;
                 };

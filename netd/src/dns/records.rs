@@ -19,7 +19,7 @@ pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 /// Whether containers on `net` get the embedded DNS server (user-defined bridge and overlay networks,
 /// as Docker: the default `bridge` has none).
 pub fn has_embedded_dns(net: &Network) -> bool {
-    (net.is_bridge() || net.driver == crate::model::DRIVER_OVERLAY) && !net.builtin
+    net.traits().dns && !net.builtin
 }
 
 /// What one client (a network namespace) may resolve and where its other queries go.

@@ -1,8 +1,8 @@
-//! Network drivers, netavark's shape: a driver validates a network, sets it up and tears
-//! it down on the host, and joins and leaves endpoints (a veth into a namespace, with
-//! its address and routes). `bridge` is the first; an `overlay` driver goes beside it.
-//! The core picks the driver by the network's `driver` name and never touches links
-//! itself.
+//! Network drivers' host side, netavark's shape: a driver validates a network, sets it
+//! up and tears it down on the host, and joins and leaves endpoints (a veth into a
+//! namespace, with its address and routes). What a driver is (does it route, publish,
+//! span hosts, take IPv6) is `model::Traits`, the one table that names drivers; the
+//! core picks the code here by the traits' `Plumbing` and never touches links itself.
 mod bridge;
 
 use std::fmt;
@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 pub use bridge::{route_through, Bridge};
 
 use crate::{
-    model::{self, Attachment, Network},
+    model::{Attachment, Network, Plumbing},
     netlink::Netlink,
 };
 
@@ -101,17 +101,16 @@ pub static BRIDGE_FALLBACK: Bridge = Bridge;
 /// The driver of `net`, or None for the built-in `host` and `none` networks, which have
 /// nothing to set up.
 pub fn for_network(net: &Network) -> Option<&'static dyn NetworkDriver> {
-    match net.driver.as_str() {
-        // An overlay network is a bridge on each node; the datapath's overlay programs
-        // carry it between nodes.
-        model::DRIVER_BRIDGE | model::DRIVER_OVERLAY => Some(&BRIDGE),
-        _ => None,
+    match net.traits().plumbing {
+        Plumbing::Bridge => Some(&BRIDGE),
+        Plumbing::Nothing => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model;
 
     #[test]
     fn drivers_are_chosen_by_name() {

@@ -8,7 +8,7 @@ use super::{host_addr_problem, invalid, is_host_addr};
 use crate::{
     error::NetdError,
     model::{
-        self, Network, NetworkSpec, Pool4, IPAM_OPTIONS, IPAM_SERIAL, KNOWN_OPTIONS,
+        self, Network, NetworkSpec, Pool4, Traits, IPAM_OPTIONS, IPAM_SERIAL, KNOWN_OPTIONS,
         OPT_BRIDGE_NAME, OPT_HOST_BINDING, OPT_ICC, OPT_MASQUERADE, OPT_MTU,
     },
     store::State,
@@ -110,10 +110,6 @@ pub fn route_overlap_warning(n: &Ipv4Network, routes: &[Ipv4Network]) -> Option<
     })
 }
 
-/// The default MTU of an overlay network's containers: a 1500-byte underlay less the
-/// VXLAN encapsulation (outer IPv4, UDP, VXLAN and inner Ethernet headers: 50 bytes).
-pub const OVERLAY_MTU: u32 = 1450;
-
 /// Turns a `network create` request into a network, or says exactly what is wrong.
 /// `routes` are the host namespace's routes (an automatic subnet must avoid them);
 /// `links` the names of its interfaces (a bridge name must be free).
@@ -152,7 +148,7 @@ pub fn plan_network(
     Ok(Network {
         id,
         name: spec.name.clone(),
-        driver: driver.into(),
+        driver: driver.name.into(),
         net_id,
         bridge,
         bridge_mac: [0; 6],
@@ -182,8 +178,8 @@ pub fn plan_network(
     })
 }
 
-/// The request's name, driver, option keys and labels, checked; the driver's name.
-fn check_request<'a>(spec: &'a NetworkSpec, state: &State) -> Result<&'a str, NetdError> {
+/// The request's name, driver, option keys and labels, checked; the driver's traits.
+fn check_request(spec: &NetworkSpec, state: &State) -> Result<&'static Traits, NetdError> {
     validate_network_name(&spec.name)?;
     if state.networks.iter().any(|n| n.name == spec.name) {
         return Err(NetdError::Conflict(format!(
@@ -192,19 +188,24 @@ fn check_request<'a>(spec: &'a NetworkSpec, state: &State) -> Result<&'a str, Ne
         )));
     }
     let driver = spec.driver.as_deref().unwrap_or(model::DRIVER_BRIDGE);
-    match driver {
-        model::DRIVER_BRIDGE | model::DRIVER_OVERLAY => {}
-        d @ (model::DRIVER_HOST | model::DRIVER_NULL) => {
+    let traits = match model::driver_traits(driver) {
+        Some(t) if t.creatable => t,
+        Some(_) => {
             return Err(NetdError::Conflict(format!(
-                "only one instance of \"{d}\" network is allowed (the built-in one)"
+                "only one instance of \"{driver}\" network is allowed (the built-in one)"
             )))
         }
-        d => {
+        None => {
+            let names: Vec<String> = model::creatable_drivers()
+                .iter()
+                .map(|d| format!("{d:?}"))
+                .collect();
             return Err(invalid(format!(
-                "unsupported network driver {d:?}: netd has \"bridge\" and \"overlay\""
-            )))
+                "unsupported network driver {driver:?}: netd has {}",
+                names.join(" and ")
+            )));
         }
-    }
+    };
     for k in spec.options.keys() {
         if !KNOWN_OPTIONS.contains(&k.as_str()) {
             return Err(invalid(format!(
@@ -218,12 +219,11 @@ fn check_request<'a>(spec: &'a NetworkSpec, state: &State) -> Result<&'a str, Ne
             return Err(invalid("invalid label: the key is empty".into()));
         }
     }
-    Ok(driver)
+    Ok(traits)
 }
 
-/// `com.docker.network.driver.mtu`, or the driver's default (VXLAN costs 50 bytes of
-/// the underlay's usual 1500).
-fn mtu_of(given: Option<&str>, driver: &str) -> Result<Option<u32>, NetdError> {
+/// `com.docker.network.driver.mtu`, or the driver's default.
+fn mtu_of(given: Option<&str>, driver: &Traits) -> Result<Option<u32>, NetdError> {
     let given = given
         .map(|v| match v.parse::<u32>() {
             Ok(m) if (68..=65535).contains(&m) => Ok(m),
@@ -232,10 +232,7 @@ fn mtu_of(given: Option<&str>, driver: &str) -> Result<Option<u32>, NetdError> {
             ))),
         })
         .transpose()?;
-    Ok(match given {
-        None if driver == model::DRIVER_OVERLAY => Some(OVERLAY_MTU),
-        m => m,
-    })
+    Ok(given.or(driver.default_mtu))
 }
 
 /// The network's bridge: the name asked for (Linux's rules) or one made from the id,
@@ -329,12 +326,13 @@ fn plan_pools(
     spec: &NetworkSpec,
     state: &State,
     routes: &[Ipv4Network],
-    driver: &str,
+    driver: &Traits,
 ) -> Result<Pools, NetdError> {
-    if !spec.more_subnets.is_empty() && driver != model::DRIVER_OVERLAY {
+    if !spec.more_subnets.is_empty() && !driver.many_subnets {
         return Err(invalid(format!(
-            "--subnet given {} times for IPv4: the {driver} driver takes one IPv4 subnet (several are for -d overlay)",
-            spec.more_subnets.len() + 1
+            "--subnet given {} times for IPv4: the {} driver takes one IPv4 subnet (several are for -d overlay)",
+            spec.more_subnets.len() + 1,
+            driver.name
         )));
     }
     let taken: Vec<(String, Ipv4Network)> = state

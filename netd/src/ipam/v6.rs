@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::invalid;
 use crate::{
     error::NetdError,
-    model::{Network, NetworkSpec, DRIVER_OVERLAY},
+    model::{Network, NetworkSpec, Traits},
     store::State,
 };
 
@@ -116,7 +116,7 @@ fn addr_problem6(subnet: &Ipv6Network, ip: Ipv6Addr) -> Option<String> {
 }
 
 /// The IPv6 side of `spec`, or the one error that says what is wrong with it.
-pub fn plan(spec: &NetworkSpec, state: &State, driver: &str) -> Result<Plan6, NetdError> {
+pub fn plan(spec: &NetworkSpec, state: &State, driver: &Traits) -> Result<Plan6, NetdError> {
     if !spec.ipv6 {
         // Docker 27 drops IPv6 values silently without --ipv6; netd does not ignore what
         // a user asked for.
@@ -130,10 +130,11 @@ pub fn plan(spec: &NetworkSpec, state: &State, driver: &str) -> Result<Plan6, Ne
             None => Ok(Plan6::default()),
         };
     }
-    if driver == DRIVER_OVERLAY {
-        return Err(invalid(
-            "--ipv6 is not supported on overlay networks yet".into(),
-        ));
+    if !driver.ipv6 {
+        return Err(invalid(format!(
+            "--ipv6 is not supported on {} networks yet",
+            driver.name
+        )));
     }
     let (subnet, user_subnet6) = subnet6(spec, state)?;
     let gateway = match spec.gateway6.as_deref() {
@@ -276,6 +277,10 @@ pub fn allocate6(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bridge() -> &'static Traits {
+        crate::model::driver_traits(crate::model::DRIVER_BRIDGE).unwrap()
+    }
     use crate::model::{test_attachment, test_container, test_network, Attachment, Container};
 
     fn spec(subnet6: Option<&str>) -> NetworkSpec {
@@ -326,7 +331,7 @@ mod tests {
     #[test]
     fn without_a_subnet_the_first_free_64_of_the_pool() {
         let st = state_with("abc", vec![]);
-        let p = plan(&spec(None), &st, "bridge").unwrap();
+        let p = plan(&spec(None), &st, bridge()).unwrap();
         assert_eq!(p.subnet6, Some("fdbf:8f01:cfea::/64".parse().unwrap()));
         assert_eq!(p.gateway6, Some("fdbf:8f01:cfea::1".parse().unwrap()));
         assert!(p.ipv6 && !p.user_subnet6);
@@ -339,11 +344,11 @@ mod tests {
                 net6("c", "fdbf:8f01:cfea:2:8000::/65"),
             ],
         );
-        let p = plan(&spec(None), &st, "bridge").unwrap();
+        let p = plan(&spec(None), &st, bridge()).unwrap();
         assert_eq!(p.subnet6, Some("fdbf:8f01:cfea:3::/64".parse().unwrap()));
         // A user subnet covering the whole pool leaves nothing.
         let st = state_with("abc", vec![net6("all", "fdbf:8f01:cfea::/48")]);
-        let e = err(plan(&spec(None), &st, "bridge"));
+        let e = err(plan(&spec(None), &st, bridge()));
         assert_eq!(e.status(), 409);
         assert!(e.to_string().contains("no free IPv6 /64"), "{e}");
     }
@@ -356,7 +361,7 @@ mod tests {
             ip_range6: Some("2001:db8:1::100/120".into()),
             ..spec(Some("2001:db8:1::/64"))
         };
-        let p = plan(&s, &st, "bridge").unwrap();
+        let p = plan(&s, &st, bridge()).unwrap();
         assert_eq!(
             p,
             Plan6 {
@@ -368,7 +373,7 @@ mod tests {
             }
         );
         // A /48 is a subnet like any other.
-        assert!(plan(&spec(Some("fd12:3456:789a::/48")), &st, "bridge").is_ok());
+        assert!(plan(&spec(Some("fd12:3456:789a::/48")), &st, bridge()).is_ok());
     }
 
     #[test]
@@ -442,15 +447,16 @@ mod tests {
             ),
         ];
         for (s, want, status) in cases {
-            let e = err(plan(&s, &st, "bridge"));
+            let e = err(plan(&s, &st, bridge()));
             assert!(e.to_string().contains(want), "{s:?}: {e}");
             assert_eq!(e.status(), status, "{s:?}: {e}");
         }
-        let e = err(plan(&spec(None), &st, DRIVER_OVERLAY));
+        let overlay = crate::model::driver_traits(crate::model::DRIVER_OVERLAY).unwrap();
+        let e = err(plan(&spec(None), &st, overlay));
         assert!(e.to_string().contains("overlay"), "{e}");
         // Without --ipv6 and without IPv6 values: nothing to do.
         let none = NetworkSpec::default();
-        assert_eq!(plan(&none, &st, "bridge").unwrap(), Plan6::default());
+        assert_eq!(plan(&none, &st, bridge()).unwrap(), Plan6::default());
     }
 
     fn with_container(st: &mut State, net: &Network, ip6: &str) {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::NetdError;
 
 mod detach;
+mod drivers;
 mod endpoint;
 mod names;
 mod pool;
@@ -19,6 +20,7 @@ mod publish;
 mod request;
 
 pub use detach::{parse_detach_keys, DetachScanner, Scanned, DEFAULT_DETACH_KEYS};
+pub use drivers::{creatable_drivers, driver_traits, Joins, Plumbing, Traits};
 pub use endpoint::{
     check_driver_opts, check_ifname, check_ns_sysctls, gateways, if_sysctls_of, mac_bytes,
     parse_if_sysctls, parse_mac, sysctl_exists, EndpointRequest, IfSysctl, ENDPOINT_IFNAME,
@@ -115,14 +117,31 @@ pub struct Network {
     pub ipam_options: BTreeMap<String, String>,
 }
 
+/// The traits of a network of a driver netd no longer has (a record of another
+/// release): nothing to plumb, nothing to join.
+static UNKNOWN_DRIVER: Traits = Traits {
+    name: "",
+    plumbing: Plumbing::Nothing,
+    joins: Joins::Nothing,
+    creatable: false,
+    connect: false,
+    multi_host: false,
+    many_subnets: false,
+    ipv6: false,
+    default_mtu: None,
+    dns: false,
+};
+
 impl Network {
-    pub fn is_bridge(&self) -> bool {
-        self.driver == DRIVER_BRIDGE
+    /// What its driver does (see `drivers`).
+    pub fn traits(&self) -> &'static Traits {
+        driver_traits(&self.driver).unwrap_or(&UNKNOWN_DRIVER)
     }
 
-    /// An overlay network: its record lives in the cluster store, every node mirrors it.
-    pub fn is_overlay(&self) -> bool {
-        self.driver == DRIVER_OVERLAY
+    /// A network across nodes: its record lives in the cluster store, every node
+    /// mirrors it.
+    pub fn is_multi_host(&self) -> bool {
+        self.traits().multi_host
     }
 
     /// IPv6 gateway mode `routed` (`-o com.docker.network.bridge.gateway_mode_ipv6`):
@@ -170,7 +189,7 @@ impl Network {
     /// Docker's scope: `global` for overlay networks (pre-Swarm cluster store), `local`
     /// for the others.
     pub fn scope(&self) -> &'static str {
-        if self.is_overlay() {
+        if self.is_multi_host() {
             "global"
         } else {
             "local"

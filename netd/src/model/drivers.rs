@@ -1,0 +1,131 @@
+//! What the core asks of a network's driver instead of matching its name. This table is
+//! the one place a driver is named: a new driver is a row here and, when it plumbs
+//! endpoints its own way, a file in `driver/` behind a `Plumbing` of its own.
+use super::{DRIVER_BRIDGE, DRIVER_HOST, DRIVER_NULL, DRIVER_OVERLAY};
+
+/// How the host side of a network is made (`driver::for_network` picks the code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plumbing {
+    /// A Linux bridge with a veth per endpoint.
+    Bridge,
+    /// Nothing: the built-in `host` and `none` networks.
+    Nothing,
+}
+
+/// What `--network NAME` gives a container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Joins {
+    /// A namespace of its own with an endpoint on the network.
+    Endpoint,
+    /// The host's namespace.
+    HostNamespace,
+    /// A namespace of its own with loopback only.
+    Nothing,
+}
+
+/// A driver's answers to the core.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Traits {
+    pub name: &'static str,
+    pub plumbing: Plumbing,
+    pub joins: Joins,
+    /// Users create networks of it (`host` and `null` have only their built-in one).
+    pub creatable: bool,
+    /// Running containers join and leave it (`network connect`), and runtimes attach
+    /// endpoints to it (CNI).
+    pub connect: bool,
+    /// Its record lives in the cluster store; every node mirrors it and tunnels to the
+    /// other nodes' containers (Docker's scope `global`).
+    pub multi_host: bool,
+    /// Takes several IPv4 subnets (`--subnet` more than once).
+    pub many_subnets: bool,
+    /// Takes IPv6 (`--ipv6`).
+    pub ipv6: bool,
+    /// Its containers' MTU when the network names none: an overlay's VXLAN costs 50
+    /// bytes of a 1500-byte underlay (outer IPv4, UDP, VXLAN, inner Ethernet).
+    pub default_mtu: Option<u32>,
+    /// Its user-defined networks get the embedded DNS server.
+    pub dns: bool,
+}
+
+const BRIDGE: Traits = Traits {
+    name: DRIVER_BRIDGE,
+    plumbing: Plumbing::Bridge,
+    joins: Joins::Endpoint,
+    creatable: true,
+    connect: true,
+    multi_host: false,
+    many_subnets: false,
+    ipv6: true,
+    default_mtu: None,
+    dns: true,
+};
+
+/// The drivers netd has, in the order error messages list them.
+pub static DRIVERS: [Traits; 4] = [
+    BRIDGE,
+    // A bridge on each node; the datapath's overlay programs carry it between nodes.
+    Traits {
+        name: DRIVER_OVERLAY,
+        connect: false,
+        multi_host: true,
+        many_subnets: true,
+        ipv6: false,
+        default_mtu: Some(1450),
+        ..BRIDGE
+    },
+    Traits {
+        name: DRIVER_HOST,
+        plumbing: Plumbing::Nothing,
+        joins: Joins::HostNamespace,
+        creatable: false,
+        connect: false,
+        ipv6: false,
+        dns: false,
+        ..BRIDGE
+    },
+    Traits {
+        name: DRIVER_NULL,
+        plumbing: Plumbing::Nothing,
+        joins: Joins::Nothing,
+        creatable: false,
+        connect: false,
+        ipv6: false,
+        dns: false,
+        ..BRIDGE
+    },
+];
+
+/// The traits of driver `name`, None for a driver netd does not have.
+pub fn driver_traits(name: &str) -> Option<&'static Traits> {
+    DRIVERS.iter().find(|t| t.name == name)
+}
+
+/// The drivers users may create networks of, for error messages.
+pub fn creatable_drivers() -> Vec<&'static str> {
+    DRIVERS
+        .iter()
+        .filter(|t| t.creatable)
+        .map(|t| t.name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_driver_is_found_by_its_name_and_only_users_drivers_are_creatable() {
+        for t in &DRIVERS {
+            assert_eq!(driver_traits(t.name), Some(t));
+        }
+        assert!(driver_traits("macvlan").is_none());
+        assert_eq!(creatable_drivers(), ["bridge", "overlay"]);
+        let overlay = driver_traits(DRIVER_OVERLAY).unwrap();
+        assert!(overlay.multi_host && overlay.many_subnets && !overlay.ipv6);
+        assert_eq!(
+            driver_traits(DRIVER_HOST).unwrap().joins,
+            Joins::HostNamespace
+        );
+    }
+}
