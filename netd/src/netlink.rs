@@ -14,7 +14,8 @@ use netlink_packet_route::{
     AddressFamily,
 };
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
+    Handle, LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVlan, LinkVxlan,
+    RouteMessageBuilder,
 };
 
 pub struct Netlink {
@@ -151,6 +152,44 @@ impl Netlink {
         self.link_by_name(host_name)
             .await?
             .ok_or_else(|| anyhow!("veth {host_name} vanished after creation"))
+    }
+
+    /// Creates the 802.1q sub-interface `name` of link `base` with VLAN id `id`.
+    pub async fn create_vlan(&self, name: &str, base: u32, id: u16) -> anyhow::Result<Link> {
+        self.handle
+            .link()
+            .add(LinkVlan::new(name, base, id).build())
+            .execute()
+            .await
+            .with_context(|| format!("creating VLAN sub-interface {name}"))?;
+        self.link_by_name(name)
+            .await?
+            .ok_or_else(|| anyhow!("VLAN sub-interface {name} vanished after creation"))
+    }
+
+    /// Creates a bridge-mode macvlan device `name` on link `parent`, born inside the
+    /// namespace open as `ns` with MAC `mac` (the container's interface).
+    pub async fn create_macvlan_in(
+        &self,
+        name: &str,
+        parent: u32,
+        ns: &std::fs::File,
+        mac: [u8; 6],
+    ) -> anyhow::Result<()> {
+        let msg = LinkMacVlan::new(
+            name,
+            parent,
+            netlink_packet_route::link::MacVlanMode::Bridge,
+        )
+        .address(mac.to_vec())
+        .setns_by_fd(ns.as_raw_fd())
+        .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .with_context(|| format!("creating macvlan {name}"))
     }
 
     pub async fn set_up(&self, index: u32) -> anyhow::Result<()> {

@@ -253,6 +253,9 @@ async fn plumb(
         default_route6: routes.1,
     };
     a.host_ifindex = d.join(nl, net, join).await?;
+    if !net.traits().programs {
+        return Ok(());
+    }
     // Entries first: a program never sees the endpoint's first packets without them.
     dp.set_endpoint(a, net)?;
     dp.attach_endpoint(&a.veth)?;

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::{
     model::{Attachment, Container, ContainerState, NetMode, Network, PortMapping},
+    netlink::Netlink,
     netns, process, sandbox,
 };
 
@@ -105,6 +106,9 @@ impl Inner {
             // Docker's endpoint before Join: nothing plumbed yet.
             return Ok(());
         }
+        if !net.traits().programs {
+            return self.reconcile_inside(c, i, &net).await;
+        }
         self.owned.claim(Kind::Link, &a.veth)?;
         match self.nl.link_by_name(&a.veth).await? {
             Some(link) => {
@@ -135,6 +139,34 @@ impl Inner {
         }
         self.record_attachment(&c.id, &a)?;
         Ok(())
+    }
+
+    /// An endpoint with no host side (macvlan): its device lives in the container's
+    /// namespace; made again there if it was lost.
+    async fn reconcile_inside(
+        &mut self,
+        c: &Container,
+        i: usize,
+        net: &Network,
+    ) -> anyhow::Result<()> {
+        let Some(ns) = c.netns.clone() else {
+            return Ok(());
+        };
+        let mut a = c.attachments[i].clone();
+        if Netlink::in_netns(&ns)?
+            .link_by_name(&a.ifname)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        warn!(
+            "container {}: recreating its interface {}",
+            c.name, a.ifname
+        );
+        let routes = c.default_routes(i, &self.state.networks);
+        sandbox::attach(&self.nl, &mut self.dp, &ns, net, &mut a, routes).await?;
+        self.record_attachment(&c.id, &a)
     }
 
     /// A running container's process (id, pid, start time), to watch while it is

@@ -246,6 +246,14 @@ pub(super) fn prepare_ports(
     ports: &mut [PortMapping],
     snat_port_range: (u16, u16),
 ) -> Result<()> {
+    if let (Some(net), Some(m)) = (net, ports.first()) {
+        if !net.traits().programs {
+            return Err(NetdError::InvalidArgument(format!(
+                "cannot publish {}/{} on network {}: a {} network publishes no ports (its containers are reached at their own addresses)",
+                m.container_port, m.proto, net.name, net.driver
+            )));
+        }
+    }
     if let Some(net) = net {
         for m in ports.iter_mut() {
             if m.host_ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED) {

@@ -193,6 +193,11 @@ fn endpoint6_values(a: &Attachment, net: &Network, ip6: Ipv6Addr) -> (Endpoint6,
 /// internal networks are unreachable from outside (protected); those of networks
 /// without masquerade are routed.
 fn subnet_entries(net: &Network) -> Vec<((u32, u32), u32)> {
+    if !net.traits().programs {
+        // A macvlan network's subnet is its parent's segment: the hosts there are no
+        // containers, and the guard must not take them for spoofers.
+        return Vec::new();
+    }
     let protected = if net.masquerade || net.internal {
         SUBNET_F_PROTECTED
     } else {

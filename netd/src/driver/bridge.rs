@@ -145,7 +145,7 @@ impl NetworkDriver for Bridge {
 /// The container side of endpoint `a`, born in namespace `ns`: the network's MTU, its
 /// addresses (IPv6 on for it on a network with IPv6), the endpoint's sysctls, link up,
 /// then the default routes it gives (`routes`: IPv4's, IPv6's) through its gateways.
-async fn configure_inside(
+pub(super) async fn configure_inside(
     ns: &str,
     net: &Network,
     a: &Attachment,
@@ -256,7 +256,7 @@ fn enable_ipv6_on(ifname: &str) -> anyhow::Result<()> {
 }
 
 /// Deletes link `name` if it exists.
-async fn delete_link(nl: &Netlink, name: &str) -> TeardownErrors {
+pub(super) async fn delete_link(nl: &Netlink, name: &str) -> TeardownErrors {
     let mut errs = TeardownErrors::default();
     if let Some(Some(l)) = errs.check(nl.link_by_name(name).await) {
         errs.check(nl.del_link(l.index).await);

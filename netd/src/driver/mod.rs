@@ -4,6 +4,7 @@
 //! span hosts, take IPv6) is `model::Traits`, the one table that names drivers; the
 //! core picks the code here by the traits' `Plumbing` and never touches links itself.
 mod bridge;
+mod macvlan;
 
 use std::fmt;
 
@@ -95,6 +96,7 @@ pub trait NetworkDriver: Send + Sync {
 }
 
 static BRIDGE: Bridge = Bridge;
+static MACVLAN: macvlan::Macvlan = macvlan::Macvlan;
 /// The driver whose `leave` removes an endpoint whose network record is gone.
 pub static BRIDGE_FALLBACK: Bridge = Bridge;
 
@@ -103,6 +105,7 @@ pub static BRIDGE_FALLBACK: Bridge = Bridge;
 pub fn for_network(net: &Network) -> Option<&'static dyn NetworkDriver> {
     match net.traits().plumbing {
         Plumbing::Bridge => Some(&BRIDGE),
+        Plumbing::Macvlan => Some(&MACVLAN),
         Plumbing::Nothing => None,
     }
 }

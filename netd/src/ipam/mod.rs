@@ -4,6 +4,7 @@
 //! daemon's `--ipv6`, `--fixed-cidr-v6`) in `bridge6`. All stay free of kernel calls so that
 //! every rule has a unit test.
 mod bridge6;
+mod macvlan;
 mod plan;
 mod v6;
 

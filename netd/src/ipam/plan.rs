@@ -8,7 +8,7 @@ use super::{host_addr_problem, invalid, is_host_addr};
 use crate::{
     error::NetdError,
     model::{
-        self, Network, NetworkSpec, Pool4, Traits, IPAM_OPTIONS, IPAM_SERIAL, KNOWN_OPTIONS,
+        self, Network, NetworkSpec, Plumbing, Pool4, Traits, IPAM_OPTIONS, IPAM_SERIAL,
         OPT_BRIDGE_NAME, OPT_HOST_BINDING, OPT_ICC, OPT_MASQUERADE, OPT_MTU,
     },
     store::State,
@@ -131,7 +131,8 @@ pub fn plan_network(
     let masquerade = opt(OPT_MASQUERADE)
         .map(|v| parse_bool_opt(OPT_MASQUERADE, v))
         .transpose()?
-        .unwrap_or(true);
+        .unwrap_or(true)
+        && driver.programs;
     let host_binding_ipv4 = opt(OPT_HOST_BINDING)
         .map(|v| parse_ip(OPT_HOST_BINDING, v))
         .transpose()?
@@ -140,7 +141,11 @@ pub fn plan_network(
         check_gateway_mode(mode)?;
     }
     let mtu = mtu_of(opt(OPT_MTU), driver)?;
-    let bridge = bridge_name(opt(OPT_BRIDGE_NAME), state, links, bridge_prefix, &id)?;
+    let bridge = match driver.plumbing {
+        Plumbing::Macvlan => super::macvlan::own_link(spec, state, links)?,
+        _ if driver.bridge => bridge_name(opt(OPT_BRIDGE_NAME), state, links, bridge_prefix, &id)?,
+        _ => String::new(),
+    };
     let (pools, user_subnet, aux) = plan_pools(spec, state, routes, driver)?;
     let ipam_options = check_ipam_options(&spec.ipam_options)?;
     let v6 = super::v6::plan(spec, state, driver)?;
@@ -207,10 +212,11 @@ fn check_request(spec: &NetworkSpec, state: &State) -> Result<&'static Traits, N
         }
     };
     for k in spec.options.keys() {
-        if !KNOWN_OPTIONS.contains(&k.as_str()) {
+        if !traits.options.contains(&k.as_str()) {
             return Err(invalid(format!(
-                "unsupported network option {k:?} (netd knows {})",
-                KNOWN_OPTIONS.join(", ")
+                "unsupported network option {k:?} for driver {} (netd knows {})",
+                traits.name,
+                traits.options.join(", ")
             )));
         }
     }

@@ -20,7 +20,7 @@ mod publish;
 mod request;
 
 pub use detach::{parse_detach_keys, DetachScanner, Scanned, DEFAULT_DETACH_KEYS};
-pub use drivers::{creatable_drivers, driver_traits, Joins, Plumbing, Traits};
+pub use drivers::{creatable_drivers, driver_traits, split_parent, Joins, Plumbing, Traits};
 pub use endpoint::{
     check_driver_opts, check_ifname, check_ns_sysctls, gateways, if_sysctls_of, mac_bytes,
     parse_if_sysctls, parse_mac, sysctl_exists, EndpointRequest, IfSysctl, ENDPOINT_IFNAME,
@@ -39,6 +39,12 @@ pub const DRIVER_HOST: &str = "host";
 pub const DRIVER_NULL: &str = "null";
 /// Cluster-scoped networks across nodes (needs `netd daemon --cluster-store`).
 pub const DRIVER_OVERLAY: &str = "overlay";
+/// Containers on a parent interface's segment (`-o parent=IF` or `IF.VLAN`).
+pub const DRIVER_MACVLAN: &str = "macvlan";
+pub const OPT_PARENT: &str = "parent";
+pub const OPT_MACVLAN_MODE: &str = "macvlan_mode";
+/// The macvlan driver's options, as Docker's (`bridge` is its one mode).
+pub const MACVLAN_OPTIONS: [&str; 3] = [OPT_PARENT, OPT_MACVLAN_MODE, OPT_MTU];
 
 /// The bridge driver's options netd understands (`-o KEY=VALUE`); any other is an error.
 pub const OPT_BRIDGE_NAME: &str = "com.docker.network.bridge.name";
@@ -130,6 +136,9 @@ static UNKNOWN_DRIVER: Traits = Traits {
     ipv6: false,
     default_mtu: None,
     dns: false,
+    bridge: false,
+    programs: false,
+    options: &[],
 };
 
 impl Network {

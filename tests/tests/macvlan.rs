@@ -1,0 +1,214 @@
+//! End-to-end: Docker's macvlan driver, bridge mode. A container on the uplink's own
+//! segment is reached straight at its address from the client (no NAT, no published
+//! port, its own MAC on the wire); a parent `IF.VLAN` is an 802.1q sub-interface the
+//! network makes and removes; a port to publish and bad parents are one error line.
+use netd_tests::{Lab, CLIENT_IP, HOST_IP};
+use serde_json::Value;
+
+/// `HOST_IP`'s /24 as "a.b.c".
+fn uplink_prefix() -> String {
+    HOST_IP.rsplit_once('.').expect("dotted quad").0.to_string()
+}
+
+/// A tester TCP server in a new container on `net`; its address there.
+fn serve_on(lab: &Lab, name: &str, net: &str) -> String {
+    let tester = netd_tests::tester_bin();
+    let tester = tester.to_str().expect("utf-8 path");
+    lab.netd_ok(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        net,
+        "--",
+        tester,
+        "serve-tcp",
+        "80",
+    ]);
+    let v: Value = lab.inspect(name);
+    let ip = v["NetworkSettings"]["Networks"][net]["IPAddress"]
+        .as_str()
+        .expect("an address")
+        .to_string();
+    lab.wait_listening(
+        &format!("{}{name}", lab.container_prefix()),
+        &["serve-tcp", "80"],
+    );
+    ip
+}
+
+fn one_line_error(o: &std::process::Output, needle: &str) {
+    assert!(!o.status.success(), "expected a failure: {needle}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(needle), "{needle}: {err}");
+}
+
+fn host_has_link(lab: &Lab, name: &str) -> bool {
+    lab.exec_in(&lab.host, &["ip", "link", "show", name])
+        .status
+        .success()
+}
+
+#[test]
+fn a_macvlan_container_is_on_the_uplinks_segment_and_a_vlan_parent_goes_with_its_network() {
+    let lab = Lab::new();
+    let p = uplink_prefix();
+    lab.netd_ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        &format!("{p}.0/24"),
+        "--ip-range",
+        &format!("{p}.128/25"),
+        "--gateway",
+        CLIENT_IP,
+        "-o",
+        "parent=up0",
+        "lan",
+    ]);
+    let ip = serve_on(&lab, "web", "lan");
+    assert!(ip.starts_with(&format!("{p}.")), "{ip}");
+    // Straight from the client to the container's own address: the container sees the
+    // client's address, nothing translated either way.
+    let got = lab
+        .from_client(&["tcp", &format!("{ip}:80")])
+        .expect("the client reaches the macvlan container directly");
+    assert!(got.contains(&format!("peer={CLIENT_IP}:")), "{got}");
+    // Its MAC is its own on the segment (not the host's), as the client's neighbour
+    // table shows.
+    let mac = lab.inspect("web")["NetworkSettings"]["Networks"]["lan"]["MacAddress"]
+        .as_str()
+        .expect("a MAC")
+        .to_string();
+    let neigh = lab.exec_in(&lab.client, &["ip", "neigh", "show", &ip]);
+    assert!(
+        String::from_utf8_lossy(&neigh.stdout).contains(&mac),
+        "{neigh:?} has no {mac}"
+    );
+    // No published ports on macvlan, as in Docker; said, not ignored.
+    one_line_error(
+        &lab.netd(&[
+            "run",
+            "-d",
+            "--network",
+            "lan",
+            "-p",
+            "8080:80",
+            "--",
+            "sleep",
+            "60",
+        ]),
+        "publishes no ports",
+    );
+    // One network a parent; the parent must exist; bridge mode only.
+    let cidr = format!("{p}.0/24");
+    for (args, needle) in [
+        (
+            vec!["-o", "parent=up0", "--subnet", "10.77.0.0/24"],
+            "already using parent interface up0",
+        ),
+        (
+            vec!["-o", "parent=nosuch0", "--subnet", "10.77.0.0/24"],
+            "nosuch0 does not exist",
+        ),
+        (
+            vec!["-o", "parent=up0.5000", "--subnet", "10.77.0.0/24"],
+            "VLAN id from 1 to 4094",
+        ),
+        (vec!["--subnet", "10.77.0.0/24"], "needs -o parent"),
+        (
+            vec![
+                "-o",
+                "parent=up0.7",
+                "-o",
+                "macvlan_mode=vepa",
+                "--subnet",
+                "10.77.0.0/24",
+            ],
+            "bridge mode only",
+        ),
+        (
+            vec![
+                "-o",
+                "parent=up0.7",
+                "-o",
+                "com.docker.network.bridge.name=x",
+                "--subnet",
+                &cidr,
+            ],
+            "unsupported network option",
+        ),
+    ] {
+        let mut all = vec!["network", "create", "-d", "macvlan"];
+        all.extend(args);
+        all.push("bad");
+        one_line_error(&lab.netd(&all), needle);
+    }
+    assert!(
+        !host_has_link(&lab, "up0.7"),
+        "a refused network made nothing"
+    );
+
+    vlan_parent(&lab);
+    // The parent itself was the host's: it stays after its network goes.
+    lab.netd_ok(&["rm", "-f", "web"]);
+    lab.netd_ok(&["network", "rm", "lan"]);
+    assert!(host_has_link(&lab, "up0"));
+}
+
+/// A parent `up0.42`: an 802.1q sub-interface the network makes and removes. On a
+/// kernel without 802.1q (this machine kind's has no CONFIG_VLAN_8021Q) the network is
+/// refused in one line and leaves nothing behind.
+fn vlan_parent(lab: &Lab) {
+    let create = [
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "10.42.42.0/24",
+        "--ip-range",
+        "10.42.42.128/25",
+        "--gateway",
+        "10.42.42.2",
+        "-o",
+        "parent=up0.42",
+        "vlan42",
+    ];
+    let client_vlan = lab.exec_in(
+        &lab.client,
+        &[
+            "ip", "link", "add", "link", "cl0", "name", "cl0.42", "type", "vlan", "id", "42",
+        ],
+    );
+    if !client_vlan.status.success() {
+        one_line_error(&lab.netd(&create), "creating VLAN sub-interface up0.42");
+        assert!(!host_has_link(lab, "up0.42"));
+        let ls = lab.netd_ok(&["network", "ls", "--format", "{{.Name}}"]);
+        assert!(!ls.lines().any(|l| l == "vlan42"), "{ls}");
+        return;
+    }
+    for cmd in [
+        vec!["ip", "addr", "add", "10.42.42.2/24", "dev", "cl0.42"],
+        vec!["ip", "link", "set", "cl0.42", "up"],
+    ] {
+        assert!(lab.exec_in(&lab.client, &cmd).status.success(), "{cmd:?}");
+    }
+    lab.netd_ok(&create);
+    assert!(host_has_link(lab, "up0.42"), "the network makes its VLAN");
+    let ip42 = serve_on(lab, "tagged", "vlan42");
+    let got = lab
+        .from_client(&["tcp", &format!("{ip42}:80")])
+        .expect("the client reaches the container on VLAN 42");
+    assert!(got.contains("peer=10.42.42.2:"), "{got}");
+    lab.netd_ok(&["rm", "-f", "tagged"]);
+    lab.netd_ok(&["network", "rm", "vlan42"]);
+    assert!(
+        !host_has_link(lab, "up0.42"),
+        "the VLAN goes with its network"
+    );
+}
