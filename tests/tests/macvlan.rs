@@ -53,7 +53,7 @@ fn host_has_link(lab: &Lab, name: &str) -> bool {
 
 #[test]
 fn a_macvlan_container_is_on_the_uplinks_segment_and_a_vlan_parent_goes_with_its_network() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let p = uplink_prefix();
     lab.netd_ok(&[
         "network",
@@ -78,6 +78,26 @@ fn a_macvlan_container_is_on_the_uplinks_segment_and_a_vlan_parent_goes_with_its
         .from_client(&["tcp", &format!("{ip}:80")])
         .expect("the client reaches the macvlan container directly");
     assert!(got.contains(&format!("peer={CLIENT_IP}:")), "{got}");
+    // An agent restart finds the device in the container's namespace and leaves it be.
+    lab.stop_daemon(libc::SIGTERM);
+    lab.start_daemon().expect("the agent starts again");
+    let got = lab
+        .from_client(&["tcp", &format!("{ip}:80")])
+        .expect("still reached after a restart");
+    assert!(got.contains(&format!("peer={CLIENT_IP}:")), "{got}");
+    let links = lab.exec_in(
+        &format!("{}web", lab.container_prefix()),
+        &["ip", "-o", "link", "show"],
+    );
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert_eq!(
+        links
+            .lines()
+            .filter(|l| l.contains("macvlan") || l.contains("eth0"))
+            .count(),
+        1,
+        "{links}"
+    );
     // Its MAC is its own on the segment (not the host's), as the client's neighbour
     // table shows.
     let mac = lab.inspect("web")["NetworkSettings"]["Networks"]["lan"]["MacAddress"]
