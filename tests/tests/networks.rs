@@ -427,7 +427,7 @@ fn bad_network_input_is_one_clear_line_and_changes_nothing() {
             "use true or false",
         ),
         (
-            vec!["network", "create", "-d", "macvlan", "n1"],
+            vec!["network", "create", "-d", "ipvlan", "n1"],
             "unsupported network driver",
         ),
         (vec!["network", "create", "used"], "already exists"),

@@ -273,7 +273,7 @@ impl Ctx {
     pub(super) async fn resolve(&self, query: &[u8], seed: u64, udp: bool) -> Vec<u8> {
         let t0 = std::time::Instant::now();
         let (source, a) = self.resolve_from(query, seed, udp).await;
-        crate::metrics::dns_answer(source, &a, t0.elapsed());
+        crate::metrics::instruments::dns_answer(source, &a, t0.elapsed());
         a
     }
 
@@ -282,8 +282,8 @@ impl Ctx {
         query: &[u8],
         seed: u64,
         udp: bool,
-    ) -> (crate::metrics::Source, Vec<u8>) {
-        use crate::metrics::Source;
+    ) -> (crate::metrics::instruments::Source, Vec<u8>) {
+        use crate::metrics::instruments::Source;
         let table = self.shared.table();
         let reply = answer(&table, &self.ns, query, seed, udp);
         match reply {

@@ -90,7 +90,7 @@ async fn serve_tcp_conn(mut s: TcpStream, ctx: Arc<Ctx>) {
             return;
         }
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        crate::metrics::dns_query(crate::metrics::Transport::Tcp);
+        crate::metrics::instruments::dns_query(crate::metrics::instruments::Transport::Tcp);
         let a = ctx.resolve(&q, seed, false).await;
         let Ok(n) = u16::try_from(a.len()) else {
             return;

@@ -13,7 +13,7 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
-use crate::metrics;
+use crate::metrics::instruments as metrics;
 
 use super::{
     answer::{answer_into, Ctx, Handled},

@@ -336,7 +336,7 @@ mod tests {
             (spec("bad name"), "invalid network name"),
             (
                 NetworkSpec {
-                    driver: Some("macvlan".into()),
+                    driver: Some("ipvlan".into()),
                     ..spec("x")
                 },
                 "unsupported network driver",

@@ -2,7 +2,9 @@
 //! `http://ADDR:PORT/metrics` in Prometheus' text format (version 0.0.4).
 //!
 //! - `instruments`: what the agent measures as it goes (API latency, DNS queries,
-//!   answers and their latency), in a registry of the process.
+//!   answers and their latency), in a registry of the process. It depends on nothing of
+//!   the agent's, so the DNS server below the daemon counts into it without an import
+//!   circle (this module's scrape reads the daemon).
 //! - `scrape`: what each scrape reads: the datapath's counters and conntrack through
 //!   handles of its own on the pinned maps (never under the daemon's lock), the state's
 //!   networks, containers and published ports (a brief count under the lock), and the
@@ -12,7 +14,7 @@
 //!
 //! Names follow Prometheus' conventions: `netd_` prefix, base units (seconds, bytes),
 //! `_total` for counters.
-mod instruments;
+pub mod instruments;
 mod scrape;
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
@@ -21,7 +23,7 @@ use anyhow::Context;
 use log::{info, warn};
 use prometheus::{Encoder, TextEncoder};
 
-pub use instruments::{api_latency, dns_answer, dns_query, Source, Transport};
+pub use instruments::api_latency;
 
 use crate::{daemon::Daemon, datapath::Readings};
 
