@@ -2,7 +2,7 @@
 //! segment is reached straight at its address from the client (no NAT, no published
 //! port, its own MAC on the wire); a parent `IF.VLAN` is an 802.1q sub-interface the
 //! network makes and removes; a port to publish and bad parents are one error line.
-use netd_tests::{Lab, CLIENT_IP, HOST_IP};
+use netd_tests::{Lab, CLIENT_IP, CLIENT_IP6, HOST_IP};
 use serde_json::Value;
 
 /// `HOST_IP`'s /24 as "a.b.c".
@@ -10,8 +10,9 @@ fn uplink_prefix() -> String {
     HOST_IP.rsplit_once('.').expect("dotted quad").0.to_string()
 }
 
-/// A tester TCP server in a new container on `net`; its address there.
-fn serve_on(lab: &Lab, name: &str, net: &str) -> String {
+/// A tester TCP server (both families) in a new container on `net`; its IPv4 and
+/// IPv6 (empty without) addresses there.
+fn serve_on(lab: &Lab, name: &str, net: &str) -> (String, String) {
     let tester = netd_tests::tester_bin();
     let tester = tester.to_str().expect("utf-8 path");
     lab.netd_ok(&[
@@ -23,19 +24,18 @@ fn serve_on(lab: &Lab, name: &str, net: &str) -> String {
         net,
         "--",
         tester,
-        "serve-tcp",
+        "serve-tcp6",
         "80",
     ]);
     let v: Value = lab.inspect(name);
-    let ip = v["NetworkSettings"]["Networks"][net]["IPAddress"]
-        .as_str()
-        .expect("an address")
-        .to_string();
+    let n = &v["NetworkSettings"]["Networks"][net];
+    let ip = n["IPAddress"].as_str().expect("an address").to_string();
+    let ip6 = n["GlobalIPv6Address"].as_str().unwrap_or("").to_string();
     lab.wait_listening(
         &format!("{}{name}", lab.container_prefix()),
-        &["serve-tcp", "80"],
+        &["serve-tcp6", "80"],
     );
-    ip
+    (ip, ip6)
 }
 
 fn one_line_error(o: &std::process::Output, needle: &str) {
@@ -66,25 +66,55 @@ fn a_macvlan_container_is_on_the_uplinks_segment_and_a_vlan_parent_goes_with_its
         &format!("{p}.128/25"),
         "--gateway",
         CLIENT_IP,
+        "--ipv6",
+        "--subnet",
+        "fd00:199::/64",
+        "--ip-range",
+        "fd00:199::8000/113",
+        "--gateway",
+        CLIENT_IP6,
         "-o",
         "parent=up0",
         "lan",
     ]);
-    let ip = serve_on(&lab, "web", "lan");
+    let (ip, ip6) = serve_on(&lab, "web", "lan");
     assert!(ip.starts_with(&format!("{p}.")), "{ip}");
+    assert!(ip6.starts_with("fd00:199::"), "{ip6}");
+    let got = lab
+        .from_client(&["tcp", &format!("[{ip6}]:80")])
+        .unwrap_or_else(|e| {
+            let ns = format!("{}web", lab.container_prefix());
+            let show = |ns: &str, a: &[&str]| {
+                let o = lab.exec_in(ns, a);
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            };
+            panic!(
+                "the client reaches the container's IPv6 address directly: {e}\n{}\n{}\n{}\n{}",
+                show(&ns, &["ip", "-6", "addr"]),
+                show(&ns, &["ss", "-ltnp"]),
+                show(&lab.client, &["ip", "-6", "neigh"]),
+                show(&lab.host, &["ip", "-6", "addr"]),
+            )
+        });
+    assert!(got.contains(&format!("peer=[{CLIENT_IP6}]:")), "{got}");
     // Straight from the client to the container's own address: the container sees the
     // client's address, nothing translated either way.
     let got = lab
         .from_client(&["tcp", &format!("{ip}:80")])
         .expect("the client reaches the macvlan container directly");
-    assert!(got.contains(&format!("peer={CLIENT_IP}:")), "{got}");
+    // (A server on [::] sees an IPv4 peer as ::ffff:a.b.c.d.)
+    assert!(got.contains(CLIENT_IP), "{got}");
     // An agent restart finds the device in the container's namespace and leaves it be.
     lab.stop_daemon(libc::SIGTERM);
     lab.start_daemon().expect("the agent starts again");
     let got = lab
         .from_client(&["tcp", &format!("{ip}:80")])
         .expect("still reached after a restart");
-    assert!(got.contains(&format!("peer={CLIENT_IP}:")), "{got}");
+    assert!(got.contains(CLIENT_IP), "{got}");
     let links = lab.exec_in(
         &format!("{}web", lab.container_prefix()),
         &["ip", "-o", "link", "show"],
@@ -220,11 +250,11 @@ fn vlan_parent(lab: &Lab) {
     }
     lab.netd_ok(&create);
     assert!(host_has_link(lab, "up0.42"), "the network makes its VLAN");
-    let ip42 = serve_on(lab, "tagged", "vlan42");
+    let (ip42, _) = serve_on(lab, "tagged", "vlan42");
     let got = lab
         .from_client(&["tcp", &format!("{ip42}:80")])
         .expect("the client reaches the container on VLAN 42");
-    assert!(got.contains("peer=10.42.42.2:"), "{got}");
+    assert!(got.contains("10.42.42.2"), "{got}");
     lab.netd_ok(&["rm", "-f", "tagged"]);
     lab.netd_ok(&["network", "rm", "vlan42"]);
     assert!(

@@ -45,7 +45,8 @@ fn key6(m: &PortMapping) -> anyhow::Result<PortKey6> {
 /// a container are dropped) when its IPv6 side is NAT66 (gateway mode `nat`) or it is
 /// internal; routed networks' subnets are reachable.
 fn subnet6_entry(net: &Network) -> Option<((u32, [u8; 16]), u32)> {
-    if !net.ipv6 {
+    // A macvlan network's subnet is its parent's segment, whose hosts are no containers.
+    if !net.ipv6 || !net.traits().programs {
         return None;
     }
     let s = net.subnet6?;

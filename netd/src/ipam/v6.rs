@@ -136,6 +136,12 @@ pub fn plan(spec: &NetworkSpec, state: &State, driver: &Traits) -> Result<Plan6,
             driver.name
         )));
     }
+    if !driver.programs && spec.subnet6.is_none() {
+        return Err(invalid(format!(
+            "a {} network with --ipv6 needs an IPv6 --subnet: its parent's segment's",
+            driver.name
+        )));
+    }
     let (subnet, user_subnet6) = subnet6(spec, state)?;
     let gateway = match spec.gateway6.as_deref() {
         Some(g) => {

@@ -99,7 +99,6 @@ pub static DRIVERS: [Traits; 5] = [
         name: DRIVER_MACVLAN,
         plumbing: Plumbing::Macvlan,
         connect: false,
-        ipv6: false,
         bridge: false,
         programs: false,
         options: &MACVLAN_OPTIONS,
