@@ -177,13 +177,7 @@ impl Daemon {
                 req.ifname, req.netns
             )));
         }
-        // The runtime's first netd interface in a namespace carries its default route;
-        // a second one (another network) would clash with it.
-        let default_route = !inner
-            .state
-            .containers
-            .iter()
-            .any(|c| cni_key(c).is_some() && c.netns.as_deref() == Some(req.netns.as_str()));
+        let default_route = first_in_netns(&inner.state, &req.netns);
         let id = random_id();
         let opts = AttachOptions {
             ip: req.ip,
@@ -330,6 +324,15 @@ impl Daemon {
         }
         Ok(removed)
     }
+}
+
+/// Whether a runtime's new interface is its first of netd's in namespace `netns`: that
+/// one carries the default route; a second one (another network) would clash with it.
+fn first_in_netns(state: &State, netns: &str) -> bool {
+    !state
+        .containers
+        .iter()
+        .any(|c| cni_key(c).is_some() && c.netns.as_deref() == Some(netns))
 }
 
 /// The network a runtime's endpoint request may join: a bridge network, the

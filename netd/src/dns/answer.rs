@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use super::{
     forward::{self, Upstreams},
-    records::{Families, Lookup, Table},
+    records::{Addrs, Families, Lookup, Table},
     Shared,
 };
 
@@ -192,32 +192,37 @@ pub fn answer_into(
     };
     match table.lookup(ns, &name.to_ascii(), want) {
         Lookup::Unknown => Handled::Forward,
-        Lookup::Found(mut ips) => {
-            // A name that exists answers NOERROR, empty for types it has no record of
-            // (an IPv4-only container's AAAA, as Docker).
-            let mut m = response_metadata(&q.metadata, ResponseCode::NoError);
-            m.authoritative = true;
-            let mut answers = Vec::new();
-            shuffle(&mut ips.v4, shuffle_seed);
-            shuffle(&mut ips.v6, shuffle_seed);
-            answers.extend(
-                ips.v4
-                    .into_iter()
-                    .map(|ip| Record::from_rdata(name.clone(), TTL, RData::A(A(ip)))),
-            );
-            answers.extend(
-                ips.v6
-                    .into_iter()
-                    .map(|ip| Record::from_rdata(name.clone(), TTL, RData::AAAA(AAAA(ip)))),
-            );
-            encode_into(out, &m, &q.queries, &answers);
-            if udp && out.len() > usize::from(q.max_payload()) {
-                // What Message::truncate keeps: the header with TC, and the question.
-                m.truncation = true;
-                encode_into(out, &m, &q.queries, &[]);
-            }
+        Lookup::Found(ips) => {
+            found_into(&q, name, ips, shuffle_seed, udp, out);
             Handled::Answered
         }
+    }
+}
+
+/// The answer for a name that exists: NOERROR with its addresses of the families asked,
+/// empty for types it has no record of (an IPv4-only container's AAAA, as Docker);
+/// over UDP past the client's payload size, the header with TC and the question only.
+fn found_into(q: &Message, name: &Name, mut ips: Addrs, seed: u64, udp: bool, out: &mut Vec<u8>) {
+    let mut m = response_metadata(&q.metadata, ResponseCode::NoError);
+    m.authoritative = true;
+    let mut answers = Vec::new();
+    shuffle(&mut ips.v4, seed);
+    shuffle(&mut ips.v6, seed);
+    answers.extend(
+        ips.v4
+            .into_iter()
+            .map(|ip| Record::from_rdata(name.clone(), TTL, RData::A(A(ip)))),
+    );
+    answers.extend(
+        ips.v6
+            .into_iter()
+            .map(|ip| Record::from_rdata(name.clone(), TTL, RData::AAAA(AAAA(ip)))),
+    );
+    encode_into(out, &m, &q.queries, &answers);
+    if udp && out.len() > usize::from(q.max_payload()) {
+        // What Message::truncate keeps: the header with TC, and the question.
+        m.truncation = true;
+        encode_into(out, &m, &q.queries, &[]);
     }
 }
 

@@ -212,30 +212,7 @@ impl Daemon {
             att.mac = mac;
         }
         let mac = att.mac;
-        let c = Container {
-            id: endpoint_id.to_string(),
-            name: record_name(&inner.state, endpoint_id),
-            hostname: None,
-            mode: NetMode::Bridge,
-            netns: None,
-            attachments: vec![att],
-            ports: Vec::new(),
-            cmd: Vec::new(),
-            state: ContainerState::Created,
-            pid: None,
-            pid_start: None,
-            exit_code: None,
-            auto_remove: false,
-            created: now(),
-            started: None,
-            finished: None,
-            labels: Default::default(),
-            exposed: Vec::new(),
-            origin: Origin::Docker { sandbox_key: None },
-            dns: Default::default(),
-            links: Vec::new(),
-            config: Default::default(),
-        };
+        let c = docker_record(endpoint_id, record_name(&inner.state, endpoint_id), att);
         inner.state.containers.push(c);
         if let Err(e) = inner.store.commit(&inner.state) {
             inner.state.containers.retain(|c| c.id != endpoint_id);
@@ -448,6 +425,35 @@ impl Daemon {
             ports: c.ports.clone(),
             exposed: c.exposed.clone(),
         })
+    }
+}
+
+/// The record of a Docker endpoint before Join: no namespace of netd's (dockerd's
+/// sandbox takes the container side), no process.
+fn docker_record(endpoint_id: &str, name: String, att: Attachment) -> Container {
+    Container {
+        id: endpoint_id.to_string(),
+        name,
+        hostname: None,
+        mode: NetMode::Bridge,
+        netns: None,
+        attachments: vec![att],
+        ports: Vec::new(),
+        cmd: Vec::new(),
+        state: ContainerState::Created,
+        pid: None,
+        pid_start: None,
+        exit_code: None,
+        auto_remove: false,
+        created: now(),
+        started: None,
+        finished: None,
+        labels: Default::default(),
+        exposed: Vec::new(),
+        origin: Origin::Docker { sandbox_key: None },
+        dns: Default::default(),
+        links: Vec::new(),
+        config: Default::default(),
     }
 }
 
