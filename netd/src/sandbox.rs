@@ -298,12 +298,14 @@ pub fn unpublish(dp: &mut Datapath, ports: &[PortMapping]) {
 }
 
 /// Removes attachment `a` from the kernel: its flows, endpoint entry, program and the
-/// driver's plumbing. Goes on past failures and returns them all.
+/// driver's plumbing (in namespace `netns` where the driver keeps it there). Goes on
+/// past failures and returns them all.
 pub async fn detach(
     nl: &Netlink,
     dp: &mut Datapath,
     net: Option<&Network>,
     a: &Attachment,
+    netns: Option<&str>,
 ) -> TeardownErrors {
     let mut errs = TeardownErrors::default();
     let ips = std::iter::once(IpAddr::V4(a.ip)).chain(a.ip6.map(IpAddr::V6));
@@ -321,7 +323,7 @@ pub async fn detach(
     let d = net
         .and_then(driver::for_network)
         .unwrap_or(&driver::BRIDGE_FALLBACK);
-    errs.extend(d.leave(nl, a).await);
+    errs.extend(d.leave(nl, a, netns).await);
     errs
 }
 

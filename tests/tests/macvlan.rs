@@ -139,6 +139,34 @@ fn a_macvlan_container_is_on_the_uplinks_segment_and_a_vlan_parent_goes_with_its
         String::from_utf8_lossy(&neigh.stdout).contains(&mac),
         "{neigh:?} has no {mac}"
     );
+    // A running container of a bridge network joins the segment too (connect), and
+    // leaves it (disconnect: its macvlan device goes from its namespace).
+    lab.netd_ok(&["network", "create", "--subnet", "10.78.0.0/24", "br"]);
+    let (_, _) = serve_on(&lab, "both", "br");
+    lab.netd_ok(&[
+        "network",
+        "connect",
+        "--ip",
+        &format!("{p}.200"),
+        "lan",
+        "both",
+    ]);
+    let got = lab
+        .from_client(&["tcp", &format!("{p}.200:80")])
+        .expect("the client reaches the connected container on the segment");
+    assert!(got.contains(CLIENT_IP), "{got}");
+    lab.netd_ok(&["network", "disconnect", "lan", "both"]);
+    let ns = format!("{}both", lab.container_prefix());
+    let links = lab.exec_in(&ns, &["ip", "-o", "link", "show"]);
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert_eq!(
+        links.lines().count(),
+        2,
+        "lo and the bridge network's eth0: {links}"
+    );
+    assert!(lab.from_client(&["tcp", &format!("{p}.200:80")]).is_err());
+    lab.netd_ok(&["rm", "-f", "both"]);
+    lab.netd_ok(&["network", "rm", "br"]);
     // No published ports on macvlan, as in Docker; said, not ignored.
     one_line_error(
         &lab.netd(&[

@@ -236,7 +236,7 @@ impl Inner {
         sandbox::unpublish(&mut self.dp, &c.ports);
         self.dns.forget(c);
         for a in &c.attachments {
-            self.detach(&c.name, a).await;
+            self.detach(c, a).await;
         }
         if c.owns_netns() {
             if let Some(ns) = &c.netns {

@@ -348,7 +348,7 @@ fn endpoint_network(state: &State, req: &EndpointRequest) -> Result<Network> {
         .network(&req.network)
         .cloned()
         .ok_or_else(|| not_found_net(&req.network))?;
-    if !net.traits().connect {
+    if !net.traits().connect || !net.traits().programs {
         return Err(NetdError::InvalidArgument(format!(
             "network {} (driver {}) takes no endpoints: use a bridge network",
             net.name, net.driver

@@ -47,8 +47,8 @@ fn network_and_container(
 fn check_connect(net: &Network, c: &Container, all: &[Container]) -> Result<()> {
     if !net.traits().connect {
         return Err(NetdError::InvalidArgument(format!(
-            "container cannot be connected to the {} network: it is not a bridge network",
-            net.name
+            "container cannot be connected to the {} network: the {} driver takes no connect",
+            net.name, net.driver
         )));
     }
     if c.mode != NetMode::Bridge {
@@ -345,7 +345,7 @@ impl Daemon {
                 Ok(a)
             },
             async |inner: &mut Inner, att: &Attachment| {
-                inner.detach(&c.name, att).await;
+                inner.detach(&c, att).await;
                 // The routes and ports it took (if any) go back where they were (the
                 // state is put back after this).
                 if let Some(m) = inner.state.container_mut(&c.id) {
@@ -378,7 +378,7 @@ impl Daemon {
             m.attachments.retain(|a| a.network != net.id);
         }
         inner.store.commit(&inner.state)?;
-        inner.detach(&c.name, &att).await;
+        inner.detach(&c, &att).await;
         if let Some(ns) = &c.netns {
             // Its default routes went with its interface: another endpoint gives them.
             inner.route_gateways(&c.id, ns).await;
@@ -464,16 +464,17 @@ impl Inner {
 
     /// Detaches one attachment from the kernel and releases its claim; failures are
     /// logged with every error (the store no longer wants it: reconcile retries).
-    pub(super) async fn detach(&mut self, owner: &str, a: &Attachment) {
+    pub(super) async fn detach(&mut self, owner: &Container, a: &Attachment) {
         let net = self.state.network_by_id(&a.network).cloned();
         if let Some(net) = &net {
             self.release_overlay(net, a).await;
         }
-        let errs = sandbox::detach(&self.nl, &mut self.dp, net.as_ref(), a).await;
+        let ns = owner.netns.as_deref();
+        let errs = sandbox::detach(&self.nl, &mut self.dp, net.as_ref(), a, ns).await;
         if errs.is_empty() {
             self.owned.release(Kind::Link, &a.veth);
         } else {
-            warn!("{owner}: detaching {}: {errs}", a.veth);
+            warn!("{}: detaching {}: {errs}", owner.name, a.veth);
         }
     }
 }

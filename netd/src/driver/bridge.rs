@@ -136,7 +136,12 @@ impl NetworkDriver for Bridge {
         .boxed()
     }
 
-    fn leave<'a>(&'a self, nl: &'a Netlink, a: &'a Attachment) -> BoxFuture<'a, TeardownErrors> {
+    fn leave<'a>(
+        &'a self,
+        nl: &'a Netlink,
+        a: &'a Attachment,
+        _netns: Option<&'a str>,
+    ) -> BoxFuture<'a, TeardownErrors> {
         // Deleting the host end deletes the pair, the container end included.
         delete_link(nl, &a.veth).boxed()
     }

@@ -104,8 +104,26 @@ impl NetworkDriver for Macvlan {
         .boxed()
     }
 
-    fn leave<'a>(&'a self, _nl: &'a Netlink, _a: &'a Attachment) -> BoxFuture<'a, TeardownErrors> {
-        // The device lives in the container's namespace and goes with it.
-        async { TeardownErrors::default() }.boxed()
+    fn leave<'a>(
+        &'a self,
+        _nl: &'a Netlink,
+        a: &'a Attachment,
+        netns: Option<&'a str>,
+    ) -> BoxFuture<'a, TeardownErrors> {
+        // The device lives in the container's namespace: deleted there (a disconnect),
+        // or gone with the namespace already (a removal).
+        async move {
+            let mut errs = TeardownErrors::default();
+            let Some(ns) = netns.filter(|ns| netns::exists(ns)) else {
+                return errs;
+            };
+            if let Some(inside) = errs.check(Netlink::in_netns(ns)) {
+                if let Some(Some(l)) = errs.check(inside.link_by_name(&a.ifname).await) {
+                    errs.check(inside.del_link(l.index).await);
+                }
+            }
+            errs
+        }
+        .boxed()
     }
 }

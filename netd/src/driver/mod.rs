@@ -91,8 +91,14 @@ pub trait NetworkDriver: Send + Sync {
         net: &'a Network,
         j: Join<'a>,
     ) -> BoxFuture<'a, anyhow::Result<u32>>;
-    /// Removes an endpoint's plumbing from the host (its namespace side goes with it).
-    fn leave<'a>(&'a self, nl: &'a Netlink, a: &'a Attachment) -> BoxFuture<'a, TeardownErrors>;
+    /// Removes an endpoint's plumbing: from the host (a veth's namespace side goes
+    /// with it), or from its namespace `netns` for a driver whose device lives there.
+    fn leave<'a>(
+        &'a self,
+        nl: &'a Netlink,
+        a: &'a Attachment,
+        netns: Option<&'a str>,
+    ) -> BoxFuture<'a, TeardownErrors>;
 }
 
 static BRIDGE: Bridge = Bridge;

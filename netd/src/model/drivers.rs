@@ -40,7 +40,7 @@ pub struct Traits {
     /// Users create networks of it (`host` and `null` have only their built-in one).
     pub creatable: bool,
     /// Running containers join and leave it (`network connect`), and runtimes attach
-    /// endpoints to it (CNI).
+    /// endpoints to it (CNI, where it has endpoint programs too).
     pub connect: bool,
     /// Its record lives in the cluster store; every node mirrors it and tunnels to the
     /// other nodes' containers (Docker's scope `global`).
@@ -98,7 +98,6 @@ pub static DRIVERS: [Traits; 5] = [
     Traits {
         name: DRIVER_MACVLAN,
         plumbing: Plumbing::Macvlan,
-        connect: false,
         bridge: false,
         programs: false,
         options: &MACVLAN_OPTIONS,

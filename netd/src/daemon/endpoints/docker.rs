@@ -249,7 +249,7 @@ impl Daemon {
             if inner.nl.link_by_name(&a.ifname).await?.is_some() {
                 return Ok(reply);
             }
-            inner.detach(&c.name, &a).await;
+            inner.detach(&c, &a).await;
         }
         let key = sandbox_key.to_string();
         txn::transact(
