@@ -115,6 +115,12 @@ counter_table! {
         /// A container's frame with a VLAN tag inside another: the kernel strips
         /// priority tags and would route what is inside past netd's checks.
         STACKED_VLAN = "drop_stacked_vlan",
+        /// From outside, straight to a container of a `routed` network, to a port it
+        /// does not publish and not part of a flow the datapath tracks.
+        GUARD_UNPUBLISHED = "guard_drop_unpublished",
+        /// To a published port (or a `routed` network's container port) from a source
+        /// the network's or the daemon's published-port source restriction leaves out.
+        SOURCE_DENIED = "drop_source_denied",
     }
 }
 
@@ -167,6 +173,10 @@ counter_table! {
         /// handed untranslated to the stack, which drops it and tells the container
         /// the path MTU ("fragmentation needed", "packet too big").
         PMTU_PASSED = "pmtu_passed",
+        /// A packet of a flow straight between a container's address and the outside
+        /// (gateway modes `routed`, `nat-unprotected`, trusted interfaces): tracked,
+        /// not rewritten.
+        DIRECT = "direct",
     }
 }
 
@@ -179,9 +189,9 @@ mod tests {
         assert_eq!(drop_reason::REWRITE_FAILED.0, 0);
         // Appended, never renumbered: the pinned arrays keep their counts by index.
         assert_eq!(drop_reason::NAT66_NO_ADDRESS.0, 17);
-        assert_eq!(drop_reason::STACKED_VLAN.0, drop_reason::COUNT - 1);
+        assert_eq!(drop_reason::SOURCE_DENIED.0, drop_reason::COUNT - 1);
         assert_eq!(event::OVERLAY_ARP.0, 16);
-        assert_eq!(event::PMTU_PASSED.0, event::COUNT - 1);
+        assert_eq!(event::DIRECT.0, event::COUNT - 1);
         assert_eq!(drop_reason::NAMES[drop_reason::ICC.0 as usize], "drop_icc");
         assert_eq!(event::NAMES[event::SNAT.0 as usize], "snat");
         let mut all: std::vec::Vec<&str> = drop_reason::NAMES.to_vec();

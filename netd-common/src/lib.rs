@@ -73,6 +73,16 @@ pub mod map_names {
     /// Datagrams in fragments: the ports of their first fragment (`frag`), per family.
     pub const FRAGS: &str = "NETD_FRAGS";
     pub const FRAGS6: &str = "NETD_FRAGS6";
+    /// Container ports reachable straight at the container's address from outside in
+    /// gateway mode `routed` (`PortKey`/`PortKey6` with the container's address and
+    /// port), per family.
+    pub const DIRECT: &str = "NETD_DIRECT";
+    pub const DIRECT6: &str = "NETD_DIRECT6";
+    /// Trusted host interfaces per network (`TrustedKey`).
+    pub const TRUSTED: &str = "NETD_TRUSTED";
+    /// Who may reach published ports, per network (`source_key`), per family.
+    pub const SOURCES: &str = "NETD_SOURCES";
+    pub const SOURCES6: &str = "NETD_SOURCES6";
 }
 
 /// Names of the programs in the eBPF object.
@@ -117,6 +127,9 @@ pub const fn has_ports(proto: u8) -> bool {
 }
 
 pub const MAX_PORT_MAPPINGS: u32 = 65536;
+/// Entries of each `NETD_SOURCES` trie: networks with a source restriction and their
+/// allowed prefixes.
+pub const MAX_SOURCES: u32 = 4096;
 /// Default capacities of the two conntrack maps (entries, two a flow); the agent sets
 /// them at load (`--ct-max`).
 pub const MAX_CONNTRACK: u32 = 262_144;
@@ -260,6 +273,12 @@ pub mod ct_kind {
     pub const SNAT: u8 = 3;
     /// Reply direction of a masqueraded flow.
     pub const SNAT_REPLY: u8 = 4;
+    /// A flow straight between a container's own address and the outside (gateway
+    /// modes `routed` and `nat-unprotected`, trusted interfaces): nothing is rewritten;
+    /// the entries let its packets past the guard and keep its replies from being
+    /// masqueraded. DIRECT is the direction the flow started in.
+    pub const DIRECT: u8 = 5;
+    pub const DIRECT_REPLY: u8 = 6;
 }
 
 /// `CtEntry::flags`.
@@ -386,10 +405,49 @@ pub const EP_F_ICC: u32 = 2;
 /// The endpoint's network is --internal: nothing leaves its subnet, nothing gets in.
 pub const EP_F_INTERNAL: u32 = 4;
 
-/// `NETD_SUBNETS` value flag: the subnet is NAT-protected (masquerading), so packets from
-/// outside addressed straight to it are dropped by uplink_guard. Networks without
-/// masquerade are routed, and their replies come to container addresses.
+/// The endpoint's network is in gateway mode `routed` (per family): its flows leave
+/// untranslated but tracked, so that their replies get past the guard's port filter.
+pub const EP_F_TRACK: u32 = 8;
+
+/// `NETD_SUBNETS` value flag: the subnet is NAT-protected (gateway mode `nat`, internal,
+/// isolated), so packets from outside addressed straight to it are dropped by
+/// uplink_guard, unless they come in on one of the network's trusted host interfaces
+/// (`NETD_TRUSTED`). Without a flag (`nat-unprotected`, or no masquerade) the subnet is
+/// reachable from outside.
 pub const SUBNET_F_PROTECTED: u32 = 1 << 31;
+/// `NETD_SUBNETS` value flag: gateway mode `routed`. From outside, only published
+/// container ports (`NETD_DIRECT`), ICMP, and packets of flows conntrack knows (replies
+/// to the containers' own flows) get in, as Docker's "UNPUBLISHED PORT DROP".
+pub const SUBNET_F_FILTERED: u32 = 1 << 30;
+/// The bits of a `NETD_SUBNETS` value that are the network's id.
+pub const SUBNET_NET_ID: u32 = !(SUBNET_F_PROTECTED | SUBNET_F_FILTERED);
+
+/// Key of `NETD_TRUSTED`: a host interface from which the containers of network
+/// `net_id` may be reached straight at their addresses, whatever the gateway mode
+/// (Docker's `com.docker.network.bridge.trusted_host_interfaces`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct TrustedKey {
+    pub ifindex: u32,
+    pub net_id: u32,
+}
+const _: () = assert!(core::mem::size_of::<TrustedKey>() == 8);
+
+/// `NETD_SOURCES` (LPM trie) key data: a network's id, big-endian, then a source
+/// prefix of IPv4 (`N` = 8) or IPv6 (`N` = 20); the trie's prefix length counts the 32
+/// bits of the id. A network with a source restriction has an entry for the id alone
+/// (prefix length 32) valued `SOURCE_DENY`, and one per allowed prefix valued
+/// `SOURCE_ALLOW`: the longest match answers. A network without one has no entry.
+pub fn source_key<const N: usize>(net_id: u32, addr: &[u8]) -> [u8; N] {
+    let mut k = [0u8; N];
+    k[..4].copy_from_slice(&net_id.to_be_bytes());
+    let n = addr.len().min(N - 4);
+    k[4..4 + n].copy_from_slice(&addr[..n]);
+    k
+}
+/// `NETD_SOURCES` values.
+pub const SOURCE_DENY: u32 = 0;
+pub const SOURCE_ALLOW: u32 = 1;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -407,4 +465,5 @@ mod pod {
     unsafe impl aya::Pod for super::PortCounters {}
     unsafe impl aya::Pod for super::SockRevKey {}
     unsafe impl aya::Pod for super::SockRevValue {}
+    unsafe impl aya::Pod for super::TrustedKey {}
 }

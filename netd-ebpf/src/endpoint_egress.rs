@@ -11,7 +11,7 @@
 //! and answers the container (`nat::keep_for_pmtu`).
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netd_common::{
-    ct_kind, drop_reason, drop_reason::DropReason, event, trace::hook, EP_F_MASQUERADE,
+    ct_kind, drop_reason, drop_reason::DropReason, event, trace::hook, EP_F_MASQUERADE, EP_F_TRACK,
 };
 
 use crate::{
@@ -91,6 +91,9 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     if unsafe { LOCAL_ADDRS.get(&flow.daddr) }.is_some() {
         return hairpin(ctx, src.gw_ip, flow);
     }
+    if src.flags & EP_F_TRACK != 0 {
+        return track_routed(ctx, flow);
+    }
     masquerade(ctx, src.flags, flow)
 }
 
@@ -134,7 +137,7 @@ fn hairpin(ctx: &TcContext, gw_ip: u32, flow: &Flow) -> Result<i32, DropReason> 
     let Some((backend, wildcard)) = policy::published(flow) else {
         return Ok(TC_ACT_OK);
     };
-    policy::backend_allowed(&backend)?;
+    policy::backend_allowed(&backend, None)?;
     let gw = Some(gw_ip);
     let ct = conntrack::track_published(ctx, flow, backend.ip, backend.port, wildcard, gw)?;
     nat::apply(ctx, flow, ct)?;
@@ -182,6 +185,19 @@ fn masquerade(ctx: &TcContext, flags: u32, flow: &Flow) -> Result<i32, DropReaso
     )?;
     count(event::CT_NEW);
     nat::apply(ctx, flow, ct)?;
+    conntrack::account(flow, ct);
+    Ok(nat::deliver(ctx, ct, flow, true))
+}
+
+/// A new flow leaving a `routed` network: it keeps the container's address, and is
+/// tracked so that its replies get past the guard's port filter.
+#[inline(never)]
+fn track_routed(ctx: &TcContext, flow: &Flow) -> Result<i32, DropReason> {
+    if !frag::has_l4(flow.frag) || !nat::routes_out(ctx, flow.proto, flow.saddr, flow.daddr) {
+        // A later fragment: nothing to track it by, and nothing to rewrite.
+        return Ok(TC_ACT_OK);
+    }
+    let ct = conntrack::track_direct(ctx, flow)?;
     conntrack::account(flow, ct);
     Ok(nat::deliver(ctx, ct, flow, true))
 }

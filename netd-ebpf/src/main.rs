@@ -19,7 +19,7 @@ mod uplink_ingress6;
 
 // The library's modules by their own names (`crate::parse`, `crate::nat`, ...).
 use shared::{
-    conntrack, consts, egress6, frag, guard, guard6, icmp, icmp6, maps, metrics, nat, nat6,
+    conntrack, consts, direct, egress6, frag, guard, guard6, icmp, icmp6, maps, metrics, nat, nat6,
     outcome, parse, parse6, policy, policy6, proto, sockaddr, trace,
 };
 

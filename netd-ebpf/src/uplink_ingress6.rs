@@ -9,11 +9,11 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use netd_common::{drop_reason::DropReason, CONFIG_F_GUARD_IN_TC};
+use netd_common::{drop_reason, drop_reason::DropReason, CONFIG_F_GUARD_IN_TC, EP_F_INTERNAL};
 
 use crate::{
     conntrack, frag, icmp6,
-    maps::{config, LOCAL_ADDRS6},
+    maps::{config, ADDRS6, LOCAL_ADDRS6},
     metrics::{count_drop, count_passed},
     nat6,
     parse::{self, Kind},
@@ -63,19 +63,35 @@ fn try_uplink_ingress6(ctx: &TcContext) -> Result<i32, DropReason> {
 /// A new flow to a published port: only packets addressed to the host itself qualify.
 #[inline(never)]
 fn publish(ctx: &TcContext, flow: &Flow6) -> Result<i32, DropReason> {
-    if !has_ports(flow.proto) || !frag::has_l4(flow.frag) {
+    if !frag::has_l4(flow.frag) {
         return Ok(NEXT);
     }
     // SAFETY: read-only lookup of a plain-data value.
-    if unsafe { LOCAL_ADDRS6.get(&flow.daddr) }.is_none() {
-        return Ok(NEXT);
+    if !has_ports(flow.proto) || unsafe { LOCAL_ADDRS6.get(&flow.daddr) }.is_none() {
+        return direct(ctx, flow);
     }
     let Some((backend, wildcard)) = policy6::published(flow) else {
         return Ok(NEXT);
     };
-    policy6::backend_allowed(&backend)?;
+    policy6::backend_allowed(&backend, Some(&flow.saddr))?;
     let ct = conntrack::track_published(ctx, flow, backend.ip, backend.port, wildcard, None)?;
     nat6::apply(ctx, flow, ct)?;
+    conntrack::account(flow, ct);
+    Ok(nat6::deliver(ctx, ct, false))
+}
+
+/// A new flow straight to a container's own address, which the guard let in: tracked
+/// without a rewrite and delivered (see uplink_ingress.rs).
+#[inline(never)]
+fn direct(ctx: &TcContext, flow: &Flow6) -> Result<i32, DropReason> {
+    // SAFETY: read-only lookup of a plain-data value.
+    let Some(a) = (unsafe { ADDRS6.get(&flow.daddr) }) else {
+        return Ok(NEXT);
+    };
+    if a.flags & EP_F_INTERNAL != 0 {
+        return Err(drop_reason::INTERNAL);
+    }
+    let ct = conntrack::track_direct(ctx, flow)?;
     conntrack::account(flow, ct);
     Ok(nat6::deliver(ctx, ct, false))
 }

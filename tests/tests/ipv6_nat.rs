@@ -183,7 +183,9 @@ fn routed_gateway_mode_keeps_addresses_and_nat_networks_stay_unreachable() {
         &["-o", "com.docker.network.bridge.gateway_mode_ipv6=routed"],
     );
     v6_network(&lab, "nat6", "10.97.0.0/24", "fd00:97::/64", &[]);
-    let (_, routed) = run6(&lab, "r", "rt6", &[], &["serve-tcp6", "80"]);
+    // Docker 28's routed mode opens the published container port, nothing else.
+    let (_, routed) = run6(&lab, "r", "rt6", &["8086:80"], &["serve-tcp6", "80"]);
+    let (_, closed) = run6(&lab, "c", "rt6", &[], &["serve-tcp6", "80"]);
     let (_, natted) = run6(&lab, "n", "nat6", &[], &["serve-tcp6", "80"]);
     // The outside routes both /64s to the host, as a routed deployment would.
     for subnet in ["fd00:96::/64", "fd00:97::/64"] {
@@ -201,6 +203,13 @@ fn routed_gateway_mode_keeps_addresses_and_nat_networks_stay_unreachable() {
         .from_client(&["tcp", &format!("[{routed}]:80")])
         .expect("the client reaches a routed container directly");
     assert_eq!(peer_ip(&got), CLIENT6);
+    let before = counter(&lab, "guard_drop_unpublished");
+    assert!(
+        lab.from_client(&["tcp", &format!("[{closed}]:80")])
+            .is_err(),
+        "a routed network's unpublished port is closed from outside"
+    );
+    assert!(counter(&lab, "guard_drop_unpublished") > before);
     // A NAT66 network's container is not reachable straight from outside.
     let before = counter(&lab, "guard_drop_to_container");
     assert!(lab

@@ -220,7 +220,7 @@ fn ipv6_publishing_on_both_families_and_forwarding_in_the_daemons_namespace_only
 }
 
 #[test]
-fn gateway_mode_ipv6_is_nat_or_routed() {
+fn gateway_mode_ipv6_takes_dockers_modes() {
     let lab = Lab::new();
     let before = lab.netd_ok(&["network", "ls", "-q"]);
     let o = lab.netd(&[
@@ -231,13 +231,13 @@ fn gateway_mode_ipv6_is_nat_or_routed() {
         "com.docker.network.bridge.gateway_mode_ipv6=bogus",
         "gm",
     ]);
-    assert_one_line_error(&o, "unknown gateway mode bogus");
+    assert_one_line_error(&o, "use one of nat, nat-unprotected, routed, isolated");
     assert_eq!(
         lab.netd_ok(&["network", "ls", "-q"]),
         before,
         "nothing made"
     );
-    for mode in ["nat", "routed"] {
+    for mode in ["nat", "nat-unprotected", "routed"] {
         let name = format!("gm-{mode}");
         lab.netd_ok(&[
             "network",

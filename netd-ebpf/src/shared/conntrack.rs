@@ -12,6 +12,7 @@
 //! One piece of code serves both families: it is generic over the address type (`u32`
 //! for IPv4, `[u8; 16]` for IPv6), and `Family` supplies what differs, as cilium's
 //! conntrack.h serves ipv4.h and ipv6.h.
+use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::programs::TcContext;
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
@@ -19,16 +20,16 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use netd_common::{
-    ct_flag, ct_kind, drop_reason, drop_reason::DropReason, event, CtEntryOf, CtKeyOf, FragEntry,
-    FragKeyOf, PortCounters, PortKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
-    SNAT_TRIES,
+    ct_flag, ct_kind, drop_reason, drop_reason::DropReason, event, source_key, CtEntryOf, CtKeyOf,
+    FragEntry, FragKeyOf, PortCounters, PortKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
+    IPPROTO_UDP, SNAT_TRIES, SOURCE_ALLOW,
 };
 
 use crate::{
     maps::{
         config, ADDRS6, CONNTRACK, CONNTRACK6, CONNTRACK6_NEW, CONNTRACK_NEW, CT6_KEY_SCRATCH,
-        CT6_SCRATCH, CT_KEY_SCRATCH, CT_SCRATCH, ENDPOINTS, FLOW6_SCRATCH, FLOW_SCRATCH, FRAGS,
-        FRAGS6, PORT6_KEY_SCRATCH, PORT_STATS, PORT_STATS6,
+        CT6_SCRATCH, CT_KEY_SCRATCH, CT_SCRATCH, DIRECT, DIRECT6, ENDPOINTS, FLOW6_SCRATCH,
+        FLOW_SCRATCH, FRAGS, FRAGS6, PORT6_KEY_SCRATCH, PORT_STATS, PORT_STATS6, SOURCES, SOURCES6,
     },
     metrics::count,
     parse::FlowOf,
@@ -58,10 +59,31 @@ pub trait Family: Copy + PartialEq + Default + 'static {
     /// Accounts `len` bytes to the published port `ip`:`port` (the unspecified address
     /// instead of `ip` for a wildcard one).
     fn count_port(ip: &Self, port: u16, proto: u8, wildcard: bool, len: u32);
+    /// Whether container address `ip` publishes `port` (`proto`) straight at itself
+    /// (gateway mode `routed`).
+    fn direct_port(ip: &Self, port: u16, proto: u8) -> bool;
+    /// Whether `saddr` may reach the published ports of network `net_id` (no entry for
+    /// the network: anyone may).
+    fn source_allowed(net_id: u32, saddr: &Self) -> bool;
 }
 
 impl Family for u32 {
     const ICMP: u8 = IPPROTO_ICMP;
+    #[inline(always)]
+    fn direct_port(ip: &u32, port: u16, proto: u8) -> bool {
+        let key = PortKey {
+            host_ip: *ip,
+            host_port: port,
+            proto,
+            _pad: 0,
+        };
+        DIRECT.get_ptr(&key).is_some()
+    }
+    #[inline(always)]
+    fn source_allowed(net_id: u32, saddr: &u32) -> bool {
+        let key = Key::new(64, source_key::<8>(net_id, &saddr.to_ne_bytes()));
+        SOURCES.get(key).is_none_or(|v| *v == SOURCE_ALLOW)
+    }
     #[inline(always)]
     fn count_port(ip: &u32, host_port: u16, proto: u8, wildcard: bool, len: u32) {
         let key = PortKey {
@@ -120,6 +142,28 @@ impl Family for u32 {
 
 impl Family for [u8; 16] {
     const ICMP: u8 = IPPROTO_ICMPV6;
+    // Subprograms of their own, their keys off the IPv6 hooks' full stacks (as
+    // count_port).
+    #[inline(never)]
+    fn direct_port(ip: &[u8; 16], port: u16, proto: u8) -> bool {
+        let Some(key) = PORT6_KEY_SCRATCH.get_ptr_mut(0) else {
+            return false;
+        };
+        // SAFETY: this CPU's slot, used by nothing else until the lookup returns.
+        let key = unsafe {
+            (*key).host_ip = *ip;
+            (*key).host_port = port;
+            (*key).proto = proto;
+            (*key)._pad = 0;
+            &*key
+        };
+        DIRECT6.get_ptr(key).is_some()
+    }
+    #[inline(never)]
+    fn source_allowed(net_id: u32, saddr: &[u8; 16]) -> bool {
+        let key = Key::new(160, source_key::<20>(net_id, saddr));
+        SOURCES6.get(key).is_none_or(|v| *v == SOURCE_ALLOW)
+    }
     // A subprogram of its own: inlined, its copies of the address would go on the
     // IPv6 hooks' stacks, which have no room left.
     #[inline(never)]
@@ -267,7 +311,11 @@ pub fn lookup<A: Family>(flow: &FlowOf<A>) -> Option<CtEntryOf<A>> {
         None => (A::new_flows().get_ptr_mut(&key)?, true),
     };
     let e = touch(entry, flow);
-    if new && (e.kind == ct_kind::DNAT_REPLY || e.kind == ct_kind::SNAT_REPLY) {
+    if new
+        && (e.kind == ct_kind::DNAT_REPLY
+            || e.kind == ct_kind::SNAT_REPLY
+            || e.kind == ct_kind::DIRECT_REPLY)
+    {
         confirm(entry, flow.proto);
     }
     Some(e)
@@ -535,6 +583,55 @@ pub fn track_published<A: Family>(
     Ok(ct)
 }
 
+/// Tracks a new flow straight between a container's own address and the outside: both
+/// entries rewrite nothing. Its packets then pass the guard of a `routed` network (the
+/// replies to a container's own flows), and a masquerading container's replies to it
+/// are not taken for new flows to masquerade.
+#[inline(always)]
+pub fn track_direct<A: Family>(
+    ctx: &TcContext,
+    flow: &FlowOf<A>,
+) -> Result<&'static CtEntryOf<A>, DropReason> {
+    let t = Tuple {
+        saddr: flow.saddr,
+        sport: flow.sport,
+        daddr: flow.daddr,
+        dport: flow.dport,
+    };
+    let ct = create(
+        ctx,
+        flow,
+        t,
+        (ct_kind::DIRECT, ct_kind::DIRECT_REPLY),
+        0,
+        None,
+    )?;
+    count(event::CT_NEW);
+    Ok(ct)
+}
+
+/// Whether conntrack knows the flow of a packet with this tuple (either table). The key
+/// is built in this CPU's scratch slot: the guard asks before any new flow's entries
+/// are built there.
+#[inline(always)]
+pub fn tracked<A: Family>(saddr: &A, daddr: &A, sport: u16, dport: u16, proto: u8) -> bool {
+    let Some(key) = A::key_scratch().get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array, used only while this program runs.
+    let key = unsafe {
+        let k = &mut (*key)[0];
+        k.saddr = *saddr;
+        k.daddr = *daddr;
+        k.sport = sport;
+        k.dport = dport;
+        k.proto = proto;
+        k._pad = [0; 3];
+        &*k
+    };
+    A::confirmed().get_ptr(key).is_some() || A::new_flows().get_ptr(key).is_some()
+}
+
 /// Takes the reply tuple `rkey` for a new flow: Ok(false) if a flow, answered or new,
 /// already uses it (a masquerade port in use), Err if the map refused it for another
 /// reason, which no other port fixes. The NOEXIST insert makes two CPUs racing for it
@@ -583,7 +680,8 @@ pub fn account<A: Family>(flow: &FlowOf<A>, ct: &CtEntryOf<A>) {
             A::count_port(&ct.saddr, ct.sport, flow.proto, wildcard, flow.len);
         }
         ct_kind::SNAT => count(event::SNAT),
-        _ => count(event::SNAT_REPLY),
+        ct_kind::SNAT_REPLY => count(event::SNAT_REPLY),
+        _ => count(event::DIRECT),
     }
 }
 /// Adds a packet of `len` bytes to this CPU's counters of `key`.

@@ -6,7 +6,7 @@
 //! address. Routed networks' flows go out as they are: the outside routes their subnet.
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
 use netd_common::{
-    ct_kind, drop_reason, drop_reason::DropReason, event, Endpoint6, EP_F_MASQUERADE,
+    ct_kind, drop_reason, drop_reason::DropReason, event, Endpoint6, EP_F_MASQUERADE, EP_F_TRACK,
 };
 
 use crate::{
@@ -109,6 +109,13 @@ fn masquerade(ctx: &TcContext, ep: &Endpoint6, flow: &Flow6) -> Result<i32, Drop
         _ => return Ok(NEXT),
     }
     if ep.flags & EP_F_MASQUERADE == 0 {
+        if ep.flags & EP_F_TRACK != 0 && frag::has_l4(flow.frag) {
+            // Gateway mode `routed`: the flow keeps the container's address and is
+            // tracked, so that its replies get past the guard's port filter.
+            let ct = conntrack::track_direct(ctx, flow)?;
+            conntrack::account(flow, ct);
+            return Ok(nat6::deliver(ctx, ct, true));
+        }
         return Ok(NEXT);
     }
     if nat::too_big_for_uplink(ctx) {
@@ -158,7 +165,7 @@ fn hairpin(ctx: &TcContext, ep: &Endpoint6, flow: &Flow6) -> Result<i32, DropRea
     let Some((backend, wildcard)) = policy6::published(flow) else {
         return Ok(NEXT);
     };
-    policy6::backend_allowed(&backend)?;
+    policy6::backend_allowed(&backend, None)?;
     let gw = Some(ep.gw);
     let ct = conntrack::track_published(ctx, flow, backend.ip, backend.port, wildcard, gw)?;
     nat6::apply(ctx, flow, ct)?;

@@ -3,9 +3,12 @@
 //! or loopback source, or to loopback or a port published only on [::1]. Neighbour
 //! discovery on the uplink is none of these and passes.
 use aya_ebpf::maps::lpm_trie::Key;
-use netd_common::{drop_reason, drop_reason::DropReason, PortKey6, SUBNET_F_PROTECTED};
+use netd_common::{
+    drop_reason, drop_reason::DropReason, PortKey6, SUBNET_F_FILTERED, SUBNET_F_PROTECTED,
+};
 
 use crate::{
+    direct,
     maps::{PORTS6, SUBNETS6},
     parse::Packet,
     parse6::{loopback, Ipv6},
@@ -23,8 +26,10 @@ pub fn check<C: Packet>(ctx: &C, ip: &Ipv6) -> Result<(), DropReason> {
     if loopback(&ip.daddr) {
         return Err(drop_reason::GUARD_LOOPBACK);
     }
-    if subnet_flags(&ip.daddr).is_some_and(|v| v & SUBNET_F_PROTECTED != 0) {
-        return Err(drop_reason::GUARD_TO_CONTAINER);
+    if let Some(v) = subnet_flags(&ip.daddr) {
+        if v & (SUBNET_F_PROTECTED | SUBNET_F_FILTERED) != 0 {
+            return to_container(ctx, ip, v);
+        }
     }
     let proto = ip.proto;
     if !has_ports(proto) || !ip.has_l4_header() {
@@ -53,6 +58,23 @@ pub fn check<C: Packet>(ctx: &C, ip: &Ipv6) -> Result<(), DropReason> {
         return Ok(());
     }
     Err(drop_reason::GUARD_LOOPBACK)
+}
+
+/// Straight to a container of a protected or filtered subnet (`direct`). A
+/// subprogram of its own: its temporaries stay off the callers' frames.
+#[inline(never)]
+fn to_container<C: Packet>(ctx: &C, ip: &Ipv6, subnet: u32) -> Result<(), DropReason> {
+    let l4 = ip.has_l4_header();
+    let ports = if has_ports(ip.proto) && l4 {
+        direct::ports_of(ctx.load::<u32>(ip.l4_off))
+    } else {
+        (0, 0)
+    };
+    let addrs = (&ip.saddr, &ip.daddr);
+    match direct::judge(ctx.ifindex(), subnet, addrs, ip.proto, ports, l4) {
+        Some(reason) => Err(reason),
+        None => Ok(()),
+    }
 }
 
 /// The trie value of the container subnet `addr` is in, if any.

@@ -7,9 +7,9 @@ use aya_ebpf::{
 use netd_common::{
     drop_reason, event, Addr6, Backend, Backend6, Config, Config6, CtEntry, CtEntry6, CtKey,
     CtKey6, Endpoint, Endpoint6, FragEntry, FragKey, FragKey6, LinkKey, OverlayPeer, PortCounters,
-    PortKey, PortKey6, SockRevKey, SockRevKey6, SockRevValue, SockRevValue6, MAX_CONNTRACK,
-    MAX_CONNTRACK_NEW, MAX_ENDPOINTS, MAX_FRAGS, MAX_LINKS, MAX_LOCAL_ADDRS, MAX_OVERLAY_PEERS,
-    MAX_PORT_MAPPINGS,
+    PortKey, PortKey6, SockRevKey, SockRevKey6, SockRevValue, SockRevValue6, TrustedKey,
+    MAX_CONNTRACK, MAX_CONNTRACK_NEW, MAX_ENDPOINTS, MAX_FRAGS, MAX_LINKS, MAX_LOCAL_ADDRS,
+    MAX_OVERLAY_PEERS, MAX_PORT_MAPPINGS, MAX_SOURCES,
 };
 
 #[map(name = "NETD_CONFIG")]
@@ -136,3 +136,21 @@ pub fn config() -> Config {
 /// The datapath trace (`netd_common::trace`), written only while CONFIG_F_TRACE is set.
 #[map(name = "NETD_TRACE")]
 pub static TRACE: RingBuf = RingBuf::pinned(netd_common::trace::TRACE_RING_BYTES, 0);
+
+/// Gateway mode `routed`: container ports reachable straight at the container's
+/// address from outside (`PortKey`/`PortKey6` with the container's address), per family.
+#[map(name = "NETD_DIRECT")]
+pub static DIRECT: HashMap<PortKey, u32> = HashMap::pinned(MAX_PORT_MAPPINGS, 0);
+#[map(name = "NETD_DIRECT6")]
+pub static DIRECT6: HashMap<PortKey6, u32> = HashMap::pinned(MAX_PORT_MAPPINGS, 0);
+
+/// Host interfaces a network's containers may be reached from straight at their
+/// addresses (`trusted_host_interfaces`).
+#[map(name = "NETD_TRUSTED")]
+pub static TRUSTED: HashMap<TrustedKey, u32> = HashMap::pinned(1024, 0);
+
+/// Who may reach a network's published ports (`netd_common::source_key`), per family.
+#[map(name = "NETD_SOURCES")]
+pub static SOURCES: LpmTrie<[u8; 8], u32> = LpmTrie::pinned(MAX_SOURCES, 0);
+#[map(name = "NETD_SOURCES6")]
+pub static SOURCES6: LpmTrie<[u8; 20], u32> = LpmTrie::pinned(MAX_SOURCES, 0);

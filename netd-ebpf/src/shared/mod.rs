@@ -1,6 +1,7 @@
 //! What the entry programs share (see `main.rs`).
 pub mod conntrack;
 pub mod consts;
+pub mod direct;
 pub mod egress6;
 pub mod frag;
 pub mod guard;

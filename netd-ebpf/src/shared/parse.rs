@@ -27,6 +27,8 @@ pub trait Packet {
     fn load<T: Copy>(&self, off: usize) -> Result<T, ()>;
     /// Length of the whole frame, every fragment buffer included.
     fn len(&self) -> u32;
+    /// The device the packet came in on.
+    fn ifindex(&self) -> u32;
 }
 
 impl Packet for TcContext {
@@ -38,6 +40,12 @@ impl Packet for TcContext {
     #[inline(always)]
     fn len(&self) -> u32 {
         TcContext::len(self)
+    }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        // SAFETY: ctx wraps a valid __sk_buff for the duration of the program.
+        unsafe { (*self.skb.skb).ifindex }
     }
 }
 
@@ -59,6 +67,11 @@ impl Packet for XdpContext {
     fn len(&self) -> u32 {
         // SAFETY: a helper call on the program's own context.
         unsafe { bpf_xdp_get_buff_len(self.ctx) as u32 }
+    }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        self.ingress_ifindex() as u32
     }
 }
 

@@ -6,6 +6,7 @@ use netd_common::{
 };
 
 use crate::{
+    conntrack::Family,
     maps::{ENDPOINTS, ENDPOINTS6, LINKS, PORTS},
     parse::{Flow, ETH_HLEN, ETH_P_IP},
     parse6::{link_local, multicast, ETH_P_IPV6, IP6_DADDR},
@@ -127,13 +128,19 @@ pub fn linked(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> bool
     unsafe { LINKS.get(&key) }.is_some()
 }
 
-/// Published ports do not lead into --internal networks (nothing gets in).
+/// Published ports do not lead into --internal networks (nothing gets in), nor let in
+/// from outside (`from`: the client's address) a source the network's restriction
+/// leaves out.
 #[inline(always)]
-pub fn backend_allowed(b: &Backend) -> Result<(), DropReason> {
+pub fn backend_allowed(b: &Backend, from: Option<u32>) -> Result<(), DropReason> {
     // SAFETY: a read-only lookup of a plain-data value.
     match unsafe { ENDPOINTS.get(&b.ip) } {
         Some(ep) if ep.flags & EP_F_INTERNAL != 0 => Err(drop_reason::INTERNAL),
-        _ => Ok(()),
+        Some(ep) => match from {
+            Some(s) if !u32::source_allowed(ep.net_id, &s) => Err(drop_reason::SOURCE_DENIED),
+            _ => Ok(()),
+        },
+        None => Ok(()),
     }
 }
 

@@ -2,6 +2,7 @@
 use netd_common::{drop_reason, drop_reason::DropReason, Backend6, PortKey6, EP_F_INTERNAL};
 
 use crate::{
+    conntrack::Family,
     maps::{ADDRS6, PORTS6},
     parse6::Flow6,
 };
@@ -24,12 +25,18 @@ pub fn published(flow: &Flow6) -> Option<(Backend6, bool)> {
     unsafe { PORTS6.get(&key) }.map(|b| (*b, true))
 }
 
-/// A published port of an --internal network's container leads nowhere.
+/// A published port of an --internal network's container leads nowhere, and lets in
+/// from outside (`from`: the client's address) only the sources the network's
+/// restriction allows.
 #[inline(always)]
-pub fn backend_allowed(b: &Backend6) -> Result<(), DropReason> {
+pub fn backend_allowed(b: &Backend6, from: Option<&[u8; 16]>) -> Result<(), DropReason> {
     // SAFETY: a read-only lookup of a plain-data value.
     match unsafe { ADDRS6.get(&b.ip) } {
         Some(a) if a.flags & EP_F_INTERNAL != 0 => Err(drop_reason::INTERNAL),
-        _ => Ok(()),
+        Some(a) => match from {
+            Some(s) if !<[u8; 16]>::source_allowed(a.net_id, s) => Err(drop_reason::SOURCE_DENIED),
+            _ => Ok(()),
+        },
+        None => Ok(()),
     }
 }

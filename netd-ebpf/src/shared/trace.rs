@@ -101,6 +101,12 @@ impl Packet for Linear {
     fn len(&self) -> u32 {
         self.len
     }
+
+    /// The trace reads no device: it records headers only.
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        0
+    }
 }
 
 /// Fills every field of `r` but the time from the packet's headers: false (the slot is

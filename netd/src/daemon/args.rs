@@ -54,6 +54,13 @@ pub struct DaemonArgs {
     /// sockets never take these ports.
     #[arg(long, default_value = "61000-65535", value_parser = parse_port_range)]
     pub snat_port_range: (u16, u16),
+    /// Who may reach published ports from outside: source networks, comma-separated
+    /// CIDRs of both families (`10.0.0.0/8,2001:db8::/32`); others are dropped in eBPF
+    /// before a flow is tracked (counted as drop_source_denied). A network's own
+    /// `-o netd.published_sources=...` replaces it for that network. The host itself
+    /// and containers are not restricted. Default: anyone.
+    #[arg(long, value_name = "CIDR,...", value_parser = parse_published_sources)]
+    pub published_sources: Option<String>,
     /// Seconds between conntrack garbage collections.
     #[arg(long, default_value_t = 10)]
     pub ct_gc_interval: u64,
@@ -240,6 +247,22 @@ fn parse_store_opt(s: &str) -> Result<String, String> {
     crate::cluster::StoreOpts::check_one(s)
         .map(|()| s.to_string())
         .map_err(|e| e.to_string())
+}
+
+fn parse_published_sources(s: &str) -> Result<String, String> {
+    crate::model::parse_sources("--published-sources", s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// The daemon's published-port source restriction (empty: anyone).
+impl DaemonArgs {
+    pub fn published_sources(&self) -> Vec<ipnetwork::IpNetwork> {
+        self.published_sources
+            .as_deref()
+            .and_then(|s| crate::model::parse_sources("--published-sources", s).ok())
+            .unwrap_or_default()
+    }
 }
 
 fn parse_cluster_advertise(s: &str) -> Result<String, String> {

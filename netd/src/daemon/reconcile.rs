@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::anyhow;
-use log::warn;
+use log::{debug, warn};
 
 use super::{
     containers::set_lo_up,
@@ -212,15 +212,19 @@ impl Inner {
                 eps.push((a, net));
             }
         }
-        self.dp.sync_ports(&ports)?;
         self.dp.sync_endpoints(&eps)?;
         let eps6: Vec<_> = eps
             .iter()
             .filter_map(|(a, n)| a.ip6.map(|ip6| (*a, *n, ip6)))
             .collect();
         self.dp.sync_endpoints6(&eps6)?;
+        // After the endpoints: a `routed` endpoint's entry says which ports open.
+        self.dp.sync_ports(&ports)?;
         self.dp.sync_subnets(&self.state.networks)?;
         self.dp.sync_subnets6(&self.state.networks)?;
+        self.dp.sync_sources(&self.state.networks)?;
+        let trusted = self.trusted_interfaces().await?;
+        self.dp.sync_trusted(&trusted)?;
         let vxlan_ifindex = match &self.vxlan {
             Some(name) => self.nl.link_by_name(name).await?.map(|l| l.index),
             None => None,
@@ -237,6 +241,25 @@ impl Inner {
         self.dp.sync_local_addrs(&addrs)?;
         self.dp.sync_local_addrs6(&self.nl.ipv6_addrs().await?)?;
         Ok(())
+    }
+
+    /// Every network's trusted host interfaces that exist now, as (ifindex, network
+    /// id). One that does not exist is skipped (Docker takes names of interfaces to
+    /// come): the next reconcile picks it up.
+    async fn trusted_interfaces(&self) -> anyhow::Result<Vec<(u32, u32)>> {
+        let mut out = Vec::new();
+        for n in &self.state.networks {
+            for name in n.trusted_interfaces() {
+                match self.nl.link_by_name(&name).await? {
+                    Some(l) => out.push((l.index, n.net_id)),
+                    None => debug!(
+                        "network {}: trusted interface {name} does not exist",
+                        n.name
+                    ),
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Removes what this instance made (it holds a claim, see `owned`) and the store

@@ -156,6 +156,7 @@ fn load_datapath(args: &DaemonArgs, up: &Uplink) -> anyhow::Result<Datapath> {
         snat_ports: args.snat_port_range,
     })?;
     dp.set_uplink_ip6(up.ip6)?;
+    dp.set_default_sources(args.published_sources());
     Ok(dp)
 }
 

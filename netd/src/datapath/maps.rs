@@ -17,8 +17,8 @@ use aya::maps::{
 use ipnetwork::Ipv4Network;
 use netd_common::{
     Addr6, Backend, Endpoint, Endpoint6, LinkKey, OverlayPeer, PortCounters, PortKey, EP_F_ICC,
-    EP_F_INTERNAL, EP_F_MASQUERADE, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_SCTP,
-    IPPROTO_TCP, IPPROTO_UDP, SUBNET_F_PROTECTED,
+    EP_F_INTERNAL, EP_F_MASQUERADE, EP_F_TRACK, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP,
+    IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 use super::Datapath;
@@ -141,10 +141,7 @@ fn ip_key(ip: Ipv4Addr) -> u32 {
 /// The endpoint map's value for attachment `a` on network `net`: where its veth is
 /// (recorded when it was plumbed) and the network's policy bits.
 pub fn endpoint_value(a: &Attachment, net: &Network) -> Endpoint {
-    let mut flags = 0;
-    if net.masquerade && !net.internal {
-        flags |= EP_F_MASQUERADE;
-    }
+    let mut flags = super::gateway::family_flags(net, false);
     if net.icc {
         flags |= EP_F_ICC;
     }
@@ -166,10 +163,8 @@ pub fn endpoint_value(a: &Attachment, net: &Network) -> Endpoint {
 /// network's IPv6 gateway mode (`routed`: no masquerade).
 fn endpoint6_values(a: &Attachment, net: &Network, ip6: Ipv6Addr) -> (Endpoint6, Addr6) {
     let v4 = endpoint_value(a, net);
-    let mut flags = v4.flags;
-    if net.routed6() {
-        flags &= !EP_F_MASQUERADE;
-    }
+    let family = EP_F_MASQUERADE | EP_F_TRACK;
+    let flags = (v4.flags & !family) | super::gateway::family_flags(net, true);
     (
         Endpoint6 {
             addr: ip6.octets(),
@@ -198,19 +193,12 @@ fn subnet_entries(net: &Network) -> Vec<((u32, u32), u32)> {
         // containers, and the guard must not take them for spoofers.
         return Vec::new();
     }
-    let protected = if net.masquerade || net.internal {
-        SUBNET_F_PROTECTED
-    } else {
-        0
-    };
+    let flags = super::gateway::subnet_flags(net, false);
     net.pools4()
         .iter()
         .map(|p| {
             let s: Ipv4Network = p.subnet;
-            (
-                (s.prefix() as u32, ip_key(s.network())),
-                net.net_id | protected,
-            )
+            ((s.prefix() as u32, ip_key(s.network())), net.net_id | flags)
         })
         .collect()
 }
@@ -237,22 +225,30 @@ impl Datapath {
         match (m.host_ip, container_ip) {
             (IpAddr::V4(_), IpAddr::V4(c)) => {
                 self.ports.insert(port_key(m), backend(m, c), 0)?;
-                Ok(())
             }
-            (IpAddr::V6(_), IpAddr::V6(c)) => self.publish6(m, c),
-            _ => Err(anyhow!(
-                "port mapping {m} cannot lead to {container_ip}: another address family"
-            )),
+            (IpAddr::V6(_), IpAddr::V6(c)) => self.publish6(m, c)?,
+            _ => {
+                return Err(anyhow!(
+                    "port mapping {m} cannot lead to {container_ip}: another address family"
+                ))
+            }
         }
+        self.publish_direct(m, container_ip)
     }
 
     pub fn unpublish(&mut self, m: &PortMapping) {
-        if m.host_ip.is_ipv6() {
-            self.port_stats.remove(m);
-            return self.unpublish6(m);
-        }
-        let _ = self.ports.remove(&port_key(m));
         self.port_stats.remove(m);
+        let led_to = if m.host_ip.is_ipv6() {
+            self.unpublish6(m)
+        } else {
+            let key = port_key(m);
+            let to = self.ports.get(&key, 0).ok();
+            let _ = self.ports.remove(&key);
+            to.map(|b| IpAddr::V4(Ipv4Addr::from(u32::from_be(b.ip))))
+        };
+        if let Some(c) = led_to {
+            self.unpublish_direct(m, c);
+        }
     }
 
     /// Writes `a`'s entries (IPv4, and IPv6 if it has an IPv6 address).
@@ -312,7 +308,8 @@ impl Datapath {
             }
         }
         sync(&mut self.ports, &v4)?;
-        self.sync_ports6(&v6)
+        self.sync_ports6(&v6)?;
+        self.sync_direct(want)
     }
 
     pub fn sync_endpoints(&mut self, want: &[(&Attachment, &Network)]) -> anyhow::Result<()> {
@@ -441,6 +438,7 @@ impl Datapath {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netd_common::{SUBNET_F_FILTERED, SUBNET_F_PROTECTED};
 
     /// `sync` against an in-memory map that logs what it was asked to do.
     #[derive(Default)]
@@ -530,6 +528,20 @@ mod tests {
             ..routed.clone()
         };
         assert_eq!(subnet_entries(&nat)[0].1, 3 | SUBNET_F_PROTECTED);
+        let mut modes = nat.clone();
+        for (mode, flags) in [
+            ("routed", SUBNET_F_FILTERED),
+            ("nat-unprotected", 0),
+            ("nat", SUBNET_F_PROTECTED),
+        ] {
+            modes
+                .options
+                .insert(crate::model::GATEWAY_MODE_IPV4.into(), mode.into());
+            assert_eq!(subnet_entries(&modes)[0].1, 3 | flags, "{mode}");
+            let ep = endpoint_value(&crate::model::test_attachment(), &modes);
+            assert_eq!(ep.flags & EP_F_MASQUERADE != 0, mode != "routed", "{mode}");
+            assert_eq!(ep.flags & EP_F_TRACK != 0, mode == "routed", "{mode}");
+        }
         let none = Network {
             subnet: None,
             ..routed

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::anyhow;
-use netd_common::{Backend6, Config6, PortKey6, SUBNET_F_PROTECTED};
+use netd_common::{Backend6, Config6, PortKey6};
 
 use super::{maps::sync, Datapath};
 use crate::model::{Network, PortMapping};
@@ -50,14 +50,10 @@ fn subnet6_entry(net: &Network) -> Option<((u32, [u8; 16]), u32)> {
         return None;
     }
     let s = net.subnet6?;
-    let protected = if (net.masquerade && !net.routed6()) || net.internal {
-        SUBNET_F_PROTECTED
-    } else {
-        0
-    };
+    let flags = super::gateway::subnet_flags(net, true);
     Some((
         (s.prefix() as u32, s.network().octets()),
-        net.net_id | protected,
+        net.net_id | flags,
     ))
 }
 
@@ -80,10 +76,12 @@ impl Datapath {
         Ok(())
     }
 
-    pub(super) fn unpublish6(&mut self, m: &PortMapping) {
-        if let Some(k) = port_key6(m) {
-            let _ = self.ports6.remove(&k);
-        }
+    /// Removes the IPv6 mapping `m`; returns the container address it led to.
+    pub(super) fn unpublish6(&mut self, m: &PortMapping) -> Option<IpAddr> {
+        let k = port_key6(m)?;
+        let to = self.ports6.get(&k, 0).ok();
+        let _ = self.ports6.remove(&k);
+        to.map(|b| IpAddr::V6(Ipv6Addr::from(b.ip)))
     }
 
     pub(super) fn has_port6(&self, m: &PortMapping, container_ip: Ipv6Addr) -> bool {
@@ -143,6 +141,7 @@ impl Datapath {
 mod tests {
     use super::*;
     use crate::model::Proto;
+    use netd_common::{SUBNET_F_FILTERED, SUBNET_F_PROTECTED};
 
     fn pm(host: &str, hp: u16, cp: u16, proto: Proto) -> PortMapping {
         PortMapping {
@@ -199,7 +198,17 @@ mod tests {
         routed
             .options
             .insert(crate::model::GATEWAY_MODE_IPV6.into(), "routed".into());
-        assert_eq!(subnet6_entry(&routed).unwrap().1, 4);
+        assert_eq!(
+            subnet6_entry(&routed).unwrap().1,
+            4 | SUBNET_F_FILTERED,
+            "routed: published container ports and replies only"
+        );
+        let mut open = net.clone();
+        open.options.insert(
+            crate::model::GATEWAY_MODE_IPV6.into(),
+            "nat-unprotected".into(),
+        );
+        assert_eq!(subnet6_entry(&open).unwrap().1, 4);
         routed.internal = true;
         assert_eq!(
             subnet6_entry(&routed).unwrap().1,

@@ -9,6 +9,7 @@
 //! loaded program into the pinned link (an atomic bpf_link_update).
 mod conntrack;
 mod error;
+mod gateway;
 mod layout;
 mod links;
 mod maps;
@@ -85,6 +86,14 @@ pub struct Datapath {
     port_stats: PortStats,
     subnets: LpmTrie<MapData, u32, u32>,
     subnets6: LpmTrie<MapData, [u8; 16], u32>,
+    /// Gateway mode `routed`: container ports open straight at the container.
+    direct: HashMap<MapData, PortKey, u32>,
+    direct6: HashMap<MapData, PortKey6, u32>,
+    trusted: HashMap<MapData, netd_common::TrustedKey, u32>,
+    sources: LpmTrie<MapData, [u8; 8], u32>,
+    sources6: LpmTrie<MapData, [u8; 20], u32>,
+    /// The daemon's published-port source restriction (`gateway::sync_sources`).
+    default_sources: Vec<ipnetwork::IpNetwork>,
     ct: CtTable,
     bpf_dir: PathBuf,
     /// Pins of an earlier layout, until the programs using them were swapped out.
@@ -318,6 +327,11 @@ impl Datapath {
             take(&mut ebpf, map_names::PORT_STATS6)?,
         )?;
         let subnets = LpmTrie::try_from(take(&mut ebpf, map_names::SUBNETS)?)?;
+        let direct = HashMap::try_from(take(&mut ebpf, map_names::DIRECT)?)?;
+        let direct6 = HashMap::try_from(take(&mut ebpf, map_names::DIRECT6)?)?;
+        let trusted = HashMap::try_from(take(&mut ebpf, map_names::TRUSTED)?)?;
+        let sources = LpmTrie::try_from(take(&mut ebpf, map_names::SOURCES)?)?;
+        let sources6 = LpmTrie::try_from(take(&mut ebpf, map_names::SOURCES6)?)?;
         Ok(Datapath {
             ebpf,
             links_dir,
@@ -337,6 +351,12 @@ impl Datapath {
             port_stats,
             subnets,
             subnets6,
+            direct,
+            direct6,
+            trusted,
+            sources,
+            sources6,
+            default_sources: Vec::new(),
             ct,
             bpf_dir: bpf_dir.to_path_buf(),
             migration: Some(migration),

@@ -8,7 +8,7 @@ use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use super::{Join, NetworkDriver, TeardownErrors};
 use crate::{
-    model::{self, Attachment, Network},
+    model::{self, Attachment, GatewayMode, Network},
     netlink::Netlink,
     netns, sysctl,
 };
@@ -54,7 +54,10 @@ impl NetworkDriver for Bridge {
                 nl.set_mtu(link.index, mtu).await?;
             }
             // Every subnet's gateway: containers of each subnet route through theirs.
-            for p in &pools {
+            // Gateway mode `isolated` leaves the bridge without one, so not even the
+            // host reaches the containers.
+            let isolated = |v6| net.gateway_mode(v6) == GatewayMode::Isolated;
+            for p in pools.iter().filter(|_| !isolated(false)) {
                 nl.add_addr(link.index, Ipv4Network::new(p.gateway, p.subnet.prefix())?)
                     .await?;
             }
@@ -65,8 +68,10 @@ impl NetworkDriver for Bridge {
                 // driver's.
                 sysctl::set_ipv6_conf(&net.bridge, "accept_ra", "0")?;
                 sysctl::set_ipv6_conf(&net.bridge, "disable_ipv6", "0")?;
-                nl.add_addr6(link.index, Ipv6Network::new(gw6, subnet6.prefix())?)
-                    .await?;
+                if !isolated(true) {
+                    nl.add_addr6(link.index, Ipv6Network::new(gw6, subnet6.prefix())?)
+                        .await?;
+                }
             }
             nl.set_up(link.index).await?;
             // Replies of published services leave the endpoint program with a host

@@ -66,21 +66,6 @@ const RESERVED: [(&str, &str); 5] = [
 
 /// Checks that `n` (a network address, at most /30: see parse_cidr) can be a container
 /// subnet: it touches no reserved range.
-/// `gateway_mode_ipv6`: netd has Docker's `nat` (NAT66, the default) and `routed`.
-/// Docker's own text for a mode it does not know; its other modes are named as such.
-fn check_gateway_mode(mode: &str) -> Result<(), NetdError> {
-    let key = model::GATEWAY_MODE_IPV6;
-    match mode {
-        "nat" | "routed" => Ok(()),
-        "nat-unprotected" | "isolated" => Err(NetdError::InvalidArgument(format!(
-            "gateway mode {mode} of {key} is not supported by netd (use nat or routed)"
-        ))),
-        _ => Err(NetdError::InvalidArgument(format!(
-            "failed to parse {key} value: {mode} (unknown gateway mode {mode})"
-        ))),
-    }
-}
-
 pub fn check_subnet(n: &Ipv4Network) -> Result<(), NetdError> {
     for (range, what) in RESERVED {
         let r: Ipv4Network = range.parse().expect("a valid reserved range");
@@ -137,9 +122,7 @@ pub fn plan_network(
         .map(|v| parse_ip(OPT_HOST_BINDING, v))
         .transpose()?
         .unwrap_or(Ipv4Addr::UNSPECIFIED);
-    if let Some(mode) = opt(model::GATEWAY_MODE_IPV6) {
-        check_gateway_mode(mode)?;
-    }
+    model::check_gateway_options(&spec.options, spec.internal)?;
     let mtu = mtu_of(opt(OPT_MTU), driver)?;
     let bridge = match driver.plumbing {
         Plumbing::Macvlan => super::macvlan::own_link(spec, state, links)?,
@@ -481,23 +464,4 @@ fn plan_aux(
         aux.insert(name.clone(), ip);
     }
     Ok(aux)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gateway_mode_ipv6_is_nat_or_routed() {
-        assert!(check_gateway_mode("nat").is_ok());
-        assert!(check_gateway_mode("routed").is_ok());
-        let e = check_gateway_mode("bogus").unwrap_err();
-        assert!(matches!(e, NetdError::InvalidArgument(_)));
-        assert_eq!(e.to_string().lines().count(), 1, "one line: {e}");
-        assert!(e.to_string().contains("unknown gateway mode bogus"), "{e}");
-        assert!(check_gateway_mode("isolated")
-            .unwrap_err()
-            .to_string()
-            .contains("not supported by netd"));
-    }
 }

@@ -14,6 +14,7 @@ use crate::error::NetdError;
 mod detach;
 mod drivers;
 mod endpoint;
+mod gateway;
 mod names;
 mod pool;
 mod publish;
@@ -25,6 +26,10 @@ pub use endpoint::{
     check_driver_opts, check_ifname, check_ns_sysctls, gateways, if_sysctls_of, mac_bytes,
     parse_if_sysctls, parse_mac, sysctl_exists, EndpointRequest, IfSysctl, ENDPOINT_IFNAME,
     ENDPOINT_OPTIONS, ENDPOINT_SYSCTLS,
+};
+pub use gateway::{
+    check_options as check_gateway_options, parse_sources, GatewayMode, GATEWAY_MODE_IPV4,
+    GATEWAY_MODE_IPV6, OPT_PUBLISHED_SOURCES, OPT_TRUSTED_INTERFACES,
 };
 pub use names::{is_dns_name, parse_link, DnsConfig, Link};
 pub use pool::{Pool4, PoolSpec, IPAM_OPTIONS, IPAM_SERIAL};
@@ -52,13 +57,16 @@ pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
 pub const OPT_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
 pub const OPT_HOST_BINDING: &str = "com.docker.network.bridge.host_binding_ipv4";
 pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
-pub const KNOWN_OPTIONS: [&str; 6] = [
+pub const KNOWN_OPTIONS: [&str; 9] = [
     OPT_BRIDGE_NAME,
     OPT_ICC,
     OPT_MASQUERADE,
     OPT_HOST_BINDING,
     OPT_MTU,
+    GATEWAY_MODE_IPV4,
     GATEWAY_MODE_IPV6,
+    OPT_TRUSTED_INTERFACES,
+    OPT_PUBLISHED_SOURCES,
 ];
 
 /// A network: a bridge with a subnet (driver bridge), or Docker's built-in `host` and
@@ -153,12 +161,6 @@ impl Network {
         self.traits().multi_host
     }
 
-    /// IPv6 gateway mode `routed` (`-o com.docker.network.bridge.gateway_mode_ipv6`):
-    /// no NAT66, the outside routes the subnet to the host. Default `nat`.
-    pub fn routed6(&self) -> bool {
-        self.options.get(GATEWAY_MODE_IPV6).map(String::as_str) == Some("routed")
-    }
-
     /// Every IPv4 subnet, the first one first.
     pub fn pools4(&self) -> Vec<Pool4> {
         let first = self
@@ -205,9 +207,6 @@ impl Network {
         }
     }
 }
-
-/// The network option that picks IPv6's gateway mode (`nat` or `routed`).
-pub const GATEWAY_MODE_IPV6: &str = "com.docker.network.bridge.gateway_mode_ipv6";
 
 /// A container's address on an overlay network, as its node records it in the
 /// cluster store (`cluster::endpoints`).

@@ -1,5 +1,7 @@
 //! Fixtures of the policy side: the uplink guard (XDP and TC, one parser), isolation,
 //! anti-spoofing, and how drops and events are counted.
+use std::net::Ipv4Addr;
+
 use netd::{datapath::config_flags, model::Proto};
 use netd_common::{prog_names::*, EP_F_ICC, EP_F_INTERNAL, EP_F_MASQUERADE};
 
@@ -352,5 +354,90 @@ fn a_link_opens_icc_false_for_the_pair_on_the_exposed_port_only() {
     assert_eq!(
         verdict(&f, Pkt::tcp(CONTAINER, 40000, OTHER, 5432).build()),
         TC_ACT_SHOT
+    );
+}
+
+#[test]
+fn gateway_modes_at_the_guard_and_source_restrictions_at_published_ports() {
+    let mut f = fixture("guard-modes", false);
+    let mode = |id, subnet, m: &str| {
+        let mut n = network(id, subnet, EP_F_MASQUERADE);
+        n.options.insert(
+            "com.docker.network.bridge.gateway_mode_ipv4".into(),
+            m.into(),
+        );
+        n
+    };
+    let (routed, open) = (
+        mode(2, "172.20.0.0/16", "routed"),
+        mode(3, "172.21.0.0/16", "nat-unprotected"),
+    );
+    let nat = network(1, "172.17.0.0/16", EP_F_MASQUERADE);
+    f.dp.sync_subnets(&[nat.clone(), routed.clone(), open])
+        .unwrap();
+    let r = [172, 20, 0, 5];
+    f.dp.set_endpoint(&attachment(r, [2, 0, 0, 0, 0, 5], 999), &routed)
+        .unwrap();
+    let m = netd::model::PortMapping {
+        host_ip: Ipv4Addr::UNSPECIFIED.into(),
+        host_port: 8085,
+        container_port: 80,
+        proto: Proto::Tcp,
+    };
+    f.dp.publish(&m, Ipv4Addr::from(r)).unwrap();
+    let guard = |f: &Fixture, pkt: Pkt| f.dp.test_run(UPLINK_GUARD, &pkt.build()).unwrap().0;
+    assert_eq!(
+        guard(&f, Pkt::tcp(CLIENT, 1, r, 80)),
+        XDP_PASS,
+        "published port"
+    );
+    let before = counter(&f.dp, "guard_drop_unpublished");
+    assert_eq!(
+        guard(&f, Pkt::tcp(CLIENT, 1, r, 81)),
+        XDP_DROP,
+        "unpublished"
+    );
+    assert_eq!(
+        guard(&f, Pkt::udp(CLIENT, 1, r, 80)),
+        XDP_DROP,
+        "other protocol"
+    );
+    assert_eq!(counter(&f.dp, "guard_drop_unpublished"), before + 2);
+    assert_eq!(guard(&f, Pkt::icmp(CLIENT, r, 1, 8)), XDP_PASS, "ICMP");
+    assert_eq!(
+        guard(&f, Pkt::tcp(CLIENT, 1, [172, 21, 0, 9], 22)),
+        XDP_PASS,
+        "unprotected"
+    );
+    assert_eq!(
+        guard(&f, Pkt::tcp(CLIENT, 1, CONTAINER, 80)),
+        XDP_DROP,
+        "nat"
+    );
+    f.dp.unpublish(&m);
+    assert_eq!(
+        guard(&f, Pkt::tcp(CLIENT, 1, r, 80)),
+        XDP_DROP,
+        "closed again"
+    );
+
+    // Who may reach published ports: the daemon's list, CLIENT in it, FAR_CLIENT not.
+    f.dp.set_default_sources(vec!["192.0.2.0/28".parse().unwrap()]);
+    f.dp.sync_sources(&[nat]).unwrap();
+    let ingress = |f: &Fixture, src| {
+        let pkt = Pkt::tcp(src, 40000, HOST, 8080).build();
+        f.dp.test_run(UPLINK_INGRESS, &pkt).unwrap().0
+    };
+    assert_ne!(ingress(&f, CLIENT), TC_ACT_SHOT, "an allowed source");
+    let before = counter(&f.dp, "drop_source_denied");
+    assert_eq!(ingress(&f, FAR_CLIENT), TC_ACT_SHOT, "a source left out");
+    assert_eq!(counter(&f.dp, "drop_source_denied"), before + 1);
+    f.dp.set_default_sources(Vec::new());
+    f.dp.sync_sources(&[network(1, "172.17.0.0/16", EP_F_MASQUERADE)])
+        .unwrap();
+    assert_ne!(
+        ingress(&f, FAR_CLIENT),
+        TC_ACT_SHOT,
+        "no restriction: anyone"
     );
 }

@@ -115,7 +115,7 @@ pub struct Flow {
     /// The tuple as packets carry it.
     pub src: SocketAddr,
     pub dst: SocketAddr,
-    /// "dnat", "dnat-reply", "snat", "snat-reply".
+    /// "dnat", "dnat-reply", "snat", "snat-reply", "direct", "direct-reply".
     pub kind: &'static str,
     /// The tuple packets are rewritten to.
     pub to_src: SocketAddr,
@@ -153,6 +153,8 @@ impl Flow {
                 ct_kind::DNAT_REPLY => "dnat-reply",
                 ct_kind::SNAT => "snat",
                 ct_kind::SNAT_REPLY => "snat-reply",
+                ct_kind::DIRECT => "direct",
+                ct_kind::DIRECT_REPLY => "direct-reply",
                 _ => "other",
             },
             to_src,
