@@ -86,11 +86,24 @@ pub fn plan(
     if let Some(mac) = opts.mac {
         check_mac(state, net, mac)?;
     }
-    let ip = ipam::allocate(state, net, opts.ip)?;
+    let ip = if net.ipv4() || !net.ipv6 {
+        ipam::allocate(state, net, opts.ip)?
+    } else if let Some(want) = opts.ip {
+        return Err(NetdError::InvalidArgument(format!(
+            "--ip {want}: network {} has no IPv4 (created with --ipv4=false)",
+            net.name
+        )));
+    } else {
+        Ipv4Addr::UNSPECIFIED
+    };
     let ip6 = if opts.ipv4_only {
         None
     } else {
         ipam::allocate6(state, net, opts.ip6)?
+    };
+    let mac = match (ip.is_unspecified(), ip6) {
+        (true, Some(v6)) => model::mac_for_ip6(v6),
+        _ => model::mac_for_ip(ip),
     };
     // Host veths are numbered apart from interface names, which the user may choose.
     let veth = (0..)
@@ -101,7 +114,7 @@ pub fn plan(
         network: net.id.clone(),
         ifname,
         ip,
-        mac: opts.mac.unwrap_or_else(|| model::mac_for_ip(ip)),
+        mac: opts.mac.unwrap_or(mac),
         veth,
         aliases: opts.aliases,
         host_ifindex: 0,
@@ -286,7 +299,7 @@ pub fn publish(dp: &mut Datapath, ports: &[PortMapping], a: &Attachment) -> anyh
 /// container moved to another first network can leave one behind).
 pub fn backend_ip(m: &PortMapping, a: &Attachment) -> Option<IpAddr> {
     match m.host_ip {
-        IpAddr::V4(_) => Some(IpAddr::V4(a.ip)),
+        IpAddr::V4(_) => a.ipv4().map(IpAddr::V4),
         IpAddr::V6(_) => a.ip6.map(IpAddr::V6),
     }
 }

@@ -5,7 +5,7 @@
 //! host as a routed deployment would. No iptables or nftables rule is made.
 use std::process::Command;
 
-use netd_tests::{tester_bin, Lab, CLIENT_IP, HOST_IP};
+use netd_tests::{tester_bin, Lab, CLIENT_IP, CLIENT_IP6, HOST_IP, HOST_IP6};
 
 fn peer_ip(reply: &str) -> String {
     let peer = reply.trim().trim_start_matches("peer=");
@@ -265,4 +265,76 @@ fn bad_gateway_modes_are_one_line_naming_the_option_and_its_values() {
         err.contains("nat, nat-unprotected, routed, isolated"),
         "{err}"
     );
+}
+
+#[test]
+fn ipv6_nat_unprotected_and_trusted_interfaces_reach_containers_directly() {
+    let lab = Lab::new();
+    let tester = tester_bin();
+    let t = tester.to_str().expect("utf-8");
+    for (name, subnet, opt) in [
+        (
+            "un6",
+            "fd00:87::/64",
+            "com.docker.network.bridge.gateway_mode_ipv6=nat-unprotected",
+        ),
+        (
+            "tr6",
+            "fd00:88::/64",
+            "com.docker.network.bridge.trusted_host_interfaces=up0",
+        ),
+        (
+            "nat6",
+            "fd00:89::/64",
+            "com.docker.network.bridge.enable_icc=true",
+        ),
+    ] {
+        lab.netd_ok(&[
+            "network", "create", "--ipv6", "--subnet", subnet, "-o", opt, name,
+        ]);
+        let st = Command::new("ip")
+            .args([
+                "-n",
+                &lab.client,
+                "-6",
+                "route",
+                "add",
+                subnet,
+                "via",
+                HOST_IP6,
+            ])
+            .status()
+            .expect("ip route");
+        assert!(st.success());
+        let c = format!("c-{name}");
+        lab.netd_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &c,
+            "--network",
+            name,
+            "--",
+            t,
+            "serve-tcp6",
+            "80",
+        ]);
+        let ns = format!("{}{c}", lab.container_prefix());
+        lab.wait_listening(&ns, &["serve-tcp6", "80"]);
+        let ip6 = lab.inspect(&c)["NetworkSettings"]["Networks"][name]["GlobalIPv6Address"]
+            .as_str()
+            .expect("IPv6")
+            .to_string();
+        let got = lab.from_client(&["tcp", &format!("[{ip6}]:80")]);
+        if name == "nat6" {
+            assert!(
+                got.is_err(),
+                "a nat network's container straight from outside"
+            );
+        } else {
+            let got = got.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(peer_ip(&got).trim_matches(['[', ']']), CLIENT_IP6, "{name}");
+        }
+    }
+    assert_rulesets_empty(&lab);
 }

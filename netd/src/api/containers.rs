@@ -121,11 +121,12 @@ fn endpoints(c: &Container, nets: &[Network]) -> BTreeMap<String, EndpointSettin
                     aliases: (!aliases.is_empty()).then_some(aliases),
                     network_id: n.id.clone(),
                     endpoint_id: endpoint_id(&c.id, &n.id),
-                    gateway: n
-                        .gateway_for(a.ip)
+                    gateway: a
+                        .ipv4()
+                        .and_then(|ip| n.gateway_for(ip))
                         .map(|g| g.to_string())
                         .unwrap_or_default(),
-                    ip_address: a.ip.to_string(),
+                    ip_address: a.ipv4().map(|ip| ip.to_string()).unwrap_or_default(),
                     ip_prefix_len: n.pool_of(a.ip).map_or(0, |p| p.subnet.prefix()),
                     ipv6_gateway: a
                         .ip6

@@ -76,7 +76,10 @@ pub fn network_resource(n: &Network, containers: &[Container]) -> NetworkResourc
                     name: c.name.clone(),
                     endpoint_id: endpoint_id(&c.id, &n.id),
                     mac_address: fmt_mac(&a.mac),
-                    ipv4_address: format!("{}/{}", a.ip, n.prefix_for(a.ip)),
+                    ipv4_address: a
+                        .ipv4()
+                        .map(|ip| format!("{ip}/{}", n.prefix_for(ip)))
+                        .unwrap_or_default(),
                     ipv6_address: a
                         .ip6
                         .map(|ip| format!("{ip}/{prefix6}"))
@@ -91,6 +94,7 @@ pub fn network_resource(n: &Network, containers: &[Container]) -> NetworkResourc
         created: rfc3339(n.created),
         scope: n.scope().into(),
         driver: n.driver.clone(),
+        enable_ipv4: n.ipv4() || !n.ipv6,
         enable_ipv6: n.ipv6,
         ipam: Ipam {
             driver: Some("default".into()),
@@ -235,6 +239,7 @@ pub async fn create(
         attachable: req.attachable,
         labels: req.labels.unwrap_or_default(),
         options: req.options.unwrap_or_default(),
+        ipv4: req.enable_ipv4,
         ipv6: req.enable_ipv6,
         subnet6: empty(v6.subnet),
         gateway6: empty(v6.gateway),

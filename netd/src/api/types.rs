@@ -47,6 +47,9 @@ pub struct NetworkCreate {
     pub internal: bool,
     pub attachable: bool,
     pub ingress: bool,
+    /// Docker 28's EnableIPv4: false makes an IPv6-only network.
+    #[serde(rename = "EnableIPv4")]
+    pub enable_ipv4: Option<bool>,
     #[serde(rename = "EnableIPv6")]
     pub enable_ipv6: bool,
     #[serde(rename = "IPAM")]
@@ -91,6 +94,8 @@ pub struct NetworkResource {
     pub created: String,
     pub scope: String,
     pub driver: String,
+    #[serde(rename = "EnableIPv4")]
+    pub enable_ipv4: bool,
     #[serde(rename = "EnableIPv6")]
     pub enable_ipv6: bool,
     #[serde(rename = "IPAM")]

@@ -283,6 +283,10 @@ pub struct NetworkCreateArgs {
     /// IPv6 --subnet).
     #[arg(long)]
     pub ipv6: bool,
+    /// IPv4 on the network (Docker 28's --ipv4); `--ipv4=false --ipv6` makes an
+    /// IPv6-only network.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub ipv4: bool,
     /// CIDR; one IPv4 and one IPv6 (an overlay network takes several IPv4 ones).
     #[arg(long)]
     pub subnet: Vec<String>,

@@ -210,6 +210,7 @@ async fn create(client: &Client, a: NetworkCreateArgs) -> anyhow::Result<()> {
         scope: a.scope,
         internal: a.internal,
         attachable: a.attachable,
+        enable_ipv4: (!a.ipv4).then_some(false),
         enable_ipv6: a.ipv6,
         ipam: Some(Ipam {
             driver: Some(a.ipam_driver),

@@ -70,7 +70,11 @@ impl Daemon {
             &c.id[..12],
             c.attachments
                 .iter()
-                .map(|a| a.ip.to_string())
+                .map(|a| match (a.ipv4(), a.ip6) {
+                    (Some(ip), _) => ip.to_string(),
+                    (None, Some(ip6)) => ip6.to_string(),
+                    (None, None) => "no address".into(),
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
             phases

@@ -228,12 +228,31 @@ pub(super) async fn plan_ports(
     let ip6 = primary.and_then(|p| attachments[p].ip6);
     let default_v4 = net.map_or(Ipv4Addr::UNSPECIFIED, |n| n.host_binding_ipv4);
     let mut ports = model::expand_specs(&req.ports, default_v4, ip6.is_some());
+    if let Some(n) = net.filter(|n| !n.ipv4() && n.ipv6) {
+        only_ipv6_ports(n, &mut ports)?;
+    }
     if ports.iter().any(|m| m.host_ip.is_ipv6()) {
         let local6 = nl.ipv6_addrs().await?;
         check_ipv6_ports(&ports, ip6, &local6, net)?;
     }
     prepare_ports(state, net, &mut ports, snat_port_range)?;
     Ok(ports)
+}
+
+/// An IPv6-only network's container publishes on IPv6 host addresses only: a mapping
+/// without an address keeps its `[::]` half; one on an IPv4 address cannot lead there.
+fn only_ipv6_ports(net: &Network, ports: &mut Vec<PortMapping>) -> Result<()> {
+    if let Some(m) = ports
+        .iter()
+        .find(|m| m.host_ip.is_ipv4() && !m.host_ip.is_unspecified())
+    {
+        return Err(NetdError::InvalidArgument(format!(
+            "-p {m}: network {} has no IPv4 (created with --ipv4=false)",
+            net.name
+        )));
+    }
+    ports.retain(|m| m.host_ip.is_ipv6());
+    Ok(())
 }
 
 /// Docker's rules for the ports a new sandbox publishes: a mapping without a host

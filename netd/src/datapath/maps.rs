@@ -207,10 +207,13 @@ fn subnet_entries(net: &Network) -> Vec<((u32, u32), u32)> {
 /// IPv4 `--link-local-ip`s (the same endpoint: it may send with them, and others reach
 /// it there).
 fn endpoint_keys(a: &Attachment) -> impl Iterator<Item = u32> + '_ {
-    std::iter::once(ip_key(a.ip)).chain(a.link_local_ips.iter().filter_map(|ip| match ip {
-        IpAddr::V4(v4) => Some(ip_key(*v4)),
-        IpAddr::V6(_) => None,
-    }))
+    a.ipv4()
+        .map(ip_key)
+        .into_iter()
+        .chain(a.link_local_ips.iter().filter_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(ip_key(*v4)),
+            IpAddr::V6(_) => None,
+        }))
 }
 
 impl Datapath {
@@ -276,8 +279,12 @@ impl Datapath {
 
     /// Whether the endpoint map holds `a`'s entry on `net` as `set_endpoint` wrote it.
     pub fn has_endpoint(&self, a: &Attachment, net: &Network) -> bool {
+        let Some(ip) = a.ipv4() else {
+            // IPv6-only: its entries are the IPv6 maps'.
+            return self.endpoints6.get(&a.host_ifindex, 0).is_ok();
+        };
         self.endpoints
-            .get(&ip_key(a.ip), 0)
+            .get(&ip_key(ip), 0)
             .is_ok_and(|v| v == endpoint_value(a, net))
     }
 

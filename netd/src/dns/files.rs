@@ -139,14 +139,16 @@ pub fn hosts(c: &Container, state: &State) -> String {
                     .network_by_id(&ta.network)
                     .is_some_and(|n| !has_embedded_dns(n))
         });
-        if let Some(ta) = shared {
+        if let Some(ta) = shared.filter(|ta| ta.ipv4().is_some()) {
             let host = t.hostname.clone().unwrap_or_else(|| t.id[..12].to_string());
             let _ = writeln!(out, "{}\t{} {} {}", ta.ip, l.alias, host, t.name);
         }
     }
     let host = c.hostname.clone().unwrap_or_else(|| c.id[..12].to_string());
     for a in &c.attachments {
-        let _ = writeln!(out, "{}\t{host} {}", a.ip, c.name);
+        if let Some(ip) = a.ipv4() {
+            let _ = writeln!(out, "{ip}\t{host} {}", c.name);
+        }
         // A dual-stack container's hosts has its IPv6 address too, as Docker writes it.
         if let Some(ip6) = a.ip6 {
             let _ = writeln!(out, "{ip6}\t{host} {}", c.name);

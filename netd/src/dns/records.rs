@@ -204,7 +204,7 @@ fn add_to_client(client: &mut Client, c: &Container, nets: &[&Network], state: &
             .iter()
             .filter(|a| nets.iter().any(|n| n.id == a.network))
         {
-            e.v4.push(a.ip);
+            e.v4.extend(a.ipv4());
             e.v6.extend(a.ip6);
         }
     }
@@ -257,7 +257,10 @@ impl Table {
         let names = self.names.entry(e.network.clone()).or_default();
         for n in &e.names {
             let ips = names.entry(n.clone()).or_default();
-            insert_sorted(&mut ips.v4, e.ip);
+            // 0.0.0.0: an IPv6-only network's endpoint, with no IPv4 to answer.
+            if !e.ip.is_unspecified() {
+                insert_sorted(&mut ips.v4, e.ip);
+            }
             if let Some(ip6) = e.ip6 {
                 insert_sorted(&mut ips.v6, ip6);
             }
@@ -266,7 +269,9 @@ impl Table {
         if let Some(ip6) = e.ip6 {
             ptrs.insert(ip6.into(), e.ptr.clone());
         }
-        ptrs.insert(e.ip.into(), e.ptr.clone());
+        if !e.ip.is_unspecified() {
+            ptrs.insert(e.ip.into(), e.ptr.clone());
+        }
     }
 
     /// Takes `e` (as `add` put it in) out again.

@@ -21,7 +21,9 @@ impl NetworkDriver for Bridge {
     }
 
     fn validate(&self, net: &Network) -> anyhow::Result<()> {
-        if net.subnet.is_none() || net.gateway.is_none() {
+        let v4 = net.subnet.is_some() && net.gateway.is_some();
+        let v6 = net.ipv6 && net.subnet6.is_some() && net.gateway6.is_some();
+        if !v4 && !v6 {
             return Err(anyhow!(
                 "bridge network {} needs a subnet and a gateway",
                 net.name
@@ -43,7 +45,7 @@ impl NetworkDriver for Bridge {
     ) -> BoxFuture<'a, anyhow::Result<Network>> {
         async move {
             let pools = net.pools4();
-            if pools.is_empty() {
+            if pools.is_empty() && net.subnet6.is_none() {
                 return Ok(net.clone());
             }
             let link = match nl.link_by_name(&net.bridge).await? {
@@ -99,10 +101,15 @@ impl NetworkDriver for Bridge {
     ) -> BoxFuture<'a, anyhow::Result<u32>> {
         async move {
             let a = j.attachment;
-            let pool = net
-                .pool_of(a.ip)
-                .ok_or_else(|| anyhow!("{} is in no subnet of network {}", a.ip, net.name))?;
-            let subnet = pool.subnet;
+            // An IPv6-only network's endpoint has no IPv4 address to find a subnet of.
+            let prefix = match a.ipv4() {
+                Some(ip) => net
+                    .pool_of(ip)
+                    .ok_or_else(|| anyhow!("{ip} is in no subnet of network {}", net.name))?
+                    .subnet
+                    .prefix(),
+                None => 0,
+            };
             let bridge = nl
                 .link_by_name(&net.bridge)
                 .await?
@@ -127,15 +134,9 @@ impl NetworkDriver for Bridge {
                 }
                 return Ok(host.index);
             };
-            configure_inside(
-                ns,
-                net,
-                a,
-                subnet.prefix(),
-                (j.default_route, j.default_route6),
-            )
-            .await
-            .with_context(|| format!("configuring {} in {ns}", a.ifname))?;
+            configure_inside(ns, net, a, prefix, (j.default_route, j.default_route6))
+                .await
+                .with_context(|| format!("configuring {} in {ns}", a.ifname))?;
             Ok(host.index)
         }
         .boxed()
@@ -170,9 +171,11 @@ pub(super) async fn configure_inside(
     if let Some(mtu) = net.mtu {
         inside.set_mtu(eth.index, mtu).await?;
     }
-    inside
-        .add_addr(eth.index, Ipv4Network::new(a.ip, prefix)?)
-        .await?;
+    if let Some(ip) = a.ipv4() {
+        inside
+            .add_addr(eth.index, Ipv4Network::new(ip, prefix)?)
+            .await?;
+    }
     add_link_local(&inside, eth.index, a, false).await?;
     let v6 = a.ip6.zip(net.subnet6);
     let (ifname, sysctls) = (a.ifname.clone(), model::if_sysctls_of(a));
@@ -189,7 +192,7 @@ pub(super) async fn configure_inside(
         Ok(())
     })?;
     inside.set_up(eth.index).await?;
-    if routes.0 && !net.internal {
+    if routes.0 && !net.internal && a.ipv4().is_some() {
         if let Some(gw) = net.gateway_for(a.ip) {
             inside.replace_default_route(gw, eth.index).await?;
         }
@@ -223,7 +226,7 @@ pub async fn route_through(
         .link_by_name(&a.ifname)
         .await?
         .ok_or_else(|| anyhow!("{} missing in {}", a.ifname, ns))?;
-    if let (true, Some(gw)) = (routes.0, net.gateway_for(a.ip)) {
+    if let (true, Some(_), Some(gw)) = (routes.0, a.ipv4(), net.gateway_for(a.ip)) {
         inside.replace_default_route(gw, eth.index).await?;
     }
     if let (true, Some(_), Some(gw6)) = (routes.1, a.ip6, net.gateway6) {

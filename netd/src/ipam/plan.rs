@@ -129,7 +129,12 @@ pub fn plan_network(
         _ if driver.bridge => bridge_name(opt(OPT_BRIDGE_NAME), state, links, bridge_prefix, &id)?,
         _ => String::new(),
     };
-    let (pools, user_subnet, aux) = plan_pools(spec, state, routes, driver)?;
+    let (pools, user_subnet, aux) = if spec.ipv4 == Some(false) {
+        check_ipv6_only(spec, driver)?;
+        (Vec::new(), false, Default::default())
+    } else {
+        plan_pools(spec, state, routes, driver)?
+    };
     let ipam_options = check_ipam_options(&spec.ipam_options)?;
     let v6 = super::v6::plan(spec, state, driver)?;
     let net_id = state.next_net_id.max(1);
@@ -140,9 +145,9 @@ pub fn plan_network(
         net_id,
         bridge,
         bridge_mac: [0; 6],
-        subnet: Some(pools[0].subnet),
-        gateway: Some(pools[0].gateway),
-        ip_range: pools[0].ip_range,
+        subnet: pools.first().map(|p| p.subnet),
+        gateway: pools.first().map(|p| p.gateway),
+        ip_range: pools.first().and_then(|p| p.ip_range),
         aux_addresses: aux,
         user_subnet,
         internal: spec.internal,
@@ -161,9 +166,36 @@ pub fn plan_network(
         gateway6: v6.gateway6,
         ip_range6: v6.ip_range6,
         user_subnet6: v6.user_subnet6,
-        more_subnets: pools[1..].to_vec(),
+        more_subnets: pools.iter().skip(1).copied().collect(),
         ipam_options,
     })
+}
+
+/// An IPv6-only network (`--ipv4=false`): it needs IPv6, takes no IPv4 values, and only
+/// the bridge driver makes one.
+fn check_ipv6_only(spec: &NetworkSpec, driver: &Traits) -> Result<(), NetdError> {
+    if !spec.ipv6 {
+        return Err(invalid(
+            "--ipv4=false needs --ipv6: a network needs at least one address family".into(),
+        ));
+    }
+    let v4_values = spec.subnet.is_some()
+        || spec.gateway.is_some()
+        || spec.ip_range.is_some()
+        || !spec.aux_addresses.is_empty()
+        || !spec.more_subnets.is_empty();
+    if v4_values {
+        return Err(invalid(
+            "--ipv4=false takes no IPv4 --subnet, --gateway, --ip-range or --aux-address".into(),
+        ));
+    }
+    if driver.plumbing != Plumbing::Bridge || driver.multi_host {
+        return Err(invalid(format!(
+            "--ipv4=false: the {} driver makes no IPv6-only networks (bridge does)",
+            driver.name
+        )));
+    }
+    Ok(())
 }
 
 /// The request's name, driver, option keys and labels, checked; the driver's traits.

@@ -161,6 +161,12 @@ impl Network {
         self.traits().multi_host
     }
 
+    /// Docker's EnableIPv4: false for an IPv6-only network (`--ipv4=false`), which has
+    /// no IPv4 subnet; its endpoints' `ip` is 0.0.0.0.
+    pub fn ipv4(&self) -> bool {
+        self.subnet.is_some()
+    }
+
     /// Every IPv4 subnet, the first one first.
     pub fn pools4(&self) -> Vec<Pool4> {
         let first = self
@@ -238,6 +244,9 @@ pub struct NetworkSpec {
     pub attachable: bool,
     pub labels: BTreeMap<String, String>,
     pub options: BTreeMap<String, String>,
+    /// Docker's --ipv4 (EnableIPv4): Some(false) asks for an IPv6-only network.
+    #[serde(default)]
+    pub ipv4: Option<bool>,
     /// Docker's --ipv6, and the IPv6 values of --subnet, --gateway and --ip-range.
     #[serde(default)]
     pub ipv6: bool,
@@ -314,6 +323,13 @@ pub struct Attachment {
 
 fn is_zero(n: &i32) -> bool {
     *n == 0
+}
+
+impl Attachment {
+    /// Its IPv4 address; None on an IPv6-only network (where `ip` is 0.0.0.0).
+    pub fn ipv4(&self) -> Option<Ipv4Addr> {
+        (!self.ip.is_unspecified()).then_some(self.ip)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -516,6 +532,13 @@ impl Container {
 pub fn mac_for_ip(ip: Ipv4Addr) -> [u8; 6] {
     let o = ip.octets();
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+/// The MAC of an endpoint without IPv4 (an IPv6-only network): from the low 32 bits of
+/// its IPv6 address, unique on its /64 as the IPv4 one is on its subnet.
+pub fn mac_for_ip6(ip: std::net::Ipv6Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[12], o[13], o[14], o[15]]
 }
 
 pub fn fmt_mac(mac: &[u8; 6]) -> String {

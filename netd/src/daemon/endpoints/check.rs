@@ -78,7 +78,11 @@ async fn check_inside(
             fmt_mac(&a.mac)
         ));
     }
-    let want = Ipv4Network::new(a.ip, net.prefix_for(a.ip))?;
+    // An IPv6-only network's endpoint has no IPv4 address or route to check.
+    let Some(ip) = a.ipv4() else {
+        return check_inside6(&inside, net, a, link.index, default_route, problems).await;
+    };
+    let want = Ipv4Network::new(ip, net.prefix_for(ip))?;
     let has_addr = inside
         .ipv4_addrs()
         .await?
@@ -87,28 +91,41 @@ async fn check_inside(
     if !has_addr {
         problems.push(format!("interface {} lacks address {want}", a.ifname));
     }
-    if let (true, false, Some(gw)) = (default_route, net.internal, net.gateway_for(a.ip)) {
+    if let (true, false, Some(gw)) = (default_route, net.internal, net.gateway_for(ip)) {
         match inside.default_gateway().await? {
             Some(g) if g == gw => {}
             Some(g) => problems.push(format!("the default route is via {g}, not {gw}")),
             None => problems.push(format!("the default route via {gw} is missing")),
         }
     }
-    if let Some(ip6) = a.ip6 {
-        let has_addr6 = inside
-            .ipv6_addrs_of_links()
-            .await?
-            .iter()
-            .any(|(i, ip)| *i == link.index && *ip == ip6);
-        if !has_addr6 {
-            problems.push(format!("interface {} lacks address {ip6}", a.ifname));
-        }
-        if let (true, false, Some(gw6)) = (default_route, net.internal, net.gateway6) {
-            match inside.default_gateway6().await? {
-                Some(g) if g == gw6 => {}
-                Some(g) => problems.push(format!("the IPv6 default route is via {g}, not {gw6}")),
-                None => problems.push(format!("the IPv6 default route via {gw6} is missing")),
-            }
+    check_inside6(&inside, net, a, link.index, default_route, problems).await
+}
+
+/// The IPv6 side of `check_inside`: the endpoint's address and default route.
+async fn check_inside6(
+    inside: &Netlink,
+    net: &Network,
+    a: &Attachment,
+    index: u32,
+    default_route: bool,
+    problems: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let Some(ip6) = a.ip6 else {
+        return Ok(());
+    };
+    let has_addr6 = inside
+        .ipv6_addrs_of_links()
+        .await?
+        .iter()
+        .any(|(i, ip)| *i == index && *ip == ip6);
+    if !has_addr6 {
+        problems.push(format!("interface {} lacks address {ip6}", a.ifname));
+    }
+    if let (true, false, Some(gw6)) = (default_route, net.internal, net.gateway6) {
+        match inside.default_gateway6().await? {
+            Some(g) if g == gw6 => {}
+            Some(g) => problems.push(format!("the IPv6 default route is via {g}, not {gw6}")),
+            None => problems.push(format!("the IPv6 default route via {gw6} is missing")),
         }
     }
     Ok(())
