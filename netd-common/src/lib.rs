@@ -51,8 +51,10 @@ pub mod map_names {
     pub const PORT_STATS6: &str = "NETD_PORT_STATS6";
     pub const SOCK_REVNAT: &str = "NETD_SOCK_RNAT";
     pub const SUBNETS: &str = "NETD_SUBNETS";
-    /// The datapath trace's ring buffer (`trace`).
-    pub const TRACE: &str = "NETD_TRACE";
+    /// The datapath trace's ring buffer (`trace`): records of both families. The
+    /// IPv4-only ring of 0.2.0, `NETD_TRACE`, is removed at start as a map this release
+    /// no longer has.
+    pub const TRACE: &str = "NETD_TRACE2";
     /// `--link` exceptions to icc=false.
     pub const LINKS: &str = "NETD_LINKS";
     /// Containers of overlay networks on other nodes (`OverlayPeer`).

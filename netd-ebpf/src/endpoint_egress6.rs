@@ -16,19 +16,15 @@
 //!   hairpin to a host address's published port, masquerade out of the uplink.
 //!
 //! The rest goes on to the next program (TCX_NEXT) and the bridge.
-use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
-    macros::classifier,
-    programs::TcContext,
-};
-use netd_common::{drop_reason, drop_reason::DropReason, EP_F_ICC, EP_F_INTERNAL};
+use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
+use netd_common::{drop_reason, drop_reason::DropReason, trace::hook, EP_F_ICC, EP_F_INTERNAL};
 
 use crate::{
     egress6,
     maps::{ADDRS6, ENDPOINTS6},
-    metrics::count_drop,
     parse::ETH_HLEN,
     parse6::{link_local, multicast, ETH_P_IPV6, IP6_DADDR, IP6_HLEN, IP6_SADDR},
+    trace,
 };
 
 use crate::consts::{
@@ -47,13 +43,8 @@ pub fn endpoint_egress6(ctx: TcContext) -> i32 {
         Ok(Checked::Done(verdict)) => Ok(verdict),
         Err(reason) => Err(reason),
     };
-    match result {
-        Ok(verdict) => verdict,
-        Err(reason) => {
-            count_drop(reason);
-            TC_ACT_SHOT
-        }
-    }
+    // The single exit: every drop counted with its reason, every verdict traced.
+    trace::tc_exit(&ctx, hook::ENDPOINT_EGRESS6, result)
 }
 
 /// The ICMPv6 type of the packet, if it is ICMPv6 (directly, or after one hop-by-hop

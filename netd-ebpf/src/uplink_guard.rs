@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use netd_common::trace::{hook, verdict as trace_verdict};
 
-use crate::{guard, guard6, metrics::count_drop, parse, parse6, trace};
+use crate::{guard, metrics::count_drop, parse, parse6, trace};
 
 // `frags`: the program copes with multi-buffer packets (it reads headers only, which
 // are in the first buffer). Without it, attaching to a veth makes the kernel turn off
@@ -27,7 +27,7 @@ pub fn uplink_guard(ctx: XdpContext) -> u32 {
     let verdict = match parse::ipv4(&ctx) {
         Ok(Some(ip)) => guard::check(&ctx, &ip),
         Ok(None) => match parse6::ipv6(&ctx) {
-            Ok(Some(ip)) => guard6::check(&ctx, &ip),
+            Ok(Some(ip)) => guard::check6(&ctx, &ip),
             _ => Ok(()),
         },
         Err(()) => Ok(()),

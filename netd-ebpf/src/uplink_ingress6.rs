@@ -4,22 +4,21 @@
 //! replies of NAT66 flows) and go straight into their container; new flows to a
 //! published port on a host address are DNATed and tracked, the client's source kept.
 //! Everything else goes on untouched (TCX_NEXT).
-use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
-    macros::classifier,
-    programs::TcContext,
+use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
+use netd_common::{
+    drop_reason, drop_reason::DropReason, trace::hook, CONFIG_F_GUARD_IN_TC, EP_F_INTERNAL,
 };
-use netd_common::{drop_reason, drop_reason::DropReason, CONFIG_F_GUARD_IN_TC, EP_F_INTERNAL};
 
 use crate::{
-    conntrack, frag, icmp6,
+    conntrack, frag, icmp,
     maps::{config, ADDRS6, LOCAL_ADDRS6},
-    metrics::{count_drop, count_passed},
+    metrics::count_passed,
     nat6,
     parse::{self, Kind},
     parse6::Flow6,
-    policy6,
+    policy,
     proto::has_ports,
+    trace,
 };
 
 /// Hand the packet to the next program, or the stack if none.
@@ -27,14 +26,9 @@ const NEXT: i32 = TC_ACT_UNSPEC;
 
 #[classifier]
 pub fn uplink_ingress6(ctx: TcContext) -> i32 {
-    // The single exit: every drop counted with its reason.
-    match try_uplink_ingress6(&ctx) {
-        Ok(v) => v,
-        Err(reason) => {
-            count_drop(reason);
-            TC_ACT_SHOT
-        }
-    }
+    // The single exit: every drop counted with its reason, every verdict traced.
+    let result = try_uplink_ingress6(&ctx);
+    trace::tc_exit(&ctx, hook::UPLINK_INGRESS6, result)
 }
 
 #[inline(always)]
@@ -46,7 +40,7 @@ fn try_uplink_ingress6(ctx: &TcContext) -> Result<i32, DropReason> {
     match nat6::parse_into(ctx, flow, guard)? {
         Kind::Flow => {}
         Kind::IcmpError(off) => {
-            icmp6::translate_error(ctx, off)?;
+            icmp::translate_error6(ctx, off)?;
             return Ok(NEXT);
         }
         Kind::Pass(reason) => {
@@ -70,10 +64,10 @@ fn publish(ctx: &TcContext, flow: &Flow6) -> Result<i32, DropReason> {
     if !has_ports(flow.proto) || unsafe { LOCAL_ADDRS6.get(&flow.daddr) }.is_none() {
         return direct(ctx, flow);
     }
-    let Some((backend, wildcard)) = policy6::published(flow) else {
+    let Some((backend, wildcard)) = policy::published6(flow) else {
         return Ok(NEXT);
     };
-    policy6::backend_allowed(&backend, Some(&flow.saddr))?;
+    policy::backend_allowed6(&backend, Some(&flow.saddr))?;
     let ct = conntrack::track_published(ctx, flow, backend.ip, backend.port, wildcard, None)?;
     nat6::apply(ctx, flow, ct)?;
     conntrack::account(flow, ct);

@@ -515,3 +515,69 @@ fn docker_containers_on_netd_survive_restarts_of_netd_and_dockerd() {
     assert_eq!(st["port_map_entries"], 0, "{st}");
     assert_eq!(st["endpoint_entries"], 0, "{st}");
 }
+
+#[test]
+fn docker_networks_on_netd_take_gateway_modes_and_published_source_lists() {
+    let (lab, dk, driver) = lab_with_docker();
+    // What a compose file's `driver_opts` send: Docker 28's gateway mode and netd's
+    // published-port source list, through dockerd to the plugin.
+    dk.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--subnet",
+        "10.78.0.0/24",
+        "-o",
+        "com.docker.network.bridge.gateway_mode_ipv4=routed",
+        "-o",
+        "netd.published_sources=10.199.0.0/24",
+        "rnet",
+    ]);
+    dk.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "rweb",
+        "--network",
+        "rnet",
+        "-p",
+        "8082:80",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    let ip = container_ip(&dk, "rweb", "rnet");
+    let (ok, out) = in_ns(
+        &lab.client,
+        &["ip", "route", "add", "10.78.0.0/24", "via", HOST_IP],
+    );
+    assert!(ok, "{out}");
+    // Routed: the published container port straight at the container's address.
+    let url = format!("http://{ip}:80/");
+    let body = eventually("the routed container's port from the client", || {
+        in_ns(&lab.client, &["curl", "-s", "--max-time", "3", &url])
+    });
+    assert_eq!(body.trim(), "hello from docker");
+    let inspect = lab.netd_ok(&["network", "inspect", &network_id(&dk, "rnet")]);
+    assert!(inspect.contains("gateway_mode_ipv4"), "{inspect}");
+    // A bad mode is refused by the plugin, and dockerd says netd's line.
+    let o = dk.docker(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "-o",
+        "com.docker.network.bridge.gateway_mode_ipv4=open",
+        "bad",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("gateway_mode_ipv4"),
+        "{err}"
+    );
+}

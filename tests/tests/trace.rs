@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netd_tests::{netd_bin, Lab, CLIENT_IP, HOST_IP};
+use netd_tests::{netd_bin, Lab, CLIENT_IP, CLIENT_IP6, HOST_IP, HOST_IP6};
 use serde_json::Value;
 
 /// CONFIG_F_TRACE in the config entry's flags (netd_common), read from the pinned map.
@@ -112,6 +112,38 @@ fn trace_shows_a_published_connection_after_nat_and_is_off_without_readers() {
     assert_eq!(synack["dst"], syn["src"], "{synack}");
     // The last reader gone, the datapath stops writing records.
     wait_for("the trace bit to clear", || !trace_bit_on(&lab));
+}
+
+#[test]
+fn trace_shows_ipv6_through_the_ipv6_programs() {
+    let lab = Lab::with_args(&["--ipv6"]);
+    lab.run_server("web6", &["8082:80"], &["serve-tcp6", "80"]);
+    let ip6 = lab.inspect("web6")["NetworkSettings"]["GlobalIPv6Address"]
+        .as_str()
+        .expect("IPv6 address")
+        .to_string();
+    let trace = start_trace(&lab, &["--proto", "tcp", "--addr", CLIENT_IP6, "-n", "2"]);
+    wait_for("the trace bit", || trace_bit_on(&lab));
+    lab.from_client(&["tcp", &format!("[{HOST_IP6}]:8082")])
+        .expect("published port answers over IPv6");
+    let lines = finish(trace);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    // The SYN, DNAT66ed by uplink_ingress6 and sent into the container.
+    let syn = &lines[0];
+    assert_eq!(syn["hook"], "uplink_ingress6", "{syn}");
+    assert_eq!(syn["verdict"], "redirect", "{syn}");
+    assert_eq!(syn["dst"], format!("[{ip6}]:80"), "{syn}");
+    assert!(
+        syn["src"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(&format!("[{CLIENT_IP6}]")),
+        "{syn}"
+    );
+    // The SYN-ACK, back from the published address by endpoint_egress6, once.
+    let synack = &lines[1];
+    assert_eq!(synack["hook"], "endpoint_egress6", "{synack}");
+    assert_eq!(synack["src"], format!("[{HOST_IP6}]:8082"), "{synack}");
 }
 
 #[test]

@@ -256,6 +256,12 @@ fn under_load(first: PathBuf, how: Replace) {
     let state = lab.dir.join("state");
     assert!(state.join("state.db").exists());
     assert!(!state.join("state.json").exists());
+    // The previous release's IPv4-only trace ring went; this one's holds both families.
+    assert!(
+        !lab.bpf_dir.join("NETD_TRACE").exists(),
+        "the old trace ring is left"
+    );
+    assert!(lab.bpf_dir.join("NETD_TRACE2").exists());
 }
 
 #[test]

@@ -11,13 +11,13 @@ use netd_common::{
 
 use crate::{
     conntrack::{self, Tuple},
-    frag, icmp6,
+    frag, icmp,
     maps::{config, config6, ENDPOINTS6, LOCAL_ADDRS6},
     metrics::{count, count_passed},
     nat, nat6,
     parse::{self, Kind},
     parse6::{Flow6, IP6_DADDR, IP6_SADDR},
-    policy6,
+    policy,
     proto::has_ports,
 };
 
@@ -41,7 +41,7 @@ pub fn nat(ctx: &TcContext) -> Result<i32, DropReason> {
         Kind::IcmpError(off) => {
             // An error about a flow that came in through a published port: translated,
             // it speaks with the published address.
-            if icmp6::translate_error(ctx, off)? && !from_container(ctx, ep) {
+            if icmp::translate_error6(ctx, off)? && !from_container(ctx, ep) {
                 return Ok(NEXT);
             }
             return untranslated(ctx, ep, drop_reason::UNTRANSLATABLE);
@@ -162,10 +162,10 @@ fn hairpin(ctx: &TcContext, ep: &Endpoint6, flow: &Flow6) -> Result<i32, DropRea
     if !has_ports(flow.proto) {
         return Ok(NEXT);
     }
-    let Some((backend, wildcard)) = policy6::published(flow) else {
+    let Some((backend, wildcard)) = policy::published6(flow) else {
         return Ok(NEXT);
     };
-    policy6::backend_allowed(&backend, None)?;
+    policy::backend_allowed6(&backend, None)?;
     let gw = Some(ep.gw);
     let ct = conntrack::track_published(ctx, flow, backend.ip, backend.port, wildcard, gw)?;
     nat6::apply(ctx, flow, ct)?;

@@ -134,7 +134,7 @@ pub fn config() -> Config {
 }
 
 /// The datapath trace (`netd_common::trace`), written only while CONFIG_F_TRACE is set.
-#[map(name = "NETD_TRACE")]
+#[map(name = "NETD_TRACE2")]
 pub static TRACE: RingBuf = RingBuf::pinned(netd_common::trace::TRACE_RING_BYTES, 0);
 
 /// Gateway mode `routed`: container ports reachable straight at the container's

@@ -17,7 +17,7 @@ use aya_ebpf::{
 use netd_common::{drop_reason, drop_reason::DropReason, event, CtEntry6, CONFIG_F_FAST_PATH};
 
 use crate::{
-    conntrack, frag, guard6,
+    conntrack, frag, guard,
     maps::config,
     metrics::count,
     nat,
@@ -44,7 +44,7 @@ fn parse_stage(ctx: &TcContext, out: &mut Flow6, guard: bool) -> Outcome {
         Err(()) => return Outcome::of_kind(Kind::Pass(drop_reason::MALFORMED)),
     };
     if guard {
-        if let Err(e) = guard6::check(ctx, &ip) {
+        if let Err(e) = guard::check6(ctx, &ip) {
             return Outcome::of(Err(e));
         }
     }

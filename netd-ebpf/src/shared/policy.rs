@@ -1,15 +1,16 @@
-//! Lookups shared by the hook points: published ports, links and isolation.
+//! Lookups shared by the hook points: published ports (both families, IPv6's with a
+//! `6`), links and isolation.
 use aya_ebpf::programs::TcContext;
 use netd_common::{
-    drop_reason, drop_reason::DropReason, Backend, Endpoint, LinkKey, PortKey, EP_F_ICC,
-    EP_F_INTERNAL,
+    drop_reason, drop_reason::DropReason, Backend, Backend6, Endpoint, LinkKey, PortKey, PortKey6,
+    EP_F_ICC, EP_F_INTERNAL,
 };
 
 use crate::{
     conntrack::Family,
-    maps::{ENDPOINTS, ENDPOINTS6, LINKS, PORTS},
+    maps::{ADDRS6, ENDPOINTS, ENDPOINTS6, LINKS, PORTS, PORTS6},
     parse::{Flow, ETH_HLEN, ETH_P_IP},
-    parse6::{link_local, multicast, ETH_P_IPV6, IP6_DADDR},
+    parse6::{link_local, multicast, Flow6, ETH_P_IPV6, IP6_DADDR},
 };
 
 use crate::consts::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP};
@@ -160,4 +161,38 @@ pub fn published(flow: &Flow) -> Option<(Backend, bool)> {
     }
     key.host_ip = 0;
     unsafe { PORTS.get(&key) }.map(|b| (*b, true))
+}
+
+/// The backend of the IPv6 port `flow` is addressed to: the exact host-address entry
+/// first, then the wildcard ([::]) one. The bool says whether it was the wildcard.
+#[inline(always)]
+pub fn published6(flow: &Flow6) -> Option<(Backend6, bool)> {
+    let mut key = PortKey6 {
+        host_ip: flow.daddr,
+        host_port: flow.dport,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    // SAFETY: read-only lookups of plain-data values.
+    if let Some(b) = unsafe { PORTS6.get(&key) } {
+        return Some((*b, false));
+    }
+    key.host_ip = [0; 16];
+    unsafe { PORTS6.get(&key) }.map(|b| (*b, true))
+}
+
+/// A published port of an --internal network's container leads nowhere, and lets in
+/// from outside (`from`: the client's address) only the sources the network's
+/// restriction allows.
+#[inline(always)]
+pub fn backend_allowed6(b: &Backend6, from: Option<&[u8; 16]>) -> Result<(), DropReason> {
+    // SAFETY: a read-only lookup of a plain-data value.
+    match unsafe { ADDRS6.get(&b.ip) } {
+        Some(a) if a.flags & EP_F_INTERNAL != 0 => Err(drop_reason::INTERNAL),
+        Some(a) => match from {
+            Some(s) if !<[u8; 16]>::source_allowed(a.net_id, s) => Err(drop_reason::SOURCE_DENIED),
+            _ => Ok(()),
+        },
+        None => Ok(()),
+    }
 }

@@ -1,5 +1,6 @@
 //! The datapath trace (see `netd_common::trace`): at each packet program's single exit,
-//! while the agent has tracing on, one record of the packet as it leaves and the verdict.
+//! while the agent has tracing on, one record of the packet (IPv4 or IPv6) as it leaves
+//! and the verdict.
 use aya_ebpf::{
     bindings::{__sk_buff, xdp_md, TC_ACT_REDIRECT, TC_ACT_SHOT},
     helpers::bpf_ktime_get_ns,
@@ -7,14 +8,15 @@ use aya_ebpf::{
 };
 use netd_common::{
     drop_reason::DropReason,
-    trace::{verdict, TraceRecord},
-    CONFIG_F_TRACE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+    trace::{hook, verdict, TraceRecord},
+    CONFIG_F_TRACE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 use crate::{
     maps::{config, TRACE},
     metrics::count_drop,
     parse::{Packet, ETH_HLEN, ETH_P_IP},
+    parse6::{ETH_P_IPV6, IP6_DADDR, IP6_HLEN, IP6_SADDR},
 };
 
 /// Whether the agent has tracing on: one load of the config entry.
@@ -110,13 +112,55 @@ impl Packet for Linear {
 }
 
 /// Fills every field of `r` but the time from the packet's headers: false (the slot is
-/// then discarded) for anything but IPv4, which is all netd decides on.
+/// then discarded) for a frame this hook does not record (`records`).
 #[inline(always)]
 fn fill<C: Packet>(ctx: &C, r: *mut TraceRecord, ifindex: u32, meta: u32) -> bool {
-    match ctx.load::<u16>(12) {
-        Ok(t) if u16::from_be(t) == ETH_P_IP => {}
+    let Ok(t) = ctx.load::<u16>(12) else {
+        return false;
+    };
+    let v6 = match u16::from_be(t) {
+        ETH_P_IP => false,
+        ETH_P_IPV6 => true,
         _ => return false,
+    };
+    if !records(meta, v6) {
+        return false;
     }
+    let done = if v6 { fill6(ctx, r) } else { fill4(ctx, r) };
+    if !done {
+        return false;
+    }
+    // SAFETY: `r` is the reserved, TraceRecord-sized slot of the caller.
+    unsafe {
+        (*r).ifindex = ifindex;
+        (*r).len = ctx.len();
+        (*r).hook = meta as u8;
+        (*r).verdict = (meta >> 8) as u8;
+        (*r).reason = (meta >> 16) as u16;
+        (*r).family = if v6 { 6 } else { 4 };
+        (*r)._pad = [0; 6];
+    }
+    true
+}
+
+/// Whether the hook in `meta` records a frame of this family: each packet once, by the
+/// program that decided on it. The IPv6 programs leave IPv4 to the IPv4 ones; IPv6
+/// reaches `endpoint_egress` after `endpoint_egress6` passed it on (or from an endpoint
+/// without IPv6, which it drops), and `uplink_ingress` after `uplink_ingress6`.
+#[inline(always)]
+fn records(meta: u32, v6: bool) -> bool {
+    let (h, v) = (meta as u8, (meta >> 8) as u8);
+    match h {
+        hook::UPLINK_INGRESS6 | hook::ENDPOINT_EGRESS6 => v6,
+        hook::ENDPOINT_EGRESS => !v6 || v == verdict::DROP,
+        hook::UPLINK_GUARD => true,
+        _ => !v6,
+    }
+}
+
+/// The IPv4 header's addresses, protocol and ports.
+#[inline(always)]
+fn fill4<C: Packet>(ctx: &C, r: *mut TraceRecord) -> bool {
     let Ok(vihl) = ctx.load::<u8>(ETH_HLEN) else {
         return false;
     };
@@ -128,32 +172,64 @@ fn fill<C: Packet>(ctx: &C, r: *mut TraceRecord, ifindex: u32, meta: u32) -> boo
     let proto: u8 = ctx.load(ETH_HLEN + 9).unwrap_or(0);
     // Ports only in a first (or only) fragment; the echo id for ICMP echo.
     let frag = u16::from_be(ctx.load::<u16>(ETH_HLEN + 6).unwrap_or(0));
-    let l4 = ETH_HLEN + ihl;
     let (sport, dport) = if frag & 0x1fff != 0 {
         (0, 0)
-    } else if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
+    } else {
+        ports(ctx, proto, ETH_HLEN + ihl, IPPROTO_ICMP)
+    };
+    let (s, d): (u32, u32) = (
+        ctx.load(ETH_HLEN + 12).unwrap_or(0),
+        ctx.load(ETH_HLEN + 16).unwrap_or(0),
+    );
+    // SAFETY: `r` is the reserved, TraceRecord-sized slot of the caller.
+    unsafe {
+        (*r).saddr = v4_field(s);
+        (*r).daddr = v4_field(d);
+        (*r).sport = sport;
+        (*r).dport = dport;
+        (*r).proto = proto;
+    }
+    true
+}
+
+/// An IPv4 address (network byte order) in a record's 16-byte address field.
+#[inline(always)]
+fn v4_field(a: u32) -> [u8; 16] {
+    let b = a.to_ne_bytes();
+    [b[0], b[1], b[2], b[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+}
+
+/// The IPv6 header's addresses, next header and ports (those of TCP, UDP and ICMPv6
+/// echo right after the fixed header; behind extension headers the ports are 0).
+#[inline(always)]
+fn fill6<C: Packet>(ctx: &C, r: *mut TraceRecord) -> bool {
+    let Ok(proto) = ctx.load::<u8>(ETH_HLEN + 6) else {
+        return false;
+    };
+    let (sport, dport) = ports(ctx, proto, ETH_HLEN + IP6_HLEN, IPPROTO_ICMPV6);
+    // SAFETY: `r` is the reserved, TraceRecord-sized slot of the caller.
+    unsafe {
+        (*r).saddr = ctx.load(IP6_SADDR).unwrap_or([0; 16]);
+        (*r).daddr = ctx.load(IP6_DADDR).unwrap_or([0; 16]);
+        (*r).sport = sport;
+        (*r).dport = dport;
+        (*r).proto = proto;
+    }
+    true
+}
+
+/// The ports of an upper-layer header at `l4`: TCP's and UDP's, the echo id for an
+/// echo of `icmp` (ICMP or ICMPv6), else 0.
+#[inline(always)]
+fn ports<C: Packet>(ctx: &C, proto: u8, l4: usize, icmp: u8) -> (u16, u16) {
+    if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
         (ctx.load(l4).unwrap_or(0), ctx.load(l4 + 2).unwrap_or(0))
-    } else if proto == IPPROTO_ICMP {
+    } else if proto == icmp {
         let id: u16 = ctx.load(l4 + 4).unwrap_or(0);
         (id, id)
     } else {
         (0, 0)
-    };
-    // SAFETY: `r` is the reserved, TraceRecord-sized slot of the caller.
-    unsafe {
-        (*r).ifindex = ifindex;
-        (*r).saddr = ctx.load(ETH_HLEN + 12).unwrap_or(0);
-        (*r).daddr = ctx.load(ETH_HLEN + 16).unwrap_or(0);
-        (*r).sport = sport;
-        (*r).dport = dport;
-        (*r).len = ctx.len();
-        (*r).hook = meta as u8;
-        (*r).verdict = (meta >> 8) as u8;
-        (*r).reason = (meta >> 16) as u16;
-        (*r).proto = proto;
-        (*r)._pad = [0; 7];
     }
-    true
 }
 
 /// The exit of a TC program: traces `result` (a verdict, or the drop reason that

@@ -132,7 +132,7 @@ pub enum Command {
         #[command(subcommand)]
         command: ConntrackCommand,
     },
-    /// Stream the datapath's decisions, one line per IPv4 packet: program, interface,
+    /// Stream the datapath's decisions, one line per packet (IPv4 and IPv6): program, interface,
     /// addresses as the packet left (after NAT), verdict and drop reason. The datapath
     /// records packets only while a trace runs.
     Trace(TraceArgs),
@@ -183,9 +183,9 @@ pub struct TraceArgs {
     /// Only this protocol (tcp, udp, icmp).
     #[arg(short, long)]
     pub proto: Option<IpProto>,
-    /// Only packets with this address as source or destination.
+    /// Only packets with this address (IPv4 or IPv6) as source or destination.
     #[arg(long)]
-    pub addr: Option<Ipv4Addr>,
+    pub addr: Option<std::net::IpAddr>,
     /// Only packets with this port as source or destination.
     #[arg(long)]
     pub port: Option<u16>,

@@ -87,7 +87,7 @@ pub struct DaemonArgs {
     /// 0660 root:GROUP and the run directory 0750 root:GROUP. Default: root only.
     #[arg(short = 'G', long)]
     pub group: Option<String>,
-    /// Log every IPv4 packet the datapath decides on (program, interface, addresses
+    /// Log every packet the datapath decides on (program, interface, addresses
     /// after any rewrite, verdict and drop reason). Without it the datapath writes no
     /// trace unless `netd trace` is reading.
     #[arg(long)]

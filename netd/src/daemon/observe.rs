@@ -73,9 +73,7 @@ impl FlowFilter {
         let ends = [l.src, l.dst];
         self.proto
             .is_none_or(|p| datapath::ipproto_of(datapath::ipproto(p)).to_string() == l.proto)
-            && self
-                .addr
-                .is_none_or(|a| ends.iter().any(|e| IpAddr::V4(*e.ip()) == a))
+            && self.addr.is_none_or(|a| ends.iter().any(|e| e.ip() == a))
             && self.port.is_none_or(|p| ends.iter().any(|e| e.port() == p))
     }
 

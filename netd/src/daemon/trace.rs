@@ -2,7 +2,7 @@
 //! ring buffer by one task and handed to every reader (and to the log).
 use std::{
     collections::HashMap,
-    net::SocketAddrV4,
+    net::SocketAddr,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -24,7 +24,8 @@ const BACKLOG: usize = 4096;
 pub struct TraceLine {
     /// Microseconds since the Unix epoch.
     pub time_us: u64,
-    /// The program: uplink_guard (XDP), uplink_ingress, endpoint_egress (TC).
+    /// The program: uplink_guard (XDP), uplink_ingress, uplink_ingress6,
+    /// endpoint_egress, endpoint_egress6, overlay_egress, overlay_ingress (TC).
     pub hook: String,
     /// The interface it runs on (its name in the daemon's namespace, else its index).
     pub iface: String,
@@ -37,8 +38,8 @@ pub struct TraceLine {
     pub proto: String,
     /// Source and destination as the packet left the program (after any rewrite);
     /// ports are 0 without ports, the echo id for ICMP echo.
-    pub src: SocketAddrV4,
-    pub dst: SocketAddrV4,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
     pub len: u32,
 }
 
@@ -107,7 +108,7 @@ impl Trace {
         let (tx, _) = broadcast::channel(BACKLOG);
         tokio::spawn(drain(ring, tx.clone(), log));
         if log {
-            info!("datapath trace on (--debug-datapath): every IPv4 packet is logged");
+            info!("datapath trace on (--debug-datapath): every packet the datapath decides on is logged");
         }
         Ok(Trace { switch, tx })
     }

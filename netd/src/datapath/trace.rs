@@ -2,7 +2,7 @@
 //! programs' CONFIG_F_TRACE bit, counted per reader, and the ring buffer's records as
 //! `PacketTrace` values.
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::Path,
     sync::{Arc, Mutex},
 };
@@ -29,8 +29,8 @@ pub struct PacketTrace {
     /// The drop reason's name, for a drop.
     pub reason: Option<&'static str>,
     pub proto: u8,
-    pub src: SocketAddrV4,
-    pub dst: SocketAddrV4,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
     pub len: u32,
 }
 
@@ -39,8 +39,12 @@ impl PacketTrace {
     pub fn decode(bytes: &[u8]) -> Option<PacketTrace> {
         let r: TraceRecord = bytemuck::try_pod_read_unaligned(bytes).ok()?;
         let name = |names: &[&'static str], i: usize| names.get(i).copied().unwrap_or("?");
-        let addr = |ip: u32, port: u16| {
-            SocketAddrV4::new(Ipv4Addr::from(u32::from_be(ip)), u16::from_be(port))
+        let addr = |ip: [u8; 16], port: u16| {
+            let ip = match r.family {
+                6 => IpAddr::V6(Ipv6Addr::from(ip)),
+                _ => IpAddr::V4(Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])),
+            };
+            SocketAddr::new(ip, u16::from_be(port))
         };
         Some(PacketTrace {
             mono_ns: r.ts_ns,
@@ -157,11 +161,16 @@ mod tests {
 
     #[test]
     fn a_record_decodes_in_host_order_with_its_names() {
+        let v4 = |a: [u8; 4]| {
+            let mut f = [0u8; 16];
+            f[..4].copy_from_slice(&a);
+            f
+        };
         let r = TraceRecord {
             ts_ns: 7,
             ifindex: 3,
-            saddr: u32::from(Ipv4Addr::new(10, 99, 0, 2)).to_be(),
-            daddr: u32::from(Ipv4Addr::new(172, 17, 0, 2)).to_be(),
+            saddr: v4([10, 99, 0, 2]),
+            daddr: v4([172, 17, 0, 2]),
             sport: 40000u16.to_be(),
             dport: 80u16.to_be(),
             len: 74,
@@ -169,7 +178,8 @@ mod tests {
             hook: hook::ENDPOINT_EGRESS,
             verdict: verdict::DROP,
             proto: 6,
-            _pad: [0; 7],
+            family: 4,
+            _pad: [0; 6],
         };
         let t = PacketTrace::decode(bytemuck::bytes_of(&r)).expect("decodes");
         assert_eq!(t.src, "10.99.0.2:40000".parse().expect("addr"));
@@ -186,5 +196,17 @@ mod tests {
         let t = PacketTrace::decode(bytemuck::bytes_of(&passed)).expect("decodes");
         assert_eq!((t.verdict, t.reason), ("pass", None));
         assert!(PacketTrace::decode(&[0u8; 12]).is_none(), "short record");
+        let six = TraceRecord {
+            saddr: "fd00:199::2".parse::<Ipv6Addr>().expect("v6").octets(),
+            daddr: "fd00:1::2".parse::<Ipv6Addr>().expect("v6").octets(),
+            hook: hook::UPLINK_INGRESS6,
+            verdict: verdict::REDIRECT,
+            family: 6,
+            ..r
+        };
+        let t = PacketTrace::decode(bytemuck::bytes_of(&six)).expect("decodes");
+        assert_eq!(t.src, "[fd00:199::2]:40000".parse().expect("addr"));
+        assert_eq!(t.dst, "[fd00:1::2]:80".parse().expect("addr"));
+        assert_eq!((t.hook, t.verdict), ("uplink_ingress6", "redirect"));
     }
 }
