@@ -15,7 +15,7 @@ use netd_common::{
 };
 
 use crate::{
-    conntrack::{self, Tuple},
+    conntrack::{self, Family, Tuple},
     frag, icmp,
     maps::{config, LOCAL_ADDRS},
     metrics::{count, count_passed},
@@ -66,6 +66,11 @@ fn try_endpoint_egress(ctx: &TcContext) -> Result<i32, DropReason> {
             {
                 true
             }
+            _ => return Err(e),
+        },
+        // Another network's container: a port its `routed` network publishes.
+        Err(e) if e.0 == drop_reason::OTHER_NETWORK.0 => match kind {
+            Kind::Flow => return across(ctx, flow),
             _ => return Err(e),
         },
         r => r?,
@@ -196,6 +201,23 @@ fn track_routed(ctx: &TcContext, flow: &Flow) -> Result<i32, DropReason> {
     if !frag::has_l4(flow.frag) || !nat::routes_out(ctx, flow.proto, flow.saddr, flow.daddr) {
         // A later fragment: nothing to track it by, and nothing to rewrite.
         return Ok(TC_ACT_OK);
+    }
+    let ct = conntrack::track_direct(ctx, flow)?;
+    conntrack::account(flow, ct);
+    Ok(nat::deliver(ctx, ct, flow, true))
+}
+
+/// A new flow to a container of another network (replies of tracked ones were found
+/// above): Docker 28 lets containers of other networks reach the ports a `routed`
+/// network publishes straight at its containers. Tracked, so that the reply passes the
+/// isolation the other way; anything else stays apart.
+#[inline(never)]
+fn across(ctx: &TcContext, flow: &Flow) -> Result<i32, DropReason> {
+    let open = has_ports(flow.proto)
+        && frag::has_l4(flow.frag)
+        && u32::direct_port(&flow.daddr, flow.dport, flow.proto);
+    if !open {
+        return Err(drop_reason::OTHER_NETWORK);
     }
     let ct = conntrack::track_direct(ctx, flow)?;
     conntrack::account(flow, ct);

@@ -40,6 +40,7 @@ pub fn endpoint_egress6(ctx: TcContext) -> i32 {
     let result = match check(&ctx) {
         Ok(Checked::Nat) => egress6::nat(&ctx),
         Ok(Checked::Bridged) => egress6::bridged(&ctx),
+        Ok(Checked::Across) => egress6::across(&ctx),
         Ok(Checked::Done(verdict)) => Ok(verdict),
         Err(reason) => Err(reason),
     };
@@ -77,6 +78,9 @@ enum Checked {
     /// To a container of the same network: only a tracked flow (a hairpin's reply)
     /// has a rewrite; the rest is bridged.
     Bridged,
+    /// To a container of another network: only a tracked flow, or a new one to a port
+    /// a `routed` network publishes straight at that container, goes on.
+    Across,
 }
 
 #[inline(never)]
@@ -141,7 +145,7 @@ fn check(ctx: &TcContext) -> Result<Checked, DropReason> {
     // SAFETY: a read-only lookup of a plain-data value.
     if let Some(dst) = unsafe { ADDRS6.get(&daddr) } {
         if dst.net_id != e.net_id {
-            return Err(drop_reason::OTHER_NETWORK);
+            return Ok(Checked::Across);
         }
         if e.flags & EP_F_ICC == 0 && !housekeeping && dst.ifindex != ifindex {
             return Err(drop_reason::ICC);

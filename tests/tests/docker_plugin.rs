@@ -581,3 +581,53 @@ fn docker_networks_on_netd_take_gateway_modes_and_published_source_lists() {
         "{err}"
     );
 }
+
+#[test]
+fn a_compose_file_with_docker_28_network_options_comes_up_on_netd() {
+    let (lab, dk, driver) = lab_with_docker();
+    let dir = lab.dir.join("compose");
+    std::fs::create_dir_all(&dir).expect("compose dir");
+    // What compose files written for Docker 28 carry: a gateway mode, trusted host
+    // interfaces and netd's own published-port source list, as driver_opts.
+    let file = format!(
+        r#"version: "2.4"
+services:
+  web:
+    image: {IMAGE}
+    command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+    ports: ["8084:80"]
+    networks: [front]
+networks:
+  front:
+    driver: {driver}
+    driver_opts:
+      com.docker.network.bridge.gateway_mode_ipv4: nat-unprotected
+      com.docker.network.bridge.trusted_host_interfaces: "up0"
+      netd.published_sources: "10.199.0.0/24"
+    ipam:
+      config:
+        - subnet: 10.79.0.0/24
+"#
+    );
+    std::fs::write(dir.join("docker-compose.yml"), file).expect("compose file");
+    let o = dk.compose(&dir, &["-p", "gm", "up", "-d"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let body = eventually("the published port from the client", || {
+        curl_from_client(&lab, 8084)
+    });
+    assert_eq!(body.trim(), "hello from docker");
+    let ip = container_ip(&dk, "gm_web_1", "gm_front");
+    let (ok, out) = in_ns(
+        &lab.client,
+        &["ip", "route", "add", "10.79.0.0/24", "via", HOST_IP],
+    );
+    assert!(ok, "{out}");
+    // nat-unprotected: the container straight at its address, from outside.
+    let url = format!("http://{ip}:80/");
+    let body = eventually("the container straight from the client", || {
+        in_ns(&lab.client, &["curl", "-s", "--max-time", "3", &url])
+    });
+    assert_eq!(body.trim(), "hello from docker");
+    let o = dk.compose(&dir, &["-p", "gm", "down"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

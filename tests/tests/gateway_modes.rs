@@ -96,6 +96,31 @@ fn routed_opens_published_container_ports_only_and_keeps_addresses() {
     }
     assert!(counter(&lab, "direct") > 0);
     assert_eq!(counter(&lab, "snat"), 0);
+    // Containers of other networks reach the published container port straight at
+    // the container (Docker 28), and nothing else of it.
+    let tester = tester_bin();
+    lab.netd_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "other",
+        "--",
+        tester.to_str().unwrap(),
+        "serve-tcp",
+        "81",
+    ]);
+    let got = lab
+        .from_container("other", &["tcp", &to(&open, 80)])
+        .expect("another network to a routed container's published port");
+    assert!(
+        peer_ip(&got).starts_with("172.17."),
+        "no NAT between networks: {got}"
+    );
+    let before = counter(&lab, "drop_other_network");
+    assert!(lab
+        .from_container("other", &["tcp", &to(&closed, 80)])
+        .is_err());
+    assert!(counter(&lab, "drop_other_network") > before);
     // ICMP gets through, as Docker's routed mode lets it.
     let o = lab.exec_in(&lab.client, &["ping", "-c1", "-W2", &closed]);
     assert!(o.status.success(), "ping a routed container");

@@ -210,6 +210,14 @@ fn routed_gateway_mode_keeps_addresses_and_nat_networks_stay_unreachable() {
         "a routed network's unpublished port is closed from outside"
     );
     assert!(counter(&lab, "guard_drop_unpublished") > before);
+    // Another network's container reaches the published container port directly.
+    let got = lab
+        .from_container("n", &["tcp", &format!("[{routed}]:80")])
+        .expect("another network to a routed container's published port");
+    assert!(peer_ip(&got).starts_with("fd00:97::"), "{got}");
+    assert!(lab
+        .from_container("n", &["tcp", &format!("[{closed}]:80")])
+        .is_err());
     // A NAT66 network's container is not reachable straight from outside.
     let before = counter(&lab, "guard_drop_to_container");
     assert!(lab

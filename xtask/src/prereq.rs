@@ -38,6 +38,10 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
         "ctr run --cni, a runtime that never sends CNI DEL",
     ),
     ("podman", "a real CNI runtime driving netd-cni"),
+    (
+        "docker-compose",
+        "a compose file's network options through dockerd to netd's plugin",
+    ),
     // Debian's podman prefers crun, which refuses this machine kind's hybrid cgroup
     // layout; the tests run Podman with runc.
     ("runc", "the OCI runtime the Podman tests use"),

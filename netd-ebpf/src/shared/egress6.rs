@@ -10,7 +10,7 @@ use netd_common::{
 };
 
 use crate::{
-    conntrack::{self, Tuple},
+    conntrack::{self, Family, Tuple},
     frag, icmp,
     maps::{config, config6, ENDPOINTS6, LOCAL_ADDRS6},
     metrics::{count, count_passed},
@@ -97,6 +97,39 @@ pub fn bridged(ctx: &TcContext) -> Result<i32, DropReason> {
         }
     }
     Ok(NEXT)
+}
+
+/// To a container of another network (Docker 28: "in routed mode containers in other
+/// networks can use direct routing to access ports"): a tracked flow's packet goes on
+/// (the reply of one such), a new flow to a container port its `routed` network
+/// publishes is tracked and goes on, anything else is the isolation between networks.
+#[inline(never)]
+pub fn across(ctx: &TcContext) -> Result<i32, DropReason> {
+    let Some(flow) = parse::flow_slot::<[u8; 16]>() else {
+        return Err(drop_reason::OTHER_NETWORK);
+    };
+    if let Kind::Flow = nat6::parse_into(ctx, flow, false)? {
+        if let Some(verdict) = nat6::known(ctx, flow, true) {
+            return verdict;
+        }
+        return open_across(ctx, flow);
+    }
+    Err(drop_reason::OTHER_NETWORK)
+}
+
+/// The new-flow half of `across`, in a frame of its own: beside the lookup's, the new
+/// flow's temporaries would not fit the 512 bytes of stack a call chain has.
+#[inline(never)]
+fn open_across(ctx: &TcContext, flow: &Flow6) -> Result<i32, DropReason> {
+    let open = has_ports(flow.proto)
+        && frag::has_l4(flow.frag)
+        && <[u8; 16]>::direct_port(&flow.daddr, flow.dport, flow.proto);
+    if !open {
+        return Err(drop_reason::OTHER_NETWORK);
+    }
+    let ct = conntrack::track_direct(ctx, flow)?;
+    conntrack::account(flow, ct);
+    Ok(nat6::deliver(ctx, ct, true))
 }
 
 /// A new flow routed out of the uplink from a NAT66 network: masqueraded.

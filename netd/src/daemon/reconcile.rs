@@ -221,7 +221,6 @@ impl Inner {
         // After the endpoints: a `routed` endpoint's entry says which ports open.
         self.dp.sync_ports(&ports)?;
         self.dp.sync_subnets(&self.state.networks)?;
-        self.dp.sync_subnets6(&self.state.networks)?;
         self.dp.sync_sources(&self.state.networks)?;
         let trusted = self.trusted_interfaces().await?;
         self.dp.sync_trusted(&trusted)?;
@@ -238,8 +237,8 @@ impl Inner {
             .into_iter()
             .map(|(_, n)| n.ip())
             .collect();
-        self.dp.sync_local_addrs(&addrs)?;
-        self.dp.sync_local_addrs6(&self.nl.ipv6_addrs().await?)?;
+        self.dp
+            .sync_local_addrs(&addrs, &self.nl.ipv6_addrs().await?)?;
         Ok(())
     }
 

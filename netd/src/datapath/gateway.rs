@@ -1,21 +1,18 @@
 //! What gateway modes, trusted host interfaces and published-source restrictions put in
-//! the maps: the subnet trie's flags, the endpoints' per-family flags, the container
-//! ports a `routed` network opens (`NETD_DIRECT`, `NETD_DIRECT6`), the trusted
-//! interfaces (`NETD_TRUSTED`) and who may reach published ports (`NETD_SOURCES`,
+//! the maps: the subnet trie's flags, the endpoints' per-family flags (a `routed`
+//! endpoint's published container ports open in `ports`), the trusted interfaces
+//! (`NETD_TRUSTED`) and who may reach published ports (`NETD_SOURCES`,
 //! `NETD_SOURCES6`).
-use std::{
-    collections::HashMap as StdHashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::{collections::HashMap as StdHashMap, net::IpAddr};
 
 use ipnetwork::IpNetwork;
 use netd_common::{
-    source_key, PortKey, PortKey6, TrustedKey, EP_F_MASQUERADE, EP_F_TRACK, SOURCE_ALLOW,
-    SOURCE_DENY, SUBNET_F_FILTERED, SUBNET_F_PROTECTED,
+    source_key, TrustedKey, EP_F_MASQUERADE, EP_F_TRACK, SOURCE_ALLOW, SOURCE_DENY,
+    SUBNET_F_FILTERED, SUBNET_F_PROTECTED,
 };
 
 use super::{maps::sync, Datapath};
-use crate::model::{GatewayMode, Network, PortMapping};
+use crate::model::{GatewayMode, Network};
 
 /// The subnet trie's flags of `net`'s IPv4 (`v6` false) or IPv6 subnets: what the
 /// guard lets in from outside straight to its containers.
@@ -46,24 +43,6 @@ pub(super) fn family_flags(net: &Network, v6: bool) -> u32 {
     f
 }
 
-fn direct_key4(m: &PortMapping, c: Ipv4Addr) -> PortKey {
-    PortKey {
-        host_ip: u32::from(c).to_be(),
-        host_port: m.container_port.to_be(),
-        proto: super::ipproto(m.proto.into()),
-        _pad: 0,
-    }
-}
-
-fn direct_key6(m: &PortMapping, c: Ipv6Addr) -> PortKey6 {
-    PortKey6 {
-        host_ip: c.octets(),
-        host_port: m.container_port.to_be(),
-        proto: super::ipproto(m.proto.into()),
-        _pad: 0,
-    }
-}
-
 /// The trie entries of one network's source restriction, for one family: the
 /// network's id alone denies, each allowed prefix of the family allows.
 fn source_entries<const N: usize>(
@@ -89,7 +68,7 @@ fn source_entries<const N: usize>(
 impl Datapath {
     /// Whether the endpoint with address `ip` is in gateway mode `routed` for its
     /// family, as its endpoint entry says (written before its ports are published).
-    fn routed_endpoint(&self, ip: IpAddr) -> bool {
+    pub(super) fn routed_endpoint(&self, ip: IpAddr) -> bool {
         match ip {
             IpAddr::V4(a) => self
                 .endpoints
@@ -100,68 +79,6 @@ impl Datapath {
                 .get(&a.octets(), 0)
                 .is_ok_and(|e| e.flags & EP_F_TRACK != 0),
         }
-    }
-
-    /// Opens `m`'s container port straight at container address `c` when its network
-    /// is `routed` for that family (Docker opens the container port; the host port
-    /// keeps working too).
-    pub(super) fn publish_direct(&mut self, m: &PortMapping, c: IpAddr) -> anyhow::Result<()> {
-        if !self.routed_endpoint(c) {
-            return Ok(());
-        }
-        match c {
-            IpAddr::V4(a) => self.direct.insert(direct_key4(m, a), 1, 0)?,
-            IpAddr::V6(a) => self.direct6.insert(direct_key6(m, a), 1, 0)?,
-        }
-        Ok(())
-    }
-
-    /// Closes what `publish_direct` opened for `m` (which led to `c`), unless another
-    /// published mapping still opens the same container port.
-    pub(super) fn unpublish_direct(&mut self, m: &PortMapping, c: IpAddr) {
-        let port = m.container_port.to_be();
-        match c {
-            IpAddr::V4(a) => {
-                let (ip, k) = (u32::from(a).to_be(), direct_key4(m, a));
-                let shared = self
-                    .ports
-                    .iter()
-                    .flatten()
-                    .any(|(pk, b)| pk.proto == k.proto && b.ip == ip && b.port == port);
-                if !shared {
-                    let _ = self.direct.remove(&k);
-                }
-            }
-            IpAddr::V6(a) => {
-                let k = direct_key6(m, a);
-                let shared = self
-                    .ports6
-                    .iter()
-                    .flatten()
-                    .any(|(pk, b)| pk.proto == k.proto && b.ip == k.host_ip && b.port == port);
-                if !shared {
-                    let _ = self.direct6.remove(&k);
-                }
-            }
-        }
-    }
-
-    /// Makes both direct-port maps hold exactly what `want`'s mappings open (see
-    /// `publish_direct`); the endpoint maps must be synced first.
-    pub(super) fn sync_direct(&mut self, want: &[(&PortMapping, IpAddr)]) -> anyhow::Result<()> {
-        let (mut v4, mut v6) = (StdHashMap::new(), StdHashMap::new());
-        for (m, c) in want {
-            if !self.routed_endpoint(*c) {
-                continue;
-            }
-            match c {
-                IpAddr::V4(a) => v4.insert(direct_key4(m, *a), 1u32),
-                IpAddr::V6(a) => v6.insert(direct_key6(m, *a), 1u32),
-            };
-        }
-        sync(&mut self.direct, &v4)?;
-        sync(&mut self.direct6, &v6)?;
-        Ok(())
     }
 
     /// Makes the trusted-interface map hold exactly `want`: (interface's ifindex,

@@ -8,17 +8,14 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use anyhow::anyhow;
-
 use aya::maps::{
     lpm_trie::{Key as LpmKey, LpmTrie},
     HashMap, MapData,
 };
-use ipnetwork::Ipv4Network;
 use netd_common::{
-    Addr6, Backend, Endpoint, Endpoint6, LinkKey, OverlayPeer, PortCounters, PortKey, EP_F_ICC,
-    EP_F_INTERNAL, EP_F_MASQUERADE, EP_F_TRACK, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP,
-    IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+    Addr6, Endpoint, Endpoint6, LinkKey, OverlayPeer, PortCounters, EP_F_ICC, EP_F_INTERNAL,
+    EP_F_MASQUERADE, EP_F_TRACK, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP,
+    IPPROTO_UDP,
 };
 
 use super::Datapath;
@@ -111,29 +108,6 @@ pub struct LinkRule {
     pub proto: crate::model::Proto,
 }
 
-/// The IPv4 port map's key of `m` (see `maps6::port_key6` for IPv6 host addresses).
-pub fn port_key(m: &PortMapping) -> PortKey {
-    let host = match m.host_ip {
-        IpAddr::V4(ip) => ip,
-        // Not reached: IPv6 mappings go to the IPv6 map (`publish` sorts them).
-        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
-    };
-    PortKey {
-        host_ip: u32::from(host).to_be(),
-        host_port: m.host_port.to_be(),
-        proto: ipproto(m.proto.into()),
-        _pad: 0,
-    }
-}
-
-fn backend(m: &PortMapping, container_ip: Ipv4Addr) -> Backend {
-    Backend {
-        ip: u32::from(container_ip).to_be(),
-        port: m.container_port.to_be(),
-        _pad: 0,
-    }
-}
-
 fn ip_key(ip: Ipv4Addr) -> u32 {
     u32::from(ip).to_be()
 }
@@ -184,25 +158,6 @@ fn endpoint6_values(a: &Attachment, net: &Network, ip6: Ipv6Addr) -> (Endpoint6,
     )
 }
 
-/// The subnet trie's entries of `net`, one per subnet: subnets of masquerading and
-/// internal networks are unreachable from outside (protected); those of networks
-/// without masquerade are routed.
-fn subnet_entries(net: &Network) -> Vec<((u32, u32), u32)> {
-    if !net.traits().programs {
-        // A macvlan network's subnet is its parent's segment: the hosts there are no
-        // containers, and the guard must not take them for spoofers.
-        return Vec::new();
-    }
-    let flags = super::gateway::subnet_flags(net, false);
-    net.pools4()
-        .iter()
-        .map(|p| {
-            let s: Ipv4Network = p.subnet;
-            ((s.prefix() as u32, ip_key(s.network())), net.net_id | flags)
-        })
-        .collect()
-}
-
 /// The IPv4 addresses the endpoint map knows attachment `a` by: its address and its
 /// IPv4 `--link-local-ip`s (the same endpoint: it may send with them, and others reach
 /// it there).
@@ -217,43 +172,6 @@ fn endpoint_keys(a: &Attachment) -> impl Iterator<Item = u32> + '_ {
 }
 
 impl Datapath {
-    /// Publishes `m`, leading to `container_ip`, in the port map of `m`'s host address
-    /// family; the container address must be of the same family.
-    pub fn publish(
-        &mut self,
-        m: &PortMapping,
-        container_ip: impl Into<IpAddr>,
-    ) -> anyhow::Result<()> {
-        let container_ip = container_ip.into();
-        match (m.host_ip, container_ip) {
-            (IpAddr::V4(_), IpAddr::V4(c)) => {
-                self.ports.insert(port_key(m), backend(m, c), 0)?;
-            }
-            (IpAddr::V6(_), IpAddr::V6(c)) => self.publish6(m, c)?,
-            _ => {
-                return Err(anyhow!(
-                    "port mapping {m} cannot lead to {container_ip}: another address family"
-                ))
-            }
-        }
-        self.publish_direct(m, container_ip)
-    }
-
-    pub fn unpublish(&mut self, m: &PortMapping) {
-        self.port_stats.remove(m);
-        let led_to = if m.host_ip.is_ipv6() {
-            self.unpublish6(m)
-        } else {
-            let key = port_key(m);
-            let to = self.ports.get(&key, 0).ok();
-            let _ = self.ports.remove(&key);
-            to.map(|b| IpAddr::V4(Ipv4Addr::from(u32::from_be(b.ip))))
-        };
-        if let Some(c) = led_to {
-            self.unpublish_direct(m, c);
-        }
-    }
-
     /// Writes `a`'s entries (IPv4, and IPv6 if it has an IPv6 address).
     pub fn set_endpoint(&mut self, a: &Attachment, net: &Network) -> anyhow::Result<()> {
         for k in endpoint_keys(a) {
@@ -286,37 +204,6 @@ impl Datapath {
         self.endpoints
             .get(&ip_key(ip), 0)
             .is_ok_and(|v| v == endpoint_value(a, net))
-    }
-
-    /// Whether the port map of `m`'s family leads `m` to `container_ip`.
-    pub fn has_port(&self, m: &PortMapping, container_ip: impl Into<IpAddr>) -> bool {
-        match (m.host_ip, container_ip.into()) {
-            (IpAddr::V4(_), IpAddr::V4(c)) => self
-                .ports
-                .get(&port_key(m), 0)
-                .is_ok_and(|v| v == backend(m, c)),
-            (IpAddr::V6(_), IpAddr::V6(c)) => self.has_port6(m, c),
-            _ => false,
-        }
-    }
-
-    /// Makes both port maps hold exactly `want` (mapping, container address of the
-    /// mapping's family; pairs of mixed families are left out).
-    pub fn sync_ports(&mut self, want: &[(&PortMapping, IpAddr)]) -> anyhow::Result<()> {
-        let mut v4 = StdHashMap::new();
-        let mut v6 = Vec::new();
-        for (m, ip) in want {
-            match (m.host_ip, ip) {
-                (IpAddr::V4(_), IpAddr::V4(c)) => {
-                    v4.insert(port_key(m), backend(m, *c));
-                }
-                (IpAddr::V6(_), IpAddr::V6(c)) => v6.push((*m, *c)),
-                _ => {}
-            }
-        }
-        sync(&mut self.ports, &v4)?;
-        self.sync_ports6(&v6)?;
-        self.sync_direct(want)
     }
 
     pub fn sync_endpoints(&mut self, want: &[(&Attachment, &Network)]) -> anyhow::Result<()> {
@@ -413,28 +300,9 @@ impl Datapath {
         Ok(())
     }
 
-    /// The subnet trie (what the uplink guard protects) from the networks.
-    pub fn sync_subnets(&mut self, networks: &[Network]) -> anyhow::Result<()> {
-        let want = networks.iter().flat_map(subnet_entries).collect();
-        sync(&mut self.subnets, &want)?;
-        Ok(())
-    }
-
-    /// The host's own addresses: a port published on 0.0.0.0 answers on each.
-    pub fn sync_local_addrs(&mut self, addrs: &[Ipv4Addr]) -> anyhow::Result<()> {
-        let want = addrs.iter().map(|a| (ip_key(*a), 1u32)).collect();
-        sync(&mut self.local, &want)?;
-        Ok(())
-    }
-
     /// Packets and bytes through `m` so far (both directions, all CPUs).
     pub fn port_counters(&self, m: &PortMapping) -> PortCounters {
         self.port_stats.get(m)
-    }
-
-    /// Entries of both port maps.
-    pub fn port_entries(&self) -> usize {
-        self.ports.keys().flatten().count() + self.port_entries6()
     }
 
     pub fn endpoint_entries(&self) -> usize {
@@ -445,7 +313,6 @@ impl Datapath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netd_common::{SUBNET_F_FILTERED, SUBNET_F_PROTECTED};
 
     /// `sync` against an in-memory map that logs what it was asked to do.
     #[derive(Default)]
@@ -517,42 +384,5 @@ mod tests {
             EP_F_ICC | EP_F_INTERNAL,
             "internal networks never masquerade"
         );
-    }
-
-    #[test]
-    fn subnets_of_nat_and_internal_networks_are_protected() {
-        let routed = Network {
-            net_id: 3,
-            subnet: Some("10.9.0.0/24".parse().unwrap()),
-            masquerade: false,
-            ..crate::model::test_network()
-        };
-        let ((plen, addr), v) = subnet_entries(&routed)[0];
-        assert_eq!((plen, v), (24, 3));
-        assert_eq!(addr, u32::from(Ipv4Addr::new(10, 9, 0, 0)).to_be());
-        let nat = Network {
-            masquerade: true,
-            ..routed.clone()
-        };
-        assert_eq!(subnet_entries(&nat)[0].1, 3 | SUBNET_F_PROTECTED);
-        let mut modes = nat.clone();
-        for (mode, flags) in [
-            ("routed", SUBNET_F_FILTERED),
-            ("nat-unprotected", 0),
-            ("nat", SUBNET_F_PROTECTED),
-        ] {
-            modes
-                .options
-                .insert(crate::model::GATEWAY_MODE_IPV4.into(), mode.into());
-            assert_eq!(subnet_entries(&modes)[0].1, 3 | flags, "{mode}");
-            let ep = endpoint_value(&crate::model::test_attachment(), &modes);
-            assert_eq!(ep.flags & EP_F_MASQUERADE != 0, mode != "routed", "{mode}");
-            assert_eq!(ep.flags & EP_F_TRACK != 0, mode == "routed", "{mode}");
-        }
-        let none = Network {
-            subnet: None,
-            ..routed
-        };
-        assert!(subnet_entries(&none).is_empty());
     }
 }

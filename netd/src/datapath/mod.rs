@@ -7,14 +7,15 @@
 //! same maps (and keeps the conntrack state). Program links are pinned too, so the
 //! datapath keeps forwarding while the agent is down; a restarted agent swaps its freshly
 //! loaded program into the pinned link (an atomic bpf_link_update).
+mod addrs;
 mod conntrack;
 mod error;
 mod gateway;
 mod layout;
 mod links;
 mod maps;
-mod maps6;
 mod port_stats;
+mod ports;
 use port_stats::PortStats;
 mod rawmap;
 mod readings;
@@ -27,6 +28,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use addrs::is_local6_candidate;
 use anyhow::{anyhow, Context};
 pub use aya::programs::XdpMode;
 use aya::{
@@ -38,13 +40,9 @@ pub use conntrack::{monotonic_ns, spawn_gc, CtTable, Flow, Timeouts};
 pub use error::DatapathError;
 pub use links::{hold_links, remove_all, HeldLinks};
 pub use maps::{ipproto, ipproto_of, LinkRule};
-pub use maps6::is_local6_candidate;
 /// The layout of the pinned datapath this release reads and writes.
 pub use netd_common::layout::DATAPATH_LAYOUT as LAYOUT;
-use netd_common::{
-    drop_reason, event, map_names, prog_names, Backend, Backend6, Config, Config6, Endpoint,
-    PortKey, PortKey6,
-};
+use netd_common::{drop_reason, event, map_names, prog_names, Config, Config6, Endpoint};
 pub use readings::{Counted, CtCensus, Readings};
 pub use trace::{open_ring as open_trace_ring, PacketTrace, TraceHold, TraceSwitch};
 
@@ -69,8 +67,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ne
 pub struct Datapath {
     ebpf: Ebpf,
     links_dir: PathBuf,
-    ports: HashMap<MapData, PortKey, Backend>,
-    ports6: HashMap<MapData, PortKey6, Backend6>,
+    /// Published ports of each family (`ports::PortMap`).
+    ports4: ports::PortMap<u32>,
+    ports6: ports::PortMap<[u8; 16]>,
     local: HashMap<MapData, u32, u32>,
     local6: HashMap<MapData, [u8; 16], u32>,
     endpoints: HashMap<MapData, u32, Endpoint>,
@@ -86,9 +85,6 @@ pub struct Datapath {
     port_stats: PortStats,
     subnets: LpmTrie<MapData, u32, u32>,
     subnets6: LpmTrie<MapData, [u8; 16], u32>,
-    /// Gateway mode `routed`: container ports open straight at the container.
-    direct: HashMap<MapData, PortKey, u32>,
-    direct6: HashMap<MapData, PortKey6, u32>,
     trusted: HashMap<MapData, netd_common::TrustedKey, u32>,
     sources: LpmTrie<MapData, [u8; 8], u32>,
     sources6: LpmTrie<MapData, [u8; 20], u32>,
@@ -308,9 +304,15 @@ impl Datapath {
         migration.carry()?;
         // The conntrack maps are pinned by now: the table opens them by their pins.
         let ct = open_conntrack(bpf_dir)?;
-        let ports = HashMap::try_from(take(&mut ebpf, map_names::PORTS)?)?;
+        let ports4 = ports::PortMap::new(
+            take(&mut ebpf, map_names::PORTS)?,
+            take(&mut ebpf, map_names::DIRECT)?,
+        )?;
         let local = HashMap::try_from(take(&mut ebpf, map_names::LOCAL_ADDRS)?)?;
-        let ports6 = HashMap::try_from(take(&mut ebpf, map_names::PORTS6)?)?;
+        let ports6 = ports::PortMap::new(
+            take(&mut ebpf, map_names::PORTS6)?,
+            take(&mut ebpf, map_names::DIRECT6)?,
+        )?;
         let local6 = HashMap::try_from(take(&mut ebpf, map_names::LOCAL_ADDRS6)?)?;
         let subnets6 = LpmTrie::try_from(take(&mut ebpf, map_names::SUBNETS6)?)?;
         let config6 = Array::try_from(take(&mut ebpf, map_names::CONFIG6)?)?;
@@ -327,15 +329,13 @@ impl Datapath {
             take(&mut ebpf, map_names::PORT_STATS6)?,
         )?;
         let subnets = LpmTrie::try_from(take(&mut ebpf, map_names::SUBNETS)?)?;
-        let direct = HashMap::try_from(take(&mut ebpf, map_names::DIRECT)?)?;
-        let direct6 = HashMap::try_from(take(&mut ebpf, map_names::DIRECT6)?)?;
         let trusted = HashMap::try_from(take(&mut ebpf, map_names::TRUSTED)?)?;
         let sources = LpmTrie::try_from(take(&mut ebpf, map_names::SOURCES)?)?;
         let sources6 = LpmTrie::try_from(take(&mut ebpf, map_names::SOURCES6)?)?;
         Ok(Datapath {
             ebpf,
             links_dir,
-            ports,
+            ports4,
             ports6,
             local,
             local6,
@@ -351,8 +351,6 @@ impl Datapath {
             port_stats,
             subnets,
             subnets6,
-            direct,
-            direct6,
             trusted,
             sources,
             sources6,

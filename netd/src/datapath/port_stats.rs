@@ -3,7 +3,7 @@
 use aya::maps::{Map, MapData, PerCpuHashMap};
 use netd_common::{PortCounters, PortKey, PortKey6};
 
-use super::{maps::port_key, maps6::port_key6};
+use super::ports::port_key;
 use crate::model::PortMapping;
 
 pub struct PortStats {
@@ -22,9 +22,10 @@ impl PortStats {
 
     /// `m`'s counters so far, both directions, summed over the CPUs.
     pub fn get(&self, m: &PortMapping) -> PortCounters {
-        let per_cpu = match port_key6(m) {
-            Some(k) => self.v6.get(&k, 0),
-            None => self.v4.get(&port_key(m), 0),
+        let per_cpu = match (port_key::<u32>(m), port_key::<[u8; 16]>(m)) {
+            (Some(k), _) => self.v4.get(&k, 0),
+            (_, Some(k)) => self.v6.get(&k, 0),
+            _ => return PortCounters::default(),
         };
         let mut total = PortCounters::default();
         for c in per_cpu.iter().flat_map(|v| v.iter()) {
@@ -36,9 +37,10 @@ impl PortStats {
 
     /// Forgets `m`'s counters (it is no longer published).
     pub fn remove(&mut self, m: &PortMapping) {
-        let _ = match port_key6(m) {
-            Some(k) => self.v6.remove(&k),
-            None => self.v4.remove(&port_key(m)),
+        let _ = match (port_key::<u32>(m), port_key::<[u8; 16]>(m)) {
+            (Some(k), _) => self.v4.remove(&k),
+            (_, Some(k)) => self.v6.remove(&k),
+            _ => Ok(()),
         };
     }
 }

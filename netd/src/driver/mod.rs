@@ -5,6 +5,7 @@
 //! core picks the code here by the traits' `Plumbing` and never touches links itself.
 mod bridge;
 mod macvlan;
+mod overlay;
 
 use std::fmt;
 
@@ -103,6 +104,7 @@ pub trait NetworkDriver: Send + Sync {
 
 static BRIDGE: Bridge = Bridge;
 static MACVLAN: macvlan::Macvlan = macvlan::Macvlan;
+static OVERLAY: overlay::Overlay = overlay::Overlay;
 /// The driver whose `leave` removes an endpoint whose network record is gone.
 pub static BRIDGE_FALLBACK: Bridge = Bridge;
 
@@ -111,6 +113,7 @@ pub static BRIDGE_FALLBACK: Bridge = Bridge;
 pub fn for_network(net: &Network) -> Option<&'static dyn NetworkDriver> {
     match net.traits().plumbing {
         Plumbing::Bridge => Some(&BRIDGE),
+        Plumbing::Overlay => Some(&OVERLAY),
         Plumbing::Macvlan => Some(&MACVLAN),
         Plumbing::Nothing => None,
     }
@@ -125,6 +128,16 @@ mod tests {
     fn drivers_are_chosen_by_name() {
         let bridge = model::test_network();
         assert_eq!(for_network(&bridge).map(|d| d.name()), Some("bridge"));
+        for (driver, name) in [
+            (model::DRIVER_OVERLAY, "overlay"),
+            (model::DRIVER_MACVLAN, "macvlan"),
+        ] {
+            let n = Network {
+                driver: driver.into(),
+                ..model::test_network()
+            };
+            assert_eq!(for_network(&n).map(|d| d.name()), Some(name));
+        }
         for builtin in [model::DRIVER_HOST, model::DRIVER_NULL] {
             let n = Network {
                 driver: builtin.into(),

@@ -189,7 +189,7 @@ fn check_ipv6_only(spec: &NetworkSpec, driver: &Traits) -> Result<(), NetdError>
             "--ipv4=false takes no IPv4 --subnet, --gateway, --ip-range or --aux-address".into(),
         ));
     }
-    if driver.plumbing != Plumbing::Bridge || driver.multi_host {
+    if driver.plumbing != Plumbing::Bridge {
         return Err(invalid(format!(
             "--ipv4=false: the {} driver makes no IPv6-only networks (bridge does)",
             driver.name

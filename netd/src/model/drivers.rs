@@ -13,6 +13,8 @@ use super::{
 pub enum Plumbing {
     /// A Linux bridge with a veth per endpoint.
     Bridge,
+    /// A bridge on each node, joined to the other nodes' by the node's VXLAN device.
+    Overlay,
     /// A macvlan device per endpoint on a parent interface (a VLAN of it, made and
     /// removed with the network when the parent is `IF.VLAN`).
     Macvlan,
@@ -83,9 +85,11 @@ const BRIDGE: Traits = Traits {
 /// The drivers netd has, in the order error messages list them.
 pub static DRIVERS: [Traits; 5] = [
     BRIDGE,
-    // A bridge on each node; the datapath's overlay programs carry it between nodes.
+    // A bridge on each node; the datapath's overlay programs carry it between nodes
+    // (driver/overlay.rs).
     Traits {
         name: DRIVER_OVERLAY,
+        plumbing: Plumbing::Overlay,
         connect: false,
         multi_host: true,
         many_subnets: true,

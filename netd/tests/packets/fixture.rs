@@ -173,7 +173,7 @@ pub fn fixture_with(name: &str, fast_path: bool, snat: (u16, u16)) -> Fixture {
         0
     };
     configure(&mut dp, uplink, flags, snat);
-    dp.sync_local_addrs(&[Ipv4Addr::from(HOST), Ipv4Addr::from(GATEWAY)])
+    dp.sync_local_addrs(&[Ipv4Addr::from(HOST), Ipv4Addr::from(GATEWAY)], &[])
         .unwrap();
     let (ve1, ve2) = (ifindex_of(&netns.0, "ve1"), ifindex_of(&netns.0, "ve2"));
     let net = network(1, "172.17.0.0/16", EP_F_MASQUERADE | EP_F_ICC);

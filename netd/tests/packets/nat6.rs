@@ -3,7 +3,7 @@
 //! guard's IPv6 checks. Every output frame's upper-layer checksum is verified against
 //! the IPv6 pseudo-header (IPv6 has no header checksum; the pseudo-header covers both
 //! addresses, so every address rewrite must fold into it).
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netd::model::{PortMapping, Proto};
 use netd_common::{prog_names::*, EP_F_ICC, EP_F_MASQUERADE};
@@ -153,8 +153,10 @@ pub fn fixture6(name: &str, fast_path: bool) -> Fixture {
     let ve1 = ifindex_of(&ns, "ve1");
     f.dp.sync_endpoints6(&[(&attachment(CONTAINER, CONTAINER_MAC, ve1), &net, ip6(V6))])
         .unwrap();
-    f.dp.sync_subnets6(std::slice::from_ref(&net)).unwrap();
-    f.dp.sync_local_addrs6(&[ip6(HOST6), ip6(V6_GW)]).unwrap();
+    f.dp.sync_subnets(std::slice::from_ref(&net)).unwrap();
+    let v4 = [Ipv4Addr::from(HOST), Ipv4Addr::from(GATEWAY)];
+    f.dp.sync_local_addrs(&v4, &[ip6(HOST6), ip6(V6_GW)])
+        .unwrap();
     f.dp.set_uplink_ip6(Some(ip6(HOST6))).unwrap();
     for (port, cport, proto) in [(8080, 80, Proto::Tcp), (5353, 53, Proto::Udp)] {
         let m = PortMapping {

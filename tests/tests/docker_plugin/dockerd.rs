@@ -33,6 +33,17 @@ impl Dockerd {
         Dockerd(dk)
     }
 
+    /// docker-compose (Debian's, 1.29) in `dir` against this daemon; its output
+    /// whatever the exit status.
+    pub fn compose(&self, dir: &std::path::Path, args: &[&str]) -> Output {
+        std::process::Command::new("docker-compose")
+            .current_dir(dir)
+            .env("DOCKER_HOST", self.0.host_address())
+            .args(args)
+            .output()
+            .expect("running docker-compose")
+    }
+
     /// The CLI; its output whatever the exit status.
     pub fn docker(&self, args: &[&str]) -> Output {
         self.0.output(args).expect("running docker")
