@@ -257,6 +257,19 @@ async fn plumb(
     a: &mut Attachment,
     routes: (bool, bool),
 ) -> anyhow::Result<()> {
+    join(nl, netns, net, a, routes).await?;
+    wire(dp, net, a)
+}
+
+/// The driver's half of `attach`: the endpoint's plumbing (veth, addresses, routes);
+/// records the host-side ifindex.
+pub async fn join(
+    nl: &Netlink,
+    netns: Option<&str>,
+    net: &Network,
+    a: &mut Attachment,
+    routes: (bool, bool),
+) -> anyhow::Result<()> {
     let d = driver::for_network(net)
         .ok_or_else(|| anyhow!("network {} takes no endpoints", net.name))?;
     let join = Join {
@@ -266,6 +279,11 @@ async fn plumb(
         default_route6: routes.1,
     };
     a.host_ifindex = d.join(nl, net, join).await?;
+    Ok(())
+}
+
+/// The datapath's half of `attach`: the endpoint's entries, then its programs.
+pub fn wire(dp: &mut Datapath, net: &Network, a: &Attachment) -> anyhow::Result<()> {
     if !net.traits().programs {
         return Ok(());
     }

@@ -185,16 +185,11 @@ impl Inner {
             self.owned.claim(Kind::Link, &c.attachments[i].veth)?;
             self.claim_overlay(&net, c, &c.attachments[i]).await?;
             let routes = c.default_routes(i, &self.state.networks);
-            sandbox::attach(
-                &self.nl,
-                &mut self.dp,
-                &ns,
-                &net,
-                &mut c.attachments[i],
-                routes,
-            )
-            .await?;
-            phases.mark("sandbox");
+            let a = &mut c.attachments[i];
+            sandbox::join(&self.nl, Some(ns.as_str()), &net, a, routes).await?;
+            phases.mark("veth");
+            sandbox::wire(&mut self.dp, &net, a)?;
+            phases.mark("programs");
         }
         let n = match c.primary(&self.state.networks) {
             Some(p) => sandbox::publish(&mut self.dp, &c.ports, &c.attachments[p])?,
