@@ -15,7 +15,8 @@ use netd_common::{
 };
 
 use crate::{
-    conntrack::{self, Family, Tuple},
+    conntrack::{self, Tuple},
+    family::Family,
     frag, icmp,
     maps::{config, LOCAL_ADDRS},
     metrics::{count, count_passed},

@@ -9,7 +9,7 @@ use netd_common::{
     drop_reason, drop_reason::DropReason, TrustedKey, SUBNET_F_PROTECTED, SUBNET_NET_ID,
 };
 
-use crate::{conntrack::tracked, conntrack::Family, maps::TRUSTED, proto::has_ports};
+use crate::{conntrack::tracked, family::Family, maps::TRUSTED, proto::has_ports};
 
 /// A packet from outside on device `ifindex` to a container subnet whose trie value is
 /// `subnet` (protected or filtered): None to let it in, else the drop reason. `ports`

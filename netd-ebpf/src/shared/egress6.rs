@@ -10,7 +10,8 @@ use netd_common::{
 };
 
 use crate::{
-    conntrack::{self, Family, Tuple},
+    conntrack::{self, Tuple},
+    family::Family,
     frag, icmp,
     maps::{config, config6, ENDPOINTS6, LOCAL_ADDRS6},
     metrics::{count, count_passed},

@@ -15,7 +15,7 @@
 use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns};
 use netd_common::{event, FragEntry, FragKeyOf, FRAG_TIMEOUT_NS};
 
-use crate::{conntrack::Family, metrics::count, parse::FlowOf};
+use crate::{family::Family, metrics::count, parse::FlowOf};
 
 pub const FRAGMENT: u64 = 1 << 40;
 pub const NO_L4: u64 = 1 << 41;

@@ -3,6 +3,7 @@ pub mod conntrack;
 pub mod consts;
 pub mod direct;
 pub mod egress6;
+pub mod family;
 pub mod frag;
 pub mod guard;
 pub mod icmp;

@@ -82,7 +82,7 @@ pub fn settle_fragments<A>(flow: &FlowOf<A>, ct: &CtEntryOf<A>) -> Result<(), Dr
 
 /// The fragment bookkeeping of a rewritten packet, for both families.
 #[inline(always)]
-pub fn after_rewrite<A: crate::conntrack::Family>(flow: &FlowOf<A>) {
+pub fn after_rewrite<A: crate::family::Family>(flow: &FlowOf<A>) {
     if flow.frag == 0 {
         return;
     }

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use netd_common::{drop_reason, drop_reason::DropReason, IPPROTO_ICMP, IPPROTO_TCP};
 
 use crate::{
-    conntrack::Family,
+    family::Family,
     frag,
     outcome::Outcome,
     proto::{has_ports, l4_min},

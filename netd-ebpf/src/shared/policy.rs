@@ -7,7 +7,7 @@ use netd_common::{
 };
 
 use crate::{
-    conntrack::Family,
+    family::Family,
     maps::{ADDRS6, ENDPOINTS, ENDPOINTS6, LINKS, PORTS, PORTS6},
     parse::{Flow, ETH_HLEN, ETH_P_IP},
     parse6::{link_local, multicast, Flow6, ETH_P_IPV6, IP6_DADDR},

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnetwork::Ipv4Network;
 use netd_common::Config6;
 
-use super::{maps::sync, Datapath};
+use super::{sync::sync, Datapath};
 use crate::model::Network;
 
 /// The subnet trie's entries of `net`, one per subnet: subnets of masquerading and

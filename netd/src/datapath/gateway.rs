@@ -11,7 +11,7 @@ use netd_common::{
     SUBNET_F_FILTERED, SUBNET_F_PROTECTED,
 };
 
-use super::{maps::sync, Datapath};
+use super::{sync::sync, Datapath};
 use crate::model::{GatewayMode, Network};
 
 /// The subnet trie's flags of `net`'s IPv4 (`v6` false) or IPv6 subnets: what the

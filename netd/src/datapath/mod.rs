@@ -19,6 +19,7 @@ mod ports;
 use port_stats::PortStats;
 mod rawmap;
 mod readings;
+mod sync;
 mod testrun;
 mod trace;
 

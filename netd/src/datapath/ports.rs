@@ -7,10 +7,7 @@ use std::{collections::HashMap as StdHashMap, hash::Hash, net::IpAddr};
 use aya::maps::{HashMap, MapData};
 use netd_common::{Backend, Backend6, PortKey, PortKey6};
 
-use super::{
-    maps::{ipproto, sync},
-    Datapath,
-};
+use super::{maps::ipproto, sync::sync, Datapath};
 use crate::model::PortMapping;
 
 /// One family's addresses as the maps hold them: IPv4's `u32` and IPv6's 16 bytes, in

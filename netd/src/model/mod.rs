@@ -19,6 +19,10 @@ mod names;
 mod pool;
 mod publish;
 mod request;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+pub use testing::{test_attachment, test_container, test_network};
 
 pub use detach::{parse_detach_keys, DetachScanner, Scanned, DEFAULT_DETACH_KEYS};
 pub use drivers::{creatable_drivers, driver_traits, split_parent, Joins, Plumbing, Traits};
@@ -32,7 +36,7 @@ pub use gateway::{
     GATEWAY_MODE_IPV6, OPT_PUBLISHED_SOURCES, OPT_TRUSTED_INTERFACES,
 };
 pub use names::{is_dns_name, parse_link, DnsConfig, Link};
-pub use pool::{Pool4, PoolSpec, IPAM_OPTIONS, IPAM_SERIAL};
+pub use pool::{default_pools, overlaps, pick_subnet, Pool4, PoolSpec, IPAM_OPTIONS, IPAM_SERIAL};
 pub use publish::{
     expand_specs, is_twin, parse_expose, parse_publish, IpProto, PortMapping, PortSpec, Proto,
 };
@@ -570,125 +574,6 @@ pub fn validate_docker_name(what: &str, name: &str) -> Result<(), NetdError> {
         Err(NetdError::InvalidArgument(format!(
             "invalid {what} name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed (at most 64)"
         )))
-    }
-}
-
-/// Docker's default address pools, in order: each base is cut into subnets of the
-/// given prefix length (172.17-31.0.0/16, then 192.168.0-240.0/20).
-pub fn default_pools() -> Vec<(Ipv4Network, u8)> {
-    (17..=31)
-        .filter_map(|b| Ipv4Network::new(Ipv4Addr::new(172, b, 0, 0), 16).ok())
-        .map(|n| (n, 16))
-        .chain(
-            Ipv4Network::new(Ipv4Addr::new(192, 168, 0, 0), 16)
-                .ok()
-                .map(|n| (n, 20)),
-        )
-        .collect()
-}
-
-/// Picks a subnet for a network created without --subnet: the first of the default
-/// pools' subnets that overlaps none of `taken` (other networks, routes of the host).
-pub fn pick_subnet(taken: &[Ipv4Network]) -> Option<Ipv4Network> {
-    default_pools()
-        .into_iter()
-        .flat_map(|(base, size)| {
-            let step = 1u32 << (32 - u32::from(size));
-            let count = 1u32 << (u32::from(size) - u32::from(base.prefix()));
-            (0..count).filter_map(move |i| {
-                Ipv4Network::new(Ipv4Addr::from(u32::from(base.network()) + i * step), size).ok()
-            })
-        })
-        .find(|c| !taken.iter().any(|t| overlaps(c, t)))
-}
-
-pub fn overlaps(a: &Ipv4Network, b: &Ipv4Network) -> bool {
-    a.contains(b.network()) || b.contains(a.network())
-}
-
-/// A network and an attachment with every field set, for unit tests to override.
-#[cfg(test)]
-pub fn test_network() -> Network {
-    Network {
-        id: "n".repeat(64),
-        name: "testnet".into(),
-        driver: DRIVER_BRIDGE.into(),
-        net_id: 1,
-        bridge: "br-test".into(),
-        bridge_mac: [0; 6],
-        subnet: Some("10.1.0.0/24".parse().expect("subnet")),
-        gateway: Some(Ipv4Addr::new(10, 1, 0, 1)),
-        ip_range: None,
-        aux_addresses: BTreeMap::new(),
-        user_subnet: true,
-        internal: false,
-        icc: true,
-        masquerade: true,
-        host_binding_ipv4: Ipv4Addr::UNSPECIFIED,
-        mtu: None,
-        labels: BTreeMap::new(),
-        options: BTreeMap::new(),
-        builtin: false,
-        created: 0,
-        attachable: false,
-        vni: 0,
-        ipv6: false,
-        subnet6: None,
-        gateway6: None,
-        ip_range6: None,
-        user_subnet6: false,
-        more_subnets: Vec::new(),
-        ipam_options: BTreeMap::new(),
-    }
-}
-
-#[cfg(test)]
-pub fn test_attachment() -> Attachment {
-    Attachment {
-        network: "n".repeat(64),
-        ifname: "eth0".into(),
-        ip: Ipv4Addr::new(10, 1, 0, 2),
-        mac: mac_for_ip(Ipv4Addr::new(10, 1, 0, 2)),
-        veth: "ndvtest00".into(),
-        aliases: Vec::new(),
-        host_ifindex: 0,
-        requested_ip: None,
-        ip6: None,
-        requested_ip6: None,
-        link_local_ips: Vec::new(),
-        gw_priority: 0,
-        driver_opts: BTreeMap::new(),
-        user_mac: false,
-    }
-}
-
-/// A running container with every field set (`id`, `name`, no namespace, no
-/// attachment), for unit tests to override.
-#[cfg(test)]
-pub fn test_container(id: &str, name: &str) -> Container {
-    Container {
-        id: id.into(),
-        name: name.into(),
-        hostname: None,
-        mode: NetMode::Bridge,
-        netns: None,
-        attachments: Vec::new(),
-        ports: Vec::new(),
-        cmd: Vec::new(),
-        state: ContainerState::Running,
-        pid: None,
-        pid_start: None,
-        exit_code: None,
-        auto_remove: false,
-        created: 0,
-        started: None,
-        finished: None,
-        labels: BTreeMap::new(),
-        exposed: Vec::new(),
-        origin: Origin::Netd,
-        dns: DnsConfig::default(),
-        links: Vec::new(),
-        config: Default::default(),
     }
 }
 
