@@ -92,9 +92,19 @@ impl CniResult {
     /// The result of attaching `ep`: the bridge and the veth on the host, the interface
     /// in the namespace (index 2, which the addresses point to), the default routes.
     pub fn of_endpoint(ep: &Endpoint) -> CniResult {
-        CniResult {
-            cni_version: String::new(),
-            interfaces: vec![
+        let inside = Interface {
+            name: ep.ifname.clone(),
+            mac: ep.mac.clone(),
+            mtu: ep.mtu,
+            sandbox: ep.netns.clone(),
+            ..Default::default()
+        };
+        // A macvlan endpoint has no host side: its one interface is the sandbox's, as
+        // the macvlan plugin reports it.
+        let interfaces = if ep.host_veth.is_empty() {
+            vec![inside]
+        } else {
+            vec![
                 Interface {
                     name: ep.bridge.clone(),
                     mac: ep.bridge_mac.clone(),
@@ -104,27 +114,26 @@ impl CniResult {
                     name: ep.host_veth.clone(),
                     ..Default::default()
                 },
-                Interface {
-                    name: ep.ifname.clone(),
-                    mac: ep.mac.clone(),
-                    mtu: ep.mtu,
-                    sandbox: ep.netns.clone(),
-                    ..Default::default()
-                },
-            ],
+                inside,
+            ]
+        };
+        let index = Some(interfaces.len() - 1);
+        CniResult {
+            cni_version: String::new(),
+            interfaces,
             // As the bridge plugin with host-local ranges of both families: the IPv4
             // address first, then the IPv6 one, both on the interface in the sandbox.
             ips: std::iter::once(IpConfig {
                 version: None,
                 address: ep.address.to_string(),
                 gateway: ep.gateway.map(|g| g.to_string()),
-                interface: Some(2),
+                interface: index,
             })
             .chain(ep.address6.map(|a| IpConfig {
                 version: None,
                 address: a.to_string(),
                 gateway: ep.gateway6.map(|g| g.to_string()),
-                interface: Some(2),
+                interface: index,
             }))
             .collect(),
             routes: ep

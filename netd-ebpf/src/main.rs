@@ -19,8 +19,8 @@ mod uplink_ingress6;
 
 // The library's modules by their own names (`crate::parse`, `crate::nat`, ...).
 use shared::{
-    conntrack, consts, direct, egress6, family, frag, guard, icmp, maps, metrics, nat, nat6, outcome,
-    parse, parse6, policy, proto, sockaddr, trace,
+    conntrack, consts, direct, egress6, family, frag, guard, icmp, maps, metrics, nat, nat6,
+    outcome, parse, parse6, policy, proto, sockaddr, trace,
 };
 
 #[cfg(not(test))]

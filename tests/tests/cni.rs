@@ -511,3 +511,74 @@ fn cni_add_and_del_are_completed_after_a_crash_past_their_commit() {
     // The runtime's retry of DEL succeeds.
     assert!(cni(&lab, "DEL", env, &c).ok);
 }
+
+#[test]
+fn cni_add_on_a_macvlan_network_puts_the_namespace_on_the_parents_segment() {
+    let mut lab = Lab::new();
+    // The uplink's segment, containers from the upper half of the client's /24.
+    let p = HOST_IP
+        .rsplit_once('.')
+        .map(|(p, _)| p.to_string())
+        .expect("prefix");
+    lab.netd_ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        &format!("{p}.0/24"),
+        "--ip-range",
+        &format!("{p}.128/25"),
+        "--gateway",
+        CLIENT_IP,
+        "-o",
+        "parent=up0",
+        "cninet",
+    ]);
+    let ns = RuntimeNs::new(&lab, "mv1");
+    let env = Some(("mvctr", ns.path.as_str(), "eth0"));
+    // macvlan publishes no ports, through CNI as through run: one line, nothing made.
+    let with_ports = conf(
+        &lab,
+        "1.1.0",
+        json!({"runtimeConfig": {"portMappings": [
+            {"hostPort": 8090, "containerPort": 80, "protocol": "tcp"}]}}),
+    );
+    let refused = cni(&lab, "ADD", env, &with_ports);
+    assert!(
+        !refused.ok && refused.raw.contains("publishes no ports"),
+        "{}",
+        refused.raw
+    );
+    let add = cni(&lab, "ADD", env, &conf(&lab, "1.1.0", json!({})));
+    assert!(add.ok, "ADD: {}\n{}", add.raw, lab.daemon_log());
+    let r = &add.out;
+    // One interface, the sandbox's (no host side), as the macvlan plugin reports it.
+    assert_eq!(r["interfaces"].as_array().map(Vec::len), Some(1), "{r}");
+    assert_eq!(r["interfaces"][0]["sandbox"], ns.path.as_str(), "{r}");
+    assert_eq!(r["ips"][0]["interface"], 0, "{r}");
+    let addr = r["ips"][0]["address"]
+        .as_str()
+        .expect("address")
+        .to_string();
+    let ip = addr.split('/').next().expect("ip").to_string();
+    assert!(ip.starts_with(&format!("{p}.")), "{r}");
+    // The client, on the parent's segment, reaches the namespace straight at its
+    // address, and the server there sees the client's own address.
+    serve_in(&mut lab, &ns, &["serve-tcp", "80"]);
+    let body = retry("the macvlan endpoint from the client", || {
+        lab.from_client(&["tcp", &format!("{ip}:80")])
+    });
+    assert!(body.contains(CLIENT_IP), "{body}");
+    let check = cni(
+        &lab,
+        "CHECK",
+        env,
+        &conf(&lab, "1.1.0", json!({"prevResult": r})),
+    );
+    assert!(check.ok, "CHECK: {}", check.raw);
+    let del = cni(&lab, "DEL", env, &conf(&lab, "1.1.0", json!({})));
+    assert!(del.ok, "DEL: {}", del.raw);
+    let links = lab.exec_in(&ns.name, &["ip", "-o", "link", "show", "eth0"]);
+    assert!(!links.status.success(), "eth0 left in the namespace");
+}

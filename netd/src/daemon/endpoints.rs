@@ -129,8 +129,17 @@ fn endpoint_of(c: &Container, nets: &[Network]) -> Option<Endpoint> {
         gateway6,
         mac: fmt_mac(&a.mac),
         mtu: net.mtu,
-        host_veth: a.veth.clone(),
-        bridge: net.bridge.clone(),
+        // A driver without a host side (macvlan) has no veth or bridge to name.
+        host_veth: if net.traits().bridge {
+            a.veth.clone()
+        } else {
+            String::new()
+        },
+        bridge: if net.traits().bridge {
+            net.bridge.clone()
+        } else {
+            String::new()
+        },
         bridge_mac: fmt_mac(&net.bridge_mac),
         routes,
         port_mappings: c.ports.clone(),
@@ -348,9 +357,9 @@ fn endpoint_network(state: &State, req: &EndpointRequest) -> Result<Network> {
         .network(&req.network)
         .cloned()
         .ok_or_else(|| not_found_net(&req.network))?;
-    if !net.traits().connect || !net.traits().programs {
+    if !net.traits().connect {
         return Err(NetdError::InvalidArgument(format!(
-            "network {} (driver {}) takes no endpoints: use a bridge network",
+            "network {} (driver {}) takes no endpoints: use a bridge or macvlan network",
             net.name, net.driver
         )));
     }

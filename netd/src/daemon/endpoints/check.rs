@@ -33,6 +33,10 @@ impl Daemon {
             return Ok(problems);
         }
         check_inside(ns, net, a, c.default_route_on(0), &mut problems).await?;
+        if !net.traits().programs {
+            // No host side (macvlan): the interface inside is the whole endpoint.
+            return Ok(problems);
+        }
         match g.nl.link_by_name(&a.veth).await? {
             Some(l) if l.index == a.host_ifindex => {}
             Some(l) => problems.push(format!(
