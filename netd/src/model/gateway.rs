@@ -134,11 +134,6 @@ impl Network {
             )
     }
 
-    /// IPv6 gateway mode `routed`: no NAT66, the outside routes the subnet to the host.
-    pub fn routed6(&self) -> bool {
-        self.gateway_mode(true) == GatewayMode::Routed
-    }
-
     /// The trusted host interfaces' names (none when the option is absent or broken).
     pub fn trusted_interfaces(&self) -> Vec<String> {
         self.options
