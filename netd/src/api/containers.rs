@@ -1,5 +1,6 @@
 //! `/containers`: Docker's container endpoints, for netd's sandboxes.
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::{
     extract::{Path, Query, State},
@@ -67,7 +68,7 @@ pub fn status_of(c: &Container, now: u64) -> String {
 /// Docker's HostConfig.NetworkMode: the network it was created on, by name, whatever
 /// was connected or disconnected since (a record older than that field: its first
 /// network).
-fn network_mode(c: &Container, nets: &[Network], all: &[Container]) -> String {
+fn network_mode(c: &Container, nets: &[Network], all: &[Arc<Container>]) -> String {
     match &c.mode {
         NetMode::Bridge if c.config.network_mode.is_some() => {
             c.config.network_mode.clone().unwrap_or_default()
@@ -207,7 +208,12 @@ fn netns_path(c: &Container) -> String {
     }
 }
 
-pub fn summary(c: &Container, nets: &[Network], all: &[Container], now: u64) -> ContainerSummary {
+pub fn summary(
+    c: &Container,
+    nets: &[Network],
+    all: &[Arc<Container>],
+    now: u64,
+) -> ContainerSummary {
     ContainerSummary {
         id: c.id.clone(),
         names: vec![format!("/{}", c.name)],
@@ -259,9 +265,9 @@ pub fn summary(c: &Container, nets: &[Network], all: &[Container], now: u64) -> 
 /// The path of the container's `/etc/FILE` as its processes see it: netd's
 /// /etc/netns file for its own namespaces (a `container:` joiner's is its owner's), the
 /// host's for --network host, none for a runtime's namespace.
-fn etc_path(c: &Container, all: &[Container], file: &str) -> String {
+fn etc_path(c: &Container, all: &[Arc<Container>], file: &str) -> String {
     let owner = match &c.mode {
-        NetMode::Container(id) => all.iter().find(|o| &o.id == id).unwrap_or(c),
+        NetMode::Container(id) => all.iter().find(|o| &o.id == id).map_or(c, |o| &**o),
         _ => c,
     };
     match (&owner.mode, crate::dns::files::dir_of(owner)) {
@@ -274,7 +280,7 @@ fn etc_path(c: &Container, all: &[Container], file: &str) -> String {
 pub fn inspect_of(
     c: &Container,
     nets: &[Network],
-    all: &[Container],
+    all: &[Arc<Container>],
     x: ContainerExtras,
 ) -> ContainerInspect {
     let networks = endpoints(c, nets);
@@ -336,7 +342,7 @@ pub fn inspect_of(
 
 /// HostConfig as Docker shows it: the network mode and port bindings as asked, no
 /// restart policy, the log, DNS and links.
-fn host_config_of(c: &Container, nets: &[Network], all: &[Container]) -> HostConfig {
+fn host_config_of(c: &Container, nets: &[Network], all: &[Arc<Container>]) -> HostConfig {
     HostConfig {
         network_mode: network_mode(c, nets, all),
         port_bindings: port_map(c, true),
@@ -370,7 +376,7 @@ fn host_config_of(c: &Container, nets: &[Network], all: &[Container]) -> HostCon
 }
 
 /// Config as Docker shows it: what the process was given.
-fn config_of(c: &Container, all: &[Container]) -> ContainerConfig {
+fn config_of(c: &Container, all: &[Arc<Container>]) -> ContainerConfig {
     ContainerConfig {
         hostname: c.hostname.clone().unwrap_or_else(|| c.id[..12].to_string()),
         exposed_ports: container_ports(c)

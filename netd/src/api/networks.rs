@@ -1,5 +1,6 @@
 //! `/networks`: Docker's network endpoints.
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::{
     extract::{Path, Query, State},
@@ -25,13 +26,13 @@ pub fn endpoint_id(container: &str, network: &str) -> String {
     format!("{}{}", &container[..32], &network[..32])
 }
 
-fn in_use(n: &Network, containers: &[Container]) -> bool {
+fn in_use(n: &Network, containers: &[Arc<Container>]) -> bool {
     containers
         .iter()
         .any(|c| c.attachments.iter().any(|a| a.network == n.id))
 }
 
-pub fn network_resource(n: &Network, containers: &[Container]) -> NetworkResource {
+pub fn network_resource(n: &Network, containers: &[Arc<Container>]) -> NetworkResource {
     // One entry per IPv4 subnet, in order, with the aux addresses it holds.
     let mut configs: Vec<IpamConfig> = n
         .pools4()
@@ -136,7 +137,11 @@ fn options_of(n: &Network) -> BTreeMap<String, String> {
 
 const NETWORK_FILTERS: &[&str] = &["dangling", "driver", "id", "label", "name", "scope", "type"];
 
-fn network_matches(n: &Network, containers: &[Container], f: &Filters) -> Result<bool, NetdError> {
+fn network_matches(
+    n: &Network,
+    containers: &[Arc<Container>],
+    f: &Filters,
+) -> Result<bool, NetdError> {
     f.all(|k, v| {
         Ok(match k {
             "driver" => n.driver == v,

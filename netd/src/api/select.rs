@@ -1,6 +1,7 @@
 //! Which containers `GET /containers/json` lists: Docker's `all`, `limit`, `latest` and
 //! filters, newest first.
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::filters::{query_flag, Filters};
 use crate::{
@@ -91,7 +92,7 @@ fn serves(want: &[(u16, Proto)], mut of: impl Iterator<Item = (u16, Proto)>) -> 
 /// were made, so that order (not a one-second creation time) decides.
 pub fn containers<'a>(
     q: &ListQuery,
-    cs: &'a [Container],
+    cs: &'a [Arc<Container>],
     nets: &[Network],
 ) -> Result<Vec<&'a Container>, NetdError> {
     let f = &q.filters;
@@ -154,7 +155,7 @@ pub fn containers<'a>(
             && serves(&published, own_ports())
             && serves(&exposed, own_ports().chain(c.exposed.iter().copied()));
         if keep {
-            out.push(c);
+            out.push(&**c);
             if q.limit.is_some_and(|l| out.len() >= l) {
                 break;
             }
@@ -199,6 +200,8 @@ mod tests {
     }
 
     fn names(query: &[(&str, &str)], cs: &[Container]) -> Result<Vec<String>, NetdError> {
+        let cs: Vec<Arc<Container>> = cs.iter().cloned().map(Arc::new).collect();
+        let cs = &cs[..];
         let q: HashMap<String, String> = query
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

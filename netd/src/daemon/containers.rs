@@ -36,7 +36,7 @@ impl Daemon {
             &format!("creating container {name}"),
             "run-committed",
             |state| {
-                state.containers.push(c.clone());
+                state.containers.push(Arc::new(c.clone()));
                 Ok(c)
             },
             async |inner: &mut Inner, c: &Container| {
@@ -141,12 +141,15 @@ impl Daemon {
         Ok(c.id)
     }
 
-    pub async fn containers(&self) -> (Vec<Container>, Vec<Network>) {
+    pub async fn containers(&self) -> (Vec<Arc<Container>>, Vec<Network>) {
         let g = self.inner.lock().await;
         (g.state.containers.clone(), g.state.networks.clone())
     }
 
-    pub async fn container(&self, name: &str) -> Result<(Container, Vec<Network>, Vec<Container>)> {
+    pub async fn container(
+        &self,
+        name: &str,
+    ) -> Result<(Container, Vec<Network>, Vec<Arc<Container>>)> {
         let g = self.inner.lock().await;
         let c = g
             .state

@@ -11,7 +11,10 @@ pub use docker::{DockerEndpoint, DockerJoin, DockerNetwork};
 use request::validate;
 pub use request::{parse_mac, Endpoint, EndpointKey, EndpointRequest, GcRequest, Route};
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use log::{info, warn};
@@ -78,6 +81,7 @@ fn find<'a>(state: &'a State, container_id: &str, ifname: &str) -> Option<&'a Co
         .containers
         .iter()
         .find(|c| cni_key(c) == Some((container_id, ifname)))
+        .map(|c| &**c)
 }
 
 fn not_found_endpoint(container_id: &str, ifname: &str) -> NetdError {
@@ -216,7 +220,7 @@ impl Daemon {
             ),
             "endpoint-committed",
             |state| {
-                state.containers.push(c.clone());
+                state.containers.push(Arc::new(c.clone()));
                 Ok(c)
             },
             async |inner: &mut Inner, c: &Container| {
@@ -297,7 +301,7 @@ impl Daemon {
             .network(&req.network)
             .cloned()
             .ok_or_else(|| not_found_net(&req.network))?;
-        let stale: Vec<Container> = inner
+        let stale: Vec<Arc<Container>> = inner
             .state
             .containers
             .iter()
@@ -463,7 +467,7 @@ mod tests {
         let mut c = test_container(&"x".repeat(64), "cni-ctr1-eth0");
         c.name = record_name(&st, "ctr1", "eth0", "0123456789");
         assert_eq!(c.name, "cni-ctr1-eth0");
-        st.containers.push(c);
+        st.containers.push(c.into());
         assert_eq!(
             record_name(&st, "ctr1", "eth0", "0123456789"),
             "cni-ctr1-eth0-01234567"

@@ -1,5 +1,6 @@
 //! Networks: create, remove, prune, list; connect and disconnect containers; the
 //! built-in `bridge`, `host` and `none`.
+use std::sync::Arc;
 use std::{
     collections::{BTreeMap, HashSet},
     net::Ipv4Addr,
@@ -44,7 +45,7 @@ fn network_and_container(
 /// Whether container `c` may join `net`: a bridge network, a container
 /// with networks of its own, not on it already (Docker's 403, which scripts and SDKs
 /// tell from other errors).
-fn check_connect(net: &Network, c: &Container, all: &[Container]) -> Result<()> {
+fn check_connect(net: &Network, c: &Container, all: &[Arc<Container>]) -> Result<()> {
     if !net.traits().connect {
         return Err(NetdError::InvalidArgument(format!(
             "container cannot be connected to the {} network: the {} driver takes no connect",
@@ -278,12 +279,12 @@ impl Daemon {
         Ok(removed)
     }
 
-    pub async fn networks(&self) -> (Vec<Network>, Vec<Container>) {
+    pub async fn networks(&self) -> (Vec<Network>, Vec<Arc<Container>>) {
         let g = self.inner.lock().await;
         (g.state.networks.clone(), g.state.containers.clone())
     }
 
-    pub async fn network(&self, name: &str) -> Result<(Network, Vec<Container>)> {
+    pub async fn network(&self, name: &str) -> Result<(Network, Vec<Arc<Container>>)> {
         let g = self.inner.lock().await;
         let net = g
             .state

@@ -1,6 +1,7 @@
 //! What a new container asks for, checked and planned before anything is committed:
 //! its name, network mode and networks (one attachment each), published ports, links.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use super::{not_found_container, not_found_net, now, random_id, DaemonArgs};
 use crate::{
@@ -112,7 +113,7 @@ pub(super) fn check_mode_options(
     req: &RunRequest,
     eps: &[EndpointRequest],
     mode: &NetMode,
-    all: &[Container],
+    all: &[Arc<Container>],
 ) -> Result<()> {
     if *mode == NetMode::Bridge {
         return Ok(());

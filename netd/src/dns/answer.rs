@@ -396,7 +396,7 @@ pub(super) mod tests {
             }))
             .unwrap();
             c.attachments.push(a);
-            st.containers.push(c);
+            st.containers.push(c.into());
         }
         Table::build(&st)
     }

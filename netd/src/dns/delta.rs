@@ -294,7 +294,7 @@ mod tests {
                 1 => &[("n1", i)],
                 _ => &[("def", i)],
             };
-            s.containers.push(ctr(&format!("c{i}"), i, nets));
+            s.containers.push(ctr(&format!("c{i}"), i, nets).into());
             sync(&mut tracker, &mut t, &s);
         }
         // Nothing changed: nothing to do.
@@ -303,16 +303,20 @@ mod tests {
             if changed.is_empty() && gone.is_empty())
         );
         // An address and an alias change; a link to it; its target changes and goes.
-        s.containers[0].attachments[0].ip = [10, 0, 9, 9].into();
-        s.containers[2].attachments[0].aliases.push("extra".into());
+        std::sync::Arc::make_mut(&mut s.containers[0]).attachments[0].ip = [10, 0, 9, 9].into();
+        std::sync::Arc::make_mut(&mut s.containers[2]).attachments[0]
+            .aliases
+            .push("extra".into());
         sync(&mut tracker, &mut t, &s);
         let target = s.containers[2].id.clone();
-        s.containers[3].links.push(Link {
-            target: target.clone(),
-            alias: "db".into(),
-        });
+        std::sync::Arc::make_mut(&mut s.containers[3])
+            .links
+            .push(Link {
+                target: target.clone(),
+                alias: "db".into(),
+            });
         sync(&mut tracker, &mut t, &s);
-        s.containers[2].attachments[1].ip = [10, 0, 8, 8].into();
+        std::sync::Arc::make_mut(&mut s.containers[2]).attachments[1].ip = [10, 0, 8, 8].into();
         sync(&mut tracker, &mut t, &s);
         s.containers.retain(|c| c.id != target);
         sync(&mut tracker, &mut t, &s);
@@ -320,7 +324,7 @@ mod tests {
         let mut joiner = ctr("joiner", 7, &[("n2", 7)]);
         joiner.netns = s.containers[0].netns.clone();
         joiner.mode = NetMode::Container(s.containers[0].id.clone());
-        s.containers.push(joiner);
+        s.containers.push(joiner.into());
         sync(&mut tracker, &mut t, &s);
         s.containers.remove(0);
         sync(&mut tracker, &mut t, &s);

@@ -5,6 +5,7 @@ use crate::{
     model::{Container, Proto},
     store::State,
 };
+use std::sync::Arc;
 
 fn var_prefix(alias: &str) -> String {
     alias
@@ -33,7 +34,7 @@ pub fn exposed_ports(c: &Container) -> Vec<(u16, Proto)> {
 }
 
 /// The variables of every link of `c` whose target shares a network with it.
-pub fn env(c: &Container, all: &[Container]) -> Vec<(String, String)> {
+pub fn env(c: &Container, all: &[Arc<Container>]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for l in &c.links {
         let Some(t) = all.iter().find(|x| x.id == l.target) else {

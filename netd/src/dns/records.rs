@@ -439,7 +439,7 @@ mod tests {
             builtin: true,
             ..test_network()
         });
-        s.containers = vec![
+        s.containers = [
             container(
                 "web",
                 "a",
@@ -462,7 +462,9 @@ mod tests {
                 ],
             ),
             container("old", "d", "ns-old", vec![att("def", [172, 17, 0, 2], &[])]),
-        ];
+        ]
+        .map(std::sync::Arc::new)
+        .into();
         s
     }
 
@@ -515,10 +517,12 @@ mod tests {
     fn links_add_a_private_alias() {
         let mut s = state();
         let db_id = s.containers[2].id.clone();
-        s.containers[0].links.push(Link {
-            target: db_id,
-            alias: "Primary".into(),
-        });
+        std::sync::Arc::make_mut(&mut s.containers[0])
+            .links
+            .push(Link {
+                target: db_id,
+                alias: "Primary".into(),
+            });
         let t = Table::build(&s);
         assert_eq!(
             t.lookup("ns-web", "primary", Families::BOTH),
@@ -544,22 +548,25 @@ mod tests {
             ip6: ip6.parse().ok(),
             ..att("n6", ip, aliases)
         };
-        s.containers.extend([
-            container(
-                "x",
-                "e",
-                "ns-x",
-                vec![six([10, 0, 6, 2], "fd00:6::2", &["shared"])],
-            ),
-            container(
-                "y",
-                "f",
-                "ns-y",
-                vec![six([10, 0, 6, 3], "fd00:6::3", &["shared"])],
-            ),
-            // On the network without an IPv6 address (an IPv4-only front door).
-            container("z", "9", "ns-z", vec![six([10, 0, 6, 4], "", &["shared"])]),
-        ]);
+        s.containers.extend(
+            [
+                container(
+                    "x",
+                    "e",
+                    "ns-x",
+                    vec![six([10, 0, 6, 2], "fd00:6::2", &["shared"])],
+                ),
+                container(
+                    "y",
+                    "f",
+                    "ns-y",
+                    vec![six([10, 0, 6, 3], "fd00:6::3", &["shared"])],
+                ),
+                // On the network without an IPv6 address (an IPv4-only front door).
+                container("z", "9", "ns-z", vec![six([10, 0, 6, 4], "", &["shared"])]),
+            ]
+            .map(std::sync::Arc::new),
+        );
         let t = Table::build(&s);
         let x6: Ipv6Addr = "fd00:6::2".parse().unwrap();
         let y6: Ipv6Addr = "fd00:6::3".parse().unwrap();

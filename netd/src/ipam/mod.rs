@@ -419,7 +419,7 @@ mod tests {
         st.networks.push(net.clone());
         let first = allocate(&st, &net, None).unwrap();
         assert_eq!(first, "10.9.0.128".parse::<Ipv4Addr>().unwrap());
-        st.containers.push(Container {
+        st.containers.push(std::sync::Arc::new(Container {
             id: "c".into(),
             name: "c".into(),
             hostname: None,
@@ -455,7 +455,7 @@ mod tests {
             finished: None,
             labels: BTreeMap::new(),
             exposed: Vec::new(),
-        });
+        }));
         // 10.9.0.129 is an aux address: skipped.
         assert_eq!(
             allocate(&st, &net, None).unwrap(),
@@ -510,7 +510,7 @@ mod tests {
             ip,
             ..crate::model::test_attachment()
         });
-        st.containers.push(c);
+        st.containers.push(c.into());
     }
 
     /// Docker's overlay example: addresses come from the first subnet with room, a

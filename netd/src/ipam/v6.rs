@@ -467,14 +467,14 @@ mod tests {
 
     fn with_container(st: &mut State, net: &Network, ip6: &str) {
         let n = st.containers.len();
-        st.containers.push(Container {
+        st.containers.push(std::sync::Arc::new(Container {
             attachments: vec![Attachment {
                 network: net.id.clone(),
                 ip6: Some(ip6.parse().unwrap()),
                 ..test_attachment()
             }],
             ..test_container(&format!("c{n}"), &format!("c{n}"))
-        });
+        }));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The agent's domain types: what the store keeps and the API carries. Ports,
 //! protocols and Docker's publish specs are in `publish`.
+use std::sync::Arc;
 use std::{
     collections::BTreeMap,
     fmt,
@@ -459,7 +460,7 @@ impl CreateConfig {
 }
 
 /// Docker's name of a network mode: `bridge`, `host`, `none` or `container:NAME`.
-pub fn mode_name(mode: &NetMode, containers: &[Container]) -> String {
+pub fn mode_name(mode: &NetMode, containers: &[Arc<Container>]) -> String {
     match mode {
         NetMode::Bridge => "bridge".into(),
         NetMode::Host => "host".into(),

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
-    records::{Record, Row, Rows},
+    records::{Entry, Record, Row, Rows},
     StoreError,
 };
 
@@ -186,7 +186,7 @@ pub fn read_doc(conn: &Connection) -> rusqlite::Result<Doc> {
 
 /// Rows for `records` (as the state holds them) at `seqs`, or numbered anew if a
 /// migration changed how many there are.
-pub fn rows<T: Record>(records: &[T], seqs: &[i64]) -> Rows<T> {
+pub fn rows<T: Record>(records: &[impl Entry<T>], seqs: &[i64]) -> Rows<T> {
     if records.len() != seqs.len() {
         return Rows::numbered(records);
     }
@@ -196,7 +196,7 @@ pub fn rows<T: Record>(records: &[T], seqs: &[i64]) -> Rows<T> {
             .zip(seqs)
             .map(|(rec, &seq)| Row {
                 seq,
-                rec: std::sync::Arc::new(rec.clone()),
+                rec: rec.share(),
             })
             .collect(),
     )

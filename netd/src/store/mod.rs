@@ -26,7 +26,7 @@ mod records;
 use std::{
     fs,
     path::{Path, PathBuf},
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
 };
 
 use anyhow::Context;
@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Container, Network};
 pub use migrate::{StoreError, STATE_VERSION};
-use records::{Diff, Record, Rows};
+use records::{Diff, Entry, Record, Rows};
 
 /// The database, in the state directory.
 pub const DB_FILE: &str = "state.db";
@@ -49,7 +49,10 @@ pub struct State {
     /// up to it before it became a `State`).
     pub version: Version,
     pub networks: Vec<Network>,
-    pub containers: Vec<Container>,
+    /// Shared with the store's last commit (`records`): a commit tells an untouched
+    /// container by its pointer, so its cost follows the change, not the host. Changed
+    /// through `container_mut`, which copies only the one container it changes.
+    pub containers: Vec<Arc<Container>>,
     pub next_net_id: u32,
     /// This instance's id (Docker's `ID` in /info), made at its first start.
     #[serde(default)]
@@ -92,15 +95,23 @@ impl Default for Version {
 
 impl State {
     pub fn container(&self, name_or_id: &str) -> Option<&Container> {
-        self.containers.iter().find(|c| {
-            c.name == name_or_id
-                || c.id == name_or_id
-                || (name_or_id.len() >= 6 && c.id.starts_with(name_or_id))
-        })
+        self.containers
+            .iter()
+            .find(|c| {
+                c.name == name_or_id
+                    || c.id == name_or_id
+                    || (name_or_id.len() >= 6 && c.id.starts_with(name_or_id))
+            })
+            .map(|c| &**c)
     }
 
+    /// The container `id`, to change: a copy of its own if the store's commit still
+    /// shares it.
     pub fn container_mut(&mut self, id: &str) -> Option<&mut Container> {
-        self.containers.iter_mut().find(|c| c.id == id)
+        self.containers
+            .iter_mut()
+            .find(|c| c.id == id)
+            .map(Arc::make_mut)
     }
 
     /// By name, full id, or an unambiguous id prefix (as Docker resolves them).
@@ -254,7 +265,7 @@ impl Store {
 pub enum Savepoint {
     Committed {
         networks: Vec<std::sync::Arc<Network>>,
-        containers: Vec<std::sync::Arc<Container>>,
+        containers: Vec<Arc<Container>>,
         next_net_id: u32,
         instance_id: String,
     },
@@ -273,7 +284,7 @@ impl Savepoint {
                 instance_id,
             } => {
                 state.networks = networks.iter().map(|n| (**n).clone()).collect();
-                state.containers = containers.iter().map(|c| (**c).clone()).collect();
+                state.containers = containers;
                 state.next_net_id = next_net_id;
                 state.instance_id = instance_id;
             }
@@ -424,13 +435,13 @@ fn write_changes<T: Record + Serialize>(
     table: &str,
     rows: &Rows<T>,
     diff: &Diff,
-    new: &[T],
+    new: &[impl Entry<T>],
 ) -> anyhow::Result<()> {
     for &seq in &diff.deletes {
         db::delete(tx, table, seq)?;
     }
     for (seq, j) in diff.writes(rows) {
-        db::put(tx, table, seq, &new[j])?;
+        db::put(tx, table, seq, new[j].get())?;
     }
     Ok(())
 }

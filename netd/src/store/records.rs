@@ -9,7 +9,9 @@
 //! the last when something was put before it.
 //!
 //! Committed records are shared (`Arc`), so that a savepoint of the committed state
-//! (what a failed operation puts back) costs a pointer per record, not a copy.
+//! (what a failed operation puts back) costs a pointer per record, not a copy. A state
+//! that holds its records shared too (`Entry` for `Arc`) is compared by pointer first:
+//! a record the operation did not touch is the committed one, and costs no comparison.
 use std::{
     collections::{HashMap, VecDeque},
     sync::Arc,
@@ -31,6 +33,39 @@ impl Record for Network {
 impl Record for Container {
     fn id(&self) -> &str {
         &self.id
+    }
+}
+
+/// A record as the state holds it: itself (compared whole) or shared with the commit.
+pub trait Entry<T> {
+    fn get(&self) -> &T;
+    /// The committed copy of it.
+    fn share(&self) -> Arc<T>;
+    /// It is `committed` itself, unchanged since.
+    fn is(&self, committed: &Arc<T>) -> bool;
+}
+
+impl Entry<Network> for Network {
+    fn get(&self) -> &Network {
+        self
+    }
+    fn share(&self) -> Arc<Network> {
+        Arc::new(self.clone())
+    }
+    fn is(&self, _: &Arc<Network>) -> bool {
+        false
+    }
+}
+
+impl<T> Entry<T> for Arc<T> {
+    fn get(&self) -> &T {
+        self
+    }
+    fn share(&self) -> Arc<T> {
+        self.clone()
+    }
+    fn is(&self, committed: &Arc<T>) -> bool {
+        Arc::ptr_eq(self, committed)
     }
 }
 
@@ -105,14 +140,14 @@ impl<T: Record> Rows<T> {
     }
 
     /// Rows for `records`, numbered from 0 (a table written whole).
-    pub fn numbered(records: &[T]) -> Rows<T> {
+    pub fn numbered(records: &[impl Entry<T>]) -> Rows<T> {
         Rows::new(
             records
                 .iter()
                 .enumerate()
                 .map(|(i, rec)| Row {
                     seq: i as i64,
-                    rec: Arc::new(rec.clone()),
+                    rec: rec.share(),
                 })
                 .collect(),
         )
@@ -134,7 +169,7 @@ impl<T: Record> Rows<T> {
     /// What `new` changes. Walks both lists together, so the usual change (one record
     /// added at the end, edited or removed) costs one comparison per record and no
     /// lookup; only records out of the committed order are looked up by id.
-    pub fn diff(&self, new: &[T]) -> Diff {
+    pub fn diff(&self, new: &[impl Entry<T>]) -> Diff {
         let old = &self.rows;
         let mut next = 0;
         let mut passed: HashMap<&str, VecDeque<usize>> = HashMap::new();
@@ -142,7 +177,8 @@ impl<T: Record> Rows<T> {
         let mut deletes = Vec::new();
         let mut next_seq = self.next_seq;
         let mut last_seq = i64::MIN;
-        for rec in new {
+        for entry in new {
+            let rec = entry.get();
             let id = rec.id();
             let found = if old.get(next).is_some_and(|r| r.rec.id() == id) {
                 next += 1;
@@ -164,7 +200,7 @@ impl<T: Record> Rows<T> {
             let source = match found {
                 Some(i) if old[i].seq > last_seq => {
                     last_seq = old[i].seq;
-                    if *old[i].rec == *rec {
+                    if entry.is(&old[i].rec) || *old[i].rec == *rec {
                         Source::Same(i)
                     } else {
                         Source::Changed(i)
@@ -192,7 +228,7 @@ impl<T: Record> Rows<T> {
 
     /// The rows once `diff` (made from `new`) is committed: kept rows are moved, not
     /// copied; changed and new records are copied from `new`.
-    pub fn apply(&mut self, diff: Diff, new: &[T]) {
+    pub fn apply(&mut self, diff: Diff, new: &[impl Entry<T>]) {
         self.next_seq = diff.next_seq;
         // The daemon's usual change: records edited in place, others added at the end.
         let in_place = diff.deletes.is_empty()
@@ -204,10 +240,10 @@ impl<T: Record> Rows<T> {
             for (j, source) in diff.plan.into_iter().enumerate() {
                 match source {
                     Source::Same(_) => {}
-                    Source::Changed(i) => self.rows[i].rec = Arc::new(new[j].clone()),
+                    Source::Changed(i) => self.rows[i].rec = new[j].share(),
                     Source::New(seq) => self.rows.push(Row {
                         seq,
-                        rec: Arc::new(new[j].clone()),
+                        rec: new[j].share(),
                     }),
                 }
             }
@@ -223,13 +259,13 @@ impl<T: Record> Rows<T> {
                         continue;
                     };
                     if matches!(source, Source::Changed(_)) {
-                        row.rec = Arc::new(rec.clone());
+                        row.rec = rec.share();
                     }
                     row
                 }
                 Source::New(seq) => Row {
                     seq,
-                    rec: Arc::new(rec.clone()),
+                    rec: rec.share(),
                 },
             };
             rows.push(row);
@@ -248,6 +284,18 @@ mod tests {
     impl Record for R {
         fn id(&self) -> &str {
             self.0
+        }
+    }
+
+    impl Entry<R> for R {
+        fn get(&self) -> &R {
+            self
+        }
+        fn share(&self) -> Arc<R> {
+            Arc::new(self.clone())
+        }
+        fn is(&self, _: &Arc<R>) -> bool {
+            false
         }
     }
 
@@ -310,5 +358,50 @@ mod tests {
         let (w, d) = change(&mut rows, &[R("a", 2), R("a", 3)]);
         // Matched in order: the first row takes the first record.
         assert_eq!(w.len() + d.len(), 3, "{w:?} {d:?}");
+    }
+
+    /// A record that counts how often it is compared.
+    #[derive(Clone, Debug)]
+    struct Counted(&'static str, u32);
+
+    static COMPARED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    impl PartialEq for Counted {
+        fn eq(&self, other: &Self) -> bool {
+            COMPARED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (self.0, self.1) == (other.0, other.1)
+        }
+    }
+
+    impl Record for Counted {
+        fn id(&self) -> &str {
+            self.0
+        }
+    }
+
+    #[test]
+    fn shared_records_the_change_did_not_touch_are_not_compared() {
+        let ids: Vec<&'static str> = (0..1000)
+            .map(|i| &*Box::leak(format!("c{i}").into_boxed_str()))
+            .collect();
+        let mut state: Vec<Arc<Counted>> = ids.iter().map(|id| Arc::new(Counted(id, 0))).collect();
+        let mut rows = Rows::numbered(&state);
+        // One changed through a copy of its own, one added.
+        Arc::make_mut(&mut state[500]).1 = 7;
+        state.push(Arc::new(Counted("new", 0)));
+        COMPARED.store(0, std::sync::atomic::Ordering::Relaxed);
+        let d = rows.diff(&state);
+        assert_eq!(
+            COMPARED.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "only the copy"
+        );
+        let written: Vec<usize> = d.writes(&rows).iter().map(|&(_, j)| j).collect();
+        assert_eq!(written, [500, 1000]);
+        rows.apply(d, &state);
+        // After the commit the state's records are the committed ones again.
+        COMPARED.store(0, std::sync::atomic::Ordering::Relaxed);
+        assert!(rows.diff(&state).is_empty());
+        assert_eq!(COMPARED.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 }

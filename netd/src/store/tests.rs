@@ -74,12 +74,14 @@ fn a_commit_writes_only_the_records_that_changed() {
         row_writes(&store) - before
     };
     assert_eq!(writes(&st), 0, "nothing changed, nothing written");
-    let mut c = st.containers[0].clone();
+    let mut c = (*st.containers[0]).clone();
     c.id = "f".repeat(64);
     c.name = "another".into();
-    st.containers.push(c);
+    st.containers.push(c.into());
     assert_eq!(writes(&st), 1, "a container added: its row");
-    st.containers[0].labels.insert("k".into(), "v".into());
+    std::sync::Arc::make_mut(&mut st.containers[0])
+        .labels
+        .insert("k".into(), "v".into());
     assert_eq!(writes(&st), 1, "a container changed: its row");
     st.containers.remove(0);
     assert_eq!(writes(&st), 1, "a container removed: its row");

@@ -11,6 +11,7 @@
 use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, Ipv6Addr},
+    sync::Arc,
 };
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
@@ -81,6 +82,7 @@ fn find<'a>(state: &'a State, endpoint_id: &str) -> Option<&'a Container> {
         .containers
         .iter()
         .find(|c| c.id == endpoint_id && c.handed_off())
+        .map(|c| &**c)
 }
 
 fn not_found_endpoint(endpoint_id: &str) -> NetdError {
@@ -213,7 +215,7 @@ impl Daemon {
         }
         let mac = att.mac;
         let c = docker_record(endpoint_id, record_name(&inner.state, endpoint_id), att);
-        inner.state.containers.push(c);
+        inner.state.containers.push(Arc::new(c));
         if let Err(e) = inner.store.commit(&inner.state) {
             inner.state.containers.retain(|c| c.id != endpoint_id);
             return Err(e.into());
