@@ -86,20 +86,20 @@ pub fn plan(
     if let Some(mac) = opts.mac {
         check_mac(state, net, mac)?;
     }
-    let ip = if net.ipv4() || !net.ipv6 {
-        ipam::allocate(state, net, opts.ip)?
-    } else if let Some(want) = opts.ip {
-        return Err(NetdError::InvalidArgument(format!(
-            "--ip {want}: network {} has no IPv4 (created with --ipv4=false)",
-            net.name
-        )));
-    } else {
-        Ipv4Addr::UNSPECIFIED
+    let ip = match ipam::allocate::<Ipv4Addr>(state, net, opts.ip)? {
+        Some(ip) => ip,
+        None if net.ipv6() => Ipv4Addr::UNSPECIFIED,
+        None => {
+            return Err(NetdError::InvalidArgument(format!(
+                "network {} has no addresses to give",
+                net.name
+            )))
+        }
     };
     let ip6 = if opts.ipv4_only {
         None
     } else {
-        ipam::allocate6(state, net, opts.ip6)?
+        ipam::allocate::<Ipv6Addr>(state, net, opts.ip6)?
     };
     let mac = match (ip.is_unspecified(), ip6) {
         (true, Some(v6)) => model::mac_for_ip6(v6),
@@ -175,7 +175,7 @@ fn check_link_local(state: &State, net: &Network, ips: &[IpAddr]) -> Result<()> 
                         "not a link-local address (169.254.1.0-169.254.254.255, or fe80::/10)",
                     );
                 }
-                if !net.ipv6 {
+                if !net.ipv6() {
                     return bad(
                         ip,
                         &format!("network {} has no IPv6 (create it with --ipv6)", net.name),

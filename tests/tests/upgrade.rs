@@ -409,19 +409,19 @@ fn a_downgrade_is_refused_before_anything_changes() {
 
     // As if a release with state version 99 had written the state.
     let db = lab.dir.join("state/state.db");
-    assert_eq!(state_version(&db), 3);
+    assert_eq!(state_version(&db), 4);
     set_state_version(&db, 99);
     let before = snapshot(&lab);
     let line = refused(&mut lab);
     assert!(
-        line.contains("state version 99") && line.contains("reads up to 3"),
+        line.contains("state version 99") && line.contains("reads up to 4"),
         "{line}"
     );
     assert!(
         before == snapshot(&lab),
         "a refused start changed something"
     );
-    set_state_version(&db, 3);
+    set_state_version(&db, 4);
     lab.start_daemon()
         .expect("this release's own state and datapath");
     assert!(lab.netd_ok(&["ps"]).contains("web"));

@@ -131,11 +131,11 @@ fn endpoints(c: &Container, nets: &[Network]) -> BTreeMap<String, EndpointSettin
                     ip_prefix_len: n.pool_of(a.ip).map_or(0, |p| p.subnet.prefix()),
                     ipv6_gateway: a
                         .ip6
-                        .and(n.gateway6)
+                        .and(n.gateway6())
                         .map(|g| g.to_string())
                         .unwrap_or_default(),
                     global_ipv6_address: a.ip6.map(|ip| ip.to_string()).unwrap_or_default(),
-                    global_ipv6_prefix_len: a.ip6.and(n.subnet6).map(|s| s.prefix()).unwrap_or(0),
+                    global_ipv6_prefix_len: a.ip6.and(n.subnet6()).map(|s| s.prefix()).unwrap_or(0),
                     mac_address: fmt_mac(&a.mac),
                     driver_opts: (!a.driver_opts.is_empty()).then(|| a.driver_opts.clone()),
                     gw_priority: a.gw_priority,

@@ -1,5 +1,6 @@
 //! `/networks`: Docker's network endpoints.
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use axum::{
@@ -35,7 +36,7 @@ fn in_use(n: &Network, containers: &[Arc<Container>]) -> bool {
 pub fn network_resource(n: &Network, containers: &[Arc<Container>]) -> NetworkResource {
     // One entry per IPv4 subnet, in order, with the aux addresses it holds.
     let mut configs: Vec<IpamConfig> = n
-        .pools4()
+        .pools::<Ipv4Addr>()
         .iter()
         .map(|p| {
             let aux: BTreeMap<String, String> = n
@@ -53,15 +54,13 @@ pub fn network_resource(n: &Network, containers: &[Arc<Container>]) -> NetworkRe
         })
         .collect();
     // Docker lists the IPv6 pool after the IPv4 ones.
-    if let Some(s6) = n.subnet6.filter(|_| n.ipv6) {
-        configs.push(IpamConfig {
-            subnet: Some(s6.to_string()),
-            gateway: n.gateway6.map(|g| g.to_string()),
-            ip_range: n.ip_range6.map(|r| r.to_string()),
-            auxiliary_addresses: None,
-        });
-    }
-    let prefix6 = n.subnet6.map(|s| s.prefix()).unwrap_or(128);
+    configs.extend(n.pools::<Ipv6Addr>().iter().map(|p| IpamConfig {
+        subnet: Some(p.subnet.to_string()),
+        gateway: Some(p.gateway.to_string()),
+        ip_range: p.ip_range.map(|r| r.to_string()),
+        auxiliary_addresses: None,
+    }));
+    let prefix6 = n.subnet6().map(|s| s.prefix()).unwrap_or(128);
     let members = containers
         .iter()
         .flat_map(|c| {
@@ -95,8 +94,8 @@ pub fn network_resource(n: &Network, containers: &[Arc<Container>]) -> NetworkRe
         created: rfc3339(n.created),
         scope: n.scope().into(),
         driver: n.driver.clone(),
-        enable_ipv4: n.ipv4() || !n.ipv6,
-        enable_ipv6: n.ipv6,
+        enable_ipv4: n.ipv4() || !n.ipv6(),
+        enable_ipv6: n.ipv6(),
         ipam: Ipam {
             driver: Some("default".into()),
             config: Some(configs),

@@ -7,6 +7,8 @@
 //!     /netd/v1/names/<name>      -> id
 //!     /netd/v1/subnets/<a.b.c.d-len> -> id   (one per IPv4 subnet of the network)
 //!     /netd/v1/vnis/<vni>        -> id
+use std::net::Ipv4Addr;
+
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use tokio::sync::watch;
 
@@ -14,7 +16,10 @@ use super::{
     follow::{self, Follower, Records},
     ClusterError, KEY_ROOT,
 };
-use crate::{error::NetdError, model::Network};
+use crate::{
+    error::NetdError,
+    model::{legacy, Network},
+};
 
 pub const NETWORKS: &str = "/netd/v1/networks/";
 /// The first VNI netd hands out (below are left to hand-made VXLANs), and the last.
@@ -29,7 +34,7 @@ fn name_key(name: &str) -> String {
 
 /// The claim of each of `net`'s IPv4 subnets.
 fn subnet_keys(net: &Network) -> Vec<String> {
-    net.pools4()
+    net.pools::<Ipv4Addr>()
         .iter()
         .map(|p| {
             format!(
@@ -60,7 +65,7 @@ pub async fn list(client: &Client) -> Result<(Vec<Network>, i64), ClusterError> 
         .kvs()
         .iter()
         .map(|kv| {
-            serde_json::from_slice(kv.value()).map_err(|err| ClusterError::BadRecord {
+            read_record(kv.value()).map_err(|err| ClusterError::BadRecord {
                 key: String::from_utf8_lossy(kv.key()).into_owned(),
                 err,
             })
@@ -85,7 +90,7 @@ pub async fn create(client: &Client, mut net: Network) -> Result<Network, NetdEr
         check_unique(&nets, &net)?;
         net.vni = free_vni(&nets, &lost)
             .ok_or_else(|| NetdError::Conflict("no free VXLAN network id left".into()))?;
-        let value = serde_json::to_vec(&net).map_err(|e| NetdError::Internal(e.to_string()))?;
+        let value = write_record(&net).map_err(|e| NetdError::Internal(e.to_string()))?;
         let mut keys = vec![name_key(&net.name), vni_key(net.vni)];
         keys.extend(subnet_keys(&net));
         let txn = Txn::new()
@@ -123,10 +128,10 @@ fn check_unique(nets: &[Network], net: &Network) -> Result<(), NetdError> {
             net.name
         )));
     }
-    for s in net.pools4().iter().map(|p| p.subnet) {
+    for s in net.pools::<Ipv4Addr>().iter().map(|p| p.subnet) {
         for other in nets {
             if let Some(o) = other
-                .pools4()
+                .pools::<Ipv4Addr>()
                 .iter()
                 .map(|p| p.subnet)
                 .find(|o| crate::model::overlaps(&s, o))
@@ -179,4 +184,21 @@ impl Follower for Networks {
     fn done(&self) -> bool {
         self.0.is_closed()
     }
+}
+
+/// A network record as a node of this release or of the previous one wrote it (the
+/// store is shared by both during a rolling upgrade).
+fn read_record(bytes: &[u8]) -> Result<Network, serde_json::Error> {
+    let mut doc: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes)?;
+    legacy::upgrade(&mut doc).map_err(serde::de::Error::custom)?;
+    serde_json::from_value(serde_json::Value::Object(doc))
+}
+
+/// `net` as a record both this release and the previous one read.
+fn write_record(net: &Network) -> Result<Vec<u8>, serde_json::Error> {
+    let serde_json::Value::Object(mut doc) = serde_json::to_value(net)? else {
+        return Err(serde::ser::Error::custom("a network is not a JSON object"));
+    };
+    legacy::add_older_keys(&mut doc);
+    serde_json::to_vec(&doc)
 }

@@ -96,11 +96,11 @@ fn endpoint_of(c: &Container, nets: &[Network]) -> Option<Endpoint> {
     let a = c.attachments.first()?;
     let net = nets.iter().find(|n| n.id == a.network)?;
     let prefix = net.prefix_for(a.ip);
-    let address6 = match (a.ip6, net.subnet6) {
+    let address6 = match (a.ip6, net.subnet6()) {
         (Some(ip6), Some(s6)) => Some(Ipv6Network::new(ip6, s6.prefix()).ok()?),
         _ => None,
     };
-    let gateway6 = net.gateway6.filter(|_| address6.is_some());
+    let gateway6 = net.gateway6().filter(|_| address6.is_some());
     let mut routes = Vec::new();
     if c.default_route_on(0) && !net.internal {
         // The routes the bridge driver adds: a default route per family.
@@ -367,7 +367,7 @@ fn endpoint_network(state: &State, req: &EndpointRequest) -> Result<Network> {
             net.name, net.driver
         )));
     }
-    if let (Some(ip6), false) = (req.ip6, net.ipv6) {
+    if let (Some(ip6), false) = (req.ip6, net.ipv6()) {
         return Err(NetdError::InvalidArgument(format!(
             "static IPv6 address {ip6}: network {} has no IPv6 (create it with --ipv6)",
             net.name
@@ -425,10 +425,7 @@ mod tests {
 
     #[test]
     fn a_dual_stack_endpoint_reports_both_addresses_and_default_routes() {
-        let mut net = crate::model::test_network();
-        net.ipv6 = true;
-        net.subnet6 = Some("fd00:1::/64".parse().unwrap());
-        net.gateway6 = Some("fd00:1::1".parse().unwrap());
+        let net = crate::model::test_network6();
         let mut c = test_container(&"c".repeat(64), "cni-ctr-eth0");
         c.origin = Origin::Cni {
             container_id: "ctr".into(),
@@ -441,7 +438,7 @@ mod tests {
         let ep = endpoint_of(&c, std::slice::from_ref(&net)).unwrap();
         assert_eq!(ep.address.to_string(), "10.1.0.2/24");
         assert_eq!(ep.address6.unwrap().to_string(), "fd00:1::2/64");
-        assert_eq!(ep.gateway6, net.gateway6);
+        assert_eq!(ep.gateway6, net.gateway6());
         let routes: Vec<String> = ep
             .routes
             .iter()

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::{
     collections::{BTreeMap, HashSet},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
 };
 
 use anyhow::anyhow;
@@ -18,7 +18,9 @@ use crate::{
     driver,
     error::{NetdError, Result},
     ipam,
-    model::{self, Attachment, ConnectRequest, Container, NetMode, Network, NetworkSpec},
+    model::{
+        self, Attachment, ConnectRequest, Container, NetMode, Network, NetworkSpec, Pool, Subnet,
+    },
     netlink::Netlink,
     sandbox::{self, AttachOptions},
     store::State,
@@ -78,7 +80,7 @@ impl Inner {
         if !net.bridge.is_empty() {
             self.owned.claim(Kind::Link, &net.bridge)?;
         }
-        if net.ipv6 && crate::sysctl::enable_ipv6_forwarding(&self.uplink)? {
+        if net.ipv6() && crate::sysctl::enable_ipv6_forwarding(&self.uplink)? {
             info!("IPv6 forwarding on (network {} has IPv6)", net.name);
         }
         let set = d.setup(&self.nl, net).await?;
@@ -173,13 +175,17 @@ impl Daemon {
         info!(
             "network {} ({}) on {}",
             net.name,
-            net.subnet.map(|s| s.to_string()).unwrap_or_default(),
+            net.subnets
+                .iter()
+                .map(|s| s.subnet.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
             net.bridge
         );
         let warnings: Vec<String> = [
-            net.subnet
-                .filter(|_| net.user_subnet)
-                .and_then(|s| ipam::route_overlap_warning(&s, &routes)),
+            net.pool::<Ipv4Addr>()
+                .filter(|p| p.user)
+                .and_then(|p| ipam::route_overlap_warning(&p.subnet, &routes)),
             ipam::unused_ipam_options(&net),
         ]
         .into_iter()
@@ -493,7 +499,7 @@ pub(super) async fn ensure_builtin(
             state
                 .networks
                 .iter()
-                .flat_map(|n| n.pools4().into_iter().map(|p| p.subnet)),
+                .flat_map(|n| n.pools::<Ipv4Addr>().into_iter().map(|p| p.subnet)),
         );
         let subnet = model::pick_subnet(&avoid)
             .ok_or_else(|| anyhow!("no free subnet for the default network"))?;
@@ -505,8 +511,12 @@ pub(super) async fn ensure_builtin(
         state.networks.push(Network {
             net_id,
             bridge: args.bridge_name.clone(),
-            subnet: Some(subnet),
-            gateway: Some(gateway),
+            subnets: vec![Subnet::from(Pool {
+                subnet,
+                gateway,
+                ip_range: None,
+                user: false,
+            })],
             icc: args.icc,
             masquerade: true,
             options: [(model::OPT_BRIDGE_NAME.to_string(), args.bridge_name.clone())].into(),
@@ -542,11 +552,8 @@ fn builtin_network(name: &str, driver: &str) -> Network {
         net_id: 0,
         bridge: String::new(),
         bridge_mac: [0; 6],
-        subnet: None,
-        gateway: None,
-        ip_range: None,
+        subnets: Vec::new(),
         aux_addresses: BTreeMap::new(),
-        user_subnet: false,
         internal: false,
         icc: true,
         masquerade: false,
@@ -558,12 +565,6 @@ fn builtin_network(name: &str, driver: &str) -> Network {
         created: now(),
         attachable: false,
         vni: 0,
-        ipv6: false,
-        subnet6: None,
-        gateway6: None,
-        ip_range6: None,
-        user_subnet6: false,
-        more_subnets: Vec::new(),
         ipam_options: BTreeMap::new(),
     }
 }
@@ -591,18 +592,12 @@ async fn default_bridge_v6(
         return Ok(());
     };
     let want = ipam::plan_default_bridge(state, &br.id, args.ipv6, args.fixed_cidr_v6)?;
-    let have = ipam::Plan6 {
-        ipv6: br.ipv6,
-        subnet6: br.subnet6,
-        gateway6: br.gateway6,
-        ip_range6: br.ip_range6,
-        user_subnet6: br.user_subnet6,
-    };
+    let have = br.pool::<Ipv6Addr>();
     if want == have {
         return Ok(());
     }
-    let describe = |p: &ipam::Plan6| match p.subnet6.filter(|_| p.ipv6) {
-        Some(s) => format!("IPv6 {s}"),
+    let describe = |p: &Option<Pool<Ipv6Addr>>| match p {
+        Some(p) => format!("IPv6 {}", p.subnet),
         None => "no IPv6".to_string(),
     };
     let users: Vec<&str> = state
@@ -620,17 +615,13 @@ async fn default_bridge_v6(
         );
         return Ok(());
     }
-    if br.ipv6 && owned.all(Kind::Link).contains(&br.bridge) {
+    if br.ipv6() && owned.all(Kind::Link).contains(&br.bridge) {
         if let Some(link) = nl.link_by_name(&br.bridge).await? {
             nl.del_link(link.index).await?;
         }
     }
     if let Some(n) = state.networks.iter_mut().find(|n| n.id == br.id) {
-        n.ipv6 = want.ipv6;
-        n.subnet6 = want.subnet6;
-        n.gateway6 = want.gateway6;
-        n.ip_range6 = want.ip_range6;
-        n.user_subnet6 = want.user_subnet6;
+        n.set_pools(want);
     }
     info!(
         "default network bridge: {} (was {})",

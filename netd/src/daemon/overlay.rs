@@ -2,7 +2,7 @@
 //! mirrored into the local state from its watch, so that list, inspect and the
 //! datapath's subnet map see them like any other network. Each node numbers its copy
 //! with a net_id of its own; the VNI is the cluster-wide identity.
-use std::collections::HashSet;
+use std::{collections::HashSet, net::Ipv4Addr};
 
 use log::{info, warn};
 
@@ -49,7 +49,7 @@ impl Daemon {
         info!(
             "overlay network {} ({}, VNI {})",
             net.name,
-            net.pools4()
+            net.pools::<Ipv4Addr>()
                 .iter()
                 .map(|p| p.subnet.to_string())
                 .collect::<Vec<_>>()

@@ -229,7 +229,7 @@ pub(super) async fn plan_ports(
     let ip6 = primary.and_then(|p| attachments[p].ip6);
     let default_v4 = net.map_or(Ipv4Addr::UNSPECIFIED, |n| n.host_binding_ipv4);
     let mut ports = model::expand_specs(&req.ports, default_v4, ip6.is_some());
-    if let Some(n) = net.filter(|n| !n.ipv4() && n.ipv6) {
+    if let Some(n) = net.filter(|n| !n.ipv4() && n.ipv6()) {
         only_ipv6_ports(n, &mut ports)?;
     }
     if ports.iter().any(|m| m.host_ip.is_ipv6()) {

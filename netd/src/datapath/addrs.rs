@@ -20,7 +20,7 @@ fn subnet_entries(net: &Network) -> Vec<((u32, u32), u32)> {
         return Vec::new();
     }
     let flags = super::gateway::subnet_flags(net, false);
-    net.pools4()
+    net.pools::<Ipv4Addr>()
         .iter()
         .map(|p| {
             let s: Ipv4Network = p.subnet;
@@ -37,10 +37,10 @@ fn subnet_entries(net: &Network) -> Vec<((u32, u32), u32)> {
 /// internal; routed networks' subnets are reachable.
 fn subnet6_entry(net: &Network) -> Option<((u32, [u8; 16]), u32)> {
     // A macvlan network's subnet is its parent's segment, whose hosts are no containers.
-    if !net.ipv6 || !net.traits().programs {
+    if !net.ipv6() || !net.traits().programs {
         return None;
     }
-    let s = net.subnet6?;
+    let s = net.subnet6()?;
     let flags = super::gateway::subnet_flags(net, true);
     Some((
         (s.prefix() as u32, s.network().octets()),
@@ -101,9 +101,8 @@ mod tests {
     fn subnets_of_nat_and_internal_networks_are_protected() {
         let routed = Network {
             net_id: 3,
-            subnet: Some("10.9.0.0/24".parse().unwrap()),
             masquerade: false,
-            ..crate::model::test_network()
+            ..crate::model::test_network_on(&["10.9.0.0/24"])
         };
         let ((plen, addr), v) = subnet_entries(&routed)[0];
         assert_eq!((plen, v), (24, 3));
@@ -128,7 +127,7 @@ mod tests {
             assert_eq!(ep.flags & EP_F_TRACK != 0, mode == "routed", "{mode}");
         }
         let none = Network {
-            subnet: None,
+            subnets: Vec::new(),
             ..routed
         };
         assert!(subnet_entries(&none).is_empty());
@@ -138,10 +137,8 @@ mod tests {
     fn ipv6_subnets_are_protected_unless_routed() {
         let net = Network {
             net_id: 4,
-            ipv6: true,
-            subnet6: Some("fd00:4::/64".parse().unwrap()),
             masquerade: true,
-            ..crate::model::test_network()
+            ..crate::model::test_network_on(&["10.1.0.0/24", "fd00:4::/64"])
         };
         let ((plen, addr), v) = subnet6_entry(&net).unwrap();
         assert_eq!(plen, 64);
@@ -168,7 +165,10 @@ mod tests {
             4 | SUBNET_F_PROTECTED,
             "internal networks are never reachable from outside"
         );
-        let v4_only = Network { ipv6: false, ..net };
+        let v4_only = Network {
+            subnets: net.subnets[..1].to_vec(),
+            ..net
+        };
         assert!(subnet6_entry(&v4_only).is_none());
     }
 

@@ -80,7 +80,7 @@ fn endpoint6_values(a: &Attachment, net: &Network, ip6: Ipv6Addr) -> (Endpoint6,
     (
         Endpoint6 {
             addr: ip6.octets(),
-            gw: net.gateway6.map(|g| g.octets()).unwrap_or_default(),
+            gw: net.gateway6().map(|g| g.octets()).unwrap_or_default(),
             net_id: v4.net_id,
             flags,
             mac: a.mac,
@@ -256,7 +256,6 @@ mod tests {
     fn endpoint_value_carries_policy_bits_and_recorded_plumbing() {
         let net = Network {
             net_id: 7,
-            gateway: Some(Ipv4Addr::new(10, 1, 0, 1)),
             masquerade: true,
             internal: false,
             icc: false,

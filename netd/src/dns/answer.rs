@@ -375,8 +375,10 @@ pub(super) mod tests {
         use crate::model::{test_attachment, test_network, Attachment, Container, Network};
         let net = Network {
             builtin: false,
-            ipv6,
-            ..test_network()
+            ..match ipv6 {
+                true => crate::model::test_network6(),
+                false => test_network(),
+            }
         };
         let mut st = crate::store::State::default();
         st.networks.push(net.clone());

@@ -221,8 +221,7 @@ mod tests {
     fn a_dual_stack_container_lists_both_its_addresses() {
         let net = Network {
             builtin: false,
-            ipv6: true,
-            ..test_network()
+            ..crate::model::test_network6()
         };
         let mut st = State::default();
         st.networks.push(net.clone());

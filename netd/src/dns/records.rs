@@ -541,8 +541,7 @@ mod tests {
             id: "n6".into(),
             name: "n6".into(),
             builtin: false,
-            ipv6: true,
-            ..test_network()
+            ..crate::model::test_network6()
         });
         let six = |ip: [u8; 4], ip6: &str, aliases: &[&str]| model::Attachment {
             ip6: ip6.parse().ok(),

@@ -2,9 +2,11 @@
 //! per endpoint whose container end is born inside the container's namespace. A
 //! dual-stack network (`--ipv6`) adds the IPv6 gateway on the bridge and an IPv6
 //! address and default route in the container, on that interface only.
+use std::net::IpAddr;
+
 use anyhow::{anyhow, Context};
 use futures::{future::BoxFuture, FutureExt};
-use ipnetwork::{Ipv4Network, Ipv6Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 
 use super::{Join, NetworkDriver, TeardownErrors};
 use crate::{
@@ -21,9 +23,7 @@ impl NetworkDriver for Bridge {
     }
 
     fn validate(&self, net: &Network) -> anyhow::Result<()> {
-        let v4 = net.subnet.is_some() && net.gateway.is_some();
-        let v6 = net.ipv6 && net.subnet6.is_some() && net.gateway6.is_some();
-        if !v4 && !v6 {
+        if net.subnets.is_empty() {
             return Err(anyhow!(
                 "bridge network {} needs a subnet and a gateway",
                 net.name
@@ -44,8 +44,7 @@ impl NetworkDriver for Bridge {
         net: &'a Network,
     ) -> BoxFuture<'a, anyhow::Result<Network>> {
         async move {
-            let pools = net.pools4();
-            if pools.is_empty() && net.subnet6.is_none() {
+            if net.subnets.is_empty() {
                 return Ok(net.clone());
             }
             let link = match nl.link_by_name(&net.bridge).await? {
@@ -55,24 +54,31 @@ impl NetworkDriver for Bridge {
             if let Some(mtu) = net.mtu {
                 nl.set_mtu(link.index, mtu).await?;
             }
-            // Every subnet's gateway: containers of each subnet route through theirs.
-            // Gateway mode `isolated` leaves the bridge without one, so not even the
-            // host reaches the containers.
-            let isolated = |v6| net.gateway_mode(v6) == GatewayMode::Isolated;
-            for p in pools.iter().filter(|_| !isolated(false)) {
-                nl.add_addr(link.index, Ipv4Network::new(p.gateway, p.subnet.prefix())?)
-                    .await?;
-            }
-            if let (true, Some(subnet6), Some(gw6)) = (net.ipv6, net.subnet6, net.gateway6) {
+            if net.ipv6() {
                 // The host never takes a router advertisement from a container (it would
                 // make a container the host's default router). IPv6 forwarding is the
                 // daemon's to turn on (`sysctl::enable_ipv6_forwarding`), not the
                 // driver's.
                 sysctl::set_ipv6_conf(&net.bridge, "accept_ra", "0")?;
                 sysctl::set_ipv6_conf(&net.bridge, "disable_ipv6", "0")?;
-                if !isolated(true) {
-                    nl.add_addr6(link.index, Ipv6Network::new(gw6, subnet6.prefix())?)
-                        .await?;
+            }
+            // Every subnet's gateway: containers of each subnet route through theirs.
+            // Gateway mode `isolated` leaves the bridge without one, so not even the
+            // host reaches the containers.
+            for s in &net.subnets {
+                if net.gateway_mode(s.subnet.is_ipv6()) == GatewayMode::Isolated {
+                    continue;
+                }
+                match (s.subnet, s.gateway) {
+                    (IpNetwork::V4(n), IpAddr::V4(g)) => {
+                        nl.add_addr(link.index, Ipv4Network::new(g, n.prefix())?)
+                            .await?
+                    }
+                    (IpNetwork::V6(n), IpAddr::V6(g)) => {
+                        nl.add_addr6(link.index, Ipv6Network::new(g, n.prefix())?)
+                            .await?
+                    }
+                    _ => return Err(anyhow!("subnet {} has gateway {}", s.subnet, s.gateway)),
                 }
             }
             nl.set_up(link.index).await?;
@@ -177,7 +183,7 @@ pub(super) async fn configure_inside(
             .await?;
     }
     add_link_local(&inside, eth.index, a, false).await?;
-    let v6 = a.ip6.zip(net.subnet6);
+    let v6 = a.ip6.zip(net.subnet6());
     let (ifname, sysctls) = (a.ifname.clone(), model::if_sysctls_of(a));
     let ipv6 = v6.is_some();
     netns::run_in(ns, move || {
@@ -203,7 +209,7 @@ pub(super) async fn configure_inside(
             .add_addr6(eth.index, Ipv6Network::new(ip6, subnet6.prefix())?)
             .await?;
         add_link_local(&inside, eth.index, a, true).await?;
-        if let (true, false, Some(gw6)) = (routes.1, net.internal, net.gateway6) {
+        if let (true, false, Some(gw6)) = (routes.1, net.internal, net.gateway6()) {
             inside.replace_default_route6(gw6, eth.index).await?;
         }
     }
@@ -229,7 +235,7 @@ pub async fn route_through(
     if let (true, Some(_), Some(gw)) = (routes.0, a.ipv4(), net.gateway_for(a.ip)) {
         inside.replace_default_route(gw, eth.index).await?;
     }
-    if let (true, Some(_), Some(gw6)) = (routes.1, a.ip6, net.gateway6) {
+    if let (true, Some(_), Some(gw6)) = (routes.1, a.ip6, net.gateway6()) {
         inside.replace_default_route6(gw6, eth.index).await?;
     }
     Ok(())
@@ -245,12 +251,8 @@ async fn add_link_local(
 ) -> anyhow::Result<()> {
     for ip in &a.link_local_ips {
         match ip {
-            std::net::IpAddr::V4(v4) if !v6 => {
-                inside.add_addr(index, Ipv4Network::new(*v4, 16)?).await?
-            }
-            std::net::IpAddr::V6(ip6) if v6 => {
-                inside.add_addr6(index, Ipv6Network::new(*ip6, 64)?).await?
-            }
+            IpAddr::V4(v4) if !v6 => inside.add_addr(index, Ipv4Network::new(*v4, 16)?).await?,
+            IpAddr::V6(ip6) if v6 => inside.add_addr6(index, Ipv6Network::new(*ip6, 64)?).await?,
             _ => {}
         }
     }

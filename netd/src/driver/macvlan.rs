@@ -35,7 +35,7 @@ impl NetworkDriver for Macvlan {
 
     fn validate(&self, net: &Network) -> anyhow::Result<()> {
         split_parent(parent(net)?)?;
-        if net.subnet.is_none() {
+        if !net.ipv4() {
             return Err(anyhow!("macvlan network {} needs a subnet", net.name));
         }
         Ok(())

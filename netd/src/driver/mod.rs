@@ -162,7 +162,7 @@ mod tests {
     #[test]
     fn the_bridge_driver_refuses_a_network_without_a_subnet() {
         let n = Network {
-            subnet: None,
+            subnets: Vec::new(),
             ..model::test_network()
         };
         assert!(BRIDGE.validate(&n).is_err());

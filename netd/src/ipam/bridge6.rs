@@ -7,9 +7,9 @@ use ipnetwork::Ipv6Network;
 
 use super::{
     invalid,
-    v6::{check_subnet6, next_free_64, overlaps6, parse_cidr6, ula_base, Plan6, AUTO_PREFIX},
+    v6::{check_subnet6, next_free_64, overlaps6, parse_cidr6, ula_base, AUTO_PREFIX},
 };
-use crate::{error::NetdError, store::State};
+use crate::{error::NetdError, model::Pool, store::State};
 
 /// `netd daemon --fixed-cidr-v6 CIDR`, by the rules of a user's IPv6 `--subnet`.
 pub fn parse_fixed_cidr_v6(s: &str) -> Result<Ipv6Network, NetdError> {
@@ -33,15 +33,15 @@ pub fn plan_default_bridge(
     bridge_id: &str,
     ipv6: bool,
     fixed: Option<Ipv6Network>,
-) -> Result<Plan6, NetdError> {
+) -> Result<Option<Pool<Ipv6Addr>>, NetdError> {
     if !ipv6 {
-        return Ok(Plan6::default());
+        return Ok(None);
     }
     let taken: Vec<(&str, Ipv6Network)> = state
         .networks
         .iter()
         .filter(|n| n.id != bridge_id)
-        .filter_map(|n| n.subnet6.map(|s| (n.name.as_str(), s)))
+        .filter_map(|n| n.subnet6().map(|s| (n.name.as_str(), s)))
         .collect();
     let subnet = match fixed {
         Some(n) => {
@@ -58,8 +58,8 @@ pub fn plan_default_bridge(
             let kept = state
                 .networks
                 .iter()
-                .find(|n| n.id == bridge_id && n.ipv6)
-                .and_then(|n| n.subnet6)
+                .find(|n| n.id == bridge_id)
+                .and_then(|n| n.subnet6())
                 .filter(|s| {
                     s.prefix() == AUTO_PREFIX
                         && base.contains(s.network())
@@ -75,13 +75,12 @@ pub fn plan_default_bridge(
             }
         }
     };
-    Ok(Plan6 {
-        ipv6: true,
-        subnet6: Some(subnet),
-        gateway6: Some(Ipv6Addr::from(u128::from(subnet.network()) + 1)),
-        ip_range6: None,
-        user_subnet6: false,
-    })
+    Ok(Some(Pool {
+        subnet,
+        gateway: Ipv6Addr::from(u128::from(subnet.network()) + 1),
+        ip_range: None,
+        user: false,
+    }))
 }
 
 #[cfg(test)]
@@ -90,15 +89,13 @@ mod tests {
     use crate::model::{test_network, Network};
 
     fn net(id: &str, name: &str, subnet6: Option<&str>) -> Network {
-        let s: Option<Ipv6Network> = subnet6.map(|s| s.parse().unwrap());
-        Network {
+        let mut n = Network {
             id: id.into(),
             name: name.into(),
-            ipv6: s.is_some(),
-            subnet6: s,
-            gateway6: s.map(|s| Ipv6Addr::from(u128::from(s.network()) + 1)),
             ..test_network()
-        }
+        };
+        n.subnets.extend(subnet6.map(crate::model::test_subnet));
+        n
     }
 
     fn state(nets: Vec<Network>) -> State {
@@ -131,23 +128,22 @@ mod tests {
     #[test]
     fn the_default_bridge_follows_the_flags() {
         let st = state(vec![net("br", "bridge", None)]);
-        assert_eq!(
-            plan_default_bridge(&st, "br", false, None).unwrap(),
-            Plan6::default()
-        );
+        assert_eq!(plan_default_bridge(&st, "br", false, None).unwrap(), None);
         let fixed: Ipv6Network = "fd00:dead:beef::/64".parse().unwrap();
-        let p = plan_default_bridge(&st, "br", true, Some(fixed)).unwrap();
-        assert_eq!(p.subnet6, Some(fixed));
-        assert_eq!(p.gateway6, Some("fd00:dead:beef::1".parse().unwrap()));
-        assert!(p.ipv6 && !p.user_subnet6 && p.ip_range6.is_none());
+        let p = plan_default_bridge(&st, "br", true, Some(fixed))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.subnet, fixed);
+        assert_eq!(p.gateway, "fd00:dead:beef::1".parse::<Ipv6Addr>().unwrap());
+        assert!(!p.user && p.ip_range.is_none());
         // Without --fixed-cidr-v6: the first free /64 of the ULA pool (as for user
         // networks), skipping other networks' subnets.
         let st = state(vec![
             net("br", "bridge", None),
             net("u", "user", Some("fdbf:8f01:cfea::/64")),
         ]);
-        let p = plan_default_bridge(&st, "br", true, None).unwrap();
-        assert_eq!(p.subnet6, Some("fdbf:8f01:cfea:1::/64".parse().unwrap()));
+        let p = plan_default_bridge(&st, "br", true, None).unwrap().unwrap();
+        assert_eq!(p.subnet, "fdbf:8f01:cfea:1::/64".parse().unwrap());
         // A fixed subnet another network has is a conflict naming it.
         let e = plan_default_bridge(
             &st,
@@ -166,15 +162,17 @@ mod tests {
     fn a_pool_subnet_the_bridge_has_is_kept_and_its_own_subnet_is_no_conflict() {
         // The bridge got ...:2::/64 when ::/64 was taken; that network is gone now.
         let st = state(vec![net("br", "bridge", Some("fdbf:8f01:cfea:2::/64"))]);
-        let p = plan_default_bridge(&st, "br", true, None).unwrap();
-        assert_eq!(p.subnet6, Some("fdbf:8f01:cfea:2::/64".parse().unwrap()));
+        let p = plan_default_bridge(&st, "br", true, None).unwrap().unwrap();
+        assert_eq!(p.subnet, "fdbf:8f01:cfea:2::/64".parse().unwrap());
         // Its own fixed subnet again: the same plan, no conflict with itself.
         let st = state(vec![net("br", "bridge", Some("fd00:dead:beef::/64"))]);
         let fixed = "fd00:dead:beef::/64".parse().unwrap();
-        let p = plan_default_bridge(&st, "br", true, Some(fixed)).unwrap();
-        assert_eq!(p.subnet6, Some(fixed));
+        let p = plan_default_bridge(&st, "br", true, Some(fixed))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.subnet, fixed);
         // A fixed subnet dropped from the flags: back to the pool.
-        let p = plan_default_bridge(&st, "br", true, None).unwrap();
-        assert_eq!(p.subnet6, Some("fdbf:8f01:cfea::/64".parse().unwrap()));
+        let p = plan_default_bridge(&st, "br", true, None).unwrap().unwrap();
+        assert_eq!(p.subnet, "fdbf:8f01:cfea::/64".parse().unwrap());
     }
 }

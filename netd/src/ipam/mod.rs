@@ -16,9 +16,13 @@ pub use bridge6::{parse_fixed_cidr_v6, plan_default_bridge};
 pub use plan::{
     check_subnet, plan_network, route_overlap_warning, unused_ipam_options, validate_network_name,
 };
-pub use v6::{allocate6, ula_base, Plan6};
+pub use v6::ula_base;
 
-use crate::{error::NetdError, model::Network, store::State};
+use crate::{
+    error::NetdError,
+    model::{IpFamily, Network, Pool},
+    store::State,
+};
 
 pub(crate) fn invalid(msg: String) -> NetdError {
     NetdError::InvalidArgument(msg)
@@ -44,113 +48,123 @@ pub(crate) fn is_host_addr(subnet: &Ipv4Network, ip: Ipv4Addr) -> bool {
 
 /// Why `ip` is not a usable host address of `subnet`, if it is not.
 pub(crate) fn host_addr_problem(subnet: &Ipv4Network, ip: Ipv4Addr) -> Option<String> {
-    if !subnet.contains(ip) {
-        Some(format!("is not a usable address of subnet {subnet}"))
-    } else if ip == subnet.network() {
-        Some(format!("is the network address of subnet {subnet}"))
-    } else if ip == subnet.broadcast() {
-        Some(format!("is the broadcast address of subnet {subnet}"))
-    } else {
-        None
-    }
+    Ipv4Addr::host_problem(subnet, ip)
 }
 
-/// Addresses of `net` that are not free: gateways, aux addresses, containers'.
-fn used(state: &State, net: &Network) -> HashSet<Ipv4Addr> {
-    let mut u: HashSet<Ipv4Addr> = state
+/// Addresses of family `A` on `net` that are not free: gateways, aux addresses,
+/// containers', and overlay addresses in use on other nodes.
+fn used<A: IpFamily>(state: &State, net: &Network) -> HashSet<A> {
+    let containers = state
         .containers
         .iter()
         .flat_map(|c| c.attachments.iter())
         .filter(|a| a.network == net.id)
-        .map(|a| a.ip)
-        .collect();
-    // Overlay addresses in use on other nodes.
-    u.extend(
-        state
-            .remote
-            .iter()
-            .filter(|r| r.network == net.id)
-            .map(|r| r.ip),
-    );
-    u.extend(net.pools4().iter().map(|p| p.gateway));
-    u.extend(net.aux_addresses.values().copied());
-    u
+        .filter_map(A::of_attachment);
+    let remote = state
+        .remote
+        .iter()
+        .filter(|r| r.network == net.id)
+        .filter_map(|r| A::of_addr(r.ip.into()));
+    let aux = net
+        .aux_addresses
+        .values()
+        .filter_map(|ip| A::of_addr((*ip).into()));
+    let gateways = net.pools::<A>().into_iter().map(|p| p.gateway);
+    containers
+        .chain(remote)
+        .chain(aux)
+        .chain(gateways)
+        .collect()
 }
 
-/// An address on `net`: the one asked for (Docker's rules), or a free one from the
-/// first subnet with room (its ip-range, or the whole subnet): the lowest, or with
-/// serial allocation the next after the last one handed out.
-pub fn allocate(
+/// The address of family `A` of a new attachment to `net`: None on a network without
+/// that family; the one asked for (Docker's rules); or a free one from the first subnet
+/// with room (its ip-range, or the whole subnet): the lowest, or with serial allocation
+/// the next after the last one handed out.
+pub fn allocate<A: IpFamily>(
     state: &State,
     net: &Network,
-    want: Option<Ipv4Addr>,
-) -> Result<Ipv4Addr, NetdError> {
-    let pools = net.pools4();
+    want: Option<A>,
+) -> Result<Option<A>, NetdError> {
+    let pools = net.pools::<A>();
     if pools.is_empty() {
-        return Err(invalid(format!(
-            "network {} has no addresses to give",
-            net.name
-        )));
+        return match want {
+            Some(ip) => Err(invalid(format!(
+                "{} {ip}: network {} has no {} ({})",
+                A::FLAG,
+                net.name,
+                A::NAME,
+                A::ABSENT
+            ))),
+            None => Ok(None),
+        };
     }
-    let used = used(state, net);
+    let used = used::<A>(state, net);
     if let Some(ip) = want {
-        return check_wanted(net, &pools, &used, ip);
+        return check_wanted(net, &pools, &used, ip).map(Some);
     }
-    // Every automatic address in order, one pool after the other.
+    // Every automatic address in order, one pool after the other. Lazy: a /64 is
+    // walked only as far as the first free address.
     let ring = pools.iter().flat_map(|p| {
         let subnet = p.subnet;
-        p.ip_range
-            .unwrap_or(subnet)
-            .iter()
-            .filter(move |ip| is_host_addr(&subnet, *ip))
+        let range = p.range();
+        (A::first(&range).bits()..=A::last(&range).bits())
+            .map(A::from_bits)
+            .filter(move |ip| A::host_problem(&subnet, *ip).is_none())
     });
-    let free = |ip: &Ipv4Addr| !used.contains(ip);
+    let free = |ip: &A| !used.contains(ip);
+    let key = format!("{}/{}", net.id, A::NAME);
     let mut cursor = state
         .ipam_cursor
         .0
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let found = match cursor.get(&net.id).filter(|_| net.serial_ipam()) {
+    let last = cursor.get(&key).and_then(|ip| A::of_addr(*ip));
+    let found = match last.filter(|_| net.serial_ipam()) {
         Some(last) => {
-            let after = ring.clone().skip_while(|ip| ip != last).skip(1);
+            let after = ring.clone().skip_while(|ip| *ip != last).skip(1);
             after.chain(ring).find(free)
         }
         None => ring.clone().find(free),
     };
     let ip = found.ok_or_else(|| {
-        NetdError::Conflict(format!("network {} has no free address left", net.name))
+        NetdError::Conflict(format!(
+            "network {} has no free {} address left",
+            net.name,
+            A::NAME
+        ))
     })?;
     if net.serial_ipam() {
-        cursor.insert(net.id.clone(), ip);
+        cursor.insert(key, ip.into());
     }
-    Ok(ip)
+    Ok(Some(ip))
 }
 
-/// Docker's rules for a static address: a network with user subnets, an address of
-/// one of them that no one holds.
-fn check_wanted(
+/// Docker's rules for a static address: a network whose subnets of that family the user
+/// chose, an address of one of them that no one holds.
+fn check_wanted<A: IpFamily>(
     net: &Network,
-    pools: &[crate::model::Pool4],
-    used: &HashSet<Ipv4Addr>,
-    ip: Ipv4Addr,
-) -> Result<Ipv4Addr, NetdError> {
-    if !net.user_subnet {
+    pools: &[Pool<A>],
+    used: &HashSet<A>,
+    ip: A,
+) -> Result<A, NetdError> {
+    if !pools[0].user {
         return Err(invalid(format!(
-            "user specified IP address is supported only on networks created with --subnet ({} was not)",
+            "{} ({} was not)",
+            A::STATIC_NEEDS,
             net.name
         )));
     }
-    let pool = pools
-        .iter()
-        .find(|p| p.subnet.contains(ip))
-        .unwrap_or(&pools[0]);
-    if !is_host_addr(&pool.subnet, ip) {
+    let Some(pool) = pools.iter().find(|p| A::contains(&p.subnet, ip)) else {
         let subnets: Vec<String> = pools.iter().map(|p| p.subnet.to_string()).collect();
         return Err(invalid(format!(
             "address {ip} is not a usable address of {} ({})",
             net.name,
             subnets.join(", ")
         )));
+    };
+    if let Some(why) = A::host_problem(&pool.subnet, ip) {
+        return Err(invalid(format!("address {ip} {why} ({})", net.name)));
     }
     if used.contains(&ip) {
         return Err(NetdError::Conflict(format!(
@@ -168,6 +182,11 @@ mod tests {
     use super::*;
     use crate::model::{Attachment, Container, ContainerState, NetMode};
     use crate::model::{NetworkSpec, OPT_HOST_BINDING, OPT_ICC, OPT_MASQUERADE, OPT_MTU};
+
+    /// An IPv4 address of `net`, which has IPv4.
+    fn allocate(st: &State, net: &Network, want: Option<Ipv4Addr>) -> Result<Ipv4Addr, NetdError> {
+        super::allocate::<Ipv4Addr>(st, net, want).map(|ip| ip.expect("an IPv4 network"))
+    }
 
     fn spec(name: &str) -> NetworkSpec {
         NetworkSpec {
@@ -288,8 +307,8 @@ mod tests {
             .insert(OPT_HOST_BINDING.into(), "127.0.0.1".into());
         s.options.insert(OPT_MTU.into(), "1400".into());
         let n = plan(&s, &State::default()).unwrap();
-        assert_eq!(n.gateway, Some("10.1.0.1".parse().unwrap()));
-        assert!(!n.icc && !n.masquerade && n.user_subnet);
+        assert_eq!(n.gateway4(), Some("10.1.0.1".parse().unwrap()));
+        assert!(!n.icc && !n.masquerade && n.subnets[0].user);
         assert_eq!(n.host_binding_ipv4, Ipv4Addr::LOCALHOST);
         assert_eq!(n.mtu, Some(1400));
         assert!(
@@ -405,8 +424,8 @@ mod tests {
             0,
         )
         .unwrap();
-        assert_eq!(n.subnet, Some("172.19.0.0/16".parse().unwrap()));
-        assert!(!n.user_subnet);
+        assert_eq!(n.subnet4(), Some("172.19.0.0/16".parse().unwrap()));
+        assert!(!n.subnets[0].user);
     }
 
     #[test]
@@ -518,12 +537,15 @@ mod tests {
     #[test]
     fn several_subnets_fill_in_order_and_take_static_addresses_in_any() {
         let net = plan(&overlay_spec(), &State::default()).unwrap();
-        assert_eq!(net.pools4().len(), 2);
+        assert_eq!(net.pools::<Ipv4Addr>().len(), 2);
         assert_eq!(
-            net.gateway_for("192.168.20.9".parse().unwrap()),
+            net.gateway_for("192.168.20.9".parse::<Ipv4Addr>().unwrap()),
             Some("192.168.20.100".parse().unwrap())
         );
-        assert_eq!(net.prefix_for("192.168.20.9".parse().unwrap()), 25);
+        assert_eq!(
+            net.prefix_for("192.168.20.9".parse::<Ipv4Addr>().unwrap()),
+            25
+        );
         let mut st = State::default();
         st.networks.push(net.clone());
         // Fill the first subnet: 126 hosts less its gateway and aux address.

@@ -8,7 +8,7 @@ use super::{host_addr_problem, invalid, is_host_addr};
 use crate::{
     error::NetdError,
     model::{
-        self, Network, NetworkSpec, Plumbing, Pool4, Traits, IPAM_OPTIONS, IPAM_SERIAL,
+        self, Network, NetworkSpec, Plumbing, Pool, Subnet, Traits, IPAM_OPTIONS, IPAM_SERIAL,
         OPT_BRIDGE_NAME, OPT_HOST_BINDING, OPT_ICC, OPT_MASQUERADE, OPT_MTU,
     },
     store::State,
@@ -129,9 +129,9 @@ pub fn plan_network(
         _ if driver.bridge => bridge_name(opt(OPT_BRIDGE_NAME), state, links, bridge_prefix, &id)?,
         _ => String::new(),
     };
-    let (pools, user_subnet, aux) = if spec.ipv4 == Some(false) {
+    let (pools, aux) = if spec.ipv4 == Some(false) {
         check_ipv6_only(spec, driver)?;
-        (Vec::new(), false, Default::default())
+        (Vec::new(), Default::default())
     } else {
         plan_pools(spec, state, routes, driver)?
     };
@@ -145,11 +145,12 @@ pub fn plan_network(
         net_id,
         bridge,
         bridge_mac: [0; 6],
-        subnet: pools.first().map(|p| p.subnet),
-        gateway: pools.first().map(|p| p.gateway),
-        ip_range: pools.first().and_then(|p| p.ip_range),
+        subnets: pools
+            .into_iter()
+            .map(Subnet::from)
+            .chain(v6.map(Subnet::from))
+            .collect(),
         aux_addresses: aux,
-        user_subnet,
         internal: spec.internal,
         icc,
         masquerade,
@@ -161,12 +162,6 @@ pub fn plan_network(
         created: now,
         attachable: spec.attachable,
         vni: 0,
-        ipv6: v6.ipv6,
-        subnet6: v6.subnet6,
-        gateway6: v6.gateway6,
-        ip_range6: v6.ip_range6,
-        user_subnet6: v6.user_subnet6,
-        more_subnets: pools.iter().skip(1).copied().collect(),
         ipam_options,
     })
 }
@@ -336,9 +331,9 @@ pub fn unused_ipam_options(net: &Network) -> Option<String> {
     })
 }
 
-/// A network's IPv4 addressing as planned: its subnets, whether the user chose them,
-/// its aux addresses.
-type Pools = (Vec<Pool4>, bool, BTreeMap<String, Ipv4Addr>);
+/// A network's IPv4 addressing as planned: its subnets (each says whether the user
+/// chose it), its aux addresses.
+type Pools = (Vec<Pool<Ipv4Addr>>, BTreeMap<String, Ipv4Addr>);
 
 /// The network's IPv4 subnets (the first from `subnet`, `gateway`, `ip_range`, then
 /// `more_subnets`, which only overlay networks take, as in Docker), whether the user
@@ -359,10 +354,13 @@ fn plan_pools(
     let taken: Vec<(String, Ipv4Network)> = state
         .networks
         .iter()
-        .flat_map(|n| n.pools4().into_iter().map(|p| (n.name.clone(), p.subnet)))
+        .flat_map(|n| {
+            n.pools::<Ipv4Addr>()
+                .into_iter()
+                .map(|p| (n.name.clone(), p.subnet))
+        })
         .collect();
-    let mut pools: Vec<Pool4> = Vec::new();
-    let user_subnet = spec.subnet.is_some();
+    let mut pools: Vec<Pool<Ipv4Addr>> = Vec::new();
     let first = match spec.subnet.as_deref() {
         Some(s) => plan_pool(s, spec.gateway.as_deref(), spec.ip_range.as_deref(), &taken)?,
         None => {
@@ -379,10 +377,11 @@ fn plan_pools(
             let gateway = subnet
                 .nth(1)
                 .ok_or_else(|| invalid(format!("subnet {subnet} is too small")))?;
-            Pool4 {
+            Pool {
                 subnet,
                 gateway,
                 ip_range: None,
+                user: false,
             }
         }
     };
@@ -398,7 +397,7 @@ fn plan_pools(
         )?);
     }
     let aux = plan_aux(&spec.aux_addresses, &pools)?;
-    Ok((pools, user_subnet, aux))
+    Ok((pools, aux))
 }
 
 /// One user subnet with its gateway (default: its first address) and ip-range.
@@ -407,7 +406,7 @@ fn plan_pool(
     gateway: Option<&str>,
     ip_range: Option<&str>,
     taken: &[(String, Ipv4Network)],
-) -> Result<Pool4, NetdError> {
+) -> Result<Pool<Ipv4Addr>, NetdError> {
     let subnet = parse_cidr("subnet", subnet)?;
     check_subnet(&subnet)?;
     if let Some((name, other)) = taken.iter().find(|(_, t)| model::overlaps(&subnet, t)) {
@@ -428,10 +427,11 @@ fn plan_pool(
             .ok_or_else(|| invalid(format!("subnet {subnet} is too small")))?,
     };
     let ip_range = ip_range.map(|r| plan_range(r, &subnet)).transpose()?;
-    Ok(Pool4 {
+    Ok(Pool {
         subnet,
         gateway,
         ip_range,
+        user: true,
     })
 }
 
@@ -466,7 +466,7 @@ fn plan_range(r: &str, subnet: &Ipv4Network) -> Result<Ipv4Network, NetdError> {
 /// given twice.
 fn plan_aux(
     given: &BTreeMap<String, String>,
-    pools: &[Pool4],
+    pools: &[Pool<Ipv4Addr>],
 ) -> Result<BTreeMap<String, Ipv4Addr>, NetdError> {
     let mut aux = BTreeMap::new();
     for (name, ip) in given {

@@ -2,7 +2,7 @@
 //! instance id as Docker derives it from its host id, the rules for a user's IPv6
 //! subnet, gateway and ip-range, and the address a container gets. Kernel-free, like
 //! the IPv4 side, so that every rule has a unit test.
-use std::{collections::HashSet, net::Ipv6Addr};
+use std::net::Ipv6Addr;
 
 use ipnetwork::Ipv6Network;
 use sha2::{Digest, Sha256};
@@ -10,19 +10,9 @@ use sha2::{Digest, Sha256};
 use super::invalid;
 use crate::{
     error::NetdError,
-    model::{Network, NetworkSpec, Traits},
+    model::{NetworkSpec, Pool, Traits},
     store::State,
 };
-
-/// The IPv6 side of a network `plan_network` is about to create.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Plan6 {
-    pub ipv6: bool,
-    pub subnet6: Option<Ipv6Network>,
-    pub gateway6: Option<Ipv6Addr>,
-    pub ip_range6: Option<Ipv6Network>,
-    pub user_subnet6: bool,
-}
 
 /// The size of the automatic subnets handed out of the ULA pool.
 pub(super) const AUTO_PREFIX: u8 = 64;
@@ -115,8 +105,13 @@ fn addr_problem6(subnet: &Ipv6Network, ip: Ipv6Addr) -> Option<String> {
     }
 }
 
-/// The IPv6 side of `spec`, or the one error that says what is wrong with it.
-pub fn plan(spec: &NetworkSpec, state: &State, driver: &Traits) -> Result<Plan6, NetdError> {
+/// The IPv6 subnet of `spec` (None without `--ipv6`), or the one error that says what
+/// is wrong with it.
+pub fn plan(
+    spec: &NetworkSpec,
+    state: &State,
+    driver: &Traits,
+) -> Result<Option<Pool<Ipv6Addr>>, NetdError> {
     if !spec.ipv6 {
         // Docker 27 drops IPv6 values silently without --ipv6; netd does not ignore what
         // a user asked for.
@@ -127,7 +122,7 @@ pub fn plan(spec: &NetworkSpec, state: &State, driver: &Traits) -> Result<Plan6,
             Some(v) => Err(invalid(format!(
                 "IPv6 value {v} needs --ipv6 (EnableIPv6): netd does not ignore it"
             ))),
-            None => Ok(Plan6::default()),
+            None => Ok(None),
         };
     }
     if !driver.ipv6 {
@@ -142,7 +137,7 @@ pub fn plan(spec: &NetworkSpec, state: &State, driver: &Traits) -> Result<Plan6,
             driver.name
         )));
     }
-    let (subnet, user_subnet6) = subnet6(spec, state)?;
+    let (subnet, user) = subnet6(spec, state)?;
     let gateway = match spec.gateway6.as_deref() {
         Some(g) => {
             let g = parse_ip6("gateway", g)?;
@@ -158,13 +153,12 @@ pub fn plan(spec: &NetworkSpec, state: &State, driver: &Traits) -> Result<Plan6,
         .as_deref()
         .map(|r| ip_range6(&subnet, r))
         .transpose()?;
-    Ok(Plan6 {
-        ipv6: true,
-        subnet6: Some(subnet),
-        gateway6: Some(gateway),
-        ip_range6: ip_range,
-        user_subnet6,
-    })
+    Ok(Some(Pool {
+        subnet,
+        gateway,
+        ip_range,
+        user,
+    }))
 }
 
 /// The subnet asked for (checked: big enough, not overlapping another network's), or
@@ -173,7 +167,11 @@ fn subnet6(spec: &NetworkSpec, state: &State) -> Result<(Ipv6Network, bool), Net
     let taken: Vec<(&str, Ipv6Network)> = state
         .networks
         .iter()
-        .filter_map(|n| n.subnet6.map(|s| (n.name.as_str(), s)))
+        .flat_map(|n| {
+            n.pools::<Ipv6Addr>()
+                .into_iter()
+                .map(|p| (n.name.as_str(), p.subnet))
+        })
         .collect();
     Ok(match spec.subnet6.as_deref() {
         Some(s) => {
@@ -223,66 +221,10 @@ fn ip_range6(subnet: &Ipv6Network, r: &str) -> Result<Ipv6Network, NetdError> {
     Ok(r)
 }
 
-/// The IPv6 address of a new attachment to `net`: None on a network without IPv6; the
-/// one asked for (`--ip6`, Docker's rules as for `--ip`); or the lowest free one from
-/// the ip-range (or subnet), which hands them out in order from ::2.
-pub fn allocate6(
-    state: &State,
-    net: &Network,
-    want: Option<Ipv6Addr>,
-) -> Result<Option<Ipv6Addr>, NetdError> {
-    let Some(subnet) = net.subnet6.filter(|_| net.ipv6) else {
-        return match want {
-            Some(ip) => Err(invalid(format!(
-                "--ip6 {ip}: network {} has no IPv6 (it was created without --ipv6)",
-                net.name
-            ))),
-            None => Ok(None),
-        };
-    };
-    let used: HashSet<Ipv6Addr> = state
-        .containers
-        .iter()
-        .flat_map(|c| c.attachments.iter())
-        .filter(|a| a.network == net.id)
-        .filter_map(|a| a.ip6)
-        .chain(net.gateway6)
-        .collect();
-    if let Some(ip) = want {
-        if !net.user_subnet6 {
-            return Err(invalid(format!(
-                "user specified IPv6 address is supported only on networks created with an IPv6 --subnet ({} was not)",
-                net.name
-            )));
-        }
-        if let Some(why) = addr_problem6(&subnet, ip) {
-            return Err(invalid(format!("address {ip} {why} ({})", net.name)));
-        }
-        if used.contains(&ip) {
-            return Err(NetdError::Conflict(format!(
-                "address {ip} is already in use on network {}",
-                net.name
-            )));
-        }
-        return Ok(Some(ip));
-    }
-    let pool = net.ip_range6.unwrap_or(subnet);
-    // Ends after at most used.len() + 2 candidates unless the pool is full.
-    (u128::from(pool.network())..=u128::from(last(&pool)))
-        .map(Ipv6Addr::from)
-        .find(|ip| *ip != subnet.network() && !used.contains(ip))
-        .map(Some)
-        .ok_or_else(|| {
-            NetdError::Conflict(format!(
-                "network {} has no free IPv6 address left",
-                net.name
-            ))
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Network;
 
     fn bridge() -> &'static Traits {
         crate::model::driver_traits(crate::model::DRIVER_BRIDGE).unwrap()
@@ -307,21 +249,30 @@ mod tests {
     }
 
     fn net6(name: &str, subnet6: &str) -> Network {
-        Network {
+        let mut n = Network {
             id: format!("{name:x<64}"),
             name: name.into(),
-            ipv6: true,
-            subnet6: Some(subnet6.parse().unwrap()),
-            gateway6: Some(Ipv6Addr::from(
-                u128::from(subnet6.parse::<Ipv6Network>().unwrap().network()) + 1,
-            )),
-            user_subnet6: true,
             ..test_network()
-        }
+        };
+        n.subnets.push(crate::model::test_subnet(subnet6));
+        n
     }
 
-    fn err(r: Result<Plan6, NetdError>) -> NetdError {
+    fn err(r: Result<Option<Pool<Ipv6Addr>>, NetdError>) -> NetdError {
         r.expect_err("should fail")
+    }
+
+    /// The planned IPv6 subnet, which there must be.
+    fn planned(s: &NetworkSpec, st: &State) -> Pool<Ipv6Addr> {
+        plan(s, st, bridge()).unwrap().expect("an IPv6 subnet")
+    }
+
+    fn allocate6(
+        st: &State,
+        n: &Network,
+        want: Option<Ipv6Addr>,
+    ) -> Result<Option<Ipv6Addr>, NetdError> {
+        super::super::allocate::<Ipv6Addr>(st, n, want)
     }
 
     #[test]
@@ -337,10 +288,10 @@ mod tests {
     #[test]
     fn without_a_subnet_the_first_free_64_of_the_pool() {
         let st = state_with("abc", vec![]);
-        let p = plan(&spec(None), &st, bridge()).unwrap();
-        assert_eq!(p.subnet6, Some("fdbf:8f01:cfea::/64".parse().unwrap()));
-        assert_eq!(p.gateway6, Some("fdbf:8f01:cfea::1".parse().unwrap()));
-        assert!(p.ipv6 && !p.user_subnet6);
+        let p = planned(&spec(None), &st);
+        assert_eq!(p.subnet, "fdbf:8f01:cfea::/64".parse().unwrap());
+        assert_eq!(p.gateway, "fdbf:8f01:cfea::1".parse::<Ipv6Addr>().unwrap());
+        assert!(!p.user);
         // Taken /64s (and a user subnet covering one) are skipped.
         let st = state_with(
             "abc",
@@ -350,8 +301,8 @@ mod tests {
                 net6("c", "fdbf:8f01:cfea:2:8000::/65"),
             ],
         );
-        let p = plan(&spec(None), &st, bridge()).unwrap();
-        assert_eq!(p.subnet6, Some("fdbf:8f01:cfea:3::/64".parse().unwrap()));
+        let p = planned(&spec(None), &st);
+        assert_eq!(p.subnet, "fdbf:8f01:cfea:3::/64".parse().unwrap());
         // A user subnet covering the whole pool leaves nothing.
         let st = state_with("abc", vec![net6("all", "fdbf:8f01:cfea::/48")]);
         let e = err(plan(&spec(None), &st, bridge()));
@@ -367,15 +318,13 @@ mod tests {
             ip_range6: Some("2001:db8:1::100/120".into()),
             ..spec(Some("2001:db8:1::/64"))
         };
-        let p = plan(&s, &st, bridge()).unwrap();
         assert_eq!(
-            p,
-            Plan6 {
-                ipv6: true,
-                subnet6: Some("2001:db8:1::/64".parse().unwrap()),
-                gateway6: Some("2001:db8:1::fe".parse().unwrap()),
-                ip_range6: Some("2001:db8:1::100/120".parse().unwrap()),
-                user_subnet6: true,
+            planned(&s, &st),
+            Pool {
+                subnet: "2001:db8:1::/64".parse().unwrap(),
+                gateway: "2001:db8:1::fe".parse().unwrap(),
+                ip_range: Some("2001:db8:1::100/120".parse().unwrap()),
+                user: true,
             }
         );
         // A /48 is a subnet like any other.
@@ -462,7 +411,7 @@ mod tests {
         assert!(e.to_string().contains("overlay"), "{e}");
         // Without --ipv6 and without IPv6 values: nothing to do.
         let none = NetworkSpec::default();
-        assert_eq!(plan(&none, &st, bridge()).unwrap(), Plan6::default());
+        assert_eq!(plan(&none, &st, bridge()).unwrap(), None);
     }
 
     fn with_container(st: &mut State, net: &Network, ip6: &str) {
@@ -489,10 +438,8 @@ mod tests {
             Some("fd00:5::3".parse().unwrap())
         );
         // From the ip-range when there is one; the gateway inside it is skipped.
-        let ranged = Network {
-            ip_range6: Some("fd00:5::/126".parse().unwrap()),
-            ..net.clone()
-        };
+        let mut ranged = net.clone();
+        ranged.subnets[1].ip_range = Some("fd00:5::/126".parse().unwrap());
         assert_eq!(
             allocate6(&st, &ranged, None).unwrap(),
             Some("fd00:5::3".parse().unwrap())
@@ -525,10 +472,8 @@ mod tests {
             assert!(e.to_string().contains(want), "{ip}: {e}");
             assert_eq!(e.status(), status, "{ip}: {e}");
         }
-        let auto = Network {
-            user_subnet6: false,
-            ..net.clone()
-        };
+        let mut auto = net.clone();
+        auto.subnets[1].user = false;
         let e = ask(&auto, "fd00:5::9").unwrap_err();
         assert!(e.to_string().contains("IPv6 --subnet"), "{e}");
         let e = ask(&test_network(), "fd00:5::9").unwrap_err();

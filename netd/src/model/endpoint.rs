@@ -338,7 +338,7 @@ pub fn gateways<'a>(
 ) -> (Option<usize>, Option<usize>) {
     let has = |a: &Attachment| -> (bool, bool) {
         match net_of(a) {
-            Some(n) if !n.internal => (true, a.ip6.is_some() && n.gateway6.is_some()),
+            Some(n) if !n.internal => (true, a.ip6.is_some() && n.gateway6().is_some()),
             _ => (false, false),
         }
     };
@@ -456,8 +456,10 @@ mod tests {
             name: name.into(),
             id: id.into(),
             internal,
-            gateway6: v6.then(|| "fd00::1".parse().unwrap()),
-            ..test_network()
+            ..match v6 {
+                true => crate::model::test_network_on(&["10.1.0.0/24", "fd00::/64"]),
+                false => test_network(),
+            }
         };
         let nets = [
             net("zeta", "z", false, false),

@@ -15,6 +15,7 @@ use crate::error::NetdError;
 mod detach;
 mod drivers;
 mod endpoint;
+mod family;
 mod gateway;
 mod names;
 mod pool;
@@ -23,7 +24,9 @@ mod request;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]
-pub use testing::{test_attachment, test_container, test_network};
+pub use testing::{
+    test_attachment, test_container, test_network, test_network6, test_network_on, test_subnet,
+};
 
 pub use detach::{parse_detach_keys, DetachScanner, Scanned, DEFAULT_DETACH_KEYS};
 pub use drivers::{creatable_drivers, driver_traits, split_parent, Joins, Plumbing, Traits};
@@ -32,12 +35,13 @@ pub use endpoint::{
     parse_if_sysctls, parse_mac, sysctl_exists, EndpointRequest, IfSysctl, ENDPOINT_IFNAME,
     ENDPOINT_OPTIONS, ENDPOINT_SYSCTLS,
 };
+pub use family::{legacy, overlap, IpFamily, Pool, Subnet};
 pub use gateway::{
     check_options as check_gateway_options, parse_sources, GatewayMode, GATEWAY_MODE_IPV4,
     GATEWAY_MODE_IPV6, OPT_PUBLISHED_SOURCES, OPT_TRUSTED_INTERFACES,
 };
 pub use names::{is_dns_name, parse_link, DnsConfig, Link};
-pub use pool::{default_pools, overlaps, pick_subnet, Pool4, PoolSpec, IPAM_OPTIONS, IPAM_SERIAL};
+pub use pool::{default_pools, overlaps, pick_subnet, PoolSpec, IPAM_OPTIONS, IPAM_SERIAL};
 pub use publish::{
     expand_specs, is_twin, parse_expose, parse_publish, IpProto, PortMapping, PortSpec, Proto,
 };
@@ -89,13 +93,12 @@ pub struct Network {
     /// the datapath redirects into containers.
     #[serde(default)]
     pub bridge_mac: [u8; 6],
-    pub subnet: Option<Ipv4Network>,
-    pub gateway: Option<Ipv4Addr>,
-    /// Where automatic addresses come from (default: the whole subnet).
-    pub ip_range: Option<Ipv4Network>,
+    /// Every subnet, IPv4 ones first (Docker's IPAM config order); within a family the
+    /// first is the one the bridge's primary address and a container's default route
+    /// come from, and addresses come from the first with room. None of a family: the
+    /// network does not have it (`--ipv4=false`, no `--ipv6`).
+    pub subnets: Vec<Subnet>,
     pub aux_addresses: BTreeMap<String, Ipv4Addr>,
-    /// The user chose the subnet: only then may containers ask for a static --ip.
-    pub user_subnet: bool,
     pub internal: bool,
     pub icc: bool,
     pub masquerade: bool,
@@ -113,24 +116,6 @@ pub struct Network {
     /// Overlay only: the VXLAN network identifier, allocated cluster-wide.
     #[serde(default)]
     pub vni: u32,
-    /// Docker's EnableIPv6: dual stack, the IPv6 side below (None without it).
-    #[serde(default)]
-    pub ipv6: bool,
-    #[serde(default)]
-    pub subnet6: Option<Ipv6Network>,
-    #[serde(default)]
-    pub gateway6: Option<Ipv6Addr>,
-    /// Where automatic IPv6 addresses come from (default: the whole subnet6).
-    #[serde(default)]
-    pub ip_range6: Option<Ipv6Network>,
-    /// The user chose subnet6 (not the ULA pool): only then may containers ask for a
-    /// static --ip6, as for --ip.
-    #[serde(default)]
-    pub user_subnet6: bool,
-    /// IPv4 subnets after the first (`subnet`, `gateway`, `ip_range`): overlay networks
-    /// take several, as Docker's do. Addresses come from the first with room.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub more_subnets: Vec<Pool4>,
     /// `--ipam-opt`s of Docker's default IPAM driver (see `IPAM_OPTIONS`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ipam_options: BTreeMap<String, String>,
@@ -169,38 +154,64 @@ impl Network {
     /// Docker's EnableIPv4: false for an IPv6-only network (`--ipv4=false`), which has
     /// no IPv4 subnet; its endpoints' `ip` is 0.0.0.0.
     pub fn ipv4(&self) -> bool {
-        self.subnet.is_some()
+        self.pool::<Ipv4Addr>().is_some()
     }
 
-    /// Every IPv4 subnet, the first one first.
-    pub fn pools4(&self) -> Vec<Pool4> {
-        let first = self
-            .subnet
-            .zip(self.gateway)
-            .map(|(subnet, gateway)| Pool4 {
-                subnet,
-                gateway,
-                ip_range: self.ip_range,
-            });
-        first
-            .into_iter()
-            .chain(self.more_subnets.iter().copied())
-            .collect()
+    /// Docker's EnableIPv6: the network has an IPv6 subnet.
+    pub fn ipv6(&self) -> bool {
+        self.pool::<Ipv6Addr>().is_some()
+    }
+
+    /// Every subnet of family `A`, the first one first.
+    pub fn pools<A: IpFamily>(&self) -> Vec<Pool<A>> {
+        self.subnets.iter().filter_map(Pool::of).collect()
+    }
+
+    /// The first subnet of family `A`.
+    pub fn pool<A: IpFamily>(&self) -> Option<Pool<A>> {
+        self.subnets.iter().find_map(Pool::of)
+    }
+
+    /// Replaces the subnets of family `A` with `pools`, IPv4 ones kept first.
+    pub fn set_pools<A: IpFamily>(&mut self, pools: impl IntoIterator<Item = Pool<A>>) {
+        self.subnets.retain(|s| Pool::<A>::of(s).is_none());
+        self.subnets.extend(pools.into_iter().map(Subnet::from));
+        self.subnets.sort_by_key(|s| s.subnet.is_ipv6());
+    }
+
+    pub fn subnet4(&self) -> Option<Ipv4Network> {
+        self.pool::<Ipv4Addr>().map(|p| p.subnet)
+    }
+
+    pub fn gateway4(&self) -> Option<Ipv4Addr> {
+        self.pool::<Ipv4Addr>().map(|p| p.gateway)
+    }
+
+    pub fn subnet6(&self) -> Option<Ipv6Network> {
+        self.pool::<Ipv6Addr>().map(|p| p.subnet)
+    }
+
+    pub fn gateway6(&self) -> Option<Ipv6Addr> {
+        self.pool::<Ipv6Addr>().map(|p| p.gateway)
     }
 
     /// The subnet `ip` is in (None: in none of them).
-    pub fn pool_of(&self, ip: Ipv4Addr) -> Option<Pool4> {
-        self.pools4().into_iter().find(|p| p.subnet.contains(ip))
+    pub fn pool_of<A: IpFamily>(&self, ip: A) -> Option<Pool<A>> {
+        self.pools::<A>()
+            .into_iter()
+            .find(|p| A::contains(&p.subnet, ip))
     }
 
     /// The gateway of an endpoint with address `ip`: its own subnet's.
-    pub fn gateway_for(&self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
-        self.pool_of(ip).map(|p| p.gateway).or(self.gateway)
+    pub fn gateway_for<A: IpFamily>(&self, ip: A) -> Option<A> {
+        self.pool_of(ip)
+            .or_else(|| self.pool::<A>())
+            .map(|p| p.gateway)
     }
 
-    /// The prefix length of `ip`'s subnet (32 when it is in none).
-    pub fn prefix_for(&self, ip: Ipv4Addr) -> u8 {
-        self.pool_of(ip).map_or(32, |p| p.subnet.prefix())
+    /// The prefix length of `ip`'s subnet (the address alone when it is in none).
+    pub fn prefix_for<A: IpFamily>(&self, ip: A) -> u8 {
+        self.pool_of(ip).map_or(A::BITS, |p| A::prefix(&p.subnet))
     }
 
     /// Whether addresses are handed out serially (`IPAM_SERIAL`).

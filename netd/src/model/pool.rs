@@ -1,19 +1,9 @@
-//! The IPv4 subnets of a network beyond Docker's single-subnet fields, and the options
-//! of its IPAM.
+//! Docker's default address pools, the further subnets `network create` takes, and the
+//! options of the default IPAM.
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
-
-/// One IPv4 subnet of a network, with its gateway (on the network's bridge) and the
-/// range automatic addresses come from (default: the whole subnet).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pool4 {
-    pub subnet: Ipv4Network,
-    pub gateway: Ipv4Addr,
-    #[serde(default)]
-    pub ip_range: Option<Ipv4Network>,
-}
 
 /// Docker's default IPAM option for serial allocation: with `true`, a new address is
 /// the next free one after the last handed out (wrapping around), so an address a

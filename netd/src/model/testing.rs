@@ -10,11 +10,13 @@ pub fn test_network() -> Network {
         net_id: 1,
         bridge: "br-test".into(),
         bridge_mac: [0; 6],
-        subnet: Some("10.1.0.0/24".parse().expect("subnet")),
-        gateway: Some(Ipv4Addr::new(10, 1, 0, 1)),
-        ip_range: None,
+        subnets: vec![Subnet {
+            subnet: "10.1.0.0/24".parse().expect("subnet"),
+            gateway: Ipv4Addr::new(10, 1, 0, 1).into(),
+            ip_range: None,
+            user: true,
+        }],
         aux_addresses: BTreeMap::new(),
-        user_subnet: true,
         internal: false,
         icc: true,
         masquerade: true,
@@ -26,12 +28,6 @@ pub fn test_network() -> Network {
         created: 0,
         attachable: false,
         vni: 0,
-        ipv6: false,
-        subnet6: None,
-        gateway6: None,
-        ip_range6: None,
-        user_subnet6: false,
-        more_subnets: Vec::new(),
         ipam_options: BTreeMap::new(),
     }
 }
@@ -82,4 +78,32 @@ pub fn test_container(id: &str, name: &str) -> Container {
         links: Vec::new(),
         config: Default::default(),
     }
+}
+
+/// A user subnet of either family with its first address as the gateway.
+pub fn test_subnet(cidr: &str) -> Subnet {
+    let subnet: ipnetwork::IpNetwork = cidr.parse().expect("subnet");
+    let gateway = match subnet {
+        ipnetwork::IpNetwork::V4(n) => IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) + 1)),
+        ipnetwork::IpNetwork::V6(n) => IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) + 1)),
+    };
+    Subnet {
+        subnet,
+        gateway,
+        ip_range: None,
+        user: true,
+    }
+}
+
+/// `test_network` with these subnets instead of its own.
+pub fn test_network_on(cidrs: &[&str]) -> Network {
+    Network {
+        subnets: cidrs.iter().map(|c| test_subnet(c)).collect(),
+        ..test_network()
+    }
+}
+
+/// `test_network` with an IPv6 subnet (fd00:1::/64) beside its IPv4 one.
+pub fn test_network6() -> Network {
+    test_network_on(&["10.1.0.0/24", "fd00:1::/64"])
 }

@@ -16,7 +16,7 @@ use super::State;
 /// deserialize into as they are (a field renamed, moved or restructured; a new field
 /// with a serde default needs no bump), with a step added to `STEPS`; or when the
 /// database's tables change. Version 3 is the first kept in the database.
-pub const STATE_VERSION: u32 = 3;
+pub const STATE_VERSION: u32 = 4;
 
 /// The version of a file without one: every release before versions existed (0.1.0).
 const UNVERSIONED: u32 = 1;
@@ -24,7 +24,7 @@ const UNVERSIONED: u32 = 1;
 type Step = fn(&mut Map<String, Value>) -> Result<(), String>;
 
 /// `STEPS[i]` takes a document of version `i + 1` to version `i + 2`.
-const STEPS: &[Step] = &[v1_to_v2, v2_to_v3];
+const STEPS: &[Step] = &[v1_to_v2, v2_to_v3, v3_to_v4];
 
 /// netd 0.1.0's document is this one without its version (which `upgrade` adds).
 fn v1_to_v2(_doc: &mut Map<String, Value>) -> Result<(), String> {
@@ -33,6 +33,25 @@ fn v1_to_v2(_doc: &mut Map<String, Value>) -> Result<(), String> {
 
 /// Version 3 moves the records into the database as they are: one row each.
 fn v2_to_v3(_doc: &mut Map<String, Value>) -> Result<(), String> {
+    Ok(())
+}
+
+/// Version 4 keeps a network's subnets of both families in one list, `subnets`.
+fn v3_to_v4(doc: &mut Map<String, Value>) -> Result<(), String> {
+    let Some(nets) = doc.get_mut("networks").and_then(Value::as_array_mut) else {
+        return Ok(());
+    };
+    for n in nets {
+        let name = n
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
+        let Some(obj) = n.as_object_mut() else {
+            return Err(format!("network {name} is not a JSON object"));
+        };
+        crate::model::legacy::upgrade(obj).map_err(|e| format!("network {name}: {e}"))?;
+    }
     Ok(())
 }
 

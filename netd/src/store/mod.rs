@@ -73,7 +73,7 @@ pub struct State {
 /// and no part of what two states are compared on.
 #[derive(Clone, Debug, Default)]
 pub struct IpamCursor(
-    pub std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::net::Ipv4Addr>>>,
+    pub std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::net::IpAddr>>>,
 );
 
 impl PartialEq for IpamCursor {

@@ -135,6 +135,22 @@ fn a_v1_state_file_is_imported_and_kept_as_it_was() {
     assert_eq!(st.version.0, STATE_VERSION);
     let web = st.container("web").expect("web");
     assert_eq!((web.ports.len(), web.attachments.len()), (2, 1));
+    // Version 4: both families' subnets in one list, IPv4 first, each with its own.
+    let app = st.network("appnet").expect("appnet");
+    let subnets: Vec<(String, String, bool)> = app
+        .subnets
+        .iter()
+        .map(|s| (s.subnet.to_string(), s.gateway.to_string(), s.user))
+        .collect();
+    assert_eq!(
+        subnets,
+        [
+            ("10.88.0.0/24".into(), "10.88.0.1".into(), true),
+            ("fd00:88::/64".into(), "fd00:88::1".into(), true),
+        ]
+    );
+    assert!(st.network("host").expect("host").subnets.is_empty());
+    assert!(!st.network("bridge").expect("bridge").subnets[0].user);
     assert!(!dir.join(JSON_FILE).exists());
     assert_eq!(fs::read_to_string(dir.join("state.json.v1")).unwrap(), V1);
     assert_eq!(Store::check(&dir).unwrap(), STATE_VERSION);
@@ -218,6 +234,66 @@ fn an_older_database_is_kept_and_written_again() {
     assert_eq!(Store::check(&dir).unwrap(), STATE_VERSION);
     let kept = db::peek_version(&dir.join("state.db.v2")).unwrap();
     assert_eq!(kept, Some(2));
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_version_3_database_gets_each_networks_subnets_in_one_list() {
+    let dir = tmp("v3");
+    let (store, _) = Store::open(&dir).unwrap();
+    store.commit(&sample()).unwrap();
+    drop(store);
+    // Version 3's record of a network: the families' subnets as fields of their own.
+    let c = Connection::open(dir.join(DB_FILE)).unwrap();
+    let (seq, text): (i64, String) = c
+        .query_row(
+            "SELECT seq, record FROM networks WHERE record LIKE '%appnet%'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let mut rec: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+    rec.remove("subnets");
+    for (k, v) in [
+        ("subnet", serde_json::json!("10.88.0.0/24")),
+        ("gateway", serde_json::json!("10.88.0.1")),
+        ("ip_range", serde_json::json!("10.88.0.128/25")),
+        ("user_subnet", serde_json::json!(true)),
+        (
+            "more_subnets",
+            serde_json::json!([{"subnet": "10.89.0.0/24", "gateway": "10.89.0.1"}]),
+        ),
+        ("ipv6", serde_json::json!(true)),
+        ("subnet6", serde_json::json!("fd00:88::/64")),
+        ("gateway6", serde_json::json!("fd00:88::1")),
+        ("user_subnet6", serde_json::json!(false)),
+    ] {
+        rec.insert(k.into(), v);
+    }
+    c.execute(
+        "UPDATE networks SET record = ?1 WHERE seq = ?2",
+        rusqlite::params![serde_json::to_string(&rec).unwrap(), seq],
+    )
+    .unwrap();
+    drop(c);
+    set_version(&dir, 3);
+    let (_, st) = Store::open(&dir).unwrap();
+    let app = st.network("appnet").unwrap();
+    let got: Vec<String> = app
+        .subnets
+        .iter()
+        .map(|s| format!("{} {} {:?} {}", s.subnet, s.gateway, s.ip_range, s.user))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "10.88.0.0/24 10.88.0.1 Some(V4(Ipv4Network { addr: 10.88.0.128, prefix: 25 })) true",
+            "10.89.0.0/24 10.89.0.1 None true",
+            "fd00:88::/64 fd00:88::1 None false",
+        ]
+    );
+    assert_eq!(db::peek_version(&dir.join("state.db.v3")).unwrap(), Some(3));
+    assert_eq!(Store::check(&dir).unwrap(), STATE_VERSION);
     fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -5,7 +5,7 @@ use std::{net::Ipv4Addr, process::Command};
 
 use netd::{
     datapath::{config_flags, Datapath, Settings},
-    model::{Attachment, Network, PortMapping, Proto},
+    model::{Attachment, Network, PortMapping, Proto, Subnet},
 };
 use netd_common::{prog_names::ENDPOINT_EGRESS, EP_F_ICC, EP_F_INTERNAL, EP_F_MASQUERADE};
 
@@ -234,11 +234,13 @@ pub fn network(net_id: u32, subnet: &str, flags: u32) -> Network {
         net_id,
         bridge: "br".into(),
         bridge_mac: GW_MAC,
-        subnet: Some(subnet.parse().unwrap()),
-        gateway: Some(Ipv4Addr::from(GATEWAY)),
-        ip_range: None,
+        subnets: vec![Subnet {
+            subnet: subnet.parse().unwrap(),
+            gateway: Ipv4Addr::from(GATEWAY).into(),
+            ip_range: None,
+            user: true,
+        }],
         aux_addresses: Default::default(),
-        user_subnet: true,
         internal: flags & EP_F_INTERNAL != 0,
         icc: flags & EP_F_ICC != 0,
         masquerade: flags & EP_F_MASQUERADE != 0,
@@ -250,12 +252,6 @@ pub fn network(net_id: u32, subnet: &str, flags: u32) -> Network {
         created: 0,
         attachable: false,
         vni: 0,
-        ipv6: false,
-        subnet6: None,
-        gateway6: None,
-        ip_range6: None,
-        user_subnet6: false,
-        more_subnets: Vec::new(),
         ipam_options: Default::default(),
     }
 }

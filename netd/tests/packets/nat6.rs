@@ -147,9 +147,7 @@ pub fn fixture6(name: &str, fast_path: bool) -> Fixture {
     // /proc/sys/net follows the writer's namespace: this thread is in the fixture's.
     std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1").expect("forwarding");
     let mut net = network(1, "172.17.0.0/16", EP_F_MASQUERADE | EP_F_ICC);
-    net.ipv6 = true;
-    net.subnet6 = Some("fd00:17::/64".parse().unwrap());
-    net.gateway6 = Some(ip6(V6_GW));
+    net.subnets.push(v6_subnet());
     let ve1 = ifindex_of(&ns, "ve1");
     f.dp.sync_endpoints6(&[(&attachment(CONTAINER, CONTAINER_MAC, ve1), &net, ip6(V6))])
         .unwrap();
@@ -375,9 +373,7 @@ fn the_guard_drops_ipv6_to_protected_subnets_spoofed_and_loopback_only() {
 fn an_internal_networks_ipv6_reaches_only_its_gateway() {
     let mut f = fixture6("internal66", false);
     let mut net = network(1, "172.17.0.0/16", netd_common::EP_F_INTERNAL | EP_F_ICC);
-    net.ipv6 = true;
-    net.subnet6 = Some("fd00:17::/64".parse().unwrap());
-    net.gateway6 = Some(ip6(V6_GW));
+    net.subnets.push(v6_subnet());
     let ve1 = ifindex_of(&f.netns.0, "ve1");
     f.dp.sync_endpoints6(&[(&attachment(CONTAINER, CONTAINER_MAC, ve1), &net, ip6(V6))])
         .unwrap();
@@ -414,4 +410,14 @@ fn too_big_for_the_uplink_is_left_for_the_stack_to_answer_the_container() {
         "verdict {v}, rewritten: {}",
         out != fr
     );
+}
+
+/// The fixture network's IPv6 subnet, fd00:17::/64 through `V6_GW`.
+fn v6_subnet() -> netd::model::Subnet {
+    netd::model::Subnet {
+        subnet: "fd00:17::/64".parse().unwrap(),
+        gateway: ip6(V6_GW).into(),
+        ip_range: None,
+        user: true,
+    }
 }

@@ -125,7 +125,7 @@ async fn check_inside6(
     if !has_addr6 {
         problems.push(format!("interface {} lacks address {ip6}", a.ifname));
     }
-    if let (true, false, Some(gw6)) = (default_route, net.internal, net.gateway6) {
+    if let (true, false, Some(gw6)) = (default_route, net.internal, net.gateway6()) {
         match inside.default_gateway6().await? {
             Some(g) if g == gw6 => {}
             Some(g) => problems.push(format!("the IPv6 default route is via {g}, not {gw6}")),

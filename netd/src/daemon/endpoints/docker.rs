@@ -107,7 +107,7 @@ impl Daemon {
         {
             let g = self.inner.lock().await;
             if let Some(have) = g.state.network_by_id(&n.id) {
-                if have.subnet == Some(n.subnet) && have.subnet6 == n.subnet6 {
+                if have.subnet4() == Some(n.subnet) && have.subnet6() == n.subnet6 {
                     return Ok(());
                 }
                 let show = |v4: Option<Ipv4Network>, v6: Option<Ipv6Network>| {
@@ -120,7 +120,7 @@ impl Daemon {
                 return Err(NetdError::Conflict(format!(
                     "network {} already exists with subnet {}, not {}",
                     n.id,
-                    show(have.subnet, have.subnet6),
+                    show(have.subnet4(), have.subnet6()),
                     show(Some(n.subnet), n.subnet6)
                 )));
             }
@@ -187,7 +187,7 @@ impl Daemon {
             .network_by_id(network_id)
             .cloned()
             .ok_or_else(|| not_found_net(network_id))?;
-        if let (Some(ip6), false) = (ip6, net.ipv6) {
+        if let (Some(ip6), false) = (ip6, net.ipv6()) {
             return Err(NetdError::InvalidArgument(format!(
                 "endpoint IPv6 address {ip6}: network {} has no IPv6",
                 net.name
@@ -245,7 +245,7 @@ impl Daemon {
         let reply = DockerJoin {
             ifname: a.ifname.clone(),
             gateway: net.gateway_for(a.ip).filter(|_| !net.internal),
-            gateway6: net.gateway6.filter(|_| !net.internal && a.ip6.is_some()),
+            gateway6: net.gateway6().filter(|_| !net.internal && a.ip6.is_some()),
         };
         if a.host_ifindex != 0 {
             if inner.nl.link_by_name(&a.ifname).await?.is_some() {
