@@ -6,21 +6,18 @@ use std::net::Ipv6Addr;
 use ipnetwork::Ipv6Network;
 
 use super::{
-    invalid,
-    v6::{check_subnet6, next_free_64, overlaps6, parse_cidr6, ula_base, AUTO_PREFIX},
+    pool::{check_free, first_host, parse_subnet, subnets_taken},
+    v6::{next_free_64, ula_base, AUTO_PREFIX},
 };
-use crate::{error::NetdError, model::Pool, store::State};
+use crate::{
+    error::NetdError,
+    model::{overlap, Pool},
+    store::State,
+};
 
 /// `netd daemon --fixed-cidr-v6 CIDR`, by the rules of a user's IPv6 `--subnet`.
 pub fn parse_fixed_cidr_v6(s: &str) -> Result<Ipv6Network, NetdError> {
-    let n = parse_cidr6("--fixed-cidr-v6", s)?;
-    if n.prefix() > 126 {
-        return Err(invalid(format!(
-            "invalid --fixed-cidr-v6 {s}: too small for a gateway and a container"
-        )));
-    }
-    check_subnet6(&n)?;
-    Ok(n)
+    parse_subnet::<Ipv6Addr>("--fixed-cidr-v6", s)
 }
 
 /// The IPv6 side of the default bridge (network `bridge_id`) as the flags want it: none
@@ -37,19 +34,10 @@ pub fn plan_default_bridge(
     if !ipv6 {
         return Ok(None);
     }
-    let taken: Vec<(&str, Ipv6Network)> = state
-        .networks
-        .iter()
-        .filter(|n| n.id != bridge_id)
-        .filter_map(|n| n.subnet6().map(|s| (n.name.as_str(), s)))
-        .collect();
+    let taken = subnets_taken::<Ipv6Addr>(state, Some(bridge_id));
     let subnet = match fixed {
         Some(n) => {
-            if let Some((name, other)) = taken.iter().find(|(_, t)| overlaps6(&n, t)) {
-                return Err(NetdError::Conflict(format!(
-                    "--fixed-cidr-v6 {n} overlaps with network {name} ({other})"
-                )));
-            }
+            check_free::<Ipv6Addr>("--fixed-cidr-v6", &n, &taken)?;
             n
         }
         None => {
@@ -63,7 +51,7 @@ pub fn plan_default_bridge(
                 .filter(|s| {
                     s.prefix() == AUTO_PREFIX
                         && base.contains(s.network())
-                        && !used.iter().any(|t| overlaps6(s, t))
+                        && !used.iter().any(|t| overlap::<Ipv6Addr>(s, t))
                 });
             match kept {
                 Some(s) => s,
@@ -77,7 +65,7 @@ pub fn plan_default_bridge(
     };
     Ok(Some(Pool {
         subnet,
-        gateway: Ipv6Addr::from(u128::from(subnet.network()) + 1),
+        gateway: first_host::<Ipv6Addr>(&subnet)?,
         ip_range: None,
         user: false,
     }))

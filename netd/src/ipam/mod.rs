@@ -6,16 +6,13 @@
 mod bridge6;
 mod macvlan;
 mod plan;
+mod pool;
 mod v6;
 
-use std::{collections::HashSet, net::Ipv4Addr};
-
-use ipnetwork::Ipv4Network;
+use std::collections::HashSet;
 
 pub use bridge6::{parse_fixed_cidr_v6, plan_default_bridge};
-pub use plan::{
-    check_subnet, plan_network, route_overlap_warning, unused_ipam_options, validate_network_name,
-};
+pub use plan::{plan_network, route_overlap_warning, unused_ipam_options, validate_network_name};
 pub use v6::ula_base;
 
 use crate::{
@@ -39,16 +36,6 @@ pub(crate) fn host_bits_set(
     invalid(format!(
         "invalid {what} {s}: not a network address (did you mean {network}/{prefix}?)"
     ))
-}
-
-/// Whether `ip` is a usable host address of `subnet` (not its network or broadcast).
-pub(crate) fn is_host_addr(subnet: &Ipv4Network, ip: Ipv4Addr) -> bool {
-    host_addr_problem(subnet, ip).is_none()
-}
-
-/// Why `ip` is not a usable host address of `subnet`, if it is not.
-pub(crate) fn host_addr_problem(subnet: &Ipv4Network, ip: Ipv4Addr) -> Option<String> {
-    Ipv4Addr::host_problem(subnet, ip)
 }
 
 /// Addresses of family `A` on `net` that are not free: gateways, aux addresses,
@@ -177,7 +164,12 @@ fn check_wanted<A: IpFamily>(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, HashSet};
+    use std::{
+        collections::{BTreeMap, HashSet},
+        net::Ipv4Addr,
+    };
+
+    use ipnetwork::Ipv4Network;
 
     use super::*;
     use crate::model::{Attachment, Container, ContainerState, NetMode};

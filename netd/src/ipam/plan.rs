@@ -4,40 +4,21 @@ use std::{collections::BTreeMap, collections::HashSet, net::Ipv4Addr};
 
 use ipnetwork::Ipv4Network;
 
-use super::{host_addr_problem, invalid, is_host_addr};
+use super::{
+    invalid,
+    pool::{first_host, parse_ip, plan_pool, subnets_taken},
+};
 use crate::{
     error::NetdError,
     model::{
-        self, Network, NetworkSpec, Plumbing, Pool, Subnet, Traits, IPAM_OPTIONS, IPAM_SERIAL,
-        OPT_BRIDGE_NAME, OPT_HOST_BINDING, OPT_ICC, OPT_MASQUERADE, OPT_MTU,
+        self, IpFamily, Network, NetworkSpec, Plumbing, Pool, Subnet, Traits, IPAM_OPTIONS,
+        IPAM_SERIAL, OPT_BRIDGE_NAME, OPT_HOST_BINDING, OPT_ICC, OPT_MASQUERADE, OPT_MTU,
     },
     store::State,
 };
 
 pub fn validate_network_name(name: &str) -> Result<(), NetdError> {
     model::validate_docker_name("network", name)
-}
-
-fn parse_cidr(what: &str, s: &str) -> Result<Ipv4Network, NetdError> {
-    let n: Ipv4Network = s.parse().map_err(|_| {
-        invalid(format!(
-            "invalid {what} {s:?}: not an IPv4 CIDR such as 10.1.0.0/24"
-        ))
-    })?;
-    if n.ip() != n.network() {
-        return Err(super::host_bits_set(what, s, n.network(), n.prefix()));
-    }
-    if n.prefix() > 30 {
-        return Err(invalid(format!(
-            "invalid {what} {s}: too small for a gateway and a container"
-        )));
-    }
-    Ok(n)
-}
-
-fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr, NetdError> {
-    s.parse()
-        .map_err(|_| invalid(format!("invalid {what} {s:?}: not an IPv4 address")))
 }
 
 fn parse_bool_opt(key: &str, v: &str) -> Result<bool, NetdError> {
@@ -48,34 +29,6 @@ fn parse_bool_opt(key: &str, v: &str) -> Result<bool, NetdError> {
             "invalid value {v:?} for option {key}: use true or false"
         ))),
     }
-}
-
-/// Address ranges a container subnet may not touch, and why: the kernel treats them
-/// specially, so a bridge holding them breaks routing (loopback) or fails outright
-/// (multicast), and none of them can carry containers' unicast traffic.
-const RESERVED: [(&str, &str); 5] = [
-    ("0.0.0.0/8", "\"this network\" (0.0.0.0/8)"),
-    ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
-    ("169.254.0.0/16", "link-local (169.254.0.0/16)"),
-    ("224.0.0.0/4", "multicast (224.0.0.0/4)"),
-    (
-        "240.0.0.0/4",
-        "reserved, class E and broadcast (240.0.0.0/4)",
-    ),
-];
-
-/// Checks that `n` (a network address, at most /30: see parse_cidr) can be a container
-/// subnet: it touches no reserved range.
-pub fn check_subnet(n: &Ipv4Network) -> Result<(), NetdError> {
-    for (range, what) in RESERVED {
-        let r: Ipv4Network = range.parse().expect("a valid reserved range");
-        if model::overlaps(n, &r) {
-            return Err(invalid(format!(
-                "subnet {n} is not usable for containers: it overlaps {what}"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Docker's `Warning` for a user-chosen subnet that overlaps a route of the host
@@ -119,7 +72,7 @@ pub fn plan_network(
         .unwrap_or(true)
         && driver.programs;
     let host_binding_ipv4 = opt(OPT_HOST_BINDING)
-        .map(|v| parse_ip(OPT_HOST_BINDING, v))
+        .map(|v| parse_ip::<Ipv4Addr>(OPT_HOST_BINDING, v))
         .transpose()?
         .unwrap_or(Ipv4Addr::UNSPECIFIED);
     model::check_gateway_options(&spec.options, spec.internal)?;
@@ -351,15 +304,7 @@ fn plan_pools(
             driver.name
         )));
     }
-    let taken: Vec<(String, Ipv4Network)> = state
-        .networks
-        .iter()
-        .flat_map(|n| {
-            n.pools::<Ipv4Addr>()
-                .into_iter()
-                .map(|p| (n.name.clone(), p.subnet))
-        })
-        .collect();
+    let taken = subnets_taken::<Ipv4Addr>(state, None);
     let mut pools: Vec<Pool<Ipv4Addr>> = Vec::new();
     let first = match spec.subnet.as_deref() {
         Some(s) => plan_pool(s, spec.gateway.as_deref(), spec.ip_range.as_deref(), &taken)?,
@@ -374,12 +319,9 @@ fn plan_pools(
             let subnet = model::pick_subnet(&avoid).ok_or_else(|| {
                 NetdError::Conflict("no free subnet left in the default pools".into())
             })?;
-            let gateway = subnet
-                .nth(1)
-                .ok_or_else(|| invalid(format!("subnet {subnet} is too small")))?;
             Pool {
                 subnet,
-                gateway,
+                gateway: first_host::<Ipv4Addr>(&subnet)?,
                 ip_range: None,
                 user: false,
             }
@@ -389,7 +331,7 @@ fn plan_pools(
     for p in &spec.more_subnets {
         let mut taken = taken.clone();
         taken.extend(pools.iter().map(|q| (spec.name.clone(), q.subnet)));
-        pools.push(plan_pool(
+        pools.push(plan_pool::<Ipv4Addr>(
             &p.subnet,
             p.gateway.as_deref(),
             p.ip_range.as_deref(),
@@ -398,68 +340,6 @@ fn plan_pools(
     }
     let aux = plan_aux(&spec.aux_addresses, &pools)?;
     Ok((pools, aux))
-}
-
-/// One user subnet with its gateway (default: its first address) and ip-range.
-fn plan_pool(
-    subnet: &str,
-    gateway: Option<&str>,
-    ip_range: Option<&str>,
-    taken: &[(String, Ipv4Network)],
-) -> Result<Pool<Ipv4Addr>, NetdError> {
-    let subnet = parse_cidr("subnet", subnet)?;
-    check_subnet(&subnet)?;
-    if let Some((name, other)) = taken.iter().find(|(_, t)| model::overlaps(&subnet, t)) {
-        return Err(NetdError::Conflict(format!(
-            "subnet {subnet} overlaps with network {name} ({other})"
-        )));
-    }
-    let gateway = match gateway {
-        Some(g) => {
-            let g = parse_ip("gateway", g)?;
-            if let Some(why) = host_addr_problem(&subnet, g) {
-                return Err(invalid(format!("gateway {g} {why}")));
-            }
-            g
-        }
-        None => subnet
-            .nth(1)
-            .ok_or_else(|| invalid(format!("subnet {subnet} is too small")))?,
-    };
-    let ip_range = ip_range.map(|r| plan_range(r, &subnet)).transpose()?;
-    Ok(Pool {
-        subnet,
-        gateway,
-        ip_range,
-        user: true,
-    })
-}
-
-fn plan_range(r: &str, subnet: &Ipv4Network) -> Result<Ipv4Network, NetdError> {
-    let r: Ipv4Network = r
-        .parse()
-        .map_err(|_| invalid(format!("invalid ip-range {r:?}: not an IPv4 CIDR")))?;
-    if r.ip() != r.network() {
-        return Err(super::host_bits_set(
-            "ip-range",
-            &r.to_string(),
-            r.network(),
-            r.prefix(),
-        ));
-    }
-    if !(subnet.contains(r.network()) && subnet.contains(r.broadcast())) {
-        return Err(invalid(format!(
-            "ip-range {r} is not inside subnet {subnet}"
-        )));
-    }
-    // A /31 or /32 at the subnet's edge holds only its network or broadcast address:
-    // every container would fail with "no free address".
-    if !r.iter().take(4).any(|ip| is_host_addr(subnet, ip)) {
-        return Err(invalid(format!(
-            "ip-range {r} holds no usable address of subnet {subnet}"
-        )));
-    }
-    Ok(r)
 }
 
 /// Aux addresses: each a host address of one of the subnets, none a gateway, none
@@ -475,12 +355,12 @@ fn plan_aux(
                 "invalid aux-address ={ip}: the name is empty"
             )));
         }
-        let ip = parse_ip("aux-address", ip)?;
+        let ip = parse_ip::<Ipv4Addr>("aux-address", ip)?;
         let pool = pools
             .iter()
             .find(|p| p.subnet.contains(ip))
             .unwrap_or(&pools[0]);
-        if let Some(why) = host_addr_problem(&pool.subnet, ip) {
+        if let Some(why) = Ipv4Addr::host_problem(&pool.subnet, ip) {
             return Err(invalid(format!("aux-address {name}={ip} {why}")));
         }
         if pools.iter().any(|p| p.gateway == ip) {

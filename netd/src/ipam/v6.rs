@@ -1,16 +1,19 @@
 //! IPv6 of dual-stack networks (`network create --ipv6`): the ULA pool derived from the
-//! instance id as Docker derives it from its host id, the rules for a user's IPv6
-//! subnet, gateway and ip-range, and the address a container gets. Kernel-free, like
-//! the IPv4 side, so that every rule has a unit test.
+//! instance id as Docker derives it from its host id, from which a network without an
+//! IPv6 `--subnet` gets a /64. A user's IPv6 subnet is checked by the rules both
+//! families share (`pool`); addresses come from `allocate`, as IPv4's do.
 use std::net::Ipv6Addr;
 
 use ipnetwork::Ipv6Network;
 use sha2::{Digest, Sha256};
 
-use super::invalid;
+use super::{
+    invalid,
+    pool::{first_host, plan_pool, subnets_taken},
+};
 use crate::{
     error::NetdError,
-    model::{NetworkSpec, Pool, Traits},
+    model::{overlap, NetworkSpec, Pool, Traits},
     store::State,
 };
 
@@ -30,79 +33,13 @@ pub fn ula_base(instance_id: &str) -> Result<Ipv6Network, NetdError> {
         .map_err(|e| NetdError::Internal(format!("the ULA pool: {e}")))
 }
 
-pub fn overlaps6(a: &Ipv6Network, b: &Ipv6Network) -> bool {
-    a.contains(b.network()) || b.contains(a.network())
-}
-
 /// The first /64 of `base` that overlaps none of `taken`.
 pub fn next_free_64(base: &Ipv6Network, taken: &[Ipv6Network]) -> Option<Ipv6Network> {
     let count = 1u128 << (AUTO_PREFIX.saturating_sub(base.prefix()));
     let start = u128::from(base.network());
     (0..count)
         .filter_map(|i| Ipv6Network::new(Ipv6Addr::from(start + (i << 64)), AUTO_PREFIX).ok())
-        .find(|c| !taken.iter().any(|t| overlaps6(c, t)))
-}
-
-/// The last address of `n`.
-fn last(n: &Ipv6Network) -> Ipv6Addr {
-    let host_bits = u128::MAX.checked_shr(u32::from(n.prefix())).unwrap_or(0);
-    Ipv6Addr::from(u128::from(n.network()) | host_bits)
-}
-
-/// Ranges an IPv6 container subnet may not touch, and why: the kernel gives them
-/// meanings of their own (the link-local one is on every interface already).
-const RESERVED6: [(&str, &str); 3] = [
-    (
-        "::/8",
-        "the IETF's reserved ::/8 (unspecified, loopback, IPv4-mapped)",
-    ),
-    ("fe80::/10", "link-local (fe80::/10)"),
-    ("ff00::/8", "multicast (ff00::/8)"),
-];
-
-pub(super) fn check_subnet6(n: &Ipv6Network) -> Result<(), NetdError> {
-    for (range, what) in RESERVED6 {
-        let r: Ipv6Network = range
-            .parse()
-            .map_err(|_| NetdError::Internal(format!("reserved range {range}")))?;
-        if overlaps6(n, &r) {
-            return Err(invalid(format!(
-                "subnet {n} is not usable for containers: it overlaps {what}"
-            )));
-        }
-    }
-    Ok(())
-}
-
-pub(super) fn parse_cidr6(what: &str, s: &str) -> Result<Ipv6Network, NetdError> {
-    let n: Ipv6Network = s.parse().map_err(|_| {
-        invalid(format!(
-            "invalid {what} {s:?}: not an IPv6 CIDR such as fd00:1::/64"
-        ))
-    })?;
-    if n.ip() != n.network() {
-        return Err(super::host_bits_set(what, s, n.network(), n.prefix()));
-    }
-    Ok(n)
-}
-
-fn parse_ip6(what: &str, s: &str) -> Result<Ipv6Addr, NetdError> {
-    s.parse()
-        .map_err(|_| invalid(format!("invalid {what} {s:?}: not an IPv6 address")))
-}
-
-/// Why `ip` cannot be a host's address in `subnet`, if it cannot: outside it, or its
-/// first address (the Subnet-Router anycast address every router of the link answers).
-fn addr_problem6(subnet: &Ipv6Network, ip: Ipv6Addr) -> Option<String> {
-    if !subnet.contains(ip) {
-        Some(format!("is not a usable address of subnet {subnet}"))
-    } else if ip == subnet.network() {
-        Some(format!(
-            "is the Subnet-Router anycast address of subnet {subnet}"
-        ))
-    } else {
-        None
-    }
+        .find(|c| !taken.iter().any(|t| overlap::<Ipv6Addr>(c, t)))
 }
 
 /// The IPv6 subnet of `spec` (None without `--ipv6`), or the one error that says what
@@ -137,88 +74,28 @@ pub fn plan(
             driver.name
         )));
     }
-    let (subnet, user) = subnet6(spec, state)?;
-    let gateway = match spec.gateway6.as_deref() {
-        Some(g) => {
-            let g = parse_ip6("gateway", g)?;
-            if let Some(why) = addr_problem6(&subnet, g) {
-                return Err(invalid(format!("gateway {g} {why}")));
-            }
-            g
-        }
-        None => Ipv6Addr::from(u128::from(subnet.network()) + 1),
-    };
-    let ip_range = spec
-        .ip_range6
-        .as_deref()
-        .map(|r| ip_range6(&subnet, r))
-        .transpose()?;
+    let taken = subnets_taken::<Ipv6Addr>(state, None);
+    if let Some(s) = spec.subnet6.as_deref() {
+        let given = |v: &Option<String>| v.as_deref().map(str::to_owned);
+        let (g, r) = (given(&spec.gateway6), given(&spec.ip_range6));
+        return plan_pool(s, g.as_deref(), r.as_deref(), &taken).map(Some);
+    }
+    if spec.gateway6.is_some() || spec.ip_range6.is_some() {
+        return Err(invalid(
+            "an IPv6 --gateway or --ip-range needs an IPv6 --subnet".into(),
+        ));
+    }
+    let base = ula_base(&state.instance_id)?;
+    let used: Vec<Ipv6Network> = taken.iter().map(|(_, t)| *t).collect();
+    let subnet = next_free_64(&base, &used).ok_or_else(|| {
+        NetdError::Conflict(format!("no free IPv6 /64 left in this host's pool {base}"))
+    })?;
     Ok(Some(Pool {
         subnet,
-        gateway,
-        ip_range,
-        user,
+        gateway: first_host::<Ipv6Addr>(&subnet)?,
+        ip_range: None,
+        user: false,
     }))
-}
-
-/// The subnet asked for (checked: big enough, not overlapping another network's), or
-/// the next free /64 of the host's ULA pool; and whether it was the user's.
-fn subnet6(spec: &NetworkSpec, state: &State) -> Result<(Ipv6Network, bool), NetdError> {
-    let taken: Vec<(&str, Ipv6Network)> = state
-        .networks
-        .iter()
-        .flat_map(|n| {
-            n.pools::<Ipv6Addr>()
-                .into_iter()
-                .map(|p| (n.name.as_str(), p.subnet))
-        })
-        .collect();
-    Ok(match spec.subnet6.as_deref() {
-        Some(s) => {
-            let n = parse_cidr6("subnet", s)?;
-            if n.prefix() > 126 {
-                return Err(invalid(format!(
-                    "invalid subnet {s}: too small for a gateway and a container"
-                )));
-            }
-            check_subnet6(&n)?;
-            if let Some((name, other)) = taken.iter().find(|(_, t)| overlaps6(&n, t)) {
-                return Err(NetdError::Conflict(format!(
-                    "subnet {n} overlaps with network {name} ({other})"
-                )));
-            }
-            (n, true)
-        }
-        None => {
-            if spec.gateway6.is_some() || spec.ip_range6.is_some() {
-                return Err(invalid(
-                    "an IPv6 --gateway or --ip-range needs an IPv6 --subnet".into(),
-                ));
-            }
-            let base = ula_base(&state.instance_id)?;
-            let used: Vec<Ipv6Network> = taken.iter().map(|(_, t)| *t).collect();
-            let n = next_free_64(&base, &used).ok_or_else(|| {
-                NetdError::Conflict(format!("no free IPv6 /64 left in this host's pool {base}"))
-            })?;
-            (n, false)
-        }
-    })
-}
-
-/// `--ip-range` on IPv6: inside the subnet, holding a usable address.
-fn ip_range6(subnet: &Ipv6Network, r: &str) -> Result<Ipv6Network, NetdError> {
-    let r = parse_cidr6("ip-range", r)?;
-    if !(subnet.contains(r.network()) && subnet.contains(last(&r))) {
-        return Err(invalid(format!(
-            "ip-range {r} is not inside subnet {subnet}"
-        )));
-    }
-    if r.prefix() == 128 && r.network() == subnet.network() {
-        return Err(invalid(format!(
-            "ip-range {r} holds no usable address of subnet {subnet}"
-        )));
-    }
-    Ok(r)
 }
 
 #[cfg(test)]
