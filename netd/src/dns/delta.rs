@@ -18,6 +18,9 @@ use crate::{
 
 /// What one container last gave the table.
 struct Seen {
+    /// The record it was made from: the state keeps a container's record (shared) until
+    /// something changes it, so the same record needs no fingerprint.
+    rec: Arc<Container>,
     fingerprint: u64,
     entries: Vec<Entry>,
     netns: Option<String>,
@@ -77,11 +80,21 @@ impl Tracker {
         let mut changed = Vec::new();
         let mut found = 0;
         for c in &state.containers {
+            if let Some(s) = self
+                .seen
+                .get_mut(c.id.as_str())
+                .filter(|s| Arc::ptr_eq(&s.rec, c))
+            {
+                found += 1;
+                s.generation = self.generation;
+                continue;
+            }
             let fp = self.fingerprint(c);
             match self.seen.get_mut(c.id.as_str()) {
                 Some(s) => {
                     found += 1;
                     s.generation = self.generation;
+                    s.rec = c.clone();
                     if s.fingerprint == fp {
                         continue;
                     }
@@ -101,6 +114,7 @@ impl Tracker {
                     self.seen.insert(
                         c.id.clone(),
                         Seen {
+                            rec: c.clone(),
                             fingerprint: fp,
                             entries: entries.clone(),
                             netns: c.netns.clone(),
@@ -147,6 +161,7 @@ impl Tracker {
             .iter()
             .map(|c| {
                 let s = Seen {
+                    rec: c.clone(),
                     fingerprint: self.fingerprint(c),
                     entries: entries(c, &dns_nets),
                     netns: c.netns.clone(),
