@@ -1,6 +1,13 @@
 use netd::cli::{self, Command};
 
 fn main() {
+    // A container's process on its way in (see `process::enter`): nothing else of netd.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == netd::process::ENTER_ARG)
+    {
+        netd::process::enter_main();
+    }
     let cli = match cli::parse_args() {
         Ok(c) => c,
         Err(code) => std::process::exit(code),

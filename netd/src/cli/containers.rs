@@ -236,7 +236,7 @@ pub(super) async fn exec_here(client: &Client, a: ExecArgs) -> anyhow::Result<()
     nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
         .context("entering the container's namespace")?;
     // Its resolv.conf and hosts, as `ip netns exec` shows them.
-    crate::process::enter_etc_binds(&crate::process::etc_binds(ns))
+    crate::process::enter_binds(&crate::process::etc_binds(ns))
         .context("bind-mounting the container's /etc/netns files")?;
     // With --hostname, the command runs in a UTS namespace of its own: join the
     // process's (without one, that is the host's, which changes nothing).

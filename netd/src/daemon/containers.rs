@@ -264,7 +264,7 @@ impl Inner {
 /// covers every interface made after this, and loopback is the only one before.
 pub(super) async fn set_lo_up(ns: &str, ipv6_lo: bool) -> anyhow::Result<()> {
     use anyhow::Context;
-    netns::run_in(ns, move || {
+    crate::process::with_own_proc(ns, move || {
         let lo = if ipv6_lo { "0" } else { "1" };
         for (key, value) in [
             ("all/accept_ra", "0"),
@@ -274,9 +274,11 @@ pub(super) async fn set_lo_up(ns: &str, ipv6_lo: bool) -> anyhow::Result<()> {
             ("lo/disable_ipv6", lo),
         ] {
             let p = format!("/proc/sys/net/ipv6/conf/{key}");
-            // /proc/sys/net is the writing thread's namespace: this one's.
-            if std::path::Path::new(&p).exists() {
-                std::fs::write(&p, value).with_context(|| format!("writing {p}"))?;
+            // /proc/sys/net is the writing thread's namespace: this one's. Without IPv6
+            // in the kernel there is no such file, and nothing to turn off.
+            match std::fs::write(&p, value) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                r => r.with_context(|| format!("writing {p}"))?,
             }
         }
         Ok(())
@@ -295,7 +297,7 @@ fn set_ns_sysctls(ns: &str, sysctls: &BTreeMap<String, String>) -> anyhow::Resul
         return Ok(());
     }
     let sysctls = sysctls.clone();
-    netns::run_in(ns, move || {
+    crate::process::with_own_proc(ns, move || {
         for (k, v) in &sysctls {
             crate::sysctl::set(k, v)?;
         }

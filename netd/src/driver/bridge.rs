@@ -186,17 +186,19 @@ pub(super) async fn configure_inside(
     let v6 = a.ip6.zip(net.subnet6());
     let (ifname, sysctls) = (a.ifname.clone(), model::if_sysctls_of(a));
     let ipv6 = v6.is_some();
-    netns::run_in(ns, move || {
-        if ipv6 {
-            enable_ipv6_on(&ifname)?;
-        }
-        // After netd's own settings, before the link is up (as Docker sets them).
-        for s in &sysctls {
-            let p = s.path(&ifname);
-            std::fs::write(&p, &s.value).with_context(|| format!("setting {p}={}", s.value))?;
-        }
-        Ok(())
-    })?;
+    if ipv6 || !sysctls.is_empty() {
+        crate::process::with_own_proc(ns, move || {
+            if ipv6 {
+                enable_ipv6_on(&ifname)?;
+            }
+            // After netd's own settings, before the link is up (as Docker sets them).
+            for s in &sysctls {
+                let p = s.path(&ifname);
+                std::fs::write(&p, &s.value).with_context(|| format!("setting {p}={}", s.value))?;
+            }
+            Ok(())
+        })?;
+    }
     inside.set_up(eth.index).await?;
     if routes.0 && !net.internal && a.ipv4().is_some() {
         if let Some(gw) = net.gateway_for(a.ip) {

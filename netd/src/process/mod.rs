@@ -1,0 +1,219 @@
+//! Starting a container's command (or an exec) inside its namespaces and watching it.
+use std::{
+    fs::File,
+    os::{fd::OwnedFd, unix::process::CommandExt},
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+use anyhow::Context;
+
+mod enter;
+mod mounts;
+
+pub use enter::{main as enter_main, ARG as ENTER_ARG};
+pub use mounts::{enter_binds, etc_binds, with_own_proc};
+
+/// Where a process's standard streams go.
+pub enum ChildIo {
+    /// stdin from /dev/null, stdout and stderr to this log file.
+    Log(PathBuf),
+    /// All three on this slave side of a pseudo-terminal, which becomes the controlling
+    /// terminal of the process's own session.
+    Tty(OwnedFd),
+    /// stdout and stderr to pipes the caller reads; stdin a pipe it writes (`true`) or
+    /// /dev/null.
+    Pipes { stdin: bool },
+    /// Nothing in, nothing kept (an exec started detached).
+    Null,
+}
+
+/// A process to start in a container's namespaces.
+pub struct Spawn<'a> {
+    /// Network namespace (None: the daemon's own, for --network host).
+    pub netns: Option<&'a str>,
+    /// `--hostname`: a UTS namespace of its own with this name.
+    pub hostname: Option<&'a str>,
+    /// Join the UTS namespace of this process instead (an exec joins its container's).
+    pub uts_of: Option<u32>,
+    pub cmd: &'a [String],
+    /// Set on top of netd's environment.
+    pub env: &'a [(String, String)],
+    /// `--user`: uid and gid (None: root, the daemon's).
+    pub user: Option<(u32, u32)>,
+    /// `--workdir` (None: the daemon's working directory).
+    pub workdir: Option<&'a Path>,
+    pub io: ChildIo,
+}
+
+/// Starts a process as `spec` says, detached from netd's session so it outlives a
+/// daemon restart (one on a terminal leads a session of its own, the terminal's). It
+/// sees the namespace's /etc/netns files over /etc. The process is netd's `enter`
+/// program first (started by posix_spawn, see `enter`), which enters the namespaces
+/// and becomes the command; what would make that exec fail later (no such command, no
+/// such directory) is an error here, before anything starts.
+pub fn spawn(spec: Spawn) -> anyhow::Result<tokio::process::Child> {
+    let (prog, _) = spec.cmd.split_first().context("empty command")?;
+    let path = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| std::ffi::OsString::from(v))
+        .or_else(|| std::env::var_os("PATH"));
+    find_program(prog, path.as_deref()).with_context(|| format!("starting {prog:?}"))?;
+    if let Some(d) = spec.workdir.filter(|d| !d.is_dir()) {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOENT))
+            .with_context(|| format!("starting {prog:?}: working directory {}", d.display()));
+    }
+    let binds = spec.netns.map(etc_binds).unwrap_or_default();
+    let tty = matches!(spec.io, ChildIo::Tty(_));
+    let enter = enter::Spec {
+        netns: spec.netns.map(crate::netns::resolve),
+        template: mounts::template_path().map(PathBuf::from),
+        binds,
+        uts: spec
+            .uts_of
+            .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/uts"))),
+        hostname: spec.hostname.map(String::from),
+        tty,
+        user: spec.user,
+        workdir: spec.workdir.map(Path::to_path_buf),
+    };
+    // posix_spawn, not fork: std takes it for an absolute program without pre_exec,
+    // uid or gid (the `enter` program does those).
+    let mut c = std::process::Command::new("/proc/self/exe");
+    c.args(enter::args(&enter, spec.cmd)?)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)));
+    set_io(&mut c, spec.io)?;
+    if !tty {
+        c.process_group(0);
+    }
+    tokio::process::Command::from(c)
+        .kill_on_drop(false)
+        .spawn()
+        .with_context(|| format!("starting {prog:?}"))
+}
+
+/// Where `prog` is, as execvp would find it: itself if it names a path, else the first
+/// executable file of that name in `path`'s directories.
+fn find_program(prog: &str, path: Option<&std::ffi::OsStr>) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if prog.contains('/') {
+        let p = PathBuf::from(prog);
+        return match (p.exists(), runnable(&p)) {
+            (true, true) => Ok(p),
+            (true, false) => Err(std::io::Error::from_raw_os_error(libc::EACCES)),
+            (false, _) => Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
+        };
+    }
+    let dirs = path.unwrap_or(std::ffi::OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+    std::env::split_paths(dirs)
+        .map(|d| d.join(prog))
+        .find(|p| runnable(p))
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))
+}
+
+fn set_io(c: &mut std::process::Command, io: ChildIo) -> anyhow::Result<()> {
+    match io {
+        ChildIo::Log(log) => {
+            let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+            let err = out.try_clone()?;
+            c.stdin(Stdio::null()).stdout(out).stderr(err);
+        }
+        ChildIo::Tty(slave) => {
+            c.stdin(slave.try_clone()?)
+                .stdout(slave.try_clone()?)
+                .stderr(slave);
+        }
+        ChildIo::Pipes { stdin } => {
+            c.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+        ChildIo::Null => {
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        }
+    }
+    Ok(())
+}
+
+/// `--user` as a uid and gid: `UID[:GID]` or `NAME[:GROUP]` (names from the host's
+/// /etc/passwd and /etc/group, which netd's containers share); a user without a group
+/// gets its primary one.
+pub fn resolve_user(spec: &str) -> Result<Option<(u32, u32)>, String> {
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let user = match u.parse::<u32>() {
+        Ok(uid) => nix::unistd::User::from_uid(uid.into())
+            .ok()
+            .flatten()
+            .map_or((uid, uid), |x| (uid, x.gid.as_raw())),
+        Err(_) => nix::unistd::User::from_name(u)
+            .ok()
+            .flatten()
+            .map(|x| (x.uid.as_raw(), x.gid.as_raw()))
+            .ok_or_else(|| {
+                format!("unable to find user {u}: no matching entries in passwd file")
+            })?,
+    };
+    let gid = match g {
+        None => user.1,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()
+                .map(|x| x.gid.as_raw())
+                .ok_or_else(|| {
+                    format!("unable to find group {g}: no matching entries in group file")
+                })?,
+        },
+    };
+    Ok(Some((user.0, gid)))
+}
+
+/// A process's exit code as a shell (and Docker) reports it: its status, or 128 plus
+/// the signal that ended it.
+pub fn exit_code(s: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    s.code().unwrap_or(128 + s.signal().unwrap_or(0))
+}
+
+/// Start time of a process (field 22 of /proc/PID/stat), to tell a pid from its reuse.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: skip past its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is still the process that started at `start`.
+pub fn alive(pid: u32, start: Option<u64>) -> bool {
+    match start_time(pid) {
+        Some(s) => start.is_none_or(|want| want == s) && !is_zombie(pid),
+        None => false,
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
+}
+
+pub fn kill(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
