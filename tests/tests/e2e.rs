@@ -443,3 +443,39 @@ fn output_into_a_closed_pipe_ends_quietly() {
         }
     }
 }
+
+/// A detached container's process starts as a fresh program would: no signal blocked or
+/// ignored (the daemon blocks them all around the start and Rust ignores SIGPIPE), a
+/// process group of its own, /dev/null as its input, its output in its log.
+#[test]
+fn a_detached_process_starts_with_default_signals_in_a_group_of_its_own() {
+    let lab = Lab::new();
+    lab.netd_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "sig",
+        "--",
+        "sh",
+        "-c",
+        "grep -E '^Sig(Blk|Ign)' /proc/self/status; ps -o pid=,pgid= -p $$; \
+         readlink /proc/self/fd/0; echo to-stderr >&2; sleep 30",
+    ]);
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = lab.netd_ok(&["logs", "sig"]);
+        if log.contains("to-stderr") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(log.contains("SigBlk:\t0000000000000000"), "{log}");
+    assert!(log.contains("SigIgn:\t0000000000000000"), "{log}");
+    assert!(log.contains("/dev/null"), "{log}");
+    let ids: Vec<&str> = log
+        .lines()
+        .find(|l| l.split_whitespace().count() == 2 && !l.contains(':'))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert!(ids.len() == 2 && ids[0] == ids[1], "pid and pgid: {log}");
+}

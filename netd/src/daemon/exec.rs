@@ -235,7 +235,10 @@ impl Daemon {
             ))
         })?;
         if !detach {
-            hub.wire(master, &mut child, None)
+            let streams = child
+                .streams()
+                .ok_or_else(|| NetdError::Internal("exec streams: none".into()))?;
+            hub.wire(master, streams, None)
                 .await
                 .map_err(|e| NetdError::Internal(format!("exec streams: {e}")))?;
             if let (true, Some([rows, cols])) = (cfg.tty, cfg.console_size) {
@@ -280,7 +283,7 @@ impl Daemon {
     }
 
     /// Records the exec's exit code when its process ends, and tells the event stream.
-    fn watch_exec(self: &Arc<Self>, c: Container, id: String, mut child: tokio::process::Child) {
+    fn watch_exec(self: &Arc<Self>, c: Container, id: String, mut child: process::Child) {
         let d = self.clone();
         tokio::spawn(async move {
             let code = child.wait().await.map_or(-1, |s| process::exit_code(&s));

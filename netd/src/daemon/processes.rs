@@ -64,7 +64,10 @@ pub(super) async fn start(
         }
     }
     if interactive {
-        d.hub(&c.id).wire(master, &mut child, Some(log)).await?;
+        let streams = child
+            .streams()
+            .ok_or_else(|| anyhow::anyhow!("the process has no streams to wire"))?;
+        d.hub(&c.id).wire(master, streams, Some(log)).await?;
     }
     c.pid = Some(pid);
     c.pid_start = pid_start;
@@ -75,7 +78,7 @@ pub(super) async fn start(
     Ok(())
 }
 
-fn watch_child(d: &Arc<Daemon>, id: String, mut child: tokio::process::Child) {
+fn watch_child(d: &Arc<Daemon>, id: String, mut child: process::Child) {
     let d = d.clone();
     tokio::spawn(async move {
         let code = child.wait().await.map_or(-1, |s| process::exit_code(&s));

@@ -47,6 +47,7 @@ pub fn args(spec: &Spec, cmd: &[String]) -> anyhow::Result<Vec<OsString>> {
 /// error (the container's log) and exit code 126, or 127 for a command not found, as a
 /// shell and Docker report them.
 pub fn main() -> ! {
+    reset_signals();
     let args: Vec<OsString> = std::env::args_os().skip(2).collect();
     let err = match run(&args) {
         Ok(never) => match never {},
@@ -56,6 +57,61 @@ pub fn main() -> ! {
         }
     };
     std::process::exit(err)
+}
+
+/// The command starts as a fresh program would: no signal blocked (the daemon starts
+/// this program with every one blocked, see `vfork`) and none ignored (an ignored
+/// signal stays ignored across exec: the daemon's would be the command's).
+fn reset_signals() {
+    /// The kernel's `struct sigaction` (glibc's refuses its own reserved signals, 32
+    /// and 33, which an ignoring parent may have passed on too).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    // SAFETY: raw rt_sigaction and sigprocmask on this single-threaded process, which
+    // has no handlers of its own to lose; the structs outlive the calls.
+    unsafe {
+        for sig in 1..=64 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            let mut old = KernelSigaction {
+                handler: 0,
+                flags: 0,
+                restorer: 0,
+                mask: 0,
+            };
+            let read = libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::null::<KernelSigaction>(),
+                &mut old as *mut KernelSigaction,
+                8usize,
+            );
+            if read == 0 && old.handler == libc::SIG_IGN {
+                let default = KernelSigaction {
+                    handler: libc::SIG_DFL,
+                    flags: 0,
+                    restorer: 0,
+                    mask: 0,
+                };
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
 }
 
 type Failed = (i32, anyhow::Error);

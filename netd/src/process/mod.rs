@@ -10,6 +10,7 @@ use anyhow::Context;
 
 mod enter;
 mod mounts;
+mod vfork;
 
 pub use enter::{main as enter_main, ARG as ENTER_ARG};
 pub use mounts::{enter_binds, etc_binds, with_own_proc};
@@ -52,7 +53,7 @@ pub struct Spawn<'a> {
 /// program first (started by posix_spawn, see `enter`), which enters the namespaces
 /// and becomes the command; what would make that exec fail later (no such command, no
 /// such directory) is an error here, before anything starts.
-pub fn spawn(spec: Spawn) -> anyhow::Result<tokio::process::Child> {
+pub fn spawn(spec: Spawn) -> anyhow::Result<Child> {
     let (prog, _) = spec.cmd.split_first().context("empty command")?;
     let path = spec
         .env
@@ -80,19 +81,66 @@ pub fn spawn(spec: Spawn) -> anyhow::Result<tokio::process::Child> {
         user: spec.user,
         workdir: spec.workdir.map(Path::to_path_buf),
     };
-    // posix_spawn, not fork: std takes it for an absolute program without pre_exec,
-    // uid or gid (the `enter` program does those).
-    let mut c = std::process::Command::new("/proc/self/exe");
-    c.args(enter::args(&enter, spec.cmd)?)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)));
+    let args = enter::args(&enter, spec.cmd)?;
+    let exe = Path::new("/proc/self/exe");
+    // Output to a file or nowhere (the usual, detached container): the vfork that costs
+    // the same whatever the daemon holds.
+    let log = match &spec.io {
+        ChildIo::Log(log) => Some(Some(log.as_path())),
+        ChildIo::Null => Some(None),
+        _ => None,
+    };
+    if let Some(log) = log {
+        let mut p = vfork::Prepared::new(exe, &args, spec.env, log, true)?;
+        let pid = vfork::spawn(&mut p).with_context(|| format!("starting {prog:?}"))?;
+        return Ok(Child::Raw(vfork::RawChild::new(pid)?));
+    }
+    // Terminals and pipes: posix_spawn (std takes it for an absolute program without
+    // pre_exec, uid or gid; the `enter` program does those).
+    let mut c = std::process::Command::new(exe);
+    c.args(args).envs(spec.env.iter().map(|(k, v)| (k, v)));
     set_io(&mut c, spec.io)?;
     if !tty {
         c.process_group(0);
     }
-    tokio::process::Command::from(c)
+    let child = tokio::process::Command::from(c)
         .kill_on_drop(false)
         .spawn()
-        .with_context(|| format!("starting {prog:?}"))
+        .with_context(|| format!("starting {prog:?}"))?;
+    Ok(Child::Tokio(child))
+}
+
+/// A process `spawn` started.
+pub enum Child {
+    /// With pipes or a terminal the daemon wires to clients.
+    Tokio(tokio::process::Child),
+    /// Output to a file or nowhere.
+    Raw(vfork::RawChild),
+}
+
+impl Child {
+    pub fn id(&self) -> Option<u32> {
+        match self {
+            Child::Tokio(c) => c.id(),
+            Child::Raw(c) => Some(c.id()),
+        }
+    }
+
+    /// Its exit status once it has ended.
+    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Child::Tokio(c) => c.wait().await,
+            Child::Raw(c) => c.wait().await,
+        }
+    }
+
+    /// The streams' side of it, for a process with pipes or a terminal.
+    pub fn streams(&mut self) -> Option<&mut tokio::process::Child> {
+        match self {
+            Child::Tokio(c) => Some(c),
+            Child::Raw(_) => None,
+        }
+    }
 }
 
 /// Where `prog` is, as execvp would find it: itself if it names a path, else the first
