@@ -32,6 +32,17 @@ pub struct Link {
     pub kind: Option<String>,
 }
 
+/// A veth pair to create: the host end, the peer (born in `peer_ns`, or beside the host
+/// end for a runtime to move), both with `mtu`, the host end up in bridge `master`.
+pub struct Veth<'a> {
+    pub host: &'a str,
+    pub peer: &'a str,
+    pub peer_ns: Option<&'a std::fs::File>,
+    pub peer_mac: [u8; 6],
+    pub mtu: Option<u32>,
+    pub master: Option<u32>,
+}
+
 impl Netlink {
     /// A handle in the calling thread's namespace (the daemon's own).
     pub fn current() -> anyhow::Result<Netlink> {
@@ -118,22 +129,30 @@ impl Netlink {
     /// Creates a veth pair whose peer is born inside the namespace open as `peer_ns`
     /// (netavark's way: the container end never appears in the host namespace), or
     /// beside the host end when there is none (a runtime moves it itself).
-    pub async fn create_veth(
-        &self,
-        host_name: &str,
-        peer_name: &str,
-        peer_ns: Option<&std::fs::File>,
-        peer_mac: [u8; 6],
-    ) -> anyhow::Result<Link> {
+    pub async fn create_veth(&self, v: Veth<'_>) -> anyhow::Result<Link> {
+        let (host_name, peer_name) = (v.host, v.peer);
         let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer_name.to_string())
-            .address(peer_mac.to_vec());
+            .address(v.peer_mac.to_vec());
+        if let Some(mtu) = v.mtu {
+            peer = peer.mtu(mtu);
+        }
         // Without a namespace the peer is born beside the host end (handed to a runtime).
-        if let Some(ns) = peer_ns {
+        if let Some(ns) = v.peer_ns {
             peer = peer.setns_by_fd(ns.as_raw_fd());
         }
         let peer = peer.build();
-        let mut msg = LinkVeth::new(host_name, peer_name).build();
+        // The host end born with its MTU, up and in its bridge: one message, where a
+        // change each would be one more notification, and every notification about a
+        // veth whose peer is in another namespace walks the host's namespace ids.
+        let mut host = LinkVeth::new(host_name, peer_name).up();
+        if let Some(mtu) = v.mtu {
+            host = host.mtu(mtu);
+        }
+        if let Some(master) = v.master {
+            host = host.controller(master);
+        }
+        let mut msg = host.build();
         for attr in msg.attributes.iter_mut() {
             if let LinkAttribute::LinkInfo(infos) = attr {
                 for info in infos.iter_mut() {
@@ -175,15 +194,19 @@ impl Netlink {
         parent: u32,
         ns: &std::fs::File,
         mac: [u8; 6],
+        mtu: Option<u32>,
     ) -> anyhow::Result<()> {
-        let msg = LinkMacVlan::new(
+        let mut msg = LinkMacVlan::new(
             name,
             parent,
             netlink_packet_route::link::MacVlanMode::Bridge,
         )
         .address(mac.to_vec())
-        .setns_by_fd(ns.as_raw_fd())
-        .build();
+        .setns_by_fd(ns.as_raw_fd());
+        if let Some(mtu) = mtu {
+            msg = msg.mtu(mtu);
+        }
+        let msg = msg.build();
         self.handle
             .link()
             .add(msg)
@@ -208,15 +231,6 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("setting MTU {mtu} on link {index}"))
-    }
-
-    pub async fn set_master(&self, index: u32, master: u32) -> anyhow::Result<()> {
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).controller(master).build())
-            .execute()
-            .await
-            .with_context(|| format!("attaching link {index} to bridge {master}"))
     }
 
     pub async fn del_link(&self, index: u32) -> anyhow::Result<()> {

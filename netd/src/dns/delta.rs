@@ -12,7 +12,7 @@ use std::{
 
 use super::records::{dns_networks, entries, Entry, Table};
 use crate::{
-    model::{Container, RemoteEndpoint},
+    model::{Container, Network, RemoteEndpoint},
     store::State,
 };
 
@@ -52,6 +52,13 @@ pub enum Changes<'a> {
     },
 }
 
+/// What one sync saw of a container.
+enum Saw<'a> {
+    /// One it knew, changed or not.
+    Known(Option<Changed<'a>>),
+    New(Changed<'a>),
+}
+
 #[derive(Default)]
 pub struct Tracker {
     seen: HashMap<String, Seen>,
@@ -78,78 +85,90 @@ impl Tracker {
         self.generation += 1;
         let dns_nets = dns_networks(state);
         let mut changed = Vec::new();
-        let mut found = 0;
+        let mut known = 0;
         for c in &state.containers {
-            if let Some(s) = self
-                .seen
-                .get_mut(c.id.as_str())
-                .filter(|s| Arc::ptr_eq(&s.rec, c))
-            {
-                found += 1;
-                s.generation = self.generation;
-                continue;
-            }
-            let fp = self.fingerprint(c);
-            match self.seen.get_mut(c.id.as_str()) {
-                Some(s) => {
-                    found += 1;
-                    s.generation = self.generation;
-                    s.rec = c.clone();
-                    if s.fingerprint == fp {
-                        continue;
-                    }
-                    let entries = entries(c, &dns_nets);
-                    s.fingerprint = fp;
-                    let before = std::mem::replace(&mut s.entries, entries.clone());
-                    let before_netns = std::mem::replace(&mut s.netns, c.netns.clone());
-                    changed.push(Changed {
-                        container: c,
-                        before: Some(before),
-                        before_netns,
-                        entries,
-                    });
+            match self.see(c, &dns_nets) {
+                Saw::Known(None) => known += 1,
+                Saw::Known(Some(ch)) => {
+                    known += 1;
+                    changed.push(ch);
                 }
-                None => {
-                    let entries = entries(c, &dns_nets);
-                    self.seen.insert(
-                        c.id.clone(),
-                        Seen {
-                            rec: c.clone(),
-                            fingerprint: fp,
-                            entries: entries.clone(),
-                            netns: c.netns.clone(),
-                            generation: self.generation,
-                        },
-                    );
-                    changed.push(Changed {
-                        container: c,
-                        before: None,
-                        before_netns: None,
-                        entries,
-                    });
-                }
+                Saw::New(ch) => changed.push(ch),
             }
         }
-        let mut gone = Vec::new();
-        if found + changed.iter().filter(|c| c.before.is_none()).count() < self.seen.len() {
-            let g = self.generation;
-            let ids: Vec<String> = self
-                .seen
-                .iter()
-                .filter(|(_, s)| s.generation != g)
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in ids {
-                if let Some(s) = self.seen.remove(&id) {
-                    gone.push(Gone {
-                        id,
-                        entries: s.entries,
-                        netns: s.netns,
-                    });
-                }
-            }
-        }
+        let new = changed.iter().filter(|c| c.before.is_none()).count();
+        let gone = match known + new < self.seen.len() {
+            true => self.forget_unseen(),
+            false => Vec::new(),
+        };
         Changes::Some { changed, gone }
+    }
+
+    /// Container `c` in this sync: known (and what changed in it, if anything) or new.
+    fn see<'a>(&mut self, c: &'a Arc<Container>, dns_nets: &HashMap<&str, &Network>) -> Saw<'a> {
+        let generation = self.generation;
+        if let Some(s) = self
+            .seen
+            .get_mut(c.id.as_str())
+            .filter(|s| Arc::ptr_eq(&s.rec, c))
+        {
+            s.generation = generation;
+            return Saw::Known(None);
+        }
+        let fp = self.fingerprint(c);
+        if let Some(s) = self.seen.get_mut(c.id.as_str()) {
+            s.generation = generation;
+            s.rec = c.clone();
+            if s.fingerprint == fp {
+                return Saw::Known(None);
+            }
+            let entries = entries(c, dns_nets);
+            s.fingerprint = fp;
+            let before = std::mem::replace(&mut s.entries, entries.clone());
+            let before_netns = std::mem::replace(&mut s.netns, c.netns.clone());
+            return Saw::Known(Some(Changed {
+                container: c,
+                before: Some(before),
+                before_netns,
+                entries,
+            }));
+        }
+        let entries = entries(c, dns_nets);
+        let seen = Seen {
+            rec: c.clone(),
+            fingerprint: fp,
+            entries: entries.clone(),
+            netns: c.netns.clone(),
+            generation,
+        };
+        self.seen.insert(c.id.clone(), seen);
+        Saw::New(Changed {
+            container: c,
+            before: None,
+            before_netns: None,
+            entries,
+        })
+    }
+
+    /// The containers this sync did not see, forgotten.
+    fn forget_unseen(&mut self) -> Vec<Gone> {
+        let g = self.generation;
+        let ids: Vec<String> = self
+            .seen
+            .iter()
+            .filter(|(_, s)| s.generation != g)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| {
+                let s = self.seen.remove(&id)?;
+                Some(Gone {
+                    id,
+                    entries: s.entries,
+                    netns: s.netns,
+                })
+            })
+            .collect()
     }
 
     fn remember_all(&mut self, state: &State) {

@@ -11,7 +11,7 @@ use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use super::{Join, NetworkDriver, TeardownErrors};
 use crate::{
     model::{self, Attachment, GatewayMode, Network},
-    netlink::Netlink,
+    netlink::{Netlink, Veth},
     netns, sysctl,
 };
 
@@ -122,22 +122,17 @@ impl NetworkDriver for Bridge {
                 .ok_or_else(|| anyhow!("bridge {} missing", net.bridge))?;
             let ns_file = j.netns.map(netns::open).transpose()?;
             let host = nl
-                .create_veth(&a.veth, &a.ifname, ns_file.as_ref(), a.mac)
+                .create_veth(Veth {
+                    host: &a.veth,
+                    peer: &a.ifname,
+                    peer_ns: ns_file.as_ref(),
+                    peer_mac: a.mac,
+                    mtu: net.mtu,
+                    master: Some(bridge.index),
+                })
                 .await?;
-            if let Some(mtu) = net.mtu {
-                nl.set_mtu(host.index, mtu).await?;
-            }
-            nl.set_master(host.index, bridge.index).await?;
-            nl.set_up(host.index).await?;
+            // Handed to the runtime: the MTU goes with the link when it moves.
             let Some(ns) = j.netns else {
-                // Handed to the runtime: the MTU goes with the link when it moves.
-                if let Some(mtu) = net.mtu {
-                    let peer = nl
-                        .link_by_name(&a.ifname)
-                        .await?
-                        .ok_or_else(|| anyhow!("veth peer {} missing", a.ifname))?;
-                    nl.set_mtu(peer.index, mtu).await?;
-                }
                 return Ok(host.index);
             };
             configure_inside(ns, net, a, prefix, (j.default_route, j.default_route6))
@@ -159,8 +154,8 @@ impl NetworkDriver for Bridge {
     }
 }
 
-/// The container side of endpoint `a`, born in namespace `ns`: the network's MTU, its
-/// addresses (IPv6 on for it on a network with IPv6), the endpoint's sysctls, link up,
+/// The container side of endpoint `a`, born in namespace `ns` (with the network's MTU):
+/// its addresses (IPv6 on for it on a network with IPv6), the endpoint's sysctls, link up,
 /// then the default routes it gives (`routes`: IPv4's, IPv6's) through its gateways.
 pub(super) async fn configure_inside(
     ns: &str,
@@ -174,9 +169,6 @@ pub(super) async fn configure_inside(
         .link_by_name(&a.ifname)
         .await?
         .ok_or_else(|| anyhow!("{} missing in {}", a.ifname, ns))?;
-    if let Some(mtu) = net.mtu {
-        inside.set_mtu(eth.index, mtu).await?;
-    }
     if let Some(ip) = a.ipv4() {
         inside
             .add_addr(eth.index, Ipv4Network::new(ip, prefix)?)

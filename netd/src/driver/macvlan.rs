@@ -93,7 +93,7 @@ impl NetworkDriver for Macvlan {
                 .await?
                 .ok_or_else(|| anyhow!("parent interface {parent} missing"))?;
             let prefix = net.prefix_for(a.ip);
-            nl.create_macvlan_in(&a.ifname, link.index, &netns::open(ns)?, a.mac)
+            nl.create_macvlan_in(&a.ifname, link.index, &netns::open(ns)?, a.mac, net.mtu)
                 .await?;
             configure_inside(ns, net, a, prefix, (j.default_route, j.default_route6))
                 .await
