@@ -172,29 +172,7 @@ impl Daemon {
             },
         )
         .await?;
-        info!(
-            "network {} ({}) on {}",
-            net.name,
-            net.subnets
-                .iter()
-                .map(|s| s.subnet.to_string())
-                .collect::<Vec<_>>()
-                .join(" "),
-            net.bridge
-        );
-        let warnings: Vec<String> = [
-            net.pool::<Ipv4Addr>()
-                .filter(|p| p.user)
-                .and_then(|p| ipam::route_overlap_warning(&p.subnet, &routes)),
-            ipam::unused_ipam_options(&net),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        let warning = (!warnings.is_empty()).then(|| warnings.join("; "));
-        if let Some(w) = &warning {
-            warn!("network {}: {w}", net.name);
-        }
+        let warning = created(&net, &routes);
         self.emit_network(&net, "create", None);
         Ok((net, warning))
     }
@@ -541,6 +519,32 @@ pub(super) async fn ensure_builtin(
         }
     }
     Ok(())
+}
+
+/// Logs a new network; Docker's warning for it (a user subnet over a route of the host,
+/// IPAM options the driver ignores), also logged.
+fn created(net: &Network, routes: &[ipnetwork::Ipv4Network]) -> Option<String> {
+    let subnets: Vec<String> = net.subnets.iter().map(|s| s.subnet.to_string()).collect();
+    info!(
+        "network {} ({}) on {}",
+        net.name,
+        subnets.join(" "),
+        net.bridge
+    );
+    let warnings: Vec<String> = [
+        net.pool::<Ipv4Addr>()
+            .filter(|p| p.user)
+            .and_then(|p| ipam::route_overlap_warning(&p.subnet, routes)),
+        ipam::unused_ipam_options(net),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let warning = (!warnings.is_empty()).then(|| warnings.join("; "));
+    if let Some(w) = &warning {
+        warn!("network {}: {w}", net.name);
+    }
+    warning
 }
 
 /// A built-in network of `driver`: no bridge, no subnet, nothing of a user's.

@@ -285,22 +285,7 @@ impl Datapath {
             (map_names::CONNTRACK6_NEW, new_entries),
         ];
         let migration = layout::Migration::prepare(bpf_dir, &pinned_maps(&capacity)?)?;
-        let mut loader = EbpfLoader::new();
-        // NETD_VERIFIER_LOG=1: the verifier's whole log in a refusal, for whoever is
-        // changing the programs (the default keeps only its verdict).
-        if std::env::var_os("NETD_VERIFIER_LOG").is_some() {
-            loader
-                .verifier_log_level(aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS);
-        }
-        let mut ebpf = loader
-            .default_map_pin_directory(bpf_dir)
-            .map_max_entries(map_names::CONNTRACK, ct_entries)
-            .map_max_entries(map_names::CONNTRACK_NEW, new_entries)
-            .map_max_entries(map_names::CONNTRACK6, ct_entries)
-            .map_max_entries(map_names::CONNTRACK6_NEW, new_entries)
-            .load(OBJECT)
-            .context("loading the eBPF object (is this kernel new enough, are you root?)")?;
-        verify_programs(&mut ebpf)?;
+        let mut ebpf = load_object(bpf_dir, &capacity)?;
         let take = |e: &mut Ebpf, n: &str| e.take_map(n).ok_or_else(|| anyhow!("map {n} missing"));
         migration.carry()?;
         // The conntrack maps are pinned by now: the table opens them by their pins.
@@ -429,4 +414,24 @@ fn totals(array: &PerCpuArray<MapData, u64>, names: &[&'static str]) -> Vec<(&'s
             (*name, total)
         })
         .collect()
+}
+
+/// The eBPF object loaded, its maps pinned in `bpf_dir` (the conntrack tables at
+/// `capacity`), its programs through the verifier.
+fn load_object(bpf_dir: &Path, capacity: &[(&str, u32)]) -> anyhow::Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    // NETD_VERIFIER_LOG=1: the verifier's whole log in a refusal, for whoever is
+    // changing the programs (the default keeps only its verdict).
+    if std::env::var_os("NETD_VERIFIER_LOG").is_some() {
+        loader.verifier_log_level(aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS);
+    }
+    loader.default_map_pin_directory(bpf_dir);
+    for (name, entries) in capacity {
+        loader.map_max_entries(name, *entries);
+    }
+    let mut ebpf = loader
+        .load(OBJECT)
+        .context("loading the eBPF object (is this kernel new enough, are you root?)")?;
+    verify_programs(&mut ebpf)?;
+    Ok(ebpf)
 }
