@@ -121,7 +121,12 @@ impl Inner {
     /// of `--link`s. Failures are logged (the network itself is already in place).
     fn sync_names(&mut self) {
         self.dns.sync(&self.state);
-        if let Err(e) = self.dp.sync_links(&dns::links::rules(&self.state)) {
+        // Without links, no walk over every container for their rules.
+        let rules = match self.dns.any_links() {
+            true => dns::links::rules(&self.state),
+            false => Vec::new(),
+        };
+        if let Err(e) = self.dp.sync_links(&rules) {
             warn!("writing the --link exceptions: {e:#}");
         }
     }

@@ -4,6 +4,12 @@
 //! names, addresses, namespace, resolver settings, links) and by the entries it put in
 //! the table. A change of the networks or of the remote endpoints (rare: they reshape
 //! who sees what) rebuilds everything.
+//!
+//! A sync costs what changed, not the host: the state shares a container's record until
+//! something changes it, so a record at the same place of the list as last time is
+//! known unchanged by its pointer, without a lookup; the containers of a namespace and
+//! those with links are kept by id, so that a client or a link is rebuilt without a walk
+//! over every container.
 use std::{
     collections::{HashMap, HashSet},
     hash::{BuildHasher, Hash, Hasher},
@@ -24,8 +30,6 @@ struct Seen {
     fingerprint: u64,
     entries: Vec<Entry>,
     netns: Option<String>,
-    /// The sync that last saw it (one that did not is removed).
-    generation: u64,
 }
 
 /// A container gone since the last sync: what to take out of the table.
@@ -62,9 +66,13 @@ enum Saw<'a> {
 #[derive(Default)]
 pub struct Tracker {
     seen: HashMap<String, Seen>,
+    /// The state's containers at the last sync, in its order.
+    last: Vec<Arc<Container>>,
+    /// Ids of the containers in each namespace, and of those with links.
+    by_netns: HashMap<String, HashSet<String>>,
+    linked: HashSet<String>,
     networks: Option<u64>,
     remote: Option<Arc<Vec<RemoteEndpoint>>>,
-    generation: u64,
     hasher: foldhash::quality::RandomState,
 }
 
@@ -82,11 +90,14 @@ impl Tracker {
             self.remember_all(state);
             return Changes::All;
         }
-        self.generation += 1;
         let dns_nets = dns_networks(state);
         let mut changed = Vec::new();
         let mut known = 0;
-        for c in &state.containers {
+        for (i, c) in state.containers.iter().enumerate() {
+            if self.last.get(i).is_some_and(|l| Arc::ptr_eq(l, c)) {
+                known += 1;
+                continue;
+            }
             match self.see(c, &dns_nets) {
                 Saw::Known(None) => known += 1,
                 Saw::Known(Some(ch)) => {
@@ -98,26 +109,25 @@ impl Tracker {
         }
         let new = changed.iter().filter(|c| c.before.is_none()).count();
         let gone = match known + new < self.seen.len() {
-            true => self.forget_unseen(),
+            true => self.forget_missing(state),
             false => Vec::new(),
         };
+        self.last = state.containers.clone();
         Changes::Some { changed, gone }
     }
 
     /// Container `c` in this sync: known (and what changed in it, if anything) or new.
     fn see<'a>(&mut self, c: &'a Arc<Container>, dns_nets: &HashMap<&str, &Network>) -> Saw<'a> {
-        let generation = self.generation;
-        if let Some(s) = self
+        if self
             .seen
-            .get_mut(c.id.as_str())
-            .filter(|s| Arc::ptr_eq(&s.rec, c))
+            .get(c.id.as_str())
+            .is_some_and(|s| Arc::ptr_eq(&s.rec, c))
         {
-            s.generation = generation;
             return Saw::Known(None);
         }
         let fp = self.fingerprint(c);
+        self.index(c);
         if let Some(s) = self.seen.get_mut(c.id.as_str()) {
-            s.generation = generation;
             s.rec = c.clone();
             if s.fingerprint == fp {
                 return Saw::Known(None);
@@ -126,6 +136,12 @@ impl Tracker {
             s.fingerprint = fp;
             let before = std::mem::replace(&mut s.entries, entries.clone());
             let before_netns = std::mem::replace(&mut s.netns, c.netns.clone());
+            if let Some(old) = before_netns
+                .as_ref()
+                .filter(|n| c.netns.as_ref() != Some(n))
+            {
+                unindex(&mut self.by_netns, old, &c.id);
+            }
             return Saw::Known(Some(Changed {
                 container: c,
                 before: Some(before),
@@ -139,7 +155,6 @@ impl Tracker {
             fingerprint: fp,
             entries: entries.clone(),
             netns: c.netns.clone(),
-            generation,
         };
         self.seen.insert(c.id.clone(), seen);
         Saw::New(Changed {
@@ -150,18 +165,23 @@ impl Tracker {
         })
     }
 
-    /// The containers this sync did not see, forgotten.
-    fn forget_unseen(&mut self) -> Vec<Gone> {
-        let g = self.generation;
+    /// The containers no longer in `state`, forgotten (a walk over the state, only when
+    /// some went).
+    fn forget_missing(&mut self, state: &State) -> Vec<Gone> {
+        let now: HashSet<&str> = state.containers.iter().map(|c| c.id.as_str()).collect();
         let ids: Vec<String> = self
             .seen
-            .iter()
-            .filter(|(_, s)| s.generation != g)
-            .map(|(id, _)| id.clone())
+            .keys()
+            .filter(|id| !now.contains(id.as_str()))
+            .cloned()
             .collect();
         ids.into_iter()
             .filter_map(|id| {
                 let s = self.seen.remove(&id)?;
+                if let Some(ns) = &s.netns {
+                    unindex(&mut self.by_netns, ns, &id);
+                }
+                self.linked.remove(&id);
                 Some(Gone {
                     id,
                     entries: s.entries,
@@ -173,23 +193,80 @@ impl Tracker {
 
     fn remember_all(&mut self, state: &State) {
         let dns_nets = dns_networks(state);
-        self.generation += 1;
-        let generation = self.generation;
-        let seen = state
-            .containers
+        self.by_netns.clear();
+        self.linked.clear();
+        self.seen.clear();
+        for c in &state.containers {
+            self.index(c);
+            let s = Seen {
+                rec: c.clone(),
+                fingerprint: self.fingerprint(c),
+                entries: entries(c, &dns_nets),
+                netns: c.netns.clone(),
+            };
+            self.seen.insert(c.id.clone(), s);
+        }
+        self.last = state.containers.clone();
+    }
+
+    /// Files `c` under its namespace and, if it has links, among the linked.
+    fn index(&mut self, c: &Container) {
+        if let Some(ns) = &c.netns {
+            self.by_netns
+                .entry(ns.clone())
+                .or_default()
+                .insert(c.id.clone());
+        }
+        match c.links.is_empty() {
+            true => self.linked.remove(&c.id),
+            false => self.linked.insert(c.id.clone()),
+        };
+    }
+
+    /// The containers in namespace `ns` as of the last sync.
+    pub fn in_netns(&self, ns: &str) -> Vec<Arc<Container>> {
+        self.by_netns
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.seen.get(id).map(|s| s.rec.clone()))
+            .collect()
+    }
+
+    /// Whether any container has links.
+    pub fn any_links(&self) -> bool {
+        !self.linked.is_empty()
+    }
+
+    /// The namespaces whose clients `changes` touch, and the containers whose files may
+    /// have changed: the changed ones, and those linking to a changed or gone one.
+    pub fn touched(
+        &self,
+        changed: &[Changed],
+        gone: &[Gone],
+    ) -> (HashSet<String>, Vec<Arc<Container>>) {
+        let mut namespaces = HashSet::new();
+        let mut files: Vec<Arc<Container>> = Vec::new();
+        for c in changed {
+            namespaces.extend(c.container.netns.iter().cloned());
+            namespaces.extend(c.before_netns.iter().cloned());
+            if let Some(s) = self.seen.get(&c.container.id) {
+                files.push(s.rec.clone());
+            }
+        }
+        namespaces.extend(gone.iter().filter_map(|g| g.netns.clone()));
+        let ids: HashSet<&str> = changed
             .iter()
-            .map(|c| {
-                let s = Seen {
-                    rec: c.clone(),
-                    fingerprint: self.fingerprint(c),
-                    entries: entries(c, &dns_nets),
-                    netns: c.netns.clone(),
-                    generation,
-                };
-                (c.id.clone(), s)
-            })
+            .map(|c| c.container.id.as_str())
+            .chain(gone.iter().map(|g| g.id.as_str()))
             .collect();
-        self.seen = seen;
+        for s in self.linked.iter().filter_map(|id| self.seen.get(id)) {
+            if s.rec.links.iter().any(|l| ids.contains(l.target.as_str())) {
+                namespaces.extend(s.rec.netns.iter().cloned());
+                files.push(s.rec.clone());
+            }
+        }
+        (namespaces, files)
     }
 
     /// What names and files of `c` depend on.
@@ -218,40 +295,21 @@ impl Tracker {
     }
 }
 
-/// The namespaces whose clients `changes` touch, and the containers whose files may
-/// have changed: the changed ones, and those linking to a changed or gone one.
-pub fn touched<'a>(
-    state: &'a State,
-    changed: &[Changed<'a>],
-    gone: &[Gone],
-) -> (HashSet<String>, Vec<&'a Container>) {
-    let mut namespaces = HashSet::new();
-    let mut files: Vec<&Container> = changed.iter().map(|c| c.container).collect();
-    for c in changed {
-        namespaces.extend(c.container.netns.iter().cloned());
-        namespaces.extend(c.before_netns.iter().cloned());
-    }
-    namespaces.extend(gone.iter().filter_map(|g| g.netns.clone()));
-    let ids: HashSet<&str> = changed
-        .iter()
-        .map(|c| c.container.id.as_str())
-        .chain(gone.iter().map(|g| g.id.as_str()))
-        .collect();
-    if !ids.is_empty() {
-        for c in state.containers.iter().filter(|c| !c.links.is_empty()) {
-            if c.links.iter().any(|l| ids.contains(l.target.as_str())) {
-                namespaces.extend(c.netns.iter().cloned());
-                files.push(c);
-            }
+/// Forgets `id` in namespace `ns`'s set.
+fn unindex(by_netns: &mut HashMap<String, HashSet<String>>, ns: &str, id: &str) {
+    if let Some(ids) = by_netns.get_mut(ns) {
+        ids.remove(id);
+        if ids.is_empty() {
+            by_netns.remove(ns);
         }
     }
-    (namespaces, files)
 }
 
 /// Takes what `changed` and `gone` gave `table` out, puts what `changed` give now in,
 /// and rebuilds the clients of `namespaces` (from `touched`).
 pub fn patch(
     table: &mut Table,
+    tracker: &Tracker,
     state: &State,
     changed: &[Changed],
     gone: &[Gone],
@@ -268,7 +326,18 @@ pub fn patch(
     }
     let dns_nets = dns_networks(state);
     for ns in namespaces {
-        table.refresh_client(ns, state, &dns_nets);
+        let mut members = tracker.in_netns(ns);
+        // Several (`container:` joiners): in the state's order, which the client's
+        // lists follow.
+        if members.len() > 1 {
+            members = state
+                .containers
+                .iter()
+                .filter(|c| c.netns.as_deref() == Some(ns.as_str()))
+                .cloned()
+                .collect();
+        }
+        table.refresh_client(ns, &members, state, &dns_nets);
     }
 }
 
@@ -307,8 +376,8 @@ mod tests {
         match tracker.changes(state) {
             Changes::All => *t = Table::build(state),
             Changes::Some { changed, gone } => {
-                let (namespaces, _) = touched(state, &changed, &gone);
-                patch(t, state, &changed, &gone, &namespaces);
+                let (namespaces, _) = tracker.touched(&changed, &gone);
+                patch(t, tracker, state, &changed, &gone, &namespaces);
             }
         }
         assert_eq!(*t, Table::build(state));

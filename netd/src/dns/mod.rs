@@ -98,6 +98,11 @@ impl Service {
     /// what the containers that changed since the last sync touch is rebuilt (`delta`).
     /// Failures are logged: names are a service on top of a working network, never a
     /// reason to undo one.
+    /// Whether any container has `--link`s (else there are no link exceptions).
+    pub fn any_links(&self) -> bool {
+        self.tracker.any_links()
+    }
+
     pub fn sync(&mut self, state: &State) {
         match self.tracker.changes(state) {
             delta::Changes::All => self.sync_all(state),
@@ -128,7 +133,7 @@ impl Service {
 
     /// The table patched with what `changed` and `gone` took out and put in.
     fn sync_some(&mut self, state: &State, changed: &[delta::Changed], gone: &[delta::Gone]) {
-        let (mut namespaces, files) = delta::touched(state, changed, gone);
+        let (mut namespaces, files) = self.tracker.touched(changed, gone);
         {
             let mut g = self
                 .shared
@@ -136,7 +141,14 @@ impl Service {
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             // In place unless a query holds the table right now (then it is copied).
-            delta::patch(Arc::make_mut(&mut g), state, changed, gone, &namespaces);
+            delta::patch(
+                Arc::make_mut(&mut g),
+                &self.tracker,
+                state,
+                changed,
+                gone,
+                &namespaces,
+            );
         }
         let table = self.shared.table();
         namespaces.extend(std::mem::take(&mut self.failed));
@@ -148,7 +160,7 @@ impl Service {
             }
         }
         for c in files {
-            self.write_files(c, state);
+            self.write_files(&c, state);
         }
         for ns in gone.iter().filter_map(|g| g.netns.as_deref()) {
             self.written.remove(&files::dir_of_netns(ns));

@@ -6,6 +6,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
 };
 
 use crate::{
@@ -305,15 +306,17 @@ impl Table {
         }
     }
 
-    /// Makes the client of namespace `ns` what the containers in it give (none if no
-    /// container there gets a server).
-    pub fn refresh_client(&mut self, ns: &str, state: &State, dns_nets: &HashMap<&str, &Network>) {
+    /// Makes the client of namespace `ns` what `members`, the containers in it in the
+    /// state's order, give (none if no container there gets a server).
+    pub fn refresh_client(
+        &mut self,
+        ns: &str,
+        members: &[Arc<Container>],
+        state: &State,
+        dns_nets: &HashMap<&str, &Network>,
+    ) {
         let mut client: Option<Client> = None;
-        for c in state
-            .containers
-            .iter()
-            .filter(|c| c.netns.as_deref() == Some(ns))
-        {
+        for c in members {
             let nets = client_networks(c, dns_nets);
             if !nets.is_empty() {
                 add_to_client(client.get_or_insert_default(), c, &nets, state);
