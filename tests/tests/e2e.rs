@@ -446,7 +446,8 @@ fn output_into_a_closed_pipe_ends_quietly() {
 
 /// A detached container's process starts as a fresh program would: no signal blocked or
 /// ignored (the daemon blocks them all around the start and Rust ignores SIGPIPE), a
-/// process group of its own, /dev/null as its input, its output in its log.
+/// process group of its own, /dev/null as its input, its output in its log, no fd of
+/// the daemon's.
 #[test]
 fn a_detached_process_starts_with_default_signals_in_a_group_of_its_own() {
     let lab = Lab::new();
@@ -459,7 +460,8 @@ fn a_detached_process_starts_with_default_signals_in_a_group_of_its_own() {
         "sh",
         "-c",
         "grep -E '^Sig(Blk|Ign)' /proc/self/status; ps -o pid=,pgid= -p $$; \
-         readlink /proc/self/fd/0; echo to-stderr >&2; sleep 30",
+         readlink /proc/self/fd/0; echo fds: $(ls /proc/$$/fd); echo to-stderr >&2; \
+         sleep 30",
     ]);
     let mut log = String::new();
     for _ in 0..100 {
@@ -472,10 +474,42 @@ fn a_detached_process_starts_with_default_signals_in_a_group_of_its_own() {
     assert!(log.contains("SigBlk:\t0000000000000000"), "{log}");
     assert!(log.contains("SigIgn:\t0000000000000000"), "{log}");
     assert!(log.contains("/dev/null"), "{log}");
+    // Nothing of the daemon's but the three streams (3 is the shell's own pipe for
+    // `$(..)`; anything the daemon passed on would come on top).
+    assert!(log.contains("fds: 0 1 2 3\n"), "{log}");
     let ids: Vec<&str> = log
         .lines()
         .find(|l| l.split_whitespace().count() == 2 && !l.contains(':'))
         .map(|l| l.split_whitespace().collect())
         .unwrap_or_default();
     assert!(ids.len() == 2 && ids[0] == ids[1], "pid and pgid: {log}");
+}
+
+/// A process on a terminal (started by posix_spawn, which passes on every fd the daemon
+/// holds without O_CLOEXEC) gets nothing of the daemon's either: not another
+/// container's terminal.
+#[test]
+fn a_terminal_process_gets_no_other_containers_terminal() {
+    let lab = Lab::new();
+    lab.netd_ok(&["run", "-d", "-t", "--name", "first", "--", "sleep", "30"]);
+    lab.netd_ok(&[
+        "run",
+        "-d",
+        "-t",
+        "--name",
+        "second",
+        "--",
+        "sh",
+        "-c",
+        "echo fds: $(ls /proc/self/fd); sleep 30",
+    ]);
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = lab.netd_ok(&["logs", "second"]);
+        if log.contains("fds:") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(log.contains("fds: 0 1 2 3\r\n"), "{log:?}");
 }

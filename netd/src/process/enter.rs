@@ -48,6 +48,10 @@ pub fn args(spec: &Spec, cmd: &[String]) -> anyhow::Result<Vec<OsString>> {
 /// shell and Docker report them.
 pub fn main() -> ! {
     reset_signals();
+    // Nothing of the daemon's beyond the three streams reaches the command (a spawn
+    // inherits any fd another thread opened without O_CLOEXEC, such as a pty master).
+    // SAFETY: closes this process's fds from 3 up; it holds none it needs there.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     let args: Vec<OsString> = std::env::args_os().skip(2).collect();
     let err = match run(&args) {
         Ok(never) => match never {},

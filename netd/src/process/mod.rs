@@ -62,7 +62,8 @@ pub fn spawn(spec: Spawn) -> anyhow::Result<Child> {
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| std::ffi::OsString::from(v))
         .or_else(|| std::env::var_os("PATH"));
-    find_program(prog, path.as_deref()).with_context(|| format!("starting {prog:?}"))?;
+    find_program(prog, path.as_deref(), spec.workdir)
+        .with_context(|| format!("starting {prog:?}"))?;
     if let Some(d) = spec.workdir.filter(|d| !d.is_dir()) {
         return Err(std::io::Error::from_raw_os_error(libc::ENOENT))
             .with_context(|| format!("starting {prog:?}: working directory {}", d.display()));
@@ -98,7 +99,7 @@ pub fn spawn(spec: Spawn) -> anyhow::Result<Child> {
     // Terminals and pipes: posix_spawn (std takes it for an absolute program without
     // pre_exec, uid or gid; the `enter` program does those).
     let mut c = std::process::Command::new(exe);
-    c.args(args).envs(spec.env.iter().map(|(k, v)| (k, v)));
+    c.args(args).env_clear().envs(environment(spec.env));
     set_io(&mut c, spec.io)?;
     if !tty {
         c.process_group(0);
@@ -108,6 +109,28 @@ pub fn spawn(spec: Spawn) -> anyhow::Result<Child> {
         .spawn()
         .with_context(|| format!("starting {prog:?}"))?;
     Ok(Child::Tokio(child))
+}
+
+/// A container process's environment: the daemon's, without what a service manager
+/// gave the daemon alone (a container must not notify systemd for it or take its
+/// sockets), with `env` on top; one value per name, the last given.
+fn environment(env: &[(String, String)]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    const THE_DAEMONS: [&str; 6] = [
+        "NOTIFY_SOCKET",
+        "LISTEN_PID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+        "INVOCATION_ID",
+        "WATCHDOG_USEC",
+    ];
+    let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !THE_DAEMONS.iter().any(|d| k == d))
+        .collect();
+    for (k, v) in env {
+        vars.retain(|(have, _)| have != k.as_str());
+        vars.push((k.into(), v.into()));
+    }
+    vars
 }
 
 /// A process `spawn` started.
@@ -143,25 +166,34 @@ impl Child {
     }
 }
 
-/// Where `prog` is, as execvp would find it: itself if it names a path, else the first
-/// executable file of that name in `path`'s directories.
-fn find_program(prog: &str, path: Option<&std::ffi::OsStr>) -> std::io::Result<PathBuf> {
+/// Where `prog` is, as execvp in `workdir` would find it: itself if it names a path
+/// (relative ones from `workdir`), else the first executable file of that name in
+/// `path`'s directories (glibc's default without one).
+fn find_program(
+    prog: &str,
+    path: Option<&std::ffi::OsStr>,
+    workdir: Option<&Path>,
+) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let runnable = |p: &Path| {
         p.metadata()
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
+    let here = |p: PathBuf| match workdir {
+        Some(d) if p.is_relative() => d.join(p),
+        _ => p,
+    };
     if prog.contains('/') {
-        let p = PathBuf::from(prog);
+        let p = here(PathBuf::from(prog));
         return match (p.exists(), runnable(&p)) {
             (true, true) => Ok(p),
             (true, false) => Err(std::io::Error::from_raw_os_error(libc::EACCES)),
             (false, _) => Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
         };
     }
-    let dirs = path.unwrap_or(std::ffi::OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+    let dirs = path.unwrap_or(std::ffi::OsStr::new("/bin:/usr/bin"));
     std::env::split_paths(dirs)
-        .map(|d| d.join(prog))
+        .map(|d| here(d).join(prog))
         .find(|p| runnable(p))
         .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))
 }
@@ -264,4 +296,45 @@ fn is_zombie(pid: u32) -> bool {
 
 pub fn kill(pid: u32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_variable_given_twice_reaches_the_process_once_with_its_last_value() {
+        let env = [
+            ("NETD_T_DUP".to_string(), "first".to_string()),
+            ("NETD_T_DUP".to_string(), "last".to_string()),
+        ];
+        let got: Vec<_> = environment(&env)
+            .into_iter()
+            .filter(|(k, _)| k == "NETD_T_DUP")
+            .collect();
+        assert_eq!(got, [("NETD_T_DUP".into(), "last".into())]);
+    }
+
+    #[test]
+    fn a_relative_command_is_found_from_the_working_directory() {
+        let dir = std::env::temp_dir().join(format!("netd-find-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        let tool = dir.join("bin/tool");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            find_program("./bin/tool", None, Some(&dir)).unwrap(),
+            dir.join("./bin/tool")
+        );
+        assert!(find_program("./bin/tool", None, None).is_err());
+        let path = std::ffi::OsString::from("bin");
+        assert_eq!(
+            find_program("tool", Some(&path), Some(&dir)).unwrap(),
+            dir.join("bin/tool")
+        );
+        let e = find_program("no-such-tool", Some(&path), Some(&dir)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

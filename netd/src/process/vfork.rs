@@ -61,10 +61,7 @@ impl Prepared {
         let argv = std::iter::once(Ok(exe.clone()))
             .chain(args.iter().map(|a| cstring(a)))
             .collect::<io::Result<Vec<_>>>()?;
-        let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
-            .filter(|(k, _)| !env.iter().any(|(e, _)| OsStr::new(e) == k))
-            .collect();
-        vars.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
+        let vars = super::environment(env);
         let envp = vars
             .iter()
             .map(|(k, v)| {
@@ -131,6 +128,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// Starts `p`; returns once the child has exec'd (its pid) or failed (its error).
+/// Linux 5.9 or later (`CLOSE_RANGE_UNSHARE`); netd needs 6.6 for TCX anyway.
 pub fn spawn(p: &mut Prepared) -> io::Result<u32> {
     const STACK: usize = 64 * 1024;
     let mut stack = vec![0u8; STACK];
@@ -154,12 +152,20 @@ pub fn spawn(p: &mut Prepared) -> io::Result<u32> {
             return Err(clone_err);
         }
         if p.err != 0 {
-            let mut status = 0;
-            libc::waitpid(pid, &mut status, 0);
+            reap(pid);
             return Err(io::Error::from_raw_os_error(p.err));
         }
         Ok(pid as u32)
     }
+}
+
+/// Waits for child `pid` to end (it is ending).
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+    {}
 }
 
 /// A child started by `spawn`, waited for through a pidfd.
@@ -169,7 +175,17 @@ pub struct RawChild {
 }
 
 impl RawChild {
+    /// Watches child `pid`; a child that cannot be watched is ended and reaped, not
+    /// left running untracked.
     pub fn new(pid: u32) -> io::Result<RawChild> {
+        Self::watch(pid).inspect_err(|_| {
+            // SAFETY: our own child, which nothing else reaps.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            reap(pid as libc::pid_t);
+        })
+    }
+
+    fn watch(pid: u32) -> io::Result<RawChild> {
         // SAFETY: pidfd_open returns a new fd we own, or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0u32) };
         if fd < 0 {
