@@ -26,7 +26,7 @@ pub(super) fn new_name(state: &State, req: &RunRequest) -> Result<String> {
         }
         None => format!("netd_{}", &random_id()[..8]),
     };
-    if state.containers.iter().any(|c| c.name == name) {
+    if state.name_taken(&name) {
         return Err(NetdError::Conflict(format!(
             "container name {name:?} is already in use: remove it or pick another name"
         )));
@@ -302,7 +302,7 @@ pub(super) fn prepare_ports(
                 m.host_port, m.proto
             )));
         }
-        for c in &state.containers {
+        for c in state.publishing(m.proto, m.host_port) {
             if let Some(o) = c.ports.iter().find(|o| o.collides_with(m)) {
                 return Err(NetdError::Conflict(format!(
                     "host port {}/{} is already published by container {} ({})",

@@ -41,8 +41,8 @@ pub(crate) fn host_bits_set(
 /// Addresses of family `A` on `net` that are not free: gateways, aux addresses,
 /// containers', and overlay addresses in use on other nodes.
 fn used<A: IpFamily>(state: &State, net: &Network) -> HashSet<A> {
-    let containers = state
-        .containers
+    let on = state.on_network(&net.id);
+    let containers = on
         .iter()
         .flat_map(|c| c.attachments.iter())
         .filter(|a| a.network == net.id)

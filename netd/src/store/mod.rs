@@ -20,6 +20,7 @@
 //! `state.json.vN`; an older database is kept as `state.db.vN` and rewritten. State of a
 //! newer release is refused before anything is touched.
 mod db;
+mod index;
 mod migrate;
 mod records;
 
@@ -35,6 +36,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Container, Network};
+pub use index::Index;
 pub use migrate::{StoreError, STATE_VERSION};
 use records::{Diff, Entry, Record, Rows};
 
@@ -67,6 +69,9 @@ pub struct State {
     /// keeps it for local networks: after a restart it starts again at the lowest.
     #[serde(skip)]
     pub ipam_cursor: IpamCursor,
+    /// Names, networks and host ports of the containers, for the checks of a new one.
+    #[serde(skip)]
+    pub index: Index,
 }
 
 /// Serial allocation's cursors (`State::ipam_cursor`): shared by the copies of a state,
@@ -131,6 +136,21 @@ impl State {
             (Some(n), None) if !name_or_id.is_empty() => Some(n),
             _ => None,
         }
+    }
+
+    /// Whether a container has this name.
+    pub fn name_taken(&self, name: &str) -> bool {
+        self.index.name_taken(&self.containers, name)
+    }
+
+    /// The containers attached to network `net` (by id).
+    pub fn on_network(&self, net: &str) -> Vec<Arc<Container>> {
+        self.index.on_network(&self.containers, net)
+    }
+
+    /// The containers publishing host port `port` for `proto`, on any host address.
+    pub fn publishing(&self, proto: crate::model::Proto, port: u16) -> Vec<Arc<Container>> {
+        self.index.publishing(&self.containers, proto, port)
     }
 
     pub fn network_by_id(&self, id: &str) -> Option<&Network> {
