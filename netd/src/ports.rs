@@ -199,6 +199,9 @@ pub fn assign_random(
     host: &HostSockets,
     snat: (u16, u16),
 ) -> Result<(), NetdError> {
+    if ports.iter().all(|m| m.host_port != 0) {
+        return Ok(());
+    }
     let (lo, hi) = ephemeral_range();
     let mut taken: HashSet<(Proto, u16)> = state
         .containers

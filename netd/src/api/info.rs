@@ -87,7 +87,7 @@ fn address_pools(instance_id: &str) -> Vec<AddressPool> {
 /// The drivers netd has, by Docker's plugin kinds.
 fn plugins() -> std::collections::BTreeMap<String, Vec<String>> {
     [
-        ("Network", vec!["bridge", "host", "null", "overlay"]),
+        ("Network", crate::model::driver_names()),
         ("Volume", vec![]),
         ("Log", vec!["json-file"]),
         ("Authorization", vec![]),

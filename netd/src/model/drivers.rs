@@ -138,6 +138,11 @@ pub fn driver_traits(name: &str) -> Option<&'static Traits> {
     DRIVERS.iter().find(|t| t.name == name)
 }
 
+/// Every driver netd has (Docker's `/info` lists them).
+pub fn driver_names() -> Vec<&'static str> {
+    DRIVERS.iter().map(|t| t.name).collect()
+}
+
 /// The drivers users may create networks of, for error messages.
 pub fn creatable_drivers() -> Vec<&'static str> {
     DRIVERS

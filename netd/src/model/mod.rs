@@ -29,7 +29,9 @@ pub use testing::{
 };
 
 pub use detach::{parse_detach_keys, DetachScanner, Scanned, DEFAULT_DETACH_KEYS};
-pub use drivers::{creatable_drivers, driver_traits, split_parent, Joins, Plumbing, Traits};
+pub use drivers::{
+    creatable_drivers, driver_names, driver_traits, split_parent, Joins, Plumbing, Traits,
+};
 pub use endpoint::{
     check_driver_opts, check_ifname, check_ns_sysctls, gateways, if_sysctls_of, mac_bytes,
     parse_if_sysctls, parse_mac, sysctl_exists, EndpointRequest, IfSysctl, ENDPOINT_IFNAME,
