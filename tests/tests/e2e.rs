@@ -463,14 +463,7 @@ fn a_detached_process_starts_with_default_signals_in_a_group_of_its_own() {
          readlink /proc/self/fd/0; echo fds: $(ls /proc/$$/fd); echo to-stderr >&2; \
          sleep 30",
     ]);
-    let mut log = String::new();
-    for _ in 0..100 {
-        log = lab.netd_ok(&["logs", "sig"]);
-        if log.contains("to-stderr") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let log = log_containing(&lab, "sig", "to-stderr");
     assert!(log.contains("SigBlk:\t0000000000000000"), "{log}");
     assert!(log.contains("SigIgn:\t0000000000000000"), "{log}");
     assert!(log.contains("/dev/null"), "{log}");
@@ -503,13 +496,19 @@ fn a_terminal_process_gets_no_other_containers_terminal() {
         "-c",
         "echo fds: $(ls /proc/self/fd); sleep 30",
     ]);
+    let log = log_containing(&lab, "second", "fds:");
+    assert!(log.contains("fds: 0 1 2 3\r\n"), "{log:?}");
+}
+
+/// Container `name`'s log once it holds `needle` (or as it is after 5 seconds).
+fn log_containing(lab: &Lab, name: &str, needle: &str) -> String {
     let mut log = String::new();
     for _ in 0..100 {
-        log = lab.netd_ok(&["logs", "second"]);
-        if log.contains("fds:") {
+        log = lab.netd_ok(&["logs", name]);
+        if log.contains(needle) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(log.contains("fds: 0 1 2 3\r\n"), "{log:?}");
+    log
 }

@@ -19,7 +19,10 @@ use std::{
 use super::records::{dns_networks, entries, Entry, Table};
 use crate::{
     model::{Container, Network, RemoteEndpoint},
-    store::State,
+    store::{
+        follow::{missing, Follow},
+        State,
+    },
 };
 
 /// What one container last gave the table.
@@ -56,18 +59,10 @@ pub enum Changes<'a> {
     },
 }
 
-/// What one sync saw of a container.
-enum Saw<'a> {
-    /// One it knew, changed or not.
-    Known(Option<Changed<'a>>),
-    New(Changed<'a>),
-}
-
 #[derive(Default)]
 pub struct Tracker {
     seen: HashMap<String, Seen>,
-    /// The state's containers at the last sync, in its order.
-    last: Vec<Arc<Container>>,
+    follow: Follow,
     /// Ids of the containers in each namespace, and of those with links.
     by_netns: HashMap<String, HashSet<String>>,
     linked: HashSet<String>,
@@ -92,45 +87,37 @@ impl Tracker {
         }
         let dns_nets = dns_networks(state);
         let mut changed = Vec::new();
-        let mut known = 0;
-        for (i, c) in state.containers.iter().enumerate() {
-            if self.last.get(i).is_some_and(|l| Arc::ptr_eq(l, c)) {
-                known += 1;
-                continue;
-            }
-            match self.see(c, &dns_nets) {
-                Saw::Known(None) => known += 1,
-                Saw::Known(Some(ch)) => {
-                    known += 1;
-                    changed.push(ch);
-                }
-                Saw::New(ch) => changed.push(ch),
-            }
+        for c in self.follow.moved(&state.containers) {
+            changed.extend(self.see(c, &dns_nets));
         }
-        let new = changed.iter().filter(|c| c.before.is_none()).count();
-        let gone = match known + new < self.seen.len() {
+        // Every container of the state is in `seen` now: more there means some went.
+        let gone = match self.seen.len() > state.containers.len() {
             true => self.forget_missing(state),
             false => Vec::new(),
         };
-        self.last = state.containers.clone();
+        self.follow.remember(&state.containers);
         Changes::Some { changed, gone }
     }
 
-    /// Container `c` in this sync: known (and what changed in it, if anything) or new.
-    fn see<'a>(&mut self, c: &'a Arc<Container>, dns_nets: &HashMap<&str, &Network>) -> Saw<'a> {
+    /// What changed in container `c` since it was last seen (all of it, if it is new).
+    fn see<'a>(
+        &mut self,
+        c: &'a Arc<Container>,
+        dns_nets: &HashMap<&str, &Network>,
+    ) -> Option<Changed<'a>> {
         if self
             .seen
             .get(c.id.as_str())
             .is_some_and(|s| Arc::ptr_eq(&s.rec, c))
         {
-            return Saw::Known(None);
+            return None;
         }
         let fp = self.fingerprint(c);
         self.index(c);
         if let Some(s) = self.seen.get_mut(c.id.as_str()) {
             s.rec = c.clone();
             if s.fingerprint == fp {
-                return Saw::Known(None);
+                return None;
             }
             let entries = entries(c, dns_nets);
             s.fingerprint = fp;
@@ -142,12 +129,12 @@ impl Tracker {
             {
                 unindex(&mut self.by_netns, old, &c.id);
             }
-            return Saw::Known(Some(Changed {
+            return Some(Changed {
                 container: c,
                 before: Some(before),
                 before_netns,
                 entries,
-            }));
+            });
         }
         let entries = entries(c, dns_nets);
         let seen = Seen {
@@ -157,7 +144,7 @@ impl Tracker {
             netns: c.netns.clone(),
         };
         self.seen.insert(c.id.clone(), seen);
-        Saw::New(Changed {
+        Some(Changed {
             container: c,
             before: None,
             before_netns: None,
@@ -168,14 +155,8 @@ impl Tracker {
     /// The containers no longer in `state`, forgotten (a walk over the state, only when
     /// some went).
     fn forget_missing(&mut self, state: &State) -> Vec<Gone> {
-        let now: HashSet<&str> = state.containers.iter().map(|c| c.id.as_str()).collect();
-        let ids: Vec<String> = self
-            .seen
-            .keys()
-            .filter(|id| !now.contains(id.as_str()))
-            .cloned()
-            .collect();
-        ids.into_iter()
+        missing(self.seen.keys(), &state.containers)
+            .into_iter()
             .filter_map(|id| {
                 let s = self.seen.remove(&id)?;
                 if let Some(ns) = &s.netns {
@@ -206,7 +187,7 @@ impl Tracker {
             };
             self.seen.insert(c.id.clone(), s);
         }
-        self.last = state.containers.clone();
+        self.follow.remember(&state.containers);
     }
 
     /// Files `c` under its namespace and, if it has links, among the linked.

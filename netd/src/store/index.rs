@@ -8,6 +8,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
+use super::follow::{missing, Follow};
 use crate::model::{Container, Proto};
 
 /// Shared by the copies of a state, like the IPAM cursor, and no part of what two states
@@ -23,8 +24,7 @@ impl PartialEq for Index {
 
 #[derive(Debug, Default)]
 struct Indexed {
-    /// The list at the last look, in its order.
-    last: Vec<Arc<Container>>,
+    follow: Follow,
     by_id: HashMap<String, Arc<Container>>,
     names: HashMap<String, String>,
     networks: HashMap<String, HashSet<String>>,
@@ -69,10 +69,8 @@ impl Indexed {
 
     /// Brings the index up to `containers`.
     fn follow(&mut self, containers: &[Arc<Container>]) {
-        for (i, c) in containers.iter().enumerate() {
-            if self.last.get(i).is_some_and(|l| Arc::ptr_eq(l, c))
-                || self.by_id.get(&c.id).is_some_and(|l| Arc::ptr_eq(l, c))
-            {
+        for c in self.follow.moved(containers) {
+            if self.by_id.get(&c.id).is_some_and(|l| Arc::ptr_eq(l, c)) {
                 continue;
             }
             if let Some(old) = self.by_id.insert(c.id.clone(), c.clone()) {
@@ -80,21 +78,15 @@ impl Indexed {
             }
             self.add(c);
         }
+        // Every container of the list is in `by_id` now: more there means some went.
         if self.by_id.len() > containers.len() {
-            let now: HashSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
-            let gone: Vec<String> = self
-                .by_id
-                .keys()
-                .filter(|id| !now.contains(id.as_str()))
-                .cloned()
-                .collect();
-            for id in gone {
+            for id in missing(self.by_id.keys(), containers) {
                 if let Some(old) = self.by_id.remove(&id) {
                     self.remove(&old);
                 }
             }
         }
-        self.last = containers.to_vec();
+        self.follow.remember(containers);
     }
 
     fn add(&mut self, c: &Container) {

@@ -20,6 +20,7 @@
 //! `state.json.vN`; an older database is kept as `state.db.vN` and rewritten. State of a
 //! newer release is refused before anything is touched.
 mod db;
+pub mod follow;
 mod index;
 mod migrate;
 mod records;
