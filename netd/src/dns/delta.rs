@@ -95,7 +95,6 @@ impl Tracker {
             true => self.forget_missing(state),
             false => Vec::new(),
         };
-        self.follow.remember(&state.containers);
         Changes::Some { changed, gone }
     }
 

@@ -13,16 +13,29 @@ pub struct Follow {
 }
 
 impl Follow {
-    /// The containers of `now` that are not the record at their place last time: new,
-    /// changed, or moved by a removal before them.
-    pub fn moved<'a>(&self, now: &'a [Arc<Container>]) -> Vec<&'a Arc<Container>> {
-        now.iter()
-            .enumerate()
-            .filter(|(i, c)| !self.last.get(*i).is_some_and(|l| Arc::ptr_eq(l, c)))
-            .map(|(_, c)| c)
-            .collect()
+    /// The containers of `now` that are not the record at their place last time (new,
+    /// changed, or moved by a removal before them); `now` is remembered for the next
+    /// look, at the cost of those.
+    pub fn moved<'a>(&mut self, now: &'a [Arc<Container>]) -> Vec<&'a Arc<Container>> {
+        self.last.truncate(now.len());
+        let mut moved = Vec::new();
+        for (i, c) in now.iter().enumerate() {
+            match self.last.get_mut(i) {
+                Some(l) if Arc::ptr_eq(l, c) => {}
+                Some(l) => {
+                    *l = c.clone();
+                    moved.push(c);
+                }
+                None => {
+                    self.last.push(c.clone());
+                    moved.push(c);
+                }
+            }
+        }
+        moved
     }
 
+    /// Remembers `now` whole (after a rebuild that did not ask what moved).
     pub fn remember(&mut self, now: &[Arc<Container>]) {
         self.last = now.to_vec();
     }

@@ -86,7 +86,6 @@ impl Indexed {
                 }
             }
         }
-        self.follow.remember(containers);
     }
 
     fn add(&mut self, c: &Container) {
