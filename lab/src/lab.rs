@@ -339,6 +339,12 @@ impl Lab {
         leaks::endpoint_pins(&self.bpf_dir)
     }
 
+    /// The programs in tc filters on the host namespace's links: a container's endpoint
+    /// programs, on its host veth.
+    pub fn endpoint_programs(&self) -> Vec<leaks::TcProgram> {
+        leaks::tc_programs(&self.host)
+    }
+
     /// Everything of the lab's that still exists (after teardown: nothing).
     pub fn leftovers(&self) -> Vec<String> {
         leaks::leftovers(&self.name, &self.bpf_dir, self.cgroup.as_deref())

@@ -14,7 +14,11 @@ fn teardown_leaves_no_namespace_pin_or_cgroup() {
     let before = lab.leftovers();
     // Host, client, the container's namespace, the pins and the cgroup.
     assert!(before.len() >= 5, "{before:?}");
-    assert_eq!(lab.endpoint_pins().len(), 1);
+    assert_eq!(
+        lab.endpoint_programs().len(),
+        1,
+        "the endpoint program on its veth"
+    );
     lab.close().expect("teardown reports no problem");
     assert_eq!(
         leaks::leftovers(&name, &bpf_dir, cgroup.as_deref()),

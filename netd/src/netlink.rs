@@ -11,6 +11,7 @@ use netlink_packet_route::{
     address::{AddressAttribute, AddressFlags},
     link::{InfoData, InfoVeth, LinkAttribute, LinkMessage},
     route::{RouteAddress, RouteAttribute, RouteMessage},
+    tc::{TcAttribute, TcFilterBpfOption, TcMessage, TcOption},
     AddressFamily,
 };
 use rtnetlink::{
@@ -62,6 +63,32 @@ impl Netlink {
         })?;
         tokio::spawn(conn);
         Ok(Netlink { handle })
+    }
+
+    /// The names of the BPF programs in the tc filters at link `index`'s ingress.
+    pub async fn ingress_programs(&self, index: u32) -> anyhow::Result<Vec<String>> {
+        let msgs: Vec<TcMessage> = self
+            .handle
+            .traffic_filter(index as i32)
+            .get()
+            .ingress()
+            .execute()
+            .try_collect()
+            .await
+            .with_context(|| format!("listing the tc filters of link {index}"))?;
+        Ok(msgs
+            .iter()
+            .flat_map(|m| &m.attributes)
+            .filter_map(|a| match a {
+                TcAttribute::Options(o) => Some(o),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|o| match o {
+                TcOption::Bpf(TcFilterBpfOption::ProgName(n)) => Some(n.clone()),
+                _ => None,
+            })
+            .collect())
     }
 
     pub async fn links(&self) -> anyhow::Result<Vec<Link>> {

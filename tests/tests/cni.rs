@@ -233,6 +233,29 @@ fn cni_add_publishes_masquerades_checks_and_deletes_twice() {
         "{}",
         check.raw
     );
+    // So is the endpoint program's filter removed from the host veth.
+    let progs = lab.endpoint_programs();
+    assert_eq!(progs.len(), 1, "{progs:?}");
+    let _ = std::process::Command::new("tc")
+        .args([
+            "-n",
+            &lab.host,
+            "filter",
+            "del",
+            "dev",
+            &progs[0].link,
+            "ingress",
+        ])
+        .status();
+    let check = cni(&lab, "CHECK", env, &check_conf);
+    assert!(
+        check.out["details"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("the endpoint program is not on {}", progs[0].link)),
+        "{}",
+        check.raw
+    );
 
     // DEL twice: both succeed, and the port, the record and the veth are gone.
     let veths_before = lab.host_links().len();

@@ -2,7 +2,7 @@
 //! Run as root (cargo xtask test does).
 use std::time::Duration;
 
-use netd_tests::{Lab, CLIENT_IP, HOST_IP};
+use netd_tests::{Lab, TcProgram, CLIENT_IP, HOST_IP};
 
 fn published(port: u16) -> String {
     format!("{HOST_IP}:{port}")
@@ -283,12 +283,25 @@ fn cli_names_the_socket_when_no_daemon_runs() {
     );
 }
 
+/// The endpoint program of the one container, `before` and `after` a restart: one tc
+/// filter on the same veth and priority both times (no pin: a filter needs none to
+/// outlast the agent), holding the new agent's program after, not the old one's.
+fn assert_swapped_in_place(before: &[TcProgram], after: &[TcProgram]) {
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(after.len(), 1, "{after:?}");
+    let (b, a) = (&before[0], &after[0]);
+    assert_eq!(b.name, "endpoint_egress", "{b:?}");
+    assert_eq!((&a.link, a.pref, &a.name), (&b.link, b.pref, &b.name));
+    assert_ne!(a.id, b.id, "the new agent's program is not in the filter");
+}
+
 #[test]
 fn datapath_keeps_forwarding_through_an_agent_crash_and_restart() {
     let mut lab = Lab::new();
     lab.run_server("web", &["8080:80"], &["serve-tcp", "80"]);
     lab.from_client(&["tcp", &published(8080)])
         .expect("answers");
+    let before = lab.endpoint_programs();
     lab.stop_daemon(libc::SIGKILL);
     // No agent at all: the pinned programs and maps still NAT.
     let body = lab
@@ -303,8 +316,7 @@ fn datapath_keeps_forwarding_through_an_agent_crash_and_restart() {
     );
     lab.from_client(&["tcp", &published(8080)])
         .expect("answers after restart");
-    // The restarted agent swapped its program into the pinned link: still one link.
-    assert_eq!(lab.endpoint_pins().len(), 1);
+    assert_swapped_in_place(&before, &lab.endpoint_programs());
     // And it can still remove what the previous agent made.
     lab.netd_ok(&["rm", "-f", "web"]);
     assert!(lab.from_client(&["tcp", &published(8080)]).is_err());
@@ -317,6 +329,7 @@ fn sigterm_keeps_the_datapath_forwarding_and_the_next_agent_adopts_it() {
     lab.run_server("web", &["8080:80"], &["serve-tcp", "80"]);
     lab.from_client(&["tcp", &published(8080)])
         .expect("answers");
+    let before = lab.endpoint_programs();
     let st = lab.stop_daemon(libc::SIGTERM).expect("daemon status");
     assert!(st.success(), "daemon exit: {st}");
     assert!(!lab.socket().exists(), "socket file left behind");
@@ -331,16 +344,15 @@ fn sigterm_keeps_the_datapath_forwarding_and_the_next_agent_adopts_it() {
         .expect("answers with the agent stopped");
     assert!(body.starts_with(&format!("peer={CLIENT_IP}:")), "{body}");
     assert_eq!(
-        lab.endpoint_pins().len(),
-        1,
-        "the endpoint's link stays pinned"
+        lab.endpoint_programs(),
+        before,
+        "the endpoint's filter stays"
     );
     lab.start_daemon().expect("restart");
     assert!(lab.netd_ok(&["ps"]).contains("web"));
     lab.from_client(&["tcp", &published(8080)])
         .expect("answers after restart");
-    // The new agent swapped its program into the same link.
-    assert_eq!(lab.endpoint_pins().len(), 1);
+    assert_swapped_in_place(&before, &lab.endpoint_programs());
     assert_rulesets_empty(&lab);
 }
 

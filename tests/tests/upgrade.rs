@@ -238,7 +238,26 @@ fn replace(lab: &mut Lab, next: PathBuf, how: Replace) -> Duration {
     t0.elapsed()
 }
 
+/// After `manage`: the endpoints the previous release made (`web`, `out`) keep their
+/// pinned TCX links, the new program swapped in; those this build makes have their
+/// programs in tc filters on the veth and no pin. `echo` left nothing.
+fn assert_endpoint_attachments(lab: &Lab, from_previous: bool) {
+    let pins = lab.endpoint_pins();
+    let filters: Vec<_> = lab
+        .endpoint_programs()
+        .into_iter()
+        .filter(|p| p.name == "endpoint_egress")
+        .collect();
+    let expected = if from_previous { (2, 1) } else { (0, 3) };
+    assert_eq!(
+        (pins.len(), filters.len()),
+        expected,
+        "pins {pins:?}, filters {filters:?}"
+    );
+}
+
 fn under_load(first: PathBuf, how: Replace) {
+    let from_previous = first != netd_bin();
     let mut lab = lab_with(first, &[]);
     let loads = start_traffic(&lab);
     std::thread::sleep(REPLACE_AT);
@@ -252,6 +271,7 @@ fn under_load(first: PathBuf, how: Replace) {
     let v = json(&lab.netd_ok(&["version", "--format", "json"]));
     assert_eq!(v["Server"]["GitCommit"], v["Client"]["GitCommit"], "{v}");
     manage(&mut lab);
+    assert_endpoint_attachments(&lab, from_previous);
     // The previous release's state file is in the database now, kept as it was.
     let state = lab.dir.join("state");
     assert!(state.join("state.db").exists());

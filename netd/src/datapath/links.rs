@@ -1,7 +1,9 @@
-//! Program attachments, all through bpf_link and all pinned under `<bpf-dir>/links`, so
-//! the datapath keeps running while the agent is down. One helper adopts a link an
-//! earlier agent pinned (swapping the freshly loaded program in with bpf_link_update:
-//! there is no moment without a program) or attaches anew; TC and XDP use it alike.
+//! The node's program attachments (uplink, VXLAN device, XDP guard, cgroup), all through
+//! bpf_link and all pinned under `<bpf-dir>/links`, so the datapath keeps running while
+//! the agent is down. One helper adopts a link an earlier agent pinned (swapping the
+//! freshly loaded program in with bpf_link_update: there is no moment without a
+//! program) or attaches anew; TC and XDP use it alike. Endpoints go through tc filters
+//! instead (`tc.rs` says why); those of an earlier release keep their pinned links.
 use std::{fs, path::Path};
 
 use anyhow::{anyhow, Context};
@@ -14,7 +16,7 @@ use aya::programs::{
 };
 use netd_common::prog_names;
 
-use super::Datapath;
+use super::{tc, Datapath};
 
 /// A program type whose links can be adopted from a pin.
 trait Adoptable {
@@ -70,7 +72,7 @@ fn adopt_or_attach<P: Adoptable>(
 }
 
 impl Datapath {
-    fn program<P>(&mut self, name: &str) -> anyhow::Result<&mut P>
+    pub(super) fn program<P>(&mut self, name: &str) -> anyhow::Result<&mut P>
     where
         for<'a> &'a mut P:
             TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
@@ -124,19 +126,58 @@ impl Datapath {
 
     /// The endpoint program on a container's host-side veth.
     pub fn attach_endpoint(&mut self, veth: &str) -> anyhow::Result<()> {
-        self.attach_tc(prog_names::ENDPOINT_EGRESS, veth, &format!("ep-{veth}"))
+        self.attach_endpoint_prog(tc::ENDPOINT, veth)
     }
 
     /// The overlay program on an overlay endpoint's host-side veth, ahead of the
-    /// endpoint program (tcx order: first), which gets what it passes on.
+    /// endpoint program, which gets what it passes on.
     pub fn attach_overlay_endpoint(&mut self, veth: &str) -> anyhow::Result<()> {
-        self.attach_first(prog_names::OVERLAY_EGRESS, veth, &format!("ov-{veth}"))
+        self.attach_endpoint_prog(tc::OVERLAY, veth)
     }
 
     /// The IPv6 policy program on an IPv6 endpoint's host-side veth, ahead of the
-    /// endpoint program (which leaves IPv6 alone).
+    /// others (which leave IPv6 alone).
     pub fn attach_endpoint6(&mut self, veth: &str) -> anyhow::Result<()> {
-        self.attach_first(prog_names::ENDPOINT_EGRESS6, veth, &format!("v6-{veth}"))
+        self.attach_endpoint_prog(tc::ENDPOINT6, veth)
+    }
+
+    /// Through tc (see `tc.rs`), unless an earlier release attached it through a
+    /// pinned TCX link: that link stays, the new program swapped in. A pin whose link
+    /// is gone with its veth (one recreated since) is dropped for a filter.
+    fn attach_endpoint_prog(&mut self, p: tc::EndpointProg, veth: &str) -> anyhow::Result<()> {
+        let pin = self.links_dir.join(format!("{}-{veth}", p.pin));
+        if let Ok(pinned) = PinnedLink::from_pin(&pin) {
+            let prog: &mut SchedClassifier = self.program(p.name)?;
+            if let Some(id) = prog.adopt(pinned.unpin()?) {
+                return prog
+                    .take_fd_link(id)?
+                    .pin(&pin)
+                    .with_context(|| format!("pinning {}", pin.display()))
+                    .map(drop);
+            }
+        }
+        let _ = fs::remove_file(&pin);
+        self.attach_filter(p, veth)
+    }
+
+    /// Whether the endpoint program is on `veth`: a tc filter among `filters` (the
+    /// names of the programs on the veth's tc ingress), or its pinned TCX link.
+    pub fn endpoint_attached(&self, veth: &str, filters: &[String]) -> bool {
+        filters.iter().any(|f| f == tc::ENDPOINT.name)
+            || self
+                .links_dir
+                .join(format!("{}-{veth}", tc::ENDPOINT.pin))
+                .exists()
+    }
+
+    /// Every program of an endpoint (the overlay and IPv6 ones are there on overlay and
+    /// IPv6 endpoints), whichever way it was attached.
+    pub fn detach_endpoint(&self, veth: &str) -> anyhow::Result<()> {
+        for p in tc::ALL {
+            self.detach(&format!("{}-{veth}", p.pin))?;
+            Self::detach_filter(p, veth)?;
+        }
+        Ok(())
     }
 
     /// Attaches `prog` at TC ingress of `ifname` ahead of the programs already there
@@ -157,19 +198,6 @@ impl Datapath {
     /// The decapsulating program on the node's VXLAN device.
     pub fn attach_vxlan(&mut self, ifname: &str) -> anyhow::Result<()> {
         self.attach_tc(prog_names::OVERLAY_INGRESS, ifname, "vxlan")
-    }
-
-    /// Whether the endpoint program's pinned link on `veth` exists.
-    pub fn endpoint_attached(&self, veth: &str) -> bool {
-        self.links_dir.join(format!("ep-{veth}")).exists()
-    }
-
-    /// Every program of an endpoint (the overlay and IPv6 ones are there on overlay and
-    /// IPv6 endpoints).
-    pub fn detach_endpoint(&self, veth: &str) -> anyhow::Result<()> {
-        self.detach(&format!("ov-{veth}"))?;
-        self.detach(&format!("v6-{veth}"))?;
-        self.detach(&format!("ep-{veth}"))
     }
 
     /// Attaches the socket programs to the cgroup (v2) directory `cgroup`. A link pinned

@@ -20,6 +20,7 @@ use port_stats::PortStats;
 mod rawmap;
 mod readings;
 mod sync;
+mod tc;
 mod testrun;
 mod trace;
 

@@ -45,7 +45,11 @@ impl Daemon {
             )),
             None => problems.push(format!("host veth {} is missing", a.veth)),
         }
-        if !g.dp.endpoint_attached(&a.veth) {
+        let filters = match g.nl.link_by_name(&a.veth).await? {
+            Some(l) => g.nl.ingress_programs(l.index).await?,
+            None => Vec::new(),
+        };
+        if !g.dp.endpoint_attached(&a.veth, &filters) {
             problems.push(format!("the endpoint program is not on {}", a.veth));
         }
         if !g.dp.has_endpoint(a, net) {
