@@ -42,8 +42,9 @@ pub fn tc_programs(ns: &str) -> Vec<TcProgram> {
     out
 }
 
-/// `filter protocol all pref 3 bpf chain 0 handle 0x1 endpoint_egress direct-action
-/// not_in_hw id 57 tag 0123456789abcdef jited`
+/// `filter block 1852047360 protocol all pref 3 bpf chain 0 handle 0x1
+/// endpoint_egress@1a2b3c4d direct-action not_in_hw id 57 name endpoint_egress tag
+/// 0123456789abcdef jited`
 fn parse_tc_program(link: &str, line: &str) -> Option<TcProgram> {
     let w: Vec<&str> = line.split_whitespace().collect();
     let after = |key: &str| w.iter().position(|x| *x == key).and_then(|i| w.get(i + 1));
@@ -81,14 +82,15 @@ mod tests {
 
     #[test]
     fn a_tc_filter_line_gives_its_program() {
-        let l = "filter protocol all pref 3 bpf chain 0 handle 0x1 endpoint_egress \
-                 direct-action not_in_hw id 57 tag 0123456789abcdef jited";
+        let l = "filter block 1852047360 protocol all pref 3 bpf chain 0 handle 0x1 \
+                 endpoint_egress@1a2b3c4d direct-action not_in_hw id 57 name endpoint_egres \
+                 tag 0123456789abcdef jited";
         assert_eq!(
             parse_tc_program("ndv0", l),
             Some(TcProgram {
                 link: "ndv0".into(),
                 pref: 3,
-                name: "endpoint_egress".into(),
+                name: "endpoint_egress@1a2b3c4d".into(),
                 id: 57
             })
         );

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use anyhow::anyhow;
 
 use crate::{
-    datapath::Datapath,
+    datapath::{Datapath, ProgSet},
     driver::{self, Join, TeardownErrors},
     error::{NetdError, Result},
     ipam,
@@ -258,7 +258,7 @@ async fn plumb(
     routes: (bool, bool),
 ) -> anyhow::Result<()> {
     join(nl, netns, net, a, routes).await?;
-    wire(dp, net, a)
+    wire(nl, dp, net, a).await
 }
 
 /// The driver's half of `attach`: the endpoint's plumbing (veth, addresses, routes);
@@ -283,20 +283,27 @@ pub async fn join(
 }
 
 /// The datapath's half of `attach`: the endpoint's entries, then its programs.
-pub fn wire(dp: &mut Datapath, net: &Network, a: &Attachment) -> anyhow::Result<()> {
+pub async fn wire(
+    nl: &Netlink,
+    dp: &mut Datapath,
+    net: &Network,
+    a: &Attachment,
+) -> anyhow::Result<()> {
     if !net.traits().programs {
         return Ok(());
     }
     // Entries first: a program never sees the endpoint's first packets without them.
     dp.set_endpoint(a, net)?;
-    dp.attach_endpoint(&a.veth)?;
-    if net.is_multi_host() {
-        dp.attach_overlay_endpoint(&a.veth)?;
+    dp.attach_endpoint(nl, &a.veth, a.host_ifindex, programs_of(net, a))
+        .await
+}
+
+/// The programs endpoint `a` of `net` takes besides `endpoint_egress`.
+pub fn programs_of(net: &Network, a: &Attachment) -> ProgSet {
+    ProgSet {
+        ipv6: a.ip6.is_some(),
+        overlay: net.is_multi_host(),
     }
-    if a.ip6.is_some() {
-        dp.attach_endpoint6(&a.veth)?;
-    }
-    Ok(())
 }
 
 /// Publishes `ports` to attachment `a` (Docker publishes to a container's first

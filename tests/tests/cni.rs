@@ -233,20 +233,21 @@ fn cni_add_publishes_masquerades_checks_and_deletes_twice() {
         "{}",
         check.raw
     );
-    // So is the endpoint program's filter removed from the host veth.
+    // So is the host veth's qdisc removed, which takes the endpoint program with it.
     let progs = lab.endpoint_programs();
     assert_eq!(progs.len(), 1, "{progs:?}");
     let _ = std::process::Command::new("tc")
         .args([
             "-n",
             &lab.host,
-            "filter",
+            "qdisc",
             "del",
             "dev",
             &progs[0].link,
-            "ingress",
+            "clsact",
         ])
         .status();
+    assert_eq!(lab.endpoint_programs(), vec![]);
     let check = cni(&lab, "CHECK", env, &check_conf);
     assert!(
         check.out["details"]

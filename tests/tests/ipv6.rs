@@ -129,6 +129,28 @@ fn ipv6_dual_stack_containers_get_addresses_a_route_and_reach_each_other() {
         &in_container(&lab, "a", &["ping", "-c1", "-W2", "10.91.0.3"]),
         "a pings b over IPv4",
     );
+    // The host ends are bridge ports with no IPv6 of their own: no link-local address
+    // and no route in the host's FIB, whose walks would grow with every container.
+    let veth = lab.inspect("a")["HostVeths"][0]
+        .as_str()
+        .expect("a host veth")
+        .to_string();
+    let host_v6 = ok(
+        &lab.exec_in(
+            &lab.host,
+            &["ip", "-6", "route", "show", "table", "all", "dev", &veth],
+        ),
+        "the host veth's IPv6 routes",
+    );
+    assert_eq!(host_v6.trim(), "", "{veth}");
+    let v6_off = lab.exec_in(
+        &lab.host,
+        &[
+            "cat",
+            &format!("/proc/sys/net/ipv6/conf/{veth}/disable_ipv6"),
+        ],
+    );
+    assert_eq!(ok(&v6_off, "disable_ipv6").trim(), "1");
 
     // inspect: Docker's fields, for the container and the network.
     let c = json(&lab.netd_ok(&["inspect", "a", "b"]));

@@ -246,7 +246,7 @@ fn assert_endpoint_attachments(lab: &Lab, from_previous: bool) {
     let filters: Vec<_> = lab
         .endpoint_programs()
         .into_iter()
-        .filter(|p| p.name == "endpoint_egress")
+        .filter(|p| p.name.starts_with("endpoint_egress@"))
         .collect();
     let expected = if from_previous { (2, 1) } else { (0, 3) };
     assert_eq!(

@@ -191,7 +191,7 @@ impl Inner {
             let a = &mut c.attachments[i];
             sandbox::join(&self.nl, Some(ns.as_str()), &net, a, routes).await?;
             phases.mark("veth");
-            sandbox::wire(&mut self.dp, &net, a)?;
+            sandbox::wire(&self.nl, &mut self.dp, &net, a).await?;
             phases.mark("programs");
         }
         let n = match c.primary(&self.state.networks) {

@@ -113,13 +113,10 @@ impl Inner {
         match self.nl.link_by_name(&a.veth).await? {
             Some(link) => {
                 a.host_ifindex = link.index;
-                self.dp.attach_endpoint(&a.veth)?;
-                if net.is_multi_host() {
-                    self.dp.attach_overlay_endpoint(&a.veth)?;
-                }
-                if a.ip6.is_some() {
-                    self.dp.attach_endpoint6(&a.veth)?;
-                }
+                let set = sandbox::programs_of(&net, &a);
+                self.dp
+                    .attach_endpoint(&self.nl, &a.veth, link.index, set)
+                    .await?;
             }
             None if c.handed_off() => {
                 // Its container side was the runtime's: a new one would never reach

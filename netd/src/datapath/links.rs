@@ -2,7 +2,7 @@
 //! bpf_link and all pinned under `<bpf-dir>/links`, so the datapath keeps running while
 //! the agent is down. One helper adopts a link an earlier agent pinned (swapping the
 //! freshly loaded program in with bpf_link_update: there is no moment without a
-//! program) or attaches anew; TC and XDP use it alike. Endpoints go through tc filters
+//! program) or attaches anew; TC and XDP use it alike. Endpoints go through tc blocks
 //! instead (`tc.rs` says why); those of an earlier release keep their pinned links.
 use std::{fs, path::Path};
 
@@ -17,6 +17,7 @@ use aya::programs::{
 use netd_common::prog_names;
 
 use super::{tc, Datapath};
+use crate::netlink::{BpfFilter, Netlink};
 
 /// A program type whose links can be adopted from a pin.
 trait Adoptable {
@@ -124,58 +125,60 @@ impl Datapath {
         }
     }
 
-    /// The endpoint program on a container's host-side veth.
-    pub fn attach_endpoint(&mut self, veth: &str) -> anyhow::Result<()> {
-        self.attach_endpoint_prog(tc::ENDPOINT, veth)
+    /// The programs of an endpoint's host veth `veth` (ifindex `index`): bound to this
+    /// agent's tc block for `set` (tc.rs), or, on a veth an earlier release attached
+    /// through pinned TCX links, those links with the new programs swapped in.
+    pub async fn attach_endpoint(
+        &mut self,
+        nl: &Netlink,
+        veth: &str,
+        index: u32,
+        set: tc::ProgSet,
+    ) -> anyhow::Result<()> {
+        if self.adopt_endpoint_links(veth, set)? {
+            return Ok(());
+        }
+        self.bind_to_block(nl, index, set).await
     }
 
-    /// The overlay program on an overlay endpoint's host-side veth, ahead of the
-    /// endpoint program, which gets what it passes on.
-    pub fn attach_overlay_endpoint(&mut self, veth: &str) -> anyhow::Result<()> {
-        self.attach_endpoint_prog(tc::OVERLAY, veth)
-    }
-
-    /// The IPv6 policy program on an IPv6 endpoint's host-side veth, ahead of the
-    /// others (which leave IPv6 alone).
-    pub fn attach_endpoint6(&mut self, veth: &str) -> anyhow::Result<()> {
-        self.attach_endpoint_prog(tc::ENDPOINT6, veth)
-    }
-
-    /// Through tc (see `tc.rs`), unless an earlier release attached it through a
-    /// pinned TCX link: that link stays, the new program swapped in. A pin whose link
-    /// is gone with its veth (one recreated since) is dropped for a filter.
-    fn attach_endpoint_prog(&mut self, p: tc::EndpointProg, veth: &str) -> anyhow::Result<()> {
-        let pin = self.links_dir.join(format!("{}-{veth}", p.pin));
-        if let Ok(pinned) = PinnedLink::from_pin(&pin) {
+    /// Swaps the new programs into `veth`'s pinned TCX links if an earlier release left
+    /// them; false if it did not, or if they went with an earlier veth of that name
+    /// (their pins go too).
+    fn adopt_endpoint_links(&mut self, veth: &str, set: tc::ProgSet) -> anyhow::Result<bool> {
+        let mut adopted = false;
+        for p in set.progs() {
+            let pin = self.links_dir.join(format!("{}-{veth}", p.pin));
+            let Ok(pinned) = PinnedLink::from_pin(&pin) else {
+                continue;
+            };
             let prog: &mut SchedClassifier = self.program(p.name)?;
             if let Some(id) = prog.adopt(pinned.unpin()?) {
-                return prog
-                    .take_fd_link(id)?
+                prog.take_fd_link(id)?
                     .pin(&pin)
-                    .with_context(|| format!("pinning {}", pin.display()))
-                    .map(drop);
+                    .with_context(|| format!("pinning {}", pin.display()))?;
+                adopted = true;
             }
         }
-        let _ = fs::remove_file(&pin);
-        self.attach_filter(p, veth)
+        Ok(adopted)
     }
 
-    /// Whether the endpoint program is on `veth`: a tc filter among `filters` (the
-    /// names of the programs on the veth's tc ingress), or its pinned TCX link.
-    pub fn endpoint_attached(&self, veth: &str, filters: &[String]) -> bool {
-        filters.iter().any(|f| f == tc::ENDPOINT.name)
+    /// Whether the endpoint program is on `veth`: this agent's filter among `filters`
+    /// (those at the veth's tc ingress), or its pinned TCX link.
+    pub fn endpoint_attached(&self, veth: &str, filters: &[BpfFilter]) -> bool {
+        let name = self.blocks.filter_name(tc::ENDPOINT);
+        filters.iter().any(|f| f.name == name)
             || self
                 .links_dir
                 .join(format!("{}-{veth}", tc::ENDPOINT.pin))
                 .exists()
     }
 
-    /// Every program of an endpoint (the overlay and IPv6 ones are there on overlay and
-    /// IPv6 endpoints), whichever way it was attached.
+    /// Unpins the TCX links of an endpoint an earlier release attached. A veth bound to
+    /// a block leaves it when the veth is deleted, not before: it is never up without
+    /// its programs.
     pub fn detach_endpoint(&self, veth: &str) -> anyhow::Result<()> {
         for p in tc::ALL {
             self.detach(&format!("{}-{veth}", p.pin))?;
-            Self::detach_filter(p, veth)?;
         }
         Ok(())
     }

@@ -46,6 +46,7 @@ pub use maps::{ipproto, ipproto_of, LinkRule};
 pub use netd_common::layout::DATAPATH_LAYOUT as LAYOUT;
 use netd_common::{drop_reason, event, map_names, prog_names, Config, Config6, Endpoint};
 pub use readings::{Counted, CtCensus, Readings};
+pub use tc::ProgSet;
 pub use trace::{open_ring as open_trace_ring, PacketTrace, TraceHold, TraceSwitch};
 
 /// The datapath's counter tables (names and meanings), for whoever shows them.
@@ -69,6 +70,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ne
 pub struct Datapath {
     ebpf: Ebpf,
     links_dir: PathBuf,
+    /// The tc blocks of the endpoint programs (`tc.rs`).
+    blocks: tc::Blocks,
     /// Published ports of each family (`ports::PortMap`).
     ports4: ports::PortMap<u32>,
     ports6: ports::PortMap<[u8; 16]>,
@@ -278,6 +281,8 @@ impl Datapath {
         ensure_bpffs(bpf_dir)?;
         let links_dir = bpf_dir.join("links");
         fs::create_dir_all(&links_dir)?;
+        // Canonical, so that the same directory written another way finds its blocks.
+        let blocks = tc::Blocks::of(&fs::canonicalize(bpf_dir)?);
         let new_entries = new_flow_entries(ct_entries);
         let capacity = [
             (map_names::CONNTRACK, ct_entries),
@@ -322,6 +327,7 @@ impl Datapath {
         Ok(Datapath {
             ebpf,
             links_dir,
+            blocks,
             ports4,
             ports6,
             local,

@@ -46,7 +46,7 @@ impl Daemon {
             None => problems.push(format!("host veth {} is missing", a.veth)),
         }
         let filters = match g.nl.link_by_name(&a.veth).await? {
-            Some(l) => g.nl.ingress_programs(l.index).await?,
+            Some(l) => g.nl.ingress_filters(l.index).await?,
             None => Vec::new(),
         };
         if !g.dp.endpoint_attached(&a.veth, &filters) {

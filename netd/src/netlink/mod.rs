@@ -11,9 +11,11 @@ use netlink_packet_route::{
     address::{AddressAttribute, AddressFlags},
     link::{InfoData, InfoVeth, LinkAttribute, LinkMessage},
     route::{RouteAddress, RouteAttribute, RouteMessage},
-    tc::{TcAttribute, TcFilterBpfOption, TcMessage, TcOption},
     AddressFamily,
 };
+mod tc;
+pub use tc::BpfFilter;
+
 use rtnetlink::{
     Handle, LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVlan, LinkVxlan,
     RouteMessageBuilder,
@@ -34,7 +36,8 @@ pub struct Link {
 }
 
 /// A veth pair to create: the host end, the peer (born in `peer_ns`, or beside the host
-/// end for a runtime to move), both with `mtu`, the host end up in bridge `master`.
+/// end for a runtime to move), both with `mtu`, the host end up in bridge `master`,
+/// with IPv6 off (see `create_veth`).
 pub struct Veth<'a> {
     pub host: &'a str,
     pub peer: &'a str,
@@ -63,32 +66,6 @@ impl Netlink {
         })?;
         tokio::spawn(conn);
         Ok(Netlink { handle })
-    }
-
-    /// The names of the BPF programs in the tc filters at link `index`'s ingress.
-    pub async fn ingress_programs(&self, index: u32) -> anyhow::Result<Vec<String>> {
-        let msgs: Vec<TcMessage> = self
-            .handle
-            .traffic_filter(index as i32)
-            .get()
-            .ingress()
-            .execute()
-            .try_collect()
-            .await
-            .with_context(|| format!("listing the tc filters of link {index}"))?;
-        Ok(msgs
-            .iter()
-            .flat_map(|m| &m.attributes)
-            .filter_map(|a| match a {
-                TcAttribute::Options(o) => Some(o),
-                _ => None,
-            })
-            .flatten()
-            .filter_map(|o| match o {
-                TcOption::Bpf(TcFilterBpfOption::ProgName(n)) => Some(n.clone()),
-                _ => None,
-            })
-            .collect())
     }
 
     pub async fn links(&self) -> anyhow::Result<Vec<Link>> {
@@ -169,10 +146,11 @@ impl Netlink {
             peer = peer.setns_by_fd(ns.as_raw_fd());
         }
         let peer = peer.build();
-        // The host end born with its MTU, up and in its bridge: one message, where a
-        // change each would be one more notification, and every notification about a
-        // veth whose peer is in another namespace walks the host's namespace ids.
-        let mut host = LinkVeth::new(host_name, peer_name).up();
+        // The host end born with its MTU and in its bridge: one message, where a change
+        // each would be one more notification, and every notification about a veth
+        // whose peer is in another namespace walks the host's namespace ids. It comes
+        // up after its IPv6 is off (below).
+        let mut host = LinkVeth::new(host_name, peer_name);
         if let Some(mtu) = v.mtu {
             host = host.mtu(mtu);
         }
@@ -195,9 +173,23 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("creating veth {host_name}"))?;
-        self.link_by_name(host_name)
+        let link = self
+            .link_by_name(host_name)
             .await?
-            .ok_or_else(|| anyhow!("veth {host_name} vanished after creation"))
+            .ok_or_else(|| anyhow!("veth {host_name} vanished after creation"))?;
+        // A bridge port needs no IPv6 of its own (the bridge holds the gateway), and an
+        // IPv6 link of the host's costs every host device's change: its link-local and
+        // multicast routes sit beside every other veth's in the host's one FIB, whose
+        // whole walk (fib6_ifup, fib6_ifdown, DAD completions) follows each carrier
+        // change. Off before the first `up`, it never gets routes. (A kernel without
+        // IPv6 has no such setting, and nothing to turn off.)
+        let v6 = format!("/proc/sys/net/ipv6/conf/{host_name}/disable_ipv6");
+        match std::fs::write(&v6, "1") {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            r => r.with_context(|| format!("setting {v6}=1"))?,
+        }
+        self.set_up(link.index).await?;
+        Ok(link)
     }
 
     /// Creates the 802.1q sub-interface `name` of link `base` with VLAN id `id`.
