@@ -21,6 +21,8 @@ pub fn endpoint_pins(bpf_dir: &Path) -> Vec<String> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcProgram {
     pub link: String,
+    /// The shared tc block the link's ingress is bound to, if it is.
+    pub block: Option<u32>,
     pub pref: u32,
     pub name: String,
     /// The kernel's id of the program: a new one after an agent swapped its own in.
@@ -54,6 +56,7 @@ fn parse_tc_program(link: &str, line: &str) -> Option<TcProgram> {
     let handle = w.iter().position(|x| *x == "handle")?;
     Some(TcProgram {
         link: link.to_string(),
+        block: after("block").and_then(|b| b.parse().ok()),
         pref: after("pref")?.parse().ok()?,
         name: w.get(handle + 2)?.to_string(),
         id: after("id")?.parse().ok()?,
@@ -89,6 +92,7 @@ mod tests {
             parse_tc_program("ndv0", l),
             Some(TcProgram {
                 link: "ndv0".into(),
+                block: Some(1852047360),
                 pref: 3,
                 name: "endpoint_egress@1a2b3c4d".into(),
                 id: 57

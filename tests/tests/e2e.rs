@@ -296,6 +296,55 @@ fn assert_swapped_in_place(before: &[TcProgram], after: &[TcProgram]) {
     assert_ne!(a.id, b.id, "the new agent's program is not in the filter");
 }
 
+/// netd's endpoint programs sit in tc blocks of its own; a filter someone else put in
+/// one is never run over: the next container is refused with one line naming it, and
+/// nothing of it is left. Once the filter is gone, containers start again.
+#[test]
+fn a_foreign_filter_in_netds_tc_block_stops_a_new_container_with_one_line() {
+    let lab = Lab::new();
+    lab.netd_ok(&["run", "-d", "--name", "one", "--", "sleep", "600"]);
+    let progs = lab.endpoint_programs();
+    let block = progs[0].block.expect("the veth is bound to a shared block");
+    let tc = |args: &[&str]| {
+        let o = std::process::Command::new("tc")
+            .args(["-n", lab.host.as_str()])
+            .args(args)
+            .output()
+            .expect("tc");
+        assert!(o.status.success(), "tc {args:?}: {o:?}");
+    };
+    let block = block.to_string();
+    tc(&[
+        "filter",
+        "add",
+        "block",
+        &block,
+        "prio",
+        "7",
+        "handle",
+        "1",
+        "bpf",
+        "bytecode",
+        "1,6 0 0 0",
+    ]);
+    let o = lab.netd(&["run", "-d", "--name", "two", "--", "sleep", "600"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "tc block {block} holds a filter netd did not put there"
+        )),
+        "{err}"
+    );
+    let ps = lab.netd_ok(&["ps", "-a"]);
+    assert!(!ps.contains("two"), "{ps}");
+    assert_eq!(lab.container_namespaces().len(), 1);
+    tc(&["filter", "del", "block", &block, "prio", "7"]);
+    lab.netd_ok(&["run", "-d", "--name", "two", "--", "sleep", "600"]);
+    assert_eq!(lab.endpoint_programs().len(), 2);
+}
+
 #[test]
 fn datapath_keeps_forwarding_through_an_agent_crash_and_restart() {
     let mut lab = Lab::new();

@@ -146,6 +146,8 @@ impl Daemon {
         (g.state.containers.clone(), g.state.networks.clone())
     }
 
+    /// Container `name`, the networks, and the containers it refers to (the one whose
+    /// namespace it shares, its `--link` targets): what its inspect shows of others.
     pub async fn container(
         &self,
         name: &str,
@@ -156,7 +158,16 @@ impl Daemon {
             .container(name)
             .cloned()
             .ok_or_else(|| not_found_container(name))?;
-        Ok((c, g.state.networks.clone(), g.state.containers.clone()))
+        let owner = match &c.mode {
+            NetMode::Container(id) => Some(id.as_str()),
+            _ => None,
+        };
+        let related = owner
+            .into_iter()
+            .chain(c.links.iter().map(|l| l.target.as_str()))
+            .filter_map(|id| g.state.index.by_id(&g.state.containers, id))
+            .collect();
+        Ok((c, g.state.networks.clone(), related))
     }
 }
 

@@ -192,7 +192,8 @@ impl Daemon {
         let up = Uplink::find(&nl, &args).await?;
         let owned = super::Owned::new(&args.state_dir)?;
         let (store, state) = open_state(&args, &nl, &owned).await?;
-        let dp = load_datapath(&args, &up)?;
+        let mut dp = load_datapath(&args, &up)?;
+        dp.set_instance(&state.instance_id);
         // After configure, which wrote the config entry whole: the switch only flips
         // its own bit in it.
         let trace = trace::Trace::start(&args.bpf_dir, args.debug_datapath)

@@ -17,7 +17,7 @@ use aya::programs::{
 use netd_common::prog_names;
 
 use super::{tc, Datapath};
-use crate::netlink::{BpfFilter, Netlink};
+use crate::netlink::Netlink;
 
 /// A program type whose links can be adopted from a pin.
 trait Adoptable {
@@ -138,7 +138,7 @@ impl Datapath {
         if self.adopt_endpoint_links(veth, set)? {
             return Ok(());
         }
-        self.bind_to_block(nl, index, set).await
+        self.bind_to_block(nl, veth, index, set).await
     }
 
     /// Swaps the new programs into `veth`'s pinned TCX links if an earlier release left
@@ -162,20 +162,9 @@ impl Datapath {
         Ok(adopted)
     }
 
-    /// Whether the endpoint program is on `veth`: this agent's filter among `filters`
-    /// (those at the veth's tc ingress), or its pinned TCX link.
-    pub fn endpoint_attached(&self, veth: &str, filters: &[BpfFilter]) -> bool {
-        let name = self.blocks.filter_name(tc::ENDPOINT);
-        filters.iter().any(|f| f.name == name)
-            || self
-                .links_dir
-                .join(format!("{}-{veth}", tc::ENDPOINT.pin))
-                .exists()
-    }
-
     /// Unpins the TCX links of an endpoint an earlier release attached. A veth bound to
-    /// a block leaves it when the veth is deleted, not before: it is never up without
-    /// its programs.
+    /// a block leaves it when the veth is deleted, not before: no packet of the
+    /// container passes it without the programs while it is going.
     pub fn detach_endpoint(&self, veth: &str) -> anyhow::Result<()> {
         for p in tc::ALL {
             self.detach(&format!("{}-{veth}", p.pin))?;

@@ -70,8 +70,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ne
 pub struct Datapath {
     ebpf: Ebpf,
     links_dir: PathBuf,
-    /// The tc blocks of the endpoint programs (`tc.rs`).
-    blocks: tc::Blocks,
+    /// The tc blocks of the endpoint programs (`tc.rs`), once the instance is known.
+    blocks: Option<tc::Blocks>,
     /// Published ports of each family (`ports::PortMap`).
     ports4: ports::PortMap<u32>,
     ports6: ports::PortMap<[u8; 16]>,
@@ -281,8 +281,6 @@ impl Datapath {
         ensure_bpffs(bpf_dir)?;
         let links_dir = bpf_dir.join("links");
         fs::create_dir_all(&links_dir)?;
-        // Canonical, so that the same directory written another way finds its blocks.
-        let blocks = tc::Blocks::of(&fs::canonicalize(bpf_dir)?);
         let new_entries = new_flow_entries(ct_entries);
         let capacity = [
             (map_names::CONNTRACK, ct_entries),
@@ -327,7 +325,7 @@ impl Datapath {
         Ok(Datapath {
             ebpf,
             links_dir,
-            blocks,
+            blocks: None,
             ports4,
             ports6,
             local,
@@ -352,6 +350,11 @@ impl Datapath {
             bpf_dir: bpf_dir.to_path_buf(),
             migration: Some(migration),
         })
+    }
+
+    /// Numbers the tc blocks of the endpoint programs after instance `id` (`tc.rs`).
+    pub fn set_instance(&mut self, id: &str) {
+        self.blocks = Some(tc::Blocks::of(id));
     }
 
     pub fn configure(&mut self, s: &Settings) -> anyhow::Result<()> {

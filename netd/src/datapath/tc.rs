@@ -12,25 +12,26 @@
 //! kernel's list of blocks for indirect offload, which every new block is looked up in
 //! (`flow_indr_dev_setup_offload`): a walk over every veth of the host, two per
 //! container, 3 ms a container at 5,000. Bound to a shared block, a veth adds nothing
-//! there, and gets its programs in the same step as its qdisc.
+//! there, and gets the block's programs as its qdisc is made.
 //!
 //! One block per set of programs a veth takes (IPv4, plus IPv6, plus the overlay, or
-//! both) and one empty egress block, numbered from the agent's bpf directory so that
-//! two agents on one host never share one. A block goes when its last veth goes, and
-//! the next veth bound makes it again: the filters are checked at each bind (one dump
-//! of at most three), put in if missing, and swapped for this agent's programs where an
-//! earlier agent's are there (cls_bpf replaces a filter's program atomically, so a
-//! restart leaves no moment without one). Filters are named `PROGRAM@TAG`, TAG the
-//! agent's; a filter of another name in one of its blocks is not touched, and the bind
-//! fails naming it.
-use std::{os::fd::AsFd, path::Path};
+//! both) and one empty egress block, numbered from the instance's id (the state keeps
+//! it) so that two agents on one host never share one. A block goes when its last veth
+//! goes, and the next veth bound makes it again: the filters are checked at each bind
+//! (one dump of at most three), put in if missing, and swapped for this agent's
+//! programs where an earlier agent's are there (cls_bpf replaces a filter's program
+//! atomically, so a restart leaves no moment without one). Filters are named
+//! `PROGRAM@TAG`, TAG the instance's: one of its own that the set no longer has goes;
+//! a filter of anyone else in one of its blocks is not touched, and the bind fails
+//! naming it. So does a veth that has a clsact qdisc not bound to the block.
+use std::os::fd::AsFd;
 
 use anyhow::bail;
 use aya::programs::SchedClassifier;
 use netd_common::prog_names;
 
 use super::Datapath;
-use crate::netlink::{BpfFilter, Netlink};
+use crate::netlink::{Netlink, TcFilter};
 
 /// One of the programs an endpoint's veth may carry.
 #[derive(Clone, Copy, Debug)]
@@ -90,10 +91,23 @@ impl ProgSet {
     }
 }
 
-/// The agent's tc blocks and filter names, from its bpf directory.
+/// The agent's tc blocks and filter names, from its instance's id.
 #[derive(Clone, Copy, Debug)]
 pub struct Blocks {
     tag: u32,
+}
+
+/// What a filter in one of the agent's blocks is.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// One of the set's, holding this agent's program.
+    Current,
+    /// One of the set's, holding another program (an earlier agent's).
+    Stale,
+    /// The instance's, at a priority the set has no program for.
+    Unwanted,
+    /// Not the instance's.
+    Foreign,
 }
 
 /// Block numbers netd takes from: four ingress blocks and an egress one per agent.
@@ -102,15 +116,11 @@ const BLOCKS_PER_AGENT: u32 = 5;
 const AGENT_SLOTS: u32 = 0x3000;
 
 impl Blocks {
-    pub fn of(bpf_dir: &Path) -> Blocks {
+    pub fn of(instance_id: &str) -> Blocks {
         // FNV-1a: stable across releases, so a new agent finds the blocks it inherits.
-        let tag = bpf_dir
-            .as_os_str()
-            .as_encoded_bytes()
-            .iter()
-            .fold(0x811c_9dc5u32, |h, b| {
-                (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-            });
+        let tag = instance_id.bytes().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
         Blocks { tag }
     }
 
@@ -130,63 +140,141 @@ impl Blocks {
     pub fn filter_name(self, p: EndpointProg) -> String {
         format!("{}@{:08x}", p.name, self.tag)
     }
+
+    /// What filter `f` of a block of `set` is, `id` giving this agent's program of a
+    /// priority.
+    fn classify(self, f: &TcFilter, set: ProgSet, id: impl Fn(EndpointProg) -> u32) -> Found {
+        let Some(name) = f.name.as_deref().filter(|_| f.kind == "bpf") else {
+            return Found::Foreign;
+        };
+        match set.progs().find(|p| p.prio == f.prio) {
+            Some(p) if name == self.filter_name(p) => match f.id == Some(id(p)) {
+                true => Found::Current,
+                false => Found::Stale,
+            },
+            _ if name.ends_with(&format!("@{:08x}", self.tag)) => Found::Unwanted,
+            _ => Found::Foreign,
+        }
+    }
 }
 
 impl Datapath {
-    /// Binds the veth with ifindex `index` to the block of `set`, whose filters are
-    /// made sure of first if the veth is its first.
+    /// Binds the veth `veth` (ifindex `index`) to the block of `set`, whose filters are
+    /// made sure of then.
     pub(super) async fn bind_to_block(
         &mut self,
         nl: &Netlink,
+        veth: &str,
         index: u32,
         set: ProgSet,
     ) -> anyhow::Result<()> {
-        let block = self.blocks.ingress(set);
-        nl.add_clsact_in_blocks(index, block, self.blocks.egress())
+        let blocks = self.blocks()?;
+        let block = blocks.ingress(set);
+        let made = nl
+            .add_clsact_in_blocks(index, block, blocks.egress())
             .await?;
-        self.fill_block(nl, block, set).await
+        self.fill_block(nl, block, set).await?;
+        // A clsact there already is the block's after a restart; anyone else's would
+        // leave the veth without the programs.
+        if !made
+            && !self
+                .endpoint_problems(veth, &nl.ingress_filters(index).await?, set)?
+                .is_empty()
+        {
+            bail!("{veth} has a clsact qdisc that is not bound to netd's tc block {block}");
+        }
+        Ok(())
     }
 
-    /// Makes block `block` hold this agent's programs of `set`.
+    fn blocks(&self) -> anyhow::Result<Blocks> {
+        self.blocks
+            .ok_or_else(|| anyhow::anyhow!("the datapath has no instance id for its tc blocks"))
+    }
+
+    /// This agent's program of `p`, by the kernel's id.
+    fn prog_id(&self, p: EndpointProg) -> anyhow::Result<u32> {
+        let prog = self
+            .ebpf
+            .program(p.name)
+            .ok_or_else(|| anyhow::anyhow!("program {} missing from the object", p.name))?;
+        Ok(prog.info()?.id())
+    }
+
+    /// Makes block `block` hold this agent's programs of `set`, and only those.
     async fn fill_block(&mut self, nl: &Netlink, block: u32, set: ProgSet) -> anyhow::Result<()> {
+        let blocks = self.blocks()?;
+        let ids = ALL.map(|p| (p.prio, self.prog_id(p)));
+        let id = |p: EndpointProg| {
+            ids.iter()
+                .find(|(prio, _)| *prio == p.prio)
+                .and_then(|(_, id)| id.as_ref().ok().copied())
+                .unwrap_or(0)
+        };
         let there = nl.block_filters(block).await?;
-        check_foreign(&there, block, set, self.blocks)?;
+        for f in &there {
+            match blocks.classify(f, set, id) {
+                Found::Foreign => bail!(
+                    "tc block {block} holds a filter netd did not put there ({} {}, priority \
+                     {}): something else uses netd's block numbers",
+                    f.kind,
+                    f.name.as_deref().unwrap_or("(no name)"),
+                    f.prio
+                ),
+                Found::Unwanted => nl.del_block_filter(block, f.prio).await?,
+                Found::Current | Found::Stale => {}
+            }
+        }
         for p in set.progs() {
-            let prog: &mut SchedClassifier = self.program(p.name)?;
-            let id = prog.info()?.id();
-            if there.iter().any(|f| f.prio == p.prio && f.id == id) {
+            let current = there
+                .iter()
+                .any(|f| f.prio == p.prio && blocks.classify(f, set, id) == Found::Current);
+            if current {
                 continue;
             }
             // Owned, so that no borrow of the datapath spans the request.
+            let prog: &mut SchedClassifier = self.program(p.name)?;
             let fd = prog.fd()?.try_clone()?;
-            nl.set_block_filter(block, p.prio, fd.as_fd(), &self.blocks.filter_name(p))
+            nl.set_block_filter(block, p.prio, fd.as_fd(), &blocks.filter_name(p))
                 .await?;
         }
         Ok(())
     }
-}
 
-/// Fails on a filter in `block` that is not one of `set`'s of this agent.
-fn check_foreign(
-    there: &[BpfFilter],
-    block: u32,
-    set: ProgSet,
-    blocks: Blocks,
-) -> anyhow::Result<()> {
-    for f in there {
-        let ours = set
-            .progs()
-            .any(|p| p.prio == f.prio && blocks.filter_name(p) == f.name);
-        if !ours {
-            bail!(
-                "tc block {block} holds a filter netd did not put there ({}, priority {}): \
-                 something else uses netd's block numbers",
-                f.name,
-                f.prio
-            );
+    /// What is wrong with the programs of `set` on `veth` (`filters`: those at its tc
+    /// ingress): each that is missing, or not this agent's. A veth an earlier release
+    /// attached through TCX links is checked by its endpoint program's pin.
+    pub fn endpoint_problems(
+        &self,
+        veth: &str,
+        filters: &[TcFilter],
+        set: ProgSet,
+    ) -> anyhow::Result<Vec<String>> {
+        if self
+            .links_dir
+            .join(format!("{}-{veth}", ENDPOINT.pin))
+            .exists()
+        {
+            return Ok(Vec::new());
         }
+        let blocks = self.blocks()?;
+        let mut problems = Vec::new();
+        for p in set.progs() {
+            let name = blocks.filter_name(p);
+            let id = self.prog_id(p)?;
+            match filters.iter().find(|f| f.name.as_deref() == Some(&name)) {
+                None if p.name == ENDPOINT.name => {
+                    problems.push(format!("the endpoint program is not on {veth}"))
+                }
+                None => problems.push(format!("{} is not on {veth}", p.name)),
+                Some(f) if f.id != Some(id) => problems.push(format!(
+                    "{veth} runs another {} than this agent's (program {:?}, not {id})",
+                    p.name, f.id
+                )),
+                Some(_) => {}
+            }
+        }
+        Ok(problems)
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -195,7 +283,7 @@ mod tests {
 
     #[test]
     fn each_set_of_programs_has_a_block_of_its_own_and_agents_differ() {
-        let a = Blocks::of(Path::new("/sys/fs/bpf/netd"));
+        let a = Blocks::of("6f1c0a");
         let sets = [(false, false), (true, false), (false, true), (true, true)]
             .map(|(ipv6, overlay)| a.ingress(ProgSet { ipv6, overlay }));
         let mut all = sets.to_vec();
@@ -206,32 +294,57 @@ mod tests {
         assert!(all
             .iter()
             .all(|b| (BLOCK_BASE..BLOCK_BASE + 0x10000).contains(b)));
-        let b = Blocks::of(Path::new("/run/other/bpf"));
+        let b = Blocks::of("0b99e2");
         assert_ne!(a.ingress(ProgSet::default()), b.ingress(ProgSet::default()));
         assert_ne!(a.filter_name(ENDPOINT), b.filter_name(ENDPOINT));
-        // The same directory gives the same blocks: a new agent finds them.
-        assert_eq!(
-            Blocks::of(Path::new("/sys/fs/bpf/netd")).egress(),
-            a.egress()
-        );
+        // The same instance gives the same blocks: a new agent finds them.
+        assert_eq!(Blocks::of("6f1c0a").egress(), a.egress());
     }
 
     #[test]
-    fn a_filter_of_another_agent_in_a_block_is_refused() {
-        let a = Blocks::of(Path::new("/a"));
-        let b = Blocks::of(Path::new("/b"));
+    fn filters_in_a_block_are_told_apart() {
+        let (a, b) = (Blocks::of("a"), Blocks::of("b"));
         let set = ProgSet::default();
-        let ours = BpfFilter {
-            prio: 3,
-            name: a.filter_name(ENDPOINT),
-            id: 7,
+        let id = |_: EndpointProg| 7;
+        let f = |prio, kind: &str, name: Option<String>, id| TcFilter {
+            prio,
+            kind: kind.into(),
+            name,
+            id,
         };
-        assert!(check_foreign(std::slice::from_ref(&ours), 1, set, a).is_ok());
-        let theirs = BpfFilter {
-            name: b.filter_name(ENDPOINT),
-            ..ours.clone()
-        };
-        let e = check_foreign(&[ours, theirs], 1, set, a).unwrap_err();
-        assert!(e.to_string().contains("did not put there"), "{e}");
+        let ours = Some(a.filter_name(ENDPOINT));
+        assert_eq!(
+            a.classify(&f(3, "bpf", ours.clone(), Some(7)), set, id),
+            Found::Current
+        );
+        assert_eq!(
+            a.classify(&f(3, "bpf", ours.clone(), Some(6)), set, id),
+            Found::Stale
+        );
+        // An IPv6 program of ours in a block of IPv4 endpoints: ours, not wanted.
+        let v6 = Some(a.filter_name(ENDPOINT6));
+        assert_eq!(
+            a.classify(&f(1, "bpf", v6, Some(7)), set, id),
+            Found::Unwanted
+        );
+        assert_eq!(
+            a.classify(
+                &f(3, "bpf", ours, Some(7)),
+                ProgSet {
+                    ipv6: true,
+                    overlay: false
+                },
+                id
+            ),
+            Found::Current
+        );
+        for other in [
+            f(3, "bpf", Some(b.filter_name(ENDPOINT)), Some(7)),
+            f(3, "bpf", None, Some(7)),
+            f(3, "u32", None, None),
+            f(3, "bpf", Some("endpoint_egress".into()), Some(7)),
+        ] {
+            assert_eq!(a.classify(&other, set, id), Found::Foreign, "{other:?}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use netlink_packet_route::{
     AddressFamily,
 };
 mod tc;
-pub use tc::BpfFilter;
+pub use tc::TcFilter;
 
 use rtnetlink::{
     Handle, LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVlan, LinkVxlan,
@@ -184,11 +184,17 @@ impl Netlink {
         // change. Off before the first `up`, it never gets routes. (A kernel without
         // IPv6 has no such setting, and nothing to turn off.)
         let v6 = format!("/proc/sys/net/ipv6/conf/{host_name}/disable_ipv6");
-        match std::fs::write(&v6, "1") {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            r => r.with_context(|| format!("setting {v6}=1"))?,
+        let up = match std::fs::write(&v6, "1") {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(anyhow::Error::new(e).context(format!("setting {v6}=1")))
+            }
+            _ => self.set_up(link.index).await,
+        };
+        if let Err(e) = up {
+            // Not left down behind: whoever retries makes the pair again.
+            let _ = self.del_link(link.index).await;
+            return Err(e);
         }
-        self.set_up(link.index).await?;
         Ok(link)
     }
 

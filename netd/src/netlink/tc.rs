@@ -23,35 +23,47 @@ const TCA_EGRESS_BLOCK: u16 = 14;
 /// Every filter of netd has this handle; the priority tells them apart.
 const FILTER_HANDLE: u32 = 1;
 
-/// A BPF program in a tc filter.
+/// A tc filter, of any kind: BPF ones name their program.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BpfFilter {
+pub struct TcFilter {
     /// The filter's priority (tc runs lower ones first).
     pub prio: u16,
-    /// The name the filter was given (`TCA_BPF_NAME`).
-    pub name: String,
-    /// The kernel's id of the program.
-    pub id: u32,
+    /// Its classifier (`bpf`, `flower`, `u32`, ..).
+    pub kind: String,
+    /// The name a BPF filter was given (`TCA_BPF_NAME`).
+    pub name: Option<String>,
+    /// The kernel's id of a BPF filter's program.
+    pub id: Option<u32>,
 }
 
-fn bpf_filter(m: &TcMessage) -> Option<BpfFilter> {
-    let opts = m.attributes.iter().find_map(|a| match a {
-        TcAttribute::Options(o) => Some(o),
-        _ => None,
-    })?;
-    let (mut name, mut id) = (None, None);
-    for o in opts {
-        match o {
-            TcOption::Bpf(TcFilterBpfOption::ProgName(n)) => name = Some(n.clone()),
-            TcOption::Bpf(TcFilterBpfOption::ProgId(i)) => id = Some(*i),
+/// The filter `m` describes; None for the message a dump gives each priority's
+/// classifier itself (handle 0, no options).
+fn tc_filter(m: &TcMessage) -> Option<TcFilter> {
+    if u32::from(m.header.handle) == 0 {
+        return None;
+    }
+    let mut f = TcFilter {
+        prio: (m.header.info >> 16) as u16,
+        kind: String::new(),
+        name: None,
+        id: None,
+    };
+    for a in &m.attributes {
+        match a {
+            TcAttribute::Kind(k) => f.kind.clone_from(k),
+            TcAttribute::Options(opts) => {
+                for o in opts {
+                    match o {
+                        TcOption::Bpf(TcFilterBpfOption::ProgName(n)) => f.name = Some(n.clone()),
+                        TcOption::Bpf(TcFilterBpfOption::ProgId(i)) => f.id = Some(*i),
+                        _ => {}
+                    }
+                }
+            }
             _ => {}
         }
     }
-    Some(BpfFilter {
-        prio: (m.header.info >> 16) as u16,
-        name: name?,
-        id: id?,
-    })
+    Some(f)
 }
 
 fn u32_nla(kind: u16, v: u32) -> TcAttribute {
@@ -101,9 +113,9 @@ impl Netlink {
         }
     }
 
-    /// The BPF filters of shared block `block`; none if it does not exist (no qdisc
-    /// binds it).
-    pub async fn block_filters(&self, block: u32) -> anyhow::Result<Vec<BpfFilter>> {
+    /// The filters of shared block `block`; none if it does not exist (no qdisc binds
+    /// it).
+    pub async fn block_filters(&self, block: u32) -> anyhow::Result<Vec<TcFilter>> {
         let mut m = TcMessage::with_index(TcHeader::TCM_IFINDEX_MAGIC_BLOCK as i32);
         m.header.parent = TcHandle::from(block);
         self.filters(m)
@@ -111,9 +123,9 @@ impl Netlink {
             .with_context(|| format!("listing the filters of tc block {block}"))
     }
 
-    /// The BPF filters at link `index`'s tc ingress (a shared block's if it is bound
-    /// to one).
-    pub async fn ingress_filters(&self, index: u32) -> anyhow::Result<Vec<BpfFilter>> {
+    /// The filters at link `index`'s tc ingress (a shared block's if it is bound to
+    /// one).
+    pub async fn ingress_filters(&self, index: u32) -> anyhow::Result<Vec<TcFilter>> {
         let mut m = TcMessage::with_index(index as i32);
         m.header.parent = TcHandle {
             major: 0xffff,
@@ -124,7 +136,7 @@ impl Netlink {
             .with_context(|| format!("listing the tc filters of link {index}"))
     }
 
-    async fn filters(&self, m: TcMessage) -> anyhow::Result<Vec<BpfFilter>> {
+    async fn filters(&self, m: TcMessage) -> anyhow::Result<Vec<TcFilter>> {
         let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetTrafficFilter(m));
         req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let answers = self.handle.clone().request(req)?;
@@ -139,7 +151,17 @@ impl Netlink {
             .try_filter_map(|t| async move { Ok(t) })
             .try_collect()
             .await?;
-        Ok(msgs.iter().filter_map(bpf_filter).collect())
+        Ok(msgs.iter().filter_map(tc_filter).collect())
+    }
+
+    /// Deletes the filter at priority `prio` of shared block `block`.
+    pub async fn del_block_filter(&self, block: u32, prio: u16) -> anyhow::Result<()> {
+        let mut m = TcMessage::with_index(TcHeader::TCM_IFINDEX_MAGIC_BLOCK as i32);
+        m.header.parent = TcHandle::from(block);
+        m.header.info = u32::from(prio) << 16;
+        self.tc_request(RouteNetlinkMessage::DelTrafficFilter(m), 0)
+            .await
+            .with_context(|| format!("deleting priority {prio} of tc block {block}"))
     }
 
     /// Puts program `prog` as a direct-action filter named `name` at priority `prio` of

@@ -43,6 +43,21 @@ impl Index {
         self.with(containers, |i| i.names.contains_key(name))
     }
 
+    /// The container whose full id or name is `key` (the list's own record).
+    pub fn exact(&self, containers: &[Arc<Container>], key: &str) -> Option<Arc<Container>> {
+        self.with(containers, |i| {
+            i.by_id
+                .get(key)
+                .or_else(|| i.names.get(key).and_then(|id| i.by_id.get(id)))
+                .cloned()
+        })
+    }
+
+    /// The container whose full id is `id` (the list's own record).
+    pub fn by_id(&self, containers: &[Arc<Container>], id: &str) -> Option<Arc<Container>> {
+        self.with(containers, |i| i.by_id.get(id).cloned())
+    }
+
     /// The containers with an attachment to network `net`.
     pub fn on_network(&self, containers: &[Arc<Container>], net: &str) -> Vec<Arc<Container>> {
         self.with(containers, |i| i.containers(i.networks.get(net)))

@@ -101,23 +101,27 @@ impl Default for Version {
 
 impl State {
     pub fn container(&self, name_or_id: &str) -> Option<&Container> {
+        // A full id or a name through the index, then a walk over pointers, not names.
+        if let Some(hit) = self.index.exact(&self.containers, name_or_id) {
+            return self.place_of(&hit).map(|i| &*self.containers[i]);
+        }
         self.containers
             .iter()
-            .find(|c| {
-                c.name == name_or_id
-                    || c.id == name_or_id
-                    || (name_or_id.len() >= 6 && c.id.starts_with(name_or_id))
-            })
+            .find(|c| name_or_id.len() >= 6 && c.id.starts_with(name_or_id))
             .map(|c| &**c)
     }
 
     /// The container `id`, to change: a copy of its own if the store's commit still
     /// shares it.
     pub fn container_mut(&mut self, id: &str) -> Option<&mut Container> {
-        self.containers
-            .iter_mut()
-            .find(|c| c.id == id)
-            .map(Arc::make_mut)
+        let hit = self.index.by_id(&self.containers, id)?;
+        let i = self.place_of(&hit)?;
+        Some(Arc::make_mut(&mut self.containers[i]))
+    }
+
+    /// Where record `c` is in the list.
+    fn place_of(&self, c: &Arc<Container>) -> Option<usize> {
+        self.containers.iter().position(|x| Arc::ptr_eq(x, c))
     }
 
     /// By name, full id, or an unambiguous id prefix (as Docker resolves them).

@@ -316,3 +316,38 @@ fn a_savepoint_puts_the_committed_state_back() {
     assert_eq!(Store::open(&dir).unwrap().1, sample());
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_container_is_found_by_id_name_or_id_prefix_and_changed_by_id() {
+    let mut state = State::default();
+    let id = |n: u8| format!("{:02x}", n).repeat(32);
+    for n in 0..3u8 {
+        let c = crate::model::test_container(&id(n), &format!("c{n}"));
+        state.containers.push(Arc::new(c));
+    }
+    // A name that is another container's id prefix: the name wins, as in Docker.
+    let tricky = crate::model::test_container(&id(9), &id(1)[..8]);
+    state.containers.push(Arc::new(tricky));
+    assert_eq!(state.container("c1").map(|c| c.id.clone()), Some(id(1)));
+    assert_eq!(state.container(&id(2)).map(|c| c.name.as_str()), Some("c2"));
+    assert_eq!(
+        state.container(&id(0)[..12]).map(|c| c.name.as_str()),
+        Some("c0")
+    );
+    assert_eq!(
+        state.container(&id(1)[..8]).map(|c| c.id.clone()),
+        Some(id(9))
+    );
+    assert!(state.container("c7").is_none());
+    assert!(state.container(&id(0)[..4]).is_none(), "a prefix under 6");
+    // Removed and renamed ones are not found by what they were.
+    state.containers.remove(0);
+    assert!(state.container("c0").is_none());
+    state.container_mut(&id(2)).expect("c2").name = "renamed".into();
+    assert!(state.container("c2").is_none());
+    assert_eq!(
+        state.container("renamed").map(|c| c.id.clone()),
+        Some(id(2))
+    );
+    assert!(state.container_mut("c1").is_none(), "by id only");
+}

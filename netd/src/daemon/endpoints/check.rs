@@ -45,12 +45,12 @@ impl Daemon {
             )),
             None => problems.push(format!("host veth {} is missing", a.veth)),
         }
-        let filters = match g.nl.link_by_name(&a.veth).await? {
-            Some(l) => g.nl.ingress_filters(l.index).await?,
-            None => Vec::new(),
-        };
-        if !g.dp.endpoint_attached(&a.veth, &filters) {
-            problems.push(format!("the endpoint program is not on {}", a.veth));
+        match g.nl.ingress_filters(a.host_ifindex).await {
+            Ok(filters) => {
+                let set = crate::sandbox::programs_of(net, a);
+                problems.extend(g.dp.endpoint_problems(&a.veth, &filters, set)?);
+            }
+            Err(e) => problems.push(format!("{e:#}")),
         }
         if !g.dp.has_endpoint(a, net) {
             problems.push(format!("the endpoint map has no entry for {}", a.ip));
