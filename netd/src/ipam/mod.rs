@@ -41,12 +41,10 @@ pub(crate) fn host_bits_set(
 /// Addresses of family `A` on `net` that are not free: gateways, aux addresses,
 /// containers', and overlay addresses in use on other nodes.
 fn used<A: IpFamily>(state: &State, net: &Network) -> HashSet<A> {
-    let on = state.on_network(&net.id);
-    let containers = on
-        .iter()
-        .flat_map(|c| c.attachments.iter())
-        .filter(|a| a.network == net.id)
-        .filter_map(A::of_attachment);
+    let containers = state
+        .addresses_on(&net.id)
+        .into_iter()
+        .filter_map(A::of_addr);
     let remote = state
         .remote
         .iter()

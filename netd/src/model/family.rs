@@ -11,8 +11,6 @@ use std::{
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 
-use super::Attachment;
-
 /// One subnet of a network, of either family, as the state stores it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subnet {
@@ -89,8 +87,6 @@ pub trait IpFamily: Copy + Eq + Hash + Ord + Debug + Display + Into<IpAddr> + 's
     fn contains(n: &Self::Net, ip: Self) -> bool;
     /// Why `ip` cannot be a host's address in `subnet`, if it cannot.
     fn host_problem(subnet: &Self::Net, ip: Self) -> Option<String>;
-    /// The endpoint's address of this family.
-    fn of_attachment(a: &Attachment) -> Option<Self>;
 }
 
 impl IpFamily for Ipv4Addr {
@@ -146,9 +142,6 @@ impl IpFamily for Ipv4Addr {
         } else {
             None
         }
-    }
-    fn of_attachment(a: &Attachment) -> Option<Self> {
-        a.ipv4()
     }
 }
 
@@ -207,9 +200,6 @@ impl IpFamily for Ipv6Addr {
         } else {
             None
         }
-    }
-    fn of_attachment(a: &Attachment) -> Option<Self> {
-        a.ip6
     }
 }
 

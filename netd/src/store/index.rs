@@ -1,10 +1,12 @@
 //! Lookups a new container's checks make over the containers on the host: whether a
-//! name is taken, who is on a network, who publishes a host port. Without them each
+//! name is taken, which addresses a network's containers hold, who publishes a host
+//! port. Without them each
 //! check walks every container (a few ms at 5,000). Kept by the same pointer walk as a
 //! commit: a record at its place of the list since the last look is known unchanged
 //! without being read, so keeping up costs what changed.
 use std::{
     collections::{HashMap, HashSet},
+    net::IpAddr,
     sync::{Arc, Mutex, PoisonError},
 };
 
@@ -27,7 +29,9 @@ struct Indexed {
     follow: Follow,
     by_id: HashMap<String, Arc<Container>>,
     names: HashMap<String, String>,
-    networks: HashMap<String, HashSet<String>>,
+    /// By network id: the addresses its containers hold, each with how many hold it
+    /// (one, unless records disagree).
+    addrs: HashMap<String, HashMap<IpAddr, u32>>,
     ports: HashMap<(Proto, u16), HashSet<String>>,
 }
 
@@ -58,9 +62,14 @@ impl Index {
         self.with(containers, |i| i.by_id.get(id).cloned())
     }
 
-    /// The containers with an attachment to network `net`.
-    pub fn on_network(&self, containers: &[Arc<Container>], net: &str) -> Vec<Arc<Container>> {
-        self.with(containers, |i| i.containers(i.networks.get(net)))
+    /// The addresses (both families) the containers hold on network `net`.
+    pub fn addresses_on(&self, containers: &[Arc<Container>], net: &str) -> Vec<IpAddr> {
+        self.with(containers, |i| {
+            i.addrs
+                .get(net)
+                .map(|a| a.keys().copied().collect())
+                .unwrap_or_default()
+        })
     }
 
     /// The containers publishing host port `port` for `proto` (on any host address).
@@ -106,10 +115,10 @@ impl Indexed {
     fn add(&mut self, c: &Container) {
         self.names.insert(c.name.clone(), c.id.clone());
         for a in &c.attachments {
-            self.networks
-                .entry(a.network.clone())
-                .or_default()
-                .insert(c.id.clone());
+            let held = self.addrs.entry(a.network.clone()).or_default();
+            for ip in addresses(a) {
+                *held.entry(ip).or_default() += 1;
+            }
         }
         for p in &c.ports {
             self.ports
@@ -125,12 +134,33 @@ impl Indexed {
             self.names.remove(&c.name);
         }
         for a in &c.attachments {
-            forget(&mut self.networks, &a.network, &c.id);
+            let Some(held) = self.addrs.get_mut(&a.network) else {
+                continue;
+            };
+            for ip in addresses(a) {
+                if let Some(n) = held.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        held.remove(&ip);
+                    }
+                }
+            }
+            if held.is_empty() {
+                self.addrs.remove(&a.network);
+            }
         }
         for p in &c.ports {
             forget(&mut self.ports, &(p.proto, p.host_port), &c.id);
         }
     }
+}
+
+/// The addresses attachment `a` holds on its network.
+fn addresses(a: &crate::model::Attachment) -> impl Iterator<Item = IpAddr> {
+    a.ipv4()
+        .map(IpAddr::V4)
+        .into_iter()
+        .chain(a.ip6.map(IpAddr::V6))
 }
 
 fn forget<K: std::hash::Hash + Eq>(m: &mut HashMap<K, HashSet<String>>, k: &K, id: &str) {
@@ -147,10 +177,12 @@ mod tests {
     use super::*;
     use crate::model::{test_attachment, test_container, PortMapping};
 
+    /// Container `id` on network `net` at 10.1.0.N, N from its id's first letter.
     fn ctr(id: &str, name: &str, net: &str, port: Option<u16>) -> Arc<Container> {
         let mut c = test_container(id, name);
         c.attachments = vec![crate::model::Attachment {
             network: net.into(),
+            ip: std::net::Ipv4Addr::new(10, 1, 0, id.as_bytes()[0]),
             ..test_attachment()
         }];
         c.ports = port
@@ -171,6 +203,20 @@ mod tests {
         v
     }
 
+    /// The ids of the containers whose addresses are on `net` (10.1.0.N: N the id).
+    fn on(idx: &Index, list: &[Arc<Container>], net: &str) -> Vec<String> {
+        let mut v: Vec<String> = idx
+            .addresses_on(list, net)
+            .iter()
+            .map(|ip| match ip {
+                IpAddr::V4(a) => char::from(a.octets()[3]).to_string(),
+                IpAddr::V6(_) => "v6".into(),
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     #[test]
     fn the_index_follows_additions_changes_removals_and_renames() {
         let idx = Index::default();
@@ -179,18 +225,18 @@ mod tests {
             ctr("b", "db", "n1", None),
         ];
         assert!(idx.name_taken(&list, "web"));
-        assert_eq!(ids(idx.on_network(&list, "n1")), ["a", "b"]);
+        assert_eq!(on(&idx, &list, "n1"), ["a", "b"]);
         assert_eq!(ids(idx.publishing(&list, Proto::Tcp, 8080)), ["a"]);
         // Changed in place (a new record for the same id): renamed, moved, unpublished.
         list[0] = ctr("a", "front", "n2", None);
         assert!(!idx.name_taken(&list, "web") && idx.name_taken(&list, "front"));
-        assert_eq!(ids(idx.on_network(&list, "n1")), ["b"]);
+        assert_eq!(on(&idx, &list, "n1"), ["b"]);
         assert!(idx.publishing(&list, Proto::Tcp, 8080).is_empty());
         // One removed and one added in the same change.
         list.remove(1);
         list.push(ctr("c", "cache", "n1", Some(8080)));
         assert!(!idx.name_taken(&list, "db"));
-        assert_eq!(ids(idx.on_network(&list, "n1")), ["c"]);
+        assert_eq!(on(&idx, &list, "n1"), ["c"]);
         assert_eq!(ids(idx.publishing(&list, Proto::Tcp, 8080)), ["c"]);
         assert!(idx.publishing(&list, Proto::Udp, 8080).is_empty());
         // A name given up and taken by another in the same change.
@@ -199,9 +245,16 @@ mod tests {
             ctr("d", "cache", "n1", None),
         ];
         assert!(idx.name_taken(&list, "cache") && idx.name_taken(&list, "cache2"));
-        assert_eq!(ids(idx.on_network(&list, "n1")), ["c", "d"]);
+        assert_eq!(on(&idx, &list, "n1"), ["c", "d"]);
         list.clear();
         assert!(!idx.name_taken(&list, "cache"));
-        assert!(idx.on_network(&list, "n1").is_empty());
+        assert!(idx.addresses_on(&list, "n1").is_empty());
+        // Two records that disagree on an address: it is held until both let it go.
+        list = vec![ctr("e", "e1", "n1", None), ctr("e2", "e2", "n1", None)];
+        assert_eq!(on(&idx, &list, "n1"), ["e"]);
+        list.remove(0);
+        assert_eq!(on(&idx, &list, "n1"), ["e"]);
+        list.clear();
+        assert!(idx.addresses_on(&list, "n1").is_empty());
     }
 }

@@ -148,9 +148,9 @@ impl State {
         self.index.name_taken(&self.containers, name)
     }
 
-    /// The containers attached to network `net` (by id).
-    pub fn on_network(&self, net: &str) -> Vec<Arc<Container>> {
-        self.index.on_network(&self.containers, net)
+    /// The addresses (both families) the containers hold on network `net` (by id).
+    pub fn addresses_on(&self, net: &str) -> Vec<std::net::IpAddr> {
+        self.index.addresses_on(&self.containers, net)
     }
 
     /// The containers publishing host port `port` for `proto`, on any host address.
