@@ -295,7 +295,10 @@ pub async fn wire(
     // Entries first: a program never sees the endpoint's first packets without them.
     dp.set_endpoint(a, net)?;
     dp.attach_endpoint(nl, &a.veth, a.host_ifindex, programs_of(net, a))
-        .await
+        .await?;
+    // The driver left the host end down until now: the container's first packet
+    // meets its programs.
+    nl.set_up(a.host_ifindex).await
 }
 
 /// The programs endpoint `a` of `net` takes besides `endpoint_egress`.

@@ -119,3 +119,37 @@ fn crashes_mid_change_are_repaired_on_restart() {
         }
     }
 }
+
+/// kill -9 between a container's veth and its programs: the host end was left down, so
+/// not a packet of the container passed it unfiltered, and the next agent puts the
+/// programs on and brings it up.
+#[test]
+fn a_crash_between_a_veth_and_its_programs_leaves_it_down_until_the_restart_completes_it() {
+    let mut lab = Lab::new();
+    lab.stop_daemon(libc::SIGTERM);
+    lab.fault = Some("run-veth-joined".into());
+    lab.start_daemon().unwrap();
+    let _ = lab.netd(&["run", "-d", "--name", "victim", "--", "sleep", "600"]);
+    assert!(!lab.wait_daemon_death().expect("status").success());
+    let veth = lab
+        .host_links()
+        .into_iter()
+        .find(|l| l.starts_with("ndv"))
+        .expect("the veth was made before the crash");
+    let state = |lab: &Lab| {
+        let o = lab.exec_in(&lab.host, &["ip", "-o", "link", "show", "dev", &veth]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let down = state(&lab);
+    assert!(!down.contains(",UP") && !down.contains("<UP"), "{down}");
+    assert!(lab.endpoint_programs().is_empty());
+    lab.fault = None;
+    lab.start_daemon().unwrap();
+    let up = state(&lab);
+    assert!(up.contains(",UP") || up.contains("<UP"), "{up}");
+    let progs = lab.endpoint_programs();
+    assert_eq!(progs.len(), 1, "{progs:?}");
+    assert_eq!(progs[0].link, veth);
+    lab.netd_ok(&["rm", "-f", "victim"]);
+    assert!(lab.container_namespaces().is_empty());
+}

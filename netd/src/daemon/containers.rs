@@ -201,6 +201,7 @@ impl Inner {
             let routes = c.default_routes(i, &self.state.networks);
             let a = &mut c.attachments[i];
             sandbox::join(&self.nl, Some(ns.as_str()), &net, a, routes).await?;
+            txn::fault("run-veth-joined");
             phases.mark("veth");
             sandbox::wire(&self.nl, &mut self.dp, &net, a).await?;
             phases.mark("programs");

@@ -117,6 +117,9 @@ impl Inner {
                 self.dp
                     .attach_endpoint(&self.nl, &a.veth, link.index, set)
                     .await?;
+                // An agent that died between making the veth and its programs left it
+                // down.
+                self.nl.set_up(link.index).await?;
             }
             None if c.handed_off() => {
                 // Its container side was the runtime's: a new one would never reach

@@ -85,7 +85,8 @@ pub trait NetworkDriver: Send + Sync {
     ) -> BoxFuture<'a, anyhow::Result<Network>>;
     /// Removes the host side of `net`; goes on past failures.
     fn teardown<'a>(&'a self, nl: &'a Netlink, net: &'a Network) -> BoxFuture<'a, TeardownErrors>;
-    /// Plumbs an endpoint into its namespace; returns the host-side ifindex.
+    /// Plumbs an endpoint into its namespace; returns the host-side ifindex. A host
+    /// side stays down: `sandbox::wire` brings it up once its programs are on it.
     fn join<'a>(
         &'a self,
         nl: &'a Netlink,

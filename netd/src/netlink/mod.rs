@@ -36,8 +36,8 @@ pub struct Link {
 }
 
 /// A veth pair to create: the host end, the peer (born in `peer_ns`, or beside the host
-/// end for a runtime to move), both with `mtu`, the host end up in bridge `master`,
-/// with IPv6 off (see `create_veth`).
+/// end for a runtime to move), both with `mtu`, the host end in bridge `master`, down
+/// and with IPv6 off (see `create_veth`).
 pub struct Veth<'a> {
     pub host: &'a str,
     pub peer: &'a str,
@@ -148,8 +148,9 @@ impl Netlink {
         let peer = peer.build();
         // The host end born with its MTU and in its bridge: one message, where a change
         // each would be one more notification, and every notification about a veth
-        // whose peer is in another namespace walks the host's namespace ids. It comes
-        // up after its IPv6 is off (below).
+        // whose peer is in another namespace walks the host's namespace ids. It stays
+        // down (and the peer without carrier): the caller brings it up once the
+        // endpoint's programs are on it, so no packet passes it without them.
         let mut host = LinkVeth::new(host_name, peer_name);
         if let Some(mtu) = v.mtu {
             host = host.mtu(mtu);
@@ -184,18 +185,14 @@ impl Netlink {
         // change. Off before the first `up`, it never gets routes. (A kernel without
         // IPv6 has no such setting, and nothing to turn off.)
         let v6 = format!("/proc/sys/net/ipv6/conf/{host_name}/disable_ipv6");
-        let up = match std::fs::write(&v6, "1") {
+        match std::fs::write(&v6, "1") {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                // Not left behind half made: whoever retries makes the pair again.
+                let _ = self.del_link(link.index).await;
                 Err(anyhow::Error::new(e).context(format!("setting {v6}=1")))
             }
-            _ => self.set_up(link.index).await,
-        };
-        if let Err(e) = up {
-            // Not left down behind: whoever retries makes the pair again.
-            let _ = self.del_link(link.index).await;
-            return Err(e);
+            _ => Ok(link),
         }
-        Ok(link)
     }
 
     /// Creates the 802.1q sub-interface `name` of link `base` with VLAN id `id`.
