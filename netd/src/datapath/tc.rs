@@ -203,12 +203,14 @@ impl Datapath {
     /// Makes block `block` hold this agent's programs of `set`, and only those.
     async fn fill_block(&mut self, nl: &Netlink, block: u32, set: ProgSet) -> anyhow::Result<()> {
         let blocks = self.blocks()?;
-        let ids = ALL.map(|p| (p.prio, self.prog_id(p)));
+        let ids = ALL
+            .iter()
+            .map(|p| Ok((p.prio, self.prog_id(*p)?)))
+            .collect::<anyhow::Result<Vec<(u16, u32)>>>()?;
         let id = |p: EndpointProg| {
             ids.iter()
                 .find(|(prio, _)| *prio == p.prio)
-                .and_then(|(_, id)| id.as_ref().ok().copied())
-                .unwrap_or(0)
+                .map_or(0, |(_, id)| *id)
         };
         let there = nl.block_filters(block).await?;
         for f in &there {
