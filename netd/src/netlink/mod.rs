@@ -389,34 +389,20 @@ impl Netlink {
 
     /// The gateway of the main table's default route, if there is one.
     pub async fn default_gateway(&self) -> anyhow::Result<Option<Ipv4Addr>> {
-        for r in self.routes_v4().await? {
-            if r.header.destination_prefix_length != 0 || r.header.table != 254 {
-                continue;
-            }
-            for a in &r.attributes {
-                if let RouteAttribute::Gateway(RouteAddress::Inet(gw)) = a {
-                    return Ok(Some(*gw));
-                }
-            }
-        }
-        Ok(None)
+        Ok(main_default_gateway(self.routes_v4().await?, |a| match a {
+            RouteAddress::Inet(gw) => Some(*gw),
+            _ => None,
+        }))
     }
 
     /// The gateway of the main table's IPv6 default route, if there is one.
     pub async fn default_gateway6(&self) -> anyhow::Result<Option<Ipv6Addr>> {
         let q = RouteMessageBuilder::<Ipv6Addr>::new().build();
         let routes: Vec<RouteMessage> = self.handle.route().get(q).execute().try_collect().await?;
-        for r in routes {
-            if r.header.destination_prefix_length != 0 || r.header.table != 254 {
-                continue;
-            }
-            for a in &r.attributes {
-                if let RouteAttribute::Gateway(RouteAddress::Inet6(gw)) = a {
-                    return Ok(Some(*gw));
-                }
-            }
-        }
-        Ok(None)
+        Ok(main_default_gateway(routes, |a| match a {
+            RouteAddress::Inet6(gw) => Some(*gw),
+            _ => None,
+        }))
     }
 
     /// The interface of the default route (the uplink), if there is one.
@@ -453,6 +439,22 @@ impl Netlink {
         }
         Ok(out)
     }
+}
+
+/// The first gateway `pick` takes among the default routes of the main table in
+/// `routes` (either family: `pick` says which).
+fn main_default_gateway<A>(
+    routes: Vec<RouteMessage>,
+    pick: impl Fn(&RouteAddress) -> Option<A>,
+) -> Option<A> {
+    routes
+        .iter()
+        .filter(|r| r.header.destination_prefix_length == 0 && r.header.table == 254)
+        .flat_map(|r| &r.attributes)
+        .find_map(|a| match a {
+            RouteAttribute::Gateway(gw) => pick(gw),
+            _ => None,
+        })
 }
 
 fn link_of(m: &LinkMessage) -> Link {
